@@ -1,0 +1,391 @@
+//! The management HTTP API client: one `GET /api/queues/{vhost}?columns=…` per refresh (never one
+//! call per queue), bindings of an entry exchange, consumers and connections, and the few writes
+//! hopback needs (closing a connection). Every call has a timeout; responses are gzip-compressed.
+//! Errors never carry credentials (basic auth is sent as a header, never in a URL).
+
+use std::time::Duration;
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::Profile;
+
+/// Timeout of one management API call.
+pub const MGMT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Columns fetched for the queue list (keeps a 1,000-queue answer at ~76 kB).
+pub const QUEUE_COLUMNS: &str = "name,type,arguments,messages,messages_ready,messages_unacknowledged,consumers,message_stats";
+
+/// Management API errors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MgmtError {
+    /// Nothing listens (plugin not enabled, wrong URL).
+    #[error("management API at {url} is unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// 401.
+    #[error("management API refused the login of `{user}` (401)")]
+    Unauthorized { user: String },
+    /// 404.
+    #[error("management API: not found: {0}")]
+    NotFound(String),
+    /// Other HTTP status.
+    #[error("management API answered {status} for {path}")]
+    Status { status: u16, path: String },
+    /// The answer was not what we expected.
+    #[error("management API answer for {path} could not be read: {detail}")]
+    Decode { path: String, detail: String },
+    /// Timed out.
+    #[error("management API call {path} timed out")]
+    Timeout { path: String },
+}
+
+/// A client for one profile's management API.
+#[derive(Clone)]
+pub struct Mgmt {
+    http: reqwest::Client,
+    base: url::Url,
+    user: String,
+    password: String,
+    vhost: String,
+}
+
+impl std::fmt::Debug for Mgmt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mgmt").field("base", &self.base.as_str()).field("user", &self.user).finish()
+    }
+}
+
+/// `/api/overview`, the parts we use.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Overview {
+    /// RabbitMQ version.
+    #[serde(default)]
+    pub rabbitmq_version: String,
+    /// Erlang version.
+    #[serde(default)]
+    pub erlang_version: String,
+    /// Cluster name.
+    #[serde(default)]
+    pub cluster_name: String,
+    /// Exchange types the broker knows (x-consistent-hash needs its plugin).
+    #[serde(default)]
+    pub exchange_types: Vec<NamedItem>,
+}
+
+/// An item with a `name`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct NamedItem {
+    /// Its name.
+    pub name: String,
+}
+
+/// A rate sample `{rate}`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq)]
+pub struct RateDetails {
+    /// Per second.
+    #[serde(default)]
+    pub rate: f64,
+}
+
+/// Queue `message_stats`: totals and rates.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct MessageStats {
+    /// Published into the queue.
+    #[serde(default)]
+    pub publish: u64,
+    /// Publish rate.
+    #[serde(default)]
+    pub publish_details: RateDetails,
+    /// Delivered (deliver + get).
+    #[serde(default)]
+    pub deliver_get: u64,
+    /// Deliver rate.
+    #[serde(default)]
+    pub deliver_get_details: RateDetails,
+    /// Acknowledged.
+    #[serde(default)]
+    pub ack: u64,
+    /// Ack rate.
+    #[serde(default)]
+    pub ack_details: RateDetails,
+    /// Redelivered.
+    #[serde(default)]
+    pub redeliver: u64,
+    /// Redeliver rate.
+    #[serde(default)]
+    pub redeliver_details: RateDetails,
+}
+
+/// One row of `/api/queues/{vhost}`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// `classic`, `quorum` or `stream`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Declared arguments.
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// Total messages.
+    #[serde(default)]
+    pub messages: Option<u64>,
+    /// Ready messages.
+    #[serde(default)]
+    pub messages_ready: Option<u64>,
+    /// Unacknowledged messages.
+    #[serde(default)]
+    pub messages_unacknowledged: Option<u64>,
+    /// Consumers.
+    #[serde(default)]
+    pub consumers: Option<u64>,
+    /// Rates (absent until the queue saw traffic).
+    #[serde(default)]
+    pub message_stats: Option<MessageStats>,
+}
+
+/// One row of `/api/exchanges/{vhost}`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ExchangeInfo {
+    /// Exchange name.
+    pub name: String,
+    /// Exchange type.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Declared arguments.
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One binding.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+pub struct BindingInfo {
+    /// Source exchange.
+    pub source: String,
+    /// Destination (queue or exchange).
+    pub destination: String,
+    /// `queue` or `exchange`.
+    #[serde(default)]
+    pub destination_type: String,
+    /// Routing key (the weight, for a consistent-hash exchange).
+    #[serde(default)]
+    pub routing_key: String,
+}
+
+/// One consumer.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ConsumerInfo {
+    /// Consumer tag.
+    #[serde(default)]
+    pub consumer_tag: String,
+    /// The queue consumed.
+    pub queue: NamedItem,
+    /// The channel it is on.
+    pub channel_details: ChannelDetails,
+}
+
+/// The channel of a consumer.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ChannelDetails {
+    /// Server-side connection name (`ip:port -> ip:port`).
+    #[serde(default)]
+    pub connection_name: String,
+}
+
+/// One connection.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ConnectionInfo {
+    /// Server-side name, used to close it.
+    pub name: String,
+    /// The client-provided `connection_name`.
+    #[serde(default)]
+    pub user_provided_name: Option<String>,
+    /// User.
+    #[serde(default)]
+    pub user: String,
+}
+
+/// Permissions of a user in a vhost.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Permissions {
+    /// Configure regex.
+    #[serde(default)]
+    pub configure: String,
+    /// Write regex.
+    #[serde(default)]
+    pub write: String,
+    /// Read regex.
+    #[serde(default)]
+    pub read: String,
+}
+
+/// `/api/whoami`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct WhoAmI {
+    /// User name.
+    pub name: String,
+    /// Tags (a list in 3.10+, a string before).
+    #[serde(default)]
+    pub tags: serde_json::Value,
+}
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+impl Mgmt {
+    /// A client for the profile's management API.
+    pub fn new(profile: &Profile) -> Result<Self, MgmtError> {
+        let mut b = reqwest::Client::builder().timeout(MGMT_TIMEOUT).connect_timeout(Duration::from_secs(3)).gzip(true);
+        if let Some(ca) = &profile.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| MgmtError::Decode { path: ca.display().to_string(), detail: e.to_string() })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| MgmtError::Decode { path: ca.display().to_string(), detail: e.to_string() })?;
+            b = b.add_root_certificate(cert);
+        }
+        let http = b.build().map_err(|e| MgmtError::Unreachable { url: profile.mgmt_url.to_string(), detail: e.to_string() })?;
+        Ok(Self {
+            http,
+            base: profile.mgmt_url.clone(),
+            user: profile.username.clone(),
+            password: profile.password.expose().to_string(),
+            vhost: profile.vhost.clone(),
+        })
+    }
+
+    /// The base URL (no credentials).
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
+    }
+
+    fn map_send_err(&self, path: &str, e: reqwest::Error) -> MgmtError {
+        if e.is_timeout() {
+            MgmtError::Timeout { path: path.to_string() }
+        } else {
+            let detail = crate::broker::uri::scrub(&e.without_url().to_string(), &self.password);
+            MgmtError::Unreachable { url: self.base.to_string(), detail }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, MgmtError> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .map_err(|e| self.map_send_err(path, e))?;
+        let status = resp.status();
+        match status.as_u16() {
+            200..=299 => {}
+            401 => return Err(MgmtError::Unauthorized { user: self.user.clone() }),
+            404 => return Err(MgmtError::NotFound(path.to_string())),
+            s => return Err(MgmtError::Status { status: s, path: path.to_string() }),
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.map_send_err(path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| MgmtError::Decode { path: path.to_string(), detail: e.to_string() })
+    }
+
+    async fn send_no_body(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<(), MgmtError> {
+        let mut req = self.http.request(method, self.url(path)).basic_auth(&self.user, Some(&self.password));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| self.map_send_err(path, e))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => Err(MgmtError::Unauthorized { user: self.user.clone() }),
+            404 => Err(MgmtError::NotFound(path.to_string())),
+            s => Err(MgmtError::Status { status: s, path: path.to_string() }),
+        }
+    }
+
+    /// `GET /api/overview`.
+    pub async fn overview(&self) -> Result<Overview, MgmtError> {
+        self.get("/api/overview").await
+    }
+    /// `GET /api/whoami`.
+    pub async fn whoami(&self) -> Result<WhoAmI, MgmtError> {
+        self.get("/api/whoami").await
+    }
+    /// `GET /api/permissions/{vhost}/{user}`.
+    pub async fn permissions(&self) -> Result<Permissions, MgmtError> {
+        self.get(&format!("/api/permissions/{}/{}", enc(&self.vhost), enc(&self.user))).await
+    }
+    /// `GET /api/vhosts/{vhost}` — does the vhost exist?
+    pub async fn vhost_exists(&self) -> Result<bool, MgmtError> {
+        match self.get::<serde_json::Value>(&format!("/api/vhosts/{}", enc(&self.vhost))).await {
+            Ok(_) => Ok(true),
+            Err(MgmtError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    /// All queues of the vhost in one call, with only the columns we use.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, MgmtError> {
+        self.get(&format!("/api/queues/{}?columns={QUEUE_COLUMNS}", enc(&self.vhost))).await
+    }
+    /// All exchanges of the vhost.
+    pub async fn exchanges(&self) -> Result<Vec<ExchangeInfo>, MgmtError> {
+        self.get(&format!("/api/exchanges/{}?columns=name,type,arguments", enc(&self.vhost))).await
+    }
+    /// One exchange (`None` if missing).
+    pub async fn exchange(&self, name: &str) -> Result<Option<ExchangeInfo>, MgmtError> {
+        match self.get(&format!("/api/exchanges/{}/{}", enc(&self.vhost), enc(name))).await {
+            Ok(x) => Ok(Some(x)),
+            Err(MgmtError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    /// Bindings whose source is `exchange` (the gate, for an entry exchange).
+    pub async fn bindings_from(&self, exchange: &str) -> Result<Vec<BindingInfo>, MgmtError> {
+        self.get(&format!("/api/exchanges/{}/{}/bindings/source", enc(&self.vhost), enc(exchange))).await
+    }
+    /// All bindings of the vhost (one call, for discovery).
+    pub async fn bindings(&self) -> Result<Vec<BindingInfo>, MgmtError> {
+        self.get(&format!("/api/bindings/{}", enc(&self.vhost))).await
+    }
+    /// All consumers of the vhost.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, MgmtError> {
+        self.get(&format!("/api/consumers/{}", enc(&self.vhost))).await
+    }
+    /// All connections (name and client-provided name).
+    pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, MgmtError> {
+        self.get("/api/connections?columns=name,user_provided_name,user").await
+    }
+    /// Close a connection by its server-side name.
+    pub async fn close_connection(&self, name: &str, reason: &str) -> Result<(), MgmtError> {
+        let path = format!("/api/connections/{}", enc(name));
+        let resp = self
+            .http
+            .delete(self.url(&path))
+            .basic_auth(&self.user, Some(&self.password))
+            .header("X-Reason", reason)
+            .send()
+            .await
+            .map_err(|e| self.map_send_err(&path, e))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            404 => Err(MgmtError::NotFound(path)),
+            401 => Err(MgmtError::Unauthorized { user: self.user.clone() }),
+            s => Err(MgmtError::Status { status: s, path }),
+        }
+    }
+    /// Create a dynamic shovel (used by benchmarks as the baseline to beat).
+    pub async fn put_shovel(&self, name: &str, value: serde_json::Value) -> Result<(), MgmtError> {
+        let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
+        self.send_no_body(reqwest::Method::PUT, &path, Some(serde_json::json!({ "value": value }))).await
+    }
+    /// Delete a dynamic shovel.
+    pub async fn delete_shovel(&self, name: &str) -> Result<(), MgmtError> {
+        let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
+        self.send_no_body(reqwest::Method::DELETE, &path, None).await
+    }
+    /// Management extensions (tells whether the shovel management plugin is on).
+    pub async fn extensions(&self) -> Result<Vec<serde_json::Value>, MgmtError> {
+        self.get("/api/extensions").await
+    }
+}

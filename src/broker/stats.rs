@@ -1,0 +1,233 @@
+//! Building a [`FleetSnapshot`]: one management API queue listing (rates, unacked, types) plus
+//! exact passive `queue.declare` counts for the queues that matter, the gate read from bindings,
+//! and (on demand) dead letters at rest attributed to their origin version by `x-death`.
+//! Without the management plugin the snapshot still has depths and consumers; rates are `None`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::broker::browse::{BrowseOptions, browse};
+use crate::broker::mgmt::{BindingInfo, ExchangeInfo, Mgmt, QueueInfo};
+use crate::broker::session::{BrokerError, Session};
+use crate::broker::topology::{DiscoveredNamespace, Names, discover};
+use crate::config::Config;
+use crate::model::gate::GateSplit;
+use crate::model::snapshot::{FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot, error_rate};
+use crate::model::xdeath::attribute;
+
+/// What to collect.
+#[derive(Debug, Clone, Default)]
+pub struct CollectOptions {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Browse DLQs (classic only) to attribute dead letters at rest, up to this many per DLQ.
+    pub attribute_dead_letters: Option<u64>,
+}
+
+/// Everything the management API told us in one refresh.
+#[derive(Debug, Clone, Default)]
+pub struct MgmtData {
+    /// Queues.
+    pub queues: Vec<QueueInfo>,
+    /// Exchanges.
+    pub exchanges: Vec<ExchangeInfo>,
+    /// Bindings.
+    pub bindings: Vec<BindingInfo>,
+    /// Server version.
+    pub version: Option<String>,
+}
+
+/// Fetch the management data (queues, exchanges, bindings, version).
+pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
+    let (q, x, b, o) = tokio::join!(mgmt.queues(), mgmt.exchanges(), mgmt.bindings(), mgmt.overview());
+    Ok(MgmtData { queues: q?, exchanges: x?, bindings: b?, version: o.ok().map(|o| o.rabbitmq_version) })
+}
+
+/// The gate of an entry exchange from the binding list, plus problems (a queue bound twice).
+pub fn gate_from_bindings(entry: &str, versions: &BTreeMap<String, String>, bindings: &[BindingInfo]) -> (GateSplit, Vec<String>) {
+    let mut split = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    for b in bindings.iter().filter(|b| b.source == entry && b.destination_type == "queue") {
+        *seen.entry(b.destination.as_str()).or_default() += 1;
+        let version = versions.iter().find(|(_, q)| **q == b.destination).map(|(v, _)| v.clone());
+        match (version, b.routing_key.trim().parse::<u32>()) {
+            (Some(v), Ok(w)) => {
+                split.entry(v).or_insert(w);
+            }
+            (Some(v), Err(_)) => problems.push(format!("{v}: binding key `{}` is not a weight", crate::text::sanitize(&b.routing_key))),
+            (None, _) => problems.push(format!("entry exchange is bound to `{}`, which is not a version queue", crate::text::sanitize(&b.destination))),
+        }
+    }
+    for (q, n) in seen {
+        if n > 1 {
+            problems.push(format!(
+                "queue `{}` has {n} bindings: the consistent-hash exchange routes by the first only, so the binding list does not show the real split (repair: `hopback gate set` rebinds it once)",
+                crate::text::sanitize(q)
+            ));
+        }
+    }
+    (GateSplit(split), problems)
+}
+
+fn rates_of(q: &QueueInfo) -> Option<Rates> {
+    let s = q.message_stats.as_ref();
+    Some(Rates {
+        publish: s.map(|s| s.publish_details.rate).unwrap_or(0.0),
+        deliver: s.map(|s| s.deliver_get_details.rate).unwrap_or(0.0),
+        ack: s.map(|s| s.ack_details.rate).unwrap_or(0.0),
+        redeliver: s.map(|s| s.redeliver_details.rate).unwrap_or(0.0),
+    })
+}
+
+/// Is this a quorum queue with a delivery limit (unsafe to browse)? RabbitMQ 4.0+ gives every
+/// quorum queue a default limit of 20 even without `x-delivery-limit`, so every quorum queue counts.
+pub fn is_quorum_with_limit(q: Option<&QueueInfo>) -> bool {
+    q.is_some_and(|q| q.kind == "quorum")
+}
+
+/// Collect a snapshot. Without the management API, `namespaces` must be known from `opts` or the
+/// config; versions are then probed as `NS.v1` … `NS.v9`.
+pub async fn collect(session: &Session, mgmt: Option<&Mgmt>, cfg: &Config, opts: &CollectOptions) -> Result<FleetSnapshot, BrokerError> {
+    let mut snap = FleetSnapshot { taken_at_ms: chrono::Utc::now().timestamp_millis(), ..Default::default() };
+    let data = match mgmt {
+        Some(m) => match fetch_mgmt(m).await {
+            Ok(d) => {
+                snap.mgmt_available = true;
+                snap.server_version = d.version.clone();
+                Some(d)
+            }
+            Err(e) => {
+                snap.mgmt_error = Some(e.to_string());
+                None
+            }
+        },
+        None => {
+            snap.mgmt_error = Some("management API not configured".into());
+            None
+        }
+    };
+    let mut found: Vec<DiscoveredNamespace> = match &data {
+        Some(d) => discover(&d.queues, &d.exchanges, &cfg.profile, &cfg.alerts),
+        None => {
+            let mut names: BTreeSet<String> = cfg.profile.namespaces.keys().cloned().collect();
+            if let Some(ns) = &opts.namespace {
+                names.insert(ns.clone());
+            }
+            let mut out = Vec::new();
+            for ns in names {
+                let a = cfg.profile.namespace(&ns, &cfg.alerts);
+                let names = if cfg.profile.namespaces.contains_key(&ns) { Names::adopted(&ns, &a) } else { Names::convention(&ns) };
+                let mut versions = BTreeMap::new();
+                for i in 1..=9 {
+                    let q = format!("{ns}.v{i}");
+                    if session.passive_queue(&q).await?.is_some() {
+                        versions.insert(format!("v{i}"), q);
+                    }
+                }
+                out.push(DiscoveredNamespace { name: ns.clone(), convention: !cfg.profile.namespaces.contains_key(&ns), names, versions });
+            }
+            out
+        }
+    };
+    if let Some(ns) = &opts.namespace {
+        found.retain(|d| &d.name == ns);
+    }
+    let qmap: BTreeMap<&str, &QueueInfo> = data.as_ref().map(|d| d.queues.iter().map(|q| (q.name.as_str(), q)).collect()).unwrap_or_default();
+    for d in found {
+        let mut ns = NamespaceSnapshot {
+            name: d.name.clone(),
+            convention: d.convention,
+            entry_exchange: d.names.entry.clone(),
+            dlq: d.names.dlq.clone(),
+            unrouted: d.names.unrouted.clone(),
+            ..Default::default()
+        };
+        if let Some(data) = &data {
+            ns.entry_kind = data.exchanges.iter().find(|x| x.name == d.names.entry).map(|x| x.kind.clone());
+            let (gate, problems) = gate_from_bindings(&d.names.entry, &d.versions, &data.bindings);
+            ns.gate = Some(gate);
+            ns.gate_problems = problems;
+        }
+        for (v, q) in &d.versions {
+            let passive = session.passive_queue(q).await?;
+            let info = qmap.get(q.as_str()).copied();
+            let weight = ns.gate.as_ref().map(|g| g.weight(v)).unwrap_or(0);
+            ns.versions.push(VersionSnapshot {
+                version: v.clone(),
+                queue: q.clone(),
+                exists: passive.is_some(),
+                queue_type: info.map(|i| i.kind.clone()),
+                weight,
+                gate_percent: ns.gate.as_ref().map(|g| g.percent(v)).unwrap_or(0.0),
+                ready: passive.map(|p| u64::from(p.ready)).or_else(|| info.and_then(|i| i.messages_ready)),
+                unacked: info.and_then(|i| i.messages_unacknowledged),
+                consumers: passive.map(|p| u64::from(p.consumers)).or_else(|| info.and_then(|i| i.consumers)),
+                rates: info.and_then(rates_of),
+                ..Default::default()
+            });
+        }
+        ns.dlq_depth = session.passive_queue(&d.names.dlq).await?.map(|c| u64::from(c.ready));
+        ns.dlq_rate = qmap.get(d.names.dlq.as_str()).and_then(|q| rates_of(q)).map(|r| r.publish);
+        ns.unrouted_depth = session.passive_queue(&d.names.unrouted).await?.map(|c| u64::from(c.ready));
+        if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
+            let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
+            if depth > 0 && !is_quorum_with_limit(dlq_info) {
+                let msgs = browse(session, &d.names.dlq, BrowseOptions { skip: 0, take: cap, max_body_bytes: 0, force: false }, false).await?;
+                let mut by_version: BTreeMap<String, u64> = BTreeMap::new();
+                for m in &msgs {
+                    let a = attribute(m.properties.headers().as_ref());
+                    *ns.dead_letters_by_reason.entry(a.reason.as_str().to_string()).or_default() += 1;
+                    if let Some(q) = a.origin_queue {
+                        if let Some((v, _)) = d.versions.iter().find(|(_, vq)| **vq == q) {
+                            *by_version.entry(v.clone()).or_default() += 1;
+                        }
+                    }
+                }
+                ns.dead_letters_sampled = Some(msgs.len() as u64);
+                for vs in &mut ns.versions {
+                    vs.dead_letters = Some(by_version.get(&vs.version).copied().unwrap_or(0));
+                }
+            } else if depth == 0 {
+                ns.dead_letters_sampled = Some(0);
+                for vs in &mut ns.versions {
+                    vs.dead_letters = Some(0);
+                }
+            }
+        }
+        snap.namespaces.push(ns);
+    }
+    Ok(snap)
+}
+
+/// Fill dead-letter rates and error rates from live per-version dead-letter rates (the tap).
+pub fn apply_dead_letter_rates(ns: &mut NamespaceSnapshot, dead_per_s: &BTreeMap<String, f64>) {
+    for v in &mut ns.versions {
+        let dl = dead_per_s.get(&v.version).copied().unwrap_or(0.0);
+        v.dead_letter_rate = Some(dl);
+        v.error_rate = match v.rates {
+            Some(r) => error_rate(r.ack, dl),
+            None => None,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(src: &str, dst: &str, key: &str) -> BindingInfo {
+        BindingInfo { source: src.into(), destination: dst.into(), destination_type: "queue".into(), routing_key: key.into() }
+    }
+
+    #[test]
+    fn gate_reads_weights_and_flags_double_binding() {
+        let versions: BTreeMap<String, String> = [("v1".into(), "e.v1".into()), ("v2".into(), "e.v2".into())].into();
+        let (g, p) = gate_from_bindings("e", &versions, &[b("e", "e.v1", "90"), b("e", "e.v2", "10"), b("x", "e.v2", "5")]);
+        assert_eq!(g.describe(), "v1=90 v2=10");
+        assert!(p.is_empty());
+        let (g, p) = gate_from_bindings("e", &versions, &[b("e", "e.v1", "10"), b("e", "e.v1", "90")]);
+        assert_eq!(g.weight("v1"), 10);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("2 bindings"));
+    }
+}

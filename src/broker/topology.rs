@@ -1,0 +1,300 @@
+//! The topology convention of DESIGN §1: names, `init` (idempotent declaration), and discovery of
+//! convention and adopted namespaces.
+//!
+//! Declaring over an existing object with other arguments makes the broker close the channel with
+//! 406 PRECONDITION_FAILED; every declaration here uses its own throwaway channel so that error
+//! becomes a clear message instead of killing the session.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::ExchangeKind;
+use serde::Serialize;
+
+use crate::broker::mgmt::{ExchangeInfo, QueueInfo};
+use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::config::{Adoption, Profile, VersionQueues};
+use crate::model::xdeath::is_version_name;
+
+/// Queue type of version queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Replicated, durable (default).
+    Quorum,
+    /// Classic durable queue.
+    Classic,
+}
+
+/// The object names of a convention namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// Namespace.
+    pub ns: String,
+    /// Entry exchange (`NS`).
+    pub entry: String,
+    /// Dead-letter exchange (`NS.dlx`).
+    pub dlx: String,
+    /// Dead-letter queue (`NS.dlq`).
+    pub dlq: String,
+    /// Unrouted exchange and queue (`NS.unrouted`).
+    pub unrouted: String,
+}
+
+impl Names {
+    /// Convention names for `ns`.
+    pub fn convention(ns: &str) -> Self {
+        Self {
+            ns: ns.to_string(),
+            entry: ns.to_string(),
+            dlx: format!("{ns}.dlx"),
+            dlq: format!("{ns}.dlq"),
+            unrouted: format!("{ns}.unrouted"),
+        }
+    }
+    /// Names from an adoption entry.
+    pub fn adopted(ns: &str, a: &Adoption) -> Self {
+        Self { ns: ns.to_string(), entry: a.entry_exchange.clone(), dlx: a.dlx.clone(), dlq: a.dlq.clone(), unrouted: a.unrouted.clone() }
+    }
+    /// The queue of version `v` (`NS.v2`).
+    pub fn version_queue(&self, v: &str) -> String {
+        format!("{}.{v}", self.ns)
+    }
+}
+
+/// Check a namespace name: printable, no dots at the ends, fits in AMQP's 255 bytes with suffixes.
+pub fn validate_namespace(ns: &str) -> Result<(), String> {
+    if ns.is_empty() {
+        return Err("the namespace name is empty".into());
+    }
+    if ns.len() > 200 {
+        return Err(format!("the namespace name is {} bytes; at most 200 leave room for `.unrouted`", ns.len()));
+    }
+    if ns.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("the namespace name contains whitespace or control characters".into());
+    }
+    if ns.starts_with('.') || ns.ends_with('.') || ns.starts_with("amq.") {
+        return Err("the namespace name may not start or end with `.` or start with `amq.`".into());
+    }
+    Ok(())
+}
+
+/// Parse `v1,v2` into validated version names.
+pub fn parse_versions(text: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !is_version_name(v) {
+            return Err(format!("`{v}` is not a version name; use v1, v2, …"));
+        }
+        if out.iter().any(|x| x == v) {
+            return Err(format!("version `{v}` is listed twice"));
+        }
+        out.push(v.to_string());
+    }
+    if out.is_empty() {
+        return Err("no versions given; use --versions v1,v2".into());
+    }
+    Ok(out)
+}
+
+/// What `init` did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct InitReport {
+    /// Namespace.
+    pub namespace: String,
+    /// Objects created now.
+    pub created: Vec<String>,
+    /// Objects that were already there with the right arguments.
+    pub unchanged: Vec<String>,
+    /// Gate binding made (only for a new entry exchange).
+    pub gate: Option<String>,
+}
+
+impl InitReport {
+    /// Did this run change anything?
+    pub fn changed(&self) -> bool {
+        !self.created.is_empty() || self.gate.is_some()
+    }
+}
+
+fn s(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v))
+}
+
+fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+async fn declare_exchange(session: &Session, name: &str, kind: ExchangeKind, args: FieldTable, report: &mut InitReport) -> Result<bool, BrokerError> {
+    let existed = session.exchange_exists(name).await?;
+    let ch = session.channel().await?;
+    let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    timed("exchange.declare", CALL_TIMEOUT, session.password(), ch.exchange_declare(name.into(), kind, opts, args))
+        .await
+        .map_err(|e| conflict(e, "exchange", name))?;
+    let _ = ch.close(200, "ok".into()).await;
+    if existed { report.unchanged.push(format!("exchange {name}")) } else { report.created.push(format!("exchange {name}")) }
+    Ok(!existed)
+}
+
+async fn declare_queue(session: &Session, name: &str, args: FieldTable, report: &mut InitReport) -> Result<bool, BrokerError> {
+    let existed = session.passive_queue(name).await?.is_some();
+    let ch = session.channel().await?;
+    let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    timed("queue.declare", CALL_TIMEOUT, session.password(), ch.queue_declare(name.into(), opts, args))
+        .await
+        .map_err(|e| conflict(e, "queue", name))?;
+    let _ = ch.close(200, "ok".into()).await;
+    if existed { report.unchanged.push(format!("queue {name}")) } else { report.created.push(format!("queue {name}")) }
+    Ok(!existed)
+}
+
+fn conflict(e: BrokerError, kind: &str, name: &str) -> BrokerError {
+    match e {
+        BrokerError::Precondition(detail) => BrokerError::Precondition(format!(
+            "{kind} `{}` already exists with different arguments ({})",
+            crate::text::sanitize(name),
+            detail.split(" - ").nth(1).unwrap_or(&detail)
+        )),
+        other => other,
+    }
+}
+
+async fn bind(session: &Session, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
+    let ch = session.channel().await?;
+    timed(
+        "queue.bind",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default()),
+    )
+    .await?;
+    let _ = ch.close(200, "ok".into()).await;
+    Ok(())
+}
+
+/// Declare the convention for `ns` idempotently. The first version gets weight 100 only when the
+/// entry exchange is new: an existing namespace's gate is never touched.
+pub async fn init(session: &Session, ns: &str, versions: &[String], queue_type: QueueType) -> Result<InitReport, BrokerError> {
+    let n = Names::convention(ns);
+    let mut report = InitReport { namespace: ns.to_string(), ..Default::default() };
+    // Order: everything a binding or argument points to exists before it is referenced.
+    declare_exchange(session, &n.dlx, ExchangeKind::Fanout, FieldTable::default(), &mut report).await?;
+    declare_queue(session, &n.dlq, table(&[]), &mut report).await?;
+    bind(session, &n.dlq, &n.dlx, "").await?;
+    declare_exchange(session, &n.unrouted, ExchangeKind::Fanout, FieldTable::default(), &mut report).await?;
+    declare_queue(session, &n.unrouted, table(&[]), &mut report).await?;
+    bind(session, &n.unrouted, &n.unrouted, "").await?;
+    for v in versions {
+        let mut args = vec![("x-dead-letter-exchange", s(&n.dlx))];
+        if queue_type == QueueType::Quorum {
+            args.push(("x-queue-type", s("quorum")));
+        }
+        declare_queue(session, &n.version_queue(v), table(&args), &mut report).await?;
+    }
+    let entry_args = table(&[("hash-property", s("message_id")), ("alternate-exchange", s(&n.unrouted))]);
+    let entry_new = declare_exchange(session, &n.entry, ExchangeKind::Custom("x-consistent-hash".into()), entry_args, &mut report).await?;
+    if entry_new {
+        if let Some(first) = versions.first() {
+            bind(session, &n.version_queue(first), &n.entry, "100").await?;
+            report.gate = Some(format!("{first}=100"));
+        }
+    }
+    Ok(report)
+}
+
+/// Delete every object of a convention namespace (drills and tests clean up with this).
+pub async fn delete_namespace(session: &Session, ns: &str, versions: &[String]) -> Result<(), BrokerError> {
+    let n = Names::convention(ns);
+    let ch = session.channel().await?;
+    let pw = session.password().to_string();
+    for x in [&n.entry, &n.dlx, &n.unrouted] {
+        timed("exchange.delete", CALL_TIMEOUT, &pw, ch.exchange_delete(x.as_str().into(), Default::default())).await?;
+    }
+    let mut queues: Vec<String> = versions.iter().map(|v| n.version_queue(v)).collect();
+    queues.push(n.dlq.clone());
+    queues.push(n.unrouted.clone());
+    for q in queues {
+        timed("queue.delete", CALL_TIMEOUT, &pw, ch.queue_delete(q.as_str().into(), Default::default())).await?;
+    }
+    let _ = ch.close(200, "ok".into()).await;
+    Ok(())
+}
+
+/// A namespace found on the broker (or in the config) and where its parts are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveredNamespace {
+    /// Name.
+    pub name: String,
+    /// Follows the convention.
+    pub convention: bool,
+    /// Object names.
+    pub names: Names,
+    /// version → queue name.
+    pub versions: BTreeMap<String, String>,
+}
+
+/// Find namespaces: convention ones from the queue and exchange lists (a namespace is `NS` with an
+/// `NS.dlq` queue or an `NS` exchange next to at least one `NS.vN` queue), plus every adopted one.
+pub fn discover(queues: &[QueueInfo], exchanges: &[ExchangeInfo], profile: &Profile, defaults: &crate::config::AlertThresholds) -> Vec<DiscoveredNamespace> {
+    let qnames: BTreeSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    let xnames: BTreeSet<&str> = exchanges.iter().map(|x| x.name.as_str()).collect();
+    let mut by_ns: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for q in &qnames {
+        if let Some((ns, v)) = q.rsplit_once('.') {
+            if is_version_name(v) && !ns.is_empty() && (qnames.contains(format!("{ns}.dlq").as_str()) || xnames.contains(ns)) {
+                by_ns.entry(ns.to_string()).or_default().insert(v.to_string(), q.to_string());
+            }
+        }
+    }
+    let mut out: Vec<DiscoveredNamespace> = by_ns
+        .into_iter()
+        .filter(|(ns, _)| !profile.namespaces.contains_key(ns))
+        .map(|(ns, versions)| DiscoveredNamespace { names: Names::convention(&ns), name: ns, convention: true, versions })
+        .collect();
+    for (ns, a) in &profile.namespaces {
+        let versions = adopted_versions(ns, a, &qnames);
+        out.push(DiscoveredNamespace { name: ns.clone(), convention: false, names: Names::adopted(ns, a), versions });
+    }
+    let _ = defaults;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Version queues of an adopted namespace.
+pub fn adopted_versions(ns: &str, a: &Adoption, qnames: &BTreeSet<&str>) -> BTreeMap<String, String> {
+    match &a.version_queues {
+        VersionQueues::List(l) => l.clone(),
+        VersionQueues::Regex(re) => qnames
+            .iter()
+            .filter_map(|q| re.captures(q).and_then(|c| c.name("version")).map(|v| (v.as_str().to_string(), q.to_string())))
+            .collect(),
+        VersionQueues::Convention => qnames
+            .iter()
+            .filter_map(|q| crate::model::xdeath::version_of_queue(ns, q).map(|v| (v, q.to_string())))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_validation() {
+        let n = Names::convention("email");
+        assert_eq!(n.version_queue("v2"), "email.v2");
+        assert_eq!(n.dlq, "email.dlq");
+        assert!(validate_namespace("email").is_ok());
+        assert!(validate_namespace("bad\x1bname").is_err());
+        assert!(validate_namespace("amq.x").is_err());
+        assert_eq!(parse_versions("v1, v2").unwrap(), vec!["v1", "v2"]);
+        assert!(parse_versions("v1,x").is_err());
+        assert!(parse_versions("v1,v1").is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! `hopback check`: one line per check (ok / warn / FAIL) with a hint for every failure; exits 1 if
+//! anything failed. It is the first thing to run on a new machine or a new profile.
+
+use serde::Serialize;
+
+use crate::broker::mgmt::{Mgmt, MgmtError};
+use crate::broker::session;
+use crate::commands::Ctx;
+use crate::error::Failure;
+
+/// The result of one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckLine {
+    /// What was checked.
+    pub name: String,
+    /// `ok`, `warn` or `fail`.
+    pub status: &'static str,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+fn line(name: &str, status: &'static str, detail: impl Into<String>, hint: Option<&str>) -> CheckLine {
+    CheckLine { name: name.into(), status, detail: detail.into(), hint: hint.map(str::to_string) }
+}
+
+/// Run all checks and return them (the command prints them).
+pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
+    let cfg = &ctx.cfg;
+    let p = &cfg.profile;
+    let mut out = vec![
+        line(
+            "config",
+            "ok",
+            if cfg.file_found { format!("{}", cfg.path.display()) } else { format!("{} (not found: using defaults)", cfg.path.display()) },
+            None,
+        ),
+        line(
+            "profile",
+            "ok",
+            format!(
+                "{} → {}{}{}{}",
+                p.name,
+                p.display_url(),
+                if p.read_only { " [read-only]" } else { "" },
+                if p.production { " [PRODUCTION]" } else { "" },
+                if p.staging { " [staging]" } else { "" }
+            ),
+            None,
+        ),
+    ];
+    match session::connect(p, "check", &cfg.operator).await {
+        Ok(s) => {
+            out.push(line("amqp", "ok", format!("connected to {} as `{}`, vhost `{}`", p.host_port(), p.username, p.vhost), None));
+            s.close().await;
+        }
+        Err(e) => {
+            let f = e.into_failure();
+            out.push(line("amqp", "fail", f.message, f.hint.as_deref()));
+        }
+    }
+    let mgmt = match Mgmt::new(p) {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(line("management api", "fail", e.to_string(), Some("check mgmt_url and ca_file")));
+            return out;
+        }
+    };
+    match mgmt.overview().await {
+        Ok(o) => {
+            out.push(line("management api", "ok", format!("{} — RabbitMQ {}, Erlang {}", mgmt.base_url(), o.rabbitmq_version, o.erlang_version), None));
+            if o.rabbitmq_version.starts_with("3.") && !o.rabbitmq_version.starts_with("3.13") {
+                out.push(line("broker version", "ok", format!("{} (x-death set by clients is honoured; hopback counts replays with x-hopback-replays anyway)", o.rabbitmq_version), None));
+            } else {
+                out.push(line("broker version", "ok", format!("{} (client-set x-death is ignored; replays are counted with x-hopback-replays)", o.rabbitmq_version), None));
+            }
+            if o.exchange_types.iter().any(|t| t.name == "x-consistent-hash") {
+                out.push(line("plugin consistent-hash", "ok", "x-consistent-hash exchange type available", None));
+            } else {
+                out.push(line("plugin consistent-hash", "fail", "x-consistent-hash exchange type missing: gates cannot work", Some("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (or run scripts/broker)")));
+            }
+            match mgmt.extensions().await {
+                Ok(ext) if ext.iter().any(|e| e.to_string().contains("shovel")) => out.push(line("plugin shovel", "ok", "shovel management available (benchmark baseline)", None)),
+                Ok(_) => out.push(line("plugin shovel", "warn", "shovel plugin not enabled (only the benchmark baseline needs it)", Some("rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management"))),
+                Err(e) => out.push(line("plugin shovel", "warn", e.to_string(), None)),
+            }
+            match mgmt.vhost_exists().await {
+                Ok(true) => {}
+                Ok(false) => out.push(line("vhost", "fail", format!("vhost `{}` does not exist", p.vhost), Some("rabbitmqctl add_vhost NAME, or fix the vhost in the URL"))),
+                Err(e) => out.push(line("vhost", "warn", e.to_string(), None)),
+            }
+            match mgmt.permissions().await {
+                Ok(perm) => {
+                    let can_write = !perm.write.is_empty() && !perm.configure.is_empty();
+                    let detail = format!("configure `{}` write `{}` read `{}`", perm.configure, perm.write, perm.read);
+                    if can_write {
+                        out.push(line("permissions", "ok", detail, None));
+                    } else {
+                        out.push(line("permissions", "warn", format!("{detail}: read-only use only (gate, replay, init will be refused)"), Some("rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*' for full use")));
+                    }
+                }
+                Err(MgmtError::NotFound(_)) => out.push(line("permissions", "fail", format!("user `{}` has no permissions on vhost `{}`", p.username, p.vhost), Some("rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*'"))),
+                Err(e) => out.push(line("permissions", "warn", e.to_string(), Some("a user without the management/monitoring tag cannot read its permissions; AMQP still works"))),
+            }
+        }
+        Err(MgmtError::Unauthorized { user }) => out.push(line(
+            "management api",
+            "fail",
+            format!("{} refused user `{user}` (401)", mgmt.base_url()),
+            Some("the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags USER monitoring"),
+        )),
+        Err(e) => out.push(line(
+            "management api",
+            "fail",
+            e.to_string(),
+            Some("enable it: rabbitmq-plugins enable rabbitmq_management (or run scripts/broker); without it rates and the gate view are unknown"),
+        )),
+    }
+    out.push(line("log file", "ok", crate::logging::log_path().display().to_string(), None));
+    out
+}
+
+/// Run `check` and print the result.
+pub async fn run(ctx: &Ctx) -> Result<(), Failure> {
+    let lines = checks(ctx).await;
+    let failed = lines.iter().filter(|l| l.status == "fail").count();
+    if ctx.json {
+        ctx.print_json(&serde_json::json!({ "ok": failed == 0, "checks": lines }))?;
+    } else {
+        for l in &lines {
+            let mark = match l.status {
+                "ok" => "ok  ",
+                "warn" => "warn",
+                _ => "FAIL",
+            };
+            println!("{mark}  {:<22} {}", l.name, crate::text::sanitize(&l.detail));
+            if let Some(h) = &l.hint {
+                println!("      {:<22} hint: {}", "", crate::text::sanitize(h));
+            }
+        }
+    }
+    if failed > 0 {
+        Err(Failure { message: format!("{failed} check(s) failed"), hint: Some("see the hints above".into()), code: crate::error::ExitCode::Error })
+    } else {
+        Ok(())
+    }
+}

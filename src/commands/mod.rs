@@ -1,0 +1,73 @@
+//! The CLI's verbs. Each takes a [`Ctx`] (resolved config + output mode) and returns a
+//! [`Failure`] on error, so the binary prints one line and exits with the contract's code.
+
+pub mod check;
+pub mod init;
+pub mod status;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::broker::mgmt::Mgmt;
+use crate::broker::session::{self, Session};
+use crate::config::Config;
+use crate::error::Failure;
+
+/// What every command gets.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Resolved configuration.
+    pub cfg: Config,
+    /// `--json`.
+    pub json: bool,
+}
+
+impl Ctx {
+    /// Connect for this command (`hopback cli (operator)`).
+    pub async fn connect(&self) -> Result<Arc<Session>, Failure> {
+        session::connect(&self.cfg.profile, "cli", &self.cfg.operator).await.map_err(Failure::from)
+    }
+    /// The management API client (`None` if it cannot be built).
+    pub fn mgmt(&self) -> Option<Mgmt> {
+        Mgmt::new(&self.cfg.profile).ok()
+    }
+    /// Refuse a mutation on a read-only profile, before touching the broker.
+    pub fn require_writable(&self, what: &str) -> Result<(), Failure> {
+        if self.cfg.profile.read_only {
+            return Err(Failure::refused(
+                format!("refusing to {what}: profile `{}` is read-only", self.cfg.profile.name),
+                "drop --read-only, or use a profile without read_only = true",
+            ));
+        }
+        Ok(())
+    }
+    /// Print a JSON document on stdout.
+    pub fn print_json<T: serde::Serialize>(&self, value: &T) -> Result<(), Failure> {
+        let text = serde_json::to_string_pretty(value).map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
+        println!("{text}");
+        Ok(())
+    }
+}
+
+/// Ask the operator on the terminal; with `--yes` proceed; with no terminal refuse (exit 3).
+/// `expected` = `Some(text)` demands that exact text typed (counts, production names).
+pub fn confirm(question: &str, yes: bool, expected: Option<&str>) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::refused("not confirmed: no terminal to ask on", "re-run with --yes to confirm non-interactively"));
+    }
+    match expected {
+        Some(want) => eprint!("{question}\nType `{want}` to confirm: "),
+        None => eprint!("{question} [y/N] "),
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| Failure::error(format!("cannot read the answer: {e}"), ""))?;
+    let answer = line.trim();
+    let ok = match expected {
+        Some(want) => answer == want,
+        None => matches!(answer, "y" | "Y" | "yes"),
+    };
+    if ok { Ok(()) } else { Err(Failure::refused("not confirmed; nothing was changed", "answer `y` (or type the exact text) to proceed")) }
+}

@@ -1,0 +1,515 @@
+//! Configuration: the TOML file, profiles and their precedence, resolved into validated types.
+//!
+//! Precedence for every setting: command-line flag > environment (`HOPBACK_URL`,
+//! `HOPBACK_PROFILE`, `HOPBACK_PASSWORD`) > the selected profile > built-in default
+//! (`amqp://guest:guest@127.0.0.1:5672/%2f`). Read-only can only get stricter along that chain.
+//! The raw file structs live in [`raw`]; nothing outside this module reads them.
+
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use url::Url;
+
+use crate::error::Failure;
+use raw::{RawAlerts, RawConfig, RawNamespace, RawProfile};
+
+/// The AMQP URL used when nothing else is configured.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default refresh interval of the console.
+pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 1000;
+/// Default size limit of the ledger stream (100 MB).
+pub const DEFAULT_LEDGER_MAX_BYTES: u64 = 100_000_000;
+
+/// A password: never printed, never logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the few places that must send it to the broker.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What the command line says about configuration (flags win over everything).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config_path: Option<PathBuf>,
+    /// `--profile P`.
+    pub profile: Option<String>,
+    /// `--url amqp://…`.
+    pub url: Option<String>,
+    /// `--mgmt-url http://…`.
+    pub mgmt_url: Option<String>,
+    /// `--read-only`.
+    pub read_only: bool,
+}
+
+/// Alert thresholds, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertThresholds {
+    /// Error rate (percent) that raises an alert.
+    pub error_rate_pct: f64,
+    /// For how long the error rate must be above the threshold.
+    pub error_rate_window_s: u64,
+    /// DLQ growth per minute that raises an alert.
+    pub dlq_growth_per_min: u64,
+    /// Ring the bell once when an alert starts.
+    pub bell: bool,
+}
+
+impl Default for AlertThresholds {
+    fn default() -> Self {
+        Self { error_rate_pct: 5.0, error_rate_window_s: 30, dlq_growth_per_min: 10, bell: true }
+    }
+}
+
+impl AlertThresholds {
+    fn merged(&self, raw: Option<&RawAlerts>) -> Self {
+        let Some(r) = raw else { return self.clone() };
+        Self {
+            error_rate_pct: r.error_rate_pct.unwrap_or(self.error_rate_pct),
+            error_rate_window_s: r.error_rate_window_s.unwrap_or(self.error_rate_window_s),
+            dlq_growth_per_min: r.dlq_growth_per_min.unwrap_or(self.dlq_growth_per_min),
+            bell: r.bell.unwrap_or(self.bell),
+        }
+    }
+}
+
+/// How a namespace's version queues are found on an adopted topology.
+#[derive(Debug, Clone)]
+pub enum VersionQueues {
+    /// The convention: `NS.vN`.
+    Convention,
+    /// An explicit version → queue list.
+    List(BTreeMap<String, String>),
+    /// A regex with a named group `version`.
+    Regex(Regex),
+}
+
+/// An adopted namespace, resolved (names default to the convention).
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    /// Entry exchange.
+    pub entry_exchange: String,
+    /// Version queues.
+    pub version_queues: VersionQueues,
+    /// Dead-letter queue.
+    pub dlq: String,
+    /// Dead-letter exchange.
+    pub dlx: String,
+    /// Unrouted queue.
+    pub unrouted: String,
+    /// Alert thresholds.
+    pub alerts: AlertThresholds,
+}
+
+/// A resolved broker profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Profile name (`default` when none is configured).
+    pub name: String,
+    /// AMQP URL including credentials — use [`Profile::display_url`] for anything shown.
+    amqp_url: Url,
+    /// Management API base URL (never holds credentials).
+    pub mgmt_url: Url,
+    /// User name for AMQP and the management API.
+    pub username: String,
+    /// Password for AMQP and the management API.
+    pub password: Secret,
+    /// Virtual host.
+    pub vhost: String,
+    /// Refuse every mutation.
+    pub read_only: bool,
+    /// Production broker.
+    pub production: bool,
+    /// Staging broker.
+    pub staging: bool,
+    /// Theme name.
+    pub theme: String,
+    /// CA certificate (PEM) for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Adopted namespaces by name.
+    pub namespaces: BTreeMap<String, Adoption>,
+}
+
+impl Profile {
+    /// The AMQP URL with the password, for lapin only.
+    pub fn amqp_url_with_credentials(&self) -> String {
+        let mut u = self.amqp_url.clone();
+        let _ = u.set_username(&self.username);
+        let _ = u.set_password(Some(self.password.expose()));
+        // lapin wants the vhost percent-encoded in the path.
+        u.set_path(&format!("/{}", percent_encoding::utf8_percent_encode(&self.vhost, VHOST_SET)));
+        u.to_string()
+    }
+    /// The AMQP URL safe to show: no password.
+    pub fn display_url(&self) -> String {
+        crate::broker::uri::redact(self.amqp_url.as_str())
+    }
+    /// `host:port` of the AMQP endpoint.
+    pub fn host_port(&self) -> String {
+        format!(
+            "{}:{}",
+            self.amqp_url.host_str().unwrap_or("?"),
+            self.amqp_url.port().unwrap_or(if self.is_tls() { 5671 } else { 5672 })
+        )
+    }
+    /// Does the AMQP URL use TLS?
+    pub fn is_tls(&self) -> bool {
+        self.amqp_url.scheme() == "amqps"
+    }
+    /// The adoption entry for `ns`, or the convention.
+    pub fn namespace(&self, ns: &str, defaults: &AlertThresholds) -> Adoption {
+        self.namespaces.get(ns).cloned().unwrap_or_else(|| Adoption {
+            entry_exchange: ns.to_string(),
+            version_queues: VersionQueues::Convention,
+            dlq: format!("{ns}.dlq"),
+            dlx: format!("{ns}.dlx"),
+            unrouted: format!("{ns}.unrouted"),
+            alerts: defaults.clone(),
+        })
+    }
+}
+
+const VHOST_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+/// Everything resolved: the file's global settings plus the selected profile.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file path (whether or not it exists).
+    pub path: PathBuf,
+    /// Whether the file exists.
+    pub file_found: bool,
+    /// Operator name for the ledger.
+    pub operator: String,
+    /// Console refresh interval.
+    pub refresh_interval_ms: u64,
+    /// Default alert thresholds.
+    pub alerts: AlertThresholds,
+    /// Ledger stream size limit.
+    pub ledger_max_length_bytes: u64,
+    /// The selected profile.
+    pub profile: Profile,
+    /// Names of all configured profiles.
+    pub profile_names: Vec<String>,
+}
+
+/// Project directories (config, data, logs) from `directories`.
+pub fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("dev", "hopback", "hopback")
+}
+
+/// Default config file path (`$XDG_CONFIG_HOME/hopback/config.toml` on Linux).
+pub fn default_config_path() -> PathBuf {
+    if let Ok(p) = std::env::var("HOPBACK_CONFIG") {
+        return PathBuf::from(p);
+    }
+    project_dirs()
+        .map(|d| d.config_dir().join("config.toml"))
+        .unwrap_or_else(|| PathBuf::from("hopback.toml"))
+}
+
+/// Data directory (ledger fallback, exports, logs); `HOPBACK_DATA_DIR` overrides.
+pub fn data_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("HOPBACK_DATA_DIR") {
+        return PathBuf::from(p);
+    }
+    project_dirs()
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("hopback"))
+}
+
+/// Load and resolve the configuration according to the precedence rules.
+pub fn load(over: &Overrides) -> Result<Config, Failure> {
+    let path = over.config_path.clone().unwrap_or_else(default_config_path);
+    let (raw, file_found) = match std::fs::read_to_string(&path) {
+        Ok(text) => (parse(&text, &path)?, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && over.config_path.is_none() => (RawConfig::default(), false),
+        Err(e) => {
+            return Err(Failure::error(
+                format!("cannot read config file {}: {e}", path.display()),
+                "check the path given to --config (or HOPBACK_CONFIG)",
+            ));
+        }
+    };
+    resolve(raw, &path, file_found, over)
+}
+
+/// Parse the TOML text; errors name the file, line and key.
+pub fn parse(text: &str, path: &Path) -> Result<RawConfig, Failure> {
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let (line, key) = match e.span() {
+            Some(span) => {
+                let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                let line_text = text.lines().nth(line_no - 1).unwrap_or("");
+                let key = line_text.split('=').next().unwrap_or("").trim().trim_matches(['[', ']']).to_string();
+                (Some(line_no), Some(key).filter(|k| !k.is_empty()))
+            }
+            None => (None, None),
+        };
+        let what = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+        let mut msg = format!("config error in {}", path.display());
+        if let Some(l) = line {
+            msg.push_str(&format!(" line {l}"));
+        }
+        if let Some(k) = key {
+            msg.push_str(&format!(" (key `{}`)", crate::text::sanitize(&k)));
+        }
+        msg.push_str(&format!(": {}", crate::text::sanitize(&what)));
+        let hint = if what.contains("unknown field") {
+            "remove or rename the key; the README's Configuration section lists every key"
+        } else {
+            "fix the value; the README's Configuration section shows a valid example"
+        };
+        Failure::usage(msg, hint)
+    })
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Resolve raw config + overrides + environment into a [`Config`].
+pub fn resolve(raw: RawConfig, path: &Path, file_found: bool, over: &Overrides) -> Result<Config, Failure> {
+    let profile_name = over
+        .profile
+        .clone()
+        .or_else(|| env_nonempty("HOPBACK_PROFILE"))
+        .or_else(|| raw.default_profile.clone());
+    let raw_profile = match &profile_name {
+        Some(name) => match raw.profiles.get(name) {
+            Some(p) => p.clone(),
+            None => {
+                let known: Vec<&str> = raw.profiles.keys().map(String::as_str).collect();
+                return Err(Failure::usage(
+                    format!("unknown profile `{}` (config: {})", crate::text::sanitize(name), path.display()),
+                    if known.is_empty() {
+                        "no profiles are configured; add a [profiles.NAME] table or use --url".to_string()
+                    } else {
+                        format!("known profiles: {}", known.join(", "))
+                    },
+                ));
+            }
+        },
+        None => RawProfile::default(),
+    };
+    let alerts = AlertThresholds::default().merged(raw.alerts.as_ref());
+    let profile = resolve_profile(profile_name.unwrap_or_else(|| "default".into()), &raw_profile, &raw, &alerts, over)?;
+    let operator = raw.operator.clone().unwrap_or_else(default_operator);
+    Ok(Config {
+        path: path.to_path_buf(),
+        file_found,
+        operator,
+        refresh_interval_ms: raw.refresh_interval_ms.unwrap_or(DEFAULT_REFRESH_INTERVAL_MS).max(100),
+        alerts,
+        ledger_max_length_bytes: raw.ledger.as_ref().and_then(|l| l.max_length_bytes).unwrap_or(DEFAULT_LEDGER_MAX_BYTES),
+        profile,
+        profile_names: raw.profiles.keys().cloned().collect(),
+    })
+}
+
+/// `user@host` of whoever runs this process.
+pub fn default_operator() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    format!("{user}@{host}")
+}
+
+fn resolve_profile(name: String, p: &RawProfile, raw: &RawConfig, alerts: &AlertThresholds, over: &Overrides) -> Result<Profile, Failure> {
+    let url_text = over
+        .url
+        .clone()
+        .or_else(|| env_nonempty("HOPBACK_URL"))
+        .or_else(|| p.url.clone())
+        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let amqp_url = parse_amqp_url(&url_text)?;
+    let username = if amqp_url.username().is_empty() {
+        "guest".to_string()
+    } else {
+        percent_encoding::percent_decode_str(amqp_url.username()).decode_utf8_lossy().into_owned()
+    };
+    let password = resolve_password(&amqp_url, p)?;
+    let url_vhost = match amqp_url.path() {
+        "" => "/".to_string(),
+        path => percent_encoding::percent_decode_str(path.trim_start_matches('/')).decode_utf8_lossy().into_owned(),
+    };
+    let url_vhost = if url_vhost.is_empty() && amqp_url.path().is_empty() { "/".to_string() } else { url_vhost };
+    let vhost = p.vhost.clone().unwrap_or(url_vhost);
+    let mgmt_text = over.mgmt_url.clone().or_else(|| env_nonempty("HOPBACK_MGMT_URL")).or_else(|| p.mgmt_url.clone());
+    let mgmt_url = match mgmt_text {
+        Some(t) => {
+            let mut u = Url::parse(&t).map_err(|e| {
+                Failure::usage(
+                    format!("malformed management URL {}: {e}", crate::broker::uri::redact(&t)),
+                    "use the form http://host:15672",
+                )
+            })?;
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u
+        }
+        None => {
+            let tls = amqp_url.scheme() == "amqps";
+            let host = amqp_url.host_str().unwrap_or("127.0.0.1");
+            let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
+            let text = format!("{}://{}:{}/", if tls { "https" } else { "http" }, host, if tls { 15671 } else { 15672 });
+            Url::parse(&text).map_err(|e| Failure::usage(format!("cannot derive the management URL: {e}"), "set mgmt_url in the profile"))?
+        }
+    };
+    let mut namespaces = BTreeMap::new();
+    for (ns, a) in &p.namespaces {
+        namespaces.insert(ns.clone(), resolve_adoption(ns, a, alerts)?);
+    }
+    Ok(Profile {
+        name,
+        amqp_url,
+        mgmt_url,
+        username,
+        password,
+        vhost,
+        read_only: over.read_only || p.read_only.unwrap_or(false) || raw.read_only.unwrap_or(false),
+        production: p.production.unwrap_or(false),
+        staging: p.staging.unwrap_or(false),
+        theme: p.theme.clone().or_else(|| raw.theme.clone()).unwrap_or_else(|| {
+            if p.production.unwrap_or(false) { "production-red".into() } else { "dark".into() }
+        }),
+        ca_file: p.ca_file.as_ref().map(PathBuf::from),
+        namespaces,
+    })
+}
+
+fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
+    if let Some(pw) = env_nonempty("HOPBACK_PASSWORD") {
+        return Ok(Secret::new(pw));
+    }
+    if let Some(var) = &p.password_env {
+        return env_nonempty(var).map(Secret::new).ok_or_else(|| {
+            Failure::usage(format!("password_env names `{var}`, which is not set"), format!("export {var}=… or remove password_env"))
+        });
+    }
+    if let Some(file) = &p.password_file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Failure::usage(format!("cannot read password_file {file}: {e}"), "check the path and its permissions")
+        })?;
+        return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
+    }
+    match url.password() {
+        Some(pw) => Ok(Secret::new(percent_encoding::percent_decode_str(pw).decode_utf8_lossy().into_owned())),
+        None if url.username().is_empty() => Ok(Secret::new("guest")),
+        None => Ok(Secret::default()),
+    }
+}
+
+/// Parse an AMQP URL; the error never repeats the password.
+pub fn parse_amqp_url(text: &str) -> Result<Url, Failure> {
+    let shown = crate::broker::uri::redact(text);
+    let u = Url::parse(text).map_err(|e| {
+        Failure::usage(format!("malformed AMQP URL {shown}: {e}"), "use the form amqp://user:password@host:5672/%2f")
+    })?;
+    if u.scheme() != "amqp" && u.scheme() != "amqps" {
+        return Err(Failure::usage(
+            format!("malformed AMQP URL {shown}: scheme must be amqp or amqps, not `{}`", crate::text::sanitize(u.scheme())),
+            "use the form amqp://user:password@host:5672/%2f",
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(Failure::usage(format!("malformed AMQP URL {shown}: no host"), "use the form amqp://user:password@host:5672/%2f"));
+    }
+    Ok(u)
+}
+
+fn resolve_adoption(ns: &str, a: &RawNamespace, defaults: &AlertThresholds) -> Result<Adoption, Failure> {
+    let version_queues = match (&a.version_queues, &a.version_queue_regex) {
+        (Some(_), Some(_)) => {
+            return Err(Failure::usage(
+                format!("namespace `{ns}`: set either version_queues or version_queue_regex, not both"),
+                "keep the one that describes your queues",
+            ));
+        }
+        (Some(list), None) => VersionQueues::List(list.clone()),
+        (None, Some(re)) => {
+            let r = Regex::new(re).map_err(|e| {
+                Failure::usage(format!("namespace `{ns}`: version_queue_regex is invalid: {}", e.to_string().lines().last().unwrap_or("")), "check the regex syntax")
+            })?;
+            if !r.capture_names().flatten().any(|n| n == "version") {
+                return Err(Failure::usage(
+                    format!("namespace `{ns}`: version_queue_regex has no named group `version`"),
+                    r"write it like ^orders-(?P<version>v\d+)$",
+                ));
+            }
+            VersionQueues::Regex(r)
+        }
+        (None, None) => VersionQueues::Convention,
+    };
+    Ok(Adoption {
+        entry_exchange: a.entry_exchange.clone().unwrap_or_else(|| ns.to_string()),
+        version_queues,
+        dlq: a.dlq.clone().unwrap_or_else(|| format!("{ns}.dlq")),
+        dlx: a.dlx.clone().unwrap_or_else(|| format!("{ns}.dlx")),
+        unrouted: a.unrouted.clone().unwrap_or_else(|| format!("{ns}.unrouted")),
+        alerts: defaults.merged(a.alerts.as_ref()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(text: &str, over: Overrides) -> Result<Config, Failure> {
+        let raw = parse(text, Path::new("t.toml"))?;
+        resolve(raw, Path::new("t.toml"), true, &over)
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = res("default_profile = \"a\"\n[profiles.a]\nurl = \"amqp://h\"\nbogus = 1\n", Overrides::default()).unwrap_err();
+        assert!(e.message.contains("line 4"), "{e}");
+        assert!(e.message.contains("bogus"), "{e}");
+        assert_eq!(e.code, crate::error::ExitCode::Usage);
+    }
+
+    #[test]
+    fn flag_beats_profile_and_default() {
+        let text = "default_profile = \"a\"\n[profiles.a]\nurl = \"amqp://u:p@prof-host:5672/prod\"\nread_only = true\n";
+        let c = res(text, Overrides::default()).unwrap();
+        assert_eq!(c.profile.vhost, "prod");
+        assert!(c.profile.read_only);
+        assert_eq!(c.profile.mgmt_url.as_str(), "http://prof-host:15672/");
+        let c = res(text, Overrides { url: Some("amqp://x:y@flag-host/%2f".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.profile.host_port(), "flag-host:5672");
+        assert_eq!(c.profile.vhost, "/");
+        assert!(!c.profile.display_url().contains('y'.to_string().as_str()) || !c.profile.display_url().contains(":y@"));
+    }
+
+    #[test]
+    fn default_is_local_guest() {
+        let c = res("", Overrides::default()).unwrap();
+        assert_eq!(c.profile.host_port(), "127.0.0.1:5672");
+        assert_eq!(c.profile.username, "guest");
+        assert_eq!(c.profile.password.expose(), "guest");
+        assert_eq!(c.profile.vhost, "/");
+        assert!(!format!("{:?}", c.profile).contains("guest:guest"));
+    }
+
+    #[test]
+    fn regex_needs_version_group() {
+        let e = res("[profiles.a.namespaces.x]\nversion_queue_regex = \"^x-v\\\\d$\"\n", Overrides { profile: Some("a".into()), ..Default::default() }).unwrap_err();
+        assert!(e.message.contains("version"), "{e}");
+    }
+}

@@ -1,0 +1,64 @@
+//! The error every command returns: a one-line message, a hint, and the exit code of DESIGN §6.
+//!
+//! Library code uses typed errors where callers branch on them; at the command boundary everything
+//! becomes a [`Failure`] so the binary can print exactly one line and exit with the right code.
+
+use std::fmt;
+
+/// Exit codes of the CLI contract (DESIGN §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// 0: everything went as asked.
+    Ok = 0,
+    /// 1: an error (broker, config, I/O).
+    Error = 1,
+    /// 2: the command line itself was wrong.
+    Usage = 2,
+    /// 3: refused (read-only, not confirmed, no terminal to ask on).
+    Refused = 3,
+    /// 4: the action ran but its verification failed.
+    VerificationFailed = 4,
+}
+
+/// A failure to report to the operator: what failed, what to try, which exit code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Failure {
+    /// What failed, in one line (already free of credentials).
+    pub message: String,
+    /// What to try next.
+    pub hint: Option<String>,
+    /// How the process exits.
+    pub code: ExitCode,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+impl Failure {
+    /// A general error (exit 1).
+    pub fn error(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { message: message.into(), hint: Some(hint.into()).filter(|h: &String| !h.is_empty()), code: ExitCode::Error }
+    }
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { code: ExitCode::Usage, ..Self::error(message, hint) }
+    }
+    /// A refusal (exit 3).
+    pub fn refused(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { code: ExitCode::Refused, ..Self::error(message, hint) }
+    }
+    /// A failed verification (exit 4).
+    pub fn verification(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { code: ExitCode::VerificationFailed, ..Self::error(message, hint) }
+    }
+}
+
+/// Result type of commands and operations.
+pub type Result<T, E = Failure> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! Logging goes to a file, never the terminal (the TUI owns the screen; stdout is for output).
+//! The file is `hopback.log` in the data dir, or `HOPBACK_LOG_FILE`; the level comes from
+//! `HOPBACK_LOG` (default `info`).
+
+use std::path::PathBuf;
+
+use tracing_appender::non_blocking::WorkerGuard;
+
+/// Where the log file is.
+pub fn log_path() -> PathBuf {
+    std::env::var("HOPBACK_LOG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| crate::config::data_dir().join("hopback.log"))
+}
+
+/// Install the file logger; keep the guard alive for the process lifetime. Failing to open the
+/// log file is not fatal: logging is then off.
+pub fn init() -> Option<WorkerGuard> {
+    let path = log_path();
+    let dir = path.parent()?.to_path_buf();
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).ok()?;
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOPBACK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_env_filter(filter).try_init().ok()?;
+    Some(guard)
+}

@@ -1,0 +1,99 @@
+//! The gate: integer weights of the entry exchange's bindings to version queues, and the checks
+//! that keep a weight list honest (one binding per queue, at least one positive weight).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One version's weight in the gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateWeight {
+    /// Version name (`v1`).
+    pub version: String,
+    /// Binding weight (consistent-hash binding key); 0 = not bound.
+    pub weight: u32,
+}
+
+/// A whole gate: version → weight (versions absent or 0 are not bound).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GateSplit(pub BTreeMap<String, u32>);
+
+impl GateSplit {
+    /// Build from pairs.
+    pub fn from_pairs<I: IntoIterator<Item = (String, u32)>>(pairs: I) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+    /// Sum of weights.
+    pub fn total(&self) -> u64 {
+        self.0.values().map(|w| u64::from(*w)).sum()
+    }
+    /// Share of `version` in percent (0 when nothing is bound).
+    pub fn percent(&self, version: &str) -> f64 {
+        let total = self.total();
+        if total == 0 {
+            return 0.0;
+        }
+        f64::from(self.0.get(version).copied().unwrap_or(0)) * 100.0 / total as f64
+    }
+    /// Weight of `version` (0 if unbound).
+    pub fn weight(&self, version: &str) -> u32 {
+        self.0.get(version).copied().unwrap_or(0)
+    }
+    /// Versions with a positive weight.
+    pub fn bound(&self) -> impl Iterator<Item = (&String, &u32)> {
+        self.0.iter().filter(|(_, w)| **w > 0)
+    }
+    /// Same routing? (zero weights ignored)
+    pub fn same_routing(&self, other: &GateSplit) -> bool {
+        self.bound().eq(other.bound())
+    }
+    /// `v1=90 v2=10` (zero weights omitted; `(none)` when empty).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self.bound().map(|(v, w)| format!("{v}={w}")).collect();
+        if parts.is_empty() { "(none)".into() } else { parts.join(" ") }
+    }
+    /// `v1 90% · v2 10%`.
+    pub fn describe_percent(&self) -> String {
+        let parts: Vec<String> = self.bound().map(|(v, _)| format!("{v} {:.0}%", self.percent(v))).collect();
+        if parts.is_empty() { "nothing bound".into() } else { parts.join(" · ") }
+    }
+}
+
+/// Parse `v1=90` tokens into a split; errors say which token is wrong.
+pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, String> {
+    let mut out = BTreeMap::new();
+    for t in tokens {
+        let (v, w) = t.split_once('=').ok_or_else(|| format!("`{t}` is not VERSION=WEIGHT (e.g. v2=10)"))?;
+        let v = v.trim();
+        if v.is_empty() {
+            return Err(format!("`{t}` has no version name"));
+        }
+        let w: u32 = w.trim().parse().map_err(|_| format!("`{t}`: weight must be a whole number 0–10000"))?;
+        if w > 10_000 {
+            return Err(format!("`{t}`: weight must be at most 10000"));
+        }
+        if out.insert(v.to_string(), w).is_some() {
+            return Err(format!("version `{v}` is given twice"));
+        }
+    }
+    if out.values().all(|w| *w == 0) {
+        return Err("the weights sum to 0: that would route nothing (give at least one version a weight)".into());
+    }
+    Ok(GateSplit(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_percent() {
+        let s = parse_targets(&["v1=90".into(), "v2=10".into()]).unwrap();
+        assert_eq!(s.percent("v2"), 10.0);
+        assert_eq!(s.describe(), "v1=90 v2=10");
+        assert!(parse_targets(&["v1=0".into()]).is_err());
+        assert!(parse_targets(&["v1".into()]).is_err());
+        assert!(parse_targets(&["v1=x".into()]).is_err());
+        assert!(parse_targets(&["v1=1".into(), "v1=2".into()]).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! Pure data: the fleet snapshot, rates, x-death parsing, the gate's weights and the error-rate
+//! maths. No I/O, no ratatui, no lapin — everything here is testable in microseconds.
+
+pub mod conn;
+pub mod gate;
+pub mod snapshot;
+pub mod xdeath;
+
+pub use conn::ConnState;
+pub use gate::{GateSplit, GateWeight};
+pub use snapshot::{FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot};

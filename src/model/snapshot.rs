@@ -1,0 +1,135 @@
+//! The fleet snapshot: what one refresh knows about every namespace and version. Numbers that a
+//! source could not provide are `None` ("unknown"), never 0 — a missing management plugin must not
+//! look like an idle fleet.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::gate::GateSplit;
+
+/// Message rates of one queue, per second (from the management API's 5 s sampling).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Rates {
+    /// Published into the queue.
+    pub publish: f64,
+    /// Delivered to consumers.
+    pub deliver: f64,
+    /// Acknowledged.
+    pub ack: f64,
+    /// Redelivered.
+    pub redeliver: f64,
+}
+
+/// One version of a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VersionSnapshot {
+    /// Version name (`v1`).
+    pub version: String,
+    /// Its queue.
+    pub queue: String,
+    /// Does the queue exist?
+    pub exists: bool,
+    /// Queue type (`classic`/`quorum`), when known.
+    pub queue_type: Option<String>,
+    /// Gate weight (0 = not bound).
+    pub weight: u32,
+    /// Gate share in percent.
+    pub gate_percent: f64,
+    /// Ready messages.
+    pub ready: Option<u64>,
+    /// Delivered, not yet acknowledged.
+    pub unacked: Option<u64>,
+    /// Consumers.
+    pub consumers: Option<u64>,
+    /// Rates (management API).
+    pub rates: Option<Rates>,
+    /// Dead letters at rest in the DLQ whose origin is this version.
+    pub dead_letters: Option<u64>,
+    /// Dead-lettered per second (live tap, or estimated).
+    pub dead_letter_rate: Option<f64>,
+    /// dead-lettered/s ÷ (acked/s + dead-lettered/s).
+    pub error_rate: Option<f64>,
+    /// Client-provided connection names of its consumers.
+    pub connections: Vec<String>,
+}
+
+/// One namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NamespaceSnapshot {
+    /// Namespace name.
+    pub name: String,
+    /// Follows the naming convention (false = adopted from config).
+    pub convention: bool,
+    /// Entry exchange.
+    pub entry_exchange: String,
+    /// Entry exchange type, when known.
+    pub entry_kind: Option<String>,
+    /// The gate as read from the bindings (`None` without the management API).
+    pub gate: Option<GateSplit>,
+    /// Problems with the gate (e.g. a queue bound twice).
+    pub gate_problems: Vec<String>,
+    /// Versions, sorted.
+    pub versions: Vec<VersionSnapshot>,
+    /// DLQ name.
+    pub dlq: String,
+    /// DLQ depth.
+    pub dlq_depth: Option<u64>,
+    /// DLQ publish rate (all versions).
+    pub dlq_rate: Option<f64>,
+    /// Dead letters at rest by reason.
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    /// How many DLQ messages were inspected to attribute them (may be < depth for huge DLQs).
+    pub dead_letters_sampled: Option<u64>,
+    /// Unrouted queue name.
+    pub unrouted: String,
+    /// Unrouted depth (> 0 is an alert).
+    pub unrouted_depth: Option<u64>,
+}
+
+/// Everything one refresh knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FleetSnapshot {
+    /// When it was taken (unix ms).
+    pub taken_at_ms: i64,
+    /// Broker version.
+    pub server_version: Option<String>,
+    /// Was the management API available?
+    pub mgmt_available: bool,
+    /// Why not, if not.
+    pub mgmt_error: Option<String>,
+    /// Namespaces, sorted by name.
+    pub namespaces: Vec<NamespaceSnapshot>,
+}
+
+/// dead-lettered/s ÷ (acked/s + dead-lettered/s); `None` when there is no traffic to judge.
+pub fn error_rate(ack_per_s: f64, dead_per_s: f64) -> Option<f64> {
+    let denom = ack_per_s + dead_per_s;
+    (denom > 1e-9).then(|| (dead_per_s / denom).clamp(0.0, 1.0))
+}
+
+impl FleetSnapshot {
+    /// Find a namespace.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceSnapshot> {
+        self.namespaces.iter().find(|n| n.name == name)
+    }
+}
+
+impl NamespaceSnapshot {
+    /// Find a version.
+    pub fn version(&self, v: &str) -> Option<&VersionSnapshot> {
+        self.versions.iter().find(|x| x.version == v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_rate_maths() {
+        assert_eq!(error_rate(0.0, 0.0), None);
+        assert_eq!(error_rate(90.0, 10.0), Some(0.1));
+        assert_eq!(error_rate(0.0, 5.0), Some(1.0));
+    }
+}
