@@ -44,19 +44,32 @@ impl fmt::Display for Failure {
 impl Failure {
     /// A general error (exit 1).
     pub fn error(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { message: message.into(), hint: Some(hint.into()).filter(|h: &String| !h.is_empty()), code: ExitCode::Error }
+        Self {
+            message: message.into(),
+            hint: Some(hint.into()).filter(|h: &String| !h.is_empty()),
+            code: ExitCode::Error,
+        }
     }
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { code: ExitCode::Usage, ..Self::error(message, hint) }
+        Self {
+            code: ExitCode::Usage,
+            ..Self::error(message, hint)
+        }
     }
     /// A refusal (exit 3).
     pub fn refused(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { code: ExitCode::Refused, ..Self::error(message, hint) }
+        Self {
+            code: ExitCode::Refused,
+            ..Self::error(message, hint)
+        }
     }
     /// A failed verification (exit 4).
     pub fn verification(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { code: ExitCode::VerificationFailed, ..Self::error(message, hint) }
+        Self {
+            code: ExitCode::VerificationFailed,
+            ..Self::error(message, hint)
+        }
     }
 }
 

@@ -11,9 +11,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let _ = color_eyre::install();
     let _log_guard = hopback::logging::init();
-    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(dispatch(cli)),
-        Err(e) => Err(Failure::error(format!("cannot start the async runtime: {e}"), "")),
+        Err(e) => Err(Failure::error(
+            format!("cannot start the async runtime: {e}"),
+            "",
+        )),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -28,18 +34,40 @@ fn main() -> std::process::ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let g = &cli.global;
     if let Some(Command::Completions { shell }) = &cli.command {
-        clap_complete::generate(*shell, &mut Cli::command(), "hopback", &mut std::io::stdout());
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "hopback",
+            &mut std::io::stdout(),
+        );
         return Ok(());
     }
-    let over = Overrides { config_path: g.config.clone(), profile: g.profile.clone(), url: g.url.clone(), mgmt_url: g.mgmt_url.clone(), read_only: g.read_only };
+    let over = Overrides {
+        config_path: g.config.clone(),
+        profile: g.profile.clone(),
+        url: g.url.clone(),
+        mgmt_url: g.mgmt_url.clone(),
+        read_only: g.read_only,
+    };
     let cfg = config::load(&over)?;
     tracing::info!(profile = %cfg.profile.name, broker = %cfg.profile.display_url(), "starting");
     let ctx = Ctx { cfg, json: g.json };
     match cli.command {
         Some(Command::Check) => commands::check::run(&ctx).await,
-        Some(Command::Init { namespace, versions, queue_type }) => commands::init::run(&ctx, &namespace, &versions, queue_type).await,
-        Some(Command::Status { namespace, no_attribution }) => commands::status::run(&ctx, namespace, no_attribution).await,
+        Some(Command::Init {
+            namespace,
+            versions,
+            queue_type,
+        }) => commands::init::run(&ctx, &namespace, &versions, queue_type).await,
+        Some(Command::Status {
+            namespace,
+            no_attribution,
+        }) => commands::status::run(&ctx, namespace, no_attribution).await,
         Some(Command::Completions { .. }) => Ok(()),
-        None => Err(Failure { message: "the console is not built yet".into(), hint: Some("use `hopback status` for now".into()), code: ExitCode::Error }),
+        None => Err(Failure {
+            message: "the console is not built yet".into(),
+            hint: Some("use `hopback status` for now".into()),
+            code: ExitCode::Error,
+        }),
     }
 }

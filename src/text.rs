@@ -95,15 +95,15 @@ mod tests {
     use super::*;
 
     const HOSTILE: &[&str] = &[
-        "\x1b]52;c;aGVsbG8=\x07",         // OSC 52 clipboard write
-        "\x1b]0;pwned title\x07",         // OSC 0 window title
+        "\x1b]52;c;aGVsbG8=\x07",                   // OSC 52 clipboard write
+        "\x1b]0;pwned title\x07",                   // OSC 0 window title
         "\x1b]8;;http://evil\x1b\\x\x1b]8;;\x1b\\", // OSC 8 hyperlink
-        "\x1b[2J",                        // clear screen
-        "\x1b[6n",                        // cursor position report (answerback)
-        "\x1bc",                          // full reset
-        "\u{9b}31m",                      // raw C1 CSI
-        "invoice\u{202e}fdp.exe",         // RTL override
-        "a\u{2066}b\u{2069}c\u{200b}d",   // isolates, zero-width space
+        "\x1b[2J",                                  // clear screen
+        "\x1b[6n",                                  // cursor position report (answerback)
+        "\x1bc",                                    // full reset
+        "\u{9b}31m",                                // raw C1 CSI
+        "invoice\u{202e}fdp.exe",                   // RTL override
+        "a\u{2066}b\u{2069}c\u{200b}d",             // isolates, zero-width space
         "bell\x07del\x7fnul\x00",
     ];
 

@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use lapin::BasicProperties;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
 
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
 
@@ -56,13 +56,23 @@ pub fn quorum_refusal(queue: &str) -> BrokerError {
 
 /// Read `take` messages after `skip` without removing any. `is_quorum_with_limit` comes from the
 /// caller (management API arguments); when true and not forced, nothing is read.
-pub async fn browse(session: &Session, queue: &str, opts: BrowseOptions, is_quorum_with_limit: bool) -> Result<Vec<Browsed>, BrokerError> {
+pub async fn browse(
+    session: &Session,
+    queue: &str,
+    opts: BrowseOptions,
+    is_quorum_with_limit: bool,
+) -> Result<Vec<Browsed>, BrokerError> {
     if is_quorum_with_limit && !opts.force {
         return Err(quorum_refusal(queue));
     }
     let depth = match session.passive_queue(queue).await? {
         Some(c) => u64::from(c.ready),
-        None => return Err(BrokerError::NotFound(format!("queue `{}` does not exist", crate::text::sanitize(queue)))),
+        None => {
+            return Err(BrokerError::NotFound(format!(
+                "queue `{}` does not exist",
+                crate::text::sanitize(queue)
+            )));
+        }
     };
     let want = depth.min(opts.skip.saturating_add(opts.take));
     if want == 0 || opts.skip >= depth {
@@ -72,13 +82,24 @@ pub async fn browse(session: &Session, queue: &str, opts: BrowseOptions, is_quor
     let ch = session.channel().await?;
     // Prefetch is a u16; pages past 65,535 messages in need a wider window than one browse gives.
     let prefetch = u16::try_from(want).unwrap_or(u16::MAX);
-    timed("basic.qos", CALL_TIMEOUT, &pw, ch.basic_qos(prefetch, BasicQosOptions::default())).await?;
+    timed(
+        "basic.qos",
+        CALL_TIMEOUT,
+        &pw,
+        ch.basic_qos(prefetch, BasicQosOptions::default()),
+    )
+    .await?;
     let tag = format!("hopback-browse-{}", uuid::Uuid::new_v4());
     let mut consumer = timed(
         "basic.consume",
         CALL_TIMEOUT,
         &pw,
-        ch.basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()),
+        ch.basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await?;
     let mut out = Vec::new();
@@ -92,14 +113,38 @@ pub async fn browse(session: &Session, queue: &str, opts: BrowseOptions, is_quor
             let body_len = d.data.len();
             let mut body = d.data;
             body.truncate(opts.max_body_bytes);
-            out.push(Browsed { position: seen, properties: d.properties, body, body_len, redelivered: d.redelivered });
+            out.push(Browsed {
+                position: seen,
+                properties: d.properties,
+                body,
+                body_len,
+                redelivered: d.redelivered,
+            });
         }
         seen += 1;
     }
-    let _ = timed("basic.cancel", CALL_TIMEOUT, &pw, ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
+    let _ = timed(
+        "basic.cancel",
+        CALL_TIMEOUT,
+        &pw,
+        ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+    )
+    .await;
     if let Some(t) = last_tag {
         // Put everything back, in order. If this fails the channel close below requeues them too.
-        let _ = timed("basic.nack", CALL_TIMEOUT, &pw, ch.basic_nack(t, BasicNackOptions { multiple: true, requeue: true })).await;
+        let _ = timed(
+            "basic.nack",
+            CALL_TIMEOUT,
+            &pw,
+            ch.basic_nack(
+                t,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            ),
+        )
+        .await;
     }
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "browse done".into())).await;
     Ok(out)

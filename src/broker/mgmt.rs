@@ -15,7 +15,8 @@ use crate::config::Profile;
 pub const MGMT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Columns fetched for the queue list (keeps a 1,000-queue answer at ~76 kB).
-pub const QUEUE_COLUMNS: &str = "name,type,arguments,messages,messages_ready,messages_unacknowledged,consumers,message_stats";
+pub const QUEUE_COLUMNS: &str =
+    "name,type,arguments,messages,messages_ready,messages_unacknowledged,consumers,message_stats";
 
 /// Management API errors.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,7 +53,10 @@ pub struct Mgmt {
 
 impl std::fmt::Debug for Mgmt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mgmt").field("base", &self.base.as_str()).field("user", &self.user).finish()
+        f.debug_struct("Mgmt")
+            .field("base", &self.base.as_str())
+            .field("user", &self.user)
+            .finish()
     }
 }
 
@@ -237,13 +241,25 @@ fn enc(s: &str) -> String {
 impl Mgmt {
     /// A client for the profile's management API.
     pub fn new(profile: &Profile) -> Result<Self, MgmtError> {
-        let mut b = reqwest::Client::builder().timeout(MGMT_TIMEOUT).connect_timeout(Duration::from_secs(3)).gzip(true);
+        let mut b = reqwest::Client::builder()
+            .timeout(MGMT_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .gzip(true);
         if let Some(ca) = &profile.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| MgmtError::Decode { path: ca.display().to_string(), detail: e.to_string() })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| MgmtError::Decode { path: ca.display().to_string(), detail: e.to_string() })?;
+            let pem = std::fs::read(ca).map_err(|e| MgmtError::Decode {
+                path: ca.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| MgmtError::Decode {
+                path: ca.display().to_string(),
+                detail: e.to_string(),
+            })?;
             b = b.add_root_certificate(cert);
         }
-        let http = b.build().map_err(|e| MgmtError::Unreachable { url: profile.mgmt_url.to_string(), detail: e.to_string() })?;
+        let http = b.build().map_err(|e| MgmtError::Unreachable {
+            url: profile.mgmt_url.to_string(),
+            detail: e.to_string(),
+        })?;
         Ok(Self {
             http,
             base: profile.mgmt_url.clone(),
@@ -264,10 +280,15 @@ impl Mgmt {
 
     fn map_send_err(&self, path: &str, e: reqwest::Error) -> MgmtError {
         if e.is_timeout() {
-            MgmtError::Timeout { path: path.to_string() }
+            MgmtError::Timeout {
+                path: path.to_string(),
+            }
         } else {
             let detail = crate::broker::uri::scrub(&e.without_url().to_string(), &self.password);
-            MgmtError::Unreachable { url: self.base.to_string(), detail }
+            MgmtError::Unreachable {
+                url: self.base.to_string(),
+                detail,
+            }
         }
     }
 
@@ -282,25 +303,50 @@ impl Mgmt {
         let status = resp.status();
         match status.as_u16() {
             200..=299 => {}
-            401 => return Err(MgmtError::Unauthorized { user: self.user.clone() }),
+            401 => {
+                return Err(MgmtError::Unauthorized {
+                    user: self.user.clone(),
+                });
+            }
             404 => return Err(MgmtError::NotFound(path.to_string())),
-            s => return Err(MgmtError::Status { status: s, path: path.to_string() }),
+            s => {
+                return Err(MgmtError::Status {
+                    status: s,
+                    path: path.to_string(),
+                });
+            }
         }
         let bytes = resp.bytes().await.map_err(|e| self.map_send_err(path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| MgmtError::Decode { path: path.to_string(), detail: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| MgmtError::Decode {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
     }
 
-    async fn send_no_body(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<(), MgmtError> {
-        let mut req = self.http.request(method, self.url(path)).basic_auth(&self.user, Some(&self.password));
+    async fn send_no_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(), MgmtError> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .basic_auth(&self.user, Some(&self.password));
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.map_err(|e| self.map_send_err(path, e))?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
-            401 => Err(MgmtError::Unauthorized { user: self.user.clone() }),
+            401 => Err(MgmtError::Unauthorized {
+                user: self.user.clone(),
+            }),
             404 => Err(MgmtError::NotFound(path.to_string())),
-            s => Err(MgmtError::Status { status: s, path: path.to_string() }),
+            s => Err(MgmtError::Status {
+                status: s,
+                path: path.to_string(),
+            }),
         }
     }
 
@@ -314,11 +360,19 @@ impl Mgmt {
     }
     /// `GET /api/permissions/{vhost}/{user}`.
     pub async fn permissions(&self) -> Result<Permissions, MgmtError> {
-        self.get(&format!("/api/permissions/{}/{}", enc(&self.vhost), enc(&self.user))).await
+        self.get(&format!(
+            "/api/permissions/{}/{}",
+            enc(&self.vhost),
+            enc(&self.user)
+        ))
+        .await
     }
     /// `GET /api/vhosts/{vhost}` — does the vhost exist?
     pub async fn vhost_exists(&self) -> Result<bool, MgmtError> {
-        match self.get::<serde_json::Value>(&format!("/api/vhosts/{}", enc(&self.vhost))).await {
+        match self
+            .get::<serde_json::Value>(&format!("/api/vhosts/{}", enc(&self.vhost)))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(MgmtError::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -326,15 +380,30 @@ impl Mgmt {
     }
     /// All queues of the vhost in one call, with only the columns we use.
     pub async fn queues(&self) -> Result<Vec<QueueInfo>, MgmtError> {
-        self.get(&format!("/api/queues/{}?columns={QUEUE_COLUMNS}", enc(&self.vhost))).await
+        self.get(&format!(
+            "/api/queues/{}?columns={QUEUE_COLUMNS}",
+            enc(&self.vhost)
+        ))
+        .await
     }
     /// All exchanges of the vhost.
     pub async fn exchanges(&self) -> Result<Vec<ExchangeInfo>, MgmtError> {
-        self.get(&format!("/api/exchanges/{}?columns=name,type,arguments", enc(&self.vhost))).await
+        self.get(&format!(
+            "/api/exchanges/{}?columns=name,type,arguments",
+            enc(&self.vhost)
+        ))
+        .await
     }
     /// One exchange (`None` if missing).
     pub async fn exchange(&self, name: &str) -> Result<Option<ExchangeInfo>, MgmtError> {
-        match self.get(&format!("/api/exchanges/{}/{}", enc(&self.vhost), enc(name))).await {
+        match self
+            .get(&format!(
+                "/api/exchanges/{}/{}",
+                enc(&self.vhost),
+                enc(name)
+            ))
+            .await
+        {
             Ok(x) => Ok(Some(x)),
             Err(MgmtError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -342,19 +411,27 @@ impl Mgmt {
     }
     /// Bindings whose source is `exchange` (the gate, for an entry exchange).
     pub async fn bindings_from(&self, exchange: &str) -> Result<Vec<BindingInfo>, MgmtError> {
-        self.get(&format!("/api/exchanges/{}/{}/bindings/source", enc(&self.vhost), enc(exchange))).await
+        self.get(&format!(
+            "/api/exchanges/{}/{}/bindings/source",
+            enc(&self.vhost),
+            enc(exchange)
+        ))
+        .await
     }
     /// All bindings of the vhost (one call, for discovery).
     pub async fn bindings(&self) -> Result<Vec<BindingInfo>, MgmtError> {
-        self.get(&format!("/api/bindings/{}", enc(&self.vhost))).await
+        self.get(&format!("/api/bindings/{}", enc(&self.vhost)))
+            .await
     }
     /// All consumers of the vhost.
     pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, MgmtError> {
-        self.get(&format!("/api/consumers/{}", enc(&self.vhost))).await
+        self.get(&format!("/api/consumers/{}", enc(&self.vhost)))
+            .await
     }
     /// All connections (name and client-provided name).
     pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, MgmtError> {
-        self.get("/api/connections?columns=name,user_provided_name,user").await
+        self.get("/api/connections?columns=name,user_provided_name,user")
+            .await
     }
     /// Close a connection by its server-side name.
     pub async fn close_connection(&self, name: &str, reason: &str) -> Result<(), MgmtError> {
@@ -370,19 +447,27 @@ impl Mgmt {
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             404 => Err(MgmtError::NotFound(path)),
-            401 => Err(MgmtError::Unauthorized { user: self.user.clone() }),
+            401 => Err(MgmtError::Unauthorized {
+                user: self.user.clone(),
+            }),
             s => Err(MgmtError::Status { status: s, path }),
         }
     }
     /// Create a dynamic shovel (used by benchmarks as the baseline to beat).
     pub async fn put_shovel(&self, name: &str, value: serde_json::Value) -> Result<(), MgmtError> {
         let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
-        self.send_no_body(reqwest::Method::PUT, &path, Some(serde_json::json!({ "value": value }))).await
+        self.send_no_body(
+            reqwest::Method::PUT,
+            &path,
+            Some(serde_json::json!({ "value": value })),
+        )
+        .await
     }
     /// Delete a dynamic shovel.
     pub async fn delete_shovel(&self, name: &str) -> Result<(), MgmtError> {
         let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
-        self.send_no_body(reqwest::Method::DELETE, &path, None).await
+        self.send_no_body(reqwest::Method::DELETE, &path, None)
+            .await
     }
     /// Management extensions (tells whether the shovel management plugin is on).
     pub async fn extensions(&self) -> Result<Vec<serde_json::Value>, MgmtError> {

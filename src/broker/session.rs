@@ -55,13 +55,27 @@ impl BrokerError {
     /// Turn into a reportable failure with a hint.
     pub fn into_failure(self) -> Failure {
         let hint = match &self {
-            BrokerError::Unreachable { .. } => "is RabbitMQ running? start it with scripts/broker, or check --url / the profile's url",
-            BrokerError::AuthFailed { .. } => "check the user and password (URL, password_env, password_file or HOPBACK_PASSWORD)",
-            BrokerError::VhostDenied { .. } => "create it with `rabbitmqctl add_vhost` and grant access with `rabbitmqctl set_permissions`, or fix the vhost in the URL",
-            BrokerError::Timeout { .. } => "the broker may be overloaded or blocked (memory/disk alarm); check `rabbitmqctl status`",
-            BrokerError::NotFound(_) => "create it with `hopback init NS --versions v1,v2`, or check the name",
-            BrokerError::Precondition(_) => "an object with this name exists with other arguments; delete it or adopt it in the profile's [namespaces] config",
-            BrokerError::AccessRefused(_) => "the user lacks a permission; `hopback check` lists what is missing",
+            BrokerError::Unreachable { .. } => {
+                "is RabbitMQ running? start it with scripts/broker, or check --url / the profile's url"
+            }
+            BrokerError::AuthFailed { .. } => {
+                "check the user and password (URL, password_env, password_file or HOPBACK_PASSWORD)"
+            }
+            BrokerError::VhostDenied { .. } => {
+                "create it with `rabbitmqctl add_vhost` and grant access with `rabbitmqctl set_permissions`, or fix the vhost in the URL"
+            }
+            BrokerError::Timeout { .. } => {
+                "the broker may be overloaded or blocked (memory/disk alarm); check `rabbitmqctl status`"
+            }
+            BrokerError::NotFound(_) => {
+                "create it with `hopback init NS --versions v1,v2`, or check the name"
+            }
+            BrokerError::Precondition(_) => {
+                "an object with this name exists with other arguments; delete it or adopt it in the profile's [namespaces] config"
+            }
+            BrokerError::AccessRefused(_) => {
+                "the user lacks a permission; `hopback check` lists what is missing"
+            }
             BrokerError::Other(_) => "run `hopback check` for a diagnosis",
         };
         Failure::error(self.to_string(), hint)
@@ -99,7 +113,10 @@ pub async fn timed<T>(
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(classify(&e, password)),
-        Err(_) => Err(BrokerError::Timeout { what: what.to_string(), secs: limit.as_secs_f64() }),
+        Err(_) => Err(BrokerError::Timeout {
+            what: what.to_string(),
+            secs: limit.as_secs_f64(),
+        }),
     }
 }
 
@@ -128,18 +145,27 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("broker", &self.profile.display_url()).finish()
+        f.debug_struct("Session")
+            .field("broker", &self.profile.display_url())
+            .finish()
     }
 }
 
 /// Connect to the profile's broker; the connection shows as `hopback PURPOSE (operator)`.
-pub async fn connect(profile: &Profile, purpose: &str, operator: &str) -> Result<Arc<Session>, BrokerError> {
+pub async fn connect(
+    profile: &Profile,
+    purpose: &str,
+    operator: &str,
+) -> Result<Arc<Session>, BrokerError> {
     let name = format!("hopback {purpose} ({operator})");
     connect_named(profile, &name).await
 }
 
 /// Connect with an exact connection name (the drill's workers are named `NS worker vN`).
-pub async fn connect_named(profile: &Profile, connection_name: &str) -> Result<Arc<Session>, BrokerError> {
+pub async fn connect_named(
+    profile: &Profile,
+    connection_name: &str,
+) -> Result<Arc<Session>, BrokerError> {
     let password = profile.password.expose().to_string();
     let addr = profile.host_port();
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
@@ -148,33 +174,75 @@ pub async fn connect_named(profile: &Profile, connection_name: &str) -> Result<A
         .with_uri_str(profile.amqp_url_with_credentials())
         .with_properties(props);
     if let Some(ca) = &profile.ca_file {
-        let pem = std::fs::read_to_string(ca)
-            .map_err(|e| BrokerError::Other(format!("cannot read ca_file {}: {e}", ca.display())))?;
-        builder = builder.with_tls_config(lapin::tcp::OwnedTLSConfig { identity: None, cert_chain: Some(pem) });
+        let pem = std::fs::read_to_string(ca).map_err(|e| {
+            BrokerError::Other(format!("cannot read ca_file {}: {e}", ca.display()))
+        })?;
+        builder = builder.with_tls_config(lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(pem),
+        });
     }
     let conn = match tokio::time::timeout(CONNECT_TIMEOUT, builder.connect()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(classify_connect(&e, profile, &addr)),
-        Err(_) => return Err(BrokerError::Timeout { what: format!("connecting to {addr}"), secs: CONNECT_TIMEOUT.as_secs_f64() }),
+        Err(_) => {
+            return Err(BrokerError::Timeout {
+                what: format!("connecting to {addr}"),
+                secs: CONNECT_TIMEOUT.as_secs_f64(),
+            });
+        }
     };
-    Ok(Arc::new(Session { conn, profile: profile.clone(), control: Mutex::new(None) }))
+    Ok(Arc::new(Session {
+        conn,
+        profile: profile.clone(),
+        control: Mutex::new(None),
+    }))
 }
 
 fn classify_connect(e: &lapin::Error, profile: &Profile, addr: &str) -> BrokerError {
-    let text = crate::text::sanitize(&scrub(&e.to_string(), profile.password.expose())).into_owned();
+    let text =
+        crate::text::sanitize(&scrub(&e.to_string(), profile.password.expose())).into_owned();
     let lower = text.to_lowercase();
-    if lower.contains("access_refused") || lower.contains("login was refused") || lower.contains("authentication") {
-        BrokerError::AuthFailed { user: profile.username.clone(), addr: addr.to_string() }
+    if lower.contains("access_refused")
+        || lower.contains("login was refused")
+        || lower.contains("authentication")
+    {
+        BrokerError::AuthFailed {
+            user: profile.username.clone(),
+            addr: addr.to_string(),
+        }
     } else if lower.contains("not_allowed") || lower.contains("vhost") {
-        BrokerError::VhostDenied { vhost: profile.vhost.clone(), user: profile.username.clone() }
-    } else if lower.contains("refused") || lower.contains("resolve") || lower.contains("unreachable") || lower.contains("dns") || lower.contains("lookup") || lower.contains("no route") {
-        BrokerError::Unreachable { addr: addr.to_string(), detail: text }
+        BrokerError::VhostDenied {
+            vhost: profile.vhost.clone(),
+            user: profile.username.clone(),
+        }
+    } else if lower.contains("refused")
+        || lower.contains("resolve")
+        || lower.contains("unreachable")
+        || lower.contains("dns")
+        || lower.contains("lookup")
+        || lower.contains("no route")
+    {
+        BrokerError::Unreachable {
+            addr: addr.to_string(),
+            detail: text,
+        }
     } else if matches!(e.kind(), lapin::ErrorKind::IOError(_)) {
         // RabbitMQ closes the socket on a failed PLAIN login before the close frame is read.
-        if lower.contains("reset") || lower.contains("eof") || lower.contains("broken pipe") || lower.contains("unexpected end") {
-            BrokerError::AuthFailed { user: profile.username.clone(), addr: addr.to_string() }
+        if lower.contains("reset")
+            || lower.contains("eof")
+            || lower.contains("broken pipe")
+            || lower.contains("unexpected end")
+        {
+            BrokerError::AuthFailed {
+                user: profile.username.clone(),
+                addr: addr.to_string(),
+            }
         } else {
-            BrokerError::Unreachable { addr: addr.to_string(), detail: text }
+            BrokerError::Unreachable {
+                addr: addr.to_string(),
+                detail: text,
+            }
         }
     } else {
         BrokerError::Other(format!("connecting to {addr}: {text}"))
@@ -204,12 +272,24 @@ impl Session {
     }
     /// Open a new channel (with timeout).
     pub async fn channel(&self) -> Result<Channel, BrokerError> {
-        timed("opening a channel", CALL_TIMEOUT, self.password(), self.conn.create_channel()).await
+        timed(
+            "opening a channel",
+            CALL_TIMEOUT,
+            self.password(),
+            self.conn.create_channel(),
+        )
+        .await
     }
     /// Open a new channel in publisher-confirm mode.
     pub async fn confirm_channel(&self) -> Result<Channel, BrokerError> {
         let ch = self.channel().await?;
-        timed("confirm.select", CALL_TIMEOUT, self.password(), ch.confirm_select(ConfirmSelectOptions::default())).await?;
+        timed(
+            "confirm.select",
+            CALL_TIMEOUT,
+            self.password(),
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         Ok(ch)
     }
     /// Passive `queue.declare`: exact ready and consumer counts, `None` if the queue is missing.
@@ -224,9 +304,22 @@ impl Session {
                 c
             }
         };
-        let opts = QueueDeclareOptions { passive: true, ..Default::default() };
-        match timed("passive queue.declare", CALL_TIMEOUT, self.password(), ch.queue_declare(name.into(), opts, FieldTable::default())).await {
-            Ok(q) => Ok(Some(QueueCounts { ready: q.message_count(), consumers: q.consumer_count() })),
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        match timed(
+            "passive queue.declare",
+            CALL_TIMEOUT,
+            self.password(),
+            ch.queue_declare(name.into(), opts, FieldTable::default()),
+        )
+        .await
+        {
+            Ok(q) => Ok(Some(QueueCounts {
+                ready: q.message_count(),
+                consumers: q.consumer_count(),
+            })),
             Err(BrokerError::NotFound(_)) => {
                 *guard = None;
                 Ok(None)
@@ -240,12 +333,20 @@ impl Session {
     /// Does an exchange exist? (passive declare on a throwaway channel)
     pub async fn exchange_exists(&self, name: &str) -> Result<bool, BrokerError> {
         let ch = self.channel().await?;
-        let opts = lapin::options::ExchangeDeclareOptions { passive: true, ..Default::default() };
+        let opts = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
         let r = timed(
             "passive exchange.declare",
             CALL_TIMEOUT,
             self.password(),
-            ch.exchange_declare(name.into(), lapin::ExchangeKind::Direct, opts, FieldTable::default()),
+            ch.exchange_declare(
+                name.into(),
+                lapin::ExchangeKind::Direct,
+                opts,
+                FieldTable::default(),
+            ),
         )
         .await;
         match r {
@@ -259,6 +360,7 @@ impl Session {
     }
     /// Close the connection politely (best effort, bounded).
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.close(200, "bye".into())).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.conn.close(200, "bye".into())).await;
     }
 }

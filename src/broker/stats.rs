@@ -11,7 +11,9 @@ use crate::broker::session::{BrokerError, Session};
 use crate::broker::topology::{DiscoveredNamespace, Names, discover};
 use crate::config::Config;
 use crate::model::gate::GateSplit;
-use crate::model::snapshot::{FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot, error_rate};
+use crate::model::snapshot::{
+    FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot, error_rate,
+};
 use crate::model::xdeath::attribute;
 
 /// What to collect.
@@ -38,24 +40,50 @@ pub struct MgmtData {
 
 /// Fetch the management data (queues, exchanges, bindings, version).
 pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
-    let (q, x, b, o) = tokio::join!(mgmt.queues(), mgmt.exchanges(), mgmt.bindings(), mgmt.overview());
-    Ok(MgmtData { queues: q?, exchanges: x?, bindings: b?, version: o.ok().map(|o| o.rabbitmq_version) })
+    let (q, x, b, o) = tokio::join!(
+        mgmt.queues(),
+        mgmt.exchanges(),
+        mgmt.bindings(),
+        mgmt.overview()
+    );
+    Ok(MgmtData {
+        queues: q?,
+        exchanges: x?,
+        bindings: b?,
+        version: o.ok().map(|o| o.rabbitmq_version),
+    })
 }
 
 /// The gate of an entry exchange from the binding list, plus problems (a queue bound twice).
-pub fn gate_from_bindings(entry: &str, versions: &BTreeMap<String, String>, bindings: &[BindingInfo]) -> (GateSplit, Vec<String>) {
+pub fn gate_from_bindings(
+    entry: &str,
+    versions: &BTreeMap<String, String>,
+    bindings: &[BindingInfo],
+) -> (GateSplit, Vec<String>) {
     let mut split = BTreeMap::new();
     let mut problems = Vec::new();
     let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
-    for b in bindings.iter().filter(|b| b.source == entry && b.destination_type == "queue") {
+    for b in bindings
+        .iter()
+        .filter(|b| b.source == entry && b.destination_type == "queue")
+    {
         *seen.entry(b.destination.as_str()).or_default() += 1;
-        let version = versions.iter().find(|(_, q)| **q == b.destination).map(|(v, _)| v.clone());
+        let version = versions
+            .iter()
+            .find(|(_, q)| **q == b.destination)
+            .map(|(v, _)| v.clone());
         match (version, b.routing_key.trim().parse::<u32>()) {
             (Some(v), Ok(w)) => {
                 split.entry(v).or_insert(w);
             }
-            (Some(v), Err(_)) => problems.push(format!("{v}: binding key `{}` is not a weight", crate::text::sanitize(&b.routing_key))),
-            (None, _) => problems.push(format!("entry exchange is bound to `{}`, which is not a version queue", crate::text::sanitize(&b.destination))),
+            (Some(v), Err(_)) => problems.push(format!(
+                "{v}: binding key `{}` is not a weight",
+                crate::text::sanitize(&b.routing_key)
+            )),
+            (None, _) => problems.push(format!(
+                "entry exchange is bound to `{}`, which is not a version queue",
+                crate::text::sanitize(&b.destination)
+            )),
         }
     }
     for (q, n) in seen {
@@ -87,8 +115,16 @@ pub fn is_quorum_with_limit(q: Option<&QueueInfo>) -> bool {
 
 /// Collect a snapshot. Without the management API, `namespaces` must be known from `opts` or the
 /// config; versions are then probed as `NS.v1` … `NS.v9`.
-pub async fn collect(session: &Session, mgmt: Option<&Mgmt>, cfg: &Config, opts: &CollectOptions) -> Result<FleetSnapshot, BrokerError> {
-    let mut snap = FleetSnapshot { taken_at_ms: chrono::Utc::now().timestamp_millis(), ..Default::default() };
+pub async fn collect(
+    session: &Session,
+    mgmt: Option<&Mgmt>,
+    cfg: &Config,
+    opts: &CollectOptions,
+) -> Result<FleetSnapshot, BrokerError> {
+    let mut snap = FleetSnapshot {
+        taken_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    };
     let data = match mgmt {
         Some(m) => match fetch_mgmt(m).await {
             Ok(d) => {
@@ -116,7 +152,11 @@ pub async fn collect(session: &Session, mgmt: Option<&Mgmt>, cfg: &Config, opts:
             let mut out = Vec::new();
             for ns in names {
                 let a = cfg.profile.namespace(&ns, &cfg.alerts);
-                let names = if cfg.profile.namespaces.contains_key(&ns) { Names::adopted(&ns, &a) } else { Names::convention(&ns) };
+                let names = if cfg.profile.namespaces.contains_key(&ns) {
+                    Names::adopted(&ns, &a)
+                } else {
+                    Names::convention(&ns)
+                };
                 let mut versions = BTreeMap::new();
                 for i in 1..=9 {
                     let q = format!("{ns}.v{i}");
@@ -124,7 +164,12 @@ pub async fn collect(session: &Session, mgmt: Option<&Mgmt>, cfg: &Config, opts:
                         versions.insert(format!("v{i}"), q);
                     }
                 }
-                out.push(DiscoveredNamespace { name: ns.clone(), convention: !cfg.profile.namespaces.contains_key(&ns), names, versions });
+                out.push(DiscoveredNamespace {
+                    name: ns.clone(),
+                    convention: !cfg.profile.namespaces.contains_key(&ns),
+                    names,
+                    versions,
+                });
             }
             out
         }
@@ -132,7 +177,10 @@ pub async fn collect(session: &Session, mgmt: Option<&Mgmt>, cfg: &Config, opts:
     if let Some(ns) = &opts.namespace {
         found.retain(|d| &d.name == ns);
     }
-    let qmap: BTreeMap<&str, &QueueInfo> = data.as_ref().map(|d| d.queues.iter().map(|q| (q.name.as_str(), q)).collect()).unwrap_or_default();
+    let qmap: BTreeMap<&str, &QueueInfo> = data
+        .as_ref()
+        .map(|d| d.queues.iter().map(|q| (q.name.as_str(), q)).collect())
+        .unwrap_or_default();
     for d in found {
         let mut ns = NamespaceSnapshot {
             name: d.name.clone(),
@@ -143,7 +191,11 @@ pub async fn collect(session: &Session, mgmt: Option<&Mgmt>, cfg: &Config, opts:
             ..Default::default()
         };
         if let Some(data) = &data {
-            ns.entry_kind = data.exchanges.iter().find(|x| x.name == d.names.entry).map(|x| x.kind.clone());
+            ns.entry_kind = data
+                .exchanges
+                .iter()
+                .find(|x| x.name == d.names.entry)
+                .map(|x| x.kind.clone());
             let (gate, problems) = gate_from_bindings(&d.names.entry, &d.versions, &data.bindings);
             ns.gate = Some(gate);
             ns.gate_problems = problems;
@@ -159,24 +211,50 @@ pub async fn collect(session: &Session, mgmt: Option<&Mgmt>, cfg: &Config, opts:
                 queue_type: info.map(|i| i.kind.clone()),
                 weight,
                 gate_percent: ns.gate.as_ref().map(|g| g.percent(v)).unwrap_or(0.0),
-                ready: passive.map(|p| u64::from(p.ready)).or_else(|| info.and_then(|i| i.messages_ready)),
+                ready: passive
+                    .map(|p| u64::from(p.ready))
+                    .or_else(|| info.and_then(|i| i.messages_ready)),
                 unacked: info.and_then(|i| i.messages_unacknowledged),
-                consumers: passive.map(|p| u64::from(p.consumers)).or_else(|| info.and_then(|i| i.consumers)),
+                consumers: passive
+                    .map(|p| u64::from(p.consumers))
+                    .or_else(|| info.and_then(|i| i.consumers)),
                 rates: info.and_then(rates_of),
                 ..Default::default()
             });
         }
-        ns.dlq_depth = session.passive_queue(&d.names.dlq).await?.map(|c| u64::from(c.ready));
-        ns.dlq_rate = qmap.get(d.names.dlq.as_str()).and_then(|q| rates_of(q)).map(|r| r.publish);
-        ns.unrouted_depth = session.passive_queue(&d.names.unrouted).await?.map(|c| u64::from(c.ready));
+        ns.dlq_depth = session
+            .passive_queue(&d.names.dlq)
+            .await?
+            .map(|c| u64::from(c.ready));
+        ns.dlq_rate = qmap
+            .get(d.names.dlq.as_str())
+            .and_then(|q| rates_of(q))
+            .map(|r| r.publish);
+        ns.unrouted_depth = session
+            .passive_queue(&d.names.unrouted)
+            .await?
+            .map(|c| u64::from(c.ready));
         if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
             let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
             if depth > 0 && !is_quorum_with_limit(dlq_info) {
-                let msgs = browse(session, &d.names.dlq, BrowseOptions { skip: 0, take: cap, max_body_bytes: 0, force: false }, false).await?;
+                let msgs = browse(
+                    session,
+                    &d.names.dlq,
+                    BrowseOptions {
+                        skip: 0,
+                        take: cap,
+                        max_body_bytes: 0,
+                        force: false,
+                    },
+                    false,
+                )
+                .await?;
                 let mut by_version: BTreeMap<String, u64> = BTreeMap::new();
                 for m in &msgs {
                     let a = attribute(m.properties.headers().as_ref());
-                    *ns.dead_letters_by_reason.entry(a.reason.as_str().to_string()).or_default() += 1;
+                    *ns.dead_letters_by_reason
+                        .entry(a.reason.as_str().to_string())
+                        .or_default() += 1;
                     if let Some(q) = a.origin_queue {
                         if let Some((v, _)) = d.versions.iter().find(|(_, vq)| **vq == q) {
                             *by_version.entry(v.clone()).or_default() += 1;
@@ -216,16 +294,34 @@ mod tests {
     use super::*;
 
     fn b(src: &str, dst: &str, key: &str) -> BindingInfo {
-        BindingInfo { source: src.into(), destination: dst.into(), destination_type: "queue".into(), routing_key: key.into() }
+        BindingInfo {
+            source: src.into(),
+            destination: dst.into(),
+            destination_type: "queue".into(),
+            routing_key: key.into(),
+        }
     }
 
     #[test]
     fn gate_reads_weights_and_flags_double_binding() {
-        let versions: BTreeMap<String, String> = [("v1".into(), "e.v1".into()), ("v2".into(), "e.v2".into())].into();
-        let (g, p) = gate_from_bindings("e", &versions, &[b("e", "e.v1", "90"), b("e", "e.v2", "10"), b("x", "e.v2", "5")]);
+        let versions: BTreeMap<String, String> =
+            [("v1".into(), "e.v1".into()), ("v2".into(), "e.v2".into())].into();
+        let (g, p) = gate_from_bindings(
+            "e",
+            &versions,
+            &[
+                b("e", "e.v1", "90"),
+                b("e", "e.v2", "10"),
+                b("x", "e.v2", "5"),
+            ],
+        );
         assert_eq!(g.describe(), "v1=90 v2=10");
         assert!(p.is_empty());
-        let (g, p) = gate_from_bindings("e", &versions, &[b("e", "e.v1", "10"), b("e", "e.v1", "90")]);
+        let (g, p) = gate_from_bindings(
+            "e",
+            &versions,
+            &[b("e", "e.v1", "10"), b("e", "e.v1", "90")],
+        );
         assert_eq!(g.weight("v1"), 10);
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("2 bindings"));

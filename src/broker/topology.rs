@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lapin::ExchangeKind;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::ExchangeKind;
 use serde::Serialize;
 
 use crate::broker::mgmt::{ExchangeInfo, QueueInfo};
@@ -55,7 +55,13 @@ impl Names {
     }
     /// Names from an adoption entry.
     pub fn adopted(ns: &str, a: &Adoption) -> Self {
-        Self { ns: ns.to_string(), entry: a.entry_exchange.clone(), dlx: a.dlx.clone(), dlq: a.dlq.clone(), unrouted: a.unrouted.clone() }
+        Self {
+            ns: ns.to_string(),
+            entry: a.entry_exchange.clone(),
+            dlx: a.dlx.clone(),
+            dlq: a.dlq.clone(),
+            unrouted: a.unrouted.clone(),
+        }
     }
     /// The queue of version `v` (`NS.v2`).
     pub fn version_queue(&self, v: &str) -> String {
@@ -69,7 +75,10 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
         return Err("the namespace name is empty".into());
     }
     if ns.len() > 200 {
-        return Err(format!("the namespace name is {} bytes; at most 200 leave room for `.unrouted`", ns.len()));
+        return Err(format!(
+            "the namespace name is {} bytes; at most 200 leave room for `.unrouted`",
+            ns.len()
+        ));
     }
     if ns.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("the namespace name contains whitespace or control characters".into());
@@ -130,27 +139,62 @@ fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-async fn declare_exchange(session: &Session, name: &str, kind: ExchangeKind, args: FieldTable, report: &mut InitReport) -> Result<bool, BrokerError> {
+async fn declare_exchange(
+    session: &Session,
+    name: &str,
+    kind: ExchangeKind,
+    args: FieldTable,
+    report: &mut InitReport,
+) -> Result<bool, BrokerError> {
     let existed = session.exchange_exists(name).await?;
     let ch = session.channel().await?;
-    let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    timed("exchange.declare", CALL_TIMEOUT, session.password(), ch.exchange_declare(name.into(), kind, opts, args))
-        .await
-        .map_err(|e| conflict(e, "exchange", name))?;
+    let opts = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    timed(
+        "exchange.declare",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.exchange_declare(name.into(), kind, opts, args),
+    )
+    .await
+    .map_err(|e| conflict(e, "exchange", name))?;
     let _ = ch.close(200, "ok".into()).await;
-    if existed { report.unchanged.push(format!("exchange {name}")) } else { report.created.push(format!("exchange {name}")) }
+    if existed {
+        report.unchanged.push(format!("exchange {name}"))
+    } else {
+        report.created.push(format!("exchange {name}"))
+    }
     Ok(!existed)
 }
 
-async fn declare_queue(session: &Session, name: &str, args: FieldTable, report: &mut InitReport) -> Result<bool, BrokerError> {
+async fn declare_queue(
+    session: &Session,
+    name: &str,
+    args: FieldTable,
+    report: &mut InitReport,
+) -> Result<bool, BrokerError> {
     let existed = session.passive_queue(name).await?.is_some();
     let ch = session.channel().await?;
-    let opts = QueueDeclareOptions { durable: true, ..Default::default() };
-    timed("queue.declare", CALL_TIMEOUT, session.password(), ch.queue_declare(name.into(), opts, args))
-        .await
-        .map_err(|e| conflict(e, "queue", name))?;
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    timed(
+        "queue.declare",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.queue_declare(name.into(), opts, args),
+    )
+    .await
+    .map_err(|e| conflict(e, "queue", name))?;
     let _ = ch.close(200, "ok".into()).await;
-    if existed { report.unchanged.push(format!("queue {name}")) } else { report.created.push(format!("queue {name}")) }
+    if existed {
+        report.unchanged.push(format!("queue {name}"))
+    } else {
+        report.created.push(format!("queue {name}"))
+    }
     Ok(!existed)
 }
 
@@ -165,13 +209,24 @@ fn conflict(e: BrokerError, kind: &str, name: &str) -> BrokerError {
     }
 }
 
-async fn bind(session: &Session, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
+async fn bind(
+    session: &Session,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), BrokerError> {
     let ch = session.channel().await?;
     timed(
         "queue.bind",
         CALL_TIMEOUT,
         session.password(),
-        ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default()),
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await?;
     let _ = ch.close(200, "ok".into()).await;
@@ -180,14 +235,36 @@ async fn bind(session: &Session, queue: &str, exchange: &str, key: &str) -> Resu
 
 /// Declare the convention for `ns` idempotently. The first version gets weight 100 only when the
 /// entry exchange is new: an existing namespace's gate is never touched.
-pub async fn init(session: &Session, ns: &str, versions: &[String], queue_type: QueueType) -> Result<InitReport, BrokerError> {
+pub async fn init(
+    session: &Session,
+    ns: &str,
+    versions: &[String],
+    queue_type: QueueType,
+) -> Result<InitReport, BrokerError> {
     let n = Names::convention(ns);
-    let mut report = InitReport { namespace: ns.to_string(), ..Default::default() };
+    let mut report = InitReport {
+        namespace: ns.to_string(),
+        ..Default::default()
+    };
     // Order: everything a binding or argument points to exists before it is referenced.
-    declare_exchange(session, &n.dlx, ExchangeKind::Fanout, FieldTable::default(), &mut report).await?;
+    declare_exchange(
+        session,
+        &n.dlx,
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+        &mut report,
+    )
+    .await?;
     declare_queue(session, &n.dlq, table(&[]), &mut report).await?;
     bind(session, &n.dlq, &n.dlx, "").await?;
-    declare_exchange(session, &n.unrouted, ExchangeKind::Fanout, FieldTable::default(), &mut report).await?;
+    declare_exchange(
+        session,
+        &n.unrouted,
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+        &mut report,
+    )
+    .await?;
     declare_queue(session, &n.unrouted, table(&[]), &mut report).await?;
     bind(session, &n.unrouted, &n.unrouted, "").await?;
     for v in versions {
@@ -197,8 +274,18 @@ pub async fn init(session: &Session, ns: &str, versions: &[String], queue_type: 
         }
         declare_queue(session, &n.version_queue(v), table(&args), &mut report).await?;
     }
-    let entry_args = table(&[("hash-property", s("message_id")), ("alternate-exchange", s(&n.unrouted))]);
-    let entry_new = declare_exchange(session, &n.entry, ExchangeKind::Custom("x-consistent-hash".into()), entry_args, &mut report).await?;
+    let entry_args = table(&[
+        ("hash-property", s("message_id")),
+        ("alternate-exchange", s(&n.unrouted)),
+    ]);
+    let entry_new = declare_exchange(
+        session,
+        &n.entry,
+        ExchangeKind::Custom("x-consistent-hash".into()),
+        entry_args,
+        &mut report,
+    )
+    .await?;
     if entry_new {
         if let Some(first) = versions.first() {
             bind(session, &n.version_queue(first), &n.entry, "100").await?;
@@ -209,18 +296,34 @@ pub async fn init(session: &Session, ns: &str, versions: &[String], queue_type: 
 }
 
 /// Delete every object of a convention namespace (drills and tests clean up with this).
-pub async fn delete_namespace(session: &Session, ns: &str, versions: &[String]) -> Result<(), BrokerError> {
+pub async fn delete_namespace(
+    session: &Session,
+    ns: &str,
+    versions: &[String],
+) -> Result<(), BrokerError> {
     let n = Names::convention(ns);
     let ch = session.channel().await?;
     let pw = session.password().to_string();
     for x in [&n.entry, &n.dlx, &n.unrouted] {
-        timed("exchange.delete", CALL_TIMEOUT, &pw, ch.exchange_delete(x.as_str().into(), Default::default())).await?;
+        timed(
+            "exchange.delete",
+            CALL_TIMEOUT,
+            &pw,
+            ch.exchange_delete(x.as_str().into(), Default::default()),
+        )
+        .await?;
     }
     let mut queues: Vec<String> = versions.iter().map(|v| n.version_queue(v)).collect();
     queues.push(n.dlq.clone());
     queues.push(n.unrouted.clone());
     for q in queues {
-        timed("queue.delete", CALL_TIMEOUT, &pw, ch.queue_delete(q.as_str().into(), Default::default())).await?;
+        timed(
+            "queue.delete",
+            CALL_TIMEOUT,
+            &pw,
+            ch.queue_delete(q.as_str().into(), Default::default()),
+        )
+        .await?;
     }
     let _ = ch.close(200, "ok".into()).await;
     Ok(())
@@ -241,25 +344,46 @@ pub struct DiscoveredNamespace {
 
 /// Find namespaces: convention ones from the queue and exchange lists (a namespace is `NS` with an
 /// `NS.dlq` queue or an `NS` exchange next to at least one `NS.vN` queue), plus every adopted one.
-pub fn discover(queues: &[QueueInfo], exchanges: &[ExchangeInfo], profile: &Profile, defaults: &crate::config::AlertThresholds) -> Vec<DiscoveredNamespace> {
+pub fn discover(
+    queues: &[QueueInfo],
+    exchanges: &[ExchangeInfo],
+    profile: &Profile,
+    defaults: &crate::config::AlertThresholds,
+) -> Vec<DiscoveredNamespace> {
     let qnames: BTreeSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
     let xnames: BTreeSet<&str> = exchanges.iter().map(|x| x.name.as_str()).collect();
     let mut by_ns: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for q in &qnames {
         if let Some((ns, v)) = q.rsplit_once('.') {
-            if is_version_name(v) && !ns.is_empty() && (qnames.contains(format!("{ns}.dlq").as_str()) || xnames.contains(ns)) {
-                by_ns.entry(ns.to_string()).or_default().insert(v.to_string(), q.to_string());
+            if is_version_name(v)
+                && !ns.is_empty()
+                && (qnames.contains(format!("{ns}.dlq").as_str()) || xnames.contains(ns))
+            {
+                by_ns
+                    .entry(ns.to_string())
+                    .or_default()
+                    .insert(v.to_string(), q.to_string());
             }
         }
     }
     let mut out: Vec<DiscoveredNamespace> = by_ns
         .into_iter()
         .filter(|(ns, _)| !profile.namespaces.contains_key(ns))
-        .map(|(ns, versions)| DiscoveredNamespace { names: Names::convention(&ns), name: ns, convention: true, versions })
+        .map(|(ns, versions)| DiscoveredNamespace {
+            names: Names::convention(&ns),
+            name: ns,
+            convention: true,
+            versions,
+        })
         .collect();
     for (ns, a) in &profile.namespaces {
         let versions = adopted_versions(ns, a, &qnames);
-        out.push(DiscoveredNamespace { name: ns.clone(), convention: false, names: Names::adopted(ns, a), versions });
+        out.push(DiscoveredNamespace {
+            name: ns.clone(),
+            convention: false,
+            names: Names::adopted(ns, a),
+            versions,
+        });
     }
     let _ = defaults;
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -267,16 +391,26 @@ pub fn discover(queues: &[QueueInfo], exchanges: &[ExchangeInfo], profile: &Prof
 }
 
 /// Version queues of an adopted namespace.
-pub fn adopted_versions(ns: &str, a: &Adoption, qnames: &BTreeSet<&str>) -> BTreeMap<String, String> {
+pub fn adopted_versions(
+    ns: &str,
+    a: &Adoption,
+    qnames: &BTreeSet<&str>,
+) -> BTreeMap<String, String> {
     match &a.version_queues {
         VersionQueues::List(l) => l.clone(),
         VersionQueues::Regex(re) => qnames
             .iter()
-            .filter_map(|q| re.captures(q).and_then(|c| c.name("version")).map(|v| (v.as_str().to_string(), q.to_string())))
+            .filter_map(|q| {
+                re.captures(q)
+                    .and_then(|c| c.name("version"))
+                    .map(|v| (v.as_str().to_string(), q.to_string()))
+            })
             .collect(),
         VersionQueues::Convention => qnames
             .iter()
-            .filter_map(|q| crate::model::xdeath::version_of_queue(ns, q).map(|v| (v, q.to_string())))
+            .filter_map(|q| {
+                crate::model::xdeath::version_of_queue(ns, q).map(|v| (v, q.to_string()))
+            })
             .collect(),
     }
 }

@@ -9,19 +9,26 @@ fn userinfo_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     // scheme://user:password@  — the password may contain anything but '@' and whitespace/'/'.
     #[allow(clippy::unwrap_used)] // a constant pattern, covered by the tests below
-    RE.get_or_init(|| Regex::new(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@\s]*)@").unwrap())
+    RE.get_or_init(|| {
+        Regex::new(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@\s]*)@")
+            .unwrap()
+    })
 }
 
 /// The URI with its password replaced by `***` (`amqp://guest:***@host:5672/%2f`).
 pub fn redact(uri: &str) -> String {
-    let out = userinfo_re().replace_all(uri, "${scheme}${user}:***@").into_owned();
+    let out = userinfo_re()
+        .replace_all(uri, "${scheme}${user}:***@")
+        .into_owned();
     crate::text::sanitize(&out).into_owned()
 }
 
 /// Free text (an error message from a library) with every embedded URI password and every
 /// occurrence of the known `secret` replaced by `***`.
 pub fn scrub(text: &str, secret: &str) -> String {
-    let mut out = userinfo_re().replace_all(text, "${scheme}${user}:***@").into_owned();
+    let mut out = userinfo_re()
+        .replace_all(text, "${scheme}${user}:***@")
+        .into_owned();
     if secret.len() >= 3 {
         out = out.replace(secret, "***");
     }
@@ -34,9 +41,18 @@ mod tests {
 
     #[test]
     fn password_is_removed() {
-        assert_eq!(redact("amqp://guest:s3cr%40t@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:s3cr%40t@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
         assert_eq!(redact("amqps://u:p@h"), "amqps://u:***@h");
         assert_eq!(redact("amqp://h:5672"), "amqp://h:5672");
-        assert_eq!(scrub("failed to connect to amqp://a:hunter2@x/ (hunter2)", "hunter2"), "failed to connect to amqp://a:***@x/ (***)");
+        assert_eq!(
+            scrub(
+                "failed to connect to amqp://a:hunter2@x/ (hunter2)",
+                "hunter2"
+            ),
+            "failed to connect to amqp://a:***@x/ (***)"
+        );
     }
 }

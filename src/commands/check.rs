@@ -22,8 +22,18 @@ pub struct CheckLine {
     pub hint: Option<String>,
 }
 
-fn line(name: &str, status: &'static str, detail: impl Into<String>, hint: Option<&str>) -> CheckLine {
-    CheckLine { name: name.into(), status, detail: detail.into(), hint: hint.map(str::to_string) }
+fn line(
+    name: &str,
+    status: &'static str,
+    detail: impl Into<String>,
+    hint: Option<&str>,
+) -> CheckLine {
+    CheckLine {
+        name: name.into(),
+        status,
+        detail: detail.into(),
+        hint: hint.map(str::to_string),
+    }
 }
 
 /// Run all checks and return them (the command prints them).
@@ -34,7 +44,11 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
         line(
             "config",
             "ok",
-            if cfg.file_found { format!("{}", cfg.path.display()) } else { format!("{} (not found: using defaults)", cfg.path.display()) },
+            if cfg.file_found {
+                format!("{}", cfg.path.display())
+            } else {
+                format!("{} (not found: using defaults)", cfg.path.display())
+            },
             None,
         ),
         line(
@@ -53,7 +67,17 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
     ];
     match session::connect(p, "check", &cfg.operator).await {
         Ok(s) => {
-            out.push(line("amqp", "ok", format!("connected to {} as `{}`, vhost `{}`", p.host_port(), p.username, p.vhost), None));
+            out.push(line(
+                "amqp",
+                "ok",
+                format!(
+                    "connected to {} as `{}`, vhost `{}`",
+                    p.host_port(),
+                    p.username,
+                    p.vhost
+                ),
+                None,
+            ));
             s.close().await;
         }
         Err(e) => {
@@ -64,7 +88,12 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
     let mgmt = match Mgmt::new(p) {
         Ok(m) => m,
         Err(e) => {
-            out.push(line("management api", "fail", e.to_string(), Some("check mgmt_url and ca_file")));
+            out.push(line(
+                "management api",
+                "fail",
+                e.to_string(),
+                Some("check mgmt_url and ca_file"),
+            ));
             return out;
         }
     };
@@ -118,7 +147,12 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             Some("enable it: rabbitmq-plugins enable rabbitmq_management (or run scripts/broker); without it rates and the gate view are unknown"),
         )),
     }
-    out.push(line("log file", "ok", crate::logging::log_path().display().to_string(), None));
+    out.push(line(
+        "log file",
+        "ok",
+        crate::logging::log_path().display().to_string(),
+        None,
+    ));
     out
 }
 
@@ -135,14 +169,22 @@ pub async fn run(ctx: &Ctx) -> Result<(), Failure> {
                 "warn" => "warn",
                 _ => "FAIL",
             };
-            println!("{mark}  {:<22} {}", l.name, crate::text::sanitize(&l.detail));
+            println!(
+                "{mark}  {:<22} {}",
+                l.name,
+                crate::text::sanitize(&l.detail)
+            );
             if let Some(h) = &l.hint {
                 println!("      {:<22} hint: {}", "", crate::text::sanitize(h));
             }
         }
     }
     if failed > 0 {
-        Err(Failure { message: format!("{failed} check(s) failed"), hint: Some("see the hints above".into()), code: crate::error::ExitCode::Error })
+        Err(Failure {
+            message: format!("{failed} check(s) failed"),
+            hint: Some("see the hints above".into()),
+            code: crate::error::ExitCode::Error,
+        })
     } else {
         Ok(())
     }

@@ -5,9 +5,16 @@ use crate::commands::Ctx;
 use crate::error::Failure;
 
 /// Run `init`.
-pub async fn run(ctx: &Ctx, ns: &str, versions: &str, queue_type: QueueType) -> Result<(), Failure> {
-    topology::validate_namespace(ns).map_err(|e| Failure::usage(e, "use a short printable name like `email`"))?;
-    let versions = topology::parse_versions(versions).map_err(|e| Failure::usage(e, "e.g. --versions v1,v2"))?;
+pub async fn run(
+    ctx: &Ctx,
+    ns: &str,
+    versions: &str,
+    queue_type: QueueType,
+) -> Result<(), Failure> {
+    topology::validate_namespace(ns)
+        .map_err(|e| Failure::usage(e, "use a short printable name like `email`"))?;
+    let versions = topology::parse_versions(versions)
+        .map_err(|e| Failure::usage(e, "e.g. --versions v1,v2"))?;
     ctx.require_writable("init a namespace")?;
     let session = ctx.connect().await?;
     let report = topology::init(&session, ns, &versions, queue_type).await;
@@ -20,18 +27,30 @@ pub async fn run(ctx: &Ctx, ns: &str, versions: &str, queue_type: QueueType) -> 
         }));
     }
     if !report.changed() {
-        println!("namespace `{ns}`: nothing to change ({} objects already as the convention wants)", report.unchanged.len());
+        println!(
+            "namespace `{ns}`: nothing to change ({} objects already as the convention wants)",
+            report.unchanged.len()
+        );
         return Ok(());
     }
-    println!("namespace `{ns}`: created {} object(s)", report.created.len());
+    println!(
+        "namespace `{ns}`: created {} object(s)",
+        report.created.len()
+    );
     for c in &report.created {
         println!("  + {c}");
     }
     if !report.unchanged.is_empty() {
-        println!("  ({} already present and unchanged)", report.unchanged.len());
+        println!(
+            "  ({} already present and unchanged)",
+            report.unchanged.len()
+        );
     }
     if let Some(g) = &report.gate {
-        println!("gate: {g} (all new tasks go to {})", g.split('=').next().unwrap_or("?"));
+        println!(
+            "gate: {g} (all new tasks go to {})",
+            g.split('=').next().unwrap_or("?")
+        );
     }
     Ok(())
 }

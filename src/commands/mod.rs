@@ -25,7 +25,9 @@ pub struct Ctx {
 impl Ctx {
     /// Connect for this command (`hopback cli (operator)`).
     pub async fn connect(&self) -> Result<Arc<Session>, Failure> {
-        session::connect(&self.cfg.profile, "cli", &self.cfg.operator).await.map_err(Failure::from)
+        session::connect(&self.cfg.profile, "cli", &self.cfg.operator)
+            .await
+            .map_err(Failure::from)
     }
     /// The management API client (`None` if it cannot be built).
     pub fn mgmt(&self) -> Option<Mgmt> {
@@ -35,7 +37,10 @@ impl Ctx {
     pub fn require_writable(&self, what: &str) -> Result<(), Failure> {
         if self.cfg.profile.read_only {
             return Err(Failure::refused(
-                format!("refusing to {what}: profile `{}` is read-only", self.cfg.profile.name),
+                format!(
+                    "refusing to {what}: profile `{}` is read-only",
+                    self.cfg.profile.name
+                ),
                 "drop --read-only, or use a profile without read_only = true",
             ));
         }
@@ -43,7 +48,8 @@ impl Ctx {
     }
     /// Print a JSON document on stdout.
     pub fn print_json<T: serde::Serialize>(&self, value: &T) -> Result<(), Failure> {
-        let text = serde_json::to_string_pretty(value).map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
         println!("{text}");
         Ok(())
     }
@@ -56,18 +62,30 @@ pub fn confirm(question: &str, yes: bool, expected: Option<&str>) -> Result<(), 
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(Failure::refused("not confirmed: no terminal to ask on", "re-run with --yes to confirm non-interactively"));
+        return Err(Failure::refused(
+            "not confirmed: no terminal to ask on",
+            "re-run with --yes to confirm non-interactively",
+        ));
     }
     match expected {
         Some(want) => eprint!("{question}\nType `{want}` to confirm: "),
         None => eprint!("{question} [y/N] "),
     }
     let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(|e| Failure::error(format!("cannot read the answer: {e}"), ""))?;
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Failure::error(format!("cannot read the answer: {e}"), ""))?;
     let answer = line.trim();
     let ok = match expected {
         Some(want) => answer == want,
         None => matches!(answer, "y" | "Y" | "yes"),
     };
-    if ok { Ok(()) } else { Err(Failure::refused("not confirmed; nothing was changed", "answer `y` (or type the exact text) to proceed")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::refused(
+            "not confirmed; nothing was changed",
+            "answer `y` (or type the exact text) to proceed",
+        ))
+    }
 }

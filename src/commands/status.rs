@@ -22,21 +22,50 @@ pub fn render(snap: &FleetSnapshot) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     if !snap.mgmt_available {
-        let _ = writeln!(s, "note: management API unavailable ({}); rates and gate are unknown", crate::text::sanitize(snap.mgmt_error.as_deref().unwrap_or("?")));
+        let _ = writeln!(
+            s,
+            "note: management API unavailable ({}); rates and gate are unknown",
+            crate::text::sanitize(snap.mgmt_error.as_deref().unwrap_or("?"))
+        );
     }
     if snap.namespaces.is_empty() {
-        let _ = writeln!(s, "no namespaces found (create one with `hopback init NS --versions v1,v2`)");
+        let _ = writeln!(
+            s,
+            "no namespaces found (create one with `hopback init NS --versions v1,v2`)"
+        );
         return s;
     }
-    let _ = writeln!(s, "{:<16} {:<5} {:>5} {:>8} {:>8} {:>5} {:>8} {:>8} {:>8} {:>6} {:>6}", "NAMESPACE", "VER", "GATE", "READY", "UNACKED", "CONS", "IN/s", "ACK/s", "REDLV/s", "DEAD", "ERR%");
+    let _ = writeln!(
+        s,
+        "{:<16} {:<5} {:>5} {:>8} {:>8} {:>5} {:>8} {:>8} {:>8} {:>6} {:>6}",
+        "NAMESPACE",
+        "VER",
+        "GATE",
+        "READY",
+        "UNACKED",
+        "CONS",
+        "IN/s",
+        "ACK/s",
+        "REDLV/s",
+        "DEAD",
+        "ERR%"
+    );
     for ns in &snap.namespaces {
         let name = crate::text::sanitize(&ns.name);
         for (i, v) in ns.versions.iter().enumerate() {
-            let gate = if ns.gate.is_some() { format!("{:.0}%", v.gate_percent) } else { "?".into() };
+            let gate = if ns.gate.is_some() {
+                format!("{:.0}%", v.gate_percent)
+            } else {
+                "?".into()
+            };
             let _ = writeln!(
                 s,
                 "{:<16} {:<5} {:>5} {:>8} {:>8} {:>5} {:>8} {:>8} {:>8} {:>6} {:>6}",
-                if i == 0 { name.to_string() } else { String::new() },
+                if i == 0 {
+                    name.to_string()
+                } else {
+                    String::new()
+                },
                 crate::text::sanitize(&v.version),
                 gate,
                 opt(v.ready),
@@ -46,7 +75,9 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 rate(v.rates.map(|r| r.ack)),
                 rate(v.rates.map(|r| r.redeliver)),
                 opt(v.dead_letters),
-                v.error_rate.map(|e| format!("{:.1}", e * 100.0)).unwrap_or_else(|| "-".into()),
+                v.error_rate
+                    .map(|e| format!("{:.1}", e * 100.0))
+                    .unwrap_or_else(|| "-".into()),
             );
         }
         let unrouted = match ns.unrouted_depth {
@@ -54,15 +85,26 @@ pub fn render(snap: &FleetSnapshot) -> String {
             Some(n) => format!("{n} (!) replay them through the entry exchange"),
             None => "missing".into(),
         };
-        let reasons: Vec<String> = ns.dead_letters_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let reasons: Vec<String> = ns
+            .dead_letters_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
         let _ = writeln!(
             s,
             "{:<16} dlq {} {}· unrouted {} · gate {}",
             "",
             opt(ns.dlq_depth),
-            if reasons.is_empty() { String::new() } else { format!("({}) ", reasons.join(", ")) },
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!("({}) ", reasons.join(", "))
+            },
             unrouted,
-            ns.gate.as_ref().map(|g| g.describe()).unwrap_or_else(|| "?".into()),
+            ns.gate
+                .as_ref()
+                .map(|g| g.describe())
+                .unwrap_or_else(|| "?".into()),
         );
         for p in &ns.gate_problems {
             let _ = writeln!(s, "{:<16} gate problem: {}", "", p);
@@ -72,16 +114,29 @@ pub fn render(snap: &FleetSnapshot) -> String {
 }
 
 /// Run `status`.
-pub async fn run(ctx: &Ctx, namespace: Option<String>, no_attribution: bool) -> Result<(), Failure> {
+pub async fn run(
+    ctx: &Ctx,
+    namespace: Option<String>,
+    no_attribution: bool,
+) -> Result<(), Failure> {
     let session = ctx.connect().await?;
     let mgmt = ctx.mgmt();
-    let opts = CollectOptions { namespace: namespace.clone(), attribute_dead_letters: (!no_attribution).then_some(ATTRIBUTION_CAP) };
+    let opts = CollectOptions {
+        namespace: namespace.clone(),
+        attribute_dead_letters: (!no_attribution).then_some(ATTRIBUTION_CAP),
+    };
     let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
     session.close().await;
     let snap = snap?;
     if let Some(ns) = &namespace {
         if snap.namespace(ns).is_none() {
-            return Err(Failure::error(format!("namespace `{}` not found on this broker", crate::text::sanitize(ns)), "create it with `hopback init NS --versions v1,v2`, or adopt it in the profile's [namespaces] config"));
+            return Err(Failure::error(
+                format!(
+                    "namespace `{}` not found on this broker",
+                    crate::text::sanitize(ns)
+                ),
+                "create it with `hopback init NS --versions v1,v2`, or adopt it in the profile's [namespaces] config",
+            ));
         }
     }
     if ctx.json {

@@ -75,7 +75,12 @@ pub struct AlertThresholds {
 
 impl Default for AlertThresholds {
     fn default() -> Self {
-        Self { error_rate_pct: 5.0, error_rate_window_s: 30, dlq_growth_per_min: 10, bell: true }
+        Self {
+            error_rate_pct: 5.0,
+            error_rate_window_s: 30,
+            dlq_growth_per_min: 10,
+            bell: true,
+        }
     }
 }
 
@@ -155,7 +160,10 @@ impl Profile {
         let _ = u.set_username(&self.username);
         let _ = u.set_password(Some(self.password.expose()));
         // lapin wants the vhost percent-encoded in the path.
-        u.set_path(&format!("/{}", percent_encoding::utf8_percent_encode(&self.vhost, VHOST_SET)));
+        u.set_path(&format!(
+            "/{}",
+            percent_encoding::utf8_percent_encode(&self.vhost, VHOST_SET)
+        ));
         u.to_string()
     }
     /// The AMQP URL safe to show: no password.
@@ -167,7 +175,9 @@ impl Profile {
         format!(
             "{}:{}",
             self.amqp_url.host_str().unwrap_or("?"),
-            self.amqp_url.port().unwrap_or(if self.is_tls() { 5671 } else { 5672 })
+            self.amqp_url
+                .port()
+                .unwrap_or(if self.is_tls() { 5671 } else { 5672 })
         )
     }
     /// Does the AMQP URL use TLS?
@@ -176,18 +186,24 @@ impl Profile {
     }
     /// The adoption entry for `ns`, or the convention.
     pub fn namespace(&self, ns: &str, defaults: &AlertThresholds) -> Adoption {
-        self.namespaces.get(ns).cloned().unwrap_or_else(|| Adoption {
-            entry_exchange: ns.to_string(),
-            version_queues: VersionQueues::Convention,
-            dlq: format!("{ns}.dlq"),
-            dlx: format!("{ns}.dlx"),
-            unrouted: format!("{ns}.unrouted"),
-            alerts: defaults.clone(),
-        })
+        self.namespaces
+            .get(ns)
+            .cloned()
+            .unwrap_or_else(|| Adoption {
+                entry_exchange: ns.to_string(),
+                version_queues: VersionQueues::Convention,
+                dlq: format!("{ns}.dlq"),
+                dlx: format!("{ns}.dlx"),
+                unrouted: format!("{ns}.unrouted"),
+                alerts: defaults.clone(),
+            })
     }
 }
 
-const VHOST_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+const VHOST_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
 
 /// Everything resolved: the file's global settings plus the selected profile.
 #[derive(Debug, Clone)]
@@ -240,7 +256,9 @@ pub fn load(over: &Overrides) -> Result<Config, Failure> {
     let path = over.config_path.clone().unwrap_or_else(default_config_path);
     let (raw, file_found) = match std::fs::read_to_string(&path) {
         Ok(text) => (parse(&text, &path)?, true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && over.config_path.is_none() => (RawConfig::default(), false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && over.config_path.is_none() => {
+            (RawConfig::default(), false)
+        }
         Err(e) => {
             return Err(Failure::error(
                 format!("cannot read config file {}: {e}", path.display()),
@@ -258,12 +276,23 @@ pub fn parse(text: &str, path: &Path) -> Result<RawConfig, Failure> {
             Some(span) => {
                 let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 let line_text = text.lines().nth(line_no - 1).unwrap_or("");
-                let key = line_text.split('=').next().unwrap_or("").trim().trim_matches(['[', ']']).to_string();
+                let key = line_text
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(['[', ']'])
+                    .to_string();
                 (Some(line_no), Some(key).filter(|k| !k.is_empty()))
             }
             None => (None, None),
         };
-        let what = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+        let what = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string();
         let mut msg = format!("config error in {}", path.display());
         if let Some(l) = line {
             msg.push_str(&format!(" line {l}"));
@@ -286,7 +315,12 @@ fn env_nonempty(name: &str) -> Option<String> {
 }
 
 /// Resolve raw config + overrides + environment into a [`Config`].
-pub fn resolve(raw: RawConfig, path: &Path, file_found: bool, over: &Overrides) -> Result<Config, Failure> {
+pub fn resolve(
+    raw: RawConfig,
+    path: &Path,
+    file_found: bool,
+    over: &Overrides,
+) -> Result<Config, Failure> {
     let profile_name = over
         .profile
         .clone()
@@ -298,9 +332,14 @@ pub fn resolve(raw: RawConfig, path: &Path, file_found: bool, over: &Overrides) 
             None => {
                 let known: Vec<&str> = raw.profiles.keys().map(String::as_str).collect();
                 return Err(Failure::usage(
-                    format!("unknown profile `{}` (config: {})", crate::text::sanitize(name), path.display()),
+                    format!(
+                        "unknown profile `{}` (config: {})",
+                        crate::text::sanitize(name),
+                        path.display()
+                    ),
                     if known.is_empty() {
-                        "no profiles are configured; add a [profiles.NAME] table or use --url".to_string()
+                        "no profiles are configured; add a [profiles.NAME] table or use --url"
+                            .to_string()
                     } else {
                         format!("known profiles: {}", known.join(", "))
                     },
@@ -310,15 +349,28 @@ pub fn resolve(raw: RawConfig, path: &Path, file_found: bool, over: &Overrides) 
         None => RawProfile::default(),
     };
     let alerts = AlertThresholds::default().merged(raw.alerts.as_ref());
-    let profile = resolve_profile(profile_name.unwrap_or_else(|| "default".into()), &raw_profile, &raw, &alerts, over)?;
+    let profile = resolve_profile(
+        profile_name.unwrap_or_else(|| "default".into()),
+        &raw_profile,
+        &raw,
+        &alerts,
+        over,
+    )?;
     let operator = raw.operator.clone().unwrap_or_else(default_operator);
     Ok(Config {
         path: path.to_path_buf(),
         file_found,
         operator,
-        refresh_interval_ms: raw.refresh_interval_ms.unwrap_or(DEFAULT_REFRESH_INTERVAL_MS).max(100),
+        refresh_interval_ms: raw
+            .refresh_interval_ms
+            .unwrap_or(DEFAULT_REFRESH_INTERVAL_MS)
+            .max(100),
         alerts,
-        ledger_max_length_bytes: raw.ledger.as_ref().and_then(|l| l.max_length_bytes).unwrap_or(DEFAULT_LEDGER_MAX_BYTES),
+        ledger_max_length_bytes: raw
+            .ledger
+            .as_ref()
+            .and_then(|l| l.max_length_bytes)
+            .unwrap_or(DEFAULT_LEDGER_MAX_BYTES),
         profile,
         profile_names: raw.profiles.keys().cloned().collect(),
     })
@@ -326,12 +378,20 @@ pub fn resolve(raw: RawConfig, path: &Path, file_found: bool, over: &Overrides) 
 
 /// `user@host` of whoever runs this process.
 pub fn default_operator() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     format!("{user}@{host}")
 }
 
-fn resolve_profile(name: String, p: &RawProfile, raw: &RawConfig, alerts: &AlertThresholds, over: &Overrides) -> Result<Profile, Failure> {
+fn resolve_profile(
+    name: String,
+    p: &RawProfile,
+    raw: &RawConfig,
+    alerts: &AlertThresholds,
+    over: &Overrides,
+) -> Result<Profile, Failure> {
     let url_text = over
         .url
         .clone()
@@ -342,21 +402,36 @@ fn resolve_profile(name: String, p: &RawProfile, raw: &RawConfig, alerts: &Alert
     let username = if amqp_url.username().is_empty() {
         "guest".to_string()
     } else {
-        percent_encoding::percent_decode_str(amqp_url.username()).decode_utf8_lossy().into_owned()
+        percent_encoding::percent_decode_str(amqp_url.username())
+            .decode_utf8_lossy()
+            .into_owned()
     };
     let password = resolve_password(&amqp_url, p)?;
     let url_vhost = match amqp_url.path() {
         "" => "/".to_string(),
-        path => percent_encoding::percent_decode_str(path.trim_start_matches('/')).decode_utf8_lossy().into_owned(),
+        path => percent_encoding::percent_decode_str(path.trim_start_matches('/'))
+            .decode_utf8_lossy()
+            .into_owned(),
     };
-    let url_vhost = if url_vhost.is_empty() && amqp_url.path().is_empty() { "/".to_string() } else { url_vhost };
+    let url_vhost = if url_vhost.is_empty() && amqp_url.path().is_empty() {
+        "/".to_string()
+    } else {
+        url_vhost
+    };
     let vhost = p.vhost.clone().unwrap_or(url_vhost);
-    let mgmt_text = over.mgmt_url.clone().or_else(|| env_nonempty("HOPBACK_MGMT_URL")).or_else(|| p.mgmt_url.clone());
+    let mgmt_text = over
+        .mgmt_url
+        .clone()
+        .or_else(|| env_nonempty("HOPBACK_MGMT_URL"))
+        .or_else(|| p.mgmt_url.clone());
     let mgmt_url = match mgmt_text {
         Some(t) => {
             let mut u = Url::parse(&t).map_err(|e| {
                 Failure::usage(
-                    format!("malformed management URL {}: {e}", crate::broker::uri::redact(&t)),
+                    format!(
+                        "malformed management URL {}: {e}",
+                        crate::broker::uri::redact(&t)
+                    ),
                     "use the form http://host:15672",
                 )
             })?;
@@ -367,9 +442,23 @@ fn resolve_profile(name: String, p: &RawProfile, raw: &RawConfig, alerts: &Alert
         None => {
             let tls = amqp_url.scheme() == "amqps";
             let host = amqp_url.host_str().unwrap_or("127.0.0.1");
-            let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
-            let text = format!("{}://{}:{}/", if tls { "https" } else { "http" }, host, if tls { 15671 } else { 15672 });
-            Url::parse(&text).map_err(|e| Failure::usage(format!("cannot derive the management URL: {e}"), "set mgmt_url in the profile"))?
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            };
+            let text = format!(
+                "{}://{}:{}/",
+                if tls { "https" } else { "http" },
+                host,
+                if tls { 15671 } else { 15672 }
+            );
+            Url::parse(&text).map_err(|e| {
+                Failure::usage(
+                    format!("cannot derive the management URL: {e}"),
+                    "set mgmt_url in the profile",
+                )
+            })?
         }
     };
     let mut namespaces = BTreeMap::new();
@@ -386,9 +475,17 @@ fn resolve_profile(name: String, p: &RawProfile, raw: &RawConfig, alerts: &Alert
         read_only: over.read_only || p.read_only.unwrap_or(false) || raw.read_only.unwrap_or(false),
         production: p.production.unwrap_or(false),
         staging: p.staging.unwrap_or(false),
-        theme: p.theme.clone().or_else(|| raw.theme.clone()).unwrap_or_else(|| {
-            if p.production.unwrap_or(false) { "production-red".into() } else { "dark".into() }
-        }),
+        theme: p
+            .theme
+            .clone()
+            .or_else(|| raw.theme.clone())
+            .unwrap_or_else(|| {
+                if p.production.unwrap_or(false) {
+                    "production-red".into()
+                } else {
+                    "dark".into()
+                }
+            }),
         ca_file: p.ca_file.as_ref().map(PathBuf::from),
         namespaces,
     })
@@ -400,17 +497,27 @@ fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
     }
     if let Some(var) = &p.password_env {
         return env_nonempty(var).map(Secret::new).ok_or_else(|| {
-            Failure::usage(format!("password_env names `{var}`, which is not set"), format!("export {var}=… or remove password_env"))
+            Failure::usage(
+                format!("password_env names `{var}`, which is not set"),
+                format!("export {var}=… or remove password_env"),
+            )
         });
     }
     if let Some(file) = &p.password_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            Failure::usage(format!("cannot read password_file {file}: {e}"), "check the path and its permissions")
+            Failure::usage(
+                format!("cannot read password_file {file}: {e}"),
+                "check the path and its permissions",
+            )
         })?;
         return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
     }
     match url.password() {
-        Some(pw) => Ok(Secret::new(percent_encoding::percent_decode_str(pw).decode_utf8_lossy().into_owned())),
+        Some(pw) => Ok(Secret::new(
+            percent_encoding::percent_decode_str(pw)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )),
         None if url.username().is_empty() => Ok(Secret::new("guest")),
         None => Ok(Secret::default()),
     }
@@ -420,32 +527,53 @@ fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
 pub fn parse_amqp_url(text: &str) -> Result<Url, Failure> {
     let shown = crate::broker::uri::redact(text);
     let u = Url::parse(text).map_err(|e| {
-        Failure::usage(format!("malformed AMQP URL {shown}: {e}"), "use the form amqp://user:password@host:5672/%2f")
+        Failure::usage(
+            format!("malformed AMQP URL {shown}: {e}"),
+            "use the form amqp://user:password@host:5672/%2f",
+        )
     })?;
     if u.scheme() != "amqp" && u.scheme() != "amqps" {
         return Err(Failure::usage(
-            format!("malformed AMQP URL {shown}: scheme must be amqp or amqps, not `{}`", crate::text::sanitize(u.scheme())),
+            format!(
+                "malformed AMQP URL {shown}: scheme must be amqp or amqps, not `{}`",
+                crate::text::sanitize(u.scheme())
+            ),
             "use the form amqp://user:password@host:5672/%2f",
         ));
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(Failure::usage(format!("malformed AMQP URL {shown}: no host"), "use the form amqp://user:password@host:5672/%2f"));
+        return Err(Failure::usage(
+            format!("malformed AMQP URL {shown}: no host"),
+            "use the form amqp://user:password@host:5672/%2f",
+        ));
     }
     Ok(u)
 }
 
-fn resolve_adoption(ns: &str, a: &RawNamespace, defaults: &AlertThresholds) -> Result<Adoption, Failure> {
+fn resolve_adoption(
+    ns: &str,
+    a: &RawNamespace,
+    defaults: &AlertThresholds,
+) -> Result<Adoption, Failure> {
     let version_queues = match (&a.version_queues, &a.version_queue_regex) {
         (Some(_), Some(_)) => {
             return Err(Failure::usage(
-                format!("namespace `{ns}`: set either version_queues or version_queue_regex, not both"),
+                format!(
+                    "namespace `{ns}`: set either version_queues or version_queue_regex, not both"
+                ),
                 "keep the one that describes your queues",
             ));
         }
         (Some(list), None) => VersionQueues::List(list.clone()),
         (None, Some(re)) => {
             let r = Regex::new(re).map_err(|e| {
-                Failure::usage(format!("namespace `{ns}`: version_queue_regex is invalid: {}", e.to_string().lines().last().unwrap_or("")), "check the regex syntax")
+                Failure::usage(
+                    format!(
+                        "namespace `{ns}`: version_queue_regex is invalid: {}",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                    "check the regex syntax",
+                )
             })?;
             if !r.capture_names().flatten().any(|n| n == "version") {
                 return Err(Failure::usage(
@@ -462,7 +590,10 @@ fn resolve_adoption(ns: &str, a: &RawNamespace, defaults: &AlertThresholds) -> R
         version_queues,
         dlq: a.dlq.clone().unwrap_or_else(|| format!("{ns}.dlq")),
         dlx: a.dlx.clone().unwrap_or_else(|| format!("{ns}.dlx")),
-        unrouted: a.unrouted.clone().unwrap_or_else(|| format!("{ns}.unrouted")),
+        unrouted: a
+            .unrouted
+            .clone()
+            .unwrap_or_else(|| format!("{ns}.unrouted")),
         alerts: defaults.merged(a.alerts.as_ref()),
     })
 }
@@ -478,7 +609,11 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let e = res("default_profile = \"a\"\n[profiles.a]\nurl = \"amqp://h\"\nbogus = 1\n", Overrides::default()).unwrap_err();
+        let e = res(
+            "default_profile = \"a\"\n[profiles.a]\nurl = \"amqp://h\"\nbogus = 1\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("line 4"), "{e}");
         assert!(e.message.contains("bogus"), "{e}");
         assert_eq!(e.code, crate::error::ExitCode::Usage);
@@ -491,10 +626,20 @@ mod tests {
         assert_eq!(c.profile.vhost, "prod");
         assert!(c.profile.read_only);
         assert_eq!(c.profile.mgmt_url.as_str(), "http://prof-host:15672/");
-        let c = res(text, Overrides { url: Some("amqp://x:y@flag-host/%2f".into()), ..Default::default() }).unwrap();
+        let c = res(
+            text,
+            Overrides {
+                url: Some("amqp://x:y@flag-host/%2f".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.profile.host_port(), "flag-host:5672");
         assert_eq!(c.profile.vhost, "/");
-        assert!(!c.profile.display_url().contains('y'.to_string().as_str()) || !c.profile.display_url().contains(":y@"));
+        assert!(
+            !c.profile.display_url().contains('y'.to_string().as_str())
+                || !c.profile.display_url().contains(":y@")
+        );
     }
 
     #[test]
@@ -509,7 +654,14 @@ mod tests {
 
     #[test]
     fn regex_needs_version_group() {
-        let e = res("[profiles.a.namespaces.x]\nversion_queue_regex = \"^x-v\\\\d$\"\n", Overrides { profile: Some("a".into()), ..Default::default() }).unwrap_err();
+        let e = res(
+            "[profiles.a.namespaces.x]\nversion_queue_regex = \"^x-v\\\\d$\"\n",
+            Overrides {
+                profile: Some("a".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.message.contains("version"), "{e}");
     }
 }

@@ -11,7 +11,11 @@ pub enum ConnState {
     /// Connected since this unix time (ms).
     Connected { since_ms: i64 },
     /// Lost; retrying since this unix time (ms).
-    Reconnecting { since_ms: i64, attempt: u32, last_error: String },
+    Reconnecting {
+        since_ms: i64,
+        attempt: u32,
+        last_error: String,
+    },
     /// Given up (e.g. authentication refused): needs the operator.
     Failed { reason: String },
 }

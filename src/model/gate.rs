@@ -50,12 +50,23 @@ impl GateSplit {
     /// `v1=90 v2=10` (zero weights omitted; `(none)` when empty).
     pub fn describe(&self) -> String {
         let parts: Vec<String> = self.bound().map(|(v, w)| format!("{v}={w}")).collect();
-        if parts.is_empty() { "(none)".into() } else { parts.join(" ") }
+        if parts.is_empty() {
+            "(none)".into()
+        } else {
+            parts.join(" ")
+        }
     }
     /// `v1 90% · v2 10%`.
     pub fn describe_percent(&self) -> String {
-        let parts: Vec<String> = self.bound().map(|(v, _)| format!("{v} {:.0}%", self.percent(v))).collect();
-        if parts.is_empty() { "nothing bound".into() } else { parts.join(" · ") }
+        let parts: Vec<String> = self
+            .bound()
+            .map(|(v, _)| format!("{v} {:.0}%", self.percent(v)))
+            .collect();
+        if parts.is_empty() {
+            "nothing bound".into()
+        } else {
+            parts.join(" · ")
+        }
     }
 }
 
@@ -63,12 +74,17 @@ impl GateSplit {
 pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, String> {
     let mut out = BTreeMap::new();
     for t in tokens {
-        let (v, w) = t.split_once('=').ok_or_else(|| format!("`{t}` is not VERSION=WEIGHT (e.g. v2=10)"))?;
+        let (v, w) = t
+            .split_once('=')
+            .ok_or_else(|| format!("`{t}` is not VERSION=WEIGHT (e.g. v2=10)"))?;
         let v = v.trim();
         if v.is_empty() {
             return Err(format!("`{t}` has no version name"));
         }
-        let w: u32 = w.trim().parse().map_err(|_| format!("`{t}`: weight must be a whole number 0–10000"))?;
+        let w: u32 = w
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{t}`: weight must be a whole number 0–10000"))?;
         if w > 10_000 {
             return Err(format!("`{t}`: weight must be at most 10000"));
         }
@@ -77,7 +93,10 @@ pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, String> {
         }
     }
     if out.values().all(|w| *w == 0) {
-        return Err("the weights sum to 0: that would route nothing (give at least one version a weight)".into());
+        return Err(
+            "the weights sum to 0: that would route nothing (give at least one version a weight)"
+                .into(),
+        );
     }
     Ok(GateSplit(out))
 }

@@ -119,14 +119,21 @@ fn parse_entry(t: &FieldTable) -> DeathEntry {
     let m = t.inner();
     DeathEntry {
         queue: m.get("queue").and_then(as_string).unwrap_or_default(),
-        reason: m.get("reason").and_then(as_string).map(|s| Reason::parse(&s)).unwrap_or(Reason::Unknown),
+        reason: m
+            .get("reason")
+            .and_then(as_string)
+            .map(|s| Reason::parse(&s))
+            .unwrap_or(Reason::Unknown),
         count: m.get("count").and_then(as_u64).unwrap_or(1),
         exchange: m.get("exchange").and_then(as_string).unwrap_or_default(),
         routing_keys: match m.get("routing-keys") {
             Some(AMQPValue::FieldArray(a)) => a.as_slice().iter().filter_map(as_string).collect(),
             _ => Vec::new(),
         },
-        time: m.get("time").and_then(as_u64).and_then(|t| i64::try_from(t).ok()),
+        time: m
+            .get("time")
+            .and_then(as_u64)
+            .and_then(|t| i64::try_from(t).ok()),
     }
 }
 
@@ -144,13 +151,21 @@ pub fn attribute(headers: Option<&FieldTable>) -> Attribution {
         _ => Vec::new(),
     };
     // x-death is most-recent-first; the *first* death is the origin.
-    let first_queue = header_string(headers, "x-first-death-queue").or_else(|| deaths.last().map(|d| d.queue.clone()));
+    let first_queue = header_string(headers, "x-first-death-queue")
+        .or_else(|| deaths.last().map(|d| d.queue.clone()));
     let first_reason = header_string(headers, "x-first-death-reason")
         .map(|s| Reason::parse(&s))
         .or_else(|| deaths.last().map(|d| d.reason.clone()))
         .unwrap_or(Reason::Unknown);
-    let replays = header_u64(headers, REPLAYS_HEADER).map(|n| n.min(u64::from(u32::MAX)) as u32).unwrap_or(0);
-    Attribution { origin_queue: first_queue.filter(|q| !q.is_empty()), reason: first_reason, deaths, replays }
+    let replays = header_u64(headers, REPLAYS_HEADER)
+        .map(|n| n.min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0);
+    Attribution {
+        origin_queue: first_queue.filter(|q| !q.is_empty()),
+        reason: first_reason,
+        deaths,
+        replays,
+    }
 }
 
 /// The version part of a convention queue name (`email.v2` → `v2`), if it is one of `ns`.
@@ -171,8 +186,14 @@ mod tests {
 
     fn death(queue: &str, reason: &str) -> AMQPValue {
         let mut t = FieldTable::default();
-        t.insert(ShortString::from("queue"), AMQPValue::LongString(LongString::from(queue)));
-        t.insert(ShortString::from("reason"), AMQPValue::LongString(LongString::from(reason)));
+        t.insert(
+            ShortString::from("queue"),
+            AMQPValue::LongString(LongString::from(queue)),
+        );
+        t.insert(
+            ShortString::from("reason"),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
         t.insert(ShortString::from("count"), AMQPValue::LongLongInt(2));
         AMQPValue::FieldTable(t)
     }
@@ -180,7 +201,10 @@ mod tests {
     #[test]
     fn origin_is_first_death() {
         let mut h = FieldTable::default();
-        let arr = FieldArray::from(vec![death("email.v1", "expired"), death("email.v2", "rejected")]);
+        let arr = FieldArray::from(vec![
+            death("email.v1", "expired"),
+            death("email.v2", "rejected"),
+        ]);
         h.insert(ShortString::from("x-death"), AMQPValue::FieldArray(arr));
         h.insert(ShortString::from(REPLAYS_HEADER), AMQPValue::LongInt(2));
         let a = attribute(Some(&h));
@@ -194,8 +218,14 @@ mod tests {
     #[test]
     fn first_death_header_wins_and_missing_is_unknown() {
         let mut h = FieldTable::default();
-        h.insert(ShortString::from("x-first-death-queue"), AMQPValue::LongString(LongString::from("a.v3")));
-        h.insert(ShortString::from("x-first-death-reason"), AMQPValue::LongString(LongString::from("maxlen")));
+        h.insert(
+            ShortString::from("x-first-death-queue"),
+            AMQPValue::LongString(LongString::from("a.v3")),
+        );
+        h.insert(
+            ShortString::from("x-first-death-reason"),
+            AMQPValue::LongString(LongString::from("maxlen")),
+        );
         let a = attribute(Some(&h));
         assert_eq!(a.origin_queue.as_deref(), Some("a.v3"));
         assert_eq!(a.reason, Reason::Maxlen);

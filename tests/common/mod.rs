@@ -16,19 +16,33 @@ pub fn test_url() -> String {
 
 /// A namespace name no other test uses.
 pub fn unique_ns(prefix: &str) -> String {
-    format!("t-{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "t-{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// A resolved config pointing at the test broker, ignoring any user config file.
 pub fn test_config() -> Config {
     let raw = config::raw::RawConfig::default();
-    let over = Overrides { url: Some(test_url()), ..Default::default() };
-    config::resolve(raw, &PathBuf::from("/nonexistent/hopback-test.toml"), false, &over).unwrap()
+    let over = Overrides {
+        url: Some(test_url()),
+        ..Default::default()
+    };
+    config::resolve(
+        raw,
+        &PathBuf::from("/nonexistent/hopback-test.toml"),
+        false,
+        &over,
+    )
+    .unwrap()
 }
 
 /// Connect a session for a test.
 pub async fn connect(cfg: &Config, purpose: &str) -> Arc<Session> {
-    session::connect(&cfg.profile, purpose, "test").await.unwrap()
+    session::connect(&cfg.profile, purpose, "test")
+        .await
+        .unwrap()
 }
 
 /// A convention namespace created for one test and deleted when the test calls `cleanup`.
@@ -41,17 +55,30 @@ pub struct TestNs {
 
 impl TestNs {
     /// Create `NS` with the given versions and queue type.
-    pub async fn new(prefix: &str, versions: &[&str], queue_type: hopback::broker::topology::QueueType) -> Self {
+    pub async fn new(
+        prefix: &str,
+        versions: &[&str],
+        queue_type: hopback::broker::topology::QueueType,
+    ) -> Self {
         let cfg = test_config();
         let session = connect(&cfg, "test").await;
         let ns = unique_ns(prefix);
         let versions: Vec<String> = versions.iter().map(|s| s.to_string()).collect();
-        hopback::broker::topology::init(&session, &ns, &versions, queue_type).await.unwrap();
-        Self { ns, versions, cfg, session }
+        hopback::broker::topology::init(&session, &ns, &versions, queue_type)
+            .await
+            .unwrap();
+        Self {
+            ns,
+            versions,
+            cfg,
+            session,
+        }
     }
     /// Delete everything of the namespace.
     pub async fn cleanup(self) {
-        hopback::broker::topology::delete_namespace(&self.session, &self.ns, &self.versions).await.unwrap();
+        hopback::broker::topology::delete_namespace(&self.session, &self.ns, &self.versions)
+            .await
+            .unwrap();
         self.session.close().await;
     }
 }
@@ -59,6 +86,9 @@ impl TestNs {
 /// Path of the built `hopback` binary (for assert_cmd-style tests).
 pub fn bin() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hopback"));
-    c.env("HOPBACK_CONFIG", "/nonexistent/hopback-test.toml").env_remove("HOPBACK_URL").env_remove("HOPBACK_PROFILE").env_remove("HOPBACK_PASSWORD");
+    c.env("HOPBACK_CONFIG", "/nonexistent/hopback-test.toml")
+        .env_remove("HOPBACK_URL")
+        .env_remove("HOPBACK_PROFILE")
+        .env_remove("HOPBACK_PASSWORD");
     c
 }
