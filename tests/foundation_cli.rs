@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -441,4 +442,76 @@ fn check_passes_on_the_local_broker_and_fails_clearly_without_it() {
     assert_eq!(code, 1);
     assert!(out.contains("FAIL  amqp") && out.contains("hint:"), "{out}");
     assert!(!out.contains(SENTINEL));
+}
+
+#[tokio::test]
+async fn adopted_namespace_is_discovered_from_the_config() {
+    let p = common::unique_ns("adopt");
+    let cfg = common::test_config();
+    let s = common::connect(&cfg, "test").await;
+    let ch = s.channel().await.unwrap();
+    for q in [format!("{p}-v1"), format!("{p}-v2"), format!("{p}-dead")] {
+        ch.queue_declare(q.as_str().into(), lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    }
+    let pc = s.confirm_channel().await.unwrap();
+    publish(&pc, "", &format!("{p}-v2"), 7, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "default_profile = \"l\"\n[profiles.l]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n[profiles.l.namespaces.{p}]\nentry_exchange = \"{p}-in\"\nversion_queue_regex = '^{p}-(?P<version>v\\d+)$'\ndlq = \"{p}-dead\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["--config", file.to_str().unwrap(), "--json", "status", &p]);
+    assert_eq!(code, 0, "{err}");
+    let snap: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ns = &snap["namespaces"][0];
+    assert_eq!(ns["convention"], false);
+    assert_eq!(ns["dlq"], format!("{p}-dead").as_str());
+    let versions: Vec<(String, u64)> = ns["versions"].as_array().unwrap().iter().map(|v| (v["version"].as_str().unwrap().to_string(), v["ready"].as_u64().unwrap())).collect();
+    assert_eq!(versions, vec![("v1".to_string(), 0), ("v2".to_string(), 7)]);
+    for q in [format!("{p}-v1"), format!("{p}-v2"), format!("{p}-dead")] {
+        ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn supervisor_reconnects_after_the_connection_is_killed() {
+    use hopback::broker::supervisor::Supervisor;
+    use hopback::model::ConnState;
+    let cfg = common::test_config();
+    let purpose = format!("supervisor-test-{}", uuid::Uuid::new_v4().simple());
+    let sup = Supervisor::new(cfg.profile.clone(), &purpose, "test");
+    let s1 = sup.session(Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(sup.state(), ConnState::Connected { .. }));
+    // Kill our connection through the management API, as an operator or a broker restart would.
+    let mgmt = Mgmt::new(&cfg.profile).unwrap();
+    let start = Instant::now();
+    let name = loop {
+        let conns = mgmt.connections().await.unwrap();
+        if let Some(c) = conns.iter().find(|c| c.user_provided_name.as_deref().is_some_and(|n| n.contains(&purpose))) {
+            break c.name.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "connection not listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    mgmt.close_connection(&name, "test kill").await.unwrap();
+    let start = Instant::now();
+    while s1.is_connected() {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s2 = sup.session(Duration::from_secs(5)).await.unwrap();
+    assert!(s2.is_connected());
+    assert!(!Arc::ptr_eq(&s1, &s2));
+    assert!(s2.passive_queue("amq.non-existent-hb").await.unwrap().is_none());
+    s2.close().await;
+    // A wrong password is permanent: Failed, not an endless retry.
+    let mut bad = cfg.profile.clone();
+    bad.password = hopback::config::Secret::new("wrong-password-hb");
+    let sup = Supervisor::new(bad, "supervisor-bad", "test");
+    assert!(sup.session(Duration::from_secs(5)).await.is_err());
+    assert!(matches!(sup.state(), ConnState::Failed { .. }), "{:?}", sup.state());
 }

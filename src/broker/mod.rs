@@ -6,6 +6,7 @@ pub mod browse;
 pub mod mgmt;
 pub mod session;
 pub mod stats;
+pub mod supervisor;
 pub mod topology;
 pub mod uri;
 
