@@ -255,10 +255,10 @@ pub async fn collect(
                     *ns.dead_letters_by_reason
                         .entry(a.reason.as_str().to_string())
                         .or_default() += 1;
-                    if let Some(q) = a.origin_queue {
-                        if let Some((v, _)) = d.versions.iter().find(|(_, vq)| **vq == q) {
-                            *by_version.entry(v.clone()).or_default() += 1;
-                        }
+                    if let Some(q) = a.origin_queue
+                        && let Some((v, _)) = d.versions.iter().find(|(_, vq)| **vq == q)
+                    {
+                        *by_version.entry(v.clone()).or_default() += 1;
                     }
                 }
                 ns.dead_letters_sampled = Some(msgs.len() as u64);

@@ -30,7 +30,13 @@ impl Supervisor {
     /// A supervisor that has not connected yet (state `Connecting`).
     pub fn new(profile: Profile, purpose: &str, operator: &str) -> Self {
         let (tx, _) = watch::channel(ConnState::Connecting);
-        Self { profile, purpose: purpose.into(), operator: operator.into(), current: Arc::default(), state_tx: Arc::new(tx) }
+        Self {
+            profile,
+            purpose: purpose.into(),
+            operator: operator.into(),
+            current: Arc::default(),
+            state_tx: Arc::new(tx),
+        }
     }
     /// Watch the connection state.
     pub fn subscribe(&self) -> watch::Receiver<ConnState> {
@@ -43,7 +49,13 @@ impl Supervisor {
     /// A live session, connecting (with backoff between attempts) until one is up or a permanent
     /// failure (auth, vhost) occurs, or `give_up_after` passes.
     pub async fn session(&self, give_up_after: Duration) -> Result<Arc<Session>, BrokerError> {
-        if let Some(s) = self.current.read().await.as_ref().filter(|s| s.is_connected()) {
+        if let Some(s) = self
+            .current
+            .read()
+            .await
+            .as_ref()
+            .filter(|s| s.is_connected())
+        {
             return Ok(s.clone());
         }
         let mut guard = self.current.write().await;
@@ -58,22 +70,36 @@ impl Supervisor {
             match connect(&self.profile, &self.purpose, &self.operator).await {
                 Ok(s) => {
                     *guard = Some(s.clone());
-                    self.state_tx.send_replace(ConnState::Connected { since_ms: now_ms() });
+                    self.state_tx
+                        .send_replace(ConnState::Connected { since_ms: now_ms() });
                     return Ok(s);
                 }
                 Err(e @ (BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. })) => {
-                    self.state_tx.send_replace(ConnState::Failed { reason: e.to_string() });
+                    self.state_tx.send_replace(ConnState::Failed {
+                        reason: e.to_string(),
+                    });
                     return Err(e);
                 }
                 Err(e) => {
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "broker connection failed; retrying");
-                    if had_session || attempt > 1 || matches!(self.state(), ConnState::Reconnecting { .. }) {
-                        self.state_tx.send_replace(ConnState::Reconnecting { since_ms: since, attempt, last_error: e.to_string() });
+                    if had_session
+                        || attempt > 1
+                        || matches!(self.state(), ConnState::Reconnecting { .. })
+                    {
+                        self.state_tx.send_replace(ConnState::Reconnecting {
+                            since_ms: since,
+                            attempt,
+                            last_error: e.to_string(),
+                        });
                     }
                     let delay = backoff_delay(attempt - 1);
                     if tokio::time::Instant::now() + delay > deadline {
-                        self.state_tx.send_replace(ConnState::Reconnecting { since_ms: since, attempt, last_error: e.to_string() });
+                        self.state_tx.send_replace(ConnState::Reconnecting {
+                            since_ms: since,
+                            attempt,
+                            last_error: e.to_string(),
+                        });
                         return Err(e);
                     }
                     tokio::time::sleep(delay).await;
@@ -85,7 +111,11 @@ impl Supervisor {
     pub async fn mark_broken(&self, reason: &str) {
         let mut guard = self.current.write().await;
         if guard.take().is_some() {
-            self.state_tx.send_replace(ConnState::Reconnecting { since_ms: now_ms(), attempt: 0, last_error: reason.to_string() });
+            self.state_tx.send_replace(ConnState::Reconnecting {
+                since_ms: now_ms(),
+                attempt: 0,
+                last_error: reason.to_string(),
+            });
         }
     }
 }

@@ -286,11 +286,9 @@ pub async fn init(
         &mut report,
     )
     .await?;
-    if entry_new {
-        if let Some(first) = versions.first() {
-            bind(session, &n.version_queue(first), &n.entry, "100").await?;
-            report.gate = Some(format!("{first}=100"));
-        }
+    if entry_new && let Some(first) = versions.first() {
+        bind(session, &n.version_queue(first), &n.entry, "100").await?;
+        report.gate = Some(format!("{first}=100"));
     }
     Ok(report)
 }
@@ -354,16 +352,15 @@ pub fn discover(
     let xnames: BTreeSet<&str> = exchanges.iter().map(|x| x.name.as_str()).collect();
     let mut by_ns: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for q in &qnames {
-        if let Some((ns, v)) = q.rsplit_once('.') {
-            if is_version_name(v)
-                && !ns.is_empty()
-                && (qnames.contains(format!("{ns}.dlq").as_str()) || xnames.contains(ns))
-            {
-                by_ns
-                    .entry(ns.to_string())
-                    .or_default()
-                    .insert(v.to_string(), q.to_string());
-            }
+        if let Some((ns, v)) = q.rsplit_once('.')
+            && is_version_name(v)
+            && !ns.is_empty()
+            && (qnames.contains(format!("{ns}.dlq").as_str()) || xnames.contains(ns))
+        {
+            by_ns
+                .entry(ns.to_string())
+                .or_default()
+                .insert(v.to_string(), q.to_string());
         }
     }
     let mut out: Vec<DiscoveredNamespace> = by_ns

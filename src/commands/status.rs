@@ -128,16 +128,16 @@ pub async fn run(
     let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
     session.close().await;
     let snap = snap?;
-    if let Some(ns) = &namespace {
-        if snap.namespace(ns).is_none() {
-            return Err(Failure::error(
-                format!(
-                    "namespace `{}` not found on this broker",
-                    crate::text::sanitize(ns)
-                ),
-                "create it with `hopback init NS --versions v1,v2`, or adopt it in the profile's [namespaces] config",
-            ));
-        }
+    if let Some(ns) = &namespace
+        && snap.namespace(ns).is_none()
+    {
+        return Err(Failure::error(
+            format!(
+                "namespace `{}` not found on this broker",
+                crate::text::sanitize(ns)
+            ),
+            "create it with `hopback init NS --versions v1,v2`, or adopt it in the profile's [namespaces] config",
+        ));
     }
     if ctx.json {
         ctx.print_json(&snap)
