@@ -451,7 +451,16 @@ async fn adopted_namespace_is_discovered_from_the_config() {
     let s = common::connect(&cfg, "test").await;
     let ch = s.channel().await.unwrap();
     for q in [format!("{p}-v1"), format!("{p}-v2"), format!("{p}-dead")] {
-        ch.queue_declare(q.as_str().into(), lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+        ch.queue_declare(
+            q.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     }
     let pc = s.confirm_channel().await.unwrap();
     publish(&pc, "", &format!("{p}-v2"), 7, "a").await;
@@ -470,10 +479,22 @@ async fn adopted_namespace_is_discovered_from_the_config() {
     let ns = &snap["namespaces"][0];
     assert_eq!(ns["convention"], false);
     assert_eq!(ns["dlq"], format!("{p}-dead").as_str());
-    let versions: Vec<(String, u64)> = ns["versions"].as_array().unwrap().iter().map(|v| (v["version"].as_str().unwrap().to_string(), v["ready"].as_u64().unwrap())).collect();
+    let versions: Vec<(String, u64)> = ns["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_string(),
+                v["ready"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(versions, vec![("v1".to_string(), 0), ("v2".to_string(), 7)]);
     for q in [format!("{p}-v1"), format!("{p}-v2"), format!("{p}-dead")] {
-        ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
+        ch.queue_delete(q.as_str().into(), Default::default())
+            .await
+            .unwrap();
     }
 }
 
@@ -491,10 +512,17 @@ async fn supervisor_reconnects_after_the_connection_is_killed() {
     let start = Instant::now();
     let name = loop {
         let conns = mgmt.connections().await.unwrap();
-        if let Some(c) = conns.iter().find(|c| c.user_provided_name.as_deref().is_some_and(|n| n.contains(&purpose))) {
+        if let Some(c) = conns.iter().find(|c| {
+            c.user_provided_name
+                .as_deref()
+                .is_some_and(|n| n.contains(&purpose))
+        }) {
             break c.name.clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "connection not listed");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "connection not listed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     mgmt.close_connection(&name, "test kill").await.unwrap();
@@ -506,12 +534,21 @@ async fn supervisor_reconnects_after_the_connection_is_killed() {
     let s2 = sup.session(Duration::from_secs(5)).await.unwrap();
     assert!(s2.is_connected());
     assert!(!Arc::ptr_eq(&s1, &s2));
-    assert!(s2.passive_queue("amq.non-existent-hb").await.unwrap().is_none());
+    assert!(
+        s2.passive_queue("amq.non-existent-hb")
+            .await
+            .unwrap()
+            .is_none()
+    );
     s2.close().await;
     // A wrong password is permanent: Failed, not an endless retry.
     let mut bad = cfg.profile.clone();
     bad.password = hopback::config::Secret::new("wrong-password-hb");
     let sup = Supervisor::new(bad, "supervisor-bad", "test");
     assert!(sup.session(Duration::from_secs(5)).await.is_err());
-    assert!(matches!(sup.state(), ConnState::Failed { .. }), "{:?}", sup.state());
+    assert!(
+        matches!(sup.state(), ConnState::Failed { .. }),
+        "{:?}",
+        sup.state()
+    );
 }
