@@ -117,6 +117,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             }
             match mgmt.vhost_exists().await {
                 Ok(true) => {}
+                Err(MgmtError::Unauthorized { .. }) => {}
                 Ok(false) => out.push(line("vhost", "fail", format!("vhost `{}` does not exist", p.vhost), Some("rabbitmqctl add_vhost NAME, or fix the vhost in the URL"))),
                 Err(e) => out.push(line("vhost", "warn", e.to_string(), None)),
             }
@@ -131,7 +132,13 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                     }
                 }
                 Err(MgmtError::NotFound(_)) => out.push(line("permissions", "fail", format!("user `{}` has no permissions on vhost `{}`", p.username, p.vhost), Some("rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*'"))),
-                Err(e) => out.push(line("permissions", "warn", e.to_string(), Some("a user without the management/monitoring tag cannot read its permissions; AMQP still works"))),
+                Err(MgmtError::Unauthorized { user }) => out.push(line(
+                    "permissions",
+                    "warn",
+                    format!("unknown: only administrators may read permissions through the management API (user `{user}`)"),
+                    Some("mutating commands will say which permission is missing when the broker refuses them"),
+                )),
+                Err(e) => out.push(line("permissions", "warn", e.to_string(), None)),
             }
         }
         Err(MgmtError::Unauthorized { user }) => out.push(line(
