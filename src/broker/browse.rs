@@ -13,7 +13,7 @@ use lapin::BasicProperties;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 
-use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
 
 /// Longest wait for the next message once the broker has stopped pushing.
 const NEXT_MESSAGE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -95,7 +95,7 @@ pub async fn browse(
         CALL_TIMEOUT,
         &pw,
         ch.basic_consume(
-            queue.into(),
+            short(queue)?,
             tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),

@@ -127,6 +127,20 @@ pub fn backoff_delay(attempt: u32) -> Duration {
     Duration::from_millis((base_ms as f64 * jitter) as u64)
 }
 
+/// An AMQP short string (queue, exchange, routing key, consumer tag). lapin panics on a
+/// `ShortString` over 255 bytes, so every name built from operator or broker input goes through
+/// here and becomes an error instead.
+pub fn short(name: &str) -> Result<lapin::types::ShortString, BrokerError> {
+    if name.len() > 255 {
+        return Err(BrokerError::Other(format!(
+            "name `{}…` is {} bytes; AMQP names are at most 255 bytes",
+            crate::text::sanitize(&name.chars().take(40).collect::<String>()),
+            name.len()
+        )));
+    }
+    Ok(name.into())
+}
+
 /// Counts from a passive `queue.declare`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueCounts {
@@ -168,7 +182,8 @@ pub async fn connect_named(
 ) -> Result<Arc<Session>, BrokerError> {
     let password = profile.password.expose().to_string();
     let addr = profile.host_port();
-    let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let props = ConnectionProperties::default()
+        .with_connection_name(connection_name.chars().take(200).collect::<String>().into());
     let mut builder = DefaultConnectionBuilder::new()
         .map_err(|e| classify(&e, &password))?
         .with_uri_str(profile.amqp_url_with_credentials())
@@ -295,6 +310,9 @@ impl Session {
     /// Passive `queue.declare`: exact ready and consumer counts, `None` if the queue is missing.
     /// A missing queue closes the channel (404), so the control channel is replaced lazily.
     pub async fn passive_queue(&self, name: &str) -> Result<Option<QueueCounts>, BrokerError> {
+        if name.len() > 255 {
+            return Ok(None); // cannot exist
+        }
         let mut guard = self.control.lock().await;
         let ch = match guard.as_ref().filter(|c| c.status().connected()) {
             Some(c) => c.clone(),
@@ -312,7 +330,7 @@ impl Session {
             "passive queue.declare",
             CALL_TIMEOUT,
             self.password(),
-            ch.queue_declare(name.into(), opts, FieldTable::default()),
+            ch.queue_declare(short(name)?, opts, FieldTable::default()),
         )
         .await
         {
@@ -332,6 +350,9 @@ impl Session {
     }
     /// Does an exchange exist? (passive declare on a throwaway channel)
     pub async fn exchange_exists(&self, name: &str) -> Result<bool, BrokerError> {
+        if name.len() > 255 {
+            return Ok(false);
+        }
         let ch = self.channel().await?;
         let opts = lapin::options::ExchangeDeclareOptions {
             passive: true,
@@ -342,7 +363,7 @@ impl Session {
             CALL_TIMEOUT,
             self.password(),
             ch.exchange_declare(
-                name.into(),
+                short(name)?,
                 lapin::ExchangeKind::Direct,
                 opts,
                 FieldTable::default(),

@@ -13,7 +13,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::Serialize;
 
 use crate::broker::mgmt::{ExchangeInfo, QueueInfo};
-use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
 use crate::config::{Adoption, Profile, VersionQueues};
 use crate::model::xdeath::is_version_name;
 
@@ -156,7 +156,7 @@ async fn declare_exchange(
         "exchange.declare",
         CALL_TIMEOUT,
         session.password(),
-        ch.exchange_declare(name.into(), kind, opts, args),
+        ch.exchange_declare(short(name)?, kind, opts, args),
     )
     .await
     .map_err(|e| conflict(e, "exchange", name))?;
@@ -185,7 +185,7 @@ async fn declare_queue(
         "queue.declare",
         CALL_TIMEOUT,
         session.password(),
-        ch.queue_declare(name.into(), opts, args),
+        ch.queue_declare(short(name)?, opts, args),
     )
     .await
     .map_err(|e| conflict(e, "queue", name))?;
@@ -221,9 +221,9 @@ async fn bind(
         CALL_TIMEOUT,
         session.password(),
         ch.queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.into(),
+            short(queue)?,
+            short(exchange)?,
+            short(key)?,
             QueueBindOptions::default(),
             FieldTable::default(),
         ),
@@ -307,7 +307,7 @@ pub async fn delete_namespace(
             "exchange.delete",
             CALL_TIMEOUT,
             &pw,
-            ch.exchange_delete(x.as_str().into(), Default::default()),
+            ch.exchange_delete(short(x)?, Default::default()),
         )
         .await?;
     }
@@ -319,7 +319,7 @@ pub async fn delete_namespace(
             "queue.delete",
             CALL_TIMEOUT,
             &pw,
-            ch.queue_delete(q.as_str().into(), Default::default()),
+            ch.queue_delete(short(&q)?, Default::default()),
         )
         .await?;
     }
