@@ -124,6 +124,7 @@ pub async fn run(
     let opts = CollectOptions {
         namespace: namespace.clone(),
         attribute_dead_letters: (!no_attribution).then_some(ATTRIBUTION_CAP),
+        exact_for: None,
     };
     let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
     session.close().await;
