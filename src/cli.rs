@@ -65,6 +65,34 @@ pub enum Command {
         #[arg(long)]
         no_attribution: bool,
     },
+    /// Dead letters: list (grouped), show/export, replay/move, purge (with an export first)
+    Dlq {
+        /// What to do
+        #[command(subcommand)]
+        command: crate::commands::dlq::DlqCommand,
+    },
+    /// Show or flip a namespace's feature gate (weighted bindings of its entry exchange)
+    Gate {
+        /// show | set
+        #[command(subcommand)]
+        command: crate::commands::gate::GateCommand,
+    },
+    /// The incident timeline from the ledger (text, Markdown or JSON; --follow for live)
+    Timeline(crate::commands::timeline::TimelineArgs),
+    /// Add an operator note to the ledger (it shows in the timeline and the post-mortem)
+    Note(crate::commands::timeline::NoteArgs),
+    /// Gate states of a namespace recorded in the ledger, and drift from the broker
+    History(crate::commands::history::HistoryArgs),
+    /// Compare two recorded gate states (event ids from `history`, or `current`)
+    Diff(crate::commands::history::DiffArgs),
+    /// Re-apply an earlier gate state through the gate operation (verified, journaled)
+    Revert(crate::commands::history::RevertArgs),
+    /// Guided, journaled rollback of a namespace to an older version (resumable)
+    Rollback(crate::commands::rollback::RollbackArgs),
+    /// A scored incident drill on a throwaway namespace with a simulated fleet
+    Drill(crate::commands::drill::DrillArgs),
+    /// A Markdown post-mortem draft of a rollback or drill, from the ledger
+    Postmortem(crate::commands::postmortem::PostmortemArgs),
     /// Print shell completions
     Completions {
         /// bash, zsh, fish, elvish or powershell

@@ -5,11 +5,16 @@
 //! [`commands`] (the CLI's verbs), with [`text`] guarding the terminal from untrusted bytes.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod app;
 pub mod broker;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod drill;
 pub mod error;
+pub mod ledger;
 pub mod logging;
 pub mod model;
+pub mod ops;
 pub mod text;
+pub mod ui;

@@ -5,7 +5,7 @@ use clap::{CommandFactory, Parser};
 use hopback::cli::{Cli, Command};
 use hopback::commands::{self, Ctx};
 use hopback::config::{self, Overrides};
-use hopback::error::{ExitCode, Failure};
+use hopback::error::Failure;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -63,11 +63,19 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             namespace,
             no_attribution,
         }) => commands::status::run(&ctx, namespace, no_attribution).await,
+        Some(Command::Dlq { command }) => commands::dlq::run(&ctx, command).await,
+        Some(Command::Gate { command }) => commands::gate::run(&ctx, command).await,
+        Some(Command::Timeline(args)) => commands::timeline::run(&ctx, args).await,
+        Some(Command::Note(args)) => commands::timeline::note(&ctx, args).await,
+        Some(Command::History(args)) => commands::history::history(&ctx, args).await,
+        Some(Command::Diff(args)) => commands::history::diff(&ctx, args).await,
+        Some(Command::Revert(args)) => commands::history::revert(&ctx, args).await,
+        Some(Command::Rollback(args)) => commands::rollback::run(&ctx, args).await,
+        Some(Command::Drill(args)) => commands::drill::run(&ctx, args).await,
+        Some(Command::Postmortem(args)) => {
+            commands::postmortem::run(&ctx, args.incident, args.output).await
+        }
         Some(Command::Completions { .. }) => Ok(()),
-        None => Err(Failure {
-            message: "the console is not built yet".into(),
-            hint: Some("use `hopback status` for now".into()),
-            code: ExitCode::Error,
-        }),
+        None => hopback::app::run(ctx.cfg).await,
     }
 }

@@ -11,9 +11,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::BasicProperties;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
+use crate::model::deadletter::{BROWSE_BODY_BYTES, INSPECT_BODY_BYTES, MessageView};
+use crate::model::xdeath::attribute;
 
 /// Longest wait for the next message once the broker has stopped pushing.
 const NEXT_MESSAGE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -111,8 +113,8 @@ pub async fn browse(
         last_tag = Some(d.delivery_tag);
         if seen >= opts.skip {
             let body_len = d.data.len();
-            let mut body = d.data;
-            body.truncate(opts.max_body_bytes);
+            // Copy the kept prefix so a cut 10 MB body does not keep its allocation alive.
+            let body = d.data[..body_len.min(opts.max_body_bytes)].to_vec();
             out.push(Browsed {
                 position: seen,
                 properties: d.properties,
@@ -148,4 +150,167 @@ pub async fn browse(
     }
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "browse done".into())).await;
     Ok(out)
+}
+
+/// Render an AMQP field value compactly (raw: callers sanitise before display).
+pub fn render_value(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(f) => f.to_string(),
+        AMQPValue::DecimalValue(d) => format!("{}e-{}", d.value, d.scale),
+        AMQPValue::ShortString(s) => s.as_str().to_string(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::FieldArray(a) => format!(
+            "[{}]",
+            a.as_slice()
+                .iter()
+                .map(render_value)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        AMQPValue::FieldTable(t) => format!(
+            "{{{}}}",
+            t.inner()
+                .iter()
+                .map(|(k, v)| format!("{}: {}", k.as_str(), render_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        AMQPValue::ByteArray(b) => format!("<{} bytes>", b.len()),
+        AMQPValue::Void => "void".into(),
+    }
+}
+
+/// Flatten AMQP properties into `(name, raw value)` pairs, in AMQP order, headers excluded.
+pub fn property_pairs(p: &BasicProperties) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut s = |k: &str, v: &Option<lapin::types::ShortString>| {
+        if let Some(v) = v {
+            out.push((k.to_string(), v.as_str().to_string()));
+        }
+    };
+    s("content_type", p.content_type());
+    s("content_encoding", p.content_encoding());
+    s("correlation_id", p.correlation_id());
+    s("reply_to", p.reply_to());
+    s("expiration", p.expiration());
+    s("message_id", p.message_id());
+    s("type", p.kind());
+    s("user_id", p.user_id());
+    s("app_id", p.app_id());
+    s("cluster_id", p.cluster_id());
+    if let Some(m) = p.delivery_mode() {
+        out.push((
+            "delivery_mode".into(),
+            match m {
+                2 => "2 (persistent)".into(),
+                1 => "1 (transient)".into(),
+                n => n.to_string(),
+            },
+        ));
+    }
+    if let Some(n) = p.priority() {
+        out.push(("priority".into(), n.to_string()));
+    }
+    if let Some(t) = p.timestamp() {
+        let when = i64::try_from(*t)
+            .ok()
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|d| d.format(" (%Y-%m-%d %H:%M:%S UTC)").to_string())
+            .unwrap_or_default();
+        out.push(("timestamp".into(), format!("{t}{when}")));
+    }
+    out
+}
+
+/// Turn a delivery's AMQP data into the pure [`MessageView`] the model and the UI work with.
+pub fn message_view(position: u64, props: &BasicProperties, body: Vec<u8>, body_len: usize, redelivered: bool) -> MessageView {
+    let headers = props.headers().as_ref();
+    let header_pairs = headers
+        .map(|h| {
+            h.inner()
+                .iter()
+                .filter(|(k, _)| k.as_str() != "x-death")
+                .map(|(k, v)| (k.as_str().to_string(), render_value(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    MessageView {
+        position,
+        properties: property_pairs(props),
+        headers: header_pairs,
+        attribution: attribute(headers),
+        body,
+        body_len,
+        redelivered,
+        message_id: props.message_id().as_ref().map(|s| s.as_str().to_string()),
+        content_type: props.content_type().as_ref().map(|s| s.as_str().to_string()),
+        timestamp: props.timestamp().and_then(|t| i64::try_from(t).ok()),
+    }
+}
+
+impl Browsed {
+    /// The pure view of this message.
+    pub fn view(&self) -> MessageView {
+        message_view(
+            self.position,
+            &self.properties,
+            self.body.clone(),
+            self.body_len,
+            self.redelivered,
+        )
+    }
+}
+
+/// One page of a queue (`page` is 0-based): prefetch = what the page needs, everything put back
+/// with nack-requeue; bodies capped at [`BROWSE_BODY_BYTES`] so a page's memory is bounded.
+pub async fn browse_page(
+    session: &Session,
+    queue: &str,
+    page: u64,
+    page_size: u64,
+    is_quorum_with_limit: bool,
+    force: bool,
+) -> Result<Vec<MessageView>, BrokerError> {
+    let opts = BrowseOptions {
+        skip: page.saturating_mul(page_size),
+        take: page_size,
+        max_body_bytes: BROWSE_BODY_BYTES,
+        force,
+    };
+    Ok(browse(session, queue, opts, is_quorum_with_limit)
+        .await?
+        .iter()
+        .map(Browsed::view)
+        .collect())
+}
+
+/// The inspector's full load of the message at `position` (body up to [`INSPECT_BODY_BYTES`]).
+/// `None` when the queue has no message there any more.
+pub async fn load_message(
+    session: &Session,
+    queue: &str,
+    position: u64,
+    is_quorum_with_limit: bool,
+    force: bool,
+) -> Result<Option<MessageView>, BrokerError> {
+    let opts = BrowseOptions {
+        skip: position,
+        take: 1,
+        max_body_bytes: INSPECT_BODY_BYTES,
+        force,
+    };
+    Ok(browse(session, queue, opts, is_quorum_with_limit)
+        .await?
+        .first()
+        .map(Browsed::view))
 }

@@ -7,6 +7,7 @@ pub mod mgmt;
 pub mod session;
 pub mod stats;
 pub mod supervisor;
+pub mod tap;
 pub mod topology;
 pub mod uri;
 

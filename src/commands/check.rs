@@ -78,6 +78,12 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 ),
                 None,
             ));
+            let ledger = crate::ledger::Ledger::open(&s, cfg).await;
+            if ledger.is_stream() {
+                out.push(line("ledger", "ok", ledger.backend_description(), None));
+            } else {
+                out.push(line("ledger", "warn", ledger.backend_description(), Some("grant configure/write/read on `hopback.ledger` (a stream queue, RabbitMQ 3.9+) so every console shares one ledger")));
+            }
             s.close().await;
         }
         Err(e) => {

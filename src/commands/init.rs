@@ -18,12 +18,18 @@ pub async fn run(
     ctx.require_writable("init a namespace")?;
     let session = ctx.connect().await?;
     let report = topology::init(&session, ns, &versions, queue_type).await;
+    let journaled = match &report {
+        Ok(r) if r.changed() => Some(journal_init(ctx, &session, r, &versions, queue_type).await),
+        _ => None,
+    };
     session.close().await;
     let report = report?;
+    let event = journaled.transpose()?;
     if ctx.json {
         return ctx.print_json(&serde_json::json!({
             "namespace": report.namespace, "changed": report.changed(),
             "created": report.created, "unchanged": report.unchanged, "gate": report.gate,
+            "ledger_event": event.as_ref().map(|e| e.id),
         }));
     }
     if !report.changed() {
@@ -52,5 +58,31 @@ pub async fn run(
             g.split('=').next().unwrap_or("?")
         );
     }
+    if let Some(e) = &event {
+        println!("ledger event {}", e.short_id());
+    }
     Ok(())
+}
+
+/// Journal an `init` that changed something; the command reports done only once it is confirmed.
+async fn journal_init(
+    ctx: &Ctx,
+    session: &std::sync::Arc<crate::broker::session::Session>,
+    report: &topology::InitReport,
+    versions: &[String],
+    queue_type: QueueType,
+) -> Result<crate::ledger::Event, Failure> {
+    let ledger = crate::ledger::Ledger::open(session, &ctx.cfg).await;
+    let mut after = serde_json::json!({ "created": report.created });
+    if let Some((v, w)) = report.gate.as_deref().and_then(|g| g.split_once('=')) {
+        after["gate"] = serde_json::json!({ v: w.parse::<u32>().unwrap_or(100) });
+    }
+    let e = ledger
+        .event(crate::ledger::EventKind::Init, Some(&report.namespace))
+        .params(serde_json::json!({ "versions": versions, "queue_type": queue_type }))
+        .after(after);
+    ledger.append(e).await.map_err(|f| Failure {
+        message: format!("namespace created, but {}", f.message),
+        ..f
+    })
 }

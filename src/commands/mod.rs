@@ -2,8 +2,15 @@
 //! [`Failure`] on error, so the binary prints one line and exits with the contract's code.
 
 pub mod check;
+pub mod dlq;
+pub mod drill;
+pub mod gate;
+pub mod history;
 pub mod init;
+pub mod postmortem;
+pub mod rollback;
 pub mod status;
+pub mod timeline;
 
 use std::io::IsTerminal;
 use std::sync::Arc;

@@ -224,6 +224,8 @@ pub struct Config {
     pub profile: Profile,
     /// Names of all configured profiles.
     pub profile_names: Vec<String>,
+    /// Console key overrides from `[keymap]` (action name → keys), validated by the console.
+    pub keymap: BTreeMap<String, Vec<String>>,
 }
 
 /// Project directories (config, data, logs) from `directories`.
@@ -373,6 +375,7 @@ pub fn resolve(
             .unwrap_or(DEFAULT_LEDGER_MAX_BYTES),
         profile,
         profile_names: raw.profiles.keys().cloned().collect(),
+        keymap: raw.keymap.clone().unwrap_or_default(),
     })
 }
 

@@ -27,6 +27,8 @@ pub struct RawConfig {
     /// Named broker profiles (a k9s "context").
     #[serde(default)]
     pub profiles: BTreeMap<String, RawProfile>,
+    /// Console key overrides: action name → keys, e.g. `quit = ["q", "ctrl-q"]`.
+    pub keymap: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// One broker profile.

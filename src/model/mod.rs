@@ -2,6 +2,7 @@
 //! maths. No I/O, no ratatui, no lapin — everything here is testable in microseconds.
 
 pub mod conn;
+pub mod deadletter;
 pub mod gate;
 pub mod snapshot;
 pub mod xdeath;

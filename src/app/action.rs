@@ -1,0 +1,203 @@
+//! The console's vocabulary: every key, mouse gesture, `:` command and signal becomes one
+//! [`Action`]. The keymap table ([`super::keymap`]) maps keys to actions and the `?` help view is
+//! generated from that table, so the help can never lie about what a key does.
+//!
+//! Actions that concern a namespace carry `ns: Option<String>`: `None` means "the namespace under
+//! the cursor" (what a key press means), `Some` is what a `:` command names explicitly.
+
+/// One thing the operator (or a signal) asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Leave the console (restores the terminal).
+    Quit,
+    /// Close the current view, input or message (Esc); on the overview, clear the filter.
+    Back,
+    /// Move the selection up one row.
+    Up,
+    /// Move the selection down one row.
+    Down,
+    /// Move the selection up one page.
+    PageUp,
+    /// Move the selection down one page.
+    PageDown,
+    /// Jump to the first row.
+    Top,
+    /// Jump to the last row.
+    Bottom,
+    /// Open the namespace view (Enter: the selected one; `:ns NAME`: that one).
+    OpenNamespace {
+        /// Namespace, or `None` for the selected one.
+        ns: Option<String>,
+    },
+    /// Show the key and command reference (generated from the keymap).
+    Help,
+    /// Start typing a `/` filter over namespace and queue names.
+    StartFilter,
+    /// Start typing a `:` command (`:ns email`, `:gate`, `:dlq`, `:timeline`, `:q`).
+    StartCommand,
+    /// Sort the overview by the next column (name → error % → ready → dead letters/s).
+    SortNext,
+    /// Reverse the sort order.
+    SortReverse,
+    /// Refresh now instead of waiting for the next interval.
+    Refresh,
+    /// Open the gate panel of a namespace (weights, presets, flip with confirmation).
+    OpenGate {
+        /// Namespace, or `None` for the selected one.
+        ns: Option<String>,
+    },
+    /// Open the dead-letter browser of a namespace.
+    OpenDeadLetters {
+        /// Namespace, or `None` for the selected one.
+        ns: Option<String>,
+    },
+    /// Open the incident timeline (the ledger), optionally for one namespace.
+    OpenTimeline {
+        /// Namespace, or `None` for all.
+        ns: Option<String>,
+    },
+    /// Start the guided rollback of a namespace (the decision point comes first).
+    StartRollback {
+        /// Namespace, or `None` for the selected one.
+        ns: Option<String>,
+    },
+    /// Select the row at this screen line (mouse click) — 0-based terminal row.
+    ClickRow {
+        /// Terminal row that was clicked.
+        row: u16,
+    },
+}
+
+impl Action {
+    /// The name used in the config's `[keymap]` table (`quit = ["q", "ctrl-c"]`).
+    pub fn config_name(&self) -> &'static str {
+        match self {
+            Action::Quit => "quit",
+            Action::Back => "back",
+            Action::Up => "up",
+            Action::Down => "down",
+            Action::PageUp => "page_up",
+            Action::PageDown => "page_down",
+            Action::Top => "top",
+            Action::Bottom => "bottom",
+            Action::OpenNamespace { .. } => "open",
+            Action::Help => "help",
+            Action::StartFilter => "filter",
+            Action::StartCommand => "command",
+            Action::SortNext => "sort",
+            Action::SortReverse => "sort_reverse",
+            Action::Refresh => "refresh",
+            Action::OpenGate { .. } => "gate",
+            Action::OpenDeadLetters { .. } => "dlq",
+            Action::OpenTimeline { .. } => "timeline",
+            Action::StartRollback { .. } => "rollback",
+            Action::ClickRow { .. } => "click",
+        }
+    }
+
+    /// Every action a key can be bound to, by config name (`click` is mouse-only).
+    pub fn bindable() -> Vec<Action> {
+        vec![
+            Action::Quit,
+            Action::Back,
+            Action::Up,
+            Action::Down,
+            Action::PageUp,
+            Action::PageDown,
+            Action::Top,
+            Action::Bottom,
+            Action::OpenNamespace { ns: None },
+            Action::Help,
+            Action::StartFilter,
+            Action::StartCommand,
+            Action::SortNext,
+            Action::SortReverse,
+            Action::Refresh,
+            Action::OpenGate { ns: None },
+            Action::OpenDeadLetters { ns: None },
+            Action::OpenTimeline { ns: None },
+            Action::StartRollback { ns: None },
+        ]
+    }
+
+    /// The action with this config name.
+    pub fn from_config_name(name: &str) -> Option<Action> {
+        Action::bindable()
+            .into_iter()
+            .find(|a| a.config_name() == name)
+    }
+}
+
+/// Parse a `:` command line into an action; the error says what is accepted.
+pub fn parse_command(line: &str) -> Result<Action, String> {
+    let mut words = line.split_whitespace();
+    let cmd = words.next().unwrap_or("");
+    let arg = words.next().map(str::to_string);
+    if words.next().is_some() {
+        return Err(format!("too many words in `:{line}`"));
+    }
+    Ok(match cmd {
+        "q" | "q!" | "quit" | "exit" => Action::Quit,
+        "ns" | "namespace" => match arg {
+            Some(ns) => Action::OpenNamespace { ns: Some(ns) },
+            None => return Err("`:ns` needs a namespace, e.g. `:ns email`".into()),
+        },
+        "gate" | "g" => Action::OpenGate { ns: arg },
+        "dlq" | "dl" | "deadletters" => Action::OpenDeadLetters { ns: arg },
+        "timeline" | "tl" | "ledger" => Action::OpenTimeline { ns: arg },
+        "rollback" | "rb" => Action::StartRollback { ns: arg },
+        "help" | "h" | "?" => Action::Help,
+        "refresh" | "r" => Action::Refresh,
+        "sort" => Action::SortNext,
+        "" => Action::Back,
+        other => {
+            return Err(format!(
+                "unknown command `:{}` (try :ns NAME, :gate, :dlq, :timeline, :rollback, :help, :q)",
+                crate::text::sanitize(other)
+            ));
+        }
+    })
+}
+
+/// The `:` commands, for the help view: (command, description).
+pub const COMMANDS: &[(&str, &str)] = &[
+    (":ns NAME", "open the namespace view of NAME"),
+    (":gate [NS]", "gate panel of NS (default: selected)"),
+    (":dlq [NS]", "dead-letter browser of NS"),
+    (":timeline [NS]", "incident timeline (ledger)"),
+    (":rollback [NS]", "guided rollback of NS"),
+    (":refresh", "refresh now"),
+    (":help", "this help"),
+    (":q", "quit"),
+];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(parse_command("q").unwrap(), Action::Quit);
+        assert_eq!(
+            parse_command("ns email").unwrap(),
+            Action::OpenNamespace {
+                ns: Some("email".into())
+            }
+        );
+        assert_eq!(
+            parse_command("gate").unwrap(),
+            Action::OpenGate { ns: None }
+        );
+        assert!(parse_command("ns").is_err());
+        assert!(parse_command("bogus").is_err());
+        assert!(parse_command("ns a b").is_err());
+    }
+
+    #[test]
+    fn config_names_round_trip() {
+        for a in Action::bindable() {
+            assert_eq!(Action::from_config_name(a.config_name()), Some(a.clone()));
+        }
+    }
+}

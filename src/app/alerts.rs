@@ -1,0 +1,321 @@
+//! Alert evaluation: pure functions over the fleet snapshot, the tap's error rates and a little
+//! history. Thresholds are per namespace (config `[alerts]`, overridable per adopted namespace):
+//! error rate above N % for a window, DLQ growing faster than N per minute, anything unrouted, and
+//! a version with ready messages but no consumer. An alert on a version that the gate currently
+//! routes to (while another version exists) recommends a rollback.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::config::AlertThresholds;
+use crate::model::snapshot::FleetSnapshot;
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertKind {
+    /// Error rate above the threshold for at least the window.
+    ErrorRate {
+        /// Current error rate in percent.
+        pct: f64,
+        /// Threshold in percent.
+        threshold_pct: f64,
+        /// How long it has been above.
+        for_s: u64,
+    },
+    /// The DLQ grows faster than allowed.
+    DlqGrowth {
+        /// Measured growth per minute.
+        per_min: f64,
+        /// Threshold per minute.
+        threshold_per_min: u64,
+    },
+    /// Messages the gate could not route.
+    Unrouted {
+        /// Depth of the unrouted queue.
+        depth: u64,
+    },
+    /// Work waits but nobody consumes it.
+    NoConsumers {
+        /// Ready messages.
+        ready: u64,
+    },
+}
+
+impl AlertKind {
+    /// A short stable tag, used to tell "new" alerts from ongoing ones.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            AlertKind::ErrorRate { .. } => "error",
+            AlertKind::DlqGrowth { .. } => "dlq",
+            AlertKind::Unrouted { .. } => "unrouted",
+            AlertKind::NoConsumers { .. } => "consumers",
+        }
+    }
+}
+
+/// One active alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Namespace.
+    pub ns: String,
+    /// Version, for per-version alerts.
+    pub version: Option<String>,
+    /// What.
+    pub kind: AlertKind,
+    /// The version receives traffic through the gate and another version exists: rolling back
+    /// is an option.
+    pub rollback_recommended: bool,
+}
+
+impl Alert {
+    /// One line for the status bar (names sanitised).
+    pub fn describe(&self) -> String {
+        let ns = crate::text::sanitize(&self.ns);
+        let v = self
+            .version
+            .as_deref()
+            .map(|v| format!(" {}", crate::text::sanitize(v)))
+            .unwrap_or_default();
+        match &self.kind {
+            AlertKind::ErrorRate {
+                pct,
+                threshold_pct,
+                for_s,
+            } => format!("{ns}{v}: error rate {pct:.1}% > {threshold_pct}% for {for_s} s"),
+            AlertKind::DlqGrowth {
+                per_min,
+                threshold_per_min,
+            } => format!("{ns}: DLQ growing {per_min:.0}/min > {threshold_per_min}/min"),
+            AlertKind::Unrouted { depth } => {
+                format!("{ns}: {depth} unrouted message(s) — the gate routed nothing for them")
+            }
+            AlertKind::NoConsumers { ready } => {
+                format!("{ns}{v}: {ready} ready, no consumers")
+            }
+        }
+    }
+    /// Key identifying this alert across evaluations.
+    pub fn key(&self) -> (String, Option<String>, &'static str) {
+        (self.ns.clone(), self.version.clone(), self.kind.tag())
+    }
+}
+
+/// Per-namespace thresholds: the defaults plus overrides of adopted namespaces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Thresholds {
+    /// Defaults (config `[alerts]`).
+    pub defaults: AlertThresholds,
+    /// Per namespace.
+    pub per_namespace: BTreeMap<String, AlertThresholds>,
+}
+
+impl Thresholds {
+    /// The thresholds of `ns`.
+    pub fn of(&self, ns: &str) -> &AlertThresholds {
+        self.per_namespace.get(ns).unwrap_or(&self.defaults)
+    }
+}
+
+/// The memory alert evaluation needs between refreshes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertTracker {
+    /// (ns, version) → since when (unix ms) the error rate has been above its threshold.
+    pub above_since_ms: BTreeMap<(String, String), i64>,
+    /// ns → (unix ms, DLQ depth) samples of the last minutes.
+    pub dlq_depths: BTreeMap<String, VecDeque<(i64, u64)>>,
+    /// Currently active alerts.
+    pub active: Vec<Alert>,
+}
+
+const DLQ_HISTORY_MS: i64 = 120_000;
+const DLQ_MIN_SPAN_MS: i64 = 10_000;
+
+impl AlertTracker {
+    /// Remember DLQ depths of a fresh snapshot.
+    pub fn record_dlq(&mut self, snap: &FleetSnapshot, now_ms: i64) {
+        for ns in &snap.namespaces {
+            if let Some(d) = ns.dlq_depth {
+                let h = self.dlq_depths.entry(ns.name.clone()).or_default();
+                h.push_back((now_ms, d));
+                while h.front().is_some_and(|(t, _)| now_ms - t > DLQ_HISTORY_MS) {
+                    h.pop_front();
+                }
+            }
+        }
+    }
+
+    /// DLQ growth per minute over the last minute (needs ≥ 10 s of history).
+    pub fn dlq_growth_per_min(&self, ns: &str, now_ms: i64) -> Option<f64> {
+        let h = self.dlq_depths.get(ns)?;
+        let (t_last, d_last) = *h.back()?;
+        let (t0, d0) = *h
+            .iter()
+            .find(|(t, _)| now_ms - t <= 60_000)
+            .or_else(|| h.front())?;
+        let span = t_last - t0;
+        if span < DLQ_MIN_SPAN_MS {
+            return None;
+        }
+        Some((d_last as f64 - d0 as f64) * 60_000.0 / span as f64)
+    }
+
+    /// Evaluate every rule; returns the alerts that were not active before (ring the bell for them).
+    pub fn evaluate(
+        &mut self,
+        snap: &FleetSnapshot,
+        thresholds: &Thresholds,
+        now_ms: i64,
+    ) -> Vec<Alert> {
+        let mut active = Vec::new();
+        let mut seen_versions = BTreeSet::new();
+        for ns in &snap.namespaces {
+            let th = thresholds.of(&ns.name);
+            let routed: Vec<&str> = ns
+                .versions
+                .iter()
+                .filter(|v| v.weight > 0)
+                .map(|v| v.version.as_str())
+                .collect();
+            for v in &ns.versions {
+                let key = (ns.name.clone(), v.version.clone());
+                seen_versions.insert(key.clone());
+                // Rolling back only makes sense for a routed version when there is another one.
+                let behind_gate = v.weight > 0 && ns.versions.len() > 1;
+                let _ = &routed;
+                match v.error_rate.map(|r| r * 100.0) {
+                    Some(pct) if pct > th.error_rate_pct => {
+                        let since = *self.above_since_ms.entry(key.clone()).or_insert(now_ms);
+                        let for_ms = now_ms - since;
+                        if for_ms >= (th.error_rate_window_s as i64) * 1000 {
+                            active.push(Alert {
+                                ns: ns.name.clone(),
+                                version: Some(v.version.clone()),
+                                kind: AlertKind::ErrorRate {
+                                    pct,
+                                    threshold_pct: th.error_rate_pct,
+                                    for_s: (for_ms / 1000) as u64,
+                                },
+                                rollback_recommended: behind_gate,
+                            });
+                        }
+                    }
+                    _ => {
+                        self.above_since_ms.remove(&key);
+                    }
+                }
+                if v.exists && v.consumers == Some(0) && v.ready.unwrap_or(0) > 0 {
+                    active.push(Alert {
+                        ns: ns.name.clone(),
+                        version: Some(v.version.clone()),
+                        kind: AlertKind::NoConsumers {
+                            ready: v.ready.unwrap_or(0),
+                        },
+                        rollback_recommended: behind_gate,
+                    });
+                }
+            }
+            if let Some(depth) = ns.unrouted_depth.filter(|d| *d > 0) {
+                active.push(Alert {
+                    ns: ns.name.clone(),
+                    version: None,
+                    kind: AlertKind::Unrouted { depth },
+                    rollback_recommended: false,
+                });
+            }
+            if let Some(g) = self.dlq_growth_per_min(&ns.name, now_ms)
+                && g > th.dlq_growth_per_min as f64
+            {
+                active.push(Alert {
+                    ns: ns.name.clone(),
+                    version: None,
+                    kind: AlertKind::DlqGrowth {
+                        per_min: g,
+                        threshold_per_min: th.dlq_growth_per_min,
+                    },
+                    rollback_recommended: false,
+                });
+            }
+        }
+        self.above_since_ms.retain(|k, _| seen_versions.contains(k));
+        let before: BTreeSet<_> = self.active.iter().map(Alert::key).collect();
+        let new: Vec<Alert> = active
+            .iter()
+            .filter(|a| !before.contains(&a.key()))
+            .cloned()
+            .collect();
+        self.active = active;
+        new
+    }
+
+    /// Alerts of one namespace (and optionally one version).
+    pub fn of<'a>(&'a self, ns: &'a str, version: Option<&'a str>) -> impl Iterator<Item = &'a Alert> {
+        self.active.iter().filter(move |a| {
+            a.ns == ns && (version.is_none() || a.version.as_deref() == version)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::snapshot::{NamespaceSnapshot, VersionSnapshot};
+
+    fn snap(err_v2: Option<f64>, unrouted: u64, dlq: u64) -> FleetSnapshot {
+        FleetSnapshot {
+            namespaces: vec![NamespaceSnapshot {
+                name: "email".into(),
+                dlq_depth: Some(dlq),
+                unrouted_depth: Some(unrouted),
+                versions: vec![
+                    VersionSnapshot {
+                        version: "v1".into(),
+                        exists: true,
+                        weight: 90,
+                        consumers: Some(1),
+                        ready: Some(0),
+                        ..Default::default()
+                    },
+                    VersionSnapshot {
+                        version: "v2".into(),
+                        exists: true,
+                        weight: 10,
+                        consumers: Some(1),
+                        ready: Some(0),
+                        error_rate: err_v2,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn error_rate_needs_the_window_and_rings_once() {
+        let th = Thresholds::default(); // 5 % for 30 s
+        let mut t = AlertTracker::default();
+        assert!(t.evaluate(&snap(Some(0.5), 0, 0), &th, 0).is_empty());
+        assert!(t.evaluate(&snap(Some(0.5), 0, 0), &th, 29_000).is_empty());
+        let new = t.evaluate(&snap(Some(0.5), 0, 0), &th, 30_000);
+        assert_eq!(new.len(), 1);
+        assert!(new[0].rollback_recommended);
+        assert!(new[0].describe().contains("v2: error rate 50.0%"));
+        assert!(t.evaluate(&snap(Some(0.5), 0, 0), &th, 31_000).is_empty());
+        assert_eq!(t.active.len(), 1);
+        assert!(t.evaluate(&snap(Some(0.01), 0, 0), &th, 32_000).is_empty());
+        assert!(t.active.is_empty());
+    }
+
+    #[test]
+    fn unrouted_and_dlq_growth() {
+        let th = Thresholds::default();
+        let mut t = AlertTracker::default();
+        t.record_dlq(&snap(None, 0, 0), 0);
+        t.record_dlq(&snap(None, 0, 100), 30_000);
+        let new = t.evaluate(&snap(None, 3, 100), &th, 30_000);
+        let tags: Vec<_> = new.iter().map(|a| a.kind.tag()).collect();
+        assert_eq!(tags, vec!["unrouted", "dlq"]);
+        assert!((t.dlq_growth_per_min("email", 30_000).unwrap() - 200.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,193 @@
+//! The live fleet console (the TUI): state, actions, keymap, background tasks and the event loop.
+//!
+//! Shape (television/yazi style): crossterm events, background [`tasks`] and signals all arrive
+//! in one `select!`; keys become [`Action`]s through the [`keymap::Keymap`]; [`state::AppState`]
+//! (plain data) changes; the screen is redrawn only when something changed, at most every
+//! [`FRAME_MIN`] (≤ 30 fps). The loop never awaits the network.
+
+pub mod action;
+pub mod alerts;
+pub mod keymap;
+pub mod state;
+pub mod tasks;
+pub mod terminal;
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ratatui::crossterm::event::{
+    Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+pub use action::Action;
+use state::{AppState, Effect, Level, Msg};
+
+use crate::config::Config;
+use crate::error::Failure;
+use crate::ui::theme::Theme;
+
+/// Minimum time between two frames (≤ 30 fps).
+pub const FRAME_MIN: Duration = Duration::from_millis(33);
+
+/// A crossterm key as a keymap key name (`q`, `G`, `ctrl-c`, `enter`, `pgdown`).
+pub fn key_name(k: &KeyEvent) -> Option<String> {
+    let base = match k.code {
+        KeyCode::Char(' ') => "space".to_string(),
+        KeyCode::Char(c) => c.to_string(),
+        KeyCode::Enter => "enter".into(),
+        KeyCode::Esc => "esc".into(),
+        KeyCode::Up => "up".into(),
+        KeyCode::Down => "down".into(),
+        KeyCode::Left => "left".into(),
+        KeyCode::Right => "right".into(),
+        KeyCode::PageUp => "pgup".into(),
+        KeyCode::PageDown => "pgdown".into(),
+        KeyCode::Home => "home".into(),
+        KeyCode::End => "end".into(),
+        KeyCode::Tab => "tab".into(),
+        KeyCode::BackTab => "backtab".into(),
+        KeyCode::Backspace => "backspace".into(),
+        KeyCode::Delete => "delete".into(),
+        KeyCode::Insert => "insert".into(),
+        KeyCode::F(n) => format!("f{n}"),
+        _ => return None,
+    };
+    let mut out = String::new();
+    if k.modifiers.contains(KeyModifiers::CONTROL) {
+        out.push_str("ctrl-");
+    }
+    if k.modifiers.contains(KeyModifiers::ALT) {
+        out.push_str("alt-");
+    }
+    // Shift is already in the character (`G`); only named keys carry it explicitly.
+    if k.modifiers.contains(KeyModifiers::SHIFT) && base.chars().count() > 1 {
+        out.push_str("shift-");
+    }
+    if out.starts_with("ctrl-") && base.chars().count() == 1 {
+        out.push_str(&base.to_lowercase());
+    } else {
+        out.push_str(&base);
+    }
+    Some(out)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Build the initial state (keymap overrides validated here).
+pub fn initial_state(cfg: &Config) -> Result<AppState, Failure> {
+    let keymap = keymap::Keymap::with_overrides(&cfg.keymap).map_err(|e| {
+        Failure::usage(
+            format!("config error in {}: {e}", cfg.path.display()),
+            "fix the [keymap] table; `?` in the console lists action names",
+        )
+    })?;
+    Ok(AppState::new(cfg, keymap, now_ms()))
+}
+
+/// Run the console until the operator quits or a signal arrives.
+pub async fn run(cfg: Config) -> Result<(), Failure> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(
+            "the console needs a terminal",
+            "run it in a terminal, or use `hopback status` (and --json) in scripts",
+        ));
+    }
+    let mut state = initial_state(&cfg)?;
+    let theme = match Theme::load(&cfg.profile.theme) {
+        Ok(t) => t,
+        Err(e) => {
+            state.say(Level::Warn, format!("{e}; using the dark theme"));
+            Theme::fallback(crate::ui::theme::no_color_requested())
+        }
+    };
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| Failure::error(format!("cannot watch SIGTERM: {e}"), ""))?;
+    let mut sighup = signal(SignalKind::hangup())
+        .map_err(|e| Failure::error(format!("cannot watch SIGHUP: {e}"), ""))?;
+    let mut guard = terminal::enter().map_err(|e| {
+        Failure::error(
+            format!("cannot set up the terminal: {e}"),
+            "is TERM set? try another terminal",
+        )
+    })?;
+    let (tx, mut rx) = mpsc::channel::<Msg>(256);
+    let tasks = tasks::spawn(&cfg, tx);
+    let mut events = EventStream::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - FRAME_MIN;
+    let result: Result<(), Failure> = loop {
+        if dirty && last_draw.elapsed() >= FRAME_MIN {
+            let mut hints = state.layout;
+            if let Err(e) = guard
+                .terminal
+                .draw(|f| hints = crate::ui::draw(f, &state, &theme))
+            {
+                // The terminal is gone (e.g. an SSH drop): stop quietly.
+                break Err(Failure::error(format!("cannot draw: {e}"), ""));
+            }
+            state.layout = hints;
+            if std::mem::take(&mut state.bell_pending) {
+                terminal::bell();
+            }
+            dirty = false;
+            last_draw = Instant::now();
+        }
+        let next_frame = dirty.then(|| tokio::time::Instant::from_std(last_draw + FRAME_MIN));
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => {
+                    if let Some(name) = key_name(&k) {
+                        match state.handle_key(&name) {
+                            Effect::Quit => break Ok(()),
+                            Effect::Refresh => tasks.refresh_now.notify_one(),
+                            Effect::None => {}
+                        }
+                        dirty = true;
+                    }
+                }
+                Some(Ok(Event::Mouse(m))) => {
+                    let action = match m.kind {
+                        MouseEventKind::ScrollUp => Some(Action::Up),
+                        MouseEventKind::ScrollDown => Some(Action::Down),
+                        MouseEventKind::Down(MouseButton::Left) => Some(Action::ClickRow { row: m.row }),
+                        _ => None,
+                    };
+                    if let Some(a) = action {
+                        if state.apply(a) == Effect::Quit {
+                            break Ok(());
+                        }
+                        dirty = true;
+                    }
+                }
+                Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(Failure::error(format!("terminal input failed: {e}"), "")),
+                None => break Ok(()),
+            },
+            Some(msg) = rx.recv() => {
+                dirty |= state.handle_msg(msg);
+            }
+            _ = tick.tick() => {
+                dirty |= state.handle_msg(Msg::Tick(now_ms()));
+            }
+            _ = sigterm.recv() => break Ok(()),
+            _ = sighup.recv() => break Ok(()),
+            _ = async {
+                match next_frame {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    };
+    tasks.abort();
+    drop(guard);
+    result
+}

@@ -1,0 +1,804 @@
+//! The console's state: plain data and the pure functions that change it — no ratatui, no lapin,
+//! no I/O — so every behaviour (keys, alerts, staleness, the tap's error rates) is testable in
+//! microseconds and the views in `ui/` only read it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::action::{Action, parse_command};
+use super::alerts::{Alert, AlertTracker, Thresholds};
+use super::keymap::Keymap;
+use crate::broker::stats::apply_dead_letter_rates;
+use crate::broker::tap::{DeadLetterSeen, TapBatch, TapEvent};
+use crate::config::Config;
+use crate::model::ConnState;
+use crate::model::snapshot::{FleetSnapshot, NamespaceSnapshot};
+
+/// Dead-letter rates are averaged over this window (or since the tap started, if shorter).
+pub const TAP_RATE_WINDOW_MS: i64 = 5_000;
+/// History kept per version (one sample per refresh).
+pub const HISTORY_SAMPLES: usize = 900;
+/// Dead letters kept for the "last dead letters" lists.
+pub const RECENT_DEAD_LETTERS: usize = 200;
+/// Status messages disappear after this long.
+pub const MESSAGE_TTL_MS: i64 = 8_000;
+
+/// A message from a background task to the app loop.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// A fresh snapshot.
+    Snapshot(Box<FleetSnapshot>),
+    /// A refresh failed (the last snapshot stays, marked stale).
+    RefreshFailed {
+        /// What went wrong (credential-free).
+        error: String,
+    },
+    /// The refresh connection changed state.
+    Conn(ConnState),
+    /// The dead-letter tap.
+    Tap(TapEvent),
+    /// Consumer connection names per queue (management API, every ~5 s).
+    Consumers(BTreeMap<String, Vec<String>>),
+    /// Clock tick (unix ms): ages, message expiry, rate decay.
+    Tick(i64),
+}
+
+/// What the loop must do after an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing beyond redrawing.
+    None,
+    /// Leave.
+    Quit,
+    /// Ask the refresh task for a refresh now.
+    Refresh,
+}
+
+/// The views. Gate panel, dead-letter browser, timeline and rollback add variants here when their
+/// modules land (see `Action::OpenGate` etc.).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// The fleet table.
+    Overview,
+    /// One namespace: versions side by side.
+    Namespace {
+        /// Which.
+        ns: String,
+    },
+    /// Keys and commands.
+    Help,
+}
+
+/// What the operator is typing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `/` filter text.
+    Filter(String),
+    /// `:` command text.
+    Command(String),
+}
+
+/// Overview sort column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// Namespace name.
+    Name,
+    /// Highest error rate of the namespace.
+    ErrorRate,
+    /// Total ready messages.
+    Ready,
+    /// Dead letters per second.
+    DeadLetterRate,
+}
+
+impl SortKey {
+    /// Label for the table header.
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Name => "name",
+            SortKey::ErrorRate => "error %",
+            SortKey::Ready => "ready",
+            SortKey::DeadLetterRate => "DL/s",
+        }
+    }
+    fn next(self) -> Self {
+        match self {
+            SortKey::Name => SortKey::ErrorRate,
+            SortKey::ErrorRate => SortKey::Ready,
+            SortKey::Ready => SortKey::DeadLetterRate,
+            SortKey::DeadLetterRate => SortKey::Name,
+        }
+    }
+}
+
+/// Severity of a status message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Informational.
+    Info,
+    /// Needs attention.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// A transient status-line message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusMsg {
+    /// Text (already safe).
+    pub text: String,
+    /// Severity.
+    pub level: Level,
+    /// When it was set (unix ms).
+    pub at_ms: i64,
+}
+
+/// One history sample of a version.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// When (unix ms).
+    pub at_ms: i64,
+    /// Ready + unacked.
+    pub depth: u64,
+    /// Error rate 0..1, when known.
+    pub error_rate: Option<f64>,
+    /// Dead letters per second (tap).
+    pub dead_per_s: f64,
+    /// Published per second.
+    pub in_per_s: f64,
+}
+
+/// The tap as the console sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TapState {
+    /// Namespaces whose DLX the tap is bound to.
+    pub bound: BTreeSet<String>,
+    /// Since when the tap has been consuming (unix ms).
+    pub since_ms: Option<i64>,
+    /// Last error, while it is down.
+    pub down: Option<String>,
+    /// (ns, version) → per-batch (unix ms, count) within the rate window.
+    pub buckets: BTreeMap<(String, Option<String>), VecDeque<(i64, u64)>>,
+    /// Total dead letters seen per (ns, version) since start.
+    pub totals: BTreeMap<(String, Option<String>), u64>,
+    /// Total per (ns, reason) since start.
+    pub reasons: BTreeMap<(String, String), u64>,
+    /// Most recent dead letters, newest last.
+    pub recent: VecDeque<DeadLetterSeen>,
+    /// When the last dead letter arrived (unix ms).
+    pub last_seen_ms: Option<i64>,
+}
+
+impl TapState {
+    /// Dead letters per second of `ns` by version, over the rate window.
+    pub fn rates(&self, ns: &str, now_ms: i64) -> BTreeMap<String, f64> {
+        let span_ms = self
+            .since_ms
+            .map(|s| (now_ms - s).clamp(1_000, TAP_RATE_WINDOW_MS))
+            .unwrap_or(TAP_RATE_WINDOW_MS);
+        let mut out = BTreeMap::new();
+        for ((n, v), b) in &self.buckets {
+            if n != ns {
+                continue;
+            }
+            let Some(v) = v else { continue };
+            let count: u64 = b
+                .iter()
+                .filter(|(t, _)| now_ms - t < TAP_RATE_WINDOW_MS)
+                .map(|(_, c)| c)
+                .sum();
+            out.insert(v.clone(), count as f64 * 1000.0 / span_ms as f64);
+        }
+        out
+    }
+    fn absorb(&mut self, b: TapBatch) {
+        for (k, n) in &b.by_version {
+            self.buckets
+                .entry(k.clone())
+                .or_default()
+                .push_back((b.at_ms, *n));
+            *self.totals.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &b.by_reason {
+            *self.reasons.entry(k.clone()).or_default() += n;
+        }
+        if b.total() > 0 {
+            self.last_seen_ms = Some(b.at_ms);
+        }
+        for s in b.samples {
+            if self.recent.len() >= RECENT_DEAD_LETTERS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(s);
+        }
+    }
+    fn expire(&mut self, now_ms: i64) {
+        for b in self.buckets.values_mut() {
+            while b.front().is_some_and(|(t, _)| now_ms - t >= TAP_RATE_WINDOW_MS) {
+                b.pop_front();
+            }
+        }
+    }
+}
+
+/// Where the overview table sits on screen (filled in by the UI after each draw, for mouse clicks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayoutHints {
+    /// Terminal row of the first table body row.
+    pub table_top: u16,
+    /// Table body rows visible.
+    pub table_rows: u16,
+    /// Index of the first visible row.
+    pub table_offset: usize,
+}
+
+/// One row of the overview: a namespace index and one of its versions (`None` when it has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowRef {
+    /// Index into `snapshot.namespaces`.
+    pub ns: usize,
+    /// Index into that namespace's `versions`.
+    pub version: Option<usize>,
+}
+
+/// Everything the console knows and shows.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Profile name.
+    pub profile: String,
+    /// `host:port` of the broker (never credentials).
+    pub broker: String,
+    /// Virtual host.
+    pub vhost: String,
+    /// Production profile (red accent, badge).
+    pub production: bool,
+    /// Read-only profile (badge; mutations refused).
+    pub read_only: bool,
+    /// Refresh interval.
+    pub refresh_interval_ms: u64,
+    /// Ring the bell when an alert starts.
+    pub bell_enabled: bool,
+    /// Keys.
+    pub keymap: Keymap,
+    /// Alert thresholds.
+    pub thresholds: Thresholds,
+    /// Refresh connection state.
+    pub conn: ConnState,
+    /// The last good snapshot.
+    pub snapshot: Option<FleetSnapshot>,
+    /// When the last good snapshot arrived (unix ms).
+    pub last_ok_ms: Option<i64>,
+    /// The last refresh error, while failing.
+    pub last_error: Option<String>,
+    /// "Now" for ages and rates (unix ms), advanced by ticks — fixed in tests.
+    pub now_ms: i64,
+    /// (ns, version) → history, oldest first.
+    pub history: BTreeMap<(String, String), VecDeque<Sample>>,
+    /// The tap.
+    pub tap: TapState,
+    /// Queue → consumer connection names (sanitised).
+    pub consumers: BTreeMap<String, Vec<String>>,
+    /// Alerts.
+    pub alerts: AlertTracker,
+    /// View stack; the bottom is always the overview.
+    pub views: Vec<View>,
+    /// Selected overview row.
+    pub selected: usize,
+    /// Active filter (lower-case match on names).
+    pub filter: String,
+    /// Text being typed.
+    pub input: Option<Input>,
+    /// Sort column.
+    pub sort: SortKey,
+    /// Descending?
+    pub sort_desc: bool,
+    /// Status line message.
+    pub message: Option<StatusMsg>,
+    /// A new alert started: ring the bell on the next draw.
+    pub bell_pending: bool,
+    /// Scroll of the namespace view's dead-letter list.
+    pub ns_scroll: usize,
+    /// Layout of the last frame.
+    pub layout: LayoutHints,
+}
+
+impl AppState {
+    /// A fresh state for a config, before any data.
+    pub fn new(cfg: &Config, keymap: Keymap, now_ms: i64) -> Self {
+        let per_namespace = cfg
+            .profile
+            .namespaces
+            .iter()
+            .map(|(ns, a)| (ns.clone(), a.alerts.clone()))
+            .collect();
+        AppState {
+            profile: cfg.profile.name.clone(),
+            broker: cfg.profile.host_port(),
+            vhost: cfg.profile.vhost.clone(),
+            production: cfg.profile.production,
+            read_only: cfg.profile.read_only,
+            refresh_interval_ms: cfg.refresh_interval_ms,
+            bell_enabled: cfg.alerts.bell,
+            keymap,
+            thresholds: Thresholds {
+                defaults: cfg.alerts.clone(),
+                per_namespace,
+            },
+            conn: ConnState::Connecting,
+            snapshot: None,
+            last_ok_ms: None,
+            last_error: None,
+            now_ms,
+            history: BTreeMap::new(),
+            tap: TapState::default(),
+            consumers: BTreeMap::new(),
+            alerts: AlertTracker::default(),
+            views: vec![View::Overview],
+            selected: 0,
+            filter: String::new(),
+            input: None,
+            sort: SortKey::Name,
+            sort_desc: false,
+            message: None,
+            bell_pending: false,
+            ns_scroll: 0,
+            layout: LayoutHints::default(),
+        }
+    }
+
+    /// The view on top.
+    pub fn view(&self) -> &View {
+        self.views.last().unwrap_or(&View::Overview)
+    }
+
+    /// Age of the data in ms (`None` before the first snapshot).
+    pub fn data_age_ms(&self) -> Option<i64> {
+        self.last_ok_ms.map(|t| (self.now_ms - t).max(0))
+    }
+
+    /// Is the data on screen stale? (connection not live, or no good refresh for 3 intervals)
+    pub fn is_stale(&self) -> bool {
+        if self.snapshot.is_none() {
+            return false;
+        }
+        let too_old = self
+            .data_age_ms()
+            .is_some_and(|a| a > (3 * self.refresh_interval_ms as i64).max(3_000));
+        !self.conn.is_live() || too_old || self.last_error.is_some()
+    }
+
+    /// Header text for the connection: `connected`, or `stale 12 s — reconnecting (attempt 3)`.
+    pub fn conn_label(&self) -> String {
+        if self.is_stale() {
+            let age_s = self.data_age_ms().unwrap_or(0) / 1000;
+            let what = match &self.conn {
+                ConnState::Reconnecting { attempt, .. } => {
+                    format!("reconnecting (attempt {attempt})")
+                }
+                ConnState::Failed { .. } => "connection failed".to_string(),
+                ConnState::Connecting => "connecting".to_string(),
+                ConnState::Connected { .. } => "refresh failing".to_string(),
+            };
+            format!("stale {age_s} s — {what}")
+        } else {
+            crate::text::sanitize(&self.conn.label()).into_owned()
+        }
+    }
+
+    /// Set the status line.
+    pub fn say(&mut self, level: Level, text: impl Into<String>) {
+        self.message = Some(StatusMsg {
+            text: text.into(),
+            level,
+            at_ms: self.now_ms,
+        });
+    }
+
+    /// Overview rows after filter and sort.
+    pub fn rows(&self) -> Vec<RowRef> {
+        let Some(snap) = &self.snapshot else {
+            return Vec::new();
+        };
+        let f = self.filter.to_lowercase();
+        let mut nss: Vec<usize> = (0..snap.namespaces.len())
+            .filter(|i| {
+                let ns = &snap.namespaces[*i];
+                f.is_empty()
+                    || ns.name.to_lowercase().contains(&f)
+                    || ns.versions.iter().any(|v| v.queue.to_lowercase().contains(&f))
+            })
+            .collect();
+        let key = |ns: &NamespaceSnapshot| -> f64 {
+            match self.sort {
+                SortKey::Name => 0.0,
+                SortKey::ErrorRate => ns
+                    .versions
+                    .iter()
+                    .filter_map(|v| v.error_rate)
+                    .fold(-1.0, f64::max),
+                SortKey::Ready => ns.versions.iter().filter_map(|v| v.ready).sum::<u64>() as f64,
+                SortKey::DeadLetterRate => ns
+                    .versions
+                    .iter()
+                    .filter_map(|v| v.dead_letter_rate)
+                    .sum::<f64>(),
+            }
+        };
+        nss.sort_by(|a, b| {
+            let (na, nb) = (&snap.namespaces[*a], &snap.namespaces[*b]);
+            let ord = match self.sort {
+                SortKey::Name => na.name.cmp(&nb.name),
+                _ => key(na)
+                    .partial_cmp(&key(nb))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then_with(|| nb.name.cmp(&na.name)),
+            };
+            // Numeric columns read best largest-first; `S` flips either way.
+            let natural_desc = self.sort != SortKey::Name;
+            if natural_desc ^ self.sort_desc {
+                ord.reverse()
+            } else {
+                ord
+            }
+        });
+        let mut out = Vec::new();
+        for i in nss {
+            let n = snap.namespaces[i].versions.len();
+            if n == 0 {
+                out.push(RowRef { ns: i, version: None });
+            }
+            for v in 0..n {
+                out.push(RowRef {
+                    ns: i,
+                    version: Some(v),
+                });
+            }
+        }
+        out
+    }
+
+    /// The namespace of the selected row.
+    pub fn selected_namespace(&self) -> Option<String> {
+        if let View::Namespace { ns } = self.view() {
+            return Some(ns.clone());
+        }
+        let rows = self.rows();
+        let r = rows.get(self.selected.min(rows.len().saturating_sub(1)))?;
+        self.snapshot
+            .as_ref()
+            .map(|s| s.namespaces[r.ns].name.clone())
+    }
+
+    /// The namespace snapshot by name.
+    pub fn namespace(&self, ns: &str) -> Option<&NamespaceSnapshot> {
+        self.snapshot.as_ref()?.namespace(ns)
+    }
+
+    /// Alerts that recommend a rollback, first one.
+    pub fn rollback_recommendation(&self) -> Option<&Alert> {
+        self.alerts.active.iter().find(|a| a.rollback_recommended)
+    }
+
+    fn recompute(&mut self) {
+        let now = self.now_ms;
+        self.tap.expire(now);
+        if let Some(snap) = &mut self.snapshot {
+            for ns in &mut snap.namespaces {
+                if self.tap.bound.contains(&ns.name) {
+                    let rates = self.tap.rates(&ns.name, now);
+                    apply_dead_letter_rates(ns, &rates);
+                }
+            }
+            let new = self.alerts.evaluate(snap, &self.thresholds, now);
+            if !new.is_empty() {
+                let bell = new
+                    .iter()
+                    .any(|a| self.thresholds.of(&a.ns).bell && self.bell_enabled);
+                self.bell_pending |= bell;
+            }
+        }
+    }
+
+    fn record_history(&mut self) {
+        let Some(snap) = &self.snapshot else { return };
+        for ns in &snap.namespaces {
+            for v in &ns.versions {
+                let h = self
+                    .history
+                    .entry((ns.name.clone(), v.version.clone()))
+                    .or_default();
+                if h.len() >= HISTORY_SAMPLES {
+                    h.pop_front();
+                }
+                h.push_back(Sample {
+                    at_ms: snap.taken_at_ms,
+                    depth: v.ready.unwrap_or(0) + v.unacked.unwrap_or(0),
+                    error_rate: v.error_rate,
+                    dead_per_s: v.dead_letter_rate.unwrap_or(0.0),
+                    in_per_s: v.rates.map(|r| r.publish).unwrap_or(0.0),
+                });
+            }
+        }
+        let live: BTreeSet<(String, String)> = snap
+            .namespaces
+            .iter()
+            .flat_map(|n| n.versions.iter().map(|v| (n.name.clone(), v.version.clone())))
+            .collect();
+        self.history.retain(|k, _| live.contains(k));
+        self.alerts.record_dlq(snap, self.now_ms);
+    }
+
+    /// Apply a background message; returns whether anything visible changed.
+    pub fn handle_msg(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Snapshot(s) => {
+                let mut s = *s;
+                for ns in &mut s.namespaces {
+                    for v in &mut ns.versions {
+                        v.connections = self.consumers.get(&v.queue).cloned().unwrap_or_default();
+                    }
+                }
+                self.now_ms = self.now_ms.max(s.taken_at_ms);
+                self.last_ok_ms = Some(self.now_ms);
+                self.snapshot = Some(s);
+                self.last_error = None;
+                self.recompute();
+                self.record_history();
+                true
+            }
+            Msg::RefreshFailed { error } => {
+                self.last_error = Some(crate::text::sanitize(&error).into_owned());
+                true
+            }
+            Msg::Conn(c) => {
+                let changed = self.conn != c;
+                self.conn = c;
+                changed
+            }
+            Msg::Tap(TapEvent::Bound {
+                namespaces,
+                since_ms,
+            }) => {
+                self.tap.bound = namespaces;
+                self.tap.since_ms = Some(since_ms);
+                self.tap.down = None;
+                self.recompute();
+                true
+            }
+            Msg::Tap(TapEvent::Batch(b)) => {
+                self.now_ms = self.now_ms.max(b.at_ms);
+                let any = b.total() > 0;
+                self.tap.absorb(b);
+                if any {
+                    self.recompute();
+                }
+                any
+            }
+            Msg::Tap(TapEvent::Down { error, attempt }) => {
+                self.tap.down = Some(format!(
+                    "{} (attempt {attempt})",
+                    crate::text::sanitize(&error)
+                ));
+                self.tap.bound.clear();
+                true
+            }
+            Msg::Consumers(c) => {
+                if let Some(snap) = &mut self.snapshot {
+                    for ns in &mut snap.namespaces {
+                        for v in &mut ns.versions {
+                            v.connections = c.get(&v.queue).cloned().unwrap_or_default();
+                        }
+                    }
+                }
+                let changed = self.consumers != c;
+                self.consumers = c;
+                changed
+            }
+            Msg::Tick(now) => {
+                self.now_ms = now;
+                if self
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| now - m.at_ms > MESSAGE_TTL_MS)
+                {
+                    self.message = None;
+                }
+                self.recompute();
+                // Ages in the header change every second.
+                true
+            }
+        }
+    }
+
+    /// Handle one key (normalised name, see [`super::keymap::normalize`]).
+    pub fn handle_key(&mut self, key: &str) -> Effect {
+        if let Some(input) = self.input.clone() {
+            return self.handle_input_key(input, key);
+        }
+        match self.keymap.lookup(key).cloned() {
+            Some(a) => self.apply(a),
+            None => Effect::None,
+        }
+    }
+
+    fn handle_input_key(&mut self, input: Input, key: &str) -> Effect {
+        let (mut text, is_filter) = match input {
+            Input::Filter(t) => (t, true),
+            Input::Command(t) => (t, false),
+        };
+        match key {
+            "esc" => {
+                self.input = None;
+                if is_filter {
+                    self.filter.clear();
+                }
+                return Effect::None;
+            }
+            "enter" => {
+                self.input = None;
+                if is_filter {
+                    return Effect::None;
+                }
+                return match parse_command(&text) {
+                    Ok(a) => self.apply(a),
+                    Err(e) => {
+                        self.say(Level::Error, e);
+                        Effect::None
+                    }
+                };
+            }
+            "backspace" => {
+                text.pop();
+            }
+            "space" => text.push(' '),
+            k if k.chars().count() == 1 => text.push_str(k),
+            _ => return Effect::None,
+        }
+        if is_filter {
+            self.filter = text.clone();
+            self.selected = 0;
+            self.input = Some(Input::Filter(text));
+        } else {
+            self.input = Some(Input::Command(text));
+        }
+        Effect::None
+    }
+
+    fn resolve_ns(&mut self, ns: Option<String>) -> Option<String> {
+        let ns = ns.or_else(|| self.selected_namespace());
+        if ns.is_none() {
+            self.say(Level::Warn, "no namespace selected");
+        }
+        ns
+    }
+
+    fn move_selection(&mut self, delta: i64) {
+        if matches!(self.view(), View::Namespace { .. }) {
+            self.ns_scroll = (self.ns_scroll as i64 + delta).max(0) as usize;
+            return;
+        }
+        let n = self.rows().len();
+        if n == 0 {
+            self.selected = 0;
+            return;
+        }
+        self.selected = (self.selected as i64 + delta).clamp(0, n as i64 - 1) as usize;
+    }
+
+    /// Apply an action.
+    pub fn apply(&mut self, action: Action) -> Effect {
+        let page = i64::from(self.layout.table_rows.max(5));
+        match action {
+            Action::Quit => return Effect::Quit,
+            Action::Back => {
+                if self.message.is_some() {
+                    self.message = None;
+                }
+                if self.views.len() > 1 {
+                    self.views.pop();
+                    self.ns_scroll = 0;
+                } else if !self.filter.is_empty() {
+                    self.filter.clear();
+                }
+            }
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::PageUp => self.move_selection(-page),
+            Action::PageDown => self.move_selection(page),
+            Action::Top => self.move_selection(-i64::MAX / 2),
+            Action::Bottom => self.move_selection(i64::MAX / 2),
+            Action::OpenNamespace { ns } => {
+                if let Some(ns) = self.resolve_ns(ns) {
+                    if self.namespace(&ns).is_none() && self.snapshot.is_some() {
+                        self.say(
+                            Level::Error,
+                            format!("no namespace `{}` on this broker", crate::text::sanitize(&ns)),
+                        );
+                    } else {
+                        if matches!(self.view(), View::Namespace { .. } | View::Help) {
+                            self.views.pop();
+                        }
+                        self.ns_scroll = 0;
+                        self.views.push(View::Namespace { ns });
+                    }
+                }
+            }
+            Action::Help => {
+                if self.view() != &View::Help {
+                    self.views.push(View::Help);
+                }
+            }
+            Action::StartFilter => self.input = Some(Input::Filter(self.filter.clone())),
+            Action::StartCommand => self.input = Some(Input::Command(String::new())),
+            Action::SortNext => {
+                self.sort = self.sort.next();
+                self.say(Level::Info, format!("sorted by {}", self.sort.label()));
+            }
+            Action::SortReverse => self.sort_desc = !self.sort_desc,
+            Action::Refresh => {
+                self.say(Level::Info, "refreshing…");
+                return Effect::Refresh;
+            }
+            Action::OpenGate { ns } => {
+                if let Some(ns) = self.resolve_ns(ns) {
+                    let gate = self
+                        .namespace(&ns)
+                        .and_then(|n| n.gate.as_ref())
+                        .map(|g| g.describe_percent())
+                        .unwrap_or_else(|| "unknown".into());
+                    self.say(
+                        Level::Warn,
+                        format!(
+                            "gate panel not available yet — gate of {} is {gate}; use `hopback gate set {} v1=… v2=…`",
+                            crate::text::sanitize(&ns),
+                            crate::text::sanitize(&ns)
+                        ),
+                    );
+                }
+            }
+            Action::OpenDeadLetters { ns } => {
+                if let Some(ns) = self.resolve_ns(ns) {
+                    self.say(
+                        Level::Warn,
+                        format!(
+                            "dead-letter browser not available yet — try `hopback dlq list {}`",
+                            crate::text::sanitize(&ns)
+                        ),
+                    );
+                }
+            }
+            Action::OpenTimeline { .. } => {
+                self.say(Level::Warn, "timeline view not available yet");
+            }
+            Action::StartRollback { ns } => {
+                if let Some(ns) = self.resolve_ns(ns) {
+                    if self.read_only {
+                        self.say(
+                            Level::Error,
+                            format!("refusing to roll back: profile `{}` is read-only", self.profile),
+                        );
+                    } else {
+                        self.say(
+                            Level::Warn,
+                            format!(
+                                "rollback view not available yet — run `hopback rollback {}` in a shell",
+                                crate::text::sanitize(&ns)
+                            ),
+                        );
+                    }
+                }
+            }
+            Action::ClickRow { row } => {
+                if self.view() == &View::Overview && row >= self.layout.table_top {
+                    let idx = self.layout.table_offset + usize::from(row - self.layout.table_top);
+                    if idx < self.rows().len() && row < self.layout.table_top + self.layout.table_rows {
+                        if idx == self.selected {
+                            return self.apply(Action::OpenNamespace { ns: None });
+                        }
+                        self.selected = idx;
+                    }
+                }
+            }
+        }
+        Effect::None
+    }
+}

@@ -1,0 +1,696 @@
+//! `hopback dlq …`: list (grouped), show/export one message, replay (or move) with the mover,
+//! purge with an export first. Human output on stdout, progress on stderr, `--json` one document.
+//! Every mutation refuses on a read-only profile before touching the broker, asks (or needs
+//! `--yes`) with the exact counts, and is journaled in the ledger.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::broker::browse::{browse_page, load_message};
+use crate::broker::session::Session;
+use crate::broker::stats::is_quorum_with_limit;
+use crate::commands::{Ctx, confirm};
+use crate::config::VersionQueues;
+use crate::error::Failure;
+use crate::ledger::{EventKind, Ledger, Outcome};
+use crate::model::deadletter::{
+    BodyMode, DEFAULT_EXCEPTION_HEADER, Filter, GroupBy, Summary, export_document, group,
+    inspector_lines, summarize,
+};
+use crate::model::xdeath::is_version_name;
+use crate::ops::mover::{self, MoveReport, MoveSpec, StopReason, Target};
+use crate::ops::purge;
+use crate::text::sanitize;
+
+/// `hopback dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters (a page), grouped by origin version, reason, exception or age
+    List {
+        /// Namespace
+        namespace: String,
+        /// Messages per page
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Page (0-based)
+        #[arg(long, default_value_t = 0)]
+        page: u64,
+        /// Group by
+        #[arg(long, value_enum, default_value_t = GroupBy::Origin)]
+        group_by: GroupBy,
+        /// Header holding the worker's exception
+        #[arg(long, default_value = DEFAULT_EXCEPTION_HEADER)]
+        exception_header: String,
+        /// Browse a quorum DLQ although each browse counts against its delivery limit
+        #[arg(long)]
+        force: bool,
+    },
+    /// Inspect one dead letter (INDEX = position in the DLQ, as `dlq list` shows it)
+    Show {
+        /// Namespace
+        namespace: String,
+        /// Position in the DLQ (0-based)
+        index: u64,
+        /// Write the message to this JSON file
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// How to show the body
+        #[arg(long, value_enum, default_value_t = BodyMode::Auto)]
+        body: BodyMode,
+        /// Browse a quorum DLQ anyway
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replay dead letters to their origin queue (default), a version, or the entry exchange
+    Replay {
+        /// Namespace
+        namespace: String,
+        /// origin | vN | entry | a queue name
+        #[arg(long, default_value = "origin")]
+        to: String,
+        /// dlq (default) | unrouted | parked | vN (drain a version queue)
+        #[arg(long, default_value = "dlq")]
+        from: String,
+        /// K=V filters, all must hold: reason=rejected, origin=v2, body=text, id=…, HEADER=V
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Stop after N messages
+        #[arg(long)]
+        limit: Option<u64>,
+        /// At most R messages per second
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Replays allowed before a message is parked in NS.parked
+        #[arg(long, default_value_t = mover::DEFAULT_MAX_REPLAYS)]
+        max_replays: u32,
+        /// Replay even messages over --max-replays
+        #[arg(long)]
+        force: bool,
+        /// Source prefetch
+        #[arg(long, default_value_t = mover::DEFAULT_PREFETCH)]
+        prefetch: u16,
+        /// Publisher confirms outstanding
+        #[arg(long, default_value_t = mover::DEFAULT_CONFIRM_WINDOW)]
+        confirm_window: usize,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Export every dead letter to JSONL, then remove exactly those (count typed, or --yes)
+    Purge {
+        /// Namespace
+        namespace: String,
+        /// Export file (default: the data dir's exports/)
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        /// Purge a quorum DLQ anyway
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Run a `dlq` subcommand.
+pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
+    match cmd {
+        DlqCommand::List {
+            namespace,
+            limit,
+            page,
+            group_by,
+            exception_header,
+            force,
+        } => list(ctx, &namespace, page, limit, group_by, &exception_header, force).await,
+        DlqCommand::Show {
+            namespace,
+            index,
+            export,
+            body,
+            force,
+        } => show(ctx, &namespace, index, export, body, force).await,
+        DlqCommand::Replay {
+            namespace,
+            to,
+            from,
+            filters,
+            limit,
+            rate,
+            max_replays,
+            force,
+            prefetch,
+            confirm_window,
+            yes,
+        } => {
+            let filter = Filter::parse(&filters).map_err(|e| {
+                Failure::usage(e, "filters are K=V: reason=rejected, origin=v2, body=text, HEADER=V")
+            })?;
+            let spec = build_spec(ctx, &namespace, &from, &to)?;
+            let spec = MoveSpec {
+                filter,
+                limit,
+                rate_per_s: rate,
+                max_replays,
+                force,
+                prefetch: prefetch.max(1),
+                confirm_window: confirm_window.max(1),
+                ..spec
+            };
+            replay(ctx, spec, yes).await
+        }
+        DlqCommand::Purge {
+            namespace,
+            export,
+            yes,
+            force,
+        } => purge_cmd(ctx, &namespace, export, yes, force).await,
+    }
+}
+
+fn dlq_name(ctx: &Ctx, ns: &str) -> String {
+    ctx.cfg.profile.namespace(ns, &ctx.cfg.alerts).dlq
+}
+
+fn version_queue(ctx: &Ctx, ns: &str, v: &str) -> String {
+    match ctx.cfg.profile.namespace(ns, &ctx.cfg.alerts).version_queues {
+        VersionQueues::List(m) => m.get(v).cloned().unwrap_or_else(|| format!("{ns}.{v}")),
+        _ => format!("{ns}.{v}"),
+    }
+}
+
+/// Resolve `--from` / `--to` into a mover spec.
+fn build_spec(ctx: &Ctx, ns: &str, from: &str, to: &str) -> Result<MoveSpec, Failure> {
+    crate::broker::topology::validate_namespace(ns)
+        .map_err(|e| Failure::usage(e, "namespaces are names like `email`"))?;
+    let adoption = ctx.cfg.profile.namespace(ns, &ctx.cfg.alerts);
+    let target = match to {
+        "origin" => Target::Origin,
+        "entry" => Target::Exchange(adoption.entry_exchange.clone()),
+        v if is_version_name(v) => Target::Queue(version_queue(ctx, ns, v)),
+        q => Target::Queue(q.to_string()),
+    };
+    let spec = match from {
+        "dlq" => {
+            let mut s = MoveSpec::replay(ns, target);
+            s.source_queue = adoption.dlq.clone();
+            s
+        }
+        "unrouted" => {
+            let mut s = MoveSpec::replay_unrouted(ns);
+            s.source_queue = adoption.unrouted.clone();
+            if to != "origin" {
+                s.target = target;
+            }
+            s
+        }
+        "parked" => {
+            let mut s = MoveSpec::replay(ns, target);
+            s.source_queue = mover::park_queue_name(ns);
+            s.park_queue = None;
+            s
+        }
+        v if is_version_name(v) => {
+            let source = version_queue(ctx, ns, v);
+            match target {
+                Target::Queue(q) => MoveSpec::drain(ns, &source, &q),
+                _ => {
+                    return Err(Failure::usage(
+                        format!("draining `{v}` needs a queue target"),
+                        "use --to v1 (or another version)",
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(Failure::usage(
+                format!("unknown --from `{}`", sanitize(other)),
+                "use dlq, unrouted, parked or a version (v2)",
+            ));
+        }
+    };
+    Ok(MoveSpec {
+        connection_purpose: "replay".into(),
+        ..spec
+    })
+}
+
+async fn quorum_flag(ctx: &Ctx, queue: &str) -> bool {
+    let Some(m) = ctx.mgmt() else { return false };
+    match m.queues().await {
+        Ok(qs) => is_quorum_with_limit(qs.iter().find(|q| q.name == queue)),
+        Err(_) => false,
+    }
+}
+
+#[derive(Serialize)]
+struct ListDoc {
+    namespace: String,
+    queue: String,
+    depth: u64,
+    page: u64,
+    page_size: u64,
+    group_by: GroupBy,
+    groups: Vec<crate::model::deadletter::Group>,
+    messages: Vec<Summary>,
+}
+
+fn fmt_age(s: Option<i64>) -> String {
+    match s {
+        None => "?".into(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) if s < 172_800 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86_400),
+    }
+}
+
+async fn list(
+    ctx: &Ctx,
+    ns: &str,
+    page: u64,
+    page_size: u64,
+    by: GroupBy,
+    exception_header: &str,
+    force: bool,
+) -> Result<(), Failure> {
+    let queue = dlq_name(ctx, ns);
+    let session = ctx.connect().await?;
+    let quorum = quorum_flag(ctx, &queue).await;
+    let depth = session
+        .passive_queue(&queue)
+        .await?
+        .map(|c| u64::from(c.ready))
+        .ok_or_else(|| {
+            Failure::error(
+                format!("DLQ `{}` does not exist", sanitize(&queue)),
+                "create the namespace with `hopback init NS`, or adopt its DLQ in the profile",
+            )
+        })?;
+    let views = browse_page(&session, &queue, page, page_size.max(1), quorum, force).await?;
+    session.close().await;
+    let now = chrono::Utc::now().timestamp();
+    let messages: Vec<Summary> = views
+        .iter()
+        .map(|m| summarize(ns, m, exception_header, now))
+        .collect();
+    let groups = group(&messages, by);
+    if ctx.json {
+        return ctx.print_json(&ListDoc {
+            namespace: ns.into(),
+            queue,
+            depth,
+            page,
+            page_size,
+            group_by: by,
+            groups,
+            messages,
+        });
+    }
+    println!(
+        "{}: {depth} dead letters; page {page} shows {} (positions {}–{})",
+        sanitize(&queue),
+        messages.len(),
+        page * page_size,
+        (page * page_size + messages.len() as u64).saturating_sub(1)
+    );
+    if messages.is_empty() {
+        return Ok(());
+    }
+    println!("\nGROUP ({by:?})                           COUNT  OLDEST");
+    for g in &groups {
+        println!(
+            "{:<40} {:>5}  {}",
+            crate::text::preview(g.key.as_bytes(), 200, 40),
+            g.count,
+            fmt_age(g.oldest_age_s)
+        );
+    }
+    println!(
+        "\n{:>6} {:<24} {:<6} {:<10} {:>3} {:>5}  BODY",
+        "#", "MESSAGE_ID", "FROM", "REASON", "RPL", "AGE"
+    );
+    for g in &groups {
+        for s in messages.iter().filter(|s| g.positions.contains(&s.position)) {
+            println!(
+                "{:>6} {:<24} {:<6} {:<10} {:>3} {:>5}  {}",
+                s.position,
+                crate::text::preview(s.message_id.as_deref().unwrap_or("-").as_bytes(), 200, 24),
+                s.origin_version.as_deref().unwrap_or("?"),
+                crate::text::preview(s.reason.as_bytes(), 100, 10),
+                s.replays,
+                fmt_age(s.age_s),
+                crate::text::preview(s.preview.as_bytes(), 400, 60)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn show(
+    ctx: &Ctx,
+    ns: &str,
+    index: u64,
+    export: Option<PathBuf>,
+    mode: BodyMode,
+    force: bool,
+) -> Result<(), Failure> {
+    let queue = dlq_name(ctx, ns);
+    let session = ctx.connect().await?;
+    let quorum = quorum_flag(ctx, &queue).await;
+    let msg = load_message(&session, &queue, index, quorum, force).await?;
+    session.close().await;
+    let Some(m) = msg else {
+        return Err(Failure::error(
+            format!("`{}` has no message at position {index}", sanitize(&queue)),
+            "list the positions with `hopback dlq list NS`",
+        ));
+    };
+    if let Some(path) = &export {
+        let doc = export_document(&queue, &m);
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| Failure::error(format!("cannot encode the export: {e}"), ""))?;
+        std::fs::write(path, text).map_err(|e| {
+            Failure::error(
+                format!("cannot write {}: {e}", path.display()),
+                "check the directory exists and is writable",
+            )
+        })?;
+    }
+    let lines = inspector_lines(&m, mode);
+    if ctx.json {
+        return ctx.print_json(&serde_json::json!({
+            "queue": queue,
+            "position": index,
+            "summary": summarize(ns, &m, DEFAULT_EXCEPTION_HEADER, chrono::Utc::now().timestamp()),
+            "lines": lines,
+            "export": export,
+        }));
+    }
+    for l in &lines {
+        println!("{}", l.text);
+    }
+    if let Some(p) = export {
+        eprintln!("exported to {}", p.display());
+    }
+    Ok(())
+}
+
+async fn journal(
+    session: &Arc<Session>,
+    ctx: &Ctx,
+    kind: EventKind,
+    ns: &str,
+    params: serde_json::Value,
+    after: serde_json::Value,
+    outcome: Outcome,
+    reason: Option<String>,
+) -> Result<(), Failure> {
+    let ledger = Ledger::open(session, &ctx.cfg).await;
+    let mut e = ledger
+        .event(kind, Some(ns))
+        .params(params)
+        .after(after)
+        .outcome(outcome);
+    if let Some(r) = reason {
+        e = e.reason(r);
+    }
+    ledger.append(e).await.map(|_| ())
+}
+
+fn progress_line(p: &mover::MoveProgress) -> String {
+    let c = &p.counts;
+    let total = p
+        .total
+        .map(|t| format!("/{t}"))
+        .unwrap_or_default();
+    let eta = p
+        .eta_s
+        .map(|s| format!(" ETA {}s", s.round()))
+        .unwrap_or_default();
+    format!(
+        "moved {}{total}  parked {}  held {}  dup? {}  {:.0}/s{eta}{}",
+        c.moved,
+        c.parked,
+        c.skipped_by_filter + c.no_target + c.returned + c.refused_replays,
+        c.possible_duplicates,
+        p.rate_per_s,
+        if p.connected { "" } else { "  (reconnecting…)" }
+    )
+}
+
+/// Run a move with progress on stderr and Ctrl-C = stop (finishing outstanding confirms).
+pub async fn run_with_progress(ctx: &Ctx, spec: MoveSpec) -> MoveReport {
+    let (control, handle) = mover::spawn(ctx.cfg.profile.clone(), ctx.cfg.operator.clone(), spec);
+    let tty = std::io::stderr().is_terminal();
+    let mut rx = control.subscribe();
+    let mut handle = handle;
+    let report = loop {
+        tokio::select! {
+            r = &mut handle => break r,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\nstopping: finishing outstanding confirms (what is left stays in the source)…");
+                control.stop();
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if tty && let Some(p) = rx.borrow_and_update().clone() {
+                    eprint!("\r\x1b[2K{}", progress_line(&p));
+                }
+            }
+        }
+    };
+    if tty {
+        eprintln!();
+    }
+    match report {
+        Ok(r) => r,
+        Err(e) => MoveReport {
+            spec: MoveSpec::replay("?", Target::Origin),
+            counts: Default::default(),
+            initial_depth: 0,
+            stop: StopReason::Failed(format!("the mover task ended abnormally: {e}")),
+            elapsed_s: 0.0,
+        },
+    }
+}
+
+async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
+    ctx.require_writable("replay dead letters")?;
+    let session = ctx.connect().await?;
+    let depth = session
+        .passive_queue(&spec.source_queue)
+        .await?
+        .map(|c| u64::from(c.ready))
+        .ok_or_else(|| {
+            Failure::error(
+                format!("`{}` does not exist", sanitize(&spec.source_queue)),
+                "check the namespace, or create it with `hopback init NS`",
+            )
+        })?;
+    let n = spec.limit.map_or(depth, |l| l.min(depth));
+    let filtered = if spec.filter.is_empty() {
+        String::new()
+    } else {
+        " matching the filter".to_string()
+    };
+    let question = format!(
+        "Move up to {n} of {depth} messages{filtered} from `{}` to {}{}?",
+        sanitize(&spec.source_queue),
+        spec.target.describe(),
+        if spec.count_replay {
+            format!(
+                " (messages replayed {}+ times go to `{}`)",
+                spec.max_replays,
+                sanitize(spec.park_queue.as_deref().unwrap_or("-"))
+            )
+        } else {
+            String::new()
+        }
+    );
+    if depth == 0 {
+        if ctx.json {
+            return ctx.print_json(&serde_json::json!({"source": spec.source_queue, "depth": 0, "moved": 0}));
+        }
+        println!("`{}` is empty; nothing to move", sanitize(&spec.source_queue));
+        return Ok(());
+    }
+    confirm(&question, yes, None)?;
+    let report = run_with_progress(ctx, spec.clone()).await;
+    let c = &report.counts;
+    let kind = if spec.count_replay {
+        EventKind::Replay
+    } else {
+        EventKind::Move
+    };
+    let outcome = match &report.stop {
+        StopReason::Failed(_) => Outcome::Failed,
+        StopReason::Stopped => Outcome::Cancelled,
+        _ => Outcome::Ok,
+    };
+    let reason = match &report.stop {
+        StopReason::Failed(w) => Some(w.clone()),
+        _ => None,
+    };
+    let journaled = journal(
+        &session,
+        ctx,
+        kind,
+        &spec.namespace,
+        serde_json::json!({
+            "source": spec.source_queue,
+            "target": spec.target,
+            "filter": spec.filter,
+            "limit": spec.limit,
+            "rate_per_s": spec.rate_per_s,
+            "max_replays": spec.max_replays,
+            "force": spec.force,
+        }),
+        serde_json::to_value(c).unwrap_or_default(),
+        outcome,
+        reason,
+    )
+    .await;
+    session.close().await;
+    if ctx.json {
+        ctx.print_json(&report)?;
+    } else {
+        println!(
+            "{}: moved {}, parked {}, left in place {} (filter {}, no origin/target {}, over replay limit {}, returned/nacked {}), possible duplicates {}, reconnects {} — {:.0} msg/s",
+            match &report.stop {
+                StopReason::Drained => "done (source drained)".to_string(),
+                StopReason::BudgetReached => "done".to_string(),
+                StopReason::LimitReached => "done (limit reached)".to_string(),
+                StopReason::Stopped => "stopped".to_string(),
+                StopReason::Failed(_) => "FAILED".to_string(),
+            },
+            c.moved,
+            c.parked,
+            c.skipped_by_filter + c.no_target + c.refused_replays + c.returned,
+            c.skipped_by_filter,
+            c.no_target,
+            c.refused_replays,
+            c.returned,
+            c.possible_duplicates,
+            c.reconnects,
+            report.rate_per_s()
+        );
+        if c.possible_duplicates > 0 {
+            println!(
+                "note: {} message(s) were in flight when the connection dropped; they may now be in both places (consumers deduplicate on message_id)",
+                c.possible_duplicates
+            );
+        }
+    }
+    if let StopReason::Failed(why) = &report.stop {
+        return Err(Failure::error(
+            format!("the move failed: {}", sanitize(why)),
+            "nothing unconfirmed was acked: every message not moved is still in the source; fix the target and re-run to continue",
+        ));
+    }
+    if let Err(f) = journaled {
+        return Err(Failure::error(
+            format!(
+                "moved {} message(s) but could not journal it: {}",
+                c.moved, f.message
+            ),
+            "check the ledger with `hopback check`",
+        ));
+    }
+    Ok(())
+}
+
+async fn purge_cmd(
+    ctx: &Ctx,
+    ns: &str,
+    export: Option<PathBuf>,
+    yes: bool,
+    force: bool,
+) -> Result<(), Failure> {
+    ctx.require_writable("purge dead letters")?;
+    let queue = dlq_name(ctx, ns);
+    let session = ctx.connect().await?;
+    let quorum = quorum_flag(ctx, &queue).await;
+    let path = export.unwrap_or_else(|| purge::default_export_path(&queue));
+    let prepared = purge::prepare(session.clone(), &queue, &path, quorum, force).await?;
+    let count = prepared.count;
+    eprintln!(
+        "exported {count} message(s) from `{}` to {}",
+        sanitize(&queue),
+        path.display()
+    );
+    if count == 0 {
+        prepared.abort().await;
+        if ctx.json {
+            return ctx.print_json(&serde_json::json!({"queue": queue, "exported": 0, "removed": 0, "export_path": path}));
+        }
+        println!("`{}` is empty; nothing to purge", sanitize(&queue));
+        return Ok(());
+    }
+    let question = format!(
+        "Permanently remove these {count} message(s) from `{}`? (the export stays at {})",
+        sanitize(&queue),
+        path.display()
+    );
+    if let Err(f) = confirm(&question, yes, Some(&count.to_string())) {
+        prepared.abort().await;
+        let _ = journal(
+            &session,
+            ctx,
+            EventKind::Purge,
+            ns,
+            serde_json::json!({"queue": queue, "export": path}),
+            serde_json::json!({"count": 0, "exported": count}),
+            Outcome::Refused,
+            Some("not confirmed".into()),
+        )
+        .await;
+        return Err(f);
+    }
+    let report = prepared.commit().await;
+    let (outcome, after, reason) = match &report {
+        Ok(r) => (
+            Outcome::Ok,
+            serde_json::json!({"count": r.removed, "exported": r.exported}),
+            None,
+        ),
+        Err(e) => (
+            Outcome::Failed,
+            serde_json::json!({"count": 0, "exported": count}),
+            Some(e.to_string()),
+        ),
+    };
+    let journaled = journal(
+        &session,
+        ctx,
+        EventKind::Purge,
+        ns,
+        serde_json::json!({"queue": queue, "export": path}),
+        after,
+        outcome,
+        reason,
+    )
+    .await;
+    session.close().await;
+    let report = report?;
+    if ctx.json {
+        ctx.print_json(&report)?;
+    } else {
+        println!(
+            "purged {} message(s) from `{}`; export: {}",
+            report.removed,
+            sanitize(&queue),
+            report.export_path.display()
+        );
+    }
+    journaled.map_err(|f| {
+        Failure::error(
+            format!("purged, but could not journal it: {}", f.message),
+            "check the ledger with `hopback check`",
+        )
+    })
+}

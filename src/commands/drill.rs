@@ -1,0 +1,184 @@
+//! `hopback drill [--scenario …] [--rate N] [--headless] [--auto-respond-after 5s] [--keep]
+//! [--history]`: a scored incident drill on a throwaway namespace (DESIGN §5).
+//!
+//! Interactive (the default): the fleet runs, a status line is printed on stderr every second,
+//! and the operator investigates and rolls back from another terminal (`hopback status`,
+//! `gate set`, `rollback`); the drill notices the gate change and the ledger events. Headless: a
+//! scripted operator rolls back `--auto-respond-after` after the fault. Either way the score and
+//! the post-mortem draft come at the end, and the exit code is 4 if any message was lost.
+
+use std::time::Duration;
+
+use crate::commands::Ctx;
+use crate::drill::scenario::Scenario;
+use crate::drill::score::fmt_ms;
+use crate::drill::{self, DrillOptions, DrillResult};
+use crate::error::Failure;
+use crate::ledger::Ledger;
+use crate::text::sanitize;
+
+/// Arguments of `hopback drill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrillArgs {
+    /// What goes wrong with v2 (random: you are not told)
+    #[arg(long, value_enum, default_value_t = Scenario::Random)]
+    pub scenario: Scenario,
+    /// Messages per second from the simulated producers
+    #[arg(long, default_value_t = 50)]
+    pub rate: u32,
+    /// No human: a scripted operator rolls back (for CI and tests)
+    #[arg(long)]
+    pub headless: bool,
+    /// Headless: how long after the fault the scripted operator acts
+    #[arg(long, default_value = "5s")]
+    pub auto_respond_after: humantime::Duration,
+    /// When the fault hits (default: a random moment 10–40 s in)
+    #[arg(long)]
+    pub fault_after: Option<humantime::Duration>,
+    /// v2's canary share of the gate, in percent
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub canary: u32,
+    /// The rollback's verification window (headless)
+    #[arg(long, default_value = "5s")]
+    pub verify_window: humantime::Duration,
+    /// Keep the drill namespace afterwards (default: deleted)
+    #[arg(long)]
+    pub keep: bool,
+    /// Show your past drill scores instead of running one
+    #[arg(long)]
+    pub history: bool,
+}
+
+fn briefing(ns: &str, canary: u32, headless: bool) -> String {
+    if headless {
+        return format!(
+            "drill {ns}: simulated fleet running, v2 canary at {canary}%; the scripted operator will respond to the fault."
+        );
+    }
+    format!(
+        "\n  DRILL {ns} is running: producers → gate (v1 {}%, v2 canary {canary}%) → v1/v2 workers.\n  \
+         Some time in the next 10–40 s something goes wrong with v2. Find it and roll back, in another terminal:\n    \
+         hopback status {ns}\n    hopback dlq list {ns}\n    hopback rollback {ns}        (or: hopback gate set {ns} v1=100)\n  \
+         The clock starts at the fault; your first action on {ns} is your detection time.\n  \
+         The drill ends by itself once v2 is off the gate and quiet; Ctrl-C ends it early.\n",
+        100 - canary
+    )
+}
+
+fn print_result(r: &DrillResult) {
+    let s = &r.score;
+    let a = &s.accounting;
+    println!("drill {} — scenario: {}", sanitize(&r.status.namespace), s.scenario);
+    println!(
+        "  {}",
+        r.status
+            .fleet
+            .line()
+    );
+    println!("  time to detect    {}", fmt_ms(s.time_to_detect_ms));
+    println!("  time to mitigate  {}", fmt_ms(s.time_to_mitigate_ms));
+    println!(
+        "  messages          {} published · {} processed · {} dead-lettered · {} parked · {} still queued · {} LOST",
+        a.published, a.processed, a.dead_lettered, a.parked, a.still_queued, a.lost
+    );
+    println!(
+        "  duplicates        {} processed twice · {} redeliveries deduplicated",
+        a.duplicates_processed, a.duplicates_skipped
+    );
+    println!("  steps skipped     {}", s.steps_skipped);
+    println!("  score             {} / 100", s.points);
+    if let Some(rb) = &r.rollback {
+        println!(
+            "  rollback {}      {:?}",
+            rb.rollback_id, rb.outcome
+        );
+    }
+    if let Some(p) = &r.postmortem_path {
+        println!("  post-mortem draft {p}");
+    }
+    if r.kept {
+        println!("  namespace kept: delete it with the drill's cleanup or rabbitmqctl");
+    }
+}
+
+/// `hopback drill`.
+pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
+    if args.history {
+        return history(ctx).await;
+    }
+    ctx.require_writable("run a drill (it creates and deletes a namespace)")?;
+    let opts = DrillOptions {
+        scenario: args.scenario,
+        rate_per_s: args.rate.max(1),
+        canary_weight: args.canary,
+        fault_delay: args.fault_after.map(Into::into),
+        headless: args.headless,
+        auto_respond_after: args.auto_respond_after.into(),
+        keep: args.keep,
+        verify_window: args.verify_window.into(),
+        status_lines: !ctx.json,
+        settle_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let headless = args.headless;
+    let canary = args.canary;
+    let json = ctx.json;
+    let result = drill::run(&ctx.cfg, &opts, move |h| {
+        if !json {
+            eprintln!("{}", briefing(&h.namespace, canary, headless));
+        }
+    })
+    .await?;
+    if ctx.json {
+        ctx.print_json(&result)?;
+    } else {
+        print_result(&result);
+    }
+    if result.score.lost > 0 {
+        return Err(Failure::verification(
+            format!(
+                "{} message(s) were lost in the drill (e.g. {})",
+                result.score.lost,
+                result.score.accounting.lost_sample.join(", ")
+            ),
+            "this is a bug in hopback or the broker setup: keep the namespace with --keep and report it",
+        ));
+    }
+    Ok(())
+}
+
+async fn history(ctx: &Ctx) -> Result<(), Failure> {
+    let session = ctx.connect().await?;
+    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let rows = drill::history(&ledger).await?;
+    session.close().await;
+    if ctx.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(ts, op, s)| serde_json::json!({"ts": ts, "operator": op, "score": s}))
+            .collect();
+        return ctx.print_json(&v);
+    }
+    if rows.is_empty() {
+        println!("no drills in the ledger yet: run `hopback drill`");
+        return Ok(());
+    }
+    println!(
+        "{:<17} {:<14} {:<8} {:>8} {:>9} {:>5} {:>5} {:>6}",
+        "when (UTC)", "operator", "scenario", "detect", "mitigate", "lost", "dup", "score"
+    );
+    for (ts, op, s) in rows {
+        println!(
+            "{:<17} {:<14} {:<8} {:>8} {:>9} {:>5} {:>5} {:>6}",
+            ts.format("%Y-%m-%d %H:%M"),
+            sanitize(&op),
+            s.scenario,
+            fmt_ms(s.time_to_detect_ms),
+            fmt_ms(s.time_to_mitigate_ms),
+            s.lost,
+            s.duplicates_processed,
+            s.points
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! `hopback gate show NS` and `hopback gate set NS v1=90 v2=10`: the CLI face of
+//! [`crate::ops::gate`]. `set` prints the exact step plan and the consumers of each version, asks
+//! (typed on production profiles), applies, verifies and names the ledger event.
+
+use clap::Subcommand;
+
+use crate::broker::mgmt::Mgmt;
+use crate::commands::{Ctx, confirm};
+use crate::error::Failure;
+use crate::ledger::projection::{GateHistory, drift};
+use crate::ledger::{Ledger, StreamStart};
+use crate::model::gate::{GateSplit, parse_targets};
+use crate::ops::gate::{self, ApplyReport, GateRequest, GateView, Step};
+use crate::text::sanitize;
+
+/// `gate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Show the current split, bindings, consumers, unrouted depth and drift from the ledger
+    Show {
+        /// Namespace
+        namespace: String,
+    },
+    /// Flip the gate: `v2=100` (full), `v1=90 v2=10` (canary), `v1=100` (back)
+    Set {
+        /// Namespace
+        namespace: String,
+        /// Targets VERSION=WEIGHT (integer weights, shown as percentages)
+        #[arg(required = true, num_args = 1..)]
+        targets: Vec<String>,
+        /// Why (recorded in the ledger)
+        #[arg(long)]
+        reason: Option<String>,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        /// Print the step plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow moving traffic onto a version whose queue has no consumers
+        #[arg(long)]
+        force_zero_consumers: bool,
+    },
+}
+
+/// Run a `gate` subcommand.
+pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
+    match cmd {
+        GateCommand::Show { namespace } => show(ctx, &namespace).await,
+        GateCommand::Set {
+            namespace,
+            targets,
+            reason,
+            yes,
+            dry_run,
+            force_zero_consumers,
+        } => {
+            let target = parse_targets(&targets)
+                .map_err(|e| Failure::usage(e, "e.g. `hopback gate set email v1=90 v2=10`"))?;
+            let req = GateRequest {
+                namespace,
+                target,
+                reason,
+                force_zero_consumers,
+                dry_run,
+                extra_params: Default::default(),
+            };
+            set(ctx, req, yes).await
+        }
+    }
+}
+
+pub(crate) fn require_mgmt(ctx: &Ctx) -> Result<Mgmt, Failure> {
+    ctx.mgmt().ok_or_else(|| {
+        Failure::error(
+            "the management API client cannot be built",
+            "the gate is read from the management API: check mgmt_url and ca_file (`hopback check`)",
+        )
+    })
+}
+
+/// A 20-column bar of `pct` percent.
+pub fn bar(pct: f64) -> String {
+    let filled = ((pct / 5.0).round() as usize).min(20);
+    format!("{}{}", "█".repeat(filled), "░".repeat(20 - filled))
+}
+
+/// Versions to probe for `gate show` on a convention namespace (bound ones are always read).
+fn probe_versions() -> Vec<String> {
+    (1..=9).map(|i| format!("v{i}")).collect()
+}
+
+async fn ledger_history(ledger: &Ledger, ns: &str) -> Result<GateHistory, Failure> {
+    let mut h = GateHistory::new(ns, 0);
+    ledger.fold(StreamStart::First, |e| h.push(&e)).await?;
+    Ok(h)
+}
+
+async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
+    let session = ctx.connect().await?;
+    let mgmt = require_mgmt(ctx)?;
+    let view = gate::read_gate(&session, &mgmt, &ctx.cfg, ns, &probe_versions()).await;
+    let view = match view {
+        Ok(v) => v,
+        Err(f) => {
+            session.close().await;
+            return Err(f);
+        }
+    };
+    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let history = ledger_history(&ledger, ns).await;
+    session.close().await;
+    let (drift, ledger_note) = match &history {
+        Ok(h) => (drift(h.last_known(), &view.split), None),
+        Err(f) => (None, Some(f.message.clone())),
+    };
+    if ctx.json {
+        return ctx.print_json(&serde_json::json!({
+            "gate": view, "percent": percents(&view.split), "drift": drift,
+            "last_known": history.as_ref().ok().and_then(|h| h.last_known().cloned()),
+            "ledger": ledger.backend_description(),
+        }));
+    }
+    print_view(&view);
+    match (&drift, &history) {
+        (Some(d), _) => println!("DRIFT  {}", sanitize(&d.describe())),
+        (None, Ok(h)) => match h.last_known() {
+            Some(s) => println!(
+                "ledger: matches the last recorded state ({} by {} at {})",
+                s.short_id,
+                s.operator,
+                s.ts.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            None => println!("ledger: no gate change of `{}` recorded yet", sanitize(ns)),
+        },
+        _ => {}
+    }
+    if let Some(n) = ledger_note {
+        eprintln!("warning: cannot read the ledger: {}", sanitize(&n));
+    }
+    Ok(())
+}
+
+fn percents(s: &GateSplit) -> serde_json::Value {
+    s.bound()
+        .map(|(v, _)| (v.clone(), serde_json::json!(s.percent(v))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Print a gate view for humans.
+pub fn print_view(view: &GateView) {
+    println!(
+        "gate of `{}` (entry exchange `{}`, {})",
+        sanitize(&view.namespace),
+        sanitize(&view.entry),
+        sanitize(&view.entry_kind)
+    );
+    if view.split.bound().count() == 0 {
+        println!("  NOTHING BOUND: every message goes to `{}`", sanitize(&view.unrouted));
+    }
+    for (v, q) in &view.versions {
+        let pct = view.split.percent(v);
+        let consumers = match view.consumers.get(v).copied().flatten() {
+            Some(0) => "0 consumers (!)".to_string(),
+            Some(n) => format!("{n} consumer(s)"),
+            None => "consumers ?".into(),
+        };
+        let ready = view
+            .ready
+            .get(v)
+            .copied()
+            .flatten()
+            .map_or("?".into(), |r| r.to_string());
+        println!(
+            "  {:<4} {} {:>5.1}%  weight {:<5} {:<16} ready {:<8} queue {}",
+            sanitize(v),
+            bar(pct),
+            pct,
+            view.split.weight(v),
+            consumers,
+            ready,
+            sanitize(q)
+        );
+    }
+    match view.unrouted_ready {
+        Some(0) => println!("  unrouted: 0"),
+        Some(n) => println!(
+            "  UNROUTED: {n} message(s) in `{}` — replay them through the entry exchange (dlq replay / mover)",
+            sanitize(&view.unrouted)
+        ),
+        None => println!("  unrouted: queue `{}` missing", sanitize(&view.unrouted)),
+    }
+    for p in &view.problems {
+        println!("  PROBLEM: {}", sanitize(p));
+    }
+}
+
+fn print_plan(view: &GateView, target: &GateSplit, steps: &[Step], warnings: &[String]) {
+    println!(
+        "gate of `{}`: {} ({}) → {} ({})",
+        sanitize(&view.namespace),
+        view.split.describe(),
+        view.split.describe_percent(),
+        target.describe(),
+        target.describe_percent()
+    );
+    for v in target.bound().map(|(v, _)| v) {
+        if let Some(c) = view.consumers.get(v).copied().flatten() {
+            println!("  {v}: {c} consumer(s) on `{}`", sanitize(&view.versions[v]));
+        }
+    }
+    println!("plan ({} step(s)):", steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        println!("  {}. {}", i + 1, s.describe());
+    }
+    for w in warnings {
+        println!("warning: {}", sanitize(w));
+    }
+}
+
+/// Validate, show, confirm, apply and report a gate change (shared by `gate set` and `revert`).
+pub async fn set(ctx: &Ctx, req: GateRequest, yes: bool) -> Result<(), Failure> {
+    if !req.dry_run {
+        ctx.require_writable("change the gate")?;
+    }
+    let session = ctx.connect().await?;
+    let result = set_on(ctx, &session, req, yes).await;
+    session.close().await;
+    let report = result?;
+    if ctx.json {
+        return ctx.print_json(&report);
+    }
+    print_report(&report);
+    Ok(())
+}
+
+async fn set_on(
+    ctx: &Ctx,
+    session: &std::sync::Arc<crate::broker::session::Session>,
+    req: GateRequest,
+    yes: bool,
+) -> Result<ApplyReport, Failure> {
+    let mgmt = require_mgmt(ctx)?;
+    // No change and no journal: apply() returns the dry-run / no-op report without writing.
+    let unused = || Ledger::file(std::path::Path::new(""), "not used", &ctx.cfg);
+    if req.dry_run {
+        return gate::apply(session, &mgmt, &unused(), &ctx.cfg, &req).await;
+    }
+    let also: Vec<String> = req.target.0.keys().cloned().collect();
+    let view = gate::read_gate(session, &mgmt, &ctx.cfg, &req.namespace, &also).await?;
+    let (steps, warnings) = gate::validate(&view, &req.target, req.force_zero_consumers)?;
+    if steps.is_empty() {
+        return gate::apply(session, &mgmt, &unused(), &ctx.cfg, &req).await;
+    }
+    if !ctx.json {
+        print_plan(&view, &req.target, &steps, &warnings);
+    }
+    let question = format!(
+        "Apply this plan to the gate of `{}` on profile `{}`?",
+        sanitize(&req.namespace),
+        sanitize(&ctx.cfg.profile.name)
+    );
+    let typed = ctx.cfg.profile.production.then_some(req.namespace.as_str());
+    confirm(&question, yes, typed)?;
+    let ledger = Ledger::open(session, &ctx.cfg).await;
+    if !ledger.is_stream() {
+        eprintln!(
+            "warning: ledger: {}",
+            sanitize(&ledger.backend_description())
+        );
+    }
+    gate::apply(session, &mgmt, &ledger, &ctx.cfg, &req).await
+}
+
+fn print_report(r: &ApplyReport) {
+    if r.dry_run && !r.steps.is_empty() {
+        println!(
+            "dry run: gate of `{}` would go {} → {} ({}); nothing was changed",
+            sanitize(&r.namespace),
+            r.before.describe(),
+            r.target.describe(),
+            r.target.describe_percent()
+        );
+        for (i, s) in r.steps.iter().enumerate() {
+            println!("  {}. {}", i + 1, s.describe());
+        }
+        for w in &r.warnings {
+            println!("warning: {}", sanitize(w));
+        }
+        return;
+    }
+    if !r.changed {
+        println!(
+            "gate of `{}` is already {} ({}): nothing to change",
+            sanitize(&r.namespace),
+            r.before.describe(),
+            r.before.describe_percent()
+        );
+        return;
+    }
+    println!(
+        "gate of `{}` is now {} ({}), verified against the broker's bindings in {:.0} ms",
+        sanitize(&r.namespace),
+        r.after.describe(),
+        r.after.describe_percent(),
+        r.elapsed_ms
+    );
+    if let Some(e) = &r.event {
+        println!("ledger event {} ({})", e.short_id(), e.id);
+    }
+}

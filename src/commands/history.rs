@@ -1,0 +1,176 @@
+//! Configuration history from the ledger (seed: "maintain a history of configurations"):
+//! `hopback history NS` lists the gate states recorded for a namespace and flags drift,
+//! `hopback diff NS A B` compares two of them (or one with `current`), and
+//! `hopback revert NS --to ID` re-applies an earlier state through the gate operation, so the
+//! revert is itself verified and journaled.
+
+use clap::Args;
+
+use crate::commands::Ctx;
+use crate::commands::gate::{require_mgmt, set};
+use crate::error::Failure;
+use crate::ledger::projection::{GateHistory, GateState, diff_gates, drift};
+use crate::ledger::{Ledger, StreamStart};
+use crate::model::gate::GateSplit;
+use crate::ops::gate::{self, GateRequest};
+use crate::text::sanitize;
+
+/// `history` arguments.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Namespace
+    pub namespace: String,
+}
+
+/// `diff` arguments.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Namespace
+    pub namespace: String,
+    /// Event id (≥ 4 hex digits) of the first state, or `current` (the broker now)
+    pub a: String,
+    /// Event id of the second state, or `current`
+    pub b: String,
+}
+
+/// `revert` arguments.
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// Namespace
+    pub namespace: String,
+    /// Event id (≥ 4 hex digits, from `hopback history NS`) whose gate state to restore
+    #[arg(long)]
+    pub to: String,
+    /// Why (recorded in the ledger; default "revert to ID")
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Do not ask
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the step plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow moving traffic onto a version whose queue has no consumers
+    #[arg(long)]
+    pub force_zero_consumers: bool,
+}
+
+async fn load_history(ctx: &Ctx, ns: &str) -> Result<(GateHistory, Option<GateSplit>, String), Failure> {
+    let session = ctx.connect().await?;
+    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let mut h = GateHistory::new(ns, 0);
+    let read = ledger.fold(StreamStart::First, |e| h.push(&e)).await;
+    let current = match ctx.mgmt() {
+        Some(m) => gate::read_gate(&session, &m, &ctx.cfg, ns, &[]).await.ok().map(|v| v.split),
+        None => None,
+    };
+    session.close().await;
+    read?;
+    Ok((h, current, ledger.backend_description()))
+}
+
+/// Run `history`.
+pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
+    let ns = &args.namespace;
+    let (h, current, source) = load_history(ctx, ns).await?;
+    let d = current.as_ref().and_then(|c| drift(h.last_known(), c));
+    if ctx.json {
+        return ctx.print_json(&serde_json::json!({
+            "namespace": ns, "states": h.states(), "current": current, "drift": d, "ledger": source,
+        }));
+    }
+    if h.states().is_empty() {
+        println!("no gate state of `{}` recorded in the ledger ({})", sanitize(ns), sanitize(&source));
+    }
+    for s in h.states() {
+        println!("{}", state_line(s));
+    }
+    match (&current, &d) {
+        (Some(_), Some(d)) => println!("DRIFT  {}", sanitize(&d.describe())),
+        (Some(c), None) => println!("current (broker): {} ({})", c.describe(), c.describe_percent()),
+        (None, _) => println!("current (broker): unknown (management API unavailable)"),
+    }
+    Ok(())
+}
+
+fn state_line(s: &GateState) -> String {
+    let mut line = format!(
+        "{}  {}  {:<18} {:<14} {:<20} {:<22} {}",
+        s.ts.format("%Y-%m-%d %H:%M:%S"),
+        s.short_id,
+        s.operator,
+        s.kind,
+        s.split.describe(),
+        s.split.describe_percent(),
+        s.outcome
+    );
+    if let Some(r) = &s.reason {
+        line.push_str(&format!(" — {r}"));
+    }
+    line
+}
+
+fn pick(h: &GateHistory, current: &Option<GateSplit>, id: &str) -> Result<(String, GateSplit), Failure> {
+    if id.eq_ignore_ascii_case("current") {
+        return current
+            .clone()
+            .map(|c| ("current".to_string(), c))
+            .ok_or_else(|| Failure::error("the broker's current gate is unknown", "check the management API (`hopback check`)"));
+    }
+    h.find(id)
+        .map(|s| (s.short_id.clone(), s.split.clone()))
+        .map_err(|e| Failure::usage(e, "list the ids with `hopback history NS`"))
+}
+
+/// Run `diff`.
+pub async fn diff(ctx: &Ctx, args: DiffArgs) -> Result<(), Failure> {
+    let (h, current, _) = load_history(ctx, &args.namespace).await?;
+    let (an, a) = pick(&h, &current, &args.a)?;
+    let (bn, b) = pick(&h, &current, &args.b)?;
+    let changes = diff_gates(&a, &b);
+    if ctx.json {
+        return ctx.print_json(&serde_json::json!({"a": {"id": an, "gate": a}, "b": {"id": bn, "gate": b}, "changes": changes}));
+    }
+    println!("{an}: {} ({})", a.describe(), a.describe_percent());
+    println!("{bn}: {} ({})", b.describe(), b.describe_percent());
+    if changes.is_empty() {
+        println!("same gate");
+    }
+    for c in &changes {
+        println!(
+            "  {:<4} weight {} → {}  ({:.1}% → {:.1}%)",
+            sanitize(&c.version),
+            c.from,
+            c.to,
+            a.percent(&c.version),
+            b.percent(&c.version)
+        );
+    }
+    Ok(())
+}
+
+/// Run `revert`.
+pub async fn revert(ctx: &Ctx, args: RevertArgs) -> Result<(), Failure> {
+    if !args.dry_run {
+        ctx.require_writable("revert the gate")?;
+    }
+    let _ = require_mgmt(ctx)?;
+    let (h, _, _) = load_history(ctx, &args.namespace).await?;
+    let state = h
+        .find(&args.to)
+        .map_err(|e| Failure::usage(e, "list the ids with `hopback history NS`"))?;
+    let mut extra = serde_json::Map::new();
+    extra.insert("revert_of".into(), serde_json::json!(state.event_id.to_string()));
+    let req = GateRequest {
+        namespace: args.namespace.clone(),
+        target: state.split.clone(),
+        reason: Some(
+            args.reason
+                .unwrap_or_else(|| format!("revert to {}", state.short_id)),
+        ),
+        force_zero_consumers: args.force_zero_consumers,
+        dry_run: args.dry_run,
+        extra_params: extra,
+    };
+    set(ctx, req, args.yes).await
+}

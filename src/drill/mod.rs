@@ -1,0 +1,658 @@
+//! Drill mode (DESIGN §5): a throwaway namespace `drill-<id>`, a simulated fleet with a faulty v2
+//! canary, an operator (a human in another terminal, or the scripted one of `--headless`), and a
+//! score stored in the ledger, followed by the post-mortem draft.
+//!
+//! [`fleet`] runs the producers and workers, [`scenario`] decides the faults, [`score`] does the
+//! maths. This module runs a drill from start to score; [`DrillHandle`] is what a UI shows while
+//! it runs (counters, phase, fault time, score).
+
+pub mod fleet;
+pub mod scenario;
+pub mod score;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::broker::browse::{BrowseOptions, browse};
+use crate::broker::mgmt::Mgmt;
+use crate::broker::session::{self, Session};
+use crate::broker::topology::{self, Names, QueueType};
+use crate::config::Config;
+use crate::error::Failure;
+use crate::ledger::event::{Event, EventKind, Outcome};
+use crate::ledger::{Ledger, StreamStart};
+use crate::model::gate::GateSplit;
+use crate::ops::rollback::{self, AutoOperator, RollbackReport};
+use crate::ops::{gate, mover, plan};
+use fleet::{Fleet, FleetShared, FleetSpec, FleetStats};
+use scenario::{FaultParams, Scenario};
+use score::{Score, Timings};
+
+/// Prefix of drill namespaces.
+pub const NAMESPACE_PREFIX: &str = "drill-";
+
+/// How to run a drill.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// Scenario (`random` is resolved and hidden until the end).
+    pub scenario: Scenario,
+    /// Messages per second.
+    pub rate_per_s: u32,
+    /// v2's canary weight (out of 100).
+    pub canary_weight: u32,
+    /// Delay before the fault; `None` = random 10–40 s.
+    pub fault_delay: Option<Duration>,
+    /// Headless: the scripted operator rolls back `auto_respond_after` after the fault.
+    pub headless: bool,
+    /// Scripted operator's reaction time.
+    pub auto_respond_after: Duration,
+    /// Keep the namespace afterwards.
+    pub keep: bool,
+    /// Fault tunables.
+    pub fault: FaultParams,
+    /// Verification window of the rollback's error-rate check.
+    pub verify_window: Duration,
+    /// Longest wait for the fleet to finish its work at the end.
+    pub settle_timeout: Duration,
+    /// Interactive drills end on their own after this long.
+    pub max_duration: Duration,
+    /// Print a status line on stderr every second (interactive mode without the console).
+    pub status_lines: bool,
+}
+
+impl Default for DrillOptions {
+    fn default() -> Self {
+        Self {
+            scenario: Scenario::Random,
+            rate_per_s: 50,
+            canary_weight: 20,
+            fault_delay: None,
+            headless: false,
+            auto_respond_after: Duration::from_secs(5),
+            keep: false,
+            fault: FaultParams::default(),
+            verify_window: Duration::from_secs(5),
+            settle_timeout: Duration::from_secs(30),
+            max_duration: Duration::from_secs(15 * 60),
+            status_lines: true,
+        }
+    }
+}
+
+/// Where a drill is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Creating the namespace, starting the fleet.
+    Starting,
+    /// Healthy canary, fault not yet injected.
+    Running,
+    /// Fault injected; waiting for the operator.
+    Incident,
+    /// v2 is off the gate; the fleet is finishing its work.
+    Settling,
+    /// Scored.
+    Done,
+}
+
+/// Live view of a drill, shared with whoever shows it (status line, the console's drill panel).
+#[derive(Debug)]
+pub struct DrillHandle {
+    /// Drill id (`drill-<id>` is the namespace).
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The scenario actually played.
+    pub scenario: Scenario,
+    /// Was it chosen at random (hidden until the end)?
+    pub hidden: bool,
+    fleet: Arc<FleetShared>,
+    phase: Mutex<Phase>,
+    timings: Mutex<Timings>,
+    score: Mutex<Option<Score>>,
+}
+
+/// A plain-data snapshot of a [`DrillHandle`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillStatus {
+    /// Drill id.
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Scenario (`hidden` while a random one runs).
+    pub scenario: String,
+    /// Phase.
+    pub phase: Phase,
+    /// Fleet counters.
+    pub fleet: FleetStats,
+    /// Timings so far.
+    pub timings: Timings,
+    /// Score, once done.
+    pub score: Option<Score>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DrillHandle {
+    /// Snapshot for display.
+    pub fn status(&self) -> DrillStatus {
+        let phase = *lock(&self.phase);
+        let mut timings = lock(&self.timings).clone();
+        timings.fault_at_ms = self.fleet.fault_at_ms();
+        timings.last_v2_failure_at_ms = self.fleet.last_failure_ms();
+        DrillStatus {
+            id: self.id.clone(),
+            namespace: self.namespace.clone(),
+            scenario: if self.hidden && phase != Phase::Done {
+                "hidden".into()
+            } else {
+                self.scenario.to_string()
+            },
+            phase,
+            fleet: self.fleet.stats(),
+            timings,
+            score: lock(&self.score).clone(),
+        }
+    }
+    /// One status line (stderr in interactive mode).
+    pub fn line(&self) -> String {
+        let s = self.status();
+        let t = &s.timings;
+        let clock = |ms: Option<u64>| score::fmt_ms(ms);
+        format!(
+            "[{} {:?} {}] {} · fault {} · first action {} · v2 off gate {}",
+            s.namespace,
+            s.phase,
+            score::fmt_ms(Some(s.fleet.elapsed_ms)),
+            s.fleet.line(),
+            clock(t.fault_at_ms),
+            clock(t.first_action_at_ms),
+            clock(t.gate_off_v2_at_ms),
+        )
+    }
+    fn set_phase(&self, p: Phase) {
+        *lock(&self.phase) = p;
+    }
+    fn now_ms(&self) -> u64 {
+        self.fleet.now_ms()
+    }
+}
+
+/// What a finished drill reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillResult {
+    /// Final status (with the score).
+    pub status: DrillStatus,
+    /// Score.
+    pub score: Score,
+    /// The scripted operator's rollback (headless).
+    pub rollback: Option<RollbackReport>,
+    /// Post-mortem draft written here.
+    pub postmortem_path: Option<String>,
+    /// The post-mortem Markdown.
+    #[serde(skip)]
+    pub postmortem: String,
+    /// Where the ledger keeps events.
+    pub ledger: String,
+    /// Was the namespace kept?
+    pub kept: bool,
+}
+
+/// Run a whole drill. `on_start` receives the handle as soon as the fleet runs (the console shows
+/// it; the CLI prints status lines from it).
+pub async fn run(
+    cfg: &Config,
+    opts: &DrillOptions,
+    on_start: impl FnOnce(Arc<DrillHandle>),
+) -> Result<DrillResult, Failure> {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let ns = format!("{NAMESPACE_PREFIX}{id}");
+    let versions = vec!["v1".to_string(), "v2".to_string()];
+    let session = session::connect(&cfg.profile, "drill", &cfg.operator)
+        .await
+        .map_err(Failure::from)?;
+    let Some(mgmt) = Mgmt::new(&cfg.profile).ok() else {
+        return Err(Failure::error(
+            "a drill needs the management API (gate, workers)",
+            "enable rabbitmq_management or set --mgmt-url; `hopback check` diagnoses it",
+        ));
+    };
+    let ledger = Arc::new(Ledger::open(&session, cfg).await);
+    topology::init(&session, &ns, &versions, QueueType::Classic)
+        .await
+        .map_err(Failure::from)?;
+    let result = run_in_namespace(cfg, opts, &id, &ns, &session, &mgmt, &ledger, on_start).await;
+    if !opts.keep {
+        if let Err(e) = delete_drill_namespace(&session, &ns, &versions).await {
+            tracing::warn!(error = %e, "drill cleanup failed");
+        }
+    }
+    session.close().await;
+    result.map(|mut r| {
+        r.kept = opts.keep;
+        r
+    })
+}
+
+/// Delete a drill namespace, its park queue included.
+pub async fn delete_drill_namespace(
+    session: &Session,
+    ns: &str,
+    versions: &[String],
+) -> Result<(), Failure> {
+    topology::delete_namespace(session, ns, versions)
+        .await
+        .map_err(Failure::from)?;
+    if let Ok(ch) = session.channel().await {
+        let _ = session::timed(
+            "queue.delete",
+            session::CALL_TIMEOUT,
+            session.password(),
+            ch.queue_delete(
+                mover::park_queue_name(ns).as_str().into(),
+                Default::default(),
+            ),
+        )
+        .await;
+        let _ = tokio::time::timeout(session::CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_in_namespace(
+    cfg: &Config,
+    opts: &DrillOptions,
+    id: &str,
+    ns: &str,
+    session: &Arc<Session>,
+    mgmt: &Mgmt,
+    ledger: &Arc<Ledger>,
+    on_start: impl FnOnce(Arc<DrillHandle>),
+) -> Result<DrillResult, Failure> {
+    let hidden = opts.scenario == Scenario::Random;
+    let scenario = opts.scenario.resolve();
+    let mut spec = FleetSpec::new(cfg.profile.clone(), ns, scenario, opts.rate_per_s);
+    spec.fault = opts.fault;
+    let _ = ledger
+        .append(
+            ledger
+                .event(EventKind::DrillStarted, Some(ns))
+                .params(json!({
+                    "drill_id": id,
+                    "scenario": if hidden { "random".to_string() } else { scenario.to_string() },
+                    "rate_per_s": opts.rate_per_s,
+                    "canary_weight": opts.canary_weight,
+                    "headless": opts.headless,
+                }))
+                .outcome(Outcome::Started)
+                .reason("drill started: simulated fleet with a v2 canary"),
+        )
+        .await;
+    let mut fleet = Fleet::start(spec);
+    let handle = Arc::new(DrillHandle {
+        id: id.to_string(),
+        namespace: ns.to_string(),
+        scenario,
+        hidden,
+        fleet: fleet.shared(),
+        phase: Mutex::new(Phase::Starting),
+        timings: Mutex::new(Timings::default()),
+        score: Mutex::new(None),
+    });
+    // Workers first, then the canary: traffic never goes to a version without consumers.
+    wait_for_workers(session, ns, Duration::from_secs(15)).await?;
+    let canary = GateSplit(
+        [
+            ("v1".to_string(), 100u32.saturating_sub(opts.canary_weight)),
+            ("v2".to_string(), opts.canary_weight.min(100)),
+        ]
+        .into(),
+    );
+    gate::apply(
+        session,
+        mgmt,
+        ledger,
+        cfg,
+        &gate::GateRequest {
+            namespace: ns.to_string(),
+            target: canary,
+            reason: Some("drill: v2 canary".into()),
+            extra_params: [("drill_id".to_string(), json!(id))].into_iter().collect(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    handle.set_phase(Phase::Running);
+    on_start(handle.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let monitor = tokio::spawn(monitor(
+        handle.clone(),
+        session.clone(),
+        mgmt.clone(),
+        ledger.clone(),
+        stop_rx,
+    ));
+    let status = opts.status_lines.then(|| {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                eprintln!("{}", h.line());
+            }
+        })
+    });
+
+    let fault_delay = opts
+        .fault_delay
+        .unwrap_or_else(|| Duration::from_secs(rand::random_range(10..=40)));
+    let interrupted = tokio::select! {
+        _ = tokio::time::sleep(fault_delay) => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    let mut rollback_report = None;
+    if !interrupted {
+        fleet.inject_fault();
+        handle.set_phase(Phase::Incident);
+        tracing::info!(ns, scenario = %scenario, "drill fault injected");
+        if opts.headless {
+            tokio::time::sleep(opts.auto_respond_after).await;
+            {
+                let mut t = lock(&handle.timings);
+                if t.first_action_at_ms.is_none() {
+                    t.first_action_at_ms = Some(handle.now_ms());
+                }
+            }
+            let env = rollback::Env {
+                session: session.clone(),
+                mgmt: Some(mgmt.clone()),
+                cfg: cfg.clone(),
+                ns: ns.to_string(),
+                ledger: ledger.clone(),
+            };
+            let plan = plan::default_plan("v2", "v1", opts.verify_window);
+            rollback_report = Some(rollback::run(&env, plan, &AutoOperator::default()).await);
+        } else {
+            wait_for_mitigation(&handle, session, ns, opts.max_duration).await;
+        }
+    }
+    handle.set_phase(Phase::Settling);
+    fleet.stop_producers().await;
+    // v2's own queue may still hold work if the operator never drained it: its workers finish
+    // it (or dead-letter it) — either way it is accounted for.
+    fleet.wait_idle(opts.settle_timeout).await;
+    fleet.stop_workers().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), monitor).await;
+    if let Some(s) = status {
+        s.abort();
+    }
+    let accounting = account(session, ns, &handle.fleet).await?;
+    let mut timings = lock(&handle.timings).clone();
+    timings.fault_at_ms = handle.fleet.fault_at_ms();
+    timings.last_v2_failure_at_ms = handle.fleet.last_failure_ms();
+    let skipped = rollback_report.as_ref().map(|r| r.skipped()).unwrap_or(0);
+    let score = score::score(scenario.as_str(), &timings, accounting, skipped);
+    *lock(&handle.score) = Some(score.clone());
+    *lock(&handle.timings) = timings;
+    handle.set_phase(Phase::Done);
+    let outcome = if score.lost > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    let _ = ledger
+        .append(
+            ledger
+                .event(EventKind::DrillFinished, Some(ns))
+                .params(json!({"drill_id": id, "scenario": scenario.to_string(), "headless": opts.headless, "interrupted": interrupted}))
+                .after(json!({"score": score}))
+                .outcome(outcome)
+                .reason(format!(
+                    "drill over: {} — {} points, detect {}, mitigate {}, lost {}",
+                    scenario.explanation(),
+                    score.points,
+                    score::fmt_ms(score.time_to_detect_ms),
+                    score::fmt_ms(score.time_to_mitigate_ms),
+                    score.lost
+                )),
+        )
+        .await;
+    // A stream read right after an append can stop short of it: read until our last event shows.
+    let mut events = Vec::new();
+    for _ in 0..10 {
+        events = crate::commands::postmortem::events_for_namespace(ledger, ns).await;
+        if events.iter().any(|e| e.kind == EventKind::DrillFinished) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let postmortem = crate::commands::postmortem::render(
+        &events,
+        &crate::commands::postmortem::Incident::for_drill(id, ns),
+    );
+    let path = crate::config::data_dir().join(format!("postmortem-{ns}.md"));
+    let postmortem_path = std::fs::create_dir_all(crate::config::data_dir())
+        .and_then(|_| std::fs::write(&path, &postmortem))
+        .ok()
+        .map(|_| path.display().to_string());
+    Ok(DrillResult {
+        status: handle.status(),
+        score,
+        rollback: rollback_report,
+        postmortem_path,
+        postmortem,
+        ledger: ledger.backend_description(),
+        kept: false,
+    })
+}
+
+async fn wait_for_workers(session: &Session, ns: &str, limit: Duration) -> Result<(), Failure> {
+    let t0 = Instant::now();
+    loop {
+        let mut ok = true;
+        for v in ["v1", "v2"] {
+            let c = session
+                .passive_queue(&format!("{ns}.{v}"))
+                .await
+                .map_err(Failure::from)?;
+            ok &= c.is_some_and(|c| c.consumers > 0);
+        }
+        if ok {
+            return Ok(());
+        }
+        if t0.elapsed() > limit {
+            return Err(Failure::error(
+                "the drill's workers did not connect in time",
+                "check the broker with `hopback check`",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Watch the gate (is v2 still bound?) and the ledger (first operator action after the fault).
+async fn monitor(
+    handle: Arc<DrillHandle>,
+    session: Arc<Session>,
+    mgmt: Mgmt,
+    ledger: Arc<Ledger>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = session;
+    let mut sub = ledger.subscribe(StreamStart::Next).await.ok();
+    let v2_queue = format!("{}.v2", handle.namespace);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let fault = handle.fleet.fault_at_ms();
+        if let Ok(bindings) = mgmt.bindings_from(&handle.namespace).await {
+            let v2_bound = bindings.iter().any(|b| b.destination == v2_queue);
+            let now = handle.now_ms();
+            let mut t = lock(&handle.timings);
+            if fault.is_some() {
+                match (v2_bound, t.gate_off_v2_at_ms) {
+                    (false, None) => t.gate_off_v2_at_ms = Some(now),
+                    (true, Some(_)) => t.gate_off_v2_at_ms = None,
+                    _ => {}
+                }
+            }
+        }
+        match sub.as_mut() {
+            Some(s) => {
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while Instant::now() < deadline {
+                    match s.next_within(Duration::from_millis(100)).await {
+                        Ok(Some(e)) => note_action(&handle, &e),
+                        Ok(None) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            None => {
+                let _ = tokio::time::timeout(Duration::from_millis(500), stop.changed()).await;
+            }
+        }
+    }
+    if let Some(s) = sub {
+        s.close().await;
+    }
+}
+
+/// An operator's event on the drill's namespace after the fault is the moment of detection.
+fn note_action(handle: &DrillHandle, e: &Event) {
+    if e.namespace.as_deref() != Some(handle.namespace.as_str()) {
+        return;
+    }
+    if matches!(
+        e.kind,
+        EventKind::DrillStarted
+            | EventKind::DrillFinished
+            | EventKind::AlertRaised
+            | EventKind::AlertCleared
+            | EventKind::DriftDetected
+    ) {
+        return;
+    }
+    let Some(fault) = handle.fleet.fault_at_ms() else {
+        return;
+    };
+    let now = handle.now_ms();
+    if now < fault {
+        return;
+    }
+    let mut t = lock(&handle.timings);
+    if t.first_action_at_ms.is_none() {
+        t.first_action_at_ms = Some(now);
+    }
+}
+
+/// Interactive: wait until v2 is off the gate, its queue is empty and it stopped failing for 5 s
+/// (or Ctrl-C, or the time limit).
+async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, limit: Duration) {
+    let t0 = Instant::now();
+    let v2 = format!("{ns}.v2");
+    loop {
+        let sleep = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            _ = sleep => {}
+            _ = tokio::signal::ctrl_c() => return,
+        }
+        if t0.elapsed() > limit {
+            return;
+        }
+        let off = lock(&handle.timings).gate_off_v2_at_ms.is_some();
+        let quiet = handle
+            .fleet
+            .last_failure_ms()
+            .is_none_or(|t| handle.now_ms().saturating_sub(t) > 5_000);
+        let empty = matches!(session.passive_queue(&v2).await, Ok(Some(c)) if c.ready == 0);
+        if off && quiet && empty {
+            return;
+        }
+    }
+}
+
+async fn ids_in(session: &Session, queue: &str, out: &mut BTreeSet<String>) -> Result<(), Failure> {
+    let depth = match session.passive_queue(queue).await.map_err(Failure::from)? {
+        Some(c) => u64::from(c.ready),
+        None => return Ok(()),
+    };
+    if depth == 0 {
+        return Ok(());
+    }
+    let msgs = browse(
+        session,
+        queue,
+        BrowseOptions {
+            skip: 0,
+            take: depth,
+            max_body_bytes: 0,
+            force: true,
+        },
+        false,
+    )
+    .await
+    .map_err(Failure::from)?;
+    if (msgs.len() as u64) < depth {
+        tracing::warn!(queue, depth, seen = msgs.len(), "drill accounting saw fewer messages than the depth");
+    }
+    out.extend(
+        msgs.iter()
+            .filter_map(|m| m.properties.message_id().as_ref().map(|s| s.to_string())),
+    );
+    Ok(())
+}
+
+/// Where every published id ended up.
+async fn account(
+    session: &Session,
+    ns: &str,
+    fleet: &FleetShared,
+) -> Result<score::Accounting, Failure> {
+    let n = Names::convention(ns);
+    let mut dlq = BTreeSet::new();
+    ids_in(session, &n.dlq, &mut dlq).await?;
+    let mut parked = BTreeSet::new();
+    ids_in(session, &mover::park_queue_name(ns), &mut parked).await?;
+    let mut queued = BTreeSet::new();
+    for q in [n.version_queue("v1"), n.version_queue("v2"), n.unrouted.clone()] {
+        ids_in(session, &q, &mut queued).await?;
+    }
+    let (published, processed) = fleet.id_sets();
+    Ok(score::account(
+        &published,
+        &processed,
+        &dlq,
+        &parked,
+        &queued,
+        fleet.stats().duplicates_skipped,
+    ))
+}
+
+/// Scores of past drills from the ledger (newest last).
+pub async fn history(ledger: &Ledger) -> Result<Vec<(chrono::DateTime<chrono::Utc>, String, Score)>, Failure> {
+    let mut out = Vec::new();
+    ledger
+        .fold(StreamStart::First, |e| {
+            if e.kind == EventKind::DrillFinished {
+                if let Some(s) = e
+                    .after
+                    .get("score")
+                    .and_then(|s| serde_json::from_value::<Score>(s.clone()).ok())
+                {
+                    out.push((e.ts, e.operator.clone(), s));
+                }
+            }
+        })
+        .await?;
+    Ok(out)
+}

@@ -1,0 +1,256 @@
+//! The ledger's one record type: an [`Event`] (who did what to which namespace, with the state
+//! before and after and why). Events are plain serde JSON so every console version, `jq` and the
+//! JSONL fallback file all read the same thing. Unknown kinds and outcomes written by a newer
+//! hopback still parse (as `Unknown`), so an old console never chokes on a shared ledger.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What happened. Serialized in snake_case (`gate_set`, `rollback_step`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// `hopback init` created (part of) a namespace; `after.gate` holds the initial gate.
+    Init,
+    /// The gate changed (or a change was refused/failed); `before.gate`/`after.gate` are splits.
+    GateSet,
+    /// Dead letters replayed; `params` holds filters and target, `after` the counts.
+    Replay,
+    /// Messages moved between queues; `after` holds the counts.
+    Move,
+    /// A queue was purged; `params.export` is the JSONL export path, `after.count` the number.
+    Purge,
+    /// A rollback began (`params` holds the plan).
+    RollbackStarted,
+    /// One step of a rollback (`params.step`, `params.index`).
+    RollbackStep,
+    /// A rollback ended (`outcome` says how).
+    RollbackFinished,
+    /// A drill began (`params` holds the scenario).
+    DrillStarted,
+    /// A drill ended (`after` holds the score).
+    DrillFinished,
+    /// A human note (`reason` holds the text) so the timeline carries context.
+    Note,
+    /// An alert started (`params` holds the metric and threshold).
+    AlertRaised,
+    /// An alert ended.
+    AlertCleared,
+    /// The broker's gate differed from the ledger's last known state (someone changed it by hand).
+    DriftDetected,
+    /// Written by a newer hopback: kept, shown as-is, never interpreted.
+    #[serde(other)]
+    Unknown,
+}
+
+impl EventKind {
+    /// The snake_case name used on the wire and in the timeline.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::Init => "init",
+            EventKind::GateSet => "gate_set",
+            EventKind::Replay => "replay",
+            EventKind::Move => "move",
+            EventKind::Purge => "purge",
+            EventKind::RollbackStarted => "rollback_started",
+            EventKind::RollbackStep => "rollback_step",
+            EventKind::RollbackFinished => "rollback_finished",
+            EventKind::DrillStarted => "drill_started",
+            EventKind::DrillFinished => "drill_finished",
+            EventKind::Note => "note",
+            EventKind::AlertRaised => "alert_raised",
+            EventKind::AlertCleared => "alert_cleared",
+            EventKind::DriftDetected => "drift_detected",
+            EventKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done and verified.
+    #[default]
+    Ok,
+    /// Tried and failed (the event says how far it got).
+    Failed,
+    /// Refused before anything changed (read-only, guard, not confirmed).
+    Refused,
+    /// A long operation began; a later event says how it ended.
+    Started,
+    /// Stopped by the operator.
+    Cancelled,
+    /// Applied, but the read-back differs from what was asked.
+    VerificationFailed,
+    /// Written by a newer hopback.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Outcome {
+    /// The snake_case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
+            Outcome::Started => "started",
+            Outcome::Cancelled => "cancelled",
+            Outcome::VerificationFailed => "verification_failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One ledger record. Build it with [`crate::ledger::Ledger::event`] (fills id, time, operator,
+/// host and profile) and the chained setters, then [`crate::ledger::Ledger::append`] it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id (also the AMQP `message_id` on the stream).
+    pub id: Uuid,
+    /// When it was recorded (UTC).
+    pub ts: DateTime<Utc>,
+    /// Who: the configured operator name or `user@host`.
+    pub operator: String,
+    /// The machine the console ran on.
+    #[serde(default)]
+    pub host: String,
+    /// The profile name it ran under.
+    #[serde(default)]
+    pub profile: String,
+    /// The namespace concerned (none for global events).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
+    /// The inputs (targets, filters, plan, counts asked for).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
+    /// State before (e.g. `{"gate": {"v1": 100}}`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub before: serde_json::Value,
+    /// State after (e.g. `{"gate": {"v1": 90, "v2": 10}}`) or the counts achieved.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub after: serde_json::Value,
+    /// How it ended.
+    #[serde(default)]
+    pub outcome: Outcome,
+    /// Why (operator-given reason, note text, failure message).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Event {
+    /// A new event with a fresh id and the current time; who/where are filled by the caller.
+    pub fn new(kind: EventKind, namespace: Option<&str>) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            ts: Utc::now(),
+            operator: String::new(),
+            host: String::new(),
+            profile: String::new(),
+            namespace: namespace.map(str::to_string),
+            kind,
+            params: serde_json::Value::Null,
+            before: serde_json::Value::Null,
+            after: serde_json::Value::Null,
+            outcome: Outcome::Ok,
+            reason: None,
+        }
+    }
+    /// Set the inputs.
+    pub fn params(mut self, v: serde_json::Value) -> Self {
+        self.params = v;
+        self
+    }
+    /// Set the state before.
+    pub fn before(mut self, v: serde_json::Value) -> Self {
+        self.before = v;
+        self
+    }
+    /// Set the state after.
+    pub fn after(mut self, v: serde_json::Value) -> Self {
+        self.after = v;
+        self
+    }
+    /// Set the outcome.
+    pub fn outcome(mut self, o: Outcome) -> Self {
+        self.outcome = o;
+        self
+    }
+    /// Set the reason (empty strings count as none).
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        let r = r.into();
+        self.reason = Some(r).filter(|r| !r.trim().is_empty());
+        self
+    }
+    /// Set the reason from an option.
+    pub fn reason_opt(self, r: Option<&str>) -> Self {
+        match r {
+            Some(r) => self.reason(r),
+            None => self,
+        }
+    }
+    /// The first 8 hex digits of the id, as shown in tables (accepted wherever an id is asked).
+    pub fn short_id(&self) -> String {
+        self.id.simple().to_string()[..8].to_string()
+    }
+    /// Does `text` name this event (full uuid or a prefix of at least 4 hex digits)?
+    pub fn matches_id(&self, text: &str) -> bool {
+        let t = text.trim().to_ascii_lowercase().replace('-', "");
+        t.len() >= 4 && self.id.simple().to_string().starts_with(&t)
+    }
+    /// The gate split stored under `after.gate` (gate_set, init), if any.
+    pub fn gate_after(&self) -> Option<crate::model::gate::GateSplit> {
+        gate_of(&self.after)
+    }
+    /// The gate split stored under `before.gate`, if any.
+    pub fn gate_before(&self) -> Option<crate::model::gate::GateSplit> {
+        gate_of(&self.before)
+    }
+}
+
+fn gate_of(v: &serde_json::Value) -> Option<crate::model::gate::GateSplit> {
+    v.get("gate")
+        .and_then(|g| serde_json::from_value(g.clone()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_unknown_kinds() {
+        let e = Event::new(EventKind::GateSet, Some("email"))
+            .after(serde_json::json!({"gate": {"v1": 90, "v2": 10}}))
+            .reason("canary");
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains("\"kind\":\"gate_set\""), "{text}");
+        let back: Event = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.gate_after().unwrap().weight("v2"), 10);
+        let future = text
+            .replace("gate_set", "teleport")
+            .replace("\"ok\"", "\"exploded\"");
+        let f: Event = serde_json::from_str(&future).unwrap();
+        assert_eq!(f.kind, EventKind::Unknown);
+        assert_eq!(f.outcome, Outcome::Unknown);
+        assert!(e.matches_id(&e.short_id()));
+        assert!(!e.matches_id("zz"));
+        assert_eq!(Event::new(EventKind::Note, None).reason("  ").reason, None);
+    }
+}

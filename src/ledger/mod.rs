@@ -1,0 +1,782 @@
+//! The event-sourced ledger (DESIGN §4): every action appends one JSON [`Event`] to the stream
+//! queue `hopback.ledger`; every console reads it back (history, timeline, post-mortem) and
+//! follows it live (other operators' actions).
+//!
+//! Writing: a dedicated confirm channel, `mandatory` publishes, and [`Ledger::append`] returns only
+//! after the broker's publisher confirm is an `Ack` with no `basic.return` — so an action is never
+//! reported done on an event the broker did not take. If the stream cannot be used (permissions,
+//! a broker without streams) the ledger falls back to a JSONL file in the data dir and
+//! [`Ledger::backend_description`] says so (for `check` and the console's status line).
+//!
+//! Reading: a stream consumer with `x-stream-offset` (`first`, a timestamp, or `next`), manual
+//! ack and a prefetch window. [`Ledger::fold`] streams events through a callback without holding
+//! them (projections stay bounded); [`Ledger::subscribe`] follows live.
+//!
+//! `HOPBACK_LEDGER_STREAM` overrides the stream name (tests and benchmarks use throwaway streams so
+//! they never pollute the team's ledger).
+
+pub mod event;
+pub mod projection;
+
+use std::io::{BufRead, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Consumer};
+use tokio::sync::Mutex;
+
+pub use event::{Event, EventKind, Outcome};
+
+use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::config::Config;
+use crate::error::Failure;
+
+/// Default name of the ledger stream.
+pub const DEFAULT_STREAM: &str = "hopback.ledger";
+/// Name of the fallback file in the data dir.
+pub const FALLBACK_FILE: &str = "ledger.jsonl";
+/// How long `append` waits for the publisher confirm.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a catch-up read waits for the next message before deciding it has reached the end.
+pub const READ_IDLE: Duration = Duration::from_millis(400);
+/// Consumer prefetch when reading the stream.
+const READ_PREFETCH: u16 = 2000;
+/// Ack every this many deliveries (multiple=true) when reading.
+const ACK_EVERY: u64 = 500;
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    /// The oldest event still retained.
+    First,
+    /// Events from this time on (the stream seeks by chunk; older events are filtered out).
+    Timestamp(DateTime<Utc>),
+    /// Only events appended after the subscription starts.
+    Next,
+}
+
+impl StreamStart {
+    fn offset_arg(&self) -> AMQPValue {
+        match self {
+            StreamStart::First => AMQPValue::LongString(LongString::from("first")),
+            StreamStart::Next => AMQPValue::LongString(LongString::from("next")),
+            StreamStart::Timestamp(t) => AMQPValue::Timestamp(t.timestamp().max(0) as u64),
+        }
+    }
+    fn admits(&self, e: &Event) -> bool {
+        match self {
+            StreamStart::Timestamp(t) => e.ts >= *t,
+            _ => true,
+        }
+    }
+}
+
+enum Backend {
+    Stream {
+        session: Arc<Session>,
+        name: String,
+        max_length_bytes: u64,
+        note: Option<String>,
+        channel: Mutex<Option<Channel>>,
+    },
+    File {
+        path: PathBuf,
+        why: String,
+        lock: Mutex<()>,
+    },
+}
+
+/// The ledger handle: cheap to share behind an `Arc`; `append` may be called concurrently.
+pub struct Ledger {
+    backend: Backend,
+    operator: String,
+    host: String,
+    profile: String,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("backend", &self.backend_description())
+            .finish()
+    }
+}
+
+fn stream_name_from_env() -> String {
+    std::env::var("HOPBACK_LEDGER_STREAM")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_STREAM.to_string())
+}
+
+fn ledger_failure(what: &str, e: BrokerError) -> Failure {
+    let f = e.into_failure();
+    Failure {
+        message: format!("ledger: {what}: {}", f.message),
+        ..f
+    }
+}
+
+impl Ledger {
+    /// Open the team's ledger: declare the stream idempotently (name from `HOPBACK_LEDGER_STREAM`
+    /// or `hopback.ledger`); fall back to the JSONL file when the stream cannot be used.
+    pub async fn open(session: &Arc<Session>, cfg: &Config) -> Ledger {
+        Self::open_stream(session, cfg, &stream_name_from_env()).await
+    }
+
+    /// Open a ledger on a named stream (tests, benchmarks); falls back like [`Ledger::open`].
+    pub async fn open_stream(session: &Arc<Session>, cfg: &Config, name: &str) -> Ledger {
+        match declare_stream(session, name, cfg.ledger_max_length_bytes).await {
+            Ok(note) => Ledger {
+                backend: Backend::Stream {
+                    session: session.clone(),
+                    name: name.to_string(),
+                    max_length_bytes: cfg.ledger_max_length_bytes,
+                    note,
+                    channel: Mutex::new(None),
+                },
+                ..Self::identity(cfg)
+            },
+            Err(e) => {
+                let why = format!("stream `{name}` unusable: {e}");
+                tracing::warn!("ledger falls back to a local file: {why}");
+                Self::file(
+                    &crate::config::data_dir().join(FALLBACK_FILE),
+                    &why,
+                    cfg,
+                )
+            }
+        }
+    }
+
+    /// A ledger kept in a local JSONL file (the fallback; also usable offline and in tests).
+    pub fn file(path: &Path, why: &str, cfg: &Config) -> Ledger {
+        Ledger {
+            backend: Backend::File {
+                path: path.to_path_buf(),
+                why: why.to_string(),
+                lock: Mutex::new(()),
+            },
+            ..Self::identity(cfg)
+        }
+    }
+
+    fn identity(cfg: &Config) -> Ledger {
+        Ledger {
+            backend: Backend::File {
+                path: PathBuf::new(),
+                why: String::new(),
+                lock: Mutex::new(()),
+            },
+            operator: cfg.operator.clone(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            profile: cfg.profile.name.clone(),
+        }
+    }
+
+    /// Is this the shared stream (not the local fallback file)?
+    pub fn is_stream(&self) -> bool {
+        matches!(self.backend, Backend::Stream { .. })
+    }
+
+    /// One line for `check` and the console: where events go, and why if it is the fallback.
+    pub fn backend_description(&self) -> String {
+        match &self.backend {
+            Backend::Stream {
+                session,
+                name,
+                max_length_bytes,
+                note,
+                ..
+            } => {
+                let mut s = format!(
+                    "stream `{name}` on {} (size limit {} MB), shared with every console",
+                    session.profile().host_port(),
+                    max_length_bytes / 1_000_000
+                );
+                if let Some(n) = note {
+                    s.push_str(&format!("; {n}"));
+                }
+                s
+            }
+            Backend::File { path, why, .. } => format!(
+                "LOCAL FILE {} — other consoles do not see these events ({why})",
+                path.display()
+            ),
+        }
+    }
+
+    /// A new event with id, time, operator, host and profile filled in.
+    pub fn event(&self, kind: EventKind, namespace: Option<&str>) -> Event {
+        let mut e = Event::new(kind, namespace);
+        e.operator = self.operator.clone();
+        e.host = self.host.clone();
+        e.profile = self.profile.clone();
+        e
+    }
+
+    /// Append an event; returns it only once the broker confirmed it (Ack, not returned) or the
+    /// file write was synced. Any doubt is an error: the caller must not report the action done.
+    pub async fn append(&self, event: Event) -> Result<Event, Failure> {
+        let body = serde_json::to_vec(&event)
+            .map_err(|e| Failure::error(format!("ledger: cannot encode event: {e}"), ""))?;
+        match &self.backend {
+            Backend::Stream {
+                session,
+                name,
+                channel,
+                ..
+            } => {
+                let ch = {
+                    let mut guard = channel.lock().await;
+                    match guard.as_ref().filter(|c| c.status().connected()) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = session
+                                .confirm_channel()
+                                .await
+                                .map_err(|e| ledger_failure("opening the writer channel", e))?;
+                            *guard = Some(c.clone());
+                            c
+                        }
+                    }
+                };
+                let props = BasicProperties::default()
+                    .with_message_id(event.id.to_string().into())
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_timestamp(event.ts.timestamp().max(0) as u64)
+                    .with_type(event.kind.as_str().into())
+                    .with_app_id("hopback".into());
+                let confirm = timed(
+                    "ledger publish",
+                    CALL_TIMEOUT,
+                    session.password(),
+                    ch.basic_publish(
+                        ShortString::from(""),
+                        name.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &body,
+                        props,
+                    ),
+                )
+                .await
+                .map_err(|e| ledger_failure("publishing the event", e))?;
+                let confirmation = timed(
+                    "ledger publisher confirm",
+                    CONFIRM_TIMEOUT,
+                    session.password(),
+                    confirm,
+                )
+                .await
+                .map_err(|e| ledger_failure("waiting for the broker's confirm", e))?;
+                match confirmation {
+                    lapin::Confirmation::Ack(None) => Ok(event),
+                    lapin::Confirmation::Ack(Some(_)) => Err(Failure::error(
+                        format!("ledger: the broker returned the event: stream `{name}` is gone"),
+                        "re-open the console (it re-declares the stream) or run `hopback check`",
+                    )),
+                    lapin::Confirmation::Nack(_) => Err(Failure::error(
+                        "ledger: the broker refused (nack) the event",
+                        "the broker may be short of disk; run `hopback check`",
+                    )),
+                    lapin::Confirmation::NotRequested => Err(Failure::error(
+                        "ledger: the writer channel is not in confirm mode",
+                        "",
+                    )),
+                }
+            }
+            Backend::File { path, lock, .. } => {
+                let _g = lock.lock().await;
+                append_file(path, &body).map_err(|e| {
+                    Failure::error(
+                        format!("ledger: cannot write {}: {e}", path.display()),
+                        "check the data dir's permissions and free space (HOPBACK_DATA_DIR)",
+                    )
+                })?;
+                Ok(event)
+            }
+        }
+    }
+
+    /// Stream every event from `from` up to the current end through `f`, holding none of them.
+    /// Returns how many were delivered. Undecodable records are skipped (counted in the log).
+    pub async fn fold<F: FnMut(Event)>(&self, from: StreamStart, mut f: F) -> Result<u64, Failure> {
+        let mut sub = self.subscribe(from).await?;
+        let mut n = 0u64;
+        loop {
+            let idle = if n == 0 {
+                READ_IDLE * 2
+            } else {
+                READ_IDLE
+            };
+            match sub.next_within(idle).await? {
+                Some(e) => {
+                    n += 1;
+                    f(e)
+                }
+                None => break,
+            }
+            if sub.at_end() {
+                break;
+            }
+        }
+        sub.close().await;
+        Ok(n)
+    }
+
+    /// Read every event from `from` into memory (use [`Ledger::fold`] for big ledgers).
+    pub async fn read(&self, from: StreamStart) -> Result<Vec<Event>, Failure> {
+        let mut out = Vec::new();
+        self.fold(from, |e| out.push(e)).await?;
+        Ok(out)
+    }
+
+    /// Follow the ledger: events from `from` on, and then live as they are appended.
+    pub async fn subscribe(&self, from: StreamStart) -> Result<Subscription, Failure> {
+        match &self.backend {
+            Backend::Stream { session, name, .. } => {
+                let pw = session.password().to_string();
+                let ch = session
+                    .channel()
+                    .await
+                    .map_err(|e| ledger_failure("opening the reader channel", e))?;
+                timed(
+                    "basic.qos",
+                    CALL_TIMEOUT,
+                    &pw,
+                    ch.basic_qos(READ_PREFETCH, BasicQosOptions::default()),
+                )
+                .await
+                .map_err(|e| ledger_failure("setting the reader's prefetch", e))?;
+                // The stream's size right now: a catch-up read stops when it has seen this many.
+                let declared = timed(
+                    "passive queue.declare",
+                    CALL_TIMEOUT,
+                    &pw,
+                    ch.queue_declare(
+                        name.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    ),
+                )
+                .await
+                .map_err(|e| ledger_failure("looking up the stream", e))?;
+                let mut args = FieldTable::default();
+                args.insert("x-stream-offset".into(), from.offset_arg());
+                let tag = format!("hopback-ledger-{}", uuid::Uuid::new_v4().simple());
+                let consumer = timed(
+                    "basic.consume",
+                    CALL_TIMEOUT,
+                    &pw,
+                    ch.basic_consume(
+                        name.as_str().into(),
+                        tag.as_str().into(),
+                        BasicConsumeOptions::default(),
+                        args,
+                    ),
+                )
+                .await
+                .map_err(|e| ledger_failure("subscribing to the stream", e))?;
+                Ok(Subscription {
+                    from,
+                    inner: SubInner::Stream {
+                        channel: ch,
+                        consumer,
+                        tag,
+                        password: pw,
+                        unacked: 0,
+                        last_tag: 0,
+                        end_offset: u64::from(declared.message_count()),
+                        last_offset: None,
+                        first_offset: None,
+                    },
+                })
+            }
+            Backend::File { path, .. } => {
+                let start = match from {
+                    StreamStart::Next => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                    _ => 0,
+                };
+                Ok(Subscription {
+                    from,
+                    inner: SubInner::File {
+                        path: path.clone(),
+                        offset: start,
+                        pending: std::collections::VecDeque::new(),
+                        caught_up: false,
+                    },
+                })
+            }
+        }
+    }
+}
+
+async fn declare_stream(
+    session: &Session,
+    name: &str,
+    max_length_bytes: u64,
+) -> Result<Option<String>, BrokerError> {
+    let pw = session.password().to_string();
+    let ch = session.channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("stream")),
+    );
+    args.insert(
+        "x-max-length-bytes".into(),
+        AMQPValue::LongLongInt(i64::try_from(max_length_bytes).unwrap_or(i64::MAX)),
+    );
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let r = timed(
+        "declaring the ledger stream",
+        CALL_TIMEOUT,
+        &pw,
+        ch.queue_declare(name.into(), opts, args),
+    )
+    .await;
+    match r {
+        Ok(_) => {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+            Ok(None)
+        }
+        // Exists with other arguments. Ask again with only the queue type: a stream with another
+        // size limit (configured elsewhere) is used as is; anything else is not a ledger.
+        Err(BrokerError::Precondition(detail)) => {
+            let ch = session.channel().await?;
+            let mut only_type = FieldTable::default();
+            only_type.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("stream")),
+            );
+            let again = timed(
+                "declaring the ledger stream",
+                CALL_TIMEOUT,
+                &pw,
+                ch.queue_declare(name.into(), opts, only_type),
+            )
+            .await;
+            let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+            let short = |d: &str| d.split(" - ").nth(1).unwrap_or(d).to_string();
+            match again {
+                Err(BrokerError::Precondition(d2)) if d2.contains("x-queue-type") => {
+                    Err(BrokerError::Precondition(format!(
+                        "`{name}` exists but is not a stream ({})",
+                        short(&d2)
+                    )))
+                }
+                Ok(_) | Err(BrokerError::Precondition(_)) => Ok(Some(format!(
+                    "declared elsewhere with other arguments, used as is ({})",
+                    short(&detail)
+                ))),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn append_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut line = Vec::with_capacity(body.len() + 1);
+    line.extend_from_slice(body);
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+enum SubInner {
+    Stream {
+        channel: Channel,
+        consumer: Consumer,
+        tag: String,
+        password: String,
+        unacked: u64,
+        last_tag: u64,
+        /// Message count of the stream when the subscription started.
+        end_offset: u64,
+        last_offset: Option<u64>,
+        first_offset: Option<u64>,
+    },
+    File {
+        path: PathBuf,
+        offset: u64,
+        pending: std::collections::VecDeque<Event>,
+        caught_up: bool,
+    },
+}
+
+/// A live reader of the ledger. [`Subscription::next`] waits for the next event;
+/// [`Subscription::into_channel`] turns it into a tokio channel for the console's event loop.
+pub struct Subscription {
+    from: StreamStart,
+    inner: SubInner,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+/// How often a file-backed subscription looks for new lines.
+const FILE_POLL: Duration = Duration::from_millis(100);
+
+impl Subscription {
+    /// The next event (waits as long as it takes; wrap in a timeout or `select!`).
+    /// `Ok(None)` means the reader ended (channel closed).
+    pub async fn next(&mut self) -> Result<Option<Event>, Failure> {
+        loop {
+            if let Some(e) = self.next_within(Duration::from_secs(3600)).await? {
+                return Ok(Some(e));
+            }
+            if let SubInner::Stream { channel, .. } = &self.inner
+                && !channel.status().connected()
+            {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next event, or `Ok(None)` if none arrived within `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Event>, Failure> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match &mut self.inner {
+                SubInner::Stream {
+                    channel,
+                    consumer,
+                    password,
+                    unacked,
+                    last_tag,
+                    last_offset,
+                    first_offset,
+                    ..
+                } => {
+                    let d = match tokio::time::timeout_at(deadline, consumer.next()).await {
+                        Err(_) => return Ok(None),
+                        Ok(None) => return Ok(None),
+                        Ok(Some(Err(e))) => {
+                            return Err(ledger_failure(
+                                "reading the stream",
+                                crate::broker::session::classify(&e, password),
+                            ));
+                        }
+                        Ok(Some(Ok(d))) => d,
+                    };
+                    *last_tag = d.delivery_tag;
+                    *unacked += 1;
+                    let offset = d
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get("x-stream-offset").cloned())
+                        .and_then(|v| match v {
+                            AMQPValue::LongLongInt(i) => u64::try_from(i).ok(),
+                            AMQPValue::LongUInt(i) => Some(u64::from(i)),
+                            AMQPValue::LongInt(i) => u64::try_from(i).ok(),
+                            _ => None,
+                        });
+                    if let Some(o) = offset {
+                        *last_offset = Some(o);
+                        first_offset.get_or_insert(o);
+                    }
+                    if *unacked >= ACK_EVERY {
+                        timed(
+                            "basic.ack",
+                            CALL_TIMEOUT,
+                            password,
+                            channel.basic_ack(*last_tag, BasicAckOptions { multiple: true }),
+                        )
+                        .await
+                        .map_err(|e| ledger_failure("acknowledging the stream", e))?;
+                        *unacked = 0;
+                    }
+                    match serde_json::from_slice::<Event>(&d.data) {
+                        Ok(e) if self.from.admits(&e) => return Ok(Some(e)),
+                        Ok(_) => continue,
+                        Err(err) => {
+                            tracing::warn!(
+                                "ledger: skipping an undecodable record ({} bytes): {err}",
+                                d.data.len()
+                            );
+                            continue;
+                        }
+                    }
+                }
+                SubInner::File {
+                    path,
+                    offset,
+                    pending,
+                    caught_up,
+                } => {
+                    if let Some(e) = pending.pop_front() {
+                        return Ok(Some(e));
+                    }
+                    let new = read_file_from(path, offset).map_err(|e| {
+                        Failure::error(format!("ledger: cannot read {}: {e}", path.display()), "")
+                    })?;
+                    let from = self.from;
+                    pending.extend(new.into_iter().filter(|e| from.admits(e)));
+                    if pending.is_empty() {
+                        *caught_up = true;
+                        if tokio::time::Instant::now() >= deadline {
+                            return Ok(None);
+                        }
+                        tokio::time::sleep(FILE_POLL.min(limit)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Has a catch-up read reached what the ledger held when the subscription started?
+    pub fn at_end(&self) -> bool {
+        match &self.inner {
+            SubInner::Stream {
+                end_offset,
+                last_offset,
+                first_offset,
+                ..
+            } => match (first_offset, last_offset) {
+                // The declare-ok count covers offsets 0..end; retention may have dropped the head.
+                (Some(_), Some(last)) => *end_offset > 0 && last + 1 >= *end_offset,
+                _ => false,
+            },
+            SubInner::File {
+                pending, caught_up, ..
+            } => *caught_up && pending.is_empty(),
+        }
+    }
+
+    /// Turn into a channel fed by a background task (for the console); the task ends when the
+    /// receiver is dropped or the subscription fails (the last message is the error).
+    pub fn into_channel(mut self) -> tokio::sync::mpsc::Receiver<Result<Event, Failure>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                match self.next().await {
+                    Ok(Some(e)) => {
+                        if tx.send(Ok(e)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx
+                            .send(Err(Failure::error(
+                                "ledger: the live feed ended (connection lost)",
+                                "the console reconnects; restart it if the feed stays silent",
+                            )))
+                            .await;
+                        break;
+                    }
+                    Err(f) => {
+                        let _ = tx.send(Err(f)).await;
+                        break;
+                    }
+                }
+            }
+            self.close().await;
+        });
+        rx
+    }
+
+    /// Stop reading (ack what was read, cancel, close the channel; bounded).
+    pub async fn close(self) {
+        if let SubInner::Stream {
+            channel,
+            tag,
+            password,
+            unacked,
+            last_tag,
+            ..
+        } = self.inner
+        {
+            if unacked > 0 {
+                let _ = timed(
+                    "basic.ack",
+                    CALL_TIMEOUT,
+                    &password,
+                    channel.basic_ack(last_tag, BasicAckOptions { multiple: true }),
+                )
+                .await;
+            }
+            let _ = timed(
+                "basic.cancel",
+                CALL_TIMEOUT,
+                &password,
+                channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+            )
+            .await;
+            let _ = tokio::time::timeout(CALL_TIMEOUT, channel.close(200, "done".into())).await;
+        }
+    }
+}
+
+/// Read complete lines of the JSONL file from `offset`, advancing it past them.
+fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<Event>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    f.seek(std::io::SeekFrom::Start(*offset))?;
+    let mut r = std::io::BufReader::new(f);
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break; // a half-written last line is read next time
+        }
+        *offset += n as u64;
+        match serde_json::from_slice::<Event>(&line) {
+            Ok(e) => out.push(e),
+            Err(err) => tracing::warn!("ledger file: skipping an undecodable line: {err}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Delete a ledger stream (tests and benchmarks clean up their throwaway streams with this).
+pub async fn delete_stream(session: &Session, name: &str) -> Result<(), BrokerError> {
+    let ch = session.channel().await?;
+    timed(
+        "queue.delete",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.queue_delete(name.into(), Default::default()),
+    )
+    .await?;
+    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+    Ok(())
+}

@@ -1,0 +1,671 @@
+//! Dead letters as plain data: the one-line summary the DLQ list shows, grouping by origin
+//! version / reason / exception header / age, move filters, and the inspector's content.
+//!
+//! Nothing here does I/O or draws: `broker::browse` turns AMQP deliveries into
+//! [`MessageView`]s, and the CLI and the TUI render the already-sanitised lines produced here.
+//! Every string that came from the broker or a message passes through [`crate::text`] before it
+//! leaves this module (the summary's fields, the inspector's lines, group keys).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::model::xdeath::{Attribution, Reason, version_of_queue};
+use crate::text::{preview, sanitize, sanitize_multiline};
+
+/// Default header carrying the worker's exception (class or message), used for grouping.
+pub const DEFAULT_EXCEPTION_HEADER: &str = "x-exception";
+/// Characters of body shown in a list row.
+pub const LIST_PREVIEW_CHARS: usize = 120;
+/// Bytes of body read to build a list preview (a 10 MB body costs no more than this).
+pub const LIST_PREVIEW_BYTES: usize = 1024;
+/// Bytes of body kept per message while browsing (memory bound of a page).
+pub const BROWSE_BODY_BYTES: usize = 4096;
+/// Bytes of body the inspector loads at most (the full message, within reason).
+pub const INSPECT_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of body the inspector renders (the rest is summarised, not drawn).
+pub const INSPECT_RENDER_BYTES: usize = 64 * 1024;
+
+/// A message as seen by the browser or the inspector, with its AMQP data flattened to strings.
+/// Values are raw (unsanitised); everything rendering them goes through [`crate::text`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageView {
+    /// 0-based position in the queue when it was read.
+    pub position: u64,
+    /// Basic properties present, in AMQP order (`message_id`, `content_type`, …), raw.
+    pub properties: Vec<(String, String)>,
+    /// Application headers (except `x-death`), raw, values rendered compactly.
+    pub headers: Vec<(String, String)>,
+    /// Where it died, why, how often, how many replays.
+    pub attribution: Attribution,
+    /// Body bytes held (possibly cut).
+    pub body: Vec<u8>,
+    /// Full body length.
+    pub body_len: usize,
+    /// Had it been delivered before this read?
+    pub redelivered: bool,
+    /// `message_id` property, raw.
+    pub message_id: Option<String>,
+    /// `content_type` property, raw.
+    pub content_type: Option<String>,
+    /// `timestamp` property (unix seconds).
+    pub timestamp: Option<i64>,
+}
+
+impl Default for MessageView {
+    fn default() -> Self {
+        Self {
+            position: 0,
+            properties: Vec::new(),
+            headers: Vec::new(),
+            attribution: Attribution {
+                origin_queue: None,
+                reason: Reason::Unknown,
+                deaths: Vec::new(),
+                replays: 0,
+            },
+            body: Vec::new(),
+            body_len: 0,
+            redelivered: false,
+            message_id: None,
+            content_type: None,
+            timestamp: None,
+        }
+    }
+}
+
+impl MessageView {
+    /// A header's raw value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// Unix seconds of the most recent death (or the timestamp property).
+    pub fn died_at(&self) -> Option<i64> {
+        self.attribution
+            .deaths
+            .first()
+            .and_then(|d| d.time)
+            .or(self.timestamp)
+    }
+}
+
+/// One row of the DLQ list: everything already sanitised and bounded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Position in the queue.
+    pub position: u64,
+    /// `message_id` (sanitised).
+    pub message_id: Option<String>,
+    /// First death queue (sanitised).
+    pub origin_queue: Option<String>,
+    /// Version of the origin queue (`v2`), when it is a convention queue of the namespace.
+    pub origin_version: Option<String>,
+    /// First death reason.
+    pub reason: String,
+    /// Exception header value (sanitised, one line, cut to 120 chars).
+    pub exception: Option<String>,
+    /// Seconds since the most recent death, when known.
+    pub age_s: Option<i64>,
+    /// `x-hopback-replays`.
+    pub replays: u32,
+    /// Total deaths (sum of `x-death` counts).
+    pub deaths: u64,
+    /// Body length in bytes.
+    pub body_len: usize,
+    /// One-line body preview (sanitised, ≤ 120 chars).
+    pub preview: String,
+}
+
+/// Summarise a message for the list (`now_s` = current unix time, for the age).
+pub fn summarize(ns: &str, m: &MessageView, exception_header: &str, now_s: i64) -> Summary {
+    let origin = m.attribution.origin_queue.clone();
+    Summary {
+        position: m.position,
+        message_id: m.message_id.as_deref().map(|s| sanitize(s).into_owned()),
+        origin_version: origin.as_deref().and_then(|q| version_of_queue(ns, q)),
+        origin_queue: origin.as_deref().map(|s| sanitize(s).into_owned()),
+        reason: sanitize(m.attribution.reason.as_str()).into_owned(),
+        exception: m
+            .header(exception_header)
+            .map(|v| preview(v.as_bytes(), LIST_PREVIEW_BYTES, LIST_PREVIEW_CHARS)),
+        age_s: m.died_at().map(|t| (now_s - t).max(0)),
+        replays: m.attribution.replays,
+        deaths: m.attribution.deaths.iter().map(|d| d.count).sum(),
+        body_len: m.body_len,
+        preview: preview(&m.body, LIST_PREVIEW_BYTES, LIST_PREVIEW_CHARS),
+    }
+}
+
+/// What to group the DLQ list by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// Origin version (first `x-death` queue).
+    Origin,
+    /// Dead-letter reason.
+    Reason,
+    /// The exception header.
+    Exception,
+    /// Age bucket of the most recent death.
+    Age,
+}
+
+/// An age bucket label for `age_s` (`None` = unknown).
+pub fn age_bucket(age_s: Option<i64>) -> &'static str {
+    match age_s {
+        None => "unknown age",
+        Some(s) if s < 60 => "< 1 min",
+        Some(s) if s < 600 => "1–10 min",
+        Some(s) if s < 3600 => "10–60 min",
+        Some(s) if s < 86_400 => "1–24 h",
+        Some(_) => "> 1 day",
+    }
+}
+
+fn age_rank(label: &str) -> u8 {
+    match label {
+        "< 1 min" => 0,
+        "1–10 min" => 1,
+        "10–60 min" => 2,
+        "1–24 h" => 3,
+        "> 1 day" => 4,
+        _ => 5,
+    }
+}
+
+/// The group key of a summary.
+pub fn group_key(s: &Summary, by: GroupBy) -> String {
+    match by {
+        GroupBy::Origin => s
+            .origin_version
+            .clone()
+            .or_else(|| s.origin_queue.clone())
+            .unwrap_or_else(|| "no origin".into()),
+        GroupBy::Reason => s.reason.clone(),
+        GroupBy::Exception => s
+            .exception
+            .clone()
+            .unwrap_or_else(|| "no exception header".into()),
+        GroupBy::Age => age_bucket(s.age_s).to_string(),
+    }
+}
+
+/// One group of dead letters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    /// The key (sanitised): `v2`, `rejected`, an exception, an age bucket.
+    pub key: String,
+    /// Messages in the group.
+    pub count: usize,
+    /// Their queue positions, ascending.
+    pub positions: Vec<u64>,
+    /// Oldest age in the group, seconds.
+    pub oldest_age_s: Option<i64>,
+}
+
+/// Group summaries: largest group first (age groups young → old), ties by key.
+pub fn group(items: &[Summary], by: GroupBy) -> Vec<Group> {
+    let mut map: BTreeMap<String, Group> = BTreeMap::new();
+    for s in items {
+        let key = group_key(s, by);
+        let g = map.entry(key.clone()).or_insert_with(|| Group {
+            key,
+            count: 0,
+            positions: Vec::new(),
+            oldest_age_s: None,
+        });
+        g.count += 1;
+        g.positions.push(s.position);
+        g.oldest_age_s = match (g.oldest_age_s, s.age_s) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let mut groups: Vec<Group> = map.into_values().collect();
+    for g in &mut groups {
+        g.positions.sort_unstable();
+    }
+    if by == GroupBy::Age {
+        groups.sort_by_key(|g| age_rank(&g.key));
+    } else {
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    }
+    groups
+}
+
+/// One condition of a move/replay filter. All conditions of a [`Filter`] must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Condition {
+    /// First death reason equals (`rejected`, `expired`, `maxlen`, `delivery_limit`).
+    Reason(String),
+    /// Origin version equals (`v2`) — or the origin queue's full name.
+    Origin(String),
+    /// A header equals a value (string comparison of the rendered value).
+    Header(String, String),
+    /// The body contains this text (bytes).
+    BodyContains(String),
+    /// `message_id` equals.
+    MessageId(String),
+}
+
+/// A conjunction of conditions; empty = everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filter {
+    /// Conditions, all required.
+    pub conditions: Vec<Condition>,
+}
+
+impl Filter {
+    /// Parse CLI `K=V` filters: `reason=rejected`, `origin=v2`, `body~=text` (or `body=text`),
+    /// `message_id=…`, `header.NAME=V` (or any other key, taken as a header name).
+    pub fn parse(items: &[String]) -> Result<Self, String> {
+        let mut conditions = Vec::new();
+        for item in items {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("filter `{item}` is not K=V (e.g. reason=rejected)"))?;
+            let k = k.trim();
+            let c = match k {
+                "reason" => Condition::Reason(v.to_string()),
+                "origin" | "version" => Condition::Origin(v.to_string()),
+                "body" | "body~" => Condition::BodyContains(v.to_string()),
+                "message_id" | "id" => Condition::MessageId(v.to_string()),
+                _ if k.is_empty() => return Err(format!("filter `{item}` has an empty key")),
+                _ => Condition::Header(
+                    k.strip_prefix("header.").unwrap_or(k).to_string(),
+                    v.to_string(),
+                ),
+            };
+            conditions.push(c);
+        }
+        Ok(Self { conditions })
+    }
+    /// Is the filter empty?
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+    /// Does a message match? `ns` resolves origin versions; `body` is the full body.
+    pub fn matches(&self, ns: &str, m: &MessageView) -> bool {
+        self.conditions.iter().all(|c| match c {
+            Condition::Reason(r) => m.attribution.reason.as_str() == r,
+            Condition::Origin(o) => m.attribution.origin_queue.as_deref().is_some_and(|q| {
+                q == o || version_of_queue(ns, q).as_deref() == Some(o.as_str())
+            }),
+            Condition::Header(k, v) => m.header(k) == Some(v.as_str()),
+            Condition::BodyContains(t) => contains(&m.body, t.as_bytes()),
+            Condition::MessageId(id) => m.message_id.as_deref() == Some(id.as_str()),
+        })
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// How the inspector shows a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyMode {
+    /// JSON pretty-printed when it parses, text otherwise.
+    #[default]
+    Auto,
+    /// Text (invalid UTF-8 shown as `�`).
+    Text,
+    /// Pretty JSON (falls back to text with a note).
+    Json,
+    /// Hex dump, 16 bytes a line.
+    Hex,
+}
+
+/// The kind of an inspector line, so the UI can style it (the CLI ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// A section title.
+    Title,
+    /// `key: value`.
+    Field,
+    /// Body text.
+    Body,
+    /// JSON key line (for highlighting).
+    JsonKey,
+    /// A note from hopback (truncation, fallbacks).
+    Note,
+    /// Blank separator.
+    Blank,
+}
+
+/// One line of the inspector: sanitised, no control characters, no newline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InspectorLine {
+    /// How to style it.
+    pub kind: LineKind,
+    /// The text, terminal-safe.
+    pub text: String,
+}
+
+fn line(kind: LineKind, text: impl Into<String>) -> InspectorLine {
+    InspectorLine {
+        kind,
+        text: text.into(),
+    }
+}
+
+fn field(k: &str, v: &str) -> InspectorLine {
+    line(
+        LineKind::Field,
+        format!("{}: {}", sanitize(k), preview(v.as_bytes(), 4096, 1000)),
+    )
+}
+
+/// The inspector's content for one message: properties, headers, x-death history, replay count,
+/// then the body in `mode`. Every line is terminal-safe (no control or bidi characters).
+pub fn inspector_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
+    let mut out = vec![line(LineKind::Title, format!("Message #{}", m.position))];
+    let a = &m.attribution;
+    out.push(field(
+        "origin",
+        a.origin_queue.as_deref().unwrap_or("(unknown)"),
+    ));
+    out.push(field("reason", a.reason.as_str()));
+    out.push(field("replays (x-hopback-replays)", &a.replays.to_string()));
+    out.push(field("redelivered", if m.redelivered { "yes" } else { "no" }));
+    out.push(line(LineKind::Blank, ""));
+    out.push(line(LineKind::Title, "Properties"));
+    if m.properties.is_empty() {
+        out.push(line(LineKind::Note, "(none)"));
+    }
+    for (k, v) in &m.properties {
+        out.push(field(k, v));
+    }
+    out.push(line(LineKind::Blank, ""));
+    out.push(line(LineKind::Title, "Headers"));
+    if m.headers.is_empty() {
+        out.push(line(LineKind::Note, "(none)"));
+    }
+    for (k, v) in &m.headers {
+        out.push(field(k, v));
+    }
+    out.push(line(LineKind::Blank, ""));
+    out.push(line(
+        LineKind::Title,
+        format!("x-death history ({} entries, most recent first)", a.deaths.len()),
+    ));
+    for d in &a.deaths {
+        let when = d
+            .time
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "?".into());
+        out.push(line(
+            LineKind::Field,
+            format!(
+                "{} ×{}  queue={}  exchange={}  keys={}  at {}",
+                sanitize(d.reason.as_str()),
+                d.count,
+                sanitize(&d.queue),
+                sanitize(&d.exchange),
+                sanitize(&d.routing_keys.join(",")),
+                when
+            ),
+        ));
+    }
+    out.push(line(LineKind::Blank, ""));
+    out.extend(body_lines(m, mode));
+    debug_assert!(out.iter().all(|l| crate::text::is_terminal_safe(&l.text)));
+    out
+}
+
+/// The body section alone (the inspector's body pane switches modes without rebuilding the rest).
+pub fn body_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
+    let shown = &m.body[..m.body.len().min(INSPECT_RENDER_BYTES)];
+    let mut out = Vec::new();
+    let parsed = match mode {
+        BodyMode::Auto | BodyMode::Json if shown.len() == m.body_len => {
+            serde_json::from_slice::<serde_json::Value>(shown).ok()
+        }
+        _ => None,
+    };
+    let effective = match (mode, &parsed) {
+        (BodyMode::Auto, Some(_)) => BodyMode::Json,
+        (BodyMode::Auto, None) => BodyMode::Text,
+        (m, _) => m,
+    };
+    out.push(line(
+        LineKind::Title,
+        format!(
+            "Body ({} bytes, {})",
+            m.body_len,
+            match effective {
+                BodyMode::Json => "json",
+                BodyMode::Hex => "hex",
+                _ => "text",
+            }
+        ),
+    ));
+    match effective {
+        BodyMode::Json => match parsed {
+            Some(v) => {
+                let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+                for l in pretty.lines() {
+                    let kind = if l.trim_start().starts_with('"') && l.contains("\": ") {
+                        LineKind::JsonKey
+                    } else {
+                        LineKind::Body
+                    };
+                    out.push(line(kind, sanitize(l).into_owned()));
+                }
+            }
+            None => {
+                out.push(line(
+                    LineKind::Note,
+                    "(not valid JSON, or too large to parse — shown as text)",
+                ));
+                out.extend(text_lines(shown));
+            }
+        },
+        BodyMode::Hex => {
+            for (i, chunk) in shown.chunks(16).enumerate() {
+                let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+                let ascii: String = chunk
+                    .iter()
+                    .map(|&b| {
+                        if (0x20..0x7f).contains(&b) {
+                            b as char
+                        } else {
+                            '.'
+                        }
+                    })
+                    .collect();
+                out.push(line(
+                    LineKind::Body,
+                    format!("{:08x}  {:<47}  {}", i * 16, hex.join(" "), ascii),
+                ));
+            }
+        }
+        _ => out.extend(text_lines(shown)),
+    }
+    if m.body_len > shown.len() {
+        out.push(line(
+            LineKind::Note,
+            format!(
+                "… {} more bytes not shown (export the message to see all of it)",
+                m.body_len - shown.len()
+            ),
+        ));
+    }
+    out
+}
+
+fn text_lines(body: &[u8]) -> Vec<InspectorLine> {
+    let text = String::from_utf8_lossy(body);
+    let safe = sanitize_multiline(&text);
+    safe.split('\n')
+        .map(|l| {
+            // Very long lines are cut so one line cannot cost the UI a megabyte of layout.
+            let cut: String = l.chars().take(2000).collect();
+            let cut = if l.chars().nth(2000).is_some() {
+                format!("{cut}…")
+            } else {
+                cut
+            };
+            line(LineKind::Body, cut)
+        })
+        .collect()
+}
+
+/// The export document of one message (`e` in the TUI, `dlq show --export` on the CLI): raw
+/// values, JSON-escaped, body as base64 plus UTF-8 text when it is valid.
+pub fn export_document(queue: &str, m: &MessageView) -> serde_json::Value {
+    use base64::Engine;
+    let body_text = std::str::from_utf8(&m.body).ok();
+    serde_json::json!({
+        "queue": queue,
+        "position": m.position,
+        "exported_at": chrono::Utc::now().to_rfc3339(),
+        "properties": m.properties.iter().cloned().collect::<BTreeMap<_, _>>(),
+        "headers": m.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
+        "x_death": m.attribution.deaths,
+        "origin_queue": m.attribution.origin_queue,
+        "reason": m.attribution.reason.as_str(),
+        "replays": m.attribution.replays,
+        "redelivered": m.redelivered,
+        "body_len": m.body_len,
+        "body_truncated": m.body.len() < m.body_len,
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(&m.body),
+        "body_text": body_text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::xdeath::DeathEntry;
+    use crate::text::is_terminal_safe;
+
+    fn msg(pos: u64, origin: &str, reason: Reason, exc: Option<&str>, t: Option<i64>) -> MessageView {
+        MessageView {
+            position: pos,
+            headers: exc
+                .map(|e| vec![("x-exception".to_string(), e.to_string())])
+                .unwrap_or_default(),
+            attribution: Attribution {
+                origin_queue: Some(origin.to_string()),
+                reason: reason.clone(),
+                deaths: vec![DeathEntry {
+                    queue: origin.to_string(),
+                    reason,
+                    count: 1,
+                    exchange: String::new(),
+                    routing_keys: vec![],
+                    time: t,
+                }],
+                replays: 0,
+            },
+            body: b"{\"a\":1}".to_vec(),
+            body_len: 7,
+            message_id: Some(format!("id-{pos}")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn groups_by_origin_reason_exception_and_age() {
+        let now = 1_000_000;
+        let items: Vec<Summary> = vec![
+            msg(0, "e.v2", Reason::Rejected, Some("Boom"), Some(now - 10)),
+            msg(1, "e.v2", Reason::Rejected, Some("Boom"), Some(now - 7200)),
+            msg(2, "e.v1", Reason::Expired, None, None),
+        ]
+        .iter()
+        .map(|m| summarize("e", m, "x-exception", now))
+        .collect();
+        let g = group(&items, GroupBy::Origin);
+        assert_eq!(g[0].key, "v2");
+        assert_eq!(g[0].count, 2);
+        assert_eq!(g[0].positions, vec![0, 1]);
+        assert_eq!(g[1].key, "v1");
+        let r = group(&items, GroupBy::Reason);
+        assert_eq!((r[0].key.as_str(), r[0].count), ("rejected", 2));
+        assert_eq!((r[1].key.as_str(), r[1].count), ("expired", 1));
+        let e = group(&items, GroupBy::Exception);
+        assert_eq!(e[0].key, "Boom");
+        assert_eq!(e[1].key, "no exception header");
+        let a = group(&items, GroupBy::Age);
+        let keys: Vec<&str> = a.iter().map(|g| g.key.as_str()).collect();
+        assert_eq!(keys, vec!["< 1 min", "1–24 h", "unknown age"]);
+        assert_eq!(a[1].oldest_age_s, Some(7200));
+    }
+
+    #[test]
+    fn filters_parse_and_match() {
+        let m = msg(0, "e.v2", Reason::Rejected, Some("Boom"), None);
+        let f = |s: &[&str]| Filter::parse(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert!(f(&["reason=rejected", "origin=v2"]).unwrap().matches("e", &m));
+        assert!(f(&["origin=e.v2"]).unwrap().matches("e", &m));
+        assert!(!f(&["origin=v1"]).unwrap().matches("e", &m));
+        assert!(f(&["x-exception=Boom"]).unwrap().matches("e", &m));
+        assert!(f(&["header.x-exception=Boom"]).unwrap().matches("e", &m));
+        assert!(!f(&["x-exception=Other"]).unwrap().matches("e", &m));
+        assert!(f(&["body=\"a\""]).unwrap().matches("e", &m));
+        assert!(!f(&["body=zzz"]).unwrap().matches("e", &m));
+        assert!(f(&["id=id-0"]).unwrap().matches("e", &m));
+        assert!(f(&["nokv"]).is_err());
+        assert!(Filter::default().matches("e", &m));
+    }
+
+    #[test]
+    fn hostile_message_renders_safely_in_every_mode() {
+        let hostile = "\x1b]52;c;aGVsbG8=\x07\x1b]8;;http://evil\x1b\\x\x1b[2J\x1b[6n\x1bc\u{9b}31m invoice\u{202e}fdp.exe";
+        let mut body = hostile.as_bytes().to_vec();
+        body.extend_from_slice(b"\xff\xfe");
+        let mut m = msg(3, "e.v2\x1b[2J", Reason::Other("x\x1bc".into()), Some(hostile), None);
+        m.properties = vec![("message_id".into(), hostile.into())];
+        m.headers.push(("k\u{202e}".into(), hostile.into()));
+        m.body_len = body.len();
+        m.body = body;
+        for mode in [BodyMode::Auto, BodyMode::Text, BodyMode::Json, BodyMode::Hex] {
+            for l in inspector_lines(&m, mode) {
+                assert!(is_terminal_safe(&l.text), "{mode:?}: {:?}", l.text);
+                assert!(!l.text.contains('\n'));
+            }
+        }
+        let s = summarize("e", &m, "x-exception", 0);
+        for t in [
+            s.preview.as_str(),
+            s.exception.as_deref().unwrap_or(""),
+            s.origin_queue.as_deref().unwrap_or(""),
+            s.reason.as_str(),
+        ] {
+            assert!(is_terminal_safe(t), "{t:?}");
+        }
+        assert!(s.preview.contains('␛'));
+    }
+
+    #[test]
+    fn json_body_is_pretty_and_hex_is_dumped() {
+        let m = msg(0, "e.v1", Reason::Rejected, None, None);
+        let lines = body_lines(&m, BodyMode::Auto);
+        assert!(lines[0].text.contains("json"));
+        assert!(lines.iter().any(|l| l.kind == LineKind::JsonKey && l.text.contains("\"a\": 1")));
+        let hex = body_lines(&m, BodyMode::Hex);
+        assert!(hex[1].text.starts_with("00000000  7b 22 61 22 3a 31 7d"));
+    }
+
+    #[test]
+    fn big_body_is_bounded_in_the_inspector() {
+        let mut m = msg(0, "e.v1", Reason::Rejected, None, None);
+        m.body = vec![b'A'; 10 * 1024 * 1024];
+        m.body_len = m.body.len();
+        let lines = body_lines(&m, BodyMode::Text);
+        let total: usize = lines.iter().map(|l| l.text.len()).sum();
+        assert!(total < 10_000, "{total}");
+        assert!(lines.last().unwrap().text.contains("more bytes not shown"));
+        let doc = export_document("e.dlq", &m);
+        assert_eq!(doc["body_len"], 10 * 1024 * 1024);
+    }
+}

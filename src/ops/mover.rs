@@ -1,0 +1,946 @@
+//! The mover: moves messages from one queue to a target without ever losing one (DESIGN §3).
+//! It serves every "move" in hopback: replaying dead letters to their origin queue, to another
+//! version or through the entry exchange; draining `NS.v2 → NS.v1` during a rollback; replaying
+//! `NS.unrouted` through the entry exchange.
+//!
+//! The algorithm, per message:
+//! 1. consume the source with manual ack and a bounded prefetch;
+//! 2. publish to the target with `mandatory` on a publisher-confirm channel, keeping up to
+//!    `confirm_window` confirms outstanding (pipelined: the next publish never waits for the
+//!    previous confirm, and every confirm is awaited individually, in order);
+//! 3. ack the source message only once *its* confirm is `Ack` without a `basic.return`, and check
+//!    that the ack went out (`Acker::ack` → `Ok(true)`). A failed ack means the broker will
+//!    redeliver a message that is already in the target: it is counted as a possible duplicate,
+//!    never as lost.
+//!
+//! Messages that do not match the filter, have no known origin, were returned or nacked are held
+//! unacked and go back to the source, in place, when the run ends (the channel closes). A dead
+//! connection ends the current *epoch*: everything unacked returns to the source, the mover
+//! reconnects with [`backoff_delay`] and continues, so a run — and a re-run after a crash — only
+//! ever continues with what is left (resumable by construction).
+//!
+//! Loops: a replay adds 1 to `x-hopback-replays`; a message already replayed `max_replays` times
+//! is not replayed again but parked in `park_queue` (classic, durable, declared when first needed)
+//! unless the spec is forced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
+    BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Acker, BasicProperties, Channel, Confirmation, PublisherConfirm};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::broker::browse::message_view;
+use crate::broker::session::{
+    BrokerError, CALL_TIMEOUT, Session, backoff_delay, connect, short, timed,
+};
+use crate::config::Profile;
+use crate::model::deadletter::Filter;
+use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_u64};
+
+/// Default prefetch of the source consumer (tuned by `hopback-bench`, see the README).
+pub const DEFAULT_PREFETCH: u16 = 2000;
+/// Default number of publisher confirms outstanding.
+pub const DEFAULT_CONFIRM_WINDOW: usize = 1000;
+/// Default replay limit before a message is parked.
+pub const DEFAULT_MAX_REPLAYS: u32 = 3;
+/// Extra prefetch kept for held (non-matching / unroutable) messages, so a filter does not stall
+/// the consumer after `prefetch` non-matching messages.
+pub const HOLD_ALLOWANCE: u32 = 20_000;
+/// How long a confirm may take before the channel is presumed dead.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where moved messages go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Target {
+    /// A queue, through the default exchange.
+    Queue(String),
+    /// An exchange (e.g. the entry exchange `NS`), with the message's own routing key.
+    Exchange(String),
+    /// Each message's origin queue: the first `x-death` queue.
+    Origin,
+}
+
+impl Target {
+    /// Human description.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Queue(q) => format!("queue `{}`", crate::text::sanitize(q)),
+            Target::Exchange(x) => format!("exchange `{}`", crate::text::sanitize(x)),
+            Target::Origin => "each message's origin queue".into(),
+        }
+    }
+}
+
+/// When a run stops consuming on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    /// Only the messages that were in the source when the run started (a replay whose messages
+    /// die again lands behind them and is not replayed twice in one run).
+    InitialDepth,
+    /// Until the source stays empty for `idle_timeout` (draining a version queue).
+    UntilEmpty,
+}
+
+/// Everything a move needs. Build one with [`MoveSpec::replay`], [`MoveSpec::drain`] or
+/// [`MoveSpec::replay_unrouted`] and adjust fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoveSpec {
+    /// Namespace (resolves `origin=v2` filters; recorded in reports).
+    pub namespace: String,
+    /// Queue to take messages from.
+    pub source_queue: String,
+    /// Where they go.
+    pub target: Target,
+    /// Only messages matching this (empty = all).
+    pub filter: Filter,
+    /// Stop after this many messages moved or parked.
+    pub limit: Option<u64>,
+    /// Publish at most this many messages per second.
+    pub rate_per_s: Option<f64>,
+    /// Source consumer prefetch.
+    pub prefetch: u16,
+    /// Publisher confirms outstanding at most.
+    pub confirm_window: usize,
+    /// Replays allowed before parking (with `count_replay`).
+    pub max_replays: u32,
+    /// Where over-replayed messages go (`None`: they stay in the source).
+    pub park_queue: Option<String>,
+    /// Is this a replay (increment `x-hopback-replays`, enforce `max_replays`)?
+    pub count_replay: bool,
+    /// Replay even over `max_replays`.
+    pub force: bool,
+    /// When to stop on its own.
+    pub budget: Budget,
+    /// Quiet time after which the source counts as drained.
+    pub idle_timeout: Duration,
+    /// Consecutive failed reconnects before giving up.
+    pub max_reconnect_attempts: u32,
+    /// Connection purpose, shown as `hopback PURPOSE (operator)`.
+    pub connection_purpose: String,
+}
+
+impl MoveSpec {
+    fn base(ns: &str, source: String, target: Target) -> Self {
+        Self {
+            namespace: ns.to_string(),
+            source_queue: source,
+            target,
+            filter: Filter::default(),
+            limit: None,
+            rate_per_s: None,
+            prefetch: DEFAULT_PREFETCH,
+            confirm_window: DEFAULT_CONFIRM_WINDOW,
+            max_replays: DEFAULT_MAX_REPLAYS,
+            park_queue: None,
+            count_replay: false,
+            force: false,
+            budget: Budget::InitialDepth,
+            idle_timeout: Duration::from_millis(1500),
+            max_reconnect_attempts: 8,
+            connection_purpose: "mover".into(),
+        }
+    }
+    /// Replay `NS.dlq` to `target` (usually [`Target::Origin`]), counting replays and parking
+    /// messages over `max_replays` in `NS.parked`.
+    pub fn replay(ns: &str, target: Target) -> Self {
+        let mut s = Self::base(ns, format!("{ns}.dlq"), target);
+        s.count_replay = true;
+        s.park_queue = Some(park_queue_name(ns));
+        s
+    }
+    /// Drain one queue into another (rollback: `NS.v2 → NS.v1`) until it stays empty.
+    pub fn drain(ns: &str, from_queue: &str, to_queue: &str) -> Self {
+        let mut s = Self::base(ns, from_queue.to_string(), Target::Queue(to_queue.to_string()));
+        s.budget = Budget::UntilEmpty;
+        s
+    }
+    /// Replay `NS.unrouted` through the entry exchange `NS`. Anything still unroutable goes back
+    /// to `NS.unrouted` through the alternate exchange; the initial-depth budget stops the loop.
+    pub fn replay_unrouted(ns: &str) -> Self {
+        Self::base(ns, format!("{ns}.unrouted"), Target::Exchange(ns.to_string()))
+    }
+}
+
+/// `NS.parked`: where messages over the replay limit go.
+pub fn park_queue_name(ns: &str) -> String {
+    format!("{ns}.parked")
+}
+
+/// Running, paused or stopped (set through [`MoveControl`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Moving.
+    Running,
+    /// Finishing outstanding confirms, then waiting.
+    Paused,
+    /// Finishing outstanding confirms, then ending.
+    Stopped,
+}
+
+/// Counters of a run (cumulative over reconnects).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MoveCounts {
+    /// Published, confirmed, and removed from the source.
+    pub moved: u64,
+    /// Published to the park queue, confirmed, and removed from the source.
+    pub parked: u64,
+    /// Left in the source: did not match the filter (counted once per sighting).
+    pub skipped_by_filter: u64,
+    /// Left in the source: no origin in `x-death`, or the origin queue does not exist.
+    pub no_target: u64,
+    /// Left in the source: over `max_replays` with no park queue.
+    pub refused_replays: u64,
+    /// Left in the source: the broker returned them (unroutable) or nacked them.
+    pub returned: u64,
+    /// Possibly in the target *and* still in the source (in flight at a connection loss, or their
+    /// source ack did not go out): the broker redelivers them, a re-run moves them again.
+    pub possible_duplicates: u64,
+    /// Reconnects after a lost connection.
+    pub reconnects: u64,
+}
+
+/// A progress report (sent while running, at most ~10 times a second).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoveProgress {
+    /// Counters so far.
+    pub counts: MoveCounts,
+    /// Messages to process, when known (initial depth, or the limit).
+    pub total: Option<u64>,
+    /// Moved + parked per second since the start.
+    pub rate_per_s: f64,
+    /// Estimated seconds left.
+    pub eta_s: Option<f64>,
+    /// Run state.
+    pub state: RunState,
+    /// Connected right now?
+    pub connected: bool,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The source had nothing more to give (what remains, if anything, was held).
+    Drained,
+    /// The initial depth was processed.
+    BudgetReached,
+    /// `limit` messages were moved.
+    LimitReached,
+    /// Stopped through [`MoveControl::stop`].
+    Stopped,
+    /// A failure that retrying cannot fix (missing target, unroutable, no permission, reconnects
+    /// exhausted). Nothing unconfirmed was acked.
+    Failed(String),
+}
+
+/// The end result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoveReport {
+    /// What was asked.
+    pub spec: MoveSpec,
+    /// Counters.
+    pub counts: MoveCounts,
+    /// Source depth when the run started.
+    pub initial_depth: u64,
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Wall time.
+    pub elapsed_s: f64,
+}
+
+impl MoveReport {
+    /// Did the run fail?
+    pub fn failed(&self) -> bool {
+        matches!(self.stop, StopReason::Failed(_))
+    }
+    /// Moved + parked per second.
+    pub fn rate_per_s(&self) -> f64 {
+        (self.counts.moved + self.counts.parked) as f64 / self.elapsed_s.max(1e-9)
+    }
+}
+
+/// Pause / resume / stop a running move, and watch its progress. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MoveControl {
+    state: Arc<watch::Sender<RunState>>,
+    progress: Arc<watch::Sender<Option<MoveProgress>>>,
+}
+
+impl Default for MoveControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MoveControl {
+    /// A control in `Running` state.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(watch::channel(RunState::Running).0),
+            progress: Arc::new(watch::channel(None).0),
+        }
+    }
+    /// Finish outstanding confirms, then wait.
+    pub fn pause(&self) {
+        self.state.send_if_modified(|s| {
+            let change = *s == RunState::Running;
+            if change {
+                *s = RunState::Paused;
+            }
+            change
+        });
+    }
+    /// Continue after a pause.
+    pub fn resume(&self) {
+        self.state.send_if_modified(|s| {
+            let change = *s == RunState::Paused;
+            if change {
+                *s = RunState::Running;
+            }
+            change
+        });
+    }
+    /// Finish outstanding confirms, then end the run (what is left stays in the source).
+    pub fn stop(&self) {
+        self.state.send_replace(RunState::Stopped);
+    }
+    /// The current state.
+    pub fn state(&self) -> RunState {
+        *self.state.borrow()
+    }
+    /// Progress updates (`None` until the run started).
+    pub fn subscribe(&self) -> watch::Receiver<Option<MoveProgress>> {
+        self.progress.subscribe()
+    }
+}
+
+/// What is in the confirm window: a published message waiting for its confirm.
+struct InFlight {
+    acker: Acker,
+    parked: bool,
+    origin: Option<String>,
+}
+
+/// Outcome of one connection's worth of moving.
+enum EpochEnd {
+    Finished(StopReason),
+    /// The connection or a channel died: reconnect and continue.
+    Lost(BrokerError),
+}
+
+struct Runner<'a> {
+    spec: &'a MoveSpec,
+    control: &'a MoveControl,
+    counts: MoveCounts,
+    initial_depth: u64,
+    started: Instant,
+    published: u64,
+    last_progress: Instant,
+    /// Origin queue → exists (and routes).
+    origin_ok: HashMap<String, bool>,
+    park_declared: bool,
+    /// Made progress in the current epoch (resets the reconnect attempt counter).
+    progressed: bool,
+}
+
+/// Run a move to the end on its own connection (reconnecting as needed).
+pub async fn run(
+    profile: &Profile,
+    operator: &str,
+    spec: &MoveSpec,
+    control: &MoveControl,
+) -> MoveReport {
+    let started = Instant::now();
+    let mut runner = Runner {
+        spec,
+        control,
+        counts: MoveCounts::default(),
+        initial_depth: 0,
+        started,
+        published: 0,
+        last_progress: started,
+        origin_ok: HashMap::new(),
+        park_declared: false,
+        progressed: false,
+    };
+    let stop = runner.run_all(profile, operator).await;
+    runner.send_progress(false, true);
+    MoveReport {
+        spec: spec.clone(),
+        counts: runner.counts,
+        initial_depth: runner.initial_depth,
+        stop,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Start a move in a background task; control and watch it through the returned [`MoveControl`].
+pub fn spawn(
+    profile: Profile,
+    operator: String,
+    spec: MoveSpec,
+) -> (MoveControl, tokio::task::JoinHandle<MoveReport>) {
+    let control = MoveControl::new();
+    let c = control.clone();
+    let handle = tokio::spawn(async move { run(&profile, &operator, &spec, &c).await });
+    (control, handle)
+}
+
+fn fatal(e: &BrokerError) -> bool {
+    matches!(
+        e,
+        BrokerError::NotFound(_)
+            | BrokerError::AccessRefused(_)
+            | BrokerError::AuthFailed { .. }
+            | BrokerError::VhostDenied { .. }
+            | BrokerError::Precondition(_)
+    )
+}
+
+impl Runner<'_> {
+    async fn run_all(&mut self, profile: &Profile, operator: &str) -> StopReason {
+        let mut attempt = 0u32;
+        let mut first = true;
+        loop {
+            let session = match connect(profile, &self.spec.connection_purpose, operator).await {
+                Ok(s) => s,
+                Err(e) if fatal(&e) || first => return StopReason::Failed(e.to_string()),
+                Err(e) => {
+                    attempt += 1;
+                    if attempt > self.spec.max_reconnect_attempts {
+                        return StopReason::Failed(format!(
+                            "gave up after {attempt} reconnect attempts: {e}"
+                        ));
+                    }
+                    tracing::warn!(attempt, error = %e, "mover: reconnect failed");
+                    tokio::time::sleep(backoff_delay(attempt)).await;
+                    continue;
+                }
+            };
+            if first {
+                if let Err(e) = self.preflight(&session).await {
+                    session.close().await;
+                    return StopReason::Failed(e.to_string());
+                }
+                first = false;
+            }
+            self.progressed = false;
+            let end = self.epoch(&session).await;
+            session.close().await;
+            match end {
+                EpochEnd::Finished(r) => return r,
+                EpochEnd::Lost(e) if fatal(&e) => return StopReason::Failed(e.to_string()),
+                EpochEnd::Lost(e) => {
+                    if self.control.state() == RunState::Stopped {
+                        return StopReason::Stopped;
+                    }
+                    if self.progressed {
+                        attempt = 0;
+                    }
+                    attempt += 1;
+                    if attempt > self.spec.max_reconnect_attempts {
+                        return StopReason::Failed(format!(
+                            "gave up after {attempt} reconnect attempts: {e}"
+                        ));
+                    }
+                    self.counts.reconnects += 1;
+                    tracing::warn!(error = %e, attempt, "mover: connection lost; reconnecting");
+                    self.send_progress(false, true);
+                    tokio::time::sleep(backoff_delay(attempt - 1)).await;
+                }
+            }
+        }
+    }
+
+    /// Check the source and the target before touching anything.
+    async fn preflight(&mut self, session: &Session) -> Result<(), BrokerError> {
+        let q = &self.spec.source_queue;
+        let depth = session.passive_queue(q).await?.ok_or_else(|| {
+            BrokerError::NotFound(format!(
+                "source queue `{}` does not exist",
+                crate::text::sanitize(q)
+            ))
+        })?;
+        self.initial_depth = u64::from(depth.ready);
+        match &self.spec.target {
+            Target::Queue(t) => {
+                if session.passive_queue(t).await?.is_none() {
+                    return Err(BrokerError::NotFound(format!(
+                        "target queue `{}` does not exist; nothing was moved",
+                        crate::text::sanitize(t)
+                    )));
+                }
+                if t == q {
+                    return Err(BrokerError::Other(
+                        "the source and the target are the same queue".into(),
+                    ));
+                }
+            }
+            Target::Exchange(x) => {
+                if !session.exchange_exists(x).await? {
+                    return Err(BrokerError::NotFound(format!(
+                        "target exchange `{}` does not exist; nothing was moved",
+                        crate::text::sanitize(x)
+                    )));
+                }
+            }
+            Target::Origin => {}
+        }
+        Ok(())
+    }
+
+    fn total(&self) -> Option<u64> {
+        let budget = match self.spec.budget {
+            Budget::InitialDepth => Some(self.initial_depth),
+            Budget::UntilEmpty => None,
+        };
+        match (budget, self.spec.limit) {
+            (Some(b), Some(l)) => Some(b.min(l)),
+            (b, l) => b.or(l),
+        }
+    }
+
+    fn send_progress(&mut self, connected: bool, force: bool) {
+        if !force && self.last_progress.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let done = self.counts.moved + self.counts.parked;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-6);
+        let rate = done as f64 / secs;
+        let total = self.total();
+        let eta_s = total
+            .filter(|_| rate > 0.0)
+            .map(|t| t.saturating_sub(done) as f64 / rate);
+        self.control.progress.send_replace(Some(MoveProgress {
+            counts: self.counts.clone(),
+            total,
+            rate_per_s: rate,
+            eta_s,
+            state: self.control.state(),
+            connected,
+        }));
+    }
+
+    async fn ensure_park_queue(&mut self, session: &Session, name: &str) -> Result<(), BrokerError> {
+        if self.park_declared {
+            return Ok(());
+        }
+        let ch = session.channel().await?;
+        timed(
+            "queue.declare (park queue)",
+            CALL_TIMEOUT,
+            session.password(),
+            ch.queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+        self.park_declared = true;
+        Ok(())
+    }
+
+    async fn origin_exists(&mut self, session: &Session, q: &str) -> Result<bool, BrokerError> {
+        if let Some(ok) = self.origin_ok.get(q) {
+            return Ok(*ok);
+        }
+        let ok = session.passive_queue(q).await?.is_some();
+        self.origin_ok.insert(q.to_string(), ok);
+        Ok(ok)
+    }
+
+    /// One connection's worth of moving.
+    async fn epoch(&mut self, session: &Arc<Session>) -> EpochEnd {
+        match self.epoch_inner(session).await {
+            Ok(r) => EpochEnd::Finished(r),
+            Err(e) => EpochEnd::Lost(e),
+        }
+    }
+
+    async fn epoch_inner(&mut self, session: &Arc<Session>) -> Result<StopReason, BrokerError> {
+        let pw = session.password().to_string();
+        let spec = self.spec;
+        let consume_ch = session.channel().await?;
+        let publish_ch = session.confirm_channel().await?;
+        let needs_hold = !spec.filter.is_empty() || spec.target == Target::Origin;
+        let prefetch = if needs_hold {
+            u16::try_from(u32::from(spec.prefetch) + HOLD_ALLOWANCE).unwrap_or(u16::MAX)
+        } else {
+            spec.prefetch
+        };
+        timed(
+            "basic.qos",
+            CALL_TIMEOUT,
+            &pw,
+            consume_ch.basic_qos(prefetch, BasicQosOptions::default()),
+        )
+        .await?;
+        let tag = format!("hopback-mover-{}", uuid::Uuid::new_v4().simple());
+        let mut consumer = timed(
+            "basic.consume",
+            CALL_TIMEOUT,
+            &pw,
+            consume_ch.basic_consume(
+                spec.source_queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        self.send_progress(true, true);
+
+        let mut window: FuturesOrdered<
+            futures::future::BoxFuture<'static, (InFlight, Result<Confirmation, BrokerError>)>,
+        > = FuturesOrdered::new();
+        let mut acks: FuturesUnordered<futures::future::BoxFuture<'static, (bool, bool)>> =
+            FuturesUnordered::new();
+        // Messages held unacked this epoch (they go back to the source when the channel closes).
+        let mut held: Vec<Acker> = Vec::new();
+        let mut fatal_error: Option<String> = None;
+        let mut lost: Option<BrokerError> = None;
+        let mut consuming = true;
+        let mut finish: Option<StopReason> = None;
+
+        loop {
+            let state = self.control.state();
+            let done = self.counts.moved + self.counts.parked;
+            let in_flight = window.len() as u64 + acks.len() as u64;
+            if consuming {
+                if state == RunState::Stopped {
+                    consuming = false;
+                    finish.get_or_insert(StopReason::Stopped);
+                } else if fatal_error.is_some() || lost.is_some() {
+                    consuming = false;
+                } else if spec.limit.is_some_and(|l| done + in_flight >= l) {
+                    consuming = false;
+                    finish.get_or_insert(StopReason::LimitReached);
+                } else if spec.budget == Budget::InitialDepth
+                    && done + in_flight + held.len() as u64 >= self.initial_depth
+                {
+                    consuming = false;
+                    finish.get_or_insert(StopReason::BudgetReached);
+                }
+            }
+            if !consuming && window.is_empty() && acks.is_empty() {
+                break;
+            }
+            if consuming && state == RunState::Paused && window.is_empty() && acks.is_empty() {
+                self.send_progress(true, true);
+                let mut rx = self.control.state.subscribe();
+                // Wake up regularly so a dead connection is noticed while paused.
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+                if !session.is_connected() {
+                    return Err(BrokerError::Other("connection lost while paused".into()));
+                }
+                continue;
+            }
+            let can_take = consuming
+                && state == RunState::Running
+                && window.len() < spec.confirm_window.max(1);
+            tokio::select! {
+                biased;
+                Some((ok, parked)) = acks.next(), if !acks.is_empty() => {
+                    if ok {
+                        self.progressed = true;
+                        if parked { self.counts.parked += 1 } else { self.counts.moved += 1 }
+                    } else {
+                        // The broker will redeliver it although it is in the target already.
+                        self.counts.possible_duplicates += 1;
+                        lost.get_or_insert(BrokerError::Other("a source ack did not go out".into()));
+                    }
+                }
+                Some((inflight, res)) = window.next(), if !window.is_empty() => {
+                    match res {
+                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) if lost.is_none() => {
+                            let acker = inflight.acker;
+                            let parked = inflight.parked;
+                            acks.push_back_ack(acker, parked);
+                        }
+                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+                            // Confirmed, but the consume side is gone: the ack cannot go out.
+                            self.counts.possible_duplicates += 1;
+                        }
+                        Ok(Confirmation::Ack(Some(ret))) | Ok(Confirmation::Nack(Some(ret))) => {
+                            self.counts.returned += 1;
+                            let why = format!(
+                                "the broker returned a message published to {}: {} {}",
+                                match (&spec.target, &inflight.origin) {
+                                    (Target::Origin, Some(o)) => format!("origin queue `{}`", crate::text::sanitize(o)),
+                                    (t, _) => t.describe(),
+                                },
+                                ret.reply_code,
+                                crate::text::sanitize(ret.reply_text.as_str())
+                            );
+                            if let Some(o) = &inflight.origin {
+                                self.origin_ok.insert(o.clone(), false);
+                            }
+                            held.push(inflight.acker);
+                            if spec.target != Target::Origin {
+                                fatal_error.get_or_insert(why);
+                            }
+                        }
+                        Ok(Confirmation::Nack(None)) => {
+                            self.counts.returned += 1;
+                            held.push(inflight.acker);
+                        }
+                        Err(e) => {
+                            // Unknown fate: it may be in the target; the source will redeliver.
+                            self.counts.possible_duplicates += 1;
+                            lost.get_or_insert(e);
+                        }
+                    }
+                }
+                next = tokio::time::timeout(spec.idle_timeout, consumer.next()), if can_take => {
+                    let delivery = match next {
+                        Err(_) => {
+                            if window.is_empty() && acks.is_empty() {
+                                consuming = false;
+                                finish.get_or_insert(StopReason::Drained);
+                            }
+                            continue;
+                        }
+                        Ok(None) => {
+                            lost.get_or_insert(BrokerError::Other("the source consumer was cancelled".into()));
+                            continue;
+                        }
+                        Ok(Some(Err(e))) => {
+                            lost.get_or_insert(crate::broker::session::classify(&e, &pw));
+                            continue;
+                        }
+                        Ok(Some(Ok(d))) => d,
+                    };
+                    match self.dispatch(session, &publish_ch, delivery).await {
+                        Ok(Dispatch::Held(acker)) => held.push(acker),
+                        Ok(Dispatch::Published(inflight, confirm)) => {
+                            window.push_back(
+                                async move {
+                                    let r = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                                        Ok(Ok(c)) => Ok(c),
+                                        Ok(Err(e)) => Err(BrokerError::Other(format!("publisher confirm failed: {e}"))),
+                                        Err(_) => Err(BrokerError::Timeout { what: "publisher confirm".into(), secs: CONFIRM_TIMEOUT.as_secs_f64() }),
+                                    };
+                                    (inflight, r)
+                                }
+                                .boxed(),
+                            );
+                        }
+                        Err((e, _)) if fatal(&e) => {
+                            fatal_error.get_or_insert(e.to_string());
+                        }
+                        Err((e, published)) => {
+                            if published {
+                                self.counts.possible_duplicates += 1;
+                            }
+                            lost.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            self.send_progress(true, false);
+        }
+        let _ = timed(
+            "basic.cancel",
+            CALL_TIMEOUT,
+            &pw,
+            consume_ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+        )
+        .await;
+        drop(held);
+        let _ = tokio::time::timeout(CALL_TIMEOUT, publish_ch.close(200, "done".into())).await;
+        let _ = tokio::time::timeout(CALL_TIMEOUT, consume_ch.close(200, "done".into())).await;
+        if let Some(why) = fatal_error {
+            return Ok(StopReason::Failed(why));
+        }
+        if let Some(e) = lost {
+            return Err(e);
+        }
+        Ok(finish.unwrap_or(StopReason::Drained))
+    }
+
+    /// Decide what to do with one delivery and publish it if it goes somewhere.
+    /// The error's bool says whether the message may have been published.
+    async fn dispatch(
+        &mut self,
+        session: &Arc<Session>,
+        publish_ch: &Channel,
+        d: lapin::message::Delivery,
+    ) -> Result<Dispatch, (BrokerError, bool)> {
+        let spec = self.spec;
+        let headers = d.properties.headers().as_ref();
+        if !spec.filter.is_empty() {
+            let view = message_view(0, &d.properties, d.data.clone(), d.data.len(), d.redelivered);
+            if !spec.filter.matches(&spec.namespace, &view) {
+                self.counts.skipped_by_filter += 1;
+                return Ok(Dispatch::Held(d.acker));
+            }
+        }
+        let replays = header_u64(headers, REPLAYS_HEADER).unwrap_or(0);
+        let over_limit = spec.count_replay && !spec.force && replays >= u64::from(spec.max_replays);
+        let mut origin = None;
+        let (exchange, routing_key, parked) = if over_limit {
+            match &spec.park_queue {
+                Some(p) => {
+                    let p = p.clone();
+                    self.ensure_park_queue(session, &p).await.map_err(|e| (e, false))?;
+                    (String::new(), p, true)
+                }
+                None => {
+                    self.counts.refused_replays += 1;
+                    return Ok(Dispatch::Held(d.acker));
+                }
+            }
+        } else {
+            match &spec.target {
+                Target::Queue(q) => (String::new(), q.clone(), false),
+                Target::Exchange(x) => (x.clone(), d.routing_key.as_str().to_string(), false),
+                Target::Origin => {
+                    let Some(q) = attribute(headers).origin_queue else {
+                        self.counts.no_target += 1;
+                        return Ok(Dispatch::Held(d.acker));
+                    };
+                    if q == spec.source_queue
+                        || !self.origin_exists(session, &q).await.map_err(|e| (e, false))?
+                    {
+                        self.counts.no_target += 1;
+                        return Ok(Dispatch::Held(d.acker));
+                    }
+                    origin = Some(q.clone());
+                    (String::new(), q, false)
+                }
+            }
+        };
+        let props = if spec.count_replay && !parked {
+            with_replays(d.properties, replays + 1)
+        } else {
+            d.properties
+        };
+        if let Some(rate) = spec.rate_per_s.filter(|r| *r > 0.0) {
+            let due = self.started + Duration::from_secs_f64(self.published as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let confirm = timed(
+            "basic.publish",
+            CALL_TIMEOUT,
+            session.password(),
+            publish_ch.basic_publish(
+                short(&exchange).map_err(|e| (e, false))?,
+                short(&routing_key).map_err(|e| (e, false))?,
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &d.data,
+                props,
+            ),
+        )
+        .await
+        .map_err(|e| (e, true))?;
+        self.published += 1;
+        Ok(Dispatch::Published(
+            InFlight {
+                acker: d.acker,
+                parked,
+                origin,
+            },
+            confirm,
+        ))
+    }
+}
+
+enum Dispatch {
+    Held(Acker),
+    Published(InFlight, PublisherConfirm),
+}
+
+trait AckQueue {
+    fn push_back_ack(&mut self, acker: Acker, parked: bool);
+}
+
+impl AckQueue for FuturesUnordered<futures::future::BoxFuture<'static, (bool, bool)>> {
+    /// Ack a confirmed message; the future yields (ack went out, was parked).
+    fn push_back_ack(&mut self, acker: Acker, parked: bool) {
+        self.push(
+            async move {
+                let ok = matches!(
+                    tokio::time::timeout(CALL_TIMEOUT, acker.ack(BasicAckOptions::default())).await,
+                    Ok(Ok(true))
+                );
+                (ok, parked)
+            }
+            .boxed(),
+        );
+    }
+}
+
+/// The properties with `x-hopback-replays` set to `n` (everything else kept as it was).
+pub fn with_replays(props: BasicProperties, n: u64) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        ShortString::from(REPLAYS_HEADER),
+        AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+    );
+    props.with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_header_is_set_and_the_rest_kept() {
+        let p = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_delivery_mode(2);
+        let q = with_replays(p, 2);
+        assert_eq!(q.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
+        assert_eq!(*q.delivery_mode(), Some(2));
+        assert_eq!(header_u64(q.headers().as_ref(), REPLAYS_HEADER), Some(2));
+        let r = with_replays(q, 3);
+        assert_eq!(header_u64(r.headers().as_ref(), REPLAYS_HEADER), Some(3));
+    }
+
+    #[test]
+    fn control_transitions() {
+        let c = MoveControl::new();
+        c.pause();
+        assert_eq!(c.state(), RunState::Paused);
+        c.resume();
+        assert_eq!(c.state(), RunState::Running);
+        c.stop();
+        c.resume();
+        assert_eq!(c.state(), RunState::Stopped);
+    }
+
+    #[test]
+    fn spec_constructors() {
+        let r = MoveSpec::replay("e", Target::Origin);
+        assert_eq!(r.source_queue, "e.dlq");
+        assert_eq!(r.park_queue.as_deref(), Some("e.parked"));
+        assert!(r.count_replay);
+        let d = MoveSpec::drain("e", "e.v2", "e.v1");
+        assert_eq!(d.budget, Budget::UntilEmpty);
+        assert!(!d.count_replay);
+        let u = MoveSpec::replay_unrouted("e");
+        assert_eq!(u.target, Target::Exchange("e".into()));
+        assert_eq!(u.source_queue, "e.unrouted");
+    }
+}

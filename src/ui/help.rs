@@ -1,0 +1,67 @@
+//! The `?` help view, generated from the keymap table (so it shows the operator's overrides and
+//! can never disagree with what the keys do) and the list of `:` commands.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::theme::Theme;
+use super::widgets::fit;
+use crate::app::action::COMMANDS;
+use crate::app::state::AppState;
+
+/// Draw the help view.
+pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(area);
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.border)
+        .title(Span::styled(" keys (config [keymap] overrides) ", theme.title));
+    let inner = block.inner(left);
+    f.render_widget(block, left);
+    let key_w = 14usize;
+    let desc_w = usize::from(inner.width).saturating_sub(key_w + 1);
+    let lines: Vec<Line> = state
+        .keymap
+        .bindings
+        .iter()
+        .filter(|b| !b.keys.is_empty())
+        .map(|b| {
+            Line::from(vec![
+                Span::styled(format!("{:<key_w$} ", fit(&b.keys.join(" "), key_w)), theme.help_key),
+                Span::styled(fit(b.desc, desc_w), theme.help_desc),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.border)
+        .title(Span::styled(" commands ", theme.title));
+    let inner = block.inner(right);
+    f.render_widget(block, right);
+    let cmd_w = 15usize;
+    let desc_w = usize::from(inner.width).saturating_sub(cmd_w + 1);
+    let mut lines: Vec<Line> = COMMANDS
+        .iter()
+        .map(|(c, d)| {
+            Line::from(vec![
+                Span::styled(format!("{c:<cmd_w$} "), theme.help_key),
+                Span::styled(fit(d, desc_w), theme.help_desc),
+            ])
+        })
+        .collect();
+    lines.push(Line::from(""));
+    for t in [
+        "mouse: wheel scrolls, click selects,",
+        "click again opens.",
+        "Esc goes back. Data greys out when",
+        "stale; the header says why.",
+    ] {
+        lines.push(Line::from(Span::styled(t, theme.muted)));
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}

@@ -1,0 +1,311 @@
+//! The namespace view (Enter on the overview): the gate as a bar, the versions side by side — each
+//! with its numbers, depth and error-rate history, and the connection names of its consumers —
+//! and the last dead letters from the live tap (age, origin version, reason, message id, a safe
+//! one-line preview).
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
+
+use super::theme::Theme;
+use super::widgets::{age, count, fit, gatebar::gate_bar, pct, rate, spark::sparkline};
+use crate::app::state::AppState;
+use crate::model::snapshot::{NamespaceSnapshot, VersionSnapshot};
+use crate::text::sanitize;
+
+/// Draw the view of namespace `ns`.
+pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str) {
+    let Some(n) = state.namespace(ns) else {
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                format!("namespace {} is not on the broker (any more)", sanitize(ns)),
+                theme.alert,
+            )),
+            area,
+        );
+        return;
+    };
+    let stale = state.is_stale();
+    let problems = n.gate_problems.len().min(2) as u16;
+    let [gate_area, versions_area, dl_area] = Layout::vertical([
+        Constraint::Length(2 + problems),
+        Constraint::Length(11),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    draw_gate(f, gate_area, state, theme, n, stale);
+    let shown: Vec<&VersionSnapshot> = n.versions.iter().take(4).collect();
+    if shown.is_empty() {
+        f.render_widget(
+            Paragraph::new(Span::styled("no version queues", theme.muted)),
+            versions_area,
+        );
+    } else {
+        let cols = Layout::horizontal(vec![
+            Constraint::Ratio(1, shown.len() as u32);
+            shown.len()
+        ])
+        .split(versions_area);
+        for (v, col) in shown.iter().zip(cols.iter()) {
+            draw_version(f, *col, state, theme, n, v, stale);
+        }
+    }
+    draw_dead_letters(f, dl_area, state, theme, n);
+}
+
+fn draw_gate(
+    f: &mut Frame,
+    area: Rect,
+    state: &AppState,
+    theme: &Theme,
+    n: &NamespaceSnapshot,
+    stale: bool,
+) {
+    let title = format!(
+        " {} · gate {} · DLQ {} · unrouted {} ",
+        sanitize(&n.name),
+        n.gate
+            .as_ref()
+            .map(|g| g.describe())
+            .unwrap_or_else(|| "unknown".into()),
+        count(n.dlq_depth),
+        count(n.unrouted_depth),
+    );
+    let title_style = if n.unrouted_depth.is_some_and(|u| u > 0) {
+        theme.alert
+    } else {
+        theme.title
+    };
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.border)
+        .title(Span::styled(title, title_style));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let mut lines = vec![gate_bar(n.gate.as_ref(), usize::from(inner.width), theme)];
+    for p in n.gate_problems.iter().take(2) {
+        lines.push(Line::from(Span::styled(
+            fit(&format!("⚠ {}", sanitize(p)), usize::from(inner.width)),
+            theme.alert,
+        )));
+    }
+    let p = Paragraph::new(lines);
+    f.render_widget(if stale { p.style(theme.stale) } else { p }, inner);
+    let _ = state;
+}
+
+fn draw_version(
+    f: &mut Frame,
+    area: Rect,
+    state: &AppState,
+    theme: &Theme,
+    n: &NamespaceSnapshot,
+    v: &VersionSnapshot,
+    stale: bool,
+) {
+    let alerts: Vec<_> = state.alerts.of(&n.name, Some(&v.version)).collect();
+    let border = if !alerts.is_empty() {
+        theme.alert
+    } else {
+        theme.border
+    };
+    let title = format!(
+        " {} · {}{} ",
+        sanitize(&v.version),
+        sanitize(&v.queue),
+        v.queue_type
+            .as_deref()
+            .map(|t| format!(" · {}", sanitize(t)))
+            .unwrap_or_default()
+    );
+    let block = Block::bordered()
+        .border_style(border)
+        .title(Span::styled(title, theme.title));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let w = usize::from(inner.width);
+    let rates = v.rates;
+    let base = if stale { theme.stale } else { theme.base };
+    let gate = if n.gate.is_some() {
+        if v.weight > 0 {
+            format!("{:.0}%", v.gate_percent)
+        } else {
+            "off".into()
+        }
+    } else {
+        "–".into()
+    };
+    let mut lines = vec![
+        Line::from(Span::styled(
+            fit(
+                &format!(
+                    "gate {gate} · ready {} · unacked {}",
+                    count(v.ready),
+                    count(v.unacked)
+                ),
+                w,
+            ),
+            base,
+        )),
+        Line::from(Span::styled(
+            fit(
+                &format!(
+                    "in {}/s · ack {}/s · DL {}/s",
+                    rate(rates.map(|r| r.publish)),
+                    rate(rates.map(|r| r.ack)),
+                    rate(v.dead_letter_rate)
+                ),
+                w,
+            ),
+            base,
+        )),
+    ];
+    let th = state.thresholds.of(&n.name).error_rate_pct;
+    let err_style = if v.error_rate.is_some_and(|e| e * 100.0 > th) {
+        theme.alert
+    } else {
+        base
+    };
+    lines.push(Line::from(vec![
+        Span::styled("error ", base),
+        Span::styled(format!("{}%", pct(v.error_rate)), err_style),
+        Span::styled(format!(" (threshold {th}%)"), theme.muted),
+    ]));
+    let hist = state.history.get(&(n.name.clone(), v.version.clone()));
+    let depth: Vec<f64> = hist
+        .map(|h| h.iter().map(|s| s.depth as f64).collect())
+        .unwrap_or_default();
+    let errs: Vec<f64> = hist
+        .map(|h| h.iter().map(|s| s.error_rate.unwrap_or(0.0) * 100.0).collect())
+        .unwrap_or_default();
+    let max_depth = depth.iter().copied().fold(0.0, f64::max);
+    let max_err = errs.iter().copied().fold(0.0, f64::max);
+    let depth_label = format!(" max {}", count(Some(max_depth as u64)));
+    let err_label = format!(" max {max_err:.0}%");
+    lines.push(Line::from(vec![
+        Span::styled("depth ", theme.muted),
+        Span::styled(
+            sparkline(&depth, w.saturating_sub(6 + depth_label.chars().count())),
+            theme.chart_depth,
+        ),
+        Span::styled(depth_label, theme.muted),
+    ]));
+    lines.push(Line::from(vec![
+        Span::styled("err % ", theme.muted),
+        Span::styled(
+            sparkline(&errs, w.saturating_sub(6 + err_label.chars().count())),
+            theme.chart_error,
+        ),
+        Span::styled(err_label, theme.muted),
+    ]));
+    let cons = v.consumers.unwrap_or(0);
+    let cons_style = if cons == 0 && v.ready.unwrap_or(0) > 0 {
+        theme.alert
+    } else {
+        theme.muted
+    };
+    lines.push(Line::from(Span::styled(
+        format!("consumers {}", count(v.consumers)),
+        cons_style,
+    )));
+    let rows_left = usize::from(inner.height).saturating_sub(lines.len());
+    if v.connections.is_empty() {
+        if cons > 0 {
+            lines.push(Line::from(Span::styled(" (names every 5 s)", theme.muted)));
+        }
+    } else {
+        let extra = v.connections.len().saturating_sub(rows_left);
+        for (i, c) in v.connections.iter().take(rows_left).enumerate() {
+            let text = if extra > 0 && i + 1 == rows_left {
+                format!(" +{} more", extra + 1)
+            } else {
+                format!(" {}", fit(&sanitize(c), w.saturating_sub(1)))
+            };
+            lines.push(Line::from(Span::styled(text, base)));
+        }
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_dead_letters(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, n: &NamespaceSnapshot) {
+    let total: u64 = state
+        .tap
+        .totals
+        .iter()
+        .filter(|((ns, _), _)| *ns == n.name)
+        .map(|(_, c)| *c)
+        .sum();
+    let reasons: Vec<String> = state
+        .tap
+        .reasons
+        .iter()
+        .filter(|((ns, _), _)| *ns == n.name)
+        .map(|((_, r), c)| format!("{} {c}", sanitize(r)))
+        .collect();
+    let tap = if state.tap.bound.contains(&n.name) {
+        format!(
+            " last dead letters · live tap: {total} since start{} ",
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(", "))
+            }
+        )
+    } else if let Some(d) = &state.tap.down {
+        format!(" last dead letters · tap down: {} ", sanitize(d))
+    } else {
+        " last dead letters · tap not bound yet ".to_string()
+    };
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.border)
+        .title(Span::styled(tap, theme.title));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let recent: Vec<_> = state
+        .tap
+        .recent
+        .iter()
+        .rev()
+        .filter(|d| d.ns == n.name)
+        .skip(state.ns_scroll)
+        .take(usize::from(inner.height.saturating_sub(1)))
+        .collect();
+    if recent.is_empty() {
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                "none seen since the console started",
+                theme.muted,
+            )),
+            inner,
+        );
+        return;
+    }
+    let rows: Vec<Row> = recent
+        .iter()
+        .map(|d| {
+            Row::new(vec![
+                Cell::from(age(state.now_ms - d.at_ms)),
+                Cell::from(d.version.clone().unwrap_or_else(|| "?".into())),
+                Cell::from(d.reason.clone()),
+                Cell::from(d.message_id.clone().unwrap_or_else(|| "–".into())),
+                Cell::from(d.preview.clone()),
+            ])
+            .style(theme.base)
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(4),
+            Constraint::Length(10),
+            Constraint::Length(14),
+            Constraint::Min(10),
+        ],
+    )
+    .header(Row::new(["AGE", "VER", "REASON", "MESSAGE ID", "PREVIEW"]).style(theme.table_header))
+    .column_spacing(1);
+    f.render_widget(table, inner);
+}

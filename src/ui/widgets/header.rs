@@ -1,0 +1,81 @@
+//! The header line: profile, broker (host:port and vhost — never credentials), server version,
+//! connection state or "stale 12 s — reconnecting (attempt 3)", data age, badges.
+
+use ratatui::text::{Line, Span};
+
+use crate::app::state::AppState;
+use crate::text::sanitize;
+use crate::ui::theme::Theme;
+
+/// The header as one line, dropping the least important parts (server version, then the product
+/// name) when `width` is too small, so the connection state always shows.
+pub fn header(state: &AppState, theme: &Theme, width: usize) -> Line<'static> {
+    for (with_name, with_version) in [(true, true), (true, false), (false, false)] {
+        let line = build(state, theme, with_name, with_version);
+        if line.width() <= width || !with_name {
+            return line;
+        }
+    }
+    build(state, theme, false, false)
+}
+
+fn build(state: &AppState, theme: &Theme, with_name: bool, with_version: bool) -> Line<'static> {
+    let mut spans = Vec::new();
+    if with_name {
+        spans.push(Span::styled(" hopback ", theme.header));
+    }
+    if state.production {
+        spans.push(Span::styled(" PRODUCTION ", theme.badge_production));
+        spans.push(Span::raw(" "));
+    }
+    if state.read_only {
+        spans.push(Span::styled(" READ-ONLY ", theme.badge_read_only));
+        spans.push(Span::raw(" "));
+    }
+    let vhost = if state.vhost == "/" {
+        String::new()
+    } else {
+        format!(" vhost {}", sanitize(&state.vhost))
+    };
+    spans.push(Span::styled(
+        format!(
+            "{} · {}{vhost}",
+            sanitize(&state.profile),
+            sanitize(&state.broker)
+        ),
+        theme.base,
+    ));
+    if let Some(v) = state
+        .snapshot
+        .as_ref()
+        .filter(|_| with_version)
+        
+        .and_then(|s| s.server_version.as_deref())
+    {
+        spans.push(Span::styled(format!(" · RabbitMQ {}", sanitize(v)), theme.muted));
+    }
+    spans.push(Span::raw(" · "));
+    let label = state.conn_label();
+    if state.is_stale() || !state.conn.is_live() {
+        spans.push(Span::styled(label, theme.alert));
+    } else {
+        spans.push(Span::styled(label, theme.ok));
+        if let Some(a) = state.data_age_ms() {
+            spans.push(Span::styled(
+                format!(" · data {}", super::age(a)),
+                theme.muted,
+            ));
+        }
+    }
+    if state
+        .snapshot
+        .as_ref()
+        .is_some_and(|s| !s.mgmt_available)
+    {
+        spans.push(Span::styled(" · no mgmt API: rates unknown", theme.warn));
+    }
+    if let Some(d) = &state.tap.down {
+        spans.push(Span::styled(format!(" · tap down: {}", sanitize(d)), theme.warn));
+    }
+    Line::from(spans)
+}

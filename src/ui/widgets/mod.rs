@@ -1,0 +1,77 @@
+//! Small building blocks shared by the views: number formatting, text sparklines, the gate bar,
+//! the header and the status line.
+
+pub mod gatebar;
+pub mod header;
+pub mod spark;
+pub mod status;
+
+/// `1234` → `1234`, `12345` → `12.3k`, `1234567` → `1.2M`; `None` → `–` (unknown, not zero).
+pub fn count(n: Option<u64>) -> String {
+    match n {
+        None => "–".into(),
+        Some(n) if n < 10_000 => n.to_string(),
+        Some(n) if n < 1_000_000 => format!("{:.1}k", n as f64 / 1000.0),
+        Some(n) => format!("{:.1}M", n as f64 / 1_000_000.0),
+    }
+}
+
+/// A rate per second: `0`, `3.2`, `45`, `1.2k`; `None` → `–`.
+pub fn rate(r: Option<f64>) -> String {
+    match r {
+        None => "–".into(),
+        Some(r) if r <= 0.0 => "0".into(),
+        Some(r) if r < 10.0 => format!("{r:.1}"),
+        Some(r) if r < 10_000.0 => format!("{r:.0}"),
+        Some(r) => format!("{:.1}k", r / 1000.0),
+    }
+}
+
+/// An error ratio 0..1 as percent: `0.0`, `12.5`, `100`; `None` → `–`.
+pub fn pct(r: Option<f64>) -> String {
+    match r {
+        None => "–".into(),
+        Some(r) if r >= 0.9995 => "100".into(),
+        Some(r) => format!("{:.1}", r * 100.0),
+    }
+}
+
+/// An age in ms as `0.4 s`, `12 s`, `3 m`, `2 h`.
+pub fn age(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 10_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 120_000 {
+        format!("{} s", ms / 1000)
+    } else if ms < 7_200_000 {
+        format!("{} m", ms / 60_000)
+    } else {
+        format!("{} h", ms / 3_600_000)
+    }
+}
+
+/// Cut `s` to `max` display characters with `…`.
+pub fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push(crate::text::ELLIPSIS);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(count(None), "–");
+        assert_eq!(count(Some(12_345)), "12.3k");
+        assert_eq!(rate(Some(0.25)), "0.2");
+        assert_eq!(pct(Some(0.125)), "12.5");
+        assert_eq!(pct(Some(1.0)), "100");
+        assert_eq!(age(12_400), "12 s");
+        assert_eq!(fit("abcdef", 4), "abc…");
+    }
+}

@@ -1,0 +1,322 @@
+//! Snapshot tests of the console's views on ratatui's `TestBackend`, at 80×24 and 120×40, from
+//! fixed states built by feeding the same messages the background tasks send (so the state path
+//! is the real one). Every buffer is also checked for characters a terminal would interpret —
+//! the fixtures include a hostile namespace name, message id and body.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use hopback::app::keymap::Keymap;
+use hopback::app::state::{AppState, Msg};
+use hopback::broker::tap::{DeadLetterSeen, TapBatch, TapEvent};
+use hopback::config::{self, Overrides};
+use hopback::model::ConnState;
+use hopback::model::gate::GateSplit;
+use hopback::model::snapshot::{FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot};
+use hopback::ui::theme::Theme;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn cfg(production: bool) -> config::Config {
+    let text = if production {
+        "default_profile = \"prod\"\n[profiles.prod]\nurl = \"amqp://ops:s3cret@rabbit.prod:5672/%2f\"\nproduction = true\nread_only = true\n"
+    } else {
+        ""
+    };
+    let raw = config::parse(text, &PathBuf::from("t.toml")).unwrap();
+    config::resolve(raw, &PathBuf::from("t.toml"), true, &Overrides::default()).unwrap()
+}
+
+fn version(
+    v: &str,
+    ns: &str,
+    weight: u32,
+    pct: f64,
+    ready: u64,
+    consumers: u64,
+    publish: f64,
+    ack: f64,
+) -> VersionSnapshot {
+    VersionSnapshot {
+        version: v.into(),
+        queue: format!("{ns}.{v}"),
+        exists: true,
+        queue_type: Some("quorum".into()),
+        weight,
+        gate_percent: pct,
+        ready: Some(ready),
+        unacked: Some(consumers * 2),
+        consumers: Some(consumers),
+        rates: Some(Rates {
+            publish,
+            deliver: ack,
+            ack,
+            redeliver: 0.0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
+    let wave = (i % 10) * 3;
+    let email = NamespaceSnapshot {
+        name: "email".into(),
+        convention: true,
+        entry_exchange: "email".into(),
+        entry_kind: Some("x-consistent-hash".into()),
+        gate: Some(GateSplit::from_pairs([("v1".into(), 90), ("v2".into(), 10)])),
+        versions: vec![
+            version("v1", "email", 90, 90.0, 12 + wave, 3, 180.0, 179.0),
+            version(
+                "v2",
+                "email",
+                10,
+                10.0,
+                if failing { 40 + i } else { 2 },
+                1,
+                20.0,
+                if failing { 2.0 } else { 20.0 },
+            ),
+        ],
+        dlq: "email.dlq".into(),
+        dlq_depth: Some(if failing { 5 + i * 18 } else { 5 }),
+        unrouted: "email.unrouted".into(),
+        unrouted_depth: Some(if failing { 3 } else { 0 }),
+        ..Default::default()
+    };
+    let payments = NamespaceSnapshot {
+        name: "payments".into(),
+        convention: true,
+        entry_exchange: "payments".into(),
+        gate: Some(GateSplit::from_pairs([("v1".into(), 100)])),
+        versions: vec![
+            version("v1", "payments", 100, 100.0, 1_204 + wave * 10, 4, 950.0, 948.0),
+            version("v2", "payments", 0, 0.0, 0, 0, 0.0, 0.0),
+        ],
+        dlq: "payments.dlq".into(),
+        dlq_depth: Some(0),
+        unrouted: "payments.unrouted".into(),
+        unrouted_depth: Some(0),
+        ..Default::default()
+    };
+    // A hostile name: bidi override and an escape sequence must be shown, never emitted.
+    let hostile = NamespaceSnapshot {
+        name: "evil\u{202e}txt.\x1b[2J".into(),
+        convention: true,
+        gate: Some(GateSplit::from_pairs([("v1".into(), 100)])),
+        versions: vec![version("v1", "evil\u{202e}txt.\x1b[2J", 100, 100.0, 0, 1, 0.0, 0.0)],
+        dlq_depth: Some(0),
+        unrouted_depth: Some(0),
+        ..Default::default()
+    };
+    FleetSnapshot {
+        taken_at_ms: t,
+        server_version: Some("3.10.8".into()),
+        mgmt_available: true,
+        mgmt_error: None,
+        namespaces: vec![email, payments, hostile],
+    }
+}
+
+fn dead_letter(at: i64, n: u64) -> DeadLetterSeen {
+    let raw_body = format!("{{\"to\":\"user{n}@example.com\"}} \x1b]52;c;aGk=\x07 \u{202e}");
+    DeadLetterSeen {
+        ns: "email".into(),
+        version: Some("v2".into()),
+        origin_queue: Some("email.v2".into()),
+        reason: "rejected".into(),
+        at_ms: at,
+        message_id: Some(hopback::text::sanitize(&format!("msg-{n:04}\x1b[6n")).into_owned()),
+        preview: hopback::text::preview(raw_body.as_bytes(), 512, 120),
+    }
+}
+
+/// A state after 60 s of refreshes; `failing` = v2 rejects most of its work (alerts).
+fn fleet_state(failing: bool, production: bool) -> AppState {
+    let c = cfg(production);
+    let mut s = AppState::new(&c, Keymap::default(), T0);
+    s.handle_msg(Msg::Conn(ConnState::Connected { since_ms: T0 }));
+    s.handle_msg(Msg::Tap(TapEvent::Bound {
+        namespaces: ["email".to_string(), "payments".to_string()].into(),
+        since_ms: T0,
+    }));
+    let mut consumers = BTreeMap::new();
+    consumers.insert(
+        "email.v1".to_string(),
+        vec![
+            "email worker v1 (host-a)".to_string(),
+            "email worker v1 (host-b)".to_string(),
+            "email worker v1 (host-c)".to_string(),
+        ],
+    );
+    consumers.insert("email.v2".to_string(), vec!["email worker v2 (canary)".to_string()]);
+    s.handle_msg(Msg::Consumers(consumers));
+    let mut n = 0;
+    for i in 0..60u64 {
+        let t = T0 + (i as i64) * 1000;
+        if failing {
+            let mut b = TapBatch {
+                at_ms: t + 500,
+                ..Default::default()
+            };
+            for _ in 0..18 {
+                n += 1;
+                b.add(dead_letter(t + 500, n));
+            }
+            s.handle_msg(Msg::Tap(TapEvent::Batch(b)));
+        }
+        s.handle_msg(Msg::Snapshot(Box::new(snapshot(t, i, failing))));
+    }
+    s.handle_msg(Msg::Tick(T0 + 60_000));
+    s.bell_pending = false;
+    s
+}
+
+fn render(state: &AppState, w: u16, h: u16, theme: &Theme) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| {
+        hopback::ui::draw(f, state, theme);
+    })
+    .unwrap();
+    let buf = t.backend().buffer();
+    for cell in buf.content() {
+        assert!(
+            hopback::text::is_terminal_safe(cell.symbol()),
+            "unsafe cell {:?}",
+            cell.symbol()
+        );
+    }
+    t
+}
+
+fn both_sizes(name: &str, state: &AppState) {
+    let theme = Theme::builtin("dark", false).unwrap();
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let t = render(state, w, h, &theme);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), t.backend());
+    }
+}
+
+#[test]
+fn overview() {
+    let s = fleet_state(false, false);
+    assert!(s.alerts.active.is_empty(), "{:?}", s.alerts.active);
+    both_sizes("overview", &s);
+}
+
+#[test]
+fn namespace_view() {
+    let mut s = fleet_state(true, false);
+    s.handle_key("enter");
+    assert_eq!(s.selected_namespace().as_deref(), Some("email"));
+    both_sizes("namespace", &s);
+}
+
+#[test]
+fn help_view() {
+    let mut s = fleet_state(false, false);
+    s.handle_key("?");
+    both_sizes("help", &s);
+}
+
+#[test]
+fn alert_state() {
+    let s = fleet_state(true, false);
+    let tags: Vec<_> = s
+        .alerts
+        .active
+        .iter()
+        .map(|a| (a.ns.as_str(), a.version.as_deref(), a.kind.tag()))
+        .collect();
+    assert!(tags.contains(&("email", Some("v2"), "error")), "{tags:?}");
+    assert!(tags.contains(&("email", None, "unrouted")), "{tags:?}");
+    assert!(tags.contains(&("email", None, "dlq")), "{tags:?}");
+    let rb = s.rollback_recommendation().unwrap();
+    assert_eq!(rb.version.as_deref(), Some("v2"));
+    let v2 = s.namespace("email").unwrap().version("v2").unwrap();
+    assert!(v2.error_rate.unwrap() > 0.5, "{v2:?}");
+    both_sizes("alert", &s);
+    // The status line is in the alert style and names the key.
+    let theme = Theme::builtin("dark", false).unwrap();
+    let t = render(&s, 120, 40, &theme);
+    let buf = t.backend().buffer();
+    let last: String = (0..120).map(|x| buf[(x, 39)].symbol().to_string()).collect();
+    assert!(last.contains("rollback recommended — press r"), "{last}");
+    assert_eq!(buf[(0, 39)].fg, theme.alert.fg.unwrap());
+}
+
+#[test]
+fn stale_state() {
+    let mut s = fleet_state(false, true);
+    s.handle_msg(Msg::RefreshFailed {
+        error: "passive queue.declare timed out after 5.0 s".into(),
+    });
+    s.handle_msg(Msg::Conn(ConnState::Reconnecting {
+        since_ms: T0 + 60_000,
+        attempt: 3,
+        last_error: "cannot reach the broker".into(),
+    }));
+    s.handle_msg(Msg::Tick(T0 + 59_000 + 12_000));
+    assert!(s.is_stale());
+    assert_eq!(s.conn_label(), "stale 12 s — reconnecting (attempt 3)");
+    both_sizes("stale", &s);
+    // Production + read-only badges, and no credentials anywhere on screen.
+    let theme = Theme::builtin("production-red", false).unwrap();
+    let t = render(&s, 120, 40, &theme);
+    let screen = t.backend().to_string();
+    assert!(screen.contains("PRODUCTION") && screen.contains("READ-ONLY"));
+    assert!(screen.contains("rabbit.prod:5672"));
+    assert!(!screen.contains("s3cret") && !screen.contains("ops:"));
+    // The table body is greyed in the stale style.
+    let buf = t.backend().buffer();
+    assert_eq!(buf[(0, 3)].fg, theme.stale.fg.unwrap());
+    assert!(screen.contains("stale 12 s — reconnecting (attempt 3)"));
+}
+
+#[test]
+fn keys_filter_sort_and_commands() {
+    let mut s = fleet_state(true, false);
+    for k in ["/", "p", "a", "y"] {
+        s.handle_key(k);
+    }
+    assert_eq!(s.rows().len(), 2);
+    s.handle_key("enter");
+    assert_eq!(s.filter, "pay");
+    s.handle_key("esc");
+    assert!(s.filter.is_empty());
+    // Sort by error rate puts the failing namespace first.
+    s.handle_key("s");
+    assert_eq!(s.selected_namespace().as_deref(), Some("email"));
+    s.handle_key("G");
+    assert_eq!(s.selected, s.rows().len() - 1);
+    for k in [":", "n", "s", "space", "p", "a", "y", "m", "e", "n", "t", "s", "enter"] {
+        s.handle_key(k);
+    }
+    assert_eq!(
+        s.view(),
+        &hopback::app::state::View::Namespace {
+            ns: "payments".into()
+        }
+    );
+    s.handle_key("r");
+    assert!(
+        s.message
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("rollback view not available yet")
+    );
+    s.handle_key("esc");
+    assert_eq!(s.view(), &hopback::app::state::View::Overview);
+    for k in [":", "b", "o", "g", "u", "s", "enter"] {
+        s.handle_key(k);
+    }
+    assert!(s.message.as_ref().unwrap().text.contains("unknown command"));
+    assert_eq!(
+        s.handle_key("q"),
+        hopback::app::state::Effect::Quit
+    );
+}
