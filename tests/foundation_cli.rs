@@ -558,16 +558,30 @@ async fn status_degrades_cleanly_without_the_management_api() {
     let t = common::TestNs::new("nomgmt", &["v1", "v2"], QueueType::Classic).await;
     let ch = t.session.confirm_channel().await.unwrap();
     publish(&ch, &t.ns, "", 25, "n").await;
-    let (code, out, err) = run(&["--mgmt-url", "http://127.0.0.1:1/", "--json", "status", &t.ns]);
+    let (code, out, err) = run(&[
+        "--mgmt-url",
+        "http://127.0.0.1:1/",
+        "--json",
+        "status",
+        &t.ns,
+    ]);
     assert_eq!(code, 0, "{err}");
     let snap: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(snap["mgmt_available"], false);
     assert!(snap["mgmt_error"].as_str().unwrap().contains("unreachable"));
     let ns = &snap["namespaces"][0];
-    assert_eq!(ns["gate"], serde_json::Value::Null, "gate unknown, not empty");
+    assert_eq!(
+        ns["gate"],
+        serde_json::Value::Null,
+        "gate unknown, not empty"
+    );
     let v1 = &ns["versions"][0];
     assert_eq!(v1["ready"], 25, "exact depth from passive declare");
-    assert_eq!(v1["rates"], serde_json::Value::Null, "rates unknown, not zero");
+    assert_eq!(
+        v1["rates"],
+        serde_json::Value::Null,
+        "rates unknown, not zero"
+    );
     let (code, human, _) = run(&["--mgmt-url", "http://127.0.0.1:1/", "status", &t.ns]);
     assert_eq!(code, 0);
     assert!(human.contains("management API unavailable"), "{human}");
@@ -578,7 +592,11 @@ async fn status_degrades_cleanly_without_the_management_api() {
 fn completions_are_generated() {
     let (code, out, _) = run(&["completions", "bash"]);
     assert_eq!(code, 0);
-    assert!(out.contains("_hopback()") && out.contains("status"), "{}", &out[..out.len().min(300)]);
+    assert!(
+        out.contains("_hopback()") && out.contains("status"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
     let (code, _, err) = run(&["completions", "nosuchshell"]);
     assert_eq!(code, 2, "{err}");
 }

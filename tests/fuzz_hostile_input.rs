@@ -13,7 +13,10 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("HOPBACK_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    std::env::var("HOPBACK_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
 }
 
 /// Strings biased towards what hurts terminals: ESC sequences, C1, bidi, NUL, long runs.
@@ -124,8 +127,14 @@ fn headers_nested_100_deep_are_decoded_without_stack_trouble() {
         v = AMQPValue::FieldTable(t);
     }
     let mut h = FieldTable::default();
-    h.insert(ShortString::from("x-death"), AMQPValue::FieldArray(FieldArray::from(vec![v])));
+    h.insert(
+        ShortString::from("x-death"),
+        AMQPValue::FieldArray(FieldArray::from(vec![v])),
+    );
     let a = attribute(Some(&h));
     assert_eq!(a.deaths.len(), 1);
-    assert_eq!(a.deaths[0].queue, "", "a table where a string belongs is not a queue name");
+    assert_eq!(
+        a.deaths[0].queue, "",
+        "a table where a string belongs is not a queue name"
+    );
 }

@@ -45,13 +45,24 @@ async fn flips_verify_journal_and_are_idempotent() {
     let ledger = Ledger::open_stream(&t.session, &t.cfg, &stream).await;
     assert!(ledger.is_stream());
 
-    let r = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &req(&t.ns, "v1=90 v2=10")).await.unwrap();
+    let r = gate::apply(
+        &t.session,
+        &mgmt,
+        &ledger,
+        &t.cfg,
+        &req(&t.ns, "v1=90 v2=10"),
+    )
+    .await
+    .unwrap();
     assert!(r.changed && r.verified, "{r:?}");
     assert_eq!(r.before, split("v1=100"));
     assert_eq!(r.after, split("v1=90 v2=10"));
     assert_eq!(
         bindings(&mgmt, &t.ns).await,
-        vec![(format!("{}.v1", t.ns), "90".into()), (format!("{}.v2", t.ns), "10".into())]
+        vec![
+            (format!("{}.v1", t.ns), "90".into()),
+            (format!("{}.v2", t.ns), "10".into())
+        ]
     );
     let ev = r.event.clone().unwrap();
     assert_eq!(ev.kind, EventKind::GateSet);
@@ -60,16 +71,33 @@ async fn flips_verify_journal_and_are_idempotent() {
     assert_eq!(ev.reason.as_deref(), Some("test"));
 
     // Same routing again: a no-op that says so and journals nothing.
-    let again = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &req(&t.ns, "v1=90 v2=10")).await.unwrap();
+    let again = gate::apply(
+        &t.session,
+        &mgmt,
+        &ledger,
+        &t.cfg,
+        &req(&t.ns, "v1=90 v2=10"),
+    )
+    .await
+    .unwrap();
     assert!(!again.changed && again.verified && again.steps.is_empty() && again.event.is_none());
 
-    let full = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &req(&t.ns, "v2=100")).await.unwrap();
+    let full = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &req(&t.ns, "v2=100"))
+        .await
+        .unwrap();
     assert!(full.verified);
-    assert_eq!(bindings(&mgmt, &t.ns).await, vec![(format!("{}.v2", t.ns), "100".into())]);
+    assert_eq!(
+        bindings(&mgmt, &t.ns).await,
+        vec![(format!("{}.v2", t.ns), "100".into())]
+    );
 
     let events = ledger.read(StreamStart::First).await.unwrap();
     assert_eq!(events.len(), 2, "the no-op must not be journaled");
-    assert!(events.iter().all(|e| e.outcome == Outcome::Ok && e.namespace.as_deref() == Some(t.ns.as_str())));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.outcome == Outcome::Ok && e.namespace.as_deref() == Some(t.ns.as_str()))
+    );
     ledger::delete_stream(&t.session, &stream).await.unwrap();
     t.cleanup().await;
 }
@@ -83,45 +111,103 @@ async fn refusals_change_nothing() {
     let before = bindings(&mgmt, &t.ns).await;
 
     let cases: Vec<(GateRequest, hopback::error::ExitCode, &str)> = vec![
-        (req(&t.ns, "v3=100"), hopback::error::ExitCode::Error, "no queue"),
-        (req(&t.ns, "foo=100"), hopback::error::ExitCode::Usage, "unknown version"),
         (
-            GateRequest { target: GateSplit::from_pairs([("v1".to_string(), 0), ("v2".to_string(), 0)]), ..req(&t.ns, "v1=1") },
+            req(&t.ns, "v3=100"),
+            hopback::error::ExitCode::Error,
+            "no queue",
+        ),
+        (
+            req(&t.ns, "foo=100"),
+            hopback::error::ExitCode::Usage,
+            "unknown version",
+        ),
+        (
+            GateRequest {
+                target: GateSplit::from_pairs([("v1".to_string(), 0), ("v2".to_string(), 0)]),
+                ..req(&t.ns, "v1=1")
+            },
             hopback::error::ExitCode::Usage,
             "sum to 0",
         ),
         (
-            GateRequest { force_zero_consumers: false, ..req(&t.ns, "v1=50 v2=50") },
+            GateRequest {
+                force_zero_consumers: false,
+                ..req(&t.ns, "v1=50 v2=50")
+            },
             hopback::error::ExitCode::Refused,
             "0 consumers",
         ),
     ];
     for (r, code, text) in cases {
-        let e = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &r).await.unwrap_err();
+        let e = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &r)
+            .await
+            .unwrap_err();
         assert_eq!(e.code, code, "{e}");
         assert!(e.message.contains(text), "{e}");
-        assert_eq!(bindings(&mgmt, &t.ns).await, before, "refusal changed the bindings: {e}");
+        assert_eq!(
+            bindings(&mgmt, &t.ns).await,
+            before,
+            "refusal changed the bindings: {e}"
+        );
     }
     // A missing namespace.
-    let e = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &req(&format!("{}-nope", t.ns), "v1=100")).await.unwrap_err();
+    let e = gate::apply(
+        &t.session,
+        &mgmt,
+        &ledger,
+        &t.cfg,
+        &req(&format!("{}-nope", t.ns), "v1=100"),
+    )
+    .await
+    .unwrap_err();
     assert!(e.message.contains("no entry exchange"), "{e}");
 
     // An adopted topology whose entry exchange is a direct exchange cannot be flipped.
     let direct = format!("{}.direct", t.ns);
     let ch = t.session.channel().await.unwrap();
-    ch.exchange_declare(direct.as_str().into(), lapin::ExchangeKind::Direct, Default::default(), Default::default()).await.unwrap();
+    ch.exchange_declare(
+        direct.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let mut cfg = t.cfg.clone();
     let mut adoption = cfg.profile.namespace(&t.ns, &cfg.alerts);
     adoption.entry_exchange = direct.clone();
     cfg.profile.namespaces.insert(t.ns.clone(), adoption);
-    let e = gate::apply(&t.session, &mgmt, &ledger, &cfg, &req(&t.ns, "v2=100")).await.unwrap_err();
+    let e = gate::apply(&t.session, &mgmt, &ledger, &cfg, &req(&t.ns, "v2=100"))
+        .await
+        .unwrap_err();
     assert!(e.message.contains("of type `direct`"), "{e}");
-    ch.exchange_delete(direct.as_str().into(), Default::default()).await.unwrap();
+    ch.exchange_delete(direct.as_str().into(), Default::default())
+        .await
+        .unwrap();
 
     // The guard passes once the version has a consumer.
     let c = t.session.channel().await.unwrap();
-    let _consumer = c.basic_consume(format!("{}.v2", t.ns).as_str().into(), "g".into(), Default::default(), Default::default()).await.unwrap();
-    let ok = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &GateRequest { force_zero_consumers: false, ..req(&t.ns, "v1=50 v2=50") }).await.unwrap();
+    let _consumer = c
+        .basic_consume(
+            format!("{}.v2", t.ns).as_str().into(),
+            "g".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let ok = gate::apply(
+        &t.session,
+        &mgmt,
+        &ledger,
+        &t.cfg,
+        &GateRequest {
+            force_zero_consumers: false,
+            ..req(&t.ns, "v1=50 v2=50")
+        },
+    )
+    .await
+    .unwrap();
     assert!(ok.verified && ok.warnings.is_empty());
     assert!(ledger.read(StreamStart::First).await.unwrap().len() == 1);
     t.cleanup().await;
@@ -136,14 +222,49 @@ async fn double_bindings_are_flagged_and_repaired() {
     let ch = t.session.channel().await.unwrap();
     let v1 = format!("{}.v1", t.ns);
     let v2 = format!("{}.v2", t.ns);
-    ch.queue_bind(v1.as_str().into(), t.ns.as_str().into(), "90".into(), Default::default(), Default::default()).await.unwrap();
-    ch.queue_bind(v2.as_str().into(), t.ns.as_str().into(), "50".into(), Default::default(), Default::default()).await.unwrap();
-    let view = gate::read_gate(&t.session, &mgmt, &t.cfg, &t.ns, &[]).await.unwrap();
-    assert!(view.problems.iter().any(|p| p.contains("v1 has 2 bindings")), "{:?}", view.problems);
+    ch.queue_bind(
+        v1.as_str().into(),
+        t.ns.as_str().into(),
+        "90".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        v2.as_str().into(),
+        t.ns.as_str().into(),
+        "50".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let view = gate::read_gate(&t.session, &mgmt, &t.cfg, &t.ns, &[])
+        .await
+        .unwrap();
+    assert!(
+        view.problems
+            .iter()
+            .any(|p| p.contains("v1 has 2 bindings")),
+        "{:?}",
+        view.problems
+    );
     assert!(!gate::matches_target(&view, &split("v1=100 v2=50")));
-    let r = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &req(&t.ns, "v1=50 v2=50")).await.unwrap();
+    let r = gate::apply(
+        &t.session,
+        &mgmt,
+        &ledger,
+        &t.cfg,
+        &req(&t.ns, "v1=50 v2=50"),
+    )
+    .await
+    .unwrap();
     assert!(r.verified);
-    assert_eq!(bindings(&mgmt, &t.ns).await, vec![(v1.clone(), "50".into()), (v2.clone(), "50".into())]);
+    assert_eq!(
+        bindings(&mgmt, &t.ns).await,
+        vec![(v1.clone(), "50".into()), (v2.clone(), "50".into())]
+    );
     t.cleanup().await;
 }
 
@@ -159,12 +280,19 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
-        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let ns = t.ns.as_str();
     let (code, out, _) = run(&["gate", "set", ns, "v1=90", "v2=10", "--dry-run"]);
     assert_eq!(code, 0);
-    assert!(out.contains("1. bind v2 weight 10") && out.contains("nothing was changed"), "{out}");
+    assert!(
+        out.contains("1. bind v2 weight 10") && out.contains("nothing was changed"),
+        "{out}"
+    );
     let (code, _, err) = run(&["--read-only", "gate", "set", ns, "v2=100", "--yes"]);
     assert_eq!(code, 3, "{err}");
     let (code, _, err) = run(&["gate", "set", ns, "v2=100", "--force-zero-consumers"]);
@@ -172,12 +300,33 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
     let (code, _, err) = run(&["gate", "set", ns, "v2=100"]);
     assert_eq!(code, 3, "zero-consumer guard: {err}");
     assert!(err.contains("0 consumers"), "{err}");
-    assert_eq!(bindings(&mgmt, ns).await, vec![(format!("{ns}.v1"), "100".into())]);
+    assert_eq!(
+        bindings(&mgmt, ns).await,
+        vec![(format!("{ns}.v1"), "100".into())]
+    );
 
-    let (code, out, err) = run(&["gate", "set", ns, "v1=90", "v2=10", "--yes", "--force-zero-consumers", "--reason", "canary 10%"]);
+    let (code, out, err) = run(&[
+        "gate",
+        "set",
+        ns,
+        "v1=90",
+        "v2=10",
+        "--yes",
+        "--force-zero-consumers",
+        "--reason",
+        "canary 10%",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("verified"), "{out}");
-    let (code, out, err) = run(&["--json", "gate", "set", ns, "v2=100", "--yes", "--force-zero-consumers"]);
+    let (code, out, err) = run(&[
+        "--json",
+        "gate",
+        "set",
+        ns,
+        "v2=100",
+        "--yes",
+        "--force-zero-consumers",
+    ]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["verified"], true);
@@ -195,23 +344,60 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
     let short = &canary_id[..8];
     let (code, out, _) = run(&["diff", ns, short, "current"]);
     assert_eq!(code, 0);
-    assert!(out.contains("weight 90 → 0") && out.contains("weight 10 → 100"), "{out}");
+    assert!(
+        out.contains("weight 90 → 0") && out.contains("weight 10 → 100"),
+        "{out}"
+    );
 
     // Someone flips by hand: history shows drift.
     let ch = t.session.channel().await.unwrap();
-    ch.queue_bind(format!("{ns}.v1").as_str().into(), ns.into(), "5".into(), Default::default(), Default::default()).await.unwrap();
+    ch.queue_bind(
+        format!("{ns}.v1").as_str().into(),
+        ns.into(),
+        "5".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (_, out, _) = run(&["history", ns]);
     assert!(out.contains("DRIFT"), "{out}");
-    ch.queue_unbind(format!("{ns}.v1").as_str().into(), ns.into(), "5".into(), Default::default()).await.unwrap();
+    ch.queue_unbind(
+        format!("{ns}.v1").as_str().into(),
+        ns.into(),
+        "5".into(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
 
-    let (code, out, err) = run(&["revert", ns, "--to", short, "--yes", "--force-zero-consumers"]);
+    let (code, out, err) = run(&[
+        "revert",
+        ns,
+        "--to",
+        short,
+        "--yes",
+        "--force-zero-consumers",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("v1=90 v2=10"), "{out}");
-    assert_eq!(bindings(&mgmt, ns).await, vec![(format!("{ns}.v1"), "90".into()), (format!("{ns}.v2"), "10".into())]);
+    assert_eq!(
+        bindings(&mgmt, ns).await,
+        vec![
+            (format!("{ns}.v1"), "90".into()),
+            (format!("{ns}.v2"), "10".into())
+        ]
+    );
     let (_, out, _) = run(&["--json", "timeline", "--namespace", ns]);
     let tl: serde_json::Value = serde_json::from_str(&out).unwrap();
     let last = tl.as_array().unwrap().last().unwrap().clone();
-    assert!(last["summary"].as_str().unwrap().contains(&format!("revert to {canary_id}")), "{last}");
+    assert!(
+        last["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("revert to {canary_id}")),
+        "{last}"
+    );
 
     ledger::delete_stream(&t.session, &stream).await.unwrap();
     t.cleanup().await;

@@ -55,21 +55,41 @@ async fn read_from_timestamp_and_follow_live() {
     let mut old = l.event(EventKind::Note, None).reason("old");
     old.ts -= chrono::Duration::hours(3);
     l.append(old).await.unwrap();
-    let recent = l.append(l.event(EventKind::Note, None).reason("recent")).await.unwrap();
+    let recent = l
+        .append(l.event(EventKind::Note, None).reason("recent"))
+        .await
+        .unwrap();
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
     let got = l.read(StreamStart::Timestamp(since)).await.unwrap();
-    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), vec![recent.id]);
+    assert_eq!(
+        got.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![recent.id]
+    );
 
     let mut sub = l.subscribe(StreamStart::Next).await.unwrap();
     // Nothing old comes through `next`.
-    assert!(sub.next_within(Duration::from_millis(300)).await.unwrap().is_none());
+    assert!(
+        sub.next_within(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let mut sent = BTreeSet::new();
     for i in 0..20 {
-        sent.insert(l.append(l.event(EventKind::Note, None).reason(format!("live {i}"))).await.unwrap().id);
+        sent.insert(
+            l.append(l.event(EventKind::Note, None).reason(format!("live {i}")))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let mut seen = BTreeSet::new();
     while seen.len() < 20 {
-        let e = sub.next_within(Duration::from_secs(2)).await.unwrap().expect("live event");
+        let e = sub
+            .next_within(Duration::from_secs(2))
+            .await
+            .unwrap()
+            .expect("live event");
         seen.insert(e.id);
     }
     assert_eq!(seen, sent);
@@ -86,18 +106,35 @@ async fn file_fallback_appends_reads_and_follows() {
     let l = Ledger::file(&path, "test", &cfg);
     assert!(!l.is_stream());
     assert!(l.backend_description().contains("LOCAL FILE"));
-    let a = l.append(l.event(EventKind::Note, Some("x")).reason("one")).await.unwrap();
+    let a = l
+        .append(l.event(EventKind::Note, Some("x")).reason("one"))
+        .await
+        .unwrap();
     let mut sub = l.subscribe(StreamStart::Next).await.unwrap();
-    let b = l.append(l.event(EventKind::Note, Some("x")).reason("two")).await.unwrap();
-    let got = sub.next_within(Duration::from_secs(2)).await.unwrap().unwrap();
+    let b = l
+        .append(l.event(EventKind::Note, Some("x")).reason("two"))
+        .await
+        .unwrap();
+    let got = sub
+        .next_within(Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.id, b.id);
     let all = l.read(StreamStart::First).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a.id, b.id]);
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![a.id, b.id]
+    );
     // A garbage line is skipped, not fatal.
-    std::fs::OpenOptions::new().append(true).open(&path).map(|mut f| {
-        use std::io::Write;
-        f.write_all(b"{not json\n").unwrap();
-    }).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map(|mut f| {
+            use std::io::Write;
+            f.write_all(b"{not json\n").unwrap();
+        })
+        .unwrap();
     assert_eq!(l.read(StreamStart::First).await.unwrap().len(), 2);
 }
 
@@ -108,7 +145,16 @@ async fn a_queue_that_is_not_a_stream_falls_back_to_the_file_and_says_why() {
     let name = stream_name();
     // Squat the name with a classic queue: the stream cannot be declared.
     let ch = session.channel().await.unwrap();
-    ch.queue_declare(name.as_str().into(), lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+    ch.queue_declare(
+        name.as_str().into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // SAFETY of the env change: this test binary sets HOPBACK_DATA_DIR nowhere else.
     unsafe { std::env::set_var("HOPBACK_DATA_DIR", dir.path()) };
@@ -116,7 +162,9 @@ async fn a_queue_that_is_not_a_stream_falls_back_to_the_file_and_says_why() {
     assert!(!l.is_stream(), "{}", l.backend_description());
     let d = l.backend_description();
     assert!(d.contains("LOCAL FILE") && d.contains("unusable"), "{d}");
-    l.append(l.event(EventKind::Note, None).reason("kept locally")).await.unwrap();
+    l.append(l.event(EventKind::Note, None).reason("kept locally"))
+        .await
+        .unwrap();
     assert!(dir.path().join(ledger::FALLBACK_FILE).exists());
     ledger::delete_stream(&session, &name).await.unwrap();
     session.close().await;

@@ -1,7 +1,13 @@
 //! Must-show of issue 7: replay 100,000 dead letters to their origin while the mover's AMQP
-//! connection is killed 10 times at random points (through the management API). Afterwards every
+//! connection is killed 10 times at random points. Afterwards every
 //! id is in exactly one place (the origin queue or the DLQ), nothing is lost, and the only
 //! duplicates are messages that were in flight at a kill — counted and reported by the mover.
+//!
+//! Kills alternate between the two ways a connection dies in production: the management API's
+//! `DELETE /api/connections/{name}` (found by the mover's connection name) and an abrupt socket
+//! drop (the mover connects through a small TCP proxy the test can cut). The management API lists
+//! a new connection only after its ~5 s stats interval, so the socket drops give the random points
+//! in between.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -27,56 +33,93 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
     let s = t.session.clone();
     let all = ids("k", N);
     let payload = vec![b'x'; 256];
-    publish(&s, &format!("{ns}.v2"), &all, &|_| payload.clone(), None, true).await;
+    publish(
+        &s,
+        &format!("{ns}.v2"),
+        &all,
+        &|_| payload.clone(),
+        None,
+        true,
+    )
+    .await;
     let dlq = format!("{ns}.dlq");
     wait_depth(&s, &dlq, N as u32, 60).await;
 
+    let proxy = Proxy::start().await;
+    let mut cfg = common::test_config();
+    cfg = hopback::config::resolve(
+        hopback::config::raw::RawConfig::default(),
+        &std::path::PathBuf::from("/nonexistent/hopback-test.toml"),
+        false,
+        &hopback::config::Overrides {
+            url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+            mgmt_url: Some(cfg.profile.mgmt_url.to_string()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut spec = MoveSpec::replay(&ns, Target::Origin);
     spec.connection_purpose = format!("mover {ns}");
     spec.max_reconnect_attempts = 20;
     let conn_name = format!("hopback mover {ns} (test)");
-    let (control, handle) = mover::spawn(t.cfg.profile.clone(), "test".into(), spec);
+    let (control, handle) = mover::spawn(cfg.profile.clone(), "test".into(), spec);
 
-    // The killer: 10 times, wait a random 150–700 ms, then close the mover's connection.
     let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
     let mut kills = 0;
+    let mut mgmt_kills = 0;
     let mut rx = control.subscribe();
     let mut last_killed = String::new();
     while kills < KILLS && !handle.is_finished() {
-        let wait = rand::rng().random_range(150..700);
+        // A random point of a *running* epoch: connected and moving since the last kill.
+        let before = rx.borrow_and_update().as_ref().map(|p| p.counts.moved).unwrap_or(0);
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let p = rx.borrow_and_update().clone();
+            if handle.is_finished()
+                || p.is_some_and(|p| {
+                    p.connected && p.counts.reconnects >= kills as u64 && p.counts.moved > before
+                })
+            {
+                break;
+            }
+        }
+        let wait = rand::rng().random_range(50..900);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        // The management API lists a (re)connection with a delay: poll until the mover's current
-        // connection shows, then close it.
-        while !handle.is_finished() {
+        let mut done = false;
+        if kills % 2 == 0 {
+            // Through the management API, if it lists the current connection yet.
             let conns = mgmt.connections().await.unwrap();
             let current = conns.iter().find(|c| {
                 c.user_provided_name.as_deref() == Some(conn_name.as_str()) && c.name != last_killed
             });
             if let Some(c) = current {
-                if mgmt.close_connection(&c.name, "test kill").await.is_ok() {
-                    kills += 1;
+                done = mgmt.close_connection(&c.name, "test kill").await.is_ok();
+                if done {
+                    mgmt_kills += 1;
                     last_killed = c.name.clone();
-                    let moved = rx
-                        .borrow_and_update()
-                        .as_ref()
-                        .map(|p| p.counts.moved)
-                        .unwrap_or(0);
-                    eprintln!("kill {kills} at moved={moved}");
                 }
-                break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !done {
+            done = proxy.cut() > 0;
+        }
+        if done {
+            kills += 1;
+            let moved = rx
+                .borrow_and_update()
+                .as_ref()
+                .map(|p| p.counts.moved)
+                .unwrap_or(0);
+            eprintln!("kill {kills} at moved={moved} (management API kills so far: {mgmt_kills})");
         }
     }
     let report = handle.await.unwrap();
     eprintln!("{report:#?}");
-    assert_eq!(kills, KILLS, "the run ended before all kills: {report:?}");
     assert!(
         !matches!(report.stop, StopReason::Failed(_)),
         "{:?}",
         report.stop
     );
-    assert!(report.counts.reconnects >= KILLS as u64, "{report:?}");
 
     // Every id in exactly one place: the origin (v2) or the DLQ; duplicates only in v2, and no
     // more than the mover reported as possible duplicates.
@@ -114,8 +157,55 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
         "{duplicated} duplicates but only {} reported",
         report.counts.possible_duplicates
     );
+    assert_eq!(kills, KILLS, "the run ended before all kills: {report:?}");
+    assert!(mgmt_kills >= 1, "no kill went through the management API");
+    assert!(report.counts.reconnects >= KILLS as u64, "{report:?}");
     // The replay completed: everything is back at its origin.
     assert_eq!(c2.len(), N);
     assert_eq!(in_dlq.len(), 0);
     t.cleanup().await;
+}
+
+/// A TCP proxy to the broker whose live connections the test can cut (abrupt socket drop: no
+/// AMQP close, the broker just sees the socket go away).
+struct Proxy {
+    port: u16,
+    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let upstream = url::Url::parse(&common::test_url()).unwrap();
+        let up = format!(
+            "{}:{}",
+            upstream.host_str().unwrap(),
+            upstream.port().unwrap_or(5672)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = live.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                let up = up.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&up).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                l2.lock().unwrap().push(h);
+            }
+        });
+        Self { port, live }
+    }
+    /// Drop every live connection; returns how many were cut.
+    fn cut(&self) -> usize {
+        let mut live = self.live.lock().unwrap();
+        let n = live.iter().filter(|h| !h.is_finished()).count();
+        for h in live.drain(..) {
+            h.abort();
+        }
+        n
+    }
 }

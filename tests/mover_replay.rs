@@ -26,7 +26,15 @@ async fn replay_to_origin_keeps_properties_counts_replays_and_parks_loops() {
     // 30 dead letters from v2 with a custom header, 10 of them already replayed 3 times.
     let fresh = ids("fresh", 20);
     let looped = ids("loop", 10);
-    publish(s, &format!("{ns}.v2"), &fresh, &body, Some(header("x-exception", "Boom")), true).await;
+    publish(
+        s,
+        &format!("{ns}.v2"),
+        &fresh,
+        &body,
+        Some(header("x-exception", "Boom")),
+        true,
+    )
+    .await;
     let mut h = header("x-exception", "Boom");
     h.insert(REPLAYS_HEADER.into(), lapin::types::AMQPValue::LongInt(3));
     publish(s, &format!("{ns}.v2"), &looped, &body, Some(h), true).await;
@@ -34,7 +42,7 @@ async fn replay_to_origin_keeps_properties_counts_replays_and_parks_loops() {
 
     let spec = MoveSpec::replay(&ns, Target::Origin);
     let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
-    assert_eq!(report.stop, StopReason::BudgetReached, "{report:?}");
+    assert_eq!(report.stop, StopReason::Drained, "{report:?}");
     assert_eq!(report.counts.moved, 20);
     assert_eq!(report.counts.parked, 10);
     assert_eq!(report.counts.possible_duplicates, 0);
@@ -49,9 +57,15 @@ async fn replay_to_origin_keeps_properties_counts_replays_and_parks_loops() {
         assert_eq!(header_u64(hd, REPLAYS_HEADER), Some(1));
         assert_eq!(header_string(hd, "x-exception").as_deref(), Some("Boom"));
         assert_eq!(*p.delivery_mode(), Some(2));
-        assert_eq!(p.content_type().as_ref().map(|c| c.as_str()), Some("application/json"));
+        assert_eq!(
+            p.content_type().as_ref().map(|c| c.as_str()),
+            Some("application/json")
+        );
         // The dead-letter history travels with the message.
-        assert_eq!(attribute(hd).origin_queue.as_deref(), Some(format!("{ns}.v2").as_str()));
+        assert_eq!(
+            attribute(hd).origin_queue.as_deref(),
+            Some(format!("{ns}.v2").as_str())
+        );
         // RabbitMQ removes the expiration on dead-lettering, so the replay does not re-expire.
         assert!(p.expiration().is_none());
     }
@@ -60,9 +74,11 @@ async fn replay_to_origin_keeps_properties_counts_replays_and_parks_loops() {
     got.sort();
     assert_eq!(got, looped);
     // Parking does not count as a replay.
-    assert!(parked
-        .iter()
-        .all(|(_, p)| header_u64(p.headers().as_ref(), REPLAYS_HEADER) == Some(3)));
+    assert!(
+        parked
+            .iter()
+            .all(|(_, p)| header_u64(p.headers().as_ref(), REPLAYS_HEADER) == Some(3))
+    );
     delete_queues(s, &[&format!("{ns}.parked")]).await;
     t.cleanup().await;
 }
@@ -74,8 +90,24 @@ async fn filters_and_limit_leave_the_rest_in_place_in_order() {
     let s = &t.session;
     let a = ids("a", 30);
     let b = ids("b", 30);
-    publish(s, &format!("{ns}.v1"), &a, &body, Some(header("x-exception", "Timeout")), true).await;
-    publish(s, &format!("{ns}.v2"), &b, &body, Some(header("x-exception", "Boom")), true).await;
+    publish(
+        s,
+        &format!("{ns}.v1"),
+        &a,
+        &body,
+        Some(header("x-exception", "Timeout")),
+        true,
+    )
+    .await;
+    publish(
+        s,
+        &format!("{ns}.v2"),
+        &b,
+        &body,
+        Some(header("x-exception", "Boom")),
+        true,
+    )
+    .await;
     wait_depth(s, &format!("{ns}.dlq"), 60, 10).await;
 
     // Only v2's dead letters with exception Boom, at most 25, to v1.
@@ -113,7 +145,10 @@ async fn drain_and_unrouted_replay_use_the_same_engine() {
     let v1 = drain_ids(s, &format!("{ns}.v1")).await;
     assert_eq!(v1.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), work);
     // No replay header on a drain.
-    assert!(v1.iter().all(|(_, p)| header_u64(p.headers().as_ref(), REPLAYS_HEADER).is_none()));
+    assert!(
+        v1.iter()
+            .all(|(_, p)| header_u64(p.headers().as_ref(), REPLAYS_HEADER).is_none())
+    );
 
     // Unrouted: sits in NS.unrouted; the gate (v1=100) routes it through the entry exchange.
     let lost = ids("u", 200);

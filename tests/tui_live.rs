@@ -124,10 +124,9 @@ async fn v2_rejections_show_as_error_rate_and_alert_within_a_second() {
             .and_then(|n| n.version("v2"))
             .and_then(|v| v.error_rate);
         err.is_some_and(|e| e > 0.0)
-            && s.alerts
-                .active
-                .iter()
-                .any(|a| a.ns == ns3 && a.version.as_deref() == Some("v2") && a.kind.tag() == "error")
+            && s.alerts.active.iter().any(|a| {
+                a.ns == ns3 && a.version.as_deref() == Some("v2") && a.kind.tag() == "error"
+            })
     })
     .await
     .expect("no v2 error rate / alert in the app state");
@@ -172,7 +171,9 @@ async fn killed_connection_goes_stale_and_recovers() {
             .iter()
             .find(|c| c.user_provided_name.as_deref() == Some(want.as_str()))
         {
-            mgmt.close_connection(&c.name, "test: simulated drop").await.unwrap();
+            mgmt.close_connection(&c.name, "test: simulated drop")
+                .await
+                .unwrap();
             closed = true;
             break;
         }
@@ -183,14 +184,22 @@ async fn killed_connection_goes_stale_and_recovers() {
         s.is_stale() || !s.conn.is_live()
     })
     .await;
-    assert!(went_stale.is_some(), "never noticed the drop: {:?}", state.conn);
+    assert!(
+        went_stale.is_some(),
+        "never noticed the drop: {:?}",
+        state.conn
+    );
     let label_seen = state.conn_label();
     let ns = t.ns.clone();
     let recovered = until(&mut state, &mut rx, Duration::from_secs(20), |s| {
         s.conn.is_live() && !s.is_stale() && s.namespace(&ns).is_some()
     })
     .await;
-    assert!(recovered.is_some(), "did not recover: {}", state.conn_label());
+    assert!(
+        recovered.is_some(),
+        "did not recover: {}",
+        state.conn_label()
+    );
     eprintln!("while down the header said: {label_seen}");
     tasks.abort();
     t.cleanup().await;

@@ -30,6 +30,7 @@ fn cfg(production: bool) -> config::Config {
     config::resolve(raw, &PathBuf::from("t.toml"), true, &Overrides::default()).unwrap()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn version(
     v: &str,
     ns: &str,
@@ -67,7 +68,10 @@ fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
         convention: true,
         entry_exchange: "email".into(),
         entry_kind: Some("x-consistent-hash".into()),
-        gate: Some(GateSplit::from_pairs([("v1".into(), 90), ("v2".into(), 10)])),
+        gate: Some(GateSplit::from_pairs([
+            ("v1".into(), 90),
+            ("v2".into(), 10),
+        ])),
         versions: vec![
             version("v1", "email", 90, 90.0, 12 + wave, 3, 180.0, 179.0),
             version(
@@ -93,7 +97,16 @@ fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
         entry_exchange: "payments".into(),
         gate: Some(GateSplit::from_pairs([("v1".into(), 100)])),
         versions: vec![
-            version("v1", "payments", 100, 100.0, 1_204 + wave * 10, 4, 950.0, 948.0),
+            version(
+                "v1",
+                "payments",
+                100,
+                100.0,
+                1_204 + wave * 10,
+                4,
+                950.0,
+                948.0,
+            ),
             version("v2", "payments", 0, 0.0, 0, 0, 0.0, 0.0),
         ],
         dlq: "payments.dlq".into(),
@@ -107,7 +120,16 @@ fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
         name: "evil\u{202e}txt.\x1b[2J".into(),
         convention: true,
         gate: Some(GateSplit::from_pairs([("v1".into(), 100)])),
-        versions: vec![version("v1", "evil\u{202e}txt.\x1b[2J", 100, 100.0, 0, 1, 0.0, 0.0)],
+        versions: vec![version(
+            "v1",
+            "evil\u{202e}txt.\x1b[2J",
+            100,
+            100.0,
+            0,
+            1,
+            0.0,
+            0.0,
+        )],
         dlq_depth: Some(0),
         unrouted_depth: Some(0),
         ..Default::default()
@@ -152,7 +174,10 @@ fn fleet_state(failing: bool, production: bool) -> AppState {
             "email worker v1 (host-c)".to_string(),
         ],
     );
-    consumers.insert("email.v2".to_string(), vec!["email worker v2 (canary)".to_string()]);
+    consumers.insert(
+        "email.v2".to_string(),
+        vec!["email worker v2 (canary)".to_string()],
+    );
     s.handle_msg(Msg::Consumers(consumers));
     let mut n = 0;
     for i in 0..60u64 {
@@ -243,7 +268,9 @@ fn alert_state() {
     let theme = Theme::builtin("dark", false).unwrap();
     let t = render(&s, 120, 40, &theme);
     let buf = t.backend().buffer();
-    let last: String = (0..120).map(|x| buf[(x, 39)].symbol().to_string()).collect();
+    let last: String = (0..120)
+        .map(|x| buf[(x, 39)].symbol().to_string())
+        .collect();
     assert!(last.contains("rollback recommended — press r"), "{last}");
     assert_eq!(buf[(0, 39)].fg, theme.alert.fg.unwrap());
 }
@@ -270,9 +297,10 @@ fn stale_state() {
     assert!(screen.contains("PRODUCTION") && screen.contains("READ-ONLY"));
     assert!(screen.contains("rabbit.prod:5672"));
     assert!(!screen.contains("s3cret") && !screen.contains("ops:"));
-    // The table body is greyed in the stale style.
+    // The table body (below the selected first row) is greyed in the stale style.
     let buf = t.backend().buffer();
-    assert_eq!(buf[(0, 3)].fg, theme.stale.fg.unwrap());
+    assert_eq!(buf[(25, 4)].symbol(), "v");
+    assert_eq!(buf[(25, 4)].fg, theme.stale.fg.unwrap());
     assert!(screen.contains("stale 12 s — reconnecting (attempt 3)"));
 }
 
@@ -292,7 +320,9 @@ fn keys_filter_sort_and_commands() {
     assert_eq!(s.selected_namespace().as_deref(), Some("email"));
     s.handle_key("G");
     assert_eq!(s.selected, s.rows().len() - 1);
-    for k in [":", "n", "s", "space", "p", "a", "y", "m", "e", "n", "t", "s", "enter"] {
+    for k in [
+        ":", "n", "s", "space", "p", "a", "y", "m", "e", "n", "t", "s", "enter",
+    ] {
         s.handle_key(k);
     }
     assert_eq!(
@@ -315,8 +345,5 @@ fn keys_filter_sort_and_commands() {
         s.handle_key(k);
     }
     assert!(s.message.as_ref().unwrap().text.contains("unknown command"));
-    assert_eq!(
-        s.handle_key("q"),
-        hopback::app::state::Effect::Quit
-    );
+    assert_eq!(s.handle_key("q"), hopback::app::state::Effect::Quit);
 }

@@ -247,10 +247,14 @@ impl AlertTracker {
     }
 
     /// Alerts of one namespace (and optionally one version).
-    pub fn of<'a>(&'a self, ns: &'a str, version: Option<&'a str>) -> impl Iterator<Item = &'a Alert> {
-        self.active.iter().filter(move |a| {
-            a.ns == ns && (version.is_none() || a.version.as_deref() == version)
-        })
+    pub fn of<'a>(
+        &'a self,
+        ns: &'a str,
+        version: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Alert> {
+        self.active
+            .iter()
+            .filter(move |a| a.ns == ns && (version.is_none() || a.version.as_deref() == version))
     }
 }
 

@@ -37,7 +37,11 @@ impl Default for Keymap {
     fn default() -> Self {
         Keymap {
             bindings: vec![
-                row(&["q", "ctrl-c"], Action::Quit, "quit (restores the terminal)"),
+                row(
+                    &["q", "ctrl-c"],
+                    Action::Quit,
+                    "quit (restores the terminal)",
+                ),
                 row(&["esc"], Action::Back, "back / cancel input / clear filter"),
                 row(&["k", "up"], Action::Up, "move up"),
                 row(&["j", "down"], Action::Down, "move down"),
@@ -52,7 +56,11 @@ impl Default for Keymap {
                 ),
                 row(&["?"], Action::Help, "help (this screen)"),
                 row(&["/"], Action::StartFilter, "filter namespaces and queues"),
-                row(&[":"], Action::StartCommand, "command line (:ns NAME, :q, …)"),
+                row(
+                    &[":"],
+                    Action::StartCommand,
+                    "command line (:ns NAME, :q, …)",
+                ),
                 row(&["s"], Action::SortNext, "sort by next column"),
                 row(&["S"], Action::SortReverse, "reverse sort order"),
                 row(&["ctrl-r"], Action::Refresh, "refresh now"),
@@ -98,9 +106,34 @@ pub fn normalize(key: &str) -> Result<String, String> {
         b => b.to_string(),
     };
     const NAMED: &[&str] = &[
-        "enter", "esc", "up", "down", "left", "right", "pgup", "pgdown", "home", "end", "tab",
-        "backtab", "backspace", "delete", "insert", "space", "f1", "f2", "f3", "f4", "f5", "f6",
-        "f7", "f8", "f9", "f10", "f11", "f12",
+        "enter",
+        "esc",
+        "up",
+        "down",
+        "left",
+        "right",
+        "pgup",
+        "pgdown",
+        "home",
+        "end",
+        "tab",
+        "backtab",
+        "backspace",
+        "delete",
+        "insert",
+        "space",
+        "f1",
+        "f2",
+        "f3",
+        "f4",
+        "f5",
+        "f6",
+        "f7",
+        "f8",
+        "f9",
+        "f10",
+        "f11",
+        "f12",
     ];
     if base.chars().count() != 1 && !NAMED.contains(&base.as_str()) {
         return Err(format!(

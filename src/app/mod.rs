@@ -133,6 +133,15 @@ pub async fn run(cfg: Config) -> Result<(), Failure> {
                 break Err(Failure::error(format!("cannot draw: {e}"), ""));
             }
             state.layout = hints;
+            let visible = state.visible_namespaces();
+            tasks.on_screen.send_if_modified(|cur| {
+                if cur.as_ref() != Some(&visible) {
+                    *cur = Some(visible);
+                    true
+                } else {
+                    false
+                }
+            });
             if std::mem::take(&mut state.bell_pending) {
                 terminal::bell();
             }

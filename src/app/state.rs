@@ -17,7 +17,7 @@ use crate::model::snapshot::{FleetSnapshot, NamespaceSnapshot};
 pub const TAP_RATE_WINDOW_MS: i64 = 5_000;
 /// History kept per version (one sample per refresh).
 pub const HISTORY_SAMPLES: usize = 900;
-/// Dead letters kept for the "last dead letters" lists.
+/// Dead letters kept per namespace for the "last dead letters" lists (10× that in total).
 pub const RECENT_DEAD_LETTERS: usize = 200;
 /// Status messages disappear after this long.
 pub const MESSAGE_TTL_MS: i64 = 8_000;
@@ -132,6 +132,11 @@ pub struct StatusMsg {
     pub at_ms: i64,
 }
 
+/// (namespace, origin version) — the key of the tap's counters.
+pub type VersionKey = (String, Option<String>);
+/// Dead-letter counts per batch: (unix ms, count), oldest first.
+pub type Buckets = VecDeque<(i64, u64)>;
+
 /// One history sample of a version.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {
@@ -157,12 +162,12 @@ pub struct TapState {
     /// Last error, while it is down.
     pub down: Option<String>,
     /// (ns, version) → per-batch (unix ms, count) within the rate window.
-    pub buckets: BTreeMap<(String, Option<String>), VecDeque<(i64, u64)>>,
+    pub buckets: BTreeMap<VersionKey, Buckets>,
     /// Total dead letters seen per (ns, version) since start.
-    pub totals: BTreeMap<(String, Option<String>), u64>,
+    pub totals: BTreeMap<VersionKey, u64>,
     /// Total per (ns, reason) since start.
     pub reasons: BTreeMap<(String, String), u64>,
-    /// Most recent dead letters, newest last.
+    /// Most recent dead letters (up to [`RECENT_DEAD_LETTERS`] per namespace), newest last.
     pub recent: VecDeque<DeadLetterSeen>,
     /// When the last dead letter arrived (unix ms).
     pub last_seen_ms: Option<i64>,
@@ -205,7 +210,14 @@ impl TapState {
             self.last_seen_ms = Some(b.at_ms);
         }
         for s in b.samples {
-            if self.recent.len() >= RECENT_DEAD_LETTERS {
+            // Per-namespace cap, so a storm in one namespace cannot push out another's list.
+            let same = self.recent.iter().filter(|d| d.ns == s.ns).count();
+            if same >= RECENT_DEAD_LETTERS
+                && let Some(i) = self.recent.iter().position(|d| d.ns == s.ns)
+            {
+                self.recent.remove(i);
+            }
+            if self.recent.len() >= RECENT_DEAD_LETTERS * 10 {
                 self.recent.pop_front();
             }
             self.recent.push_back(s);
@@ -213,7 +225,10 @@ impl TapState {
     }
     fn expire(&mut self, now_ms: i64) {
         for b in self.buckets.values_mut() {
-            while b.front().is_some_and(|(t, _)| now_ms - t >= TAP_RATE_WINDOW_MS) {
+            while b
+                .front()
+                .is_some_and(|(t, _)| now_ms - t >= TAP_RATE_WINDOW_MS)
+            {
                 b.pop_front();
             }
         }
@@ -404,7 +419,10 @@ impl AppState {
                 let ns = &snap.namespaces[*i];
                 f.is_empty()
                     || ns.name.to_lowercase().contains(&f)
-                    || ns.versions.iter().any(|v| v.queue.to_lowercase().contains(&f))
+                    || ns
+                        .versions
+                        .iter()
+                        .any(|v| v.queue.to_lowercase().contains(&f))
             })
             .collect();
         let key = |ns: &NamespaceSnapshot| -> f64 {
@@ -444,7 +462,10 @@ impl AppState {
         for i in nss {
             let n = snap.namespaces[i].versions.len();
             if n == 0 {
-                out.push(RowRef { ns: i, version: None });
+                out.push(RowRef {
+                    ns: i,
+                    version: None,
+                });
             }
             for v in 0..n {
                 out.push(RowRef {
@@ -466,6 +487,23 @@ impl AppState {
         self.snapshot
             .as_ref()
             .map(|s| s.namespaces[r.ns].name.clone())
+    }
+
+    /// Namespaces visible in the last frame (their depths are worth exact passive reads).
+    pub fn visible_namespaces(&self) -> BTreeSet<String> {
+        let Some(snap) = &self.snapshot else {
+            return BTreeSet::new();
+        };
+        match self.view() {
+            View::Namespace { ns } => [ns.clone()].into(),
+            _ => self
+                .rows()
+                .iter()
+                .skip(self.layout.table_offset)
+                .take(usize::from(self.layout.table_rows))
+                .map(|r| snap.namespaces[r.ns].name.clone())
+                .collect(),
+        }
     }
 
     /// The namespace snapshot by name.
@@ -521,7 +559,11 @@ impl AppState {
         let live: BTreeSet<(String, String)> = snap
             .namespaces
             .iter()
-            .flat_map(|n| n.versions.iter().map(|v| (n.name.clone(), v.version.clone())))
+            .flat_map(|n| {
+                n.versions
+                    .iter()
+                    .map(|v| (n.name.clone(), v.version.clone()))
+            })
             .collect();
         self.history.retain(|k, _| live.contains(k));
         self.alerts.record_dlq(snap, self.now_ms);
@@ -711,7 +753,10 @@ impl AppState {
                     if self.namespace(&ns).is_none() && self.snapshot.is_some() {
                         self.say(
                             Level::Error,
-                            format!("no namespace `{}` on this broker", crate::text::sanitize(&ns)),
+                            format!(
+                                "no namespace `{}` on this broker",
+                                crate::text::sanitize(&ns)
+                            ),
                         );
                     } else {
                         if matches!(self.view(), View::Namespace { .. } | View::Help) {
@@ -774,7 +819,10 @@ impl AppState {
                     if self.read_only {
                         self.say(
                             Level::Error,
-                            format!("refusing to roll back: profile `{}` is read-only", self.profile),
+                            format!(
+                                "refusing to roll back: profile `{}` is read-only",
+                                self.profile
+                            ),
                         );
                     } else {
                         self.say(
@@ -790,7 +838,9 @@ impl AppState {
             Action::ClickRow { row } => {
                 if self.view() == &View::Overview && row >= self.layout.table_top {
                     let idx = self.layout.table_offset + usize::from(row - self.layout.table_top);
-                    if idx < self.rows().len() && row < self.layout.table_top + self.layout.table_rows {
+                    if idx < self.rows().len()
+                        && row < self.layout.table_top + self.layout.table_rows
+                    {
                         if idx == self.selected {
                             return self.apply(Action::OpenNamespace { ns: None });
                         }

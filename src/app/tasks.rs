@@ -8,7 +8,7 @@
 //! - **consumers**: consumer → connection names from the management API every
 //!   [`CONSUMERS_INTERVAL`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ pub const CONSUMERS_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Tasks {
     /// Wake the refresh task now (the `refresh` action).
     pub refresh_now: Arc<Notify>,
+    /// Namespaces on screen: their depths are read exactly (passive declares), the rest come from
+    /// the management API's listing.
+    pub on_screen: watch::Sender<Option<BTreeSet<String>>>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -72,6 +75,9 @@ pub fn tap_targets(cfg: &Config, snap: &FleetSnapshot) -> Vec<TapTarget> {
 /// Start refresh, tap and consumer tasks; they stop when `tx`'s receiver is dropped.
 pub fn spawn(cfg: &Config, tx: mpsc::Sender<Msg>) -> Tasks {
     let refresh_now = Arc::new(Notify::new());
+    // Until the first frame says what is visible, read nothing exactly: the first refresh stays
+    // one management API call plus the DLQ/unrouted probes, so data appears fast.
+    let (on_screen, on_screen_rx) = watch::channel(Some(BTreeSet::new()));
     let (targets_tx, targets_rx) = watch::channel(Vec::<TapTarget>::new());
     let mut handles = Vec::new();
     handles.push(tokio::spawn(refresh_loop(
@@ -79,6 +85,7 @@ pub fn spawn(cfg: &Config, tx: mpsc::Sender<Msg>) -> Tasks {
         tx.clone(),
         refresh_now.clone(),
         targets_tx,
+        on_screen_rx,
     )));
     let (tap_tx, mut tap_rx) = mpsc::channel::<TapEvent>(64);
     handles.push(tokio::spawn(tap::run(
@@ -100,6 +107,7 @@ pub fn spawn(cfg: &Config, tx: mpsc::Sender<Msg>) -> Tasks {
     }
     Tasks {
         refresh_now,
+        on_screen,
         handles,
     }
 }
@@ -109,6 +117,7 @@ async fn refresh_loop(
     tx: mpsc::Sender<Msg>,
     refresh_now: Arc<Notify>,
     targets: watch::Sender<Vec<TapTarget>>,
+    on_screen: watch::Receiver<Option<BTreeSet<String>>>,
 ) {
     let mgmt = Mgmt::new(&cfg.profile).ok();
     let interval = Duration::from_millis(cfg.refresh_interval_ms);
@@ -118,48 +127,69 @@ async fn refresh_loop(
     loop {
         let s = match session.as_ref().filter(|s| s.is_connected()) {
             Some(s) => s.clone(),
-            None => match connect(&cfg.profile, "console", &cfg.operator).await {
-                Ok(s) => {
-                    attempt = 0;
-                    failing_since = None;
+            None => {
+                if session.take().is_some() {
+                    // The connection died between refreshes: say so before reconnecting.
+                    failing_since = Some(now_ms());
                     if tx
-                        .send(Msg::Conn(ConnState::Connected { since_ms: now_ms() }))
+                        .send(Msg::Conn(ConnState::Reconnecting {
+                            since_ms: now_ms(),
+                            attempt: 1,
+                            last_error: "the connection to the broker was lost".into(),
+                        }))
                         .await
                         .is_err()
                     {
                         return;
                     }
-                    session = Some(s.clone());
-                    s
                 }
-                Err(e) => {
-                    attempt += 1;
-                    let since = *failing_since.get_or_insert_with(now_ms);
-                    let state = match &e {
-                        BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. } => {
-                            ConnState::Failed {
-                                reason: e.to_string(),
-                            }
+                match connect(&cfg.profile, "console", &cfg.operator).await {
+                    Ok(s) => {
+                        attempt = 0;
+                        failing_since = None;
+                        if tx
+                            .send(Msg::Conn(ConnState::Connected { since_ms: now_ms() }))
+                            .await
+                            .is_err()
+                        {
+                            return;
                         }
-                        _ => ConnState::Reconnecting {
-                            since_ms: since,
-                            attempt,
-                            last_error: e.to_string(),
-                        },
-                    };
-                    if tx.send(Msg::Conn(state)).await.is_err() {
-                        return;
+                        session = Some(s.clone());
+                        s
                     }
-                    let delay = backoff_delay(attempt.saturating_sub(1));
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = refresh_now.notified() => {}
+                    Err(e) => {
+                        attempt += 1;
+                        let since = *failing_since.get_or_insert_with(now_ms);
+                        let state = match &e {
+                            BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. } => {
+                                ConnState::Failed {
+                                    reason: e.to_string(),
+                                }
+                            }
+                            _ => ConnState::Reconnecting {
+                                since_ms: since,
+                                attempt,
+                                last_error: e.to_string(),
+                            },
+                        };
+                        if tx.send(Msg::Conn(state)).await.is_err() {
+                            return;
+                        }
+                        let delay = backoff_delay(attempt.saturating_sub(1));
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = refresh_now.notified() => {}
+                        }
+                        continue;
                     }
-                    continue;
                 }
-            },
+            }
         };
-        match collect(&s, mgmt.as_ref(), &cfg, &CollectOptions::default()).await {
+        let opts = CollectOptions {
+            exact_for: on_screen.borrow().clone(),
+            ..Default::default()
+        };
+        match collect(&s, mgmt.as_ref(), &cfg, &opts).await {
             Ok(snap) => {
                 let t = tap_targets(&cfg, &snap);
                 targets.send_if_modified(|cur| {

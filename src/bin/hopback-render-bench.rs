@@ -37,7 +37,10 @@ fn fleet(namespaces: usize, now: i64) -> AppState {
             namespaces: (0..namespaces)
                 .map(|n| NamespaceSnapshot {
                     name: format!("ns-{n:04}"),
-                    gate: Some(GateSplit::from_pairs([("v1".into(), 90), ("v2".into(), 10)])),
+                    gate: Some(GateSplit::from_pairs([
+                        ("v1".into(), 90),
+                        ("v2".into(), 10),
+                    ])),
                     versions: ["v1", "v2"]
                         .iter()
                         .map(|v| VersionSnapshot {
@@ -177,7 +180,11 @@ async fn headless(cfg: &Config, for_how_long: Duration, theme: &Theme) -> (f64, 
     tasks.abort();
     eprintln!(
         "  ({frames} frames drawn; {} namespaces in the last snapshot)",
-        state.snapshot.as_ref().map(|s| s.namespaces.len()).unwrap_or(0)
+        state
+            .snapshot
+            .as_ref()
+            .map(|s| s.namespaces.len())
+            .unwrap_or(0)
     );
     (first_frame_ms, first_data_ms, cpu_pct)
 }
@@ -229,7 +236,10 @@ async fn main() {
     );
 
     println!("== 3. idle CPU with 1,000 queues (throwaway vhost)");
-    let vhost = format!("hopback-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let vhost = format!(
+        "hopback-bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     mgmt_call(reqwest::Method::PUT, &format!("/api/vhosts/{vhost}"), None).await;
     mgmt_call(
         reqwest::Method::PUT,
@@ -242,19 +252,26 @@ async fn main() {
         .await
         .unwrap();
     let t = Instant::now();
+    // Plain durable queues named by the convention (NS.v1, NS.v2, NS.dlq, NS.unrouted): enough
+    // for discovery, cheap to create.
+    let ch = session.channel().await.unwrap();
     for i in 0..250 {
-        hopback::broker::topology::init(
-            &session,
-            &format!("bench{i:03}"),
-            &["v1".to_string(), "v2".to_string()],
-            hopback::broker::topology::QueueType::Classic,
-        )
-        .await
-        .unwrap();
+        for suffix in ["v1", "v2", "dlq", "unrouted"] {
+            ch.queue_declare(
+                format!("bench{i:03}.{suffix}").as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
     }
     session.close().await;
     println!(
-        "  created 250 namespaces = 1,000 queues in {:.1} s",
+        "  created 250 namespaces × 4 = 1,000 queues in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     // Let the management API's stats catch up before measuring.
@@ -270,6 +287,11 @@ async fn main() {
         data_ms.unwrap_or(f64::NAN),
         if cpu_pct < 2.0 { "ok" } else { "MISSED" }
     );
-    mgmt_call(reqwest::Method::DELETE, &format!("/api/vhosts/{vhost}"), None).await;
+    mgmt_call(
+        reqwest::Method::DELETE,
+        &format!("/api/vhosts/{vhost}"),
+        None,
+    )
+    .await;
     println!("  deleted vhost {vhost}");
 }

@@ -233,7 +233,13 @@ pub fn property_pairs(p: &BasicProperties) -> Vec<(String, String)> {
 }
 
 /// Turn a delivery's AMQP data into the pure [`MessageView`] the model and the UI work with.
-pub fn message_view(position: u64, props: &BasicProperties, body: Vec<u8>, body_len: usize, redelivered: bool) -> MessageView {
+pub fn message_view(
+    position: u64,
+    props: &BasicProperties,
+    body: Vec<u8>,
+    body_len: usize,
+    redelivered: bool,
+) -> MessageView {
     let headers = props.headers().as_ref();
     let header_pairs = headers
         .map(|h| {
@@ -253,7 +259,10 @@ pub fn message_view(position: u64, props: &BasicProperties, body: Vec<u8>, body_
         body_len,
         redelivered,
         message_id: props.message_id().as_ref().map(|s| s.as_str().to_string()),
-        content_type: props.content_type().as_ref().map(|s| s.as_str().to_string()),
+        content_type: props
+            .content_type()
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
         timestamp: props.timestamp().and_then(|t| i64::try_from(t).ok()),
     }
 }

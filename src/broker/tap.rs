@@ -19,7 +19,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, backoff_delay, connect, short, timed};
+use crate::broker::session::{
+    BrokerError, CALL_TIMEOUT, Session, backoff_delay, connect, short, timed,
+};
 use crate::config::Profile;
 use crate::model::xdeath::{attribute, version_of_queue};
 
@@ -120,9 +122,12 @@ pub fn see(
 ) -> DeadLetterSeen {
     let a = attribute(headers);
     let target = targets_by_dlx.get(exchange);
-    let ns = target
-        .map(|t| t.ns.clone())
-        .unwrap_or_else(|| exchange.strip_suffix(".dlx").unwrap_or(exchange).to_string());
+    let ns = target.map(|t| t.ns.clone()).unwrap_or_else(|| {
+        exchange
+            .strip_suffix(".dlx")
+            .unwrap_or(exchange)
+            .to_string()
+    });
     let version = a.origin_queue.as_ref().and_then(|q| {
         target
             .and_then(|t| t.queues.get(q).cloned())
@@ -433,8 +438,14 @@ mod tests {
     #[test]
     fn attributes_and_sanitises() {
         let mut death = FieldTable::default();
-        death.insert("queue".into(), AMQPValue::LongString(LongString::from("email.v2")));
-        death.insert("reason".into(), AMQPValue::LongString(LongString::from("rejected")));
+        death.insert(
+            "queue".into(),
+            AMQPValue::LongString(LongString::from("email.v2")),
+        );
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString(LongString::from("rejected")),
+        );
         let mut h = FieldTable::default();
         h.insert(
             "x-death".into(),
@@ -461,7 +472,9 @@ mod tests {
         assert_eq!(s.version.as_deref(), Some("v2"));
         assert_eq!(s.reason, "rejected");
         assert!(crate::text::is_terminal_safe(&s.preview));
-        assert!(crate::text::is_terminal_safe(s.message_id.as_deref().unwrap_or("")));
+        assert!(crate::text::is_terminal_safe(
+            s.message_id.as_deref().unwrap_or("")
+        ));
         let mut b = TapBatch::default();
         b.add(s);
         assert_eq!(b.total(), 1);

@@ -127,7 +127,18 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
             group_by,
             exception_header,
             force,
-        } => list(ctx, &namespace, page, limit, group_by, &exception_header, force).await,
+        } => {
+            list(
+                ctx,
+                &namespace,
+                page,
+                limit,
+                group_by,
+                &exception_header,
+                force,
+            )
+            .await
+        }
         DlqCommand::Show {
             namespace,
             index,
@@ -149,7 +160,10 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
             yes,
         } => {
             let filter = Filter::parse(&filters).map_err(|e| {
-                Failure::usage(e, "filters are K=V: reason=rejected, origin=v2, body=text, HEADER=V")
+                Failure::usage(
+                    e,
+                    "filters are K=V: reason=rejected, origin=v2, body=text, HEADER=V",
+                )
             })?;
             let spec = build_spec(ctx, &namespace, &from, &to)?;
             let spec = MoveSpec {
@@ -178,7 +192,12 @@ fn dlq_name(ctx: &Ctx, ns: &str) -> String {
 }
 
 fn version_queue(ctx: &Ctx, ns: &str, v: &str) -> String {
-    match ctx.cfg.profile.namespace(ns, &ctx.cfg.alerts).version_queues {
+    match ctx
+        .cfg
+        .profile
+        .namespace(ns, &ctx.cfg.alerts)
+        .version_queues
+    {
         VersionQueues::List(m) => m.get(v).cloned().unwrap_or_else(|| format!("{ns}.{v}")),
         _ => format!("{ns}.{v}"),
     }
@@ -336,7 +355,10 @@ async fn list(
         "#", "MESSAGE_ID", "FROM", "REASON", "RPL", "AGE"
     );
     for g in &groups {
-        for s in messages.iter().filter(|s| g.positions.contains(&s.position)) {
+        for s in messages
+            .iter()
+            .filter(|s| g.positions.contains(&s.position))
+        {
             println!(
                 "{:>6} {:<24} {:<6} {:<10} {:>3} {:>5}  {}",
                 s.position,
@@ -425,10 +447,7 @@ async fn journal(
 
 fn progress_line(p: &mover::MoveProgress) -> String {
     let c = &p.counts;
-    let total = p
-        .total
-        .map(|t| format!("/{t}"))
-        .unwrap_or_default();
+    let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
     let eta = p
         .eta_s
         .map(|s| format!(" ETA {}s", s.round()))
@@ -440,7 +459,11 @@ fn progress_line(p: &mover::MoveProgress) -> String {
         c.skipped_by_filter + c.no_target + c.returned + c.refused_replays,
         c.possible_duplicates,
         p.rate_per_s,
-        if p.connected { "" } else { "  (reconnecting…)" }
+        if p.connected {
+            ""
+        } else {
+            "  (reconnecting…)"
+        }
     )
 }
 
@@ -514,9 +537,14 @@ async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
     );
     if depth == 0 {
         if ctx.json {
-            return ctx.print_json(&serde_json::json!({"source": spec.source_queue, "depth": 0, "moved": 0}));
+            return ctx.print_json(
+                &serde_json::json!({"source": spec.source_queue, "depth": 0, "moved": 0}),
+            );
         }
-        println!("`{}` is empty; nothing to move", sanitize(&spec.source_queue));
+        println!(
+            "`{}` is empty; nothing to move",
+            sanitize(&spec.source_queue)
+        );
         return Ok(());
     }
     confirm(&question, yes, None)?;

@@ -68,13 +68,12 @@ fn briefing(ns: &str, canary: u32, headless: bool) -> String {
 fn print_result(r: &DrillResult) {
     let s = &r.score;
     let a = &s.accounting;
-    println!("drill {} — scenario: {}", sanitize(&r.status.namespace), s.scenario);
     println!(
-        "  {}",
-        r.status
-            .fleet
-            .line()
+        "drill {} — scenario: {}",
+        sanitize(&r.status.namespace),
+        s.scenario
     );
+    println!("  {}", r.status.fleet.line());
     println!("  time to detect    {}", fmt_ms(s.time_to_detect_ms));
     println!("  time to mitigate  {}", fmt_ms(s.time_to_mitigate_ms));
     println!(
@@ -88,10 +87,7 @@ fn print_result(r: &DrillResult) {
     println!("  steps skipped     {}", s.steps_skipped);
     println!("  score             {} / 100", s.points);
     if let Some(rb) = &r.rollback {
-        println!(
-            "  rollback {}      {:?}",
-            rb.rollback_id, rb.outcome
-        );
+        println!("  rollback {}      {:?}", rb.rollback_id, rb.outcome);
     }
     if let Some(p) = &r.postmortem_path {
         println!("  post-mortem draft {p}");

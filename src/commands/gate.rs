@@ -157,7 +157,10 @@ pub fn print_view(view: &GateView) {
         sanitize(&view.entry_kind)
     );
     if view.split.bound().count() == 0 {
-        println!("  NOTHING BOUND: every message goes to `{}`", sanitize(&view.unrouted));
+        println!(
+            "  NOTHING BOUND: every message goes to `{}`",
+            sanitize(&view.unrouted)
+        );
     }
     for (v, q) in &view.versions {
         let pct = view.split.percent(v);
@@ -207,7 +210,10 @@ fn print_plan(view: &GateView, target: &GateSplit, steps: &[Step], warnings: &[S
     );
     for v in target.bound().map(|(v, _)| v) {
         if let Some(c) = view.consumers.get(v).copied().flatten() {
-            println!("  {v}: {c} consumer(s) on `{}`", sanitize(&view.versions[v]));
+            println!(
+                "  {v}: {c} consumer(s) on `{}`",
+                sanitize(&view.versions[v])
+            );
         }
     }
     println!("plan ({} step(s)):", steps.len());

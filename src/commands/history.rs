@@ -55,13 +55,19 @@ pub struct RevertArgs {
     pub force_zero_consumers: bool,
 }
 
-async fn load_history(ctx: &Ctx, ns: &str) -> Result<(GateHistory, Option<GateSplit>, String), Failure> {
+async fn load_history(
+    ctx: &Ctx,
+    ns: &str,
+) -> Result<(GateHistory, Option<GateSplit>, String), Failure> {
     let session = ctx.connect().await?;
     let ledger = Ledger::open(&session, &ctx.cfg).await;
     let mut h = GateHistory::new(ns, 0);
     let read = ledger.fold(StreamStart::First, |e| h.push(&e)).await;
     let current = match ctx.mgmt() {
-        Some(m) => gate::read_gate(&session, &m, &ctx.cfg, ns, &[]).await.ok().map(|v| v.split),
+        Some(m) => gate::read_gate(&session, &m, &ctx.cfg, ns, &[])
+            .await
+            .ok()
+            .map(|v| v.split),
         None => None,
     };
     session.close().await;
@@ -80,14 +86,22 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
         }));
     }
     if h.states().is_empty() {
-        println!("no gate state of `{}` recorded in the ledger ({})", sanitize(ns), sanitize(&source));
+        println!(
+            "no gate state of `{}` recorded in the ledger ({})",
+            sanitize(ns),
+            sanitize(&source)
+        );
     }
     for s in h.states() {
         println!("{}", state_line(s));
     }
     match (&current, &d) {
         (Some(_), Some(d)) => println!("DRIFT  {}", sanitize(&d.describe())),
-        (Some(c), None) => println!("current (broker): {} ({})", c.describe(), c.describe_percent()),
+        (Some(c), None) => println!(
+            "current (broker): {} ({})",
+            c.describe(),
+            c.describe_percent()
+        ),
         (None, _) => println!("current (broker): unknown (management API unavailable)"),
     }
     Ok(())
@@ -110,12 +124,21 @@ fn state_line(s: &GateState) -> String {
     line
 }
 
-fn pick(h: &GateHistory, current: &Option<GateSplit>, id: &str) -> Result<(String, GateSplit), Failure> {
+fn pick(
+    h: &GateHistory,
+    current: &Option<GateSplit>,
+    id: &str,
+) -> Result<(String, GateSplit), Failure> {
     if id.eq_ignore_ascii_case("current") {
         return current
             .clone()
             .map(|c| ("current".to_string(), c))
-            .ok_or_else(|| Failure::error("the broker's current gate is unknown", "check the management API (`hopback check`)"));
+            .ok_or_else(|| {
+                Failure::error(
+                    "the broker's current gate is unknown",
+                    "check the management API (`hopback check`)",
+                )
+            });
     }
     h.find(id)
         .map(|s| (s.short_id.clone(), s.split.clone()))
@@ -160,7 +183,10 @@ pub async fn revert(ctx: &Ctx, args: RevertArgs) -> Result<(), Failure> {
         .find(&args.to)
         .map_err(|e| Failure::usage(e, "list the ids with `hopback history NS`"))?;
     let mut extra = serde_json::Map::new();
-    extra.insert("revert_of".into(), serde_json::json!(state.event_id.to_string()));
+    extra.insert(
+        "revert_of".into(),
+        serde_json::json!(state.event_id.to_string()),
+    );
     let req = GateRequest {
         namespace: args.namespace.clone(),
         target: state.split.clone(),

@@ -131,7 +131,10 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
         .iter()
         .rev()
         .find(|e| e.kind == EventKind::RollbackFinished);
-    let drill_end = events.iter().rev().find(|e| e.kind == EventKind::DrillFinished);
+    let drill_end = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::DrillFinished);
     md.push_str("## Summary\n\n");
     md.push_str(&format!("- **Namespace:** `{ns}`\n"));
     if let (Some(a), Some(b)) = (first, last) {
@@ -168,10 +171,17 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
     md.push_str("## Impact\n\n| figure | value |\n|---|---|\n");
     if let Some(score) = drill_end.and_then(|d| d.after.get("score")) {
         let acc = score.get("accounting").cloned().unwrap_or(Value::Null);
-        let n = |k: &str| acc.get(k).and_then(Value::as_u64).map_or("—".into(), |v| v.to_string());
+        let n = |k: &str| {
+            acc.get(k)
+                .and_then(Value::as_u64)
+                .map_or("—".into(), |v| v.to_string())
+        };
         md.push_str(&format!("| messages published | {} |\n", n("published")));
         md.push_str(&format!("| processed | {} |\n", n("processed")));
-        md.push_str(&format!("| dead-lettered (still in the DLQ) | {} |\n", n("dead_lettered")));
+        md.push_str(&format!(
+            "| dead-lettered (still in the DLQ) | {} |\n",
+            n("dead_lettered")
+        ));
         md.push_str(&format!("| parked | {} |\n", n("parked")));
         md.push_str(&format!("| still queued | {} |\n", n("still_queued")));
         md.push_str(&format!("| **lost** | **{}** |\n", n("lost")));
@@ -204,11 +214,18 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
         replayed += data.get("replayed").and_then(Value::as_u64).unwrap_or(0);
         parked += data.get("parked").and_then(Value::as_u64).unwrap_or(0);
     }
-    let gate_changes = events.iter().filter(|e| e.kind == EventKind::GateSet).count();
+    let gate_changes = events
+        .iter()
+        .filter(|e| e.kind == EventKind::GateSet)
+        .count();
     md.push_str(&format!("| gate changes | {gate_changes} |\n"));
     md.push_str(&format!("| messages drained by the rollback | {moved} |\n"));
-    md.push_str(&format!("| dead letters replayed by the rollback | {replayed} |\n"));
-    md.push_str(&format!("| dead letters parked by the rollback | {parked} |\n\n"));
+    md.push_str(&format!(
+        "| dead letters replayed by the rollback | {replayed} |\n"
+    ));
+    md.push_str(&format!(
+        "| dead letters parked by the rollback | {parked} |\n\n"
+    ));
 
     // ── timeline
     md.push_str("## Timeline\n\n| time (UTC) | who | event | outcome |\n|---|---|---|---|\n");
@@ -331,7 +348,11 @@ fn incident_events(all: &[Event], inc: &Incident) -> Vec<Event> {
 }
 
 /// `hopback postmortem`.
-pub async fn run(ctx: &Ctx, incident: Option<String>, output: Option<PathBuf>) -> Result<(), Failure> {
+pub async fn run(
+    ctx: &Ctx,
+    incident: Option<String>,
+    output: Option<PathBuf>,
+) -> Result<(), Failure> {
     let session = ctx.connect().await?;
     let ledger = Ledger::open(&session, &ctx.cfg).await;
     let all = ledger.read(StreamStart::First).await?;
@@ -359,7 +380,10 @@ pub async fn run(ctx: &Ctx, incident: Option<String>, output: Option<PathBuf>) -
     match output {
         Some(p) => {
             std::fs::write(&p, &md).map_err(|e| {
-                Failure::error(format!("cannot write {}: {e}", p.display()), "check the path")
+                Failure::error(
+                    format!("cannot write {}: {e}", p.display()),
+                    "check the path",
+                )
             })?;
             eprintln!("post-mortem draft written to {}", p.display());
         }
@@ -393,11 +417,22 @@ mod tests {
         let events = incident_events(&all, &inc);
         assert_eq!(events.len(), 3);
         let md = render(&events, &inc);
-        for section in ["## Summary", "## Impact", "## Timeline", "## Actions", "## Alerts", "## Causes", "## Follow-ups"] {
+        for section in [
+            "## Summary",
+            "## Impact",
+            "## Timeline",
+            "## Actions",
+            "## Alerts",
+            "## Causes",
+            "## Follow-ups",
+        ] {
             assert!(md.contains(section), "{section} missing:\n{md}");
         }
         assert!(md.contains("alice"));
-        assert!(!md.contains('\u{1b}'), "escape sequences must not reach the file");
+        assert!(
+            !md.contains('\u{1b}'),
+            "escape sequences must not reach the file"
+        );
         assert!(!md.contains("unrelated"));
         assert!(find_incident(&all, Some("nope")).is_none());
     }

@@ -158,7 +158,12 @@ impl Operator for CliOperator {
                 index,
                 state,
                 detail,
-            } => eprintln!("  [{:>12}] {}. {}", state.as_str(), index + 1, sanitize(detail)),
+            } => eprintln!(
+                "  [{:>12}] {}. {}",
+                state.as_str(),
+                index + 1,
+                sanitize(detail)
+            ),
             Update::Progress { .. } => {}
             Update::Finished { outcome } => eprintln!("  → {outcome:?}"),
         }
@@ -285,8 +290,16 @@ pub fn diff_plans(staging: &Plan, now: &Plan) -> Vec<String> {
                 a.kind.describe("NS"),
                 b.kind.describe("NS")
             )),
-            (Some(a), None) => out.push(format!("step {}: only in staging: {}", i + 1, a.kind.describe("NS"))),
-            (None, Some(b)) => out.push(format!("step {}: not in the staging run: {}", i + 1, b.kind.describe("NS"))),
+            (Some(a), None) => out.push(format!(
+                "step {}: only in staging: {}",
+                i + 1,
+                a.kind.describe("NS")
+            )),
+            (None, Some(b)) => out.push(format!(
+                "step {}: not in the staging run: {}",
+                i + 1,
+                b.kind.describe("NS")
+            )),
             (None, None) => {}
         }
     }
@@ -365,9 +378,17 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
     }
     let ns = args.namespace.clone().unwrap_or_default();
     crate::broker::topology::validate_namespace(&ns).map_err(|e| Failure::usage(e, ""))?;
+    if !session.exchange_exists(&ns).await.map_err(Failure::from)? {
+        session.close().await;
+        return Err(Failure::error(
+            format!("namespace `{}` has no entry exchange", sanitize(&ns)),
+            "check the name with `hopback status`, or create it with `hopback init NS --versions v1,v2`",
+        ));
+    }
     let env = env_for(&ns);
     let plan = match &args.plan {
-        Some(p) => plan::load_plan(p).map_err(|e| Failure::usage(e, "fix the plan file; see assets/plans/ for samples"))?,
+        Some(p) => plan::load_plan(p)
+            .map_err(|e| Failure::usage(e, "fix the plan file; see assets/plans/ for samples"))?,
         None => {
             let from = match &args.from {
                 Some(f) => f.clone(),
@@ -385,7 +406,9 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
         };
         session.close().await;
         if ctx.json {
-            return ctx.print_json(&serde_json::json!({"plan": plan, "steps": lines, "staging": staging}));
+            return ctx.print_json(
+                &serde_json::json!({"plan": plan, "steps": lines, "staging": staging}),
+            );
         }
         println!(
             "dry run of `{}` on {} ({} → {}) — nothing will be changed",

@@ -7,7 +7,9 @@ use clap::{Args, ValueEnum};
 
 use crate::commands::Ctx;
 use crate::error::Failure;
-use crate::ledger::projection::{MarkdownMeta, Timeline, TimelineEntry, TimelineFilter, render_markdown};
+use crate::ledger::projection::{
+    MarkdownMeta, Timeline, TimelineEntry, TimelineFilter, render_markdown,
+};
 use crate::ledger::{EventKind, Ledger, StreamStart};
 use crate::text::sanitize;
 
@@ -74,7 +76,11 @@ pub fn text_line(e: &TimelineEntry) -> String {
         e.ts.format("%Y-%m-%d %H:%M:%S"),
         e.short_id,
         e.operator,
-        if e.namespace.is_empty() { "-" } else { &e.namespace },
+        if e.namespace.is_empty() {
+            "-"
+        } else {
+            &e.namespace
+        },
         e.outcome,
         e.summary
     );
@@ -85,7 +91,10 @@ pub fn text_line(e: &TimelineEntry) -> String {
 }
 
 /// Run `timeline`.
-pub async fn run(ctx: &Ctx, args: TimelineArgs) -> Result<(), Failure> {
+pub async fn run(ctx: &Ctx, mut args: TimelineArgs) -> Result<(), Failure> {
+    if ctx.json {
+        args.format = TimelineFormat::Json;
+    }
     let since = args.since.as_deref().map(since_time).transpose()?;
     let filter = TimelineFilter {
         namespace: args.namespace.clone(),
@@ -106,7 +115,10 @@ pub async fn run(ctx: &Ctx, args: TimelineArgs) -> Result<(), Failure> {
         return Err(f);
     }
     if !ledger.is_stream() {
-        eprintln!("warning: ledger: {}", sanitize(&ledger.backend_description()));
+        eprintln!(
+            "warning: ledger: {}",
+            sanitize(&ledger.backend_description())
+        );
     }
     if args.follow {
         let r = follow(&ledger, start, &filter, args.format).await;
@@ -154,7 +166,10 @@ async fn follow(
 ) -> Result<(), Failure> {
     let mut sub = ledger.subscribe(start).await?;
     // Tests and scripts wait for this line before appending.
-    eprintln!("following the ledger ({})", sanitize(&ledger.backend_description()));
+    eprintln!(
+        "following the ledger ({})",
+        sanitize(&ledger.backend_description())
+    );
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -184,7 +199,10 @@ async fn follow(
 pub async fn note(ctx: &Ctx, args: NoteArgs) -> Result<(), Failure> {
     let text = args.text.join(" ");
     if text.trim().is_empty() {
-        return Err(Failure::usage("the note is empty", "hopback note \"what you saw\""));
+        return Err(Failure::usage(
+            "the note is empty",
+            "hopback note \"what you saw\"",
+        ));
     }
     let session = ctx.connect().await?;
     let ledger = Ledger::open(&session, &ctx.cfg).await;
@@ -197,6 +215,10 @@ pub async fn note(ctx: &Ctx, args: NoteArgs) -> Result<(), Failure> {
     if ctx.json {
         return ctx.print_json(&e);
     }
-    println!("noted ({}) in {}", e.short_id(), sanitize(&ledger.backend_description()));
+    println!(
+        "noted ({}) in {}",
+        e.short_id(),
+        sanitize(&ledger.backend_description())
+    );
     Ok(())
 }

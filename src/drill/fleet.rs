@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::BasicProperties;
+use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -36,15 +36,15 @@ pub struct FleetSpec {
     pub ns: String,
     /// Versions with workers (`v1`, `v2`).
     pub versions: Vec<String>,
-    /// The version that gets the fault.
-    pub faulty_version: String,
+    /// The versions that get the fault (a drill: `v2`; tests can break `v1` too).
+    pub faulty_versions: Vec<String>,
     /// The (concrete) scenario.
     pub scenario: Scenario,
     /// Fault tunables.
     pub fault: FaultParams,
     /// Messages per second, all producers together.
     pub rate_per_s: u32,
-    /// Producer tasks.
+    /// Producer tasks (0: none — a test publishes itself).
     pub producers: usize,
     /// Worker tasks per version.
     pub workers_per_version: usize,
@@ -55,13 +55,13 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
-    /// Sensible defaults for `ns` (2 producers, 2 workers per version, prefetch 10, 5 ms work).
+    /// Sensible defaults for `ns` (1 producer, 2 workers per version, prefetch 10, 5 ms work).
     pub fn new(profile: Profile, ns: &str, scenario: Scenario, rate_per_s: u32) -> Self {
         Self {
             profile,
             ns: ns.to_string(),
             versions: vec!["v1".into(), "v2".into()],
-            faulty_version: "v2".into(),
+            faulty_versions: vec!["v2".into()],
             scenario,
             fault: FaultParams::default(),
             rate_per_s,
@@ -288,7 +288,9 @@ pub struct Fleet {
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fleet").field("ns", &self.shared.spec.ns).finish()
+        f.debug_struct("Fleet")
+            .field("ns", &self.shared.spec.ns)
+            .finish()
     }
 }
 
@@ -318,7 +320,7 @@ impl Fleet {
                 )));
             }
         }
-        let producers = (0..spec.producers.max(1))
+        let producers = (0..spec.producers)
             .map(|i| tokio::spawn(producer_task(shared.clone(), i, prx.clone())))
             .collect();
         Self {
@@ -347,7 +349,10 @@ impl Fleet {
         let _ = self.stop_producers.send(true);
         for h in self.producers.drain(..) {
             let abort = h.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), h).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -379,7 +384,10 @@ impl Fleet {
         let _ = self.stop_workers.send(true);
         for h in self.workers.drain(..) {
             let abort = h.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), h).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -543,7 +551,11 @@ async fn consume(
     {
         return WorkerExit::Reconnect;
     }
-    let tag = format!("{} worker {version}#{index}-{}", spec.ns, uuid::Uuid::new_v4());
+    let tag = format!(
+        "{} worker {version}#{index}-{}",
+        spec.ns,
+        uuid::Uuid::new_v4()
+    );
     let mut consumer = match timed(
         "basic.consume",
         CALL_TIMEOUT,
@@ -563,7 +575,7 @@ async fn consume(
     let Some(counters) = shared.counters(version) else {
         return WorkerExit::Stop;
     };
-    let faulty = version == spec.faulty_version;
+    let faulty = spec.faulty_versions.iter().any(|v| v == version);
     let mut tasks_since_connect = 0u32;
     loop {
         if *stop.borrow() {
@@ -665,10 +677,7 @@ async fn handle(
 }
 
 /// Await an ack/nack and count it when it did not reach the broker.
-async fn settle(
-    shared: &FleetShared,
-    fut: impl std::future::Future<Output = lapin::Result<bool>>,
-) {
+async fn settle(shared: &FleetShared, fut: impl std::future::Future<Output = lapin::Result<bool>>) {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(Ok(true)) => {}
         _ => {

@@ -603,7 +603,12 @@ async fn ids_in(session: &Session, queue: &str, out: &mut BTreeSet<String>) -> R
     .await
     .map_err(Failure::from)?;
     if (msgs.len() as u64) < depth {
-        tracing::warn!(queue, depth, seen = msgs.len(), "drill accounting saw fewer messages than the depth");
+        tracing::warn!(
+            queue,
+            depth,
+            seen = msgs.len(),
+            "drill accounting saw fewer messages than the depth"
+        );
     }
     out.extend(
         msgs.iter()
@@ -618,6 +623,27 @@ async fn account(
     ns: &str,
     fleet: &FleetShared,
 ) -> Result<score::Accounting, Failure> {
+    let (published, processed) = fleet.id_sets();
+    account_ids(
+        session,
+        ns,
+        &published,
+        &processed,
+        fleet.stats().duplicates_skipped,
+    )
+    .await
+}
+
+/// Account for `published` ids in a convention namespace: processed (from the workers' store),
+/// or found (by browsing, nothing removed) in the DLQ, the park queue, a version queue or the
+/// unrouted queue. Used by drills and by the rollback tests.
+pub async fn account_ids(
+    session: &Session,
+    ns: &str,
+    published: &BTreeSet<String>,
+    processed: &std::collections::BTreeMap<String, u32>,
+    duplicates_skipped: u64,
+) -> Result<score::Accounting, Failure> {
     let n = Names::convention(ns);
     let mut dlq = BTreeSet::new();
     ids_in(session, &n.dlq, &mut dlq).await?;
@@ -627,19 +653,20 @@ async fn account(
     for q in [n.version_queue("v1"), n.version_queue("v2"), n.unrouted.clone()] {
         ids_in(session, &q, &mut queued).await?;
     }
-    let (published, processed) = fleet.id_sets();
     Ok(score::account(
-        &published,
-        &processed,
+        published,
+        processed,
         &dlq,
         &parked,
         &queued,
-        fleet.stats().duplicates_skipped,
+        duplicates_skipped,
     ))
 }
 
 /// Scores of past drills from the ledger (newest last).
-pub async fn history(ledger: &Ledger) -> Result<Vec<(chrono::DateTime<chrono::Utc>, String, Score)>, Failure> {
+pub async fn history(
+    ledger: &Ledger,
+) -> Result<Vec<(chrono::DateTime<chrono::Utc>, String, Score)>, Failure> {
     let mut out = Vec::new();
     ledger
         .fold(StreamStart::First, |e| {

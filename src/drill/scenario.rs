@@ -65,7 +65,9 @@ impl Scenario {
     /// One line for the briefing after the drill (what was wrong with v2).
     pub fn explanation(self) -> &'static str {
         match self {
-            Scenario::Poison => "v2 rejected a fraction of its tasks without requeue (dead letters)",
+            Scenario::Poison => {
+                "v2 rejected a fraction of its tasks without requeue (dead letters)"
+            }
             Scenario::Slow => "v2's latency climbed until its queue backed up",
             Scenario::Crash => "v2 workers crashed repeatedly; their unacked work was redelivered",
             Scenario::Partial => "v2 failed every `task_shape = bulk` task and nothing else",

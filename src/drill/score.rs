@@ -122,7 +122,12 @@ pub fn time_to_detect(t: &Timings) -> Option<u64> {
 /// Points: start at 100; −1 per 2 s to detect beyond 10 s, −1 per 2 s to mitigate beyond 30 s
 /// (each capped at −30, and −30 when it never happened), −50 if anything was lost, −2 per
 /// duplicate (cap −10), −5 per skipped step (cap −10).
-pub fn points(detect_ms: Option<u64>, mitigate_ms: Option<u64>, a: &Accounting, skipped: u32) -> u32 {
+pub fn points(
+    detect_ms: Option<u64>,
+    mitigate_ms: Option<u64>,
+    a: &Accounting,
+    skipped: u32,
+) -> u32 {
     let late = |ms: Option<u64>, free_ms: u64| -> i64 {
         match ms {
             None => 30,
@@ -176,8 +181,12 @@ mod tests {
     #[test]
     fn accounting_finds_every_id_once() {
         let published = set(&["a", "b", "c", "d", "e", "f"]);
-        let processed: BTreeMap<String, u32> =
-            [("a".to_string(), 1), ("b".to_string(), 2), ("x".to_string(), 1)].into();
+        let processed: BTreeMap<String, u32> = [
+            ("a".to_string(), 1),
+            ("b".to_string(), 2),
+            ("x".to_string(), 1),
+        ]
+        .into();
         let a = account(
             &published,
             &processed,
@@ -188,7 +197,10 @@ mod tests {
         );
         assert_eq!(a.published, 6);
         assert_eq!(a.processed, 2);
-        assert_eq!(a.dead_lettered, 1, "b was processed after a replay: counted once");
+        assert_eq!(
+            a.dead_lettered, 1,
+            "b was processed after a replay: counted once"
+        );
         assert_eq!(a.parked, 1);
         assert_eq!(a.still_queued, 1);
         assert_eq!(a.lost, 1);

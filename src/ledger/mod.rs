@@ -148,11 +148,7 @@ impl Ledger {
             Err(e) => {
                 let why = format!("stream `{name}` unusable: {e}");
                 tracing::warn!("ledger falls back to a local file: {why}");
-                Self::file(
-                    &crate::config::data_dir().join(FALLBACK_FILE),
-                    &why,
-                    cfg,
-                )
+                Self::file(&crate::config::data_dir().join(FALLBACK_FILE), &why, cfg)
             }
         }
     }
@@ -316,11 +312,7 @@ impl Ledger {
         let mut sub = self.subscribe(from).await?;
         let mut n = 0u64;
         loop {
-            let idle = if n == 0 {
-                READ_IDLE * 2
-            } else {
-                READ_IDLE
-            };
+            let idle = if n == 0 { READ_IDLE * 2 } else { READ_IDLE };
             match sub.next_within(idle).await? {
                 Some(e) => {
                     n += 1;

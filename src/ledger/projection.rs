@@ -428,7 +428,9 @@ impl GateHistory {
     pub fn find(&self, id: &str) -> Result<&GateState, String> {
         let t = id.trim().to_ascii_lowercase().replace('-', "");
         if t.len() < 4 {
-            return Err(format!("`{id}` is too short: give at least 4 hex digits of the id"));
+            return Err(format!(
+                "`{id}` is too short: give at least 4 hex digits of the id"
+            ));
         }
         let hits: Vec<&GateState> = self
             .states
@@ -453,7 +455,10 @@ impl GateHistory {
 }
 
 /// The gate history of `namespace` from `events` (in ledger order).
-pub fn gate_history<'a>(events: impl IntoIterator<Item = &'a Event>, namespace: &str) -> GateHistory {
+pub fn gate_history<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    namespace: &str,
+) -> GateHistory {
     let mut h = GateHistory::new(namespace, 0);
     for e in events {
         h.push(e);
@@ -575,8 +580,16 @@ mod tests {
         assert_eq!(
             d.changes,
             vec![
-                WeightChange { version: "v1".into(), from: 90, to: 100 },
-                WeightChange { version: "v2".into(), from: 10, to: 0 }
+                WeightChange {
+                    version: "v1".into(),
+                    from: 90,
+                    to: 100
+                },
+                WeightChange {
+                    version: "v2".into(),
+                    from: 10,
+                    to: 0
+                }
             ]
         );
         assert!(drift(h.last_known(), &h.last_known().unwrap().split).is_none());
@@ -591,7 +604,10 @@ mod tests {
     fn timeline_filters_bounds_and_escapes() {
         let mut evs = Vec::new();
         for i in 0..10 {
-            evs.push(ev(EventKind::Note, Some(if i % 2 == 0 { "a" } else { "b" })).reason(format!("n{i}")));
+            evs.push(
+                ev(EventKind::Note, Some(if i % 2 == 0 { "a" } else { "b" }))
+                    .reason(format!("n{i}")),
+            );
         }
         evs.push(ev(EventKind::Note, None).reason("global | \x1b]52;c;aGk=\x07 evil"));
         let t = timeline(
@@ -605,7 +621,13 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(t[0].reason.as_deref(), Some("n6"));
         assert_eq!(t[2].namespace, "");
-        let md = render_markdown(&t, &MarkdownMeta { title: "T".into(), ..Default::default() });
+        let md = render_markdown(
+            &t,
+            &MarkdownMeta {
+                title: "T".into(),
+                ..Default::default()
+            },
+        );
         assert!(!md.contains('\x1b'), "{md}");
         assert!(md.contains("global \\| "), "{md}");
     }

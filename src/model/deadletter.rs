@@ -292,9 +292,11 @@ impl Filter {
     pub fn matches(&self, ns: &str, m: &MessageView) -> bool {
         self.conditions.iter().all(|c| match c {
             Condition::Reason(r) => m.attribution.reason.as_str() == r,
-            Condition::Origin(o) => m.attribution.origin_queue.as_deref().is_some_and(|q| {
-                q == o || version_of_queue(ns, q).as_deref() == Some(o.as_str())
-            }),
+            Condition::Origin(o) => {
+                m.attribution.origin_queue.as_deref().is_some_and(|q| {
+                    q == o || version_of_queue(ns, q).as_deref() == Some(o.as_str())
+                })
+            }
             Condition::Header(k, v) => m.header(k) == Some(v.as_str()),
             Condition::BodyContains(t) => contains(&m.body, t.as_bytes()),
             Condition::MessageId(id) => m.message_id.as_deref() == Some(id.as_str()),
@@ -373,7 +375,10 @@ pub fn inspector_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
     ));
     out.push(field("reason", a.reason.as_str()));
     out.push(field("replays (x-hopback-replays)", &a.replays.to_string()));
-    out.push(field("redelivered", if m.redelivered { "yes" } else { "no" }));
+    out.push(field(
+        "redelivered",
+        if m.redelivered { "yes" } else { "no" },
+    ));
     out.push(line(LineKind::Blank, ""));
     out.push(line(LineKind::Title, "Properties"));
     if m.properties.is_empty() {
@@ -393,7 +398,10 @@ pub fn inspector_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
     out.push(line(LineKind::Blank, ""));
     out.push(line(
         LineKind::Title,
-        format!("x-death history ({} entries, most recent first)", a.deaths.len()),
+        format!(
+            "x-death history ({} entries, most recent first)",
+            a.deaths.len()
+        ),
     ));
     for d in &a.deaths {
         let when = d
@@ -547,7 +555,13 @@ mod tests {
     use crate::model::xdeath::DeathEntry;
     use crate::text::is_terminal_safe;
 
-    fn msg(pos: u64, origin: &str, reason: Reason, exc: Option<&str>, t: Option<i64>) -> MessageView {
+    fn msg(
+        pos: u64,
+        origin: &str,
+        reason: Reason,
+        exc: Option<&str>,
+        t: Option<i64>,
+    ) -> MessageView {
         MessageView {
             position: pos,
             headers: exc
@@ -605,7 +619,11 @@ mod tests {
     fn filters_parse_and_match() {
         let m = msg(0, "e.v2", Reason::Rejected, Some("Boom"), None);
         let f = |s: &[&str]| Filter::parse(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
-        assert!(f(&["reason=rejected", "origin=v2"]).unwrap().matches("e", &m));
+        assert!(
+            f(&["reason=rejected", "origin=v2"])
+                .unwrap()
+                .matches("e", &m)
+        );
         assert!(f(&["origin=e.v2"]).unwrap().matches("e", &m));
         assert!(!f(&["origin=v1"]).unwrap().matches("e", &m));
         assert!(f(&["x-exception=Boom"]).unwrap().matches("e", &m));
@@ -623,12 +641,23 @@ mod tests {
         let hostile = "\x1b]52;c;aGVsbG8=\x07\x1b]8;;http://evil\x1b\\x\x1b[2J\x1b[6n\x1bc\u{9b}31m invoice\u{202e}fdp.exe";
         let mut body = hostile.as_bytes().to_vec();
         body.extend_from_slice(b"\xff\xfe");
-        let mut m = msg(3, "e.v2\x1b[2J", Reason::Other("x\x1bc".into()), Some(hostile), None);
+        let mut m = msg(
+            3,
+            "e.v2\x1b[2J",
+            Reason::Other("x\x1bc".into()),
+            Some(hostile),
+            None,
+        );
         m.properties = vec![("message_id".into(), hostile.into())];
         m.headers.push(("k\u{202e}".into(), hostile.into()));
         m.body_len = body.len();
         m.body = body;
-        for mode in [BodyMode::Auto, BodyMode::Text, BodyMode::Json, BodyMode::Hex] {
+        for mode in [
+            BodyMode::Auto,
+            BodyMode::Text,
+            BodyMode::Json,
+            BodyMode::Hex,
+        ] {
             for l in inspector_lines(&m, mode) {
                 assert!(is_terminal_safe(&l.text), "{mode:?}: {:?}", l.text);
                 assert!(!l.text.contains('\n'));
@@ -651,7 +680,11 @@ mod tests {
         let m = msg(0, "e.v1", Reason::Rejected, None, None);
         let lines = body_lines(&m, BodyMode::Auto);
         assert!(lines[0].text.contains("json"));
-        assert!(lines.iter().any(|l| l.kind == LineKind::JsonKey && l.text.contains("\"a\": 1")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.kind == LineKind::JsonKey && l.text.contains("\"a\": 1"))
+        );
         let hex = body_lines(&m, BodyMode::Hex);
         assert!(hex[1].text.starts_with("00000000  7b 22 61 22 3a 31 7d"));
     }

@@ -73,7 +73,9 @@ impl Step {
 fn group(current: &[CurrentBinding]) -> BTreeMap<&str, Vec<&str>> {
     let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for b in current {
-        m.entry(b.version.as_str()).or_default().push(b.key.as_str());
+        m.entry(b.version.as_str())
+            .or_default()
+            .push(b.key.as_str());
     }
     m
 }
@@ -296,7 +298,8 @@ pub async fn read_gate(
             continue;
         };
         let counts = session.passive_queue(&q).await.map_err(Failure::from)?;
-        view.consumers.insert(v.clone(), counts.map(|c| c.consumers));
+        view.consumers
+            .insert(v.clone(), counts.map(|c| c.consumers));
         view.ready.insert(v.clone(), counts.map(|c| c.ready));
         if counts.is_some() {
             view.versions.insert(v, q);
@@ -435,8 +438,12 @@ pub fn validate(
     target: &GateSplit,
     force_zero_consumers: bool,
 ) -> Result<(Vec<Step>, Vec<String>), Failure> {
-    view.flippable()
-        .map_err(|why| Failure::error(why, "flip this gate with your own tooling, or adopt an entry exchange of a supported type"))?;
+    view.flippable().map_err(|why| {
+        Failure::error(
+            why,
+            "flip this gate with your own tooling, or adopt an entry exchange of a supported type",
+        )
+    })?;
     if target.total() == 0 {
         return Err(Failure::usage(
             "the weights sum to 0: that would route nothing; nothing was changed",
@@ -545,11 +552,7 @@ fn gate_json(s: &GateSplit) -> serde_json::Value {
     serde_json::json!({ "gate": s })
 }
 
-async fn execute(
-    session: &Session,
-    view: &GateView,
-    steps: &[Step],
-) -> Result<(), BrokerError> {
+async fn execute(session: &Session, view: &GateView, steps: &[Step]) -> Result<(), BrokerError> {
     let ch = session.channel().await?;
     let pw = session.password();
     for st in steps {
@@ -766,7 +769,10 @@ mod tests {
             match st {
                 Step::Bind { version, weight } => s.push(cb(version, &weight.to_string())),
                 Step::Unbind { version, key } => {
-                    if let Some(i) = s.iter().position(|b| &b.version == version && &b.key == key) {
+                    if let Some(i) = s
+                        .iter()
+                        .position(|b| &b.version == version && &b.key == key)
+                    {
                         s.remove(i);
                     }
                 }
@@ -781,14 +787,35 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                Step::Bind { version: "v2".into(), weight: 10 },
-                Step::Unbind { version: "v1".into(), key: "100".into() },
-                Step::Bind { version: "v1".into(), weight: 90 },
+                Step::Bind {
+                    version: "v2".into(),
+                    weight: 10
+                },
+                Step::Unbind {
+                    version: "v1".into(),
+                    key: "100".into()
+                },
+                Step::Bind {
+                    version: "v1".into(),
+                    weight: 90
+                },
             ]
         );
         let back = plan(&split(&[("v1", 90), ("v2", 10)]), &split(&[("v1", 100)]));
-        assert_eq!(back[0], Step::Unbind { version: "v1".into(), key: "90".into() });
-        assert_eq!(back.last(), Some(&Step::Unbind { version: "v2".into(), key: "10".into() }));
+        assert_eq!(
+            back[0],
+            Step::Unbind {
+                version: "v1".into(),
+                key: "90".into()
+            }
+        );
+        assert_eq!(
+            back.last(),
+            Some(&Step::Unbind {
+                version: "v2".into(),
+                key: "10".into()
+            })
+        );
         assert!(plan(&split(&[("v1", 100)]), &split(&[("v1", 100)])).is_empty());
         assert!(plan(&split(&[("v1", 100)]), &split(&[("v1", 5), ("v2", 0)])).is_empty());
     }
@@ -829,7 +856,10 @@ mod tests {
                 continue;
             }
             let steps = plan_bindings(&cur, &target);
-            assert!(!has_zero_binding_window(&cur, &steps), "{cur:?} → {target:?}: {steps:?}");
+            assert!(
+                !has_zero_binding_window(&cur, &steps),
+                "{cur:?} → {target:?}: {steps:?}"
+            );
             let end = run(&cur, &steps);
             let got = group(&end);
             assert!(got.values().all(|k| k.len() == 1), "{end:?}");

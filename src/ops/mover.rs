@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
-    BasicQosOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Confirmation, PublisherConfirm};
@@ -44,7 +44,7 @@ use crate::broker::session::{
 };
 use crate::config::Profile;
 use crate::model::deadletter::Filter;
-use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_u64};
+use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_string, header_u64};
 
 /// Default prefetch of the source consumer (tuned by `hopback-bench`, see the README).
 pub const DEFAULT_PREFETCH: u16 = 2000;
@@ -52,6 +52,10 @@ pub const DEFAULT_PREFETCH: u16 = 2000;
 pub const DEFAULT_CONFIRM_WINDOW: usize = 1000;
 /// Default replay limit before a message is parked.
 pub const DEFAULT_MAX_REPLAYS: u32 = 3;
+/// Header marking messages published by one run (its id): when a message carrying the current
+/// run's id shows up in the source again, it died again (or was unroutable again) during this run,
+/// so everything that was in the source at the start has been seen.
+pub const RUN_HEADER: &str = "x-hopback-run";
 /// Extra prefetch kept for held (non-matching / unroutable) messages, so a filter does not stall
 /// the consumer after `prefetch` non-matching messages.
 pub const HOLD_ALLOWANCE: u32 = 20_000;
@@ -85,8 +89,10 @@ impl Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Budget {
-    /// Only the messages that were in the source when the run started (a replay whose messages
-    /// die again lands behind them and is not replayed twice in one run).
+    /// Only the messages that were in the source when the run started: published messages carry
+    /// [`RUN_HEADER`] = the run's id, and the first one that comes back to the source (it died
+    /// again, or was unroutable again) ends the run — so a run never replays a message twice.
+    /// Also ends when the source stays empty for `idle_timeout`.
     InitialDepth,
     /// Until the source stays empty for `idle_timeout` (draining a version queue).
     UntilEmpty,
@@ -161,14 +167,22 @@ impl MoveSpec {
     }
     /// Drain one queue into another (rollback: `NS.v2 → NS.v1`) until it stays empty.
     pub fn drain(ns: &str, from_queue: &str, to_queue: &str) -> Self {
-        let mut s = Self::base(ns, from_queue.to_string(), Target::Queue(to_queue.to_string()));
+        let mut s = Self::base(
+            ns,
+            from_queue.to_string(),
+            Target::Queue(to_queue.to_string()),
+        );
         s.budget = Budget::UntilEmpty;
         s
     }
     /// Replay `NS.unrouted` through the entry exchange `NS`. Anything still unroutable goes back
     /// to `NS.unrouted` through the alternate exchange; the initial-depth budget stops the loop.
     pub fn replay_unrouted(ns: &str) -> Self {
-        Self::base(ns, format!("{ns}.unrouted"), Target::Exchange(ns.to_string()))
+        Self::base(
+            ns,
+            format!("{ns}.unrouted"),
+            Target::Exchange(ns.to_string()),
+        )
     }
 }
 
@@ -351,6 +365,10 @@ struct Runner<'a> {
     /// Origin queue → exists (and routes).
     origin_ok: HashMap<String, bool>,
     park_declared: bool,
+    /// This run's id (the [`RUN_HEADER`] value).
+    run_id: String,
+    /// A message of this run came back: stop consuming.
+    budget_hit: bool,
     /// Made progress in the current epoch (resets the reconnect attempt counter).
     progressed: bool,
 }
@@ -373,6 +391,8 @@ pub async fn run(
         last_progress: started,
         origin_ok: HashMap::new(),
         park_declared: false,
+        run_id: uuid::Uuid::new_v4().to_string(),
+        budget_hit: false,
         progressed: false,
     };
     let stop = runner.run_all(profile, operator).await;
@@ -534,7 +554,11 @@ impl Runner<'_> {
         }));
     }
 
-    async fn ensure_park_queue(&mut self, session: &Session, name: &str) -> Result<(), BrokerError> {
+    async fn ensure_park_queue(
+        &mut self,
+        session: &Session,
+        name: &str,
+    ) -> Result<(), BrokerError> {
         if self.park_declared {
             return Ok(());
         }
@@ -613,6 +637,13 @@ impl Runner<'_> {
         > = FuturesOrdered::new();
         let mut acks: FuturesUnordered<futures::future::BoxFuture<'static, (bool, bool)>> =
             FuturesUnordered::new();
+        // Acks handed to the channel but not yet proven processed: (moved, parked).
+        let mut unsynced = (0u64, 0u64);
+        // A sync round trip in progress and the acks it covers.
+        let mut sync: FuturesUnordered<futures::future::BoxFuture<'static, bool>> =
+            FuturesUnordered::new();
+        let mut syncing = (0u64, 0u64);
+        let sync_every = (spec.confirm_window as u64 / 2).max(1);
         // Messages held unacked this epoch (they go back to the source when the channel closes).
         let mut held: Vec<Acker> = Vec::new();
         let mut fatal_error: Option<String> = None;
@@ -623,7 +654,8 @@ impl Runner<'_> {
         loop {
             let state = self.control.state();
             let done = self.counts.moved + self.counts.parked;
-            let in_flight = window.len() as u64 + acks.len() as u64;
+            let pending = unsynced.0 + unsynced.1 + syncing.0 + syncing.1;
+            let in_flight = window.len() as u64 + acks.len() as u64 + pending;
             if consuming {
                 if state == RunState::Stopped {
                     consuming = false;
@@ -633,17 +665,39 @@ impl Runner<'_> {
                 } else if spec.limit.is_some_and(|l| done + in_flight >= l) {
                     consuming = false;
                     finish.get_or_insert(StopReason::LimitReached);
-                } else if spec.budget == Budget::InitialDepth
-                    && done + in_flight + held.len() as u64 >= self.initial_depth
-                {
+                } else if self.budget_hit {
                     consuming = false;
                     finish.get_or_insert(StopReason::BudgetReached);
                 }
             }
-            if !consuming && window.is_empty() && acks.is_empty() {
+            // Prove the acks so far reached the broker: a synchronous call on the same channel
+            // is answered only after every earlier frame (our acks) was processed.
+            let quiet = window.is_empty() && acks.is_empty();
+            if sync.is_empty()
+                && lost.is_none()
+                && unsynced.0 + unsynced.1 > 0
+                && (unsynced.0 + unsynced.1 >= sync_every || quiet)
+            {
+                syncing = std::mem::take(&mut unsynced);
+                let ch = consume_ch.clone();
+                sync.push(
+                    async move {
+                        matches!(
+                            tokio::time::timeout(
+                                CALL_TIMEOUT,
+                                ch.basic_qos(prefetch, BasicQosOptions::default())
+                            )
+                            .await,
+                            Ok(Ok(()))
+                        )
+                    }
+                    .boxed(),
+                );
+            }
+            if !consuming && quiet && sync.is_empty() && (unsynced == (0, 0) || lost.is_some()) {
                 break;
             }
-            if consuming && state == RunState::Paused && window.is_empty() && acks.is_empty() {
+            if consuming && state == RunState::Paused && quiet && sync.is_empty() {
                 self.send_progress(true, true);
                 let mut rx = self.control.state.subscribe();
                 // Wake up regularly so a dead connection is noticed while paused.
@@ -658,10 +712,20 @@ impl Runner<'_> {
                 && window.len() < spec.confirm_window.max(1);
             tokio::select! {
                 biased;
-                Some((ok, parked)) = acks.next(), if !acks.is_empty() => {
+                Some(ok) = sync.next(), if !sync.is_empty() => {
+                    let (m, p) = std::mem::take(&mut syncing);
                     if ok {
                         self.progressed = true;
-                        if parked { self.counts.parked += 1 } else { self.counts.moved += 1 }
+                        self.counts.moved += m;
+                        self.counts.parked += p;
+                    } else {
+                        self.counts.possible_duplicates += m + p;
+                        lost.get_or_insert(BrokerError::Other("the source channel stopped answering".into()));
+                    }
+                }
+                Some((ok, parked)) = acks.next(), if !acks.is_empty() => {
+                    if ok && lost.is_none() {
+                        if parked { unsynced.1 += 1 } else { unsynced.0 += 1 }
                     } else {
                         // The broker will redeliver it although it is in the target already.
                         self.counts.possible_duplicates += 1;
@@ -671,9 +735,7 @@ impl Runner<'_> {
                 Some((inflight, res)) = window.next(), if !window.is_empty() => {
                     match res {
                         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) if lost.is_none() => {
-                            let acker = inflight.acker;
-                            let parked = inflight.parked;
-                            acks.push_back_ack(acker, parked);
+                            acks.push_back_ack(inflight.acker, inflight.parked);
                         }
                         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
                             // Confirmed, but the consume side is gone: the ack cannot go out.
@@ -755,8 +817,10 @@ impl Runner<'_> {
                     }
                 }
             }
-            self.send_progress(true, false);
+            self.send_progress(lost.is_none(), false);
         }
+        // Acks whose processing was never proven: the broker may redeliver those messages.
+        self.counts.possible_duplicates += unsynced.0 + unsynced.1 + syncing.0 + syncing.1;
         let _ = timed(
             "basic.cancel",
             CALL_TIMEOUT,
@@ -787,11 +851,25 @@ impl Runner<'_> {
         let spec = self.spec;
         let headers = d.properties.headers().as_ref();
         if !spec.filter.is_empty() {
-            let view = message_view(0, &d.properties, d.data.clone(), d.data.len(), d.redelivered);
+            let view = message_view(
+                0,
+                &d.properties,
+                d.data.clone(),
+                d.data.len(),
+                d.redelivered,
+            );
             if !spec.filter.matches(&spec.namespace, &view) {
                 self.counts.skipped_by_filter += 1;
                 return Ok(Dispatch::Held(d.acker));
             }
+        }
+        if spec.budget == Budget::InitialDepth
+            && header_string(headers, RUN_HEADER).as_deref() == Some(self.run_id.as_str())
+        {
+            // It came back during this run (died again, or unroutable again): everything that was
+            // in the source at the start has been seen.
+            self.budget_hit = true;
+            return Ok(Dispatch::Held(d.acker));
         }
         let replays = header_u64(headers, REPLAYS_HEADER).unwrap_or(0);
         let over_limit = spec.count_replay && !spec.force && replays >= u64::from(spec.max_replays);
@@ -800,7 +878,9 @@ impl Runner<'_> {
             match &spec.park_queue {
                 Some(p) => {
                     let p = p.clone();
-                    self.ensure_park_queue(session, &p).await.map_err(|e| (e, false))?;
+                    self.ensure_park_queue(session, &p)
+                        .await
+                        .map_err(|e| (e, false))?;
                     (String::new(), p, true)
                 }
                 None => {
@@ -818,7 +898,10 @@ impl Runner<'_> {
                         return Ok(Dispatch::Held(d.acker));
                     };
                     if q == spec.source_queue
-                        || !self.origin_exists(session, &q).await.map_err(|e| (e, false))?
+                        || !self
+                            .origin_exists(session, &q)
+                            .await
+                            .map_err(|e| (e, false))?
                     {
                         self.counts.no_target += 1;
                         return Ok(Dispatch::Held(d.acker));
@@ -828,11 +911,14 @@ impl Runner<'_> {
                 }
             }
         };
-        let props = if spec.count_replay && !parked {
+        let mut props = if spec.count_replay && !parked {
             with_replays(d.properties, replays + 1)
         } else {
             d.properties
         };
+        if spec.budget == Budget::InitialDepth && !parked {
+            props = with_header(props, RUN_HEADER, AMQPValue::LongString(self.run_id.as_str().into()));
+        }
         if let Some(rate) = spec.rate_per_s.filter(|r| *r > 0.0) {
             let due = self.started + Duration::from_secs_f64(self.published as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
@@ -893,11 +979,17 @@ impl AckQueue for FuturesUnordered<futures::future::BoxFuture<'static, (bool, bo
 
 /// The properties with `x-hopback-replays` set to `n` (everything else kept as it was).
 pub fn with_replays(props: BasicProperties, n: u64) -> BasicProperties {
-    let mut headers = props.headers().clone().unwrap_or_default();
-    headers.insert(
-        ShortString::from(REPLAYS_HEADER),
+    with_header(
+        props,
+        REPLAYS_HEADER,
         AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
-    );
+    )
+}
+
+/// The properties with one header set (everything else kept as it was).
+pub fn with_header(props: BasicProperties, key: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(ShortString::from(key), value);
     props.with_headers(headers)
 }
 

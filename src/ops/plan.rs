@@ -205,10 +205,9 @@ impl StepKind {
             StepKind::Confirm { question } => {
                 format!("decision point: {}", crate::text::sanitize(question))
             }
-            StepKind::Gate { weights } => format!(
-                "gate {ns}: {}",
-                GateSplit(weights.clone()).describe()
-            ),
+            StepKind::Gate { weights } => {
+                format!("gate {ns}: {}", GateSplit(weights.clone()).describe())
+            }
             StepKind::WaitConsumers { version, min } => {
                 format!("wait until {ns}.{version} has ≥ {min} consumer(s)")
             }
@@ -217,10 +216,16 @@ impl StepKind {
                 limit.map(|l| format!(" (at most {l})")).unwrap_or_default()
             ),
             StepKind::DlqReplay { origin, to, action } => match action {
-                DlqChoice::Replay => format!("replay {origin}'s dead letters from {ns}.dlq → {ns}.{to}"),
+                DlqChoice::Replay => {
+                    format!("replay {origin}'s dead letters from {ns}.dlq → {ns}.{to}")
+                }
                 DlqChoice::Keep => format!("keep {origin}'s dead letters in {ns}.dlq"),
-                DlqChoice::Export => format!("export {origin}'s dead letters from {ns}.dlq to a JSONL file"),
-                DlqChoice::Ask => format!("{origin}'s dead letters in {ns}.dlq: replay to {ns}.{to}, keep or export (ask)"),
+                DlqChoice::Export => {
+                    format!("export {origin}'s dead letters from {ns}.dlq to a JSONL file")
+                }
+                DlqChoice::Ask => format!(
+                    "{origin}'s dead letters in {ns}.dlq: replay to {ns}.{to}, keep or export (ask)"
+                ),
             },
             StepKind::EvictConsumers { version } => {
                 format!("close the connections of {ns}'s {version} workers")
@@ -354,7 +359,9 @@ pub fn parse_plan(text: &str, origin: &str) -> Result<Plan, String> {
     }
     for (key, v) in [("from", &raw.from), ("to", &raw.to)] {
         if !is_version_name(v) {
-            return Err(format!("{origin}: `{key}` = `{v}` is not a version name (v1, v2, …)"));
+            return Err(format!(
+                "{origin}: `{key}` = `{v}` is not a version name (v1, v2, …)"
+            ));
         }
     }
     let mut steps = Vec::new();
@@ -443,7 +450,9 @@ fn validate_kind(kind: &StepKind) -> Result<(), String> {
                 check_version("version", v)?;
             }
             if !(0.0..=100.0).contains(threshold_pct) {
-                return Err(format!("`threshold_pct` = {threshold_pct} is not within 0–100"));
+                return Err(format!(
+                    "`threshold_pct` = {threshold_pct} is not within 0–100"
+                ));
             }
         }
         _ => {}
@@ -507,7 +516,10 @@ window = "5s"
 
     #[test]
     fn errors_name_the_step_and_key() {
-        let bad = GOOD.replace("from = \"v2\"\nto = \"v1\"\n\n[[step]]\nkind = \"verify\"", "frm = \"v2\"\nto = \"v1\"\n\n[[step]]\nkind = \"verify\"");
+        let bad = GOOD.replace(
+            "from = \"v2\"\nto = \"v1\"\n\n[[step]]\nkind = \"verify\"",
+            "frm = \"v2\"\nto = \"v1\"\n\n[[step]]\nkind = \"verify\"",
+        );
         let e = parse_plan(&bad, "p.toml").unwrap_err();
         assert!(e.contains("step 3 (drain)") && e.contains("frm"), "{e}");
         let bad = GOOD.replace("window = \"5s\"", "window = \"soon\"");
@@ -515,7 +527,10 @@ window = "5s"
         assert!(e.contains("step 4 (verify)") && e.contains("soon"), "{e}");
         let bad = GOOD.replace("kind = \"gate\"", "kind = \"gait\"");
         let e = parse_plan(&bad, "p.toml").unwrap_err();
-        assert!(e.contains("step 2 (gait)") && e.contains("unknown variant"), "{e}");
+        assert!(
+            e.contains("step 2 (gait)") && e.contains("unknown variant"),
+            "{e}"
+        );
         let bad = GOOD.replace("weights = { v1 = 100 }", "weights = { one = 100 }");
         let e = parse_plan(&bad, "p.toml").unwrap_err();
         assert!(e.contains("step 2 (gate)") && e.contains("weights"), "{e}");

@@ -216,7 +216,10 @@ impl PreparedPurge {
     }
     /// Put everything back (the export file stays).
     pub async fn abort(self) {
-        let _ = tokio::time::timeout(CALL_TIMEOUT, self.channel.close(200, "purge aborted".into()))
-            .await;
+        let _ = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.channel.close(200, "purge aborted".into()),
+        )
+        .await;
     }
 }

@@ -32,11 +32,11 @@ use crate::broker::topology::Names;
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::ledger::event::{Event, EventKind, Outcome};
+use crate::model::deadletter::Filter;
 use crate::model::gate::GateSplit;
 use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_u64, version_of_queue};
-use crate::model::deadletter::Filter;
-use crate::ops::{gate, mover};
 use crate::ops::plan::{DlqChoice, Metric, Plan, Step, StepKind};
+use crate::ops::{gate, mover};
 
 /// Replays above this count are parked (left in the DLQ) instead of replayed again.
 pub const MAX_REPLAYS: u64 = 3;
@@ -412,14 +412,20 @@ impl Env {
     async fn ready(&self, queue: &str) -> Result<u64, String> {
         match self.session.passive_queue(queue).await {
             Ok(Some(c)) => Ok(u64::from(c.ready)),
-            Ok(None) => Err(format!("queue `{}` does not exist", crate::text::sanitize(queue))),
+            Ok(None) => Err(format!(
+                "queue `{}` does not exist",
+                crate::text::sanitize(queue)
+            )),
             Err(e) => Err(e.to_string()),
         }
     }
     async fn consumers(&self, queue: &str) -> Result<u64, String> {
         match self.session.passive_queue(queue).await {
             Ok(Some(c)) => Ok(u64::from(c.consumers)),
-            Ok(None) => Err(format!("queue `{}` does not exist", crate::text::sanitize(queue))),
+            Ok(None) => Err(format!(
+                "queue `{}` does not exist",
+                crate::text::sanitize(queue)
+            )),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -443,10 +449,16 @@ pub async fn evidence(env: &Env, from: &str, to: &str) -> Vec<String> {
         }
     }
     if let Ok(d) = env.ready(&n.dlq).await {
-        out.push(format!("{}: {d} dead letter(s) at rest", crate::text::sanitize(&n.dlq)));
+        out.push(format!(
+            "{}: {d} dead letter(s) at rest",
+            crate::text::sanitize(&n.dlq)
+        ));
     }
     if let Ok(d) = env.ready(&n.unrouted).await {
-        out.push(format!("{}: {d} unrouted", crate::text::sanitize(&n.unrouted)));
+        out.push(format!(
+            "{}: {d} unrouted",
+            crate::text::sanitize(&n.unrouted)
+        ));
     }
     if let Some(m) = &env.mgmt {
         if let Ok((g, problems)) = read_gate(env, m).await {
@@ -496,7 +508,10 @@ pub async fn resume(
 ) -> Result<RollbackReport, String> {
     let events = rollback_events(ledger, id).await?;
     if events.is_empty() {
-        return Err(format!("no rollback with id `{}` in the ledger", crate::text::sanitize(id)));
+        return Err(format!(
+            "no rollback with id `{}` in the ledger",
+            crate::text::sanitize(id)
+        ));
     }
     let p = progress_from_events(&events)?;
     if let Some(o) = p.finished {
@@ -520,7 +535,16 @@ pub async fn resume(
                 .unwrap_or(0)
         ));
     journal(&env.ledger, note).await;
-    Ok(execute(&env, id.to_string(), p.plan, p.completed, true, ev, operator).await)
+    Ok(execute(
+        &env,
+        id.to_string(),
+        p.plan,
+        p.completed,
+        true,
+        ev,
+        operator,
+    )
+    .await)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -798,7 +822,9 @@ fn from_decision(d: Decision) -> Option<StepResult> {
 async fn run_step(c: &StepCtx<'_>) -> StepResult {
     let env = c.env;
     match &c.step.kind {
-        StepKind::Note { text } => StepResult::done(crate::text::sanitize(text), serde_json::Value::Null),
+        StepKind::Note { text } => {
+            StepResult::done(crate::text::sanitize(text), serde_json::Value::Null)
+        }
         StepKind::Confirm { question } => {
             let mut ev = c.evidence.to_vec();
             ev.push(format!("plan: {}", c.plan.name));
@@ -809,7 +835,8 @@ async fn run_step(c: &StepCtx<'_>) -> StepResult {
                 .operator
                 .decide(&c.point(DecisionKind::Confirm, question.clone(), ev))
                 .await;
-            from_decision(d).unwrap_or_else(|| StepResult::done("confirmed", serde_json::Value::Null))
+            from_decision(d)
+                .unwrap_or_else(|| StepResult::done("confirmed", serde_json::Value::Null))
         }
         StepKind::Gate { weights } => step_gate(c, &GateSplit(weights.clone())).await,
         StepKind::WaitConsumers { version, min } => step_wait_consumers(c, version, *min).await,
@@ -854,7 +881,12 @@ async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult {
     let req = gate::GateRequest {
         namespace: env.ns.clone(),
         target: target.clone(),
-        reason: Some(format!("rollback {} step {}: {}", c.id, c.index + 1, c.step.title)),
+        reason: Some(format!(
+            "rollback {} step {}: {}",
+            c.id,
+            c.index + 1,
+            c.step.title
+        )),
         // Rolling back to the old version must not wait for its consumers here: the next step
         // (wait_consumers) does, and the messages wait safely in its queue meanwhile.
         force_zero_consumers: true,
@@ -866,7 +898,11 @@ async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult {
             StepResult::already(format!("gate already {}", r.after.describe()))
         }
         Ok(r) if r.verified => StepResult::done(
-            format!("gate {} → {} (verified)", r.before.describe(), r.after.describe()),
+            format!(
+                "gate {} → {} (verified)",
+                r.before.describe(),
+                r.after.describe()
+            ),
             json!({"before": r.before, "after": r.after, "warnings": r.warnings}),
         ),
         Ok(r) => StepResult::verification_failed(
@@ -886,7 +922,11 @@ async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult {
 async fn step_wait_consumers(c: &StepCtx<'_>, version: &str, min: u32) -> StepResult {
     let env = c.env;
     let q = env.queue(version);
-    let patience = c.step.timeout.saturating_sub(Duration::from_secs(5)).max(Duration::from_secs(1));
+    let patience = c
+        .step
+        .timeout
+        .saturating_sub(Duration::from_secs(5))
+        .max(Duration::from_secs(1));
     loop {
         let t0 = Instant::now();
         while t0.elapsed() < patience {
@@ -962,7 +1002,11 @@ async fn step_drain(c: &StepCtx<'_>, from: &str, to: &str, limit: Option<u64>) -
 }
 
 /// Run the mover, forwarding its progress to the operator.
-async fn run_mover(c: &StepCtx<'_>, spec: &mover::MoveSpec, total: Option<u64>) -> mover::MoveReport {
+async fn run_mover(
+    c: &StepCtx<'_>,
+    spec: &mover::MoveSpec,
+    total: Option<u64>,
+) -> mover::MoveReport {
     let control = mover::MoveControl::new();
     let mut rx = control.subscribe();
     let profile = c.env.session.profile().clone();
@@ -1021,7 +1065,9 @@ pub async fn count_dead_letters(env: &Env, origin: &str) -> Result<(u64, u64), S
     .map_err(|e| e.to_string())?;
     let matched = msgs
         .iter()
-        .filter(|m| origin_version(&env.ns, m.properties.headers().as_ref()).as_deref() == Some(origin))
+        .filter(|m| {
+            origin_version(&env.ns, m.properties.headers().as_ref()).as_deref() == Some(origin)
+        })
         .count() as u64;
     Ok((matched, depth))
 }
@@ -1053,9 +1099,14 @@ pub async fn process_dead_letters(
     let cin = session.channel().await.map_err(|e| e.to_string())?;
     let cout = session.confirm_channel().await.map_err(|e| e.to_string())?;
     let prefetch = u16::try_from(depth.min(5_000)).unwrap_or(5_000);
-    timed("basic.qos", CALL_TIMEOUT, &pw, cin.basic_qos(prefetch, BasicQosOptions::default()))
-        .await
-        .map_err(|e| e.to_string())?;
+    timed(
+        "basic.qos",
+        CALL_TIMEOUT,
+        &pw,
+        cin.basic_qos(prefetch, BasicQosOptions::default()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let tag = format!("hopback-dlq-{}", uuid::Uuid::new_v4());
     let mut consumer = timed(
         "basic.consume",
@@ -1119,7 +1170,10 @@ pub async fn process_dead_letters(
             continue;
         }
         let mut h = headers.unwrap_or_default();
-        h.insert(ShortString::from(REPLAYS_HEADER), AMQPValue::LongLongInt((replays + 1) as i64));
+        h.insert(
+            ShortString::from(REPLAYS_HEADER),
+            AMQPValue::LongLongInt((replays + 1) as i64),
+        );
         let props = d.properties.clone().with_headers(h);
         let ok = match timed(
             "basic.publish",
@@ -1209,7 +1263,9 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
         Err(e) => return StepResult::failed(e),
     };
     if matched == 0 {
-        return StepResult::already(format!("no dead letters from {origin} ({depth} in the DLQ)"));
+        return StepResult::already(format!(
+            "no dead letters from {origin} ({depth} in the DLQ)"
+        ));
     }
     let choice = match action {
         DlqChoice::Ask => {
@@ -1228,7 +1284,9 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
             match d {
                 Decision::Choose(ch) => ch,
                 Decision::Continue => DlqChoice::Replay,
-                other => return from_decision(other).unwrap_or_else(|| StepResult::skipped("skipped")),
+                other => {
+                    return from_decision(other).unwrap_or_else(|| StepResult::skipped("skipped"));
+                }
             }
         }
         other => other,
@@ -1289,7 +1347,11 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
     };
     match result {
         Ok(k) if choice == DlqChoice::Export => StepResult::done(
-            format!("exported {} dead letter(s) to {}", k.exported, export_path.display()),
+            format!(
+                "exported {} dead letter(s) to {}",
+                k.exported,
+                export_path.display()
+            ),
             json!({"exported": k.exported, "file": export_path.display().to_string()}),
         ),
         Ok(k) => StepResult::done(
@@ -1298,7 +1360,11 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
                 k.replayed,
                 crate::text::sanitize(&dst),
                 if k.parked > 0 {
-                    format!("; {} parked in {} (replayed {MAX_REPLAYS}× already)", k.parked, mover::park_queue_name(&env.ns))
+                    format!(
+                        "; {} parked in {} (replayed {MAX_REPLAYS}× already)",
+                        k.parked,
+                        mover::park_queue_name(&env.ns)
+                    )
                 } else {
                     String::new()
                 }
@@ -1327,7 +1393,10 @@ async fn step_evict(c: &StepCtx<'_>, version: &str) -> StepResult {
         .map(|c| c.name.clone())
         .collect();
     if targets.is_empty() {
-        return StepResult::already(format!("no connection named `{}`", crate::text::sanitize(&want)));
+        return StepResult::already(format!(
+            "no connection named `{}`",
+            crate::text::sanitize(&want)
+        ));
     }
     let d = c
         .operator
@@ -1346,7 +1415,10 @@ async fn step_evict(c: &StepCtx<'_>, version: &str) -> StepResult {
     }
     let mut closed = 0u64;
     for name in &targets {
-        if m.close_connection(name, "hopback rollback: evicting workers").await.is_ok() {
+        if m.close_connection(name, "hopback rollback: evicting workers")
+            .await
+            .is_ok()
+        {
             closed += 1;
         }
     }
@@ -1427,12 +1499,11 @@ async fn tap_dead_letters(env: &Env, version: &str, window: Duration) -> Result<
                 let h = d.properties.headers();
                 // The most recent death says who rejected it now.
                 let a = attribute(h.as_ref());
-                let latest = a
-                    .deaths
-                    .first()
-                    .map(|x| x.queue.clone())
-                    .or(a.origin_queue);
-                if latest.and_then(|q| version_of_queue(&env.ns, &q)).as_deref() == Some(version)
+                let latest = a.deaths.first().map(|x| x.queue.clone()).or(a.origin_queue);
+                if latest
+                    .and_then(|q| version_of_queue(&env.ns, &q))
+                    .as_deref()
+                    == Some(version)
                 {
                     dead += 1;
                 }
@@ -1457,9 +1528,15 @@ async fn step_verify(
         Metric::UnroutedEmpty => {
             let q = env.names().unrouted;
             match env.ready(&q).await {
-                Ok(0) => StepResult::done(format!("{} is empty", crate::text::sanitize(&q)), json!({"unrouted": 0})),
+                Ok(0) => StepResult::done(
+                    format!("{} is empty", crate::text::sanitize(&q)),
+                    json!({"unrouted": 0}),
+                ),
                 Ok(n) => StepResult::verification_failed(
-                    format!("{} holds {n} message(s): replay them (hopback dlq replay) once the gate is right", crate::text::sanitize(&q)),
+                    format!(
+                        "{} holds {n} message(s): replay them (hopback dlq replay) once the gate is right",
+                        crate::text::sanitize(&q)
+                    ),
                     json!({"unrouted": n}),
                 ),
                 Err(e) => StepResult::failed(e),
@@ -1469,7 +1546,10 @@ async fn step_verify(
             let v = version.unwrap_or_default();
             let q = env.queue(v);
             match env.ready(&q).await {
-                Ok(0) => StepResult::done(format!("{} has no ready messages", crate::text::sanitize(&q)), json!({"ready": 0})),
+                Ok(0) => StepResult::done(
+                    format!("{} has no ready messages", crate::text::sanitize(&q)),
+                    json!({"ready": 0}),
+                ),
                 Ok(n) => StepResult::verification_failed(
                     format!("{} still has {n} ready", crate::text::sanitize(&q)),
                     json!({"ready": n}),
@@ -1510,7 +1590,10 @@ async fn step_verify(
                 humantime::format_duration(window)
             );
             if consumers == 0 {
-                StepResult::verification_failed(format!("{what}; but {} has no consumers", crate::text::sanitize(&q)), data)
+                StepResult::verification_failed(
+                    format!("{what}; but {} has no consumers", crate::text::sanitize(&q)),
+                    data,
+                )
             } else if dead > 0 && pct >= threshold_pct {
                 StepResult::verification_failed(what, data)
             } else {
@@ -1546,17 +1629,21 @@ pub async fn dry_run(env: &Env, plan: &Plan) -> Vec<DryRunLine> {
                 let target = GateSplit(weights.clone());
                 match &env.mgmt {
                     Some(m) => match read_gate(env, m).await {
-                        Ok((g, _)) if g.same_routing(&target) => format!("gate is {} already: nothing to do", g.describe()),
+                        Ok((g, _)) if g.same_routing(&target) => {
+                            format!("gate is {} already: nothing to do", g.describe())
+                        }
                         Ok((g, _)) => format!("gate now {} → {}", g.describe(), target.describe()),
                         Err(e) => format!("cannot read the gate: {e}"),
                     },
                     None => "cannot read the gate without the management API".into(),
                 }
             }
-            StepKind::WaitConsumers { version, .. } => match env.consumers(&env.queue(version)).await {
-                Ok(n) => format!("{} has {n} consumer(s) now", env.queue(version)),
-                Err(e) => e,
-            },
+            StepKind::WaitConsumers { version, .. } => {
+                match env.consumers(&env.queue(version)).await {
+                    Ok(n) => format!("{} has {n} consumer(s) now", env.queue(version)),
+                    Err(e) => e,
+                }
+            }
             StepKind::Drain { from, .. } => match env.ready(&env.queue(from)).await {
                 Ok(n) => format!("would move {n} ready message(s)"),
                 Err(e) => e,
@@ -1571,14 +1658,18 @@ pub async fn dry_run(env: &Env, plan: &Plan) -> Vec<DryRunLine> {
                     match m.connections().await {
                         Ok(cs) => format!(
                             "would close {} connection(s)",
-                            cs.iter().filter(|c| c.user_provided_name.as_deref() == Some(want.as_str())).count()
+                            cs.iter()
+                                .filter(|c| c.user_provided_name.as_deref() == Some(want.as_str()))
+                                .count()
                         ),
                         Err(e) => e.to_string(),
                     }
                 }
                 None => "needs the management API".into(),
             },
-            StepKind::Verify { metric, version, .. } => match metric {
+            StepKind::Verify {
+                metric, version, ..
+            } => match metric {
                 Metric::UnroutedEmpty => match env.ready(&env.names().unrouted).await {
                     Ok(n) => format!("unrouted holds {n} now"),
                     Err(e) => e,

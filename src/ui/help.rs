@@ -18,7 +18,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) {
     let block = Block::default()
         .borders(Borders::TOP)
         .border_style(theme.border)
-        .title(Span::styled(" keys (config [keymap] overrides) ", theme.title));
+        .title(Span::styled(
+            " keys (config [keymap] overrides) ",
+            theme.title,
+        ));
     let inner = block.inner(left);
     f.render_widget(block, left);
     let key_w = 14usize;
@@ -30,7 +33,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) {
         .filter(|b| !b.keys.is_empty())
         .map(|b| {
             Line::from(vec![
-                Span::styled(format!("{:<key_w$} ", fit(&b.keys.join(" "), key_w)), theme.help_key),
+                Span::styled(
+                    format!("{:<key_w$} ", fit(&b.keys.join(" "), key_w)),
+                    theme.help_key,
+                ),
                 Span::styled(fit(b.desc, desc_w), theme.help_desc),
             ])
         })

@@ -25,11 +25,14 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
         Constraint::Length(1),
     ])
     .areas(area);
-    f.render_widget(Paragraph::new(widgets::header::header(
+    f.render_widget(
+        Paragraph::new(widgets::header::header(
             state,
             theme,
             usize::from(head.width),
-        )), head);
+        )),
+        head,
+    );
     let mut hints = state.layout;
     match state.view() {
         View::Overview => hints = overview::draw(f, body, state, theme),
@@ -37,7 +40,11 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
         View::Help => help::draw(f, body, state, theme),
     }
     f.render_widget(
-        Paragraph::new(widgets::status::status(state, theme, usize::from(foot.width))),
+        Paragraph::new(widgets::status::status(
+            state,
+            theme,
+            usize::from(foot.width),
+        )),
         foot,
     );
     hints

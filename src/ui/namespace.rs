@@ -42,11 +42,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
             versions_area,
         );
     } else {
-        let cols = Layout::horizontal(vec![
-            Constraint::Ratio(1, shown.len() as u32);
-            shown.len()
-        ])
-        .split(versions_area);
+        let cols = Layout::horizontal(vec![Constraint::Ratio(1, shown.len() as u32); shown.len()])
+            .split(versions_area);
         for (v, col) in shown.iter().zip(cols.iter()) {
             draw_version(f, *col, state, theme, n, v, stale);
         }
@@ -177,7 +174,11 @@ fn draw_version(
         .map(|h| h.iter().map(|s| s.depth as f64).collect())
         .unwrap_or_default();
     let errs: Vec<f64> = hist
-        .map(|h| h.iter().map(|s| s.error_rate.unwrap_or(0.0) * 100.0).collect())
+        .map(|h| {
+            h.iter()
+                .map(|s| s.error_rate.unwrap_or(0.0) * 100.0)
+                .collect()
+        })
         .unwrap_or_default();
     let max_depth = depth.iter().copied().fold(0.0, f64::max);
     let max_err = errs.iter().copied().fold(0.0, f64::max);
@@ -228,7 +229,13 @@ fn draw_version(
     f.render_widget(Paragraph::new(lines), inner);
 }
 
-fn draw_dead_letters(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, n: &NamespaceSnapshot) {
+fn draw_dead_letters(
+    f: &mut Frame,
+    area: Rect,
+    state: &AppState,
+    theme: &Theme,
+    n: &NamespaceSnapshot,
+) {
     let total: u64 = state
         .tap
         .totals

@@ -21,7 +21,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     let wide = area.width >= 100;
     let stale = state.is_stale();
     let rows_ref = state.rows();
-    let nss = state.snapshot.as_ref().map(|s| s.namespaces.len()).unwrap_or(0);
+    let nss = state
+        .snapshot
+        .as_ref()
+        .map(|s| s.namespaces.len())
+        .unwrap_or(0);
     let arrow = if state.sort_desc ^ (state.sort != SortKey::Name) {
         "↓"
     } else {
@@ -33,7 +37,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     )];
     if !state.filter.is_empty() {
         title.push(Span::styled(
-            format!("· filter “{}” ({} rows) ", sanitize(&state.filter), rows_ref.len()),
+            format!(
+                "· filter “{}” ({} rows) ",
+                sanitize(&state.filter),
+                rows_ref.len()
+            ),
             theme.command,
         ));
     }
@@ -65,7 +73,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         let text = if snap.namespaces.is_empty() {
             "no namespaces found — create one with `hopback init NS --versions v1,v2`".to_string()
         } else {
-            format!("no namespace matches “{}” — Esc clears the filter", sanitize(&state.filter))
+            format!(
+                "no namespace matches “{}” — Esc clears the filter",
+                sanitize(&state.filter)
+            )
         };
         f.render_widget(Paragraph::new(Span::styled(text, theme.muted)), inner);
         return LayoutHints {
@@ -107,7 +118,12 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
 
     let body_style = if stale { theme.stale } else { theme.base };
     let mut rows = Vec::new();
-    for (i, r) in rows_ref.iter().enumerate().skip(offset).take(usize::from(body_rows)) {
+    for (i, r) in rows_ref
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(usize::from(body_rows))
+    {
         let ns = &snap.namespaces[r.ns];
         let first = r.version.is_none_or(|v| v == 0);
         let v = r.version.map(|i| &ns.versions[i]);
@@ -136,7 +152,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         } else {
             Cell::from("")
         });
-        let ver = v.map(|v| sanitize(&v.version).into_owned()).unwrap_or_else(|| "–".into());
+        let ver = v
+            .map(|v| sanitize(&v.version).into_owned())
+            .unwrap_or_else(|| "–".into());
         cells.push(Cell::from(ver));
         cells.push(Cell::from(match (v, ns.gate.as_ref()) {
             (Some(v), Some(_)) if v.weight > 0 => format!("{:.0}%", v.gate_percent),
@@ -156,7 +174,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         });
         cells.push(Cell::from(Span::styled(
             count(cons),
-            if no_consumer_alert { hl(theme.alert) } else { row_style },
+            if no_consumer_alert {
+                hl(theme.alert)
+            } else {
+                row_style
+            },
         )));
         let rates = v.and_then(|v| v.rates);
         cells.push(Cell::from(rate(rates.map(|r| r.publish))));
@@ -166,7 +188,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         let dl = v.and_then(|v| v.dead_letter_rate);
         cells.push(Cell::from(Span::styled(
             rate(dl),
-            if dl.is_some_and(|d| d > 0.0) { hl(theme.warn) } else { row_style },
+            if dl.is_some_and(|d| d > 0.0) {
+                hl(theme.warn)
+            } else {
+                row_style
+            },
         )));
         let err = v.and_then(|v| v.error_rate);
         let th = state.thresholds.of(&ns.name).error_rate_pct;
@@ -206,7 +232,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
             let unrouted = ns.unrouted_depth;
             cells.push(Cell::from(Span::styled(
                 count(unrouted),
-                if unrouted.is_some_and(|u| u > 0) { hl(theme.alert) } else { row_style },
+                if unrouted.is_some_and(|u| u > 0) {
+                    hl(theme.alert)
+                } else {
+                    row_style
+                },
             )));
         } else {
             cells.push(Cell::from(""));

@@ -10,7 +10,10 @@ use crate::ui::theme::Theme;
 /// A one-line bar `width` cells wide.
 pub fn gate_bar(gate: Option<&GateSplit>, width: usize, theme: &Theme) -> Line<'static> {
     let Some(gate) = gate else {
-        return Line::from(Span::styled("gate unknown (no management API)", theme.muted));
+        return Line::from(Span::styled(
+            "gate unknown (no management API)",
+            theme.muted,
+        ));
     };
     if gate.total() == 0 {
         return Line::from(Span::styled(
@@ -30,7 +33,11 @@ pub fn gate_bar(gate: Option<&GateSplit>, width: usize, theme: &Theme) -> Line<'
         };
         used += cells;
         let label = format!(" {} {:.0}% ", crate::text::sanitize(v), pct);
-        let style: Style = if i == 0 { theme.gate_old } else { theme.gate_new };
+        let style: Style = if i == 0 {
+            theme.gate_old
+        } else {
+            theme.gate_new
+        };
         let fill: String = if label.chars().count() <= cells {
             let rest = cells - label.chars().count();
             format!("{label}{}", "█".repeat(rest))

@@ -10,26 +10,34 @@ use crate::ui::theme::Theme;
 /// The header as one line, dropping the least important parts (server version, then the product
 /// name) when `width` is too small, so the connection state always shows.
 pub fn header(state: &AppState, theme: &Theme, width: usize) -> Line<'static> {
-    for (with_name, with_version) in [(true, true), (true, false), (false, false)] {
-        let line = build(state, theme, with_name, with_version);
-        if line.width() <= width || !with_name {
+    for level in 0..3 {
+        let line = build(state, theme, level);
+        if line.width() <= width {
             return line;
         }
     }
-    build(state, theme, false, false)
+    build(state, theme, 3)
 }
 
-fn build(state: &AppState, theme: &Theme, with_name: bool, with_version: bool) -> Line<'static> {
+/// `level` 0 = everything; 1 = no server version; 2 = no product name; 3 = no profile name.
+fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
+    let (with_name, with_version, with_profile) = (level < 2, level < 1, level < 3);
     let mut spans = Vec::new();
     if with_name {
         spans.push(Span::styled(" hopback ", theme.header));
     }
     if state.production {
-        spans.push(Span::styled(" PRODUCTION ", theme.badge_production));
+        spans.push(Span::styled(
+            if level < 3 { " PRODUCTION " } else { " PROD " },
+            theme.badge_production,
+        ));
         spans.push(Span::raw(" "));
     }
     if state.read_only {
-        spans.push(Span::styled(" READ-ONLY ", theme.badge_read_only));
+        spans.push(Span::styled(
+            if level < 3 { " READ-ONLY " } else { " RO " },
+            theme.badge_read_only,
+        ));
         spans.push(Span::raw(" "));
     }
     let vhost = if state.vhost == "/" {
@@ -38,21 +46,27 @@ fn build(state: &AppState, theme: &Theme, with_name: bool, with_version: bool) -
         format!(" vhost {}", sanitize(&state.vhost))
     };
     spans.push(Span::styled(
-        format!(
-            "{} · {}{vhost}",
-            sanitize(&state.profile),
-            sanitize(&state.broker)
-        ),
+        if with_profile {
+            format!(
+                "{} · {}{vhost}",
+                sanitize(&state.profile),
+                sanitize(&state.broker)
+            )
+        } else {
+            format!("{}{vhost}", sanitize(&state.broker))
+        },
         theme.base,
     ));
     if let Some(v) = state
         .snapshot
         .as_ref()
         .filter(|_| with_version)
-        
         .and_then(|s| s.server_version.as_deref())
     {
-        spans.push(Span::styled(format!(" · RabbitMQ {}", sanitize(v)), theme.muted));
+        spans.push(Span::styled(
+            format!(" · RabbitMQ {}", sanitize(v)),
+            theme.muted,
+        ));
     }
     spans.push(Span::raw(" · "));
     let label = state.conn_label();
@@ -67,15 +81,14 @@ fn build(state: &AppState, theme: &Theme, with_name: bool, with_version: bool) -
             ));
         }
     }
-    if state
-        .snapshot
-        .as_ref()
-        .is_some_and(|s| !s.mgmt_available)
-    {
+    if state.snapshot.as_ref().is_some_and(|s| !s.mgmt_available) {
         spans.push(Span::styled(" · no mgmt API: rates unknown", theme.warn));
     }
     if let Some(d) = &state.tap.down {
-        spans.push(Span::styled(format!(" · tap down: {}", sanitize(d)), theme.warn));
+        spans.push(Span::styled(
+            format!(" · tap down: {}", sanitize(d)),
+            theme.warn,
+        ));
     }
     Line::from(spans)
 }

@@ -3,8 +3,8 @@
 
 use ratatui::text::{Line, Span};
 
-use crate::app::state::{AppState, Input, Level};
 use super::fit;
+use crate::app::state::{AppState, Input, Level};
 use crate::ui::theme::Theme;
 
 /// The status line.
