@@ -169,18 +169,11 @@ impl AlertTracker {
         let mut seen_versions = BTreeSet::new();
         for ns in &snap.namespaces {
             let th = thresholds.of(&ns.name);
-            let routed: Vec<&str> = ns
-                .versions
-                .iter()
-                .filter(|v| v.weight > 0)
-                .map(|v| v.version.as_str())
-                .collect();
             for v in &ns.versions {
                 let key = (ns.name.clone(), v.version.clone());
                 seen_versions.insert(key.clone());
                 // Rolling back only makes sense for a routed version when there is another one.
                 let behind_gate = v.weight > 0 && ns.versions.len() > 1;
-                let _ = &routed;
                 match v.error_rate.map(|r| r * 100.0) {
                     Some(pct) if pct > th.error_rate_pct => {
                         let since = *self.above_since_ms.entry(key.clone()).or_insert(now_ms);
