@@ -57,7 +57,9 @@ async fn drill(scenario: &str, respond_after: &str, canary: &str) -> Drill {
         String::from_utf8_lossy(&out.stdout)
     );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let path = json["postmortem_path"].as_str().expect("a post-mortem path");
+    let path = json["postmortem_path"]
+        .as_str()
+        .expect("a post-mortem path");
     let postmortem = std::fs::read_to_string(path).unwrap();
     // The namespace is gone (no --keep).
     let session = common::connect(&cfg, "test").await;
@@ -95,7 +97,10 @@ fn check_common(d: &Drill, scenario: &str) -> Value {
         .iter()
         .map(|k| acc[*k].as_u64().unwrap())
         .sum::<u64>();
-    assert_eq!(found, published, "every id accounted for exactly once: {acc}");
+    assert_eq!(
+        found, published,
+        "every id accounted for exactly once: {acc}"
+    );
     // The scripted operator rolled back with the default plan and every step completed.
     let rb = &d.json["rollback"];
     assert_eq!(rb["outcome"]["outcome"], "done", "{rb}");
@@ -123,7 +128,10 @@ fn check_common(d: &Drill, scenario: &str) -> Value {
 async fn poison_drill_and_its_postmortem() {
     let d = drill("poison", "1500ms", "20").await;
     let v2 = check_common(&d, "poison");
-    assert!(v2["rejected"].as_u64().unwrap() > 0, "v2 never failed: {v2}");
+    assert!(
+        v2["rejected"].as_u64().unwrap() > 0,
+        "v2 never failed: {v2}"
+    );
     // v2's dead letters were replayed to v1 by the rollback and processed there.
     let replayed: u64 = d.json["rollback"]["steps"]
         .as_array()
@@ -153,20 +161,32 @@ async fn poison_drill_and_its_postmortem() {
 async fn slow_drill() {
     let d = drill("slow", "4s", "20").await;
     let v2 = check_common(&d, "slow");
-    assert!(v2["sla_breaches"].as_u64().unwrap() > 0, "v2 never slowed: {v2}");
+    assert!(
+        v2["sla_breaches"].as_u64().unwrap() > 0,
+        "v2 never slowed: {v2}"
+    );
 }
 
 #[tokio::test]
 async fn crash_drill() {
     let d = drill("crash", "1500ms", "20").await;
     let v2 = check_common(&d, "crash");
-    assert!(v2["crashes"].as_u64().unwrap() > 0, "v2 never crashed: {v2}");
+    assert!(
+        v2["crashes"].as_u64().unwrap() > 0,
+        "v2 never crashed: {v2}"
+    );
 }
 
 #[tokio::test]
 async fn partial_drill() {
     let d = drill("partial", "3s", "40").await;
     let v2 = check_common(&d, "partial");
-    assert!(v2["rejected"].as_u64().unwrap() > 0, "v2 never failed: {v2}");
-    assert!(v2["processed"].as_u64().unwrap() > 0, "partial must still process other shapes: {v2}");
+    assert!(
+        v2["rejected"].as_u64().unwrap() > 0,
+        "v2 never failed: {v2}"
+    );
+    assert!(
+        v2["processed"].as_u64().unwrap() > 0,
+        "partial must still process other shapes: {v2}"
+    );
 }

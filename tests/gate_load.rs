@@ -32,7 +32,10 @@ async fn produce(cfg: &hopback::config::Config, ns: &str, n: u64) -> u64 {
             .basic_publish(
                 ns.into(),
                 "".into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &i.to_le_bytes(),
                 BasicProperties::default().with_message_id(i.to_string().as_str().into()),
             )
@@ -57,20 +60,41 @@ async fn produce(cfg: &hopback::config::Config, ns: &str, n: u64) -> u64 {
 
 type Seen = Arc<Mutex<HashMap<u64, Vec<String>>>>;
 
-async fn consume_all(cfg: &hopback::config::Config, queues: Vec<String>, seen: Seen) -> Arc<hopback::broker::session::Session> {
+async fn consume_all(
+    cfg: &hopback::config::Config,
+    queues: Vec<String>,
+    seen: Seen,
+) -> Arc<hopback::broker::session::Session> {
     let s = common::connect(cfg, "collector").await;
     for q in queues {
         let ch = s.channel().await.unwrap();
-        ch.basic_qos(2000, BasicQosOptions::default()).await.unwrap();
+        ch.basic_qos(2000, BasicQosOptions::default())
+            .await
+            .unwrap();
         let mut c = ch
-            .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, Default::default())
+            .basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
             .await
             .unwrap();
         let seen = seen.clone();
         tokio::spawn(async move {
             let _ch = ch;
             while let Some(Ok(d)) = c.next().await {
-                let id: u64 = d.properties.message_id().as_ref().unwrap().as_str().parse().unwrap();
+                let id: u64 = d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .unwrap()
+                    .as_str()
+                    .parse()
+                    .unwrap();
                 seen.lock().await.entry(id).or_default().push(q.clone());
             }
         });
@@ -123,7 +147,12 @@ async fn no_loss_no_duplication_while_flipping_under_load() {
             &mgmt,
             &ledger,
             &t.cfg,
-            &GateRequest { namespace: t.ns.clone(), target, reason: Some(format!("flip {flips}")), ..Default::default() },
+            &GateRequest {
+                namespace: t.ns.clone(),
+                target,
+                reason: Some(format!("flip {flips}")),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -145,7 +174,10 @@ async fn no_loss_no_duplication_while_flipping_under_load() {
     let lost: Vec<u64> = (0..N).filter(|i| !seen.contains_key(i)).collect();
     let dup: Vec<(&u64, &Vec<String>)> = seen.iter().filter(|(_, qs)| qs.len() > 1).collect();
     let unexpected: Vec<&u64> = seen.keys().filter(|i| **i >= N).collect();
-    let unrouted = seen.values().filter(|qs| qs[0].ends_with(".unrouted")).count();
+    let unrouted = seen
+        .values()
+        .filter(|qs| qs[0].ends_with(".unrouted"))
+        .count();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     eprintln!(
         "gate under load: {N} messages, {flips} flips in {:.1} s (median flip {:.1} ms), lost {}, duplicated {}, unexpected {}, landed in unrouted {unrouted}",
@@ -156,10 +188,23 @@ async fn no_loss_no_duplication_while_flipping_under_load() {
         unexpected.len()
     );
     assert!(flips >= 50 && flipped_during_publish, "only {flips} flips");
-    assert!(lost.is_empty(), "lost {} ids, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    assert!(dup.is_empty(), "duplicated {} ids, e.g. {:?}", dup.len(), &dup[..dup.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "lost {} ids, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        dup.is_empty(),
+        "duplicated {} ids, e.g. {:?}",
+        dup.len(),
+        &dup[..dup.len().min(5)]
+    );
     assert!(unexpected.is_empty());
-    assert_eq!(unrouted, 0, "correct flip order must never leave the exchange without bindings");
+    assert_eq!(
+        unrouted, 0,
+        "correct flip order must never leave the exchange without bindings"
+    );
     collector.close().await;
     ledger::delete_stream(&t.session, &stream).await.unwrap();
     t.cleanup().await;
@@ -178,14 +223,31 @@ async fn canary_ten_percent_is_accurate() {
         &mgmt,
         &ledger,
         &t.cfg,
-        &GateRequest { namespace: t.ns.clone(), target, force_zero_consumers: true, ..Default::default() },
+        &GateRequest {
+            namespace: t.ns.clone(),
+            target,
+            force_zero_consumers: true,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
     assert!(r.verified);
     assert_eq!(produce(&t.cfg, &t.ns, N).await, 0);
-    let v1 = t.session.passive_queue(&format!("{}.v1", t.ns)).await.unwrap().unwrap().ready;
-    let v2 = t.session.passive_queue(&format!("{}.v2", t.ns)).await.unwrap().unwrap().ready;
+    let v1 = t
+        .session
+        .passive_queue(&format!("{}.v1", t.ns))
+        .await
+        .unwrap()
+        .unwrap()
+        .ready;
+    let v2 = t
+        .session
+        .passive_queue(&format!("{}.v2", t.ns))
+        .await
+        .unwrap()
+        .unwrap()
+        .ready;
     let pct = f64::from(v2) * 100.0 / N as f64;
     eprintln!("canary v1=90 v2=10 over {N} ids: v1 {v1}, v2 {v2} ({pct:.2} %)");
     assert_eq!(u64::from(v1 + v2), N);

@@ -50,15 +50,23 @@ async fn two_processes_see_each_others_events_within_a_second() {
             let _ = tx.send((Instant::now(), l));
         }
     });
-    ready_rx.recv_timeout(Duration::from_secs(10)).expect("follower ready");
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("follower ready");
     let mut worst = Duration::ZERO;
     for i in 0..3 {
         let sent_at = Instant::now();
         let e = ledger
-            .append(ledger.event(EventKind::Note, Some("live")).reason(format!("from A {i}")))
+            .append(
+                ledger
+                    .event(EventKind::Note, Some("live"))
+                    .reason(format!("from A {i}")),
+            )
             .await
             .unwrap();
-        let (seen_at, line) = rx.recv_timeout(Duration::from_secs(2)).expect("B saw the event");
+        let (seen_at, line) = rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("B saw the event");
         let j: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(j["id"].as_str().unwrap(), e.id.to_string());
         worst = worst.max(seen_at - sent_at);
@@ -73,9 +81,17 @@ async fn two_processes_see_each_others_events_within_a_second() {
         .args(["note", "--namespace", "live", "from", "B"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exited = Instant::now();
-    let e = sub.next_within(Duration::from_secs(2)).await.unwrap().expect("A saw B's note");
+    let e = sub
+        .next_within(Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("A saw B's note");
     let lag = exited.elapsed();
     assert_eq!(e.reason.as_deref(), Some("from B"));
     assert_eq!(e.kind, EventKind::Note);
@@ -91,11 +107,19 @@ async fn kill_connection(mgmt: &Mgmt, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let conns = mgmt.connections().await.unwrap();
-        if let Some(c) = conns.iter().find(|c| c.user_provided_name.as_deref() == Some(name)) {
-            mgmt.close_connection(&c.name, "test: kill the ledger writer").await.unwrap();
+        if let Some(c) = conns
+            .iter()
+            .find(|c| c.user_provided_name.as_deref() == Some(name))
+        {
+            mgmt.close_connection(&c.name, "test: kill the ledger writer")
+                .await
+                .unwrap();
             return;
         }
-        assert!(Instant::now() < deadline, "connection {name} never showed in the management API");
+        assert!(
+            Instant::now() < deadline,
+            "connection {name} never showed in the management API"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -105,7 +129,9 @@ async fn killing_the_writer_never_reports_an_unconfirmed_event_as_done() {
     let cfg = common::test_config();
     let stream = format!("hopback.ledger.{}", common::unique_ns("kill"));
     let conn_name = format!("hopback ledger-kill {stream}");
-    let writer = hopback::broker::session::connect_named(&cfg.profile, &conn_name).await.unwrap();
+    let writer = hopback::broker::session::connect_named(&cfg.profile, &conn_name)
+        .await
+        .unwrap();
     let ledger = Arc::new(Ledger::open_stream(&writer, &cfg, &stream).await);
     assert!(ledger.is_stream());
     let mgmt = Mgmt::new(&cfg.profile).unwrap();
@@ -140,28 +166,51 @@ async fn killing_the_writer_never_reports_an_unconfirmed_event_as_done() {
                 }
             }
             while let Some((id, r)) = inflight.next().await {
-                if r.is_ok() { ok.insert(id); } else { failed.insert(id); }
+                if r.is_ok() {
+                    ok.insert(id);
+                } else {
+                    failed.insert(id);
+                }
             }
             (ok, failed)
         })
     };
     tokio::time::sleep(Duration::from_millis(700)).await;
     kill_connection(&mgmt, &conn_name).await;
-    let (ok, failed) = tokio::time::timeout(Duration::from_secs(30), results).await.unwrap().unwrap();
+    let (ok, failed) = tokio::time::timeout(Duration::from_secs(30), results)
+        .await
+        .unwrap()
+        .unwrap();
     stop.store(true, Ordering::SeqCst);
     assert!(!ok.is_empty(), "nothing was confirmed before the kill");
-    assert!(!failed.is_empty(), "the kill did not catch any append in flight");
+    assert!(
+        !failed.is_empty(),
+        "the kill did not catch any append in flight"
+    );
 
     let reader = common::connect(&cfg, "ledger-kill-reader").await;
     let check = Ledger::open_stream(&reader, &cfg, &stream).await;
-    let stored: BTreeSet<uuid::Uuid> = check.read(StreamStart::First).await.unwrap().into_iter().map(|e| e.id).collect();
+    let stored: BTreeSet<uuid::Uuid> = check
+        .read(StreamStart::First)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     let missing: Vec<_> = ok.difference(&stored).collect();
     let failed_but_stored = failed.intersection(&stored).count();
     eprintln!(
         "writer killed: {} confirmed (all must be stored), {} failed ({} of them stored anyway: at-least-once), {} stored in total",
-        ok.len(), failed.len(), failed_but_stored, stored.len()
+        ok.len(),
+        failed.len(),
+        failed_but_stored,
+        stored.len()
     );
-    assert!(missing.is_empty(), "{} events reported done but not in the stream", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} events reported done but not in the stream",
+        missing.len()
+    );
 
     // A gate flip journaled through a dead ledger is not reported done.
     let t = common::TestNs::new("killgate", &["v1", "v2"], QueueType::Classic).await;
@@ -199,13 +248,48 @@ async fn timeline_markdown_of_a_scripted_sequence() {
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    run(&["init", &ns, "--versions", "v1,v2", "--queue-type", "classic"]);
-    run(&["gate", "set", &ns, "v1=90", "v2=10", "--yes", "--force-zero-consumers", "--reason", "canary | 10% of email"]);
-    run(&["note", "--namespace", &ns, "v2 error rate climbing: 12% rejected"]);
-    run(&["gate", "set", &ns, "v1=100", "--yes", "--force-zero-consumers", "--reason", "roll back"]);
+    run(&[
+        "init",
+        &ns,
+        "--versions",
+        "v1,v2",
+        "--queue-type",
+        "classic",
+    ]);
+    run(&[
+        "gate",
+        "set",
+        &ns,
+        "v1=90",
+        "v2=10",
+        "--yes",
+        "--force-zero-consumers",
+        "--reason",
+        "canary | 10% of email",
+    ]);
+    run(&[
+        "note",
+        "--namespace",
+        &ns,
+        "v2 error rate climbing: 12% rejected",
+    ]);
+    run(&[
+        "gate",
+        "set",
+        &ns,
+        "v1=100",
+        "--yes",
+        "--force-zero-consumers",
+        "--reason",
+        "roll back",
+    ]);
     run(&["note", "--namespace", &ns, "stable again \x1b]0;pwned\x07"]);
     let md = run(&["timeline", "--namespace", &ns, "--format", "md"]);
     insta::with_settings!({filters => vec![
@@ -219,7 +303,9 @@ async fn timeline_markdown_of_a_scripted_sequence() {
     ]}, {
         insta::assert_snapshot!("timeline_md", md);
     });
-    hopback::broker::topology::delete_namespace(&session, &ns, &["v1".into(), "v2".into()]).await.unwrap();
+    hopback::broker::topology::delete_namespace(&session, &ns, &["v1".into(), "v2".into()])
+        .await
+        .unwrap();
     ledger::delete_stream(&session, &stream).await.unwrap();
     session.close().await;
 }

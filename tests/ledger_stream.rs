@@ -38,6 +38,17 @@ async fn append_then_read_back_everything_in_order() {
     assert_eq!(got[0].outcome, Outcome::Ok);
     // The read stops at the end it saw when it started, not after an idle timeout.
     assert!(took < Duration::from_millis(1500), "read took {took:?}");
+    // The end is known exactly (the stream's message count), not guessed from an idle gap.
+    let mut sub = l.subscribe(StreamStart::First).await.unwrap();
+    for _ in 0..1500 {
+        assert!(!sub.at_end());
+        sub.next_within(Duration::from_secs(2))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(sub.at_end());
+    sub.close().await;
     // A second open re-declares idempotently and sees the same events.
     let l2 = Ledger::open_stream(&session, &cfg, &name).await;
     assert!(l2.is_stream());

@@ -46,23 +46,12 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
     wait_depth(&s, &dlq, N as u32, 60).await;
 
     let proxy = Proxy::start().await;
-    let mut cfg = common::test_config();
-    cfg = hopback::config::resolve(
-        hopback::config::raw::RawConfig::default(),
-        &std::path::PathBuf::from("/nonexistent/hopback-test.toml"),
-        false,
-        &hopback::config::Overrides {
-            url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
-            mgmt_url: Some(cfg.profile.mgmt_url.to_string()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let profile = profile_via(&proxy, &t.cfg);
     let mut spec = MoveSpec::replay(&ns, Target::Origin);
     spec.connection_purpose = format!("mover {ns}");
     spec.max_reconnect_attempts = 20;
     let conn_name = format!("hopback mover {ns} (test)");
-    let (control, handle) = mover::spawn(cfg.profile.clone(), "test".into(), spec);
+    let (control, handle) = mover::spawn(profile, "test".into(), spec);
 
     let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
     let mut kills = 0;
@@ -71,7 +60,11 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
     let mut last_killed = String::new();
     while kills < KILLS && !handle.is_finished() {
         // A random point of a *running* epoch: connected and moving since the last kill.
-        let before = rx.borrow_and_update().as_ref().map(|p| p.counts.moved).unwrap_or(0);
+        let before = rx
+            .borrow_and_update()
+            .as_ref()
+            .map(|p| p.counts.moved)
+            .unwrap_or(0);
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let p = rx.borrow_and_update().clone();
@@ -164,48 +157,4 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
     assert_eq!(c2.len(), N);
     assert_eq!(in_dlq.len(), 0);
     t.cleanup().await;
-}
-
-/// A TCP proxy to the broker whose live connections the test can cut (abrupt socket drop: no
-/// AMQP close, the broker just sees the socket go away).
-struct Proxy {
-    port: u16,
-    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let upstream = url::Url::parse(&common::test_url()).unwrap();
-        let up = format!(
-            "{}:{}",
-            upstream.host_str().unwrap(),
-            upstream.port().unwrap_or(5672)
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let l2 = live.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
-                let up = up.clone();
-                let h = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&up).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                l2.lock().unwrap().push(h);
-            }
-        });
-        Self { port, live }
-    }
-    /// Drop every live connection; returns how many were cut.
-    fn cut(&self) -> usize {
-        let mut live = self.live.lock().unwrap();
-        let n = live.iter().filter(|h| !h.is_finished()).count();
-        for h in live.drain(..) {
-            h.abort();
-        }
-        n
-    }
 }

@@ -85,7 +85,10 @@ impl Env {
         c.args(["--url", &common::test_url(), "--json", "rollback"])
             .args(args)
             .env("HOPBACK_LEDGER_STREAM", &self.stream)
-            .env("HOPBACK_DATA_DIR", std::env::temp_dir().join("hopback-rb-tests"));
+            .env(
+                "HOPBACK_DATA_DIR",
+                std::env::temp_dir().join("hopback-rb-tests"),
+            );
         c
     }
     async fn run(&self, args: &[&str]) -> Output {
@@ -158,7 +161,9 @@ async fn default_plan_rolls_back_a_rejecting_v2_under_production() {
         "v2 should be rejecting: {before:?}"
     );
 
-    let out = env.run(&[&env.t.ns, "--yes", "--verify-window", "3s"]).await;
+    let out = env
+        .run(&[&env.t.ns, "--yes", "--verify-window", "3s"])
+        .await;
     let report = json_of(&out);
     assert!(
         out.status.success(),
@@ -173,7 +178,10 @@ async fn default_plan_rolls_back_a_rejecting_v2_under_production() {
         .iter()
         .filter_map(|s| s["data"]["replayed"].as_u64())
         .sum();
-    assert!(replayed > 0, "v2's dead letters were not replayed: {report}");
+    assert!(
+        replayed > 0,
+        "v2's dead letters were not replayed: {report}"
+    );
 
     // End state: gate on v1 only, v2's queue empty.
     let g = env.gate().await;
@@ -283,7 +291,10 @@ async fn killed_mid_drain_then_resumed_without_repeating_a_step() {
     };
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(env.ready("v2").await > 0, "killed at {killed_at}: nothing left to resume");
+    assert!(
+        env.ready("v2").await > 0,
+        "killed at {killed_at}: nothing left to resume"
+    );
 
     // The rollback id, from the ledger.
     let id = {
@@ -295,7 +306,10 @@ async fn killed_mid_drain_then_resumed_without_repeating_a_step() {
             }) {
                 break hopback::ops::rollback::rollback_id_of(e).unwrap();
             }
-            assert!(Instant::now() < deadline, "no rollback_started in the ledger");
+            assert!(
+                Instant::now() < deadline,
+                "no rollback_started in the ledger"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     };
@@ -339,7 +353,10 @@ async fn killed_mid_drain_then_resumed_without_repeating_a_step() {
         assert_eq!(count(i, "start"), starts, "step {i} started ≠ {starts}×");
     }
     assert_eq!(
-        events.iter().filter(|e| e.kind == EventKind::GateSet).count(),
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::GateSet)
+            .count(),
         1,
         "the gate step was repeated"
     );
@@ -385,7 +402,15 @@ async fn failing_verification_exits_4_and_is_journaled() {
     env.set_gate(&[("v1", 50), ("v2", 50)]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let out = env.run(&[&env.t.ns, "--yes", "--verify-window", "2s"]).await;
+    let t0 = Instant::now();
+    let out = env
+        .run(&[&env.t.ns, "--yes", "--verify-window", "2s"])
+        .await;
+    eprintln!(
+        "DEBUG rollback took {:?}\n{}",
+        t0.elapsed(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json_of(&out);
     assert_eq!(
         out.status.code(),
@@ -393,7 +418,10 @@ async fn failing_verification_exits_4_and_is_journaled() {
         "{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(report["outcome"]["outcome"], "verification_failed", "{report}");
+    assert_eq!(
+        report["outcome"]["outcome"], "verification_failed",
+        "{report}"
+    );
     assert_eq!(report["outcome"]["step"], 5, "{report}");
     // Consistent state: traffic on v1 only, v2 drained; the failure is in the ledger.
     assert_eq!(
@@ -409,13 +437,20 @@ async fn failing_verification_exits_4_and_is_journaled() {
         .expect("rollback_finished journaled");
     assert_eq!(fin.outcome, Outcome::VerificationFailed);
     assert!(
-        fin.reason.as_deref().unwrap_or("").contains("verification failed"),
+        fin.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("verification failed"),
         "{fin:?}"
     );
 
+    eprintln!("DEBUG checks done {:?}", t0.elapsed());
     fleet.stop_producers().await;
+    eprintln!("DEBUG producers stopped {:?}", t0.elapsed());
     fleet.wait_idle(Duration::from_secs(20)).await;
+    eprintln!("DEBUG idle {:?}", t0.elapsed());
     fleet.stop_workers().await;
+    eprintln!("DEBUG workers stopped {:?}", t0.elapsed());
     let shared = fleet.shared();
     let (published, processed) = shared.id_sets();
     let acc = hopback::drill::account_ids(

@@ -61,6 +61,31 @@ pub enum Action {
         /// Namespace, or `None` for the selected one.
         ns: Option<String>,
     },
+    /// Dead-letter browser: select / unselect the message (on a group: all of its messages).
+    Select,
+    /// Replay dead letters (selected / group / all) — or, in the gate panel, the unrouted queue.
+    Replay,
+    /// Purge the DLQ: export to JSONL first, then the count must be typed.
+    Purge,
+    /// Export the message under the cursor (or in the inspector) to a JSON file.
+    Export,
+    /// Inspector: show the body as auto / text / JSON / hex.
+    BodyMode,
+    /// Pause or resume the running replay.
+    PauseResume,
+    /// Stop the running replay (outstanding confirms finish; the rest stays in the source).
+    StopJob,
+    /// Dead-letter browser: next page.
+    NextPage,
+    /// Dead-letter browser: previous page.
+    PrevPage,
+    /// Start typing a `:note` (an operator note in the ledger).
+    StartNote,
+    /// Append an operator note to the ledger (`:note TEXT`).
+    Note {
+        /// The note.
+        text: String,
+    },
     /// Select the row at this screen line (mouse click) — 0-based terminal row.
     ClickRow {
         /// Terminal row that was clicked.
@@ -91,6 +116,17 @@ impl Action {
             Action::OpenDeadLetters { .. } => "dlq",
             Action::OpenTimeline { .. } => "timeline",
             Action::StartRollback { .. } => "rollback",
+            Action::Select => "select",
+            Action::Replay => "replay",
+            Action::Purge => "purge",
+            Action::Export => "export",
+            Action::BodyMode => "body_mode",
+            Action::PauseResume => "pause",
+            Action::StopJob => "stop",
+            Action::NextPage => "next_page",
+            Action::PrevPage => "prev_page",
+            Action::StartNote => "note",
+            Action::Note { .. } => "note_text",
             Action::ClickRow { .. } => "click",
         }
     }
@@ -117,6 +153,16 @@ impl Action {
             Action::OpenDeadLetters { ns: None },
             Action::OpenTimeline { ns: None },
             Action::StartRollback { ns: None },
+            Action::Select,
+            Action::Replay,
+            Action::Purge,
+            Action::Export,
+            Action::BodyMode,
+            Action::PauseResume,
+            Action::StopJob,
+            Action::NextPage,
+            Action::PrevPage,
+            Action::StartNote,
         ]
     }
 
@@ -132,6 +178,13 @@ impl Action {
 pub fn parse_command(line: &str) -> Result<Action, String> {
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or("");
+    if cmd == "note" {
+        // The rest of the line, as typed.
+        let text = line.trim_start().strip_prefix("note").unwrap_or("").trim();
+        return Ok(Action::Note {
+            text: text.to_string(),
+        });
+    }
     let arg = words.next().map(str::to_string);
     if words.next().is_some() {
         return Err(format!("too many words in `:{line}`"));
@@ -152,7 +205,7 @@ pub fn parse_command(line: &str) -> Result<Action, String> {
         "" => Action::Back,
         other => {
             return Err(format!(
-                "unknown command `:{}` (try :ns NAME, :gate, :dlq, :timeline, :rollback, :help, :q)",
+                "unknown command `:{}` (try :ns NAME, :gate, :dlq, :timeline, :rollback, :note TEXT, :help, :q)",
                 crate::text::sanitize(other)
             ));
         }
@@ -166,6 +219,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":dlq [NS]", "dead-letter browser of NS"),
     (":timeline [NS]", "incident timeline (ledger)"),
     (":rollback [NS]", "guided rollback of NS"),
+    (":note TEXT", "add an operator note to the ledger"),
     (":refresh", "refresh now"),
     (":help", "this help"),
     (":q", "quit"),

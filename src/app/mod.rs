@@ -8,6 +8,8 @@
 pub mod action;
 pub mod alerts;
 pub mod keymap;
+pub mod ops;
+pub mod panels;
 pub mod state;
 pub mod tasks;
 pub mod terminal;
@@ -91,6 +93,87 @@ pub fn initial_state(cfg: &Config) -> Result<AppState, Failure> {
 
 /// Run the console until the operator quits or a signal arrives.
 pub async fn run(cfg: Config) -> Result<(), Failure> {
+    run_console(cfg, None).await.map(|_| ())
+}
+
+/// Run a drill inside the console (`hopback drill` without `--headless`): the drill's namespace
+/// is selected, the drill panel shows its counters and, at the end, the score and the offer to
+/// write the post-mortem. Quitting early ends the drill the way Ctrl-C ends the CLI drill
+/// (producers stop, the fleet settles, the score is taken, the namespace is deleted).
+pub async fn run_drill(
+    cfg: Config,
+    opts: crate::drill::DrillOptions,
+) -> Result<Option<crate::drill::DrillResult>, Failure> {
+    run_console(cfg, Some(opts)).await
+}
+
+type DrillTask = tokio::task::JoinHandle<Result<crate::drill::DrillResult, Failure>>;
+
+fn start_drill(
+    cfg: &Config,
+    opts: crate::drill::DrillOptions,
+    runner: &ops::OpsRunner,
+    tx: mpsc::Sender<Msg>,
+) -> DrillTask {
+    let cfg = cfg.clone();
+    let runner = runner.clone();
+    tokio::spawn(async move {
+        let watch: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let w = watch.clone();
+        let r = crate::drill::run(&cfg, &opts, move |h| {
+            let j = runner.spawn_drill_watch(h);
+            if let Ok(mut g) = w.lock() {
+                *g = Some(j);
+            }
+        })
+        .await;
+        if let Some(j) = watch.lock().ok().and_then(|mut g| g.take()) {
+            j.abort();
+        }
+        let msg = match &r {
+            Ok(res) => Ok(Box::new(res.clone())),
+            Err(f) => Err(match &f.hint {
+                Some(h) if !h.is_empty() => format!("{} — {h}", f.message),
+                _ => f.message.clone(),
+            }),
+        };
+        let _ = tx.send(Msg::Op(panels::OpMsg::DrillDone(msg))).await;
+        r
+    })
+}
+
+/// End a drill that is still running: the drill listens for SIGINT (as the CLI drill does for
+/// Ctrl-C), so send it to ourselves until the drill stops waiting, then wait for its score.
+async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResult>, Failure> {
+    let mut task = task;
+    if !task.is_finished() {
+        eprintln!(
+            "ending the drill: stopping producers, letting the fleet settle, scoring, cleaning up…"
+        );
+    }
+    loop {
+        tokio::select! {
+            r = &mut task => {
+                return match r {
+                    Ok(Ok(res)) => Ok(Some(res)),
+                    Ok(Err(f)) => Err(f),
+                    Err(e) => Err(Failure::error(format!("the drill task ended abnormally: {e}"), "")),
+                };
+            }
+            _ = tokio::time::sleep(Duration::from_millis(1000)) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-INT", &std::process::id().to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+async fn run_console(
+    cfg: Config,
+    drill: Option<crate::drill::DrillOptions>,
+) -> Result<Option<crate::drill::DrillResult>, Failure> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return Err(Failure::usage(
             "the console needs a terminal",
@@ -109,6 +192,16 @@ pub async fn run(cfg: Config) -> Result<(), Failure> {
         .map_err(|e| Failure::error(format!("cannot watch SIGTERM: {e}"), ""))?;
     let mut sighup = signal(SignalKind::hangup())
         .map_err(|e| Failure::error(format!("cannot watch SIGHUP: {e}"), ""))?;
+    // In drill mode SIGINT ends the drill (see `finish_drill`): registering a listener now makes
+    // sure SIGINT never falls back to its default (terminating before the cleanup).
+    let _sigint = if drill.is_some() {
+        Some(
+            signal(SignalKind::interrupt())
+                .map_err(|e| Failure::error(format!("cannot watch SIGINT: {e}"), ""))?,
+        )
+    } else {
+        None
+    };
     let mut guard = terminal::enter().map_err(|e| {
         Failure::error(
             format!("cannot set up the terminal: {e}"),
@@ -116,7 +209,18 @@ pub async fn run(cfg: Config) -> Result<(), Failure> {
         )
     })?;
     let (tx, mut rx) = mpsc::channel::<Msg>(256);
-    let tasks = tasks::spawn(&cfg, tx);
+    let tasks = tasks::spawn(&cfg, tx.clone());
+    let runner = ops::OpsRunner::new(&cfg, tx.clone());
+    let feed = runner.spawn_ledger_feed();
+    let drill_task = drill.map(|opts| {
+        state.ops.drill = Some(panels::DrillPanel::default());
+        state.say(
+            Level::Info,
+            "drill starting: creating the namespace and the fleet…",
+        );
+        start_drill(&cfg, opts, &runner, tx.clone())
+    });
+    drop(tx);
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -195,8 +299,25 @@ pub async fn run(cfg: Config) -> Result<(), Failure> {
                 }
             } => {}
         }
+        for r in state.take_requests() {
+            match r {
+                panels::OpRequest::Refresh => tasks.refresh_now.notify_one(),
+                other => runner.handle(other),
+            }
+            dirty = true;
+        }
     };
     tasks.abort();
+    feed.abort();
+    // A decision the engine still waits for is answered Abort (consistent state, resumable).
+    runner.handle(panels::OpRequest::RollbackDecide(
+        crate::ops::rollback::Decision::Abort,
+    ));
     drop(guard);
-    result
+    let drill_result = match drill_task {
+        Some(t) => finish_drill(t).await,
+        None => Ok(None),
+    };
+    result?;
+    drill_result
 }

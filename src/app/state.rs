@@ -40,6 +40,8 @@ pub enum Msg {
     Consumers(BTreeMap<String, Vec<String>>),
     /// Clock tick (unix ms): ages, message expiry, rate decay.
     Tick(i64),
+    /// An answer of the operations runner (gate, dead letters, ledger, rollback, drill).
+    Op(super::panels::OpMsg),
 }
 
 /// What the loop must do after an action.
@@ -53,8 +55,8 @@ pub enum Effect {
     Refresh,
 }
 
-/// The views. Gate panel, dead-letter browser, timeline and rollback add variants here when their
-/// modules land (see `Action::OpenGate` etc.).
+/// The views (a stack; Esc pops). The operation views keep their data in
+/// [`AppState::ops`](super::panels::OpsState).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
     /// The fleet table.
@@ -66,6 +68,31 @@ pub enum View {
     },
     /// Keys and commands.
     Help,
+    /// The gate panel of a namespace.
+    Gate {
+        /// Which.
+        ns: String,
+    },
+    /// The dead-letter browser of a namespace.
+    DeadLetters {
+        /// Which.
+        ns: String,
+    },
+    /// One dead letter, in full.
+    Inspector {
+        /// Namespace.
+        ns: String,
+    },
+    /// The incident timeline (the ledger).
+    Timeline {
+        /// Only this namespace.
+        ns: Option<String>,
+    },
+    /// A guided rollback.
+    Rollback {
+        /// Namespace.
+        ns: String,
+    },
 }
 
 /// What the operator is typing.
@@ -314,6 +341,8 @@ pub struct AppState {
     pub ns_scroll: usize,
     /// Layout of the last frame.
     pub layout: LayoutHints,
+    /// The operation views (gate, dead letters, timeline, rollback, drill) and the ledger feed.
+    pub ops: super::panels::OpsState,
 }
 
 impl AppState {
@@ -357,6 +386,11 @@ impl AppState {
             bell_pending: false,
             ns_scroll: 0,
             layout: LayoutHints::default(),
+            ops: super::panels::OpsState {
+                operator: cfg.operator.clone(),
+                host: gethostname::gethostname().to_string_lossy().into_owned(),
+                ..Default::default()
+            },
         }
     }
 
@@ -479,7 +513,12 @@ impl AppState {
 
     /// The namespace of the selected row.
     pub fn selected_namespace(&self) -> Option<String> {
-        if let View::Namespace { ns } = self.view() {
+        if let View::Namespace { ns }
+        | View::Gate { ns }
+        | View::DeadLetters { ns }
+        | View::Inspector { ns }
+        | View::Rollback { ns } = self.view()
+        {
             return Some(ns.clone());
         }
         let rows = self.rows();
@@ -495,7 +534,11 @@ impl AppState {
             return BTreeSet::new();
         };
         match self.view() {
-            View::Namespace { ns } => [ns.clone()].into(),
+            View::Namespace { ns }
+            | View::Gate { ns }
+            | View::DeadLetters { ns }
+            | View::Inspector { ns }
+            | View::Rollback { ns } => [ns.clone()].into(),
             _ => self
                 .rows()
                 .iter()
@@ -648,6 +691,7 @@ impl AppState {
                 // Ages in the header change every second.
                 true
             }
+            Msg::Op(m) => self.handle_op(m),
         }
     }
 
@@ -655,6 +699,9 @@ impl AppState {
     pub fn handle_key(&mut self, key: &str) -> Effect {
         if let Some(input) = self.input.clone() {
             return self.handle_input_key(input, key);
+        }
+        if self.modal() {
+            return self.handle_modal_key(key);
         }
         match self.keymap.lookup(key).cloned() {
             Some(a) => self.apply(a),
@@ -729,6 +776,9 @@ impl AppState {
     /// Apply an action.
     pub fn apply(&mut self, action: Action) -> Effect {
         let page = i64::from(self.layout.table_rows.max(5));
+        if let Some(effect) = self.apply_panel(&action) {
+            return effect;
+        }
         match action {
             Action::Quit => return Effect::Quit,
             Action::Back => {
@@ -783,58 +833,22 @@ impl AppState {
                 self.say(Level::Info, "refreshing…");
                 return Effect::Refresh;
             }
-            Action::OpenGate { ns } => {
-                if let Some(ns) = self.resolve_ns(ns) {
-                    let gate = self
-                        .namespace(&ns)
-                        .and_then(|n| n.gate.as_ref())
-                        .map(|g| g.describe_percent())
-                        .unwrap_or_else(|| "unknown".into());
-                    self.say(
-                        Level::Warn,
-                        format!(
-                            "gate panel not available yet — gate of {} is {gate}; use `hopback gate set {} v1=… v2=…`",
-                            crate::text::sanitize(&ns),
-                            crate::text::sanitize(&ns)
-                        ),
-                    );
-                }
-            }
-            Action::OpenDeadLetters { ns } => {
-                if let Some(ns) = self.resolve_ns(ns) {
-                    self.say(
-                        Level::Warn,
-                        format!(
-                            "dead-letter browser not available yet — try `hopback dlq list {}`",
-                            crate::text::sanitize(&ns)
-                        ),
-                    );
-                }
-            }
-            Action::OpenTimeline { .. } => {
-                self.say(Level::Warn, "timeline view not available yet");
-            }
-            Action::StartRollback { ns } => {
-                if let Some(ns) = self.resolve_ns(ns) {
-                    if self.read_only {
-                        self.say(
-                            Level::Error,
-                            format!(
-                                "refusing to roll back: profile `{}` is read-only",
-                                self.profile
-                            ),
-                        );
-                    } else {
-                        self.say(
-                            Level::Warn,
-                            format!(
-                                "rollback view not available yet — run `hopback rollback {}` in a shell",
-                                crate::text::sanitize(&ns)
-                            ),
-                        );
-                    }
-                }
-            }
+            // Handled by `apply_panel` (see `panels.rs`); nothing to do elsewhere.
+            Action::OpenGate { .. }
+            | Action::OpenDeadLetters { .. }
+            | Action::OpenTimeline { .. }
+            | Action::StartRollback { .. }
+            | Action::Select
+            | Action::Replay
+            | Action::Purge
+            | Action::Export
+            | Action::BodyMode
+            | Action::PauseResume
+            | Action::StopJob
+            | Action::NextPage
+            | Action::PrevPage
+            | Action::StartNote
+            | Action::Note { .. } => {}
             Action::ClickRow { row } => {
                 if self.view() == &View::Overview && row >= self.layout.table_top {
                     let idx = self.layout.table_offset + usize::from(row - self.layout.table_top);

@@ -3,7 +3,8 @@
 //! classic queues). Prints both rates and the ratio; the shovel is the baseline (ratio ≥ 1.0 means
 //! hopback moves at least as fast). Run it through `scripts/bench` (release build).
 //!
-//! Usage: `hopback-bench [--messages N] [--runs R] [--prefetch P] [--confirm-window W] [--smoke]`
+//! Usage: `hopback-bench [--messages N] [--runs R] [--prefetch P] [--confirm-window W]
+//! [--one-connection] [--smoke]`
 //! Broker: `HOPBACK_URL` or amqp://guest:guest@127.0.0.1:5672/%2f, management API on :15672.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,6 +23,7 @@ struct Args {
     runs: usize,
     prefetch: u16,
     confirm_window: usize,
+    one_connection: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +32,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         prefetch: mover::DEFAULT_PREFETCH,
         confirm_window: mover::DEFAULT_CONFIRM_WINDOW,
+        one_connection: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -39,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => a.runs = val()?.parse().map_err(|e| format!("{e}"))?,
             "--prefetch" => a.prefetch = val()?.parse().map_err(|e| format!("{e}"))?,
             "--confirm-window" => a.confirm_window = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--one-connection" => a.one_connection = true,
             "--smoke" => {
                 a.messages = 5_000;
                 a.runs = 1;
@@ -142,22 +146,20 @@ async fn hopback_run(p: &Profile, a: &Args, src: &str, dst: &str) -> Result<f64,
     spec.limit = Some(a.messages);
     spec.prefetch = a.prefetch;
     spec.confirm_window = a.confirm_window;
+    spec.separate_publish_connection = !a.one_connection;
     let start = Instant::now();
     let r = mover::run(p, "bench", &spec, &MoveControl::new()).await;
     let secs = start.elapsed().as_secs_f64();
     if r.stop != StopReason::LimitReached || r.counts.moved != a.messages {
-        return Err(format!("hopback move incomplete: {:?} {:?}", r.stop, r.counts));
+        return Err(format!(
+            "hopback move incomplete: {:?} {:?}",
+            r.stop, r.counts
+        ));
     }
     Ok(a.messages as f64 / secs)
 }
 
-async fn shovel_run(
-    s: &Session,
-    m: &Mgmt,
-    a: &Args,
-    src: &str,
-    dst: &str,
-) -> Result<f64, String> {
+async fn shovel_run(s: &Session, m: &Mgmt, a: &Args, src: &str, dst: &str) -> Result<f64, String> {
     let name = format!("hopback-bench-{}", uuid::Uuid::new_v4().simple());
     let value = serde_json::json!({
         "src-protocol": "amqp091",
@@ -170,7 +172,9 @@ async fn shovel_run(
         "ack-mode": "on-confirm",
     });
     let start = Instant::now();
-    m.put_shovel(&name, value).await.map_err(|e| e.to_string())?;
+    m.put_shovel(&name, value)
+        .await
+        .map_err(|e| e.to_string())?;
     let waited = wait_depth(s, dst, a.messages, Duration::from_secs(600)).await;
     let secs = start.elapsed().as_secs_f64();
     // With src-delete-after the shovel removes itself; delete in case it did not.
@@ -194,8 +198,16 @@ async fn bench() -> Result<(), String> {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let (src, dst) = (format!("bench-src-{tag}"), format!("bench-dst-{tag}"));
     println!(
-        "moving {} × 1 KiB persistent messages between durable classic queues, {} run(s) each; hopback prefetch {} confirm window {}",
-        a.messages, a.runs, a.prefetch, a.confirm_window
+        "moving {} × 1 KiB persistent messages between durable classic queues, {} run(s) each; hopback prefetch {} confirm window {} {}",
+        a.messages,
+        a.runs,
+        a.prefetch,
+        a.confirm_window,
+        if a.one_connection {
+            "one connection"
+        } else {
+            "separate publish connection"
+        }
     );
     let (mut hop, mut sho) = (Vec::new(), Vec::new());
     for run in 0..a.runs {

@@ -43,22 +43,36 @@ fn status_kb(field: &str) -> u64 {
 async fn read(mode: &str, target: &str) -> Res<()> {
     let cfg = config()?;
     let rss_before = status_kb("VmRSS:");
-    let session = hopback::broker::session::connect(&cfg.profile, "ledger-bench-reader", "bench").await?;
+    let session =
+        hopback::broker::session::connect(&cfg.profile, "ledger-bench-reader", "bench").await?;
     let ledger = if mode == "read-stream" {
         Ledger::open_stream(&session, &cfg, target).await
     } else {
         Ledger::file(std::path::Path::new(target), "bench baseline", &cfg)
     };
+    if std::env::var("LEDGER_BENCH_DEBUG").is_ok() {
+        let sub = ledger.subscribe(StreamStart::First).await?;
+        eprintln!("end hint: {:?}", sub.end_hint());
+        sub.close().await;
+    }
     let started = Instant::now();
     let mut timeline = Timeline::new(TimelineFilter::default());
     let mut history = GateHistory::new("bench", 0);
+    let mut first_at = None;
     let n = ledger
         .fold(StreamStart::First, |e| {
+            first_at.get_or_insert_with(Instant::now);
             timeline.push(&e);
             history.push(&e);
         })
         .await?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if std::env::var("LEDGER_BENCH_DEBUG").is_ok() {
+        eprintln!(
+            "{mode}: first event after {:?}",
+            first_at.map(|t| t - started)
+        );
+    }
     println!(
         "{}",
         serde_json::json!({
@@ -73,6 +87,7 @@ async fn read(mode: &str, target: &str) -> Res<()> {
 fn child(mode: &str, target: &str) -> Res<serde_json::Value> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args([mode, target])
+        .stderr(std::process::Stdio::inherit())
         .output()?;
     if !out.status.success() {
         return Err(format!("{mode} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
@@ -83,7 +98,10 @@ fn child(mode: &str, target: &str) -> Res<serde_json::Value> {
 async fn bench(n: u64) -> Res<()> {
     let cfg = config()?;
     let session = hopback::broker::session::connect(&cfg.profile, "ledger-bench", "bench").await?;
-    let stream = format!("hopback.ledger.bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let stream = format!(
+        "hopback.ledger.bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     let ledger = Ledger::open_stream(&session, &cfg, &stream).await;
     if !ledger.is_stream() {
         return Err(ledger.backend_description().into());
@@ -102,7 +120,9 @@ async fn bench(n: u64) -> Res<()> {
                 .params(serde_json::json!({"target": {"v1": 90, "v2": 10}, "steps": ["bind v2 weight 10", "unbind v1 (key 100)", "bind v1 weight 90"]}))
                 .reason(format!("canary {i}"))
         } else {
-            ledger.event(EventKind::Note, Some("bench")).reason(format!("operator note number {i}: v2 looks fine"))
+            ledger
+                .event(EventKind::Note, Some("bench"))
+                .reason(format!("operator note number {i}: v2 looks fine"))
         };
         events.push(e.clone());
         inflight.push(ledger.append(e));
@@ -119,20 +139,35 @@ async fn bench(n: u64) -> Res<()> {
     for e in events {
         file.append(e).await?;
     }
-    eprintln!("populated {n} events in {append_s:.1} s ({:.0} appends/s with confirms, 1000 in flight)", n as f64 / append_s);
+    eprintln!(
+        "populated {n} events in {append_s:.1} s ({:.0} appends/s with confirms, 1000 in flight)",
+        n as f64 / append_s
+    );
     let s = child("read-stream", &stream)?;
     let f = child("read-file", &dir.join("ledger.jsonl").to_string_lossy())?;
-    let (sms, fms) = (s["ms"].as_f64().unwrap_or(0.0), f["ms"].as_f64().unwrap_or(0.0));
+    let (sms, fms) = (
+        s["ms"].as_f64().unwrap_or(0.0),
+        f["ms"].as_f64().unwrap_or(0.0),
+    );
     println!("ledger read + timeline/gate-history projection of {n} events:");
     println!(
         "  stream  {:>8.1} ms  ({} events, timeline kept {}, RSS {} → {} kB, peak {} kB)",
-        sms, s["events"], s["timeline_entries"], s["rss_before_kb"], s["rss_after_kb"], s["peak_rss_kb"]
+        sms,
+        s["events"],
+        s["timeline_entries"],
+        s["rss_before_kb"],
+        s["rss_after_kb"],
+        s["peak_rss_kb"]
     );
     println!(
         "  file    {:>8.1} ms  ({} events, RSS {} → {} kB, peak {} kB)  [baseline]",
         fms, f["events"], f["rss_before_kb"], f["rss_after_kb"], f["peak_rss_kb"]
     );
-    println!("  ratio stream/file: {:.2}×; target < 1000 ms: {}", sms / fms.max(0.001), if sms < 1000.0 { "met" } else { "NOT met" });
+    println!(
+        "  ratio stream/file: {:.2}×; target < 1000 ms: {}",
+        sms / fms.max(0.001),
+        if sms < 1000.0 { "met" } else { "NOT met" }
+    );
     hopback::ledger::delete_stream(&session, &stream).await?;
     let _ = std::fs::remove_dir_all(&dir);
     session.close().await;
@@ -141,9 +176,13 @@ async fn bench(n: u64) -> Res<()> {
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match args.get(1).map(String::as_str) {
-        Some(m @ ("read-stream" | "read-file")) => rt.block_on(read(m, args.get(2).map_or("", String::as_str))),
+        Some(m @ ("read-stream" | "read-file")) => {
+            rt.block_on(read(m, args.get(2).map_or("", String::as_str)))
+        }
         other => rt.block_on(bench(other.and_then(|s| s.parse().ok()).unwrap_or(100_000))),
     }
 }

@@ -1,9 +1,10 @@
 //! `hopback drill [--scenario …] [--rate N] [--headless] [--auto-respond-after 5s] [--keep]
 //! [--history]`: a scored incident drill on a throwaway namespace (DESIGN §5).
 //!
-//! Interactive (the default): the fleet runs, a status line is printed on stderr every second,
-//! and the operator investigates and rolls back from another terminal (`hopback status`,
-//! `gate set`, `rollback`); the drill notices the gate change and the ledger events. Headless: a
+//! Interactive (the default, on a terminal): the drill runs inside the console (`app::run_drill`)
+//! with the drill's namespace selected and a drill panel; the operator investigates and rolls
+//! back there (or from another terminal). Without a terminal, a status line is printed on stderr
+//! every second instead. The drill notices the gate change and the ledger events. Headless: a
 //! scripted operator rolls back `--auto-respond-after` after the fault. Either way the score and
 //! the post-mortem draft come at the end, and the exit code is 4 if any message was lost.
 
@@ -119,6 +120,22 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
     let headless = args.headless;
     let canary = args.canary;
     let json = ctx.json;
+    // Interactive on a terminal: the drill runs inside the console (drill panel, rollback view).
+    let console = !headless
+        && !json
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if console {
+        let opts = DrillOptions {
+            status_lines: false,
+            ..opts
+        };
+        let Some(result) = crate::app::run_drill(ctx.cfg.clone(), opts).await? else {
+            return Ok(());
+        };
+        print_result(&result);
+        return lost_check(&result);
+    }
     let result = drill::run(&ctx.cfg, &opts, move |h| {
         if !json {
             eprintln!("{}", briefing(&h.namespace, canary, headless));
@@ -130,6 +147,10 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
     } else {
         print_result(&result);
     }
+    lost_check(&result)
+}
+
+fn lost_check(result: &DrillResult) -> Result<(), Failure> {
     if result.score.lost > 0 {
         return Err(Failure::verification(
             format!(

@@ -180,10 +180,10 @@ async fn follow(
                 for entry in t.entries() {
                     match format {
                         TimelineFormat::Json => {
-                            let line = serde_json::to_string(entry).map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
+                            let line = serde_json::to_string(&entry).map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
                             println!("{line}");
                         }
-                        _ => println!("{}", text_line(entry)),
+                        _ => println!("{}", text_line(&entry)),
                     }
                 }
                 use std::io::Write;

@@ -650,7 +650,11 @@ pub async fn account_ids(
     let mut parked = BTreeSet::new();
     ids_in(session, &mover::park_queue_name(ns), &mut parked).await?;
     let mut queued = BTreeSet::new();
-    for q in [n.version_queue("v1"), n.version_queue("v2"), n.unrouted.clone()] {
+    for q in [
+        n.version_queue("v1"),
+        n.version_queue("v2"),
+        n.unrouted.clone(),
+    ] {
         ids_in(session, &q, &mut queued).await?;
     }
     Ok(score::account(

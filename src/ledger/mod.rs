@@ -48,9 +48,9 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a catch-up read waits for the next message before deciding it has reached the end.
 pub const READ_IDLE: Duration = Duration::from_millis(400);
 /// Consumer prefetch when reading the stream.
-const READ_PREFETCH: u16 = 2000;
+const READ_PREFETCH: u16 = 10_000;
 /// Ack every this many deliveries (multiple=true) when reading.
-const ACK_EVERY: u64 = 500;
+const ACK_EVERY: u64 = 2_000;
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,8 +310,60 @@ impl Ledger {
     /// Returns how many were delivered. Undecodable records are skipped (counted in the log).
     pub async fn fold<F: FnMut(Event)>(&self, from: StreamStart, mut f: F) -> Result<u64, Failure> {
         let mut sub = self.subscribe(from).await?;
+        sub.catch_up = true;
         let mut n = 0u64;
+        if matches!(sub.inner, SubInner::Stream { .. }) {
+            // Pipelined: a task drains the consumer (and acks) while this one decodes and folds.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Vec<u8>>, Failure>>(32);
+            let reader = tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(512);
+                let mut got = 0u64;
+                while !sub.at_end() {
+                    let idle = if got == 0 { READ_IDLE * 2 } else { READ_IDLE };
+                    match sub.next_bytes_within(idle).await {
+                        Ok(Some(b)) => {
+                            got += 1;
+                            batch.push(b);
+                            if batch.len() >= 512
+                                && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(f) => {
+                            let _ = tx.send(Err(f)).await;
+                            break;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(Ok(batch)).await;
+                }
+                sub.close().await;
+            });
+            while let Some(batch) = rx.recv().await {
+                for bytes in batch? {
+                    match serde_json::from_slice::<Event>(&bytes) {
+                        Ok(e) if from.admits(&e) => {
+                            n += 1;
+                            f(e);
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::warn!(
+                            "ledger: skipping an undecodable record ({} bytes): {err}",
+                            bytes.len()
+                        ),
+                    }
+                }
+            }
+            let _ = reader.await;
+            return Ok(n);
+        }
         loop {
+            if sub.at_end() {
+                break;
+            }
             let idle = if n == 0 { READ_IDLE * 2 } else { READ_IDLE };
             match sub.next_within(idle).await? {
                 Some(e) => {
@@ -386,6 +438,7 @@ impl Ledger {
                 .map_err(|e| ledger_failure("subscribing to the stream", e))?;
                 Ok(Subscription {
                     from,
+                    catch_up: false,
                     inner: SubInner::Stream {
                         channel: ch,
                         consumer,
@@ -406,6 +459,7 @@ impl Ledger {
                 };
                 Ok(Subscription {
                     from,
+                    catch_up: false,
                     inner: SubInner::File {
                         path: path.clone(),
                         offset: start,
@@ -529,6 +583,8 @@ enum SubInner {
 pub struct Subscription {
     from: StreamStart,
     inner: SubInner,
+    /// A catch-up read (fold): stop as soon as the end is reached instead of waiting for more.
+    catch_up: bool,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -539,6 +595,8 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
+/// At most this many events are read from the file at a time.
+const FILE_BATCH: usize = 1000;
 /// How often a file-backed subscription looks for new lines.
 const FILE_POLL: Duration = Duration::from_millis(100);
 
@@ -558,67 +616,79 @@ impl Subscription {
         }
     }
 
+    /// The next raw record of a stream subscription (offsets tracked, acks sent), undecoded.
+    async fn next_bytes_within(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, Failure> {
+        let SubInner::Stream {
+            channel,
+            consumer,
+            password,
+            unacked,
+            last_tag,
+            last_offset,
+            first_offset,
+            ..
+        } = &mut self.inner
+        else {
+            return Ok(None);
+        };
+        let d = match tokio::time::timeout(limit, consumer.next()).await {
+            Err(_) | Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => {
+                return Err(ledger_failure(
+                    "reading the stream",
+                    crate::broker::session::classify(&e, password),
+                ));
+            }
+            Ok(Some(Ok(d))) => d,
+        };
+        *last_tag = d.delivery_tag;
+        *unacked += 1;
+        let offset = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-stream-offset").cloned())
+            .and_then(|v| match v {
+                AMQPValue::LongLongInt(i) => u64::try_from(i).ok(),
+                AMQPValue::LongUInt(i) => Some(u64::from(i)),
+                AMQPValue::LongInt(i) => u64::try_from(i).ok(),
+                _ => None,
+            });
+        if let Some(o) = offset {
+            *last_offset = Some(o);
+            first_offset.get_or_insert(o);
+        }
+        if *unacked >= ACK_EVERY {
+            timed(
+                "basic.ack",
+                CALL_TIMEOUT,
+                password,
+                channel.basic_ack(*last_tag, BasicAckOptions { multiple: true }),
+            )
+            .await
+            .map_err(|e| ledger_failure("acknowledging the stream", e))?;
+            *unacked = 0;
+        }
+        Ok(Some(d.data))
+    }
+
     /// The next event, or `Ok(None)` if none arrived within `limit`.
     pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Event>, Failure> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             match &mut self.inner {
-                SubInner::Stream {
-                    channel,
-                    consumer,
-                    password,
-                    unacked,
-                    last_tag,
-                    last_offset,
-                    first_offset,
-                    ..
-                } => {
-                    let d = match tokio::time::timeout_at(deadline, consumer.next()).await {
-                        Err(_) => return Ok(None),
-                        Ok(None) => return Ok(None),
-                        Ok(Some(Err(e))) => {
-                            return Err(ledger_failure(
-                                "reading the stream",
-                                crate::broker::session::classify(&e, password),
-                            ));
-                        }
-                        Ok(Some(Ok(d))) => d,
+                SubInner::Stream { .. } => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let Some(bytes) = self.next_bytes_within(left).await? else {
+                        return Ok(None);
                     };
-                    *last_tag = d.delivery_tag;
-                    *unacked += 1;
-                    let offset = d
-                        .properties
-                        .headers()
-                        .as_ref()
-                        .and_then(|h| h.inner().get("x-stream-offset").cloned())
-                        .and_then(|v| match v {
-                            AMQPValue::LongLongInt(i) => u64::try_from(i).ok(),
-                            AMQPValue::LongUInt(i) => Some(u64::from(i)),
-                            AMQPValue::LongInt(i) => u64::try_from(i).ok(),
-                            _ => None,
-                        });
-                    if let Some(o) = offset {
-                        *last_offset = Some(o);
-                        first_offset.get_or_insert(o);
-                    }
-                    if *unacked >= ACK_EVERY {
-                        timed(
-                            "basic.ack",
-                            CALL_TIMEOUT,
-                            password,
-                            channel.basic_ack(*last_tag, BasicAckOptions { multiple: true }),
-                        )
-                        .await
-                        .map_err(|e| ledger_failure("acknowledging the stream", e))?;
-                        *unacked = 0;
-                    }
-                    match serde_json::from_slice::<Event>(&d.data) {
+                    match serde_json::from_slice::<Event>(&bytes) {
                         Ok(e) if self.from.admits(&e) => return Ok(Some(e)),
                         Ok(_) => continue,
                         Err(err) => {
                             tracing::warn!(
                                 "ledger: skipping an undecodable record ({} bytes): {err}",
-                                d.data.len()
+                                bytes.len()
                             );
                             continue;
                         }
@@ -640,13 +710,21 @@ impl Subscription {
                     pending.extend(new.into_iter().filter(|e| from.admits(e)));
                     if pending.is_empty() {
                         *caught_up = true;
-                        if tokio::time::Instant::now() >= deadline {
+                        if self.catch_up || tokio::time::Instant::now() >= deadline {
                             return Ok(None);
                         }
                         tokio::time::sleep(FILE_POLL.min(limit)).await;
                     }
                 }
             }
+        }
+    }
+
+    /// The stream's message count when the subscription started (diagnostics; `None` for files).
+    pub fn end_hint(&self) -> Option<u64> {
+        match &self.inner {
+            SubInner::Stream { end_offset, .. } => Some(*end_offset),
+            SubInner::File { .. } => None,
         }
     }
 
@@ -659,9 +737,12 @@ impl Subscription {
                 first_offset,
                 ..
             } => match (first_offset, last_offset) {
-                // The declare-ok count covers offsets 0..end; retention may have dropped the head.
-                (Some(_), Some(last)) => *end_offset > 0 && last + 1 >= *end_offset,
-                _ => false,
+                // Counted as a span from the first delivered offset, so a stream whose head was
+                // dropped by retention can only make us wait for the idle timeout, never stop early.
+                (Some(first), Some(last)) => {
+                    *end_offset > 0 && last.saturating_sub(*first) + 1 >= *end_offset
+                }
+                _ => self.catch_up && self.from == StreamStart::First && *end_offset == 0,
             },
             SubInner::File {
                 pending, caught_up, ..
@@ -754,6 +835,9 @@ fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<Event>> 
         match serde_json::from_slice::<Event>(&line) {
             Ok(e) => out.push(e),
             Err(err) => tracing::warn!("ledger file: skipping an undecodable line: {err}"),
+        }
+        if out.len() >= FILE_BATCH {
+            break; // bounded memory: the rest is read on the next call
         }
     }
     Ok(out)

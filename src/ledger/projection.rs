@@ -219,7 +219,8 @@ impl TimelineEntry {
 #[derive(Debug, Clone)]
 pub struct Timeline {
     filter: TimelineFilter,
-    entries: VecDeque<TimelineEntry>,
+    // Events, not entries: summarizing only the survivors keeps a long fold cheap.
+    entries: VecDeque<Event>,
     /// Events that passed the filter but were dropped to stay within the bound.
     pub dropped: u64,
     /// Events seen in total.
@@ -251,10 +252,14 @@ impl Timeline {
             self.entries.pop_front();
             self.dropped += 1;
         }
-        self.entries.push_back(TimelineEntry::of(e));
+        self.entries.push_back(e.clone());
     }
     /// The entries, oldest first.
-    pub fn entries(&self) -> impl Iterator<Item = &TimelineEntry> {
+    pub fn entries(&self) -> impl Iterator<Item = TimelineEntry> + '_ {
+        self.entries.iter().map(TimelineEntry::of)
+    }
+    /// The kept events themselves, oldest first (the post-mortem wants params/before/after).
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.entries.iter()
     }
     /// Number of entries kept.
@@ -267,7 +272,7 @@ impl Timeline {
     }
     /// The entries, oldest first.
     pub fn into_entries(self) -> Vec<TimelineEntry> {
-        self.entries.into()
+        self.entries.iter().map(TimelineEntry::of).collect()
     }
 }
 

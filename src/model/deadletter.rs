@@ -477,6 +477,8 @@ pub fn body_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
             }
         },
         BodyMode::Hex => {
+            // Hex is ~4.7× the bytes it shows: dump a quarter of the text budget.
+            let shown = &shown[..shown.len().min(INSPECT_RENDER_BYTES / 4)];
             for (i, chunk) in shown.chunks(16).enumerate() {
                 let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
                 let ascii: String = chunk
@@ -497,12 +499,17 @@ pub fn body_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
         }
         _ => out.extend(text_lines(shown)),
     }
-    if m.body_len > shown.len() {
+    let shown_len = if effective == BodyMode::Hex {
+        shown.len().min(INSPECT_RENDER_BYTES / 4)
+    } else {
+        shown.len()
+    };
+    if m.body_len > shown_len {
         out.push(line(
             LineKind::Note,
             format!(
                 "… {} more bytes not shown (export the message to see all of it)",
-                m.body_len - shown.len()
+                m.body_len - shown_len
             ),
         ));
     }

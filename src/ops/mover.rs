@@ -34,7 +34,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Acker, BasicProperties, Channel, Confirmation, PublisherConfirm};
+use lapin::{Acker, BasicProperties, Channel, Confirmation};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -134,6 +134,10 @@ pub struct MoveSpec {
     pub max_reconnect_attempts: u32,
     /// Connection purpose, shown as `hopback PURPOSE (operator)`.
     pub connection_purpose: String,
+    /// Publish on a second connection (`hopback PURPOSE publish (operator)`): consuming and
+    /// publishing then run on separate broker processes and client I/O threads (faster, see the
+    /// benchmark). Either connection dying ends the epoch.
+    pub separate_publish_connection: bool,
 }
 
 impl MoveSpec {
@@ -155,6 +159,7 @@ impl MoveSpec {
             idle_timeout: Duration::from_millis(1500),
             max_reconnect_attempts: 8,
             connection_purpose: "mover".into(),
+            separate_publish_connection: true,
         }
     }
     /// Replay `NS.dlq` to `target` (usually [`Target::Origin`]), counting replays and parking
@@ -343,6 +348,7 @@ impl MoveControl {
 /// What is in the confirm window: a published message waiting for its confirm.
 struct InFlight {
     acker: Acker,
+    tag: u64,
     parked: bool,
     origin: Option<String>,
 }
@@ -449,16 +455,40 @@ impl Runner<'_> {
                     continue;
                 }
             };
+            let publisher = if self.spec.separate_publish_connection {
+                let purpose = format!("{} publish", self.spec.connection_purpose);
+                match connect(profile, &purpose, operator).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        session.close().await;
+                        if fatal(&e) || first {
+                            return StopReason::Failed(e.to_string());
+                        }
+                        attempt += 1;
+                        if attempt > self.spec.max_reconnect_attempts {
+                            return StopReason::Failed(format!(
+                                "gave up after {attempt} reconnect attempts: {e}"
+                            ));
+                        }
+                        tokio::time::sleep(backoff_delay(attempt)).await;
+                        continue;
+                    }
+                }
+            } else {
+                session.clone()
+            };
             if first {
                 if let Err(e) = self.preflight(&session).await {
+                    publisher.close().await;
                     session.close().await;
                     return StopReason::Failed(e.to_string());
                 }
                 first = false;
             }
             self.progressed = false;
-            let end = self.epoch(&session).await;
+            let end = self.epoch(&session, &publisher).await;
             session.close().await;
+            publisher.close().await;
             match end {
                 EpochEnd::Finished(r) => return r,
                 EpochEnd::Lost(e) if fatal(&e) => return StopReason::Failed(e.to_string()),
@@ -592,18 +622,22 @@ impl Runner<'_> {
     }
 
     /// One connection's worth of moving.
-    async fn epoch(&mut self, session: &Arc<Session>) -> EpochEnd {
-        match self.epoch_inner(session).await {
+    async fn epoch(&mut self, session: &Arc<Session>, publisher: &Arc<Session>) -> EpochEnd {
+        match self.epoch_inner(session, publisher).await {
             Ok(r) => EpochEnd::Finished(r),
             Err(e) => EpochEnd::Lost(e),
         }
     }
 
-    async fn epoch_inner(&mut self, session: &Arc<Session>) -> Result<StopReason, BrokerError> {
+    async fn epoch_inner(
+        &mut self,
+        session: &Arc<Session>,
+        publisher: &Arc<Session>,
+    ) -> Result<StopReason, BrokerError> {
         let pw = session.password().to_string();
         let spec = self.spec;
         let consume_ch = session.channel().await?;
-        let publish_ch = session.confirm_channel().await?;
+        let publish_ch = publisher.confirm_channel().await?;
         let needs_hold = !spec.filter.is_empty() || spec.target == Target::Origin;
         let prefetch = if needs_hold {
             u16::try_from(u32::from(spec.prefetch) + HOLD_ALLOWANCE).unwrap_or(u16::MAX)
@@ -635,8 +669,12 @@ impl Runner<'_> {
         let mut window: FuturesOrdered<
             futures::future::BoxFuture<'static, (InFlight, Result<Confirmation, BrokerError>)>,
         > = FuturesOrdered::new();
-        let mut acks: FuturesUnordered<futures::future::BoxFuture<'static, (bool, bool)>> =
-            FuturesUnordered::new();
+        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+        // Confirmed messages waiting to be acked together (one `basic.ack multiple`).
+        let mut batch: Vec<(Acker, bool, u64)> = Vec::new();
+        let ack_batch = (spec.confirm_window / 4).max(1);
+        // Messages covered by the ack futures in `acks`.
+        let mut acks_msgs = 0u64;
         // Acks handed to the channel but not yet proven processed: (moved, parked).
         let mut unsynced = (0u64, 0u64);
         // A sync round trip in progress and the acks it covers.
@@ -655,7 +693,8 @@ impl Runner<'_> {
             let state = self.control.state();
             let done = self.counts.moved + self.counts.parked;
             let pending = unsynced.0 + unsynced.1 + syncing.0 + syncing.1;
-            let in_flight = window.len() as u64 + acks.len() as u64 + pending;
+            let acks_pending = acks_msgs;
+            let in_flight = window.len() as u64 + batch.len() as u64 + acks_pending + pending;
             if consuming {
                 if state == RunState::Stopped {
                     consuming = false;
@@ -672,6 +711,22 @@ impl Runner<'_> {
             }
             // Prove the acks so far reached the broker: a synchronous call on the same channel
             // is answered only after every earlier frame (our acks) was processed.
+            if !batch.is_empty()
+                && (batch.len() >= ack_batch || window.is_empty() || lost.is_some())
+            {
+                if lost.is_some() {
+                    self.counts.possible_duplicates += batch.len() as u64;
+                    batch.clear();
+                } else {
+                    acks_msgs += batch.len() as u64;
+                    flush_acks(
+                        &mut acks,
+                        &consume_ch,
+                        std::mem::take(&mut batch),
+                        held.is_empty(),
+                    );
+                }
+            }
             let quiet = window.is_empty() && acks.is_empty();
             if sync.is_empty()
                 && lost.is_none()
@@ -723,19 +778,21 @@ impl Runner<'_> {
                         lost.get_or_insert(BrokerError::Other("the source channel stopped answering".into()));
                     }
                 }
-                Some((ok, parked)) = acks.next(), if !acks.is_empty() => {
+                Some((ok, m, p)) = acks.next(), if !acks.is_empty() => {
+                    acks_msgs -= m + p;
                     if ok && lost.is_none() {
-                        if parked { unsynced.1 += 1 } else { unsynced.0 += 1 }
+                        unsynced.0 += m;
+                        unsynced.1 += p;
                     } else {
-                        // The broker will redeliver it although it is in the target already.
-                        self.counts.possible_duplicates += 1;
+                        // The broker will redeliver them although they are in the target already.
+                        self.counts.possible_duplicates += m + p;
                         lost.get_or_insert(BrokerError::Other("a source ack did not go out".into()));
                     }
                 }
                 Some((inflight, res)) = window.next(), if !window.is_empty() => {
                     match res {
                         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) if lost.is_none() => {
-                            acks.push_back_ack(inflight.acker, inflight.parked);
+                            batch.push((inflight.acker, inflight.parked, inflight.tag));
                         }
                         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
                             // Confirmed, but the consume side is gone: the ack cannot go out.
@@ -796,8 +853,7 @@ impl Runner<'_> {
                             window.push_back(
                                 async move {
                                     let r = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-                                        Ok(Ok(c)) => Ok(c),
-                                        Ok(Err(e)) => Err(BrokerError::Other(format!("publisher confirm failed: {e}"))),
+                                        Ok(r) => r,
                                         Err(_) => Err(BrokerError::Timeout { what: "publisher confirm".into(), secs: CONFIRM_TIMEOUT.as_secs_f64() }),
                                     };
                                     (inflight, r)
@@ -917,32 +973,53 @@ impl Runner<'_> {
             d.properties
         };
         if spec.budget == Budget::InitialDepth && !parked {
-            props = with_header(props, RUN_HEADER, AMQPValue::LongString(self.run_id.as_str().into()));
+            props = with_header(
+                props,
+                RUN_HEADER,
+                AMQPValue::LongString(self.run_id.as_str().into()),
+            );
         }
         if let Some(rate) = spec.rate_per_s.filter(|r| *r > 0.0) {
             let due = self.started + Duration::from_secs_f64(self.published as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let confirm = timed(
-            "basic.publish",
-            CALL_TIMEOUT,
-            session.password(),
-            publish_ch.basic_publish(
-                short(&exchange).map_err(|e| (e, false))?,
-                short(&routing_key).map_err(|e| (e, false))?,
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &d.data,
-                props,
-            ),
-        )
-        .await
-        .map_err(|e| (e, true))?;
+        let exchange = short(&exchange).map_err(|e| (e, false))?;
+        let routing_key = short(&routing_key).map_err(|e| (e, false))?;
+        let ch = publish_ch.clone();
+        let data = d.data;
+        let pw = session.password().to_string();
+        let mut confirm: ConfirmFuture = async move {
+            // The first poll (below) puts the frames in the channel's queue, in delivery order;
+            // the rest — the frame write and the broker's confirm — is awaited in the window,
+            // so the next publish never waits for this one.
+            let pending = ch
+                .basic_publish(
+                    exchange,
+                    routing_key,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &data,
+                    props,
+                )
+                .await
+                .map_err(|e| crate::broker::session::classify(&e, &pw))?;
+            pending
+                .await
+                .map_err(|e| BrokerError::Other(format!("publisher confirm failed: {e}")))
+        }
+        .boxed();
+        match futures::poll!(&mut confirm) {
+            std::task::Poll::Ready(Err(e)) => return Err((e, false)),
+            // Finished at once: keep the result (a completed future must not be polled again).
+            std::task::Poll::Ready(Ok(c)) => confirm = futures::future::ready(Ok(c)).boxed(),
+            std::task::Poll::Pending => {}
+        }
         self.published += 1;
         Ok(Dispatch::Published(
             InFlight {
+                tag: d.delivery_tag,
                 acker: d.acker,
                 parked,
                 origin,
@@ -952,25 +1029,52 @@ impl Runner<'_> {
     }
 }
 
+type ConfirmFuture = futures::future::BoxFuture<'static, Result<Confirmation, BrokerError>>;
+
 enum Dispatch {
     Held(Acker),
-    Published(InFlight, PublisherConfirm),
+    Published(InFlight, ConfirmFuture),
 }
 
-trait AckQueue {
-    fn push_back_ack(&mut self, acker: Acker, parked: bool);
-}
+type AckFuture = futures::future::BoxFuture<'static, (bool, u64, u64)>;
 
-impl AckQueue for FuturesUnordered<futures::future::BoxFuture<'static, (bool, bool)>> {
-    /// Ack a confirmed message; the future yields (ack went out, was parked).
-    fn push_back_ack(&mut self, acker: Acker, parked: bool) {
-        self.push(
+/// Ack confirmed messages; each future yields (ack went out, moved, parked). With nothing held
+/// unacked on the channel, one `basic.ack multiple` up to the last tag covers exactly the batch
+/// (every lower tag is acked or in it); otherwise each message is acked on its own.
+fn flush_acks(
+    acks: &mut FuturesUnordered<AckFuture>,
+    ch: &Channel,
+    batch: Vec<(Acker, bool, u64)>,
+    nothing_held: bool,
+) {
+    let parked = batch.iter().filter(|(_, p, _)| *p).count() as u64;
+    let moved = batch.len() as u64 - parked;
+    if nothing_held && let Some(last) = batch.last().map(|(_, _, t)| *t) {
+        let ch = ch.clone();
+        acks.push(
+            async move {
+                let ok = matches!(
+                    tokio::time::timeout(
+                        CALL_TIMEOUT,
+                        ch.basic_ack(last, BasicAckOptions { multiple: true })
+                    )
+                    .await,
+                    Ok(Ok(()))
+                );
+                (ok, moved, parked)
+            }
+            .boxed(),
+        );
+        return;
+    }
+    for (acker, parked, _) in batch {
+        acks.push(
             async move {
                 let ok = matches!(
                     tokio::time::timeout(CALL_TIMEOUT, acker.ack(BasicAckOptions::default())).await,
                     Ok(Ok(true))
                 );
-                (ok, parked)
+                (ok, u64::from(!parked), u64::from(parked))
             }
             .boxed(),
         );

@@ -1,12 +1,20 @@
 //! Turning [`AppState`] into widgets — and nothing else: no I/O, no state changes. One file per
-//! view ([`overview`], [`namespace`], [`help`]); shared pieces in [`widgets`]; colours only through
+//! view ([`overview`], [`namespace`], [`help`], [`gate`], [`dead_letters`], [`inspector`],
+//! [`timeline`], [`rollback`], [`drill`]); shared pieces in [`widgets`] and [`dialog`]; colours only through
 //! the semantic [`theme::Theme`]. Every string that came from the broker passes through
 //! [`crate::text`] before it reaches a cell.
 
+pub mod dead_letters;
+pub mod dialog;
+pub mod drill;
+pub mod gate;
 pub mod help;
+pub mod inspector;
 pub mod namespace;
 pub mod overview;
+pub mod rollback;
 pub mod theme;
+pub mod timeline;
 pub mod widgets;
 
 use ratatui::Frame;
@@ -34,10 +42,63 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
         head,
     );
     let mut hints = state.layout;
+    // The drill strip sits under every view while a drill runs in the console.
+    let (body, strip) = match &state.ops.drill {
+        Some(_) if body.height >= 12 && state.view() != &View::Help => {
+            let [b, s] = Layout::vertical([Constraint::Min(3), Constraint::Length(drill::HEIGHT)])
+                .areas(body);
+            (b, Some(s))
+        }
+        _ => (body, None),
+    };
+    // The namespace view gets one line of the live ledger feed when something happened there.
+    let feed = match state.view() {
+        View::Namespace { ns } => state
+            .ops
+            .feed
+            .iter()
+            .rev()
+            .find(|i| i.ns.as_deref() == Some(ns.as_str()) && state.now_ms - i.at_ms < 120_000)
+            .filter(|_| body.height >= 20),
+        _ => None,
+    };
+    let (body, feed_area) = match feed {
+        Some(_) => {
+            let [b, l] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(body);
+            (b, Some(l))
+        }
+        None => (body, None),
+    };
     match state.view() {
         View::Overview => hints = overview::draw(f, body, state, theme),
         View::Namespace { ns } => namespace::draw(f, body, state, theme, ns),
         View::Help => help::draw(f, body, state, theme),
+        View::Gate { ns } => gate::draw(f, body, state, theme, ns),
+        View::DeadLetters { ns } => dead_letters::draw(f, body, state, theme, ns),
+        View::Inspector { ns } => inspector::draw(f, body, state, theme, ns),
+        View::Timeline { ns } => timeline::draw(f, body, state, theme, ns.as_deref()),
+        View::Rollback { ns } => rollback::draw(f, body, state, theme, ns),
+    }
+    if let (Some(item), Some(a)) = (feed, feed_area) {
+        let style = if item.other { theme.warn } else { theme.muted };
+        f.render_widget(
+            Paragraph::new(ratatui::text::Span::styled(
+                widgets::fit(&format!("ledger: {}", item.text), usize::from(a.width)),
+                style,
+            )),
+            a,
+        );
+    }
+    if let (Some(d), Some(s)) = (&state.ops.drill, strip) {
+        drill::draw(f, s, state, theme, d);
+    }
+    if let Some(d) = state
+        .ops
+        .drill
+        .as_ref()
+        .filter(|d| d.result.is_some() && !d.dismissed)
+    {
+        drill::draw_end(f, area, theme, d);
     }
     f.render_widget(
         Paragraph::new(widgets::status::status(

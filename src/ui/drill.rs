@@ -1,0 +1,194 @@
+//! The drill panel (console drill mode, `hopback drill`): a strip under every view with the
+//! drill's namespace, scenario (hidden while a random one runs), phase, elapsed time,
+//! published / processed / dead-lettered counts, detect and mitigate times once known, and at the
+//! end the score, lost count and the offer to write the post-mortem draft.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::dialog::{buttons, modal};
+use super::theme::Theme;
+use super::widgets::fit;
+use crate::app::panels::DrillPanel;
+use crate::app::state::AppState;
+use crate::drill::Phase;
+use crate::drill::score::fmt_ms;
+use crate::text::sanitize;
+
+/// Rows the strip needs.
+pub const HEIGHT: u16 = 4;
+
+fn since(at: Option<u64>, fault: Option<u64>) -> String {
+    match (at, fault) {
+        (Some(a), Some(f)) => fmt_ms(Some(a.saturating_sub(f))),
+        _ => "—".into(),
+    }
+}
+
+/// Draw the strip.
+pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &DrillPanel) {
+    let w = usize::from(area.width);
+    let (title, lines) = match &d.status {
+        None => (
+            " DRILL · starting ".to_string(),
+            vec![Line::from(Span::styled(
+                match &d.error {
+                    Some(e) => format!("✘ the drill failed: {}", sanitize(e)),
+                    None => {
+                        "creating the throwaway namespace, starting producers and v1/v2 workers…"
+                            .to_string()
+                    }
+                },
+                if d.error.is_some() {
+                    theme.alert
+                } else {
+                    theme.warn
+                },
+            ))],
+        ),
+        Some(s) => {
+            let fl = &s.fleet;
+            let processed = fl.processed();
+            let dead: u64 = fl.per_version.values().map(|v| v.rejected).sum();
+            let t = &s.timings;
+            let phase = match s.phase {
+                Phase::Starting => "starting",
+                Phase::Running => "healthy canary — something will go wrong with v2",
+                Phase::Incident => "INCIDENT — find it and roll back",
+                Phase::Settling => "v2 off the gate — the fleet is settling",
+                Phase::Done => "done",
+            };
+            let title = format!(
+                " DRILL {} · scenario {} · {} · {} ",
+                sanitize(&s.namespace),
+                sanitize(&s.scenario),
+                fmt_ms(Some(fl.elapsed_ms)),
+                phase
+            );
+            let mut lines = vec![Line::from(Span::styled(
+                fit(
+                    &format!(
+                        "published {} · processed {processed} · dead-lettered {dead} · lost {} · redeliveries deduplicated {}",
+                        fl.published,
+                        s.score
+                            .as_ref()
+                            .map(|x| x.lost.to_string())
+                            .unwrap_or_else(|| "counted at the end".into()),
+                        fl.duplicates_skipped
+                    ),
+                    w,
+                ),
+                theme.base,
+            ))];
+            lines.push(Line::from(Span::styled(
+                fit(
+                    &format!(
+                        "fault at {} · detected after {} · v2 off the gate after {} · your first action counts as detection",
+                        fmt_ms(t.fault_at_ms),
+                        since(t.first_action_at_ms, t.fault_at_ms),
+                        since(t.gate_off_v2_at_ms, t.fault_at_ms),
+                    ),
+                    w,
+                ),
+                if s.phase == Phase::Incident {
+                    theme.alert
+                } else {
+                    theme.muted
+                },
+            )));
+            if let Some(sc) = &s.score {
+                lines.push(Line::from(Span::styled(
+                    fit(
+                        &format!(
+                            "SCORE {} / 100 · detect {} · mitigate {} · lost {} · duplicates {} · steps skipped {}",
+                            sc.points,
+                            fmt_ms(sc.time_to_detect_ms),
+                            fmt_ms(sc.time_to_mitigate_ms),
+                            sc.lost,
+                            sc.duplicates_processed,
+                            sc.steps_skipped
+                        ),
+                        w,
+                    ),
+                    if sc.lost > 0 { theme.alert } else { theme.ok },
+                )));
+            }
+            (title, lines)
+        }
+    };
+    let style = if d
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase == Phase::Incident)
+    {
+        theme.alert
+    } else {
+        theme.warn
+    };
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(style)
+        .title(Span::styled(fit(&title, w), style));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    f.render_widget(Paragraph::new(lines), inner);
+    let _ = state;
+}
+
+/// The end-of-drill dialog (score and the post-mortem offer).
+pub fn draw_end(f: &mut Frame, area: Rect, theme: &Theme, d: &DrillPanel) {
+    let Some(r) = &d.result else { return };
+    let s = &r.score;
+    let a = &s.accounting;
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!(
+                "drill {} over — scenario: {}",
+                sanitize(&r.status.namespace),
+                sanitize(&s.scenario)
+            ),
+            theme.title,
+        )),
+        Line::from(format!(
+            "time to detect {} · time to mitigate {}",
+            fmt_ms(s.time_to_detect_ms),
+            fmt_ms(s.time_to_mitigate_ms)
+        )),
+        Line::from(format!(
+            "{} published · {} processed · {} dead-lettered · {} parked · {} still queued",
+            a.published, a.processed, a.dead_lettered, a.parked, a.still_queued
+        )),
+        Line::from(Span::styled(
+            format!(
+                "{} LOST · {} processed twice",
+                a.lost, a.duplicates_processed
+            ),
+            if a.lost > 0 { theme.alert } else { theme.ok },
+        )),
+        Line::from(Span::styled(
+            format!(
+                "score {} / 100 (stored in the ledger: `hopback drill --history`)",
+                s.points
+            ),
+            theme.title,
+        )),
+    ];
+    if let Some(p) = &r.postmortem_path {
+        lines.push(Line::from(Span::styled(
+            format!("post-mortem draft kept in {}", sanitize(p)),
+            theme.muted,
+        )));
+    }
+    lines.push(Line::from(""));
+    lines.push(buttons(
+        &[
+            "Write the post-mortem to ./postmortem-….md (w)".into(),
+            "Close".into(),
+        ],
+        d.focus,
+        theme,
+    ));
+    modal(f, area, "drill score", lines, theme.title, theme);
+}

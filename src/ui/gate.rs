@@ -1,0 +1,484 @@
+//! The gate panel (`g`): the current split as a bar, each version's weight, consumers, ready and
+//! error rate, the presets (0/1/5/10/25/50/100 % to the new version, all back to old), the
+//! unrouted safety net, and — as a dialog — the confirmation that states exactly what changes
+//! (before → after, both versions' error rates, the step plan, the zero-consumer guard, typed
+//! confirmation on production), then the verification result and the ledger entry.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::dialog::{buttons, modal, progress_bar};
+use super::theme::Theme;
+use super::widgets::{count, fit, gatebar::gate_bar, pct, rate};
+use crate::app::panels::{GATE_PRESETS, GatePanel, GateStage, MoveJob};
+use crate::app::state::AppState;
+use crate::model::gate::GateSplit;
+use crate::model::snapshot::NamespaceSnapshot;
+use crate::text::sanitize;
+
+fn weight_text(g: &GateSplit, v: &str) -> String {
+    let w = g.weight(v);
+    if w == 0 {
+        "0 (off)".into()
+    } else {
+        format!("{w} ({:.0}%)", g.percent(v))
+    }
+}
+
+/// Draw the gate panel of `ns`.
+pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str) {
+    let Some(panel) = state.ops.gate.as_ref().filter(|g| g.ns == ns) else {
+        return;
+    };
+    let n = state.namespace(ns);
+    let versions_h = n.map_or(1, |n| n.versions.len() as u16 + 1).min(6);
+    let [top, table, unrouted, presets] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(versions_h),
+        Constraint::Length(2),
+        Constraint::Min(4),
+    ])
+    .areas(area);
+    let title = match n {
+        Some(n) => format!(
+            " gate · {} · entry {} ({}) ",
+            sanitize(ns),
+            sanitize(&n.entry_exchange),
+            sanitize(n.entry_kind.as_deref().unwrap_or("?"))
+        ),
+        None => format!(" gate · {} ", sanitize(ns)),
+    };
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.border)
+        .title(Span::styled(title, theme.title));
+    let inner = block.inner(top);
+    f.render_widget(block, top);
+    let gate = n.and_then(|n| n.gate.as_ref());
+    f.render_widget(
+        Paragraph::new(gate_bar(gate, usize::from(inner.width), theme)),
+        inner,
+    );
+    if let Some(n) = n {
+        draw_versions(f, table, state, theme, n);
+        draw_unrouted(f, unrouted, state, theme, n);
+    }
+    draw_presets(f, presets, state, theme, panel, gate);
+    match &panel.stage {
+        GateStage::Confirm {
+            target,
+            focus,
+            typed,
+            zero_consumers,
+        } => confirm_dialog(
+            f,
+            area,
+            state,
+            theme,
+            panel,
+            n,
+            target,
+            *focus,
+            typed,
+            zero_consumers,
+        ),
+        GateStage::ConfirmUnrouted { count, focus } => {
+            let unrouted = n.map(|n| n.unrouted.clone()).unwrap_or_default();
+            let entry = n.map(|n| n.entry_exchange.clone()).unwrap_or_default();
+            let lines = vec![
+                Line::from(format!(
+                    "Replay {count} message(s) from {} through the entry exchange {} (the gate decides where each goes)?",
+                    sanitize(&unrouted),
+                    sanitize(&entry)
+                )),
+                Line::from(Span::styled(
+                    "Each is acked only after its publish is confirmed and routed; anything still unroutable returns to the unrouted queue.",
+                    theme.muted,
+                )),
+                Line::from(""),
+                buttons(&["Cancel".into(), format!("Replay {count}")], *focus, theme),
+            ];
+            modal(f, area, "replay unrouted", lines, theme.warn, theme);
+        }
+        _ => {}
+    }
+}
+
+fn draw_versions(
+    f: &mut Frame,
+    area: Rect,
+    state: &AppState,
+    theme: &Theme,
+    n: &NamespaceSnapshot,
+) {
+    let w = usize::from(area.width);
+    let mut lines = vec![Line::from(Span::styled(
+        fit(
+            &format!(
+                "{:<6} {:>12} {:>9} {:>8} {:>8} {:>8}  QUEUE",
+                "VER", "GATE", "CONSUMERS", "READY", "ERROR %", "DL/s"
+            ),
+            w,
+        ),
+        theme.table_header,
+    ))];
+    let th = state.thresholds.of(&n.name).error_rate_pct;
+    for v in &n.versions {
+        let gate = n
+            .gate
+            .as_ref()
+            .map(|g| weight_text(g, &v.version))
+            .unwrap_or_else(|| "–".into());
+        let err_style = if v.error_rate.is_some_and(|e| e * 100.0 > th) {
+            theme.alert
+        } else {
+            theme.base
+        };
+        let cons_style = if v.consumers == Some(0) {
+            theme.alert
+        } else {
+            theme.base
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{:<6} {:>12} ", fit(&sanitize(&v.version), 6), gate),
+                theme.base,
+            ),
+            Span::styled(format!("{:>9} ", count(v.consumers)), cons_style),
+            Span::styled(format!("{:>8} ", count(v.ready)), theme.base),
+            Span::styled(format!("{:>8} ", pct(v.error_rate)), err_style),
+            Span::styled(
+                format!(
+                    "{:>8}  {}",
+                    rate(v.dead_letter_rate),
+                    fit(&sanitize(&v.queue), w.saturating_sub(60))
+                ),
+                theme.base,
+            ),
+        ]));
+    }
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+fn draw_unrouted(
+    f: &mut Frame,
+    area: Rect,
+    state: &AppState,
+    theme: &Theme,
+    n: &NamespaceSnapshot,
+) {
+    let w = usize::from(area.width);
+    let mut lines = Vec::new();
+    match n.unrouted_depth {
+        Some(0) => lines.push(Line::from(Span::styled(
+            fit(
+                &format!("unrouted safety net {}: empty", sanitize(&n.unrouted)),
+                w,
+            ),
+            theme.ok,
+        ))),
+        Some(u) => lines.push(Line::from(Span::styled(
+            fit(
+                &format!(
+                    "⚠ {} holds {u} unrouted message(s) — press {} to replay them through the entry exchange",
+                    sanitize(&n.unrouted),
+                    state.keymap.first_key("replay")
+                ),
+                w,
+            ),
+            theme.alert,
+        ))),
+        None => lines.push(Line::from(Span::styled(
+            fit(&format!("unrouted queue {}: unknown", sanitize(&n.unrouted)), w),
+            theme.muted,
+        ))),
+    }
+    if let Some(j) = state.ops.job.as_ref().filter(|j| j.ns == n.name) {
+        lines.push(job_line(j, w, theme, state));
+    }
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+/// One line for a running or finished move (shared with the dead-letter browser).
+pub fn job_line(j: &MoveJob, width: usize, theme: &Theme, state: &AppState) -> Line<'static> {
+    if let Some(done) = &j.done {
+        return Line::from(Span::styled(
+            fit(done, width),
+            if j.failed { theme.alert } else { theme.ok },
+        ));
+    }
+    let (moved, total, r) = j
+        .progress
+        .as_ref()
+        .map(|p| (p.counts.moved + p.counts.parked, p.total, p.rate_per_s))
+        .unwrap_or((0, None, 0.0));
+    let state_txt = if j.stopping {
+        "stopping"
+    } else if j.paused {
+        "paused"
+    } else {
+        "running"
+    };
+    let part = if j.part.1 > 1 {
+        format!(" {}/{}", j.part.0, j.part.1)
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "{state_txt}{part} · {moved} moved · {r:.0}/s · {} pause · {} stop ",
+        state.keymap.first_key("pause"),
+        state.keymap.first_key("stop")
+    );
+    let bar_w = width.saturating_sub(head.chars().count()).clamp(8, 40);
+    Line::from(vec![
+        Span::styled(head, theme.warn),
+        Span::styled(progress_bar(moved, total, bar_w), theme.chart_depth),
+    ])
+}
+
+fn draw_presets(
+    f: &mut Frame,
+    area: Rect,
+    state: &AppState,
+    theme: &Theme,
+    panel: &GatePanel,
+    gate: Option<&GateSplit>,
+) {
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.border)
+        .title(Span::styled(
+            format!(
+                " presets: move traffic from {} to {} ",
+                sanitize(&panel.old),
+                sanitize(&panel.new)
+            ),
+            theme.title,
+        ));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let w = usize::from(inner.width);
+    let mut lines: Vec<Line> = Vec::new();
+    let result_lines = result_lines(state, theme, panel, w);
+    let rows_for_presets = usize::from(inner.height).saturating_sub(result_lines.len() + 1);
+    let labels = panel.preset_labels();
+    let skip = (panel.cursor + 1).saturating_sub(rows_for_presets.max(1));
+    for (i, label) in labels
+        .iter()
+        .enumerate()
+        .skip(skip)
+        .take(rows_for_presets.max(1))
+    {
+        let target = panel.preset_target(i);
+        let current = gate.is_some_and(|g| g.same_routing(&target));
+        let text = format!(
+            "{} {label}{}",
+            if i == panel.cursor { "▶" } else { " " },
+            if current { "   ← current" } else { "" }
+        );
+        let style = if i == panel.cursor {
+            theme.selected
+        } else {
+            theme.base
+        };
+        lines.push(Line::from(Span::styled(fit(&text, w), style)));
+    }
+    lines.extend(result_lines);
+    let hint = if state.read_only {
+        "read-only profile: you can look, applying is refused · Esc back".to_string()
+    } else {
+        format!(
+            "↑/↓ choose · Enter review & confirm · {} replay unrouted · Esc back",
+            state.keymap.first_key("replay")
+        )
+    };
+    lines.push(Line::from(Span::styled(fit(&hint, w), theme.muted)));
+    f.render_widget(Paragraph::new(lines), inner);
+    let _ = GATE_PRESETS;
+}
+
+fn result_lines(
+    state: &AppState,
+    theme: &Theme,
+    panel: &GatePanel,
+    w: usize,
+) -> Vec<Line<'static>> {
+    let mut out = Vec::new();
+    match &panel.stage {
+        GateStage::Applying { target } => out.push(Line::from(Span::styled(
+            fit(
+                &format!(
+                    "applying {} … (plan, apply, read back, journal)",
+                    target.describe_percent()
+                ),
+                w,
+            ),
+            theme.warn,
+        ))),
+        GateStage::Result { result, .. } => match result {
+            Ok(r) if !r.changed => out.push(Line::from(Span::styled(
+                fit(
+                    &format!(
+                        "gate already {}: nothing changed, nothing journaled",
+                        r.before.describe_percent()
+                    ),
+                    w,
+                ),
+                theme.ok,
+            ))),
+            Ok(r) => {
+                let (mark, style) = if r.verified {
+                    ("✔ verified against the broker's bindings", theme.ok)
+                } else {
+                    ("✘ NOT VERIFIED: the bindings read back differ", theme.alert)
+                };
+                out.push(Line::from(Span::styled(
+                    fit(
+                        &format!(
+                            "{mark}: {} → {} in {:.0} ms",
+                            r.before.describe(),
+                            r.after.describe_percent(),
+                            r.elapsed_ms
+                        ),
+                        w,
+                    ),
+                    style,
+                )));
+                let ev = r
+                    .event
+                    .as_ref()
+                    .map(|e| format!("ledger event {} ({})", e.short_id(), e.id))
+                    .unwrap_or_else(|| "no ledger event".into());
+                out.push(Line::from(Span::styled(fit(&ev, w), theme.base)));
+                for warn in r.warnings.iter().take(2) {
+                    out.push(Line::from(Span::styled(
+                        fit(&format!("⚠ {}", sanitize(warn)), w),
+                        theme.warn,
+                    )));
+                }
+            }
+            Err(e) => out.push(Line::from(Span::styled(
+                fit(&format!("✘ {}", sanitize(e)), w),
+                theme.alert,
+            ))),
+        },
+        _ => {}
+    }
+    let _ = state;
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn confirm_dialog(
+    f: &mut Frame,
+    area: Rect,
+    state: &AppState,
+    theme: &Theme,
+    panel: &GatePanel,
+    n: Option<&NamespaceSnapshot>,
+    target: &GateSplit,
+    focus: usize,
+    typed: &str,
+    zero_consumers: &[String],
+) {
+    let before = n.and_then(|n| n.gate.clone()).unwrap_or_default();
+    let mut lines = vec![Line::from(vec![
+        Span::raw("Change the gate of "),
+        Span::styled(sanitize(&panel.ns).into_owned(), theme.title),
+        Span::raw(format!(" on profile `{}`:", sanitize(&state.profile))),
+    ])];
+    let mut versions: Vec<String> = before.0.keys().cloned().collect();
+    for v in target.0.keys() {
+        if !versions.contains(v) {
+            versions.push(v.clone());
+        }
+    }
+    for v in &versions {
+        let vs = n.and_then(|n| n.version(v));
+        let err = vs.and_then(|x| x.error_rate);
+        let th = state.thresholds.of(&panel.ns).error_rate_pct;
+        let err_style = if err.is_some_and(|e| e * 100.0 > th) {
+            theme.alert
+        } else {
+            theme.base
+        };
+        let changed = before.weight(v) != target.weight(v);
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!(
+                    "  {:<4} {:>9} → {:<9}",
+                    sanitize(v),
+                    weight_text(&before, v),
+                    weight_text(target, v)
+                ),
+                if changed { theme.warn } else { theme.base },
+            ),
+            Span::styled(format!("  error {}%", pct(err)), err_style),
+            Span::styled(
+                format!(
+                    " ({} DL/s) · consumers {}",
+                    rate(vs.and_then(|x| x.dead_letter_rate)),
+                    count(vs.and_then(|x| x.consumers))
+                ),
+                theme.base,
+            ),
+        ]));
+    }
+    let steps = crate::ops::gate::plan(&before, target);
+    lines.push(Line::from(Span::styled(
+        format!("plan ({} step(s), never zero bindings):", steps.len()),
+        theme.muted,
+    )));
+    for (i, s) in steps.iter().enumerate().take(4) {
+        lines.push(Line::from(Span::styled(
+            format!("  {}. {}", i + 1, sanitize(&s.describe())),
+            theme.muted,
+        )));
+    }
+    if !zero_consumers.is_empty() {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "⚠ ZERO-CONSUMER GUARD: {} has 0 consumers — its tasks would pile up unprocessed. Applying overrides the guard.",
+                zero_consumers.join(", ")
+            ),
+            theme.alert,
+        )));
+    }
+    if state.read_only {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "read-only profile `{}`: applying will be refused",
+                sanitize(&state.profile)
+            ),
+            theme.alert,
+        )));
+    }
+    if state.production {
+        lines.push(Line::from(vec![
+            Span::styled(
+                "PRODUCTION: type the namespace name to confirm: ",
+                theme.alert,
+            ),
+            Span::styled(format!("{}█", sanitize(typed)), theme.command),
+        ]));
+    }
+    lines.push(Line::from(""));
+    let apply = if zero_consumers.is_empty() {
+        "Apply".to_string()
+    } else {
+        "Override guard & apply".to_string()
+    };
+    lines.push(buttons(&["Cancel".into(), apply], focus, theme));
+    lines.push(Line::from(Span::styled(
+        "Tab/←/→ move · Enter choose · Esc cancel",
+        theme.muted,
+    )));
+    let border = if state.production || !zero_consumers.is_empty() {
+        theme.alert
+    } else {
+        theme.warn
+    };
+    modal(f, area, "confirm gate change", lines, border, theme);
+}
