@@ -3,7 +3,7 @@
 //! id is in exactly one place (the origin queue or the DLQ), nothing is lost, and the only
 //! duplicates are messages that were in flight at a kill — counted and reported by the mover.
 //!
-//! Kills alternate between the two ways a connection dies in production: the management API's
+//! Kills mix the two ways a connection dies in production: the management API's
 //! `DELETE /api/connections/{name}` (found by the mover's connection name) and an abrupt socket
 //! drop (the mover connects through a small TCP proxy the test can cut). The management API lists
 //! a new connection only after its ~5 s stats interval, so the socket drops give the random points
@@ -79,17 +79,24 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
         let wait = rand::rng().random_range(50..900);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let mut done = false;
-        if kills % 2 == 0 {
-            // Through the management API, if it lists the current connection yet.
-            let conns = mgmt.connections().await.unwrap();
-            let current = conns.iter().find(|c| {
-                c.user_provided_name.as_deref() == Some(conn_name.as_str()) && c.name != last_killed
-            });
-            if let Some(c) = current {
-                done = mgmt.close_connection(&c.name, "test kill").await.is_ok();
-                if done {
-                    mgmt_kills += 1;
-                    last_killed = c.name.clone();
+        if kills % 3 == 0 {
+            // Through the management API: it lists a (re)connection only after its stats
+            // interval, so poll for the current one for a while.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+            while !done && !handle.is_finished() && tokio::time::Instant::now() < deadline {
+                let conns = mgmt.connections().await.unwrap();
+                let current = conns.iter().find(|c| {
+                    c.user_provided_name.as_deref() == Some(conn_name.as_str())
+                        && c.name != last_killed
+                });
+                if let Some(c) = current {
+                    done = mgmt.close_connection(&c.name, "test kill").await.is_ok();
+                    if done {
+                        mgmt_kills += 1;
+                        last_killed = c.name.clone();
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }

@@ -412,6 +412,7 @@ async fn failing_verification_exits_4_and_is_journaled() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report = json_of(&out);
+    for st in report["steps"].as_array().unwrap() { eprintln!("DEBUG step {} {} {} {}", st["title"], st["state"], st["elapsed_ms"], st["detail"]); }
     assert_eq!(
         out.status.code(),
         Some(4),

@@ -65,7 +65,9 @@ pub fn key_name(k: &KeyEvent) -> Option<String> {
         out.push_str("alt-");
     }
     // Shift is already in the character (`G`); only named keys carry it explicitly.
-    if k.modifiers.contains(KeyModifiers::SHIFT) && base.chars().count() > 1 {
+    // (BackTab already is shift-tab: terminals report it with SHIFT set.)
+    if k.modifiers.contains(KeyModifiers::SHIFT) && base.chars().count() > 1 && base != "backtab"
+    {
         out.push_str("shift-");
     }
     if out.starts_with("ctrl-") && base.chars().count() == 1 {

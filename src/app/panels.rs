@@ -1061,6 +1061,9 @@ impl AppState {
 
     /// Is a modal dialog open on the current view (it reads raw keys)?
     pub fn modal(&self) -> bool {
+        if self.drill_dialog_open() {
+            return true;
+        }
         match self.view() {
             View::Gate { .. } => self.ops.gate.as_ref().is_some_and(|g| {
                 matches!(
@@ -1094,6 +1097,10 @@ impl AppState {
     pub fn handle_modal_key(&mut self, key: &str) -> Effect {
         if key == "ctrl-c" {
             return Effect::Quit;
+        }
+        if self.drill_dialog_open() {
+            self.drill_modal_key(key);
+            return Effect::None;
         }
         match self.view().clone() {
             View::Gate { .. } => self.gate_modal_key(key),

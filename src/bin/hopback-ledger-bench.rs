@@ -40,6 +40,41 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Baseline: drain the stream over AMQP without decoding anything (the transport's ceiling).
+async fn read_raw(stream: &str) -> Res<()> {
+    use lapin::options::{BasicAckOptions, BasicQosOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let cfg = config()?;
+    let session =
+        hopback::broker::session::connect(&cfg.profile, "ledger-bench-raw", "bench").await?;
+    let ch = session.channel().await?;
+    ch.basic_qos(10_000, BasicQosOptions::default()).await?;
+    let n = session.passive_queue(stream).await?.map_or(0, |c| c.ready);
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let started = Instant::now();
+    let mut c = ch
+        .basic_consume(stream.into(), "raw".into(), Default::default(), args)
+        .await?;
+    let mut got = 0u64;
+    while got < u64::from(n) {
+        let Some(d) = c.next().await else { break };
+        let d = d?;
+        got += 1;
+        if got % 2000 == 0 {
+            ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
+                .await?;
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    println!("{}", serde_json::json!({"events": got, "ms": ms}));
+    session.close().await;
+    Ok(())
+}
+
 async fn read(mode: &str, target: &str) -> Res<()> {
     let cfg = config()?;
     let rss_before = status_kb("VmRSS:");
@@ -145,6 +180,7 @@ async fn bench(n: u64) -> Res<()> {
     );
     let s = child("read-stream", &stream)?;
     let f = child("read-file", &dir.join("ledger.jsonl").to_string_lossy())?;
+    let raw = child("read-raw", &stream)?;
     let (sms, fms) = (
         s["ms"].as_f64().unwrap_or(0.0),
         f["ms"].as_f64().unwrap_or(0.0),
@@ -163,6 +199,15 @@ async fn bench(n: u64) -> Res<()> {
         "  file    {:>8.1} ms  ({} events, RSS {} → {} kB, peak {} kB)  [baseline]",
         fms, f["events"], f["rss_before_kb"], f["rss_after_kb"], f["peak_rss_kb"]
     );
+    let rms = raw["ms"].as_f64().unwrap_or(0.0);
+    println!(
+        "  raw AMQP drain, no decoding {:>8.1} ms  ({} messages)  [baseline: the transport's ceiling]",
+        rms, raw["events"]
+    );
+    println!(
+        "  ratio stream/raw drain: {:.2}× (decode + projection overhead over the transport)",
+        sms / rms.max(0.001)
+    );
     println!(
         "  ratio stream/file: {:.2}×; target < 1000 ms: {}",
         sms / fms.max(0.001),
@@ -180,6 +225,7 @@ fn main() -> Res<()> {
         .enable_all()
         .build()?;
     match args.get(1).map(String::as_str) {
+        Some("read-raw") => rt.block_on(read_raw(args.get(2).map_or("", String::as_str))),
         Some(m @ ("read-stream" | "read-file")) => {
             rt.block_on(read(m, args.get(2).map_or("", String::as_str)))
         }

@@ -423,23 +423,23 @@ async fn show(
     Ok(())
 }
 
-async fn journal(
-    session: &Arc<Session>,
-    ctx: &Ctx,
+/// What one journal entry says.
+struct Entry {
     kind: EventKind,
-    ns: &str,
     params: serde_json::Value,
     after: serde_json::Value,
     outcome: Outcome,
     reason: Option<String>,
-) -> Result<(), Failure> {
+}
+
+async fn journal(session: &Arc<Session>, ctx: &Ctx, ns: &str, en: Entry) -> Result<(), Failure> {
     let ledger = Ledger::open(session, &ctx.cfg).await;
     let mut e = ledger
-        .event(kind, Some(ns))
-        .params(params)
-        .after(after)
-        .outcome(outcome);
-    if let Some(r) = reason {
+        .event(en.kind, Some(ns))
+        .params(en.params)
+        .after(en.after)
+        .outcome(en.outcome);
+    if let Some(r) = en.reason {
         e = e.reason(r);
     }
     ledger.append(e).await.map(|_| ())
@@ -567,20 +567,22 @@ async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
     let journaled = journal(
         &session,
         ctx,
-        kind,
         &spec.namespace,
-        serde_json::json!({
+        Entry {
+            kind,
+            params: serde_json::json!({
             "source": spec.source_queue,
             "target": spec.target,
             "filter": spec.filter,
             "limit": spec.limit,
             "rate_per_s": spec.rate_per_s,
             "max_replays": spec.max_replays,
-            "force": spec.force,
-        }),
-        serde_json::to_value(c).unwrap_or_default(),
-        outcome,
-        reason,
+                "force": spec.force,
+            }),
+            after: serde_json::to_value(c).unwrap_or_default(),
+            outcome,
+            reason,
+        },
     )
     .await;
     session.close().await;
@@ -669,12 +671,14 @@ async fn purge_cmd(
         let _ = journal(
             &session,
             ctx,
-            EventKind::Purge,
             ns,
-            serde_json::json!({"queue": queue, "export": path}),
-            serde_json::json!({"count": 0, "exported": count}),
-            Outcome::Refused,
-            Some("not confirmed".into()),
+            Entry {
+                kind: EventKind::Purge,
+                params: serde_json::json!({"queue": queue, "export": path}),
+                after: serde_json::json!({"count": 0, "exported": count}),
+                outcome: Outcome::Refused,
+                reason: Some("not confirmed".into()),
+            },
         )
         .await;
         return Err(f);
@@ -695,12 +699,14 @@ async fn purge_cmd(
     let journaled = journal(
         &session,
         ctx,
-        EventKind::Purge,
         ns,
-        serde_json::json!({"queue": queue, "export": path}),
-        after,
-        outcome,
-        reason,
+        Entry {
+            kind: EventKind::Purge,
+            params: serde_json::json!({"queue": queue, "export": path}),
+            after,
+            outcome,
+            reason,
+        },
     )
     .await;
     session.close().await;

@@ -557,6 +557,8 @@ fn append_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
     f.sync_data()
 }
 
+// One per subscription: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum SubInner {
     Stream {
         channel: Channel,

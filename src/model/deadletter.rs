@@ -597,7 +597,7 @@ mod tests {
     #[test]
     fn groups_by_origin_reason_exception_and_age() {
         let now = 1_000_000;
-        let items: Vec<Summary> = vec![
+        let items: Vec<Summary> = [
             msg(0, "e.v2", Reason::Rejected, Some("Boom"), Some(now - 10)),
             msg(1, "e.v2", Reason::Rejected, Some("Boom"), Some(now - 7200)),
             msg(2, "e.v1", Reason::Expired, None, None),

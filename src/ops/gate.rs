@@ -153,30 +153,35 @@ pub fn plan_bindings(current: &[CurrentBinding], target: &GateSplit) -> Vec<Step
 }
 
 /// Does executing `steps` from `current` ever leave the exchange with no routing queue?
-/// (Only possible when a lone, doubly bound version must be repaired.) A queue routes when it
-/// holds exactly one binding.
+/// (Only possible when a lone, doubly bound version must be repaired.) Modelled on 3.10.8's
+/// consistent-hash exchange: a queue joins the ring with its first binding and leaves it at the
+/// first unbind, whatever bindings remain.
 pub fn has_zero_binding_window(current: &[CurrentBinding], steps: &[Step]) -> bool {
-    let mut state: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // version → (keys, on the ring)
+    let mut state: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
     for b in current {
-        state
+        let e = state
             .entry(b.version.clone())
-            .or_default()
-            .push(b.key.clone());
+            .or_insert_with(|| (Vec::new(), true));
+        e.0.push(b.key.clone());
     }
-    let routing = |s: &BTreeMap<String, Vec<String>>| s.values().filter(|k| k.len() == 1).count();
+    let routing = |s: &BTreeMap<String, (Vec<String>, bool)>| s.values().filter(|e| e.1).count();
     let had = routing(&state) > 0;
     for st in steps {
         match st {
-            Step::Bind { version, weight } => state
-                .entry(version.clone())
-                .or_default()
-                .push(weight.to_string()),
+            Step::Bind { version, weight } => {
+                let e = state
+                    .entry(version.clone())
+                    .or_insert_with(|| (Vec::new(), true));
+                e.0.push(weight.to_string());
+            }
             Step::Unbind { version, key } => {
-                if let Some(keys) = state.get_mut(version) {
-                    if let Some(i) = keys.iter().position(|k| k == key) {
-                        keys.remove(i);
+                if let Some(e) = state.get_mut(version) {
+                    if let Some(i) = e.0.iter().position(|k| k == key) {
+                        e.0.remove(i);
                     }
-                    if keys.is_empty() {
+                    e.1 = false;
+                    if e.0.is_empty() {
                         state.remove(version);
                     }
                 }

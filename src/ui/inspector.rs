@@ -56,10 +56,14 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
             inner,
         );
     } else {
+        // The last page stays full: scrolling past it shows the end, not one line.
+        let skip = i
+            .scroll
+            .min(i.lines.len().saturating_sub(usize::from(inner.height)));
         let lines: Vec<Line> = i
             .lines
             .iter()
-            .skip(i.scroll)
+            .skip(skip)
             .take(usize::from(inner.height))
             .map(|l| {
                 let style = match l.kind {
