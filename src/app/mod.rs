@@ -66,8 +66,7 @@ pub fn key_name(k: &KeyEvent) -> Option<String> {
     }
     // Shift is already in the character (`G`); only named keys carry it explicitly.
     // (BackTab already is shift-tab: terminals report it with SHIFT set.)
-    if k.modifiers.contains(KeyModifiers::SHIFT) && base.chars().count() > 1 && base != "backtab"
-    {
+    if k.modifiers.contains(KeyModifiers::SHIFT) && base.chars().count() > 1 && base != "backtab" {
         out.push_str("shift-");
     }
     if out.starts_with("ctrl-") && base.chars().count() == 1 {

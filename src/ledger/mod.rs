@@ -47,6 +47,9 @@ pub const FALLBACK_FILE: &str = "ledger.jsonl";
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a catch-up read waits for the next message before deciding it has reached the end.
 pub const READ_IDLE: Duration = Duration::from_millis(400);
+/// Once a catch-up read has seen as many events as the stream reported, how long it still waits
+/// for stragglers (the reported count may lag the newest confirmed events).
+pub const END_GRACE: Duration = Duration::from_millis(100);
 /// Consumer prefetch when reading the stream.
 const READ_PREFETCH: u16 = 10_000;
 /// Ack every this many deliveries (multiple=true) when reading.
@@ -318,8 +321,16 @@ impl Ledger {
             let reader = tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(512);
                 let mut got = 0u64;
-                while !sub.at_end() {
-                    let idle = if got == 0 { READ_IDLE * 2 } else { READ_IDLE };
+                loop {
+                    // The reported count can lag the newest confirmed events by a moment: once
+                    // it is reached, wait briefly for more instead of stopping outright.
+                    let idle = if sub.at_end() {
+                        END_GRACE
+                    } else if got == 0 {
+                        READ_IDLE * 2
+                    } else {
+                        READ_IDLE
+                    };
                     match sub.next_bytes_within(idle).await {
                         Ok(Some(b)) => {
                             got += 1;
@@ -361,10 +372,13 @@ impl Ledger {
             return Ok(n);
         }
         loop {
-            if sub.at_end() {
-                break;
-            }
-            let idle = if n == 0 { READ_IDLE * 2 } else { READ_IDLE };
+            let idle = if sub.at_end() {
+                END_GRACE
+            } else if n == 0 {
+                READ_IDLE * 2
+            } else {
+                READ_IDLE
+            };
             match sub.next_within(idle).await? {
                 Some(e) => {
                     n += 1;
@@ -730,7 +744,8 @@ impl Subscription {
         }
     }
 
-    /// Has a catch-up read reached what the ledger held when the subscription started?
+    /// Has a catch-up read reached the count the ledger reported when the subscription started?
+    /// (A lower bound: readers then wait [`END_GRACE`] for stragglers.)
     pub fn at_end(&self) -> bool {
         match &self.inner {
             SubInner::Stream {

@@ -1323,8 +1323,25 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
                 Ok(f) => f,
                 Err(e) => return StepResult::failed(e),
             };
-            for _ in 0..5 {
+            for pass in 0..5 {
+                // Bound each pass by what is there now: a DLQ that keeps growing with other
+                // origins' dead letters must not keep a pass going.
+                let now_matched = if pass == 0 {
+                    matched
+                } else {
+                    match count_dead_letters(env, origin).await {
+                        Ok((m, _)) => m,
+                        Err(e) => {
+                            res = Err(e);
+                            break;
+                        }
+                    }
+                };
+                if now_matched == 0 {
+                    break;
+                }
                 let mut spec = mover::MoveSpec::replay(&env.ns, mover::Target::Queue(dst.clone()));
+                spec.limit = Some(now_matched);
                 spec.filter = filter.clone();
                 spec.connection_purpose = "rollback replay".into();
                 let r = run_mover(c, &spec, Some(matched)).await;
