@@ -402,21 +402,10 @@ async fn failing_verification_exits_4_and_is_journaled() {
     env.set_gate(&[("v1", 50), ("v2", 50)]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let t0 = Instant::now();
     let out = env
         .run(&[&env.t.ns, "--yes", "--verify-window", "2s"])
         .await;
-    eprintln!(
-        "DEBUG rollback took {:?}\n{}",
-        t0.elapsed(),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let report = json_of(&out);
-        eprintln!(
-            "DEBUG step {} {} {} {}",
-            st["title"], st["state"], st["elapsed_ms"], st["detail"]
-        );
-    }
     assert_eq!(
         out.status.code(),
         Some(4),

@@ -766,6 +766,24 @@ fn rollback_offers_to_resume() {
             id: "9f8e7d6c".into()
         }]
     );
+    // At console start, an unfinished rollback found in the ledger is offered right away.
+    let mut s = state_with(&cfg(""), 1, 0);
+    s.handle_msg(Msg::Op(OpMsg::UnfinishedRollbacks(vec![(
+        "email".into(),
+        "9f8e7d6c".into(),
+        "rollback 9f8e7d6c v2 → v1, stopped at step 4 (drain)".into(),
+    )])));
+    assert_eq!(s.view(), &View::Rollback { ns: "email".into() });
+    assert!(s.modal());
+    keys(&mut s, &["tab", "enter"]);
+    assert_eq!(
+        s.take_requests(),
+        vec![OpRequest::RollbackStart {
+            ns: "email".into(),
+            from: "v2".into(),
+            to: "v1".into()
+        }]
+    );
     // Read-only profiles refuse before anything is asked.
     let c = cfg("read_only = true");
     let mut s = state_with(&c, 1, 0);

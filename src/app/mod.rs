@@ -213,6 +213,10 @@ async fn run_console(
     let tasks = tasks::spawn(&cfg, tx.clone());
     let runner = ops::OpsRunner::new(&cfg, tx.clone());
     let feed = runner.spawn_ledger_feed();
+    if drill.is_none() {
+        // A rollback that crashed is offered for resumption (issue 8).
+        runner.handle(panels::OpRequest::RollbackScan);
+    }
     let drill_task = drill.map(|opts| {
         state.ops.drill = Some(panels::DrillPanel::default());
         state.say(

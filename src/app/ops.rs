@@ -338,8 +338,34 @@ impl OpsRunner {
                 self.send(OpMsg::NoteAdded(r)).await;
             }
             OpRequest::RollbackCheck { ns } => {
-                let candidates = self.unfinished_rollbacks(&ns).await;
+                let candidates = self
+                    .unfinished_rollbacks(Some(&ns))
+                    .await
+                    .into_iter()
+                    .map(|(_, id, d)| (id, d))
+                    .collect();
                 self.send(OpMsg::RollbackResumable { ns, candidates }).await;
+            }
+            OpRequest::RollbackScan => {
+                let mut found = self.unfinished_rollbacks(None).await;
+                // Only namespaces that still exist (a deleted test or drill namespace is noise).
+                if let Ok((s, _)) = self.conn().await {
+                    let mut live = Vec::new();
+                    for f in found {
+                        let entry = self
+                            .cfg
+                            .profile
+                            .namespace(&f.0, &self.cfg.alerts)
+                            .entry_exchange;
+                        if s.exchange_exists(&entry).await.unwrap_or(false) {
+                            live.push(f);
+                        }
+                    }
+                    found = live;
+                }
+                if !found.is_empty() {
+                    self.send(OpMsg::UnfinishedRollbacks(found)).await;
+                }
             }
             OpRequest::RollbackStart { ns, from, to } => {
                 if let Some(why) = self.refuse_read_only("roll back") {
@@ -681,7 +707,8 @@ impl OpsRunner {
         Ok(t.into_entries())
     }
 
-    async fn unfinished_rollbacks(&self, ns: &str) -> Vec<(String, String)> {
+    /// Rollbacks in the ledger that never finished: (namespace, id, description).
+    async fn unfinished_rollbacks(&self, ns: Option<&str>) -> Vec<(String, String, String)> {
         let Ok((_, l)) = self.conn().await else {
             return Vec::new();
         };
@@ -689,7 +716,7 @@ impl OpsRunner {
             Default::default();
         let _ = l
             .fold(StreamStart::First, |e| {
-                if e.namespace.as_deref() == Some(ns)
+                if ns.is_none_or(|n| e.namespace.as_deref() == Some(n))
                     && let Some(id) = rollback::rollback_id_of(&e)
                 {
                     by_id.entry(id).or_default().push(e);
@@ -723,6 +750,7 @@ impl OpsRunner {
                 })
                 .unwrap_or_else(|| "the end".into());
             out.push((
+                p.namespace.clone(),
                 id.clone(),
                 format!(
                     "rollback {id} {} → {}, started {}, stopped at {step}",

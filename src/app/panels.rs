@@ -167,6 +167,8 @@ pub enum OpRequest {
         /// To version.
         to: String,
     },
+    /// Look for unfinished rollbacks of every namespace (console start).
+    RollbackScan,
     /// Resume an unfinished rollback.
     RollbackResume {
         /// Rollback id.
@@ -259,6 +261,8 @@ pub enum OpMsg {
         /// Candidates.
         candidates: Vec<(String, String)>,
     },
+    /// Unfinished rollbacks found at start: (namespace, id, description).
+    UnfinishedRollbacks(Vec<(String, String, String)>),
     /// Engine progress.
     Rollback(Box<Update>),
     /// The engine waits for an answer.
@@ -1056,6 +1060,28 @@ impl AppState {
             error: None,
         });
         self.ask(OpRequest::RollbackCheck { ns: ns.clone() });
+        self.push_view(View::Rollback { ns });
+    }
+
+    fn open_rollback_offer(&mut self, ns: String, candidates: Vec<(String, String)>) {
+        let versions = self.versions_of(&ns);
+        self.ops.rollback = Some(RollbackPanel {
+            ns: ns.clone(),
+            from: versions.last().cloned().unwrap_or_else(|| "v2".into()),
+            to: versions.first().cloned().unwrap_or_else(|| "v1".into()),
+            stage: RbStage::Offer {
+                candidates,
+                focus: 0,
+            },
+            id: None,
+            plan: String::new(),
+            steps: Vec::new(),
+            evidence: Vec::new(),
+            decision: None,
+            focus: 0,
+            outcome: None,
+            error: None,
+        });
         self.push_view(View::Rollback { ns });
     }
 
@@ -2160,6 +2186,26 @@ impl AppState {
                         };
                     }
                 }
+            }
+            OpMsg::UnfinishedRollbacks(found) => {
+                // Offer the first one right away (unless a rollback or a drill is already on).
+                let busy = self.ops.rollback.is_some() || self.ops.drill.is_some();
+                if let Some((ns, _, _)) = found.first().filter(|_| !busy && !self.read_only) {
+                    let ns = ns.clone();
+                    let candidates: Vec<(String, String)> = found
+                        .iter()
+                        .filter(|(n, _, _)| *n == ns)
+                        .map(|(_, id, d)| (id.clone(), d.clone()))
+                        .collect();
+                    self.open_rollback_offer(ns, candidates);
+                }
+                let others = found.len();
+                self.say(
+                    Level::Warn,
+                    format!(
+                        "{others} unfinished rollback(s) in the ledger — resume, start new, or cancel"
+                    ),
+                );
             }
             OpMsg::Rollback(u) => {
                 if let Some(rb) = self.ops.rollback.as_mut() {

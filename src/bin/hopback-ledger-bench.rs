@@ -64,7 +64,7 @@ async fn read_raw(stream: &str) -> Res<()> {
         let Some(d) = c.next().await else { break };
         let d = d?;
         got += 1;
-        if got % 2000 == 0 {
+        if got.is_multiple_of(2000) {
             ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
                 .await?;
         }

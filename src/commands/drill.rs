@@ -50,7 +50,7 @@ pub struct DrillArgs {
     pub history: bool,
 }
 
-fn briefing(ns: &str, canary: u32, headless: bool) -> String {
+fn briefing(ns: &str, canary: u32, headless: bool, fault_after: Option<Duration>) -> String {
     if headless {
         return format!(
             "drill {ns}: simulated fleet running, v2 canary at {canary}%; the scripted operator will respond to the fault."
@@ -58,11 +58,15 @@ fn briefing(ns: &str, canary: u32, headless: bool) -> String {
     }
     format!(
         "\n  DRILL {ns} is running: producers → gate (v1 {}%, v2 canary {canary}%) → v1/v2 workers.\n  \
-         Some time in the next 10–40 s something goes wrong with v2. Find it and roll back, in another terminal:\n    \
+         {when} something goes wrong with v2. Find it and roll back, in another terminal:\n    \
          hopback status {ns}\n    hopback dlq list {ns}\n    hopback rollback {ns}        (or: hopback gate set {ns} v1=100)\n  \
          The clock starts at the fault; your first action on {ns} is your detection time.\n  \
          The drill ends by itself once v2 is off the gate and quiet; Ctrl-C ends it early.\n",
-        100 - canary
+        100 - canary,
+        when = match fault_after {
+            Some(d) => format!("In about {}", humantime::format_duration(d)),
+            None => "Some time in the next 10–40 s".to_string(),
+        }
     )
 }
 
@@ -119,6 +123,7 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
     };
     let headless = args.headless;
     let canary = args.canary;
+    let fault_after: Option<Duration> = args.fault_after.map(Into::into);
     let json = ctx.json;
     // Interactive on a terminal: the drill runs inside the console (drill panel, rollback view).
     let console = !headless
@@ -138,7 +143,7 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
     }
     let result = drill::run(&ctx.cfg, &opts, move |h| {
         if !json {
-            eprintln!("{}", briefing(&h.namespace, canary, headless));
+            eprintln!("{}", briefing(&h.namespace, canary, headless, fault_after));
         }
     })
     .await?;

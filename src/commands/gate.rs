@@ -209,11 +209,11 @@ fn print_plan(view: &GateView, target: &GateSplit, steps: &[Step], warnings: &[S
         target.describe_percent()
     );
     for v in target.bound().map(|(v, _)| v) {
-        if let Some(c) = view.consumers.get(v).copied().flatten() {
-            println!(
-                "  {v}: {c} consumer(s) on `{}`",
-                sanitize(&view.versions[v])
-            );
+        if let (Some(c), Some(q)) = (
+            view.consumers.get(v).copied().flatten(),
+            view.versions.get(v),
+        ) {
+            println!("  {}: {c} consumer(s) on `{}`", sanitize(v), sanitize(q));
         }
     }
     println!("plan ({} step(s)):", steps.len());

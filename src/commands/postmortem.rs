@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::commands::Ctx;
 use crate::error::Failure;
-use crate::ledger::event::{Event, EventKind, Outcome};
+use crate::ledger::event::{Event, EventKind};
 use crate::ledger::projection::summarize;
 use crate::ledger::{Ledger, StreamStart};
 use crate::ops::rollback::rollback_id_of;
@@ -145,10 +145,10 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
             time(&b)
         ));
     }
-    if let Some(d) = drill_end {
-        if let Some(s) = d.params.get("scenario").and_then(Value::as_str) {
-            md.push_str(&format!("- **Drill scenario:** {}\n", sanitize(s)));
-        }
+    if let Some(d) = drill_end
+        && let Some(s) = d.params.get("scenario").and_then(Value::as_str)
+    {
+        md.push_str(&format!("- **Drill scenario:** {}\n", sanitize(s)));
     }
     match rollback_end {
         Some(r) => md.push_str(&format!(
@@ -389,7 +389,6 @@ pub async fn run(
         }
         None => print!("{md}"),
     }
-    let _ = Outcome::Ok;
     Ok(())
 }
 

@@ -141,18 +141,14 @@ impl Operator for CliOperator {
         }
         match u {
             Update::Started {
-                rollback_id,
-                plan,
-                evidence,
+                rollback_id, plan, ..
             } => {
+                // The evidence is shown at the first decision point.
                 eprintln!(
                     "rollback {rollback_id}: {} ({} steps) — resume with `hopback rollback --resume {rollback_id}`",
                     sanitize(&plan.name),
                     plan.steps.len()
                 );
-                for e in evidence {
-                    eprintln!("   {}", sanitize(e));
-                }
             }
             Update::Step {
                 index,
@@ -312,15 +308,13 @@ async fn staging_comparison(ledger: &Ledger, plan: &Plan) -> Vec<String> {
         .fold(StreamStart::First, |e| {
             if e.kind == EventKind::RollbackStarted
                 && e.params.get("staging").and_then(|v| v.as_bool()) == Some(true)
-            {
-                if let Some(p) = e
+                && let Some(p) = e
                     .params
                     .get("plan")
                     .and_then(|p| serde_json::from_value::<Plan>(p.clone()).ok())
                     .filter(|p| p.name == plan.name)
-                {
-                    last = Some((e.ts, e.profile.clone(), p));
-                }
+            {
+                last = Some((e.ts, e.profile.clone(), p));
             }
         })
         .await;
@@ -378,13 +372,6 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
     }
     let ns = args.namespace.clone().unwrap_or_default();
     crate::broker::topology::validate_namespace(&ns).map_err(|e| Failure::usage(e, ""))?;
-    if !session.exchange_exists(&ns).await.map_err(Failure::from)? {
-        session.close().await;
-        return Err(Failure::error(
-            format!("namespace `{}` has no entry exchange", sanitize(&ns)),
-            "check the name with `hopback status`, or create it with `hopback init NS --versions v1,v2`",
-        ));
-    }
     let env = env_for(&ns);
     let plan = match &args.plan {
         Some(p) => plan::load_plan(p)

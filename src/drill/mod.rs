@@ -114,6 +114,9 @@ pub struct DrillHandle {
     phase: Mutex<Phase>,
     timings: Mutex<Timings>,
     score: Mutex<Option<Score>>,
+    /// Rollbacks on the namespace that started and have not finished (from the ledger): the
+    /// drill does not end under a running rollback.
+    open_rollbacks: Mutex<BTreeSet<String>>,
 }
 
 /// A plain-data snapshot of a [`DrillHandle`].
@@ -160,18 +163,41 @@ impl DrillHandle {
             score: lock(&self.score).clone(),
         }
     }
-    /// One status line (stderr in interactive mode).
-    pub fn line(&self) -> String {
+    /// One status line. `reveal` = show the fault's traces (failures per version, fault time);
+    /// an interactive drill keeps them hidden until the end — finding them is the exercise.
+    pub fn line(&self, reveal: bool) -> String {
         let s = self.status();
         let t = &s.timings;
         let clock = |ms: Option<u64>| score::fmt_ms(ms);
+        let elapsed = score::fmt_ms(Some(s.fleet.elapsed_ms));
+        if reveal || s.phase == Phase::Done {
+            return format!(
+                "[{} {:?} {elapsed}] {} · fault {} · first action {} · v2 off gate {}",
+                s.namespace,
+                s.phase,
+                s.fleet.line(),
+                clock(t.fault_at_ms),
+                clock(t.first_action_at_ms),
+                clock(t.gate_off_v2_at_ms),
+            );
+        }
+        let done: Vec<String> = s
+            .fleet
+            .per_version
+            .iter()
+            .map(|(v, c)| format!("{v} {}", c.processed))
+            .collect();
+        let phase = match s.phase {
+            Phase::Starting => "starting",
+            Phase::Running | Phase::Incident => "running",
+            Phase::Settling => "settling",
+            Phase::Done => "done",
+        };
         format!(
-            "[{} {:?} {}] {} · fault {} · first action {} · v2 off gate {}",
+            "[{} {phase} {elapsed}] published {} · processed {} · your first action {} · v2 off the gate {}",
             s.namespace,
-            s.phase,
-            score::fmt_ms(Some(s.fleet.elapsed_ms)),
-            s.fleet.line(),
-            clock(t.fault_at_ms),
+            s.fleet.published,
+            done.join(", "),
             clock(t.first_action_at_ms),
             clock(t.gate_off_v2_at_ms),
         )
@@ -228,10 +254,10 @@ pub async fn run(
         .await
         .map_err(Failure::from)?;
     let result = run_in_namespace(cfg, opts, &id, &ns, &session, &mgmt, &ledger, on_start).await;
-    if !opts.keep {
-        if let Err(e) = delete_drill_namespace(&session, &ns, &versions).await {
-            tracing::warn!(error = %e, "drill cleanup failed");
-        }
+    if !opts.keep
+        && let Err(e) = delete_drill_namespace(&session, &ns, &versions).await
+    {
+        tracing::warn!(error = %e, "drill cleanup failed");
     }
     session.close().await;
     result.map(|mut r| {
@@ -305,6 +331,7 @@ async fn run_in_namespace(
         phase: Mutex::new(Phase::Starting),
         timings: Mutex::new(Timings::default()),
         score: Mutex::new(None),
+        open_rollbacks: Mutex::new(BTreeSet::new()),
     });
     // Workers first, then the canary: traffic never goes to a version without consumers.
     wait_for_workers(session, ns, Duration::from_secs(15)).await?;
@@ -335,17 +362,17 @@ async fn run_in_namespace(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let monitor = tokio::spawn(monitor(
         handle.clone(),
-        session.clone(),
         mgmt.clone(),
         ledger.clone(),
         stop_rx,
     ));
     let status = opts.status_lines.then(|| {
         let h = handle.clone();
+        let reveal = opts.headless;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                eprintln!("{}", h.line());
+                eprintln!("{}", h.line(reveal));
             }
         })
     });
@@ -481,12 +508,10 @@ async fn wait_for_workers(session: &Session, ns: &str, limit: Duration) -> Resul
 /// Watch the gate (is v2 still bound?) and the ledger (first operator action after the fault).
 async fn monitor(
     handle: Arc<DrillHandle>,
-    session: Arc<Session>,
     mgmt: Mgmt,
     ledger: Arc<Ledger>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let _ = session;
     let mut sub = ledger.subscribe(StreamStart::Next).await.ok();
     let v2_queue = format!("{}.v2", handle.namespace);
     loop {
@@ -532,6 +557,17 @@ fn note_action(handle: &DrillHandle, e: &Event) {
     if e.namespace.as_deref() != Some(handle.namespace.as_str()) {
         return;
     }
+    if let Some(id) = crate::ops::rollback::rollback_id_of(e) {
+        match e.kind {
+            EventKind::RollbackStarted => {
+                lock(&handle.open_rollbacks).insert(id);
+            }
+            EventKind::RollbackFinished => {
+                lock(&handle.open_rollbacks).remove(&id);
+            }
+            _ => {}
+        }
+    }
     if matches!(
         e.kind,
         EventKind::DrillStarted
@@ -555,8 +591,8 @@ fn note_action(handle: &DrillHandle, e: &Event) {
     }
 }
 
-/// Interactive: wait until v2 is off the gate, its queue is empty and it stopped failing for 5 s
-/// (or Ctrl-C, or the time limit).
+/// Interactive: wait until v2 is off the gate, its queue is empty, it stopped failing for 5 s and
+/// no rollback on the namespace is still running (or Ctrl-C, or the time limit).
 async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, limit: Duration) {
     let t0 = Instant::now();
     let v2 = format!("{ns}.v2");
@@ -575,7 +611,8 @@ async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, 
             .last_failure_ms()
             .is_none_or(|t| handle.now_ms().saturating_sub(t) > 5_000);
         let empty = matches!(session.passive_queue(&v2).await, Ok(Some(c)) if c.ready == 0);
-        if off && quiet && empty {
+        let rollback_running = !lock(&handle.open_rollbacks).is_empty();
+        if off && quiet && empty && !rollback_running {
             return;
         }
     }
@@ -674,14 +711,13 @@ pub async fn history(
     let mut out = Vec::new();
     ledger
         .fold(StreamStart::First, |e| {
-            if e.kind == EventKind::DrillFinished {
-                if let Some(s) = e
+            if e.kind == EventKind::DrillFinished
+                && let Some(s) = e
                     .after
                     .get("score")
                     .and_then(|s| serde_json::from_value::<Score>(s.clone()).ok())
-                {
-                    out.push((e.ts, e.operator.clone(), s));
-                }
+            {
+                out.push((e.ts, e.operator.clone(), s));
             }
         })
         .await?;

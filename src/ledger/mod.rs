@@ -49,7 +49,7 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READ_IDLE: Duration = Duration::from_millis(400);
 /// Once a catch-up read has seen as many events as the stream reported, how long it still waits
 /// for stragglers (the reported count may lag the newest confirmed events).
-pub const END_GRACE: Duration = Duration::from_millis(100);
+pub const END_GRACE: Duration = Duration::from_millis(250);
 /// Consumer prefetch when reading the stream.
 const READ_PREFETCH: u16 = 10_000;
 /// Ack every this many deliveries (multiple=true) when reading.
@@ -759,7 +759,7 @@ impl Subscription {
                 (Some(first), Some(last)) => {
                     *end_offset > 0 && last.saturating_sub(*first) + 1 >= *end_offset
                 }
-                _ => self.catch_up && self.from == StreamStart::First && *end_offset == 0,
+                _ => false,
             },
             SubInner::File {
                 pending, caught_up, ..

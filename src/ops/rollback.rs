@@ -449,8 +449,12 @@ pub async fn evidence(env: &Env, from: &str, to: &str) -> Vec<String> {
         }
     }
     if let Ok(d) = env.ready(&n.dlq).await {
+        let from_origin = match count_dead_letters(env, from).await {
+            Ok((m, _)) if d > 0 => format!(", {m} of them from {from}"),
+            _ => String::new(),
+        };
         out.push(format!(
-            "{}: {d} dead letter(s) at rest",
+            "{}: {d} dead letter(s) at rest{from_origin}",
             crate::text::sanitize(&n.dlq)
         ));
     }
@@ -468,15 +472,13 @@ pub async fn evidence(env: &Env, from: &str, to: &str) -> Vec<String> {
         if let Ok(qs) = m.queues().await {
             for v in [from, to] {
                 let q = env.queue(v);
-                if let Some(qi) = qs.iter().find(|x| x.name == q) {
-                    if let Some(s) = &qi.message_stats {
-                        out.push(format!(
-                            "{v}: ack {:.1}/s, deliver {:.1}/s, redeliver {:.1}/s",
-                            s.ack_details.rate,
-                            s.deliver_get_details.rate,
-                            s.redeliver_details.rate
-                        ));
-                    }
+                if let Some(qi) = qs.iter().find(|x| x.name == q)
+                    && let Some(s) = &qi.message_stats
+                {
+                    out.push(format!(
+                        "{v}: ack {:.1}/s, deliver {:.1}/s, redeliver {:.1}/s",
+                        s.ack_details.rate, s.deliver_get_details.rate, s.redeliver_details.rate
+                    ));
                 }
             }
         }
@@ -714,10 +716,10 @@ async fn state_after(env: &Env, plan: &Plan, i: usize, report: &RollbackReport) 
     } else {
         format!("completed: {}", done.join(", "))
     }];
-    if let Some(m) = &env.mgmt {
-        if let Ok((g, _)) = read_gate(env, m).await {
-            parts.push(format!("gate is {}", g.describe()));
-        }
+    if let Some(m) = &env.mgmt
+        && let Ok((g, _)) = read_gate(env, m).await
+    {
+        parts.push(format!("gate is {}", g.describe()));
     }
     for v in [&plan.from, &plan.to] {
         if let Ok(r) = env.ready(&env.queue(v)).await {

@@ -57,10 +57,14 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     let inner = block.inner(top);
     f.render_widget(block, top);
     let gate = n.and_then(|n| n.gate.as_ref());
-    f.render_widget(
-        Paragraph::new(gate_bar(gate, usize::from(inner.width), theme)),
-        inner,
-    );
+    let bar = match n {
+        Some(_) => gate_bar(gate, usize::from(inner.width), theme),
+        None => Line::from(Span::styled(
+            "this namespace is not on the broker (any more)",
+            theme.alert,
+        )),
+    };
+    f.render_widget(Paragraph::new(bar), inner);
     if let Some(n) = n {
         draw_versions(f, table, state, theme, n);
         draw_unrouted(f, unrouted, state, theme, n);
