@@ -5,30 +5,38 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-fn userinfo_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
+fn userinfo_re() -> Option<&'static Regex> {
+    static RE: OnceLock<Option<Regex>> = OnceLock::new();
     // scheme://user:password@  — the password may contain anything but '@' and whitespace/'/'.
-    #[allow(clippy::unwrap_used)] // a constant pattern, covered by the tests below
     RE.get_or_init(|| {
         Regex::new(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@\s]*)@")
-            .unwrap()
+            .ok()
     })
+    .as_ref()
+}
+
+/// Replace every `scheme://user:password@` with `scheme://user:***@`. Should the pattern ever fail
+/// to build, everything between `://` and `@` is masked instead — never the other way round.
+fn mask_userinfo(text: &str) -> String {
+    match userinfo_re() {
+        Some(re) => re.replace_all(text, "${scheme}${user}:***@").into_owned(),
+        None => match (text.find("://"), text.rfind('@')) {
+            (Some(a), Some(b)) if b > a => format!("{}***{}", &text[..a + 3], &text[b..]),
+            _ => text.to_string(),
+        },
+    }
 }
 
 /// The URI with its password replaced by `***` (`amqp://guest:***@host:5672/%2f`).
 pub fn redact(uri: &str) -> String {
-    let out = userinfo_re()
-        .replace_all(uri, "${scheme}${user}:***@")
-        .into_owned();
+    let out = mask_userinfo(uri);
     crate::text::sanitize(&out).into_owned()
 }
 
 /// Free text (an error message from a library) with every embedded URI password and every
 /// occurrence of the known `secret` replaced by `***`.
 pub fn scrub(text: &str, secret: &str) -> String {
-    let mut out = userinfo_re()
-        .replace_all(text, "${scheme}${user}:***@")
-        .into_owned();
+    let mut out = mask_userinfo(text);
     if secret.len() >= 3 {
         out = out.replace(secret, "***");
     }
