@@ -173,3 +173,52 @@ async fn a_queue_that_is_not_a_stream_falls_back_to_the_file_and_says_why() {
     ledger::delete_stream(&session, &name).await.unwrap();
     session.close().await;
 }
+
+#[tokio::test]
+async fn the_local_cache_is_used_extended_and_dropped_when_the_stream_changes() {
+    let cfg = common::test_config();
+    let session = common::connect(&cfg, "ledger-test").await;
+    let name = stream_name();
+    let l = Ledger::open_stream(&session, &cfg, &name).await;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(
+            l.append(l.event(EventKind::Note, None).reason(format!("c{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let cold = l.read(StreamStart::First).await.unwrap();
+    assert_eq!(cold.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    for i in 0..5 {
+        ids.push(
+            l.append(l.event(EventKind::Note, None).reason(format!("d{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // Warm: cache + the stream's tail, each event exactly once and in order.
+    let warm = l.read(StreamStart::First).await.unwrap();
+    assert_eq!(warm.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let again = l.read(StreamStart::First).await.unwrap();
+    assert_eq!(again.len(), 305);
+    // The stream is deleted behind our back (the cache file stays) and re-created under the same
+    // name: validation at the cache's last offset must reject the cache.
+    let ch = session.channel().await.unwrap();
+    ch.queue_delete(name.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let l = Ledger::open_stream(&session, &cfg, &name).await;
+    let fresh = l
+        .append(l.event(EventKind::Note, None).reason("new stream"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let got = l.read(StreamStart::First).await.unwrap();
+        assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), vec![fresh.id]);
+    }
+    ledger::delete_stream(&session, &name).await.unwrap();
+    session.close().await;
+}

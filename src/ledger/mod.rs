@@ -12,9 +12,14 @@
 //! ack and a prefetch window. [`Ledger::fold`] streams events through a callback without holding
 //! them (projections stay bounded); [`Ledger::subscribe`] follows live.
 //!
+//! Full reads go through a local cache of the stream (see `cache.rs`), validated against the
+//! stream at its last offset, so a console re-reading 100,000 events pays a file read plus the
+//! new tail, not an AMQP drain of everything.
+//!
 //! `HOPBACK_LEDGER_STREAM` overrides the stream name (tests and benchmarks use throwaway streams so
 //! they never pollute the team's ledger).
 
+mod cache;
 pub mod event;
 pub mod projection;
 
@@ -312,65 +317,12 @@ impl Ledger {
     /// Stream every event from `from` up to the current end through `f`, holding none of them.
     /// Returns how many were delivered. Undecodable records are skipped (counted in the log).
     pub async fn fold<F: FnMut(Event)>(&self, from: StreamStart, mut f: F) -> Result<u64, Failure> {
+        if self.is_stream() {
+            return self.fold_stream(from, f).await;
+        }
         let mut sub = self.subscribe(from).await?;
         sub.catch_up = true;
         let mut n = 0u64;
-        if matches!(sub.inner, SubInner::Stream { .. }) {
-            // Pipelined: a task drains the consumer (and acks) while this one decodes and folds.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Vec<u8>>, Failure>>(32);
-            let reader = tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(512);
-                let mut got = 0u64;
-                loop {
-                    // The reported count can lag the newest confirmed events by a moment: once
-                    // it is reached, wait briefly for more instead of stopping outright.
-                    let idle = if sub.at_end() {
-                        END_GRACE
-                    } else if got == 0 {
-                        READ_IDLE * 2
-                    } else {
-                        READ_IDLE
-                    };
-                    match sub.next_bytes_within(idle).await {
-                        Ok(Some(b)) => {
-                            got += 1;
-                            batch.push(b);
-                            if batch.len() >= 512
-                                && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(f) => {
-                            let _ = tx.send(Err(f)).await;
-                            break;
-                        }
-                    }
-                }
-                if !batch.is_empty() {
-                    let _ = tx.send(Ok(batch)).await;
-                }
-                sub.close().await;
-            });
-            while let Some(batch) = rx.recv().await {
-                for bytes in batch? {
-                    match serde_json::from_slice::<Event>(&bytes) {
-                        Ok(e) if from.admits(&e) => {
-                            n += 1;
-                            f(e);
-                        }
-                        Ok(_) => {}
-                        Err(err) => tracing::warn!(
-                            "ledger: skipping an undecodable record ({} bytes): {err}",
-                            bytes.len()
-                        ),
-                    }
-                }
-            }
-            let _ = reader.await;
-            return Ok(n);
-        }
         loop {
             let idle = if sub.at_end() {
                 END_GRACE
@@ -394,6 +346,158 @@ impl Ledger {
         Ok(n)
     }
 
+    /// The local cache of this stream's events (full reads from `First` only), if enabled.
+    fn cache_path(&self) -> Option<PathBuf> {
+        let Backend::Stream { session, name, .. } = &self.backend else {
+            return None;
+        };
+        if std::env::var("HOPBACK_LEDGER_CACHE").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        Some(cache_file(session, name))
+    }
+}
+
+/// Where the local cache of stream `name` on this session's broker lives.
+fn cache_file(session: &Session, name: &str) -> PathBuf {
+    {
+        let p = session.profile();
+        let key: String = format!("{}-{}-{name}", p.host_port(), p.vhost)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        crate::config::data_dir()
+            .join("ledger-cache")
+            .join(format!("{key}.jsonl"))
+    }
+}
+
+impl Ledger {
+    /// Stream fold: from the local cache (validated against the stream at its last offset) plus
+    /// what the stream has beyond it; pipelined (a task drains the consumer while this one decodes).
+    async fn fold_stream<F: FnMut(Event)>(
+        &self,
+        from: StreamStart,
+        mut f: F,
+    ) -> Result<u64, Failure> {
+        let cache = if from == StreamStart::First {
+            self.cache_path()
+        } else {
+            None
+        };
+        let mut n = 0u64;
+        let mut sub = None;
+        let mut cache_writer = None;
+        if let Some(path) = &cache
+            && let Some((last_offset, last_id)) = cache::last_entry(path)
+        {
+            {
+                let mut s = self.subscribe_at(from, Some(last_offset)).await?;
+                s.catch_up = true;
+                let valid = match s.next_bytes_within(READ_IDLE * 2).await {
+                    Ok(Some((Some(o), bytes))) => {
+                        o == last_offset
+                            && serde_json::from_slice::<Event>(&bytes)
+                                .is_ok_and(|e| e.id == last_id)
+                    }
+                    _ => false,
+                };
+                if valid {
+                    n += cache::replay(path, &mut f);
+                    cache_writer = cache::Writer::open(path, false);
+                    sub = Some(s);
+                } else {
+                    tracing::info!("ledger cache {} is stale; re-reading", path.display());
+                    s.close().await;
+                    cache::discard(path);
+                }
+            }
+        }
+        let mut sub = match sub {
+            Some(s) => s,
+            None => {
+                if let Some(path) = &cache {
+                    cache_writer = cache::Writer::open(path, true);
+                }
+                let mut s = self.subscribe(from).await?;
+                s.catch_up = true;
+                s
+            }
+        };
+        type Batch = Vec<(Option<u64>, Vec<u8>)>;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch, Failure>>(32);
+        let reader = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(512);
+            let mut got = 0u64;
+            loop {
+                // The reported count can lag the newest confirmed events by a moment: once it is
+                // reached, wait briefly for more instead of stopping outright.
+                let idle = if sub.at_end() {
+                    END_GRACE
+                } else if got == 0 {
+                    READ_IDLE * 2
+                } else {
+                    READ_IDLE
+                };
+                match sub.next_bytes_within(idle).await {
+                    Ok(Some(b)) => {
+                        got += 1;
+                        batch.push(b);
+                        if batch.len() >= 512
+                            && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(f) => {
+                        let _ = tx.send(Err(f)).await;
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(Ok(batch)).await;
+            }
+            sub.close().await;
+        });
+        while let Some(batch) = rx.recv().await {
+            for (offset, bytes) in batch? {
+                match serde_json::from_slice::<Event>(&bytes) {
+                    Ok(e) => {
+                        if let (Some(w), Some(o)) = (cache_writer.as_mut(), offset) {
+                            // One line per event: re-encode anything a foreign writer pretty-printed.
+                            if bytes.contains(&b'\n') {
+                                w.push(o, &serde_json::to_vec(&e).unwrap_or_default());
+                            } else {
+                                w.push(o, &bytes);
+                            }
+                        }
+                        if from.admits(&e) {
+                            n += 1;
+                            f(e);
+                        }
+                    }
+                    Err(err) => tracing::warn!(
+                        "ledger: skipping an undecodable record ({} bytes): {err}",
+                        bytes.len()
+                    ),
+                }
+            }
+        }
+        let _ = reader.await;
+        if let Some(w) = cache_writer {
+            w.finish();
+        }
+        Ok(n)
+    }
+
     /// Read every event from `from` into memory (use [`Ledger::fold`] for big ledgers).
     pub async fn read(&self, from: StreamStart) -> Result<Vec<Event>, Failure> {
         let mut out = Vec::new();
@@ -403,6 +507,15 @@ impl Ledger {
 
     /// Follow the ledger: events from `from` on, and then live as they are appended.
     pub async fn subscribe(&self, from: StreamStart) -> Result<Subscription, Failure> {
+        self.subscribe_at(from, None).await
+    }
+
+    /// Subscribe at an absolute stream offset (`at`), or at `from`.
+    async fn subscribe_at(
+        &self,
+        from: StreamStart,
+        at: Option<u64>,
+    ) -> Result<Subscription, Failure> {
         match &self.backend {
             Backend::Stream { session, name, .. } => {
                 let pw = session.password().to_string();
@@ -435,7 +548,11 @@ impl Ledger {
                 .await
                 .map_err(|e| ledger_failure("looking up the stream", e))?;
                 let mut args = FieldTable::default();
-                args.insert("x-stream-offset".into(), from.offset_arg());
+                let offset_arg = match at {
+                    Some(o) => AMQPValue::LongLongInt(i64::try_from(o).unwrap_or(i64::MAX)),
+                    None => from.offset_arg(),
+                };
+                args.insert("x-stream-offset".into(), offset_arg);
                 let tag = format!("hopback-ledger-{}", uuid::Uuid::new_v4().simple());
                 let consumer = timed(
                     "basic.consume",
@@ -463,6 +580,7 @@ impl Ledger {
                         end_offset: u64::from(declared.message_count()),
                         last_offset: None,
                         first_offset: None,
+                        absolute_end: at.is_some(),
                     },
                 })
             }
@@ -585,6 +703,8 @@ enum SubInner {
         end_offset: u64,
         last_offset: Option<u64>,
         first_offset: Option<u64>,
+        /// Started at an absolute offset: the count is compared with offsets, not a span.
+        absolute_end: bool,
     },
     File {
         path: PathBuf,
@@ -633,7 +753,10 @@ impl Subscription {
     }
 
     /// The next raw record of a stream subscription (offsets tracked, acks sent), undecoded.
-    async fn next_bytes_within(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, Failure> {
+    async fn next_bytes_within(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Option<(Option<u64>, Vec<u8>)>, Failure> {
         let SubInner::Stream {
             channel,
             consumer,
@@ -685,7 +808,7 @@ impl Subscription {
             .map_err(|e| ledger_failure("acknowledging the stream", e))?;
             *unacked = 0;
         }
-        Ok(Some(d.data))
+        Ok(Some((offset, d.data)))
     }
 
     /// The next event, or `Ok(None)` if none arrived within `limit`.
@@ -695,7 +818,7 @@ impl Subscription {
             match &mut self.inner {
                 SubInner::Stream { .. } => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let Some(bytes) = self.next_bytes_within(left).await? else {
+                    let Some((_, bytes)) = self.next_bytes_within(left).await? else {
                         return Ok(None);
                     };
                     match serde_json::from_slice::<Event>(&bytes) {
@@ -748,6 +871,13 @@ impl Subscription {
     /// (A lower bound: readers then wait [`END_GRACE`] for stragglers.)
     pub fn at_end(&self) -> bool {
         match &self.inner {
+            SubInner::Stream {
+                end_offset,
+                last_offset,
+                first_offset,
+                absolute_end: true,
+                ..
+            } => first_offset.is_some() && last_offset.is_some_and(|l| l + 1 >= *end_offset),
             SubInner::Stream {
                 end_offset,
                 last_offset,
@@ -871,5 +1001,6 @@ pub async fn delete_stream(session: &Session, name: &str) -> Result<(), BrokerEr
     )
     .await?;
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+    cache::discard(&cache_file(session, name));
     Ok(())
 }
