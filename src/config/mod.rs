@@ -381,9 +381,18 @@ pub fn resolve(
 
 /// `user@host` of whoever runs this process.
 pub fn default_operator() -> String {
+    // USER/LOGNAME can be missing (cron, some containers, tmux started by a service): fall back to
+    // the home directory's name before giving up.
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            std::env::var("HOME").ok().and_then(|h| {
+                std::path::Path::new(&h).file_name().map(|n| n.to_string_lossy().into_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     format!("{user}@{host}")
 }

@@ -155,7 +155,8 @@ pub fn summarize(e: &Event) -> String {
                 .or_else(|| text(p, "name"))
                 .unwrap_or_else(|| "?".into());
             match num(p, "index") {
-                Some(i) => format!("rollback step {i}: {step}"),
+                // `index` is 0-based in the event; people count steps from 1 (as the view does).
+                Some(i) => format!("rollback step {}: {step}", i + 1),
                 None => format!("rollback step: {step}"),
             }
         }
