@@ -389,7 +389,9 @@ pub fn default_operator() -> String {
         .filter(|u| !u.is_empty())
         .or_else(|| {
             std::env::var("HOME").ok().and_then(|h| {
-                std::path::Path::new(&h).file_name().map(|n| n.to_string_lossy().into_owned())
+                std::path::Path::new(&h)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
             })
         })
         .unwrap_or_else(|| "unknown".into());

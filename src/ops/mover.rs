@@ -46,7 +46,7 @@ use crate::config::Profile;
 use crate::model::deadletter::Filter;
 use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_string, header_u64};
 
-/// Default prefetch of the source consumer (tuned by `hopback-bench`, see the README).
+/// Default prefetch of the source consumer (tuned with `scripts/bench`, see the README).
 pub const DEFAULT_PREFETCH: u16 = 2000;
 /// Default number of publisher confirms outstanding.
 pub const DEFAULT_CONFIRM_WINDOW: usize = 1000;

@@ -3,7 +3,7 @@
 //! events in a local JSONL file. Each read runs in a fresh child process so its RSS is the
 //! reader's own. Prints the figures and the ratio; the target is < 1 s, bounded memory.
 //!
-//! Usage: `cargo run --release --bin hopback-ledger-bench [-- N]` (broker from HOPBACK_URL or the
+//! Usage: `cargo bench --bench ledger [-- N]` (broker from HOPBACK_URL or the
 //! local default). The throwaway stream is deleted at the end.
 
 use std::time::Instant;
@@ -233,7 +233,7 @@ async fn bench(n: u64) -> Res<()> {
 }
 
 fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -3,7 +3,7 @@
 //! management API `GET …/bindings/source` (the read-back every flip needs) and one bare AMQP
 //! `queue.bind` + `queue.unbind` pair. The target is < 50 ms per flip on the local broker.
 //!
-//! Usage: `cargo run --release --bin hopback-gate-bench [-- FLIPS]` (default 40).
+//! Usage: `cargo bench --bench gate [-- FLIPS]` (default 40).
 
 use std::time::Instant;
 
@@ -133,7 +133,8 @@ async fn run(flips: usize) -> Res<()> {
 
 fn main() -> Res<()> {
     let flips = std::env::args()
-        .nth(1)
+        .skip(1)
+        .find(|a| a != "--bench")
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
     tokio::runtime::Builder::new_multi_thread()

@@ -1,9 +1,9 @@
-//! `hopback-bench`: hopback's mover against RabbitMQ's own dynamic shovel (`ack-mode=on-confirm`),
+//! `cargo bench --bench mover` (`scripts/bench`): hopback's mover against RabbitMQ's own dynamic shovel (`ack-mode=on-confirm`),
 //! on the same broker, in the same run, over the same messages (N × 1 KiB persistent, durable
 //! classic queues). Prints both rates and the ratio; the shovel is the baseline (ratio ≥ 1.0 means
 //! hopback moves at least as fast). Run it through `scripts/bench` (release build).
 //!
-//! Usage: `hopback-bench [--messages N] [--runs R] [--prefetch P] [--confirm-window W]
+//! Usage: `cargo bench --bench mover -- [--messages N] [--runs R] [--prefetch P] [--confirm-window W]
 //! [--one-connection] [--smoke]`
 //! Broker: `HOPBACK_URL` or amqp://guest:guest@127.0.0.1:5672/%2f, management API on :15672.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -43,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
             "--prefetch" => a.prefetch = val()?.parse().map_err(|e| format!("{e}"))?,
             "--confirm-window" => a.confirm_window = val()?.parse().map_err(|e| format!("{e}"))?,
             "--one-connection" => a.one_connection = true,
+            "--bench" => {} // added by `cargo bench`
             "--smoke" => {
                 a.messages = 5_000;
                 a.runs = 1;

@@ -7,7 +7,7 @@
 //! 3. idle CPU of the running console (refresh + tap + consumer tasks + redraws, headless) against
 //!    a throwaway vhost holding 1,000 queues, vs. the same time asleep — target < 2 % of a core.
 //!
-//! `cargo run --release --bin hopback-render-bench [-- --idle-seconds 20] [--skip-broker]`
+//! `cargo bench --bench render [-- --idle-seconds 20] [--skip-broker]`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
