@@ -654,18 +654,7 @@ impl OpsRunner {
             .or_else(|| queue.strip_suffix(".dlq").map(str::to_string))
             .unwrap_or_else(|| queue.clone());
         let r = p.commit().await;
-        let (outcome, after, reason) = match &r {
-            Ok(r) => (
-                Outcome::Ok,
-                serde_json::json!({"count": r.removed, "exported": r.exported}),
-                None,
-            ),
-            Err(e) => (
-                Outcome::Failed,
-                serde_json::json!({"count": 0, "exported": count}),
-                Some(e.to_string()),
-            ),
-        };
+        let (outcome, after, reason) = crate::ops::purge::PurgeReport::journal_fields(&r, count);
         let journaled = match self.conn().await {
             Ok((_, l)) => {
                 let mut e = l

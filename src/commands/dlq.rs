@@ -684,18 +684,7 @@ async fn purge_cmd(
         return Err(f);
     }
     let report = prepared.commit().await;
-    let (outcome, after, reason) = match &report {
-        Ok(r) => (
-            Outcome::Ok,
-            serde_json::json!({"count": r.removed, "exported": r.exported}),
-            None,
-        ),
-        Err(e) => (
-            Outcome::Failed,
-            serde_json::json!({"count": 0, "exported": count}),
-            Some(e.to_string()),
-        ),
-    };
+    let (outcome, after, reason) = crate::ops::purge::PurgeReport::journal_fields(&report, count);
     let journaled = journal(
         &session,
         ctx,

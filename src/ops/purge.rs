@@ -43,6 +43,28 @@ pub struct PurgeReport {
     pub export_path: PathBuf,
 }
 
+impl PurgeReport {
+    /// The ledger fields of a finished (or failed) purge of `count` exported messages:
+    /// `(outcome, after, reason)` — shared by the CLI and the console so both journal alike.
+    pub fn journal_fields(
+        report: &Result<PurgeReport, BrokerError>,
+        count: u64,
+    ) -> (crate::ledger::Outcome, serde_json::Value, Option<String>) {
+        match report {
+            Ok(r) => (
+                crate::ledger::Outcome::Ok,
+                serde_json::json!({"count": r.removed, "exported": r.exported}),
+                None,
+            ),
+            Err(e) => (
+                crate::ledger::Outcome::Failed,
+                serde_json::json!({"count": 0, "exported": count}),
+                Some(e.to_string()),
+            ),
+        }
+    }
+}
+
 /// An export done and its messages held, waiting for the operator's decision.
 pub struct PreparedPurge {
     session: Arc<Session>,
