@@ -600,3 +600,47 @@ fn completions_are_generated() {
     let (code, _, err) = run(&["completions", "nosuchshell"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test]
+async fn console_refresh_reuses_bindings_until_invalidated() {
+    use hopback::broker::stats::{TopologyCache, fetch_mgmt_cached};
+    let t = common::TestNs::new("topo", &["v1", "v2"], QueueType::Classic).await;
+    let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
+    let cache = tokio::sync::Mutex::new(TopologyCache::default());
+    let gate_bindings = |d: &hopback::broker::stats::MgmtData| {
+        d.bindings.iter().filter(|b| b.source == t.ns).count()
+    };
+    let first = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    assert_eq!(gate_bindings(&first), 1);
+    let ch = t.session.channel().await.unwrap();
+    ch.queue_bind(
+        format!("{}.v2", t.ns).as_str().into(),
+        t.ns.as_str().into(),
+        "50".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let cached = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    assert_eq!(
+        gate_bindings(&cached),
+        1,
+        "within 5 s the binding list is reused (one management call)"
+    );
+    assert!(
+        cached
+            .queues
+            .iter()
+            .any(|q| q.name == format!("{}.v2", t.ns)),
+        "the queue list is always fetched"
+    );
+    *cache.lock().await = TopologyCache::default();
+    let fresh = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    assert_eq!(
+        gate_bindings(&fresh),
+        2,
+        "after invalidation the new binding shows"
+    );
+    t.cleanup().await;
+}

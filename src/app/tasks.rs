@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::state::Msg;
 use crate::broker::mgmt::Mgmt;
 use crate::broker::session::{BrokerError, Session, backoff_delay, connect};
-use crate::broker::stats::{CollectOptions, collect};
+use crate::broker::stats::{CollectOptions, TopologyCache, collect};
 use crate::broker::tap::{self, TapEvent, TapTarget};
 use crate::config::Config;
 use crate::model::ConnState;
@@ -124,6 +124,9 @@ async fn refresh_loop(
     let mut session: Option<Arc<Session>> = None;
     let mut attempt = 0u32;
     let mut failing_since: Option<i64> = None;
+    // Exchanges/bindings/version are refetched every 5 s (or right after an operation asks for a
+    // refresh); the other refreshes make one management call, the queue list.
+    let topology = Arc::new(tokio::sync::Mutex::new(TopologyCache::default()));
     loop {
         let s = match session.as_ref().filter(|s| s.is_connected()) {
             Some(s) => s.clone(),
@@ -187,6 +190,7 @@ async fn refresh_loop(
         };
         let opts = CollectOptions {
             exact_for: on_screen.borrow().clone(),
+            topology: Some(topology.clone()),
             ..Default::default()
         };
         match collect(&s, mgmt.as_ref(), &cfg, &opts).await {
@@ -232,7 +236,10 @@ async fn refresh_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = refresh_now.notified() => {}
+            _ = refresh_now.notified() => {
+                // An operation (or ctrl-r) changed something: show it without waiting 5 s.
+                *topology.lock().await = TopologyCache::default();
+            }
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct CollectOptions {
     /// `None` = all. The others use the management API's numbers (DESIGN §2: 1,000 passive
     /// declares in a row cost ~200 ms). Without the management API every depth is passive.
     pub exact_for: Option<BTreeSet<String>>,
+    /// Reuse exchanges/bindings/version between refreshes (see [`TopologyCache`]); `None` =
+    /// fetch everything every time (one-shot commands).
+    pub topology: Option<std::sync::Arc<tokio::sync::Mutex<TopologyCache>>>,
 }
 
 /// Ready/consumers of `queue`: passive declare when `exact`, else the management API row.
@@ -56,6 +59,48 @@ pub struct MgmtData {
     pub bindings: Vec<BindingInfo>,
     /// Server version.
     pub version: Option<String>,
+}
+
+/// Exchanges, bindings and the server version change rarely and cost the most on a large broker
+/// (the binding list grows with the queues): a long-lived caller (the console) keeps them here and
+/// refetches them only when older than `max_age`, so most refreshes make a single management API
+/// call, the queue list.
+#[derive(Debug, Default)]
+pub struct TopologyCache {
+    fetched_at: Option<std::time::Instant>,
+    exchanges: Vec<ExchangeInfo>,
+    bindings: Vec<BindingInfo>,
+    version: Option<String>,
+}
+
+/// How long the console reuses exchanges, bindings and the version (the management API's own
+/// sampling interval is 5 s too).
+pub const TOPOLOGY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fetch the management data, reusing `cache`'s exchanges/bindings/version while younger than
+/// [`TOPOLOGY_MAX_AGE`].
+pub async fn fetch_mgmt_cached(
+    mgmt: &Mgmt,
+    cache: &tokio::sync::Mutex<TopologyCache>,
+) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
+    let mut c = cache.lock().await;
+    if c.fetched_at.is_some_and(|t| t.elapsed() < TOPOLOGY_MAX_AGE) {
+        let queues = mgmt.queues().await?;
+        return Ok(MgmtData {
+            queues,
+            exchanges: c.exchanges.clone(),
+            bindings: c.bindings.clone(),
+            version: c.version.clone(),
+        });
+    }
+    let d = fetch_mgmt(mgmt).await?;
+    *c = TopologyCache {
+        fetched_at: Some(std::time::Instant::now()),
+        exchanges: d.exchanges.clone(),
+        bindings: d.bindings.clone(),
+        version: d.version.clone(),
+    };
+    Ok(d)
 }
 
 /// Fetch the management data (queues, exchanges, bindings, version).
@@ -146,7 +191,10 @@ pub async fn collect(
         ..Default::default()
     };
     let data = match mgmt {
-        Some(m) => match fetch_mgmt(m).await {
+        Some(m) => match match &opts.topology {
+            Some(cache) => fetch_mgmt_cached(m, cache).await,
+            None => fetch_mgmt(m).await,
+        } {
             Ok(d) => {
                 snap.mgmt_available = true;
                 snap.server_version = d.version.clone();

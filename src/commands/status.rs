@@ -125,6 +125,7 @@ pub async fn run(
         namespace: namespace.clone(),
         attribute_dead_letters: (!no_attribution).then_some(ATTRIBUTION_CAP),
         exact_for: None,
+        topology: None,
     };
     let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
     session.close().await;
