@@ -409,9 +409,9 @@ impl Env {
     fn queue(&self, v: &str) -> String {
         self.names().version_queue(v)
     }
-    async fn ready(&self, queue: &str) -> Result<u64, String> {
+    async fn counts(&self, queue: &str) -> Result<crate::broker::session::QueueCounts, String> {
         match self.session.passive_queue(queue).await {
-            Ok(Some(c)) => Ok(u64::from(c.ready)),
+            Ok(Some(c)) => Ok(c),
             Ok(None) => Err(format!(
                 "queue `{}` does not exist",
                 crate::text::sanitize(queue)
@@ -419,15 +419,11 @@ impl Env {
             Err(e) => Err(e.to_string()),
         }
     }
+    async fn ready(&self, queue: &str) -> Result<u64, String> {
+        self.counts(queue).await.map(|c| u64::from(c.ready))
+    }
     async fn consumers(&self, queue: &str) -> Result<u64, String> {
-        match self.session.passive_queue(queue).await {
-            Ok(Some(c)) => Ok(u64::from(c.consumers)),
-            Ok(None) => Err(format!(
-                "queue `{}` does not exist",
-                crate::text::sanitize(queue)
-            )),
-            Err(e) => Err(e.to_string()),
-        }
+        self.counts(queue).await.map(|c| u64::from(c.consumers))
     }
 }
 
