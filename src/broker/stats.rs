@@ -211,7 +211,7 @@ pub async fn collect(
         }
     };
     let mut found: Vec<DiscoveredNamespace> = match &data {
-        Some(d) => discover(&d.queues, &d.exchanges, &cfg.profile, &cfg.alerts),
+        Some(d) => discover(&d.queues, &d.exchanges, &cfg.profile),
         None => {
             let mut names: BTreeSet<String> = cfg.profile.namespaces.keys().cloned().collect();
             if let Some(ns) = &opts.namespace {

@@ -314,6 +314,9 @@ pub async fn delete_namespace(
     let mut queues: Vec<String> = versions.iter().map(|v| n.version_queue(v)).collect();
     queues.push(n.dlq.clone());
     queues.push(n.unrouted.clone());
+    // The mover parks over-replayed messages here (declared on first use); queue.delete of a
+    // missing queue is a no-op on RabbitMQ, so this is safe when nothing was ever parked.
+    queues.push(crate::ops::mover::park_queue_name(ns));
     for q in queues {
         timed(
             "queue.delete",
@@ -346,7 +349,6 @@ pub fn discover(
     queues: &[QueueInfo],
     exchanges: &[ExchangeInfo],
     profile: &Profile,
-    defaults: &crate::config::AlertThresholds,
 ) -> Vec<DiscoveredNamespace> {
     let qnames: BTreeSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
     let xnames: BTreeSet<&str> = exchanges.iter().map(|x| x.name.as_str()).collect();
@@ -382,7 +384,6 @@ pub fn discover(
             versions,
         });
     }
-    let _ = defaults;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
