@@ -86,10 +86,14 @@ async fn flips_verify_journal_and_are_idempotent() {
         .await
         .unwrap();
     assert!(full.verified);
+    // Going to one version only unbinds the others: v2 keeps its key (10) and, alone, routes
+    // everything — v1 never stays as the only route between an unbind and a rebind.
     assert_eq!(
         bindings(&mgmt, &t.ns).await,
-        vec![(format!("{}.v2", t.ns), "100".into())]
+        vec![(format!("{}.v2", t.ns), "10".into())]
     );
+    assert_eq!(full.steps.len(), 1, "{:?}", full.steps);
+    assert_eq!(full.after.describe(), "v2=100");
 
     let events = ledger.read(StreamStart::First).await.unwrap();
     assert_eq!(events.len(), 2, "the no-op must not be journaled");

@@ -54,6 +54,8 @@ struct Shared {
     mover: Mutex<Option<MoveControl>>,
     purge: tokio::sync::Mutex<Option<PreparedPurge>>,
     decision: Mutex<Option<oneshot::Sender<Decision>>>,
+    /// The drill running in this console, told when the operator investigates its namespace.
+    drill: Mutex<Option<Arc<DrillHandle>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -159,6 +161,7 @@ impl OpsRunner {
 
     /// Poll a running drill's status for the drill panel.
     pub fn spawn_drill_watch(&self, handle: Arc<DrillHandle>) -> JoinHandle<()> {
+        *lock(&self.shared.drill) = Some(handle.clone());
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -173,6 +176,14 @@ impl OpsRunner {
 
     /// Execute one request (in the background; answers arrive as messages).
     pub fn handle(&self, req: OpRequest) {
+        let looked_at = match &req {
+            OpRequest::DlqLoad { ns, .. } | OpRequest::DlqInspect { ns, .. } => Some(ns.as_str()),
+            OpRequest::TimelineLoad { ns } => ns.as_deref(),
+            _ => None,
+        };
+        if let (Some(ns), Some(d)) = (looked_at, lock(&self.shared.drill).as_ref()) {
+            d.note_investigation(ns);
+        }
         match req {
             OpRequest::Refresh => {}
             OpRequest::MovePause => {

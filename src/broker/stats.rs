@@ -159,7 +159,13 @@ pub fn gate_from_bindings(
             ));
         }
     }
-    (GateSplit(split), problems)
+    // A lone, singly bound version routes everything: show it at 100 (see `GateSplit::normalised`).
+    let split = if problems.is_empty() {
+        GateSplit(split).normalised()
+    } else {
+        GateSplit(split)
+    };
+    (split, problems)
 }
 
 fn rates_of(q: &QueueInfo) -> Option<Rates> {
@@ -397,6 +403,9 @@ mod tests {
             ],
         );
         assert_eq!(g.describe(), "v1=90 v2=10");
+        assert!(p.is_empty());
+        let (g, p) = gate_from_bindings("e", &versions, &[b("e", "e.v2", "10")]);
+        assert_eq!(g.describe(), "v2=100", "a lone version routes everything");
         assert!(p.is_empty());
         let (g, p) = gate_from_bindings(
             "e",

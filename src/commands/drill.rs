@@ -82,7 +82,7 @@ fn print_result(r: &DrillResult) {
     println!("  time to detect    {}", fmt_ms(s.time_to_detect_ms));
     println!("  time to mitigate  {}", fmt_ms(s.time_to_mitigate_ms));
     println!(
-        "  messages          {} published · {} processed · {} dead-lettered · {} parked · {} still queued · {} LOST",
+        "  messages          {} published · {} processed · {} left in the DLQ · {} parked · {} still queued · {} LOST",
         a.published, a.processed, a.dead_lettered, a.parked, a.still_queued, a.lost
     );
     println!(

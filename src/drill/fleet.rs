@@ -127,7 +127,7 @@ struct IdSets {
 const NONE: u64 = u64::MAX;
 
 impl FleetShared {
-    fn new(spec: FleetSpec) -> Self {
+    pub(super) fn new(spec: FleetSpec) -> Self {
         let versions = spec
             .versions
             .iter()
@@ -160,6 +160,11 @@ impl FleetShared {
     /// When the fault was injected (ms since start).
     pub fn fault_at_ms(&self) -> Option<u64> {
         Some(self.fault_at_ms.load(Ordering::Relaxed)).filter(|v| *v != NONE)
+    }
+    /// Pretend the fault was injected at `ms` (unit tests of detection).
+    #[cfg(test)]
+    pub(super) fn set_fault_at_ms(&self, ms: u64) {
+        self.fault_at_ms.store(ms, Ordering::Relaxed);
     }
     /// When the faulty version last failed (ms since start).
     pub fn last_failure_ms(&self) -> Option<u64> {

@@ -552,6 +552,31 @@ async fn monitor(
     }
 }
 
+impl DrillHandle {
+    /// The operator looked into the drill's namespace from the console (opened its dead letters,
+    /// inspected one, opened its timeline): after the fault that is detection, like a journaled
+    /// action. Investigation leaves no ledger event, so the console reports it here.
+    pub fn note_investigation(&self, namespace: &str) {
+        if namespace != self.namespace {
+            return;
+        }
+        self.mark_first_action();
+    }
+    fn mark_first_action(&self) {
+        let Some(fault) = self.fleet.fault_at_ms() else {
+            return;
+        };
+        let now = self.now_ms();
+        if now < fault {
+            return;
+        }
+        let mut t = lock(&self.timings);
+        if t.first_action_at_ms.is_none() {
+            t.first_action_at_ms = Some(now);
+        }
+    }
+}
+
 /// An operator's event on the drill's namespace after the fault is the moment of detection.
 fn note_action(handle: &DrillHandle, e: &Event) {
     if e.namespace.as_deref() != Some(handle.namespace.as_str()) {
@@ -578,17 +603,7 @@ fn note_action(handle: &DrillHandle, e: &Event) {
     ) {
         return;
     }
-    let Some(fault) = handle.fleet.fault_at_ms() else {
-        return;
-    };
-    let now = handle.now_ms();
-    if now < fault {
-        return;
-    }
-    let mut t = lock(&handle.timings);
-    if t.first_action_at_ms.is_none() {
-        t.first_action_at_ms = Some(now);
-    }
+    handle.mark_first_action();
 }
 
 /// Interactive: wait until v2 is off the gate, its queue is empty, it stopped failing for 5 s and
@@ -722,4 +737,49 @@ pub async fn history(
         })
         .await?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> DrillHandle {
+        let cfg = crate::config::resolve(
+            crate::config::raw::RawConfig::default(),
+            std::path::Path::new("/nonexistent/hopback-test.toml"),
+            false,
+            &crate::config::Overrides::default(),
+        )
+        .unwrap();
+        let spec = FleetSpec::new(cfg.profile, "drill-x", Scenario::Poison, 10);
+        DrillHandle {
+            id: "x".into(),
+            namespace: "drill-x".into(),
+            scenario: Scenario::Poison,
+            hidden: true,
+            fleet: Arc::new(FleetShared::new(spec)),
+            phase: Mutex::new(Phase::Incident),
+            timings: Mutex::new(Timings::default()),
+            score: Mutex::new(None),
+            open_rollbacks: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    #[test]
+    fn looking_into_the_drill_namespace_after_the_fault_is_detection() {
+        let h = handle();
+        // Before the fault: looking is not detection.
+        h.note_investigation("drill-x");
+        assert_eq!(h.status().timings.first_action_at_ms, None);
+        h.fleet.set_fault_at_ms(0);
+        // Another namespace does not count.
+        h.note_investigation("drill-y");
+        assert_eq!(h.status().timings.first_action_at_ms, None);
+        h.note_investigation("drill-x");
+        let first = h.status().timings.first_action_at_ms;
+        assert!(first.is_some());
+        std::thread::sleep(Duration::from_millis(5));
+        h.note_investigation("drill-x");
+        assert_eq!(h.status().timings.first_action_at_ms, first, "only the first look counts");
+    }
 }

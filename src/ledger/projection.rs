@@ -545,14 +545,10 @@ pub fn drift(last_known: Option<&GateState>, actual: &GateSplit) -> Option<Drift
     })
 }
 
-/// Same routing: the same bound versions with the same weights, or one lone bound version.
+/// Same routing: the same bound versions with the same weights, or one lone bound version
+/// (see [`GateSplit::same_routing`]).
 pub fn equivalent_routing(a: &GateSplit, b: &GateSplit) -> bool {
-    if a.same_routing(b) {
-        return true;
-    }
-    let av: Vec<&String> = a.bound().map(|(v, _)| v).collect();
-    let bv: Vec<&String> = b.bound().map(|(v, _)| v).collect();
-    av.len() == 1 && av == bv
+    a.same_routing(b)
 }
 
 #[cfg(test)]

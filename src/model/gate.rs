@@ -43,9 +43,24 @@ impl GateSplit {
     pub fn bound(&self) -> impl Iterator<Item = (&String, &u32)> {
         self.0.iter().filter(|(_, w)| **w > 0)
     }
-    /// Same routing? (zero weights ignored)
+    /// Same routing? (zero weights ignored; one lone bound version routes everything whatever
+    /// its weight, so `v1=80` and `v1=100` are the same routing.)
     pub fn same_routing(&self, other: &GateSplit) -> bool {
-        self.bound().eq(other.bound())
+        if self.bound().eq(other.bound()) {
+            return true;
+        }
+        let mine: Vec<&String> = self.bound().map(|(v, _)| v).collect();
+        let theirs: Vec<&String> = other.bound().map(|(v, _)| v).collect();
+        mine.len() == 1 && mine == theirs
+    }
+    /// The split as routing sees it: a lone bound version is shown at 100 whatever its binding
+    /// key (the gate leaves a survivor's old key in place when it unbinds the others).
+    pub fn normalised(mut self) -> Self {
+        let bound: Vec<String> = self.bound().map(|(v, _)| v.clone()).collect();
+        if let [only] = bound.as_slice() {
+            self.0.insert(only.clone(), 100);
+        }
+        self
     }
     /// `v1=90 v2=10` (zero weights omitted; `(none)` when empty).
     pub fn describe(&self) -> String {

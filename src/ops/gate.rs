@@ -100,16 +100,29 @@ pub fn plan(current: &GateSplit, target: &GateSplit) -> Vec<Step> {
 /// newcomers bound first, then each re-weighted version unbound completely and bound once (while
 /// the others keep routing), then removed versions unbound. Empty = nothing to do. A lone bound
 /// version with one binding already routes everything, whatever its weight, so it is left alone.
+///
+/// Flipping *to* a single version that is already bound once (the rollback "back to v1") only
+/// unbinds the leaving versions: the survivor's old key does not matter once it is alone, and
+/// re-weighting it first would leave the leaving (failing) version as the only route for the
+/// moment between the unbind and the rebind.
 pub fn plan_bindings(current: &[CurrentBinding], target: &GateSplit) -> Vec<Step> {
     let cur = group(current);
     let tgt: Vec<(&String, &u32)> = target.bound().collect();
     let mut steps = Vec::new();
     if tgt.len() == 1
-        && cur.len() == 1
-        && let Some((v, keys)) = cur.iter().next()
-        && *v == tgt[0].0.as_str()
+        && let Some(keys) = cur.get(tgt[0].0.as_str())
         && keys.len() == 1
     {
+        for (v, keys) in &cur {
+            if *v != tgt[0].0.as_str() {
+                for k in keys {
+                    steps.push(Step::Unbind {
+                        version: (*v).to_string(),
+                        key: (*k).to_string(),
+                    });
+                }
+            }
+        }
         return steps;
     }
     for (v, w) in &tgt {
@@ -387,6 +400,9 @@ pub fn view_from_bindings(
             "fanout entry exchange bound to several versions: every message is copied to each of them"
                 .into(),
         );
+    }
+    if view.problems.is_empty() {
+        view.split = std::mem::take(&mut view.split).normalised();
     }
     view
 }
@@ -806,20 +822,24 @@ mod tests {
                 },
             ]
         );
+        // Back to v1: only v2 is unbound; v1 (alone, any key) never leaves the ring.
         let back = plan(&split(&[("v1", 90), ("v2", 10)]), &split(&[("v1", 100)]));
         assert_eq!(
-            back[0],
-            Step::Unbind {
-                version: "v1".into(),
-                key: "90".into()
-            }
-        );
-        assert_eq!(
-            back.last(),
-            Some(&Step::Unbind {
+            back,
+            vec![Step::Unbind {
                 version: "v2".into(),
                 key: "10".into()
-            })
+            }]
+        );
+        let back3 = plan(
+            &split(&[("v1", 50), ("v2", 25), ("v3", 25)]),
+            &split(&[("v1", 100)]),
+        );
+        assert_eq!(back3.len(), 2);
+        assert!(
+            back3
+                .iter()
+                .all(|s| matches!(s, Step::Unbind { version, .. } if version != "v1"))
         );
         assert!(plan(&split(&[("v1", 100)]), &split(&[("v1", 100)])).is_empty());
         assert!(plan(&split(&[("v1", 100)]), &split(&[("v1", 5), ("v2", 0)])).is_empty());

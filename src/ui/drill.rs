@@ -70,7 +70,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
             let mut lines = vec![Line::from(Span::styled(
                 fit(
                     &format!(
-                        "published {} · processed {processed} · dead-lettered {dead} · lost {} · redeliveries deduplicated {}",
+                        "published {} · processed {processed} · dead-letterings {dead} · lost {} · redeliveries deduplicated {}",
                         fl.published,
                         s.score
                             .as_ref()
@@ -157,7 +157,7 @@ pub fn draw_end(f: &mut Frame, area: Rect, theme: &Theme, d: &DrillPanel) {
             fmt_ms(s.time_to_mitigate_ms)
         )),
         Line::from(format!(
-            "{} published · {} processed · {} dead-lettered · {} parked · {} still queued",
+            "{} published · {} processed · {} left in the DLQ · {} parked · {} still queued",
             a.published, a.processed, a.dead_lettered, a.parked, a.still_queued
         )),
         Line::from(Span::styled(

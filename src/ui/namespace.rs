@@ -9,10 +9,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
-use super::widgets::{age, count, fit, gatebar::gate_bar, pct, rate, spark::sparkline};
+use super::widgets::{age, count, fit, fit_tail, gatebar::gate_bar, pct, rate, spark::sparkline};
 use crate::app::state::AppState;
 use crate::model::snapshot::{NamespaceSnapshot, VersionSnapshot};
 use crate::text::sanitize;
+
+/// Width of the MESSAGE ID column: ids keep their (distinguishing) end.
+const ID_WIDTH: usize = 14;
 
 /// Draw the view of namespace `ns`.
 pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str) {
@@ -296,7 +299,12 @@ fn draw_dead_letters(
                 Cell::from(age(state.now_ms - d.at_ms)),
                 Cell::from(d.version.clone().unwrap_or_else(|| "?".into())),
                 Cell::from(d.reason.clone()),
-                Cell::from(d.message_id.clone().unwrap_or_else(|| "–".into())),
+                Cell::from(
+                    d.message_id
+                        .as_deref()
+                        .map(|id| fit_tail(id, ID_WIDTH))
+                        .unwrap_or_else(|| "–".into()),
+                ),
                 Cell::from(d.preview.clone()),
             ])
             .style(theme.base)
@@ -308,7 +316,7 @@ fn draw_dead_letters(
             Constraint::Length(6),
             Constraint::Length(4),
             Constraint::Length(10),
-            Constraint::Length(14),
+            Constraint::Length(ID_WIDTH as u16),
             Constraint::Min(10),
         ],
     )

@@ -3,6 +3,8 @@
 //! drops it with [`TestNs`]'s cleanup, so tests run in parallel safely.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod record;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

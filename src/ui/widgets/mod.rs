@@ -60,6 +60,18 @@ pub fn fit(s: &str, max: usize) -> String {
     out
 }
 
+/// Cut `s` to `max` display characters keeping its end, with a leading `…` — for ids whose
+/// distinguishing part is the suffix (`drill-ab12cd-0000137`).
+pub fn fit_tail(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let mut out = String::from(crate::text::ELLIPSIS);
+    out.extend(s.chars().skip(n - max.saturating_sub(1)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +85,7 @@ mod tests {
         assert_eq!(pct(Some(1.0)), "100");
         assert_eq!(age(12_400), "12 s");
         assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit_tail("abcdef", 4), "…def");
+        assert_eq!(fit_tail("abc", 4), "abc");
     }
 }
