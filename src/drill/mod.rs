@@ -780,6 +780,10 @@ mod tests {
         assert!(first.is_some());
         std::thread::sleep(Duration::from_millis(5));
         h.note_investigation("drill-x");
-        assert_eq!(h.status().timings.first_action_at_ms, first, "only the first look counts");
+        assert_eq!(
+            h.status().timings.first_action_at_ms,
+            first,
+            "only the first look counts"
+        );
     }
 }
