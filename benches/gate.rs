@@ -5,6 +5,9 @@
 //!
 //! Usage: `cargo bench --bench gate [-- FLIPS]` (default 40).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use hopback::broker::mgmt::Mgmt;
@@ -125,6 +128,18 @@ async fn run(flips: usize) -> Res<()> {
         "  target < 50 ms: {}",
         if fm < 50.0 { "met (median)" } else { "NOT met" }
     );
+    common::emit(&common::Figure {
+        figure: "gate flip end-to-end (median)",
+        measured: fm,
+        unit: "ms",
+        target: "< 50 ms",
+        baseline: Some((gm, "one mgmt GET of the bindings")),
+        ratio: Some(fm / gm.max(0.001)),
+        pass: Some(fm < 50.0),
+        note: format!(
+            "{flips} flips, p95 {f95:.1} ms; plan + apply + read-back verify + ledger append; AMQP bind+unbind pair {bm:.2} ms"
+        ),
+    });
     hopback::ledger::delete_stream(&session, &stream).await?;
     topology::delete_namespace(&session, &ns, &versions).await?;
     session.close().await;
@@ -136,7 +151,7 @@ fn main() -> Res<()> {
         .skip(1)
         .find(|a| a != "--bench")
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(if common::is_smoke() { 10 } else { 40 });
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -8,6 +8,9 @@
 //! Broker: `HOPBACK_URL` or amqp://guest:guest@127.0.0.1:5672/%2f, management API on :15672.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use hopback::broker::mgmt::Mgmt;
@@ -24,6 +27,8 @@ struct Args {
     prefetch: u16,
     confirm_window: usize,
     one_connection: bool,
+    /// Run only one side (profiling): "hopback" or "shovel".
+    side: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,6 +38,7 @@ fn parse_args() -> Result<Args, String> {
         prefetch: mover::DEFAULT_PREFETCH,
         confirm_window: mover::DEFAULT_CONFIRM_WINDOW,
         one_connection: false,
+        side: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -43,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
             "--prefetch" => a.prefetch = val()?.parse().map_err(|e| format!("{e}"))?,
             "--confirm-window" => a.confirm_window = val()?.parse().map_err(|e| format!("{e}"))?,
             "--one-connection" => a.one_connection = true,
+            "--side" => a.side = Some(val()?),
             "--bench" => {} // added by `cargo bench`
             "--smoke" => {
                 a.messages = 5_000;
@@ -149,8 +156,15 @@ async fn hopback_run(p: &Profile, a: &Args, src: &str, dst: &str) -> Result<f64,
     spec.confirm_window = a.confirm_window;
     spec.separate_publish_connection = !a.one_connection;
     let start = Instant::now();
+    let cpu0 = common::process_cpu_s();
     let r = mover::run(p, "bench", &spec, &MoveControl::new()).await;
     let secs = start.elapsed().as_secs_f64();
+    println!(
+        "  hopback client CPU {:.2} s for {} messages ({:.1} µs/msg)",
+        common::process_cpu_s() - cpu0,
+        a.messages,
+        (common::process_cpu_s() - cpu0) * 1e6 / a.messages as f64
+    );
     if r.stop != StopReason::LimitReached || r.counts.moved != a.messages {
         return Err(format!(
             "hopback move incomplete: {:?} {:?}",
@@ -214,6 +228,10 @@ async fn bench() -> Result<(), String> {
     for run in 0..a.runs {
         // Alternate the order so neither side always runs on a warmer broker.
         for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+            match (a.side.as_deref(), side) {
+                (Some("hopback"), 1) | (Some("shovel"), 0) => continue,
+                _ => {}
+            }
             declare(&s, &src).await?;
             declare(&s, &dst).await?;
             fill(&s, &src, a.messages).await?;
@@ -236,10 +254,42 @@ async fn bench() -> Result<(), String> {
     for q in [&src, &dst] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
+    let ratios: Vec<String> = hop
+        .iter()
+        .zip(&sho)
+        .map(|(h, s)| format!("{:.2}", h / s.max(1e-9)))
+        .collect();
+    if a.side.is_some() {
+        s.close().await;
+        return Ok(());
+    }
     let (h, sh) = (median(hop), median(sho));
     println!("hopback mover (median): {h:.0} msg/s");
     println!("dynamic shovel on-confirm (median): {sh:.0} msg/s");
     println!("ratio hopback/shovel: {:.2}×", h / sh.max(1e-9));
+    common::emit(&common::Figure {
+        figure: &format!(
+            "DLQ move {} × 1 KiB, confirm-then-ack (median of {})",
+            a.messages, a.runs
+        ),
+        measured: h,
+        unit: "msg/s",
+        target: "≥ 1.0× shovel",
+        baseline: Some((sh, "dynamic shovel on-confirm")),
+        ratio: Some(h / sh.max(1e-9)),
+        pass: Some(h >= sh),
+        note: format!(
+            "per-run ratios {}; prefetch {}, confirm window {}, {}",
+            ratios.join(" "),
+            a.prefetch,
+            a.confirm_window,
+            if a.one_connection {
+                "one connection"
+            } else {
+                "separate publish connection"
+            }
+        ),
+    });
     s.close().await;
     Ok(())
 }

@@ -24,8 +24,15 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(f) => {
+            use std::io::Write;
             tracing::warn!(code = f.code as u8, "{}", f.message);
-            eprintln!("hopback: {}", hopback::text::sanitize(&f.to_string()));
+            // Ignore a failed write: after SIGHUP the terminal is gone, and a panic here would
+            // replace the exit code that says what happened.
+            let _ = writeln!(
+                std::io::stderr(),
+                "hopback: {}",
+                hopback::text::sanitize(&f.to_string())
+            );
             std::process::ExitCode::from(f.code as u8)
         }
     }
@@ -51,6 +58,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     };
     let cfg = config::load(&over)?;
     tracing::info!(profile = %cfg.profile.name, broker = %cfg.profile.display_url(), "starting");
+    let test_panic = test_panic_stage();
+    if test_panic.as_deref() == Some("cli") {
+        deliberate_panic(&cfg);
+    }
     let ctx = Ctx { cfg, json: g.json };
     match cli.command {
         Some(Command::Check) => commands::check::run(&ctx).await,
@@ -76,6 +87,33 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             commands::postmortem::run(&ctx, args.incident, args.output).await
         }
         Some(Command::Completions { .. }) => Ok(()),
+        None if test_panic.as_deref() == Some("tui") => {
+            // Panic on the main thread while the console holds the terminal (raw mode, alternate
+            // screen), the way a bug in a view would.
+            let cfg = ctx.cfg.clone();
+            tokio::select! {
+                r = hopback::app::run(ctx.cfg) => r,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(1500)) => deliberate_panic(&cfg),
+            }
+        }
         None => hopback::app::run(ctx.cfg).await,
     }
+}
+
+/// `HOPBACK_TEST_PANIC=cli|tui`: a deliberate panic for the secrets and terminal tests (is the
+/// password absent from the panic report? is the terminal restored?). Debug builds only: a
+/// release binary ignores the variable.
+fn test_panic_stage() -> Option<String> {
+    if cfg!(debug_assertions) {
+        std::env::var("HOPBACK_TEST_PANIC").ok()
+    } else {
+        None
+    }
+}
+
+/// The panic message carries the whole resolved config (`{:?}`), as a careless `expect` might:
+/// the password must not be in it.
+#[allow(clippy::panic)]
+fn deliberate_panic(cfg: &config::Config) -> ! {
+    panic!("HOPBACK_TEST_PANIC: a deliberate panic; config = {cfg:?}")
 }

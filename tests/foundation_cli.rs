@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -71,11 +70,11 @@ async fn init_twice_is_idempotent_and_declares_the_convention() {
             .and_then(|v| v.as_str()),
         Some(format!("{ns}.unrouted").as_str())
     );
-    let queues = mgmt.queues().await.unwrap();
     for v in ["v1", "v2"] {
-        let q = queues
-            .iter()
-            .find(|q| q.name == format!("{ns}.{v}"))
+        let q = mgmt
+            .queue(&format!("{ns}.{v}"))
+            .await
+            .unwrap()
             .expect("version queue");
         assert_eq!(
             q.arguments
@@ -496,61 +495,6 @@ async fn adopted_namespace_is_discovered_from_the_config() {
             .await
             .unwrap();
     }
-}
-
-#[tokio::test]
-async fn supervisor_reconnects_after_the_connection_is_killed() {
-    use hopback::broker::supervisor::Supervisor;
-    use hopback::model::ConnState;
-    let cfg = common::test_config();
-    let purpose = format!("supervisor-test-{}", uuid::Uuid::new_v4().simple());
-    let sup = Supervisor::new(cfg.profile.clone(), &purpose, "test");
-    let s1 = sup.session(Duration::from_secs(5)).await.unwrap();
-    assert!(matches!(sup.state(), ConnState::Connected { .. }));
-    // Kill our connection through the management API, as an operator or a broker restart would.
-    let mgmt = Mgmt::new(&cfg.profile).unwrap();
-    let start = Instant::now();
-    let name = loop {
-        let conns = mgmt.connections().await.unwrap();
-        if let Some(c) = conns.iter().find(|c| {
-            c.user_provided_name
-                .as_deref()
-                .is_some_and(|n| n.contains(&purpose))
-        }) {
-            break c.name.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "connection not listed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    mgmt.close_connection(&name, "test kill").await.unwrap();
-    let start = Instant::now();
-    while s1.is_connected() {
-        assert!(start.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let s2 = sup.session(Duration::from_secs(5)).await.unwrap();
-    assert!(s2.is_connected());
-    assert!(!Arc::ptr_eq(&s1, &s2));
-    assert!(
-        s2.passive_queue("amq.non-existent-hb")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    s2.close().await;
-    // A wrong password is permanent: Failed, not an endless retry.
-    let mut bad = cfg.profile.clone();
-    bad.password = hopback::config::Secret::new("wrong-password-hb");
-    let sup = Supervisor::new(bad, "supervisor-bad", "test");
-    assert!(sup.session(Duration::from_secs(5)).await.is_err());
-    assert!(
-        matches!(sup.state(), ConnState::Failed { .. }),
-        "{:?}",
-        sup.state()
-    );
 }
 
 #[tokio::test]

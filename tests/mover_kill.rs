@@ -50,6 +50,9 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
     let mut spec = MoveSpec::replay(&ns, Target::Origin);
     spec.connection_purpose = format!("mover {ns}");
     spec.max_reconnect_attempts = 20;
+    // Paced so that ten kill epochs always fit in the run (unpaced, 100k can finish in ~6 s,
+    // before the tenth kill): ≥ 20 s of moving.
+    spec.rate_per_s = Some(5_000.0);
     let conn_name = format!("hopback mover {ns} (test)");
     let (control, handle) = mover::spawn(profile, "test".into(), spec);
 

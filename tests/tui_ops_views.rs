@@ -83,6 +83,7 @@ fn snapshot(t: i64, v2_consumers: u64, unrouted: u64) -> FleetSnapshot {
         server_version: Some("3.10.8".into()),
         mgmt_available: true,
         mgmt_error: None,
+        broker_alarms: Vec::new(),
         namespaces: vec![NamespaceSnapshot {
             name: "email".into(),
             convention: true,

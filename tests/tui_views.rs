@@ -139,6 +139,7 @@ fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
         server_version: Some("3.10.8".into()),
         mgmt_available: true,
         mgmt_error: None,
+        broker_alarms: Vec::new(),
         namespaces: vec![email, payments, hostile],
     }
 }

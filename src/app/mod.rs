@@ -319,6 +319,20 @@ async fn run_console(
         crate::ops::rollback::Decision::Abort,
     ));
     drop(guard);
+    if runner.moves_running() {
+        use std::io::Write;
+        // `writeln!`, not `eprintln!`: after SIGHUP the terminal may be gone.
+        let _ = writeln!(
+            std::io::stderr(),
+            "stopping the replay: finishing outstanding confirms (what is left stays in the source)…"
+        );
+        if !runner.stop_moves_and_wait(Duration::from_secs(20)).await {
+            let _ = writeln!(
+                std::io::stderr(),
+                "the replay did not stop within 20 s; unconfirmed messages stay in the source and may be redelivered (possible duplicates, never lost)"
+            );
+        }
+    }
     let drill_result = match drill_task {
         Some(t) => finish_drill(t).await,
         None => Ok(None),

@@ -56,6 +56,8 @@ struct Shared {
     decision: Mutex<Option<oneshot::Sender<Decision>>>,
     /// The drill running in this console, told when the operator investigates its namespace.
     drill: Mutex<Option<Arc<DrillHandle>>>,
+    /// Moves (replays, drains) running, from start to journaled: quitting waits for 0.
+    moves_running: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,6 +109,32 @@ impl OpsRunner {
                 sanitize(&e.to_string())
             )
         })
+    }
+
+    /// Is a replay or drain running (or still journaling)?
+    pub fn moves_running(&self) -> bool {
+        self.shared
+            .moves_running
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
+    /// Stop a running replay or drain the way `x` does (outstanding confirms finish and are
+    /// acked, the rest stays in the source) and wait, at most `limit`, until it is journaled —
+    /// so quitting (or SIGTERM/SIGHUP) never leaves confirmed copies unacked. True when none
+    /// is left running.
+    pub async fn stop_moves_and_wait(&self, limit: Duration) -> bool {
+        if let Some(c) = lock(&self.shared.mover).as_ref() {
+            c.stop();
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.moves_running() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     fn refuse_read_only(&self, what: &str) -> Option<String> {
@@ -519,6 +547,9 @@ impl OpsRunner {
     async fn run_moves(&self, ns: &str, title: String, specs: Vec<MoveSpec>, kind: EventKind) {
         let parts = specs.len();
         let control = MoveControl::new();
+        self.shared
+            .moves_running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *lock(&self.shared.mover) = Some(control.clone());
         self.send(OpMsg::MoveStarted {
             ns: ns.to_string(),
@@ -618,6 +649,9 @@ impl OpsRunner {
             Ok(()) => summary,
             Err(e) => format!("{summary} — NOT JOURNALED: {e}"),
         };
+        self.shared
+            .moves_running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         self.send(OpMsg::MoveDone {
             ns: ns.to_string(),
             summary,

@@ -433,6 +433,19 @@ impl AppState {
         }
     }
 
+    /// `broker blocked: memory alarm` (or disk, or both) while the last snapshot saw a resource
+    /// alarm; publishes (replays, ledger events) wait until it clears.
+    pub fn blocked_label(&self) -> Option<String> {
+        let alarms = &self.snapshot.as_ref()?.broker_alarms;
+        if alarms.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "broker blocked: {}",
+            crate::text::sanitize(&alarms.join(", "))
+        ))
+    }
+
     /// Set the status line.
     pub fn say(&mut self, level: Level, text: impl Into<String>) {
         self.message = Some(StatusMsg {

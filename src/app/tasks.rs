@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::state::Msg;
 use crate::broker::mgmt::Mgmt;
-use crate::broker::session::{BrokerError, Session, backoff_delay, connect};
+use crate::broker::session::{BrokerError, Session, backoff_delay_max, connect};
 use crate::broker::stats::{CollectOptions, TopologyCache, collect};
 use crate::broker::tap::{self, TapEvent, TapTarget};
 use crate::config::Config;
@@ -124,6 +124,9 @@ async fn refresh_loop(
     let mut session: Option<Arc<Session>> = None;
     let mut attempt = 0u32;
     let mut failing_since: Option<i64> = None;
+    // After one good login, a refused login is shown as reconnecting: a socket reset while the
+    // broker boots reads like one (see `classify_connect`), and the loop retries anyway.
+    let mut ever_connected = false;
     // Exchanges/bindings/version are refetched every 5 s (or right after an operation asks for a
     // refresh); the other refreshes make one management call, the queue list.
     let topology = Arc::new(tokio::sync::Mutex::new(TopologyCache::default()));
@@ -150,6 +153,7 @@ async fn refresh_loop(
                     Ok(s) => {
                         attempt = 0;
                         failing_since = None;
+                        ever_connected = true;
                         if tx
                             .send(Msg::Conn(ConnState::Connected { since_ms: now_ms() }))
                             .await
@@ -164,7 +168,9 @@ async fn refresh_loop(
                         attempt += 1;
                         let since = *failing_since.get_or_insert_with(now_ms);
                         let state = match &e {
-                            BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. } => {
+                            BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. }
+                                if !ever_connected =>
+                            {
                                 ConnState::Failed {
                                     reason: e.to_string(),
                                 }
@@ -178,7 +184,11 @@ async fn refresh_loop(
                         if tx.send(Msg::Conn(state)).await.is_err() {
                             return;
                         }
-                        let delay = backoff_delay(attempt.saturating_sub(1));
+                        // Capped low: the console is back within seconds of the broker.
+                        let delay = backoff_delay_max(
+                            attempt.saturating_sub(1),
+                            crate::broker::session::CONSOLE_BACKOFF_MAX,
+                        );
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = refresh_now.notified() => {}

@@ -19,6 +19,9 @@ use crate::model::xdeath::attribute;
 
 /// Longest wait for the next message once the broker has stopped pushing.
 const NEXT_MESSAGE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Longest wait for a message the queue's depth says is there: a 128 MiB body takes seconds to
+/// arrive in full, and giving up earlier would show a short page as if the queue were shorter.
+const EXPECTED_MESSAGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One message seen while browsing.
 #[derive(Debug, Clone)]
@@ -108,7 +111,12 @@ pub async fn browse(
     let mut last_tag = None;
     let mut seen = 0u64;
     while seen < u64::from(prefetch) {
-        let next = tokio::time::timeout(NEXT_MESSAGE_TIMEOUT, consumer.next()).await;
+        let limit = if seen < want {
+            EXPECTED_MESSAGE_TIMEOUT
+        } else {
+            NEXT_MESSAGE_TIMEOUT
+        };
+        let next = tokio::time::timeout(limit, consumer.next()).await;
         let Ok(Some(Ok(d))) = next else { break };
         last_tag = Some(d.delivery_tag);
         if seen >= opts.skip {

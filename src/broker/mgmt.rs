@@ -2,7 +2,11 @@
 //! call per queue), bindings of an entry exchange, consumers and connections, and the few writes
 //! hopback needs (closing a connection). Every call has a timeout; responses are gzip-compressed.
 //! Errors never carry credentials (basic auth is sent as a header, never in a URL).
+//! Every request bumps a call counter shared by a client's clones ([`Mgmt::calls`]): the refresh
+//! benchmark uses it to prove one management call per console refresh.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -14,9 +18,14 @@ use crate::config::Profile;
 /// Timeout of one management API call.
 pub const MGMT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Columns fetched for the queue list (keeps a 1,000-queue answer at ~76 kB).
-pub const QUEUE_COLUMNS: &str =
-    "name,type,arguments,messages,messages_ready,messages_unacknowledged,consumers,message_stats";
+/// Columns fetched for the queue list: exactly the fields [`QueueInfo`] reads (dotted paths pick
+/// single rates out of `message_stats`), so a 10,000-queue answer stays small to receive, parse
+/// and hold (docs/performance.md).
+pub const QUEUE_COLUMNS: &str = "name,type,messages,messages_ready,messages_unacknowledged,consumers,\
+message_stats.publish,message_stats.publish_details.rate,\
+message_stats.deliver_get,message_stats.deliver_get_details.rate,\
+message_stats.ack,message_stats.ack_details.rate,\
+message_stats.redeliver,message_stats.redeliver_details.rate";
 
 /// Management API errors.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,8 +33,10 @@ pub enum MgmtError {
     /// Nothing listens (plugin not enabled, wrong URL).
     #[error("management API at {url} is unreachable: {detail}")]
     Unreachable { url: String, detail: String },
-    /// 401.
-    #[error("management API refused the login of `{user}` (401)")]
+    /// 401: a wrong password, or a user without the `management`/`monitoring` tag.
+    #[error(
+        "permission denied: the management API refused user `{user}` (401: wrong password, or the user has no `management`/`monitoring` tag)"
+    )]
     Unauthorized { user: String },
     /// 404.
     #[error("management API: not found: {0}")]
@@ -49,6 +60,8 @@ pub struct Mgmt {
     user: String,
     password: String,
     vhost: String,
+    /// Requests sent by this client and its clones.
+    calls: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Mgmt {
@@ -75,6 +88,55 @@ pub struct Overview {
     /// Exchange types the broker knows (x-consistent-hash needs its plugin).
     #[serde(default)]
     pub exchange_types: Vec<NamedItem>,
+}
+
+/// `/api/nodes` (columns `name,mem_alarm,disk_free_alarm,applications`): the alarms that block
+/// publishers, and the server version (from the `rabbit` application) in the same call.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct NodeInfo {
+    /// Node name (`rabbit@host`).
+    #[serde(default)]
+    pub name: String,
+    /// Memory alarm in effect (publishers blocked).
+    #[serde(default)]
+    pub mem_alarm: bool,
+    /// Disk alarm in effect (publishers blocked).
+    #[serde(default)]
+    pub disk_free_alarm: bool,
+    /// Running applications with versions.
+    #[serde(default)]
+    pub applications: Vec<AppVersion>,
+}
+
+/// An application of a node and its version.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct AppVersion {
+    /// Application name (`rabbit`).
+    #[serde(default)]
+    pub name: String,
+    /// Its version.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// The alarms in effect, as the console shows them: `memory alarm`, `disk alarm` (with the node
+/// when the cluster has several).
+pub fn alarms_of(nodes: &[NodeInfo]) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let at = if nodes.len() > 1 {
+            format!(" on {}", crate::text::sanitize(&n.name))
+        } else {
+            String::new()
+        };
+        if n.mem_alarm {
+            out.push(format!("memory alarm{at}"));
+        }
+        if n.disk_free_alarm {
+            out.push(format!("disk alarm{at}"));
+        }
+    }
+    out
 }
 
 /// An item with a `name`.
@@ -129,7 +191,7 @@ pub struct QueueInfo {
     /// `classic`, `quorum` or `stream`.
     #[serde(default, rename = "type")]
     pub kind: String,
-    /// Declared arguments.
+    /// Declared arguments (not in the console's list query: see [`QUEUE_COLUMNS`]).
     #[serde(default)]
     pub arguments: serde_json::Map<String, serde_json::Value>,
     /// Total messages.
@@ -266,7 +328,17 @@ impl Mgmt {
             user: profile.username.clone(),
             password: profile.password.expose().to_string(),
             vhost: profile.vhost.clone(),
+            calls: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// How many HTTP requests this client (and its clones) has sent so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The base URL (no credentials).
@@ -293,6 +365,7 @@ impl Mgmt {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, MgmtError> {
+        self.count_call();
         let resp = self
             .http
             .get(self.url(path))
@@ -329,6 +402,7 @@ impl Mgmt {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(), MgmtError> {
+        self.count_call();
         let mut req = self
             .http
             .request(method, self.url(path))
@@ -353,6 +427,11 @@ impl Mgmt {
     /// `GET /api/overview`.
     pub async fn overview(&self) -> Result<Overview, MgmtError> {
         self.get("/api/overview").await
+    }
+    /// `GET /api/nodes` with the columns of [`NodeInfo`] (needs the `monitoring` tag).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, MgmtError> {
+        self.get("/api/nodes?columns=name,mem_alarm,disk_free_alarm,applications")
+            .await
     }
     /// `GET /api/whoami`.
     pub async fn whoami(&self) -> Result<WhoAmI, MgmtError> {
@@ -389,7 +468,7 @@ impl Mgmt {
     /// All exchanges of the vhost.
     pub async fn exchanges(&self) -> Result<Vec<ExchangeInfo>, MgmtError> {
         self.get(&format!(
-            "/api/exchanges/{}?columns=name,type,arguments",
+            "/api/exchanges/{}?columns=name,type",
             enc(&self.vhost)
         ))
         .await
@@ -409,6 +488,18 @@ impl Mgmt {
             Err(e) => Err(e),
         }
     }
+    /// One queue with everything the API has on it, declared arguments included (`None` if
+    /// missing) — for checks and tests; the console's list uses the narrow [`QUEUE_COLUMNS`].
+    pub async fn queue(&self, name: &str) -> Result<Option<QueueInfo>, MgmtError> {
+        match self
+            .get(&format!("/api/queues/{}/{}", enc(&self.vhost), enc(name)))
+            .await
+        {
+            Ok(q) => Ok(Some(q)),
+            Err(MgmtError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// Bindings whose source is `exchange` (the gate, for an entry exchange).
     pub async fn bindings_from(&self, exchange: &str) -> Result<Vec<BindingInfo>, MgmtError> {
         self.get(&format!(
@@ -420,8 +511,12 @@ impl Mgmt {
     }
     /// All bindings of the vhost (one call, for discovery).
     pub async fn bindings(&self) -> Result<Vec<BindingInfo>, MgmtError> {
-        self.get(&format!("/api/bindings/{}", enc(&self.vhost)))
-            .await
+        // Only the fields `BindingInfo` reads: a third of the answer on a large vhost.
+        self.get(&format!(
+            "/api/bindings/{}?columns=source,destination,destination_type,routing_key",
+            enc(&self.vhost)
+        ))
+        .await
     }
     /// All consumers of the vhost.
     pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, MgmtError> {
@@ -436,6 +531,7 @@ impl Mgmt {
     /// Close a connection by its server-side name.
     pub async fn close_connection(&self, name: &str, reason: &str) -> Result<(), MgmtError> {
         let path = format!("/api/connections/{}", enc(name));
+        self.count_call();
         let resp = self
             .http
             .delete(self.url(&path))

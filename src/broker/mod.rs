@@ -6,7 +6,6 @@ pub mod browse;
 pub mod mgmt;
 pub mod session;
 pub mod stats;
-pub mod supervisor;
 pub mod tap;
 pub mod topology;
 pub mod uri;

@@ -46,6 +46,10 @@ pub enum BrokerError {
     /// Not allowed (403).
     #[error("{0}")]
     AccessRefused(String),
+    /// The broker blocked our publishes (a memory or disk alarm): they are held, not lost, until
+    /// the alarm clears. `reason` is `memory alarm`, `disk alarm` or the broker's own words.
+    #[error("broker blocked: {reason}")]
+    Blocked { reason: String },
     /// Anything else the broker or the connection said.
     #[error("{0}")]
     Other(String),
@@ -74,12 +78,93 @@ impl BrokerError {
                 "an object with this name exists with other arguments; delete it or adopt it in the profile's [namespaces] config"
             }
             BrokerError::AccessRefused(_) => {
-                "the user lacks a permission; `hopback check` lists what is missing"
+                "grant it (`rabbitmqctl set_permissions -p VHOST USER CONFIGURE WRITE READ`) or use a profile whose user has it; nothing was changed by the refused call, and `hopback check` shows the user's permissions"
+            }
+            BrokerError::Blocked { .. } => {
+                "the broker holds every publish until its alarm clears (`rabbitmqctl status` lists alarms); nothing was acked that was not confirmed — re-run once the alarm is gone"
             }
             BrokerError::Other(_) => "run `hopback check` for a diagnosis",
         };
-        Failure::error(self.to_string(), hint)
+        match self {
+            // A refusal, not a breakage: exit 3 like a read-only refusal.
+            BrokerError::AccessRefused(_) => Failure::refused(self.to_string(), hint),
+            _ => Failure::error(self.to_string(), hint),
+        }
     }
+}
+
+/// How every permission refusal starts (CLI, ledger reasons, the console's status line), so
+/// callers holding only a message string can still recognise one ([`is_permission_denial`]).
+pub const PERMISSION_DENIED: &str = "permission denied:";
+
+/// Rewrite the broker's `ACCESS_REFUSED - write access to queue 'q' in vhost '/' refused for
+/// user 'u'` into one line that names the missing permission:
+/// `permission denied: user `u` lacks the WRITE permission on queue `q` (vhost `/`)`.
+/// RabbitMQ 3.10 often leaves the permission out (`access to queue 'q' … refused`); then it is
+/// inferred from the call that was refused (`during`, e.g. `queue.bind`). Text in another shape
+/// keeps the broker's words behind the same prefix.
+pub fn describe_access_refused(text: &str, during: Option<&str>) -> String {
+    static RE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?:(configure|write|read) )?access to (queue|exchange|topic) '([^']*)' in vhost '([^']*)' refused for user '([^']*)'",
+        )
+        .ok()
+    });
+    if let Some(c) = RE.as_ref().and_then(|re| re.captures(text)) {
+        let kind = &c[2];
+        let what = match &c[3] {
+            "amq.default" | "" => "the default exchange".to_string(),
+            n => format!("{kind} `{n}`"),
+        };
+        let permission = c.get(1).map(|m| m.as_str().to_uppercase()).or_else(|| {
+            during
+                .and_then(|d| permission_for(d, kind))
+                .map(str::to_string)
+        });
+        let call = during
+            .map(|d| format!(" (needed for {d})"))
+            .unwrap_or_default();
+        return match permission {
+            Some(p) => format!(
+                "{PERMISSION_DENIED} user `{}` lacks the {p} permission on {what} in vhost `{}`{call}",
+                &c[5], &c[4]
+            ),
+            None => format!(
+                "{PERMISSION_DENIED} user `{}` lacks a permission on {what} in vhost `{}`{call}",
+                &c[5], &c[4]
+            ),
+        };
+    }
+    let detail = text
+        .find("ACCESS_REFUSED")
+        .map_or(text, |i| &text[i..])
+        .trim_end_matches(['"', ' ', ')', '}']);
+    format!("{PERMISSION_DENIED} the broker refused the call: {detail}")
+}
+
+/// The permission an AMQP call needs on a resource of `kind` (RabbitMQ's access control table).
+fn permission_for(call: &str, kind: &str) -> Option<&'static str> {
+    let c = call.to_lowercase();
+    if c.contains("passive") {
+        None
+    } else if c.contains("unbind") || c.contains("bind") {
+        // Bindings need write on the destination (a queue here) and read on the source.
+        Some(if kind == "queue" { "WRITE" } else { "READ" })
+    } else if c.contains("declar") || c.contains("delete") {
+        Some("CONFIGURE")
+    } else if c.contains("publish") || c.contains("confirm") {
+        Some("WRITE")
+    } else if c.contains("consum") || c.contains("get") || c.contains("purge") {
+        Some("READ")
+    } else {
+        None
+    }
+}
+
+/// Does this message report a missing permission (from [`describe_access_refused`] or a
+/// management API 401/403)?
+pub fn is_permission_denial(message: &str) -> bool {
+    message.contains(PERMISSION_DENIED)
 }
 
 impl From<BrokerError> for Failure {
@@ -90,6 +175,12 @@ impl From<BrokerError> for Failure {
 
 /// Classify a lapin error (text scrubbed of credentials).
 pub fn classify(e: &lapin::Error, password: &str) -> BrokerError {
+    classify_during(e, password, None)
+}
+
+/// [`classify`], naming the call that failed (`queue.bind`, …) so a permission refusal can say
+/// which permission the call needed.
+pub fn classify_during(e: &lapin::Error, password: &str, during: Option<&str>) -> BrokerError {
     let text = scrub(&e.to_string(), password);
     let text = crate::text::sanitize(&text).into_owned();
     if text.contains("NOT_FOUND") || text.contains("404") {
@@ -97,7 +188,13 @@ pub fn classify(e: &lapin::Error, password: &str) -> BrokerError {
     } else if text.contains("PRECONDITION_FAILED") || text.contains("406") {
         BrokerError::Precondition(text)
     } else if text.contains("ACCESS_REFUSED") || text.contains("403") {
-        BrokerError::AccessRefused(text)
+        BrokerError::AccessRefused(describe_access_refused(&text, during))
+    } else if matches!(
+        e.kind(),
+        lapin::ErrorKind::InvalidConnectionState(_) | lapin::ErrorKind::IOError(_)
+    ) {
+        // lapin's own words ("invalid connection state: Error") do not say what happened.
+        BrokerError::Other(format!("the connection to the broker was lost ({text})"))
     } else {
         BrokerError::Other(text)
     }
@@ -112,7 +209,7 @@ pub async fn timed<T>(
 ) -> Result<T, BrokerError> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(classify(&e, password)),
+        Ok(Err(e)) => Err(classify_during(&e, password, Some(what))),
         Err(_) => Err(BrokerError::Timeout {
             what: what.to_string(),
             secs: limit.as_secs_f64(),
@@ -122,9 +219,35 @@ pub async fn timed<T>(
 
 /// Exponential backoff with ±25 % jitter: 250 ms, 500 ms, 1 s, … capped at 10 s.
 pub fn backoff_delay(attempt: u32) -> Duration {
-    let base_ms = 250u64.saturating_mul(1u64 << attempt.min(6)).min(10_000);
+    backoff_delay_max(attempt, Duration::from_secs(10))
+}
+
+/// Longest pause between the console's reconnect attempts: one connection retried every ~2 s
+/// costs the broker nothing, and the console is back within a few seconds of the broker (the
+/// fault matrix asserts < 5 s), however long the outage was.
+pub const CONSOLE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// [`backoff_delay`] with its own cap (the jitter may exceed the cap by up to 25 %).
+pub fn backoff_delay_max(attempt: u32, max: Duration) -> Duration {
+    let cap_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    let base_ms = 250u64.saturating_mul(1u64 << attempt.min(6)).min(cap_ms);
     let jitter = rand::random_range(0.75..1.25);
     Duration::from_millis((base_ms as f64 * jitter) as u64)
+}
+
+/// The alarm named by the broker's `connection.blocked` reason, in the words the console shows:
+/// RabbitMQ says `low on memory` / `low on disk` (3.x) or names the resource.
+pub fn alarm_label(reason: &str) -> String {
+    let lower = reason.to_lowercase();
+    if lower.contains("memory") {
+        "memory alarm".into()
+    } else if lower.contains("disk") {
+        "disk alarm".into()
+    } else if reason.trim().is_empty() {
+        "resource alarm".into()
+    } else {
+        crate::text::sanitize(reason.trim()).into_owned()
+    }
 }
 
 /// An AMQP short string (queue, exchange, routing key, consumer tag). lapin panics on a
@@ -155,6 +278,8 @@ pub struct Session {
     conn: Connection,
     profile: Profile,
     control: Mutex<Option<Channel>>,
+    /// The reason of the last `connection.blocked` (cleared by `connection.unblocked`).
+    blocked_reason: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -175,6 +300,23 @@ pub async fn connect(
     connect_named(profile, &name).await
 }
 
+/// The frame size hopback asks for unless the URL sets `frame_max`. lapin keeps 32 frames of
+/// buffer per direction per connection, so the broker's default 128 KiB costs 8 MiB of RSS per
+/// connection (the console holds three: 24 MiB); 32 KiB costs 2 MiB and moves messages as fast
+/// (docs/performance.md: console RSS and the mover benchmark).
+pub const CLIENT_FRAME_MAX: u32 = 32 * 1024;
+
+fn with_frame_max(url: String) -> String {
+    match url::Url::parse(&url) {
+        Ok(mut u) if !u.query_pairs().any(|(k, _)| k == "frame_max") => {
+            u.query_pairs_mut()
+                .append_pair("frame_max", &CLIENT_FRAME_MAX.to_string());
+            u.to_string()
+        }
+        _ => url,
+    }
+}
+
 /// Connect with an exact connection name (the drill's workers are named `NS worker vN`).
 pub async fn connect_named(
     profile: &Profile,
@@ -186,7 +328,7 @@ pub async fn connect_named(
         .with_connection_name(connection_name.chars().take(200).collect::<String>().into());
     let mut builder = DefaultConnectionBuilder::new()
         .map_err(|e| classify(&e, &password))?
-        .with_uri_str(profile.amqp_url_with_credentials())
+        .with_uri_str(with_frame_max(profile.amqp_url_with_credentials()))
         .with_properties(props);
     if let Some(ca) = &profile.ca_file {
         let pem = std::fs::read_to_string(ca).map_err(|e| {
@@ -207,10 +349,34 @@ pub async fn connect_named(
             });
         }
     };
+    let blocked_reason = Arc::new(std::sync::Mutex::new(None));
+    // lapin tracks *that* the connection is blocked; the reason (memory or disk) comes only as an
+    // event. The task ends with the connection (its event stream closes).
+    let events = conn.events_listener();
+    let reason = Arc::downgrade(&blocked_reason);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut events = std::pin::pin!(events);
+        while let Some(ev) = events.next().await {
+            let Some(slot) = reason.upgrade() else {
+                return;
+            };
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            match ev {
+                lapin::Event::ConnectionBlocked(r) => {
+                    tracing::warn!(reason = %r, "the broker blocked the connection");
+                    *slot = Some(r);
+                }
+                lapin::Event::ConnectionUnblocked => *slot = None,
+                _ => {}
+            }
+        }
+    });
     Ok(Arc::new(Session {
         conn,
         profile: profile.clone(),
         control: Mutex::new(None),
+        blocked_reason,
     }))
 }
 
@@ -281,9 +447,41 @@ impl Session {
     pub fn is_connected(&self) -> bool {
         self.conn.status().connected()
     }
-    /// Is the broker blocking our publishes (memory or disk alarm)?
+    /// Is the broker blocking our publishes (memory or disk alarm)? lapin then sends nothing on
+    /// this connection (not even acks) until the broker unblocks it.
     pub fn is_blocked(&self) -> bool {
         self.conn.status().blocked()
+    }
+    /// The alarm blocking this connection (`memory alarm`, `disk alarm`), if it is blocked.
+    pub fn alarm(&self) -> Option<String> {
+        if !self.is_blocked() {
+            return None;
+        }
+        let reason = self
+            .blocked_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Some(alarm_label(&reason))
+    }
+    /// `Err(Blocked)` when the broker is blocking this connection: a publish now would only wait.
+    pub fn check_not_blocked(&self) -> Result<(), BrokerError> {
+        match self.alarm() {
+            Some(reason) => Err(BrokerError::Blocked { reason }),
+            None => Ok(()),
+        }
+    }
+    /// Name the real cause of a failed call: a timeout (or a connection error) on a blocked
+    /// connection is the broker's alarm, not a slow broker.
+    pub fn explain(&self, e: BrokerError) -> BrokerError {
+        match (e, self.alarm()) {
+            (e @ (BrokerError::Timeout { .. } | BrokerError::Other(_)), Some(reason)) => {
+                tracing::debug!(error = %e, "call failed on a blocked connection");
+                BrokerError::Blocked { reason }
+            }
+            (e, _) => e,
+        }
     }
     /// Open a new channel (with timeout).
     pub async fn channel(&self) -> Result<Channel, BrokerError> {
@@ -294,6 +492,7 @@ impl Session {
             self.conn.create_channel(),
         )
         .await
+        .map_err(|e| self.explain(e))
     }
     /// Open a new channel in publisher-confirm mode.
     pub async fn confirm_channel(&self) -> Result<Channel, BrokerError> {
@@ -304,7 +503,8 @@ impl Session {
             self.password(),
             ch.confirm_select(ConfirmSelectOptions::default()),
         )
-        .await?;
+        .await
+        .map_err(|e| self.explain(e))?;
         Ok(ch)
     }
     /// Passive `queue.declare`: exact ready and consumer counts, `None` if the queue is missing.
@@ -344,7 +544,7 @@ impl Session {
             }
             Err(e) => {
                 *guard = None;
-                Err(e)
+                Err(self.explain(e))
             }
         }
     }
@@ -379,9 +579,95 @@ impl Session {
             Err(e) => Err(e),
         }
     }
+    /// Does this user hold the `write` permission on `queue`? RabbitMQ lets anyone with `read`
+    /// consume and ack (so remove) messages; hopback treats removing dead letters as a write and
+    /// asks first, without changing anything: a `queue.bind` of `queue` to an exchange that does
+    /// not exist is checked for `write` on the queue before the broker looks the exchange up, so
+    /// it ends in ACCESS_REFUSED (no permission) or NOT_FOUND (permitted; nothing was bound).
+    pub async fn probe_write(&self, queue: &str) -> Result<(), BrokerError> {
+        let ch = self.channel().await?;
+        let probe = format!("hopback.write-probe.{}", uuid::Uuid::new_v4().simple());
+        let r = timed(
+            "queue.bind (probing the write permission)",
+            CALL_TIMEOUT,
+            self.password(),
+            ch.queue_bind(
+                short(queue)?,
+                short(&probe)?,
+                "".into(),
+                lapin::options::QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await;
+        match r {
+            Err(BrokerError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+            // Cannot happen (the exchange does not exist); undo it if it somehow did.
+            Ok(()) => {
+                let _ = ch
+                    .queue_unbind(
+                        short(queue)?,
+                        short(&probe)?,
+                        "".into(),
+                        FieldTable::default(),
+                    )
+                    .await;
+                let _ = ch.close(200, "ok".into()).await;
+                Ok(())
+            }
+        }
+    }
     /// Close the connection politely (best effort, bounded).
     pub async fn close(&self) {
         let _ =
             tokio::time::timeout(Duration::from_secs(2), self.conn.close(200, "bye".into())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_refused_names_the_permission_with_or_without_the_brokers_word() {
+        let with =
+            "ACCESS_REFUSED - write access to queue 'ns.v1' in vhost '/' refused for user 'ro'";
+        assert_eq!(
+            describe_access_refused(with, None),
+            "permission denied: user `ro` lacks the WRITE permission on queue `ns.v1` in vhost `/`"
+        );
+        // RabbitMQ 3.10's wording leaves the permission out: inferred from the call.
+        let without = "ACCESS_REFUSED - access to queue 'ns.v1' in vhost '/' refused for user 'ro'";
+        let d = describe_access_refused(without, Some("queue.bind"));
+        assert!(
+            d.contains("lacks the WRITE permission on queue `ns.v1`"),
+            "{d}"
+        );
+        assert!(d.ends_with("(needed for queue.bind)"), "{d}");
+        let d = describe_access_refused(
+            "ACCESS_REFUSED - access to exchange 'amq.default' in vhost '/' refused for user 'ro'",
+            Some("basic.publish"),
+        );
+        assert!(
+            d.contains("WRITE permission on the default exchange"),
+            "{d}"
+        );
+        let d = describe_access_refused(
+            "ACCESS_REFUSED - access to queue 'x' in vhost '/' refused for user 'ro'",
+            Some("queue.declare"),
+        );
+        assert!(d.contains("CONFIGURE"), "{d}");
+        let d = describe_access_refused(
+            "ACCESS_REFUSED - access to queue 'x' in vhost '/' refused for user 'ro'",
+            None,
+        );
+        assert!(d.contains("lacks a permission on queue `x`"), "{d}");
+        let odd = describe_access_refused("protocol error: ACCESS_REFUSED - something else", None);
+        assert_eq!(
+            odd,
+            "permission denied: the broker refused the call: ACCESS_REFUSED - something else"
+        );
+        assert!(is_permission_denial(&odd));
     }
 }

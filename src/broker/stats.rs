@@ -59,6 +59,8 @@ pub struct MgmtData {
     pub bindings: Vec<BindingInfo>,
     /// Server version.
     pub version: Option<String>,
+    /// Resource alarms in effect (see [`crate::broker::mgmt::alarms_of`]).
+    pub alarms: Vec<String>,
 }
 
 /// Exchanges, bindings and the server version change rarely and cost the most on a large broker
@@ -71,6 +73,7 @@ pub struct TopologyCache {
     exchanges: Vec<ExchangeInfo>,
     bindings: Vec<BindingInfo>,
     version: Option<String>,
+    alarms: Vec<String>,
 }
 
 /// How long the console reuses exchanges, bindings and the version (the management API's own
@@ -91,6 +94,7 @@ pub async fn fetch_mgmt_cached(
             exchanges: c.exchanges.clone(),
             bindings: c.bindings.clone(),
             version: c.version.clone(),
+            alarms: c.alarms.clone(),
         });
     }
     let d = fetch_mgmt(mgmt).await?;
@@ -99,23 +103,42 @@ pub async fn fetch_mgmt_cached(
         exchanges: d.exchanges.clone(),
         bindings: d.bindings.clone(),
         version: d.version.clone(),
+        alarms: d.alarms.clone(),
     };
     Ok(d)
 }
 
-/// Fetch the management data (queues, exchanges, bindings, version).
+/// Fetch the management data (queues, exchanges, bindings, version and alarms). The node list
+/// gives both the version and the alarms in one call; a user without the `monitoring` tag may not
+/// read it, and then the overview gives the version (alarms stay unknown).
 pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
-    let (q, x, b, o) = tokio::join!(
+    let (q, x, b, n) = tokio::join!(
         mgmt.queues(),
         mgmt.exchanges(),
         mgmt.bindings(),
-        mgmt.overview()
+        mgmt.nodes()
     );
+    let (version, alarms) = match n {
+        Ok(nodes) => (
+            nodes
+                .iter()
+                .flat_map(|n| n.applications.iter())
+                .find(|a| a.name == "rabbit")
+                .map(|a| a.version.clone()),
+            crate::broker::mgmt::alarms_of(&nodes),
+        ),
+        Err(_) => (
+            mgmt.overview().await.ok().map(|o| o.rabbitmq_version),
+            Vec::new(),
+        ),
+    };
     Ok(MgmtData {
         queues: q?,
         exchanges: x?,
-        bindings: b?,
-        version: o.ok().map(|o| o.rabbitmq_version),
+        // The default exchange's implicit binding of every queue is no gate: not kept.
+        bindings: b?.into_iter().filter(|b| !b.source.is_empty()).collect(),
+        version,
+        alarms,
     })
 }
 
@@ -204,6 +227,7 @@ pub async fn collect(
             Ok(d) => {
                 snap.mgmt_available = true;
                 snap.server_version = d.version.clone();
+                snap.broker_alarms = d.alarms.clone();
                 Some(d)
             }
             Err(e) => {
@@ -216,6 +240,12 @@ pub async fn collect(
             None
         }
     };
+    // Our own connection blocked (it published during an alarm): known even without the API.
+    if let Some(a) = session.alarm()
+        && !snap.broker_alarms.iter().any(|x| x.starts_with(&a))
+    {
+        snap.broker_alarms.push(a);
+    }
     let mut found: Vec<DiscoveredNamespace> = match &data {
         Some(d) => discover(&d.queues, &d.exchanges, &cfg.profile),
         None => {
@@ -255,6 +285,26 @@ pub async fn collect(
         .as_ref()
         .map(|d| d.queues.iter().map(|q| (q.name.as_str(), q)).collect())
         .unwrap_or_default();
+    // Indexed once per refresh: with 1,000 namespaces a scan of every exchange and binding per
+    // namespace was O(namespaces × bindings) (docs/performance.md).
+    let xmap: BTreeMap<&str, &ExchangeInfo> = data
+        .as_ref()
+        .map(|d| d.exchanges.iter().map(|x| (x.name.as_str(), x)).collect())
+        .unwrap_or_default();
+    let mut by_source: BTreeMap<&str, Vec<BindingInfo>> = BTreeMap::new();
+    if let Some(d) = &data {
+        let entries: BTreeSet<&str> = found.iter().map(|n| n.names.entry.as_str()).collect();
+        for b in d
+            .bindings
+            .iter()
+            .filter(|b| entries.contains(b.source.as_str()))
+        {
+            by_source
+                .entry(b.source.as_str())
+                .or_default()
+                .push(b.clone());
+        }
+    }
     for d in found {
         let mut ns = NamespaceSnapshot {
             name: d.name.clone(),
@@ -264,13 +314,16 @@ pub async fn collect(
             unrouted: d.names.unrouted.clone(),
             ..Default::default()
         };
-        if let Some(data) = &data {
-            ns.entry_kind = data
-                .exchanges
-                .iter()
-                .find(|x| x.name == d.names.entry)
-                .map(|x| x.kind.clone());
-            let (gate, problems) = gate_from_bindings(&d.names.entry, &d.versions, &data.bindings);
+        if data.is_some() {
+            ns.entry_kind = xmap.get(d.names.entry.as_str()).map(|x| x.kind.clone());
+            let (gate, problems) = gate_from_bindings(
+                &d.names.entry,
+                &d.versions,
+                by_source
+                    .get(d.names.entry.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            );
             ns.gate = Some(gate);
             ns.gate_problems = problems;
         }

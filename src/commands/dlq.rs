@@ -467,30 +467,67 @@ fn progress_line(p: &mover::MoveProgress) -> String {
     )
 }
 
-/// Run a move with progress on stderr and Ctrl-C = stop (finishing outstanding confirms).
-pub async fn run_with_progress(ctx: &Ctx, spec: MoveSpec) -> MoveReport {
+/// Write a line to stderr, ignoring failure: after SIGHUP (an SSH drop) the terminal may be
+/// gone, and `eprintln!` would panic instead of letting the move finish its bookkeeping.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Wait for a signal registered in `slot`; pends forever when it could not be registered.
+async fn recv_signal(slot: &mut Option<tokio::signal::unix::Signal>) {
+    match slot {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Run a move with progress on stderr. SIGINT (Ctrl-C), SIGTERM and SIGHUP (an SSH drop) stop
+/// it the same way: no new deliveries, outstanding confirms finish and are acked, what is left
+/// stays in the source, so a re-run continues where it stopped. Returns the report and the name
+/// of the signal that stopped it, if one did.
+pub async fn run_with_progress(ctx: &Ctx, spec: MoveSpec) -> (MoveReport, Option<&'static str>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered before the mover starts, so no signal can fall back to its default (terminate
+    // at once, leaving confirmed messages unacked) once messages are in flight.
+    let mut sigint = signal(SignalKind::interrupt()).ok();
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let mut sighup = signal(SignalKind::hangup()).ok();
     let (control, handle) = mover::spawn(ctx.cfg.profile.clone(), ctx.cfg.operator.clone(), spec);
     let tty = std::io::stderr().is_terminal();
     let mut rx = control.subscribe();
     let mut handle = handle;
+    let mut stopped_by: Option<&'static str> = None;
     let report = loop {
-        tokio::select! {
+        let got = tokio::select! {
             r = &mut handle => break r,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("\nstopping: finishing outstanding confirms (what is left stays in the source)…");
-                control.stop();
-            }
+            _ = recv_signal(&mut sigint) => Some("SIGINT"),
+            _ = recv_signal(&mut sigterm) => Some("SIGTERM"),
+            _ = recv_signal(&mut sighup) => Some("SIGHUP"),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 if tty && let Some(p) = rx.borrow_and_update().clone() {
                     eprint!("\r\x1b[2K{}", progress_line(&p));
                 }
+                None
             }
+        };
+        if let Some(sig) = got
+            && stopped_by.is_none()
+        {
+            stopped_by = Some(sig);
+            tracing::warn!(signal = sig, "stopping the move");
+            say(&format!(
+                "\n{sig}: stopping — finishing outstanding confirms (what is left stays in the source)…"
+            ));
+            control.stop();
         }
     };
     if tty {
-        eprintln!();
+        say("");
     }
-    match report {
+    let report = match report {
         Ok(r) => r,
         Err(e) => MoveReport {
             spec: MoveSpec::replay("?", Target::Origin),
@@ -499,7 +536,8 @@ pub async fn run_with_progress(ctx: &Ctx, spec: MoveSpec) -> MoveReport {
             stop: StopReason::Failed(format!("the mover task ended abnormally: {e}")),
             elapsed_s: 0.0,
         },
-    }
+    };
+    (report, stopped_by)
 }
 
 async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
@@ -548,7 +586,7 @@ async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
         return Ok(());
     }
     confirm(&question, yes, None)?;
-    let report = run_with_progress(ctx, spec.clone()).await;
+    let (report, stopped_by) = run_with_progress(ctx, spec.clone()).await;
     let c = &report.counts;
     let kind = if spec.count_replay {
         EventKind::Replay
@@ -560,8 +598,12 @@ async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
         StopReason::Stopped => Outcome::Cancelled,
         _ => Outcome::Ok,
     };
-    let reason = match &report.stop {
-        StopReason::Failed(w) => Some(w.clone()),
+    let reason = match (&report.stop, stopped_by) {
+        (StopReason::Failed(w), _) => Some(w.clone()),
+        (StopReason::Stopped, Some(sig)) => Some(format!(
+            "stopped by {sig} after moving {} and parking {}; the rest stays in `{}` (re-run to continue)",
+            c.moved, c.parked, spec.source_queue
+        )),
         _ => None,
     };
     let journaled = journal(
@@ -589,14 +631,20 @@ async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
     if ctx.json {
         ctx.print_json(&report)?;
     } else {
-        println!(
+        // `writeln!` with the error ignored, not `println!`: after SIGHUP stdout may be a dead
+        // terminal, and a panic here would hide the consistent state the move stopped in.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
             "{}: moved {}, parked {}, left in place {} (filter {}, no origin/target {}, over replay limit {}, returned/nacked {}), possible duplicates {}, reconnects {} — {:.0} msg/s",
-            match &report.stop {
-                StopReason::Drained => "done (source drained)".to_string(),
-                StopReason::BudgetReached => "done".to_string(),
-                StopReason::LimitReached => "done (limit reached)".to_string(),
-                StopReason::Stopped => "stopped".to_string(),
-                StopReason::Failed(_) => "FAILED".to_string(),
+            match (&report.stop, stopped_by) {
+                (StopReason::Drained, _) => "done (source drained)".to_string(),
+                (StopReason::BudgetReached, _) => "done".to_string(),
+                (StopReason::LimitReached, _) => "done (limit reached)".to_string(),
+                (StopReason::Stopped, Some(sig)) => format!("stopped by {sig}"),
+                (StopReason::Stopped, None) => "stopped".to_string(),
+                (StopReason::Failed(_), _) => "FAILED".to_string(),
             },
             c.moved,
             c.parked,
@@ -610,13 +658,20 @@ async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
             report.rate_per_s()
         );
         if c.possible_duplicates > 0 {
-            println!(
+            let _ = writeln!(
+                out,
                 "note: {} message(s) were in flight when the connection dropped; they may now be in both places (consumers deduplicate on message_id)",
                 c.possible_duplicates
             );
         }
     }
     if let StopReason::Failed(why) = &report.stop {
+        if crate::broker::session::is_permission_denial(why) {
+            return Err(Failure::refused(
+                format!("the move was refused: {}", sanitize(why)),
+                "nothing unconfirmed was acked: every message not moved is still in the source; grant the permission (`rabbitmqctl set_permissions`) or use a profile whose user has it",
+            ));
+        }
         return Err(Failure::error(
             format!("the move failed: {}", sanitize(why)),
             "nothing unconfirmed was acked: every message not moved is still in the source; fix the target and re-run to continue",
@@ -629,6 +684,18 @@ async fn replay(ctx: &Ctx, spec: MoveSpec, yes: bool) -> Result<(), Failure> {
                 c.moved, f.message
             ),
             "check the ledger with `hopback check`",
+        ));
+    }
+    if let (StopReason::Stopped, Some(sig)) = (&report.stop, stopped_by) {
+        return Err(Failure::error(
+            format!(
+                "replay stopped by {sig} after moving {} and parking {} of {} message(s); the rest is still in `{}`, nothing is in flight (journaled)",
+                c.moved,
+                c.parked,
+                report.initial_depth,
+                sanitize(&spec.source_queue)
+            ),
+            "re-run the same command to continue where it stopped",
         ));
     }
     Ok(())
@@ -645,6 +712,8 @@ async fn purge_cmd(
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
     let quorum = quorum_flag(ctx, &queue).await;
+    // RabbitMQ lets a read-only user consume (and so remove) messages; a purge is a write.
+    session.probe_write(&queue).await?;
     let path = export.unwrap_or_else(|| purge::default_export_path(&queue));
     let prepared = purge::prepare(session.clone(), &queue, &path, quorum, force).await?;
     let count = prepared.count;

@@ -48,7 +48,7 @@ impl Ctx {
                     "refusing to {what}: profile `{}` is read-only",
                     self.cfg.profile.name
                 ),
-                "drop --read-only, or use a profile without read_only = true",
+                "drop --read-only, or use a profile with read_only = false (a profile's setting overrides the global one)",
             ));
         }
         Ok(())

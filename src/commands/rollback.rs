@@ -212,6 +212,22 @@ fn exit_of(report: &RollbackReport) -> Result<(), Failure> {
             ),
             "the gate and queues are left as they are now (see above); investigate, then re-run the verification or `hopback rollback --resume` after fixing",
         )),
+        RollbackOutcome::Failed { step, reason }
+            if crate::broker::session::is_permission_denial(reason) =>
+        {
+            Err(Failure::refused(
+                format!(
+                    "rollback {}: step {} refused: {}",
+                    report.rollback_id,
+                    step + 1,
+                    sanitize(reason)
+                ),
+                format!(
+                    "grant the permission (`rabbitmqctl set_permissions`) or use a profile whose user has it, then continue with `hopback rollback --resume {}`",
+                    report.rollback_id
+                ),
+            ))
+        }
         RollbackOutcome::Failed { step, reason } => Err(Failure::error(
             format!(
                 "rollback {}: step {} failed: {}",

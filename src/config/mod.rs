@@ -2,7 +2,8 @@
 //!
 //! Precedence for every setting: command-line flag > environment (`HOPBACK_URL`,
 //! `HOPBACK_PROFILE`, `HOPBACK_PASSWORD`) > the selected profile > built-in default
-//! (`amqp://guest:guest@127.0.0.1:5672/%2f`). Read-only can only get stricter along that chain.
+//! (`amqp://guest:guest@127.0.0.1:5672/%2f`). Read-only: `--read-only` forces it on, otherwise
+//! the profile's `read_only` wins over the global one ([`resolve_read_only`]).
 //! The raw file structs live in [`raw`]; nothing outside this module reads them.
 
 pub mod raw;
@@ -421,6 +422,10 @@ fn resolve_profile(
             .into_owned()
     };
     let password = resolve_password(&amqp_url, p)?;
+    // The password lives only in the `Secret` from here on: `Url`'s `Debug` shows its password
+    // field, so a `{:?}` of the profile (a log line, a panic message) would otherwise print it.
+    let mut amqp_url = amqp_url;
+    let _ = amqp_url.set_password(None);
     let url_vhost = match amqp_url.path() {
         "" => "/".to_string(),
         path => percent_encoding::percent_decode_str(path.trim_start_matches('/'))
@@ -486,7 +491,7 @@ fn resolve_profile(
         username,
         password,
         vhost,
-        read_only: over.read_only || p.read_only.unwrap_or(false) || raw.read_only.unwrap_or(false),
+        read_only: resolve_read_only(over.read_only, p.read_only, raw.read_only),
         production: p.production.unwrap_or(false),
         staging: p.staging.unwrap_or(false),
         theme: p
@@ -503,6 +508,15 @@ fn resolve_profile(
         ca_file: p.ca_file.as_ref().map(PathBuf::from),
         namespaces,
     })
+}
+
+/// Read-only precedence: `--read-only` forces it on; otherwise the most specific setting that is
+/// set wins — the profile's `read_only`, then the file's global `read_only`, then off. So a
+/// profile can say `read_only = false` under a global `read_only = true` (a writable staging
+/// profile in an otherwise read-only config), and a global `false` never unlocks a read-only
+/// profile.
+pub fn resolve_read_only(flag: bool, profile: Option<bool>, global: Option<bool>) -> bool {
+    flag || profile.or(global).unwrap_or(false)
 }
 
 fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
@@ -664,6 +678,82 @@ mod tests {
         assert_eq!(c.profile.password.expose(), "guest");
         assert_eq!(c.profile.vhost, "/");
         assert!(!format!("{:?}", c.profile).contains("guest:guest"));
+    }
+
+    #[test]
+    fn read_only_flag_beats_profile_beats_global_in_every_combination() {
+        let settings = [None, Some(false), Some(true)];
+        for flag in [false, true] {
+            for profile in settings {
+                for global in settings {
+                    let mut text = String::new();
+                    if let Some(g) = global {
+                        text.push_str(&format!("read_only = {g}\n"));
+                    }
+                    text.push_str("default_profile = \"a\"\n[profiles.a]\nurl = \"amqp://h\"\n");
+                    if let Some(p) = profile {
+                        text.push_str(&format!("read_only = {p}\n"));
+                    }
+                    let c = res(
+                        &text,
+                        Overrides {
+                            read_only: flag,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                    // The rule spelled out case by case, not by calling the function under test.
+                    let want = if flag {
+                        true
+                    } else {
+                        match (profile, global) {
+                            (Some(p), _) => p,
+                            (None, Some(g)) => g,
+                            (None, None) => false,
+                        }
+                    };
+                    assert_eq!(
+                        c.profile.read_only, want,
+                        "flag {flag}, profile {profile:?}, global {global:?}"
+                    );
+                }
+            }
+        }
+        // The case the old OR got wrong, and the flag over it, spelled out.
+        let text = "read_only = true\ndefault_profile = \"s\"\n[profiles.s]\nread_only = false\n";
+        let c = res(text, Overrides::default()).unwrap();
+        assert!(
+            !c.profile.read_only,
+            "a profile's false overrides a global true"
+        );
+        let flag = Overrides {
+            read_only: true,
+            ..Default::default()
+        };
+        assert!(
+            res(text, flag).unwrap().profile.read_only,
+            "--read-only wins"
+        );
+        // No profile selected at all: the global setting applies.
+        let c = res("read_only = true\n", Overrides::default()).unwrap();
+        assert!(c.profile.read_only);
+    }
+
+    #[test]
+    fn debug_of_the_config_never_shows_the_password() {
+        let c = res(
+            "default_profile = \"a\"\n[profiles.a]\nurl = \"amqp://ops:Sentinel9Pw@h:5672/%2f\"\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.profile.password.expose(), "Sentinel9Pw");
+        assert!(!format!("{c:?}").contains("Sentinel9Pw"), "{c:?}");
+        assert!(!format!("{c:#?}").contains("Sentinel9Pw"));
+        assert!(
+            c.profile
+                .amqp_url_with_credentials()
+                .contains("ops:Sentinel9Pw@h")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub struct RawConfig {
     pub default_profile: Option<String>,
     /// Name recorded as the operator in the ledger (default: user@host).
     pub operator: Option<String>,
-    /// Global read-only switch (a profile or `--read-only` can only make things stricter).
+    /// Global read-only switch; a profile's own `read_only` overrides it, `--read-only` forces it.
     pub read_only: Option<bool>,
     /// Default theme for profiles that do not set one.
     pub theme: Option<String>,

@@ -239,6 +239,10 @@ impl Ledger {
                 channel,
                 ..
             } => {
+                // A blocked connection sends nothing: say so now instead of after the timeouts.
+                session
+                    .check_not_blocked()
+                    .map_err(|e| ledger_failure("appending the event", e))?;
                 let ch = {
                     let mut guard = channel.lock().await;
                     match guard.as_ref().filter(|c| c.status().connected()) {
@@ -276,7 +280,7 @@ impl Ledger {
                     ),
                 )
                 .await
-                .map_err(|e| ledger_failure("publishing the event", e))?;
+                .map_err(|e| ledger_failure("publishing the event", session.explain(e)))?;
                 let confirmation = timed(
                     "ledger publisher confirm",
                     CONFIRM_TIMEOUT,
@@ -284,7 +288,9 @@ impl Ledger {
                     confirm,
                 )
                 .await
-                .map_err(|e| ledger_failure("waiting for the broker's confirm", e))?;
+                .map_err(|e| {
+                    ledger_failure("waiting for the broker's confirm", session.explain(e))
+                })?;
                 match confirmation {
                     lapin::Confirmation::Ack(None) => Ok(event),
                     lapin::Confirmation::Ack(Some(_)) => Err(Failure::error(
@@ -668,6 +674,15 @@ async fn declare_stream(
                 Err(e) => Err(e),
             }
         }
+        // A user without CONFIGURE permission (read-only, monitoring) may not declare, but a
+        // passive declare needs no permission: if the stream exists, it is read as the team's
+        // ledger; appends are then refused by the broker (WRITE), as they should be.
+        Err(BrokerError::AccessRefused(detail)) => match session.passive_queue(name).await {
+            Ok(Some(_)) => Ok(Some(
+                "read only: this user may not declare or write the stream".to_string(),
+            )),
+            _ => Err(BrokerError::AccessRefused(detail)),
+        },
         Err(e) => Err(e),
     }
 }

@@ -98,6 +98,11 @@ pub struct FleetSnapshot {
     pub mgmt_available: bool,
     /// Why not, if not.
     pub mgmt_error: Option<String>,
+    /// Resource alarms blocking publishers (`memory alarm`, `disk alarm`), from the management
+    /// API's node list (refetched with the topology, at most every 5 s) or our own blocked
+    /// connection. Empty = none known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub broker_alarms: Vec<String>,
     /// Namespaces, sorted by name.
     pub namespaces: Vec<NamespaceSnapshot>,
 }

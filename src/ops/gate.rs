@@ -249,6 +249,12 @@ impl GateView {
 }
 
 fn mgmt_failure(what: &str, e: MgmtError) -> Failure {
+    if let MgmtError::Unauthorized { .. } = e {
+        return Failure::refused(
+            format!("{what}: {}", sanitize(&e.to_string())),
+            "the gate is read from the management API: give the user the `monitoring` tag (`rabbitmqctl set_user_tags USER monitoring`) or use a profile whose user has it",
+        );
+    }
     Failure::error(
         format!("{what}: {}", sanitize(&e.to_string())),
         "the gate is read from the management API: enable rabbitmq_management or fix mgmt_url (`hopback check`)",
@@ -681,7 +687,10 @@ pub async fn apply(
     for (k, v) in &req.extra_params {
         params.insert(k.clone(), v.clone());
     }
-    let executed = execute(session, &view, &steps).await;
+    // A blocked connection (memory/disk alarm) shows as timeouts: name the alarm instead.
+    let executed = execute(session, &view, &steps)
+        .await
+        .map_err(|e| session.explain(e));
     report.changed = true;
     // Read back whatever happened, success or not: the ledger records the real state.
     let back = mgmt
@@ -694,6 +703,19 @@ pub async fn apply(
         .before(gate_json(&before))
         .reason_opt(req.reason.as_deref());
     let (outcome, failure) = match (&executed, &back) {
+        // The broker refused the first change for want of a permission and the bindings read
+        // back unchanged: a refusal (exit 3), not a half-done flip.
+        (Err(e @ BrokerError::AccessRefused(_)), Ok(v)) if v.split == before => (
+            Outcome::Refused,
+            Some(Failure::refused(
+                format!(
+                    "gate flip of `{}` refused, nothing changed: {}",
+                    sanitize(ns),
+                    sanitize(&e.to_string())
+                ),
+                "grant the user write on the version queues and read on the entry exchange (`rabbitmqctl set_permissions`), or use a profile whose user has them",
+            )),
+        ),
         (Err(e), _) => (
             Outcome::Failed,
             Some(Failure::error(

@@ -424,14 +424,20 @@ pub fn spawn(
     (control, handle)
 }
 
+/// Errors that stop a move instead of reconnecting. A refused login is not among them once the
+/// run has connected: credentials that worked a moment ago are not suddenly wrong, and a socket
+/// reset while the broker boots reads like a refused login (`classify_connect`); reconnects stay
+/// bounded by `max_reconnect_attempts`. (The first connection fails fast on a wrong password.)
 fn fatal(e: &BrokerError) -> bool {
     matches!(
         e,
         BrokerError::NotFound(_)
             | BrokerError::AccessRefused(_)
-            | BrokerError::AuthFailed { .. }
             | BrokerError::VhostDenied { .. }
             | BrokerError::Precondition(_)
+            // A memory/disk alarm: reconnecting cannot help (a new connection is blocked on its
+            // first publish); stop with the alarm named, unconfirmed messages stay in the source.
+            | BrokerError::Blocked { .. }
     )
 }
 
@@ -625,7 +631,7 @@ impl Runner<'_> {
     async fn epoch(&mut self, session: &Arc<Session>, publisher: &Arc<Session>) -> EpochEnd {
         match self.epoch_inner(session, publisher).await {
             Ok(r) => EpochEnd::Finished(r),
-            Err(e) => EpochEnd::Lost(e),
+            Err(e) => EpochEnd::Lost(publisher.explain(session.explain(e))),
         }
     }
 
@@ -821,6 +827,12 @@ impl Runner<'_> {
                             self.counts.returned += 1;
                             held.push(inflight.acker);
                         }
+                        Err(e) if matches!(e, BrokerError::AccessRefused(_)) => {
+                            // Refused by the broker: it was not published; it stays in the source.
+                            held.push(inflight.acker);
+                            fatal_error.get_or_insert(e.to_string());
+                            lost.get_or_insert(e);
+                        }
                         Err(e) => {
                             // Unknown fate: it may be in the target; the source will redeliver.
                             self.counts.possible_duplicates += 1;
@@ -1005,9 +1017,16 @@ impl Runner<'_> {
                 )
                 .await
                 .map_err(|e| crate::broker::session::classify(&e, &pw))?;
-            pending
-                .await
-                .map_err(|e| BrokerError::Other(format!("publisher confirm failed: {e}")))
+            // A channel the broker closed (ACCESS_REFUSED, NOT_FOUND) fails its confirms with
+            // the broker's reason: classified, so a missing permission stops the run at once.
+            pending.await.map_err(|e| {
+                match crate::broker::session::classify_during(&e, &pw, Some("basic.publish")) {
+                    BrokerError::Other(t) => {
+                        BrokerError::Other(format!("publisher confirm failed: {t}"))
+                    }
+                    known => known,
+                }
+            })
         }
         .boxed();
         match futures::poll!(&mut confirm) {

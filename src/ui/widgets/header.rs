@@ -1,5 +1,7 @@
 //! The header line: profile, broker (host:port and vhost — never credentials), server version,
-//! connection state or "stale 12 s — reconnecting (attempt 3)", data age, badges.
+//! connection state or "stale 12 s — reconnecting (attempt 3)", data age, badges — among them
+//! "broker blocked: memory alarm" while a resource alarm holds publishers, so an operation that
+//! waits is explained on screen rather than looking hung.
 
 use ratatui::text::{Line, Span};
 
@@ -80,6 +82,10 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
                 theme.muted,
             ));
         }
+    }
+    if let Some(blocked) = state.blocked_label() {
+        spans.push(Span::raw(" · "));
+        spans.push(Span::styled(blocked, theme.alert));
     }
     if state.snapshot.as_ref().is_some_and(|s| !s.mgmt_available) {
         spans.push(Span::styled(" · no mgmt API: rates unknown", theme.warn));
