@@ -443,16 +443,21 @@ async fn measure(
             quantile(&base_wall, 0.5)
         ),
     });
+    // The first refresh of a console fetches all four lists at once; every later one makes
+    // exactly one call (the most overdue part, see `TopologyCache`).
+    let steady_max = calls.iter().skip(1).copied().fold(0.0, f64::max);
     emit(&Figure {
-        figure: &format!("mgmt API calls per refresh, {label} (median)"),
-        measured: quantile(&calls, 0.5),
+        figure: &format!("mgmt API calls per refresh, {label} (max after the first)"),
+        measured: steady_max,
         unit: "calls",
         target: "= 1",
         baseline: None,
         ratio: None,
-        pass: Some(quantile(&calls, 0.5) <= 1.0),
+        pass: Some(steady_max <= 1.0),
         note: format!(
-            "mean {mean_calls:.2}: exchanges/bindings/version are refetched every 5 s (+3 calls)"
+            "first refresh {} (all four lists), mean {mean_calls:.2} over {} refreshes",
+            calls.first().copied().unwrap_or(0.0),
+            calls.len()
         ),
     });
     emit(&Figure {

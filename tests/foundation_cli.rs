@@ -566,7 +566,9 @@ async fn console_refresh_reuses_bindings_until_invalidated() {
     )
     .await
     .unwrap();
+    let calls = mgmt.calls();
     let cached = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    assert_eq!(mgmt.calls() - calls, 1, "one management call per refresh");
     assert_eq!(
         gate_bindings(&cached),
         1,
@@ -577,10 +579,16 @@ async fn console_refresh_reuses_bindings_until_invalidated() {
             .queues
             .iter()
             .any(|q| q.name == format!("{}.v2", t.ns)),
-        "the queue list is always fetched"
+        "the queue list is fetched first"
     );
-    *cache.lock().await = TopologyCache::default();
+    cache.lock().await.invalidate();
+    let calls = mgmt.calls();
     let fresh = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    assert_eq!(
+        mgmt.calls() - calls,
+        1,
+        "an invalidated cache fetches the bindings, only"
+    );
     assert_eq!(
         gate_bindings(&fresh),
         2,

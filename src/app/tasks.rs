@@ -127,8 +127,8 @@ async fn refresh_loop(
     // After one good login, a refused login is shown as reconnecting: a socket reset while the
     // broker boots reads like one (see `classify_connect`), and the loop retries anyway.
     let mut ever_connected = false;
-    // Exchanges/bindings/version are refetched every 5 s (or right after an operation asks for a
-    // refresh); the other refreshes make one management call, the queue list.
+    // One management call per refresh: the queue list, bindings, node list or exchanges,
+    // whichever is most overdue (`TopologyCache`); an operation's refresh makes bindings due.
     let topology = Arc::new(tokio::sync::Mutex::new(TopologyCache::default()));
     loop {
         let s = match session.as_ref().filter(|s| s.is_connected()) {
@@ -248,7 +248,7 @@ async fn refresh_loop(
             _ = tokio::time::sleep(interval) => {}
             _ = refresh_now.notified() => {
                 // An operation (or ctrl-r) changed something: show it without waiting 5 s.
-                *topology.lock().await = TopologyCache::default();
+                topology.lock().await.invalidate();
             }
         }
     }

@@ -63,49 +63,142 @@ pub struct MgmtData {
     pub alarms: Vec<String>,
 }
 
-/// Exchanges, bindings and the server version change rarely and cost the most on a large broker
-/// (the binding list grows with the queues): a long-lived caller (the console) keeps them here and
-/// refetches them only when older than `max_age`, so most refreshes make a single management API
-/// call, the queue list.
+/// One part of the management data the console keeps between refreshes, with its age.
 #[derive(Debug, Default)]
-pub struct TopologyCache {
-    fetched_at: Option<std::time::Instant>,
-    exchanges: Vec<ExchangeInfo>,
-    bindings: Vec<BindingInfo>,
-    version: Option<String>,
-    alarms: Vec<String>,
+struct Part<T> {
+    at: Option<std::time::Instant>,
+    value: T,
 }
 
-/// How long the console reuses exchanges, bindings and the version (the management API's own
-/// sampling interval is 5 s too).
-pub const TOPOLOGY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+impl<T> Part<T> {
+    /// How overdue the part is: age ÷ `max_age` (∞ when never fetched or invalidated).
+    fn overdue(&self, max_age: std::time::Duration) -> f64 {
+        self.at.map_or(f64::INFINITY, |t| {
+            t.elapsed().as_secs_f64() / max_age.as_secs_f64()
+        })
+    }
+    fn set(&mut self, value: T) {
+        self.at = Some(std::time::Instant::now());
+        self.value = value;
+    }
+}
 
-/// Fetch the management data, reusing `cache`'s exchanges/bindings/version while younger than
-/// [`TOPOLOGY_MAX_AGE`].
+/// The console's management data between refreshes. Each refresh makes exactly **one**
+/// management API call — for whichever part is most overdue relative to its own maximum age
+/// ([`QUEUES_MAX_AGE`], [`BINDINGS_MAX_AGE`], [`NODES_MAX_AGE`], [`EXCHANGES_MAX_AGE`]) — and
+/// reuses the others; only the very first refresh fetches all four at once. The broker samples
+/// its statistics every 5 s anyway, and the depths of the namespaces on screen are read exactly
+/// over AMQP, so a queue list up to a few seconds old costs nothing visible; on a broker with
+/// 10,000 queues the lists are megabytes, and one call per refresh keeps both sides cheap.
+/// [`TopologyCache::invalidate`] (after an operation) makes bindings and exchanges due at once.
+#[derive(Debug, Default)]
+pub struct TopologyCache {
+    queues: Part<Vec<QueueInfo>>,
+    exchanges: Part<Vec<ExchangeInfo>>,
+    bindings: Part<Vec<BindingInfo>>,
+    /// (server version, alarms)
+    nodes: Part<(Option<String>, Vec<String>)>,
+}
+
+impl TopologyCache {
+    /// Something changed the topology (a gate flip, an init): fetch bindings, then exchanges, on
+    /// the next refreshes.
+    pub fn invalidate(&mut self) {
+        self.bindings.at = None;
+        self.exchanges.at = None;
+    }
+}
+
+/// The queue list is refetched when older than this (relative to the other parts' ages).
+pub const QUEUES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bindings (the gates): the management API's own sampling interval.
+pub const BINDINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The node list (version, memory/disk alarms).
+pub const NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(4);
+/// Exchanges (a new namespace appears once its entry exchange is listed).
+pub const EXCHANGES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15);
+/// Kept for callers that reason about the topology's age: bindings are at most this old
+/// (plus a refresh interval) unless an operation invalidated them sooner.
+pub const TOPOLOGY_MAX_AGE: std::time::Duration = BINDINGS_MAX_AGE;
+
+/// The version and alarms from the node list; without the `monitoring` tag the node list is
+/// refused and the overview gives the version (alarms stay unknown).
+async fn fetch_nodes(
+    mgmt: &Mgmt,
+) -> Result<(Option<String>, Vec<String>), crate::broker::mgmt::MgmtError> {
+    match mgmt.nodes().await {
+        Ok(nodes) => Ok((
+            nodes
+                .iter()
+                .flat_map(|n| n.applications.iter())
+                .find(|a| a.name == "rabbit")
+                .map(|a| a.version.clone()),
+            crate::broker::mgmt::alarms_of(&nodes),
+        )),
+        Err(_) => Ok((
+            mgmt.overview().await.ok().map(|o| o.rabbitmq_version),
+            Vec::new(),
+        )),
+    }
+}
+
+/// Fetch the management data with one API call (see [`TopologyCache`]).
 pub async fn fetch_mgmt_cached(
     mgmt: &Mgmt,
     cache: &tokio::sync::Mutex<TopologyCache>,
 ) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
     let mut c = cache.lock().await;
-    if c.fetched_at.is_some_and(|t| t.elapsed() < TOPOLOGY_MAX_AGE) {
-        let queues = mgmt.queues().await?;
-        return Ok(MgmtData {
-            queues,
-            exchanges: c.exchanges.clone(),
-            bindings: c.bindings.clone(),
-            version: c.version.clone(),
-            alarms: c.alarms.clone(),
-        });
+    if c.queues.at.is_none() || c.nodes.at.is_none() {
+        let d = fetch_mgmt(mgmt).await?;
+        c.queues.set(d.queues.clone());
+        c.exchanges.set(d.exchanges.clone());
+        c.bindings.set(d.bindings.clone());
+        c.nodes.set((d.version.clone(), d.alarms.clone()));
+        return Ok(d);
     }
-    let d = fetch_mgmt(mgmt).await?;
-    *c = TopologyCache {
-        fetched_at: Some(std::time::Instant::now()),
-        exchanges: d.exchanges.clone(),
-        bindings: d.bindings.clone(),
-        version: d.version.clone(),
-        alarms: d.alarms.clone(),
-    };
-    Ok(d)
+    // The most overdue part; ties go to the queue list.
+    let due = [
+        (0, c.queues.overdue(QUEUES_MAX_AGE)),
+        (1, c.bindings.overdue(BINDINGS_MAX_AGE)),
+        (2, c.nodes.overdue(NODES_MAX_AGE)),
+        (3, c.exchanges.overdue(EXCHANGES_MAX_AGE)),
+    ]
+    .into_iter()
+    .fold(
+        (0, f64::NEG_INFINITY),
+        |best, p| if p.1 > best.1 { p } else { best },
+    )
+    .0;
+    match due {
+        1 => {
+            let b = keep_gate_bindings(mgmt.bindings().await?);
+            c.bindings.set(b);
+        }
+        2 => {
+            let n = fetch_nodes(mgmt).await?;
+            c.nodes.set(n);
+        }
+        3 => {
+            let x = mgmt.exchanges().await?;
+            c.exchanges.set(x);
+        }
+        _ => {
+            let q = mgmt.queues().await?;
+            c.queues.set(q);
+        }
+    }
+    Ok(MgmtData {
+        queues: c.queues.value.clone(),
+        exchanges: c.exchanges.value.clone(),
+        bindings: c.bindings.value.clone(),
+        version: c.nodes.value.0.clone(),
+        alarms: c.nodes.value.1.clone(),
+    })
+}
+
+/// The default exchange's implicit binding of every queue is no gate: not kept.
+fn keep_gate_bindings(b: Vec<BindingInfo>) -> Vec<BindingInfo> {
+    b.into_iter().filter(|b| !b.source.is_empty()).collect()
 }
 
 /// Fetch the management data (queues, exchanges, bindings, version and alarms). The node list
@@ -116,27 +209,13 @@ pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::Mg
         mgmt.queues(),
         mgmt.exchanges(),
         mgmt.bindings(),
-        mgmt.nodes()
+        fetch_nodes(mgmt)
     );
-    let (version, alarms) = match n {
-        Ok(nodes) => (
-            nodes
-                .iter()
-                .flat_map(|n| n.applications.iter())
-                .find(|a| a.name == "rabbit")
-                .map(|a| a.version.clone()),
-            crate::broker::mgmt::alarms_of(&nodes),
-        ),
-        Err(_) => (
-            mgmt.overview().await.ok().map(|o| o.rabbitmq_version),
-            Vec::new(),
-        ),
-    };
+    let (version, alarms) = n?;
     Ok(MgmtData {
         queues: q?,
         exchanges: x?,
-        // The default exchange's implicit binding of every queue is no gate: not kept.
-        bindings: b?.into_iter().filter(|b| !b.source.is_empty()).collect(),
+        bindings: keep_gate_bindings(b?),
         version,
         alarms,
     })

@@ -174,12 +174,12 @@ fn draw_version(
     ]));
     let hist = state.history.get(&(n.name.clone(), v.version.clone()));
     let depth: Vec<f64> = hist
-        .map(|h| h.iter().map(|s| s.depth as f64).collect())
+        .map(|h| h.iter().map(|s| s.depth() as f64).collect())
         .unwrap_or_default();
     let errs: Vec<f64> = hist
         .map(|h| {
             h.iter()
-                .map(|s| s.error_rate.unwrap_or(0.0) * 100.0)
+                .map(|s| s.error_rate().unwrap_or(0.0) * 100.0)
                 .collect()
         })
         .unwrap_or_default();

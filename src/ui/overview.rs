@@ -208,7 +208,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         )));
         let series: Vec<f64> = v
             .and_then(|v| state.history.get(&(ns.name.clone(), v.version.clone())))
-            .map(|h| h.iter().map(|s| s.depth as f64).collect())
+            .map(|h| h.iter().map(|s| s.depth() as f64).collect())
             .unwrap_or_default();
         cells.push(Cell::from(Span::styled(
             sparkline(&series, usize::from(trend_w)),
