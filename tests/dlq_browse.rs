@@ -32,7 +32,7 @@ async fn ten_pages_then_abrupt_quit_keeps_depth_and_order() {
     let dlq = format!("{ns}.dlq");
     wait_depth(s, &dlq, 1000, 10).await;
 
-    let proxy = Proxy::start().await;
+    let proxy = Proxy::amqp().await;
     let profile = profile_via(&proxy, &t.cfg);
     let console = session::connect(&profile, "browse", "test").await.unwrap();
     for page in 0..10u64 {

@@ -45,7 +45,7 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
     let dlq = format!("{ns}.dlq");
     wait_depth(&s, &dlq, N as u32, 60).await;
 
-    let proxy = Proxy::start().await;
+    let proxy = Proxy::amqp().await;
     let profile = profile_via(&proxy, &t.cfg);
     let mut spec = MoveSpec::replay(&ns, Target::Origin);
     spec.connection_purpose = format!("mover {ns}");

@@ -155,55 +155,8 @@ pub async fn delete_queues(session: &Session, queues: &[&str]) {
     let _ = ch.close(200, "ok".into()).await;
 }
 
-/// A TCP proxy to the broker whose live connections the test can cut (abrupt socket drop: no
-/// AMQP close, the broker just sees the socket go away).
-pub struct Proxy {
-    pub port: u16,
-    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    pub async fn start() -> Self {
-        let upstream = url::Url::parse(
-            &std::env::var("HOPBACK_TEST_URL")
-                .unwrap_or_else(|_| hopback::config::DEFAULT_URL.to_string()),
-        )
-        .unwrap();
-        let up = format!(
-            "{}:{}",
-            upstream.host_str().unwrap(),
-            upstream.port().unwrap_or(5672)
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let l2 = live.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let up = up.clone();
-                let h = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&up).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                l2.lock().unwrap().push(h);
-            }
-        });
-        Self { port, live }
-    }
-    /// Drop every live connection; returns how many were cut.
-    pub fn cut(&self) -> usize {
-        let mut live = self.live.lock().unwrap();
-        let n = live.iter().filter(|h| !h.is_finished()).count();
-        for h in live.drain(..) {
-            h.abort();
-        }
-        n
-    }
-}
+/// A TCP proxy to the broker whose live connections the test can cut (see `common::proxy`).
+pub use crate::common::proxy::Proxy;
 
 /// A profile that connects through `proxy` (management API unchanged).
 pub fn profile_via(proxy: &Proxy, base: &hopback::config::Config) -> hopback::config::Profile {
