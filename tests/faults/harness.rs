@@ -842,6 +842,39 @@ impl Console {
         Some(t.duration_since(fault_over).as_secs_f64())
     }
 
+    /// Like [`Console::recovered_after`] for a fault that took the broker away from
+    /// `fault_start` to `fault_over`: the console retries every ≤ 2 s, so it can be back before
+    /// the test declares the fault over (`rabbitmqctl start_app` returns a moment after the
+    /// listener opens). A reconnect inside the window (a `Connected` after a lost connection,
+    /// both after `fault_start`) counts as recovered at `fault_over`, i.e. in 0 s.
+    pub async fn recovered_after_outage(
+        &self,
+        fault_start: Instant,
+        fault_over: Instant,
+    ) -> Option<f64> {
+        let back_in_window = {
+            let log = self.log.lock().unwrap();
+            let mut lost = false;
+            let mut back = false;
+            for (_, s) in log
+                .iter()
+                .filter(|(t, _)| *t >= fault_start && *t < fault_over)
+            {
+                match s {
+                    Seen::Conn(ConnState::Connected { .. }) => back = lost,
+                    Seen::Conn(_) => {
+                        lost = true;
+                        back = false;
+                    }
+                    _ => {}
+                }
+            }
+            back
+        };
+        self.recovered_after(fault_over, !back_in_window, |_, _| true)
+            .await
+    }
+
     /// The header line as the TUI would draw it (200 columns).
     pub fn header_text(&self) -> String {
         let st = self.state.lock().unwrap();

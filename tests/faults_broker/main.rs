@@ -202,7 +202,7 @@ async fn broker_restarted() {
     .unwrap();
     let back_at = Instant::now();
     let down_s = back_at.duration_since(stop_at).as_secs_f64();
-    let recovered = console.recovered_after(back_at, true, |_, _| true).await;
+    let recovered = console.recovered_after_outage(stop_at, back_at).await;
     eprintln!("broker down {down_s:.1} s; console recovered after {recovered:?} s");
     let firsts: Vec<Attempt> = join_all(runs)
         .await
