@@ -337,7 +337,10 @@ async fn console_replay_then(sig: i32, name: &str) {
         env!("CARGO_BIN_EXE_hopback")
     ));
     tm.keys(&["Enter"]);
-    tm.wait(20, "the console", |s| s.contains(&ns));
+    // Up with data (other tests' namespaces may fill the screen: `:ns` selects ours anyway).
+    tm.wait(20, "the console", |s| {
+        s.contains("namespaces ") && s.contains("connected")
+    });
     assert!(tm.alternate_on());
     // Select the namespace, open its dead letters, replay all of them.
     tm.literal(":ns ");
@@ -433,7 +436,10 @@ async fn console_survives_resizing_to_40x10_and_back_on_every_view() {
         env!("CARGO_BIN_EXE_hopback")
     ));
     tm.keys(&["Enter"]);
-    tm.wait(20, "the console", |s| s.contains(&ns));
+    // Up with data (other tests' namespaces may fill the screen: `:ns` selects ours anyway).
+    tm.wait(20, "the console", |s| {
+        s.contains("namespaces ") && s.contains("connected")
+    });
     tm.literal(":ns ");
     tm.literal(&ns);
     tm.keys(&["Enter"]);
