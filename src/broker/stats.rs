@@ -4,6 +4,7 @@
 //! Without the management plugin the snapshot still has depths and consumers; rates are `None`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::broker::browse::{BrowseOptions, browse};
 use crate::broker::mgmt::{BindingInfo, ExchangeInfo, Mgmt, QueueInfo};
@@ -51,12 +52,12 @@ async fn counts(
 /// Everything the management API told us in one refresh.
 #[derive(Debug, Clone, Default)]
 pub struct MgmtData {
-    /// Queues.
-    pub queues: Vec<QueueInfo>,
+    /// Queues (shared with the console's [`TopologyCache`]: a refresh clones no list).
+    pub queues: Arc<Vec<QueueInfo>>,
     /// Exchanges.
-    pub exchanges: Vec<ExchangeInfo>,
+    pub exchanges: Arc<Vec<ExchangeInfo>>,
     /// Bindings.
-    pub bindings: Vec<BindingInfo>,
+    pub bindings: Arc<Vec<BindingInfo>>,
     /// Server version.
     pub version: Option<String>,
     /// Resource alarms in effect (see [`crate::broker::mgmt::alarms_of`]).
@@ -93,9 +94,9 @@ impl<T> Part<T> {
 /// [`TopologyCache::invalidate`] (after an operation) makes bindings and exchanges due at once.
 #[derive(Debug, Default)]
 pub struct TopologyCache {
-    queues: Part<Vec<QueueInfo>>,
-    exchanges: Part<Vec<ExchangeInfo>>,
-    bindings: Part<Vec<BindingInfo>>,
+    queues: Part<Arc<Vec<QueueInfo>>>,
+    exchanges: Part<Arc<Vec<ExchangeInfo>>>,
+    bindings: Part<Arc<Vec<BindingInfo>>>,
     /// (server version, alarms)
     nodes: Part<(Option<String>, Vec<String>)>,
 }
@@ -172,7 +173,7 @@ pub async fn fetch_mgmt_cached(
     match due {
         1 => {
             let b = keep_gate_bindings(mgmt.bindings().await?);
-            c.bindings.set(b);
+            c.bindings.set(Arc::new(b));
         }
         2 => {
             let n = fetch_nodes(mgmt).await?;
@@ -180,11 +181,15 @@ pub async fn fetch_mgmt_cached(
         }
         3 => {
             let x = mgmt.exchanges().await?;
-            c.exchanges.set(x);
+            c.exchanges.set(Arc::new(x));
         }
         _ => {
+            // Drop the old list before parsing the new one (one list alive at a time); if the
+            // call fails, the next refresh refetches everything (`at` is cleared).
+            c.queues.value = Arc::default();
+            c.queues.at = None;
             let q = mgmt.queues().await?;
-            c.queues.set(q);
+            c.queues.set(Arc::new(q));
         }
     }
     Ok(MgmtData {
@@ -213,9 +218,9 @@ pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::Mg
     );
     let (version, alarms) = n?;
     Ok(MgmtData {
-        queues: q?,
-        exchanges: x?,
-        bindings: keep_gate_bindings(b?),
+        queues: Arc::new(q?),
+        exchanges: Arc::new(x?),
+        bindings: Arc::new(keep_gate_bindings(b?)),
         version,
         alarms,
     })
