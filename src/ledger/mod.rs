@@ -677,12 +677,25 @@ async fn declare_stream(
         // A user without CONFIGURE permission (read-only, monitoring) may not declare, but a
         // passive declare needs no permission: if the stream exists, it is read as the team's
         // ledger; appends are then refused by the broker (WRITE), as they should be.
-        Err(BrokerError::AccessRefused(detail)) => match session.passive_queue(name).await {
-            Ok(Some(_)) => Ok(Some(
-                "read only: this user may not declare or write the stream".to_string(),
-            )),
-            _ => Err(BrokerError::AccessRefused(detail)),
-        },
+        Err(BrokerError::AccessRefused(detail)) => {
+            // The refused declare closed its channel; a passive check right after can meet a
+            // channel still closing, so it is tried a few times before giving up.
+            for _ in 0..3 {
+                match session.passive_queue(name).await {
+                    Ok(Some(_)) => {
+                        return Ok(Some(
+                            "read only: this user may not declare or write the stream".to_string(),
+                        ));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!("ledger: passive check of `{name}` failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            Err(BrokerError::AccessRefused(detail))
+        }
         Err(e) => Err(e),
     }
 }
