@@ -114,8 +114,8 @@ impl TopologyCache {
 pub const QUEUES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bindings (the gates): the management API's own sampling interval.
 pub const BINDINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
-/// The node list (version, memory/disk alarms).
-pub const NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(4);
+/// The node list (version, memory/disk alarms): small, and the alarm badge should not lag.
+pub const NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Exchanges (a new namespace appears once its entry exchange is listed).
 pub const EXCHANGES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 /// Kept for callers that reason about the topology's age: bindings are at most this old
