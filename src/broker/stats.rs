@@ -118,9 +118,6 @@ pub const BINDINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs
 pub const NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Exchanges (a new namespace appears once its entry exchange is listed).
 pub const EXCHANGES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15);
-/// Kept for callers that reason about the topology's age: bindings are at most this old
-/// (plus a refresh interval) unless an operation invalidated them sooner.
-pub const TOPOLOGY_MAX_AGE: std::time::Duration = BINDINGS_MAX_AGE;
 
 /// The version and alarms from the node list; without the `monitoring` tag the node list is
 /// refused and the overview gives the version (alarms stay unknown).
