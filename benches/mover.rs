@@ -4,7 +4,7 @@
 //! hopback moves at least as fast). Run it through `scripts/bench` (release build).
 //!
 //! Usage: `cargo bench --bench mover -- [--messages N] [--runs R] [--prefetch P] [--confirm-window W]
-//! [--one-connection] [--smoke]`
+//! [--one-connection] [--settle-ms MS] [--smoke]`
 //! Broker: `HOPBACK_URL` or amqp://guest:guest@127.0.0.1:5672/%2f, management API on :15672.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,6 +27,8 @@ struct Args {
     prefetch: u16,
     confirm_window: usize,
     one_connection: bool,
+    /// Pause between filling the source and starting the move.
+    settle: Duration,
     /// Run only one side (profiling): "hopback" or "shovel".
     side: Option<String>,
 }
@@ -34,10 +36,11 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         messages: 100_000,
-        runs: 3,
+        runs: 6,
         prefetch: mover::DEFAULT_PREFETCH,
         confirm_window: mover::DEFAULT_CONFIRM_WINDOW,
         one_connection: false,
+        settle: Duration::from_secs(3),
         side: None,
     };
     let mut it = std::env::args().skip(1);
@@ -49,11 +52,15 @@ fn parse_args() -> Result<Args, String> {
             "--prefetch" => a.prefetch = val()?.parse().map_err(|e| format!("{e}"))?,
             "--confirm-window" => a.confirm_window = val()?.parse().map_err(|e| format!("{e}"))?,
             "--one-connection" => a.one_connection = true,
+            "--settle-ms" => {
+                a.settle = Duration::from_millis(val()?.parse().map_err(|e| format!("{e}"))?)
+            }
             "--side" => a.side = Some(val()?),
             "--bench" => {} // added by `cargo bench`
             "--smoke" => {
                 a.messages = 5_000;
                 a.runs = 1;
+                a.settle = Duration::from_millis(200);
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -156,9 +163,27 @@ async fn hopback_run(p: &Profile, a: &Args, src: &str, dst: &str) -> Result<f64,
     spec.confirm_window = a.confirm_window;
     spec.separate_publish_connection = !a.one_connection;
     let start = Instant::now();
+    // The same 10 ms depth poll the shovel side runs, so both sides carry the same extra load;
+    // it also tells when the last message reached the target (the shovel side's end point).
+    let watcher = {
+        let (p2, dst2, n) = (p.clone(), dst.to_string(), a.messages);
+        tokio::spawn(async move {
+            let s = connect(&p2, "bench watch", "bench")
+                .await
+                .map_err(|e| e.to_string())?;
+            let waited = wait_depth(&s, &dst2, n, Duration::from_secs(600)).await;
+            let t = start.elapsed().as_secs_f64();
+            s.close().await;
+            waited.map(|()| t)
+        })
+    };
     let cpu0 = common::process_cpu_s();
     let r = mover::run(p, "bench", &spec, &MoveControl::new()).await;
+    // Until the run returned: every source ack proven, channels closed (stricter than the
+    // shovel's end point, which is the last message's arrival).
     let secs = start.elapsed().as_secs_f64();
+    let arrived = watcher.await.map_err(|e| e.to_string())??;
+    println!("  hopback: all in the target after {arrived:.2} s, run returned after {secs:.2} s");
     println!(
         "  hopback client CPU {:.2} s for {} messages ({:.1} µs/msg)",
         common::process_cpu_s() - cpu0,
@@ -200,7 +225,11 @@ async fn shovel_run(s: &Session, m: &Mgmt, a: &Args, src: &str, dst: &str) -> Re
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 0 => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        n => v[n / 2],
+    }
 }
 
 async fn bench() -> Result<(), String> {
@@ -210,8 +239,6 @@ async fn bench() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let m = Mgmt::new(&p).map_err(|e| e.to_string())?;
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let (src, dst) = (format!("bench-src-{tag}"), format!("bench-dst-{tag}"));
     println!(
         "moving {} × 1 KiB persistent messages between durable classic queues, {} run(s) each; hopback prefetch {} confirm window {} {}",
         a.messages,
@@ -232,15 +259,27 @@ async fn bench() -> Result<(), String> {
                 (Some("hopback"), 1) | (Some("shovel"), 0) => continue,
                 _ => {}
             }
+            // Fresh queues for every move, and a pause after filling: a queue that was just
+            // purged or filled keeps the broker busy for a while (index and store clean-up), and
+            // whichever side ran second used to pay for the first one's leftovers.
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            let (src, dst) = (format!("bench-src-{tag}"), format!("bench-dst-{tag}"));
             declare(&s, &src).await?;
             declare(&s, &dst).await?;
             fill(&s, &src, a.messages).await?;
             wait_depth(&s, &src, a.messages, Duration::from_secs(60)).await?;
+            tokio::time::sleep(a.settle).await;
             let rate = if side == 0 {
-                hopback_run(&p, &a, &src, &dst).await?
+                hopback_run(&p, &a, &src, &dst).await
             } else {
-                shovel_run(&s, &m, &a, &src, &dst).await?
+                shovel_run(&s, &m, &a, &src, &dst).await
             };
+            let ch = s.channel().await.map_err(|e| e.to_string())?;
+            for q in [&src, &dst] {
+                let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+            }
+            let _ = ch.close(200, "ok".into()).await;
+            let rate = rate?;
             println!(
                 "run {}: {:<8} {:>9.0} msg/s",
                 run + 1,
@@ -249,10 +288,6 @@ async fn bench() -> Result<(), String> {
             );
             if side == 0 { &mut hop } else { &mut sho }.push(rate);
         }
-    }
-    let ch = s.channel().await.map_err(|e| e.to_string())?;
-    for q in [&src, &dst] {
-        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
     let ratios: Vec<String> = hop
         .iter()
