@@ -255,3 +255,25 @@ async fn pause_resume_and_stop_through_the_control() {
     assert_eq!(all, work);
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_delivery_slower_than_the_idle_timeout_is_waited_for_not_reported_drained() {
+    // A large message takes longer to arrive than the idle timeout (here 1 ms, in production a
+    // slow link): the broker shows it unacked, not ready, while it is on its way to us. The run
+    // must wait for it instead of ending "drained, moved 0" with the message still in the source.
+    let t = TestNs::new("mvt", &["v1", "v2"], QueueType::Classic).await;
+    let ns = t.ns.clone();
+    let s = &t.session;
+    let big = vec![b'x'; 8 * 1024 * 1024];
+    let work = ids("big", 3);
+    publish(s, &format!("{ns}.v2"), &work, &|_| big.clone(), None, false).await;
+    let mut spec = MoveSpec::drain(&ns, &format!("{ns}.v2"), &format!("{ns}.v1"));
+    spec.idle_timeout = std::time::Duration::from_millis(1);
+    let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
+    assert_eq!(report.stop, StopReason::Drained, "{report:?}");
+    assert_eq!(report.counts.moved, 3, "{report:?}");
+    assert_eq!(depth(s, &format!("{ns}.v2")).await, 0);
+    let v1 = drain_ids(s, &format!("{ns}.v1")).await;
+    assert_eq!(v1.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), work);
+    t.cleanup().await;
+}

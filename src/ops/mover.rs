@@ -59,6 +59,9 @@ pub const RUN_HEADER: &str = "x-hopback-run";
 /// Extra prefetch kept for held (non-matching / unroutable) messages, so a filter does not stall
 /// the consumer after `prefetch` non-matching messages.
 pub const HOLD_ALLOWANCE: u32 = 20_000;
+/// How long after the last delivery a quiet consumer may still be receiving one the source
+/// cannot have given to anyone else ([`Runner::delivery_in_transit`]).
+const IN_TRANSIT_MAX: Duration = Duration::from_secs(60);
 /// How long a confirm may take before the channel is presumed dead.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -377,6 +380,10 @@ struct Runner<'a> {
     budget_hit: bool,
     /// Made progress in the current epoch (resets the reconnect attempt counter).
     progressed: bool,
+    /// Deliveries received over the whole run (all epochs, redeliveries included).
+    received: u64,
+    /// When the last delivery arrived (the idle check's reference).
+    last_delivery: Instant,
 }
 
 /// Run a move to the end on its own connection (reconnecting as needed).
@@ -398,6 +405,8 @@ pub async fn run(
         origin_ok: HashMap::new(),
         park_declared: false,
         run_id: uuid::Uuid::new_v4().to_string(),
+        received: 0,
+        last_delivery: started,
         budget_hit: false,
         progressed: false,
     };
@@ -843,7 +852,12 @@ impl Runner<'_> {
                 next = tokio::time::timeout(spec.idle_timeout, consumer.next()), if can_take => {
                     let delivery = match next {
                         Err(_) => {
-                            if window.is_empty() && acks.is_empty() {
+                            if window.is_empty()
+                                && acks.is_empty()
+                                && !self
+                                    .delivery_in_transit(session, held.len() < usize::from(spec.prefetch))
+                                    .await
+                            {
                                 consuming = false;
                                 finish.get_or_insert(StopReason::Drained);
                             }
@@ -859,6 +873,8 @@ impl Runner<'_> {
                         }
                         Ok(Some(Ok(d))) => d,
                     };
+                    self.received += 1;
+                    self.last_delivery = Instant::now();
                     match self.dispatch(session, &publish_ch, delivery).await {
                         Ok(Dispatch::Held(acker)) => held.push(acker),
                         Ok(Dispatch::Published(inflight, confirm)) => {
@@ -906,6 +922,24 @@ impl Runner<'_> {
             return Err(e);
         }
         Ok(finish.unwrap_or(StopReason::Drained))
+    }
+
+    /// Whether a quiet consumer may still be receiving a delivery: a large message over a slow
+    /// link (or a busy box) can take longer than `idle_timeout` to arrive, and ending then would
+    /// report "drained, moved 0" with the message still in the source. The broker counts a
+    /// message it is sending us as unacked, not ready, so: nothing ready, we are the source's only
+    /// consumer, and fewer deliveries arrived than the source held at the start — the rest can
+    /// only be on their way to us (also with messages ready, while our prefetch has room).
+    /// Waits at most [`IN_TRANSIT_MAX`] after the last delivery (a message that expired or was
+    /// taken by a consumer that has since left is never coming).
+    async fn delivery_in_transit(&mut self, session: &Session, prefetch_room: bool) -> bool {
+        if self.received >= self.initial_depth || self.last_delivery.elapsed() > IN_TRANSIT_MAX {
+            return false;
+        }
+        match session.passive_queue(&self.spec.source_queue).await {
+            Ok(Some(q)) => q.consumers == 1 && (q.ready == 0 || prefetch_room),
+            _ => false,
+        }
     }
 
     /// Decide what to do with one delivery and publish it if it goes somewhere.
