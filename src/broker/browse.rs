@@ -157,7 +157,34 @@ pub async fn browse(
         .await;
     }
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "browse done".into())).await;
+    if last_tag.is_some() {
+        wait_requeued(session, queue, depth).await;
+    }
     Ok(out)
+}
+
+/// Longest wait, after a browse, for the queue's ready count to show the messages it put back.
+const REQUEUE_SETTLE_MAX: Duration = Duration::from_millis(500);
+
+/// Return only once the broker counts the browsed messages as ready again (or after
+/// [`REQUEUE_SETTLE_MAX`], if someone else consumed meanwhile). The requeue (`basic.nack`) is
+/// asynchronous, and the classic queue process (a gen_server2 with message priorities) may
+/// answer a passive `queue.declare` before it has applied requeues still in its mailbox; without
+/// this the next read right after a browse — the inspector loading message N, a replay's
+/// preflight — could see the queue short by the messages just put back and show an empty page
+/// or move nothing (seen once in CI: the inspector found no message at a position the page had
+/// just listed).
+async fn wait_requeued(session: &Session, queue: &str, depth: u64) {
+    let deadline = tokio::time::Instant::now() + REQUEUE_SETTLE_MAX;
+    loop {
+        match session.passive_queue(queue).await {
+            Ok(Some(c)) if u64::from(c.ready) >= depth => return,
+            Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Render an AMQP field value compactly (raw: callers sanitise before display).
