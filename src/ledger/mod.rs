@@ -616,6 +616,10 @@ async fn declare_stream(
     max_length_bytes: u64,
 ) -> Result<Option<String>, BrokerError> {
     let pw = session.password().to_string();
+    // Whether it exists, asked first (a passive declare needs no permission): a user without
+    // CONFIGURE then needs no further call after the refused declare below, whose channel the
+    // broker closes — a call right after that could still meet the closing channel (seen in CI).
+    let exists = matches!(session.passive_queue(name).await, Ok(Some(_)));
     let ch = session.channel().await?;
     let mut args = FieldTable::default();
     args.insert(
@@ -677,9 +681,13 @@ async fn declare_stream(
         // A user without CONFIGURE permission (read-only, monitoring) may not declare, but a
         // passive declare needs no permission: if the stream exists, it is read as the team's
         // ledger; appends are then refused by the broker (WRITE), as they should be.
+        Err(BrokerError::AccessRefused(_)) if exists => Ok(Some(
+            "read only: this user may not declare or write the stream".to_string(),
+        )),
         Err(BrokerError::AccessRefused(detail)) => {
-            // The refused declare closed its channel; a passive check right after can meet a
-            // channel still closing, so it is tried a few times before giving up.
+            // Not seen before the declare (or that check failed): look again. The refused
+            // declare closed its channel; a passive check right after can meet a channel still
+            // closing, so it is tried a few times before giving up.
             for _ in 0..3 {
                 match session.passive_queue(name).await {
                     Ok(Some(_)) => {
