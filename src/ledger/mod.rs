@@ -55,6 +55,8 @@ pub const READ_IDLE: Duration = Duration::from_millis(400);
 /// Once a catch-up read has seen as many events as the stream reported, how long it still waits
 /// for stragglers (the reported count may lag the newest confirmed events).
 pub const END_GRACE: Duration = Duration::from_millis(250);
+/// Longest wait for the first event of a read when the stream reports it holds some.
+const FIRST_EXPECTED_EVENT: Duration = Duration::from_secs(10);
 /// Consumer prefetch when reading the stream.
 const READ_PREFETCH: u16 = 10_000;
 /// Ack every this many deliveries (multiple=true) when reading.
@@ -436,6 +438,8 @@ impl Ledger {
                 s
             }
         };
+        // Only a read from the first event expects the reported count.
+        let from_first = from == StreamStart::First;
         type Batch = Vec<(Option<u64>, Vec<u8>)>;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch, Failure>>(32);
         let reader = tokio::spawn(async move {
@@ -446,6 +450,10 @@ impl Ledger {
                 // reached, wait briefly for more instead of stopping outright.
                 let idle = if sub.at_end() {
                     END_GRACE
+                } else if got == 0 && from_first && sub.end_hint().is_some_and(|n| n > 0) {
+                    // The broker said the stream holds events: the first one can take longer
+                    // than an idle gap to arrive on a busy broker (or one that just restarted).
+                    FIRST_EXPECTED_EVENT
                 } else if got == 0 {
                     READ_IDLE * 2
                 } else {
