@@ -181,13 +181,28 @@ pub fn classify(e: &lapin::Error, password: &str) -> BrokerError {
 /// [`classify`], naming the call that failed (`queue.bind`, …) so a permission refusal can say
 /// which permission the call needed.
 pub fn classify_during(e: &lapin::Error, password: &str, during: Option<&str>) -> BrokerError {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
     let text = scrub(&e.to_string(), password);
     let text = crate::text::sanitize(&text).into_owned();
-    if text.contains("NOT_FOUND") || text.contains("404") {
+    // The broker's reply code first; the text only as a fallback, and never bare numbers: a
+    // name such as `t-perm-new-6fcb9a9404` contains "404" (a refusal was once read as "not found").
+    let soft = match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => match p.kind() {
+            AMQPErrorKind::Soft(s) => Some(s.clone()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
+    };
+    let is = |code: AMQPSoftError, name: &str| {
+        soft.as_ref()
+            .map_or_else(|| text.contains(name), |s| *s == code)
+    };
+    if is(AMQPSoftError::NOTFOUND, "NOT_FOUND") {
         BrokerError::NotFound(text)
-    } else if text.contains("PRECONDITION_FAILED") || text.contains("406") {
+    } else if is(AMQPSoftError::PRECONDITIONFAILED, "PRECONDITION_FAILED") {
         BrokerError::Precondition(text)
-    } else if text.contains("ACCESS_REFUSED") || text.contains("403") {
+    } else if is(AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED") || text.contains("ACCESS_REFUSED")
+    {
         BrokerError::AccessRefused(describe_access_refused(&text, during))
     } else if matches!(
         e.kind(),
