@@ -201,8 +201,7 @@ pub fn classify_during(e: &lapin::Error, password: &str, during: Option<&str>) -
         BrokerError::NotFound(text)
     } else if is(AMQPSoftError::PRECONDITIONFAILED, "PRECONDITION_FAILED") {
         BrokerError::Precondition(text)
-    } else if is(AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED") || text.contains("ACCESS_REFUSED")
-    {
+    } else if is(AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED") {
         BrokerError::AccessRefused(describe_access_refused(&text, during))
     } else if matches!(
         e.kind(),
