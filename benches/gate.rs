@@ -44,7 +44,7 @@ async fn run(flips: usize) -> Res<()> {
     let versions = vec!["v1".to_string(), "v2".to_string()];
     topology::init(&session, &ns, &versions, QueueType::Classic).await?;
     let stream = format!("hopback.ledger.{ns}");
-    let ledger = Ledger::open_stream(&session, &cfg, &stream).await;
+    let ledger = std::sync::Arc::new(Ledger::open_stream(&session, &cfg, &stream).await);
 
     // Baselines.
     let mut get_ms = Vec::new();
@@ -86,10 +86,7 @@ async fn run(flips: usize) -> Res<()> {
     for i in 0..flips {
         let t = Instant::now();
         let r = gate::apply(
-            &session,
-            &mgmt,
-            &ledger,
-            &cfg,
+            &hopback::ops::OpContext::of(&session, &mgmt, &ledger, &cfg, hopback::ops::Via::Cli),
             &GateRequest {
                 namespace: ns.clone(),
                 target: targets[i % targets.len()].clone(),

@@ -138,7 +138,7 @@ async fn bench(n: u64) -> Res<()> {
         "hopback.ledger.bench-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    let ledger = Ledger::open_stream(&session, &cfg, &stream).await;
+    let ledger = std::sync::Arc::new(Ledger::open_stream(&session, &cfg, &stream).await);
     if !ledger.is_stream() {
         return Err(ledger.backend_description().into());
     }

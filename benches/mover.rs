@@ -14,9 +14,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use hopback::broker::mgmt::Mgmt;
+use hopback::broker::mover::{self, MoveControl, MoveSpec, StopReason};
 use hopback::broker::session::{Session, connect};
 use hopback::config::{self, Overrides, Profile};
-use hopback::ops::mover::{self, MoveControl, MoveSpec, StopReason};
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
@@ -157,7 +157,7 @@ async fn wait_depth(s: &Session, q: &str, n: u64, limit: Duration) -> Result<(),
 }
 
 async fn hopback_run(p: &Profile, a: &Args, src: &str, dst: &str) -> Result<f64, String> {
-    let mut spec = MoveSpec::drain("bench", src, dst);
+    let mut spec = MoveSpec::drain(&hopback::topology::Namespace::convention("bench"), src, dst);
     spec.limit = Some(a.messages);
     spec.prefetch = a.prefetch;
     spec.confirm_window = a.confirm_window;

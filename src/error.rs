@@ -75,3 +75,22 @@ impl Failure {
 
 /// Result type of commands and operations.
 pub type Result<T, E = Failure> = std::result::Result<T, E>;
+
+/// The one conversion of an operation's error at the CLI's edge: refused → exit 3,
+/// verification → exit 4, everything else → exit 1.
+impl From<crate::ops::OpError> for Failure {
+    fn from(e: crate::ops::OpError) -> Self {
+        use crate::ops::OpError;
+        match e {
+            OpError::Broker(b) => b.into_failure(),
+            OpError::Refused { message, hint } => Failure::refused(message, hint),
+            OpError::Invalid { message, hint } => Failure::usage(message, hint),
+            OpError::Verification { message, hint } => Failure::verification(message, hint),
+            OpError::Failed { message, hint } => Failure::error(message, hint),
+            e @ OpError::NotJournaled { .. } => {
+                let hint = e.hint();
+                Failure::error(e.to_string(), hint)
+            }
+        }
+    }
+}

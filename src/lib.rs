@@ -17,4 +17,5 @@ pub mod logging;
 pub mod model;
 pub mod ops;
 pub mod text;
+pub mod topology;
 pub mod ui;

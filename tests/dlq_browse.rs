@@ -15,7 +15,6 @@ use hopback::broker::browse::{BrowseOptions, browse, browse_page, load_message};
 use hopback::broker::session;
 use hopback::broker::topology::QueueType;
 use hopback::model::deadletter::{BodyMode, GroupBy, group, inspector_lines, summarize};
-use hopback::ops::purge;
 use hopback::text::is_terminal_safe;
 
 fn body(id: &str) -> Vec<u8> {
@@ -247,7 +246,7 @@ async fn purge_exports_first_and_removes_exactly_the_exported() {
     wait_depth(s, &dlq, 200, 10).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("export.jsonl");
-    let prepared = purge::prepare(s.clone(), &dlq, &path, false, false)
+    let prepared = hopback::broker::export::prepare(s.clone(), &dlq, &path, false, false)
         .await
         .unwrap();
     assert_eq!(prepared.count, 200);

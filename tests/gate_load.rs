@@ -108,7 +108,7 @@ async fn no_loss_no_duplication_while_flipping_under_load() {
     let t = common::TestNs::new("gateload", &["v1", "v2", "v3"], QueueType::Classic).await;
     let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
     let stream = format!("hopback.ledger.{}", t.ns);
-    let ledger = Ledger::open_stream(&t.session, &t.cfg, &stream).await;
+    let ledger = std::sync::Arc::new(Ledger::open_stream(&t.session, &t.cfg, &stream).await);
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let mut queues: Vec<String> = t.versions.iter().map(|v| format!("{}.{v}", t.ns)).collect();
     queues.push(format!("{}.unrouted", t.ns));
@@ -143,10 +143,13 @@ async fn no_loss_no_duplication_while_flipping_under_load() {
         let pick = &targets[rng.random_range(0..targets.len())];
         let target = GateSplit::from_pairs(pick.iter().map(|(v, w)| (v.to_string(), *w)));
         let r = gate::apply(
-            &t.session,
-            &mgmt,
-            &ledger,
-            &t.cfg,
+            &hopback::ops::OpContext::of(
+                &t.session,
+                &mgmt,
+                &ledger,
+                &t.cfg,
+                hopback::ops::Via::Cli,
+            ),
             &GateRequest {
                 namespace: t.ns.clone(),
                 target,
@@ -216,13 +219,10 @@ async fn canary_ten_percent_is_accurate() {
     let t = common::TestNs::new("canary", &["v1", "v2"], QueueType::Classic).await;
     let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::file(&dir.path().join("l.jsonl"), "test", &t.cfg);
+    let ledger = std::sync::Arc::new(Ledger::file(&dir.path().join("l.jsonl"), "test", &t.cfg));
     let target = GateSplit::from_pairs([("v1".to_string(), 90), ("v2".to_string(), 10)]);
     let r = gate::apply(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
         &GateRequest {
             namespace: t.ns.clone(),
             target,

@@ -42,14 +42,11 @@ async fn flips_verify_journal_and_are_idempotent() {
     let t = common::TestNs::new("gate", &["v1", "v2"], QueueType::Classic).await;
     let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
     let stream = format!("hopback.ledger.{}", t.ns);
-    let ledger = Ledger::open_stream(&t.session, &t.cfg, &stream).await;
+    let ledger = std::sync::Arc::new(Ledger::open_stream(&t.session, &t.cfg, &stream).await);
     assert!(ledger.is_stream());
 
     let r = gate::apply(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
         &req(&t.ns, "v1=90 v2=10"),
     )
     .await
@@ -72,19 +69,19 @@ async fn flips_verify_journal_and_are_idempotent() {
 
     // Same routing again: a no-op that says so and journals nothing.
     let again = gate::apply(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
         &req(&t.ns, "v1=90 v2=10"),
     )
     .await
     .unwrap();
     assert!(!again.changed && again.verified && again.steps.is_empty() && again.event.is_none());
 
-    let full = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &req(&t.ns, "v2=100"))
-        .await
-        .unwrap();
+    let full = gate::apply(
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
+        &req(&t.ns, "v2=100"),
+    )
+    .await
+    .unwrap();
     assert!(full.verified);
     // Going to one version only unbinds the others: v2 keeps its key (10) and, alone, routes
     // everything — v1 never stays as the only route between an unbind and a rebind.
@@ -111,7 +108,7 @@ async fn refusals_change_nothing() {
     let t = common::TestNs::new("gate", &["v1", "v2"], QueueType::Classic).await;
     let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::file(&dir.path().join("l.jsonl"), "test", &t.cfg);
+    let ledger = std::sync::Arc::new(Ledger::file(&dir.path().join("l.jsonl"), "test", &t.cfg));
     let before = bindings(&mgmt, &t.ns).await;
 
     let cases: Vec<(GateRequest, hopback::error::ExitCode, &str)> = vec![
@@ -143,11 +140,21 @@ async fn refusals_change_nothing() {
         ),
     ];
     for (r, code, text) in cases {
-        let e = gate::apply(&t.session, &mgmt, &ledger, &t.cfg, &r)
-            .await
-            .unwrap_err();
-        assert_eq!(e.code, code, "{e}");
-        assert!(e.message.contains(text), "{e}");
+        let e = gate::apply(
+            &hopback::ops::OpContext::of(
+                &t.session,
+                &mgmt,
+                &ledger,
+                &t.cfg,
+                hopback::ops::Via::Cli,
+            ),
+            &r,
+        )
+        .await
+        .unwrap_err();
+        let f = hopback::error::Failure::from(e.clone());
+        assert_eq!(f.code, code, "{e}");
+        assert!(f.message.contains(text), "{e}");
         assert_eq!(
             bindings(&mgmt, &t.ns).await,
             before,
@@ -156,15 +163,12 @@ async fn refusals_change_nothing() {
     }
     // A missing namespace.
     let e = gate::apply(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
         &req(&format!("{}-nope", t.ns), "v1=100"),
     )
     .await
     .unwrap_err();
-    assert!(e.message.contains("no entry exchange"), "{e}");
+    assert!(e.to_string().contains("no entry exchange"), "{e}");
 
     // An adopted topology whose entry exchange is a direct exchange cannot be flipped.
     let direct = format!("{}.direct", t.ns);
@@ -178,13 +182,22 @@ async fn refusals_change_nothing() {
     .await
     .unwrap();
     let mut cfg = t.cfg.clone();
-    let mut adoption = cfg.profile.namespace(&t.ns, &cfg.alerts);
-    adoption.entry_exchange = direct.clone();
+    let adoption = hopback::config::Adoption {
+        entry_exchange: Some(direct.clone()),
+        version_queues: hopback::config::VersionQueues::Convention,
+        dlq: None,
+        dlx: None,
+        unrouted: None,
+        alerts: cfg.alerts.clone(),
+    };
     cfg.profile.namespaces.insert(t.ns.clone(), adoption);
-    let e = gate::apply(&t.session, &mgmt, &ledger, &cfg, &req(&t.ns, "v2=100"))
-        .await
-        .unwrap_err();
-    assert!(e.message.contains("of type `direct`"), "{e}");
+    let e = gate::apply(
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &cfg, hopback::ops::Via::Cli),
+        &req(&t.ns, "v2=100"),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("of type `direct`"), "{e}");
     ch.exchange_delete(direct.as_str().into(), Default::default())
         .await
         .unwrap();
@@ -201,10 +214,7 @@ async fn refusals_change_nothing() {
         .await
         .unwrap();
     let ok = gate::apply(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
         &GateRequest {
             force_zero_consumers: false,
             ..req(&t.ns, "v1=50 v2=50")
@@ -222,7 +232,7 @@ async fn double_bindings_are_flagged_and_repaired() {
     let t = common::TestNs::new("gate", &["v1", "v2"], QueueType::Classic).await;
     let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::file(&dir.path().join("l.jsonl"), "test", &t.cfg);
+    let ledger = std::sync::Arc::new(Ledger::file(&dir.path().join("l.jsonl"), "test", &t.cfg));
     let ch = t.session.channel().await.unwrap();
     let v1 = format!("{}.v1", t.ns);
     let v2 = format!("{}.v2", t.ns);
@@ -256,10 +266,7 @@ async fn double_bindings_are_flagged_and_repaired() {
     );
     assert!(!gate::matches_target(&view, &split("v1=100 v2=50")));
     let r = gate::apply(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
         &req(&t.ns, "v1=50 v2=50"),
     )
     .await

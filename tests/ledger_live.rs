@@ -23,7 +23,7 @@ async fn two_processes_see_each_others_events_within_a_second() {
     let cfg = common::test_config();
     let session = common::connect(&cfg, "ledger-live").await;
     let stream = format!("hopback.ledger.{}", common::unique_ns("live"));
-    let ledger = Ledger::open_stream(&session, &cfg, &stream).await;
+    let ledger = std::sync::Arc::new(Ledger::open_stream(&session, &cfg, &stream).await);
     assert!(ledger.is_stream());
 
     // Process B follows the ledger; we (process A) append.
@@ -215,10 +215,7 @@ async fn killing_the_writer_never_reports_an_unconfirmed_event_as_done() {
     // A gate flip journaled through a dead ledger is not reported done.
     let t = common::TestNs::new("killgate", &["v1", "v2"], QueueType::Classic).await;
     let e = gate::apply(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
+        &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
         &GateRequest {
             namespace: t.ns.clone(),
             target: hopback::model::gate::parse_targets(&["v2=100".into()]).unwrap(),
@@ -228,7 +225,7 @@ async fn killing_the_writer_never_reports_an_unconfirmed_event_as_done() {
     )
     .await
     .unwrap_err();
-    assert!(e.message.contains("ledger did not confirm"), "{e}");
+    assert!(e.to_string().contains("ledger did not confirm"), "{e}");
     t.cleanup().await;
     ledger::delete_stream(&reader, &stream).await.unwrap();
     reader.close().await;

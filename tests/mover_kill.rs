@@ -19,8 +19,8 @@ use std::time::Duration;
 use common::TestNs;
 use dlq_helpers::*;
 use hopback::broker::mgmt::Mgmt;
+use hopback::broker::mover::{self, MoveSpec, StopReason, Target};
 use hopback::broker::topology::QueueType;
-use hopback::ops::mover::{self, MoveSpec, StopReason, Target};
 use rand::Rng;
 
 const N: usize = 100_000;
@@ -47,7 +47,10 @@ async fn replay_100k_with_10_connection_kills_loses_nothing() {
 
     let proxy = Proxy::amqp().await;
     let profile = profile_via(&proxy, &t.cfg);
-    let mut spec = MoveSpec::replay(&ns, Target::Origin);
+    let mut spec = MoveSpec::replay(
+        &hopback::topology::Namespace::convention(&ns),
+        Target::Origin,
+    );
     spec.connection_purpose = format!("mover {ns}");
     spec.max_reconnect_attempts = 20;
     // Paced so that ten kill epochs always fit in the run (unpaced, 100k can finish in ~6 s,

@@ -9,10 +9,10 @@ mod dlq_helpers;
 
 use common::TestNs;
 use dlq_helpers::*;
+use hopback::broker::mover::{self, MoveControl, MoveSpec, StopReason, Target};
 use hopback::broker::topology::QueueType;
 use hopback::model::deadletter::Filter;
 use hopback::model::xdeath::{REPLAYS_HEADER, attribute, header_string, header_u64};
-use hopback::ops::mover::{self, MoveControl, MoveSpec, StopReason, Target};
 
 fn body(id: &str) -> Vec<u8> {
     format!("{{\"id\":\"{id}\"}}").into_bytes()
@@ -40,7 +40,10 @@ async fn replay_to_origin_keeps_properties_counts_replays_and_parks_loops() {
     publish(s, &format!("{ns}.v2"), &looped, &body, Some(h), true).await;
     wait_depth(s, &format!("{ns}.dlq"), 30, 10).await;
 
-    let spec = MoveSpec::replay(&ns, Target::Origin);
+    let spec = MoveSpec::replay(
+        &hopback::topology::Namespace::convention(&ns),
+        Target::Origin,
+    );
     let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
     assert_eq!(report.stop, StopReason::Drained, "{report:?}");
     assert_eq!(report.counts.moved, 20);
@@ -111,7 +114,10 @@ async fn filters_and_limit_leave_the_rest_in_place_in_order() {
     wait_depth(s, &format!("{ns}.dlq"), 60, 10).await;
 
     // Only v2's dead letters with exception Boom, at most 25, to v1.
-    let mut spec = MoveSpec::replay(&ns, Target::Queue(format!("{ns}.v1")));
+    let mut spec = MoveSpec::replay(
+        &hopback::topology::Namespace::convention(&ns),
+        Target::Queue(format!("{ns}.v1")),
+    );
     spec.filter = Filter::parse(&["origin=v2".into(), "x-exception=Boom".into()]).unwrap();
     spec.limit = Some(25);
     let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
@@ -137,7 +143,11 @@ async fn drain_and_unrouted_replay_use_the_same_engine() {
     let s = &t.session;
     let work = ids("w", 500);
     publish(s, &format!("{ns}.v2"), &work, &body, None, false).await;
-    let spec = MoveSpec::drain(&ns, &format!("{ns}.v2"), &format!("{ns}.v1"));
+    let spec = MoveSpec::drain(
+        &hopback::topology::Namespace::convention(&ns),
+        &format!("{ns}.v2"),
+        &format!("{ns}.v1"),
+    );
     let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
     assert_eq!(report.stop, StopReason::Drained, "{report:?}");
     assert_eq!(report.counts.moved, 500);
@@ -153,7 +163,7 @@ async fn drain_and_unrouted_replay_use_the_same_engine() {
     // Unrouted: sits in NS.unrouted; the gate (v1=100) routes it through the entry exchange.
     let lost = ids("u", 200);
     publish(s, &format!("{ns}.unrouted"), &lost, &body, None, false).await;
-    let spec = MoveSpec::replay_unrouted(&ns);
+    let spec = MoveSpec::replay_unrouted(&hopback::topology::Namespace::convention(&ns));
     let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
     assert_eq!(report.counts.moved, 200, "{report:?}");
     assert_eq!(depth(s, &format!("{ns}.unrouted")).await, 0);
@@ -175,7 +185,10 @@ async fn unroutable_or_missing_target_acks_nothing() {
     wait_depth(s, &dlq, 300, 10).await;
 
     // 1. A queue that does not exist: refused before anything is consumed.
-    let spec = MoveSpec::replay(&ns, Target::Queue(format!("{ns}.nope")));
+    let spec = MoveSpec::replay(
+        &hopback::topology::Namespace::convention(&ns),
+        Target::Queue(format!("{ns}.nope")),
+    );
     let r = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
     match &r.stop {
         StopReason::Failed(w) => assert!(w.contains("does not exist"), "{w}"),
@@ -195,7 +208,10 @@ async fn unroutable_or_missing_target_acks_nothing() {
     )
     .await
     .unwrap();
-    let spec = MoveSpec::replay(&ns, Target::Exchange(void.clone()));
+    let spec = MoveSpec::replay(
+        &hopback::topology::Namespace::convention(&ns),
+        Target::Exchange(void.clone()),
+    );
     let r = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
     match &r.stop {
         StopReason::Failed(w) => assert!(w.contains("returned"), "{w}"),
@@ -208,7 +224,10 @@ async fn unroutable_or_missing_target_acks_nothing() {
     ch.queue_delete(format!("{ns}.v2").as_str().into(), Default::default())
         .await
         .unwrap();
-    let spec = MoveSpec::replay(&ns, Target::Origin);
+    let spec = MoveSpec::replay(
+        &hopback::topology::Namespace::convention(&ns),
+        Target::Origin,
+    );
     let r = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
     assert_eq!(r.counts.moved, 0, "{r:?}");
     assert_eq!(r.counts.no_target, 300);
@@ -228,7 +247,11 @@ async fn pause_resume_and_stop_through_the_control() {
     let s = &t.session;
     let work = ids("p", 3000);
     publish(s, &format!("{ns}.v2"), &work, &body, None, false).await;
-    let mut spec = MoveSpec::drain(&ns, &format!("{ns}.v2"), &format!("{ns}.v1"));
+    let mut spec = MoveSpec::drain(
+        &hopback::topology::Namespace::convention(&ns),
+        &format!("{ns}.v2"),
+        &format!("{ns}.v1"),
+    );
     spec.rate_per_s = Some(1000.0);
     let (control, handle) = mover::spawn(t.cfg.profile.clone(), "test".into(), spec);
     let mut rx = control.subscribe();
@@ -267,7 +290,11 @@ async fn a_delivery_slower_than_the_idle_timeout_is_waited_for_not_reported_drai
     let big = vec![b'x'; 8 * 1024 * 1024];
     let work = ids("big", 3);
     publish(s, &format!("{ns}.v2"), &work, &|_| big.clone(), None, false).await;
-    let mut spec = MoveSpec::drain(&ns, &format!("{ns}.v2"), &format!("{ns}.v1"));
+    let mut spec = MoveSpec::drain(
+        &hopback::topology::Namespace::convention(&ns),
+        &format!("{ns}.v2"),
+        &format!("{ns}.v1"),
+    );
     spec.idle_timeout = std::time::Duration::from_millis(1);
     let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
     assert_eq!(report.stop, StopReason::Drained, "{report:?}");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use hopback::app::keymap::Keymap;
 use hopback::app::panels::{DlqDialog, OpMsg, OpRequest, ReplayScope, ReplayTarget};
 use hopback::app::state::{AppState, Msg, View};
+use hopback::broker::mover::{MoveCounts, MoveProgress, RunState};
 use hopback::config::{self, Overrides};
 use hopback::drill::fleet::{FleetStats, VersionStats};
 use hopback::drill::score::{Accounting, Score, Timings};
@@ -24,7 +25,6 @@ use hopback::model::gate::GateSplit;
 use hopback::model::snapshot::{FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot};
 use hopback::model::xdeath::{Attribution, DeathEntry, Reason};
 use hopback::ops::gate::ApplyReport;
-use hopback::ops::mover::{MoveCounts, MoveProgress, RunState};
 use hopback::ops::plan::{DlqChoice, default_plan};
 use hopback::ops::rollback::{
     Decision, DecisionKind, DecisionPoint, RollbackOutcome, StepState, Update,

@@ -21,20 +21,22 @@ use super::panels::{OpMsg, OpRequest, ReplayScope, ReplayTarget, move_summary};
 use super::state::Msg;
 use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mgmt::Mgmt;
+use crate::broker::mover::StopReason;
 use crate::broker::session::{Session, backoff_delay, connect};
 use crate::broker::stats::is_quorum_with_limit;
-use crate::config::{Config, VersionQueues};
+use crate::config::Config;
 use crate::drill::DrillHandle;
 use crate::error::Failure;
-use crate::ledger::event::{EventKind, Outcome};
 use crate::ledger::projection::{Timeline, TimelineFilter};
 use crate::ledger::{Ledger, StreamStart};
-use crate::model::deadletter::{Condition, Filter, export_document};
-use crate::ops::mover::{self, MoveControl, MoveCounts, MoveSpec, StopReason, Target};
+use crate::model::deadletter::export_document;
 use crate::ops::purge::{self, PreparedPurge};
+use crate::ops::replay::{self, Destination, ReplayControl, ReplayRequest, Selection, Source};
 use crate::ops::rollback::{self, Decision, DecisionPoint, Env, Operator, Update};
+use crate::ops::{OpContext, Via, note};
 use crate::ops::{gate, plan};
 use crate::text::sanitize;
+use crate::topology::Namespace;
 
 /// Timeline entries read when the view opens.
 pub const TIMELINE_LOAD_MAX: usize = 2_000;
@@ -51,7 +53,7 @@ fn failure_text(f: &Failure) -> String {
 #[derive(Default)]
 struct Shared {
     conn: tokio::sync::Mutex<Option<(Arc<Session>, Arc<Ledger>)>>,
-    mover: Mutex<Option<MoveControl>>,
+    mover: Mutex<Option<ReplayControl>>,
     purge: tokio::sync::Mutex<Option<PreparedPurge>>,
     decision: Mutex<Option<oneshot::Sender<Decision>>>,
     /// The drill running in this console, told when the operator investigates its namespace.
@@ -102,6 +104,18 @@ impl OpsRunner {
         Ok((s, l))
     }
 
+    /// The operations context over the console's session and ledger.
+    async fn cx(&self) -> Result<OpContext, String> {
+        let (session, ledger) = self.conn().await?;
+        Ok(OpContext {
+            session,
+            mgmt: Mgmt::new(&self.cfg.profile).ok(),
+            ledger,
+            cfg: self.cfg.clone(),
+            via: Via::Console,
+        })
+    }
+
     fn mgmt(&self) -> Result<Mgmt, String> {
         Mgmt::new(&self.cfg.profile).map_err(|e| {
             format!(
@@ -125,7 +139,7 @@ impl OpsRunner {
     /// is left running.
     pub async fn stop_moves_and_wait(&self, limit: Duration) -> bool {
         if let Some(c) = lock(&self.shared.mover).as_ref() {
-            c.stop();
+            c.stop(Some("quit"));
         }
         let deadline = tokio::time::Instant::now() + limit;
         while self.moves_running() {
@@ -226,7 +240,7 @@ impl OpsRunner {
             }
             OpRequest::MoveStop => {
                 if let Some(c) = lock(&self.shared.mover).as_ref() {
-                    c.stop();
+                    c.stop(Some("operator"));
                 }
             }
             OpRequest::RollbackDecide(d) => {
@@ -252,21 +266,8 @@ impl OpsRunner {
                 self.send(OpMsg::GateApplied { ns, result }).await;
             }
             OpRequest::ReplayUnrouted { ns } => {
-                if let Some(why) = self.refuse_read_only("replay the unrouted queue") {
-                    return self.move_refused(&ns, why).await;
-                }
-                let adoption = self.cfg.profile.namespace(&ns, &self.cfg.alerts);
-                let mut spec = MoveSpec::replay_unrouted(&ns);
-                spec.source_queue = adoption.unrouted.clone();
-                spec.target = Target::Exchange(adoption.entry_exchange.clone());
-                spec.connection_purpose = "replay".into();
-                let title = format!(
-                    "replay {} through the entry exchange {}",
-                    sanitize(&adoption.unrouted),
-                    sanitize(&adoption.entry_exchange)
-                );
-                self.run_moves(&ns, title, vec![spec], EventKind::Move)
-                    .await;
+                let req = ReplayRequest::new(&ns, Source::Unrouted, Destination::Entry);
+                self.run_replay(&ns, req).await;
             }
             OpRequest::DlqLoad {
                 ns,
@@ -300,7 +301,7 @@ impl OpsRunner {
                     Some(m) => Ok(Some(*m)),
                     None => self.load(&ns, position).await,
                 };
-                let queue = self.cfg.profile.namespace(&ns, &self.cfg.alerts).dlq;
+                let queue = Namespace::resolve(&self.cfg, &ns).dlq;
                 let r = match m {
                     Ok(Some(m)) => export_one(&queue, &m),
                     Ok(None) => Err(format!("no message at position {position} any more")),
@@ -309,44 +310,18 @@ impl OpsRunner {
                 self.send(OpMsg::Exported(r)).await;
             }
             OpRequest::DlqReplay { ns, scope, target } => {
-                if let Some(why) = self.refuse_read_only("replay dead letters") {
-                    return self.move_refused(&ns, why).await;
+                let to = match target {
+                    ReplayTarget::Origin => Destination::Origin,
+                    ReplayTarget::Entry => Destination::Entry,
+                    ReplayTarget::Version(v) => Destination::Version(v),
+                };
+                let mut req = ReplayRequest::new(&ns, Source::Dlq, to);
+                match scope {
+                    ReplayScope::All => {}
+                    ReplayScope::Filter(f) => req.filter = f,
+                    ReplayScope::Ids(ids) => req.selection = Selection::Ids(ids),
                 }
-                let adoption = self.cfg.profile.namespace(&ns, &self.cfg.alerts);
-                let t = match &target {
-                    ReplayTarget::Origin => Target::Origin,
-                    ReplayTarget::Entry => Target::Exchange(adoption.entry_exchange.clone()),
-                    ReplayTarget::Version(v) => Target::Queue(match &adoption.version_queues {
-                        VersionQueues::List(m) => {
-                            m.get(v).cloned().unwrap_or_else(|| format!("{ns}.{v}"))
-                        }
-                        _ => format!("{ns}.{v}"),
-                    }),
-                };
-                let mut base = MoveSpec::replay(&ns, t.clone());
-                base.source_queue = adoption.dlq.clone();
-                base.connection_purpose = "replay".into();
-                let (what, specs) = match scope {
-                    ReplayScope::All => ("all dead letters".to_string(), vec![base]),
-                    ReplayScope::Filter(f) => (
-                        format!("dead letters matching {}", describe_filter(&f)),
-                        vec![MoveSpec { filter: f, ..base }],
-                    ),
-                    ReplayScope::Ids(ids) => (
-                        format!("{} selected dead letter(s)", ids.len()),
-                        ids.into_iter()
-                            .map(|id| MoveSpec {
-                                filter: Filter {
-                                    conditions: vec![Condition::MessageId(id)],
-                                },
-                                limit: Some(1),
-                                ..base.clone()
-                            })
-                            .collect(),
-                    ),
-                };
-                let title = format!("replay {what} to {}", t.describe());
-                self.run_moves(&ns, title, specs, EventKind::Replay).await;
+                self.run_replay(&ns, req).await;
             }
             OpRequest::PurgePrepare { ns } => {
                 let r = self.purge_prepare(&ns).await;
@@ -358,7 +333,7 @@ impl OpsRunner {
             }
             OpRequest::PurgeAbort => {
                 if let Some(p) = self.shared.purge.lock().await.take() {
-                    p.abort().await;
+                    p.abort(Some("not confirmed")).await;
                 }
             }
             OpRequest::TimelineLoad { ns } => {
@@ -366,12 +341,11 @@ impl OpsRunner {
                 self.send(OpMsg::Timeline(r)).await;
             }
             OpRequest::Note { ns, text } => {
-                let r = match self.conn().await {
-                    Ok((_, l)) => l
-                        .append(l.event(EventKind::Note, ns.as_deref()).reason(text))
+                let r = match self.cx().await {
+                    Ok(cx) => note::add(&cx, ns.as_deref(), &text)
                         .await
-                        .map(|e| e.short_id())
-                        .map_err(|f| failure_text(&f)),
+                        .map(|r| r.event.short_id())
+                        .map_err(|e| e.one_line()),
                     Err(e) => Err(e),
                 };
                 self.send(OpMsg::NoteAdded(r)).await;
@@ -391,11 +365,7 @@ impl OpsRunner {
                 if let Ok((s, _)) = self.conn().await {
                     let mut live = Vec::new();
                     for f in found {
-                        let entry = self
-                            .cfg
-                            .profile
-                            .namespace(&f.0, &self.cfg.alerts)
-                            .entry_exchange;
+                        let entry = Namespace::resolve(&self.cfg, &f.0).entry;
                         if s.exchange_exists(&entry).await.unwrap_or(false) {
                             live.push(f);
                         }
@@ -457,25 +427,19 @@ impl OpsRunner {
         target: crate::model::gate::GateSplit,
         force_zero_consumers: bool,
     ) -> Result<Box<gate::ApplyReport>, String> {
-        if let Some(why) = self.refuse_read_only("change the gate") {
-            return Err(why);
-        }
-        let (s, l) = self.conn().await?;
-        let mgmt = self.mgmt()?;
+        let cx = self.cx().await?;
         let req = gate::GateRequest {
             namespace: ns.to_string(),
             target,
             reason: Some("console gate panel".into()),
             force_zero_consumers,
             dry_run: false,
-            extra_params: [("via".to_string(), serde_json::json!("console"))]
-                .into_iter()
-                .collect(),
+            extra_params: Default::default(),
         };
-        gate::apply(&s, &mgmt, &l, &self.cfg, &req)
+        gate::apply(&cx, &req)
             .await
             .map(Box::new)
-            .map_err(|f| failure_text(&f))
+            .map_err(|e| e.one_line())
     }
 
     async fn quorum_flag(&self, queue: &str) -> bool {
@@ -495,7 +459,7 @@ impl OpsRunner {
         Option<u64>,
         Result<Vec<crate::model::deadletter::MessageView>, String>,
     ) {
-        let queue = self.cfg.profile.namespace(ns, &self.cfg.alerts).dlq;
+        let queue = Namespace::resolve(&self.cfg, ns).dlq;
         let s = match self.conn().await {
             Ok((s, _)) => s,
             Err(e) => return (None, Err(e)),
@@ -525,7 +489,7 @@ impl OpsRunner {
         ns: &str,
         position: u64,
     ) -> Result<Option<crate::model::deadletter::MessageView>, String> {
-        let queue = self.cfg.profile.namespace(ns, &self.cfg.alerts).dlq;
+        let queue = Namespace::resolve(&self.cfg, ns).dlq;
         let (s, _) = self.conn().await?;
         let quorum = self.quorum_flag(&queue).await;
         load_message(&s, &queue, position, quorum, false)
@@ -542,112 +506,55 @@ impl OpsRunner {
         .await;
     }
 
-    /// Run moves one after another on one control (pause/stop apply to all), report progress,
-    /// journal the total.
-    async fn run_moves(&self, ns: &str, title: String, specs: Vec<MoveSpec>, kind: EventKind) {
-        let parts = specs.len();
-        let control = MoveControl::new();
+    /// Plan and run a replay through `ops::replay` (guarded and journaled there), forwarding
+    /// progress; pause/stop reach it through the shared control.
+    async fn run_replay(&self, ns: &str, req: ReplayRequest) {
+        let cx = match self.cx().await {
+            Ok(cx) => cx,
+            Err(e) => return self.move_refused(ns, e).await,
+        };
+        let plan = match replay::prepare(&cx, &req).await {
+            Ok(p) => p,
+            Err(e) => return self.move_refused(ns, e.one_line()).await,
+        };
+        let control = ReplayControl::new();
         self.shared
             .moves_running
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *lock(&self.shared.mover) = Some(control.clone());
         self.send(OpMsg::MoveStarted {
             ns: ns.to_string(),
-            title: title.clone(),
-            parts,
+            title: plan.title.clone(),
+            parts: plan.specs.len(),
         })
         .await;
-        let mut total = MoveCounts::default();
-        let mut last_stop = StopReason::Drained;
-        let mut reports = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            if control.state() == mover::RunState::Stopped {
-                last_stop = StopReason::Stopped;
-                break;
+        let tx = self.tx.clone();
+        let mut last_sent: Option<std::time::Instant> = None;
+        let r = replay::run(&cx, &plan, &control, |part, p| {
+            // Progress at most 5 times a second; the view needs no more.
+            if last_sent.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                last_sent = Some(std::time::Instant::now());
+                let _ = tx.try_send(Msg::Op(OpMsg::MoveProgress {
+                    progress: p.clone(),
+                    part,
+                }));
             }
-            let mut rx = control.subscribe();
-            let fwd_tx = self.tx.clone();
-            let part = i + 1;
-            let fwd = tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    let p = rx.borrow_and_update().clone();
-                    if let Some(p) = p
-                        && fwd_tx
-                            .send(Msg::Op(OpMsg::MoveProgress { progress: p, part }))
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-            let r = mover::run(&self.cfg.profile, &self.cfg.operator, spec, &control).await;
-            fwd.abort();
-            let c = &r.counts;
-            total.moved += c.moved;
-            total.parked += c.parked;
-            total.skipped_by_filter += c.skipped_by_filter;
-            total.no_target += c.no_target;
-            total.refused_replays += c.refused_replays;
-            total.returned += c.returned;
-            total.possible_duplicates += c.possible_duplicates;
-            total.reconnects += c.reconnects;
-            last_stop = r.stop.clone();
-            let failed = r.failed();
-            reports.push(r);
-            if failed {
-                break;
-            }
-        }
+        })
+        .await;
         *lock(&self.shared.mover) = None;
-        // A selection replays one id per run: "held" counts of each run are the other messages.
-        let mut summary_report = reports.pop().unwrap_or_else(|| mover::MoveReport {
-            spec: specs
-                .first()
-                .cloned()
-                .unwrap_or_else(|| MoveSpec::replay(ns, Target::Origin)),
-            counts: MoveCounts::default(),
-            initial_depth: 0,
-            stop: last_stop.clone(),
-            elapsed_s: 0.0,
-        });
-        if parts > 1 {
-            total.skipped_by_filter = 0;
-        }
-        summary_report.counts = total.clone();
-        summary_report.stop = last_stop.clone();
-        let summary = format!("{}: {}", sanitize(&title), move_summary(&summary_report));
-        let failed = matches!(last_stop, StopReason::Failed(_));
-        let outcome = match &last_stop {
-            StopReason::Failed(_) => Outcome::Failed,
-            StopReason::Stopped => Outcome::Cancelled,
-            _ => Outcome::Ok,
-        };
-        let journal = match self.conn().await {
-            Ok((_, l)) => {
-                let spec = specs.first();
-                let mut e = l
-                    .event(kind, Some(ns))
-                    .params(serde_json::json!({
-                        "source": spec.map(|s| s.source_queue.clone()),
-                        "target": spec.map(|s| s.target.clone()),
-                        "filter": spec.map(|s| s.filter.clone()),
-                        "runs": parts,
-                        "via": "console",
-                    }))
-                    .after(serde_json::to_value(&total).unwrap_or_default())
-                    .outcome(outcome);
-                if let StopReason::Failed(w) = &last_stop {
-                    e = e.reason(w.clone());
+        let (summary, failed) = match r {
+            Ok(report) => {
+                let mut summary = format!(
+                    "{}: {}",
+                    sanitize(&plan.title),
+                    move_summary(&report.as_move_report())
+                );
+                if let Some(e) = &report.not_journaled {
+                    summary.push_str(&format!(" — NOT JOURNALED: {}", sanitize(e)));
                 }
-                l.append(e).await.map(|_| ()).map_err(|f| failure_text(&f))
+                (summary, matches!(report.stop, StopReason::Failed(_)))
             }
-            Err(e) => Err(e),
-        };
-        let summary = match journal {
-            Ok(()) => summary,
-            Err(e) => format!("{summary} — NOT JOURNALED: {e}"),
+            Err(e) => (e.one_line(), true),
         };
         self.shared
             .moves_running
@@ -661,24 +568,16 @@ impl OpsRunner {
     }
 
     async fn purge_prepare(&self, ns: &str) -> Result<(u64, PathBuf), String> {
-        if let Some(why) = self.refuse_read_only("purge dead letters") {
-            return Err(why);
-        }
-        let queue = self.cfg.profile.namespace(ns, &self.cfg.alerts).dlq;
-        let (s, _) = self.conn().await?;
-        let quorum = self.quorum_flag(&queue).await;
-        let path = purge::default_export_path(&queue);
-        let p = purge::prepare(s, &queue, &path, quorum, false)
+        let cx = self.cx().await?;
+        let p = purge::prepare(&cx, ns, None, false)
             .await
-            .map_err(|e| failure_text(&Failure::from(e)))?;
-        let count = p.count;
+            .map_err(|e| e.one_line())?;
+        let (count, path) = (p.count, p.export_path.clone());
         let mut slot = self.shared.purge.lock().await;
         if let Some(old) = slot.take() {
-            old.abort().await;
+            old.abort(None).await;
         }
         *slot = Some(p);
-        // Journal what the purge is about (and its export) only when it happens: see commit.
-        let _ = ns;
         Ok((count, path))
     }
 
@@ -686,43 +585,10 @@ impl OpsRunner {
         let Some(p) = self.shared.purge.lock().await.take() else {
             return Err("nothing prepared to purge (it was cancelled)".into());
         };
-        let queue = p.queue.clone();
-        let path = p.export_path.clone();
-        let count = p.count;
-        let ns = self
-            .cfg
-            .profile
-            .namespaces
-            .iter()
-            .find(|(_, a)| a.dlq == queue)
-            .map(|(n, _)| n.clone())
-            .or_else(|| queue.strip_suffix(".dlq").map(str::to_string))
-            .unwrap_or_else(|| queue.clone());
-        let r = p.commit().await;
-        let (outcome, after, reason) = crate::ops::purge::PurgeReport::journal_fields(&r, count);
-        let journaled = match self.conn().await {
-            Ok((_, l)) => {
-                let mut e = l
-                    .event(EventKind::Purge, Some(&ns))
-                    .params(serde_json::json!({"queue": queue, "export": path, "via": "console"}))
-                    .after(after)
-                    .outcome(outcome);
-                if let Some(r) = reason {
-                    e = e.reason(r);
-                }
-                l.append(e).await.map(|_| ()).map_err(|f| failure_text(&f))
-            }
-            Err(e) => Err(e),
-        };
-        let report = r.map_err(|e| failure_text(&Failure::from(e)))?;
-        journaled.map_err(|e| {
-            format!(
-                "purged {} message(s) (export {}), but could not journal it: {e}",
-                report.removed,
-                report.export_path.display()
-            )
-        })?;
-        Ok((report.removed, report.export_path))
+        p.commit()
+            .await
+            .map(|r| (r.removed, r.export_path))
+            .map_err(|e| e.one_line())
     }
 
     async fn timeline(
@@ -823,20 +689,6 @@ impl OpsRunner {
             shared: self.shared.clone(),
         }
     }
-}
-
-fn describe_filter(f: &Filter) -> String {
-    f.conditions
-        .iter()
-        .map(|c| match c {
-            Condition::Reason(r) => format!("reason={}", sanitize(r)),
-            Condition::Origin(o) => format!("origin={}", sanitize(o)),
-            Condition::Header(k, v) => format!("{}={}", sanitize(k), sanitize(v)),
-            Condition::BodyContains(t) => format!("body~{}", sanitize(t)),
-            Condition::MessageId(id) => format!("message_id={}", sanitize(id)),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Write one message's export document to `DATA_DIR/exports/QUEUE-POS-TIME.json`.

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use super::action::Action;
 use super::state::{AppState, Effect, Level, View};
+use crate::broker::mover::{MoveProgress, MoveReport, StopReason};
 use crate::drill::{DrillResult, DrillStatus, Phase};
 use crate::ledger::event::{Event, EventKind};
 use crate::ledger::projection::{TimelineEntry, TimelineFilter, summarize};
@@ -21,7 +22,6 @@ use crate::model::deadletter::{
 };
 use crate::model::gate::GateSplit;
 use crate::ops::gate::ApplyReport;
-use crate::ops::mover::{MoveProgress, MoveReport, StopReason};
 use crate::ops::plan::DlqChoice;
 use crate::ops::rollback::{
     Decision, DecisionKind, DecisionPoint, RollbackOutcome, RollbackReport, StepState, Update,

@@ -62,7 +62,7 @@ pub fn tap_targets(cfg: &Config, snap: &FleetSnapshot) -> Vec<TapTarget> {
         .iter()
         .map(|ns| TapTarget {
             ns: ns.name.clone(),
-            dlx: cfg.profile.namespace(&ns.name, &cfg.alerts).dlx,
+            dlx: crate::topology::Namespace::resolve(cfg, &ns.name).dlx,
             queues: ns
                 .versions
                 .iter()

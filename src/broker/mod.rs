@@ -3,7 +3,9 @@
 //! ([`browse`]). Nothing else in the crate talks to RabbitMQ directly.
 
 pub mod browse;
+pub mod export;
 pub mod mgmt;
+pub mod mover;
 pub mod session;
 pub mod stats;
 pub mod tap;

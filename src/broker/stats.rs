@@ -336,17 +336,22 @@ pub async fn collect(
             }
             let mut out = Vec::new();
             for ns in names {
-                let a = cfg.profile.namespace(&ns, &cfg.alerts);
-                let names = if cfg.profile.namespaces.contains_key(&ns) {
-                    Names::adopted(&ns, &a)
-                } else {
-                    Names::convention(&ns)
-                };
+                let names = Names::of_profile(&cfg.profile, &cfg.alerts, &ns);
                 let mut versions = BTreeMap::new();
-                for i in 1..=9 {
-                    let q = format!("{ns}.v{i}");
+                // Without the queue list: an adoption's named queues, else probe v1…v9.
+                let candidates: Vec<(String, String)> = if names.known_versions().is_empty() {
+                    (1..=9)
+                        .filter_map(|i| {
+                            let v = format!("v{i}");
+                            names.version_queue(&v).map(|q| (v, q))
+                        })
+                        .collect()
+                } else {
+                    names.known_versions().into_iter().collect()
+                };
+                for (v, q) in candidates {
                     if session.passive_queue(&q).await?.is_some() {
-                        versions.insert(format!("v{i}"), q);
+                        versions.insert(v, q);
                     }
                 }
                 out.push(DiscoveredNamespace {

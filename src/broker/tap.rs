@@ -288,23 +288,24 @@ fn bound_namespaces(
         .collect()
 }
 
-async fn run_once(
-    profile: &Profile,
-    operator: &str,
-    targets: &mut watch::Receiver<Vec<TapTarget>>,
-    events: &mpsc::Sender<TapEvent>,
-    attempt: &mut u32,
-) -> Result<(), BrokerError> {
-    let session = connect(profile, "console tap", operator).await?;
+/// Declare the tap's exclusive, auto-delete, server-named queue on `ch` and consume it (manual
+/// ack with [`TAP_PREFETCH`], or `no_ack`). Shared by the console's tap and [`count_window`].
+async fn tap_queue(
+    session: &Session,
+    ch: &lapin::Channel,
+    no_ack: bool,
+    tag: &str,
+) -> Result<(String, lapin::Consumer), BrokerError> {
     let pw = session.password().to_string();
-    let ch = session.channel().await?;
-    timed(
-        "basic.qos",
-        CALL_TIMEOUT,
-        &pw,
-        ch.basic_qos(TAP_PREFETCH, BasicQosOptions::default()),
-    )
-    .await?;
+    if !no_ack {
+        timed(
+            "basic.qos",
+            CALL_TIMEOUT,
+            &pw,
+            ch.basic_qos(TAP_PREFETCH, BasicQosOptions::default()),
+        )
+        .await?;
+    }
     let q = timed(
         "declaring the dead-letter tap queue",
         CALL_TIMEOUT,
@@ -321,18 +322,67 @@ async fn run_once(
     )
     .await?;
     let qname = q.name().as_str().to_string();
-    let mut consumer = timed(
+    let consumer = timed(
         "consuming the dead-letter tap",
         CALL_TIMEOUT,
         &pw,
         ch.basic_consume(
             short(&qname)?,
-            "hopback-tap".into(),
-            BasicConsumeOptions::default(),
+            short(tag)?,
+            BasicConsumeOptions {
+                no_ack,
+                ..Default::default()
+            },
             FieldTable::default(),
         ),
     )
     .await?;
+    Ok((qname, consumer))
+}
+
+/// Count, for `window`, the dead letters passing through `target`'s dead-letter exchange whose
+/// *latest* death was in the queue of `version` (the rollback's verify step: is the version we
+/// rolled back to rejecting work now?). The same tap queue as the console's, bound to one DLX
+/// for a bounded time, on the caller's session.
+pub async fn count_window(
+    session: &Session,
+    target: &TapTarget,
+    version: &str,
+    window: Duration,
+) -> Result<u64, BrokerError> {
+    let ch = session.channel().await?;
+    let (qname, mut consumer) = tap_queue(session, &ch, true, "hopback-verify-tap").await?;
+    let mut bound = BTreeSet::new();
+    bind_all(session, &qname, std::slice::from_ref(target), &mut bound).await?;
+    let deadline = tokio::time::Instant::now() + window;
+    let mut dead = 0u64;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await {
+        let a = attribute(d.properties.headers().as_ref());
+        // The most recent death says who rejected it now.
+        let latest = a.deaths.first().map(|x| x.queue.clone()).or(a.origin_queue);
+        if latest
+            .and_then(|q| target.queues.get(&q).cloned())
+            .as_deref()
+            == Some(version)
+        {
+            dead += 1;
+        }
+    }
+    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "tap done".into())).await;
+    Ok(dead)
+}
+
+async fn run_once(
+    profile: &Profile,
+    operator: &str,
+    targets: &mut watch::Receiver<Vec<TapTarget>>,
+    events: &mpsc::Sender<TapEvent>,
+    attempt: &mut u32,
+) -> Result<(), BrokerError> {
+    let session = connect(profile, "console tap", operator).await?;
+    let pw = session.password().to_string();
+    let ch = session.channel().await?;
+    let (qname, mut consumer) = tap_queue(&session, &ch, false, "hopback-tap").await?;
     let mut bound: BTreeSet<String> = BTreeSet::new();
     let wanted = targets.borrow_and_update().clone();
     let mut by_dlx: BTreeMap<String, TapTarget> =

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::broker::mgmt::{ExchangeInfo, QueueInfo};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
-use crate::config::{Adoption, Profile, VersionQueues};
+use crate::config::Profile;
 use crate::model::xdeath::is_version_name;
 
 /// Queue type of version queues.
@@ -27,47 +27,8 @@ pub enum QueueType {
     Classic,
 }
 
-/// The object names of a convention namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
-    /// Namespace.
-    pub ns: String,
-    /// Entry exchange (`NS`).
-    pub entry: String,
-    /// Dead-letter exchange (`NS.dlx`).
-    pub dlx: String,
-    /// Dead-letter queue (`NS.dlq`).
-    pub dlq: String,
-    /// Unrouted exchange and queue (`NS.unrouted`).
-    pub unrouted: String,
-}
-
-impl Names {
-    /// Convention names for `ns`.
-    pub fn convention(ns: &str) -> Self {
-        Self {
-            ns: ns.to_string(),
-            entry: ns.to_string(),
-            dlx: format!("{ns}.dlx"),
-            dlq: format!("{ns}.dlq"),
-            unrouted: format!("{ns}.unrouted"),
-        }
-    }
-    /// Names from an adoption entry.
-    pub fn adopted(ns: &str, a: &Adoption) -> Self {
-        Self {
-            ns: ns.to_string(),
-            entry: a.entry_exchange.clone(),
-            dlx: a.dlx.clone(),
-            dlq: a.dlq.clone(),
-            unrouted: a.unrouted.clone(),
-        }
-    }
-    /// The queue of version `v` (`NS.v2`).
-    pub fn version_queue(&self, v: &str) -> String {
-        format!("{}.{v}", self.ns)
-    }
-}
+/// The object names of a namespace: the one resolver, [`crate::topology::Namespace`].
+pub type Names = crate::topology::Namespace;
 
 /// Check a namespace name: printable, no dots at the ends, fits in AMQP's 255 bytes with suffixes.
 pub fn validate_namespace(ns: &str) -> Result<(), String> {
@@ -242,6 +203,14 @@ pub async fn init(
     queue_type: QueueType,
 ) -> Result<InitReport, BrokerError> {
     let n = Names::convention(ns);
+    let version_queue = |v: &str| {
+        n.version_queue(v).ok_or_else(|| {
+            BrokerError::Other(format!(
+                "`{}` is not a version name",
+                crate::text::sanitize(v)
+            ))
+        })
+    };
     let mut report = InitReport {
         namespace: ns.to_string(),
         ..Default::default()
@@ -272,7 +241,7 @@ pub async fn init(
         if queue_type == QueueType::Quorum {
             args.push(("x-queue-type", s("quorum")));
         }
-        declare_queue(session, &n.version_queue(v), table(&args), &mut report).await?;
+        declare_queue(session, &version_queue(v)?, table(&args), &mut report).await?;
     }
     let entry_args = table(&[
         ("hash-property", s("message_id")),
@@ -287,7 +256,7 @@ pub async fn init(
     )
     .await?;
     if entry_new && let Some(first) = versions.first() {
-        bind(session, &n.version_queue(first), &n.entry, "100").await?;
+        bind(session, &version_queue(first)?, &n.entry, "100").await?;
         report.gate = Some(format!("{first}=100"));
     }
     Ok(report)
@@ -311,12 +280,12 @@ pub async fn delete_namespace(
         )
         .await?;
     }
-    let mut queues: Vec<String> = versions.iter().map(|v| n.version_queue(v)).collect();
+    let mut queues: Vec<String> = versions.iter().filter_map(|v| n.version_queue(v)).collect();
     queues.push(n.dlq.clone());
     queues.push(n.unrouted.clone());
     // The mover parks over-replayed messages here (declared on first use); queue.delete of a
     // missing queue is a no-op on RabbitMQ, so this is safe when nothing was ever parked.
-    queues.push(crate::ops::mover::park_queue_name(ns));
+    queues.push(n.parked.clone());
     for q in queues {
         timed(
             "queue.delete",
@@ -376,41 +345,17 @@ pub fn discover(
         })
         .collect();
     for (ns, a) in &profile.namespaces {
-        let versions = adopted_versions(ns, a, &qnames);
+        let names = Names::adopted(ns, a).with_queues(qnames.iter().copied());
+        let versions = names.versions_among(qnames.iter().copied());
         out.push(DiscoveredNamespace {
             name: ns.clone(),
             convention: false,
-            names: Names::adopted(ns, a),
+            names,
             versions,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-/// Version queues of an adopted namespace.
-pub fn adopted_versions(
-    ns: &str,
-    a: &Adoption,
-    qnames: &BTreeSet<&str>,
-) -> BTreeMap<String, String> {
-    match &a.version_queues {
-        VersionQueues::List(l) => l.clone(),
-        VersionQueues::Regex(re) => qnames
-            .iter()
-            .filter_map(|q| {
-                re.captures(q)
-                    .and_then(|c| c.name("version"))
-                    .map(|v| (v.as_str().to_string(), q.to_string()))
-            })
-            .collect(),
-        VersionQueues::Convention => qnames
-            .iter()
-            .filter_map(|q| {
-                crate::model::xdeath::version_of_queue(ns, q).map(|v| (v, q.to_string()))
-            })
-            .collect(),
-    }
 }
 
 #[cfg(test)]
@@ -420,7 +365,7 @@ mod tests {
     #[test]
     fn names_and_validation() {
         let n = Names::convention("email");
-        assert_eq!(n.version_queue("v2"), "email.v2");
+        assert_eq!(n.version_queue("v2").as_deref(), Some("email.v2"));
         assert_eq!(n.dlq, "email.dlq");
         assert!(validate_namespace("email").is_ok());
         assert!(validate_namespace("bad\x1bname").is_err());

@@ -11,6 +11,7 @@ use crate::ledger::projection::{GateHistory, drift};
 use crate::ledger::{Ledger, StreamStart};
 use crate::model::gate::{GateSplit, parse_targets};
 use crate::ops::gate::{self, ApplyReport, GateRequest, GateView, Step};
+use crate::ops::{OpContext, Via};
 use crate::text::sanitize;
 
 /// `gate` subcommands.
@@ -104,7 +105,7 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
         Ok(v) => v,
         Err(f) => {
             session.close().await;
-            return Err(f);
+            return Err(f.into());
         }
     };
     let ledger = Ledger::open(&session, &ctx.cfg).await;
@@ -248,16 +249,22 @@ async fn set_on(
     yes: bool,
 ) -> Result<ApplyReport, Failure> {
     let mgmt = require_mgmt(ctx)?;
-    // No change and no journal: apply() returns the dry-run / no-op report without writing.
-    let unused = || Ledger::file(std::path::Path::new(""), "not used", &ctx.cfg);
+    // A dry run and a no-op change nothing and journal nothing: no ledger is opened for them.
+    let quiet = OpContext {
+        session: session.clone(),
+        mgmt: Some(mgmt.clone()),
+        ledger: std::sync::Arc::new(Ledger::file(std::path::Path::new(""), "not used", &ctx.cfg)),
+        cfg: ctx.cfg.clone(),
+        via: Via::Cli,
+    };
     if req.dry_run {
-        return gate::apply(session, &mgmt, &unused(), &ctx.cfg, &req).await;
+        return Ok(gate::apply(&quiet, &req).await?);
     }
     let also: Vec<String> = req.target.0.keys().cloned().collect();
     let view = gate::read_gate(session, &mgmt, &ctx.cfg, &req.namespace, &also).await?;
     let (steps, warnings) = gate::validate(&view, &req.target, req.force_zero_consumers)?;
     if steps.is_empty() {
-        return gate::apply(session, &mgmt, &unused(), &ctx.cfg, &req).await;
+        return Ok(gate::apply(&quiet, &req).await?);
     }
     if !ctx.json {
         print_plan(&view, &req.target, &steps, &warnings);
@@ -269,14 +276,14 @@ async fn set_on(
     );
     let typed = ctx.cfg.profile.production.then_some(req.namespace.as_str());
     confirm(&question, yes, typed)?;
-    let ledger = Ledger::open(session, &ctx.cfg).await;
-    if !ledger.is_stream() {
+    let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
+    if !cx.ledger.is_stream() {
         eprintln!(
             "warning: ledger: {}",
-            sanitize(&ledger.backend_description())
+            sanitize(&cx.ledger.backend_description())
         );
     }
-    gate::apply(session, &mgmt, &ledger, &ctx.cfg, &req).await
+    Ok(gate::apply(&cx, &req).await?)
 }
 
 fn print_report(r: &ApplyReport) {

@@ -40,18 +40,10 @@ impl Ctx {
     pub fn mgmt(&self) -> Option<Mgmt> {
         Mgmt::new(&self.cfg.profile).ok()
     }
-    /// Refuse a mutation on a read-only profile, before touching the broker.
+    /// Refuse a mutation on a read-only profile before connecting: the operations' own guard
+    /// ([`crate::ops::require_writable`]), asked early.
     pub fn require_writable(&self, what: &str) -> Result<(), Failure> {
-        if self.cfg.profile.read_only {
-            return Err(Failure::refused(
-                format!(
-                    "refusing to {what}: profile `{}` is read-only",
-                    self.cfg.profile.name
-                ),
-                "drop --read-only, or use a profile with read_only = false (a profile's setting overrides the global one)",
-            ));
-        }
-        Ok(())
+        crate::ops::require_writable(&self.cfg, what).map_err(Failure::from)
     }
     /// Print a JSON document on stdout.
     pub fn print_json<T: serde::Serialize>(&self, value: &T) -> Result<(), Failure> {

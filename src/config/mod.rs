@@ -108,19 +108,20 @@ pub enum VersionQueues {
     Regex(Regex),
 }
 
-/// An adopted namespace, resolved (names default to the convention).
+/// An adopted namespace as the profile describes it (`None`: the convention's name — the names
+/// themselves come only from [`crate::topology::Namespace`]).
 #[derive(Debug, Clone)]
 pub struct Adoption {
     /// Entry exchange.
-    pub entry_exchange: String,
+    pub entry_exchange: Option<String>,
     /// Version queues.
     pub version_queues: VersionQueues,
     /// Dead-letter queue.
-    pub dlq: String,
+    pub dlq: Option<String>,
     /// Dead-letter exchange.
-    pub dlx: String,
+    pub dlx: Option<String>,
     /// Unrouted queue.
-    pub unrouted: String,
+    pub unrouted: Option<String>,
     /// Alert thresholds.
     pub alerts: AlertThresholds,
 }
@@ -184,20 +185,6 @@ impl Profile {
     /// Does the AMQP URL use TLS?
     pub fn is_tls(&self) -> bool {
         self.amqp_url.scheme() == "amqps"
-    }
-    /// The adoption entry for `ns`, or the convention.
-    pub fn namespace(&self, ns: &str, defaults: &AlertThresholds) -> Adoption {
-        self.namespaces
-            .get(ns)
-            .cloned()
-            .unwrap_or_else(|| Adoption {
-                entry_exchange: ns.to_string(),
-                version_queues: VersionQueues::Convention,
-                dlq: format!("{ns}.dlq"),
-                dlx: format!("{ns}.dlx"),
-                unrouted: format!("{ns}.unrouted"),
-                alerts: defaults.clone(),
-            })
     }
 }
 
@@ -614,14 +601,11 @@ fn resolve_adoption(
         (None, None) => VersionQueues::Convention,
     };
     Ok(Adoption {
-        entry_exchange: a.entry_exchange.clone().unwrap_or_else(|| ns.to_string()),
+        entry_exchange: a.entry_exchange.clone(),
         version_queues,
-        dlq: a.dlq.clone().unwrap_or_else(|| format!("{ns}.dlq")),
-        dlx: a.dlx.clone().unwrap_or_else(|| format!("{ns}.dlx")),
-        unrouted: a
-            .unrouted
-            .clone()
-            .unwrap_or_else(|| format!("{ns}.unrouted")),
+        dlq: a.dlq.clone(),
+        dlx: a.dlx.clone(),
+        unrouted: a.unrouted.clone(),
         alerts: defaults.merged(a.alerts.as_ref()),
     })
 }

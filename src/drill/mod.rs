@@ -27,7 +27,7 @@ use crate::ledger::event::{Event, EventKind, Outcome};
 use crate::ledger::{Ledger, StreamStart};
 use crate::model::gate::GateSplit;
 use crate::ops::rollback::{self, AutoOperator, RollbackReport};
-use crate::ops::{gate, mover, plan};
+use crate::ops::{gate, plan};
 use fleet::{Fleet, FleetShared, FleetSpec, FleetStats};
 use scenario::{FaultParams, Scenario};
 use score::{Score, Timings};
@@ -281,7 +281,7 @@ pub async fn delete_drill_namespace(
             session::CALL_TIMEOUT,
             session.password(),
             ch.queue_delete(
-                mover::park_queue_name(ns).as_str().into(),
+                Names::convention(ns).parked.as_str().into(),
                 Default::default(),
             ),
         )
@@ -342,11 +342,15 @@ async fn run_in_namespace(
         ]
         .into(),
     );
+    let cx = crate::ops::OpContext {
+        session: session.clone(),
+        mgmt: Some(mgmt.clone()),
+        ledger: ledger.clone(),
+        cfg: cfg.clone(),
+        via: crate::ops::Via::Drill,
+    };
     gate::apply(
-        session,
-        mgmt,
-        ledger,
-        cfg,
+        &cx,
         &gate::GateRequest {
             namespace: ns.to_string(),
             target: canary,
@@ -700,13 +704,13 @@ pub async fn account_ids(
     let mut dlq = BTreeSet::new();
     ids_in(session, &n.dlq, &mut dlq).await?;
     let mut parked = BTreeSet::new();
-    ids_in(session, &mover::park_queue_name(ns), &mut parked).await?;
+    ids_in(session, &n.parked, &mut parked).await?;
     let mut queued = BTreeSet::new();
-    for q in [
-        n.version_queue("v1"),
-        n.version_queue("v2"),
-        n.unrouted.clone(),
-    ] {
+    for q in ["v1", "v2"]
+        .iter()
+        .filter_map(|v| n.version_queue(v))
+        .chain([n.unrouted.clone()])
+    {
         ids_in(session, &q, &mut queued).await?;
     }
     Ok(score::account(

@@ -22,12 +22,13 @@ use serde::Serialize;
 
 use crate::broker::mgmt::{BindingInfo, Mgmt, MgmtError};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
-use crate::config::{Config, VersionQueues};
-use crate::error::Failure;
-use crate::ledger::{Event, EventKind, Ledger, Outcome};
+use crate::config::Config;
+use crate::ledger::{Event, EventKind, Outcome};
 use crate::model::gate::GateSplit;
-use crate::model::xdeath::{is_version_name, version_of_queue};
+use crate::model::xdeath::is_version_name;
+use crate::ops::{OpContext, OpError};
 use crate::text::sanitize;
+use crate::topology::Namespace;
 
 /// One binding of the entry exchange to a version queue, as the broker lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -248,36 +249,17 @@ impl GateView {
     }
 }
 
-fn mgmt_failure(what: &str, e: MgmtError) -> Failure {
+fn mgmt_failure(what: &str, e: MgmtError) -> OpError {
     if let MgmtError::Unauthorized { .. } = e {
-        return Failure::refused(
+        return OpError::refused(
             format!("{what}: {}", sanitize(&e.to_string())),
             "the gate is read from the management API: give the user the `monitoring` tag (`rabbitmqctl set_user_tags USER monitoring`) or use a profile whose user has it",
         );
     }
-    Failure::error(
+    OpError::failed(
         format!("{what}: {}", sanitize(&e.to_string())),
         "the gate is read from the management API: enable rabbitmq_management or fix mgmt_url (`hopback check`)",
     )
-}
-
-/// Versions → queues of `ns` from the profile (adopted) or the convention, for these candidates.
-fn queue_of(cfg: &Config, ns: &str, version: &str) -> Option<String> {
-    match cfg.profile.namespaces.get(ns).map(|a| &a.version_queues) {
-        Some(VersionQueues::List(l)) => l.get(version).cloned(),
-        _ => Some(format!("{ns}.{version}")),
-    }
-}
-
-fn version_of(cfg: &Config, ns: &str, queue: &str) -> Option<String> {
-    match cfg.profile.namespaces.get(ns).map(|a| &a.version_queues) {
-        Some(VersionQueues::List(l)) => l.iter().find(|(_, q)| *q == queue).map(|(v, _)| v.clone()),
-        Some(VersionQueues::Regex(re)) => re
-            .captures(queue)
-            .and_then(|c| c.name("version"))
-            .map(|m| m.as_str().to_string()),
-        _ => version_of_queue(ns, queue),
-    }
 }
 
 /// Read the gate of `ns`: entry exchange type and bindings (management API), plus exact
@@ -289,12 +271,12 @@ pub async fn read_gate(
     cfg: &Config,
     ns: &str,
     also: &[String],
-) -> Result<GateView, Failure> {
-    let adoption = cfg.profile.namespace(ns, &cfg.alerts);
-    let entry = adoption.entry_exchange.clone();
+) -> Result<GateView, OpError> {
+    let names = Namespace::resolve(cfg, ns);
+    let entry = names.entry.clone();
     let (x, b) = tokio::join!(mgmt.exchange(&entry), mgmt.bindings_from(&entry));
     let Some(x) = x.map_err(|e| mgmt_failure("reading the entry exchange", e))? else {
-        return Err(Failure::error(
+        return Err(OpError::failed(
             format!(
                 "namespace `{}` has no entry exchange `{}`",
                 sanitize(ns),
@@ -308,20 +290,21 @@ pub async fn read_gate(
     };
     let raw = b.map_err(|e| mgmt_failure("reading the gate's bindings", e))?;
     let mut view = view_from_bindings(cfg, ns, &entry, &x.kind, &raw);
-    view.unrouted = adoption.unrouted.clone();
+    view.unrouted = names.unrouted.clone();
     let mut wanted: Vec<String> = view.bindings.iter().map(|b| b.version.clone()).collect();
     wanted.extend(also.iter().cloned());
-    if let Some(VersionQueues::List(l)) = cfg.profile.namespaces.get(ns).map(|a| &a.version_queues)
-    {
-        wanted.extend(l.keys().cloned());
-    }
+    wanted.extend(names.known_versions().into_keys());
     wanted.sort();
     wanted.dedup();
     for v in wanted {
-        let Some(q) = queue_of(cfg, ns, &v) else {
+        // A regex adoption's queues are known from the bindings (or not at all).
+        let Some(q) = names
+            .version_queue(&v)
+            .or_else(|| view.versions.get(&v).cloned())
+        else {
             continue;
         };
-        let counts = session.passive_queue(&q).await.map_err(Failure::from)?;
+        let counts = session.passive_queue(&q).await?;
         view.consumers
             .insert(v.clone(), counts.map(|c| c.consumers));
         view.ready.insert(v.clone(), counts.map(|c| c.ready));
@@ -330,9 +313,8 @@ pub async fn read_gate(
         }
     }
     view.unrouted_ready = session
-        .passive_queue(&adoption.unrouted)
-        .await
-        .map_err(Failure::from)?
+        .passive_queue(&names.unrouted)
+        .await?
         .map(|c| c.ready);
     Ok(view)
 }
@@ -345,6 +327,7 @@ pub fn view_from_bindings(
     entry_kind: &str,
     raw: &[BindingInfo],
 ) -> GateView {
+    let names = Namespace::resolve(cfg, ns);
     let mut view = GateView {
         namespace: ns.to_string(),
         entry: entry.to_string(),
@@ -363,7 +346,7 @@ pub fn view_from_bindings(
         .iter()
         .filter(|b| b.source == entry && b.destination_type == "queue")
     {
-        let Some(v) = version_of(cfg, ns, &b.destination) else {
+        let Some(v) = names.version_of_queue(&b.destination) else {
             view.problems.push(format!(
                 "the entry exchange is bound to `{}`, which is not a version queue",
                 sanitize(&b.destination)
@@ -464,22 +447,22 @@ pub fn validate(
     view: &GateView,
     target: &GateSplit,
     force_zero_consumers: bool,
-) -> Result<(Vec<Step>, Vec<String>), Failure> {
+) -> Result<(Vec<Step>, Vec<String>), OpError> {
     view.flippable().map_err(|why| {
-        Failure::error(
+        OpError::failed(
             why,
             "flip this gate with your own tooling, or adopt an entry exchange of a supported type",
         )
     })?;
     if target.total() == 0 {
-        return Err(Failure::usage(
+        return Err(OpError::invalid(
             "the weights sum to 0: that would route nothing; nothing was changed",
             "give at least one version a positive weight, e.g. v1=100",
         ));
     }
     for (v, _) in target.0.iter() {
         if !is_version_name(v) && !view.versions.contains_key(v) {
-            return Err(Failure::usage(
+            return Err(OpError::invalid(
                 format!("unknown version `{}`; nothing was changed", sanitize(v)),
                 format!(
                     "versions of `{}`: {}",
@@ -491,11 +474,15 @@ pub fn validate(
     }
     for (v, _) in target.bound() {
         if !view.versions.contains_key(v) {
-            return Err(Failure::error(
+            return Err(OpError::failed(
                 format!(
                     "version `{}` has no queue (`{}` does not exist); nothing was changed",
                     sanitize(v),
-                    sanitize(&format!("{}.{v}", view.namespace))
+                    sanitize(
+                        &Namespace::convention(&view.namespace)
+                            .version_queue(v)
+                            .unwrap_or_else(|| v.clone())
+                    )
                 ),
                 format!(
                     "create it with `hopback init {} --versions …,{}` first; known versions: {}",
@@ -507,7 +494,7 @@ pub fn validate(
         }
     }
     if view.entry_kind == "fanout" && target.bound().count() > 1 {
-        return Err(Failure::error(
+        return Err(OpError::failed(
             format!(
                 "entry exchange `{}` is a fanout: a canary would copy every message to each version; nothing was changed",
                 sanitize(&view.entry)
@@ -526,7 +513,7 @@ pub fn validate(
     if !empty.is_empty() {
         let list = empty.join(", ");
         if !force_zero_consumers {
-            return Err(Failure::refused(
+            return Err(OpError::refused(
                 format!(
                     "refusing to move traffic onto {list}: its queue has 0 consumers, so tasks would pile up unprocessed; nothing was changed"
                 ),
@@ -631,23 +618,27 @@ async fn execute(session: &Session, view: &GateView, steps: &[Step]) -> Result<(
 /// state is a no-op that says so (`changed == false`, nothing journaled). The report is returned
 /// only after the ledger confirmed the event; if the ledger fails, the error says the gate *was*
 /// changed but not journaled.
-pub async fn apply(
-    session: &Session,
-    mgmt: &Mgmt,
-    ledger: &Ledger,
-    cfg: &Config,
-    req: &GateRequest,
-) -> Result<ApplyReport, Failure> {
+pub async fn apply(cx: &OpContext, req: &GateRequest) -> Result<ApplyReport, OpError> {
+    if !req.dry_run {
+        cx.require_writable("flip the gate")?;
+    }
+    let (session, cfg) = (&*cx.session, &cx.cfg);
+    let Some(mgmt) = cx.mgmt.as_ref() else {
+        return Err(OpError::failed(
+            "the gate is read from the management API, and its client could not be built",
+            "enable rabbitmq_management or fix mgmt_url (`hopback check`)",
+        ));
+    };
     let started = Instant::now();
     let ns = req.namespace.as_str();
     let also: Vec<String> = req.target.0.keys().cloned().collect();
     let view = read_gate(session, mgmt, cfg, ns, &also).await?;
     let (steps, warnings) = match validate(&view, &req.target, req.force_zero_consumers) {
         // A dry run shows the whole plan and says what a real run would refuse.
-        Err(f) if req.dry_run && f.code == crate::error::ExitCode::Refused => {
+        Err(OpError::Refused { message, .. }) if req.dry_run => {
             let (steps, mut w) = validate(&view, &req.target, true)?;
             w.retain(|x| !x.starts_with("zero-consumer guard overridden"));
-            w.insert(0, format!("a real run would be refused: {}", f.message));
+            w.insert(0, format!("a real run would be refused: {message}"));
             (steps, w)
         }
         other => other?,
@@ -687,6 +678,14 @@ pub async fn apply(
     for (k, v) in &req.extra_params {
         params.insert(k.clone(), v.clone());
     }
+    // The intent first: a flip the timeline would not show must not happen.
+    cx.journal_intent(
+        cx.event(EventKind::GateSet, Some(ns))
+            .params(serde_json::Value::Object(params.clone()))
+            .before(gate_json(&before))
+            .reason_opt(req.reason.as_deref()),
+    )
+    .await?;
     // A blocked connection (memory/disk alarm) shows as timeouts: name the alarm instead.
     let executed = execute(session, &view, &steps)
         .await
@@ -697,7 +696,7 @@ pub async fn apply(
         .bindings_from(&view.entry)
         .await
         .map(|raw| view_from_bindings(cfg, ns, &view.entry, &view.entry_kind, &raw));
-    let base = ledger
+    let base = cx
         .event(EventKind::GateSet, Some(ns))
         .params(serde_json::Value::Object(params))
         .before(gate_json(&before))
@@ -707,7 +706,7 @@ pub async fn apply(
         // back unchanged: a refusal (exit 3), not a half-done flip.
         (Err(e @ BrokerError::AccessRefused(_)), Ok(v)) if v.split == before => (
             Outcome::Refused,
-            Some(Failure::refused(
+            Some(OpError::refused(
                 format!(
                     "gate flip of `{}` refused, nothing changed: {}",
                     sanitize(ns),
@@ -718,7 +717,7 @@ pub async fn apply(
         ),
         (Err(e), _) => (
             Outcome::Failed,
-            Some(Failure::error(
+            Some(OpError::failed(
                 format!(
                     "gate flip of `{}` failed part-way: {}",
                     sanitize(ns),
@@ -732,7 +731,7 @@ pub async fn apply(
         ),
         (Ok(()), Err(e)) => (
             Outcome::VerificationFailed,
-            Some(Failure::verification(
+            Some(OpError::verification(
                 format!(
                     "gate of `{}` changed but could not be read back: {}",
                     sanitize(ns),
@@ -743,7 +742,7 @@ pub async fn apply(
         ),
         (Ok(()), Ok(v)) if !matches_target(v, &req.target) => (
             Outcome::VerificationFailed,
-            Some(Failure::verification(
+            Some(OpError::verification(
                 format!(
                     "gate of `{}` verification failed: asked for {}, the broker has {}{}",
                     sanitize(ns),
@@ -769,9 +768,14 @@ pub async fn apply(
         event = event.after(gate_json(&v.split));
     }
     if let Some(f) = &failure {
-        event.params["error"] = serde_json::json!(f.message);
+        event.params["error"] = serde_json::json!(f.to_string());
     }
-    let journaled = ledger.append(event).await;
+    let done = format!(
+        "gate of `{}` is now {} (verified)",
+        sanitize(ns),
+        report.after.describe()
+    );
+    let journaled = cx.journal_outcome(event, &done).await;
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match (failure, journaled) {
         (Some(f), _) => Err(f),
@@ -779,15 +783,7 @@ pub async fn apply(
             report.event = Some(e);
             Ok(report)
         }
-        (None, Err(j)) => Err(Failure::error(
-            format!(
-                "gate of `{}` is now {} (verified), but the ledger did not confirm the event: {}",
-                sanitize(ns),
-                report.after.describe(),
-                j.message
-            ),
-            "the change is real; record it with `hopback note` once the ledger works again (`hopback check`)",
-        )),
+        (None, Err(j)) => Err(j),
     }
 }
 

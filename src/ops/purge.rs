@@ -1,76 +1,28 @@
-//! Purge without regret: export first, then remove exactly what was exported.
-//!
-//! [`prepare`] consumes the queue with manual ack and *holds* every message unacked while writing
-//! it to a JSONL file (one [`export_document`] per line, full body in base64) and syncing the file.
-//! The operator then sees the count and the path and confirms; [`PreparedPurge::commit`] acks the
-//! held messages (one `basic.ack multiple` up to the last exported delivery tag) and closes the
-//! channel, whose `close-ok` proves the broker processed the ack. [`PreparedPurge::abort`] closes
-//! the channel without acking, and the broker puts everything back in place.
-//!
-//! Never `queue.purge`: a message that arrives between the export and the confirmation is not in
-//! the file, so it must not be removed — it never is, because only delivery tags up to the last
-//! exported one are acked. If the console dies while the question is on screen, the held messages
-//! return to the queue by themselves.
+//! The purge operation: guard (read-only, the broker's write permission on the DLQ, the quorum
+//! delivery-limit guard) → export every dead letter and hold it (`broker::export`) → the
+//! operator confirms the count → journal the intent → remove exactly what was exported →
+//! journal the outcome. Never `queue.purge`: a message that arrives after the export is never
+//! removed. The CLI (`hopback dlq purge`) and the console (`P`) call [`prepare`], show the count
+//! and the path, and then [`PreparedPurge::commit`] or [`PreparedPurge::abort`].
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use futures::StreamExt;
-use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use serde::Serialize;
-
-use crate::broker::browse::{message_view, quorum_refusal};
-use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
-use crate::model::deadletter::export_document;
-
-/// Quiet time after which the export counts the queue as read.
-const EXPORT_IDLE: Duration = Duration::from_millis(1500);
-
-/// What a purge did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PurgeReport {
-    /// The queue.
-    pub queue: String,
-    /// Messages written to the export.
-    pub exported: u64,
-    /// Messages removed from the queue (= exported on success).
-    pub removed: u64,
-    /// The JSONL export.
-    pub export_path: PathBuf,
-}
-
-impl PurgeReport {
-    /// The ledger fields of a finished (or failed) purge of `count` exported messages:
-    /// `(outcome, after, reason)` — shared by the CLI and the console so both journal alike.
-    pub fn journal_fields(
-        report: &Result<PurgeReport, BrokerError>,
-        count: u64,
-    ) -> (crate::ledger::Outcome, serde_json::Value, Option<String>) {
-        match report {
-            Ok(r) => (
-                crate::ledger::Outcome::Ok,
-                serde_json::json!({"count": r.removed, "exported": r.exported}),
-                None,
-            ),
-            Err(e) => (
-                crate::ledger::Outcome::Failed,
-                serde_json::json!({"count": 0, "exported": count}),
-                Some(e.to_string()),
-            ),
-        }
-    }
-}
+use super::{OpContext, OpError};
+use crate::broker::export;
+pub use crate::broker::export::{PurgeReport, default_export_path};
+use crate::broker::stats::is_quorum_with_limit;
+use crate::ledger::{Event, EventKind, Outcome};
+use crate::text::sanitize;
+use crate::topology::Namespace;
 
 /// An export done and its messages held, waiting for the operator's decision.
+#[derive(Debug)]
 pub struct PreparedPurge {
-    session: Arc<Session>,
-    channel: Channel,
-    last_tag: Option<u64>,
-    /// The queue.
+    cx: OpContext,
+    held: export::PreparedPurge,
+    /// Namespace.
+    pub namespace: String,
+    /// The dead-letter queue.
     pub queue: String,
     /// Messages exported and held.
     pub count: u64,
@@ -78,170 +30,99 @@ pub struct PreparedPurge {
     pub export_path: PathBuf,
 }
 
-impl std::fmt::Debug for PreparedPurge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedPurge")
-            .field("queue", &self.queue)
-            .field("count", &self.count)
-            .field("export_path", &self.export_path)
-            .finish()
+/// Is `queue` a quorum queue (each hold counts as a delivery)? Unknown (no management API)
+/// reads as not quorum, as the browser does.
+pub async fn quorum_flag(cx: &OpContext, queue: &str) -> bool {
+    let Some(m) = &cx.mgmt else { return false };
+    match m.queues().await {
+        Ok(qs) => is_quorum_with_limit(qs.iter().find(|q| q.name == queue)),
+        Err(_) => false,
     }
 }
 
-/// `DATA_DIR/exports/QUEUE-YYYYMMDDTHHMMSSZ.jsonl` (the queue name made file-safe).
-pub fn default_export_path(queue: &str) -> PathBuf {
-    let safe: String = queue
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    crate::config::data_dir().join("exports").join(format!(
-        "{safe}-{}.jsonl",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
-    ))
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> BrokerError {
-    BrokerError::Other(format!("cannot write the export {}: {e}", path.display()))
-}
-
-/// Export every message of `queue` to `export_path` (JSONL) and hold them unacked.
-/// Refuses a quorum queue with a delivery limit unless `force` (holding then releasing counts as a
-/// delivery). Nothing is removed until [`PreparedPurge::commit`].
+/// Guard, then export every dead letter of `ns` to `export_path` (default: the data dir's
+/// `exports/`) and hold them. Nothing is removed until [`PreparedPurge::commit`].
 pub async fn prepare(
-    session: Arc<Session>,
-    queue: &str,
-    export_path: &Path,
-    is_quorum_with_limit: bool,
+    cx: &OpContext,
+    ns: &str,
+    export_path: Option<PathBuf>,
     force: bool,
-) -> Result<PreparedPurge, BrokerError> {
-    if is_quorum_with_limit && !force {
-        return Err(quorum_refusal(queue));
-    }
-    let depth = session.passive_queue(queue).await?.ok_or_else(|| {
-        BrokerError::NotFound(format!(
-            "queue `{}` does not exist",
-            crate::text::sanitize(queue)
-        ))
-    })?;
-    let depth = u64::from(depth.ready);
-    if let Some(dir) = export_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(export_path)
-        .map_err(|e| io_err(export_path, e))?;
-    let mut out = std::io::BufWriter::new(file);
-    let pw = session.password().to_string();
-    let channel = session.channel().await?;
-    // Prefetch 0 = unlimited: every exported message stays held until the decision.
-    timed(
-        "basic.qos",
-        CALL_TIMEOUT,
-        &pw,
-        channel.basic_qos(0, BasicQosOptions::default()),
-    )
-    .await?;
-    let tag = format!("hopback-purge-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = timed(
-        "basic.consume",
-        CALL_TIMEOUT,
-        &pw,
-        channel.basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    let mut count = 0u64;
-    let mut last_tag = None;
-    while count < depth {
-        let d = match tokio::time::timeout(EXPORT_IDLE, consumer.next()).await {
-            Ok(Some(Ok(d))) => d,
-            Ok(Some(Err(e))) => return Err(crate::broker::session::classify(&e, &pw)),
-            Ok(None) | Err(_) => break,
-        };
-        let len = d.data.len();
-        let view = message_view(count, &d.properties, d.data, len, d.redelivered);
-        let doc = export_document(queue, &view);
-        serde_json::to_writer(&mut out, &doc)
-            .map_err(|e| io_err(export_path, std::io::Error::other(e)))?;
-        out.write_all(b"\n").map_err(|e| io_err(export_path, e))?;
-        last_tag = Some(d.delivery_tag);
-        count += 1;
-    }
-    // Stop deliveries; anything delivered after the last exported tag is never acked.
-    timed(
-        "basic.cancel",
-        CALL_TIMEOUT,
-        &pw,
-        channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
-    )
-    .await?;
-    let file = out
-        .into_inner()
-        .map_err(|e| io_err(export_path, e.into_error()))?;
-    file.sync_all().map_err(|e| io_err(export_path, e))?;
+) -> Result<PreparedPurge, OpError> {
+    cx.require_writable("purge dead letters")?;
+    let names = Namespace::resolve(&cx.cfg, ns);
+    let queue = names.dlq.clone();
+    // RabbitMQ lets a read-only user consume (and so remove) messages; a purge is a write.
+    cx.session.probe_write(&queue).await?;
+    let quorum = quorum_flag(cx, &queue).await;
+    let path = export_path.unwrap_or_else(|| default_export_path(&queue));
+    let held = export::prepare(cx.session.clone(), &queue, &path, quorum, force).await?;
     Ok(PreparedPurge {
-        session,
-        channel,
-        last_tag,
-        queue: queue.to_string(),
-        count,
-        export_path: export_path.to_path_buf(),
+        cx: cx.clone(),
+        count: held.count,
+        namespace: ns.to_string(),
+        queue,
+        export_path: path,
+        held,
     })
 }
 
 impl PreparedPurge {
-    /// Remove exactly the exported messages. The channel's `close-ok` proves the broker processed
-    /// the ack; if anything fails, the messages return to the queue (nothing is lost either way).
-    pub async fn commit(self) -> Result<PurgeReport, BrokerError> {
-        let pw = self.session.password().to_string();
-        if let Some(t) = self.last_tag {
-            timed(
-                "basic.ack",
-                CALL_TIMEOUT,
-                &pw,
-                self.channel
-                    .basic_ack(t, BasicAckOptions { multiple: true }),
-            )
-            .await?;
-        }
-        timed(
-            "channel.close",
-            CALL_TIMEOUT,
-            &pw,
-            self.channel.close(200, "purged".into()),
-        )
-        .await
-        .map_err(|e| {
-            BrokerError::Other(format!(
-                "could not confirm the purge of `{}` ({e}); the messages may still be there — check the depth and retry",
-                crate::text::sanitize(&self.queue)
-            ))
-        })?;
-        Ok(PurgeReport {
-            queue: self.queue,
-            exported: self.count,
-            removed: self.count,
-            export_path: self.export_path,
-        })
+    fn event(&self) -> Event {
+        self.cx
+            .event(EventKind::Purge, Some(&self.namespace))
+            .params(serde_json::json!({"queue": self.queue, "export": self.export_path}))
     }
-    /// Put everything back (the export file stays).
-    pub async fn abort(self) {
-        let _ = tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.channel.close(200, "purge aborted".into()),
-        )
-        .await;
+
+    /// The operator confirmed: journal the intent, remove exactly the exported messages,
+    /// journal the outcome.
+    pub async fn commit(self) -> Result<PurgeReport, OpError> {
+        if let Err(e) = self
+            .cx
+            .journal_intent(
+                self.event()
+                    .after(serde_json::json!({"count": self.count, "exported": self.count})),
+            )
+            .await
+        {
+            self.held.abort().await;
+            return Err(e);
+        }
+        let (cx, count, base) = (self.cx.clone(), self.count, self.event());
+        let r = self.held.commit().await;
+        let event = match &r {
+            Ok(r) => base
+                .after(serde_json::json!({"count": r.removed, "exported": r.exported}))
+                .outcome(Outcome::Ok),
+            Err(e) => base
+                .after(serde_json::json!({"count": 0, "exported": count}))
+                .outcome(Outcome::Failed)
+                .reason(e.to_string()),
+        };
+        let journaled = cx
+            .journal_outcome(event, &format!("purged {count} message(s)"))
+            .await;
+        let report = r.map_err(|e| {
+            OpError::failed(
+                format!("the purge failed: {}", sanitize(&e.to_string())),
+                "the messages that were not removed are still in the queue; the export stays",
+            )
+        })?;
+        journaled?;
+        Ok(report)
+    }
+
+    /// Put everything back (the export file stays). With a reason (`not confirmed`), the
+    /// refusal is journaled.
+    pub async fn abort(self, reason: Option<&str>) {
+        let (cx, event) = (self.cx.clone(), self.event());
+        let count = self.count;
+        self.held.abort().await;
+        if let Some(r) = reason {
+            let e = event
+                .after(serde_json::json!({"count": 0, "exported": count}))
+                .outcome(Outcome::Refused)
+                .reason(r);
+            let _ = cx.journal_outcome(e, "nothing").await;
+        }
     }
 }

@@ -20,23 +20,24 @@ use futures::future::BoxFuture;
 use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::broker::mgmt::Mgmt;
+use crate::broker::mover;
 use crate::broker::session::{CALL_TIMEOUT, Session, timed};
-use crate::broker::topology::Names;
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::ledger::event::{Event, EventKind, Outcome};
 use crate::model::deadletter::Filter;
 use crate::model::gate::GateSplit;
-use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_u64, version_of_queue};
+use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_u64};
+use crate::ops::gate;
 use crate::ops::plan::{DlqChoice, Metric, Plan, Step, StepKind};
-use crate::ops::{gate, mover};
+use crate::topology::Namespace;
 
 /// Replays above this count are parked (left in the DLQ) instead of replayed again.
 pub const MAX_REPLAYS: u64 = 3;
@@ -403,11 +404,26 @@ impl std::fmt::Debug for Env {
 }
 
 impl Env {
-    fn names(&self) -> Names {
-        Names::convention(&self.ns)
+    /// The namespace's names, from the one resolver (adopted namespaces included).
+    fn names(&self) -> Namespace {
+        Namespace::resolve(&self.cfg, &self.ns)
     }
+    /// The queue of version `v`; a version the adoption does not name gets a name no queue
+    /// has, so the step that uses it fails with "does not exist" instead of guessing.
     fn queue(&self, v: &str) -> String {
-        self.names().version_queue(v)
+        self.names()
+            .version_queue(v)
+            .unwrap_or_else(|| format!("{}.<no queue for {v}>", self.ns))
+    }
+    /// The operations context of this rollback's steps.
+    fn cx(&self) -> crate::ops::OpContext {
+        crate::ops::OpContext {
+            session: self.session.clone(),
+            mgmt: self.mgmt.clone(),
+            ledger: self.ledger.clone(),
+            cfg: self.cfg.clone(),
+            via: crate::ops::Via::Rollback,
+        }
     }
     async fn counts(&self, queue: &str) -> Result<crate::broker::session::QueueCounts, String> {
         match self.session.passive_queue(queue).await {
@@ -864,16 +880,16 @@ pub async fn read_gate(env: &Env, m: &Mgmt) -> Result<(GateSplit, Vec<String>), 
     gate::read_gate(&env.session, m, &env.cfg, &env.ns, &[])
         .await
         .map(|v| (v.split, v.problems))
-        .map_err(|f| f.message)
+        .map_err(|f| f.to_string())
 }
 
 async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult {
     let env = c.env;
-    let Some(m) = &env.mgmt else {
+    if env.mgmt.is_none() {
         return StepResult::failed(
             "the gate step needs the management API to read the bindings back; check --mgmt-url",
         );
-    };
+    }
     let mut extra = serde_json::Map::new();
     extra.insert("rollback_id".into(), json!(c.id));
     let req = gate::GateRequest {
@@ -891,7 +907,7 @@ async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult {
         dry_run: false,
         extra_params: extra,
     };
-    match gate::apply(&env.session, m, &env.ledger, &env.cfg, &req).await {
+    match gate::apply(&env.cx(), &req).await {
         Ok(r) if !r.changed && r.verified => {
             StepResult::already(format!("gate already {}", r.after.describe()))
         }
@@ -911,7 +927,7 @@ async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult {
             ),
             json!({"before": r.before, "after": r.after}),
         ),
-        Err(f) => StepResult::failed(format!("gate change failed: {}", f.message)),
+        Err(f) => StepResult::failed(format!("gate change failed: {f}")),
     }
 }
 
@@ -976,7 +992,7 @@ async fn step_drain(c: &StepCtx<'_>, from: &str, to: &str, limit: Option<u64>) -
     if let Err(e) = env.ready(&dst).await {
         return StepResult::failed(format!("cannot drain into it: {e}"));
     }
-    let mut spec = mover::MoveSpec::drain(&env.ns, &src, &dst);
+    let mut spec = mover::MoveSpec::drain(&env.names(), &src, &dst);
     spec.limit = limit;
     spec.connection_purpose = "rollback drain".into();
     let want = limit.map(|l| l.min(total)).or(Some(total));
@@ -1064,16 +1080,16 @@ pub async fn count_dead_letters(env: &Env, origin: &str) -> Result<(u64, u64), S
     let matched = msgs
         .iter()
         .filter(|m| {
-            origin_version(&env.ns, m.properties.headers().as_ref()).as_deref() == Some(origin)
+            origin_version(&env.names(), m.properties.headers().as_ref()).as_deref() == Some(origin)
         })
         .count() as u64;
     Ok((matched, depth))
 }
 
-fn origin_version(ns: &str, headers: Option<&FieldTable>) -> Option<String> {
+fn origin_version(ns: &Namespace, headers: Option<&FieldTable>) -> Option<String> {
     attribute(headers)
         .origin_queue
-        .and_then(|q| version_of_queue(ns, &q))
+        .and_then(|q| ns.version_of_queue(&q))
 }
 
 /// One pass over the DLQ (as deep as it was at the start): dead letters of `origin` are replayed
@@ -1140,7 +1156,7 @@ pub async fn process_dead_letters(
         };
         seen += 1;
         let headers = d.properties.headers().clone();
-        if origin_version(&env.ns, headers.as_ref()).as_deref() != Some(origin) {
+        if origin_version(&env.names(), headers.as_ref()).as_deref() != Some(origin) {
             counts.others += 1;
             put_back.push(d);
             continue;
@@ -1317,7 +1333,8 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
             // held when the gate flipped; repeat the pass until one finds nothing new.
             let mut total = DlqCounts::default();
             let mut res = Ok(total);
-            let filter = match Filter::parse(&[format!("origin={origin}")]) {
+            // The origin's queue by name: the mover matches it whatever the adoption calls it.
+            let filter = match Filter::parse(&[format!("origin={}", env.queue(origin))]) {
                 Ok(f) => f,
                 Err(e) => return StepResult::failed(e),
             };
@@ -1338,7 +1355,8 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
                 if now_matched == 0 {
                     break;
                 }
-                let mut spec = mover::MoveSpec::replay(&env.ns, mover::Target::Queue(dst.clone()));
+                let mut spec =
+                    mover::MoveSpec::replay(&env.names(), mover::Target::Queue(dst.clone()));
                 spec.limit = Some(now_matched);
                 spec.filter = filter.clone();
                 spec.connection_purpose = "rollback replay".into();
@@ -1378,7 +1396,7 @@ async fn step_dlq(c: &StepCtx<'_>, origin: &str, to: &str, action: DlqChoice) ->
                     format!(
                         "; {} parked in {} (replayed {MAX_REPLAYS}× already)",
                         k.parked,
-                        mover::park_queue_name(&env.ns)
+                        env.names().parked
                     )
                 } else {
                     String::new()
@@ -1454,81 +1472,20 @@ async fn ack_total(m: &Mgmt, queue: &str) -> Option<u64> {
         .and_then(|q| q.message_stats.map(|s| s.ack))
 }
 
-/// Count dead letters of `version` arriving at `NS.dlx` for `window` (an exclusive tap queue).
+/// Count dead letters of `version` arriving at the namespace's DLX for `window`: the tap's own
+/// primitive ([`crate::broker::tap::count_window`]).
 async fn tap_dead_letters(env: &Env, version: &str, window: Duration) -> Result<u64, String> {
-    let session = &env.session;
-    let pw = session.password().to_string();
-    let ch = session.channel().await.map_err(|e| e.to_string())?;
-    let q = timed(
-        "queue.declare",
-        CALL_TIMEOUT,
-        &pw,
-        ch.queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let tap = q.name().to_string();
-    timed(
-        "queue.bind",
-        CALL_TIMEOUT,
-        &pw,
-        ch.queue_bind(
-            tap.as_str().into(),
-            env.names().dlx.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut consumer = timed(
-        "basic.consume",
-        CALL_TIMEOUT,
-        &pw,
-        ch.basic_consume(
-            tap.as_str().into(),
-            "hopback-verify-tap".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let deadline = tokio::time::Instant::now() + window;
-    let mut dead = 0u64;
-    loop {
-        match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Ok(Some(Ok(d))) => {
-                let h = d.properties.headers();
-                // The most recent death says who rejected it now.
-                let a = attribute(h.as_ref());
-                let latest = a.deaths.first().map(|x| x.queue.clone()).or(a.origin_queue);
-                if latest
-                    .and_then(|q| version_of_queue(&env.ns, &q))
-                    .as_deref()
-                    == Some(version)
-                {
-                    dead += 1;
-                }
-            }
-            Ok(_) => break,
-            Err(_) => break,
-        }
-    }
-    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "tap done".into())).await;
-    Ok(dead)
+    let names = env.names();
+    let target = crate::broker::tap::TapTarget {
+        ns: names.name.clone(),
+        dlx: names.dlx.clone(),
+        queues: [(env.queue(version), version.to_string())]
+            .into_iter()
+            .collect(),
+    };
+    crate::broker::tap::count_window(&env.session, &target, version, window)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn step_verify(

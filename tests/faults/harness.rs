@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hopback::app::state::Msg;
 use hopback::broker::mgmt::Mgmt;
+use hopback::broker::mover;
 use hopback::broker::session::{self, Session};
 use hopback::broker::topology::QueueType;
 use hopback::config::Config;
@@ -26,7 +27,7 @@ use hopback::ledger::{EventKind, Ledger, StreamStart};
 use hopback::model::ConnState;
 use hopback::model::gate::GateSplit;
 use hopback::ops::plan::{DlqChoice, Plan, Step, StepKind};
-use hopback::ops::{gate, mover, purge, rollback};
+use hopback::ops::{gate, rollback};
 use lapin::BasicProperties;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -345,12 +346,17 @@ impl Cell {
         };
         if op == Op::Rollback {
             // Start from a canary, as a real rollback would.
-            let ledger = Ledger::open_stream(&cell.t.session, &cell.t.cfg, &cell.stream).await;
+            let ledger = std::sync::Arc::new(
+                Ledger::open_stream(&cell.t.session, &cell.t.cfg, &cell.stream).await,
+            );
             gate::apply(
-                &cell.t.session,
-                &cell.mgmt,
-                &ledger,
-                &cell.t.cfg,
+                &hopback::ops::OpContext::of(
+                    &cell.t.session,
+                    &cell.mgmt,
+                    &ledger,
+                    &cell.t.cfg,
+                    hopback::ops::Via::Cli,
+                ),
                 &gate::GateRequest {
                     namespace: cell.t.ns.clone(),
                     target: gate_split(&[("v1", 50), ("v2", 50)]),
@@ -390,9 +396,16 @@ impl Cell {
         match self.op {
             Op::Replay | Op::Drain => {
                 let mut spec = if self.op == Op::Replay {
-                    mover::MoveSpec::replay(&ns, mover::Target::Origin)
+                    mover::MoveSpec::replay(
+                        &hopback::topology::Namespace::convention(&ns),
+                        mover::Target::Origin,
+                    )
                 } else {
-                    mover::MoveSpec::drain(&ns, &format!("{ns}.v2"), &format!("{ns}.v1"))
+                    mover::MoveSpec::drain(
+                        &hopback::topology::Namespace::convention(&ns),
+                        &format!("{ns}.v2"),
+                        &format!("{ns}.v1"),
+                    )
                 };
                 spec.connection_purpose = format!("{} {ns}", self.op.name());
                 spec.max_reconnect_attempts = 20;
@@ -418,9 +431,14 @@ impl Cell {
                     .map_err(|e| (e.to_string(), 0))?;
                 let _ = std::fs::remove_file(&self.export);
                 let r = async {
-                    let p =
-                        purge::prepare(s.clone(), &format!("{ns}.dlq"), &self.export, false, false)
-                            .await?;
+                    let p = hopback::broker::export::prepare(
+                        s.clone(),
+                        &format!("{ns}.dlq"),
+                        &self.export,
+                        false,
+                        false,
+                    )
+                    .await?;
                     // The operator reads the count before typing it.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     p.commit().await
@@ -440,7 +458,7 @@ impl Cell {
                     .await
                     .map_err(|e| (e.to_string(), 0))?;
                 let mgmt = Mgmt::new(&cfg.profile).unwrap();
-                let ledger = Ledger::open_stream(&s, cfg, &self.stream).await;
+                let ledger = std::sync::Arc::new(Ledger::open_stream(&s, cfg, &self.stream).await);
                 // A producer on the test's own connection publishes through the entry exchange
                 // the whole time: every confirmed id must end in a version queue.
                 let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -457,10 +475,7 @@ impl Cell {
                     gate_split(&[("v1", 90), ("v2", 10)])
                 };
                 let r = gate::apply(
-                    &s,
-                    &mgmt,
-                    &ledger,
-                    cfg,
+                    &hopback::ops::OpContext::of(&s, &mgmt, &ledger, cfg, hopback::ops::Via::Cli),
                     &gate::GateRequest {
                         namespace: ns.clone(),
                         target,
@@ -490,7 +505,7 @@ impl Cell {
                         ),
                         0,
                     )),
-                    Err(f) => Err((f.message, 0)),
+                    Err(f) => Err((f.to_string(), 0)),
                 }
             }
             Op::Rollback => {
@@ -522,7 +537,7 @@ impl Cell {
                 let s = session::connect(&cfg.profile, "ledger", &cfg.operator)
                     .await
                     .map_err(|e| (e.to_string(), 0))?;
-                let ledger = Ledger::open_stream(&s, cfg, &self.stream).await;
+                let ledger = std::sync::Arc::new(Ledger::open_stream(&s, cfg, &self.stream).await);
                 if !ledger.is_stream() {
                     s.close().await;
                     return Err((ledger.backend_description(), 0));
@@ -673,7 +688,10 @@ impl Cell {
         if let Ok(ch) = s.channel().await {
             let _ = ch
                 .queue_delete(
-                    mover::park_queue_name(&self.t.ns).as_str().into(),
+                    hopback::topology::Namespace::convention(&self.t.ns)
+                        .parked
+                        .as_str()
+                        .into(),
                     Default::default(),
                 )
                 .await;

@@ -1,7 +1,9 @@
-//! The mover: moves messages from one queue to a target without ever losing one (DESIGN §3).
-//! It serves every "move" in hopback: replaying dead letters to their origin queue, to another
-//! version or through the entry exchange; draining `NS.v2 → NS.v1` during a rollback; replaying
-//! `NS.unrouted` through the entry exchange.
+//! The mover: the AMQP engine that moves messages from one queue to a target without ever losing
+//! one. It is a broker primitive (docs/architecture.md): it neither guards nor journals — the
+//! operations that use it (`ops::replay` for replays, moves and drains, the rollback engine's
+//! drain and dead-letter steps) do. It serves every "move" in hopback: replaying dead letters to
+//! their origin queue, to another version or through the entry exchange; draining `NS.v2 → NS.v1`
+//! during a rollback; replaying `NS.unrouted` through the entry exchange.
 //!
 //! The algorithm, per message:
 //! 1. consume the source with manual ack and a bounded prefetch;
@@ -45,6 +47,7 @@ use crate::broker::session::{
 use crate::config::Profile;
 use crate::model::deadletter::Filter;
 use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_string, header_u64};
+use crate::topology::Namespace;
 
 /// Default prefetch of the source consumer (tuned with `scripts/bench`, see the README).
 pub const DEFAULT_PREFETCH: u16 = 2000;
@@ -165,38 +168,34 @@ impl MoveSpec {
             separate_publish_connection: true,
         }
     }
-    /// Replay `NS.dlq` to `target` (usually [`Target::Origin`]), counting replays and parking
-    /// messages over `max_replays` in `NS.parked`.
-    pub fn replay(ns: &str, target: Target) -> Self {
-        let mut s = Self::base(ns, format!("{ns}.dlq"), target);
+    /// Replay the namespace's DLQ to `target` (usually [`Target::Origin`]), counting replays and
+    /// parking messages over `max_replays` in its parking queue.
+    pub fn replay(ns: &Namespace, target: Target) -> Self {
+        let mut s = Self::base(&ns.name, ns.dlq.clone(), target);
         s.count_replay = true;
-        s.park_queue = Some(park_queue_name(ns));
+        s.park_queue = Some(ns.parked.clone());
         s
     }
     /// Drain one queue into another (rollback: `NS.v2 → NS.v1`) until it stays empty.
-    pub fn drain(ns: &str, from_queue: &str, to_queue: &str) -> Self {
+    pub fn drain(ns: &Namespace, from_queue: &str, to_queue: &str) -> Self {
         let mut s = Self::base(
-            ns,
+            &ns.name,
             from_queue.to_string(),
             Target::Queue(to_queue.to_string()),
         );
         s.budget = Budget::UntilEmpty;
         s
     }
-    /// Replay `NS.unrouted` through the entry exchange `NS`. Anything still unroutable goes back
-    /// to `NS.unrouted` through the alternate exchange; the initial-depth budget stops the loop.
-    pub fn replay_unrouted(ns: &str) -> Self {
+    /// Replay the unrouted queue through the entry exchange. Anything still unroutable goes back
+    /// to the unrouted queue through the alternate exchange; the initial-depth budget stops the
+    /// loop.
+    pub fn replay_unrouted(ns: &Namespace) -> Self {
         Self::base(
-            ns,
-            format!("{ns}.unrouted"),
-            Target::Exchange(ns.to_string()),
+            &ns.name,
+            ns.unrouted.clone(),
+            Target::Exchange(ns.entry.clone()),
         )
     }
-}
-
-/// `NS.parked`: where messages over the replay limit go.
-pub fn park_queue_name(ns: &str) -> String {
-    format!("{ns}.parked")
 }
 
 /// Running, paused or stopped (set through [`MoveControl`]).
@@ -1181,14 +1180,14 @@ mod tests {
 
     #[test]
     fn spec_constructors() {
-        let r = MoveSpec::replay("e", Target::Origin);
+        let r = MoveSpec::replay(&Namespace::convention("e"), Target::Origin);
         assert_eq!(r.source_queue, "e.dlq");
         assert_eq!(r.park_queue.as_deref(), Some("e.parked"));
         assert!(r.count_replay);
-        let d = MoveSpec::drain("e", "e.v2", "e.v1");
+        let d = MoveSpec::drain(&Namespace::convention("e"), "e.v2", "e.v1");
         assert_eq!(d.budget, Budget::UntilEmpty);
         assert!(!d.count_replay);
-        let u = MoveSpec::replay_unrouted("e");
+        let u = MoveSpec::replay_unrouted(&Namespace::convention("e"));
         assert_eq!(u.target, Target::Exchange("e".into()));
         assert_eq!(u.source_queue, "e.unrouted");
     }

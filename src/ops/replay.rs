@@ -1,0 +1,539 @@
+//! The replay operation (docs/architecture.md, "The path of one replay"): every move of messages
+//! that an operator asks for — dead letters replayed to their origin, a version or the entry
+//! exchange; the unrouted queue replayed through the entry exchange; the parking queue replayed;
+//! a version queue drained into another — is planned by [`prepare`] and run by [`run`]:
+//! guard (read-only) → resolve every name through [`Namespace`] → read the source depth → journal
+//! the intent → run the mover (`broker::mover`, confirm-then-ack) → read the source back →
+//! journal the outcome. The CLI (`hopback dlq replay`) and the console (`R`) only collect the
+//! request, confirm the [`ReplayPlan`] and show the [`ReplayReport`].
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::{OpContext, OpError};
+use crate::broker::mover::{
+    self, MoveControl, MoveCounts, MoveProgress, MoveReport, MoveSpec, StopReason, Target,
+};
+use crate::ledger::{Event, EventKind, Outcome};
+use crate::model::deadletter::{Condition, Filter};
+use crate::text::sanitize;
+use crate::topology::Namespace;
+
+/// Where a replay takes messages from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "version", rename_all = "snake_case")]
+pub enum Source {
+    /// The dead-letter queue (a replay: counts `x-hopback-replays`, parks over the limit).
+    Dlq,
+    /// The unrouted safety net.
+    Unrouted,
+    /// The parking queue of over-replayed messages.
+    Parked,
+    /// A version queue (a drain, until it stays empty).
+    Version(String),
+}
+
+/// Where a replay sends messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Destination {
+    /// Each message's origin queue (from `x-death`).
+    Origin,
+    /// The entry exchange (the gate routes it again).
+    Entry,
+    /// A version's queue.
+    Version(String),
+    /// A queue named outright.
+    Queue(String),
+}
+
+/// Which messages a replay takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// All of them (subject to the filter).
+    All,
+    /// These message ids, one run each.
+    Ids(Vec<String>),
+}
+
+/// What the operator asks for.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// Namespace.
+    pub namespace: String,
+    /// From.
+    pub from: Source,
+    /// To.
+    pub to: Destination,
+    /// Only messages matching this (origin conditions name versions, resolved here).
+    pub filter: Filter,
+    /// All, or selected ids.
+    pub selection: Selection,
+    /// Stop after N messages.
+    pub limit: Option<u64>,
+    /// At most R messages per second.
+    pub rate_per_s: Option<f64>,
+    /// Replays allowed before parking.
+    pub max_replays: u32,
+    /// Replay even over `max_replays`.
+    pub force: bool,
+    /// Source prefetch.
+    pub prefetch: u16,
+    /// Publisher confirms outstanding.
+    pub confirm_window: usize,
+}
+
+impl ReplayRequest {
+    /// A request with the mover's defaults.
+    pub fn new(ns: &str, from: Source, to: Destination) -> Self {
+        Self {
+            namespace: ns.to_string(),
+            from,
+            to,
+            filter: Filter::default(),
+            selection: Selection::All,
+            limit: None,
+            rate_per_s: None,
+            max_replays: mover::DEFAULT_MAX_REPLAYS,
+            force: false,
+            prefetch: mover::DEFAULT_PREFETCH,
+            confirm_window: mover::DEFAULT_CONFIRM_WINDOW,
+        }
+    }
+}
+
+/// The exact plan [`run`] executes: what a dry run shows and the confirmation asks about.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayPlan {
+    /// Namespace.
+    pub namespace: String,
+    /// `replay` (from the DLQ or the parking queue: counted, parked over the limit) or `move`.
+    pub kind: EventKind,
+    /// The mover runs, in order (one per selected id, else one).
+    pub specs: Vec<MoveSpec>,
+    /// Source queue depth when planned.
+    pub source_depth: u64,
+    /// Messages the plan takes at most (the depth, or the limit / selection).
+    pub at_most: u64,
+    /// Which engine moves them, and why.
+    pub engine: &'static str,
+    /// One line: what will happen (terminal-safe).
+    pub title: String,
+}
+
+impl ReplayPlan {
+    /// The source queue.
+    pub fn source(&self) -> &str {
+        self.specs.first().map_or("", |s| s.source_queue.as_str())
+    }
+    /// The confirmation question, with the counts (terminal-safe).
+    pub fn question(&self) -> String {
+        let park = self
+            .specs
+            .first()
+            .filter(|s| s.count_replay)
+            .and_then(|s| {
+                s.park_queue.as_deref().map(|p| {
+                    format!(
+                        " (messages replayed {}+ times go to `{}`)",
+                        s.max_replays,
+                        sanitize(p)
+                    )
+                })
+            })
+            .unwrap_or_default();
+        let filtered = if self.specs.first().is_some_and(|s| !s.filter.is_empty()) {
+            " matching the filter"
+        } else {
+            ""
+        };
+        format!(
+            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?",
+            self.at_most,
+            self.source_depth,
+            sanitize(self.source()),
+            self.specs
+                .first()
+                .map_or_else(String::new, |s| s.target.describe())
+        )
+    }
+}
+
+/// Stop, pause or resume a running replay; says why it was stopped (recorded in the ledger).
+#[derive(Debug, Clone, Default)]
+pub struct ReplayControl {
+    mover: MoveControl,
+    why: Arc<Mutex<Option<String>>>,
+}
+
+impl ReplayControl {
+    /// A fresh control.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Stop: no new deliveries, outstanding confirms finish and are acked, the rest stays.
+    pub fn stop(&self, why: Option<&str>) {
+        if let Some(w) = why {
+            let mut g = self.why.lock().unwrap_or_else(|p| p.into_inner());
+            g.get_or_insert_with(|| w.to_string());
+        }
+        self.mover.stop();
+    }
+    /// Pause (outstanding confirms finish, then it waits).
+    pub fn pause(&self) {
+        self.mover.pause();
+    }
+    /// Resume after a pause.
+    pub fn resume(&self) {
+        self.mover.resume();
+    }
+    /// Watch the current run's progress.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<MoveProgress>> {
+        self.mover.subscribe()
+    }
+    fn stopped_by(&self) -> Option<String> {
+        self.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    /// The plan it ran.
+    pub plan: ReplayPlan,
+    /// Counters summed over every run.
+    pub counts: MoveCounts,
+    /// Why the last run ended.
+    pub stop: StopReason,
+    /// Who or what stopped it (`SIGTERM`, `operator`), when stopped.
+    pub stopped_by: Option<String>,
+    /// Source depth read back at the end (`None`: could not be read).
+    pub source_left: Option<u64>,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+    /// The outcome event, once the ledger confirmed it.
+    pub event: Option<Event>,
+    /// Why the outcome could not be journaled.
+    pub not_journaled: Option<String>,
+}
+
+impl ReplayReport {
+    /// Moved + parked per second.
+    pub fn rate_per_s(&self) -> f64 {
+        (self.counts.moved + self.counts.parked) as f64 / self.elapsed_s.max(1e-9)
+    }
+    /// The ledger outcome of this report.
+    pub fn outcome(&self) -> Outcome {
+        match &self.stop {
+            StopReason::Failed(_) => Outcome::Failed,
+            StopReason::Stopped => Outcome::Cancelled,
+            _ => Outcome::Ok,
+        }
+    }
+    /// A mover report of the whole replay (for the views that show one).
+    pub fn as_move_report(&self) -> MoveReport {
+        MoveReport {
+            spec: self
+                .plan
+                .specs
+                .first()
+                .cloned()
+                .unwrap_or_else(|| MoveSpec::replay(&Namespace::convention("?"), Target::Origin)),
+            counts: self.counts.clone(),
+            initial_depth: self.plan.source_depth,
+            stop: self.stop.clone(),
+            elapsed_s: self.elapsed_s,
+        }
+    }
+    /// The error to report, if it did not end well: failed (a permission refusal counts as
+    /// refused), stopped by a signal, or not journaled.
+    pub fn error(&self) -> Option<OpError> {
+        if let StopReason::Failed(why) = &self.stop {
+            let hint = "nothing unconfirmed was acked: every message not moved is still in the source; fix the cause and re-run to continue";
+            return Some(if crate::broker::session::is_permission_denial(why) {
+                OpError::refused(format!("the move was refused: {}", sanitize(why)), hint)
+            } else {
+                OpError::failed(format!("the move failed: {}", sanitize(why)), hint)
+            });
+        }
+        if let Some(cause) = &self.not_journaled {
+            return Some(OpError::NotJournaled {
+                done: format!("moved {} message(s)", self.counts.moved),
+                cause: cause.clone(),
+            });
+        }
+        None
+    }
+}
+
+fn spec_target(ns: &Namespace, to: &Destination) -> Result<Target, OpError> {
+    Ok(match to {
+        Destination::Origin => Target::Origin,
+        Destination::Entry => Target::Exchange(ns.entry.clone()),
+        Destination::Version(v) => Target::Queue(
+            ns.require_version_queue(v)
+                .map_err(|e| OpError::refused(e.to_string(), "name a version the namespace has"))?,
+        ),
+        Destination::Queue(q) => Target::Queue(q.clone()),
+    })
+}
+
+/// `origin=v2` means the version's queue, whatever the adoption calls it.
+fn resolve_filter(ns: &Namespace, f: &Filter) -> Filter {
+    Filter {
+        conditions: f
+            .conditions
+            .iter()
+            .map(|c| match c {
+                Condition::Origin(v) => match ns.version_queue(v) {
+                    Some(q) => Condition::Origin(q),
+                    None => c.clone(),
+                },
+                other => other.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Build the mover specs of a request (no I/O).
+pub fn specs(ns: &Namespace, req: &ReplayRequest) -> Result<(EventKind, Vec<MoveSpec>), OpError> {
+    let target = spec_target(ns, &req.to)?;
+    let (kind, base) = match &req.from {
+        Source::Dlq => (EventKind::Replay, MoveSpec::replay(ns, target)),
+        Source::Parked => {
+            let mut s = MoveSpec::replay(ns, target);
+            s.source_queue = ns.parked.clone();
+            s.park_queue = None;
+            (EventKind::Replay, s)
+        }
+        Source::Unrouted => {
+            let mut s = MoveSpec::replay_unrouted(ns);
+            if req.to != Destination::Origin {
+                s.target = target;
+            }
+            (EventKind::Move, s)
+        }
+        Source::Version(v) => {
+            let source = ns
+                .require_version_queue(v)
+                .map_err(|e| OpError::refused(e.to_string(), "name a version the namespace has"))?;
+            match target {
+                Target::Queue(q) => (EventKind::Move, MoveSpec::drain(ns, &source, &q)),
+                _ => {
+                    return Err(OpError::refused(
+                        format!("draining `{}` needs a queue target", sanitize(v)),
+                        "use --to v1 (or another version)",
+                    ));
+                }
+            }
+        }
+    };
+    let base = MoveSpec {
+        filter: resolve_filter(ns, &req.filter),
+        limit: req.limit,
+        rate_per_s: req.rate_per_s,
+        max_replays: req.max_replays,
+        force: req.force,
+        prefetch: req.prefetch.max(1),
+        confirm_window: req.confirm_window.max(1),
+        connection_purpose: "replay".into(),
+        ..base
+    };
+    let specs = match &req.selection {
+        Selection::All => vec![base],
+        Selection::Ids(ids) => ids
+            .iter()
+            .map(|id| {
+                let mut f = base.filter.clone();
+                f.conditions.push(Condition::MessageId(id.clone()));
+                MoveSpec {
+                    filter: f,
+                    limit: Some(1),
+                    ..base.clone()
+                }
+            })
+            .collect(),
+    };
+    Ok((kind, specs))
+}
+
+/// Guard and plan a replay: the exact plan [`run`] will execute (also the dry run).
+pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, OpError> {
+    cx.require_writable("replay or move messages")?;
+    crate::broker::topology::validate_namespace(&req.namespace)
+        .map_err(|e| OpError::refused(e, "namespaces are names like `email`"))?;
+    let ns = Namespace::resolve(&cx.cfg, &req.namespace);
+    let (kind, specs) = specs(&ns, req)?;
+    let source = specs
+        .first()
+        .map(|s| s.source_queue.clone())
+        .unwrap_or_default();
+    let depth = cx
+        .session
+        .passive_queue(&source)
+        .await?
+        .map(|c| u64::from(c.ready))
+        .ok_or_else(|| {
+            OpError::failed(
+                format!("`{}` does not exist", sanitize(&source)),
+                "check the namespace, or create it with `hopback init NS`",
+            )
+        })?;
+    let at_most = match &req.selection {
+        Selection::Ids(ids) => (ids.len() as u64).min(depth),
+        Selection::All => req.limit.map_or(depth, |l| l.min(depth)),
+    };
+    let what = match &req.selection {
+        Selection::Ids(ids) => format!("{} selected message(s)", ids.len()),
+        Selection::All if req.filter.is_empty() => "all messages".to_string(),
+        Selection::All => "messages matching the filter".to_string(),
+    };
+    let title = format!(
+        "{} {what} from {} to {}",
+        if kind == EventKind::Replay {
+            "replay"
+        } else {
+            "move"
+        },
+        sanitize(&source),
+        specs
+            .first()
+            .map_or_else(String::new, |s| s.target.describe())
+    );
+    Ok(ReplayPlan {
+        namespace: ns.name.clone(),
+        kind,
+        specs,
+        source_depth: depth,
+        at_most,
+        engine: "client (confirm-then-ack mover)",
+        title,
+    })
+}
+
+/// Run a plan: journal the intent, move (each run in turn, one control for all), read the
+/// source back, journal the outcome. `on_progress(part, progress)` sees every progress report.
+pub async fn run(
+    cx: &OpContext,
+    plan: &ReplayPlan,
+    control: &ReplayControl,
+    mut on_progress: impl FnMut(usize, &MoveProgress) + Send,
+) -> Result<ReplayReport, OpError> {
+    cx.require_writable("replay or move messages")?;
+    let first = plan.specs.first();
+    let params = serde_json::json!({
+        "source": first.map(|s| s.source_queue.clone()),
+        "target": first.map(|s| s.target.clone()),
+        "filter": first.map(|s| s.filter.clone()),
+        "limit": first.and_then(|s| s.limit),
+        "rate_per_s": first.and_then(|s| s.rate_per_s),
+        "max_replays": first.map(|s| s.max_replays),
+        "force": first.map(|s| s.force),
+        "runs": plan.specs.len(),
+        "engine": "client",
+    });
+    cx.journal_intent(
+        cx.event(plan.kind, Some(&plan.namespace))
+            .params(params.clone())
+            .reason(plan.title.clone()),
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let mut total = MoveCounts::default();
+    let mut stop = StopReason::Drained;
+    for (i, spec) in plan.specs.iter().enumerate() {
+        if control.mover.state() == mover::RunState::Stopped {
+            stop = StopReason::Stopped;
+            break;
+        }
+        let mut rx = control.subscribe();
+        let fut = mover::run(&cx.cfg.profile, &cx.cfg.operator, spec, &control.mover);
+        tokio::pin!(fut);
+        let r = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        break fut.await;
+                    }
+                    let p = rx.borrow_and_update().clone();
+                    if let Some(p) = p {
+                        on_progress(i + 1, &p);
+                    }
+                }
+            }
+        };
+        let c = &r.counts;
+        total.moved += c.moved;
+        total.parked += c.parked;
+        total.skipped_by_filter += c.skipped_by_filter;
+        total.no_target += c.no_target;
+        total.refused_replays += c.refused_replays;
+        total.returned += c.returned;
+        total.possible_duplicates += c.possible_duplicates;
+        total.reconnects += c.reconnects;
+        stop = r.stop.clone();
+        if r.failed() {
+            break;
+        }
+    }
+    if plan.specs.len() > 1 {
+        // Each run of a selection takes one id: the others it skipped are not "held".
+        total.skipped_by_filter = 0;
+    }
+    let source_left = cx
+        .session
+        .passive_queue(plan.source())
+        .await
+        .ok()
+        .flatten()
+        .map(|c| u64::from(c.ready));
+    let stopped_by = control.stopped_by();
+    let mut report = ReplayReport {
+        plan: plan.clone(),
+        counts: total,
+        stop,
+        stopped_by,
+        source_left,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        event: None,
+        not_journaled: None,
+    };
+    let reason = match (&report.stop, &report.stopped_by) {
+        (StopReason::Failed(w), _) => Some(w.clone()),
+        (StopReason::Stopped, by) => Some(format!(
+            "stopped{} after moving {} and parking {}; the rest stays in `{}` (re-run to continue)",
+            by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            report.counts.moved,
+            report.counts.parked,
+            plan.source()
+        )),
+        _ => None,
+    };
+    let mut after = serde_json::to_value(&report.counts).unwrap_or_default();
+    after["source_left"] = serde_json::json!(report.source_left);
+    let mut event = cx
+        .event(plan.kind, Some(&plan.namespace))
+        .params(params)
+        .after(after)
+        .outcome(report.outcome());
+    if let Some(r) = reason {
+        event = event.reason(r);
+    }
+    match cx
+        .journal_outcome(event, &format!("moved {}", report.counts.moved))
+        .await
+    {
+        Ok(e) => report.event = Some(e),
+        Err(e) => {
+            report.not_journaled = Some(match e {
+                OpError::NotJournaled { cause, .. } => cause,
+                other => other.to_string(),
+            })
+        }
+    }
+    Ok(report)
+}

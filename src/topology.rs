@@ -1,0 +1,266 @@
+//! The one topology resolver (docs/architecture.md, "Names"): every object name of a namespace —
+//! entry exchange, version queues, dead-letter exchange and queue, unrouted safety net, parking
+//! queue — comes from a [`Namespace`], built from the convention or from the profile's adoption
+//! entry. Nothing else in the crate spells `NS.dlq` or `NS.vN`, so an adopted namespace works
+//! everywhere a convention one does (gate, replay, purge, rollback, drill, stats).
+//!
+//! Pure data: no I/O. The version queues of a regex adoption are only known once the broker's
+//! queue list has been seen ([`Namespace::with_queues`]).
+
+use std::collections::BTreeMap;
+
+use crate::config::{Adoption, AlertThresholds, Config, Profile, VersionQueues};
+use crate::model::xdeath::is_version_name;
+
+/// How a namespace's version queues are named.
+#[derive(Debug, Clone)]
+enum Versions {
+    /// `NS.vN`.
+    Convention,
+    /// An explicit version → queue list (adoption).
+    List(BTreeMap<String, String>),
+    /// A regex with a named group `version` (adoption), plus the queues seen matching it.
+    Regex(regex::Regex, BTreeMap<String, String>),
+}
+
+/// Every object name of one namespace.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// The namespace (task type), e.g. `email`.
+    pub name: String,
+    /// Entry exchange producers publish to; its bindings are the gate.
+    pub entry: String,
+    /// Dead-letter exchange (fanout).
+    pub dlx: String,
+    /// Dead-letter queue.
+    pub dlq: String,
+    /// Unrouted safety net: the entry exchange's alternate exchange and its queue (same name).
+    pub unrouted: String,
+    /// Where replays park messages over the replay limit.
+    pub parked: String,
+    /// Follows the convention (not adopted in the profile).
+    pub convention: bool,
+    /// Alert thresholds of this namespace.
+    pub alerts: AlertThresholds,
+    versions: Versions,
+}
+
+impl PartialEq for Namespace {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.entry == other.entry
+            && self.dlx == other.dlx
+            && self.dlq == other.dlq
+            && self.unrouted == other.unrouted
+            && self.parked == other.parked
+            && self.convention == other.convention
+            && self.known_versions() == other.known_versions()
+    }
+}
+
+impl Namespace {
+    /// The convention's names for `ns`.
+    pub fn convention(ns: &str) -> Self {
+        Self::convention_with(ns, AlertThresholds::default())
+    }
+
+    fn convention_with(ns: &str, alerts: AlertThresholds) -> Self {
+        Self {
+            name: ns.to_string(),
+            entry: ns.to_string(),
+            dlx: format!("{ns}.dlx"),
+            dlq: format!("{ns}.dlq"),
+            unrouted: format!("{ns}.unrouted"),
+            parked: format!("{ns}.parked"),
+            convention: true,
+            alerts,
+            versions: Versions::Convention,
+        }
+    }
+
+    /// Names from an adoption entry; what it leaves out follows the convention.
+    pub fn adopted(ns: &str, a: &Adoption) -> Self {
+        let base = Self::convention_with(ns, a.alerts.clone());
+        Self {
+            entry: a.entry_exchange.clone().unwrap_or(base.entry.clone()),
+            dlx: a.dlx.clone().unwrap_or(base.dlx.clone()),
+            dlq: a.dlq.clone().unwrap_or(base.dlq.clone()),
+            unrouted: a.unrouted.clone().unwrap_or(base.unrouted.clone()),
+            convention: false,
+            versions: match &a.version_queues {
+                VersionQueues::Convention => Versions::Convention,
+                VersionQueues::List(l) => Versions::List(l.clone()),
+                VersionQueues::Regex(r) => Versions::Regex(r.clone(), BTreeMap::new()),
+            },
+            ..base
+        }
+    }
+
+    /// `ns` as the profile describes it: its adoption entry, else the convention (with the
+    /// global alert thresholds).
+    pub fn of_profile(profile: &Profile, defaults: &AlertThresholds, ns: &str) -> Self {
+        match profile.namespaces.get(ns) {
+            Some(a) => Self::adopted(ns, a),
+            None => Self::convention_with(ns, defaults.clone()),
+        }
+    }
+
+    /// `ns` as the configuration describes it (see [`Namespace::of_profile`]).
+    pub fn resolve(cfg: &Config, ns: &str) -> Self {
+        Self::of_profile(&cfg.profile, &cfg.alerts, ns)
+    }
+
+    /// Learn a regex adoption's version queues from the broker's queue names (a no-op for the
+    /// convention and for explicit lists).
+    pub fn with_queues<'a>(mut self, queue_names: impl IntoIterator<Item = &'a str>) -> Self {
+        if let Versions::Regex(re, seen) = &mut self.versions {
+            for q in queue_names {
+                if let Some(v) = re.captures(q).and_then(|c| c.name("version")) {
+                    seen.insert(v.as_str().to_string(), q.to_string());
+                }
+            }
+        }
+        self
+    }
+
+    /// The queue of version `v`: `NS.v2` by convention, the adoption's entry otherwise (`None`
+    /// when the adoption does not name it, or `v` is not a version name).
+    pub fn version_queue(&self, v: &str) -> Option<String> {
+        match &self.versions {
+            Versions::Convention => is_version_name(v).then(|| format!("{}.{v}", self.name)),
+            Versions::List(l) => l.get(v).cloned(),
+            Versions::Regex(_, seen) => seen.get(v).cloned(),
+        }
+    }
+
+    /// The version whose queue `queue` is, if it is one of this namespace's version queues.
+    pub fn version_of_queue(&self, queue: &str) -> Option<String> {
+        match &self.versions {
+            Versions::Convention => queue
+                .strip_prefix(self.name.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .filter(|v| is_version_name(v))
+                .map(str::to_string),
+            Versions::List(l) => l
+                .iter()
+                .find(|(_, q)| q.as_str() == queue)
+                .map(|(v, _)| v.clone()),
+            Versions::Regex(re, _) => re
+                .captures(queue)
+                .and_then(|c| c.name("version"))
+                .map(|m| m.as_str().to_string()),
+        }
+    }
+
+    /// Version → queue for every version known without asking the broker (an explicit list, or
+    /// what [`Namespace::with_queues`] learnt); empty for the convention.
+    pub fn known_versions(&self) -> BTreeMap<String, String> {
+        match &self.versions {
+            Versions::Convention => BTreeMap::new(),
+            Versions::List(l) => l.clone(),
+            Versions::Regex(_, seen) => seen.clone(),
+        }
+    }
+
+    /// Version → queue among `queue_names` (the broker's queue list): what exists now.
+    pub fn versions_among<'a>(
+        &self,
+        queue_names: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for q in queue_names {
+            if let Some(v) = self.version_of_queue(q) {
+                out.insert(v, q.to_string());
+            }
+        }
+        if let Versions::List(l) = &self.versions {
+            // An explicit list names its queues even when the list given here misses one.
+            for (v, q) in l {
+                out.entry(v.clone()).or_insert_with(|| q.clone());
+            }
+        }
+        out
+    }
+
+    /// The queue of a version, or a one-line explanation of why there is none.
+    pub fn require_version_queue(&self, v: &str) -> Result<String, UnknownVersion> {
+        self.version_queue(v).ok_or_else(|| UnknownVersion {
+            namespace: self.name.clone(),
+            version: v.to_string(),
+            known: self.known_versions().into_keys().collect(),
+        })
+    }
+
+    /// Is `queue` one of this namespace's version queues?
+    pub fn is_version_queue(&self, queue: &str) -> bool {
+        self.version_of_queue(queue).is_some()
+    }
+}
+
+/// A version the namespace does not name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("namespace `{}` has no queue for version `{}`{}", crate::text::sanitize(namespace), crate::text::sanitize(version), if known.is_empty() { String::new() } else { format!(" (known: {})", known.join(", ")) })]
+pub struct UnknownVersion {
+    /// Namespace.
+    pub namespace: String,
+    /// The version asked for.
+    pub version: String,
+    /// The versions it does name (adoptions only).
+    pub known: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn convention_names() {
+        let n = Namespace::convention("email");
+        assert_eq!(n.entry, "email");
+        assert_eq!(n.dlq, "email.dlq");
+        assert_eq!(n.dlx, "email.dlx");
+        assert_eq!(n.unrouted, "email.unrouted");
+        assert_eq!(n.parked, "email.parked");
+        assert_eq!(n.version_queue("v2").as_deref(), Some("email.v2"));
+        assert_eq!(n.version_queue("x"), None);
+        assert_eq!(n.version_of_queue("email.v3").as_deref(), Some("v3"));
+        assert_eq!(n.version_of_queue("email.dlq"), None);
+        assert_eq!(n.version_of_queue("emailx.v3"), None);
+    }
+
+    #[test]
+    fn adopted_list_and_regex() {
+        let a = Adoption {
+            entry_exchange: Some("legacy.in".into()),
+            version_queues: VersionQueues::List(
+                [("v1".to_string(), "legacy.old".to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
+            dlq: Some("legacy.dead".into()),
+            dlx: None,
+            unrouted: None,
+            alerts: AlertThresholds::default(),
+        };
+        let n = Namespace::adopted("legacy", &a);
+        assert_eq!(n.entry, "legacy.in");
+        assert_eq!(n.dlq, "legacy.dead");
+        assert_eq!(n.dlx, "legacy.dlx");
+        assert_eq!(n.version_queue("v1").as_deref(), Some("legacy.old"));
+        assert_eq!(n.version_queue("v2"), None);
+        assert!(n.require_version_queue("v2").is_err());
+        assert_eq!(n.version_of_queue("legacy.old").as_deref(), Some("v1"));
+        assert_eq!(n.version_of_queue("legacy.v1"), None);
+
+        let r = Adoption {
+            version_queues: VersionQueues::Regex(
+                regex::Regex::new(r"^orders-(?P<version>v\d+)$").unwrap_or_else(|_| unreachable!()),
+            ),
+            ..a
+        };
+        let n = Namespace::adopted("orders", &r).with_queues(["orders-v1", "orders-v2", "x"]);
+        assert_eq!(n.version_queue("v2").as_deref(), Some("orders-v2"));
+        assert_eq!(n.version_of_queue("orders-v7").as_deref(), Some("v7"));
+        assert_eq!(n.known_versions().len(), 2);
+    }
+}
