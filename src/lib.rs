@@ -1,8 +1,11 @@
 //! hopback — a terminal operations console for RabbitMQ worker fleets.
 //!
 //! The binary (`src/main.rs`) only wires; everything lives here so tests and benchmarks can call
-//! it. Layout (DESIGN §7): [`config`] → [`broker`] (all I/O) → [`model`] (pure data) →
-//! [`commands`] (the CLI's verbs), with [`text`] guarding the terminal from untrusted bytes.
+//! it. The parts and their dependency rules are in `docs/architecture.md`: [`config`] and
+//! [`topology`] (the one name resolver) at the bottom, [`broker`] (all AMQP and HTTP, including
+//! the mover and the tap) and [`ledger`] above them, [`ops`] (every operation owned end to end)
+//! on top, and three callers — [`commands`] (the CLI), [`app`]/[`ui`] (the console) and
+//! [`drill`]. [`model`] is pure data; [`text`] guards the terminal from untrusted bytes.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod app;

@@ -1,6 +1,9 @@
-//! All broker I/O: the AMQP session ([`session`]), the management API ([`mgmt`]), the topology
-//! convention ([`topology`]), snapshot collection ([`stats`]) and non-destructive browsing
-//! ([`browse`]). Nothing else in the crate talks to RabbitMQ directly.
+//! All broker I/O (docs/architecture.md, "Parts"): the AMQP session ([`session`]), the
+//! management API ([`mgmt`]), topology declaration and discovery ([`topology`]; the names come
+//! from [`crate::topology::Namespace`]), snapshot collection ([`stats`]), non-destructive
+//! browsing ([`browse`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine
+//! of every move) and export-and-hold ([`export`]: the engine of a purge). These are primitives:
+//! they neither guard nor journal — `ops/` does. Nothing outside this module talks to RabbitMQ.
 
 pub mod browse;
 pub mod export;

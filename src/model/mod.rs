@@ -1,5 +1,6 @@
 //! Pure data: the fleet snapshot, rates, x-death parsing, the gate's weights and the error-rate
-//! maths. No I/O, no ratatui, no lapin — everything here is testable in microseconds.
+//! maths. No I/O, no ratatui, no lapin, no clap (docs/architecture.md, "Dependency rules") —
+//! everything here is testable in microseconds.
 
 pub mod conn;
 pub mod deadletter;
