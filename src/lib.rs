@@ -16,5 +16,6 @@ pub mod ledger;
 pub mod logging;
 pub mod model;
 pub mod ops;
+pub mod redact;
 pub mod text;
 pub mod ui;

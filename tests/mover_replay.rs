@@ -9,9 +9,9 @@ mod dlq_helpers;
 
 use common::TestNs;
 use dlq_helpers::*;
+use hopback::broker::headers::{REPLAYS_HEADER, attribute, header_string, header_u64};
 use hopback::broker::topology::QueueType;
 use hopback::model::deadletter::Filter;
-use hopback::model::xdeath::{REPLAYS_HEADER, attribute, header_string, header_u64};
 use hopback::ops::mover::{self, MoveControl, MoveSpec, StopReason, Target};
 
 fn body(id: &str) -> Vec<u8> {

@@ -1,8 +1,9 @@
 //! All broker I/O: the AMQP session ([`session`]), the management API ([`mgmt`]), the topology
 //! convention ([`topology`]), snapshot collection ([`stats`]) and non-destructive browsing
-//! ([`browse`]). Nothing else in the crate talks to RabbitMQ directly.
+//! ([`browse`]), header reading ([`headers`]). Nothing else in the crate talks to RabbitMQ directly.
 
 pub mod browse;
+pub mod headers;
 pub mod mgmt;
 pub mod session;
 pub mod stats;

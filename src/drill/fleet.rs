@@ -22,10 +22,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::broker::headers::header_string;
 use crate::broker::session::{self, CALL_TIMEOUT, Session, backoff_delay, timed};
 use crate::config::Profile;
 use crate::drill::scenario::{self, FaultParams, Scenario, TaskView, Verdict};
-use crate::model::xdeath::header_string;
 
 /// What the fleet looks like.
 #[derive(Debug, Clone)]

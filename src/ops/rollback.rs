@@ -26,6 +26,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::broker::headers::{REPLAYS_HEADER, attribute, header_u64};
 use crate::broker::mgmt::Mgmt;
 use crate::broker::session::{CALL_TIMEOUT, Session, timed};
 use crate::broker::topology::Names;
@@ -34,7 +35,7 @@ use crate::ledger::Ledger;
 use crate::ledger::event::{Event, EventKind, Outcome};
 use crate::model::deadletter::Filter;
 use crate::model::gate::GateSplit;
-use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_u64, version_of_queue};
+use crate::model::xdeath::version_of_queue;
 use crate::ops::plan::{DlqChoice, Metric, Plan, Step, StepKind};
 use crate::ops::{gate, mover};
 
