@@ -21,6 +21,7 @@
 
 mod cache;
 pub mod event;
+pub mod postmortem;
 pub mod projection;
 
 use std::io::{BufRead, Seek, Write};
