@@ -1,5 +1,5 @@
 //! All broker I/O: the AMQP session ([`session`]), the management API ([`mgmt`]), the topology
-//! convention ([`topology`]), snapshot collection ([`stats`]) and non-destructive browsing
+//! convention ([`topology`]), snapshot collection ([`stats`]), non-destructive browsing
 //! ([`browse`]), header reading ([`headers`]), and the AMQP primitives the other layers use
 //! ([`amqp`], [`stream`]). Nothing else in the crate talks to RabbitMQ directly.
 
