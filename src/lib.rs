@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod logging;
 pub mod model;
 pub mod ops;
+pub mod redact;
 pub mod text;
 pub mod topology;
 pub mod ui;

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
+use hopback::broker::headers::attribute;
 use hopback::config;
-use hopback::model::xdeath::attribute;
 use hopback::text::{is_terminal_safe, preview, sanitize, sanitize_bytes, sanitize_multiline};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use proptest::prelude::*;

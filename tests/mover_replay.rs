@@ -9,10 +9,10 @@ mod dlq_helpers;
 
 use common::TestNs;
 use dlq_helpers::*;
+use hopback::broker::headers::{REPLAYS_HEADER, attribute, header_string, header_u64};
 use hopback::broker::mover::{self, MoveControl, MoveSpec, StopReason, Target};
 use hopback::broker::topology::QueueType;
 use hopback::model::deadletter::Filter;
-use hopback::model::xdeath::{REPLAYS_HEADER, attribute, header_string, header_u64};
 
 fn body(id: &str) -> Vec<u8> {
     format!("{{\"id\":\"{id}\"}}").into_bytes()

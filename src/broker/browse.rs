@@ -13,9 +13,9 @@ use lapin::BasicProperties;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
+use crate::broker::headers::attribute;
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
 use crate::model::deadletter::{BROWSE_BODY_BYTES, INSPECT_BODY_BYTES, MessageView};
-use crate::model::xdeath::attribute;
 
 /// Longest wait for the next message once the broker has stopped pushing.
 const NEXT_MESSAGE_TIMEOUT: Duration = Duration::from_millis(1500);

@@ -41,12 +41,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::broker::browse::message_view;
+use crate::broker::headers::{REPLAYS_HEADER, attribute, header_string, header_u64};
 use crate::broker::session::{
     BrokerError, CALL_TIMEOUT, Session, backoff_delay, connect, short, timed,
 };
 use crate::config::Profile;
 use crate::model::deadletter::Filter;
-use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_string, header_u64};
 use crate::topology::Namespace;
 
 /// Default prefetch of the source consumer (tuned with `scripts/bench`, see the README).

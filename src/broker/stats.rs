@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::broker::browse::{BrowseOptions, browse};
+use crate::broker::headers::attribute;
 use crate::broker::mgmt::{BindingInfo, ExchangeInfo, Mgmt, QueueInfo};
 use crate::broker::session::{BrokerError, Session};
 use crate::broker::topology::{DiscoveredNamespace, Names, discover};
@@ -15,7 +16,6 @@ use crate::model::gate::GateSplit;
 use crate::model::snapshot::{
     FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot, error_rate,
 };
-use crate::model::xdeath::attribute;
 
 /// What to collect.
 #[derive(Debug, Clone, Default)]

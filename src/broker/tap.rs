@@ -19,11 +19,12 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
+use crate::broker::headers::attribute;
 use crate::broker::session::{
     BrokerError, CALL_TIMEOUT, Session, backoff_delay, connect, short, timed,
 };
 use crate::config::Profile;
-use crate::model::xdeath::{attribute, version_of_queue};
+use crate::model::xdeath::version_of_queue;
 
 /// Longest time counted dead letters wait before they are sent to the console.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);

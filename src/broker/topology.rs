@@ -194,6 +194,71 @@ async fn bind(
     Ok(())
 }
 
+/// One change of an exchange's bindings to a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingChange {
+    /// `queue.bind` with this key.
+    Bind {
+        /// Queue.
+        queue: String,
+        /// Binding key.
+        key: String,
+    },
+    /// `queue.unbind` of the binding with this key.
+    Unbind {
+        /// Queue.
+        queue: String,
+        /// Binding key.
+        key: String,
+    },
+}
+
+/// Apply binding changes to `exchange` in order, on one dedicated channel (the gate's flips:
+/// `ops::gate` plans the order, this only executes it). Stops at the first error.
+pub async fn change_bindings(
+    session: &Session,
+    exchange: &str,
+    changes: &[BindingChange],
+) -> Result<(), BrokerError> {
+    let ch = session.channel().await?;
+    let pw = session.password();
+    for c in changes {
+        match c {
+            BindingChange::Bind { queue, key } => {
+                timed(
+                    "queue.bind",
+                    CALL_TIMEOUT,
+                    pw,
+                    ch.queue_bind(
+                        short(queue)?,
+                        short(exchange)?,
+                        short(key)?,
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    ),
+                )
+                .await?;
+            }
+            BindingChange::Unbind { queue, key } => {
+                timed(
+                    "queue.unbind",
+                    CALL_TIMEOUT,
+                    pw,
+                    ch.queue_unbind(
+                        short(queue)?,
+                        short(exchange)?,
+                        short(key)?,
+                        FieldTable::default(),
+                    ),
+                )
+                .await?;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "bindings done".into())).await;
+    Ok(())
+}
+
 /// Declare the convention for `ns` idempotently. The first version gets weight 100 only when the
 /// entry exchange is new: an existing namespace's gate is never touched.
 pub async fn init(

@@ -41,7 +41,12 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 0)]
         page: u64,
         /// Group by
-        #[arg(long, value_enum, default_value_t = GroupBy::Origin)]
+        #[arg(long, default_value_t = GroupBy::Origin, value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(GroupBy::CHOICES.map(|(_, name, help)| {
+                clap::builder::PossibleValue::new(name).help(help)
+            })),
+            |s| s.parse::<GroupBy>(),
+        ))]
         group_by: GroupBy,
         /// Header holding the worker's exception
         #[arg(long, default_value = DEFAULT_EXCEPTION_HEADER)]
@@ -60,7 +65,12 @@ pub enum DlqCommand {
         #[arg(long)]
         export: Option<PathBuf>,
         /// How to show the body
-        #[arg(long, value_enum, default_value_t = BodyMode::Auto)]
+        #[arg(long, default_value_t = BodyMode::Auto, value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(BodyMode::CHOICES.map(|(_, name, help)| {
+                clap::builder::PossibleValue::new(name).help(help)
+            })),
+            |s| s.parse::<BodyMode>(),
+        ))]
         body: BodyMode,
         /// Browse a quorum DLQ anyway
         #[arg(long)]

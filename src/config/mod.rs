@@ -170,7 +170,7 @@ impl Profile {
     }
     /// The AMQP URL safe to show: no password.
     pub fn display_url(&self) -> String {
-        crate::broker::uri::redact(self.amqp_url.as_str())
+        crate::redact::redact(self.amqp_url.as_str())
     }
     /// `host:port` of the AMQP endpoint.
     pub fn host_port(&self) -> String {
@@ -436,7 +436,7 @@ fn resolve_profile(
                 Failure::usage(
                     format!(
                         "malformed management URL {}: {e}",
-                        crate::broker::uri::redact(&t)
+                        crate::redact::redact(&t)
                     ),
                     "use the form http://host:15672",
                 )
@@ -540,7 +540,7 @@ fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
 
 /// Parse an AMQP URL; the error never repeats the password.
 pub fn parse_amqp_url(text: &str) -> Result<Url, Failure> {
-    let shown = crate::broker::uri::redact(text);
+    let shown = crate::redact::redact(text);
     let u = Url::parse(text).map_err(|e| {
         Failure::usage(
             format!("malformed AMQP URL {shown}: {e}"),

@@ -11,21 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use lapin::BasicProperties;
-use lapin::Confirmation;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::broker::session::{self, CALL_TIMEOUT, Session, backoff_delay, timed};
+use crate::broker::amqp::{
+    BasicProperties, Confirm, Consumer, Delivery, FieldTable, Publisher, Received, string_table,
+};
+use crate::broker::headers::header_string;
+use crate::broker::session::{self, BrokerError, CALL_TIMEOUT, Session, backoff_delay};
 use crate::config::Profile;
 use crate::drill::scenario::{self, FaultParams, Scenario, TaskView, Verdict};
-use crate::model::xdeath::header_string;
 
 /// What the fleet looks like.
 #[derive(Debug, Clone)]
@@ -404,17 +400,6 @@ impl Fleet {
     }
 }
 
-fn table(pairs: &[(&str, &str)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert(
-            ShortString::from(*k),
-            AMQPValue::LongString(LongString::from(*v)),
-        );
-    }
-    t
-}
-
 /// Publish at the configured rate, one confirm awaited per message (the drill's rates are far
 /// below the ~1,400 msg/s that costs), reconnecting with backoff.
 async fn producer_task(shared: Arc<FleetShared>, index: usize, stop: watch::Receiver<bool>) {
@@ -433,7 +418,7 @@ async fn producer_task(shared: Arc<FleetShared>, index: usize, stop: watch::Rece
             }
         };
         attempt = 0;
-        let Ok(ch) = session.confirm_channel().await else {
+        let Ok(publisher) = Publisher::open(&session).await else {
             session.close().await;
             tokio::time::sleep(backoff_delay(attempt)).await;
             continue;
@@ -456,28 +441,14 @@ async fn producer_task(shared: Arc<FleetShared>, index: usize, stop: watch::Rece
                 .with_message_id(id.as_str().into())
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
-                .with_headers(table(&[(scenario::TASK_SHAPE_HEADER, shape)]));
-            let pw = session.password();
-            let sent_ok = match timed(
-                "basic.publish",
-                CALL_TIMEOUT,
-                pw,
-                ch.basic_publish(
-                    spec.ns.as_str().into(),
-                    "".into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    props,
-                ),
-            )
-            .await
-            {
-                Ok(confirm) => matches!(
-                    timed("publisher confirm", CALL_TIMEOUT, pw, confirm).await,
-                    Ok(Confirmation::Ack(None))
-                ),
-                Err(_) => false,
-            };
+                .with_headers(string_table(&[(scenario::TASK_SHAPE_HEADER, shape)]));
+            // Not mandatory (as before): the namespace exchange has an alternate exchange.
+            let sent_ok = matches!(
+                publisher
+                    .publish_confirmed(&spec.ns, "", false, body.as_bytes(), props, CALL_TIMEOUT)
+                    .await,
+                Ok(Confirm::Acked)
+            );
             if sent_ok {
                 shared.ids().published.insert(id);
                 shared.published.fetch_add(1, Ordering::Relaxed);
@@ -540,43 +511,17 @@ async fn consume(
     stop: &watch::Receiver<bool>,
 ) -> WorkerExit {
     let spec = &shared.spec;
-    let pw = session.password().to_string();
     let queue = format!("{}.{version}", spec.ns);
-    let Ok(ch) = session.channel().await else {
-        return WorkerExit::Reconnect;
-    };
-    if timed(
-        "basic.qos",
-        CALL_TIMEOUT,
-        &pw,
-        ch.basic_qos(spec.prefetch, BasicQosOptions::default()),
-    )
-    .await
-    .is_err()
-    {
-        return WorkerExit::Reconnect;
-    }
     let tag = format!(
         "{} worker {version}#{index}-{}",
         spec.ns,
         uuid::Uuid::new_v4()
     );
-    let mut consumer = match timed(
-        "basic.consume",
-        CALL_TIMEOUT,
-        &pw,
-        ch.basic_consume(
-            queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(_) => return WorkerExit::Reconnect,
-    };
+    let mut consumer =
+        match Consumer::open(session, &queue, &tag, spec.prefetch, FieldTable::default()).await {
+            Ok(c) => c,
+            Err(_) => return WorkerExit::Reconnect,
+        };
     let Some(counters) = shared.counters(version) else {
         return WorkerExit::Stop;
     };
@@ -586,16 +531,15 @@ async fn consume(
         if *stop.borrow() {
             return WorkerExit::Stop;
         }
-        let next = tokio::time::timeout(Duration::from_millis(250), consumer.next()).await;
-        let delivery = match next {
-            Err(_) => {
-                if !session.is_connected() || !ch.status().connected() {
+        let delivery = match consumer.recv(Duration::from_millis(250)).await {
+            Ok(Received::Idle) => {
+                if !session.is_connected() || !consumer.is_open() {
                     return WorkerExit::Reconnect;
                 }
                 continue;
             }
-            Ok(None) | Ok(Some(Err(_))) => return WorkerExit::Reconnect,
-            Ok(Some(Ok(d))) => d,
+            Ok(Received::Ended) | Err(_) => return WorkerExit::Reconnect,
+            Ok(Received::Delivery(d)) => d,
         };
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
         tasks_since_connect += 1;
@@ -614,22 +558,22 @@ async fn handle(
     counters: &VersionCounters,
     faulty: bool,
     tasks_since_connect: u32,
-    d: lapin::message::Delivery,
+    d: Delivery,
 ) -> bool {
     let spec = &shared.spec;
-    let Some(id) = d.properties.message_id().as_ref().map(|s| s.to_string()) else {
+    let Some(id) = d.message_id().map(str::to_string) else {
         shared.without_id.fetch_add(1, Ordering::Relaxed);
-        settle(shared, d.acker.ack(BasicAckOptions::default())).await;
+        settle(shared, d.ack().await);
         return false;
     };
     // Idempotency first: a redelivery of committed work is acknowledged, not redone.
     if shared.already_processed(&id) {
         shared.duplicates_skipped.fetch_add(1, Ordering::Relaxed);
-        settle(shared, d.acker.ack(BasicAckOptions::default())).await;
+        settle(shared, d.ack().await);
         return false;
     }
-    let shape = header_string(d.properties.headers().as_ref(), scenario::TASK_SHAPE_HEADER)
-        .unwrap_or_else(|| "single".into());
+    let shape =
+        header_string(d.headers(), scenario::TASK_SHAPE_HEADER).unwrap_or_else(|| "single".into());
     let fault_age = if faulty { shared.fault_age() } else { None };
     let v = scenario::verdict(
         spec.scenario,
@@ -653,20 +597,13 @@ async fn handle(
             // which the check above turns into a skipped duplicate.
             shared.commit(&id);
             counters.processed.fetch_add(1, Ordering::Relaxed);
-            settle(shared, d.acker.ack(BasicAckOptions::default())).await;
+            settle(shared, d.ack().await);
             false
         }
         Verdict::Reject => {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             shared.record_failure();
-            settle(
-                shared,
-                d.acker.nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: false,
-                }),
-            )
-            .await;
+            settle(shared, d.nack(false).await);
             false
         }
         Verdict::Crash { after_commit } => {
@@ -681,12 +618,9 @@ async fn handle(
     }
 }
 
-/// Await an ack/nack and count it when it did not reach the broker.
-async fn settle(shared: &FleetShared, fut: impl std::future::Future<Output = lapin::Result<bool>>) {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(Ok(true)) => {}
-        _ => {
-            shared.ack_failures.fetch_add(1, Ordering::Relaxed);
-        }
+/// Count an ack/nack (already bounded by the call timeout) that did not reach the broker.
+fn settle(shared: &FleetShared, sent: Result<bool, BrokerError>) {
+    if !matches!(sent, Ok(true)) {
+        shared.ack_failures.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -459,15 +459,15 @@ async fn run_in_namespace(
     // A stream read right after an append can stop short of it: read until our last event shows.
     let mut events = Vec::new();
     for _ in 0..10 {
-        events = crate::commands::postmortem::events_for_namespace(ledger, ns).await;
+        events = crate::ledger::postmortem::events_for_namespace(ledger, ns).await;
         if events.iter().any(|e| e.kind == EventKind::DrillFinished) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let postmortem = crate::commands::postmortem::render(
+    let postmortem = crate::ledger::postmortem::render(
         &events,
-        &crate::commands::postmortem::Incident::for_drill(id, ns),
+        &crate::ledger::postmortem::Incident::for_drill(id, ns),
     );
     let path = crate::config::data_dir().join(format!("postmortem-{ns}.md"));
     let postmortem_path = std::fs::create_dir_all(crate::config::data_dir())

@@ -205,6 +205,13 @@ impl Event {
             None => self,
         }
     }
+    /// The `params.rollback_id` of a rollback's events (`None` for any other event).
+    pub fn rollback_id(&self) -> Option<String> {
+        self.params
+            .get("rollback_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
     /// The first 8 hex digits of the id, as shown in tables (accepted wherever an id is asked).
     pub fn short_id(&self) -> String {
         self.id.simple().to_string()[..8].to_string()

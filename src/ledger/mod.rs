@@ -21,6 +21,7 @@
 
 mod cache;
 pub mod event;
+pub mod postmortem;
 pub mod projection;
 
 use std::io::{BufRead, Seek, Write};
@@ -29,18 +30,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Consumer};
 use tokio::sync::Mutex;
 
 pub use event::{Event, EventKind, Outcome};
 
-use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::broker::amqp::{self, BasicProperties, Confirm, Consumer, Publisher, Received};
+use crate::broker::session::{BrokerError, Session};
+use crate::broker::stream::{self, StreamOffset};
 use crate::config::Config;
 use crate::error::Failure;
 
@@ -74,11 +70,11 @@ pub enum StreamStart {
 }
 
 impl StreamStart {
-    fn offset_arg(&self) -> AMQPValue {
+    fn offset(&self) -> StreamOffset {
         match self {
-            StreamStart::First => AMQPValue::LongString(LongString::from("first")),
-            StreamStart::Next => AMQPValue::LongString(LongString::from("next")),
-            StreamStart::Timestamp(t) => AMQPValue::Timestamp(t.timestamp().max(0) as u64),
+            StreamStart::First => StreamOffset::First,
+            StreamStart::Next => StreamOffset::Next,
+            StreamStart::Timestamp(t) => StreamOffset::Timestamp(t.timestamp()),
         }
     }
     fn admits(&self, e: &Event) -> bool {
@@ -95,7 +91,7 @@ enum Backend {
         name: String,
         max_length_bytes: u64,
         note: Option<String>,
-        channel: Mutex<Option<Channel>>,
+        writer: Mutex<Option<Publisher>>,
     },
     File {
         path: PathBuf,
@@ -151,7 +147,7 @@ impl Ledger {
                     name: name.to_string(),
                     max_length_bytes: cfg.ledger_max_length_bytes,
                     note,
-                    channel: Mutex::new(None),
+                    writer: Mutex::new(None),
                 },
                 ..Self::identity(cfg)
             },
@@ -238,24 +234,24 @@ impl Ledger {
             Backend::Stream {
                 session,
                 name,
-                channel,
+                writer,
                 ..
             } => {
                 // A blocked connection sends nothing: say so now instead of after the timeouts.
                 session
                     .check_not_blocked()
                     .map_err(|e| ledger_failure("appending the event", e))?;
-                let ch = {
-                    let mut guard = channel.lock().await;
-                    match guard.as_ref().filter(|c| c.status().connected()) {
-                        Some(c) => c.clone(),
+                let publisher = {
+                    let mut guard = writer.lock().await;
+                    match guard.as_ref().filter(|p| p.is_open()) {
+                        Some(p) => p.clone(),
                         None => {
-                            let c = session
-                                .confirm_channel()
+                            let p = Publisher::open(session)
                                 .await
-                                .map_err(|e| ledger_failure("opening the writer channel", e))?;
-                            *guard = Some(c.clone());
-                            c
+                                .map_err(|e| ledger_failure("opening the writer channel", e))?
+                                .labelled("ledger publish", "ledger publisher confirm");
+                            *guard = Some(p.clone());
+                            p
                         }
                     }
                 };
@@ -266,44 +262,24 @@ impl Ledger {
                     .with_timestamp(event.ts.timestamp().max(0) as u64)
                     .with_type(event.kind.as_str().into())
                     .with_app_id("hopback".into());
-                let confirm = timed(
-                    "ledger publish",
-                    CALL_TIMEOUT,
-                    session.password(),
-                    ch.basic_publish(
-                        ShortString::from(""),
-                        name.as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &body,
-                        props,
-                    ),
-                )
-                .await
-                .map_err(|e| ledger_failure("publishing the event", session.explain(e)))?;
-                let confirmation = timed(
-                    "ledger publisher confirm",
-                    CONFIRM_TIMEOUT,
-                    session.password(),
-                    confirm,
-                )
-                .await
-                .map_err(|e| {
+                let pending = publisher
+                    .publish("", name, true, &body, props)
+                    .await
+                    .map_err(|e| ledger_failure("publishing the event", session.explain(e)))?;
+                let confirmation = pending.wait(CONFIRM_TIMEOUT).await.map_err(|e| {
                     ledger_failure("waiting for the broker's confirm", session.explain(e))
                 })?;
                 match confirmation {
-                    lapin::Confirmation::Ack(None) => Ok(event),
-                    lapin::Confirmation::Ack(Some(_)) => Err(Failure::error(
+                    Confirm::Acked => Ok(event),
+                    Confirm::Returned => Err(Failure::error(
                         format!("ledger: the broker returned the event: stream `{name}` is gone"),
                         "re-open the console (it re-declares the stream) or run `hopback check`",
                     )),
-                    lapin::Confirmation::Nack(_) => Err(Failure::error(
+                    Confirm::Nacked => Err(Failure::error(
                         "ledger: the broker refused (nack) the event",
                         "the broker may be short of disk; run `hopback check`",
                     )),
-                    lapin::Confirmation::NotRequested => Err(Failure::error(
+                    Confirm::NotRequested => Err(Failure::error(
                         "ledger: the writer channel is not in confirm mode",
                         "",
                     )),
@@ -532,66 +508,22 @@ impl Ledger {
     ) -> Result<Subscription, Failure> {
         match &self.backend {
             Backend::Stream { session, name, .. } => {
-                let pw = session.password().to_string();
-                let ch = session
-                    .channel()
-                    .await
-                    .map_err(|e| ledger_failure("opening the reader channel", e))?;
-                timed(
-                    "basic.qos",
-                    CALL_TIMEOUT,
-                    &pw,
-                    ch.basic_qos(READ_PREFETCH, BasicQosOptions::default()),
-                )
-                .await
-                .map_err(|e| ledger_failure("setting the reader's prefetch", e))?;
-                // The stream's size right now: a catch-up read stops when it has seen this many.
-                let declared = timed(
-                    "passive queue.declare",
-                    CALL_TIMEOUT,
-                    &pw,
-                    ch.queue_declare(
-                        name.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    ),
-                )
-                .await
-                .map_err(|e| ledger_failure("looking up the stream", e))?;
-                let mut args = FieldTable::default();
-                let offset_arg = match at {
-                    Some(o) => AMQPValue::LongLongInt(i64::try_from(o).unwrap_or(i64::MAX)),
-                    None => from.offset_arg(),
+                let offset = match at {
+                    Some(o) => StreamOffset::Absolute(o),
+                    None => from.offset(),
                 };
-                args.insert("x-stream-offset".into(), offset_arg);
                 let tag = format!("hopback-ledger-{}", uuid::Uuid::new_v4().simple());
-                let consumer = timed(
-                    "basic.consume",
-                    CALL_TIMEOUT,
-                    &pw,
-                    ch.basic_consume(
-                        name.as_str().into(),
-                        tag.as_str().into(),
-                        BasicConsumeOptions::default(),
-                        args,
-                    ),
-                )
-                .await
-                .map_err(|e| ledger_failure("subscribing to the stream", e))?;
+                let reader = stream::subscribe(session, name, &tag, READ_PREFETCH, offset)
+                    .await
+                    .map_err(|e| ledger_failure(e.step, e.source))?;
                 Ok(Subscription {
                     from,
                     catch_up: false,
                     inner: SubInner::Stream {
-                        channel: ch,
-                        consumer,
-                        tag,
-                        password: pw,
+                        consumer: reader.consumer,
                         unacked: 0,
                         last_tag: 0,
-                        end_offset: u64::from(declared.message_count()),
+                        end_offset: reader.message_count,
                         last_offset: None,
                         first_offset: None,
                         absolute_end: at.is_some(),
@@ -623,54 +555,23 @@ async fn declare_stream(
     name: &str,
     max_length_bytes: u64,
 ) -> Result<Option<String>, BrokerError> {
-    let pw = session.password().to_string();
     // Whether it exists, asked first (a passive declare needs no permission): a user without
     // CONFIGURE then needs no further call after the refused declare below, whose channel the
     // broker closes — a call right after that could still meet the closing channel (seen in CI).
     let exists = matches!(session.passive_queue(name).await, Ok(Some(_)));
-    let ch = session.channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("stream")),
-    );
-    args.insert(
-        "x-max-length-bytes".into(),
-        AMQPValue::LongLongInt(i64::try_from(max_length_bytes).unwrap_or(i64::MAX)),
-    );
-    let opts = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    let r = timed(
+    let r = stream::declare(
+        session,
         "declaring the ledger stream",
-        CALL_TIMEOUT,
-        &pw,
-        ch.queue_declare(name.into(), opts, args),
+        name,
+        Some(max_length_bytes),
     )
     .await;
     match r {
-        Ok(_) => {
-            let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
-            Ok(None)
-        }
+        Ok(()) => Ok(None),
         // Exists with other arguments. Ask again with only the queue type: a stream with another
         // size limit (configured elsewhere) is used as is; anything else is not a ledger.
         Err(BrokerError::Precondition(detail)) => {
-            let ch = session.channel().await?;
-            let mut only_type = FieldTable::default();
-            only_type.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString(LongString::from("stream")),
-            );
-            let again = timed(
-                "declaring the ledger stream",
-                CALL_TIMEOUT,
-                &pw,
-                ch.queue_declare(name.into(), opts, only_type),
-            )
-            .await;
-            let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+            let again = stream::declare(session, "declaring the ledger stream", name, None).await;
             let short = |d: &str| d.split(" - ").nth(1).unwrap_or(d).to_string();
             match again {
                 Err(BrokerError::Precondition(d2)) if d2.contains("x-queue-type") => {
@@ -679,7 +580,7 @@ async fn declare_stream(
                         short(&d2)
                     )))
                 }
-                Ok(_) | Err(BrokerError::Precondition(_)) => Ok(Some(format!(
+                Ok(()) | Err(BrokerError::Precondition(_)) => Ok(Some(format!(
                     "declared elsewhere with other arguments, used as is ({})",
                     short(&detail)
                 ))),
@@ -737,10 +638,7 @@ fn append_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
 #[allow(clippy::large_enum_variant)]
 enum SubInner {
     Stream {
-        channel: Channel,
         consumer: Consumer,
-        tag: String,
-        password: String,
         unacked: u64,
         last_tag: u64,
         /// Message count of the stream when the subscription started.
@@ -788,8 +686,8 @@ impl Subscription {
             if let Some(e) = self.next_within(Duration::from_secs(3600)).await? {
                 return Ok(Some(e));
             }
-            if let SubInner::Stream { channel, .. } = &self.inner
-                && !channel.status().connected()
+            if let SubInner::Stream { consumer, .. } = &self.inner
+                && !consumer.is_open()
             {
                 return Ok(None);
             }
@@ -802,9 +700,7 @@ impl Subscription {
         limit: Duration,
     ) -> Result<Option<(Option<u64>, Vec<u8>)>, Failure> {
         let SubInner::Stream {
-            channel,
             consumer,
-            password,
             unacked,
             last_tag,
             last_offset,
@@ -814,45 +710,26 @@ impl Subscription {
         else {
             return Ok(None);
         };
-        let d = match tokio::time::timeout(limit, consumer.next()).await {
-            Err(_) | Ok(None) => return Ok(None),
-            Ok(Some(Err(e))) => {
-                return Err(ledger_failure(
-                    "reading the stream",
-                    crate::broker::session::classify(&e, password),
-                ));
-            }
-            Ok(Some(Ok(d))) => d,
+        let d = match consumer.recv(limit).await {
+            Ok(Received::Idle | Received::Ended) => return Ok(None),
+            Err(e) => return Err(ledger_failure("reading the stream", e)),
+            Ok(Received::Delivery(d)) => d,
         };
-        *last_tag = d.delivery_tag;
+        *last_tag = d.delivery_tag();
         *unacked += 1;
-        let offset = d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-stream-offset").cloned())
-            .and_then(|v| match v {
-                AMQPValue::LongLongInt(i) => u64::try_from(i).ok(),
-                AMQPValue::LongUInt(i) => Some(u64::from(i)),
-                AMQPValue::LongInt(i) => u64::try_from(i).ok(),
-                _ => None,
-            });
+        let offset = stream::offset_of(&d);
         if let Some(o) = offset {
             *last_offset = Some(o);
             first_offset.get_or_insert(o);
         }
         if *unacked >= ACK_EVERY {
-            timed(
-                "basic.ack",
-                CALL_TIMEOUT,
-                password,
-                channel.basic_ack(*last_tag, BasicAckOptions { multiple: true }),
-            )
-            .await
-            .map_err(|e| ledger_failure("acknowledging the stream", e))?;
+            consumer
+                .ack_up_to(*last_tag)
+                .await
+                .map_err(|e| ledger_failure("acknowledging the stream", e))?;
             *unacked = 0;
         }
-        Ok(Some((offset, d.data)))
+        Ok(Some((offset, d.into_body())))
     }
 
     /// The next event, or `Ok(None)` if none arrived within `limit`.
@@ -976,31 +853,16 @@ impl Subscription {
     /// Stop reading (ack what was read, cancel, close the channel; bounded).
     pub async fn close(self) {
         if let SubInner::Stream {
-            channel,
-            tag,
-            password,
+            consumer,
             unacked,
             last_tag,
             ..
         } = self.inner
         {
             if unacked > 0 {
-                let _ = timed(
-                    "basic.ack",
-                    CALL_TIMEOUT,
-                    &password,
-                    channel.basic_ack(last_tag, BasicAckOptions { multiple: true }),
-                )
-                .await;
+                let _ = consumer.ack_up_to(last_tag).await;
             }
-            let _ = timed(
-                "basic.cancel",
-                CALL_TIMEOUT,
-                &password,
-                channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
-            )
-            .await;
-            let _ = tokio::time::timeout(CALL_TIMEOUT, channel.close(200, "done".into())).await;
+            consumer.close().await;
         }
     }
 }
@@ -1036,15 +898,7 @@ fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<Event>> 
 
 /// Delete a ledger stream (tests and benchmarks clean up their throwaway streams with this).
 pub async fn delete_stream(session: &Session, name: &str) -> Result<(), BrokerError> {
-    let ch = session.channel().await?;
-    timed(
-        "queue.delete",
-        CALL_TIMEOUT,
-        session.password(),
-        ch.queue_delete(name.into(), Default::default()),
-    )
-    .await?;
-    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+    amqp::delete_queue(session, name).await?;
     cache::discard(&cache_file(session, name));
     Ok(())
 }

@@ -140,7 +140,7 @@ pub fn summarize(ns: &str, m: &MessageView, exception_header: &str, now_s: i64) 
 }
 
 /// What to group the DLQ list by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     /// Origin version (first `x-death` queue).
@@ -151,6 +151,77 @@ pub enum GroupBy {
     Exception,
     /// Age bucket of the most recent death.
     Age,
+}
+
+impl GroupBy {
+    /// Every choice: its name (as the CLI and JSON spell it) and a one-line description (the
+    /// CLI's `--help` lists them).
+    pub const CHOICES: [(GroupBy, &'static str, &'static str); 4] = [
+        (
+            GroupBy::Origin,
+            "origin",
+            "Origin version (first `x-death` queue)",
+        ),
+        (GroupBy::Reason, "reason", "Dead-letter reason"),
+        (GroupBy::Exception, "exception", "The exception header"),
+        (GroupBy::Age, "age", "Age bucket of the most recent death"),
+    ];
+
+    /// The name (`origin`, `reason`, `exception`, `age`).
+    pub fn name(self) -> &'static str {
+        choice_name(&Self::CHOICES, self)
+    }
+}
+
+impl std::fmt::Display for GroupBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_choice(&Self::CHOICES, s)
+    }
+}
+
+/// A name that is none of the choices of [`GroupBy`] or [`BodyMode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value `{given}` (possible values: {expected})")]
+pub struct UnknownChoice {
+    /// What was given (sanitised).
+    pub given: String,
+    /// The possible values, comma-separated.
+    pub expected: String,
+}
+
+fn choice_name<T: Copy + PartialEq>(
+    choices: &[(T, &'static str, &'static str)],
+    value: T,
+) -> &'static str {
+    choices
+        .iter()
+        .find(|(v, _, _)| *v == value)
+        .map_or("", |(_, name, _)| name)
+}
+
+fn parse_choice<T: Copy>(
+    choices: &[(T, &'static str, &'static str)],
+    given: &str,
+) -> Result<T, UnknownChoice> {
+    choices
+        .iter()
+        .find(|(_, name, _)| *name == given)
+        .map(|(v, _, _)| *v)
+        .ok_or_else(|| UnknownChoice {
+            given: sanitize(given).into_owned(),
+            expected: choices
+                .iter()
+                .map(|(_, name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// An age bucket label for `age_s` (`None` = unknown).
@@ -309,7 +380,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// How the inspector shows a body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyMode {
     /// JSON pretty-printed when it parses, text otherwise.
@@ -321,6 +392,43 @@ pub enum BodyMode {
     Json,
     /// Hex dump, 16 bytes a line.
     Hex,
+}
+
+impl BodyMode {
+    /// Every choice: its name (as the CLI and JSON spell it) and a one-line description (the
+    /// CLI's `--help` lists them).
+    pub const CHOICES: [(BodyMode, &'static str, &'static str); 4] = [
+        (
+            BodyMode::Auto,
+            "auto",
+            "JSON pretty-printed when it parses, text otherwise",
+        ),
+        (BodyMode::Text, "text", "Text (invalid UTF-8 shown as `�`)"),
+        (
+            BodyMode::Json,
+            "json",
+            "Pretty JSON (falls back to text with a note)",
+        ),
+        (BodyMode::Hex, "hex", "Hex dump, 16 bytes a line"),
+    ];
+
+    /// The name (`auto`, `text`, `json`, `hex`).
+    pub fn name(self) -> &'static str {
+        choice_name(&Self::CHOICES, self)
+    }
+}
+
+impl std::fmt::Display for BodyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BodyMode {
+    type Err = UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_choice(&Self::CHOICES, s)
+    }
 }
 
 /// The kind of an inspector line, so the UI can style it (the CLI ignores it).
@@ -561,6 +669,29 @@ mod tests {
     use super::*;
     use crate::model::xdeath::DeathEntry;
     use crate::text::is_terminal_safe;
+
+    #[test]
+    fn choices_parse_and_print_their_names() {
+        for (g, name, help) in GroupBy::CHOICES {
+            assert_eq!(name.parse::<GroupBy>(), Ok(g));
+            assert_eq!(g.to_string(), name);
+            assert!(!help.is_empty());
+        }
+        for (b, name, _) in BodyMode::CHOICES {
+            assert_eq!(name.parse::<BodyMode>(), Ok(b));
+            assert_eq!(b.to_string(), name);
+        }
+        // The same spelling as serde's (JSON output) and clap's before: lowercase, exact case.
+        assert_eq!(
+            serde_json::to_value(GroupBy::Exception).ok(),
+            Some(serde_json::json!("exception"))
+        );
+        let err = "Hex".parse::<BodyMode>().err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("invalid value `Hex` (possible values: auto, text, json, hex)")
+        );
+    }
 
     fn msg(
         pos: u64,

@@ -16,12 +16,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use lapin::options::QueueBindOptions;
-use lapin::types::FieldTable;
 use serde::Serialize;
 
 use crate::broker::mgmt::{BindingInfo, Mgmt, MgmtError};
-use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::broker::session::{BrokerError, Session};
+use crate::broker::topology::{BindingChange, change_bindings};
 use crate::config::Config;
 use crate::ledger::{Event, EventKind, Outcome};
 use crate::model::gate::GateSplit;
@@ -567,51 +566,26 @@ fn gate_json(s: &GateSplit) -> serde_json::Value {
 }
 
 async fn execute(session: &Session, view: &GateView, steps: &[Step]) -> Result<(), BrokerError> {
-    let ch = session.channel().await?;
-    let pw = session.password();
+    let queue = |v: &str| {
+        view.versions
+            .get(v)
+            .cloned()
+            .ok_or_else(|| BrokerError::NotFound(format!("no queue for {v}")))
+    };
+    let mut changes = Vec::with_capacity(steps.len());
     for st in steps {
-        match st {
-            Step::Bind { version, weight } => {
-                let q = view
-                    .versions
-                    .get(version)
-                    .ok_or_else(|| BrokerError::NotFound(format!("no queue for {version}")))?;
-                timed(
-                    "queue.bind",
-                    CALL_TIMEOUT,
-                    pw,
-                    ch.queue_bind(
-                        q.as_str().into(),
-                        view.entry.as_str().into(),
-                        weight.to_string().as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    ),
-                )
-                .await?;
-            }
-            Step::Unbind { version, key } => {
-                let q = view
-                    .versions
-                    .get(version)
-                    .ok_or_else(|| BrokerError::NotFound(format!("no queue for {version}")))?;
-                timed(
-                    "queue.unbind",
-                    CALL_TIMEOUT,
-                    pw,
-                    ch.queue_unbind(
-                        q.as_str().into(),
-                        view.entry.as_str().into(),
-                        key.as_str().into(),
-                        FieldTable::default(),
-                    ),
-                )
-                .await?;
-            }
-        }
+        changes.push(match st {
+            Step::Bind { version, weight } => BindingChange::Bind {
+                queue: queue(version)?,
+                key: weight.to_string(),
+            },
+            Step::Unbind { version, key } => BindingChange::Unbind {
+                queue: queue(version)?,
+                key: key.clone(),
+            },
+        });
     }
-    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "gate done".into())).await;
-    Ok(())
+    change_bindings(session, &view.entry, &changes).await
 }
 
 /// Plan, apply, verify and journal a gate change. Refusals change nothing. Applying the current

@@ -26,6 +26,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::broker::headers::{REPLAYS_HEADER, attribute, header_u64};
 use crate::broker::mgmt::Mgmt;
 use crate::broker::mover;
 use crate::broker::session::{CALL_TIMEOUT, Session, timed};
@@ -34,7 +35,6 @@ use crate::ledger::Ledger;
 use crate::ledger::event::{Event, EventKind, Outcome};
 use crate::model::deadletter::Filter;
 use crate::model::gate::GateSplit;
-use crate::model::xdeath::{REPLAYS_HEADER, attribute, header_u64};
 use crate::ops::gate;
 use crate::ops::plan::{DlqChoice, Metric, Plan, Step, StepKind};
 use crate::topology::Namespace;

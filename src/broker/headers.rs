@@ -1,0 +1,150 @@
+//! Reading AMQP headers: integers and strings of any AMQP width, and the dead-letter
+//! [`Attribution`] from `x-death` / `x-first-death-*` / `x-hopback-replays`. The types it fills
+//! are plain data in [`crate::model::xdeath`]; only this module knows how lapin spells a header.
+
+use lapin::types::{AMQPValue, FieldTable};
+
+pub use crate::model::xdeath::REPLAYS_HEADER;
+use crate::model::xdeath::{Attribution, DeathEntry, Reason};
+
+fn as_string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &AMQPValue) -> Option<u64> {
+    match v {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::Timestamp(n) => Some(*n),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Read an integer header (any integer width, or a numeric string).
+pub fn header_u64(headers: Option<&FieldTable>, key: &str) -> Option<u64> {
+    headers?.inner().get(key).and_then(as_u64)
+}
+
+/// Read a string header.
+pub fn header_string(headers: Option<&FieldTable>, key: &str) -> Option<String> {
+    headers?.inner().get(key).and_then(as_string)
+}
+
+fn parse_entry(t: &FieldTable) -> DeathEntry {
+    let m = t.inner();
+    DeathEntry {
+        queue: m.get("queue").and_then(as_string).unwrap_or_default(),
+        reason: m
+            .get("reason")
+            .and_then(as_string)
+            .map(|s| Reason::parse(&s))
+            .unwrap_or(Reason::Unknown),
+        count: m.get("count").and_then(as_u64).unwrap_or(1),
+        exchange: m.get("exchange").and_then(as_string).unwrap_or_default(),
+        routing_keys: match m.get("routing-keys") {
+            Some(AMQPValue::FieldArray(a)) => a.as_slice().iter().filter_map(as_string).collect(),
+            _ => Vec::new(),
+        },
+        time: m
+            .get("time")
+            .and_then(as_u64)
+            .and_then(|t| i64::try_from(t).ok()),
+    }
+}
+
+/// Attribute a dead letter from its headers.
+pub fn attribute(headers: Option<&FieldTable>) -> Attribution {
+    let deaths: Vec<DeathEntry> = match headers.and_then(|h| h.inner().get("x-death")) {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::FieldTable(t) => Some(parse_entry(t)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    // x-death is most-recent-first; the *first* death is the origin.
+    let first_queue = header_string(headers, "x-first-death-queue")
+        .or_else(|| deaths.last().map(|d| d.queue.clone()));
+    let first_reason = header_string(headers, "x-first-death-reason")
+        .map(|s| Reason::parse(&s))
+        .or_else(|| deaths.last().map(|d| d.reason.clone()))
+        .unwrap_or(Reason::Unknown);
+    let replays = header_u64(headers, REPLAYS_HEADER)
+        .map(|n| n.min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0);
+    Attribution {
+        origin_queue: first_queue.filter(|q| !q.is_empty()),
+        reason: first_reason,
+        deaths,
+        replays,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{FieldArray, LongString, ShortString};
+
+    use crate::model::xdeath::Reason;
+
+    fn death(queue: &str, reason: &str) -> AMQPValue {
+        let mut t = FieldTable::default();
+        t.insert(
+            ShortString::from("queue"),
+            AMQPValue::LongString(LongString::from(queue)),
+        );
+        t.insert(
+            ShortString::from("reason"),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        t.insert(ShortString::from("count"), AMQPValue::LongLongInt(2));
+        AMQPValue::FieldTable(t)
+    }
+
+    #[test]
+    fn origin_is_first_death() {
+        let mut h = FieldTable::default();
+        let arr = FieldArray::from(vec![
+            death("email.v1", "expired"),
+            death("email.v2", "rejected"),
+        ]);
+        h.insert(ShortString::from("x-death"), AMQPValue::FieldArray(arr));
+        h.insert(ShortString::from(REPLAYS_HEADER), AMQPValue::LongInt(2));
+        let a = attribute(Some(&h));
+        assert_eq!(a.origin_queue.as_deref(), Some("email.v2"));
+        assert_eq!(a.reason, Reason::Rejected);
+        assert_eq!(a.replays, 2);
+        assert_eq!(a.deaths.len(), 2);
+        assert_eq!(a.deaths[0].count, 2);
+    }
+
+    #[test]
+    fn first_death_header_wins_and_missing_is_unknown() {
+        let mut h = FieldTable::default();
+        h.insert(
+            ShortString::from("x-first-death-queue"),
+            AMQPValue::LongString(LongString::from("a.v3")),
+        );
+        h.insert(
+            ShortString::from("x-first-death-reason"),
+            AMQPValue::LongString(LongString::from("maxlen")),
+        );
+        let a = attribute(Some(&h));
+        assert_eq!(a.origin_queue.as_deref(), Some("a.v3"));
+        assert_eq!(a.reason, Reason::Maxlen);
+        assert_eq!(attribute(None).reason, Reason::Unknown);
+    }
+}

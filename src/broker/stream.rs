@@ -1,0 +1,164 @@
+//! RabbitMQ streams over AMQP 0.9.1 (the ledger's storage): declaring one (`x-queue-type=stream`,
+//! an optional size limit) and reading it from an offset (`x-stream-offset`: `first`, `next`, a
+//! timestamp or an absolute offset), with each delivery's offset read back from its headers.
+//! Stream consumers need a prefetch and manual ack, which [`Consumer`] provides.
+
+use lapin::options::QueueDeclareOptions;
+
+use crate::broker::amqp::{
+    AMQPValue, Consumer, Delivery, FieldTable, LongString, StepError, declare_queue,
+    prefetch_channel,
+};
+use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
+
+/// The consumer argument and message header carrying a stream offset.
+pub const OFFSET_KEY: &str = "x-stream-offset";
+
+/// Where a stream read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOffset {
+    /// The oldest message still retained.
+    First,
+    /// Only messages appended after the consumer starts.
+    Next,
+    /// Messages from this time on (unix seconds; the stream seeks by chunk, so somewhat older
+    /// messages may come too).
+    Timestamp(i64),
+    /// From this absolute offset on.
+    Absolute(u64),
+}
+
+impl StreamOffset {
+    fn argument(self) -> AMQPValue {
+        match self {
+            StreamOffset::First => AMQPValue::LongString(LongString::from("first")),
+            StreamOffset::Next => AMQPValue::LongString(LongString::from("next")),
+            StreamOffset::Timestamp(secs) => AMQPValue::Timestamp(secs.max(0) as u64),
+            StreamOffset::Absolute(o) => {
+                AMQPValue::LongLongInt(i64::try_from(o).unwrap_or(i64::MAX))
+            }
+        }
+    }
+}
+
+/// The queue arguments of a stream: `x-queue-type=stream`, and `x-max-length-bytes` when given.
+pub fn stream_arguments(max_length_bytes: Option<u64>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("stream")),
+    );
+    if let Some(max) = max_length_bytes {
+        args.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(i64::try_from(max).unwrap_or(i64::MAX)),
+        );
+    }
+    args
+}
+
+/// Declare the durable stream `name` (see [`stream_arguments`]); `what` names the call in errors.
+pub async fn declare(
+    session: &Session,
+    what: &str,
+    name: &str,
+    max_length_bytes: Option<u64>,
+) -> Result<(), BrokerError> {
+    declare_queue(
+        session,
+        what,
+        name,
+        true,
+        stream_arguments(max_length_bytes),
+    )
+    .await
+}
+
+/// A consumer of a stream, and the stream's message count when it started.
+#[derive(Debug)]
+pub struct StreamConsumer {
+    /// The consumer (manual ack; ack in batches with [`Consumer::ack_up_to`]).
+    pub consumer: Consumer,
+    /// The stream's message count (passive `queue.declare`) just before consuming.
+    pub message_count: u64,
+}
+
+/// Read stream `name` from `offset` as consumer `tag`, at most `prefetch` unacked.
+pub async fn subscribe(
+    session: &Session,
+    name: &str,
+    tag: &str,
+    prefetch: u16,
+    offset: StreamOffset,
+) -> Result<StreamConsumer, StepError> {
+    let ch = prefetch_channel(session, prefetch).await?;
+    let looking_up = |source| StepError {
+        step: "looking up the stream",
+        source,
+    };
+    // The stream's size right now: a catch-up read stops when it has seen this many.
+    let declared = timed(
+        "passive queue.declare",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.queue_declare(
+            short(name).map_err(looking_up)?,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .map_err(looking_up)?;
+    let mut args = FieldTable::default();
+    args.insert(OFFSET_KEY.into(), offset.argument());
+    let consumer = Consumer::start(session, ch, name, tag, args)
+        .await
+        .map_err(|e| StepError {
+            step: "subscribing to the stream",
+            source: e.source,
+        })?;
+    Ok(StreamConsumer {
+        consumer,
+        message_count: u64::from(declared.message_count()),
+    })
+}
+
+/// The stream offset of a delivery (its `x-stream-offset` header), if it has one.
+pub fn offset_of(d: &Delivery) -> Option<u64> {
+    match d.headers()?.inner().get(OFFSET_KEY)? {
+        AMQPValue::LongLongInt(i) => u64::try_from(*i).ok(),
+        AMQPValue::LongUInt(i) => Some(u64::from(*i)),
+        AMQPValue::LongInt(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_arguments() {
+        assert_eq!(
+            StreamOffset::First.argument(),
+            AMQPValue::LongString(LongString::from("first"))
+        );
+        assert_eq!(
+            StreamOffset::Timestamp(-5).argument(),
+            AMQPValue::Timestamp(0)
+        );
+        assert_eq!(
+            StreamOffset::Absolute(u64::MAX).argument(),
+            AMQPValue::LongLongInt(i64::MAX)
+        );
+        let a = stream_arguments(Some(1_000));
+        assert_eq!(
+            a.inner().get("x-max-length-bytes"),
+            Some(&AMQPValue::LongLongInt(1_000))
+        );
+        assert_eq!(stream_arguments(None).inner().len(), 1);
+    }
+}
