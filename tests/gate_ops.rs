@@ -92,7 +92,14 @@ async fn flips_verify_journal_and_are_idempotent() {
     assert_eq!(full.steps.len(), 1, "{:?}", full.steps);
     assert_eq!(full.after.describe(), "v2=100");
 
-    let events = ledger.read(StreamStart::First).await.unwrap();
+    let all = ledger.read(StreamStart::First).await.unwrap();
+    // Each flip journals its intent (`started`) before acting, then its outcome.
+    let intents = all.iter().filter(|e| e.outcome == Outcome::Started).count();
+    assert_eq!(intents, 2, "every flip journals its intent first: {all:?}");
+    let events: Vec<_> = all
+        .into_iter()
+        .filter(|e| e.outcome != Outcome::Started)
+        .collect();
     assert_eq!(events.len(), 2, "the no-op must not be journaled");
     assert!(
         events
@@ -223,7 +230,14 @@ async fn refusals_change_nothing() {
     .await
     .unwrap();
     assert!(ok.verified && ok.warnings.is_empty());
-    assert!(ledger.read(StreamStart::First).await.unwrap().len() == 1);
+    let outcomes: Vec<_> = ledger
+        .read(StreamStart::First)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome != Outcome::Started)
+        .collect();
+    assert_eq!(outcomes.len(), 1, "refusals journal nothing: {outcomes:?}");
     t.cleanup().await;
 }
 

@@ -225,7 +225,13 @@ async fn killing_the_writer_never_reports_an_unconfirmed_event_as_done() {
     )
     .await
     .unwrap_err();
-    assert!(e.to_string().contains("ledger did not confirm"), "{e}");
+    // The intent is journaled before the flip: a dead ledger refuses the flip before it acts.
+    assert!(
+        e.to_string()
+            .contains("ledger did not take the operation's intent"),
+        "{e}"
+    );
+    assert_eq!(e.kind(), "refused", "{e}");
     t.cleanup().await;
     ledger::delete_stream(&reader, &stream).await.unwrap();
     reader.close().await;

@@ -86,8 +86,36 @@ fn ms(v: Option<&Value>) -> String {
     }
 }
 
+/// An operation's intent (`outcome: started`, journaled before it acted) is followed by its
+/// outcome; the draft shows the outcome only. An intent with no outcome after it (the operation
+/// died mid-way) stays: it is the only record of what was under way.
+fn without_settled_intents(events: &[Event]) -> Vec<Event> {
+    let is_op = |k: EventKind| {
+        matches!(
+            k,
+            EventKind::GateSet | EventKind::Replay | EventKind::Move | EventKind::Purge
+        )
+    };
+    events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            !(is_op(e.kind)
+                && e.outcome == crate::ledger::Outcome::Started
+                && events[i + 1..].iter().any(|l| {
+                    l.kind == e.kind
+                        && l.namespace == e.namespace
+                        && l.operator == e.operator
+                        && l.outcome != crate::ledger::Outcome::Started
+                }))
+        })
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
 /// Render the Markdown draft from the incident's events (oldest first).
 pub fn render(events: &[Event], incident: &Incident) -> String {
+    let events = &without_settled_intents(events)[..];
     let mut md = String::new();
     let ns = sanitize(&incident.namespace).into_owned();
     let kind = match incident.kind {
