@@ -23,7 +23,7 @@ use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mgmt::Mgmt;
 use crate::broker::mover::StopReason;
 use crate::broker::session::{Session, backoff_delay, connect};
-use crate::broker::stats::is_quorum_with_limit;
+use crate::broker::stats::queue_is_quorum;
 use crate::config::Config;
 use crate::drill::DrillHandle;
 use crate::error::Failure;
@@ -442,14 +442,6 @@ impl OpsRunner {
             .map_err(|e| e.one_line())
     }
 
-    async fn quorum_flag(&self, queue: &str) -> bool {
-        let Ok(m) = self.mgmt() else { return false };
-        match m.queues().await {
-            Ok(qs) => is_quorum_with_limit(qs.iter().find(|q| q.name == queue)),
-            Err(_) => false,
-        }
-    }
-
     async fn dlq_page(
         &self,
         ns: &str,
@@ -477,7 +469,7 @@ impl OpsRunner {
             }
             Err(e) => return (None, Err(failure_text(&Failure::from(e)))),
         };
-        let quorum = self.quorum_flag(&queue).await;
+        let quorum = queue_is_quorum(self.mgmt().ok().as_ref(), &queue).await;
         let r = browse_page(&s, &queue, page, page_size.max(1), quorum, false)
             .await
             .map_err(|e| failure_text(&Failure::from(e)));
@@ -491,7 +483,7 @@ impl OpsRunner {
     ) -> Result<Option<crate::model::deadletter::MessageView>, String> {
         let queue = Namespace::resolve(&self.cfg, ns).dlq;
         let (s, _) = self.conn().await?;
-        let quorum = self.quorum_flag(&queue).await;
+        let quorum = queue_is_quorum(self.mgmt().ok().as_ref(), &queue).await;
         load_message(&s, &queue, position, quorum, false)
             .await
             .map_err(|e| failure_text(&Failure::from(e)))

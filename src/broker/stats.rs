@@ -288,6 +288,17 @@ pub fn is_quorum_with_limit(q: Option<&QueueInfo>) -> bool {
     q.is_some_and(|q| q.kind == "quorum")
 }
 
+/// Is `queue` a quorum queue (each browse or hold counts as a delivery)? Asked of the
+/// management API; unknown (no API, or it failed) reads as not quorum. The one lookup the
+/// browser, the purge and the console share.
+pub async fn queue_is_quorum(mgmt: Option<&Mgmt>, queue: &str) -> bool {
+    let Some(m) = mgmt else { return false };
+    match m.queues().await {
+        Ok(qs) => is_quorum_with_limit(qs.iter().find(|q| q.name == queue)),
+        Err(_) => false,
+    }
+}
+
 /// Collect a snapshot. Without the management API, `namespaces` must be known from `opts` or the
 /// config; versions are then probed as `NS.v1` … `NS.v9`.
 pub async fn collect(

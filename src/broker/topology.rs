@@ -176,22 +176,15 @@ async fn bind(
     exchange: &str,
     key: &str,
 ) -> Result<(), BrokerError> {
-    let ch = session.channel().await?;
-    timed(
-        "queue.bind",
-        CALL_TIMEOUT,
-        session.password(),
-        ch.queue_bind(
-            short(queue)?,
-            short(exchange)?,
-            short(key)?,
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
+    change_bindings(
+        session,
+        exchange,
+        &[BindingChange::Bind {
+            queue: queue.to_string(),
+            key: key.to_string(),
+        }],
     )
-    .await?;
-    let _ = ch.close(200, "ok".into()).await;
-    Ok(())
+    .await
 }
 
 /// One change of an exchange's bindings to a queue.

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mover::{self, StopReason};
-use crate::broker::stats::is_quorum_with_limit;
+use crate::broker::stats::queue_is_quorum;
 use crate::commands::{Ctx, confirm};
 use crate::error::Failure;
 use crate::model::deadletter::{
@@ -226,14 +226,6 @@ fn parse_to(to: &str) -> Destination {
     }
 }
 
-async fn quorum_flag(ctx: &Ctx, queue: &str) -> bool {
-    let Some(m) = ctx.mgmt() else { return false };
-    match m.queues().await {
-        Ok(qs) => is_quorum_with_limit(qs.iter().find(|q| q.name == queue)),
-        Err(_) => false,
-    }
-}
-
 #[derive(Serialize)]
 struct ListDoc {
     namespace: String,
@@ -267,7 +259,7 @@ async fn list(
 ) -> Result<(), Failure> {
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
-    let quorum = quorum_flag(ctx, &queue).await;
+    let quorum = queue_is_quorum(ctx.mgmt().as_ref(), &queue).await;
     let depth = session
         .passive_queue(&queue)
         .await?
@@ -351,7 +343,7 @@ async fn show(
 ) -> Result<(), Failure> {
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
-    let quorum = quorum_flag(ctx, &queue).await;
+    let quorum = queue_is_quorum(ctx.mgmt().as_ref(), &queue).await;
     let msg = load_message(&session, &queue, index, quorum, force).await?;
     session.close().await;
     let Some(m) = msg else {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::{OpContext, OpError};
 use crate::broker::export;
 pub use crate::broker::export::{PurgeReport, default_export_path};
-use crate::broker::stats::is_quorum_with_limit;
+use crate::broker::stats::queue_is_quorum;
 use crate::ledger::{Event, EventKind, Outcome};
 use crate::text::sanitize;
 use crate::topology::Namespace;
@@ -30,16 +30,6 @@ pub struct PreparedPurge {
     pub export_path: PathBuf,
 }
 
-/// Is `queue` a quorum queue (each hold counts as a delivery)? Unknown (no management API)
-/// reads as not quorum, as the browser does.
-pub async fn quorum_flag(cx: &OpContext, queue: &str) -> bool {
-    let Some(m) = &cx.mgmt else { return false };
-    match m.queues().await {
-        Ok(qs) => is_quorum_with_limit(qs.iter().find(|q| q.name == queue)),
-        Err(_) => false,
-    }
-}
-
 /// Guard, then export every dead letter of `ns` to `export_path` (default: the data dir's
 /// `exports/`) and hold them. Nothing is removed until [`PreparedPurge::commit`].
 pub async fn prepare(
@@ -53,7 +43,7 @@ pub async fn prepare(
     let queue = names.dlq.clone();
     // RabbitMQ lets a read-only user consume (and so remove) messages; a purge is a write.
     cx.session.probe_write(&queue).await?;
-    let quorum = quorum_flag(cx, &queue).await;
+    let quorum = queue_is_quorum(cx.mgmt.as_ref(), &queue).await;
     let path = export_path.unwrap_or_else(|| default_export_path(&queue));
     let held = export::prepare(cx.session.clone(), &queue, &path, quorum, force).await?;
     Ok(PreparedPurge {

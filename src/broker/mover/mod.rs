@@ -1,0 +1,512 @@
+//! The mover: the AMQP engine that moves messages from one queue to a target without ever losing
+//! one. It is a broker primitive (docs/architecture.md): it neither guards nor journals — the
+//! operations that use it (`ops::replay` for replays, moves and drains, the rollback engine's
+//! drain and dead-letter steps) do. It serves every "move" in hopback: replaying dead letters to
+//! their origin queue, to another version or through the entry exchange; draining `NS.v2 → NS.v1`
+//! during a rollback; replaying `NS.unrouted` through the entry exchange.
+//!
+//! The algorithm, per message:
+//! 1. consume the source with manual ack and a bounded prefetch;
+//! 2. publish to the target with `mandatory` on a publisher-confirm channel, keeping up to
+//!    `confirm_window` confirms outstanding (pipelined: the next publish never waits for the
+//!    previous confirm, and every confirm is awaited individually, in order);
+//! 3. ack the source message only once *its* confirm is `Ack` without a `basic.return`, and check
+//!    that the ack went out (`Acker::ack` → `Ok(true)`). A failed ack means the broker will
+//!    redeliver a message that is already in the target: it is counted as a possible duplicate,
+//!    never as lost.
+//!
+//! Messages that do not match the filter, have no known origin, were returned or nacked are held
+//! unacked and go back to the source, in place, when the run ends (the channel closes). A dead
+//! connection ends the current *epoch*: everything unacked returns to the source, the mover
+//! reconnects with [`backoff_delay`] and continues, so a run — and a re-run after a crash — only
+//! ever continues with what is left (resumable by construction).
+//!
+//! Loops: a replay adds 1 to `x-hopback-replays`; a message already replayed `max_replays` times
+//! is not replayed again but parked in `park_queue` (classic, durable, declared when first needed)
+//! unless the spec is forced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Acker, BasicProperties, Channel, Confirmation};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::broker::browse::message_view;
+use crate::broker::headers::{REPLAYS_HEADER, attribute, header_string, header_u64};
+use crate::broker::session::{
+    BrokerError, CALL_TIMEOUT, Session, backoff_delay, connect, short, timed,
+};
+use crate::config::Profile;
+use crate::model::deadletter::Filter;
+use crate::topology::Namespace;
+
+mod epoch;
+
+/// Default prefetch of the source consumer (tuned with `scripts/bench`, see the README).
+pub const DEFAULT_PREFETCH: u16 = 2000;
+/// Default number of publisher confirms outstanding.
+pub const DEFAULT_CONFIRM_WINDOW: usize = 1000;
+/// Default replay limit before a message is parked.
+pub const DEFAULT_MAX_REPLAYS: u32 = 3;
+/// Header marking messages published by one run (its id): when a message carrying the current
+/// run's id shows up in the source again, it died again (or was unroutable again) during this run,
+/// so everything that was in the source at the start has been seen.
+pub const RUN_HEADER: &str = "x-hopback-run";
+/// Extra prefetch kept for held (non-matching / unroutable) messages, so a filter does not stall
+/// the consumer after `prefetch` non-matching messages.
+pub const HOLD_ALLOWANCE: u32 = 20_000;
+/// How long after the last delivery a quiet consumer may still be receiving one the source
+/// cannot have given to anyone else ([`Runner::delivery_in_transit`]).
+const IN_TRANSIT_MAX: Duration = Duration::from_secs(60);
+/// How long a confirm may take before the channel is presumed dead.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where moved messages go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Target {
+    /// A queue, through the default exchange.
+    Queue(String),
+    /// An exchange (e.g. the entry exchange `NS`), with the message's own routing key.
+    Exchange(String),
+    /// Each message's origin queue: the first `x-death` queue.
+    Origin,
+}
+
+impl Target {
+    /// Human description.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Queue(q) => format!("queue `{}`", crate::text::sanitize(q)),
+            Target::Exchange(x) => format!("exchange `{}`", crate::text::sanitize(x)),
+            Target::Origin => "each message's origin queue".into(),
+        }
+    }
+}
+
+/// When a run stops consuming on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    /// Only the messages that were in the source when the run started: published messages carry
+    /// [`RUN_HEADER`] = the run's id, and the first one that comes back to the source (it died
+    /// again, or was unroutable again) ends the run — so a run never replays a message twice.
+    /// Also ends when the source stays empty for `idle_timeout`.
+    InitialDepth,
+    /// Until the source stays empty for `idle_timeout` (draining a version queue).
+    UntilEmpty,
+}
+
+/// Everything a move needs. Build one with [`MoveSpec::replay`], [`MoveSpec::drain`] or
+/// [`MoveSpec::replay_unrouted`] and adjust fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoveSpec {
+    /// Namespace (resolves `origin=v2` filters; recorded in reports).
+    pub namespace: String,
+    /// Queue to take messages from.
+    pub source_queue: String,
+    /// Where they go.
+    pub target: Target,
+    /// Only messages matching this (empty = all).
+    pub filter: Filter,
+    /// Stop after this many messages moved or parked.
+    pub limit: Option<u64>,
+    /// Publish at most this many messages per second.
+    pub rate_per_s: Option<f64>,
+    /// Source consumer prefetch.
+    pub prefetch: u16,
+    /// Publisher confirms outstanding at most.
+    pub confirm_window: usize,
+    /// Replays allowed before parking (with `count_replay`).
+    pub max_replays: u32,
+    /// Where over-replayed messages go (`None`: they stay in the source).
+    pub park_queue: Option<String>,
+    /// Is this a replay (increment `x-hopback-replays`, enforce `max_replays`)?
+    pub count_replay: bool,
+    /// Replay even over `max_replays`.
+    pub force: bool,
+    /// When to stop on its own.
+    pub budget: Budget,
+    /// Quiet time after which the source counts as drained.
+    pub idle_timeout: Duration,
+    /// Consecutive failed reconnects before giving up.
+    pub max_reconnect_attempts: u32,
+    /// Connection purpose, shown as `hopback PURPOSE (operator)`.
+    pub connection_purpose: String,
+    /// Publish on a second connection (`hopback PURPOSE publish (operator)`): consuming and
+    /// publishing then run on separate broker processes and client I/O threads (faster, see the
+    /// benchmark). Either connection dying ends the epoch.
+    pub separate_publish_connection: bool,
+}
+
+impl MoveSpec {
+    fn base(ns: &str, source: String, target: Target) -> Self {
+        Self {
+            namespace: ns.to_string(),
+            source_queue: source,
+            target,
+            filter: Filter::default(),
+            limit: None,
+            rate_per_s: None,
+            prefetch: DEFAULT_PREFETCH,
+            confirm_window: DEFAULT_CONFIRM_WINDOW,
+            max_replays: DEFAULT_MAX_REPLAYS,
+            park_queue: None,
+            count_replay: false,
+            force: false,
+            budget: Budget::InitialDepth,
+            idle_timeout: Duration::from_millis(1500),
+            max_reconnect_attempts: 8,
+            connection_purpose: "mover".into(),
+            separate_publish_connection: true,
+        }
+    }
+    /// Replay the namespace's DLQ to `target` (usually [`Target::Origin`]), counting replays and
+    /// parking messages over `max_replays` in its parking queue.
+    pub fn replay(ns: &Namespace, target: Target) -> Self {
+        let mut s = Self::base(&ns.name, ns.dlq.clone(), target);
+        s.count_replay = true;
+        s.park_queue = Some(ns.parked.clone());
+        s
+    }
+    /// Drain one queue into another (rollback: `NS.v2 → NS.v1`) until it stays empty.
+    pub fn drain(ns: &Namespace, from_queue: &str, to_queue: &str) -> Self {
+        let mut s = Self::base(
+            &ns.name,
+            from_queue.to_string(),
+            Target::Queue(to_queue.to_string()),
+        );
+        s.budget = Budget::UntilEmpty;
+        s
+    }
+    /// Replay the unrouted queue through the entry exchange. Anything still unroutable goes back
+    /// to the unrouted queue through the alternate exchange; the initial-depth budget stops the
+    /// loop.
+    pub fn replay_unrouted(ns: &Namespace) -> Self {
+        Self::base(
+            &ns.name,
+            ns.unrouted.clone(),
+            Target::Exchange(ns.entry.clone()),
+        )
+    }
+}
+
+/// Running, paused or stopped (set through [`MoveControl`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Moving.
+    Running,
+    /// Finishing outstanding confirms, then waiting.
+    Paused,
+    /// Finishing outstanding confirms, then ending.
+    Stopped,
+}
+
+/// Counters of a run (cumulative over reconnects).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MoveCounts {
+    /// Published, confirmed, and removed from the source.
+    pub moved: u64,
+    /// Published to the park queue, confirmed, and removed from the source.
+    pub parked: u64,
+    /// Left in the source: did not match the filter (counted once per sighting).
+    pub skipped_by_filter: u64,
+    /// Left in the source: no origin in `x-death`, or the origin queue does not exist.
+    pub no_target: u64,
+    /// Left in the source: over `max_replays` with no park queue.
+    pub refused_replays: u64,
+    /// Left in the source: the broker returned them (unroutable) or nacked them.
+    pub returned: u64,
+    /// Possibly in the target *and* still in the source (in flight at a connection loss, or their
+    /// source ack did not go out): the broker redelivers them, a re-run moves them again.
+    pub possible_duplicates: u64,
+    /// Reconnects after a lost connection.
+    pub reconnects: u64,
+}
+
+/// A progress report (sent while running, at most ~10 times a second).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoveProgress {
+    /// Counters so far.
+    pub counts: MoveCounts,
+    /// Messages to process, when known (initial depth, or the limit).
+    pub total: Option<u64>,
+    /// Moved + parked per second since the start.
+    pub rate_per_s: f64,
+    /// Estimated seconds left.
+    pub eta_s: Option<f64>,
+    /// Run state.
+    pub state: RunState,
+    /// Connected right now?
+    pub connected: bool,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The source had nothing more to give (what remains, if anything, was held).
+    Drained,
+    /// The initial depth was processed.
+    BudgetReached,
+    /// `limit` messages were moved.
+    LimitReached,
+    /// Stopped through [`MoveControl::stop`].
+    Stopped,
+    /// A failure that retrying cannot fix (missing target, unroutable, no permission, reconnects
+    /// exhausted). Nothing unconfirmed was acked.
+    Failed(String),
+}
+
+/// The end result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoveReport {
+    /// What was asked.
+    pub spec: MoveSpec,
+    /// Counters.
+    pub counts: MoveCounts,
+    /// Source depth when the run started.
+    pub initial_depth: u64,
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Wall time.
+    pub elapsed_s: f64,
+}
+
+impl MoveReport {
+    /// Did the run fail?
+    pub fn failed(&self) -> bool {
+        matches!(self.stop, StopReason::Failed(_))
+    }
+    /// Moved + parked per second.
+    pub fn rate_per_s(&self) -> f64 {
+        (self.counts.moved + self.counts.parked) as f64 / self.elapsed_s.max(1e-9)
+    }
+}
+
+/// Pause / resume / stop a running move, and watch its progress. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MoveControl {
+    state: Arc<watch::Sender<RunState>>,
+    progress: Arc<watch::Sender<Option<MoveProgress>>>,
+}
+
+impl Default for MoveControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MoveControl {
+    /// A control in `Running` state.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(watch::channel(RunState::Running).0),
+            progress: Arc::new(watch::channel(None).0),
+        }
+    }
+    /// Finish outstanding confirms, then wait.
+    pub fn pause(&self) {
+        self.state.send_if_modified(|s| {
+            let change = *s == RunState::Running;
+            if change {
+                *s = RunState::Paused;
+            }
+            change
+        });
+    }
+    /// Continue after a pause.
+    pub fn resume(&self) {
+        self.state.send_if_modified(|s| {
+            let change = *s == RunState::Paused;
+            if change {
+                *s = RunState::Running;
+            }
+            change
+        });
+    }
+    /// Finish outstanding confirms, then end the run (what is left stays in the source).
+    pub fn stop(&self) {
+        self.state.send_replace(RunState::Stopped);
+    }
+    /// The current state.
+    pub fn state(&self) -> RunState {
+        *self.state.borrow()
+    }
+    /// Progress updates (`None` until the run started).
+    pub fn subscribe(&self) -> watch::Receiver<Option<MoveProgress>> {
+        self.progress.subscribe()
+    }
+}
+
+/// What is in the confirm window: a published message waiting for its confirm.
+struct InFlight {
+    acker: Acker,
+    tag: u64,
+    parked: bool,
+    origin: Option<String>,
+}
+
+/// Outcome of one connection's worth of moving.
+enum EpochEnd {
+    Finished(StopReason),
+    /// The connection or a channel died: reconnect and continue.
+    Lost(BrokerError),
+}
+
+struct Runner<'a> {
+    spec: &'a MoveSpec,
+    control: &'a MoveControl,
+    counts: MoveCounts,
+    initial_depth: u64,
+    started: Instant,
+    published: u64,
+    last_progress: Instant,
+    /// Origin queue → exists (and routes).
+    origin_ok: HashMap<String, bool>,
+    park_declared: bool,
+    /// This run's id (the [`RUN_HEADER`] value).
+    run_id: String,
+    /// A message of this run came back: stop consuming.
+    budget_hit: bool,
+    /// Made progress in the current epoch (resets the reconnect attempt counter).
+    progressed: bool,
+    /// Deliveries received over the whole run (all epochs, redeliveries included).
+    received: u64,
+    /// When the last delivery arrived (the idle check's reference).
+    last_delivery: Instant,
+}
+
+/// Run a move to the end on its own connection (reconnecting as needed).
+pub async fn run(
+    profile: &Profile,
+    operator: &str,
+    spec: &MoveSpec,
+    control: &MoveControl,
+) -> MoveReport {
+    let started = Instant::now();
+    let mut runner = Runner {
+        spec,
+        control,
+        counts: MoveCounts::default(),
+        initial_depth: 0,
+        started,
+        published: 0,
+        last_progress: started,
+        origin_ok: HashMap::new(),
+        park_declared: false,
+        run_id: uuid::Uuid::new_v4().to_string(),
+        received: 0,
+        last_delivery: started,
+        budget_hit: false,
+        progressed: false,
+    };
+    let stop = runner.run_all(profile, operator).await;
+    runner.send_progress(false, true);
+    MoveReport {
+        spec: spec.clone(),
+        counts: runner.counts,
+        initial_depth: runner.initial_depth,
+        stop,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Start a move in a background task; control and watch it through the returned [`MoveControl`].
+pub fn spawn(
+    profile: Profile,
+    operator: String,
+    spec: MoveSpec,
+) -> (MoveControl, tokio::task::JoinHandle<MoveReport>) {
+    let control = MoveControl::new();
+    let c = control.clone();
+    let handle = tokio::spawn(async move { run(&profile, &operator, &spec, &c).await });
+    (control, handle)
+}
+
+/// Errors that stop a move instead of reconnecting. A refused login is not among them once the
+/// run has connected: credentials that worked a moment ago are not suddenly wrong, and a socket
+/// reset while the broker boots reads like a refused login (`classify_connect`); reconnects stay
+/// bounded by `max_reconnect_attempts`. (The first connection fails fast on a wrong password.)
+fn fatal(e: &BrokerError) -> bool {
+    matches!(
+        e,
+        BrokerError::NotFound(_)
+            | BrokerError::AccessRefused(_)
+            | BrokerError::VhostDenied { .. }
+            | BrokerError::Precondition(_)
+            // A memory/disk alarm: reconnecting cannot help (a new connection is blocked on its
+            // first publish); stop with the alarm named, unconfirmed messages stay in the source.
+            | BrokerError::Blocked { .. }
+    )
+}
+
+/// The properties with `x-hopback-replays` set to `n` (everything else kept as it was).
+pub fn with_replays(props: BasicProperties, n: u64) -> BasicProperties {
+    with_header(
+        props,
+        REPLAYS_HEADER,
+        AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+    )
+}
+
+/// The properties with one header set (everything else kept as it was).
+pub fn with_header(props: BasicProperties, key: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(ShortString::from(key), value);
+    props.with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_header_is_set_and_the_rest_kept() {
+        let p = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_delivery_mode(2);
+        let q = with_replays(p, 2);
+        assert_eq!(q.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
+        assert_eq!(*q.delivery_mode(), Some(2));
+        assert_eq!(header_u64(q.headers().as_ref(), REPLAYS_HEADER), Some(2));
+        let r = with_replays(q, 3);
+        assert_eq!(header_u64(r.headers().as_ref(), REPLAYS_HEADER), Some(3));
+    }
+
+    #[test]
+    fn control_transitions() {
+        let c = MoveControl::new();
+        c.pause();
+        assert_eq!(c.state(), RunState::Paused);
+        c.resume();
+        assert_eq!(c.state(), RunState::Running);
+        c.stop();
+        c.resume();
+        assert_eq!(c.state(), RunState::Stopped);
+    }
+
+    #[test]
+    fn spec_constructors() {
+        let r = MoveSpec::replay(&Namespace::convention("e"), Target::Origin);
+        assert_eq!(r.source_queue, "e.dlq");
+        assert_eq!(r.park_queue.as_deref(), Some("e.parked"));
+        assert!(r.count_replay);
+        let d = MoveSpec::drain(&Namespace::convention("e"), "e.v2", "e.v1");
+        assert_eq!(d.budget, Budget::UntilEmpty);
+        assert!(!d.count_replay);
+        let u = MoveSpec::replay_unrouted(&Namespace::convention("e"));
+        assert_eq!(u.target, Target::Exchange("e".into()));
+        assert_eq!(u.source_queue, "e.unrouted");
+    }
+}

@@ -1,0 +1,841 @@
+//! The guided rollback engine (DESIGN §3, issue 8): a [`Plan`] of idempotent steps, each with an
+//! "already done?" check, an action, a verification and a timeout, journaled step by step so a
+//! crashed rollback resumes where it was (`hopback rollback --resume ID`).
+//!
+//! The engine is headless. Whoever drives it — the CLI (`--yes` or a terminal prompt), the TUI's
+//! rollback view, the drill's scripted operator — implements [`Operator`]: it answers decision
+//! points and watches progress. The journal is the ledger; resume reads back the events of one
+//! rollback id (`params.rollback_id`) and skips every step that
+//! finished, so completed side effects are never repeated. The step that was running when the
+//! process died runs again, which is safe because each step checks first whether its work is done
+//! (a drain continues with what is still in the source queue).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::broker::headers::{REPLAYS_HEADER, attribute, header_u64};
+use crate::broker::mgmt::Mgmt;
+use crate::broker::mover;
+use crate::broker::session::{CALL_TIMEOUT, Session, timed};
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::ledger::event::{Event, EventKind, Outcome};
+use crate::model::deadletter::Filter;
+use crate::model::gate::GateSplit;
+use crate::ops::gate;
+use crate::ops::plan::{DlqChoice, Metric, Plan, Step, StepKind};
+use crate::topology::Namespace;
+
+/// Replays above this count are parked (left in the DLQ) instead of replayed again.
+pub const MAX_REPLAYS: u64 = 3;
+
+mod dead_letters;
+mod journal;
+mod steps;
+mod verify;
+
+use dead_letters::*;
+pub use dead_letters::{DlqCounts, count_dead_letters, process_dead_letters};
+use journal::*;
+pub use journal::{Progress, progress_from_events, rollback_events, rollback_id_of};
+pub use steps::read_gate;
+use steps::*;
+use verify::*;
+pub use verify::{DryRunLine, dry_run};
+
+// ───────────────────────────── the operator ─────────────────────────────
+
+/// What kind of question a decision point asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// A `confirm` step: go on with the plan?
+    Confirm,
+    /// A destructive step (evicting workers) needs a yes.
+    Destructive,
+    /// Dead letters: replay, keep or export?
+    DlqChoice,
+    /// A step timed out (e.g. no consumers came): keep waiting, skip, or abort?
+    Timeout,
+}
+
+/// A question to the operator, with the evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionPoint {
+    /// Rollback id.
+    pub rollback_id: String,
+    /// 0-based step index.
+    pub step_index: usize,
+    /// Step title.
+    pub step_title: String,
+    /// Kind of question.
+    pub kind: DecisionKind,
+    /// The question.
+    pub question: String,
+    /// Evidence lines (error rates, depths, gate, counts) — already terminal-safe.
+    pub evidence: Vec<String>,
+}
+
+/// The operator's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Go on (for a timeout: keep waiting).
+    Continue,
+    /// Skip this step.
+    Skip,
+    /// Stop the rollback here (state stays consistent; the report says what it is).
+    Abort,
+    /// For dead letters: what to do with them.
+    Choose(DlqChoice),
+}
+
+/// State of one step in the checklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not reached.
+    Pending,
+    /// In progress.
+    Running,
+    /// Done now.
+    Done,
+    /// Found already done (by its check, or by the journal of an earlier run).
+    AlreadyDone,
+    /// Skipped by the operator.
+    Skipped,
+    /// Failed.
+    Failed,
+}
+
+impl StepState {
+    /// Finished successfully (done, already done or skipped)?
+    pub fn completed(self) -> bool {
+        matches!(
+            self,
+            StepState::Done | StepState::AlreadyDone | StepState::Skipped
+        )
+    }
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::AlreadyDone => "already_done",
+            StepState::Skipped => "skipped",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
+/// Progress the engine reports while it runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Update {
+    /// The rollback started (or resumed) with this plan.
+    Started {
+        /// Rollback id.
+        rollback_id: String,
+        /// Plan.
+        plan: Plan,
+        /// Evidence.
+        evidence: Vec<String>,
+    },
+    /// A step changed state.
+    Step {
+        /// Index.
+        index: usize,
+        /// New state.
+        state: StepState,
+        /// Detail line.
+        detail: String,
+    },
+    /// Progress inside a step (e.g. messages moved).
+    Progress {
+        /// Index.
+        index: usize,
+        /// Done so far.
+        done: u64,
+        /// Total, if known.
+        total: Option<u64>,
+    },
+    /// Finished.
+    Finished {
+        /// How.
+        outcome: RollbackOutcome,
+    },
+}
+
+/// Answers decision points and watches progress.
+pub trait Operator: Send + Sync {
+    /// Answer a decision point.
+    fn decide<'a>(&'a self, point: &'a DecisionPoint) -> BoxFuture<'a, Decision>;
+    /// Watch progress (default: ignore).
+    fn observe(&self, _update: &Update) {}
+}
+
+/// The non-interactive operator of `--yes` and the drill's script: continue at every decision,
+/// replay dead letters, abort when a step times out.
+#[derive(Debug, Clone, Default)]
+pub struct AutoOperator {
+    /// Answers given, for tests and the drill's report.
+    pub answered: Arc<Mutex<Vec<(DecisionKind, Decision)>>>,
+}
+
+impl Operator for AutoOperator {
+    fn decide<'a>(&'a self, point: &'a DecisionPoint) -> BoxFuture<'a, Decision> {
+        let d = match point.kind {
+            DecisionKind::Confirm | DecisionKind::Destructive => Decision::Continue,
+            DecisionKind::DlqChoice => Decision::Choose(DlqChoice::Replay),
+            DecisionKind::Timeout => Decision::Abort,
+        };
+        if let Ok(mut a) = self.answered.lock() {
+            a.push((point.kind, d));
+        }
+        Box::pin(async move { d })
+    }
+}
+
+// ───────────────────────────── reports ─────────────────────────────
+
+/// How a rollback ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RollbackOutcome {
+    /// Every step completed and every verification passed.
+    Done,
+    /// A verification step failed (exit 4).
+    VerificationFailed {
+        /// Step index.
+        step: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A step failed (exit 1).
+    Failed {
+        /// Step index.
+        step: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The operator aborted (exit 3).
+    Aborted {
+        /// Step index.
+        step: usize,
+        /// The state left behind.
+        state: String,
+    },
+}
+
+impl RollbackOutcome {
+    fn ledger_outcome(&self) -> Outcome {
+        match self {
+            RollbackOutcome::Done => Outcome::Ok,
+            RollbackOutcome::VerificationFailed { .. } => Outcome::VerificationFailed,
+            RollbackOutcome::Failed { .. } => Outcome::Failed,
+            RollbackOutcome::Aborted { .. } => Outcome::Cancelled,
+        }
+    }
+}
+
+/// One step in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Index.
+    pub index: usize,
+    /// Title.
+    pub title: String,
+    /// Kind.
+    pub kind: String,
+    /// What it does.
+    pub description: String,
+    /// Final state.
+    pub state: StepState,
+    /// What happened.
+    pub detail: String,
+    /// Counts/values the step produced.
+    pub data: serde_json::Value,
+    /// Milliseconds it took.
+    pub elapsed_ms: u64,
+}
+
+/// The result of a rollback run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// Id (`--resume` takes it).
+    pub rollback_id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Plan name.
+    pub plan: String,
+    /// Was this a resumed run?
+    pub resumed: bool,
+    /// Steps.
+    pub steps: Vec<StepReport>,
+    /// How it ended.
+    pub outcome: RollbackOutcome,
+}
+
+impl RollbackReport {
+    /// Steps the operator skipped.
+    pub fn skipped(&self) -> u32 {
+        self.steps
+            .iter()
+            .filter(|s| s.state == StepState::Skipped)
+            .count() as u32
+    }
+}
+
+// ───────────────────────────── the engine ─────────────────────────────
+
+/// What the engine works with.
+#[derive(Clone)]
+pub struct Env {
+    /// AMQP session.
+    pub session: Arc<Session>,
+    /// Management API (gate read-back, rates, evictions).
+    pub mgmt: Option<Mgmt>,
+    /// Configuration (thresholds, operator).
+    pub cfg: Config,
+    /// Namespace.
+    pub ns: String,
+    /// The ledger: every step is journaled here, and resume reads it back.
+    pub ledger: Arc<Ledger>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("ns", &self.ns).finish()
+    }
+}
+
+impl Env {
+    /// The namespace's names, from the one resolver (adopted namespaces included).
+    fn names(&self) -> Namespace {
+        Namespace::resolve(&self.cfg, &self.ns)
+    }
+    /// The queue of version `v`; a version the adoption does not name gets a name no queue
+    /// has, so the step that uses it fails with "does not exist" instead of guessing.
+    fn queue(&self, v: &str) -> String {
+        self.names()
+            .version_queue(v)
+            .unwrap_or_else(|| format!("{}.<no queue for {v}>", self.ns))
+    }
+    /// The operations context of this rollback's steps.
+    fn cx(&self) -> crate::ops::OpContext {
+        crate::ops::OpContext {
+            session: self.session.clone(),
+            mgmt: self.mgmt.clone(),
+            ledger: self.ledger.clone(),
+            cfg: self.cfg.clone(),
+            via: crate::ops::Via::Rollback,
+        }
+    }
+    async fn counts(&self, queue: &str) -> Result<crate::broker::session::QueueCounts, String> {
+        match self.session.passive_queue(queue).await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err(format!(
+                "queue `{}` does not exist",
+                crate::text::sanitize(queue)
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    async fn ready(&self, queue: &str) -> Result<u64, String> {
+        self.counts(queue).await.map(|c| u64::from(c.ready))
+    }
+    async fn consumers(&self, queue: &str) -> Result<u64, String> {
+        self.counts(queue).await.map(|c| u64::from(c.consumers))
+    }
+}
+
+/// The evidence shown at the first decision point and journaled with the start.
+pub async fn evidence(env: &Env, from: &str, to: &str) -> Vec<String> {
+    let n = env.names();
+    let mut out = Vec::new();
+    for v in [from, to] {
+        let q = env.queue(v);
+        match env.session.passive_queue(&q).await {
+            Ok(Some(c)) => out.push(format!(
+                "{}: {} ready, {} consumer(s)",
+                crate::text::sanitize(&q),
+                c.ready,
+                c.consumers
+            )),
+            Ok(None) => out.push(format!("{}: missing", crate::text::sanitize(&q))),
+            Err(e) => out.push(format!("{}: {e}", crate::text::sanitize(&q))),
+        }
+    }
+    if let Ok(d) = env.ready(&n.dlq).await {
+        let from_origin = match count_dead_letters(env, from).await {
+            Ok((m, _)) if d > 0 => format!(", {m} of them from {from}"),
+            _ => String::new(),
+        };
+        out.push(format!(
+            "{}: {d} dead letter(s) at rest{from_origin}",
+            crate::text::sanitize(&n.dlq)
+        ));
+    }
+    if let Ok(d) = env.ready(&n.unrouted).await {
+        out.push(format!(
+            "{}: {d} unrouted",
+            crate::text::sanitize(&n.unrouted)
+        ));
+    }
+    if let Some(m) = &env.mgmt {
+        if let Ok((g, problems)) = read_gate(env, m).await {
+            out.push(format!("gate: {}", g.describe()));
+            out.extend(problems);
+        }
+        if let Ok(qs) = m.queues().await {
+            for v in [from, to] {
+                let q = env.queue(v);
+                if let Some(qi) = qs.iter().find(|x| x.name == q)
+                    && let Some(s) = &qi.message_stats
+                {
+                    out.push(format!(
+                        "{v}: ack {:.1}/s, deliver {:.1}/s, redeliver {:.1}/s",
+                        s.ack_details.rate, s.deliver_get_details.rate, s.redeliver_details.rate
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Run a plan from the start. `dry_run` is [`dry_run`]'s job, not this one's.
+pub async fn run(env: &Env, plan: Plan, operator: &dyn Operator) -> RollbackReport {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let ev = evidence(env, &plan.from, &plan.to).await;
+    let start = env
+        .ledger
+        .event(EventKind::RollbackStarted, Some(&env.ns))
+        .params(json!({"rollback_id": id, "plan": plan, "from": plan.from, "to": plan.to, "staging": env.cfg.profile.staging, "production": env.cfg.profile.production}))
+        .before(json!({"evidence": ev}))
+        .outcome(Outcome::Started)
+        .reason(format!("{}: {}", plan.name, ev.join("; ")));
+    journal(&env.ledger, start).await;
+    execute(env, id, plan, BTreeSet::new(), false, ev, operator).await
+}
+
+/// Resume a rollback from its journal: completed steps are not run again.
+pub async fn resume(
+    env_for: impl FnOnce(&str) -> Env,
+    ledger: &Ledger,
+    id: &str,
+    operator: &dyn Operator,
+) -> Result<RollbackReport, String> {
+    let events = rollback_events(ledger, id).await?;
+    if events.is_empty() {
+        return Err(format!(
+            "no rollback with id `{}` in the ledger",
+            crate::text::sanitize(id)
+        ));
+    }
+    let p = progress_from_events(&events)?;
+    if let Some(o) = p.finished {
+        return Err(format!(
+            "rollback {} already finished ({o}); start a new one with `hopback rollback {}`",
+            crate::text::sanitize(id),
+            crate::text::sanitize(&p.namespace)
+        ));
+    }
+    let env = env_for(&p.namespace);
+    let ev = evidence(&env, &p.plan.from, &p.plan.to).await;
+    let note = env
+        .ledger
+        .event(EventKind::RollbackStep, Some(&env.ns))
+        .params(json!({"rollback_id": id, "phase": "resume", "completed": p.completed, "interrupted": p.interrupted}))
+        .reason(format!(
+            "resumed at step {}",
+            p.interrupted
+                .or_else(|| (0..p.plan.steps.len()).find(|i| !p.completed.contains(i)))
+                .map(|i| i + 1)
+                .unwrap_or(0)
+        ));
+    journal(&env.ledger, note).await;
+    Ok(execute(
+        &env,
+        id.to_string(),
+        p.plan,
+        p.completed,
+        true,
+        ev,
+        operator,
+    )
+    .await)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    env: &Env,
+    id: String,
+    plan: Plan,
+    completed: BTreeSet<usize>,
+    resumed: bool,
+    evidence: Vec<String>,
+    operator: &dyn Operator,
+) -> RollbackReport {
+    operator.observe(&Update::Started {
+        rollback_id: id.clone(),
+        plan: plan.clone(),
+        evidence: evidence.clone(),
+    });
+    let mut report = RollbackReport {
+        rollback_id: id.clone(),
+        namespace: env.ns.clone(),
+        plan: plan.name.clone(),
+        resumed,
+        steps: Vec::new(),
+        outcome: RollbackOutcome::Done,
+    };
+    for (i, step) in plan.steps.iter().enumerate() {
+        let description = step.kind.describe(&env.ns);
+        if completed.contains(&i) {
+            operator.observe(&Update::Step {
+                index: i,
+                state: StepState::AlreadyDone,
+                detail: "completed in an earlier run (journal)".into(),
+            });
+            report.steps.push(StepReport {
+                index: i,
+                title: step.title.clone(),
+                kind: step.kind_name().into(),
+                description,
+                state: StepState::AlreadyDone,
+                detail: "completed in an earlier run (journal)".into(),
+                data: serde_json::Value::Null,
+                elapsed_ms: 0,
+            });
+            continue;
+        }
+        journal(
+                &env.ledger,
+                env.ledger
+                    .event(EventKind::RollbackStep, Some(&env.ns))
+                    .params(json!({"rollback_id": id, "index": i, "step": step.title, "kind": step.kind_name(), "phase": "start"}))
+                    .outcome(Outcome::Started)
+                    .reason(description.clone()),
+            )
+            .await;
+        operator.observe(&Update::Step {
+            index: i,
+            state: StepState::Running,
+            detail: description.clone(),
+        });
+        let t0 = Instant::now();
+        let ctx = StepCtx {
+            env,
+            id: &id,
+            index: i,
+            step,
+            plan: &plan,
+            operator,
+            evidence: &evidence,
+        };
+        let result = match tokio::time::timeout(step.timeout, run_step(&ctx)).await {
+            Ok(r) => r,
+            Err(_) => StepResult::failed(format!(
+                "timed out after {}",
+                humantime::format_duration(step.timeout)
+            )),
+        };
+        let elapsed_ms = t0.elapsed().as_millis() as u64;
+        let outcome = match result.state {
+            StepState::Failed if result.verification => Outcome::VerificationFailed,
+            StepState::Failed => Outcome::Failed,
+            _ if result.abort => Outcome::Cancelled,
+            _ => Outcome::Ok,
+        };
+        journal(
+                &env.ledger,
+                env.ledger
+                    .event(EventKind::RollbackStep, Some(&env.ns))
+                    .params(json!({"rollback_id": id, "index": i, "step": step.title, "kind": step.kind_name(), "phase": "finish"}))
+                    .after(json!({"state": result.state, "data": result.data, "elapsed_ms": elapsed_ms}))
+                    .outcome(outcome)
+                    .reason(result.detail.clone()),
+            )
+            .await;
+        operator.observe(&Update::Step {
+            index: i,
+            state: result.state,
+            detail: result.detail.clone(),
+        });
+        report.steps.push(StepReport {
+            index: i,
+            title: step.title.clone(),
+            kind: step.kind_name().into(),
+            description,
+            state: result.state,
+            detail: result.detail.clone(),
+            data: result.data.clone(),
+            elapsed_ms,
+        });
+        if result.abort {
+            report.outcome = RollbackOutcome::Aborted {
+                step: i,
+                state: state_after(env, &plan, i, &report).await,
+            };
+            break;
+        }
+        if result.state == StepState::Failed {
+            report.outcome = if result.verification {
+                RollbackOutcome::VerificationFailed {
+                    step: i,
+                    reason: result.detail,
+                }
+            } else {
+                RollbackOutcome::Failed {
+                    step: i,
+                    reason: result.detail,
+                }
+            };
+            break;
+        }
+    }
+    let reason = match &report.outcome {
+        RollbackOutcome::Done => "rollback complete; recovery verified".to_string(),
+        RollbackOutcome::VerificationFailed { step, reason } => {
+            format!("verification failed at step {}: {reason}", step + 1)
+        }
+        RollbackOutcome::Failed { step, reason } => format!("step {} failed: {reason}", step + 1),
+        RollbackOutcome::Aborted { step, state } => {
+            format!("aborted at step {}: {state}", step + 1)
+        }
+    };
+    journal(
+            &env.ledger,
+            env.ledger
+                .event(EventKind::RollbackFinished, Some(&env.ns))
+                .params(json!({"rollback_id": id, "plan": plan.name, "skipped": report.skipped()}))
+                .after(json!({"steps": report.steps.iter().map(|s| json!({"title": s.title, "state": s.state})).collect::<Vec<_>>()}))
+                .outcome(report.outcome.ledger_outcome())
+                .reason(reason),
+        )
+        .await;
+    operator.observe(&Update::Finished {
+        outcome: report.outcome.clone(),
+    });
+    report
+}
+
+/// Describe the state left when a rollback stops at step `i`.
+async fn state_after(env: &Env, plan: &Plan, i: usize, report: &RollbackReport) -> String {
+    let done: Vec<String> = report
+        .steps
+        .iter()
+        .filter(|s| matches!(s.state, StepState::Done | StepState::AlreadyDone))
+        .map(|s| s.title.clone())
+        .collect();
+    let mut parts = vec![if done.is_empty() {
+        "nothing was changed".to_string()
+    } else {
+        format!("completed: {}", done.join(", "))
+    }];
+    if let Some(m) = &env.mgmt
+        && let Ok((g, _)) = read_gate(env, m).await
+    {
+        parts.push(format!("gate is {}", g.describe()));
+    }
+    for v in [&plan.from, &plan.to] {
+        if let Ok(r) = env.ready(&env.queue(v)).await {
+            parts.push(format!("{v} has {r} ready"));
+        }
+    }
+    let _ = i;
+    parts.join("; ")
+}
+
+struct StepCtx<'a> {
+    env: &'a Env,
+    id: &'a str,
+    index: usize,
+    step: &'a Step,
+    plan: &'a Plan,
+    operator: &'a dyn Operator,
+    evidence: &'a [String],
+}
+
+impl StepCtx<'_> {
+    fn point(&self, kind: DecisionKind, question: String, evidence: Vec<String>) -> DecisionPoint {
+        DecisionPoint {
+            rollback_id: self.id.to_string(),
+            step_index: self.index,
+            step_title: self.step.title.clone(),
+            kind,
+            question,
+            evidence,
+        }
+    }
+    fn progress(&self, done: u64, total: Option<u64>) {
+        self.operator.observe(&Update::Progress {
+            index: self.index,
+            done,
+            total,
+        });
+    }
+}
+
+#[derive(Debug, Clone)]
+struct StepResult {
+    state: StepState,
+    detail: String,
+    data: serde_json::Value,
+    verification: bool,
+    abort: bool,
+}
+
+impl StepResult {
+    fn done(detail: impl Into<String>, data: serde_json::Value) -> Self {
+        Self {
+            state: StepState::Done,
+            detail: detail.into(),
+            data,
+            verification: false,
+            abort: false,
+        }
+    }
+    fn already(detail: impl Into<String>) -> Self {
+        Self {
+            state: StepState::AlreadyDone,
+            ..Self::done(detail, serde_json::Value::Null)
+        }
+    }
+    fn skipped(detail: impl Into<String>) -> Self {
+        Self {
+            state: StepState::Skipped,
+            ..Self::done(detail, serde_json::Value::Null)
+        }
+    }
+    fn failed(detail: impl Into<String>) -> Self {
+        Self {
+            state: StepState::Failed,
+            ..Self::done(detail, serde_json::Value::Null)
+        }
+    }
+    fn verification_failed(detail: impl Into<String>, data: serde_json::Value) -> Self {
+        Self {
+            state: StepState::Failed,
+            verification: true,
+            ..Self::done(detail, data)
+        }
+    }
+    fn aborted(detail: impl Into<String>) -> Self {
+        Self {
+            state: StepState::Skipped,
+            abort: true,
+            ..Self::done(detail, serde_json::Value::Null)
+        }
+    }
+}
+
+fn from_decision(d: Decision) -> Option<StepResult> {
+    match d {
+        Decision::Abort => Some(StepResult::aborted("aborted by the operator")),
+        Decision::Skip => Some(StepResult::skipped("skipped by the operator")),
+        _ => None,
+    }
+}
+
+async fn run_step(c: &StepCtx<'_>) -> StepResult {
+    let env = c.env;
+    match &c.step.kind {
+        StepKind::Note { text } => {
+            StepResult::done(crate::text::sanitize(text), serde_json::Value::Null)
+        }
+        StepKind::Confirm { question } => {
+            let mut ev = c.evidence.to_vec();
+            ev.push(format!("plan: {}", c.plan.name));
+            for (i, s) in c.plan.steps.iter().enumerate().skip(c.index + 1) {
+                ev.push(format!("  {}. {}", i + 1, s.kind.describe(&env.ns)));
+            }
+            let d = c
+                .operator
+                .decide(&c.point(DecisionKind::Confirm, question.clone(), ev))
+                .await;
+            from_decision(d)
+                .unwrap_or_else(|| StepResult::done("confirmed", serde_json::Value::Null))
+        }
+        StepKind::Gate { weights } => step_gate(c, &GateSplit(weights.clone())).await,
+        StepKind::WaitConsumers { version, min } => step_wait_consumers(c, version, *min).await,
+        StepKind::Drain { from, to, limit } => step_drain(c, from, to, *limit).await,
+        StepKind::DlqReplay { origin, to, action } => step_dlq(c, origin, to, *action).await,
+        StepKind::EvictConsumers { version } => step_evict(c, version).await,
+        StepKind::Verify {
+            metric,
+            version,
+            threshold_pct,
+            window,
+        } => step_verify(c, *metric, version.as_deref(), *threshold_pct, *window).await,
+        StepKind::Sleep { duration } => {
+            tokio::time::sleep(*duration).await;
+            StepResult::done(
+                format!("waited {}", humantime::format_duration(*duration)),
+                serde_json::Value::Null,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn step_event(id: &str, i: usize, phase: &str, state: Option<StepState>) -> Event {
+        let mut e = Event::new(EventKind::RollbackStep, Some("ns"))
+            .params(json!({"rollback_id": id, "index": i, "phase": phase}));
+        if let Some(s) = state {
+            e = e.after(json!({"state": s}));
+        }
+        e
+    }
+
+    #[test]
+    fn progress_is_rebuilt_from_the_journal() {
+        let plan = crate::ops::plan::default_plan("v2", "v1", Duration::from_secs(5));
+        let start = Event::new(EventKind::RollbackStarted, Some("ns"))
+            .params(json!({"rollback_id": "abc", "plan": plan}));
+        let events = vec![
+            start,
+            step_event("abc", 0, "start", None),
+            step_event("abc", 0, "finish", Some(StepState::Done)),
+            step_event("abc", 1, "start", None),
+            step_event("abc", 1, "finish", Some(StepState::AlreadyDone)),
+            step_event("abc", 2, "start", None),
+            step_event("abc", 2, "finish", Some(StepState::Skipped)),
+            step_event("abc", 3, "start", None),
+        ];
+        let p = progress_from_events(&events).unwrap();
+        assert_eq!(p.completed, [0, 1, 2].into());
+        assert_eq!(p.interrupted, Some(3));
+        assert_eq!(p.finished, None);
+        assert_eq!(p.namespace, "ns");
+        assert_eq!(p.plan, plan);
+        let failed = vec![
+            events[0].clone(),
+            step_event("abc", 0, "start", None),
+            step_event("abc", 0, "finish", Some(StepState::Failed)),
+        ];
+        let p = progress_from_events(&failed).unwrap();
+        assert!(p.completed.is_empty());
+        assert_eq!(p.interrupted, Some(0));
+        assert!(progress_from_events(&events[1..]).is_err());
+    }
+}
