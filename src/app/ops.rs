@@ -113,6 +113,7 @@ impl OpsRunner {
             ledger,
             cfg: self.cfg.clone(),
             via: Via::Console,
+            journal_sink: None,
         })
     }
 

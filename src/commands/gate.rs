@@ -256,6 +256,7 @@ async fn set_on(
         ledger: std::sync::Arc::new(Ledger::file(std::path::Path::new(""), "not used", &ctx.cfg)),
         cfg: ctx.cfg.clone(),
         via: Via::Cli,
+        journal_sink: None,
     };
     if req.dry_run {
         return Ok(gate::apply(&quiet, &req).await?);

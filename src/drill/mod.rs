@@ -348,6 +348,7 @@ async fn run_in_namespace(
         ledger: ledger.clone(),
         cfg: cfg.clone(),
         via: crate::ops::Via::Drill,
+        journal_sink: None,
     };
     gate::apply(
         &cx,

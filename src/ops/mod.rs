@@ -194,7 +194,13 @@ pub struct OpContext {
     pub cfg: Config,
     /// Who asks.
     pub via: Via,
+    /// Told of every event an operation appends (intent and outcome), as soon as the ledger
+    /// confirms it — the console marks their echoes as its own by id.
+    pub journal_sink: Option<JournalSink>,
 }
+
+/// See [`OpContext::journal_sink`].
+pub type JournalSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 impl std::fmt::Debug for OpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,6 +221,7 @@ impl OpContext {
             ledger,
             cfg: cfg.clone(),
             via,
+            journal_sink: None,
         }
     }
 
@@ -232,6 +239,7 @@ impl OpContext {
             ledger: ledger.clone(),
             cfg: cfg.clone(),
             via,
+            journal_sink: None,
         }
     }
 
@@ -257,11 +265,19 @@ impl OpContext {
         e
     }
 
+    async fn append(&self, event: Event) -> Result<Event, crate::error::Failure> {
+        let e = self.ledger.append(event).await?;
+        if let Some(sink) = &self.journal_sink {
+            sink(&e);
+        }
+        Ok(e)
+    }
+
     /// Journal an operation's intent (`outcome: started`). A ledger that cannot take it stops
     /// the operation before it acts: nothing may change that the timeline will not show.
     pub async fn journal_intent(&self, event: Event) -> Result<Event, OpError> {
         let event = self.with_via(event.outcome(Outcome::Started));
-        self.ledger.append(event).await.map_err(|f| {
+        self.append(event).await.map_err(|f| {
             OpError::refused(
                 format!(
                     "the ledger did not take the operation's intent, so nothing was done: {}",
@@ -275,8 +291,7 @@ impl OpContext {
     /// Journal an operation's outcome; `done` says what happened, for the error when the
     /// ledger fails.
     pub async fn journal_outcome(&self, event: Event, done: &str) -> Result<Event, OpError> {
-        self.ledger
-            .append(self.with_via(event))
+        self.append(self.with_via(event))
             .await
             .map_err(|f| OpError::NotJournaled {
                 done: done.to_string(),

@@ -343,6 +343,7 @@ impl Env {
             ledger: self.ledger.clone(),
             cfg: self.cfg.clone(),
             via: crate::ops::Via::Rollback,
+            journal_sink: None,
         }
     }
     async fn counts(&self, queue: &str) -> Result<crate::broker::session::QueueCounts, String> {
