@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::panels::{OpMsg, OpRequest, ReplayScope, ReplayTarget, move_summary};
+use super::protocol::{OpMsg, OpRequest, ReplayScope, ReplayTarget, move_summary};
 use super::state::Msg;
 use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mgmt::Mgmt;
@@ -249,7 +249,37 @@ impl OpsRunner {
                 force_zero_consumers,
             } => {
                 let result = self.gate_apply(&ns, target, force_zero_consumers).await;
-                self.send(OpMsg::GateApplied { ns, result }).await;
+                let event_id = result.as_ref().ok().and_then(|r| r.event.as_ref());
+                let event_id = event_id.map(|e| e.id.to_string());
+                self.send(OpMsg::GateApplied {
+                    ns,
+                    result,
+                    event_id,
+                })
+                .await;
+            }
+            OpRequest::GatePreview {
+                ns,
+                target,
+                force_zero_consumers,
+            } => {
+                let result = match (self.conn().await, self.mgmt()) {
+                    (Ok((s, l)), Ok(mgmt)) => {
+                        let req = gate::GateRequest {
+                            namespace: ns.clone(),
+                            target: target.clone(),
+                            force_zero_consumers,
+                            dry_run: true,
+                            ..Default::default()
+                        };
+                        gate::apply(&s, &mgmt, &l, &self.cfg, &req)
+                            .await
+                            .map(Box::new)
+                            .map_err(|f| failure_text(&f))
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                self.send(OpMsg::GatePreview { ns, target, result }).await;
             }
             OpRequest::ReplayUnrouted { ns } => {
                 if let Some(why) = self.refuse_read_only("replay the unrouted queue") {
@@ -354,7 +384,9 @@ impl OpsRunner {
             }
             OpRequest::PurgeCommit => {
                 let r = self.purge_commit().await;
-                self.send(OpMsg::PurgeDone(r)).await;
+                let event_id = r.as_ref().ok().map(|x| x.2.clone());
+                let result = r.map(|(n, p, _)| (n, p));
+                self.send(OpMsg::PurgeDone { result, event_id }).await;
             }
             OpRequest::PurgeAbort => {
                 if let Some(p) = self.shared.purge.lock().await.take() {
@@ -370,11 +402,13 @@ impl OpsRunner {
                     Ok((_, l)) => l
                         .append(l.event(EventKind::Note, ns.as_deref()).reason(text))
                         .await
-                        .map(|e| e.short_id())
+                        .map(|e| (e.short_id(), e.id.to_string()))
                         .map_err(|f| failure_text(&f)),
                     Err(e) => Err(e),
                 };
-                self.send(OpMsg::NoteAdded(r)).await;
+                let event_id = r.as_ref().ok().map(|x| x.1.clone());
+                let result = r.map(|x| x.0);
+                self.send(OpMsg::NoteAdded { result, event_id }).await;
             }
             OpRequest::RollbackCheck { ns } => {
                 let candidates = self
@@ -538,6 +572,7 @@ impl OpsRunner {
             ns: ns.to_string(),
             summary: why,
             failed: true,
+            event_id: None,
         })
         .await;
     }
@@ -641,13 +676,16 @@ impl OpsRunner {
                 if let StopReason::Failed(w) = &last_stop {
                     e = e.reason(w.clone());
                 }
-                l.append(e).await.map(|_| ()).map_err(|f| failure_text(&f))
+                l.append(e)
+                    .await
+                    .map(|e| e.id.to_string())
+                    .map_err(|f| failure_text(&f))
             }
             Err(e) => Err(e),
         };
-        let summary = match journal {
-            Ok(()) => summary,
-            Err(e) => format!("{summary} — NOT JOURNALED: {e}"),
+        let (summary, event_id) = match journal {
+            Ok(id) => (summary, Some(id)),
+            Err(e) => (format!("{summary} — NOT JOURNALED: {e}"), None),
         };
         self.shared
             .moves_running
@@ -656,6 +694,7 @@ impl OpsRunner {
             ns: ns.to_string(),
             summary,
             failed,
+            event_id,
         })
         .await;
     }
@@ -682,7 +721,7 @@ impl OpsRunner {
         Ok((count, path))
     }
 
-    async fn purge_commit(&self) -> Result<(u64, PathBuf), String> {
+    async fn purge_commit(&self) -> Result<(u64, PathBuf, String), String> {
         let Some(p) = self.shared.purge.lock().await.take() else {
             return Err("nothing prepared to purge (it was cancelled)".into());
         };
@@ -710,19 +749,22 @@ impl OpsRunner {
                 if let Some(r) = reason {
                     e = e.reason(r);
                 }
-                l.append(e).await.map(|_| ()).map_err(|f| failure_text(&f))
+                l.append(e)
+                    .await
+                    .map(|e| e.id.to_string())
+                    .map_err(|f| failure_text(&f))
             }
             Err(e) => Err(e),
         };
         let report = r.map_err(|e| failure_text(&Failure::from(e)))?;
-        journaled.map_err(|e| {
+        let event_id = journaled.map_err(|e| {
             format!(
                 "purged {} message(s) (export {}), but could not journal it: {e}",
                 report.removed,
                 report.export_path.display()
             )
         })?;
-        Ok((report.removed, report.export_path))
+        Ok((report.removed, report.export_path, event_id))
     }
 
     async fn timeline(

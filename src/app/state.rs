@@ -41,7 +41,7 @@ pub enum Msg {
     /// Clock tick (unix ms): ages, message expiry, rate decay.
     Tick(i64),
     /// An answer of the operations runner (gate, dead letters, ledger, rollback, drill).
-    Op(super::panels::OpMsg),
+    Op(super::protocol::OpMsg),
 }
 
 /// What the loop must do after an action.
@@ -288,6 +288,8 @@ pub struct LayoutHints {
     pub table_rows: u16,
     /// Index of the first visible row.
     pub table_offset: usize,
+    /// How far the help view can scroll (lines that did not fit).
+    pub help_max_scroll: usize,
 }
 
 /// One row of the overview: a namespace index and one of its versions (`None` when it has none).
@@ -356,6 +358,8 @@ pub struct AppState {
     pub bell_pending: bool,
     /// Scroll of the namespace view's dead-letter list.
     pub ns_scroll: usize,
+    /// Scroll of the help view (lines).
+    pub help_scroll: usize,
     /// Layout of the last frame.
     pub layout: LayoutHints,
     /// The operation views (gate, dead letters, timeline, rollback, drill) and the ledger feed.
@@ -402,6 +406,7 @@ impl AppState {
             message: None,
             bell_pending: false,
             ns_scroll: 0,
+            help_scroll: 0,
             layout: LayoutHints::default(),
             ops: super::panels::OpsState {
                 operator: cfg.operator.clone(),
@@ -728,7 +733,7 @@ impl AppState {
             return self.handle_input_key(input, key);
         }
         if self.modal() {
-            return self.handle_modal_key(key);
+            return self.handle_dialog_key(key);
         }
         match self.keymap.lookup(key).cloned() {
             Some(a) => self.apply(a),
@@ -788,6 +793,11 @@ impl AppState {
     }
 
     fn move_selection(&mut self, delta: i64) {
+        if self.view() == &View::Help {
+            let max = self.layout.help_max_scroll as i64;
+            self.help_scroll = (self.help_scroll as i64 + delta).clamp(0, max) as usize;
+            return;
+        }
         if matches!(self.view(), View::Namespace { .. }) {
             self.ns_scroll = (self.ns_scroll as i64 + delta).max(0) as usize;
             return;
@@ -846,6 +856,7 @@ impl AppState {
             }
             Action::Help => {
                 if self.view() != &View::Help {
+                    self.help_scroll = 0;
                     self.views.push(View::Help);
                 }
             }
@@ -876,6 +887,20 @@ impl AppState {
             | Action::PrevPage
             | Action::StartNote
             | Action::Note { .. } => {}
+            // Dialog keys: only looked up while a dialog is open (see `panels::confirm`).
+            Action::FocusNext
+            | Action::FocusPrev
+            | Action::OptionPrev
+            | Action::OptionNext
+            | Action::Confirm
+            | Action::Cancel
+            | Action::DecideContinue
+            | Action::DecideSkip
+            | Action::DecideAbort
+            | Action::DecideReplay
+            | Action::DecideKeep
+            | Action::DecideExport
+            | Action::WritePostmortem => {}
             Action::ClickRow { row } => {
                 if self.view() == &View::Overview && row >= self.layout.table_top {
                     let idx = self.layout.table_offset + usize::from(row - self.layout.table_top);
