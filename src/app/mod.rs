@@ -12,6 +12,7 @@ pub mod ops;
 pub mod panels;
 pub mod protocol;
 pub mod state;
+pub mod tap;
 pub mod tasks;
 pub mod terminal;
 
