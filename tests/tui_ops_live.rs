@@ -113,6 +113,7 @@ async fn console_operations_against_the_broker() {
     // This console, and a second one run by someone else watching the ledger feed.
     let (tx, mut rx) = mpsc::channel(256);
     let runner = OpsRunner::new(&t.cfg, tx);
+    let feed1 = runner.spawn_ledger_feed();
     let mut s = AppState::new(&t.cfg, Keymap::default(), now_ms());
     let mut other_cfg = t.cfg.clone();
     other_cfg.operator = "someone-else".into();
@@ -416,6 +417,19 @@ async fn console_operations_against_the_broker() {
     assert_eq!(notes[0].reason.as_deref(), Some("hi"));
     assert_eq!(notes[0].namespace.as_deref(), Some(ns.as_str()));
 
+    // Every event on this console's feed was caused by it (gate, replay, purge, rollback,
+    // note): each is recognised by its event or rollback id, none shown as someone else's.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(Msg::Op(m)) = rx.try_recv() {
+        s.handle_msg(Msg::Op(m));
+    }
+    assert!(s.ops.feed.items.len() >= 5, "{:?}", s.ops.feed.items);
+    let others: Vec<_> = s.ops.feed.items.iter().filter(|i| i.other).collect();
+    assert!(
+        others.is_empty(),
+        "own events shown as someone else's: {others:?}"
+    );
+    feed1.abort();
     feed2.abort();
     drop(runner2);
     ledger::delete_stream(&session, &stream).await.unwrap();
