@@ -15,7 +15,8 @@ use std::time::Duration;
 use common::TestNs;
 use hopback::app::keymap::Keymap;
 use hopback::app::ops::OpsRunner;
-use hopback::app::panels::{GateStage, OpMsg, OpRequest, RbStage};
+use hopback::app::panels::{GatePlan, GateStage, RbStage};
+use hopback::app::protocol::{OpMsg, OpRequest};
 use hopback::app::state::{AppState, Msg, View};
 use hopback::broker::mgmt::Mgmt;
 use hopback::broker::stats::{CollectOptions, collect};
@@ -112,6 +113,7 @@ async fn console_operations_against_the_broker() {
     // This console, and a second one run by someone else watching the ledger feed.
     let (tx, mut rx) = mpsc::channel(256);
     let runner = OpsRunner::new(&t.cfg, tx);
+    let feed1 = runner.spawn_ledger_feed();
     let mut s = AppState::new(&t.cfg, Keymap::default(), now_ms());
     let mut other_cfg = t.cfg.clone();
     other_cfg.operator = "someone-else".into();
@@ -155,6 +157,34 @@ async fn console_operations_against_the_broker() {
     // ── gate through the panel: 50 %, guard overridden explicitly, verified, journaled ──
     keys(&mut s, &["j", "j", "j", "j", "j", "enter"]);
     assert!(s.modal());
+    // The confirmation shows the runner's dry-run plan (from the broker's real bindings).
+    pump(&mut s, &runner, &mut rx, 20, |m| {
+        matches!(m, OpMsg::GatePreview { .. })
+    })
+    .await;
+    let GateStage::Confirm { plan, .. } = &s.ops.gate.as_ref().unwrap().stage else {
+        panic!("still confirming")
+    };
+    let GatePlan::Ready { steps, warnings } = plan else {
+        panic!("{plan:?}")
+    };
+    assert!(
+        steps.iter().any(|x| x.contains("bind v2 weight 50")),
+        "{steps:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("zero-consumer guard overridden")),
+        "{warnings:?}"
+    );
+    let sc = screen(&s);
+    assert!(sc.contains("bind v2 weight 50"), "{sc}");
+    assert_eq!(
+        mgmt.bindings_from(&ns).await.unwrap().len(),
+        1,
+        "a preview changes nothing"
+    );
     keys(&mut s, &["tab", "enter"]);
     let m = pump(&mut s, &runner, &mut rx, 20, |m| {
         matches!(m, OpMsg::GateApplied { .. })
@@ -189,6 +219,21 @@ async fn console_operations_against_the_broker() {
     ));
     let sc = screen(&s);
     assert!(sc.contains("✔ verified") && sc.contains(&event_id), "{sc}");
+    // Its echo on this console's own feed is recognised by the event id.
+    let full_id = report.event.as_ref().unwrap().id.to_string();
+    if !s.ops.feed.items.iter().any(|i| i.id == full_id) {
+        let id = full_id.clone();
+        pump(
+            &mut s,
+            &runner,
+            &mut rx,
+            10,
+            move |m| matches!(m, OpMsg::Ledger(e) if e.id.to_string() == id),
+        )
+        .await;
+    }
+    let echo = s.ops.feed.items.iter().find(|i| i.id == full_id).unwrap();
+    assert!(!echo.other, "own flip shown as someone else's: {echo:?}");
 
     // ── the other console sees it live, as someone else's flip ──
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -285,10 +330,19 @@ async fn console_operations_against_the_broker() {
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
     keys(&mut s, &["3", "tab", "enter"]);
     let m = pump(&mut s, &runner, &mut rx, 20, |m| {
-        matches!(m, OpMsg::PurgeDone(_))
+        matches!(m, OpMsg::PurgeDone { .. })
     })
     .await;
-    assert!(matches!(m, OpMsg::PurgeDone(Ok((3, _)))), "{m:?}");
+    assert!(
+        matches!(
+            m,
+            OpMsg::PurgeDone {
+                result: Ok((3, _)),
+                event_id: Some(_)
+            }
+        ),
+        "{m:?}"
+    );
     assert_eq!(
         dlq_helpers::depth(&t.session, &format!("{ns}.dlq")).await,
         0
@@ -347,7 +401,7 @@ async fn console_operations_against_the_broker() {
         s.handle_key(k);
     }
     pump(&mut s, &runner, &mut rx, 20, |m| {
-        matches!(m, OpMsg::NoteAdded(_))
+        matches!(m, OpMsg::NoteAdded { .. })
     })
     .await;
     let session = common::connect(&t.cfg, "test").await;
@@ -363,6 +417,19 @@ async fn console_operations_against_the_broker() {
     assert_eq!(notes[0].reason.as_deref(), Some("hi"));
     assert_eq!(notes[0].namespace.as_deref(), Some(ns.as_str()));
 
+    // Every event on this console's feed was caused by it (gate, replay, purge, rollback,
+    // note): each is recognised by its event or rollback id, none shown as someone else's.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(Msg::Op(m)) = rx.try_recv() {
+        s.handle_msg(Msg::Op(m));
+    }
+    assert!(s.ops.feed.items.len() >= 5, "{:?}", s.ops.feed.items);
+    let others: Vec<_> = s.ops.feed.items.iter().filter(|i| i.other).collect();
+    assert!(
+        others.is_empty(),
+        "own events shown as someone else's: {others:?}"
+    );
+    feed1.abort();
     feed2.abort();
     drop(runner2);
     ledger::delete_stream(&session, &stream).await.unwrap();

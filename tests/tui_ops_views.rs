@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hopback::app::keymap::Keymap;
-use hopback::app::panels::{DlqDialog, OpMsg, OpRequest, ReplayScope, ReplayTarget};
+use hopback::app::panels::{DlqDialog, GatePlan, GateStage};
+use hopback::app::protocol::{OpMsg, OpRequest, ReplayScope, ReplayTarget};
 use hopback::app::state::{AppState, Msg, View};
 use hopback::broker::mover::{MoveCounts, MoveProgress, RunState};
 use hopback::config::{self, Overrides};
@@ -159,6 +160,31 @@ fn keys(s: &mut AppState, ks: &[&str]) {
 
 // ───────────────────────────── gate ─────────────────────────────
 
+/// A dry-run report as the runner sends it for a gate preview.
+fn dry_run(steps: Vec<hopback::ops::gate::Step>, warnings: Vec<String>) -> ApplyReport {
+    let before = GateSplit::from_pairs([("v1".into(), 90), ("v2".into(), 10)]);
+    ApplyReport {
+        namespace: "email".into(),
+        before: before.clone(),
+        target: before.clone(),
+        after: before,
+        steps,
+        changed: false,
+        dry_run: true,
+        verified: false,
+        warnings,
+        event: None,
+        elapsed_ms: 3.0,
+    }
+}
+
+fn binding(v: &str, key: &str) -> hopback::ops::gate::CurrentBinding {
+    hopback::ops::gate::CurrentBinding {
+        version: v.into(),
+        key: key.into(),
+    }
+}
+
 #[test]
 fn gate_panel_presets_confirm_and_result() {
     let c = cfg("");
@@ -170,12 +196,56 @@ fn gate_panel_presets_confirm_and_result() {
     assert_eq!(s.ops.gate.as_ref().unwrap().cursor, 3);
     let screen = both_sizes("gate_choose", &s);
     assert!(screen.contains("← current"));
-    // "all back to old": confirmation states before → after and both error rates.
+    // "all back to old": the confirmation asks the runner for the dry-run plan…
     keys(&mut s, &["G", "enter"]);
     assert!(s.modal());
+    let all_back = GateSplit::from_pairs([("v1".into(), 100)]);
+    assert_eq!(
+        s.take_requests(),
+        vec![OpRequest::GatePreview {
+            ns: "email".into(),
+            target: all_back.clone(),
+            force_zero_consumers: false,
+        }]
+    );
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(screen.contains("plan: computing"), "{screen}");
+    // …and shows exactly the plan the runner answers (here: the broker holds a doubled v1
+    // binding, which the screen's split cannot know — so the plan is the runner's, not ours).
+    s.handle_msg(Msg::Op(OpMsg::GatePreview {
+        ns: "email".into(),
+        target: all_back.clone(),
+        result: Ok(Box::new(dry_run(
+            hopback::ops::gate::plan_bindings(
+                &[binding("v1", "90"), binding("v1", "45"), binding("v2", "10")],
+                &all_back,
+            ),
+            vec!["repairing a doubly bound lone version leaves the entry exchange without bindings for a moment".into()],
+        ))),
+    }));
+    // A late answer about another target is not shown.
+    s.handle_msg(Msg::Op(OpMsg::GatePreview {
+        ns: "email".into(),
+        target: GateSplit::from_pairs([("v1".into(), 50), ("v2".into(), 50)]),
+        result: Err("stale".into()),
+    }));
+    let GateStage::Confirm { plan, .. } = &s.ops.gate.as_ref().unwrap().stage else {
+        panic!("not confirming")
+    };
+    let GatePlan::Ready { steps, .. } = plan else {
+        panic!("{plan:?}")
+    };
+    // The doubled v1 binding is in the plan (the screen's split alone would not show it).
+    assert!(steps.iter().any(|x| x == "unbind v1 (key 45)"), "{steps:?}");
+    // The confirmation states before → after and both error rates.
     let screen = both_sizes("gate_confirm", &s);
     assert!(screen.contains("90 (90%) → 100 (100%)"), "{screen}");
     assert!(screen.contains("10 (10%) → 0 (off)"), "{screen}");
+    assert!(screen.contains("unbind v1 (key 45)"), "{screen}");
+    assert!(
+        screen.contains("leaves the entry exchange without"),
+        "{screen}"
+    );
     assert!(
         screen.contains("error 90.0%") && screen.contains("error 0.0%"),
         "{screen}"
@@ -193,11 +263,18 @@ fn gate_panel_presets_confirm_and_result() {
     let req = s.take_requests();
     assert_eq!(
         req,
-        vec![OpRequest::GateApply {
-            ns: "email".into(),
-            target: GateSplit::from_pairs([("v1".into(), 100)]),
-            force_zero_consumers: false,
-        }]
+        vec![
+            OpRequest::GatePreview {
+                ns: "email".into(),
+                target: all_back.clone(),
+                force_zero_consumers: false,
+            },
+            OpRequest::GateApply {
+                ns: "email".into(),
+                target: all_back,
+                force_zero_consumers: false,
+            }
+        ]
     );
     // The runner answers: the result view shows the verification and the ledger event.
     let before = GateSplit::from_pairs([("v1".into(), 90), ("v2".into(), 10)]);
@@ -206,6 +283,7 @@ fn gate_panel_presets_confirm_and_result() {
     ev.id = uuid::Uuid::parse_str("2f8e28bd-39bd-4c94-b213-c6cce38a05f2").unwrap();
     s.handle_msg(Msg::Op(OpMsg::GateApplied {
         ns: "email".into(),
+        event_id: Some(ev.id.to_string()),
         result: Ok(Box::new(ApplyReport {
             namespace: "email".into(),
             steps: hopback::ops::gate::plan(&before, &after),
@@ -234,6 +312,26 @@ fn gate_zero_consumer_guard_production_typed_and_unrouted() {
     s.handle_key("g");
     // 100 % to v2, which has no consumers: the guard shows, Apply becomes an explicit override.
     keys(&mut s, &["G", "k", "enter"]);
+    let to_v2 = GateSplit::from_pairs([("v1".into(), 0), ("v2".into(), 100)]);
+    assert_eq!(
+        s.take_requests(),
+        vec![OpRequest::GatePreview {
+            ns: "email".into(),
+            target: to_v2.clone(),
+            force_zero_consumers: true,
+        }]
+    );
+    s.handle_msg(Msg::Op(OpMsg::GatePreview {
+        ns: "email".into(),
+        target: to_v2.clone(),
+        result: Ok(Box::new(dry_run(
+            hopback::ops::gate::plan(
+                &GateSplit::from_pairs([("v1".into(), 90), ("v2".into(), 10)]),
+                &to_v2,
+            ),
+            vec!["zero-consumer guard overridden: v2 has no consumers; its tasks will wait in the queue".into()],
+        ))),
+    }));
     let screen = both_sizes("gate_guard_production", &s);
     assert!(screen.contains("ZERO-CONSUMER GUARD"), "{screen}");
     assert!(screen.contains("Override guard & apply"), "{screen}");
@@ -265,6 +363,7 @@ fn gate_zero_consumer_guard_production_typed_and_unrouted() {
     s.handle_msg(Msg::Op(OpMsg::GateApplied {
         ns: "email".into(),
         result: Err("refusing to move traffic onto v2: 0 consumers — start workers first".into()),
+        event_id: None,
     }));
     s.take_requests();
     s.handle_key("R");
@@ -287,9 +386,11 @@ fn gate_read_only_shows_but_refuses() {
     s.handle_key("enter");
     s.handle_key("g");
     keys(&mut s, &["G", "enter", "tab", "enter"]);
+    // The plan is still computed (a dry run changes nothing); the apply is never asked.
+    let req = s.take_requests();
     assert!(
-        s.take_requests().is_empty(),
-        "read-only must not ask the broker"
+        matches!(&req[..], [OpRequest::GatePreview { .. }]),
+        "read-only must not ask for a change: {req:?}"
     );
     let m = &s.message.as_ref().unwrap().text;
     assert!(m.contains("read-only"), "{m}");
@@ -598,18 +699,36 @@ fn timeline_and_live_events_from_others() {
             text: "paged".into()
         }]
     );
-    // Our own events (same operator and host, just acted) are not "someone else".
-    s.message = None;
-    let mut own = event(
-        EventKind::GateSet,
-        Some("email"),
-        5,
-        &s.ops.operator.clone(),
-    );
+    // Our own events are recognised by the id the runner reported, not by name or time.
+    let mut own = event(EventKind::Replay, Some("email"), 5, &s.ops.operator.clone());
     own.host = s.ops.host.clone();
-    s.ops.own_activity.insert("email".into(), s.now_ms);
+    s.handle_msg(Msg::Op(OpMsg::MoveDone {
+        ns: "email".into(),
+        summary: "replay …: done".into(),
+        failed: false,
+        event_id: Some(own.id.to_string()),
+    }));
+    s.message = None;
     s.handle_msg(Msg::Op(OpMsg::Ledger(Box::new(own))));
     assert!(s.message.is_none(), "{:?}", s.message);
+    assert!(!s.ops.feed.items.back().unwrap().other);
+    // Same operator, same host, an id this console never got: another console's act.
+    let mut twin = event(
+        EventKind::GateSet,
+        Some("email"),
+        6,
+        &s.ops.operator.clone(),
+    );
+    twin.host = s.ops.host.clone();
+    s.handle_msg(Msg::Op(OpMsg::Ledger(Box::new(twin.clone()))));
+    assert!(s.message.as_ref().unwrap().text.contains("(elsewhere)"));
+    assert!(s.ops.feed.items.back().unwrap().other);
+    // …unless its answer arrives after the echo: then it is re-marked and the warning withdrawn.
+    s.handle_msg(Msg::Op(OpMsg::NoteAdded {
+        result: Err("x".into()),
+        event_id: Some(twin.id.to_string()),
+    }));
+    assert!(!s.ops.feed.items.back().unwrap().other);
 }
 
 // ───────────────────────────── rollback ─────────────────────────────

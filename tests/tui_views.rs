@@ -246,6 +246,23 @@ fn help_view() {
     let mut s = fleet_state(false, false);
     s.handle_key("?");
     both_sizes("help", &s);
+    // At 80×24 not every context fits: ↓ / G scroll to the rest (dialog and drill keys).
+    let theme = Theme::builtin("dark", false).unwrap();
+    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut hints = s.layout;
+    t.draw(|f| hints = hopback::ui::draw(f, &s, &theme))
+        .unwrap();
+    s.layout = hints;
+    assert!(s.layout.help_max_scroll > 0);
+    assert!(!t.backend().to_string().contains("write the post-mortem"));
+    s.handle_key("G");
+    t.draw(|f| {
+        hopback::ui::draw(f, &s, &theme);
+    })
+    .unwrap();
+    let screen = t.backend().to_string();
+    assert!(screen.contains("w              write the post"), "{screen}");
+    assert!(screen.contains("press the focused button"), "{screen}");
 }
 
 #[test]
@@ -342,7 +359,7 @@ fn keys_filter_sort_and_commands() {
     );
     assert_eq!(
         s.take_requests(),
-        vec![hopback::app::panels::OpRequest::RollbackCheck {
+        vec![hopback::app::protocol::OpRequest::RollbackCheck {
             ns: "payments".into()
         }]
     );

@@ -86,6 +86,32 @@ pub enum Action {
         /// The note.
         text: String,
     },
+    /// Dialog: move the focus to the next list or button.
+    FocusNext,
+    /// Dialog: move the focus to the previous list or button.
+    FocusPrev,
+    /// Dialog: choose the previous option of the focused list (in a list of choices: move up).
+    OptionPrev,
+    /// Dialog: choose the next option of the focused list (in a list of choices: move down).
+    OptionNext,
+    /// Dialog: press the focused button (on a list: take its choice and move on).
+    Confirm,
+    /// Dialog: close it without doing anything (a rollback decision keeps waiting).
+    Cancel,
+    /// Rollback decision point: continue (or keep waiting).
+    DecideContinue,
+    /// Rollback decision point: skip this step.
+    DecideSkip,
+    /// Rollback decision point: abort here (the outcome says what state it leaves).
+    DecideAbort,
+    /// Rollback decision point on dead letters: replay them to the old version.
+    DecideReplay,
+    /// Rollback decision point on dead letters: keep them in the DLQ.
+    DecideKeep,
+    /// Rollback decision point on dead letters: export them.
+    DecideExport,
+    /// Drill score: write the post-mortem draft to `./postmortem-NS.md`.
+    WritePostmortem,
     /// Select the row at this screen line (mouse click) — 0-based terminal row.
     ClickRow {
         /// Terminal row that was clicked.
@@ -127,6 +153,19 @@ impl Action {
             Action::PrevPage => "prev_page",
             Action::StartNote => "note",
             Action::Note { .. } => "note_text",
+            Action::FocusNext => "focus_next",
+            Action::FocusPrev => "focus_prev",
+            Action::OptionPrev => "option_prev",
+            Action::OptionNext => "option_next",
+            Action::Confirm => "confirm",
+            Action::Cancel => "cancel",
+            Action::DecideContinue => "decide_continue",
+            Action::DecideSkip => "decide_skip",
+            Action::DecideAbort => "decide_abort",
+            Action::DecideReplay => "decide_replay",
+            Action::DecideKeep => "decide_keep",
+            Action::DecideExport => "decide_export",
+            Action::WritePostmortem => "write_postmortem",
             Action::ClickRow { .. } => "click",
         }
     }
@@ -163,6 +202,19 @@ impl Action {
             Action::NextPage,
             Action::PrevPage,
             Action::StartNote,
+            Action::FocusNext,
+            Action::FocusPrev,
+            Action::OptionPrev,
+            Action::OptionNext,
+            Action::Confirm,
+            Action::Cancel,
+            Action::DecideContinue,
+            Action::DecideSkip,
+            Action::DecideAbort,
+            Action::DecideReplay,
+            Action::DecideKeep,
+            Action::DecideExport,
+            Action::WritePostmortem,
         ]
     }
 

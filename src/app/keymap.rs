@@ -2,14 +2,53 @@
 //! `q`, `G`, `ctrl-c`, `enter`, `esc`, `up`, `pgdown`, `?` — so the table, the config's `[keymap]`
 //! overrides and the help view all speak the same language. A config entry replaces the keys of
 //! one action: `[keymap] quit = ["q", "ctrl-q"]`.
+//!
+//! Each row applies in a [`Context`] (atuin-style conditions): the global keys, the keys of any
+//! dialog, and the extra keys of a rollback decision point or the drill's score. While a dialog is
+//! open only its contexts are looked up, so `q` in a dialog quits nothing; the help view lists
+//! the rows per context.
 
 use std::collections::BTreeMap;
 
 use super::action::Action;
 
+/// Where a binding applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Context {
+    /// The views, when no dialog is open.
+    Global,
+    /// Any dialog (confirmations, the resume offer, decision points, the drill's score).
+    Dialog,
+    /// A rollback decision point (looked up before `Dialog`).
+    Rollback,
+    /// The drill's score dialog (looked up before `Dialog`).
+    Drill,
+}
+
+impl Context {
+    /// Every context, in help order.
+    pub const ALL: [Context; 4] = [
+        Context::Global,
+        Context::Dialog,
+        Context::Rollback,
+        Context::Drill,
+    ];
+    /// Heading of the context in the help view.
+    pub fn label(self) -> &'static str {
+        match self {
+            Context::Global => "keys",
+            Context::Dialog => "in dialogs (typed confirmations take characters as text)",
+            Context::Rollback => "rollback decision point (and the dialog keys)",
+            Context::Drill => "drill score (and the dialog keys)",
+        }
+    }
+}
+
 /// One row of the keymap table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
+    /// Where it applies.
+    pub context: Context,
     /// Keys that trigger it (any of them).
     pub keys: Vec<String>,
     /// What they do.
@@ -26,7 +65,12 @@ pub struct Keymap {
 }
 
 fn row(keys: &[&str], action: Action, desc: &'static str) -> Binding {
+    row_in(Context::Global, keys, action, desc)
+}
+
+fn row_in(context: Context, keys: &[&str], action: Action, desc: &'static str) -> Binding {
     Binding {
+        context,
         keys: keys.iter().map(|k| k.to_string()).collect(),
         action,
         desc,
@@ -113,6 +157,90 @@ impl Default for Keymap {
                     &["n"],
                     Action::StartNote,
                     "add a note to the ledger (:note)",
+                ),
+                row_in(
+                    Context::Dialog,
+                    &["tab", "right"],
+                    Action::FocusNext,
+                    "next list / button",
+                ),
+                row_in(
+                    Context::Dialog,
+                    &["backtab", "left"],
+                    Action::FocusPrev,
+                    "previous list / button",
+                ),
+                row_in(
+                    Context::Dialog,
+                    &["up", "k"],
+                    Action::OptionPrev,
+                    "previous option (resume offer: up)",
+                ),
+                row_in(
+                    Context::Dialog,
+                    &["down", "j"],
+                    Action::OptionNext,
+                    "next option (resume offer: down)",
+                ),
+                row_in(
+                    Context::Dialog,
+                    &["enter"],
+                    Action::Confirm,
+                    "press the focused button",
+                ),
+                row_in(
+                    Context::Dialog,
+                    &["esc"],
+                    Action::Cancel,
+                    "cancel (nothing is done)",
+                ),
+                row_in(
+                    Context::Dialog,
+                    &["ctrl-c"],
+                    Action::Quit,
+                    "quit (restores the terminal)",
+                ),
+                row_in(
+                    Context::Rollback,
+                    &["c"],
+                    Action::DecideContinue,
+                    "continue / keep waiting",
+                ),
+                row_in(
+                    Context::Rollback,
+                    &["s"],
+                    Action::DecideSkip,
+                    "skip the step",
+                ),
+                row_in(
+                    Context::Rollback,
+                    &["a"],
+                    Action::DecideAbort,
+                    "abort (says what state it leaves)",
+                ),
+                row_in(
+                    Context::Rollback,
+                    &["r"],
+                    Action::DecideReplay,
+                    "dead letters: replay to old",
+                ),
+                row_in(
+                    Context::Rollback,
+                    &["k"],
+                    Action::DecideKeep,
+                    "dead letters: keep",
+                ),
+                row_in(
+                    Context::Rollback,
+                    &["e"],
+                    Action::DecideExport,
+                    "dead letters: export",
+                ),
+                row_in(
+                    Context::Drill,
+                    &["w"],
+                    Action::WritePostmortem,
+                    "write the post-mortem draft",
                 ),
             ],
         }
@@ -215,8 +343,16 @@ impl Keymap {
                 .map(|k| normalize(k))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("[keymap] {name}: {e}"))?;
-            // A key moves to its new action: take it away from every other row.
-            for b in &mut km.bindings {
+            let Some(context) = km
+                .bindings
+                .iter()
+                .find(|b| b.action == action)
+                .map(|b| b.context)
+            else {
+                continue;
+            };
+            // A key moves to its new action: take it away from every other row of its context.
+            for b in km.bindings.iter_mut().filter(|b| b.context == context) {
                 b.keys.retain(|k| !keys.contains(k));
             }
             if let Some(b) = km.bindings.iter_mut().find(|b| b.action == action) {
@@ -226,12 +362,19 @@ impl Keymap {
         Ok(km)
     }
 
-    /// The action bound to a key, if any.
+    /// The action bound to a key in the global context, if any.
     pub fn lookup(&self, key: &str) -> Option<&Action> {
-        self.bindings
-            .iter()
-            .find(|b| b.keys.iter().any(|k| k == key))
-            .map(|b| &b.action)
+        self.lookup_in(&[Context::Global], key)
+    }
+
+    /// The action bound to a key in the first of `contexts` that binds it.
+    pub fn lookup_in(&self, contexts: &[Context], key: &str) -> Option<&Action> {
+        contexts.iter().find_map(|c| {
+            self.bindings
+                .iter()
+                .find(|b| b.context == *c && b.keys.iter().any(|k| k == key))
+                .map(|b| &b.action)
+        })
     }
 
     /// The keys of an action, joined for display (`q, ctrl-c`).
@@ -264,7 +407,11 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for b in &km.bindings {
             for k in &b.keys {
-                assert!(seen.insert(k.clone()), "key {k} bound twice");
+                assert!(
+                    seen.insert((b.context, k.clone())),
+                    "key {k} bound twice in {:?}",
+                    b.context
+                );
             }
         }
         assert_eq!(km.lookup("q"), Some(&Action::Quit));
@@ -288,5 +435,40 @@ mod tests {
         let bad: BTreeMap<String, Vec<String>> =
             [("quit".to_string(), vec!["hyper-x".to_string()])].into();
         assert!(Keymap::with_overrides(&bad).is_err());
+    }
+
+    #[test]
+    fn contexts_keep_the_dialog_keys_apart() {
+        let km = Keymap::default();
+        // The same letter means different things in different contexts.
+        assert_eq!(km.lookup("k"), Some(&Action::Up));
+        let decision = [Context::Rollback, Context::Dialog];
+        assert_eq!(km.lookup_in(&decision, "k"), Some(&Action::DecideKeep));
+        assert_eq!(
+            km.lookup_in(&[Context::Dialog], "k"),
+            Some(&Action::OptionPrev)
+        );
+        assert_eq!(km.lookup_in(&decision, "enter"), Some(&Action::Confirm));
+        // In a dialog, `q` is nothing and ctrl-c still quits.
+        assert_eq!(km.lookup_in(&[Context::Dialog], "q"), None);
+        assert_eq!(
+            km.lookup_in(&[Context::Dialog], "ctrl-c"),
+            Some(&Action::Quit)
+        );
+        // An override steals a key only within its context.
+        let o: BTreeMap<String, Vec<String>> = [(
+            "confirm".to_string(),
+            vec!["y".to_string(), "enter".to_string()],
+        )]
+        .into();
+        let km = Keymap::with_overrides(&o).unwrap();
+        assert_eq!(
+            km.lookup_in(&[Context::Dialog], "y"),
+            Some(&Action::Confirm)
+        );
+        assert_eq!(
+            km.lookup("enter"),
+            Some(&Action::OpenNamespace { ns: None })
+        );
     }
 }

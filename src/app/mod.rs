@@ -10,7 +10,9 @@ pub mod alerts;
 pub mod keymap;
 pub mod ops;
 pub mod panels;
+pub mod protocol;
 pub mod state;
+pub mod tap;
 pub mod tasks;
 pub mod terminal;
 
@@ -139,7 +141,7 @@ fn start_drill(
                 _ => f.message.clone(),
             }),
         };
-        let _ = tx.send(Msg::Op(panels::OpMsg::DrillDone(msg))).await;
+        let _ = tx.send(Msg::Op(protocol::OpMsg::DrillDone(msg))).await;
         r
     })
 }
@@ -215,7 +217,7 @@ async fn run_console(
     let feed = runner.spawn_ledger_feed();
     if drill.is_none() {
         // A rollback that crashed is offered for resumption (issue 8).
-        runner.handle(panels::OpRequest::RollbackScan);
+        runner.handle(protocol::OpRequest::RollbackScan);
     }
     let drill_task = drill.map(|opts| {
         state.ops.drill = Some(panels::DrillPanel::default());
@@ -306,7 +308,7 @@ async fn run_console(
         }
         for r in state.take_requests() {
             match r {
-                panels::OpRequest::Refresh => tasks.refresh_now.notify_one(),
+                protocol::OpRequest::Refresh => tasks.refresh_now.notify_one(),
                 other => runner.handle(other),
             }
             dirty = true;
@@ -315,7 +317,7 @@ async fn run_console(
     tasks.abort();
     feed.abort();
     // A decision the engine still waits for is answered Abort (consistent state, resumable).
-    runner.handle(panels::OpRequest::RollbackDecide(
+    runner.handle(protocol::OpRequest::RollbackDecide(
         crate::ops::rollback::Decision::Abort,
     ));
     drop(guard);

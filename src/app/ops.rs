@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::panels::{OpMsg, OpRequest, ReplayScope, ReplayTarget, move_summary};
+use super::protocol::{OpMsg, OpRequest, ReplayScope, ReplayTarget, move_summary};
 use super::state::Msg;
 use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mgmt::Mgmt;
@@ -113,7 +113,18 @@ impl OpsRunner {
             ledger,
             cfg: self.cfg.clone(),
             via: Via::Console,
-            journal_sink: None,
+            journal_sink: Some(self.journal_sink()),
+        })
+    }
+
+    /// Tell the loop of every event an operation appends, so the feed knows its echo as ours
+    /// (the intent comes back before the operation's answer does).
+    fn journal_sink(&self) -> crate::ops::JournalSink {
+        let tx = self.tx.clone();
+        Arc::new(move |e: &crate::ledger::Event| {
+            let _ = tx.try_send(Msg::Op(OpMsg::Journaled {
+                event_id: e.id.to_string(),
+            }));
         })
     }
 
@@ -264,7 +275,35 @@ impl OpsRunner {
                 force_zero_consumers,
             } => {
                 let result = self.gate_apply(&ns, target, force_zero_consumers).await;
-                self.send(OpMsg::GateApplied { ns, result }).await;
+                let event_id = result.as_ref().ok().and_then(|r| r.event.as_ref());
+                let event_id = event_id.map(|e| e.id.to_string());
+                self.send(OpMsg::GateApplied {
+                    ns,
+                    result,
+                    event_id,
+                })
+                .await;
+            }
+            OpRequest::GatePreview {
+                ns,
+                target,
+                force_zero_consumers,
+            } => {
+                let req = gate::GateRequest {
+                    namespace: ns.clone(),
+                    target: target.clone(),
+                    force_zero_consumers,
+                    dry_run: true,
+                    ..Default::default()
+                };
+                let result = match self.cx().await {
+                    Ok(cx) => gate::apply(&cx, &req)
+                        .await
+                        .map(Box::new)
+                        .map_err(|e| e.one_line()),
+                    Err(e) => Err(e),
+                };
+                self.send(OpMsg::GatePreview { ns, target, result }).await;
             }
             OpRequest::ReplayUnrouted { ns } => {
                 let req = ReplayRequest::new(&ns, Source::Unrouted, Destination::Entry);
@@ -330,7 +369,9 @@ impl OpsRunner {
             }
             OpRequest::PurgeCommit => {
                 let r = self.purge_commit().await;
-                self.send(OpMsg::PurgeDone(r)).await;
+                let event_id = r.as_ref().ok().map(|x| x.2.clone());
+                let result = r.map(|(n, p, _)| (n, p));
+                self.send(OpMsg::PurgeDone { result, event_id }).await;
             }
             OpRequest::PurgeAbort => {
                 if let Some(p) = self.shared.purge.lock().await.take() {
@@ -345,11 +386,13 @@ impl OpsRunner {
                 let r = match self.cx().await {
                     Ok(cx) => note::add(&cx, ns.as_deref(), &text)
                         .await
-                        .map(|r| r.event.short_id())
+                        .map(|r| (r.event.short_id(), r.event.id.to_string()))
                         .map_err(|e| e.one_line()),
                     Err(e) => Err(e),
                 };
-                self.send(OpMsg::NoteAdded(r)).await;
+                let event_id = r.as_ref().ok().map(|x| x.1.clone());
+                let result = r.map(|x| x.0);
+                self.send(OpMsg::NoteAdded { result, event_id }).await;
             }
             OpRequest::RollbackCheck { ns } => {
                 let candidates = self
@@ -495,6 +538,7 @@ impl OpsRunner {
             ns: ns.to_string(),
             summary: why,
             failed: true,
+            event_id: None,
         })
         .await;
     }
@@ -535,7 +579,7 @@ impl OpsRunner {
         })
         .await;
         *lock(&self.shared.mover) = None;
-        let (summary, failed) = match r {
+        let (summary, failed, event_id) = match r {
             Ok(report) => {
                 let mut summary = format!(
                     "{}: {}",
@@ -545,9 +589,13 @@ impl OpsRunner {
                 if let Some(e) = &report.not_journaled {
                     summary.push_str(&format!(" — NOT JOURNALED: {}", sanitize(e)));
                 }
-                (summary, matches!(report.stop, StopReason::Failed(_)))
+                (
+                    summary,
+                    matches!(report.stop, StopReason::Failed(_)),
+                    report.event.as_ref().map(|e| e.id.to_string()),
+                )
             }
-            Err(e) => (e.one_line(), true),
+            Err(e) => (e.one_line(), true, None),
         };
         self.shared
             .moves_running
@@ -556,6 +604,7 @@ impl OpsRunner {
             ns: ns.to_string(),
             summary,
             failed,
+            event_id,
         })
         .await;
     }
@@ -574,13 +623,13 @@ impl OpsRunner {
         Ok((count, path))
     }
 
-    async fn purge_commit(&self) -> Result<(u64, PathBuf), String> {
+    async fn purge_commit(&self) -> Result<(u64, PathBuf, String), String> {
         let Some(p) = self.shared.purge.lock().await.take() else {
             return Err("nothing prepared to purge (it was cancelled)".into());
         };
         p.commit()
             .await
-            .map(|r| (r.removed, r.export_path))
+            .map(|(r, e)| (r.removed, r.export_path, e.id.to_string()))
             .map_err(|e| e.one_line())
     }
 

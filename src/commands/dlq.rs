@@ -593,7 +593,7 @@ async fn purge_cmd(
     }
     let report = prepared.commit().await;
     session.close().await;
-    let report = report?;
+    let (report, _outcome) = report?;
     if ctx.json {
         ctx.print_json(&report)?;
     } else {

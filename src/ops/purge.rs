@@ -64,8 +64,8 @@ impl PreparedPurge {
     }
 
     /// The operator confirmed: journal the intent, remove exactly the exported messages,
-    /// journal the outcome.
-    pub async fn commit(self) -> Result<PurgeReport, OpError> {
+    /// journal the outcome (returned with the report).
+    pub async fn commit(self) -> Result<(PurgeReport, Event), OpError> {
         if let Err(e) = self
             .cx
             .journal_intent(
@@ -97,8 +97,7 @@ impl PreparedPurge {
                 "the messages that were not removed are still in the queue; the export stays",
             )
         })?;
-        journaled?;
-        Ok(report)
+        Ok((report, journaled?))
     }
 
     /// Put everything back (the export file stays). With a reason (`not confirmed`), the

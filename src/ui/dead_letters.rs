@@ -8,7 +8,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 
-use super::dialog::{buttons, modal};
+use super::dialog::{draw_confirm, modal};
 use super::gate::job_line;
 use super::theme::Theme;
 use super::widgets::fit;
@@ -250,75 +250,12 @@ fn draw_dialog(
     dialog: &DlqDialog,
 ) {
     match dialog {
-        DlqDialog::Replay {
-            scopes,
-            scope,
-            targets,
-            target,
-            focus,
-        } => {
-            let mut lines = vec![Line::from(format!(
+        DlqDialog::Replay { dialog, .. } => {
+            let body = vec![Line::from(format!(
                 "Replay dead letters from {} (each acked only after its publish is confirmed; replayed more than 3 times → parked):",
                 sanitize(&d.queue)
             ))];
-            lines.push(Line::from(Span::styled(
-                "which:",
-                if *focus == 0 {
-                    theme.title
-                } else {
-                    theme.muted
-                },
-            )));
-            for (i, (label, n, _)) in scopes.iter().enumerate() {
-                let mark = if i == *scope { "(•)" } else { "( )" };
-                let style = if i == *scope && *focus == 0 {
-                    theme.selected
-                } else {
-                    theme.base
-                };
-                lines.push(Line::from(Span::styled(
-                    format!("  {mark} {} — {}", sanitize(label), n),
-                    style,
-                )));
-            }
-            lines.push(Line::from(Span::styled(
-                "to:",
-                if *focus == 1 {
-                    theme.title
-                } else {
-                    theme.muted
-                },
-            )));
-            for (i, t) in targets.iter().enumerate() {
-                let mark = if i == *target { "(•)" } else { "( )" };
-                let style = if i == *target && *focus == 1 {
-                    theme.selected
-                } else {
-                    theme.base
-                };
-                lines.push(Line::from(Span::styled(
-                    format!("  {mark} {}", t.label()),
-                    style,
-                )));
-            }
-            let n = scopes.get(*scope).map(|s| s.1.clone()).unwrap_or_default();
-            lines.push(Line::from(""));
-            lines.push(Line::from(Span::styled(
-                format!(
-                    "→ {} · {} → {}",
-                    scopes.get(*scope).map(|s| s.0.as_str()).unwrap_or("?"),
-                    n,
-                    targets.get(*target).map(|t| t.label()).unwrap_or_default()
-                ),
-                theme.warn,
-            )));
-            let b = if *focus >= 2 { *focus - 2 } else { usize::MAX };
-            lines.push(buttons(&["Cancel".into(), "Replay".into()], b, theme));
-            lines.push(Line::from(Span::styled(
-                "Tab moves focus (which → to → Cancel → Replay) · ↑/↓ change · Enter · Esc",
-                theme.muted,
-            )));
-            modal(f, area, "replay dead letters", lines, theme.warn, theme);
+            draw_confirm(f, area, dialog, body, theme);
         }
         DlqDialog::PurgePreparing => modal(
             f,
@@ -334,10 +271,9 @@ fn draw_dialog(
         DlqDialog::PurgeReady {
             count,
             path,
-            typed,
-            focus,
+            dialog,
         } => {
-            let lines = vec![
+            let body = vec![
                 Line::from(format!(
                     "Exported {count} message(s) from {} to",
                     sanitize(&d.queue)
@@ -352,14 +288,8 @@ fn draw_dialog(
                     ),
                     theme.alert,
                 )),
-                Line::from(vec![
-                    Span::styled(format!("type {count} to confirm: "), theme.alert),
-                    Span::styled(format!("{}█", sanitize(typed)), theme.command),
-                ]),
-                Line::from(""),
-                buttons(&["Cancel".into(), format!("Purge {count}")], *focus, theme),
             ];
-            modal(f, area, "purge dead letters", lines, theme.alert, theme);
+            draw_confirm(f, area, dialog, body, theme);
         }
         DlqDialog::Purging { count } => modal(
             f,

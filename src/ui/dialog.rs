@@ -1,6 +1,7 @@
-//! Shared pieces of the operation views: a centred modal box, a row of buttons with one focused,
-//! and a text progress bar. Dialogs are drawn over the view (after `Clear`), so what they ask
-//! about stays visible around them.
+//! Shared pieces of the operation views: the one confirm dialog ([`confirm_lines`],
+//! [`draw_confirm`]), a centred modal box, a row of buttons with one focused, and a text progress
+//! bar. Dialogs are drawn over the view (after `Clear`), so what they ask about stays visible
+//! around them.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -9,6 +10,128 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use super::theme::Theme;
+use super::widgets::fit;
+use crate::app::panels::confirm::{ConfirmDialog, Focus, Tone};
+use crate::text::sanitize;
+
+/// The border style of a dialog's tone.
+pub fn tone_style(tone: Tone, theme: &Theme) -> Style {
+    match tone {
+        Tone::Warn => theme.warn,
+        Tone::Alert => theme.alert,
+        Tone::Title => theme.title,
+    }
+}
+
+/// The lines of a confirm dialog: `body` (what it is about, drawn by the view), then the
+/// pickers, the typed confirmation, the summary, the buttons (one-line choices first) and the
+/// hint. `width` cuts one-line choices and the hint to fit (dialogs drawn inline); `None` lets
+/// the modal box wrap them.
+pub fn confirm_lines<A>(
+    dialog: &ConfirmDialog<A>,
+    body: Vec<Line<'static>>,
+    theme: &Theme,
+    width: Option<usize>,
+) -> Vec<Line<'static>> {
+    let cut = |s: &str| match width {
+        Some(w) => fit(s, w),
+        None => s.to_string(),
+    };
+    let mut lines = body;
+    for (p, picker) in dialog.pickers.iter().enumerate() {
+        let focused = dialog.focus == Focus::Picker(p);
+        lines.push(Line::from(Span::styled(
+            picker.heading.clone(),
+            if focused { theme.title } else { theme.muted },
+        )));
+        for (i, o) in picker.options.iter().enumerate() {
+            let mark = if i == picker.chosen { "(•)" } else { "( )" };
+            let style = if i == picker.chosen && focused {
+                theme.selected
+            } else {
+                theme.base
+            };
+            lines.push(Line::from(Span::styled(
+                format!("  {mark} {}", o.text),
+                style,
+            )));
+        }
+    }
+    if let Some(t) = &dialog.typed {
+        lines.push(Line::from(vec![
+            Span::styled(t.prompt.clone(), theme.alert),
+            Span::styled(format!("{}█", sanitize(&t.text)), theme.command),
+        ]));
+    }
+    if dialog.spacer {
+        lines.push(Line::from(""));
+    }
+    if dialog.summary {
+        let chosen: Vec<&str> = dialog
+            .pickers
+            .iter()
+            .map(|p| p.options.get(p.chosen).map_or("?", |o| o.summary.as_str()))
+            .collect();
+        lines.push(Line::from(Span::styled(
+            format!("→ {}", chosen.join(" → ")),
+            theme.warn,
+        )));
+    }
+    let focused = match dialog.focus {
+        Focus::Button(i) => Some(i),
+        Focus::Picker(_) => None,
+    };
+    let mut inline = Vec::new();
+    let mut inline_focus = usize::MAX;
+    for (i, b) in dialog.buttons.iter().enumerate() {
+        let is_focused = focused == Some(i);
+        if b.own_line {
+            lines.push(Line::from(Span::styled(
+                cut(&format!(
+                    "{} {}",
+                    if is_focused { "▶" } else { " " },
+                    b.label
+                )),
+                if is_focused {
+                    theme.selected
+                } else {
+                    theme.base
+                },
+            )));
+        } else {
+            if is_focused {
+                inline_focus = inline.len();
+            }
+            inline.push(b.label.clone());
+        }
+    }
+    if !inline.is_empty() {
+        lines.push(buttons(&inline, inline_focus, theme));
+    }
+    if let Some(h) = &dialog.hint {
+        lines.push(Line::from(Span::styled(cut(h), theme.muted)));
+    }
+    lines
+}
+
+/// Draw a confirm dialog as a modal box over `area` (title and border from the dialog).
+pub fn draw_confirm<A>(
+    f: &mut Frame,
+    area: Rect,
+    dialog: &ConfirmDialog<A>,
+    body: Vec<Line<'static>>,
+    theme: &Theme,
+) {
+    let lines = confirm_lines(dialog, body, theme, None);
+    modal(
+        f,
+        area,
+        &dialog.title,
+        lines,
+        tone_style(dialog.tone, theme),
+        theme,
+    );
+}
 
 /// A rectangle of at most `w`×`h` centred in `area`.
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {

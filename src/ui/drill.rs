@@ -8,13 +8,12 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-use super::dialog::{buttons, modal};
+use super::dialog::draw_confirm;
 use super::theme::Theme;
 use super::widgets::fit;
 use crate::app::panels::DrillPanel;
+use crate::app::panels::drill::{Phase, fmt_ms};
 use crate::app::state::AppState;
-use crate::drill::Phase;
-use crate::drill::score::fmt_ms;
 use crate::text::sanitize;
 
 /// Rows the strip needs.
@@ -139,7 +138,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
 
 /// The end-of-drill dialog (score and the post-mortem offer).
 pub fn draw_end(f: &mut Frame, area: Rect, theme: &Theme, d: &DrillPanel) {
-    let Some(r) = &d.result else { return };
+    let (Some(r), Some(dialog)) = (&d.result, &d.end) else {
+        return;
+    };
     let s = &r.score;
     let a = &s.accounting;
     let mut lines = vec![
@@ -181,14 +182,5 @@ pub fn draw_end(f: &mut Frame, area: Rect, theme: &Theme, d: &DrillPanel) {
             theme.muted,
         )));
     }
-    lines.push(Line::from(""));
-    lines.push(buttons(
-        &[
-            "Write the post-mortem to ./postmortem-….md (w)".into(),
-            "Close".into(),
-        ],
-        d.focus,
-        theme,
-    ));
-    modal(f, area, "drill score", lines, theme.title, theme);
+    draw_confirm(f, area, dialog, lines, theme);
 }

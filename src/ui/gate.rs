@@ -1,18 +1,19 @@
 //! The gate panel (`g`): the current split as a bar, each version's weight, consumers, ready and
 //! error rate, the presets (0/1/5/10/25/50/100 % to the new version, all back to old), the
 //! unrouted safety net, and — as a dialog — the confirmation that states exactly what changes
-//! (before → after, both versions' error rates, the step plan, the zero-consumer guard, typed
-//! confirmation on production), then the verification result and the ledger entry.
+//! (before → after, both versions' error rates, the plan of the runner's dry run with its
+//! warnings, the zero-consumer guard, typed confirmation on production), then the verification
+//! result and the ledger entry.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-use super::dialog::{buttons, modal, progress_bar};
+use super::dialog::{draw_confirm, progress_bar};
 use super::theme::Theme;
 use super::widgets::{count, fit, gatebar::gate_bar, pct, rate};
-use crate::app::panels::{GATE_PRESETS, GatePanel, GateStage, MoveJob};
+use crate::app::panels::{GatePanel, GatePlan, GateStage, MoveJob};
 use crate::app::state::AppState;
 use crate::model::gate::GateSplit;
 use crate::model::snapshot::NamespaceSnapshot;
@@ -73,25 +74,17 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     match &panel.stage {
         GateStage::Confirm {
             target,
-            focus,
-            typed,
             zero_consumers,
-        } => confirm_dialog(
-            f,
-            area,
-            state,
-            theme,
-            panel,
-            n,
-            target,
-            *focus,
-            typed,
-            zero_consumers,
-        ),
-        GateStage::ConfirmUnrouted { count, focus } => {
+            plan,
+            dialog,
+        } => {
+            let body = confirm_body(state, theme, panel, n, target, plan, zero_consumers);
+            draw_confirm(f, area, dialog, body, theme);
+        }
+        GateStage::ConfirmUnrouted { count, dialog } => {
             let unrouted = n.map(|n| n.unrouted.clone()).unwrap_or_default();
             let entry = n.map(|n| n.entry_exchange.clone()).unwrap_or_default();
-            let lines = vec![
+            let body = vec![
                 Line::from(format!(
                     "Replay {count} message(s) from {} through the entry exchange {} (the gate decides where each goes)?",
                     sanitize(&unrouted),
@@ -101,10 +94,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
                     "Each is acked only after its publish is confirmed and routed; anything still unroutable returns to the unrouted queue.",
                     theme.muted,
                 )),
-                Line::from(""),
-                buttons(&["Cancel".into(), format!("Replay {count}")], *focus, theme),
             ];
-            modal(f, area, "replay unrouted", lines, theme.warn, theme);
+            draw_confirm(f, area, dialog, body, theme);
         }
         _ => {}
     }
@@ -300,7 +291,6 @@ fn draw_presets(
     };
     lines.push(Line::from(Span::styled(fit(&hint, w), theme.muted)));
     f.render_widget(Paragraph::new(lines), inner);
-    let _ = GATE_PRESETS;
 }
 
 fn result_lines(
@@ -374,19 +364,17 @@ fn result_lines(
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn confirm_dialog(
-    f: &mut Frame,
-    area: Rect,
+/// What the gate confirmation is about: before → after per version with its health, the plan
+/// of the runner's dry run (exactly what the apply will do) and its warnings, the guard.
+fn confirm_body(
     state: &AppState,
     theme: &Theme,
     panel: &GatePanel,
     n: Option<&NamespaceSnapshot>,
     target: &GateSplit,
-    focus: usize,
-    typed: &str,
+    plan: &GatePlan,
     zero_consumers: &[String],
-) {
+) -> Vec<Line<'static>> {
     let before = n.and_then(|n| n.gate.clone()).unwrap_or_default();
     let mut lines = vec![Line::from(vec![
         Span::raw("Change the gate of "),
@@ -430,16 +418,39 @@ fn confirm_dialog(
             ),
         ]));
     }
-    let steps = crate::ops::gate::plan(&before, target);
-    lines.push(Line::from(Span::styled(
-        format!("plan ({} step(s), never zero bindings):", steps.len()),
-        theme.muted,
-    )));
-    for (i, s) in steps.iter().enumerate().take(4) {
-        lines.push(Line::from(Span::styled(
-            format!("  {}. {}", i + 1, sanitize(&s.describe())),
-            theme.muted,
-        )));
+    match plan {
+        GatePlan::Computing => lines.push(Line::from(Span::styled(
+            "plan: computing (dry run against the broker's bindings)…",
+            theme.warn,
+        ))),
+        GatePlan::Failed(e) => lines.push(Line::from(Span::styled(
+            format!("✘ cannot plan this change: {}", sanitize(e)),
+            theme.alert,
+        ))),
+        GatePlan::Ready { steps, warnings } => {
+            lines.push(Line::from(Span::styled(
+                format!("plan ({} step(s), never zero bindings):", steps.len()),
+                theme.muted,
+            )));
+            for (i, s) in steps.iter().enumerate().take(4) {
+                lines.push(Line::from(Span::styled(
+                    format!("  {}. {}", i + 1, sanitize(s)),
+                    theme.muted,
+                )));
+            }
+            if steps.len() > 4 {
+                lines.push(Line::from(Span::styled(
+                    format!("  … {} more", steps.len() - 4),
+                    theme.muted,
+                )));
+            }
+            for w in warnings {
+                lines.push(Line::from(Span::styled(
+                    format!("⚠ {}", sanitize(w)),
+                    theme.warn,
+                )));
+            }
+        }
     }
     if !zero_consumers.is_empty() {
         lines.push(Line::from(Span::styled(
@@ -459,30 +470,5 @@ fn confirm_dialog(
             theme.alert,
         )));
     }
-    if state.production {
-        lines.push(Line::from(vec![
-            Span::styled(
-                "PRODUCTION: type the namespace name to confirm: ",
-                theme.alert,
-            ),
-            Span::styled(format!("{}█", sanitize(typed)), theme.command),
-        ]));
-    }
-    lines.push(Line::from(""));
-    let apply = if zero_consumers.is_empty() {
-        "Apply".to_string()
-    } else {
-        "Override guard & apply".to_string()
-    };
-    lines.push(buttons(&["Cancel".into(), apply], focus, theme));
-    lines.push(Line::from(Span::styled(
-        "Tab/←/→ move · Enter choose · Esc cancel",
-        theme.muted,
-    )));
-    let border = if state.production || !zero_consumers.is_empty() {
-        theme.alert
-    } else {
-        theme.warn
-    };
-    modal(f, area, "confirm gate change", lines, border, theme);
+    lines
 }

@@ -1,5 +1,7 @@
 //! The `?` help view, generated from the keymap table (so it shows the operator's overrides and
-//! can never disagree with what the keys do) and the list of `:` commands.
+//! can never disagree with what the keys do) — per context: the global keys, then the keys of
+//! dialogs, of a rollback decision point and of the drill's score — and the list of `:` commands.
+//! What does not fit scrolls (↑/↓, PgUp/PgDn).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -9,47 +11,86 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use super::theme::Theme;
 use super::widgets::fit;
 use crate::app::action::COMMANDS;
+use crate::app::keymap::{Binding, Context};
 use crate::app::state::AppState;
 
-/// Draw the help view.
-pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) {
+const KEY_W: usize = 14;
+
+/// One help line: a context heading, a binding, or a gap.
+enum Item<'a> {
+    Heading(String),
+    Key(&'a Binding),
+    Gap,
+}
+
+fn items(state: &AppState) -> Vec<Item<'_>> {
+    let mut out = Vec::new();
+    for c in Context::ALL {
+        let rows: Vec<&Binding> = state
+            .keymap
+            .bindings
+            .iter()
+            .filter(|b| b.context == c && !b.keys.is_empty())
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        if c != Context::Global {
+            out.push(Item::Gap);
+            out.push(Item::Heading(c.label().to_string()));
+        }
+        out.extend(rows.into_iter().map(Item::Key));
+    }
+    out
+}
+
+fn line(item: &Item, width: usize, theme: &Theme) -> Line<'static> {
+    match item {
+        Item::Gap => Line::from(""),
+        Item::Heading(h) => Line::from(Span::styled(fit(h, width), theme.title)),
+        Item::Key(b) => Line::from(vec![
+            Span::styled(
+                format!("{:<KEY_W$} ", fit(&b.keys.join(" "), KEY_W)),
+                theme.help_key,
+            ),
+            Span::styled(
+                fit(b.desc, width.saturating_sub(KEY_W + 1)),
+                theme.help_desc,
+            ),
+        ]),
+    }
+}
+
+/// Draw the help view; returns how far it can scroll.
+pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> usize {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(area);
+    let all = items(state);
+    // Rows that do not fit on the left continue in the right column under the commands; what
+    // fits in neither scrolls.
+    let left_h = usize::from(left.height.saturating_sub(1));
+    let right_h = usize::from(right.height.saturating_sub(1));
+    let room = left_h + right_h.saturating_sub(COMMANDS.len() + 1);
+    let max_scroll = all.len().saturating_sub(room);
+    let scroll = state.help_scroll.min(max_scroll);
+    let title = if max_scroll > 0 {
+        " keys ([keymap] overrides) · ↑/↓ more "
+    } else {
+        " keys (config [keymap] overrides) "
+    };
     let block = Block::default()
         .borders(Borders::TOP)
         .border_style(theme.border)
-        .title(Span::styled(
-            " keys (config [keymap] overrides) ",
-            theme.title,
-        ));
+        .title(Span::styled(title, theme.title));
     let inner = block.inner(left);
     f.render_widget(block, left);
-    let key_w = 14usize;
-    let desc_w = usize::from(inner.width).saturating_sub(key_w + 1);
-    let key_line = |b: &crate::app::keymap::Binding, desc_w: usize| {
-        Line::from(vec![
-            Span::styled(
-                format!("{:<key_w$} ", fit(&b.keys.join(" "), key_w)),
-                theme.help_key,
-            ),
-            Span::styled(fit(b.desc, desc_w), theme.help_desc),
-        ])
-    };
-    let bound: Vec<&crate::app::keymap::Binding> = state
-        .keymap
-        .bindings
+    let shown: Vec<&Item> = all.iter().skip(scroll).collect();
+    let w = usize::from(inner.width);
+    let lines: Vec<Line> = shown
         .iter()
-        .filter(|b| !b.keys.is_empty())
+        .take(left_h)
+        .map(|i| line(i, w, theme))
         .collect();
-    // Rows that do not fit on the left continue in the right column (80×24 shows every key).
-    let fit_left = usize::from(inner.height);
-    let lines: Vec<Line> = bound
-        .iter()
-        .take(fit_left)
-        .map(|b| key_line(b, desc_w))
-        .collect();
-    let overflow: Vec<&crate::app::keymap::Binding> =
-        bound.iter().skip(fit_left).copied().collect();
     f.render_widget(Paragraph::new(lines), inner);
 
     let block = Block::default()
@@ -59,7 +100,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) {
     let inner = block.inner(right);
     f.render_widget(block, right);
     let cmd_w = 15usize;
-    let desc_w = usize::from(inner.width).saturating_sub(cmd_w + 1);
+    let w = usize::from(inner.width);
+    let desc_w = w.saturating_sub(cmd_w + 1);
     let mut lines: Vec<Line> = COMMANDS
         .iter()
         .map(|(c, d)| {
@@ -69,19 +111,30 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) {
             ])
         })
         .collect();
-    if !overflow.is_empty() {
-        let desc_w = usize::from(inner.width).saturating_sub(key_w + 1);
-        for b in &overflow {
-            lines.push(key_line(b, desc_w));
+    let overflow: Vec<&&Item> = shown.iter().skip(left_h).collect();
+    // A context cut by the column break is named again at the top of the right column.
+    if let Some(Item::Key(b)) = overflow.first().map(|i| **i)
+        && b.context != Context::Global
+    {
+        lines.push(line(
+            &Item::Heading(format!("{} (cont.)", b.context.label())),
+            w,
+            theme,
+        ));
+    }
+    for (n, i) in overflow.iter().enumerate() {
+        // No gap at the top of the column.
+        if n == 0 && matches!(i, Item::Gap) {
+            continue;
         }
+        lines.push(line(i, w, theme));
     }
     let notes = [
         "mouse: wheel scrolls, click selects,",
         "click again opens.",
         "Esc goes back. Data greys out when",
         "stale; the header says why.",
-        "Dialogs: Tab/←/→ move, Enter chooses,",
-        "Esc cancels; focus starts on Cancel.",
+        "Dialogs: focus starts on Cancel.",
     ];
     if lines.len() + 1 + notes.len() <= usize::from(inner.height) {
         lines.push(Line::from(""));
@@ -90,4 +143,5 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) {
         }
     }
     f.render_widget(Paragraph::new(lines), inner);
+    max_scroll
 }

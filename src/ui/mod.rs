@@ -56,6 +56,7 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
         View::Namespace { ns } => state
             .ops
             .feed
+            .items
             .iter()
             .rev()
             .find(|i| i.ns.as_deref() == Some(ns.as_str()) && state.now_ms - i.at_ms < 120_000)
@@ -72,7 +73,7 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
     match state.view() {
         View::Overview => hints = overview::draw(f, body, state, theme),
         View::Namespace { ns } => namespace::draw(f, body, state, theme, ns),
-        View::Help => help::draw(f, body, state, theme),
+        View::Help => hints.help_max_scroll = help::draw(f, body, state, theme),
         View::Gate { ns } => gate::draw(f, body, state, theme, ns),
         View::DeadLetters { ns } => dead_letters::draw(f, body, state, theme, ns),
         View::Inspector { ns } => inspector::draw(f, body, state, theme, ns),
@@ -92,12 +93,7 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
     if let (Some(d), Some(s)) = (&state.ops.drill, strip) {
         drill::draw(f, s, state, theme, d);
     }
-    if let Some(d) = state
-        .ops
-        .drill
-        .as_ref()
-        .filter(|d| d.result.is_some() && !d.dismissed)
-    {
+    if let Some(d) = state.ops.drill.as_ref().filter(|d| d.dialog_open()) {
         drill::draw_end(f, area, theme, d);
     }
     f.render_widget(

@@ -67,6 +67,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
             table_top: inner.y + 1,
             table_rows: 0,
             table_offset: 0,
+            help_max_scroll: state.layout.help_max_scroll,
         };
     };
     if rows_ref.is_empty() {
@@ -83,6 +84,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
             table_top: inner.y + 1,
             table_rows: 0,
             table_offset: 0,
+            help_max_scroll: state.layout.help_max_scroll,
         };
     }
 
@@ -256,5 +258,6 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         table_top: inner.y + 1,
         table_rows: body_rows,
         table_offset: offset,
+        help_max_scroll: state.layout.help_max_scroll,
     }
 }

@@ -9,12 +9,12 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
-use super::dialog::{buttons, progress_bar};
+use super::dialog::{confirm_lines, progress_bar};
 use super::theme::Theme;
 use super::widgets::{count, fit, pct, rate};
-use crate::app::panels::{RbStage, RollbackPanel, decision_buttons, outcome_line};
+use crate::app::panels::rollback::{RollbackOutcome, StepState, outcome_line};
+use crate::app::panels::{RbStage, RollbackPanel};
 use crate::app::state::AppState;
-use crate::ops::rollback::{RollbackOutcome, StepState};
 use crate::text::sanitize;
 
 fn mark(s: StepState) -> &'static str {
@@ -34,9 +34,12 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         return;
     };
     let decision_h = if rb.decision.is_some() || matches!(rb.stage, RbStage::Offer { .. }) {
-        let n = rb.decision.as_ref().map_or(0, |d| d.evidence.len().min(4)) as u16;
+        let n = rb
+            .decision
+            .as_ref()
+            .map_or(0, |d| d.point.evidence.len().min(4)) as u16;
         let offers = match &rb.stage {
-            RbStage::Offer { candidates, .. } => candidates.len() as u16 + 2,
+            RbStage::Offer { dialog } => dialog.buttons.len() as u16,
             _ => 0,
         };
         (4 + n + offers).min(area.height / 2)
@@ -266,45 +269,14 @@ fn draw_evidence(f: &mut Frame, area: Rect, theme: &Theme, rb: &RollbackPanel) {
 fn draw_bottom(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, rb: &RollbackPanel) {
     let w = usize::from(area.width);
     let mut lines = Vec::new();
-    if let RbStage::Offer { candidates, focus } = &rb.stage {
-        lines.push(Line::from(Span::styled(
+    if let RbStage::Offer { dialog } = &rb.stage {
+        let body = vec![Line::from(Span::styled(
             "An unfinished rollback of this namespace is in the ledger. Resume it (completed steps are not repeated)?",
             theme.warn,
-        )));
-        for (i, (_, d)) in candidates.iter().enumerate() {
-            let style = if i == *focus {
-                theme.selected
-            } else {
-                theme.base
-            };
-            lines.push(Line::from(Span::styled(
-                fit(
-                    &format!(
-                        "{} Resume {}",
-                        if i == *focus { "▶" } else { " " },
-                        sanitize(d)
-                    ),
-                    w,
-                ),
-                style,
-            )));
-        }
-        let n = candidates.len();
-        let labels = vec![
-            format!(
-                "Start a new rollback {} → {}",
-                sanitize(&rb.from),
-                sanitize(&rb.to)
-            ),
-            "Cancel".to_string(),
-        ];
-        let f_idx = focus.checked_sub(n).unwrap_or(usize::MAX);
-        lines.push(buttons(&labels, f_idx, theme));
-        lines.push(Line::from(Span::styled(
-            "↑/↓/Tab move · Enter choose · Esc back",
-            theme.muted,
-        )));
-    } else if let Some(d) = &rb.decision {
+        ))];
+        lines = confirm_lines(dialog, body, theme, Some(w));
+    } else if let Some(pending) = &rb.decision {
+        let d = &pending.point;
         let border = Block::default()
             .borders(Borders::TOP)
             .border_style(theme.alert)
@@ -319,26 +291,17 @@ fn draw_bottom(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, rb: &
         let inner = border.inner(area);
         f.render_widget(border, area);
         let w = usize::from(inner.width);
-        let mut lines = vec![Line::from(Span::styled(
+        let mut body = vec![Line::from(Span::styled(
             fit(&sanitize(&d.question), w),
             theme.title,
         ))];
         for e in d.evidence.iter().take(4) {
-            lines.push(Line::from(Span::styled(
+            body.push(Line::from(Span::styled(
                 fit(&format!("  {}", sanitize(e)), w),
                 theme.base,
             )));
         }
-        let b = decision_buttons(d.kind);
-        let labels: Vec<String> = b.iter().map(|(l, k, _)| format!("{l} ({k})")).collect();
-        lines.push(buttons(&labels, rb.focus, theme));
-        lines.push(Line::from(Span::styled(
-            fit(
-                "Tab/←/→ move · Enter or the letter chooses · Abort stops here and says what state it leaves · Esc hides (the decision waits)",
-                w,
-            ),
-            theme.muted,
-        )));
+        let lines = confirm_lines(&pending.dialog, body, theme, Some(w));
         f.render_widget(Paragraph::new(lines), inner);
         return;
     } else if let Some(o) = &rb.outcome {

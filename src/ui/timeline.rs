@@ -9,8 +9,8 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
 use super::widgets::fit;
+use crate::app::panels::timeline::Outcome;
 use crate::app::state::AppState;
-use crate::ledger::event::Outcome;
 use crate::text::sanitize;
 
 /// Draw the timeline.
@@ -28,7 +28,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Opti
         } else {
             format!(" matching /{}", sanitize(&state.filter))
         },
-        match &state.ops.feed_down {
+        match &state.ops.feed.down {
             Some(_) => " · live feed down".to_string(),
             None => " · live".to_string(),
         }

@@ -2,6 +2,14 @@
 //! mover, keep them, or export them.
 
 use super::*;
+// The export choice still drives a channel itself (docs/architecture.md lists it as the
+// known exception, to move onto `broker::export`).
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 // ───────────────────────────── dead letters ─────────────────────────────
 

@@ -17,12 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use lapin::Confirmation;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::Serialize;
 use serde_json::json;
 

@@ -1,0 +1,618 @@
+//! The dead-letter browser's state: a page of the DLQ (browsed, nothing removed) grouped by
+//! origin / reason / exception / age, the cursor and selection, the replay confirmation (scope
+//! and target pickers) and the purge (export first, then the typed count).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use super::confirm::{Accepts, Answer, Button, ConfirmDialog, PickOption, Picker, Tone};
+use super::{Ctx, Open, Reply};
+use crate::app::action::Action;
+use crate::app::protocol::{OpRequest, ReplayScope, ReplayTarget};
+use crate::app::state::Level;
+use crate::model::deadletter::{
+    Condition, DEFAULT_EXCEPTION_HEADER, Filter, Group, GroupBy, MessageView, Summary, group,
+    summarize as summarize_dl,
+};
+use crate::model::snapshot::NamespaceSnapshot;
+use crate::text::sanitize;
+
+/// Dead letters read per page of the browser.
+pub const DLQ_PAGE_SIZE: u64 = 200;
+
+/// Groups first, then the messages of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlqLevel {
+    /// The list of groups.
+    Groups,
+    /// The messages of group `n`.
+    Messages(usize),
+}
+
+/// A dialog of the dead-letter browser.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DlqDialog {
+    /// Confirm a replay: choose scope and target (the dialog's two pickers), then Replay.
+    Replay {
+        /// Scopes offered, in the order of the first picker's options.
+        scopes: Vec<ReplayScope>,
+        /// Targets offered, in the order of the second picker's options.
+        targets: Vec<ReplayTarget>,
+        /// which / to / Cancel / Replay.
+        dialog: ConfirmDialog<()>,
+    },
+    /// Exporting and holding before a purge.
+    PurgePreparing,
+    /// Exported; type the count to purge.
+    PurgeReady {
+        /// Messages exported (and held).
+        count: u64,
+        /// The export file.
+        path: PathBuf,
+        /// Cancel / Purge N, the count typed; Purge runs the `PurgeCommit`.
+        dialog: ConfirmDialog<OpRequest>,
+    },
+    /// Purging.
+    Purging {
+        /// Count.
+        count: u64,
+    },
+    /// Purge finished or failed.
+    PurgeResult(Result<(u64, PathBuf), String>),
+}
+
+/// The dead-letter browser.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DlqPanel {
+    /// Namespace.
+    pub ns: String,
+    /// The DLQ's name.
+    pub queue: String,
+    /// Page shown.
+    pub page: u64,
+    /// Page size.
+    pub page_size: u64,
+    /// DLQ depth at the last read.
+    pub depth: Option<u64>,
+    /// Reading?
+    pub loading: bool,
+    /// Last error.
+    pub error: Option<String>,
+    /// Summaries of the page (sanitised).
+    pub items: Vec<Summary>,
+    /// Group by.
+    pub group_by: GroupBy,
+    /// Groups of the page.
+    pub groups: Vec<Group>,
+    /// Message ids by position (raw), for replaying a selection.
+    pub ids: BTreeMap<u64, String>,
+    /// Groups or messages.
+    pub level: DlqLevel,
+    /// Cursor in the group list.
+    pub group_cursor: usize,
+    /// Cursor in the message list.
+    pub msg_cursor: usize,
+    /// Selected positions.
+    pub selected: BTreeSet<u64>,
+    /// A dialog, if open.
+    pub dialog: Option<DlqDialog>,
+    /// Versions of the namespace (replay targets).
+    pub versions: Vec<String>,
+}
+
+impl DlqPanel {
+    /// Take a page of messages.
+    pub fn absorb(&mut self, page: u64, depth: Option<u64>, msgs: &[MessageView], now_s: i64) {
+        self.page = page;
+        self.depth = depth;
+        self.loading = false;
+        self.error = None;
+        self.items = msgs
+            .iter()
+            .map(|m| summarize_dl(&self.ns, m, DEFAULT_EXCEPTION_HEADER, now_s))
+            .collect();
+        self.ids = msgs
+            .iter()
+            .filter_map(|m| m.message_id.clone().map(|id| (m.position, id)))
+            .collect();
+        self.regroup();
+    }
+    /// Recompute the groups (after a page or a group-by change).
+    pub fn regroup(&mut self) {
+        self.groups = group(&self.items, self.group_by);
+        self.group_cursor = self.group_cursor.min(self.groups.len().saturating_sub(1));
+        if let DlqLevel::Messages(g) = self.level
+            && g >= self.groups.len()
+        {
+            self.level = DlqLevel::Groups;
+        }
+        self.msg_cursor = 0;
+    }
+    /// The messages of group `g`, in queue order.
+    pub fn group_items(&self, g: usize) -> Vec<&Summary> {
+        let Some(grp) = self.groups.get(g) else {
+            return Vec::new();
+        };
+        self.items
+            .iter()
+            .filter(|s| grp.positions.binary_search(&s.position).is_ok())
+            .collect()
+    }
+    /// The message under the cursor (messages level).
+    pub fn cursor_item(&self) -> Option<&Summary> {
+        match self.level {
+            DlqLevel::Messages(g) => self.group_items(g).get(self.msg_cursor).copied(),
+            DlqLevel::Groups => None,
+        }
+    }
+    /// The focused group (cursor in the group list, or the open group).
+    pub fn focused_group(&self) -> Option<&Group> {
+        match self.level {
+            DlqLevel::Groups => self.groups.get(self.group_cursor),
+            DlqLevel::Messages(g) => self.groups.get(g),
+        }
+    }
+    /// The replay scopes on offer: (label, count text, scope).
+    fn replay_scopes(&self) -> Vec<(String, String, ReplayScope)> {
+        let mut out = Vec::new();
+        if !self.selected.is_empty() {
+            let ids: Vec<String> = self
+                .selected
+                .iter()
+                .filter_map(|p| self.ids.get(p).cloned())
+                .collect();
+            let missing = self.selected.len() - ids.len();
+            let note = if missing > 0 {
+                format!(
+                    "{} message(s); {missing} without message_id cannot be picked",
+                    ids.len()
+                )
+            } else {
+                format!("{} message(s)", ids.len())
+            };
+            out.push(("selected".to_string(), note, ReplayScope::Ids(ids)));
+        }
+        if let Some(g) = self.focused_group() {
+            let label = format!("group `{}`", g.key);
+            let filter = match self.group_by {
+                GroupBy::Origin if g.key != "no origin" => Some(Condition::Origin(g.key.clone())),
+                GroupBy::Reason => Some(Condition::Reason(g.key.clone())),
+                _ => None,
+            };
+            match filter {
+                Some(c) => out.push((
+                    label,
+                    format!(
+                        "{} on this page; every matching message of the DLQ",
+                        g.count
+                    ),
+                    ReplayScope::Filter(Filter {
+                        conditions: vec![c],
+                    }),
+                )),
+                None => {
+                    let ids: Vec<String> = g
+                        .positions
+                        .iter()
+                        .filter_map(|p| self.ids.get(p).cloned())
+                        .collect();
+                    out.push((
+                        label,
+                        format!("{} message(s) of this page", ids.len()),
+                        ReplayScope::Ids(ids),
+                    ));
+                }
+            }
+        }
+        out.push((
+            "all".to_string(),
+            format!(
+                "{} message(s) in the DLQ",
+                self.depth.map_or("?".into(), |d| d.to_string())
+            ),
+            ReplayScope::All,
+        ));
+        out
+    }
+}
+
+impl DlqPanel {
+    /// The browser of `ns` (the first page still to be read).
+    pub fn open(ns: String, n: Option<&NamespaceSnapshot>) -> Self {
+        let queue = n
+            .map(|n| n.dlq.clone())
+            .filter(|q| !q.is_empty())
+            .unwrap_or_else(|| format!("{ns}.dlq"));
+        DlqPanel {
+            ns,
+            queue,
+            page: 0,
+            page_size: DLQ_PAGE_SIZE,
+            depth: None,
+            loading: true,
+            error: None,
+            items: Vec::new(),
+            group_by: GroupBy::Origin,
+            groups: Vec::new(),
+            ids: BTreeMap::new(),
+            level: DlqLevel::Groups,
+            group_cursor: 0,
+            msg_cursor: 0,
+            selected: BTreeSet::new(),
+            dialog: None,
+            versions: super::versions_of(n),
+        }
+    }
+
+    /// Read the current page again.
+    pub fn reload(&mut self) -> OpRequest {
+        self.loading = true;
+        OpRequest::DlqLoad {
+            ns: self.ns.clone(),
+            page: self.page,
+            page_size: self.page_size,
+        }
+    }
+
+    /// Does a dialog have the keys?
+    pub fn modal(&self) -> bool {
+        matches!(
+            self.dialog,
+            Some(DlqDialog::Replay { .. } | DlqDialog::PurgeReady { .. })
+        )
+    }
+
+    /// Text entry of the purge's typed count (see [`ConfirmDialog::type_key`]).
+    pub fn type_key(&mut self, key: &str) -> bool {
+        match &mut self.dialog {
+            Some(DlqDialog::PurgeReady { dialog, .. }) => dialog.type_key(key),
+            _ => false,
+        }
+    }
+
+    fn replay_dialog(&self) -> DlqDialog {
+        let offered = self.replay_scopes();
+        let mut targets = vec![ReplayTarget::Origin];
+        targets.extend(self.versions.iter().cloned().map(ReplayTarget::Version));
+        targets.push(ReplayTarget::Entry);
+        let which = Picker {
+            heading: "which:".into(),
+            options: offered
+                .iter()
+                .map(|(label, n, _)| PickOption {
+                    text: format!("{} — {n}", sanitize(label)),
+                    summary: format!("{label} · {n}"),
+                })
+                .collect(),
+            chosen: 0,
+        };
+        let to = Picker {
+            heading: "to:".into(),
+            options: targets
+                .iter()
+                .map(|t| PickOption {
+                    text: t.label(),
+                    summary: t.label(),
+                })
+                .collect(),
+            chosen: 0,
+        };
+        let mut dialog = ConfirmDialog::new(
+            "replay dead letters",
+            Tone::Warn,
+            vec![Button::cancel("Cancel"), Button::run("Replay", ())],
+        )
+        .pickers(vec![which, to])
+        .hint("Tab moves focus (which → to → Cancel → Replay) · ↑/↓ change · Enter · Esc");
+        dialog.summary = true;
+        DlqDialog::Replay {
+            scopes: offered.into_iter().map(|(_, _, s)| s).collect(),
+            targets,
+            dialog,
+        }
+    }
+
+    /// An action on the browser (no dialog open); `None` = not the browser's.
+    pub fn on_action(&mut self, action: &Action, ctx: &Ctx) -> Option<Reply> {
+        let len = match self.level {
+            DlqLevel::Groups => self.groups.len(),
+            DlqLevel::Messages(g) => self.group_items(g).len(),
+        };
+        let last = len.saturating_sub(1);
+        let cur = match self.level {
+            DlqLevel::Groups => &mut self.group_cursor,
+            DlqLevel::Messages(_) => &mut self.msg_cursor,
+        };
+        let reply = match action {
+            Action::Up => {
+                *cur = cur.saturating_sub(1);
+                Reply::default()
+            }
+            Action::Down => {
+                *cur = (*cur + 1).min(last);
+                Reply::default()
+            }
+            Action::PageUp => {
+                *cur = cur.saturating_sub(10);
+                Reply::default()
+            }
+            Action::PageDown => {
+                *cur = (*cur + 10).min(last);
+                Reply::default()
+            }
+            Action::Top => {
+                *cur = 0;
+                Reply::default()
+            }
+            Action::Bottom => {
+                *cur = last;
+                Reply::default()
+            }
+            Action::Back => {
+                if matches!(self.dialog, Some(DlqDialog::PurgeResult(_))) {
+                    self.dialog = None;
+                    return Some(Reply::default());
+                }
+                if let DlqLevel::Messages(g) = self.level {
+                    self.level = DlqLevel::Groups;
+                    self.group_cursor = g;
+                    return Some(Reply::default());
+                }
+                return None;
+            }
+            Action::OpenNamespace { ns: None } => match self.level {
+                DlqLevel::Groups => {
+                    if !self.groups.is_empty() {
+                        self.level = DlqLevel::Messages(self.group_cursor);
+                        self.msg_cursor = 0;
+                    }
+                    Reply::default()
+                }
+                DlqLevel::Messages(_) => Reply {
+                    open: self.cursor_item().map(|s| Open::Inspector {
+                        ns: self.ns.clone(),
+                        position: s.position,
+                    }),
+                    ..Default::default()
+                },
+            },
+            Action::SortNext => {
+                self.group_by = match self.group_by {
+                    GroupBy::Origin => GroupBy::Reason,
+                    GroupBy::Reason => GroupBy::Exception,
+                    GroupBy::Exception => GroupBy::Age,
+                    GroupBy::Age => GroupBy::Origin,
+                };
+                self.level = DlqLevel::Groups;
+                self.group_cursor = 0;
+                self.regroup();
+                Reply::say(
+                    Level::Info,
+                    format!("grouped by {:?}", self.group_by).to_lowercase(),
+                )
+            }
+            Action::Select => {
+                self.select(last);
+                Reply::default()
+            }
+            Action::NextPage | Action::PrevPage => {
+                let next = if *action == Action::NextPage {
+                    self.page + 1
+                } else {
+                    self.page.saturating_sub(1)
+                };
+                let max_page = self
+                    .depth
+                    .map(|x| x.saturating_sub(1) / self.page_size.max(1))
+                    .unwrap_or(0);
+                if next != self.page && next <= max_page {
+                    self.loading = true;
+                    self.selected.clear();
+                    self.level = DlqLevel::Groups;
+                    Reply::ask(OpRequest::DlqLoad {
+                        ns: self.ns.clone(),
+                        page: next,
+                        page_size: self.page_size,
+                    })
+                } else {
+                    Reply::say(Level::Info, "no more pages")
+                }
+            }
+            Action::Refresh => Reply::ask(self.reload()),
+            Action::Export => match self.cursor_item() {
+                Some(s) => Reply::ask(OpRequest::DlqExport {
+                    ns: self.ns.clone(),
+                    position: s.position,
+                    message: None,
+                }),
+                None => Reply::say(Level::Info, "open a group and pick a message to export"),
+            },
+            Action::Replay => {
+                if ctx.read_only {
+                    Reply::say(
+                        Level::Error,
+                        ctx.read_only_refusal("replay", " (nothing moved)"),
+                    )
+                } else if ctx.job_running {
+                    Reply::say(Level::Warn, "a replay is already running (p pause, x stop)")
+                } else if self.depth == Some(0) {
+                    Reply::say(Level::Info, "the DLQ is empty: nothing to replay")
+                } else {
+                    self.dialog = Some(self.replay_dialog());
+                    Reply::default()
+                }
+            }
+            Action::Purge => {
+                if ctx.read_only {
+                    Reply::say(
+                        Level::Error,
+                        ctx.read_only_refusal("purge", " (nothing removed)"),
+                    )
+                } else if ctx.job_running {
+                    Reply::say(Level::Warn, "wait for the running replay to end")
+                } else {
+                    self.dialog = Some(DlqDialog::PurgePreparing);
+                    Reply::ask(OpRequest::PurgePrepare {
+                        ns: self.ns.clone(),
+                    })
+                }
+            }
+            _ => return None,
+        };
+        Some(reply)
+    }
+
+    /// Space: toggle the message under the cursor, or (on a group) all of its messages.
+    fn select(&mut self, last: usize) {
+        match self.cursor_item().map(|s| s.position) {
+            Some(p) => {
+                if !self.selected.remove(&p) {
+                    self.selected.insert(p);
+                }
+                self.msg_cursor = (self.msg_cursor + 1).min(last);
+            }
+            None => {
+                if let Some(g) = self.groups.get(self.group_cursor) {
+                    let all = g.positions.iter().all(|p| self.selected.contains(p));
+                    for p in g.positions.clone() {
+                        if all {
+                            self.selected.remove(&p);
+                        } else {
+                            self.selected.insert(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A dialog action (from the keymap's dialog context).
+    pub fn on_dialog(&mut self, action: &Action, ctx: &Ctx) -> Reply {
+        let cancelled = "purge cancelled; every message is back in the DLQ";
+        match &mut self.dialog {
+            Some(DlqDialog::Replay {
+                scopes,
+                targets,
+                dialog,
+            }) => match dialog.handle(action) {
+                Answer::Pending | Answer::Refused(_) => Reply::default(),
+                Answer::Confirmed { picks, .. } => {
+                    let chosen = (
+                        picks.first().and_then(|i| scopes.get(*i)).cloned(),
+                        picks.get(1).and_then(|i| targets.get(*i)).cloned(),
+                    );
+                    self.dialog = None;
+                    self.selected.clear();
+                    if ctx.read_only {
+                        return Reply::say(
+                            Level::Error,
+                            "refusing to replay: the profile is read-only (nothing moved)",
+                        );
+                    }
+                    match chosen {
+                        (Some(scope), Some(target)) => Reply::ask(OpRequest::DlqReplay {
+                            ns: self.ns.clone(),
+                            scope,
+                            target,
+                        }),
+                        _ => Reply::default(),
+                    }
+                }
+                Answer::Cancelled => {
+                    self.dialog = None;
+                    Reply::say(Level::Info, "replay cancelled; nothing moved")
+                }
+                Answer::Escaped => {
+                    self.dialog = None;
+                    Reply::default()
+                }
+            },
+            Some(DlqDialog::PurgeReady { count, dialog, .. }) => match dialog.handle(action) {
+                Answer::Pending => Reply::default(),
+                Answer::Confirmed { action, .. } => {
+                    self.dialog = Some(DlqDialog::Purging { count: *count });
+                    Reply::ask(action)
+                }
+                Answer::Refused(why) => Reply::say(Level::Warn, why),
+                Answer::Cancelled | Answer::Escaped => {
+                    self.dialog = None;
+                    Reply::ask(OpRequest::PurgeAbort).and_say(Level::Info, cancelled)
+                }
+            },
+            _ => Reply::default(),
+        }
+    }
+
+    /// A page arrived (or could not be read).
+    pub fn on_page(
+        &mut self,
+        page: u64,
+        depth: Option<u64>,
+        result: Result<Vec<MessageView>, String>,
+        now_s: i64,
+    ) {
+        match result {
+            Ok(msgs) => self.absorb(page, depth, &msgs, now_s),
+            Err(e) => {
+                self.loading = false;
+                self.depth = depth.or(self.depth);
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// The DLQ was exported and is held: the typed-count confirmation (an empty DLQ is put back
+    /// right away).
+    pub fn on_purge_prepared(&mut self, r: Result<(u64, PathBuf), String>) -> Reply {
+        match r {
+            Ok((0, path)) => {
+                self.dialog = None;
+                Reply::ask(OpRequest::PurgeAbort).and_say(
+                    Level::Info,
+                    format!(
+                        "the DLQ is empty; nothing to purge (empty export {})",
+                        path.display()
+                    ),
+                )
+            }
+            Ok((count, path)) => {
+                let dialog = ConfirmDialog::new(
+                    "purge dead letters",
+                    Tone::Alert,
+                    vec![
+                        Button::cancel("Cancel"),
+                        Button::run(format!("Purge {count}"), OpRequest::PurgeCommit),
+                    ],
+                )
+                .typed(
+                    format!("type {count} to confirm: "),
+                    count.to_string(),
+                    Accepts::Digits,
+                    format!("type the count {count} to purge (nothing removed yet)"),
+                );
+                self.dialog = Some(DlqDialog::PurgeReady {
+                    count,
+                    path,
+                    dialog,
+                });
+                Reply::default()
+            }
+            Err(e) => {
+                self.dialog = Some(DlqDialog::PurgeResult(Err(e)));
+                Reply::default()
+            }
+        }
+    }
+
+    /// The purge ended: show the result and read the first page again.
+    pub fn on_purge_done(&mut self, r: Result<(u64, PathBuf), String>) -> OpRequest {
+        self.dialog = Some(DlqDialog::PurgeResult(r));
+        self.selected.clear();
+        self.loading = true;
+        OpRequest::DlqLoad {
+            ns: self.ns.clone(),
+            page: 0,
+            page_size: self.page_size,
+        }
+    }
+}

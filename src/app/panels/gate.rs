@@ -1,0 +1,405 @@
+//! The gate panel's state: the presets, the confirmation of a change (the runner's dry-run plan,
+//! the zero-consumer guard, the production typed namespace), the apply and its verified result,
+//! and the confirmation of an unrouted replay.
+
+use std::collections::BTreeMap;
+
+use super::confirm::{Accepts, Answer, Button, ConfirmDialog, Tone};
+use super::{Ctx, Reply};
+use crate::app::action::Action;
+use crate::app::protocol::OpRequest;
+use crate::app::state::Level;
+use crate::model::gate::GateSplit;
+use crate::model::snapshot::NamespaceSnapshot;
+use crate::ops::gate::ApplyReport;
+use crate::text::sanitize;
+
+/// Gate presets: percent of traffic to the new version.
+pub const GATE_PRESETS: [u32; 7] = [0, 1, 5, 10, 25, 50, 100];
+
+/// The plan shown in the confirmation: what `ops::gate::apply` would do, from a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatePlan {
+    /// The runner is planning (dry run).
+    Computing,
+    /// The dry run's steps (described) and warnings.
+    Ready {
+        /// Steps, in order (`bind v2 weight 10`).
+        steps: Vec<String>,
+        /// Warnings of the real run (zero-consumer override, zero-binding window, refusal).
+        warnings: Vec<String>,
+    },
+    /// The dry run failed (the real run would too).
+    Failed(String),
+}
+
+/// The gate panel's stage.
+#[derive(Debug, Clone)]
+pub enum GateStage {
+    /// Choosing a preset.
+    Choose,
+    /// Confirming a target.
+    Confirm {
+        /// Target split.
+        target: GateSplit,
+        /// Versions that would gain traffic with 0 consumers (the guard).
+        zero_consumers: Vec<String>,
+        /// The dry-run plan.
+        plan: GatePlan,
+        /// Cancel / Apply (typed namespace on production); Apply runs the `GateApply`.
+        dialog: ConfirmDialog<OpRequest>,
+    },
+    /// Applying.
+    Applying {
+        /// Target.
+        target: GateSplit,
+    },
+    /// Done (verification result and ledger event) or failed.
+    Result {
+        /// Target.
+        target: GateSplit,
+        /// Outcome.
+        result: Result<Box<ApplyReport>, String>,
+    },
+    /// Confirming a replay of the unrouted queue.
+    ConfirmUnrouted {
+        /// Messages in it.
+        count: u64,
+        /// Cancel / Replay; Replay runs the `ReplayUnrouted`.
+        dialog: ConfirmDialog<OpRequest>,
+    },
+}
+
+/// The gate panel.
+#[derive(Debug, Clone)]
+pub struct GatePanel {
+    /// Namespace.
+    pub ns: String,
+    /// The old version (presets move traffic away from it).
+    pub old: String,
+    /// The new version.
+    pub new: String,
+    /// Selected preset row (0..=GATE_PRESETS.len(); the last is "all back to old").
+    pub cursor: usize,
+    /// Stage.
+    pub stage: GateStage,
+}
+
+/// The status line for a finished gate flip.
+pub fn applied_message(ns: &str, result: &Result<Box<ApplyReport>, String>) -> (Level, String) {
+    match result {
+        Ok(r) if r.changed => (
+            if r.verified {
+                Level::Info
+            } else {
+                Level::Error
+            },
+            format!(
+                "gate of {} is now {}{}",
+                sanitize(ns),
+                r.after.describe_percent(),
+                if r.verified {
+                    " (verified)"
+                } else {
+                    " — NOT VERIFIED"
+                }
+            ),
+        ),
+        Ok(_) => (Level::Info, "nothing to change".into()),
+        Err(e) => (Level::Error, format!("gate flip failed: {e}")),
+    }
+}
+
+impl GatePanel {
+    /// The panel of `ns`, the cursor on the preset closest to the current split.
+    pub fn open(ns: String, n: Option<&NamespaceSnapshot>) -> Self {
+        let versions = super::versions_of(n);
+        let old = versions.first().cloned().unwrap_or_else(|| "v1".into());
+        let new = versions.last().cloned().unwrap_or_else(|| "v2".into());
+        let cur = n
+            .and_then(|n| n.gate.as_ref())
+            .map(|g| g.percent(&new))
+            .unwrap_or(0.0);
+        let cursor = GATE_PRESETS
+            .iter()
+            .enumerate()
+            .min_by(|a, b| {
+                (f64::from(*a.1) - cur)
+                    .abs()
+                    .total_cmp(&(f64::from(*b.1) - cur).abs())
+            })
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        GatePanel {
+            ns,
+            old,
+            new,
+            cursor,
+            stage: GateStage::Choose,
+        }
+    }
+
+    /// The target of a preset row.
+    pub fn preset_target(&self, row: usize) -> GateSplit {
+        match GATE_PRESETS.get(row) {
+            Some(p) => GateSplit::from_pairs([(self.old.clone(), 100 - p), (self.new.clone(), *p)]),
+            None => GateSplit::from_pairs([(self.old.clone(), 100)]),
+        }
+    }
+
+    /// Labels of the preset rows.
+    pub fn preset_labels(&self) -> Vec<String> {
+        let mut v: Vec<String> = GATE_PRESETS
+            .iter()
+            .map(|p| {
+                format!(
+                    "{p:>3}% to {}  ({}={} {}={})",
+                    sanitize(&self.new),
+                    sanitize(&self.old),
+                    100 - p,
+                    sanitize(&self.new),
+                    p
+                )
+            })
+            .collect();
+        v.push(format!("all back to old  ({}=100)", sanitize(&self.old)));
+        v
+    }
+
+    /// The open dialog, if any.
+    pub fn dialog(&self) -> Option<&ConfirmDialog<OpRequest>> {
+        match &self.stage {
+            GateStage::Confirm { dialog, .. } | GateStage::ConfirmUnrouted { dialog, .. } => {
+                Some(dialog)
+            }
+            _ => None,
+        }
+    }
+
+    /// The open dialog, if any (for text entry).
+    pub fn dialog_mut(&mut self) -> Option<&mut ConfirmDialog<OpRequest>> {
+        match &mut self.stage {
+            GateStage::Confirm { dialog, .. } | GateStage::ConfirmUnrouted { dialog, .. } => {
+                Some(dialog)
+            }
+            _ => None,
+        }
+    }
+
+    /// An action on the panel (no dialog open); `None` = not the panel's.
+    pub fn on_action(&mut self, action: &Action, ctx: &Ctx) -> Option<Reply> {
+        let rows = GATE_PRESETS.len() + 1;
+        match action {
+            Action::Up => self.cursor = self.cursor.saturating_sub(1),
+            Action::Down => self.cursor = (self.cursor + 1).min(rows - 1),
+            Action::Top => self.cursor = 0,
+            Action::Bottom => self.cursor = rows - 1,
+            Action::OpenNamespace { ns: None } => {
+                if matches!(self.stage, GateStage::Choose | GateStage::Result { .. }) {
+                    return Some(self.review(ctx));
+                }
+            }
+            Action::Replay => {
+                let unrouted = ctx.ns.and_then(|n| n.unrouted_depth).unwrap_or(0);
+                if unrouted == 0 {
+                    return Some(Reply::say(
+                        Level::Info,
+                        "the unrouted queue is empty: nothing to replay",
+                    ));
+                }
+                if ctx.job_running {
+                    return Some(Reply::say(
+                        Level::Warn,
+                        "a replay is already running (p pause, x stop)",
+                    ));
+                }
+                self.stage = GateStage::ConfirmUnrouted {
+                    count: unrouted,
+                    dialog: ConfirmDialog::new(
+                        "replay unrouted",
+                        Tone::Warn,
+                        vec![
+                            Button::cancel("Cancel"),
+                            Button::run(
+                                format!("Replay {unrouted}"),
+                                OpRequest::ReplayUnrouted {
+                                    ns: self.ns.clone(),
+                                },
+                            ),
+                        ],
+                    ),
+                };
+            }
+            _ => return None,
+        }
+        Some(Reply::default())
+    }
+
+    /// Enter on a preset: the confirmation, and the runner asked for the dry-run plan.
+    fn review(&mut self, ctx: &Ctx) -> Reply {
+        let target = self.preset_target(self.cursor);
+        let current = ctx.ns.and_then(|n| n.gate.clone());
+        if current.as_ref().is_some_and(|c| c.same_routing(&target)) {
+            return Reply::say(
+                Level::Info,
+                format!(
+                    "the gate is already {}: nothing to change",
+                    target.describe_percent()
+                ),
+            );
+        }
+        let zero: BTreeMap<String, bool> = ctx
+            .ns
+            .map(|n| {
+                n.versions
+                    .iter()
+                    .map(|v| (v.version.clone(), v.consumers == Some(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let before = current.unwrap_or_default();
+        let zero_consumers: Vec<String> = target
+            .bound()
+            .filter(|(v, _)| {
+                target.percent(v) > before.percent(v) + 1e-9
+                    && zero.get(*v).copied().unwrap_or(false)
+            })
+            .map(|(v, _)| v.clone())
+            .collect();
+        let force_zero_consumers = !zero_consumers.is_empty();
+        let apply = OpRequest::GateApply {
+            ns: self.ns.clone(),
+            target: target.clone(),
+            force_zero_consumers,
+        };
+        let label = if force_zero_consumers {
+            "Override guard & apply"
+        } else {
+            "Apply"
+        };
+        let tone = if ctx.production || force_zero_consumers {
+            Tone::Alert
+        } else {
+            Tone::Warn
+        };
+        let mut dialog = ConfirmDialog::new(
+            "confirm gate change",
+            tone,
+            vec![Button::cancel("Cancel"), Button::run(label, apply)],
+        )
+        .hint("Tab/←/→ move · Enter choose · Esc cancel");
+        if ctx.production {
+            dialog = dialog.typed(
+                "PRODUCTION: type the namespace name to confirm: ",
+                self.ns.clone(),
+                Accepts::Text,
+                format!(
+                    "production profile: type the namespace name `{}` to confirm",
+                    sanitize(&self.ns)
+                ),
+            );
+        }
+        self.stage = GateStage::Confirm {
+            target: target.clone(),
+            zero_consumers,
+            plan: GatePlan::Computing,
+            dialog,
+        };
+        let mut reply = Reply::ask(OpRequest::GatePreview {
+            ns: self.ns.clone(),
+            target,
+            force_zero_consumers,
+        });
+        if ctx.read_only {
+            reply = reply.and_say(
+                Level::Warn,
+                "read-only profile: the plan is shown, applying will be refused",
+            );
+        }
+        reply
+    }
+
+    /// A dialog action (from the keymap's dialog context).
+    pub fn on_dialog(&mut self, action: &Action, ctx: &Ctx) -> Reply {
+        match &mut self.stage {
+            GateStage::Confirm { target, dialog, .. } => {
+                // Read-only refuses before the typed name is even looked at.
+                if *action == Action::Confirm && dialog.focused_action().is_some() && ctx.read_only
+                {
+                    return Reply::say(
+                        Level::Error,
+                        ctx.read_only_refusal("change the gate", " (nothing was changed)"),
+                    );
+                }
+                match dialog.handle(action) {
+                    Answer::Pending => Reply::default(),
+                    Answer::Confirmed { action, .. } => {
+                        let target = target.clone();
+                        self.stage = GateStage::Applying { target };
+                        Reply::ask(action)
+                    }
+                    Answer::Refused(why) => Reply::say(Level::Warn, why),
+                    Answer::Cancelled => {
+                        self.stage = GateStage::Choose;
+                        Reply::say(Level::Info, "gate change cancelled; nothing changed")
+                    }
+                    Answer::Escaped => {
+                        self.stage = GateStage::Choose;
+                        Reply::default()
+                    }
+                }
+            }
+            GateStage::ConfirmUnrouted { dialog, .. } => match dialog.handle(action) {
+                Answer::Pending | Answer::Refused(_) => Reply::default(),
+                Answer::Confirmed { action, .. } => {
+                    self.stage = GateStage::Choose;
+                    if ctx.read_only {
+                        Reply::say(Level::Error, ctx.read_only_refusal("replay", ""))
+                    } else {
+                        Reply::ask(action)
+                    }
+                }
+                Answer::Cancelled | Answer::Escaped => {
+                    self.stage = GateStage::Choose;
+                    Reply::default()
+                }
+            },
+            _ => Reply::default(),
+        }
+    }
+
+    /// The runner's answer to the apply.
+    pub fn on_applied(&mut self, ns: &str, result: Result<Box<ApplyReport>, String>) {
+        if self.ns == ns
+            && let GateStage::Applying { target } = &self.stage
+        {
+            self.stage = GateStage::Result {
+                target: target.clone(),
+                result,
+            };
+        }
+    }
+
+    /// The runner's dry-run plan, for the confirmation still showing that target.
+    pub fn on_preview(
+        &mut self,
+        ns: &str,
+        asked: &GateSplit,
+        result: Result<Box<ApplyReport>, String>,
+    ) {
+        if self.ns != ns {
+            return;
+        }
+        if let GateStage::Confirm { target, plan, .. } = &mut self.stage
+            && target == asked
+        {
+            *plan = match result {
+                Ok(r) => GatePlan::Ready {
+                    steps: r.steps.iter().map(|s| s.describe()).collect(),
+                    warnings: r.warnings.clone(),
+                },
+                Err(e) => GatePlan::Failed(e),
+            };
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The inspector's state: one dead letter loaded in full, its body as auto / text / JSON / hex,
+//! the scroll, and the export of the message.
+
+use super::Reply;
+use crate::app::action::Action;
+use crate::app::protocol::OpRequest;
+use crate::model::deadletter::{BodyMode, InspectorLine, MessageView, inspector_lines};
+
+/// The inspector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectorPanel {
+    /// Namespace.
+    pub ns: String,
+    /// Position.
+    pub position: u64,
+    /// The message, once loaded.
+    pub message: Option<MessageView>,
+    /// Loading?
+    pub loading: bool,
+    /// Error.
+    pub error: Option<String>,
+    /// Body mode.
+    pub mode: BodyMode,
+    /// Rendered lines (sanitised), rebuilt on load and mode change.
+    pub lines: Vec<InspectorLine>,
+    /// Scroll.
+    pub scroll: usize,
+}
+
+impl InspectorPanel {
+    /// The inspector on the message at `position`, loading.
+    pub fn new(ns: String, position: u64) -> Self {
+        InspectorPanel {
+            ns,
+            position,
+            message: None,
+            loading: true,
+            error: None,
+            mode: BodyMode::Auto,
+            lines: Vec::new(),
+            scroll: 0,
+        }
+    }
+
+    /// Rebuild the lines.
+    pub fn rebuild(&mut self) {
+        self.lines = self
+            .message
+            .as_ref()
+            .map(|m| inspector_lines(m, self.mode))
+            .unwrap_or_default();
+    }
+
+    /// An action on the inspector; `None` = not the inspector's.
+    pub fn on_action(&mut self, action: &Action) -> Option<Reply> {
+        let last = self.lines.len().saturating_sub(1);
+        match action {
+            Action::Up => self.scroll = self.scroll.saturating_sub(1),
+            Action::Down => self.scroll = (self.scroll + 1).min(last),
+            Action::PageUp => self.scroll = self.scroll.saturating_sub(15),
+            Action::PageDown => self.scroll = (self.scroll + 15).min(last),
+            Action::Top => self.scroll = 0,
+            Action::Bottom => self.scroll = last,
+            Action::BodyMode => {
+                self.mode = match self.mode {
+                    BodyMode::Auto => BodyMode::Text,
+                    BodyMode::Text => BodyMode::Json,
+                    BodyMode::Json => BodyMode::Hex,
+                    BodyMode::Hex => BodyMode::Auto,
+                };
+                self.rebuild();
+            }
+            Action::Export => {
+                if let Some(m) = &self.message {
+                    return Some(Reply::ask(OpRequest::DlqExport {
+                        ns: self.ns.clone(),
+                        position: self.position,
+                        message: Some(Box::new(m.clone())),
+                    }));
+                }
+            }
+            Action::OpenNamespace { ns: None } => {}
+            _ => return None,
+        }
+        Some(Reply::default())
+    }
+
+    /// The message arrived (for this inspector, if it still shows that position).
+    pub fn on_inspected(
+        &mut self,
+        ns: &str,
+        position: u64,
+        result: Result<Option<Box<MessageView>>, String>,
+    ) {
+        if self.ns != ns || self.position != position {
+            return;
+        }
+        self.loading = false;
+        match result {
+            Ok(Some(m)) => {
+                self.message = Some(*m);
+                self.rebuild();
+            }
+            Ok(None) => {
+                self.error = Some(format!(
+                    "no message at position {position} any more (the DLQ changed); go back and refresh"
+                ))
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+}

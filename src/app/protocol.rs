@@ -1,0 +1,313 @@
+//! The app ↔ runner protocol: what the console asks of the operations runner
+//! ([`super::ops`]) as [`OpRequest`]s and what comes back as [`OpMsg`]s — plain data, so panels
+//! and tests speak it without a broker (see `docs/architecture.md`, the console).
+
+use std::path::PathBuf;
+
+use crate::broker::mover::{MoveProgress, MoveReport, StopReason};
+use crate::drill::{DrillResult, DrillStatus};
+use crate::ledger::event::Event;
+use crate::ledger::projection::TimelineEntry;
+use crate::model::deadletter::{Filter, MessageView};
+use crate::model::gate::GateSplit;
+use crate::ops::gate::ApplyReport;
+use crate::ops::rollback::{Decision, DecisionPoint, RollbackReport, Update};
+use crate::text::sanitize;
+
+/// Where a replay sends messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayTarget {
+    /// Each message's origin queue (from `x-death`).
+    Origin,
+    /// A version's queue.
+    Version(String),
+    /// The entry exchange (the gate decides).
+    Entry,
+}
+
+impl ReplayTarget {
+    /// Label for dialogs.
+    pub fn label(&self) -> String {
+        match self {
+            ReplayTarget::Origin => "origin queue (from x-death)".into(),
+            ReplayTarget::Version(v) => format!("version {}", sanitize(v)),
+            ReplayTarget::Entry => "entry exchange (through the gate)".into(),
+        }
+    }
+}
+
+/// Which dead letters a replay takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayScope {
+    /// Everything in the DLQ.
+    All,
+    /// Every message matching a filter (a group by origin or reason).
+    Filter(Filter),
+    /// These message ids (selection, or a group that no filter expresses).
+    Ids(Vec<String>),
+}
+
+/// Work for [`super::ops`]: asked by the state, executed in background tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpRequest {
+    /// Ask the refresh task for a refresh now (after a change).
+    Refresh,
+    /// Flip the gate through `ops::gate::apply` (journaled, verified).
+    GateApply {
+        /// Namespace.
+        ns: String,
+        /// Target split.
+        target: GateSplit,
+        /// Zero-consumer guard explicitly overridden.
+        force_zero_consumers: bool,
+    },
+    /// Plan a gate change without making it (`ops::gate::apply` with `dry_run`): the
+    /// confirmation shows exactly the steps and warnings the runner would act on.
+    GatePreview {
+        /// Namespace.
+        ns: String,
+        /// Target split.
+        target: GateSplit,
+        /// Plan with the zero-consumer guard overridden (as the apply would be).
+        force_zero_consumers: bool,
+    },
+    /// Replay `NS.unrouted` through the entry exchange.
+    ReplayUnrouted {
+        /// Namespace.
+        ns: String,
+    },
+    /// Read one page of the DLQ (browse: nothing removed).
+    DlqLoad {
+        /// Namespace.
+        ns: String,
+        /// Page (0-based).
+        page: u64,
+        /// Page size.
+        page_size: u64,
+    },
+    /// Load one message fully for the inspector.
+    DlqInspect {
+        /// Namespace.
+        ns: String,
+        /// Queue position.
+        position: u64,
+    },
+    /// Export one message to a JSON file (loads it fully when not given).
+    DlqExport {
+        /// Namespace.
+        ns: String,
+        /// Queue position.
+        position: u64,
+        /// The message, when already loaded.
+        message: Option<Box<MessageView>>,
+    },
+    /// Replay dead letters.
+    DlqReplay {
+        /// Namespace.
+        ns: String,
+        /// Which.
+        scope: ReplayScope,
+        /// Where to.
+        target: ReplayTarget,
+    },
+    /// Pause the running move.
+    MovePause,
+    /// Resume the running move.
+    MoveResume,
+    /// Stop the running move (outstanding confirms finish; the rest stays in the source).
+    MoveStop,
+    /// Export the DLQ and hold its messages, then wait for the typed count.
+    PurgePrepare {
+        /// Namespace.
+        ns: String,
+    },
+    /// Remove exactly the exported messages.
+    PurgeCommit,
+    /// Put them back.
+    PurgeAbort,
+    /// Read the timeline from the ledger.
+    TimelineLoad {
+        /// Only this namespace.
+        ns: Option<String>,
+    },
+    /// Append an operator note.
+    Note {
+        /// About this namespace.
+        ns: Option<String>,
+        /// Text.
+        text: String,
+    },
+    /// Look for unfinished rollbacks of a namespace in the ledger.
+    RollbackCheck {
+        /// Namespace.
+        ns: String,
+    },
+    /// Start the default rollback plan.
+    RollbackStart {
+        /// Namespace.
+        ns: String,
+        /// From version.
+        from: String,
+        /// To version.
+        to: String,
+    },
+    /// Look for unfinished rollbacks of every namespace (console start).
+    RollbackScan,
+    /// Resume an unfinished rollback.
+    RollbackResume {
+        /// Rollback id.
+        id: String,
+    },
+    /// Answer the pending decision point.
+    RollbackDecide(Decision),
+    /// Write the drill's post-mortem draft to a file.
+    WritePostmortem {
+        /// Where.
+        path: PathBuf,
+        /// Markdown.
+        text: String,
+    },
+}
+
+/// Answers of [`super::ops`] to the state.
+#[derive(Debug, Clone)]
+pub enum OpMsg {
+    /// A gate flip finished (`Err` = message and hint, nothing or part changed).
+    GateApplied {
+        /// Namespace.
+        ns: String,
+        /// Report or failure.
+        result: Result<Box<ApplyReport>, String>,
+        /// The ledger event journaled for it (none for no-ops and failures before the flip).
+        event_id: Option<String>,
+    },
+    /// The dry-run plan of a gate change (answer to [`OpRequest::GatePreview`]).
+    GatePreview {
+        /// Namespace.
+        ns: String,
+        /// Target split asked about.
+        target: GateSplit,
+        /// The dry-run report (steps and warnings) or why it could not be planned.
+        result: Result<Box<ApplyReport>, String>,
+    },
+    /// A page of the DLQ.
+    DlqPage {
+        /// Namespace.
+        ns: String,
+        /// Page.
+        page: u64,
+        /// DLQ depth.
+        depth: Option<u64>,
+        /// Messages (bodies capped).
+        result: Result<Vec<MessageView>, String>,
+    },
+    /// A message loaded for the inspector.
+    Inspected {
+        /// Namespace.
+        ns: String,
+        /// Position.
+        position: u64,
+        /// The message (`None`: no message there any more).
+        result: Result<Option<Box<MessageView>>, String>,
+    },
+    /// An export was written.
+    Exported(Result<PathBuf, String>),
+    /// A move started (title for the progress bar).
+    MoveStarted {
+        /// Namespace.
+        ns: String,
+        /// What it does.
+        title: String,
+        /// Parts (runs) in total.
+        parts: usize,
+    },
+    /// Progress of the running move (`part` is 1-based).
+    MoveProgress {
+        /// Progress.
+        progress: MoveProgress,
+        /// Part.
+        part: usize,
+    },
+    /// The move ended.
+    MoveDone {
+        /// Namespace.
+        ns: String,
+        /// Summary line.
+        summary: String,
+        /// Failed?
+        failed: bool,
+        /// The ledger event journaled for it.
+        event_id: Option<String>,
+    },
+    /// The DLQ was exported and is held; waiting for the typed count.
+    PurgePrepared(Result<(u64, PathBuf), String>),
+    /// The purge ended.
+    PurgeDone {
+        /// Messages removed and the export, or why not.
+        result: Result<(u64, PathBuf), String>,
+        /// The ledger event journaled for it.
+        event_id: Option<String>,
+    },
+    /// The timeline.
+    Timeline(Result<Vec<TimelineEntry>, String>),
+    /// A live ledger event.
+    Ledger(Box<Event>),
+    /// The live ledger feed is down.
+    LedgerDown(String),
+    /// An operation of this console appended this event (its intent or its outcome): its echo
+    /// on the feed is ours.
+    Journaled {
+        /// The event's id.
+        event_id: String,
+    },
+    /// A note was appended (short id) or not.
+    NoteAdded {
+        /// Short id of the note, or why it failed.
+        result: Result<String, String>,
+        /// The ledger event.
+        event_id: Option<String>,
+    },
+    /// Unfinished rollbacks of a namespace: (id, description).
+    RollbackResumable {
+        /// Namespace.
+        ns: String,
+        /// Candidates.
+        candidates: Vec<(String, String)>,
+    },
+    /// Unfinished rollbacks found at start: (namespace, id, description).
+    UnfinishedRollbacks(Vec<(String, String, String)>),
+    /// Engine progress.
+    Rollback(Box<Update>),
+    /// The engine waits for an answer.
+    RollbackDecision(Box<DecisionPoint>),
+    /// The rollback ended.
+    RollbackDone(Box<RollbackReport>),
+    /// The rollback could not start / resume.
+    RollbackFailed(String),
+    /// Drill status (every ~0.5 s).
+    Drill(Box<DrillStatus>),
+    /// The drill ended.
+    DrillDone(Result<Box<DrillResult>, String>),
+    /// The post-mortem was written.
+    PostmortemWritten(Result<PathBuf, String>),
+}
+
+/// One line summary of a mover report (shared with the ops task).
+pub fn move_summary(r: &MoveReport) -> String {
+    let c = &r.counts;
+    let how = match &r.stop {
+        StopReason::Drained => "done (source drained)".to_string(),
+        StopReason::BudgetReached => "done".to_string(),
+        StopReason::LimitReached => "done (limit reached)".to_string(),
+        StopReason::Stopped => "stopped".to_string(),
+        StopReason::Failed(w) => format!("FAILED: {}", sanitize(w)),
+    };
+    format!(
+        "{how}: moved {}, parked {}, left in place {}, possible duplicates {}, reconnects {}",
+        c.moved,
+        c.parked,
+        c.skipped_by_filter + c.no_target + c.refused_replays + c.returned,
+        c.possible_duplicates,
+        c.reconnects
+    )
+}
