@@ -194,7 +194,8 @@ async fn rollback_of_an_adopted_namespace_uses_its_own_names() {
         plan::default_plan("v2", "v1", Duration::from_secs(2)),
         &AutoOperator::default(),
     )
-    .await;
+    .await
+    .unwrap();
     assert!(
         matches!(report.outcome, rollback::RollbackOutcome::Done),
         "rollback of the adopted namespace: {:?}",

@@ -34,10 +34,7 @@ const RULES: &[(&str, &[&str])] = &[
 
 /// Violations being removed in parallel work (file, `module → forbidden`). Remove an entry when
 /// its violation is gone — the test fails on a stale entry, so this list only shrinks.
-const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
-    // ops/ still drives lapin channels itself (being ported onto broker::amqp).
-    ("src/ops/rollback/dead_letters.rs", "ops → lapin"),
-];
+const KNOWN_VIOLATIONS: &[(&str, &str)] = &[];
 
 /// One dependency found in a file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

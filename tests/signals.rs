@@ -474,6 +474,8 @@ async fn console_survives_resizing_to_40x10_and_back_on_every_view() {
             "{view}: the console died"
         );
         tm.keys(&["Escape"]);
+        // Esc and the next key too close together read as Alt+key (an escape sequence).
+        std::thread::sleep(Duration::from_millis(300));
     }
     // Quit normally: the terminal comes back.
     tm.keys(&["q"]);

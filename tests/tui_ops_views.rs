@@ -754,9 +754,12 @@ fn rollback_state() -> AppState {
             to: "v1".into()
         }]
     );
+    let plan = default_plan("v2", "v1", Duration::from_secs(10));
+    let names = hopback::topology::Namespace::convention("email");
     s.handle_msg(Msg::Op(OpMsg::Rollback(Box::new(Update::Started {
         rollback_id: "1a2b3c4d".into(),
-        plan: default_plan("v2", "v1", Duration::from_secs(10)),
+        descriptions: plan.steps.iter().map(|s| s.kind.describe(&names)).collect(),
+        plan,
         evidence: vec![
             "email.v1: 12 ready, 3 consumer(s)".into(),
             "email.v2: 40 ready, 1 consumer(s)".into(),

@@ -163,15 +163,6 @@ impl OpsRunner {
         true
     }
 
-    fn refuse_read_only(&self, what: &str) -> Option<String> {
-        self.cfg.profile.read_only.then(|| {
-            format!(
-                "refusing to {what}: profile `{}` is read-only (nothing was changed)",
-                sanitize(&self.cfg.profile.name)
-            )
-        })
-    }
-
     /// Start the live ledger feed (events appended by anyone, from now on).
     pub fn spawn_ledger_feed(&self) -> JoinHandle<()> {
         let me = self.clone();
@@ -420,37 +411,29 @@ impl OpsRunner {
                     self.send(OpMsg::UnfinishedRollbacks(found)).await;
                 }
             }
-            OpRequest::RollbackStart { ns, from, to } => {
-                if let Some(why) = self.refuse_read_only("roll back") {
-                    return self.send(OpMsg::RollbackFailed(why)).await;
-                }
-                match self.conn().await {
-                    Ok((s, l)) => {
-                        let env = self.env(&s, &l, &ns);
-                        let plan = plan::default_plan(&from, &to, ROLLBACK_VERIFY_WINDOW);
-                        let op = self.operator();
-                        let report = rollback::run(&env, plan, &op).await;
-                        self.send(OpMsg::RollbackDone(Box::new(report))).await;
+            OpRequest::RollbackStart { ns, from, to } => match self.conn().await {
+                Ok((s, l)) => {
+                    let env = self.env(&s, &l, &ns);
+                    let plan = plan::default_plan(&from, &to, ROLLBACK_VERIFY_WINDOW);
+                    let op = self.operator();
+                    match rollback::run(&env, plan, &op).await {
+                        Ok(report) => self.send(OpMsg::RollbackDone(Box::new(report))).await,
+                        Err(e) => self.send(OpMsg::RollbackFailed(e.one_line())).await,
                     }
-                    Err(e) => self.send(OpMsg::RollbackFailed(e)).await,
                 }
-            }
-            OpRequest::RollbackResume { id } => {
-                if let Some(why) = self.refuse_read_only("resume a rollback") {
-                    return self.send(OpMsg::RollbackFailed(why)).await;
-                }
-                match self.conn().await {
-                    Ok((s, l)) => {
-                        let op = self.operator();
-                        let r = rollback::resume(|ns| self.env(&s, &l, ns), &l, &id, &op).await;
-                        match r {
-                            Ok(report) => self.send(OpMsg::RollbackDone(Box::new(report))).await,
-                            Err(e) => self.send(OpMsg::RollbackFailed(e)).await,
-                        }
+                Err(e) => self.send(OpMsg::RollbackFailed(e)).await,
+            },
+            OpRequest::RollbackResume { id } => match self.conn().await {
+                Ok((s, l)) => {
+                    let op = self.operator();
+                    let r = rollback::resume(|ns| self.env(&s, &l, ns), &l, &id, &op).await;
+                    match r {
+                        Ok(report) => self.send(OpMsg::RollbackDone(Box::new(report))).await,
+                        Err(e) => self.send(OpMsg::RollbackFailed(e.one_line())).await,
                     }
-                    Err(e) => self.send(OpMsg::RollbackFailed(e)).await,
                 }
-            }
+                Err(e) => self.send(OpMsg::RollbackFailed(e)).await,
+            },
             OpRequest::WritePostmortem { path, text } => {
                 let r = std::fs::write(&path, text)
                     .map(|_| std::fs::canonicalize(&path).unwrap_or(path.clone()))

@@ -49,7 +49,10 @@ pub struct PurgeReport {
 pub struct PreparedPurge {
     session: Arc<Session>,
     channel: Channel,
-    last_tag: Option<u64>,
+    /// Delivery tags of the exported messages, in order.
+    tags: Vec<u64>,
+    /// Was every held message exported (no filter skipped one)?
+    all_exported: bool,
     /// The queue.
     pub queue: String,
     /// Messages exported and held.
@@ -100,6 +103,27 @@ pub async fn prepare(
     is_quorum_with_limit: bool,
     force: bool,
 ) -> Result<PreparedPurge, BrokerError> {
+    prepare_matching(
+        session,
+        queue,
+        export_path,
+        is_quorum_with_limit,
+        force,
+        &|_| true,
+    )
+    .await
+}
+
+/// [`prepare`] for the messages `keep` accepts only (the rollback's "export v2's dead letters"):
+/// the others are held too, never exported, and go back in place when the channel closes.
+pub async fn prepare_matching(
+    session: Arc<Session>,
+    queue: &str,
+    export_path: &Path,
+    is_quorum_with_limit: bool,
+    force: bool,
+    keep: &(dyn Fn(&crate::model::deadletter::MessageView) -> bool + Sync),
+) -> Result<PreparedPurge, BrokerError> {
     if is_quorum_with_limit && !force {
         return Err(quorum_refusal(queue));
     }
@@ -143,20 +167,25 @@ pub async fn prepare(
     )
     .await?;
     let mut count = 0u64;
-    let mut last_tag = None;
-    while count < depth {
+    let mut seen = 0u64;
+    let mut tags = Vec::new();
+    while seen < depth {
         let d = match tokio::time::timeout(EXPORT_IDLE, consumer.next()).await {
             Ok(Some(Ok(d))) => d,
             Ok(Some(Err(e))) => return Err(crate::broker::session::classify(&e, &pw)),
             Ok(None) | Err(_) => break,
         };
+        seen += 1;
         let len = d.data.len();
-        let view = message_view(count, &d.properties, d.data, len, d.redelivered);
+        let view = message_view(seen - 1, &d.properties, d.data, len, d.redelivered);
+        if !keep(&view) {
+            continue;
+        }
         let doc = export_document(queue, &view);
         serde_json::to_writer(&mut out, &doc)
             .map_err(|e| io_err(export_path, std::io::Error::other(e)))?;
         out.write_all(b"\n").map_err(|e| io_err(export_path, e))?;
-        last_tag = Some(d.delivery_tag);
+        tags.push(d.delivery_tag);
         count += 1;
     }
     // Stop deliveries; anything delivered after the last exported tag is never acked.
@@ -174,7 +203,8 @@ pub async fn prepare(
     Ok(PreparedPurge {
         session,
         channel,
-        last_tag,
+        all_exported: seen == count,
+        tags,
         queue: queue.to_string(),
         count,
         export_path: export_path.to_path_buf(),
@@ -186,13 +216,18 @@ impl PreparedPurge {
     /// the ack; if anything fails, the messages return to the queue (nothing is lost either way).
     pub async fn commit(self) -> Result<PurgeReport, BrokerError> {
         let pw = self.session.password().to_string();
-        if let Some(t) = self.last_tag {
+        // Everything held was exported: one `multiple` ack covers it; otherwise only the
+        // exported tags, one by one (the rest goes back when the channel closes).
+        let acks: Vec<(u64, bool)> = match (self.all_exported, self.tags.last()) {
+            (true, Some(&t)) => vec![(t, true)],
+            _ => self.tags.iter().map(|&t| (t, false)).collect(),
+        };
+        for (t, multiple) in acks {
             timed(
                 "basic.ack",
                 CALL_TIMEOUT,
                 &pw,
-                self.channel
-                    .basic_ack(t, BasicAckOptions { multiple: true }),
+                self.channel.basic_ack(t, BasicAckOptions { multiple }),
             )
             .await?;
         }

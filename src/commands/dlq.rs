@@ -238,16 +238,6 @@ struct ListDoc {
     messages: Vec<Summary>,
 }
 
-fn fmt_age(s: Option<i64>) -> String {
-    match s {
-        None => "?".into(),
-        Some(s) if s < 120 => format!("{s}s"),
-        Some(s) if s < 7200 => format!("{}m", s / 60),
-        Some(s) if s < 172_800 => format!("{}h", s / 3600),
-        Some(s) => format!("{}d", s / 86_400),
-    }
-}
-
 async fn list(
     ctx: &Ctx,
     ns: &str,
@@ -306,7 +296,7 @@ async fn list(
             "{:<40} {:>5}  {}",
             crate::text::preview(g.key.as_bytes(), 200, 40),
             g.count,
-            fmt_age(g.oldest_age_s)
+            crate::model::deadletter::fmt_age(g.oldest_age_s)
         );
     }
     println!(
@@ -325,7 +315,7 @@ async fn list(
                 s.origin_version.as_deref().unwrap_or("?"),
                 crate::text::preview(s.reason.as_bytes(), 100, 10),
                 s.replays,
-                fmt_age(s.age_s),
+                crate::model::deadletter::fmt_age(s.age_s),
                 crate::text::preview(s.preview.as_bytes(), 400, 60)
             );
         }

@@ -299,18 +299,22 @@ pub fn diff_plans(staging: &Plan, now: &Plan) -> Vec<String> {
             (Some(a), Some(b)) => out.push(format!(
                 "step {}: staging `{}` ≠ now `{}`",
                 i + 1,
-                a.kind.describe("NS"),
-                b.kind.describe("NS")
+                a.kind
+                    .describe(&crate::topology::Namespace::convention("NS")),
+                b.kind
+                    .describe(&crate::topology::Namespace::convention("NS"))
             )),
             (Some(a), None) => out.push(format!(
                 "step {}: only in staging: {}",
                 i + 1,
-                a.kind.describe("NS")
+                a.kind
+                    .describe(&crate::topology::Namespace::convention("NS"))
             )),
             (None, Some(b)) => out.push(format!(
                 "step {}: not in the staging run: {}",
                 i + 1,
-                b.kind.describe("NS")
+                b.kind
+                    .describe(&crate::topology::Namespace::convention("NS"))
             )),
             (None, None) => {}
         }
@@ -381,9 +385,7 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
         ledger: ledger.clone(),
     };
     if let Some(id) = &args.resume {
-        let report = rollback::resume(env_for, &ledger, id, &operator)
-            .await
-            .map_err(|e| Failure::error(e, "list rollbacks with `hopback timeline`"))?;
+        let report = rollback::resume(env_for, &ledger, id, &operator).await?;
         return finish(ctx, &report);
     }
     let ns = args.namespace.clone().unwrap_or_default();
@@ -439,7 +441,7 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
     }
     let report = rollback::run(&env, plan, &operator).await;
     session.close().await;
-    finish(ctx, &report)
+    finish(ctx, &report?)
 }
 
 fn finish(ctx: &Ctx, report: &RollbackReport) -> Result<(), Failure> {

@@ -410,7 +410,11 @@ async fn run_in_namespace(
                 ledger: ledger.clone(),
             };
             let plan = plan::default_plan("v2", "v1", opts.verify_window);
-            rollback_report = Some(rollback::run(&env, plan, &AutoOperator::default()).await);
+            rollback_report = Some(
+                rollback::run(&env, plan, &AutoOperator::default())
+                    .await
+                    .map_err(Failure::from)?,
+            );
         } else {
             wait_for_mitigation(&handle, session, ns, opts.max_duration).await;
         }
@@ -615,7 +619,9 @@ fn note_action(handle: &DrillHandle, e: &Event) {
 /// no rollback on the namespace is still running (or Ctrl-C, or the time limit).
 async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, limit: Duration) {
     let t0 = Instant::now();
-    let v2 = format!("{ns}.v2");
+    let v2 = Names::convention(ns)
+        .version_queue("v2")
+        .unwrap_or_default();
     loop {
         let sleep = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {

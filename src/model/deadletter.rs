@@ -664,6 +664,17 @@ pub fn export_document(queue: &str, m: &MessageView) -> serde_json::Value {
     })
 }
 
+/// A dead letter's age, short: `42s`, `15m`, `3h`, `2d`; `?` when unknown.
+pub fn fmt_age(s: Option<i64>) -> String {
+    match s {
+        None => "?".into(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) if s < 172_800 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,8 +198,15 @@ impl StepKind {
             _ => Duration::from_secs(60),
         }
     }
-    /// One line describing the step.
-    pub fn describe(&self, ns: &str) -> String {
+    /// One line describing the step, naming the namespace's objects through the resolver.
+    pub fn describe(&self, names: &crate::topology::Namespace) -> String {
+        let ns = &names.name;
+        let q = |v: &str| {
+            names
+                .version_queue(v)
+                .unwrap_or_else(|| format!("{ns} {v} (no queue)"))
+        };
+        let dlq = &names.dlq;
         match self {
             StepKind::Note { text } => format!("note: {}", crate::text::sanitize(text)),
             StepKind::Confirm { question } => {
@@ -209,22 +216,25 @@ impl StepKind {
                 format!("gate {ns}: {}", GateSplit(weights.clone()).describe())
             }
             StepKind::WaitConsumers { version, min } => {
-                format!("wait until {ns}.{version} has ≥ {min} consumer(s)")
+                format!("wait until {} has ≥ {min} consumer(s)", q(version))
             }
             StepKind::Drain { from, to, limit } => format!(
-                "drain ready messages {ns}.{from} → {ns}.{to}{}",
+                "drain ready messages {} → {}{}",
+                q(from),
+                q(to),
                 limit.map(|l| format!(" (at most {l})")).unwrap_or_default()
             ),
             StepKind::DlqReplay { origin, to, action } => match action {
                 DlqChoice::Replay => {
-                    format!("replay {origin}'s dead letters from {ns}.dlq → {ns}.{to}")
+                    format!("replay {origin}'s dead letters from {dlq} → {}", q(to))
                 }
-                DlqChoice::Keep => format!("keep {origin}'s dead letters in {ns}.dlq"),
+                DlqChoice::Keep => format!("keep {origin}'s dead letters in {dlq}"),
                 DlqChoice::Export => {
-                    format!("export {origin}'s dead letters from {ns}.dlq to a JSONL file")
+                    format!("export {origin}'s dead letters from {dlq} to a JSONL file")
                 }
                 DlqChoice::Ask => format!(
-                    "{origin}'s dead letters in {ns}.dlq: replay to {ns}.{to}, keep or export (ask)"
+                    "{origin}'s dead letters in {dlq}: replay to {}, keep or export (ask)",
+                    q(to)
                 ),
             },
             StepKind::EvictConsumers { version } => {
@@ -241,10 +251,10 @@ impl StepKind {
                     version.as_deref().unwrap_or("?"),
                     humantime::format_duration(*window)
                 ),
-                Metric::UnroutedEmpty => format!("verify: {ns}.unrouted is empty"),
+                Metric::UnroutedEmpty => format!("verify: {} is empty", names.unrouted),
                 Metric::ReadyZero => format!(
-                    "verify: {ns}.{} has no ready messages",
-                    version.as_deref().unwrap_or("?")
+                    "verify: {} has no ready messages",
+                    q(version.as_deref().unwrap_or("?"))
                 ),
             },
             StepKind::Sleep { duration } => {

@@ -6,7 +6,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::dialog::{draw_confirm, modal};
 use super::gate::job_line;
@@ -15,16 +15,6 @@ use super::widgets::fit;
 use crate::app::panels::{DlqDialog, DlqLevel, DlqPanel};
 use crate::app::state::AppState;
 use crate::text::sanitize;
-
-fn fmt_age(s: Option<i64>) -> String {
-    match s {
-        None => "?".into(),
-        Some(s) if s < 120 => format!("{s}s"),
-        Some(s) if s < 7200 => format!("{}m", s / 60),
-        Some(s) if s < 172_800 => format!("{}h", s / 3600),
-        Some(s) => format!("{}d", s / 86_400),
-    }
-}
 
 /// Draw the browser of `ns`.
 pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str) {
@@ -50,12 +40,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         pages,
         format!("{:?}", d.group_by).to_lowercase(),
     );
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(title, theme.title));
-    let inner = block.inner(head);
-    f.render_widget(block, head);
+    let inner = crate::ui::widgets::section(f, head, title, theme);
     let w = usize::from(inner.width);
     let status = if d.loading {
         Line::from(Span::styled(
@@ -151,7 +136,7 @@ fn draw_groups(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel) {
             Row::new(vec![
                 Cell::from(crate::text::preview(g.key.as_bytes(), 400, 80)),
                 Cell::from(g.count.to_string()),
-                Cell::from(fmt_age(g.oldest_age_s)),
+                Cell::from(crate::model::deadletter::fmt_age(g.oldest_age_s)),
                 Cell::from(if sel > 0 {
                     format!("{sel}")
                 } else {
@@ -205,7 +190,7 @@ fn draw_messages(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel, g: usiz
                 Cell::from(s.origin_version.clone().unwrap_or_else(|| "?".into())),
                 Cell::from(s.reason.clone()),
                 Cell::from(s.replays.to_string()),
-                Cell::from(fmt_age(s.age_s)),
+                Cell::from(crate::model::deadletter::fmt_age(s.age_s)),
                 Cell::from(s.preview.clone()),
             ])
             .style(style)

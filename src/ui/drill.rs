@@ -6,7 +6,7 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::widgets::{Borders, Paragraph};
 
 use super::dialog::draw_confirm;
 use super::theme::Theme;
@@ -126,12 +126,13 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
     } else {
         theme.warn
     };
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(style)
-        .title(Span::styled(fit(&title, w), style));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
+    let inner = crate::ui::widgets::section_with(
+        f,
+        area,
+        Borders::TOP,
+        style,
+        Span::styled(fit(&title, w), style),
+    );
     f.render_widget(Paragraph::new(lines), inner);
     let _ = state;
 }

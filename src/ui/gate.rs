@@ -51,12 +51,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         ),
         None => format!(" gate · {} ", sanitize(ns)),
     };
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(title, theme.title));
-    let inner = block.inner(top);
-    f.render_widget(block, top);
+    let inner = crate::ui::widgets::section(f, top, title, theme);
     let gate = n.and_then(|n| n.gate.as_ref());
     let bar = match n {
         Some(_) => gate_bar(gate, usize::from(inner.width), theme),

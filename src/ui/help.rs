@@ -6,7 +6,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::widgets::{Borders, Paragraph};
 
 use super::theme::Theme;
 use super::widgets::fit;
@@ -78,12 +78,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> usize
     } else {
         " keys (config [keymap] overrides) "
     };
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(title, theme.title));
-    let inner = block.inner(left);
-    f.render_widget(block, left);
+    let inner = crate::ui::widgets::section(f, left, title, theme);
     let shown: Vec<&Item> = all.iter().skip(scroll).collect();
     let w = usize::from(inner.width);
     let lines: Vec<Line> = shown
@@ -93,12 +88,13 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> usize
         .collect();
     f.render_widget(Paragraph::new(lines), inner);
 
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(" commands ", theme.title));
-    let inner = block.inner(right);
-    f.render_widget(block, right);
+    let inner = crate::ui::widgets::section_with(
+        f,
+        right,
+        Borders::TOP,
+        theme.border,
+        Span::styled(" commands ", theme.title),
+    );
     let cmd_w = 15usize;
     let w = usize::from(inner.width);
     let desc_w = w.saturating_sub(cmd_w + 1);

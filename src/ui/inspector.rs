@@ -6,7 +6,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::widgets::Paragraph;
 
 use super::theme::Theme;
 use super::widgets::fit;
@@ -25,19 +25,14 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         .dlq
         .as_ref()
         .map(|d| d.queue.clone())
-        .unwrap_or_else(|| format!("{ns}.dlq"));
+        .unwrap_or_else(|| "?".to_string());
     let title = format!(
         " message #{} · {} · body {} ",
         i.position,
         sanitize(&queue),
         format!("{:?}", i.mode).to_lowercase()
     );
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(title, theme.title));
-    let inner = block.inner(body);
-    f.render_widget(block, body);
+    let inner = crate::ui::widgets::section(f, body, title, theme);
     let w = usize::from(inner.width);
     if i.loading {
         f.render_widget(

@@ -77,12 +77,13 @@ fn draw_gate(
     } else {
         theme.title
     };
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(title, title_style));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
+    let inner = crate::ui::widgets::section_with(
+        f,
+        area,
+        Borders::TOP,
+        theme.border,
+        Span::styled(title, title_style),
+    );
     let mut lines = vec![gate_bar(n.gate.as_ref(), usize::from(inner.width), theme)];
     for p in n.gate_problems.iter().take(2) {
         lines.push(Line::from(Span::styled(
@@ -267,12 +268,7 @@ fn draw_dead_letters(
     } else {
         " last dead letters · tap not bound yet ".to_string()
     };
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(tap, theme.title));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
+    let inner = crate::ui::widgets::section(f, area, tap, theme);
     let recent: Vec<_> = state
         .tap
         .recent

@@ -8,7 +8,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
 use super::widgets::{count, fit, pct, rate, spark::sparkline};
@@ -48,12 +48,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     if stale {
         title.push(Span::styled("· STALE ", theme.alert));
     }
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Line::from(title));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
+    let inner =
+        crate::ui::widgets::section_with(f, area, Borders::TOP, theme.border, Line::from(title));
 
     let Some(snap) = &state.snapshot else {
         let text = match &state.conn {

@@ -67,12 +67,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
             format!(" · {}", sanitize(&rb.plan))
         }
     );
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(title, theme.title));
-    let inner = block.inner(head);
-    f.render_widget(block, head);
+    let inner = crate::ui::widgets::section(f, head, title, theme);
     f.render_widget(
         Paragraph::new(live_line(state, theme, rb, usize::from(inner.width))),
         inner,
@@ -156,12 +151,13 @@ fn draw_steps(
     rb: &RollbackPanel,
     with_evidence: bool,
 ) {
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(" steps ", theme.title));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
+    let inner = crate::ui::widgets::section_with(
+        f,
+        area,
+        Borders::TOP,
+        theme.border,
+        Span::styled(" steps ", theme.title),
+    );
     let w = usize::from(inner.width);
     let mut lines = Vec::new();
     match &rb.stage {
@@ -246,12 +242,13 @@ fn draw_steps(
 }
 
 fn draw_evidence(f: &mut Frame, area: Rect, theme: &Theme, rb: &RollbackPanel) {
-    let block = Block::default()
-        .borders(Borders::TOP | Borders::LEFT)
-        .border_style(theme.border)
-        .title(Span::styled(" evidence (why) ", theme.title));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
+    let inner = crate::ui::widgets::section_with(
+        f,
+        area,
+        Borders::TOP | Borders::LEFT,
+        theme.border,
+        Span::styled(" evidence (why) ", theme.title),
+    );
     let lines: Vec<Line> = if rb.evidence.is_empty() {
         vec![Line::from(Span::styled(
             "gathered when the rollback starts",

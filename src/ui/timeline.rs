@@ -5,7 +5,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
 use super::widgets::fit;
@@ -33,12 +33,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Opti
             None => " · live".to_string(),
         }
     );
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .border_style(theme.border)
-        .title(Span::styled(title, theme.title));
-    let inner = block.inner(body);
-    f.render_widget(block, body);
+    let inner = crate::ui::widgets::section(f, body, title, theme);
     if t.loading && visible.is_empty() {
         f.render_widget(
             Paragraph::new(Span::styled("reading the ledger…", theme.warn)),

@@ -523,6 +523,8 @@ impl Cell {
                 let rep =
                     rollback::run(&env, rollback_plan(), &rollback::AutoOperator::default()).await;
                 s.close().await;
+                // Refused before it acted (its intent could not be journaled): nothing changed.
+                let rep = rep.map_err(|e| (e.to_string(), 0))?;
                 let dups: u64 = rep
                     .steps
                     .iter()

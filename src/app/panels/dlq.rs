@@ -222,7 +222,7 @@ impl DlqPanel {
         let queue = n
             .map(|n| n.dlq.clone())
             .filter(|q| !q.is_empty())
-            .unwrap_or_else(|| format!("{ns}.dlq"));
+            .unwrap_or_else(|| crate::topology::Namespace::convention(&ns).dlq);
         DlqPanel {
             ns,
             queue,

@@ -353,6 +353,7 @@ impl RollbackPanel {
                 rollback_id,
                 plan,
                 evidence,
+                descriptions,
             } => {
                 self.id = Some(rollback_id.clone());
                 self.plan = plan.name.clone();
@@ -363,9 +364,10 @@ impl RollbackPanel {
                 self.steps = plan
                     .steps
                     .iter()
-                    .map(|s| RbStep {
+                    .zip(descriptions)
+                    .map(|(s, description)| RbStep {
                         title: s.title.clone(),
-                        description: s.kind.describe(&self.ns),
+                        description: description.clone(),
                         state: StepState::Pending,
                         detail: String::new(),
                         progress: None,

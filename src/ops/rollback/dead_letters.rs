@@ -2,14 +2,7 @@
 //! mover, keep them, or export them.
 
 use super::*;
-// The export choice still drives a channel itself (docs/architecture.md lists it as the
-// known exception, to move onto `broker::export`).
-use lapin::Confirmation;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use crate::broker::amqp::FieldTable;
 
 // ───────────────────────────── dead letters ─────────────────────────────
 
@@ -60,182 +53,39 @@ pub(super) fn origin_version(ns: &Namespace, headers: Option<&FieldTable>) -> Op
         .and_then(|q| ns.version_of_queue(&q))
 }
 
-/// One pass over the DLQ (as deep as it was at the start): dead letters of `origin` are replayed
-/// to `dst` (with `x-hopback-replays` + 1) or exported to `export` and removed; everything else,
-/// and anything over [`MAX_REPLAYS`], goes back in place.
-pub async fn process_dead_letters(
+/// Export the dead letters of `origin` losslessly (the purge's export-and-hold primitive:
+/// every header with its type, the body in base64) and remove exactly those; the others stay.
+async fn export_dead_letters(
     env: &Env,
     origin: &str,
-    dst: &str,
-    export: Option<&std::path::Path>,
-    mut progress: impl FnMut(u64),
+    path: &std::path::Path,
 ) -> Result<DlqCounts, String> {
-    let session = &env.session;
-    let dlq = env.names().dlq;
-    let depth = env.ready(&dlq).await?;
-    let mut counts = DlqCounts::default();
-    if depth == 0 {
-        return Ok(counts);
-    }
-    let pw = session.password().to_string();
-    let cin = session.channel().await.map_err(|e| e.to_string())?;
-    let cout = session.confirm_channel().await.map_err(|e| e.to_string())?;
-    let prefetch = u16::try_from(depth.min(5_000)).unwrap_or(5_000);
-    timed(
-        "basic.qos",
-        CALL_TIMEOUT,
-        &pw,
-        cin.basic_qos(prefetch, BasicQosOptions::default()),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let tag = format!("hopback-dlq-{}", uuid::Uuid::new_v4());
-    let mut consumer = timed(
-        "basic.consume",
-        CALL_TIMEOUT,
-        &pw,
-        cin.basic_consume(
-            dlq.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut file = match export {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("cannot open {}: {e}", p.display()))?,
-        ),
-        None => None,
+    let names = env.names();
+    let quorum = crate::broker::stats::queue_is_quorum(env.mgmt.as_ref(), &names.dlq).await;
+    let keep = |m: &crate::model::deadletter::MessageView| {
+        m.attribution
+            .origin_queue
+            .as_deref()
+            .and_then(|q| names.version_of_queue(q))
+            .as_deref()
+            == Some(origin)
     };
-    let mut put_back = Vec::new();
-    let mut exported = Vec::new();
-    let mut error = None;
-    let mut seen = 0u64;
-    while seen < depth.min(u64::from(prefetch)) {
-        let d = match tokio::time::timeout(Duration::from_millis(1500), consumer.next()).await {
-            Ok(Some(Ok(d))) => d,
-            _ => break,
-        };
-        seen += 1;
-        let headers = d.properties.headers().clone();
-        if origin_version(&env.names(), headers.as_ref()).as_deref() != Some(origin) {
-            counts.others += 1;
-            put_back.push(d);
-            continue;
-        }
-        counts.matched += 1;
-        let replays = header_u64(headers.as_ref(), REPLAYS_HEADER).unwrap_or(0);
-        if let Some(f) = file.as_mut() {
-            let line = json!({
-                "message_id": d.properties.message_id().as_ref().map(|s| s.to_string()),
-                "origin": origin,
-                "replays": replays,
-                "body": String::from_utf8_lossy(&d.data),
-            });
-            if writeln!(f, "{line}").is_err() {
-                error = Some("cannot write the export file".to_string());
-                put_back.push(d);
-                break;
-            }
-            exported.push(d);
-            continue;
-        }
-        if replays >= MAX_REPLAYS {
-            counts.parked += 1;
-            put_back.push(d);
-            continue;
-        }
-        let mut h = headers.unwrap_or_default();
-        h.insert(
-            ShortString::from(REPLAYS_HEADER),
-            AMQPValue::LongLongInt((replays + 1) as i64),
-        );
-        let props = d.properties.clone().with_headers(h);
-        let ok = match timed(
-            "basic.publish",
-            CALL_TIMEOUT,
-            &pw,
-            cout.basic_publish(
-                "".into(),
-                dst.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &d.data,
-                props,
-            ),
-        )
-        .await
-        {
-            Ok(pc) => matches!(
-                timed("publisher confirm", CALL_TIMEOUT, &pw, pc).await,
-                Ok(Confirmation::Ack(None))
-            ),
-            Err(_) => false,
-        };
-        if !ok {
-            error = Some(format!(
-                "`{}` did not confirm a replayed message; stopped",
-                crate::text::sanitize(dst)
-            ));
-            put_back.push(d);
-            break;
-        }
-        match tokio::time::timeout(CALL_TIMEOUT, d.acker.ack(BasicAckOptions::default())).await {
-            Ok(Ok(true)) => {
-                counts.replayed += 1;
-                progress(counts.replayed);
-            }
-            _ => {
-                error = Some("an ack did not reach the broker; stopped (one dead letter may be replayed twice)".into());
-                break;
-            }
-        }
-    }
-    if let Some(f) = file.as_mut() {
-        if f.sync_all().is_ok() {
-            for d in exported.drain(..) {
-                if let Ok(Ok(true)) =
-                    tokio::time::timeout(CALL_TIMEOUT, d.acker.ack(BasicAckOptions::default()))
-                        .await
-                {
-                    counts.exported += 1;
-                }
-            }
-        } else {
-            error = Some("cannot sync the export file; nothing removed from the DLQ".into());
-        }
-    }
-    for d in put_back.into_iter().chain(exported) {
-        let _ = tokio::time::timeout(
-            CALL_TIMEOUT,
-            d.acker.nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            }),
-        )
-        .await;
-    }
-    let _ = timed(
-        "basic.cancel",
-        CALL_TIMEOUT,
-        &pw,
-        cin.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+    let held = crate::broker::export::prepare_matching(
+        env.session.clone(),
+        &names.dlq,
+        path,
+        quorum,
+        false,
+        &keep,
     )
-    .await;
-    let _ = tokio::time::timeout(CALL_TIMEOUT, cin.close(200, "done".into())).await;
-    let _ = tokio::time::timeout(CALL_TIMEOUT, cout.close(200, "done".into())).await;
-    match error {
-        Some(e) => Err(e),
-        None => Ok(counts),
-    }
+    .await
+    .map_err(|e| e.to_string())?;
+    let r = held.commit().await.map_err(|e| e.to_string())?;
+    Ok(DlqCounts {
+        matched: r.exported,
+        exported: r.removed,
+        ..Default::default()
+    })
 }
 
 pub(super) async fn step_dlq(
@@ -256,18 +106,15 @@ pub(super) async fn step_dlq(
     }
     let choice = match action {
         DlqChoice::Ask => {
-            let d = c
-                .operator
-                .decide(&c.point(
+            let d = c.ask(
                     DecisionKind::DlqChoice,
                     format!(
-                        "{matched} dead letter(s) from {origin} in {}.dlq: replay to {}, keep, or export?",
-                        env.ns,
+                        "{matched} dead letter(s) from {origin} in {}: replay to {}, keep, or export?",
+                        crate::text::sanitize(&env.names().dlq),
                         env.queue(to)
                     ),
                     vec![format!("{depth} dead letter(s) in the DLQ, {matched} from {origin}")],
-                ))
-                .await;
+                ).await;
             match d {
                 Decision::Choose(ch) => ch,
                 Decision::Continue => DlqChoice::Replay,
@@ -292,15 +139,7 @@ pub(super) async fn step_dlq(
                 json!({"kept": matched}),
             );
         }
-        DlqChoice::Export => {
-            if let Some(dir) = export_path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            process_dead_letters(env, origin, &dst, Some(&export_path), |n| {
-                c.progress(n, Some(matched))
-            })
-            .await
-        }
+        DlqChoice::Export => export_dead_letters(env, origin, &export_path).await,
         DlqChoice::Replay | DlqChoice::Ask => {
             // Workers of the old version may still be finishing (and dead-lettering) tasks they
             // held when the gate flipped; repeat the pass until one finds nothing new.

@@ -11,24 +11,23 @@
 //! (a drain continues with what is still in the source queue).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::broker::headers::{REPLAYS_HEADER, attribute, header_u64};
+use crate::broker::headers::attribute;
 use crate::broker::mgmt::Mgmt;
 use crate::broker::mover;
-use crate::broker::session::{CALL_TIMEOUT, Session, timed};
+use crate::broker::session::Session;
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::ledger::event::{Event, EventKind, Outcome};
 use crate::model::deadletter::Filter;
 use crate::model::gate::GateSplit;
+use crate::ops::OpError;
 use crate::ops::gate;
 use crate::ops::plan::{DlqChoice, Metric, Plan, Step, StepKind};
 use crate::topology::Namespace;
@@ -42,7 +41,7 @@ mod steps;
 mod verify;
 
 use dead_letters::*;
-pub use dead_letters::{DlqCounts, count_dead_letters, process_dead_letters};
+pub use dead_letters::{DlqCounts, count_dead_letters};
 use journal::*;
 pub use journal::{Progress, progress_from_events, rollback_events, rollback_id_of};
 pub use steps::read_gate;
@@ -148,6 +147,8 @@ pub enum Update {
         plan: Plan,
         /// Evidence.
         evidence: Vec<String>,
+        /// One line per step, names resolved (see [`crate::ops::plan::StepKind::describe`]).
+        descriptions: Vec<String>,
     },
     /// A step changed state.
     Step {
@@ -414,7 +415,12 @@ pub async fn evidence(env: &Env, from: &str, to: &str) -> Vec<String> {
 }
 
 /// Run a plan from the start. `dry_run` is [`dry_run`]'s job, not this one's.
-pub async fn run(env: &Env, plan: Plan, operator: &dyn Operator) -> RollbackReport {
+pub async fn run(
+    env: &Env,
+    plan: Plan,
+    operator: &dyn Operator,
+) -> Result<RollbackReport, OpError> {
+    env.cx().require_writable("roll back")?;
     let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let ev = evidence(env, &plan.from, &plan.to).await;
     let start = env
@@ -424,8 +430,9 @@ pub async fn run(env: &Env, plan: Plan, operator: &dyn Operator) -> RollbackRepo
         .before(json!({"evidence": ev}))
         .outcome(Outcome::Started)
         .reason(format!("{}: {}", plan.name, ev.join("; ")));
-    journal(&env.ledger, start).await;
-    execute(env, id, plan, BTreeSet::new(), false, ev, operator).await
+    // The start is the rollback's intent: a ledger that cannot take it stops the rollback here.
+    env.cx().journal_intent(start).await?;
+    Ok(execute(env, id, plan, BTreeSet::new(), false, ev, operator).await)
 }
 
 /// Resume a rollback from its journal: completed steps are not run again.
@@ -434,23 +441,33 @@ pub async fn resume(
     ledger: &Ledger,
     id: &str,
     operator: &dyn Operator,
-) -> Result<RollbackReport, String> {
-    let events = rollback_events(ledger, id).await?;
+) -> Result<RollbackReport, OpError> {
+    let events = rollback_events(ledger, id)
+        .await
+        .map_err(|e| OpError::failed(e, "check the ledger with `hopback check`"))?;
     if events.is_empty() {
-        return Err(format!(
-            "no rollback with id `{}` in the ledger",
-            crate::text::sanitize(id)
+        return Err(OpError::failed(
+            format!(
+                "no rollback with id `{}` in the ledger",
+                crate::text::sanitize(id)
+            ),
+            "list rollbacks with `hopback timeline`",
         ));
     }
-    let p = progress_from_events(&events)?;
+    let p = progress_from_events(&events)
+        .map_err(|e| OpError::failed(e, "list rollbacks with `hopback timeline`"))?;
     if let Some(o) = p.finished {
-        return Err(format!(
-            "rollback {} already finished ({o}); start a new one with `hopback rollback {}`",
-            crate::text::sanitize(id),
-            crate::text::sanitize(&p.namespace)
+        return Err(OpError::failed(
+            format!(
+                "rollback {} already finished ({o}); start a new one with `hopback rollback {}`",
+                crate::text::sanitize(id),
+                crate::text::sanitize(&p.namespace)
+            ),
+            "list rollbacks with `hopback timeline`",
         ));
     }
     let env = env_for(&p.namespace);
+    env.cx().require_writable("resume a rollback")?;
     let ev = evidence(&env, &p.plan.from, &p.plan.to).await;
     let note = env
         .ledger
@@ -486,10 +503,12 @@ async fn execute(
     evidence: Vec<String>,
     operator: &dyn Operator,
 ) -> RollbackReport {
+    let names = env.names();
     operator.observe(&Update::Started {
         rollback_id: id.clone(),
         plan: plan.clone(),
         evidence: evidence.clone(),
+        descriptions: plan.steps.iter().map(|s| s.kind.describe(&names)).collect(),
     });
     let mut report = RollbackReport {
         rollback_id: id.clone(),
@@ -500,7 +519,7 @@ async fn execute(
         outcome: RollbackOutcome::Done,
     };
     for (i, step) in plan.steps.iter().enumerate() {
-        let description = step.kind.describe(&env.ns);
+        let description = step.kind.describe(&env.names());
         if completed.contains(&i) {
             operator.observe(&Update::Step {
                 index: i,
@@ -668,15 +687,17 @@ struct StepCtx<'a> {
 }
 
 impl StepCtx<'_> {
-    fn point(&self, kind: DecisionKind, question: String, evidence: Vec<String>) -> DecisionPoint {
-        DecisionPoint {
+    /// Ask the operator at a decision point of this step.
+    async fn ask(&self, kind: DecisionKind, question: String, evidence: Vec<String>) -> Decision {
+        let point = DecisionPoint {
             rollback_id: self.id.to_string(),
             step_index: self.index,
             step_title: self.step.title.clone(),
             kind,
             question,
             evidence,
-        }
+        };
+        self.operator.decide(&point).await
     }
     fn progress(&self, done: u64, total: Option<u64>) {
         self.operator.observe(&Update::Progress {
@@ -758,12 +779,9 @@ async fn run_step(c: &StepCtx<'_>) -> StepResult {
             let mut ev = c.evidence.to_vec();
             ev.push(format!("plan: {}", c.plan.name));
             for (i, s) in c.plan.steps.iter().enumerate().skip(c.index + 1) {
-                ev.push(format!("  {}. {}", i + 1, s.kind.describe(&env.ns)));
+                ev.push(format!("  {}. {}", i + 1, s.kind.describe(&env.names())));
             }
-            let d = c
-                .operator
-                .decide(&c.point(DecisionKind::Confirm, question.clone(), ev))
-                .await;
+            let d = c.ask(DecisionKind::Confirm, question.clone(), ev).await;
             from_decision(d)
                 .unwrap_or_else(|| StepResult::done("confirmed", serde_json::Value::Null))
         }

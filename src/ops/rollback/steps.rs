@@ -88,8 +88,7 @@ pub(super) async fn step_wait_consumers(c: &StepCtx<'_>, version: &str, min: u32
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let d = c
-            .operator
-            .decide(&c.point(
+            .ask(
                 DecisionKind::Timeout,
                 format!(
                     "{} still has fewer than {min} consumer(s) after {}. Keep waiting?",
@@ -97,7 +96,7 @@ pub(super) async fn step_wait_consumers(c: &StepCtx<'_>, version: &str, min: u32
                     humantime::format_duration(patience)
                 ),
                 vec![],
-            ))
+            )
             .await;
         if let Some(r) = from_decision(d) {
             return r;
@@ -203,8 +202,7 @@ pub(super) async fn step_evict(c: &StepCtx<'_>, version: &str) -> StepResult {
         ));
     }
     let d = c
-        .operator
-        .decide(&c.point(
+        .ask(
             DecisionKind::Destructive,
             format!(
                 "Close {} connection(s) named `{}`? Their unacked messages go back to the queue.",
@@ -212,7 +210,7 @@ pub(super) async fn step_evict(c: &StepCtx<'_>, version: &str) -> StepResult {
                 crate::text::sanitize(&want)
             ),
             vec![],
-        ))
+        )
         .await;
     if let Some(r) = from_decision(d) {
         return r;

@@ -204,7 +204,7 @@ pub async fn dry_run(env: &Env, plan: &Plan) -> Vec<DryRunLine> {
         out.push(DryRunLine {
             number: i + 1,
             title: s.title.clone(),
-            description: s.kind.describe(&env.ns),
+            description: s.kind.describe(&env.names()),
             live,
         });
     }

@@ -6,6 +6,35 @@ pub mod header;
 pub mod spark;
 pub mod status;
 
+/// Draw a section heading (a top border carrying `title`) over `area` and return the area
+/// below it — the frame every view's panels share.
+pub fn section(
+    f: &mut ratatui::Frame,
+    area: ratatui::layout::Rect,
+    title: impl Into<String>,
+    theme: &crate::ui::theme::Theme,
+) -> ratatui::layout::Rect {
+    let title = ratatui::text::Span::styled(title.into(), theme.title);
+    section_with(f, area, ratatui::widgets::Borders::TOP, theme.border, title)
+}
+
+/// [`section`] with its own borders, border style and (styled) title.
+pub fn section_with<'a>(
+    f: &mut ratatui::Frame,
+    area: ratatui::layout::Rect,
+    borders: ratatui::widgets::Borders,
+    border_style: ratatui::style::Style,
+    title: impl Into<ratatui::text::Line<'a>>,
+) -> ratatui::layout::Rect {
+    let block = ratatui::widgets::Block::default()
+        .borders(borders)
+        .border_style(border_style)
+        .title(title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    inner
+}
+
 /// `1234` → `1234`, `12345` → `12.3k`, `1234567` → `1.2M`; `None` → `–` (unknown, not zero).
 pub fn count(n: Option<u64>) -> String {
     match n {
