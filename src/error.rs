@@ -76,13 +76,78 @@ impl Failure {
 /// Result type of commands and operations.
 pub type Result<T, E = Failure> = std::result::Result<T, E>;
 
+/// A broker error at the CLI's edge: a refusal (a missing permission) exits 3 like a
+/// read-only refusal; everything else 1.
+impl From<crate::broker::session::BrokerError> for Failure {
+    fn from(e: crate::broker::session::BrokerError) -> Self {
+        let hint = e.hint();
+        if e.is_refusal() {
+            Failure::refused(e.to_string(), hint)
+        } else {
+            Failure::error(e.to_string(), hint)
+        }
+    }
+}
+
+/// A configuration error at the CLI's edge: usage (exit 2) or error (exit 1).
+impl From<crate::config::ConfigError> for Failure {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Failure {
+            message: e.message,
+            hint: e.hint,
+            code: if e.usage {
+                ExitCode::Usage
+            } else {
+                ExitCode::Error
+            },
+        }
+    }
+}
+
+/// A console error at the CLI's edge.
+impl From<crate::app::AppError> for Failure {
+    fn from(e: crate::app::AppError) -> Self {
+        use crate::app::AppError;
+        match e {
+            AppError::Usage { message, hint } => Failure::usage(message, hint),
+            AppError::Failed { message, hint } => Failure::error(message, hint),
+            AppError::Drill(d) => d.into(),
+        }
+    }
+}
+
+/// A drill error at the CLI's edge.
+impl From<crate::drill::DrillError> for Failure {
+    fn from(e: crate::drill::DrillError) -> Self {
+        use crate::drill::DrillError;
+        match e {
+            DrillError::Broker(b) => b.into(),
+            DrillError::Ledger(l) => l.into(),
+            DrillError::Op(o) => o.into(),
+            DrillError::Config(c) => c.into(),
+            DrillError::Other { message, hint } => Failure::error(message, hint),
+        }
+    }
+}
+
+/// A ledger error at the CLI's edge (a permission refusal exits 3).
+impl From<crate::ledger::LedgerError> for Failure {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        if e.refused {
+            Failure::refused(e.message, e.hint)
+        } else {
+            Failure::error(e.message, e.hint)
+        }
+    }
+}
+
 /// The one conversion of an operation's error at the CLI's edge: refused → exit 3,
 /// verification → exit 4, everything else → exit 1.
 impl From<crate::ops::OpError> for Failure {
     fn from(e: crate::ops::OpError) -> Self {
         use crate::ops::OpError;
         match e {
-            OpError::Broker(b) => b.into_failure(),
+            OpError::Broker(b) => b.into(),
             OpError::Refused { message, hint } => Failure::refused(message, hint),
             OpError::Invalid { message, hint } => Failure::usage(message, hint),
             OpError::Verification { message, hint } => Failure::verification(message, hint),

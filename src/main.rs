@@ -92,11 +92,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             // screen), the way a bug in a view would.
             let cfg = ctx.cfg.clone();
             tokio::select! {
-                r = hopback::app::run(ctx.cfg) => r,
+                r = hopback::app::run(ctx.cfg) => r.map_err(Failure::from),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(1500)) => deliberate_panic(&cfg),
             }
         }
-        None => hopback::app::run(ctx.cfg).await,
+        None => hopback::app::run(ctx.cfg).await.map_err(Failure::from),
     }
 }
 

@@ -19,16 +19,22 @@ const EXTERNAL_CRATES: [&str; 4] = ["lapin", "clap", "ratatui", "crossterm"];
 /// - `broker/` imports no `ops/`; `config/` imports no `broker/`; `drill/` imports no `commands/`;
 /// - `model/` imports no lapin, clap or ratatui;
 /// - only `broker/` talks AMQP: `ops/`, `ledger/`, `drill/`, `model/`, `app/`, `ui/` and
-///   `commands/` import no `lapin`.
+///   `commands/` import no `lapin`;
+/// - the exit-code-bearing `Failure` (`crate::error`) is the CLI's edge: only `commands/` (and
+///   `main.rs`, outside the library) use it — every other module returns typed errors.
 const RULES: &[(&str, &[&str])] = &[
-    ("ui", &["ops", "broker", "ledger", "drill", "lapin"]),
-    ("broker", &["ops"]),
-    ("config", &["broker"]),
-    ("drill", &["commands", "lapin"]),
-    ("model", &["lapin", "clap", "ratatui"]),
-    ("ops", &["lapin"]),
-    ("ledger", &["lapin"]),
-    ("app", &["lapin"]),
+    (
+        "ui",
+        &["ops", "broker", "ledger", "drill", "lapin", "error"],
+    ),
+    ("broker", &["ops", "error"]),
+    ("config", &["broker", "error"]),
+    ("drill", &["commands", "lapin", "error"]),
+    ("model", &["lapin", "clap", "ratatui", "error"]),
+    ("ops", &["lapin", "error"]),
+    ("ledger", &["lapin", "error"]),
+    ("app", &["lapin", "error"]),
+    ("topology", &["error"]),
     ("commands", &["lapin"]),
 ];
 

@@ -227,7 +227,7 @@ impl Action {
 }
 
 /// Parse a `:` command line into an action; the error says what is accepted.
-pub fn parse_command(line: &str) -> Result<Action, String> {
+pub fn parse_command(line: &str) -> Result<Action, crate::model::Invalid> {
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or("");
     if cmd == "note" {
@@ -239,7 +239,7 @@ pub fn parse_command(line: &str) -> Result<Action, String> {
     }
     let arg = words.next().map(str::to_string);
     if words.next().is_some() {
-        return Err(format!("too many words in `:{line}`"));
+        return Err(format!("too many words in `:{line}`").into());
     }
     Ok(match cmd {
         "q" | "q!" | "quit" | "exit" => Action::Quit,
@@ -259,7 +259,7 @@ pub fn parse_command(line: &str) -> Result<Action, String> {
             return Err(format!(
                 "unknown command `:{}` (try :ns NAME, :gate, :dlq, :timeline, :rollback, :note TEXT, :help, :q)",
                 crate::text::sanitize(other)
-            ));
+            ).into());
         }
     })
 }

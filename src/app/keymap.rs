@@ -249,7 +249,7 @@ impl Default for Keymap {
 
 /// Normalise a key name from config (`Ctrl+C` → `ctrl-c`, `Enter` → `enter`; single characters
 /// keep their case so `G` ≠ `g`).
-pub fn normalize(key: &str) -> Result<String, String> {
+pub fn normalize(key: &str) -> Result<String, crate::model::Invalid> {
     let k = key.trim();
     if k.chars().count() == 1 {
         return Ok(k.to_string());
@@ -301,7 +301,8 @@ pub fn normalize(key: &str) -> Result<String, String> {
         return Err(format!(
             "`{}` is not a key (examples: q, G, ctrl-c, enter, esc, up, pgdown, f1)",
             crate::text::sanitize(key)
-        ));
+        )
+        .into());
     }
     if mods.is_empty() {
         return Ok(base);
@@ -317,7 +318,8 @@ pub fn normalize(key: &str) -> Result<String, String> {
                     "`{}`: unknown modifier `{}` (use ctrl, alt, shift)",
                     crate::text::sanitize(key),
                     crate::text::sanitize(m)
-                ));
+                )
+                .into());
             }
         }
     }
@@ -327,7 +329,9 @@ pub fn normalize(key: &str) -> Result<String, String> {
 
 impl Keymap {
     /// The default table with `[keymap]` overrides applied (action name → keys).
-    pub fn with_overrides(overrides: &BTreeMap<String, Vec<String>>) -> Result<Keymap, String> {
+    pub fn with_overrides(
+        overrides: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Keymap, crate::model::Invalid> {
         let mut km = Keymap::default();
         for (name, keys) in overrides {
             let action = Action::from_config_name(name).ok_or_else(|| {

@@ -30,7 +30,6 @@ pub use action::Action;
 use state::{AppState, Effect, Level, Msg};
 
 use crate::config::Config;
-use crate::error::Failure;
 use crate::ui::theme::Theme;
 
 /// Minimum time between two frames (≤ 30 fps).
@@ -83,10 +82,49 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Why the console could not start or had to stop.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppError {
+    /// Wrong use: no terminal, a bad `[keymap]`.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The terminal or a signal handler failed.
+    #[error("{message}")]
+    Failed {
+        /// What failed.
+        message: String,
+        /// What to try ("" when nothing helps).
+        hint: String,
+    },
+    /// The drill running in the console failed.
+    #[error(transparent)]
+    Drill(#[from] crate::drill::DrillError),
+}
+
+impl AppError {
+    fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::Usage {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+    fn failed(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
 /// Build the initial state (keymap overrides validated here).
-pub fn initial_state(cfg: &Config) -> Result<AppState, Failure> {
+pub fn initial_state(cfg: &Config) -> Result<AppState, AppError> {
     let keymap = keymap::Keymap::with_overrides(&cfg.keymap).map_err(|e| {
-        Failure::usage(
+        AppError::usage(
             format!("config error in {}: {e}", cfg.path.display()),
             "fix the [keymap] table; `?` in the console lists action names",
         )
@@ -95,7 +133,7 @@ pub fn initial_state(cfg: &Config) -> Result<AppState, Failure> {
 }
 
 /// Run the console until the operator quits or a signal arrives.
-pub async fn run(cfg: Config) -> Result<(), Failure> {
+pub async fn run(cfg: Config) -> Result<(), AppError> {
     run_console(cfg, None).await.map(|_| ())
 }
 
@@ -106,11 +144,12 @@ pub async fn run(cfg: Config) -> Result<(), Failure> {
 pub async fn run_drill(
     cfg: Config,
     opts: crate::drill::DrillOptions,
-) -> Result<Option<crate::drill::DrillResult>, Failure> {
+) -> Result<Option<crate::drill::DrillResult>, AppError> {
     run_console(cfg, Some(opts)).await
 }
 
-type DrillTask = tokio::task::JoinHandle<Result<crate::drill::DrillResult, Failure>>;
+type DrillTask =
+    tokio::task::JoinHandle<Result<crate::drill::DrillResult, crate::drill::DrillError>>;
 
 fn start_drill(
     cfg: &Config,
@@ -136,11 +175,12 @@ fn start_drill(
         }
         let msg = match &r {
             Ok(res) => Ok(Box::new(res.clone())),
-            Err(f) => Err(match &f.hint {
-                Some(h) if !h.is_empty() => format!("{} — {h}", f.message),
-                _ => f.message.clone(),
+            Err(f) => Err(match f.hint() {
+                h if h.is_empty() => f.to_string(),
+                h => format!("{f} — {h}"),
             }),
         };
+        let msg = msg.map_err(protocol::Failed::from);
         let _ = tx.send(Msg::Op(protocol::OpMsg::DrillDone(msg))).await;
         r
     })
@@ -148,7 +188,7 @@ fn start_drill(
 
 /// End a drill that is still running: the drill listens for SIGINT (as the CLI drill does for
 /// Ctrl-C), so send it to ourselves until the drill stops waiting, then wait for its score.
-async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResult>, Failure> {
+async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResult>, AppError> {
     let mut task = task;
     if !task.is_finished() {
         eprintln!(
@@ -160,8 +200,8 @@ async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResul
             r = &mut task => {
                 return match r {
                     Ok(Ok(res)) => Ok(Some(res)),
-                    Ok(Err(f)) => Err(f),
-                    Err(e) => Err(Failure::error(format!("the drill task ended abnormally: {e}"), "")),
+                    Ok(Err(f)) => Err(f.into()),
+                    Err(e) => Err(AppError::failed(format!("the drill task ended abnormally: {e}"), "")),
                 };
             }
             _ = tokio::time::sleep(Duration::from_millis(1000)) => {
@@ -176,9 +216,9 @@ async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResul
 async fn run_console(
     cfg: Config,
     drill: Option<crate::drill::DrillOptions>,
-) -> Result<Option<crate::drill::DrillResult>, Failure> {
+) -> Result<Option<crate::drill::DrillResult>, AppError> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-        return Err(Failure::usage(
+        return Err(AppError::usage(
             "the console needs a terminal",
             "run it in a terminal, or use `hopback status` (and --json) in scripts",
         ));
@@ -192,21 +232,21 @@ async fn run_console(
         }
     };
     let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| Failure::error(format!("cannot watch SIGTERM: {e}"), ""))?;
+        .map_err(|e| AppError::failed(format!("cannot watch SIGTERM: {e}"), ""))?;
     let mut sighup = signal(SignalKind::hangup())
-        .map_err(|e| Failure::error(format!("cannot watch SIGHUP: {e}"), ""))?;
+        .map_err(|e| AppError::failed(format!("cannot watch SIGHUP: {e}"), ""))?;
     // In drill mode SIGINT ends the drill (see `finish_drill`): registering a listener now makes
     // sure SIGINT never falls back to its default (terminating before the cleanup).
     let _sigint = if drill.is_some() {
         Some(
             signal(SignalKind::interrupt())
-                .map_err(|e| Failure::error(format!("cannot watch SIGINT: {e}"), ""))?,
+                .map_err(|e| AppError::failed(format!("cannot watch SIGINT: {e}"), ""))?,
         )
     } else {
         None
     };
     let mut guard = terminal::enter().map_err(|e| {
-        Failure::error(
+        AppError::failed(
             format!("cannot set up the terminal: {e}"),
             "is TERM set? try another terminal",
         )
@@ -233,7 +273,7 @@ async fn run_console(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME_MIN;
-    let result: Result<(), Failure> = loop {
+    let result: Result<(), AppError> = loop {
         if dirty && last_draw.elapsed() >= FRAME_MIN {
             let mut hints = state.layout;
             if let Err(e) = guard
@@ -241,7 +281,7 @@ async fn run_console(
                 .draw(|f| hints = crate::ui::draw(f, &state, &theme))
             {
                 // The terminal is gone (e.g. an SSH drop): stop quietly.
-                break Err(Failure::error(format!("cannot draw: {e}"), ""));
+                break Err(AppError::failed(format!("cannot draw: {e}"), ""));
             }
             state.layout = hints;
             let visible = state.visible_namespaces();
@@ -288,7 +328,7 @@ async fn run_console(
                 }
                 Some(Ok(Event::Resize(..))) => dirty = true,
                 Some(Ok(_)) => {}
-                Some(Err(e)) => break Err(Failure::error(format!("terminal input failed: {e}"), "")),
+                Some(Err(e)) => break Err(AppError::failed(format!("terminal input failed: {e}"), "")),
                 None => break Ok(()),
             },
             Some(msg) = rx.recv() => {

@@ -9,6 +9,7 @@
 //! [`Operator`] over channels: decision points become a dialog, the operator's button press
 //! answers the engine.
 
+use crate::app::protocol::Failed;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,6 @@ use crate::broker::session::{Session, backoff_delay, connect};
 use crate::broker::stats::queue_is_quorum;
 use crate::config::Config;
 use crate::drill::DrillHandle;
-use crate::error::Failure;
 use crate::ledger::projection::{Timeline, TimelineFilter};
 use crate::ledger::{Ledger, StreamStart};
 use crate::model::deadletter::export_document;
@@ -43,11 +43,21 @@ pub const TIMELINE_LOAD_MAX: usize = 2_000;
 /// Verification window of a rollback started from the console.
 pub const ROLLBACK_VERIFY_WINDOW: Duration = Duration::from_secs(10);
 
-fn failure_text(f: &Failure) -> String {
-    match f.hint.as_deref().filter(|h| !h.is_empty()) {
-        None => sanitize(&f.message).into_owned(),
-        Some(h) => format!("{} — {}", sanitize(&f.message), sanitize(h)),
+/// One status-bar line: what failed — what to try.
+fn line(message: &str, hint: &str) -> String {
+    if hint.is_empty() {
+        sanitize(message).into_owned()
+    } else {
+        format!("{} — {}", sanitize(message), sanitize(hint))
     }
+}
+
+fn broker_text(e: &crate::broker::session::BrokerError) -> String {
+    line(&e.to_string(), e.hint())
+}
+
+fn ledger_text(e: &crate::ledger::LedgerError) -> String {
+    line(&e.message, &e.hint)
 }
 
 #[derive(Default)]
@@ -89,7 +99,7 @@ impl OpsRunner {
     }
 
     /// The console's operations session and ledger (re-established when the connection died).
-    async fn conn(&self) -> Result<(Arc<Session>, Arc<Ledger>), String> {
+    async fn conn(&self) -> Result<(Arc<Session>, Arc<Ledger>), Failed> {
         let mut g = self.shared.conn.lock().await;
         if let Some((s, l)) = g.as_ref()
             && s.is_connected()
@@ -98,14 +108,14 @@ impl OpsRunner {
         }
         let s = connect(&self.cfg.profile, "console ops", &self.cfg.operator)
             .await
-            .map_err(|e| failure_text(&Failure::from(e)))?;
+            .map_err(|e| Failed::from(broker_text(&e)))?;
         let l = Arc::new(Ledger::open(&s, &self.cfg).await);
         *g = Some((s.clone(), l.clone()));
         Ok((s, l))
     }
 
     /// The operations context over the console's session and ledger.
-    async fn cx(&self) -> Result<OpContext, String> {
+    async fn cx(&self) -> Result<OpContext, Failed> {
         let (session, ledger) = self.conn().await?;
         Ok(OpContext {
             session,
@@ -128,12 +138,12 @@ impl OpsRunner {
         })
     }
 
-    fn mgmt(&self) -> Result<Mgmt, String> {
+    fn mgmt(&self) -> Result<Mgmt, Failed> {
         Mgmt::new(&self.cfg.profile).map_err(|e| {
-            format!(
+            Failed::from(format!(
                 "the management API client cannot be built: {}",
                 sanitize(&e.to_string())
-            )
+            ))
         })
     }
 
@@ -173,7 +183,7 @@ impl OpsRunner {
                     Ok((_, l)) => l
                         .subscribe(StreamStart::Next)
                         .await
-                        .map_err(|f| failure_text(&f)),
+                        .map_err(|f| Failed::from(ledger_text(&f))),
                     Err(e) => Err(e),
                 };
                 match sub {
@@ -184,7 +194,7 @@ impl OpsRunner {
                             match r {
                                 Ok(e) => me.send(OpMsg::Ledger(Box::new(e))).await,
                                 Err(f) => {
-                                    me.send(OpMsg::LedgerDown(failure_text(&f))).await;
+                                    me.send(OpMsg::LedgerDown(ledger_text(&f))).await;
                                     break;
                                 }
                             }
@@ -193,7 +203,7 @@ impl OpsRunner {
                             }
                         }
                     }
-                    Err(e) => me.send(OpMsg::LedgerDown(e)).await,
+                    Err(e) => me.send(OpMsg::LedgerDown(e.text)).await,
                 }
                 if me.tx.is_closed() {
                     return;
@@ -291,7 +301,7 @@ impl OpsRunner {
                     Ok(cx) => gate::apply(&cx, &req)
                         .await
                         .map(Box::new)
-                        .map_err(|e| e.one_line()),
+                        .map_err(Failed::from),
                     Err(e) => Err(e),
                 };
                 self.send(OpMsg::GatePreview { ns, target, result }).await;
@@ -335,7 +345,7 @@ impl OpsRunner {
                 let queue = Namespace::resolve(&self.cfg, &ns).dlq;
                 let r = match m {
                     Ok(Some(m)) => export_one(&queue, &m),
-                    Ok(None) => Err(format!("no message at position {position} any more")),
+                    Ok(None) => Err(format!("no message at position {position} any more").into()),
                     Err(e) => Err(e),
                 };
                 self.send(OpMsg::Exported(r)).await;
@@ -378,7 +388,7 @@ impl OpsRunner {
                     Ok(cx) => note::add(&cx, ns.as_deref(), &text)
                         .await
                         .map(|r| (r.event.short_id(), r.event.id.to_string()))
-                        .map_err(|e| e.one_line()),
+                        .map_err(Failed::from),
                     Err(e) => Err(e),
                 };
                 let event_id = r.as_ref().ok().map(|x| x.1.clone());
@@ -421,7 +431,7 @@ impl OpsRunner {
                         Err(e) => self.send(OpMsg::RollbackFailed(e.one_line())).await,
                     }
                 }
-                Err(e) => self.send(OpMsg::RollbackFailed(e)).await,
+                Err(e) => self.send(OpMsg::RollbackFailed(e.text)).await,
             },
             OpRequest::RollbackResume { id } => match self.conn().await {
                 Ok((s, l)) => {
@@ -432,12 +442,12 @@ impl OpsRunner {
                         Err(e) => self.send(OpMsg::RollbackFailed(e.one_line())).await,
                     }
                 }
-                Err(e) => self.send(OpMsg::RollbackFailed(e)).await,
+                Err(e) => self.send(OpMsg::RollbackFailed(e.text)).await,
             },
             OpRequest::WritePostmortem { path, text } => {
                 let r = std::fs::write(&path, text)
                     .map(|_| std::fs::canonicalize(&path).unwrap_or(path.clone()))
-                    .map_err(|e| format!("{}: {e}", path.display()));
+                    .map_err(|e| Failed::from(format!("{}: {e}", path.display())));
                 self.send(OpMsg::PostmortemWritten(r)).await;
             }
             OpRequest::Refresh
@@ -453,7 +463,7 @@ impl OpsRunner {
         ns: &str,
         target: crate::model::gate::GateSplit,
         force_zero_consumers: bool,
-    ) -> Result<Box<gate::ApplyReport>, String> {
+    ) -> Result<Box<gate::ApplyReport>, Failed> {
         let cx = self.cx().await?;
         let req = gate::GateRequest {
             namespace: ns.to_string(),
@@ -466,7 +476,7 @@ impl OpsRunner {
         gate::apply(&cx, &req)
             .await
             .map(Box::new)
-            .map_err(|e| e.one_line())
+            .map_err(Failed::from)
     }
 
     async fn dlq_page(
@@ -476,7 +486,7 @@ impl OpsRunner {
         page_size: u64,
     ) -> (
         Option<u64>,
-        Result<Vec<crate::model::deadletter::MessageView>, String>,
+        Result<Vec<crate::model::deadletter::MessageView>, Failed>,
     ) {
         let queue = Namespace::resolve(&self.cfg, ns).dlq;
         let s = match self.conn().await {
@@ -491,15 +501,16 @@ impl OpsRunner {
                     Err(format!(
                         "DLQ `{}` does not exist — create the namespace with `hopback init`",
                         sanitize(&queue)
-                    )),
+                    )
+                    .into()),
                 );
             }
-            Err(e) => return (None, Err(failure_text(&Failure::from(e)))),
+            Err(e) => return (None, Err(broker_text(&e).into())),
         };
         let quorum = queue_is_quorum(self.mgmt().ok().as_ref(), &queue).await;
         let r = browse_page(&s, &queue, page, page_size.max(1), quorum, false)
             .await
-            .map_err(|e| failure_text(&Failure::from(e)));
+            .map_err(|e| Failed::from(broker_text(&e)));
         (Some(depth), r)
     }
 
@@ -507,13 +518,13 @@ impl OpsRunner {
         &self,
         ns: &str,
         position: u64,
-    ) -> Result<Option<crate::model::deadletter::MessageView>, String> {
+    ) -> Result<Option<crate::model::deadletter::MessageView>, Failed> {
         let queue = Namespace::resolve(&self.cfg, ns).dlq;
         let (s, _) = self.conn().await?;
         let quorum = queue_is_quorum(self.mgmt().ok().as_ref(), &queue).await;
         load_message(&s, &queue, position, quorum, false)
             .await
-            .map_err(|e| failure_text(&Failure::from(e)))
+            .map_err(|e| Failed::from(broker_text(&e)))
     }
 
     async fn move_refused(&self, ns: &str, why: String) {
@@ -531,7 +542,7 @@ impl OpsRunner {
     async fn run_replay(&self, ns: &str, req: ReplayRequest) {
         let cx = match self.cx().await {
             Ok(cx) => cx,
-            Err(e) => return self.move_refused(ns, e).await,
+            Err(e) => return self.move_refused(ns, e.text).await,
         };
         let plan = match replay::prepare(&cx, &req).await {
             Ok(p) => p,
@@ -592,11 +603,11 @@ impl OpsRunner {
         .await;
     }
 
-    async fn purge_prepare(&self, ns: &str) -> Result<(u64, PathBuf), String> {
+    async fn purge_prepare(&self, ns: &str) -> Result<(u64, PathBuf), Failed> {
         let cx = self.cx().await?;
         let p = purge::prepare(&cx, ns, None, false)
             .await
-            .map_err(|e| e.one_line())?;
+            .map_err(Failed::from)?;
         let (count, path) = (p.count, p.export_path.clone());
         let mut slot = self.shared.purge.lock().await;
         if let Some(old) = slot.take() {
@@ -606,20 +617,20 @@ impl OpsRunner {
         Ok((count, path))
     }
 
-    async fn purge_commit(&self) -> Result<(u64, PathBuf, String), String> {
+    async fn purge_commit(&self) -> Result<(u64, PathBuf, String), Failed> {
         let Some(p) = self.shared.purge.lock().await.take() else {
             return Err("nothing prepared to purge (it was cancelled)".into());
         };
         p.commit()
             .await
             .map(|(r, e)| (r.removed, r.export_path, e.id.to_string()))
-            .map_err(|e| e.one_line())
+            .map_err(Failed::from)
     }
 
     async fn timeline(
         &self,
         ns: Option<String>,
-    ) -> Result<Vec<crate::ledger::projection::TimelineEntry>, String> {
+    ) -> Result<Vec<crate::ledger::projection::TimelineEntry>, Failed> {
         let (_, l) = self.conn().await?;
         let mut t = Timeline::new(TimelineFilter {
             namespace: ns,
@@ -628,7 +639,7 @@ impl OpsRunner {
         });
         l.fold(StreamStart::First, |e| t.push(&e))
             .await
-            .map_err(|f| failure_text(&f))?;
+            .map_err(|f| Failed::from(ledger_text(&f)))?;
         Ok(t.into_entries())
     }
 
@@ -717,7 +728,7 @@ impl OpsRunner {
 }
 
 /// Write one message's export document to `DATA_DIR/exports/QUEUE-POS-TIME.json`.
-fn export_one(queue: &str, m: &crate::model::deadletter::MessageView) -> Result<PathBuf, String> {
+fn export_one(queue: &str, m: &crate::model::deadletter::MessageView) -> Result<PathBuf, Failed> {
     let base = purge::default_export_path(queue);
     let path = base.with_file_name(format!(
         "{}-{}.json",
@@ -727,11 +738,12 @@ fn export_one(queue: &str, m: &crate::model::deadletter::MessageView) -> Result<
         m.position
     ));
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failed::from(format!("{}: {e}", dir.display())))?;
     }
     let text = serde_json::to_string_pretty(&export_document(queue, m))
-        .map_err(|e| format!("cannot encode the export: {e}"))?;
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| Failed::from(format!("cannot encode the export: {e}")))?;
+    std::fs::write(&path, text).map_err(|e| Failed::from(format!("{}: {e}", path.display())))?;
     Ok(path)
 }
 

@@ -14,6 +14,67 @@ use crate::ops::gate::ApplyReport;
 use crate::ops::rollback::{Decision, DecisionPoint, RollbackReport, Update};
 use crate::text::sanitize;
 
+/// Why a request of the console did not succeed, as the status line shows it: the kind
+/// (refused, failed, not journaled) and one terminal-safe line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text}")]
+pub struct Failed {
+    /// Refused, failed or not journaled.
+    pub kind: FailKind,
+    /// What happened — what to try (terminal-safe).
+    pub text: String,
+}
+
+/// The kinds of [`Failed`] the console tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// Refused before anything changed (read-only, a guard, a permission, an invalid request).
+    Refused,
+    /// Tried and failed (or the broker could not be reached).
+    Failed,
+    /// Done, but the ledger did not confirm it.
+    NotJournaled,
+}
+
+impl From<String> for Failed {
+    fn from(text: String) -> Self {
+        Self {
+            kind: FailKind::Failed,
+            text,
+        }
+    }
+}
+
+impl From<&str> for Failed {
+    fn from(text: &str) -> Self {
+        text.to_string().into()
+    }
+}
+
+impl From<crate::ops::OpError> for Failed {
+    fn from(e: crate::ops::OpError) -> Self {
+        use crate::ops::OpError;
+        let kind = match &e {
+            OpError::NotJournaled { .. } => FailKind::NotJournaled,
+            OpError::Refused { .. } | OpError::Invalid { .. } => FailKind::Refused,
+            OpError::Broker(b) if b.is_refusal() => FailKind::Refused,
+            _ => FailKind::Failed,
+        };
+        Self {
+            kind,
+            text: e.one_line(),
+        }
+    }
+}
+
+/// The line, for callers that only show it.
+impl std::ops::Deref for Failed {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
 /// Where a replay sends messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayTarget {
@@ -177,7 +238,7 @@ pub enum OpMsg {
         /// Namespace.
         ns: String,
         /// Report or failure.
-        result: Result<Box<ApplyReport>, String>,
+        result: Result<Box<ApplyReport>, Failed>,
         /// The ledger event journaled for it (none for no-ops and failures before the flip).
         event_id: Option<String>,
     },
@@ -188,7 +249,7 @@ pub enum OpMsg {
         /// Target split asked about.
         target: GateSplit,
         /// The dry-run report (steps and warnings) or why it could not be planned.
-        result: Result<Box<ApplyReport>, String>,
+        result: Result<Box<ApplyReport>, Failed>,
     },
     /// A page of the DLQ.
     DlqPage {
@@ -199,7 +260,7 @@ pub enum OpMsg {
         /// DLQ depth.
         depth: Option<u64>,
         /// Messages (bodies capped).
-        result: Result<Vec<MessageView>, String>,
+        result: Result<Vec<MessageView>, Failed>,
     },
     /// A message loaded for the inspector.
     Inspected {
@@ -208,10 +269,10 @@ pub enum OpMsg {
         /// Position.
         position: u64,
         /// The message (`None`: no message there any more).
-        result: Result<Option<Box<MessageView>>, String>,
+        result: Result<Option<Box<MessageView>>, Failed>,
     },
     /// An export was written.
-    Exported(Result<PathBuf, String>),
+    Exported(Result<PathBuf, Failed>),
     /// A move started (title for the progress bar).
     MoveStarted {
         /// Namespace.
@@ -240,16 +301,16 @@ pub enum OpMsg {
         event_id: Option<String>,
     },
     /// The DLQ was exported and is held; waiting for the typed count.
-    PurgePrepared(Result<(u64, PathBuf), String>),
+    PurgePrepared(Result<(u64, PathBuf), Failed>),
     /// The purge ended.
     PurgeDone {
         /// Messages removed and the export, or why not.
-        result: Result<(u64, PathBuf), String>,
+        result: Result<(u64, PathBuf), Failed>,
         /// The ledger event journaled for it.
         event_id: Option<String>,
     },
     /// The timeline.
-    Timeline(Result<Vec<TimelineEntry>, String>),
+    Timeline(Result<Vec<TimelineEntry>, Failed>),
     /// A live ledger event.
     Ledger(Box<Event>),
     /// The live ledger feed is down.
@@ -263,7 +324,7 @@ pub enum OpMsg {
     /// A note was appended (short id) or not.
     NoteAdded {
         /// Short id of the note, or why it failed.
-        result: Result<String, String>,
+        result: Result<String, Failed>,
         /// The ledger event.
         event_id: Option<String>,
     },
@@ -287,9 +348,9 @@ pub enum OpMsg {
     /// Drill status (every ~0.5 s).
     Drill(Box<DrillStatus>),
     /// The drill ended.
-    DrillDone(Result<Box<DrillResult>, String>),
+    DrillDone(Result<Box<DrillResult>, Failed>),
     /// The post-mortem was written.
-    PostmortemWritten(Result<PathBuf, String>),
+    PostmortemWritten(Result<PathBuf, Failed>),
 }
 
 /// One line summary of a mover report (shared with the ops task).

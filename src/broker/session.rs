@@ -15,7 +15,6 @@ use tokio::sync::Mutex;
 
 use crate::broker::uri::scrub;
 use crate::config::Profile;
-use crate::error::Failure;
 
 /// Default timeout of a single AMQP call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,9 +55,9 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// Turn into a reportable failure with a hint.
-    pub fn into_failure(self) -> Failure {
-        let hint = match &self {
+    /// What to try next.
+    pub fn hint(&self) -> &'static str {
+        match self {
             BrokerError::Unreachable { .. } => {
                 "is RabbitMQ running? start it with scripts/broker, or check --url / the profile's url"
             }
@@ -84,12 +83,11 @@ impl BrokerError {
                 "the broker holds every publish until its alarm clears (`rabbitmqctl status` lists alarms); nothing was acked that was not confirmed — re-run once the alarm is gone"
             }
             BrokerError::Other(_) => "run `hopback check` for a diagnosis",
-        };
-        match self {
-            // A refusal, not a breakage: exit 3 like a read-only refusal.
-            BrokerError::AccessRefused(_) => Failure::refused(self.to_string(), hint),
-            _ => Failure::error(self.to_string(), hint),
         }
+    }
+    /// A refusal (a missing permission), not a breakage.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, BrokerError::AccessRefused(_))
     }
 }
 
@@ -165,12 +163,6 @@ fn permission_for(call: &str, kind: &str) -> Option<&'static str> {
 /// management API 401/403)?
 pub fn is_permission_denial(message: &str) -> bool {
     message.contains(PERMISSION_DENIED)
-}
-
-impl From<BrokerError> for Failure {
-    fn from(e: BrokerError) -> Self {
-        e.into_failure()
-    }
 }
 
 /// Classify a lapin error (text scrubbed of credentials).

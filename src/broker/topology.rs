@@ -31,7 +31,7 @@ pub enum QueueType {
 pub type Names = crate::topology::Namespace;
 
 /// Check a namespace name: printable, no dots at the ends, fits in AMQP's 255 bytes with suffixes.
-pub fn validate_namespace(ns: &str) -> Result<(), String> {
+pub fn validate_namespace(ns: &str) -> Result<(), crate::model::Invalid> {
     if ns.is_empty() {
         return Err("the namespace name is empty".into());
     }
@@ -39,7 +39,8 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
         return Err(format!(
             "the namespace name is {} bytes; at most 200 leave room for `.unrouted`",
             ns.len()
-        ));
+        )
+        .into());
     }
     if ns.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("the namespace name contains whitespace or control characters".into());
@@ -51,14 +52,14 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
 }
 
 /// Parse `v1,v2` into validated version names.
-pub fn parse_versions(text: &str) -> Result<Vec<String>, String> {
+pub fn parse_versions(text: &str) -> Result<Vec<String>, crate::model::Invalid> {
     let mut out: Vec<String> = Vec::new();
     for v in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !is_version_name(v) {
-            return Err(format!("`{v}` is not a version name; use v1, v2, …"));
+            return Err(format!("`{v}` is not a version name; use v1, v2, …").into());
         }
         if out.iter().any(|x| x == v) {
-            return Err(format!("version `{v}` is listed twice"));
+            return Err(format!("version `{v}` is listed twice").into());
         }
         out.push(v.to_string());
     }

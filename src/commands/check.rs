@@ -87,7 +87,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             s.close().await;
         }
         Err(e) => {
-            let f = e.into_failure();
+            let f = Failure::from(e);
             out.push(line("amqp", "fail", f.message, f.hint.as_deref()));
         }
     }

@@ -3,6 +3,8 @@
 use crate::broker::topology::{self, QueueType};
 use crate::commands::Ctx;
 use crate::error::Failure;
+use crate::ops::init::InitDone;
+use crate::ops::{OpContext, Via};
 
 /// Run `init`.
 pub async fn run(
@@ -11,20 +13,15 @@ pub async fn run(
     versions: &str,
     queue_type: QueueType,
 ) -> Result<(), Failure> {
+    // The operation validates first; read-only refuses before connecting.
     topology::validate_namespace(ns)
         .map_err(|e| Failure::usage(e, "use a short printable name like `email`"))?;
-    let versions = topology::parse_versions(versions)
-        .map_err(|e| Failure::usage(e, "e.g. --versions v1,v2"))?;
     ctx.require_writable("init a namespace")?;
     let session = ctx.connect().await?;
-    let report = topology::init(&session, ns, &versions, queue_type).await;
-    let journaled = match &report {
-        Ok(r) if r.changed() => Some(journal_init(ctx, &session, r, &versions, queue_type).await),
-        _ => None,
-    };
+    let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
+    let done = crate::ops::init::init(&cx, ns, versions, queue_type).await;
     session.close().await;
-    let report = report?;
-    let event = journaled.transpose()?;
+    let InitDone { report, event } = done?;
     if ctx.json {
         return ctx.print_json(&serde_json::json!({
             "namespace": report.namespace, "changed": report.changed(),
@@ -62,27 +59,4 @@ pub async fn run(
         println!("ledger event {}", e.short_id());
     }
     Ok(())
-}
-
-/// Journal an `init` that changed something; the command reports done only once it is confirmed.
-async fn journal_init(
-    ctx: &Ctx,
-    session: &std::sync::Arc<crate::broker::session::Session>,
-    report: &topology::InitReport,
-    versions: &[String],
-    queue_type: QueueType,
-) -> Result<crate::ledger::Event, Failure> {
-    let ledger = crate::ledger::Ledger::open(session, &ctx.cfg).await;
-    let mut after = serde_json::json!({ "created": report.created });
-    if let Some((v, w)) = report.gate.as_deref().and_then(|g| g.split_once('=')) {
-        after["gate"] = serde_json::json!({ v: w.parse::<u32>().unwrap_or(100) });
-    }
-    let e = ledger
-        .event(crate::ledger::EventKind::Init, Some(&report.namespace))
-        .params(serde_json::json!({ "versions": versions, "queue_type": queue_type }))
-        .after(after);
-    ledger.append(e).await.map_err(|f| Failure {
-        message: format!("namespace created, but {}", f.message),
-        ..f
-    })
 }

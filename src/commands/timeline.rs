@@ -10,7 +10,7 @@ use crate::error::Failure;
 use crate::ledger::projection::{
     MarkdownMeta, Timeline, TimelineEntry, TimelineFilter, render_markdown,
 };
-use crate::ledger::{EventKind, Ledger, StreamStart};
+use crate::ledger::{Ledger, StreamStart};
 use crate::text::sanitize;
 
 /// Output format of `timeline`.
@@ -112,7 +112,7 @@ pub async fn run(ctx: &Ctx, mut args: TimelineArgs) -> Result<(), Failure> {
     };
     if let Err(f) = read {
         session.close().await;
-        return Err(f);
+        return Err(f.into());
     }
     if !ledger.is_stream() {
         eprintln!(
@@ -204,14 +204,13 @@ pub async fn note(ctx: &Ctx, args: NoteArgs) -> Result<(), Failure> {
             "hopback note \"what you saw\"",
         ));
     }
+    ctx.require_writable("add a note")?;
     let session = ctx.connect().await?;
-    let ledger = Ledger::open(&session, &ctx.cfg).await;
-    let e = ledger
-        .event(EventKind::Note, args.namespace.as_deref())
-        .reason(text);
-    let r = ledger.append(e).await;
+    let cx = crate::ops::OpContext::open(session.clone(), &ctx.cfg, crate::ops::Via::Cli).await;
+    let r = crate::ops::note::add(&cx, args.namespace.as_deref(), &text).await;
     session.close().await;
-    let e = r?;
+    let e = r?.event;
+    let ledger = &cx.ledger;
     if ctx.json {
         return ctx.print_json(&e);
     }

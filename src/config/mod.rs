@@ -15,10 +15,50 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use url::Url;
 
-use crate::error::Failure;
 use raw::{RawAlerts, RawConfig, RawNamespace, RawProfile};
 
 /// The AMQP URL used when nothing else is configured.
+/// A configuration that cannot be used: what is wrong (naming the file, line and key where it
+/// can), what to do, and whether it is a usage error (the config or a flag is wrong) or another
+/// failure (a file that cannot be read).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// What is wrong, in one line (already free of credentials).
+    pub message: String,
+    /// What to do.
+    pub hint: Option<String>,
+    /// The configuration or a flag is wrong (usage), rather than something failing.
+    pub usage: bool,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// A wrong configuration or flag.
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            usage: true,
+            ..Self::error(message, hint)
+        }
+    }
+    /// Something failed (reading a file).
+    pub fn error(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: Some(hint.into()).filter(|h: &String| !h.is_empty()),
+            usage: false,
+        }
+    }
+}
+
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default refresh interval of the console.
 pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 1000;
@@ -242,7 +282,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// Load and resolve the configuration according to the precedence rules.
-pub fn load(over: &Overrides) -> Result<Config, Failure> {
+pub fn load(over: &Overrides) -> Result<Config, ConfigError> {
     let path = over.config_path.clone().unwrap_or_else(default_config_path);
     let (raw, file_found) = match std::fs::read_to_string(&path) {
         Ok(text) => (parse(&text, &path)?, true),
@@ -250,7 +290,7 @@ pub fn load(over: &Overrides) -> Result<Config, Failure> {
             (RawConfig::default(), false)
         }
         Err(e) => {
-            return Err(Failure::error(
+            return Err(ConfigError::error(
                 format!("cannot read config file {}: {e}", path.display()),
                 "check the path given to --config (or HOPBACK_CONFIG)",
             ));
@@ -260,7 +300,7 @@ pub fn load(over: &Overrides) -> Result<Config, Failure> {
 }
 
 /// Parse the TOML text; errors name the file, line and key.
-pub fn parse(text: &str, path: &Path) -> Result<RawConfig, Failure> {
+pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     toml::from_str::<RawConfig>(text).map_err(|e| {
         let (line, key) = match e.span() {
             Some(span) => {
@@ -296,7 +336,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RawConfig, Failure> {
         } else {
             "fix the value; the README's Configuration section shows a valid example"
         };
-        Failure::usage(msg, hint)
+        ConfigError::usage(msg, hint)
     })
 }
 
@@ -310,7 +350,7 @@ pub fn resolve(
     path: &Path,
     file_found: bool,
     over: &Overrides,
-) -> Result<Config, Failure> {
+) -> Result<Config, ConfigError> {
     let profile_name = over
         .profile
         .clone()
@@ -321,7 +361,7 @@ pub fn resolve(
             Some(p) => p.clone(),
             None => {
                 let known: Vec<&str> = raw.profiles.keys().map(String::as_str).collect();
-                return Err(Failure::usage(
+                return Err(ConfigError::usage(
                     format!(
                         "unknown profile `{}` (config: {})",
                         crate::text::sanitize(name),
@@ -393,7 +433,7 @@ fn resolve_profile(
     raw: &RawConfig,
     alerts: &AlertThresholds,
     over: &Overrides,
-) -> Result<Profile, Failure> {
+) -> Result<Profile, ConfigError> {
     let url_text = over
         .url
         .clone()
@@ -433,7 +473,7 @@ fn resolve_profile(
     let mgmt_url = match mgmt_text {
         Some(t) => {
             let mut u = Url::parse(&t).map_err(|e| {
-                Failure::usage(
+                ConfigError::usage(
                     format!(
                         "malformed management URL {}: {e}",
                         crate::redact::redact(&t)
@@ -460,7 +500,7 @@ fn resolve_profile(
                 if tls { 15671 } else { 15672 }
             );
             Url::parse(&text).map_err(|e| {
-                Failure::usage(
+                ConfigError::usage(
                     format!("cannot derive the management URL: {e}"),
                     "set mgmt_url in the profile",
                 )
@@ -506,13 +546,13 @@ pub fn resolve_read_only(flag: bool, profile: Option<bool>, global: Option<bool>
     flag || profile.or(global).unwrap_or(false)
 }
 
-fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
+fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, ConfigError> {
     if let Some(pw) = env_nonempty("HOPBACK_PASSWORD") {
         return Ok(Secret::new(pw));
     }
     if let Some(var) = &p.password_env {
         return env_nonempty(var).map(Secret::new).ok_or_else(|| {
-            Failure::usage(
+            ConfigError::usage(
                 format!("password_env names `{var}`, which is not set"),
                 format!("export {var}=… or remove password_env"),
             )
@@ -520,7 +560,7 @@ fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
     }
     if let Some(file) = &p.password_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            Failure::usage(
+            ConfigError::usage(
                 format!("cannot read password_file {file}: {e}"),
                 "check the path and its permissions",
             )
@@ -539,16 +579,16 @@ fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, Failure> {
 }
 
 /// Parse an AMQP URL; the error never repeats the password.
-pub fn parse_amqp_url(text: &str) -> Result<Url, Failure> {
+pub fn parse_amqp_url(text: &str) -> Result<Url, ConfigError> {
     let shown = crate::redact::redact(text);
     let u = Url::parse(text).map_err(|e| {
-        Failure::usage(
+        ConfigError::usage(
             format!("malformed AMQP URL {shown}: {e}"),
             "use the form amqp://user:password@host:5672/%2f",
         )
     })?;
     if u.scheme() != "amqp" && u.scheme() != "amqps" {
-        return Err(Failure::usage(
+        return Err(ConfigError::usage(
             format!(
                 "malformed AMQP URL {shown}: scheme must be amqp or amqps, not `{}`",
                 crate::text::sanitize(u.scheme())
@@ -557,7 +597,7 @@ pub fn parse_amqp_url(text: &str) -> Result<Url, Failure> {
         ));
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(Failure::usage(
+        return Err(ConfigError::usage(
             format!("malformed AMQP URL {shown}: no host"),
             "use the form amqp://user:password@host:5672/%2f",
         ));
@@ -569,10 +609,10 @@ fn resolve_adoption(
     ns: &str,
     a: &RawNamespace,
     defaults: &AlertThresholds,
-) -> Result<Adoption, Failure> {
+) -> Result<Adoption, ConfigError> {
     let version_queues = match (&a.version_queues, &a.version_queue_regex) {
         (Some(_), Some(_)) => {
-            return Err(Failure::usage(
+            return Err(ConfigError::usage(
                 format!(
                     "namespace `{ns}`: set either version_queues or version_queue_regex, not both"
                 ),
@@ -582,7 +622,7 @@ fn resolve_adoption(
         (Some(list), None) => VersionQueues::List(list.clone()),
         (None, Some(re)) => {
             let r = Regex::new(re).map_err(|e| {
-                Failure::usage(
+                ConfigError::usage(
                     format!(
                         "namespace `{ns}`: version_queue_regex is invalid: {}",
                         e.to_string().lines().last().unwrap_or("")
@@ -591,7 +631,7 @@ fn resolve_adoption(
                 )
             })?;
             if !r.capture_names().flatten().any(|n| n == "version") {
-                return Err(Failure::usage(
+                return Err(ConfigError::usage(
                     format!("namespace `{ns}`: version_queue_regex has no named group `version`"),
                     r"write it like ^orders-(?P<version>v\d+)$",
                 ));
@@ -614,7 +654,7 @@ fn resolve_adoption(
 mod tests {
     use super::*;
 
-    fn res(text: &str, over: Overrides) -> Result<Config, Failure> {
+    fn res(text: &str, over: Overrides) -> Result<Config, ConfigError> {
         let raw = parse(text, Path::new("t.toml"))?;
         resolve(raw, Path::new("t.toml"), true, &over)
     }
@@ -628,7 +668,7 @@ mod tests {
         .unwrap_err();
         assert!(e.message.contains("line 4"), "{e}");
         assert!(e.message.contains("bogus"), "{e}");
-        assert_eq!(e.code, crate::error::ExitCode::Usage);
+        assert!(e.usage, "{e}");
     }
 
     #[test]

@@ -22,7 +22,6 @@ use crate::broker::mgmt::Mgmt;
 use crate::broker::session::{self, Session};
 use crate::broker::topology::{self, Names, QueueType};
 use crate::config::Config;
-use crate::error::Failure;
 use crate::ledger::event::{Event, EventKind, Outcome};
 use crate::ledger::{Ledger, StreamStart};
 use crate::model::gate::GateSplit;
@@ -31,6 +30,51 @@ use crate::ops::{gate, plan};
 use fleet::{Fleet, FleetShared, FleetSpec, FleetStats};
 use scenario::{FaultParams, Scenario};
 use score::{Score, Timings};
+
+/// Why a drill could not run or finish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DrillError {
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::session::BrokerError),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// An operation (the canary, the scripted rollback) failed or was refused.
+    #[error(transparent)]
+    Op(#[from] crate::ops::OpError),
+    /// The drill's own configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Anything else, with a hint.
+    #[error("{message}")]
+    Other {
+        /// What failed.
+        message: String,
+        /// What to try.
+        hint: String,
+    },
+}
+
+impl DrillError {
+    /// What to try next.
+    pub fn hint(&self) -> String {
+        match self {
+            DrillError::Broker(b) => b.hint().to_string(),
+            DrillError::Ledger(l) => l.hint.clone(),
+            DrillError::Op(o) => o.hint(),
+            DrillError::Config(c) => c.hint.clone().unwrap_or_default(),
+            DrillError::Other { hint, .. } => hint.clone(),
+        }
+    }
+    /// A failure with a hint.
+    pub fn other(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::Other {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
 
 /// Prefix of drill namespaces.
 pub const NAMESPACE_PREFIX: &str = "drill-";
@@ -236,23 +280,19 @@ pub async fn run(
     cfg: &Config,
     opts: &DrillOptions,
     on_start: impl FnOnce(Arc<DrillHandle>),
-) -> Result<DrillResult, Failure> {
+) -> Result<DrillResult, DrillError> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let ns = format!("{NAMESPACE_PREFIX}{id}");
     let versions = vec!["v1".to_string(), "v2".to_string()];
-    let session = session::connect(&cfg.profile, "drill", &cfg.operator)
-        .await
-        .map_err(Failure::from)?;
+    let session = session::connect(&cfg.profile, "drill", &cfg.operator).await?;
     let Some(mgmt) = Mgmt::new(&cfg.profile).ok() else {
-        return Err(Failure::error(
+        return Err(DrillError::other(
             "a drill needs the management API (gate, workers)",
             "enable rabbitmq_management or set --mgmt-url; `hopback check` diagnoses it",
         ));
     };
     let ledger = Arc::new(Ledger::open(&session, cfg).await);
-    topology::init(&session, &ns, &versions, QueueType::Classic)
-        .await
-        .map_err(Failure::from)?;
+    topology::init(&session, &ns, &versions, QueueType::Classic).await?;
     let result = run_in_namespace(cfg, opts, &id, &ns, &session, &mgmt, &ledger, on_start).await;
     if !opts.keep
         && let Err(e) = delete_drill_namespace(&session, &ns, &versions).await
@@ -271,10 +311,8 @@ pub async fn delete_drill_namespace(
     session: &Session,
     ns: &str,
     versions: &[String],
-) -> Result<(), Failure> {
-    topology::delete_namespace(session, ns, versions)
-        .await
-        .map_err(Failure::from)?;
+) -> Result<(), DrillError> {
+    topology::delete_namespace(session, ns, versions).await?;
     if let Ok(ch) = session.channel().await {
         let _ = session::timed(
             "queue.delete",
@@ -301,7 +339,7 @@ async fn run_in_namespace(
     mgmt: &Mgmt,
     ledger: &Arc<Ledger>,
     on_start: impl FnOnce(Arc<DrillHandle>),
-) -> Result<DrillResult, Failure> {
+) -> Result<DrillResult, DrillError> {
     let hidden = opts.scenario == Scenario::Random;
     let scenario = opts.scenario.resolve();
     let mut spec = FleetSpec::new(cfg.profile.clone(), ns, scenario, opts.rate_per_s);
@@ -410,11 +448,7 @@ async fn run_in_namespace(
                 ledger: ledger.clone(),
             };
             let plan = plan::default_plan("v2", "v1", opts.verify_window);
-            rollback_report = Some(
-                rollback::run(&env, plan, &AutoOperator::default())
-                    .await
-                    .map_err(Failure::from)?,
-            );
+            rollback_report = Some(rollback::run(&env, plan, &AutoOperator::default()).await?);
         } else {
             wait_for_mitigation(&handle, session, ns, opts.max_duration).await;
         }
@@ -490,22 +524,19 @@ async fn run_in_namespace(
     })
 }
 
-async fn wait_for_workers(session: &Session, ns: &str, limit: Duration) -> Result<(), Failure> {
+async fn wait_for_workers(session: &Session, ns: &str, limit: Duration) -> Result<(), DrillError> {
     let t0 = Instant::now();
     loop {
         let mut ok = true;
         for v in ["v1", "v2"] {
-            let c = session
-                .passive_queue(&format!("{ns}.{v}"))
-                .await
-                .map_err(Failure::from)?;
+            let c = session.passive_queue(&format!("{ns}.{v}")).await?;
             ok &= c.is_some_and(|c| c.consumers > 0);
         }
         if ok {
             return Ok(());
         }
         if t0.elapsed() > limit {
-            return Err(Failure::error(
+            return Err(DrillError::other(
                 "the drill's workers did not connect in time",
                 "check the broker with `hopback check`",
             ));
@@ -644,8 +675,12 @@ async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, 
     }
 }
 
-async fn ids_in(session: &Session, queue: &str, out: &mut BTreeSet<String>) -> Result<(), Failure> {
-    let depth = match session.passive_queue(queue).await.map_err(Failure::from)? {
+async fn ids_in(
+    session: &Session,
+    queue: &str,
+    out: &mut BTreeSet<String>,
+) -> Result<(), DrillError> {
+    let depth = match session.passive_queue(queue).await? {
         Some(c) => u64::from(c.ready),
         None => return Ok(()),
     };
@@ -663,8 +698,7 @@ async fn ids_in(session: &Session, queue: &str, out: &mut BTreeSet<String>) -> R
         },
         false,
     )
-    .await
-    .map_err(Failure::from)?;
+    .await?;
     if (msgs.len() as u64) < depth {
         tracing::warn!(
             queue,
@@ -685,7 +719,7 @@ async fn account(
     session: &Session,
     ns: &str,
     fleet: &FleetShared,
-) -> Result<score::Accounting, Failure> {
+) -> Result<score::Accounting, DrillError> {
     let (published, processed) = fleet.id_sets();
     account_ids(
         session,
@@ -706,7 +740,7 @@ pub async fn account_ids(
     published: &BTreeSet<String>,
     processed: &std::collections::BTreeMap<String, u32>,
     duplicates_skipped: u64,
-) -> Result<score::Accounting, Failure> {
+) -> Result<score::Accounting, DrillError> {
     let n = Names::convention(ns);
     let mut dlq = BTreeSet::new();
     ids_in(session, &n.dlq, &mut dlq).await?;
@@ -733,7 +767,7 @@ pub async fn account_ids(
 /// Scores of past drills from the ledger (newest last).
 pub async fn history(
     ledger: &Ledger,
-) -> Result<Vec<(chrono::DateTime<chrono::Utc>, String, Score)>, Failure> {
+) -> Result<Vec<(chrono::DateTime<chrono::Utc>, String, Score)>, DrillError> {
     let mut out = Vec::new();
     ledger
         .fold(StreamStart::First, |e| {

@@ -41,7 +41,6 @@ use crate::broker::amqp::{self, BasicProperties, Confirm, Consumer, Publisher, R
 use crate::broker::session::{BrokerError, Session};
 use crate::broker::stream::{self, StreamOffset};
 use crate::config::Config;
-use crate::error::Failure;
 
 /// Default name of the ledger stream.
 pub const DEFAULT_STREAM: &str = "hopback.ledger";
@@ -126,11 +125,34 @@ fn stream_name_from_env() -> String {
         .unwrap_or_else(|| DEFAULT_STREAM.to_string())
 }
 
-fn ledger_failure(what: &str, e: BrokerError) -> Failure {
-    let f = e.into_failure();
-    Failure {
-        message: format!("ledger: {what}: {}", f.message),
-        ..f
+/// What went wrong with the ledger: one line and a hint (credential-free).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LedgerError {
+    /// What failed.
+    pub message: String,
+    /// What to try ("" when there is nothing to add).
+    pub hint: String,
+    /// The broker refused it (a missing permission), as opposed to a breakage.
+    pub refused: bool,
+}
+
+impl LedgerError {
+    /// A failure with a hint.
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: hint.into(),
+            refused: false,
+        }
+    }
+}
+
+fn ledger_failure(what: &str, e: BrokerError) -> LedgerError {
+    LedgerError {
+        message: format!("ledger: {what}: {e}"),
+        hint: e.hint().to_string(),
+        refused: e.is_refusal(),
     }
 }
 
@@ -230,9 +252,9 @@ impl Ledger {
 
     /// Append an event; returns it only once the broker confirmed it (Ack, not returned) or the
     /// file write was synced. Any doubt is an error: the caller must not report the action done.
-    pub async fn append(&self, event: Event) -> Result<Event, Failure> {
+    pub async fn append(&self, event: Event) -> Result<Event, LedgerError> {
         let body = serde_json::to_vec(&event)
-            .map_err(|e| Failure::error(format!("ledger: cannot encode event: {e}"), ""))?;
+            .map_err(|e| LedgerError::new(format!("ledger: cannot encode event: {e}"), ""))?;
         match &self.backend {
             Backend::Stream {
                 session,
@@ -274,15 +296,15 @@ impl Ledger {
                 })?;
                 match confirmation {
                     Confirm::Acked => Ok(event),
-                    Confirm::Returned => Err(Failure::error(
+                    Confirm::Returned => Err(LedgerError::new(
                         format!("ledger: the broker returned the event: stream `{name}` is gone"),
                         "re-open the console (it re-declares the stream) or run `hopback check`",
                     )),
-                    Confirm::Nacked => Err(Failure::error(
+                    Confirm::Nacked => Err(LedgerError::new(
                         "ledger: the broker refused (nack) the event",
                         "the broker may be short of disk; run `hopback check`",
                     )),
-                    Confirm::NotRequested => Err(Failure::error(
+                    Confirm::NotRequested => Err(LedgerError::new(
                         "ledger: the writer channel is not in confirm mode",
                         "",
                     )),
@@ -291,7 +313,7 @@ impl Ledger {
             Backend::File { path, lock, .. } => {
                 let _g = lock.lock().await;
                 append_file(path, &body).map_err(|e| {
-                    Failure::error(
+                    LedgerError::new(
                         format!("ledger: cannot write {}: {e}", path.display()),
                         "check the data dir's permissions and free space (HOPBACK_DATA_DIR)",
                     )
@@ -303,7 +325,11 @@ impl Ledger {
 
     /// Stream every event from `from` up to the current end through `f`, holding none of them.
     /// Returns how many were delivered. Undecodable records are skipped (counted in the log).
-    pub async fn fold<F: FnMut(Event)>(&self, from: StreamStart, mut f: F) -> Result<u64, Failure> {
+    pub async fn fold<F: FnMut(Event)>(
+        &self,
+        from: StreamStart,
+        mut f: F,
+    ) -> Result<u64, LedgerError> {
         if self.is_stream() {
             return self.fold_stream(from, f).await;
         }
@@ -372,7 +398,7 @@ impl Ledger {
         &self,
         from: StreamStart,
         mut f: F,
-    ) -> Result<u64, Failure> {
+    ) -> Result<u64, LedgerError> {
         let cache = if from == StreamStart::First {
             self.cache_path()
         } else {
@@ -420,7 +446,7 @@ impl Ledger {
         // Only a read from the first event expects the reported count.
         let from_first = from == StreamStart::First;
         type Batch = Vec<(Option<u64>, Vec<u8>)>;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch, Failure>>(32);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch, LedgerError>>(32);
         let reader = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(512);
             let mut got = 0u64;
@@ -492,14 +518,14 @@ impl Ledger {
     }
 
     /// Read every event from `from` into memory (use [`Ledger::fold`] for big ledgers).
-    pub async fn read(&self, from: StreamStart) -> Result<Vec<Event>, Failure> {
+    pub async fn read(&self, from: StreamStart) -> Result<Vec<Event>, LedgerError> {
         let mut out = Vec::new();
         self.fold(from, |e| out.push(e)).await?;
         Ok(out)
     }
 
     /// Follow the ledger: events from `from` on, and then live as they are appended.
-    pub async fn subscribe(&self, from: StreamStart) -> Result<Subscription, Failure> {
+    pub async fn subscribe(&self, from: StreamStart) -> Result<Subscription, LedgerError> {
         self.subscribe_at(from, None).await
     }
 
@@ -508,7 +534,7 @@ impl Ledger {
         &self,
         from: StreamStart,
         at: Option<u64>,
-    ) -> Result<Subscription, Failure> {
+    ) -> Result<Subscription, LedgerError> {
         match &self.backend {
             Backend::Stream { session, name, .. } => {
                 let offset = match at {

@@ -431,12 +431,12 @@ impl GateHistory {
         self.states.back()
     }
     /// Find a state by event id (full or a prefix of ≥ 4 hex digits). Ambiguous prefixes fail.
-    pub fn find(&self, id: &str) -> Result<&GateState, String> {
+    pub fn find(&self, id: &str) -> Result<&GateState, crate::model::Invalid> {
         let t = id.trim().to_ascii_lowercase().replace('-', "");
         if t.len() < 4 {
-            return Err(format!(
-                "`{id}` is too short: give at least 4 hex digits of the id"
-            ));
+            return Err(
+                format!("`{id}` is too short: give at least 4 hex digits of the id").into(),
+            );
         }
         let hits: Vec<&GateState> = self
             .states
@@ -450,12 +450,14 @@ impl GateHistory {
                 sanitize(id),
                 sanitize(&self.namespace),
                 sanitize(&self.namespace)
-            )),
+            )
+            .into()),
             _ => Err(format!(
                 "`{}` matches {} events: give more digits",
                 sanitize(id),
                 hits.len()
-            )),
+            )
+            .into()),
         }
     }
 }

@@ -49,7 +49,7 @@ const FILE_POLL: Duration = Duration::from_millis(100);
 impl Subscription {
     /// The next event (waits as long as it takes; wrap in a timeout or `select!`).
     /// `Ok(None)` means the reader ended (channel closed).
-    pub async fn next(&mut self) -> Result<Option<Event>, Failure> {
+    pub async fn next(&mut self) -> Result<Option<Event>, LedgerError> {
         loop {
             if let Some(e) = self.next_within(Duration::from_secs(3600)).await? {
                 return Ok(Some(e));
@@ -66,7 +66,7 @@ impl Subscription {
     pub(super) async fn next_bytes_within(
         &mut self,
         limit: Duration,
-    ) -> Result<Option<(Option<u64>, Vec<u8>)>, Failure> {
+    ) -> Result<Option<(Option<u64>, Vec<u8>)>, LedgerError> {
         let SubInner::Stream {
             consumer,
             unacked,
@@ -101,7 +101,7 @@ impl Subscription {
     }
 
     /// The next event, or `Ok(None)` if none arrived within `limit`.
-    pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Event>, Failure> {
+    pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Event>, LedgerError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             match &mut self.inner {
@@ -132,7 +132,7 @@ impl Subscription {
                         return Ok(Some(e));
                     }
                     let new = read_file_from(path, offset).map_err(|e| {
-                        Failure::error(format!("ledger: cannot read {}: {e}", path.display()), "")
+                        LedgerError::new(format!("ledger: cannot read {}: {e}", path.display()), "")
                     })?;
                     let from = self.from;
                     pending.extend(new.into_iter().filter(|e| from.admits(e)));
@@ -188,7 +188,7 @@ impl Subscription {
 
     /// Turn into a channel fed by a background task (for the console); the task ends when the
     /// receiver is dropped or the subscription fails (the last message is the error).
-    pub fn into_channel(mut self) -> tokio::sync::mpsc::Receiver<Result<Event, Failure>> {
+    pub fn into_channel(mut self) -> tokio::sync::mpsc::Receiver<Result<Event, LedgerError>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             loop {
@@ -200,7 +200,7 @@ impl Subscription {
                     }
                     Ok(None) => {
                         let _ = tx
-                            .send(Err(Failure::error(
+                            .send(Err(LedgerError::new(
                                 "ledger: the live feed ended (connection lost)",
                                 "the console reconnects; restart it if the feed stays silent",
                             )))

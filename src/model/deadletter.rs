@@ -333,7 +333,7 @@ pub struct Filter {
 impl Filter {
     /// Parse CLI `K=V` filters: `reason=rejected`, `origin=v2`, `body~=text` (or `body=text`),
     /// `message_id=…`, `header.NAME=V` (or any other key, taken as a header name).
-    pub fn parse(items: &[String]) -> Result<Self, String> {
+    pub fn parse(items: &[String]) -> Result<Self, crate::model::Invalid> {
         let mut conditions = Vec::new();
         for item in items {
             let (k, v) = item
@@ -345,7 +345,7 @@ impl Filter {
                 "origin" | "version" => Condition::Origin(v.to_string()),
                 "body" | "body~" => Condition::BodyContains(v.to_string()),
                 "message_id" | "id" => Condition::MessageId(v.to_string()),
-                _ if k.is_empty() => return Err(format!("filter `{item}` has an empty key")),
+                _ if k.is_empty() => return Err(format!("filter `{item}` has an empty key").into()),
                 _ => Condition::Header(
                     k.strip_prefix("header.").unwrap_or(k).to_string(),
                     v.to_string(),

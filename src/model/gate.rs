@@ -86,7 +86,7 @@ impl GateSplit {
 }
 
 /// Parse `v1=90` tokens into a split; errors say which token is wrong.
-pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, String> {
+pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, crate::model::Invalid> {
     let mut out = BTreeMap::new();
     for t in tokens {
         let (v, w) = t
@@ -94,17 +94,17 @@ pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, String> {
             .ok_or_else(|| format!("`{t}` is not VERSION=WEIGHT (e.g. v2=10)"))?;
         let v = v.trim();
         if v.is_empty() {
-            return Err(format!("`{t}` has no version name"));
+            return Err(format!("`{t}` has no version name").into());
         }
         let w: u32 = w
             .trim()
             .parse()
             .map_err(|_| format!("`{t}`: weight must be a whole number 0–10000"))?;
         if w > 10_000 {
-            return Err(format!("`{t}`: weight must be at most 10000"));
+            return Err(format!("`{t}`: weight must be at most 10000").into());
         }
         if out.insert(v.to_string(), w).is_some() {
-            return Err(format!("version `{v}` is given twice"));
+            return Err(format!("version `{v}` is given twice").into());
         }
     }
     if out.values().all(|w| *w == 0) {

@@ -5,9 +5,11 @@
 pub mod conn;
 pub mod deadletter;
 pub mod gate;
+pub mod invalid;
 pub mod snapshot;
 pub mod xdeath;
 
 pub use conn::ConnState;
 pub use gate::{GateSplit, GateWeight};
+pub use invalid::Invalid;
 pub use snapshot::{FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot};

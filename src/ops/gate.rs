@@ -236,14 +236,14 @@ pub struct GateView {
 
 impl GateView {
     /// Can the gate be flipped at all on this entry exchange? (`Err` = why not)
-    pub fn flippable(&self) -> Result<(), String> {
+    pub fn flippable(&self) -> Result<(), crate::model::Invalid> {
         match self.entry_kind.as_str() {
             "x-consistent-hash" | "fanout" => Ok(()),
             other => Err(format!(
                 "entry exchange `{}` is of type `{}`: hopback can only flip gates on an x-consistent-hash exchange (weighted) or a fanout exchange (one version at a time)",
                 sanitize(&self.entry),
                 sanitize(other)
-            )),
+            ).into()),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Operations (docs/architecture.md, "Operations"): gate flips ([`gate`]), replays, moves and
+//! Operations (docs/architecture.md, "Operations"): namespace creation ([`init`]), gate flips
+//! ([`gate`]), replays, moves and
 //! drains ([`replay`]), purges ([`purge`]), notes ([`note`]) and rollbacks ([`rollback`], with
 //! [`plan`]). Each one is owned end to end by one function here that does
 //! guard (read-only, permission pre-checks, zero-consumer guard) → journal the intent → act (with
@@ -7,6 +8,7 @@
 //! report: they never write ledger events and never re-check read-only.
 
 pub mod gate;
+pub mod init;
 pub mod note;
 pub mod plan;
 pub mod purge;
@@ -120,7 +122,7 @@ impl OpError {
             OpError::NotJournaled { .. } => {
                 "the change is real; record it with `hopback note` once the ledger works again (`hopback check`)".into()
             }
-            OpError::Broker(e) => e.clone().into_failure().hint.unwrap_or_default(),
+            OpError::Broker(e) => e.hint().to_string(),
         }
     }
     /// One line for a status bar: `refused: … — hint`.
@@ -265,7 +267,7 @@ impl OpContext {
         e
     }
 
-    async fn append(&self, event: Event) -> Result<Event, crate::error::Failure> {
+    async fn append(&self, event: Event) -> Result<Event, crate::ledger::LedgerError> {
         let e = self.ledger.append(event).await?;
         if let Some(sink) = &self.journal_sink {
             sink(&e);

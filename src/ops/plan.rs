@@ -362,16 +362,16 @@ struct RawPlan {
 }
 
 /// Parse a plan file's text. Errors name the step and key.
-pub fn parse_plan(text: &str, origin: &str) -> Result<Plan, String> {
+pub fn parse_plan(text: &str, origin: &str) -> Result<Plan, crate::model::Invalid> {
     let raw: RawPlan = toml::from_str(text).map_err(|e| format!("{origin}: {}", e.message()))?;
     if raw.steps.is_empty() {
-        return Err(format!("{origin}: the plan has no [[step]] entries"));
+        return Err(format!("{origin}: the plan has no [[step]] entries").into());
     }
     for (key, v) in [("from", &raw.from), ("to", &raw.to)] {
         if !is_version_name(v) {
-            return Err(format!(
-                "{origin}: `{key}` = `{v}` is not a version name (v1, v2, …)"
-            ));
+            return Err(
+                format!("{origin}: `{key}` = `{v}` is not a version name (v1, v2, …)").into(),
+            );
         }
     }
     let mut steps = Vec::new();
@@ -385,7 +385,7 @@ pub fn parse_plan(text: &str, origin: &str) -> Result<Plan, String> {
         let at = format!("{origin}: step {n} ({kind_name})");
         let title = match t.remove("title") {
             Some(toml::Value::String(s)) => Some(s),
-            Some(_) => return Err(format!("{at}: `title` must be a string")),
+            Some(_) => return Err(format!("{at}: `title` must be a string").into()),
             None => None,
         };
         let timeout = match t.remove("timeout") {
@@ -393,7 +393,7 @@ pub fn parse_plan(text: &str, origin: &str) -> Result<Plan, String> {
                 humantime::parse_duration(&s)
                     .map_err(|e| format!("{at}: `timeout` = `{s}` is not a duration ({e})"))?,
             ),
-            Some(_) => return Err(format!("{at}: `timeout` must be a string like \"5m\"")),
+            Some(_) => return Err(format!("{at}: `timeout` must be a string like \"5m\"").into()),
             None => None,
         };
         let kind: StepKind = toml::Value::Table(t)
@@ -415,15 +415,15 @@ pub fn parse_plan(text: &str, origin: &str) -> Result<Plan, String> {
     })
 }
 
-fn check_version(key: &str, v: &str) -> Result<(), String> {
+fn check_version(key: &str, v: &str) -> Result<(), crate::model::Invalid> {
     if is_version_name(v) {
         Ok(())
     } else {
-        Err(format!("`{key}` = `{v}` is not a version name (v1, v2, …)"))
+        Err(format!("`{key}` = `{v}` is not a version name (v1, v2, …)").into())
     }
 }
 
-fn validate_kind(kind: &StepKind) -> Result<(), String> {
+fn validate_kind(kind: &StepKind) -> Result<(), crate::model::Invalid> {
     match kind {
         StepKind::Gate { weights } => {
             for v in weights.keys() {
@@ -460,9 +460,9 @@ fn validate_kind(kind: &StepKind) -> Result<(), String> {
                 check_version("version", v)?;
             }
             if !(0.0..=100.0).contains(threshold_pct) {
-                return Err(format!(
-                    "`threshold_pct` = {threshold_pct} is not within 0–100"
-                ));
+                return Err(
+                    format!("`threshold_pct` = {threshold_pct} is not within 0–100").into(),
+                );
             }
         }
         _ => {}
@@ -471,7 +471,7 @@ fn validate_kind(kind: &StepKind) -> Result<(), String> {
 }
 
 /// Read and parse a plan file.
-pub fn load_plan(path: &Path) -> Result<Plan, String> {
+pub fn load_plan(path: &Path) -> Result<Plan, crate::model::Invalid> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read plan {}: {e}", path.display()))?;
     parse_plan(&text, &path.display().to_string())

@@ -2,6 +2,7 @@
 //! origin / reason / exception / age, the cursor and selection, the replay confirmation (scope
 //! and target pickers) and the purge (export first, then the typed count).
 
+use crate::app::protocol::Failed;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -58,7 +59,7 @@ pub enum DlqDialog {
         count: u64,
     },
     /// Purge finished or failed.
-    PurgeResult(Result<(u64, PathBuf), String>),
+    PurgeResult(Result<(u64, PathBuf), Failed>),
 }
 
 /// The dead-letter browser.
@@ -548,7 +549,7 @@ impl DlqPanel {
         &mut self,
         page: u64,
         depth: Option<u64>,
-        result: Result<Vec<MessageView>, String>,
+        result: Result<Vec<MessageView>, Failed>,
         now_s: i64,
     ) {
         match result {
@@ -556,14 +557,14 @@ impl DlqPanel {
             Err(e) => {
                 self.loading = false;
                 self.depth = depth.or(self.depth);
-                self.error = Some(e);
+                self.error = Some(e.text);
             }
         }
     }
 
     /// The DLQ was exported and is held: the typed-count confirmation (an empty DLQ is put back
     /// right away).
-    pub fn on_purge_prepared(&mut self, r: Result<(u64, PathBuf), String>) -> Reply {
+    pub fn on_purge_prepared(&mut self, r: Result<(u64, PathBuf), Failed>) -> Reply {
         match r {
             Ok((0, path)) => {
                 self.dialog = None;
@@ -605,7 +606,7 @@ impl DlqPanel {
     }
 
     /// The purge ended: show the result and read the first page again.
-    pub fn on_purge_done(&mut self, r: Result<(u64, PathBuf), String>) -> OpRequest {
+    pub fn on_purge_done(&mut self, r: Result<(u64, PathBuf), Failed>) -> OpRequest {
         self.dialog = Some(DlqDialog::PurgeResult(r));
         self.selected.clear();
         self.loading = true;

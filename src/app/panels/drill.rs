@@ -1,6 +1,7 @@
 //! The drill panel's state (console drill mode): the drill's latest status, its result and the
 //! end dialog (write the post-mortem draft / close).
 
+use crate::app::protocol::Failed;
 use std::path::{Path, PathBuf};
 
 use super::Reply;
@@ -50,7 +51,7 @@ impl DrillPanel {
     }
 
     /// The drill ended: its result and the end dialog, or why it failed.
-    pub fn on_done(&mut self, r: Result<Box<DrillResult>, String>) {
+    pub fn on_done(&mut self, r: Result<Box<DrillResult>, Failed>) {
         match r {
             Ok(res) => {
                 self.status = Some(res.status.clone());

@@ -2,6 +2,7 @@
 //! the zero-consumer guard, the production typed namespace), the apply and its verified result,
 //! and the confirmation of an unrouted replay.
 
+use crate::app::protocol::Failed;
 use std::collections::BTreeMap;
 
 use super::confirm::{Accepts, Answer, Button, ConfirmDialog, Tone};
@@ -59,7 +60,7 @@ pub enum GateStage {
         /// Target.
         target: GateSplit,
         /// Outcome.
-        result: Result<Box<ApplyReport>, String>,
+        result: Result<Box<ApplyReport>, Failed>,
     },
     /// Confirming a replay of the unrouted queue.
     ConfirmUnrouted {
@@ -86,7 +87,7 @@ pub struct GatePanel {
 }
 
 /// The status line for a finished gate flip.
-pub fn applied_message(ns: &str, result: &Result<Box<ApplyReport>, String>) -> (Level, String) {
+pub fn applied_message(ns: &str, result: &Result<Box<ApplyReport>, Failed>) -> (Level, String) {
     match result {
         Ok(r) if r.changed => (
             if r.verified {
@@ -369,7 +370,7 @@ impl GatePanel {
     }
 
     /// The runner's answer to the apply.
-    pub fn on_applied(&mut self, ns: &str, result: Result<Box<ApplyReport>, String>) {
+    pub fn on_applied(&mut self, ns: &str, result: Result<Box<ApplyReport>, Failed>) {
         if self.ns == ns
             && let GateStage::Applying { target } = &self.stage
         {
@@ -385,7 +386,7 @@ impl GatePanel {
         &mut self,
         ns: &str,
         asked: &GateSplit,
-        result: Result<Box<ApplyReport>, String>,
+        result: Result<Box<ApplyReport>, Failed>,
     ) {
         if self.ns != ns {
             return;
@@ -398,7 +399,7 @@ impl GatePanel {
                     steps: r.steps.iter().map(|s| s.describe()).collect(),
                     warnings: r.warnings.clone(),
                 },
-                Err(e) => GatePlan::Failed(e),
+                Err(e) => GatePlan::Failed(e.text),
             };
         }
     }

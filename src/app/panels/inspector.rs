@@ -3,6 +3,7 @@
 
 use super::Reply;
 use crate::app::action::Action;
+use crate::app::protocol::Failed;
 use crate::app::protocol::OpRequest;
 use crate::model::deadletter::{BodyMode, InspectorLine, MessageView, inspector_lines};
 
@@ -90,7 +91,7 @@ impl InspectorPanel {
         &mut self,
         ns: &str,
         position: u64,
-        result: Result<Option<Box<MessageView>>, String>,
+        result: Result<Option<Box<MessageView>>, Failed>,
     ) {
         if self.ns != ns || self.position != position {
             return;
@@ -106,7 +107,7 @@ impl InspectorPanel {
                     "no message at position {position} any more (the DLQ changed); go back and refresh"
                 ))
             }
-            Err(e) => self.error = Some(e),
+            Err(e) => self.error = Some(e.text),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The incident timeline's state: the ledger read once when the view opens, live events from the
 //! feed appended as they arrive, the scroll (counted up from the newest) and the `/` filter.
 
+use crate::app::protocol::Failed;
 use std::collections::BTreeSet;
 
 use super::Reply;
@@ -68,7 +69,7 @@ impl TimelinePanel {
     }
 
     /// The ledger was read (live events that arrived meanwhile are kept).
-    pub fn on_loaded(&mut self, r: Result<Vec<TimelineEntry>, String>) {
+    pub fn on_loaded(&mut self, r: Result<Vec<TimelineEntry>, Failed>) {
         self.loading = false;
         match r {
             Ok(mut entries) => {
@@ -84,7 +85,7 @@ impl TimelinePanel {
                 self.entries = entries;
                 self.error = None;
             }
-            Err(e) => self.error = Some(e),
+            Err(e) => self.error = Some(e.text),
         }
     }
 

@@ -22,7 +22,7 @@ pub struct DlqCounts {
 }
 
 /// Dead letters in `NS.dlq` from `origin`: count them (browse) without changing anything.
-pub async fn count_dead_letters(env: &Env, origin: &str) -> Result<(u64, u64), String> {
+pub async fn count_dead_letters(env: &Env, origin: &str) -> Result<(u64, u64), BrokerError> {
     let dlq = env.names().dlq;
     let depth = env.ready(&dlq).await?;
     let msgs = crate::broker::browse::browse(
@@ -36,8 +36,7 @@ pub async fn count_dead_letters(env: &Env, origin: &str) -> Result<(u64, u64), S
         },
         false,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let matched = msgs
         .iter()
         .filter(|m| {
@@ -59,7 +58,7 @@ async fn export_dead_letters(
     env: &Env,
     origin: &str,
     path: &std::path::Path,
-) -> Result<DlqCounts, String> {
+) -> Result<DlqCounts, BrokerError> {
     let names = env.names();
     let quorum = crate::broker::stats::queue_is_quorum(env.mgmt.as_ref(), &names.dlq).await;
     let keep = |m: &crate::model::deadletter::MessageView| {
@@ -78,9 +77,8 @@ async fn export_dead_letters(
         false,
         &keep,
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    let r = held.commit().await.map_err(|e| e.to_string())?;
+    .await?;
+    let r = held.commit().await?;
     Ok(DlqCounts {
         matched: r.exported,
         exported: r.removed,
@@ -178,7 +176,7 @@ pub(super) async fn step_dlq(
                 total.parked += r.counts.parked;
                 total.others = r.counts.skipped_by_filter;
                 if r.failed() {
-                    res = Err(format!("replay stopped: {:?}", r.stop));
+                    res = Err(BrokerError::Other(format!("replay stopped: {:?}", r.stop)));
                     break;
                 }
                 res = Ok(total);

@@ -6,7 +6,10 @@ use super::*;
 // ───────────────────────────── the journal ─────────────────────────────
 
 /// Every event of one rollback (`params.rollback_id == id`), oldest first, from the ledger.
-pub async fn rollback_events(ledger: &Ledger, id: &str) -> Result<Vec<Event>, String> {
+pub async fn rollback_events(
+    ledger: &Ledger,
+    id: &str,
+) -> Result<Vec<Event>, crate::ledger::LedgerError> {
     let mut out = Vec::new();
     ledger
         .fold(crate::ledger::StreamStart::First, |e| {
@@ -14,8 +17,7 @@ pub async fn rollback_events(ledger: &Ledger, id: &str) -> Result<Vec<Event>, St
                 out.push(e);
             }
         })
-        .await
-        .map_err(|f| f.message)?;
+        .await?;
     Ok(out)
 }
 
@@ -49,7 +51,7 @@ pub struct Progress {
 }
 
 /// Rebuild a rollback's progress from its events.
-pub fn progress_from_events(events: &[Event]) -> Result<Progress, String> {
+pub fn progress_from_events(events: &[Event]) -> Result<Progress, crate::model::Invalid> {
     let start = events
         .iter()
         .find(|e| e.kind == EventKind::RollbackStarted)

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::broker::headers::attribute;
 use crate::broker::mgmt::Mgmt;
 use crate::broker::mover;
-use crate::broker::session::Session;
+use crate::broker::session::{BrokerError, Session};
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::ledger::event::{Event, EventKind, Outcome};
@@ -341,20 +341,21 @@ impl Env {
             journal_sink: None,
         }
     }
-    async fn counts(&self, queue: &str) -> Result<crate::broker::session::QueueCounts, String> {
-        match self.session.passive_queue(queue).await {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) => Err(format!(
+    async fn counts(
+        &self,
+        queue: &str,
+    ) -> Result<crate::broker::session::QueueCounts, BrokerError> {
+        self.session.passive_queue(queue).await?.ok_or_else(|| {
+            BrokerError::NotFound(format!(
                 "queue `{}` does not exist",
                 crate::text::sanitize(queue)
-            )),
-            Err(e) => Err(e.to_string()),
-        }
+            ))
+        })
     }
-    async fn ready(&self, queue: &str) -> Result<u64, String> {
+    async fn ready(&self, queue: &str) -> Result<u64, BrokerError> {
         self.counts(queue).await.map(|c| u64::from(c.ready))
     }
-    async fn consumers(&self, queue: &str) -> Result<u64, String> {
+    async fn consumers(&self, queue: &str) -> Result<u64, BrokerError> {
         self.counts(queue).await.map(|c| u64::from(c.consumers))
     }
 }
@@ -444,7 +445,7 @@ pub async fn resume(
 ) -> Result<RollbackReport, OpError> {
     let events = rollback_events(ledger, id)
         .await
-        .map_err(|e| OpError::failed(e, "check the ledger with `hopback check`"))?;
+        .map_err(|e| OpError::failed(e.message, "check the ledger with `hopback check`"))?;
     if events.is_empty() {
         return Err(OpError::failed(
             format!(
@@ -739,10 +740,10 @@ impl StepResult {
             ..Self::done(detail, serde_json::Value::Null)
         }
     }
-    fn failed(detail: impl Into<String>) -> Self {
+    fn failed(detail: impl std::fmt::Display) -> Self {
         Self {
             state: StepState::Failed,
-            ..Self::done(detail, serde_json::Value::Null)
+            ..Self::done(detail.to_string(), serde_json::Value::Null)
         }
     }
     fn verification_failed(detail: impl Into<String>, data: serde_json::Value) -> Self {

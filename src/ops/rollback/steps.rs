@@ -7,11 +7,10 @@ use super::*;
 // ───────────────────────────── gate ─────────────────────────────
 
 /// Current gate of the namespace and its problems (needs the management API).
-pub async fn read_gate(env: &Env, m: &Mgmt) -> Result<(GateSplit, Vec<String>), String> {
+pub async fn read_gate(env: &Env, m: &Mgmt) -> Result<(GateSplit, Vec<String>), OpError> {
     gate::read_gate(&env.session, m, &env.cfg, &env.ns, &[])
         .await
         .map(|v| (v.split, v.problems))
-        .map_err(|f| f.to_string())
 }
 
 pub(super) async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult {

@@ -20,7 +20,7 @@ pub(super) async fn tap_dead_letters(
     env: &Env,
     version: &str,
     window: Duration,
-) -> Result<u64, String> {
+) -> Result<u64, BrokerError> {
     let names = env.names();
     let target = crate::broker::tap::TapTarget {
         ns: names.name.clone(),
@@ -29,9 +29,7 @@ pub(super) async fn tap_dead_letters(
             .into_iter()
             .collect(),
     };
-    crate::broker::tap::count_window(&env.session, &target, version, window)
-        .await
-        .map_err(|e| e.to_string())
+    crate::broker::tap::count_window(&env.session, &target, version, window).await
 }
 
 pub(super) async fn step_verify(
@@ -159,16 +157,16 @@ pub async fn dry_run(env: &Env, plan: &Plan) -> Vec<DryRunLine> {
             StepKind::WaitConsumers { version, .. } => {
                 match env.consumers(&env.queue(version)).await {
                     Ok(n) => format!("{} has {n} consumer(s) now", env.queue(version)),
-                    Err(e) => e,
+                    Err(e) => e.to_string(),
                 }
             }
             StepKind::Drain { from, .. } => match env.ready(&env.queue(from)).await {
                 Ok(n) => format!("would move {n} ready message(s)"),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             },
             StepKind::DlqReplay { origin, .. } => match count_dead_letters(env, origin).await {
                 Ok((m, d)) => format!("{m} dead letter(s) from {origin} ({d} in the DLQ)"),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             },
             StepKind::EvictConsumers { version } => match &env.mgmt {
                 Some(m) => {
@@ -190,12 +188,12 @@ pub async fn dry_run(env: &Env, plan: &Plan) -> Vec<DryRunLine> {
             } => match metric {
                 Metric::UnroutedEmpty => match env.ready(&env.names().unrouted).await {
                     Ok(n) => format!("unrouted holds {n} now"),
-                    Err(e) => e,
+                    Err(e) => e.to_string(),
                 },
                 _ => match version {
                     Some(v) => match env.ready(&env.queue(v)).await {
                         Ok(n) => format!("{} has {n} ready now", env.queue(v)),
-                        Err(e) => e,
+                        Err(e) => e.to_string(),
                     },
                     None => String::new(),
                 },
