@@ -504,3 +504,60 @@ mod parser {
         assert_eq!(violation("text", "lapin"), None);
     }
 }
+
+/// Does this line spell a namespace object's name by hand (`format!("{ns}.dlq")`,
+/// `"{}.{v}"`, …) instead of asking `topology::Namespace`?
+fn spells_a_name(line: &str) -> bool {
+    let Some(open) = line.find('"') else {
+        return false;
+    };
+    let lit = &line[open..];
+    [
+        "}.dlq",
+        "}.dlx",
+        "}.parked",
+        "}.unrouted",
+        "}.v{",
+        "}.{v}",
+        "}.{version}",
+    ]
+    .iter()
+    .any(|p| lit.contains(p))
+}
+
+/// One resolver of names (docs/architecture.md, "Parts"): outside `src/topology.rs` no code
+/// (tests modules aside) builds `NS.dlq`, `NS.vN`, … with `format!`.
+#[test]
+fn names_come_only_from_the_resolver() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        if f.ends_with("topology.rs") && f.parent() == Some(root.as_path()) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        // Unit tests at the bottom of a file may spell fixtures.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            if !line.trim_start().starts_with("//") && spells_a_name(line) {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "names spelled outside topology::Namespace:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_name_check_catches_a_spelling() {
+    assert!(spells_a_name(r#"let q = format!("{ns}.dlq");"#));
+    assert!(spells_a_name(r#"let q = format!("{}.{v}", ns);"#));
+    assert!(!spells_a_name(r#"let q = names.dlq.clone();"#));
+}

@@ -385,7 +385,7 @@ pub fn discover(
         if let Some((ns, v)) = q.rsplit_once('.')
             && is_version_name(v)
             && !ns.is_empty()
-            && (qnames.contains(format!("{ns}.dlq").as_str()) || xnames.contains(ns))
+            && (qnames.contains(Names::convention(ns).dlq.as_str()) || xnames.contains(ns))
         {
             by_ns
                 .entry(ns.to_string())

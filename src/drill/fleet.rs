@@ -511,7 +511,10 @@ async fn consume(
     stop: &watch::Receiver<bool>,
 ) -> WorkerExit {
     let spec = &shared.spec;
-    let queue = format!("{}.{version}", spec.ns);
+    // The drill's namespace follows the convention (it is made with `init`).
+    let queue = crate::topology::Namespace::convention(&spec.ns)
+        .version_queue(version)
+        .unwrap_or_default();
     let tag = format!(
         "{} worker {version}#{index}-{}",
         spec.ns,

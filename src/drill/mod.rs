@@ -528,8 +528,9 @@ async fn wait_for_workers(session: &Session, ns: &str, limit: Duration) -> Resul
     let t0 = Instant::now();
     loop {
         let mut ok = true;
-        for v in ["v1", "v2"] {
-            let c = session.passive_queue(&format!("{ns}.{v}")).await?;
+        let names = Names::convention(ns);
+        for q in ["v1", "v2"].iter().filter_map(|v| names.version_queue(v)) {
+            let c = session.passive_queue(&q).await?;
             ok &= c.is_some_and(|c| c.consumers > 0);
         }
         if ok {
