@@ -464,15 +464,7 @@ pub async fn run(
                 }
             }
         };
-        let c = &r.counts;
-        total.moved += c.moved;
-        total.parked += c.parked;
-        total.skipped_by_filter += c.skipped_by_filter;
-        total.no_target += c.no_target;
-        total.refused_replays += c.refused_replays;
-        total.returned += c.returned;
-        total.possible_duplicates += c.possible_duplicates;
-        total.reconnects += c.reconnects;
+        total.add(&r.counts);
         stop = r.stop.clone();
         if r.failed() {
             break;

@@ -234,6 +234,20 @@ pub struct MoveCounts {
     pub reconnects: u64,
 }
 
+impl MoveCounts {
+    /// Add another run's counters (a replay of selected messages is several runs).
+    pub fn add(&mut self, other: &MoveCounts) {
+        self.moved += other.moved;
+        self.parked += other.parked;
+        self.skipped_by_filter += other.skipped_by_filter;
+        self.no_target += other.no_target;
+        self.refused_replays += other.refused_replays;
+        self.returned += other.returned;
+        self.possible_duplicates += other.possible_duplicates;
+        self.reconnects += other.reconnects;
+    }
+}
+
 /// A progress report (sent while running, at most ~10 times a second).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MoveProgress {
