@@ -116,10 +116,14 @@ pub fn summarize(e: &Event) -> String {
             let moved = num(a, "moved").or_else(|| num(a, "count"));
             let from = text(p, "from").or_else(|| text(p, "source"));
             let to = text(p, "to").or_else(|| text(p, "target"));
-            let mut s = format!(
-                "{verb} {} message(s)",
-                moved.map_or("?".into(), |n| n.to_string())
-            );
+            let mut s = if e.outcome == Outcome::Started {
+                format!("{verb} starting")
+            } else {
+                format!(
+                    "{verb} {} message(s)",
+                    moved.map_or("?".into(), |n| n.to_string())
+                )
+            };
             if let Some(f) = from {
                 s.push_str(&format!(" from {f}"));
             }
