@@ -345,3 +345,52 @@ async fn cli_replay_moves_dead_letters_home() {
     wait_depth(s, &format!("{ns}.dlq"), 40, 5).await;
     t.cleanup().await;
 }
+
+/// The rollback's "export" choice: only the dead letters of one origin are exported and removed;
+/// the others stay in the DLQ, in place (`broker::export::prepare_matching`).
+#[tokio::test]
+async fn export_of_one_origin_removes_exactly_those() {
+    let t = TestNs::new("prgm", &["v1", "v2"], QueueType::Classic).await;
+    let ns = t.ns.clone();
+    let s = &t.session;
+    let from_v1 = ids("a", 30);
+    let from_v2 = ids("b", 40);
+    publish(s, &format!("{ns}.v1"), &from_v1, &body, None, true).await;
+    publish(s, &format!("{ns}.v2"), &from_v2, &body, None, true).await;
+    let dlq = format!("{ns}.dlq");
+    wait_depth(s, &dlq, 70, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.jsonl");
+    let v2_queue = format!("{ns}.v2");
+    let keep = |m: &hopback::model::deadletter::MessageView| {
+        m.attribution.origin_queue.as_deref() == Some(v2_queue.as_str())
+    };
+    let held =
+        hopback::broker::export::prepare_matching(s.clone(), &dlq, &path, false, false, &keep)
+            .await
+            .unwrap();
+    assert_eq!(held.count, 40);
+    let report = held.commit().await.unwrap();
+    assert_eq!(report.removed, 40);
+    wait_depth(s, &dlq, 30, 5).await;
+    let exported: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["properties"]["message_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(exported, from_v2);
+    let left: Vec<String> = drain_ids(s, &dlq)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut left_sorted = left.clone();
+    left_sorted.sort();
+    let mut want = from_v1.clone();
+    want.sort();
+    assert_eq!(left_sorted, want, "the other origin's dead letters stay");
+    t.cleanup().await;
+}

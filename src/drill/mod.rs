@@ -464,7 +464,7 @@ async fn run_in_namespace(
     if let Some(s) = status {
         s.abort();
     }
-    let accounting = account(session, ns, &handle.fleet).await?;
+    let accounting = account(session, ledger, ns, &handle.fleet).await?;
     let mut timings = lock(&handle.timings).clone();
     timings.fault_at_ms = handle.fleet.fault_at_ms();
     timings.last_v2_failure_at_ms = handle.fleet.last_failure_ms();
@@ -718,18 +718,52 @@ async fn ids_in(
 /// Where every published id ended up.
 async fn account(
     session: &Session,
+    ledger: &Ledger,
     ns: &str,
     fleet: &FleetShared,
 ) -> Result<score::Accounting, DrillError> {
     let (published, processed) = fleet.id_sets();
-    account_ids(
+    let exported = exported_ids(ledger, ns).await;
+    account_ids_with(
         session,
         ns,
         &published,
         &processed,
         fleet.stats().duplicates_skipped,
+        &exported,
     )
     .await
+}
+
+/// Ids a rollback of `ns` exported to a file (its "export" choice): the files are named in the
+/// ledger's rollback step events (`after.data.file`) and read back. Exported dead letters left
+/// the broker on purpose; they are accounted for, not lost.
+async fn exported_ids(ledger: &Ledger, ns: &str) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let _ = ledger
+        .fold(StreamStart::First, |e| {
+            if e.kind == EventKind::RollbackStep
+                && e.namespace.as_deref() == Some(ns)
+                && let Some(f) = e.after["data"]["file"].as_str()
+            {
+                files.insert(f.to_string());
+            }
+        })
+        .await;
+    let mut ids = BTreeSet::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Ok(doc) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(id) = doc["properties"]["message_id"].as_str()
+            {
+                ids.insert(id.to_string());
+            }
+        }
+    }
+    ids
 }
 
 /// Account for `published` ids in a convention namespace: processed (from the workers' store),
@@ -742,10 +776,31 @@ pub async fn account_ids(
     processed: &std::collections::BTreeMap<String, u32>,
     duplicates_skipped: u64,
 ) -> Result<score::Accounting, DrillError> {
+    account_ids_with(
+        session,
+        ns,
+        published,
+        processed,
+        duplicates_skipped,
+        &BTreeSet::new(),
+    )
+    .await
+}
+
+/// [`account_ids`], counting `exported` ids (written to an export file, removed from the
+/// broker) with the parked ones.
+pub async fn account_ids_with(
+    session: &Session,
+    ns: &str,
+    published: &BTreeSet<String>,
+    processed: &std::collections::BTreeMap<String, u32>,
+    duplicates_skipped: u64,
+    exported: &BTreeSet<String>,
+) -> Result<score::Accounting, DrillError> {
     let n = Names::convention(ns);
     let mut dlq = BTreeSet::new();
     ids_in(session, &n.dlq, &mut dlq).await?;
-    let mut parked = BTreeSet::new();
+    let mut parked = exported.clone();
     ids_in(session, &n.parked, &mut parked).await?;
     let mut queued = BTreeSet::new();
     for q in ["v1", "v2"]
