@@ -9,7 +9,14 @@ use hopback::error::Failure;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let _ = color_eyre::install();
+    // Colours only for a terminal: a piped or logged stderr gets plain text (the backtrace itself
+    // is shown only with RUST_BACKTRACE set).
+    let hooks = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        color_eyre::config::HookBuilder::default()
+    } else {
+        color_eyre::config::HookBuilder::default().theme(color_eyre::config::Theme::new())
+    };
+    let _ = hooks.install();
     let _log_guard = hopback::logging::init();
     let result = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -129,6 +129,18 @@ async fn refusals_change_nothing() {
             hopback::error::ExitCode::Usage,
             "unknown version",
         ),
+        // Issue 17: a version left out with weights that do not sum to 100 would route 100 % to
+        // the others; an unknown version is refused even at weight 0.
+        (
+            req(&t.ns, "v2=10"),
+            hopback::error::ExitCode::Usage,
+            "not in the target",
+        ),
+        (
+            req(&t.ns, "v1=100 v9=0"),
+            hopback::error::ExitCode::Usage,
+            "unknown version",
+        ),
         (
             GateRequest {
                 target: GateSplit::from_pairs([("v1".to_string(), 0), ("v2".to_string(), 0)]),

@@ -182,13 +182,13 @@ pub async fn run(ctx: &Ctx) -> Result<(), Failure> {
                 "warn" => "warn",
                 _ => "FAIL",
             };
-            println!(
+            crate::outln!(
                 "{mark}  {:<22} {}",
                 l.name,
                 crate::text::sanitize(&l.detail)
             );
             if let Some(h) = &l.hint {
-                println!("      {:<22} hint: {}", "", crate::text::sanitize(h));
+                crate::outln!("      {:<22} hint: {}", "", crate::text::sanitize(h));
             }
         }
     }

@@ -280,7 +280,7 @@ async fn list(
             messages,
         });
     }
-    println!(
+    crate::outln!(
         "{}: {depth} dead letters; page {page} shows {} (positions {}–{})",
         sanitize(&queue),
         messages.len(),
@@ -290,25 +290,30 @@ async fn list(
     if messages.is_empty() {
         return Ok(());
     }
-    println!("\nGROUP ({by:?})                           COUNT  OLDEST");
+    crate::outln!("\nGROUP ({by:?})                           COUNT  OLDEST");
     for g in &groups {
-        println!(
+        crate::outln!(
             "{:<40} {:>5}  {}",
             crate::text::preview(g.key.as_bytes(), 200, 40),
             g.count,
             crate::model::deadletter::fmt_age(g.oldest_age_s)
         );
     }
-    println!(
+    crate::outln!(
         "\n{:>6} {:<24} {:<6} {:<10} {:>3} {:>5}  BODY",
-        "#", "MESSAGE_ID", "FROM", "REASON", "RPL", "AGE"
+        "#",
+        "MESSAGE_ID",
+        "FROM",
+        "REASON",
+        "RPL",
+        "AGE"
     );
     for g in &groups {
         for s in messages
             .iter()
             .filter(|s| g.positions.contains(&s.position))
         {
-            println!(
+            crate::outln!(
                 "{:>6} {:<24} {:<6} {:<10} {:>3} {:>5}  {}",
                 s.position,
                 crate::text::preview(s.message_id.as_deref().unwrap_or("-").as_bytes(), 200, 24),
@@ -364,7 +369,7 @@ async fn show(
         }));
     }
     for l in &lines {
-        println!("{}", l.text);
+        crate::outln!("{}", l.text);
     }
     if let Some(p) = export {
         eprintln!("exported to {}", p.display());
@@ -478,7 +483,7 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure>
             return ctx
                 .print_json(&serde_json::json!({"source": plan.source(), "depth": 0, "moved": 0}));
         }
-        println!("`{}` is empty; nothing to move", sanitize(plan.source()));
+        crate::outln!("`{}` is empty; nothing to move", sanitize(plan.source()));
         return Ok(());
     }
     confirm(&plan.question(), yes, None)?;
@@ -568,7 +573,7 @@ async fn purge_cmd(
         if ctx.json {
             return ctx.print_json(&serde_json::json!({"queue": queue, "exported": 0, "removed": 0, "export_path": path}));
         }
-        println!("`{}` is empty; nothing to purge", sanitize(&queue));
+        crate::outln!("`{}` is empty; nothing to purge", sanitize(&queue));
         return Ok(());
     }
     let question = format!(
@@ -587,7 +592,7 @@ async fn purge_cmd(
     if ctx.json {
         ctx.print_json(&report)?;
     } else {
-        println!(
+        crate::outln!(
             "purged {} message(s) from `{}`; export: {}",
             report.removed,
             sanitize(&queue),

@@ -73,32 +73,38 @@ fn briefing(ns: &str, canary: u32, headless: bool, fault_after: Option<Duration>
 fn print_result(r: &DrillResult) {
     let s = &r.score;
     let a = &s.accounting;
-    println!(
+    crate::outln!(
         "drill {} — scenario: {}",
         sanitize(&r.status.namespace),
         s.scenario
     );
-    println!("  {}", r.status.fleet.line());
-    println!("  time to detect    {}", fmt_ms(s.time_to_detect_ms));
-    println!("  time to mitigate  {}", fmt_ms(s.time_to_mitigate_ms));
-    println!(
+    crate::outln!("  {}", r.status.fleet.line());
+    crate::outln!("  time to detect    {}", fmt_ms(s.time_to_detect_ms));
+    crate::outln!("  time to mitigate  {}", fmt_ms(s.time_to_mitigate_ms));
+    crate::outln!(
         "  messages          {} published · {} processed · {} left in the DLQ · {} parked · {} still queued · {} LOST",
-        a.published, a.processed, a.dead_lettered, a.parked, a.still_queued, a.lost
+        a.published,
+        a.processed,
+        a.dead_lettered,
+        a.parked,
+        a.still_queued,
+        a.lost
     );
-    println!(
+    crate::outln!(
         "  duplicates        {} processed twice · {} redeliveries deduplicated",
-        a.duplicates_processed, a.duplicates_skipped
+        a.duplicates_processed,
+        a.duplicates_skipped
     );
-    println!("  steps skipped     {}", s.steps_skipped);
-    println!("  score             {} / 100", s.points);
+    crate::outln!("  steps skipped     {}", s.steps_skipped);
+    crate::outln!("  score             {} / 100", s.points);
     if let Some(rb) = &r.rollback {
-        println!("  rollback {}      {:?}", rb.rollback_id, rb.outcome);
+        crate::outln!("  rollback {}      {:?}", rb.rollback_id, rb.outcome);
     }
     if let Some(p) = &r.postmortem_path {
-        println!("  post-mortem draft {p}");
+        crate::outln!("  post-mortem draft {p}");
     }
     if r.kept {
-        println!("  namespace kept: delete it with the drill's cleanup or rabbitmqctl");
+        crate::outln!("  namespace kept: delete it with the drill's cleanup or rabbitmqctl");
     }
 }
 
@@ -182,15 +188,22 @@ async fn history(ctx: &Ctx) -> Result<(), Failure> {
         return ctx.print_json(&v);
     }
     if rows.is_empty() {
-        println!("no drills in the ledger yet: run `hopback drill`");
+        crate::outln!("no drills in the ledger yet: run `hopback drill`");
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "{:<17} {:<14} {:<8} {:>8} {:>9} {:>5} {:>5} {:>6}",
-        "when (UTC)", "operator", "scenario", "detect", "mitigate", "lost", "dup", "score"
+        "when (UTC)",
+        "operator",
+        "scenario",
+        "detect",
+        "mitigate",
+        "lost",
+        "dup",
+        "score"
     );
     for (ts, op, s) in rows {
-        println!(
+        crate::outln!(
             "{:<17} {:<14} {:<8} {:>8} {:>9} {:>5} {:>5} {:>6}",
             ts.format("%Y-%m-%d %H:%M"),
             sanitize(&op),

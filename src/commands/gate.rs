@@ -124,15 +124,15 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
     }
     print_view(&view);
     match (&drift, &history) {
-        (Some(d), _) => println!("DRIFT  {}", sanitize(&d.describe())),
+        (Some(d), _) => crate::outln!("DRIFT  {}", sanitize(&d.describe())),
         (None, Ok(h)) => match h.last_known() {
-            Some(s) => println!(
+            Some(s) => crate::outln!(
                 "ledger: matches the last recorded state ({} by {} at {})",
                 s.short_id,
                 s.operator,
                 s.ts.format("%Y-%m-%d %H:%M:%S UTC")
             ),
-            None => println!("ledger: no gate change of `{}` recorded yet", sanitize(ns)),
+            None => crate::outln!("ledger: no gate change of `{}` recorded yet", sanitize(ns)),
         },
         _ => {}
     }
@@ -151,14 +151,14 @@ fn percents(s: &GateSplit) -> serde_json::Value {
 
 /// Print a gate view for humans.
 pub fn print_view(view: &GateView) {
-    println!(
+    crate::outln!(
         "gate of `{}` (entry exchange `{}`, {})",
         sanitize(&view.namespace),
         sanitize(&view.entry),
         sanitize(&view.entry_kind)
     );
     if view.split.bound().count() == 0 {
-        println!(
+        crate::outln!(
             "  NOTHING BOUND: every message goes to `{}`",
             sanitize(&view.unrouted)
         );
@@ -176,7 +176,7 @@ pub fn print_view(view: &GateView) {
             .copied()
             .flatten()
             .map_or("?".into(), |r| r.to_string());
-        println!(
+        crate::outln!(
             "  {:<4} {} {:>5.1}%  weight {:<5} {:<16} ready {:<8} queue {}",
             sanitize(v),
             bar(pct),
@@ -188,20 +188,20 @@ pub fn print_view(view: &GateView) {
         );
     }
     match view.unrouted_ready {
-        Some(0) => println!("  unrouted: 0"),
-        Some(n) => println!(
+        Some(0) => crate::outln!("  unrouted: 0"),
+        Some(n) => crate::outln!(
             "  UNROUTED: {n} message(s) in `{}` — replay them through the entry exchange (dlq replay / mover)",
             sanitize(&view.unrouted)
         ),
-        None => println!("  unrouted: queue `{}` missing", sanitize(&view.unrouted)),
+        None => crate::outln!("  unrouted: queue `{}` missing", sanitize(&view.unrouted)),
     }
     for p in &view.problems {
-        println!("  PROBLEM: {}", sanitize(p));
+        crate::outln!("  PROBLEM: {}", sanitize(p));
     }
 }
 
 fn print_plan(view: &GateView, target: &GateSplit, steps: &[Step], warnings: &[String]) {
-    println!(
+    crate::outln!(
         "gate of `{}`: {} ({}) → {} ({})",
         sanitize(&view.namespace),
         view.split.describe(),
@@ -214,15 +214,15 @@ fn print_plan(view: &GateView, target: &GateSplit, steps: &[Step], warnings: &[S
             view.consumers.get(v).copied().flatten(),
             view.versions.get(v),
         ) {
-            println!("  {}: {c} consumer(s) on `{}`", sanitize(v), sanitize(q));
+            crate::outln!("  {}: {c} consumer(s) on `{}`", sanitize(v), sanitize(q));
         }
     }
-    println!("plan ({} step(s)):", steps.len());
+    crate::outln!("plan ({} step(s)):", steps.len());
     for (i, s) in steps.iter().enumerate() {
-        println!("  {}. {}", i + 1, s.describe());
+        crate::outln!("  {}. {}", i + 1, s.describe());
     }
     for w in warnings {
-        println!("warning: {}", sanitize(w));
+        crate::outln!("warning: {}", sanitize(w));
     }
 }
 
@@ -289,7 +289,7 @@ async fn set_on(
 
 fn print_report(r: &ApplyReport) {
     if r.dry_run && !r.steps.is_empty() {
-        println!(
+        crate::outln!(
             "dry run: gate of `{}` would go {} → {} ({}); nothing was changed",
             sanitize(&r.namespace),
             r.before.describe(),
@@ -297,15 +297,15 @@ fn print_report(r: &ApplyReport) {
             r.target.describe_percent()
         );
         for (i, s) in r.steps.iter().enumerate() {
-            println!("  {}. {}", i + 1, s.describe());
+            crate::outln!("  {}. {}", i + 1, s.describe());
         }
         for w in &r.warnings {
-            println!("warning: {}", sanitize(w));
+            crate::outln!("warning: {}", sanitize(w));
         }
         return;
     }
     if !r.changed {
-        println!(
+        crate::outln!(
             "gate of `{}` is already {} ({}): nothing to change",
             sanitize(&r.namespace),
             r.before.describe(),
@@ -313,7 +313,7 @@ fn print_report(r: &ApplyReport) {
         );
         return;
     }
-    println!(
+    crate::outln!(
         "gate of `{}` is now {} ({}), verified against the broker's bindings in {:.0} ms",
         sanitize(&r.namespace),
         r.after.describe(),
@@ -321,6 +321,6 @@ fn print_report(r: &ApplyReport) {
         r.elapsed_ms
     );
     if let Some(e) = &r.event {
-        println!("ledger event {} ({})", e.short_id(), e.id);
+        crate::outln!("ledger event {} ({})", e.short_id(), e.id);
     }
 }

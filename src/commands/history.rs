@@ -86,23 +86,23 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
         }));
     }
     if h.states().is_empty() {
-        println!(
+        crate::outln!(
             "no gate state of `{}` recorded in the ledger ({})",
             sanitize(ns),
             sanitize(&source)
         );
     }
     for s in h.states() {
-        println!("{}", state_line(s));
+        crate::outln!("{}", state_line(s));
     }
     match (&current, &d) {
-        (Some(_), Some(d)) => println!("DRIFT  {}", sanitize(&d.describe())),
-        (Some(c), None) => println!(
+        (Some(_), Some(d)) => crate::outln!("DRIFT  {}", sanitize(&d.describe())),
+        (Some(c), None) => crate::outln!(
             "current (broker): {} ({})",
             c.describe(),
             c.describe_percent()
         ),
-        (None, _) => println!("current (broker): unknown (management API unavailable)"),
+        (None, _) => crate::outln!("current (broker): unknown (management API unavailable)"),
     }
     Ok(())
 }
@@ -154,13 +154,13 @@ pub async fn diff(ctx: &Ctx, args: DiffArgs) -> Result<(), Failure> {
     if ctx.json {
         return ctx.print_json(&serde_json::json!({"a": {"id": an, "gate": a}, "b": {"id": bn, "gate": b}, "changes": changes}));
     }
-    println!("{an}: {} ({})", a.describe(), a.describe_percent());
-    println!("{bn}: {} ({})", b.describe(), b.describe_percent());
+    crate::outln!("{an}: {} ({})", a.describe(), a.describe_percent());
+    crate::outln!("{bn}: {} ({})", b.describe(), b.describe_percent());
     if changes.is_empty() {
-        println!("same gate");
+        crate::outln!("same gate");
     }
     for c in &changes {
-        println!(
+        crate::outln!(
             "  {:<4} weight {} → {}  ({:.1}% → {:.1}%)",
             sanitize(&c.version),
             c.from,

@@ -30,33 +30,33 @@ pub async fn run(
         }));
     }
     if !report.changed() {
-        println!(
+        crate::outln!(
             "namespace `{ns}`: nothing to change ({} objects already as the convention wants)",
             report.unchanged.len()
         );
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "namespace `{ns}`: created {} object(s)",
         report.created.len()
     );
     for c in &report.created {
-        println!("  + {c}");
+        crate::outln!("  + {c}");
     }
     if !report.unchanged.is_empty() {
-        println!(
+        crate::outln!(
             "  ({} already present and unchanged)",
             report.unchanged.len()
         );
     }
     if let Some(g) = &report.gate {
-        println!(
+        crate::outln!(
             "gate: {g} (all new tasks go to {})",
             g.split('=').next().unwrap_or("?")
         );
     }
     if let Some(e) = &event {
-        println!("ledger event {}", e.short_id());
+        crate::outln!("ledger event {}", e.short_id());
     }
     Ok(())
 }

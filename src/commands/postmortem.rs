@@ -65,7 +65,7 @@ pub async fn run(
             })?;
             eprintln!("post-mortem draft written to {}", p.display());
         }
-        None => print!("{md}"),
+        None => crate::out!("{md}"),
     }
     Ok(())
 }

@@ -256,7 +256,7 @@ fn exit_of(report: &RollbackReport) -> Result<(), Failure> {
 }
 
 fn print_report(report: &RollbackReport) {
-    println!(
+    crate::outln!(
         "rollback {} of {} — {}{}",
         report.rollback_id,
         sanitize(&report.namespace),
@@ -272,7 +272,7 @@ fn print_report(report: &RollbackReport) {
             StepState::Running => "…",
             StepState::Pending => " ",
         };
-        println!(
+        crate::outln!(
             " {mark} {}. {:<28} {:<13} {}",
             s.index + 1,
             sanitize(&s.title),
@@ -280,7 +280,7 @@ fn print_report(report: &RollbackReport) {
             sanitize(&s.detail)
         );
     }
-    println!("outcome: {:?}", report.outcome);
+    crate::outln!("outcome: {:?}", report.outcome);
 }
 
 /// Differences between two plans, one line each (for the staging comparison).
@@ -415,7 +415,7 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
                 &serde_json::json!({"plan": plan, "steps": lines, "staging": staging}),
             );
         }
-        println!(
+        crate::outln!(
             "dry run of `{}` on {} ({} → {}) — nothing will be changed",
             sanitize(&plan.name),
             sanitize(&ns),
@@ -423,7 +423,7 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
             plan.to
         );
         for l in &lines {
-            println!(
+            crate::outln!(
                 "{:>2}. {:<26} {}\n      now: {}",
                 l.number,
                 sanitize(&l.title),
@@ -432,9 +432,9 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
             );
         }
         if !staging.is_empty() {
-            println!("compared with staging:");
+            crate::outln!("compared with staging:");
             for s in staging {
-                println!("  {s}");
+                crate::outln!("  {s}");
             }
         }
         return Ok(());

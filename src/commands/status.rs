@@ -144,7 +144,7 @@ pub async fn run(
     if ctx.json {
         ctx.print_json(&snap)
     } else {
-        print!("{}", render(&snap));
+        crate::out!("{}", render(&snap));
         Ok(())
     }
 }

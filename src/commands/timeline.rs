@@ -134,7 +134,7 @@ pub async fn run(ctx: &Ctx, mut args: TimelineArgs) -> Result<(), Failure> {
                 Some(ns) => format!("Incident timeline — {}", sanitize(ns)),
                 None => "Incident timeline".into(),
             };
-            print!(
+            crate::out!(
                 "{}",
                 render_markdown(
                     &entries,
@@ -148,10 +148,10 @@ pub async fn run(ctx: &Ctx, mut args: TimelineArgs) -> Result<(), Failure> {
         }
         TimelineFormat::Text => {
             if entries.is_empty() {
-                println!("no events");
+                crate::outln!("no events");
             }
             for e in &entries {
-                println!("{}", text_line(e));
+                crate::outln!("{}", text_line(e));
             }
         }
     }
@@ -181,9 +181,9 @@ async fn follow(
                     match format {
                         TimelineFormat::Json => {
                             let line = serde_json::to_string(&entry).map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
-                            println!("{line}");
+                            crate::outln!("{line}");
                         }
-                        _ => println!("{}", text_line(&entry)),
+                        _ => crate::outln!("{}", text_line(&entry)),
                     }
                 }
                 use std::io::Write;
@@ -214,7 +214,7 @@ pub async fn note(ctx: &Ctx, args: NoteArgs) -> Result<(), Failure> {
     if ctx.json {
         return ctx.print_json(&e);
     }
-    println!(
+    crate::outln!(
         "noted ({}) in {}",
         e.short_id(),
         sanitize(&ledger.backend_description())

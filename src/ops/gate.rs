@@ -459,8 +459,10 @@ pub fn validate(
             "give at least one version a positive weight, e.g. v1=100",
         ));
     }
-    for (v, _) in target.0.iter() {
-        if !is_version_name(v) && !view.versions.contains_key(v) {
+    for (v, w) in target.0.iter() {
+        // A version with weight 0 changes nothing, but naming one the namespace does not have is
+        // a typo the operator must hear about (`v1=100 v9=0`).
+        if !view.versions.contains_key(v) && (!is_version_name(v) || *w == 0) {
             return Err(OpError::invalid(
                 format!("unknown version `{}`; nothing was changed", sanitize(v)),
                 format!(
@@ -491,6 +493,28 @@ pub fn validate(
                 ),
             ));
         }
+    }
+    // Versions left out of the target get no traffic. That is what `v2=100` says; `v2=10` with
+    // v1 left out would send 100 % to v2, which is never what it looks like.
+    let left_out: Vec<&String> = view
+        .versions
+        .keys()
+        .filter(|v| !target.0.contains_key(*v))
+        .collect();
+    if !left_out.is_empty() && target.total() != 100 {
+        let listed = left_out
+            .iter()
+            .map(|v| sanitize(v).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(OpError::invalid(
+            format!(
+                "{listed} not in the target and the weights sum to {}: that would route {} — nothing was changed",
+                target.total(),
+                target.describe_percent()
+            ),
+            "give every version a weight (e.g. v1=90 v2=10), or weights that sum to 100 with the others left out (e.g. v2=100)",
+        ));
     }
     if view.entry_kind == "fanout" && target.bound().count() > 1 {
         return Err(OpError::failed(
