@@ -372,3 +372,19 @@ fn keys_filter_sort_and_commands() {
     assert!(s.message.as_ref().unwrap().text.contains("unknown command"));
     assert_eq!(s.handle_key("q"), hopback::app::state::Effect::Quit);
 }
+
+/// Issue 17: a read-only console never recommends a rollback (it could not run one).
+#[test]
+fn read_only_never_recommends_a_rollback() {
+    let mut s = fleet_state(true, false);
+    assert!(s.rollback_recommendation().is_some());
+    s.read_only = true;
+    assert!(s.rollback_recommendation().is_none());
+    let theme = Theme::builtin("dark", false).unwrap();
+    let t = render(&s, 120, 40, &theme);
+    let buf = t.backend().buffer();
+    let last: String = (0..120)
+        .map(|x| buf[(x, 39)].symbol().to_string())
+        .collect();
+    assert!(!last.contains("rollback recommended"), "{last}");
+}

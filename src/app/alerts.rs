@@ -1,8 +1,10 @@
 //! Alert evaluation: pure functions over the fleet snapshot, the tap's error rates and a little
 //! history. Thresholds are per namespace (config `[alerts]`, overridable per adopted namespace):
 //! error rate above N % for a window, DLQ growing faster than N per minute, anything unrouted, and
-//! a version with ready messages but no consumer. An alert on a version that the gate currently
-//! routes to (while another version exists) recommends a rollback.
+//! a version with ready messages but no consumer. A rollback is advised only when the data
+//! supports it: the failing version is a newer one the gate routes to (errors above the
+//! threshold, or work piling up with no consumer), and an older version is healthy (consumers,
+//! no alert of its own) — the advice names both ([`RollbackAdvice`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -61,9 +63,38 @@ pub struct Alert {
     pub version: Option<String>,
     /// What.
     pub kind: AlertKind,
-    /// The version receives traffic through the gate and another version exists: rolling back
-    /// is an option.
-    pub rollback_recommended: bool,
+    /// Roll back from this (newer, routed, failing) version to a healthy older one.
+    pub rollback: Option<RollbackAdvice>,
+}
+
+/// A rollback the data supports: `from` is failing, `to` is older and healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackAdvice {
+    /// The failing version.
+    pub from: String,
+    /// The healthy version to go back to.
+    pub to: String,
+}
+
+/// `v12` → 12; other names have no order (no advice for them).
+fn version_number(v: &str) -> Option<u64> {
+    v.strip_prefix('v')?.parse().ok()
+}
+
+/// The healthy version to roll `failing` back to: the newest version older than it that has
+/// consumers and no alert of its own.
+fn healthy_target(
+    ns: &crate::model::snapshot::NamespaceSnapshot,
+    failing: &str,
+    alerting: &BTreeSet<String>,
+) -> Option<String> {
+    let n = version_number(failing)?;
+    ns.versions
+        .iter()
+        .filter(|v| version_number(&v.version).is_some_and(|m| m < n))
+        .filter(|v| v.exists && v.consumers.unwrap_or(0) > 0 && !alerting.contains(&v.version))
+        .max_by_key(|v| version_number(&v.version))
+        .map(|v| v.version.clone())
 }
 
 impl Alert {
@@ -172,8 +203,6 @@ impl AlertTracker {
             for v in &ns.versions {
                 let key = (ns.name.clone(), v.version.clone());
                 seen_versions.insert(key.clone());
-                // Rolling back only makes sense for a routed version when there is another one.
-                let behind_gate = v.weight > 0 && ns.versions.len() > 1;
                 match v.error_rate.map(|r| r * 100.0) {
                     Some(pct) if pct > th.error_rate_pct => {
                         let since = *self.above_since_ms.entry(key.clone()).or_insert(now_ms);
@@ -187,7 +216,7 @@ impl AlertTracker {
                                     threshold_pct: th.error_rate_pct,
                                     for_s: (for_ms / 1000) as u64,
                                 },
-                                rollback_recommended: behind_gate,
+                                rollback: None,
                             });
                         }
                     }
@@ -202,7 +231,7 @@ impl AlertTracker {
                         kind: AlertKind::NoConsumers {
                             ready: v.ready.unwrap_or(0),
                         },
-                        rollback_recommended: behind_gate,
+                        rollback: None,
                     });
                 }
             }
@@ -211,7 +240,7 @@ impl AlertTracker {
                     ns: ns.name.clone(),
                     version: None,
                     kind: AlertKind::Unrouted { depth },
-                    rollback_recommended: false,
+                    rollback: None,
                 });
             }
             if let Some(g) = self.dlq_growth_per_min(&ns.name, now_ms)
@@ -224,8 +253,28 @@ impl AlertTracker {
                         per_min: g,
                         threshold_per_min: th.dlq_growth_per_min,
                     },
-                    rollback_recommended: false,
+                    rollback: None,
                 });
+            }
+        }
+        // Advice: a routed version with its own alert, and a healthy older version to go back to.
+        for ns in &snap.namespaces {
+            let alerting: BTreeSet<String> = active
+                .iter()
+                .filter(|a| a.ns == ns.name)
+                .filter_map(|a| a.version.clone())
+                .collect();
+            for a in active.iter_mut().filter(|a| a.ns == ns.name) {
+                let Some(v) = a.version.as_deref() else {
+                    continue;
+                };
+                let routed = ns.versions.iter().any(|x| x.version == v && x.weight > 0);
+                if routed && let Some(to) = healthy_target(ns, v, &alerting) {
+                    a.rollback = Some(RollbackAdvice {
+                        from: v.to_string(),
+                        to,
+                    });
+                }
             }
         }
         self.above_since_ms.retain(|k, _| seen_versions.contains(k));
@@ -296,12 +345,96 @@ mod tests {
         assert!(t.evaluate(&snap(Some(0.5), 0, 0), &th, 29_000).is_empty());
         let new = t.evaluate(&snap(Some(0.5), 0, 0), &th, 30_000);
         assert_eq!(new.len(), 1);
-        assert!(new[0].rollback_recommended);
+        assert_eq!(
+            new[0].rollback,
+            Some(RollbackAdvice {
+                from: "v2".into(),
+                to: "v1".into()
+            })
+        );
         assert!(new[0].describe().contains("v2: error rate 50.0%"));
         assert!(t.evaluate(&snap(Some(0.5), 0, 0), &th, 31_000).is_empty());
         assert_eq!(t.active.len(), 1);
         assert!(t.evaluate(&snap(Some(0.01), 0, 0), &th, 32_000).is_empty());
         assert!(t.active.is_empty());
+    }
+
+    /// The advice points from the failing canary to a healthy older version — never to a version
+    /// without consumers, never from the stable version to a failing newer one.
+    #[test]
+    fn advice_names_the_failing_canary_and_a_healthy_target() {
+        let th = Thresholds::default();
+        let version =
+            |v: &str, weight: u32, consumers: u64, ready: u64, err: Option<f64>| VersionSnapshot {
+                version: v.into(),
+                exists: true,
+                weight,
+                consumers: Some(consumers),
+                ready: Some(ready),
+                error_rate: err,
+                ..Default::default()
+            };
+        let three = |v1: VersionSnapshot, v2: VersionSnapshot, v3: VersionSnapshot| FleetSnapshot {
+            namespaces: vec![NamespaceSnapshot {
+                name: "pay".into(),
+                versions: vec![v1, v2, v3],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // v3 canary failing, v2 healthy, v1 has no consumers: v3 → v2.
+        let mut t = AlertTracker::default();
+        let s = three(
+            version("v1", 0, 0, 0, None),
+            version("v2", 80, 2, 0, Some(0.0)),
+            version("v3", 20, 2, 0, Some(0.4)),
+        );
+        t.evaluate(&s, &th, 0);
+        t.evaluate(&s, &th, 31_000);
+        let advised: Vec<_> = t.active.iter().filter_map(|a| a.rollback.clone()).collect();
+        assert_eq!(
+            advised,
+            vec![RollbackAdvice {
+                from: "v3".into(),
+                to: "v2".into()
+            }]
+        );
+        // The stable v1 backing up with no consumers: no advice (nothing older to go to), and
+        // never advice towards a failing or consumer-less version.
+        let mut t = AlertTracker::default();
+        let s = three(
+            version("v1", 100, 0, 500, None),
+            version("v2", 0, 0, 0, None),
+            version("v3", 0, 0, 0, None),
+        );
+        t.evaluate(&s, &th, 0);
+        assert!(!t.active.is_empty());
+        assert!(
+            t.active.iter().all(|a| a.rollback.is_none()),
+            "{:?}",
+            t.active
+        );
+        // Both v2 and v3 failing: v3 → v1 only if v1 is healthy; here it has consumers.
+        let mut t = AlertTracker::default();
+        let s = three(
+            version("v1", 0, 1, 0, Some(0.0)),
+            version("v2", 50, 1, 0, Some(0.5)),
+            version("v3", 50, 1, 0, Some(0.5)),
+        );
+        t.evaluate(&s, &th, 0);
+        t.evaluate(&s, &th, 31_000);
+        let v3 = t
+            .active
+            .iter()
+            .find(|a| a.version.as_deref() == Some("v3"))
+            .and_then(|a| a.rollback.clone());
+        assert_eq!(
+            v3,
+            Some(RollbackAdvice {
+                from: "v3".into(),
+                to: "v1".into()
+            })
+        );
     }
 
     #[test]

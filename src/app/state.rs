@@ -468,7 +468,10 @@ impl AppState {
 
     /// Alerts that recommend a rollback, first one.
     pub fn rollback_recommendation(&self) -> Option<&Alert> {
-        self.alerts.active.iter().find(|a| a.rollback_recommended)
+        if self.read_only {
+            return None;
+        }
+        self.alerts.active.iter().find(|a| a.rollback.is_some())
     }
 
     fn recompute(&mut self) {

@@ -284,7 +284,17 @@ impl AppState {
             );
             return;
         }
-        self.ops.rollback = Some(RollbackPanel::checking(ns.clone(), self.namespace(&ns)));
+        let advice = self
+            .alerts
+            .active
+            .iter()
+            .filter(|a| a.ns == ns)
+            .find_map(|a| a.rollback.clone());
+        self.ops.rollback = Some(RollbackPanel::checking_advised(
+            ns.clone(),
+            self.namespace(&ns),
+            advice.as_ref(),
+        ));
         self.ask(OpRequest::RollbackCheck { ns: ns.clone() });
         self.push_view(View::Rollback { ns });
     }

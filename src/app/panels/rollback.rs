@@ -176,6 +176,19 @@ impl RollbackPanel {
     /// A rollback of `ns` about to start: back to the oldest version, from the newest version
     /// still behind the gate (else the newest); the ledger is checked for an unfinished one first.
     pub fn checking(ns: String, n: Option<&NamespaceSnapshot>) -> Self {
+        Self::checking_advised(ns, n, None)
+    }
+
+    /// [`RollbackPanel::checking`], going `from → to` when the alerts advise it (the failing
+    /// canary back to a healthy older version) instead of guessing from the gate.
+    pub fn checking_advised(
+        ns: String,
+        n: Option<&NamespaceSnapshot>,
+        advice: Option<&crate::app::alerts::RollbackAdvice>,
+    ) -> Self {
+        if let Some(a) = advice {
+            return Self::empty(ns, a.from.clone(), a.to.clone(), RbStage::Checking);
+        }
         let versions = super::versions_of(n);
         let to = versions.first().cloned().unwrap_or_else(|| "v1".into());
         let bound: Vec<String> = n

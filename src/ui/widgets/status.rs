@@ -38,10 +38,13 @@ pub fn status(state: &AppState, theme: &Theme, width: usize) -> Line<'static> {
         } else {
             String::new()
         };
-        let text = if first.rollback_recommended {
+        let text = if let Some(adv) = first.rollback.as_ref().filter(|_| !state.read_only) {
             format!(
-                "⚠ rollback recommended — press {} · {}{more}",
+                "⚠ rollback recommended — press {}: {} {} → {} · {}{more}",
                 state.keymap.first_key("rollback"),
+                crate::text::sanitize(&first.ns),
+                crate::text::sanitize(&adv.from),
+                crate::text::sanitize(&adv.to),
                 first.describe()
             )
         } else {
