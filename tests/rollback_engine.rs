@@ -463,3 +463,55 @@ async fn failing_verification_exits_4_and_is_journaled() {
     drop(fleet);
     env.cleanup().await;
 }
+
+/// Answers "Skip" at every decision point.
+struct Skipper;
+
+impl hopback::ops::rollback::Operator for Skipper {
+    fn decide<'a>(
+        &'a self,
+        _point: &'a hopback::ops::rollback::DecisionPoint,
+    ) -> futures::future::BoxFuture<'a, hopback::ops::rollback::Decision> {
+        Box::pin(async { hopback::ops::rollback::Decision::Skip })
+    }
+}
+
+/// Issue 17: "Skip" at the first question ("Roll back from v2 to v1?") is not a yes — the
+/// rollback stops there and the gate does not change.
+#[tokio::test]
+async fn skip_at_the_first_question_changes_nothing() {
+    let env = setup("rb-skip").await;
+    env.set_gate(&[("v1", 50), ("v2", 50)]).await;
+    let renv = hopback::ops::rollback::Env {
+        session: env.t.session.clone(),
+        mgmt: Some(env.mgmt.clone()),
+        cfg: env.t.cfg.clone(),
+        ns: env.t.ns.clone(),
+        ledger: env.ledger.clone(),
+    };
+    let report = hopback::ops::rollback::run(
+        &renv,
+        hopback::ops::plan::default_plan("v2", "v1", Duration::from_secs(1)),
+        &Skipper,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !matches!(
+            report.outcome,
+            hopback::ops::rollback::RollbackOutcome::Done
+        ),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(
+        report.steps.len(),
+        1,
+        "only the first question ran: {report:?}"
+    );
+    assert_eq!(
+        env.gate().await,
+        GateSplit([("v1".to_string(), 50), ("v2".to_string(), 50)].into())
+    );
+    env.cleanup().await;
+}

@@ -361,7 +361,7 @@ async fn console_operations_against_the_broker() {
     assert_eq!((rb.from.as_str(), rb.to.as_str()), ("v2", "v1"));
     assert_eq!(rb.stage, RbStage::Running);
     assert!(rb.decision.is_some() && s.modal());
-    assert!(screen(&s).contains("Continue (c)"));
+    assert!(screen(&s).contains("Roll back (y)"));
     s.handle_key("a");
     assert_eq!(
         s.ops.requests.last(),

@@ -784,10 +784,18 @@ fn rollback_decision_point_and_each_step_state() {
     assert!(s.modal());
     let screen = both_sizes("rollback_decision", &s);
     assert!(
-        screen.contains("Continue (c)") && screen.contains("Abort (a)"),
+        screen.contains("Roll back (y)") && screen.contains("Abort (a)"),
         "{screen}"
     );
-    s.handle_key("c");
+    assert!(
+        !screen.contains("Skip"),
+        "no Skip at the first question: {screen}"
+    );
+    // Issue 17: `s` (sort, elsewhere) answers nothing here — the gate cannot change by it.
+    s.handle_key("s");
+    assert_eq!(s.take_requests(), vec![]);
+    assert!(s.modal());
+    s.handle_key("y");
     assert_eq!(
         s.take_requests(),
         vec![OpRequest::RollbackDecide(Decision::Continue)]

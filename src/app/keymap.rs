@@ -202,15 +202,15 @@ impl Default for Keymap {
                 ),
                 row_in(
                     Context::Rollback,
-                    &["c"],
+                    &["y"],
                     Action::DecideContinue,
-                    "continue / keep waiting",
+                    "yes (roll back, wait, close them)",
                 ),
                 row_in(
                     Context::Rollback,
-                    &["s"],
+                    &["o"],
                     Action::DecideSkip,
-                    "skip the step",
+                    "evict step: leave workers alone",
                 ),
                 row_in(
                     Context::Rollback,
@@ -220,19 +220,19 @@ impl Default for Keymap {
                 ),
                 row_in(
                     Context::Rollback,
-                    &["r"],
+                    &["1"],
                     Action::DecideReplay,
                     "dead letters: replay to old",
                 ),
                 row_in(
                     Context::Rollback,
-                    &["k"],
+                    &["2"],
                     Action::DecideKeep,
                     "dead letters: keep",
                 ),
                 row_in(
                     Context::Rollback,
-                    &["e"],
+                    &["3"],
                     Action::DecideExport,
                     "dead letters: export",
                 ),
@@ -444,10 +444,26 @@ mod tests {
     #[test]
     fn contexts_keep_the_dialog_keys_apart() {
         let km = Keymap::default();
-        // The same letter means different things in different contexts.
+        // A dialog's own keys apply only there; a decision's letters never shadow a global key
+        // (issue 17: `s` was both sort and Skip, `k` both up and Keep).
         assert_eq!(km.lookup("k"), Some(&Action::Up));
         let decision = [Context::Rollback, Context::Dialog];
-        assert_eq!(km.lookup_in(&decision, "k"), Some(&Action::DecideKeep));
+        assert_eq!(km.lookup_in(&decision, "k"), Some(&Action::OptionPrev));
+        assert_eq!(km.lookup_in(&decision, "2"), Some(&Action::DecideKeep));
+        for b in km
+            .bindings
+            .iter()
+            .filter(|b| b.context == Context::Rollback)
+        {
+            for k in &b.keys {
+                assert_eq!(
+                    km.lookup(k),
+                    None,
+                    "decision key `{k}` ({:?}) shadows a global key",
+                    b.action
+                );
+            }
+        }
         assert_eq!(
             km.lookup_in(&[Context::Dialog], "k"),
             Some(&Action::OptionPrev)

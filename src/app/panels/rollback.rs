@@ -95,30 +95,34 @@ pub struct RollbackPanel {
 /// Buttons of a decision point: (label, action config name of its key, decision).
 pub fn decision_buttons(kind: DecisionKind) -> Vec<(&'static str, &'static str, Decision)> {
     match kind {
+        // Explicit answers only: no "Skip" where skipping would mean going on (the first
+        // question, a timed-out wait, the dead-letter choice — keeping them is the "no").
         DecisionKind::DlqChoice => vec![
-            (
-                "Replay to old",
-                "decide_replay",
-                Decision::Choose(DlqChoice::Replay),
-            ),
+            ("Abort", "decide_abort", Decision::Abort),
             ("Keep", "decide_keep", Decision::Choose(DlqChoice::Keep)),
             (
                 "Export",
                 "decide_export",
                 Decision::Choose(DlqChoice::Export),
             ),
-            ("Skip", "decide_skip", Decision::Skip),
-            ("Abort", "decide_abort", Decision::Abort),
+            (
+                "Replay to old",
+                "decide_replay",
+                Decision::Choose(DlqChoice::Replay),
+            ),
         ],
         DecisionKind::Timeout => vec![
+            ("Abort", "decide_abort", Decision::Abort),
             ("Keep waiting", "decide_continue", Decision::Continue),
-            ("Skip", "decide_skip", Decision::Skip),
-            ("Abort", "decide_abort", Decision::Abort),
         ],
-        DecisionKind::Confirm | DecisionKind::Destructive => vec![
-            ("Continue", "decide_continue", Decision::Continue),
-            ("Skip", "decide_skip", Decision::Skip),
+        DecisionKind::Confirm => vec![
             ("Abort", "decide_abort", Decision::Abort),
+            ("Roll back", "decide_continue", Decision::Continue),
+        ],
+        DecisionKind::Destructive => vec![
+            ("Abort", "decide_abort", Decision::Abort),
+            ("Leave them", "decide_skip", Decision::Skip),
+            ("Close them", "decide_continue", Decision::Continue),
         ],
     }
 }

@@ -783,6 +783,13 @@ async fn run_step(c: &StepCtx<'_>) -> StepResult {
                 ev.push(format!("  {}. {}", i + 1, s.kind.describe(&env.names())));
             }
             let d = c.ask(DecisionKind::Confirm, question.clone(), ev).await;
+            // "Skip" is never a way to say yes: skipping the question that asks whether to roll
+            // back at all stops the rollback before anything changes.
+            let d = if d == Decision::Skip {
+                Decision::Abort
+            } else {
+                d
+            };
             from_decision(d)
                 .unwrap_or_else(|| StepResult::done("confirmed", serde_json::Value::Null))
         }
