@@ -596,3 +596,26 @@ async fn console_refresh_reuses_bindings_until_invalidated() {
     );
     t.cleanup().await;
 }
+
+/// Issue 17: without the management API the namespace list is unknown, not empty — `status`
+/// says so and exits non-zero; `status NS` still answers over AMQP.
+#[tokio::test]
+async fn status_without_the_management_api_says_unknown() {
+    let t = common::TestNs::new("nomgmt", &["v1", "v2"], QueueType::Classic).await;
+    let url = common::test_url();
+    let (code, out, err) = run(&["--url", &url, "--mgmt-url", "http://127.0.0.1:1", "status"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("cannot list namespaces"), "{err}");
+    assert!(!out.contains("no namespaces found"), "{out}");
+    let (code, out, err) = run(&[
+        "--url",
+        &url,
+        "--mgmt-url",
+        "http://127.0.0.1:1",
+        "status",
+        &t.ns,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&t.ns), "{out}");
+    t.cleanup().await;
+}

@@ -141,6 +141,17 @@ pub async fn run(
             "create it with `hopback init NS --versions v1,v2`, or adopt it in the profile's [namespaces] config",
         ));
     }
+    // Without the management API the namespace list is unknown — not empty. Say so (and fail)
+    // instead of "no namespaces found" with exit 0.
+    if namespace.is_none()
+        && snap.namespaces.is_empty()
+        && let Some(why) = &snap.mgmt_error
+    {
+        return Err(Failure::error(
+            format!("cannot list namespaces: {}", crate::text::sanitize(why)),
+            "the namespace list comes from the management API (`hopback check`); `hopback status NS` still works over AMQP",
+        ));
+    }
     if ctx.json {
         ctx.print_json(&snap)
     } else {
