@@ -143,3 +143,13 @@ mod tests {
         assert!(is_terminal_safe(&p));
     }
 }
+
+/// One status-bar line: `what happened — what to try`, both sanitised; just the first part when
+/// there is no hint. The one format the console uses for every failure.
+pub fn with_hint(message: &str, hint: &str) -> String {
+    if hint.is_empty() {
+        sanitize(message).into_owned()
+    } else {
+        format!("{} — {}", sanitize(message), sanitize(hint))
+    }
+}

@@ -175,10 +175,7 @@ fn start_drill(
         }
         let msg = match &r {
             Ok(res) => Ok(Box::new(res.clone())),
-            Err(f) => Err(match f.hint() {
-                h if h.is_empty() => f.to_string(),
-                h => format!("{f} — {h}"),
-            }),
+            Err(f) => Err(crate::text::with_hint(&f.to_string(), &f.hint())),
         };
         let msg = msg.map_err(protocol::Failed::from);
         let _ = tx.send(Msg::Op(protocol::OpMsg::DrillDone(msg))).await;

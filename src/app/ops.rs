@@ -43,21 +43,12 @@ pub const TIMELINE_LOAD_MAX: usize = 2_000;
 /// Verification window of a rollback started from the console.
 pub const ROLLBACK_VERIFY_WINDOW: Duration = Duration::from_secs(10);
 
-/// One status-bar line: what failed — what to try.
-fn line(message: &str, hint: &str) -> String {
-    if hint.is_empty() {
-        sanitize(message).into_owned()
-    } else {
-        format!("{} — {}", sanitize(message), sanitize(hint))
-    }
-}
-
 fn broker_text(e: &crate::broker::session::BrokerError) -> String {
-    line(&e.to_string(), e.hint())
+    crate::text::with_hint(&e.to_string(), e.hint())
 }
 
 fn ledger_text(e: &crate::ledger::LedgerError) -> String {
-    line(&e.message, &e.hint)
+    crate::text::with_hint(&e.message, &e.hint)
 }
 
 #[derive(Default)]

@@ -127,17 +127,11 @@ impl OpError {
     }
     /// One line for a status bar: `refused: … — hint`.
     pub fn one_line(&self) -> String {
-        let hint = self.hint();
-        if hint.is_empty() {
-            format!("{}: {}", self.kind(), sanitize(&self.to_string()))
-        } else {
-            format!(
-                "{}: {} — {}",
-                self.kind(),
-                sanitize(&self.to_string()),
-                sanitize(&hint)
-            )
-        }
+        format!(
+            "{}: {}",
+            self.kind(),
+            crate::text::with_hint(&self.to_string(), &self.hint())
+        )
     }
 }
 
