@@ -90,6 +90,16 @@ pub fn is_terminal_safe(s: &str) -> bool {
     !s.chars().any(is_dangerous)
 }
 
+/// One status-bar line: `what happened — what to try`, both sanitised; just the first part when
+/// there is no hint. The one format the console uses for every failure.
+pub fn with_hint(message: &str, hint: &str) -> String {
+    if hint.is_empty() {
+        sanitize(message).into_owned()
+    } else {
+        format!("{} — {}", sanitize(message), sanitize(hint))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,15 +151,5 @@ mod tests {
         assert_eq!(p.chars().count(), 80);
         assert!(p.ends_with(ELLIPSIS));
         assert!(is_terminal_safe(&p));
-    }
-}
-
-/// One status-bar line: `what happened — what to try`, both sanitised; just the first part when
-/// there is no hint. The one format the console uses for every failure.
-pub fn with_hint(message: &str, hint: &str) -> String {
-    if hint.is_empty() {
-        sanitize(message).into_owned()
-    } else {
-        format!("{} — {}", sanitize(message), sanitize(hint))
     }
 }
