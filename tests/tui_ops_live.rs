@@ -135,8 +135,8 @@ async fn console_operations_against_the_broker() {
     s.handle_key("g");
     assert_eq!(
         s.ops.gate.as_ref().unwrap().cursor,
-        0,
-        "starts on the current 0 %"
+        hopback::app::panels::GATE_PRESETS.len(),
+        "starts on \"all back to old\" (issue 17)"
     );
     runner.handle(OpRequest::GateApply {
         ns: ns.clone(),
@@ -155,7 +155,8 @@ async fn console_operations_against_the_broker() {
     assert_eq!(b.len(), 1, "nothing changed: {b:?}");
 
     // ── gate through the panel: 50 %, guard overridden explicitly, verified, journaled ──
-    keys(&mut s, &["j", "j", "j", "j", "j", "enter"]);
+    // From "all back to old" (row 7) up to "50 % to v2" (row 5).
+    keys(&mut s, &["k", "k", "enter"]);
     assert!(s.modal());
     // The confirmation shows the runner's dry-run plan (from the broker's real bindings).
     pump(&mut s, &runner, &mut rx, 20, |m| {

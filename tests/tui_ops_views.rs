@@ -192,8 +192,11 @@ fn gate_panel_presets_confirm_and_result() {
     s.handle_key("enter");
     s.handle_key("g");
     assert_eq!(s.view(), &View::Gate { ns: "email".into() });
-    // The cursor starts on the current split (10 % to v2).
-    assert_eq!(s.ops.gate.as_ref().unwrap().cursor, 3);
+    // The cursor starts on "all back to old" (issue 17), the current split is marked.
+    assert_eq!(
+        s.ops.gate.as_ref().unwrap().cursor,
+        hopback::app::panels::gate::GATE_PRESETS.len()
+    );
     let screen = both_sizes("gate_choose", &s);
     assert!(screen.contains("← current"));
     // "all back to old": the confirmation asks the runner for the dry-run plan…

@@ -112,25 +112,14 @@ pub fn applied_message(ns: &str, result: &Result<Box<ApplyReport>, Failed>) -> (
 }
 
 impl GatePanel {
-    /// The panel of `ns`, the cursor on the preset closest to the current split.
+    /// The panel of `ns`, the cursor on "all back to old" — the one preset that never moves
+    /// traffic towards the new version (issue 17: opening on the preset nearest the current
+    /// split offered "25 % to v2" during a 20 % canary).
     pub fn open(ns: String, n: Option<&NamespaceSnapshot>) -> Self {
         let versions = super::versions_of(n);
         let old = versions.first().cloned().unwrap_or_else(|| "v1".into());
         let new = versions.last().cloned().unwrap_or_else(|| "v2".into());
-        let cur = n
-            .and_then(|n| n.gate.as_ref())
-            .map(|g| g.percent(&new))
-            .unwrap_or(0.0);
-        let cursor = GATE_PRESETS
-            .iter()
-            .enumerate()
-            .min_by(|a, b| {
-                (f64::from(*a.1) - cur)
-                    .abs()
-                    .total_cmp(&(f64::from(*b.1) - cur).abs())
-            })
-            .map(|(i, _)| i)
-            .unwrap_or(0);
+        let cursor = GATE_PRESETS.len();
         GatePanel {
             ns,
             old,
