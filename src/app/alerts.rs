@@ -40,7 +40,21 @@ pub enum AlertKind {
         /// Ready messages.
         ready: u64,
     },
+    /// Work piles up: the consumers ack much slower than tasks arrive.
+    Backlog {
+        /// Ready messages.
+        ready: u64,
+        /// Published into the queue per second.
+        in_per_s: f64,
+        /// Acknowledged per second.
+        ack_per_s: f64,
+    },
 }
+
+/// A backlog alert needs at least this many ready messages …
+pub const BACKLOG_MIN_READY: u64 = 100;
+/// … and tasks arriving this many times faster than they are acked.
+pub const BACKLOG_LAG_FACTOR: f64 = 2.0;
 
 impl AlertKind {
     /// A short stable tag, used to tell "new" alerts from ongoing ones.
@@ -50,6 +64,7 @@ impl AlertKind {
             AlertKind::DlqGrowth { .. } => "dlq",
             AlertKind::Unrouted { .. } => "unrouted",
             AlertKind::NoConsumers { .. } => "consumers",
+            AlertKind::Backlog { .. } => "backlog",
         }
     }
 }
@@ -122,6 +137,13 @@ impl Alert {
             AlertKind::NoConsumers { ready } => {
                 format!("{ns}{v}: {ready} ready, no consumers")
             }
+            AlertKind::Backlog {
+                ready,
+                in_per_s,
+                ack_per_s,
+            } => format!(
+                "{ns}{v}: backlog {ready} ready, in {in_per_s:.1}/s vs ack {ack_per_s:.1}/s"
+            ),
         }
     }
     /// Key identifying this alert across evaluations.
@@ -223,6 +245,24 @@ impl AlertTracker {
                     _ => {
                         self.above_since_ms.remove(&key);
                     }
+                }
+                let ready = v.ready.unwrap_or(0);
+                if let Some(r) = &v.rates
+                    && v.consumers.unwrap_or(0) > 0
+                    && ready >= BACKLOG_MIN_READY
+                    && r.publish > 0.0
+                    && r.publish > r.ack * BACKLOG_LAG_FACTOR
+                {
+                    active.push(Alert {
+                        ns: ns.name.clone(),
+                        version: Some(v.version.clone()),
+                        kind: AlertKind::Backlog {
+                            ready,
+                            in_per_s: r.publish,
+                            ack_per_s: r.ack,
+                        },
+                        rollback: None,
+                    });
                 }
                 if v.exists && v.consumers == Some(0) && v.ready.unwrap_or(0) > 0 {
                     active.push(Alert {
@@ -435,6 +475,47 @@ mod tests {
                 to: "v1".into()
             })
         );
+    }
+
+    /// Issue 17: a version backing up (ready 1,106, in 9.6/s vs ack 1.4/s) raises an alert, and
+    /// a failing canary's backlog advises the rollback to the healthy version.
+    #[test]
+    fn backlog_raises_an_alert() {
+        let th = Thresholds::default();
+        let mut t = AlertTracker::default();
+        let mut s = snap(Some(0.0), 0, 0);
+        s.namespaces[0].versions[1].ready = Some(1106);
+        s.namespaces[0].versions[1].rates = Some(crate::model::snapshot::Rates {
+            publish: 9.6,
+            ack: 1.4,
+            ..Default::default()
+        });
+        t.evaluate(&s, &th, 0);
+        let a = t
+            .active
+            .iter()
+            .find(|a| a.kind.tag() == "backlog")
+            .expect("a backlog alert");
+        assert!(
+            a.describe().contains("in 9.6/s vs ack 1.4/s"),
+            "{}",
+            a.describe()
+        );
+        assert_eq!(
+            a.rollback,
+            Some(RollbackAdvice {
+                from: "v2".into(),
+                to: "v1".into()
+            })
+        );
+        // Keeping up (ack ≥ half the arrivals): no alert.
+        s.namespaces[0].versions[1].rates = Some(crate::model::snapshot::Rates {
+            publish: 9.6,
+            ack: 9.0,
+            ..Default::default()
+        });
+        t.evaluate(&s, &th, 1_000);
+        assert!(t.active.iter().all(|a| a.kind.tag() != "backlog"));
     }
 
     #[test]
