@@ -388,3 +388,34 @@ fn read_only_never_recommends_a_rollback() {
         .collect();
     assert!(!last.contains("rollback recommended"), "{last}");
 }
+
+/// Issue 17: every alert raised (and cleared) goes to the ledger — queued for the runner, which
+/// journals it through `ops::alert::record` — except on a read-only profile.
+#[test]
+fn alerts_are_queued_for_the_ledger() {
+    let mut s = fleet_state(true, false);
+    let records = s.take_alert_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.raised && r.metric == "error" && r.version.as_deref() == Some("v2")),
+        "{records:?}"
+    );
+    assert!(s.take_alert_records().is_empty(), "taken once");
+    // A snapshot without unrouted messages clears that alert: the clearing is queued too.
+    let healthy = fleet_state(false, false);
+    s.handle_msg(Msg::Snapshot(Box::new(healthy.snapshot.clone().unwrap())));
+    let cleared = s.take_alert_records();
+    assert!(
+        cleared.iter().any(|r| !r.raised && r.metric == "unrouted"),
+        "{cleared:?}"
+    );
+    // Read-only: nothing is queued for the ledger.
+    let mut ro = fleet_state(false, false);
+    ro.read_only = true;
+    ro.take_alert_records();
+    let failing = fleet_state(true, false);
+    ro.handle_msg(Msg::Snapshot(Box::new(failing.snapshot.clone().unwrap())));
+    assert!(!ro.alerts.active.is_empty());
+    assert!(ro.take_alert_records().is_empty());
+}

@@ -177,6 +177,8 @@ pub struct AlertTracker {
     pub dlq_depths: BTreeMap<String, VecDeque<(i64, u64)>>,
     /// Currently active alerts.
     pub active: Vec<Alert>,
+    /// Alerts that were active before the last evaluation and are not any more.
+    pub cleared: Vec<Alert>,
 }
 
 const DLQ_HISTORY_MS: i64 = 120_000;
@@ -319,9 +321,16 @@ impl AlertTracker {
         }
         self.above_since_ms.retain(|k, _| seen_versions.contains(k));
         let before: BTreeSet<_> = self.active.iter().map(Alert::key).collect();
+        let now: BTreeSet<_> = active.iter().map(Alert::key).collect();
         let new: Vec<Alert> = active
             .iter()
             .filter(|a| !before.contains(&a.key()))
+            .cloned()
+            .collect();
+        self.cleared = self
+            .active
+            .iter()
+            .filter(|a| !now.contains(&a.key()))
             .cloned()
             .collect();
         self.active = active;

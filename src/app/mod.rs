@@ -343,6 +343,9 @@ async fn run_console(
                 }
             } => {}
         }
+        for a in state.take_alert_records() {
+            runner.handle(protocol::OpRequest::JournalAlert(a));
+        }
         for r in state.take_requests() {
             match r {
                 protocol::OpRequest::Refresh => tasks.refresh_now.notify_one(),

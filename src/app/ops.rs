@@ -374,6 +374,14 @@ impl OpsRunner {
                 let r = self.timeline(ns).await;
                 self.send(OpMsg::Timeline(r)).await;
             }
+            OpRequest::JournalAlert(a) => {
+                // Best effort: an alert the ledger cannot take is still on screen.
+                if let Ok(cx) = self.cx().await
+                    && let Err(e) = crate::ops::alert::record(&cx, &a).await
+                {
+                    tracing::warn!(error = %e, "alert not journaled");
+                }
+            }
             OpRequest::Note { ns, text } => {
                 let r = match self.cx().await {
                     Ok(cx) => note::add(&cx, ns.as_deref(), &text)

@@ -113,6 +113,8 @@ pub enum ReplayScope {
 pub enum OpRequest {
     /// Ask the refresh task for a refresh now (after a change).
     Refresh,
+    /// Record an alert raised or cleared in the ledger (`ops::alert::record`).
+    JournalAlert(crate::ops::alert::AlertRecord),
     /// Flip the gate through `ops::gate::apply` (journaled, verified).
     GateApply {
         /// Namespace.

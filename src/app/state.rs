@@ -191,6 +191,9 @@ pub struct AppState {
     pub production: bool,
     /// Read-only profile (badge; mutations refused).
     pub read_only: bool,
+    /// Alerts raised or cleared since the loop last took them, to be journaled
+    /// ([`AppState::take_alert_records`]).
+    pub alert_records: Vec<crate::ops::alert::AlertRecord>,
     /// Refresh interval.
     pub refresh_interval_ms: u64,
     /// Ring the bell when an alert starts.
@@ -258,6 +261,7 @@ impl AppState {
             vhost: cfg.profile.vhost.clone(),
             production: cfg.profile.production,
             read_only: cfg.profile.read_only,
+            alert_records: Vec::new(),
             refresh_interval_ms: cfg.refresh_interval_ms,
             bell_enabled: cfg.alerts.bell,
             keymap,
@@ -466,6 +470,12 @@ impl AppState {
         self.snapshot.as_ref()?.namespace(ns)
     }
 
+    /// Alerts raised or cleared since the last call, for the ledger (the loop hands them to
+    /// the runner as [`crate::app::protocol::OpRequest::JournalAlert`]).
+    pub fn take_alert_records(&mut self) -> Vec<crate::ops::alert::AlertRecord> {
+        std::mem::take(&mut self.alert_records)
+    }
+
     /// Alerts that recommend a rollback, first one.
     pub fn rollback_recommendation(&self) -> Option<&Alert> {
         if self.read_only {
@@ -485,6 +495,21 @@ impl AppState {
                 }
             }
             let new = self.alerts.evaluate(snap, &self.thresholds, now);
+            if !self.read_only {
+                let record =
+                    |a: &crate::app::alerts::Alert, raised: bool| crate::ops::alert::AlertRecord {
+                        namespace: a.ns.clone(),
+                        version: a.version.clone(),
+                        metric: a.kind.tag().to_string(),
+                        text: a.describe(),
+                        raised,
+                    };
+                self.alert_records
+                    .extend(new.iter().map(|a| record(a, true)));
+                let cleared = self.alerts.cleared.clone();
+                self.alert_records
+                    .extend(cleared.iter().map(|a| record(a, false)));
+            }
             if !new.is_empty() {
                 let bell = new
                     .iter()
