@@ -34,7 +34,6 @@ pub async fn record(cx: &OpContext, a: &AlertRecord) -> Result<Event, OpError> {
             "alert": a.text,
             "metric": a.metric,
             "version": a.version,
-        }))
-        .reason(a.text.clone());
+        }));
     cx.journal_outcome(e, "the alert").await
 }
