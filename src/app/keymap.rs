@@ -86,7 +86,11 @@ impl Default for Keymap {
                     Action::Quit,
                     "quit (restores the terminal)",
                 ),
-                row(&["esc"], Action::Back, "back / cancel input / clear filter"),
+                row(
+                    &["esc", "h", "left", "backspace"],
+                    Action::Back,
+                    "back / cancel input / clear filter",
+                ),
                 row(&["k", "up"], Action::Up, "move up"),
                 row(&["j", "down"], Action::Down, "move down"),
                 row(&["ctrl-u", "pgup"], Action::PageUp, "page up"),
