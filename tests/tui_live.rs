@@ -204,3 +204,52 @@ async fn killed_connection_goes_stale_and_recovers() {
     tasks.abort();
     t.cleanup().await;
 }
+
+/// Management API gone: a namespace the console knew stays on screen, its depths read over AMQP
+/// and its gate unknown (`None`), never dropped and never a split of zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_namespaces_survive_the_management_api_going_away() {
+    use hopback::broker::stats::{CollectOptions, collect};
+    let t = common::TestNs::new("nomgmt", &["v1", "v2"], QueueType::Classic).await;
+    let ch = t.session.channel().await.unwrap();
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..7 {
+        ch.basic_publish(
+            "".into(),
+            format!("{}.v1", t.ns).as_str().into(),
+            BasicPublishOptions::default(),
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let opts = CollectOptions {
+        namespace: None,
+        known: [t.ns.clone()].into(),
+        ..Default::default()
+    };
+    // `None` = no management API (what the refresh task has when the API is unreachable).
+    let snap = collect(&t.session, None, &t.cfg, &opts).await.unwrap();
+    assert!(!snap.mgmt_available);
+    let ns = snap
+        .namespaces
+        .iter()
+        .find(|n| n.name == t.ns)
+        .expect("the known namespace is still listed");
+    assert!(ns.gate.is_none(), "gate must read unknown: {:?}", ns.gate);
+    let v1 = ns.version("v1").expect("v1 probed over AMQP");
+    assert_eq!(v1.ready, Some(7));
+    assert_eq!(v1.consumers, Some(0));
+    assert!(v1.rates.is_none());
+    // Without `known`, the same call cannot list it: the console passes its last good list.
+    let bare = collect(&t.session, None, &t.cfg, &CollectOptions::default())
+        .await
+        .unwrap();
+    assert!(bare.namespaces.iter().all(|n| n.name != t.ns));
+    t.cleanup().await;
+}

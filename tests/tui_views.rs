@@ -419,3 +419,65 @@ fn alerts_are_queued_for_the_ledger() {
     assert!(!ro.alerts.active.is_empty());
     assert!(ro.take_alert_records().is_empty());
 }
+
+/// The snapshot the refresh task sends while the management API is down: namespaces known from
+/// before, depths and consumers read over AMQP, gate and rates unknown.
+fn snapshot_without_api(t: i64) -> FleetSnapshot {
+    let mut s = snapshot(t, 60, false);
+    s.mgmt_available = false;
+    s.mgmt_error = Some("management API at http://127.0.0.1:15672/: connection refused".into());
+    for ns in &mut s.namespaces {
+        ns.gate = None;
+        ns.entry_kind = None;
+        for v in &mut ns.versions {
+            v.weight = 0;
+            v.gate_percent = 0.0;
+            v.rates = None;
+            v.unacked = None;
+            v.queue_type = None;
+        }
+    }
+    s
+}
+
+#[test]
+fn management_api_down_reads_unknown_not_absent() {
+    let mut s = fleet_state(false, false);
+    s.handle_msg(Msg::Snapshot(Box::new(snapshot_without_api(T0 + 61_000))));
+    s.handle_msg(Msg::Tick(T0 + 61_500));
+    let theme = Theme::builtin("dark", false).unwrap();
+    let screen = render(&s, 120, 40, &theme).backend().to_string();
+    assert!(
+        screen.contains("no mgmt API: gate and rates unknown"),
+        "{screen}"
+    );
+    assert!(!screen.contains("no namespaces found"), "{screen}");
+    // Rows stay, and the gate column reads `?` (unknown), never a weight of 0.
+    let email_v1 = screen
+        .lines()
+        .find(|l| l.contains("email") && l.contains("v1"))
+        .expect("email row");
+    assert!(email_v1.contains(" ? "), "{email_v1}");
+    assert!(!email_v1.contains("90%"), "{email_v1}");
+    both_sizes("mgmt_down", &s);
+    // The gate panel says unknown for every version, never `0 (off)`.
+    s.handle_key("g");
+    let screen = render(&s, 120, 40, &theme).backend().to_string();
+    assert!(
+        screen.contains("gate unknown (no management API)"),
+        "{screen}"
+    );
+    assert!(!screen.contains("0 (off)"), "{screen}");
+    assert!(screen.matches("unknown").count() >= 3, "{screen}");
+
+    // Nothing known before the API went away: "unknown", with the reason and a hint.
+    let mut s = AppState::new(&cfg(false), Keymap::default(), T0);
+    s.handle_msg(Msg::Conn(ConnState::Connected { since_ms: T0 }));
+    let mut empty = snapshot_without_api(T0);
+    empty.namespaces.clear();
+    s.handle_msg(Msg::Snapshot(Box::new(empty)));
+    let screen = render(&s, 120, 40, &theme).backend().to_string();
+    assert!(screen.contains("namespaces unknown"), "{screen}");
+    assert!(screen.contains("connection refused"), "{screen}");
+    assert!(!screen.contains("no namespaces found"), "{screen}");
+}

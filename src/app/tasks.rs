@@ -130,6 +130,8 @@ async fn refresh_loop(
     // One management call per refresh: the queue list, bindings, node list or exchanges,
     // whichever is most overdue (`TopologyCache`); an operation's refresh makes bindings due.
     let topology = Arc::new(tokio::sync::Mutex::new(TopologyCache::default()));
+    // Namespaces of the last snapshot that had the management API (see `CollectOptions::known`).
+    let mut known: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
         let s = match session.as_ref().filter(|s| s.is_connected()) {
             Some(s) => s.clone(),
@@ -201,10 +203,14 @@ async fn refresh_loop(
         let opts = CollectOptions {
             exact_for: on_screen.borrow().clone(),
             topology: Some(topology.clone()),
+            known: known.clone(),
             ..Default::default()
         };
         match collect(&s, mgmt.as_ref(), &cfg, &opts).await {
             Ok(snap) => {
+                if snap.mgmt_available {
+                    known = snap.namespaces.iter().map(|n| n.name.clone()).collect();
+                }
                 let t = tap_targets(&cfg, &snap);
                 targets.send_if_modified(|cur| {
                     if *cur != t {

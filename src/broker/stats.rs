@@ -31,6 +31,10 @@ pub struct CollectOptions {
     /// Reuse exchanges/bindings/version between refreshes (see [`TopologyCache`]); `None` =
     /// fetch everything every time (one-shot commands).
     pub topology: Option<std::sync::Arc<tokio::sync::Mutex<TopologyCache>>>,
+    /// Namespaces known from earlier snapshots (the console's last good list): without the
+    /// management API they are still read over AMQP, so the fleet shows "unknown" gates and live
+    /// depths instead of vanishing (issue 17: unknown is not absent).
+    pub known: BTreeSet<String>,
 }
 
 /// Ready/consumers of `queue`: passive declare when `exact`, else the management API row.
@@ -342,6 +346,7 @@ pub async fn collect(
         Some(d) => discover(&d.queues, &d.exchanges, &cfg.profile),
         None => {
             let mut names: BTreeSet<String> = cfg.profile.namespaces.keys().cloned().collect();
+            names.extend(opts.known.iter().cloned());
             if let Some(ns) = &opts.namespace {
                 names.insert(ns.clone());
             }

@@ -126,6 +126,7 @@ pub async fn run(
         attribute_dead_letters: (!no_attribution).then_some(ATTRIBUTION_CAP),
         exact_for: None,
         topology: None,
+        known: Default::default(),
     };
     let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
     session.close().await;

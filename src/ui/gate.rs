@@ -120,7 +120,7 @@ fn draw_versions(
             .gate
             .as_ref()
             .map(|g| weight_text(g, &v.version))
-            .unwrap_or_else(|| "–".into());
+            .unwrap_or_else(|| "unknown".into());
         let err_style = if v.error_rate.is_some_and(|e| e * 100.0 > th) {
             theme.alert
         } else {

@@ -9,7 +9,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
-use super::widgets::{age, count, fit, fit_tail, gatebar::gate_bar, pct, rate, spark::sparkline};
+use super::widgets::{
+    age, count, fit, fit_tail,
+    gatebar::gate_bar,
+    pct, rate,
+    spark::{sparkline_to, tail_max},
+};
 use crate::app::state::AppState;
 use crate::model::snapshot::{NamespaceSnapshot, VersionSnapshot};
 use crate::text::sanitize;
@@ -96,6 +101,25 @@ fn draw_gate(
     let _ = state;
 }
 
+/// The largest depth and error % any version of `n` shows in its last `width` samples: the
+/// namespace's shared sparkline scales.
+fn shared_scales(state: &AppState, n: &NamespaceSnapshot, width: usize) -> (f64, f64) {
+    let mut depth = 0.0_f64;
+    let mut err = 0.0_f64;
+    for v in &n.versions {
+        if let Some(h) = state.history.get(&(n.name.clone(), v.version.clone())) {
+            let d: Vec<f64> = h.iter().map(|s| s.depth() as f64).collect();
+            let e: Vec<f64> = h
+                .iter()
+                .map(|s| s.error_rate().unwrap_or(0.0) * 100.0)
+                .collect();
+            depth = depth.max(tail_max(&d, width));
+            err = err.max(tail_max(&e, width));
+        }
+    }
+    (depth, err)
+}
+
 fn draw_version(
     f: &mut Frame,
     area: Rect,
@@ -135,7 +159,7 @@ fn draw_version(
             "off".into()
         }
     } else {
-        "–".into()
+        "unknown".into()
     };
     let mut lines = vec![
         Line::from(Span::styled(
@@ -184,14 +208,19 @@ fn draw_version(
                 .collect()
         })
         .unwrap_or_default();
-    let max_depth = depth.iter().copied().fold(0.0, f64::max);
-    let max_err = errs.iter().copied().fold(0.0, f64::max);
-    let depth_label = format!(" max {}", count(Some(max_depth as u64)));
-    let err_label = format!(" max {max_err:.0}%");
+    // One scale for every version of the namespace (the label shows it), so a small queue
+    // looks small beside a backlog.
+    let (scale_depth, scale_err) = shared_scales(state, n, w.saturating_sub(16));
+    let depth_label = format!(" 0–{}", count(Some(scale_depth as u64)));
+    let err_label = format!(" 0–{scale_err:.0}%");
     lines.push(Line::from(vec![
         Span::styled("depth ", theme.muted),
         Span::styled(
-            sparkline(&depth, w.saturating_sub(6 + depth_label.chars().count())),
+            sparkline_to(
+                &depth,
+                w.saturating_sub(6 + depth_label.chars().count()),
+                scale_depth,
+            ),
             theme.chart_depth,
         ),
         Span::styled(depth_label, theme.muted),
@@ -199,7 +228,11 @@ fn draw_version(
     lines.push(Line::from(vec![
         Span::styled("err % ", theme.muted),
         Span::styled(
-            sparkline(&errs, w.saturating_sub(6 + err_label.chars().count())),
+            sparkline_to(
+                &errs,
+                w.saturating_sub(6 + err_label.chars().count()),
+                scale_err,
+            ),
             theme.chart_error,
         ),
         Span::styled(err_label, theme.muted),

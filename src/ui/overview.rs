@@ -11,9 +11,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
-use super::widgets::{count, fit, pct, rate, spark::sparkline};
+use super::widgets::{
+    count, fit, pct, rate,
+    spark::{sparkline_to, tail_max},
+};
 use crate::app::alerts::AlertKind;
 use crate::app::state::{AppState, LayoutHints, SortKey};
+use crate::model::snapshot::NamespaceSnapshot;
 use crate::text::sanitize;
 
 /// Draw the overview into `area`; returns the table's position for mouse clicks.
@@ -67,7 +71,13 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         };
     };
     if rows_ref.is_empty() {
-        let text = if snap.namespaces.is_empty() {
+        let text = if snap.namespaces.is_empty() && !snap.mgmt_available {
+            // Unknown is not absent: without the API hopback cannot list namespaces.
+            format!(
+                "namespaces unknown — the management API is unavailable ({}); hopback lists namespaces through it. Hint: check mgmt_url, or name namespaces in the profile to read them over AMQP",
+                sanitize(snap.mgmt_error.as_deref().unwrap_or("no reason given"))
+            )
+        } else if snap.namespaces.is_empty() {
             "no namespaces found — create one with `hopback init NS --versions v1,v2`".to_string()
         } else {
             format!(
@@ -101,6 +111,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     let ns_w = (spare / 2).clamp(8, 28).min(spare.saturating_sub(4).max(6));
     let trend_w = spare.saturating_sub(ns_w).max(1);
 
+    // The trend column keeps room for its namespace's scale (`1.2k`) when it is wide enough.
+    let label_w = if trend_w >= 12 { 6 } else { 0 };
+    let spark_w = usize::from(trend_w).saturating_sub(label_w);
     let body_rows = inner.height.saturating_sub(1);
     let sel = state.selected.min(rows_ref.len().saturating_sub(1));
     let offset = if (sel as u16) < body_rows {
@@ -111,7 +124,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
 
     let mut header: Vec<Cell> = vec![Cell::from("NAMESPACE")];
     header.extend(fixed.iter().map(|(h, _)| Cell::from(*h)));
-    header.push(Cell::from("DEPTH TREND"));
+    header.push(Cell::from(if label_w > 0 {
+        "DEPTH TREND · max"
+    } else {
+        "DEPTH TREND"
+    }));
     header.extend(tail.iter().map(|(h, _)| Cell::from(*h)));
 
     let body_style = if stale { theme.stale } else { theme.base };
@@ -157,6 +174,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         cells.push(Cell::from(match (v, ns.gate.as_ref()) {
             (Some(v), Some(_)) if v.weight > 0 => format!("{:.0}%", v.gate_percent),
             (Some(_), Some(_)) => "·".into(),
+            // No bindings read (management API down): the split is unknown, not off.
+            (Some(_), None) => "?".into(),
             _ => "–".into(),
         }));
         cells.push(Cell::from(count(v.and_then(|v| v.ready))));
@@ -204,14 +223,25 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
                 row_style
             },
         )));
-        let series: Vec<f64> = v
-            .and_then(|v| state.history.get(&(ns.name.clone(), v.version.clone())))
-            .map(|h| h.iter().map(|s| s.depth() as f64).collect())
-            .unwrap_or_default();
-        cells.push(Cell::from(Span::styled(
-            sparkline(&series, usize::from(trend_w)),
-            hl(theme.sparkline),
-        )));
+        // One scale per namespace (its versions' largest depth), shown on its first row.
+        let series = depth_series(state, &ns.name, v.map(|v| v.version.as_str()));
+        let scale = ns_scale(state, ns, spark_w);
+        let label = if first && label_w > 0 {
+            format!("{:>w$}", count(Some(scale as u64)), w = label_w - 1)
+        } else {
+            " ".repeat(label_w.saturating_sub(1))
+        };
+        cells.push(Cell::from(Line::from(vec![
+            Span::styled(sparkline_to(&series, spark_w, scale), hl(theme.sparkline)),
+            Span::styled(
+                if label_w > 0 {
+                    format!(" {label}")
+                } else {
+                    String::new()
+                },
+                hl(theme.muted),
+            ),
+        ])));
         if first {
             let dlq_alert = state
                 .alerts
@@ -256,4 +286,20 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         table_offset: offset,
         help_max_scroll: state.layout.help_max_scroll,
     }
+}
+
+/// The depth history of one version (empty without one).
+fn depth_series(state: &AppState, ns: &str, version: Option<&str>) -> Vec<f64> {
+    version
+        .and_then(|v| state.history.get(&(ns.to_string(), v.to_string())))
+        .map(|h| h.iter().map(|s| s.depth() as f64).collect())
+        .unwrap_or_default()
+}
+
+/// The namespace's shared sparkline scale: the largest depth any of its versions shows.
+fn ns_scale(state: &AppState, ns: &NamespaceSnapshot, width: usize) -> f64 {
+    ns.versions
+        .iter()
+        .map(|v| tail_max(&depth_series(state, &ns.name, Some(&v.version)), width))
+        .fold(0.0, f64::max)
 }

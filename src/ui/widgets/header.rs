@@ -88,7 +88,10 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
         spans.push(Span::styled(blocked, theme.alert));
     }
     if state.snapshot.as_ref().is_some_and(|s| !s.mgmt_available) {
-        spans.push(Span::styled(" · no mgmt API: rates unknown", theme.warn));
+        spans.push(Span::styled(
+            " · no mgmt API: gate and rates unknown",
+            theme.warn,
+        ));
     }
     if let Some(d) = &state.tap.down {
         spans.push(Span::styled(

@@ -1,15 +1,31 @@
-//! A text sparkline (`▁▂▃▅▇`) that fits in a table cell, scaled to the series' own maximum.
+//! A text sparkline (`▁▂▃▅▇`) that fits in a table cell, scaled to the series' own maximum or to
+//! a scale shared by several series (one namespace's versions: a queue bouncing 0↔1 must not look
+//! as tall as a 1,100 backlog beside it).
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 /// The last `width` values as a sparkline; all-zero series show a flat `▁` line, and missing
 /// history is left blank on the left.
 pub fn sparkline(values: &[f64], width: usize) -> String {
+    sparkline_to(values, width, tail_max(values, width))
+}
+
+/// The largest of the last `width` values (what a sparkline of that width shows); 0 if none.
+pub fn tail_max(values: &[f64], width: usize) -> f64 {
+    values[values.len().saturating_sub(width)..]
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max)
+}
+
+/// The last `width` values as a sparkline on the scale `0..=max` (a shared scale: values above
+/// `max` are drawn full).
+pub fn sparkline_to(values: &[f64], width: usize, max: f64) -> String {
     if width == 0 {
         return String::new();
     }
     let tail = &values[values.len().saturating_sub(width)..];
-    let max = tail.iter().copied().fold(0.0_f64, f64::max);
     let mut out = " ".repeat(width - tail.len());
     for v in tail {
         let idx = if max <= 0.0 || !v.is_finite() {
@@ -31,5 +47,14 @@ mod tests {
         assert_eq!(sparkline(&[0.0, 1.0, 2.0], 5), "  ▁▅█");
         assert_eq!(sparkline(&[0.0, 0.0], 2), "▁▁");
         assert_eq!(sparkline(&[1.0; 10], 3).chars().count(), 3);
+    }
+
+    #[test]
+    fn a_shared_scale_keeps_small_series_small() {
+        // 0↔1 beside a backlog of 1,100: on the shared scale it stays on the floor.
+        assert_eq!(sparkline_to(&[0.0, 1.0, 0.0, 1.0], 4, 1100.0), "▁▁▁▁");
+        assert_eq!(sparkline_to(&[550.0, 1100.0], 2, 1100.0), "▅█");
+        assert_eq!(tail_max(&[5000.0, 1.0, 2.0], 2), 2.0);
+        assert_eq!(tail_max(&[], 4), 0.0);
     }
 }
