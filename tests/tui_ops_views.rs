@@ -1039,3 +1039,41 @@ fn drill_panel_running_and_score() {
         "{req:?}"
     );
 }
+
+/// Issue 17: a running step can be stopped — `x` in the rollback view asks the engine to stop,
+/// and says what happens; with no rollback running it asks nothing.
+#[test]
+fn x_stops_the_running_rollback_step() {
+    let mut s = rollback_state();
+    s.handle_msg(Msg::Op(OpMsg::Rollback(Box::new(Update::Step {
+        index: 3,
+        state: StepState::Running,
+        detail: String::new(),
+    }))));
+    s.handle_key("x");
+    let asked: Vec<OpRequest> = s
+        .take_requests()
+        .into_iter()
+        .filter(|r| *r != OpRequest::Refresh)
+        .collect();
+    assert_eq!(asked, vec![OpRequest::RollbackStop]);
+    let msg = s
+        .message
+        .as_ref()
+        .map(|m| m.text.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("stopping the running step"), "{msg}");
+    // Finished: `x` no longer reaches the engine.
+    s.handle_msg(Msg::Op(OpMsg::RollbackDone(Box::new(
+        hopback::ops::rollback::RollbackReport {
+            rollback_id: "1a2b3c4d".into(),
+            namespace: "email".into(),
+            plan: "default".into(),
+            resumed: false,
+            steps: vec![],
+            outcome: RollbackOutcome::Done,
+        },
+    ))));
+    s.handle_key("x");
+    assert!(!s.take_requests().contains(&OpRequest::RollbackStop));
+}

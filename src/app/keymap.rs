@@ -154,7 +154,11 @@ impl Default for Keymap {
                     "inspector: body auto/text/JSON/hex",
                 ),
                 row(&["p"], Action::PauseResume, "pause / resume the replay"),
-                row(&["x"], Action::StopJob, "stop the replay"),
+                row(
+                    &["x"],
+                    Action::StopJob,
+                    "stop the replay / the rollback's running step",
+                ),
                 row(&["]"], Action::NextPage, "dead letters: next page"),
                 row(&["["], Action::PrevPage, "dead letters: previous page"),
                 row(

@@ -57,6 +57,8 @@ struct Shared {
     mover: Mutex<Option<ReplayControl>>,
     purge: tokio::sync::Mutex<Option<PreparedPurge>>,
     decision: Mutex<Option<oneshot::Sender<Decision>>>,
+    /// The running rollback's stop signal (`x`); a new one per rollback.
+    rollback_stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     /// The drill running in this console, told when the operator investigates its namespace.
     drill: Mutex<Option<Arc<DrillHandle>>>,
     /// Moves (replays, drains) running, from start to journaled: quitting waits for 0.
@@ -250,6 +252,11 @@ impl OpsRunner {
             OpRequest::RollbackDecide(d) => {
                 if let Some(tx) = lock(&self.shared.decision).take() {
                     let _ = tx.send(d);
+                }
+            }
+            OpRequest::RollbackStop => {
+                if let Some(tx) = lock(&self.shared.rollback_stop).as_ref() {
+                    tx.send_replace(true);
                 }
             }
             other => {
@@ -453,7 +460,8 @@ impl OpsRunner {
             | OpRequest::MovePause
             | OpRequest::MoveResume
             | OpRequest::MoveStop
-            | OpRequest::RollbackDecide(_) => {}
+            | OpRequest::RollbackDecide(_)
+            | OpRequest::RollbackStop => {}
         }
     }
 
@@ -719,9 +727,12 @@ impl OpsRunner {
                 }
             }
         });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        *lock(&self.shared.rollback_stop) = Some(stop_tx);
         ChannelOperator {
             updates: utx,
             shared: self.shared.clone(),
+            stop: stop_rx,
         }
     }
 }
@@ -752,6 +763,7 @@ fn export_one(queue: &str, m: &crate::model::deadletter::MessageView) -> Result<
 struct ChannelOperator {
     updates: mpsc::UnboundedSender<OpMsg>,
     shared: Arc<Shared>,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Operator for ChannelOperator {
@@ -771,5 +783,8 @@ impl Operator for ChannelOperator {
     }
     fn observe(&self, update: &Update) {
         let _ = self.updates.send(OpMsg::Rollback(Box::new(update.clone())));
+    }
+    fn stop_signal(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.stop.clone())
     }
 }

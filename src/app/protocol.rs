@@ -223,6 +223,8 @@ pub enum OpRequest {
     },
     /// Answer the pending decision point.
     RollbackDecide(Decision),
+    /// Stop the rollback's running step (`x` in the rollback view).
+    RollbackStop,
     /// Write the drill's post-mortem draft to a file.
     WritePostmortem {
         /// Where.

@@ -463,6 +463,22 @@ impl AppState {
                 self.input = Some(super::state::Input::Command("note ".into()));
                 return Some(Effect::None);
             }
+            // `x` in the rollback view stops the engine's running step (its move stops at a
+            // consistent point; the rollback ends aborted and says what state it left).
+            Action::StopJob
+                if matches!(self.view(), View::Rollback { .. })
+                    && self
+                        .ops
+                        .rollback
+                        .as_ref()
+                        .is_some_and(|r| matches!(r.stage, RbStage::Running)) =>
+            {
+                self.run(Reply::ask(OpRequest::RollbackStop).and_say(
+                    Level::Warn,
+                    "stopping the running step: a move finishes the messages it holds, then the rollback ends aborted",
+                ));
+                return Some(Effect::None);
+            }
             Action::PauseResume | Action::StopJob => {
                 let reply = moves::on_action(&mut self.ops.job, action);
                 self.run(reply);

@@ -181,7 +181,28 @@ pub trait Operator: Send + Sync {
     fn decide<'a>(&'a self, point: &'a DecisionPoint) -> BoxFuture<'a, Decision>;
     /// Watch progress (default: ignore).
     fn observe(&self, _update: &Update) {}
+    /// A signal that turns `true` when the operator asks to stop the running step (the console's
+    /// `x`); `None` (the default): this operator never stops a step. A stopped move ends at a
+    /// consistent point (every message acked only after its confirm); the rollback then ends as
+    /// aborted and says what state it left.
+    fn stop_signal(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
+
+/// Resolves once `signal` is `true`; never without a signal (or when its sender is gone).
+pub(crate) async fn stop_requested(signal: Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(mut rx) = signal
+        && rx.wait_for(|stop| *stop).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await
+}
+
+/// How long a stopped step may take to reach its consistent point (a move finishing the
+/// messages it holds) before it is dropped.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// The non-interactive operator of `--yes` and the drill's script: continue at every decision,
 /// replay dead letters, abort when a step times out.
@@ -563,12 +584,28 @@ async fn execute(
             operator,
             evidence: &evidence,
         };
-        let result = match tokio::time::timeout(step.timeout, run_step(&ctx)).await {
-            Ok(r) => r,
-            Err(_) => StepResult::failed(format!(
+        let timed_out = || {
+            StepResult::failed(format!(
                 "timed out after {}",
                 humantime::format_duration(step.timeout)
-            )),
+            ))
+        };
+        let step_fut = tokio::time::timeout(step.timeout, run_step(&ctx));
+        tokio::pin!(step_fut);
+        let result = tokio::select! {
+            r = &mut step_fut => r.unwrap_or_else(|_| timed_out()),
+            () = stop_requested(operator.stop_signal()) => {
+                // A move sees the same signal and stops after the messages it holds; waits and
+                // reads are dropped. Either way the rollback ends here, aborted.
+                let finished = tokio::time::timeout(STOP_GRACE, &mut step_fut).await;
+                match finished {
+                    Ok(Ok(done)) => StepResult {
+                        data: done.data,
+                        ..StepResult::aborted(format!("stopped by the operator ({})", done.detail))
+                    },
+                    _ => StepResult::aborted("stopped by the operator"),
+                }
+            }
         };
         let elapsed_ms = t0.elapsed().as_millis() as u64;
         let outcome = match result.state {

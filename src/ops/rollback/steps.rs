@@ -161,9 +161,17 @@ pub(super) async fn run_mover(
     let operator = c.env.cfg.operator.clone();
     let fut = mover::run(&profile, &operator, spec, &control);
     tokio::pin!(fut);
+    let stop = super::stop_requested(c.operator.stop_signal());
+    tokio::pin!(stop);
+    let mut stopping = false;
     loop {
         tokio::select! {
             r = &mut fut => return r,
+            () = &mut stop, if !stopping => {
+                // The operator's `x`: the mover stops after the messages it holds are confirmed.
+                stopping = true;
+                control.stop();
+            }
             changed = rx.changed() => {
                 if changed.is_err() {
                     return fut.await;
