@@ -286,11 +286,20 @@ fn alert_state() {
     let theme = Theme::builtin("dark", false).unwrap();
     let t = render(&s, 120, 40, &theme);
     let buf = t.backend().buffer();
-    let last: String = (0..120)
-        .map(|x| buf[(x, 39)].symbol().to_string())
-        .collect();
-    assert!(last.contains("rollback recommended — press r"), "{last}");
-    assert_eq!(buf[(0, 39)].fg, theme.alert.fg.unwrap());
+    let row = |y: u16| -> String { (0..120).map(|x| buf[(x, y)].symbol().to_string()).collect() };
+    // Issue 17: the alert has its own line; the keys of the screen stay on the last one.
+    let alert_line = row(38);
+    assert!(
+        alert_line.contains("rollback recommended — press r"),
+        "{alert_line}"
+    );
+    assert!(alert_line.contains("more — ! lists all"), "{alert_line}");
+    assert_eq!(buf[(0, 38)].fg, theme.alert.fg.unwrap());
+    let keys = row(39);
+    assert!(
+        keys.contains("? help") && keys.contains("r rollback") && keys.contains("! alerts"),
+        "{keys}"
+    );
 }
 
 #[test]
@@ -480,4 +489,35 @@ fn management_api_down_reads_unknown_not_absent() {
     assert!(screen.contains("namespaces unknown"), "{screen}");
     assert!(screen.contains("connection refused"), "{screen}");
     assert!(!screen.contains("no namespaces found"), "{screen}");
+}
+
+/// Issue 17: the worst alert first (an error rate with rollback advice before a DLQ growing),
+/// and `!` lists every alert; Enter on one opens its namespace.
+#[test]
+fn alerts_view_lists_all_worst_first() {
+    let mut s = fleet_state(true, false);
+    let kinds: Vec<u8> = s.alerts.active.iter().map(|a| a.kind.severity()).collect();
+    assert!(kinds.len() >= 3, "{kinds:?}");
+    assert!(s.alerts.active[0].rollback.is_some(), "{:?}", s.alerts.active[0]);
+    let rest: Vec<u8> = kinds[1..].to_vec();
+    let mut sorted = rest.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(rest, sorted, "worst first: {kinds:?}");
+    s.handle_key("!");
+    assert_eq!(s.view(), &hopback::app::state::View::Alerts);
+    let theme = Theme::builtin("dark", false).unwrap();
+    let screen = render(&s, 120, 40, &theme).backend().to_string();
+    assert!(screen.contains("worst first"), "{screen}");
+    for a in &s.alerts.active {
+        assert!(screen.contains(a.kind.tag()), "{} missing: {screen}", a.kind.tag());
+    }
+    assert!(screen.contains("rollback advised: v2 → v1"), "{screen}");
+    both_sizes("alerts_view", &s);
+    s.handle_key("j");
+    assert_eq!(s.alert_sel, 1);
+    s.handle_key("enter");
+    assert_eq!(
+        s.view(),
+        &hopback::app::state::View::Namespace { ns: "email".into() }
+    );
 }

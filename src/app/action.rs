@@ -31,6 +31,8 @@ pub enum Action {
     },
     /// Show the key and command reference (generated from the keymap).
     Help,
+    /// List every active alert, worst first.
+    OpenAlerts,
     /// Start typing a `/` filter over namespace and queue names.
     StartFilter,
     /// Start typing a `:` command (`:ns email`, `:gate`, `:dlq`, `:timeline`, `:q`).
@@ -133,6 +135,7 @@ impl Action {
             Action::Bottom => "bottom",
             Action::OpenNamespace { .. } => "open",
             Action::Help => "help",
+            Action::OpenAlerts => "alerts",
             Action::StartFilter => "filter",
             Action::StartCommand => "command",
             Action::SortNext => "sort",
@@ -183,6 +186,7 @@ impl Action {
             Action::Bottom,
             Action::OpenNamespace { ns: None },
             Action::Help,
+            Action::OpenAlerts,
             Action::StartFilter,
             Action::StartCommand,
             Action::SortNext,
@@ -252,6 +256,7 @@ pub fn parse_command(line: &str) -> Result<Action, crate::model::Invalid> {
         "timeline" | "tl" | "ledger" => Action::OpenTimeline { ns: arg },
         "rollback" | "rb" => Action::StartRollback { ns: arg },
         "help" | "h" | "?" => Action::Help,
+        "alerts" | "alert" | "!" => Action::OpenAlerts,
         "refresh" | "r" => Action::Refresh,
         "sort" => Action::SortNext,
         "" => Action::Back,
@@ -273,6 +278,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":rollback [NS]", "guided rollback of NS"),
     (":note TEXT", "add an operator note to the ledger"),
     (":refresh", "refresh now"),
+    (":alerts", "every active alert, worst first"),
     (":help", "this help"),
     (":q", "quit"),
 ];

@@ -57,6 +57,17 @@ pub const BACKLOG_MIN_READY: u64 = 100;
 pub const BACKLOG_LAG_FACTOR: f64 = 2.0;
 
 impl AlertKind {
+    /// How bad it is, for "worst first" (higher is worse): failing work, then work nobody
+    /// takes, then messages the gate could not route, then a backlog, then DLQ growth.
+    pub fn severity(&self) -> u8 {
+        match self {
+            AlertKind::ErrorRate { .. } => 5,
+            AlertKind::NoConsumers { .. } => 4,
+            AlertKind::Unrouted { .. } => 3,
+            AlertKind::Backlog { .. } => 2,
+            AlertKind::DlqGrowth { .. } => 1,
+        }
+    }
     /// A short stable tag, used to tell "new" alerts from ongoing ones.
     pub fn tag(&self) -> &'static str {
         match self {
@@ -319,6 +330,8 @@ impl AlertTracker {
                 }
             }
         }
+        // Worst first: an alert with rollback advice, then by severity (stable otherwise).
+        active.sort_by_key(|a| std::cmp::Reverse((a.rollback.is_some(), a.kind.severity())));
         self.above_since_ms.retain(|k, _| seen_versions.contains(k));
         let before: BTreeSet<_> = self.active.iter().map(Alert::key).collect();
         let now: BTreeSet<_> = active.iter().map(Alert::key).collect();

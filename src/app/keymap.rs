@@ -103,6 +103,7 @@ impl Default for Keymap {
                     "open the selected namespace",
                 ),
                 row(&["?"], Action::Help, "help (this screen)"),
+                row(&["!"], Action::OpenAlerts, "all active alerts, worst first"),
                 row(&["/"], Action::StartFilter, "filter namespaces and queues"),
                 row(
                     &[":"],

@@ -65,6 +65,8 @@ pub enum View {
     },
     /// Keys and commands.
     Help,
+    /// Every active alert, worst first (`!`).
+    Alerts,
     /// The gate panel of a namespace.
     Gate {
         /// Which.
@@ -240,6 +242,8 @@ pub struct AppState {
     pub ns_scroll: usize,
     /// Scroll of the help view (lines).
     pub help_scroll: usize,
+    /// The selected row of the alerts view (its namespace is "the selected namespace" there).
+    pub alert_sel: usize,
     /// Layout of the last frame.
     pub layout: LayoutHints,
     /// The operation views (gate, dead letters, timeline, rollback, drill) and the ledger feed.
@@ -288,6 +292,7 @@ impl AppState {
             bell_pending: false,
             ns_scroll: 0,
             help_scroll: 0,
+            alert_sel: 0,
             layout: LayoutHints::default(),
             ops: super::panels::OpsState {
                 operator: cfg.operator.clone(),
@@ -436,6 +441,12 @@ impl AppState {
         | View::Rollback { ns } = self.view()
         {
             return Some(ns.clone());
+        }
+        if self.view() == &View::Alerts {
+            let a = &self.alerts.active;
+            return a
+                .get(self.alert_sel.min(a.len().saturating_sub(1)))
+                .map(|a| a.ns.clone());
         }
         let rows = self.rows();
         let r = rows.get(self.selected.min(rows.len().saturating_sub(1)))?;
@@ -707,6 +718,11 @@ impl AppState {
             self.ns_scroll = (self.ns_scroll as i64 + delta).max(0) as usize;
             return;
         }
+        if self.view() == &View::Alerts {
+            let max = self.alerts.active.len().saturating_sub(1) as i64;
+            self.alert_sel = (self.alert_sel as i64 + delta).clamp(0, max) as usize;
+            return;
+        }
         let n = self.rows().len();
         if n == 0 {
             self.selected = 0;
@@ -751,7 +767,10 @@ impl AppState {
                             ),
                         );
                     } else {
-                        if matches!(self.view(), View::Namespace { .. } | View::Help) {
+                        if matches!(
+                            self.view(),
+                            View::Namespace { .. } | View::Help | View::Alerts
+                        ) {
                             self.views.pop();
                         }
                         self.ns_scroll = 0;
@@ -763,6 +782,15 @@ impl AppState {
                 if self.view() != &View::Help {
                     self.help_scroll = 0;
                     self.views.push(View::Help);
+                }
+            }
+            Action::OpenAlerts => {
+                if self.view() != &View::Alerts {
+                    if self.view() == &View::Help {
+                        self.views.pop();
+                    }
+                    self.alert_sel = 0;
+                    self.views.push(View::Alerts);
                 }
             }
             Action::StartFilter => self.input = Some(Input::Filter(self.filter.clone())),

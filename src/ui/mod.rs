@@ -8,6 +8,7 @@ pub mod dead_letters;
 pub mod dialog;
 pub mod drill;
 pub mod gate;
+pub mod alerts;
 pub mod help;
 pub mod inspector;
 pub mod namespace;
@@ -27,10 +28,11 @@ use theme::Theme;
 /// Draw the whole screen; returns where the overview table landed (for mouse clicks).
 pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
     let area = f.area();
+    let footer = widgets::status::footer(state, theme, usize::from(area.width));
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(3),
-        Constraint::Length(1),
+        Constraint::Length(footer.len() as u16),
     ])
     .areas(area);
     f.render_widget(
@@ -74,6 +76,7 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
         View::Overview => hints = overview::draw(f, body, state, theme),
         View::Namespace { ns } => namespace::draw(f, body, state, theme, ns),
         View::Help => hints.help_max_scroll = help::draw(f, body, state, theme),
+        View::Alerts => alerts::draw(f, body, state, theme),
         View::Gate { ns } => gate::draw(f, body, state, theme, ns),
         View::DeadLetters { ns } => dead_letters::draw(f, body, state, theme, ns),
         View::Inspector { ns } => inspector::draw(f, body, state, theme, ns),
@@ -96,13 +99,6 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
     if let Some(d) = state.ops.drill.as_ref().filter(|d| d.dialog_open()) {
         drill::draw_end(f, area, theme, d);
     }
-    f.render_widget(
-        Paragraph::new(widgets::status::status(
-            state,
-            theme,
-            usize::from(foot.width),
-        )),
-        foot,
-    );
+    f.render_widget(Paragraph::new(footer), foot);
     hints
 }
