@@ -509,6 +509,8 @@ fn dead_letters_groups_messages_and_hostile_payloads() {
     assert!(screen.contains("origin queue"), "{screen}");
     keys(&mut s, &["enter"]);
     assert!(s.take_requests().is_empty(), "focus starts on Cancel");
+    // The default target is the healthy version with the most traffic (issue 17), never a
+    // failing one; ↑ to the origin queue.
     keys(&mut s, &["R", "tab", "enter"]);
     let req = s.take_requests();
     assert_eq!(
@@ -516,8 +518,24 @@ fn dead_letters_groups_messages_and_hostile_payloads() {
         vec![OpRequest::DlqReplay {
             ns: "email".into(),
             scope: ReplayScope::Ids(vec!["id-0\x1b[6n".into(), "id-1\x1b[6n".into()]),
-            target: ReplayTarget::Origin,
+            target: ReplayTarget::Version("v1".into()),
         }]
+    );
+    // Focus: Cancel → Replay → which → to; ↑ picks the origin; → Cancel → Replay.
+    keys(
+        &mut s,
+        &["R", "tab", "tab", "tab", "up", "tab", "tab", "enter"],
+    );
+    let req = s.take_requests();
+    assert!(
+        matches!(
+            &req[..],
+            [OpRequest::DlqReplay {
+                target: ReplayTarget::Origin,
+                ..
+            }]
+        ),
+        "{req:?}"
     );
     // Progress of the replay, pause and stop.
     s.handle_msg(Msg::Op(OpMsg::MoveStarted {
@@ -1076,4 +1094,64 @@ fn x_stops_the_running_rollback_step() {
     ))));
     s.handle_key("x");
     assert!(!s.take_requests().contains(&OpRequest::RollbackStop));
+}
+
+/// Issue 17: with v2 failing, the replay dialog defaults to the healthy v1 and marks v2 (and the
+/// origin, which would hand v2 its own dead letters back) as failing; the gate confirmation
+/// says in words when a change moves traffic onto the failing version.
+#[test]
+fn failing_versions_are_never_defaults_and_always_warned() {
+    let raw = config::parse(
+        "[alerts]\nerror_rate_window_s = 0\n",
+        &PathBuf::from("t.toml"),
+    )
+    .unwrap();
+    let c = config::resolve(raw, &PathBuf::from("t.toml"), true, &Overrides::default()).unwrap();
+    let mut s = state_with(&c, 1, 0);
+    assert!(
+        s.alerts
+            .active
+            .iter()
+            .any(|a| a.version.as_deref() == Some("v2") && a.kind.tag() == "error"),
+        "{:?}",
+        s.alerts.active
+    );
+    s.handle_key("enter");
+    s.handle_key("d");
+    s.take_requests();
+    s.handle_msg(Msg::Op(OpMsg::DlqPage {
+        ns: "email".into(),
+        page: 0,
+        depth: Some(1),
+        result: Ok(vec![dead(0, b"x".to_vec(), "email.v2", Reason::Rejected)]),
+    }));
+    s.handle_key("R");
+    assert!(s.modal());
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        screen.contains("version v2 ⚠ v2 is failing (error rate 90%)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("a failing version gets its own dead letters back"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("every matching message of the DLQ → version v1"),
+        "{screen}"
+    );
+    keys(&mut s, &["esc", "esc", "esc", "g"]);
+    assert_eq!(s.view(), &View::Gate { ns: "email".into() });
+    // From "all back to old" one up: 100 % to the new version (v2, failing).
+    keys(&mut s, &["k", "enter"]);
+    assert!(s.modal());
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        screen.contains("this moves traffic ONTO v2, which is failing (error rate 90%)"),
+        "{screen}"
+    );
+    // "All back to old" moves traffic off v2: no such warning.
+    keys(&mut s, &["esc", "G", "enter"]);
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(!screen.contains("moves traffic ONTO"), "{screen}");
 }

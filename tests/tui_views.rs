@@ -498,7 +498,11 @@ fn alerts_view_lists_all_worst_first() {
     let mut s = fleet_state(true, false);
     let kinds: Vec<u8> = s.alerts.active.iter().map(|a| a.kind.severity()).collect();
     assert!(kinds.len() >= 3, "{kinds:?}");
-    assert!(s.alerts.active[0].rollback.is_some(), "{:?}", s.alerts.active[0]);
+    assert!(
+        s.alerts.active[0].rollback.is_some(),
+        "{:?}",
+        s.alerts.active[0]
+    );
     let rest: Vec<u8> = kinds[1..].to_vec();
     let mut sorted = rest.clone();
     sorted.sort_by(|a, b| b.cmp(a));
@@ -509,7 +513,11 @@ fn alerts_view_lists_all_worst_first() {
     let screen = render(&s, 120, 40, &theme).backend().to_string();
     assert!(screen.contains("worst first"), "{screen}");
     for a in &s.alerts.active {
-        assert!(screen.contains(a.kind.tag()), "{} missing: {screen}", a.kind.tag());
+        assert!(
+            screen.contains(a.kind.tag()),
+            "{} missing: {screen}",
+            a.kind.tag()
+        );
     }
     assert!(screen.contains("rollback advised: v2 → v1"), "{screen}");
     both_sizes("alerts_view", &s);

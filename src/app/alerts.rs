@@ -68,6 +68,16 @@ impl AlertKind {
             AlertKind::DlqGrowth { .. } => 1,
         }
     }
+    /// A few words for a warning beside a version ("error rate 30%", "no consumers").
+    pub fn short(&self) -> String {
+        match self {
+            AlertKind::ErrorRate { pct, .. } => format!("error rate {pct:.0}%"),
+            AlertKind::DlqGrowth { per_min, .. } => format!("DLQ +{per_min:.0}/min"),
+            AlertKind::Unrouted { depth } => format!("{depth} unrouted"),
+            AlertKind::NoConsumers { .. } => "no consumers".into(),
+            AlertKind::Backlog { ready, .. } => format!("backlog {ready}"),
+        }
+    }
     /// A short stable tag, used to tell "new" alerts from ongoing ones.
     pub fn tag(&self) -> &'static str {
         match self {

@@ -413,6 +413,29 @@ fn confirm_body(
             ),
         ]));
     }
+    // Moving traffic onto a version with an alert of its own (errors above the threshold, no
+    // consumers, a backlog) is said in words, not only in red.
+    for v in &versions {
+        if target.percent(v) <= before.percent(v) {
+            continue;
+        }
+        let why: Vec<String> = state
+            .alerts
+            .of(&panel.ns, Some(v))
+            .filter(|a| a.version.as_deref() == Some(v.as_str()))
+            .map(|a| a.kind.short())
+            .collect();
+        if !why.is_empty() {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "⚠ this moves traffic ONTO {}, which is failing ({}): are you rolling forward on purpose?",
+                    sanitize(v),
+                    why.join(", ")
+                ),
+                theme.alert,
+            )));
+        }
+    }
     match plan {
         GatePlan::Computing => lines.push(Line::from(Span::styled(
             "plan: computing (dry run against the broker's bindings)…",

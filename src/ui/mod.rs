@@ -4,11 +4,11 @@
 //! the semantic [`theme::Theme`]. Every string that came from the broker passes through
 //! [`crate::text`] before it reaches a cell.
 
+pub mod alerts;
 pub mod dead_letters;
 pub mod dialog;
 pub mod drill;
 pub mod gate;
-pub mod alerts;
 pub mod help;
 pub mod inspector;
 pub mod namespace;

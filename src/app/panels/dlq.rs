@@ -271,11 +271,53 @@ impl DlqPanel {
         }
     }
 
-    fn replay_dialog(&self) -> DlqDialog {
+    fn replay_dialog(&self, ctx: &Ctx) -> DlqDialog {
         let offered = self.replay_scopes();
         let mut targets = vec![ReplayTarget::Origin];
         targets.extend(self.versions.iter().cloned().map(ReplayTarget::Version));
         targets.push(ReplayTarget::Entry);
+        // Never default towards a failing version: the healthy version with the most gate
+        // weight (then consumers), else the origin (with its warning).
+        let healthy = |v: &str| {
+            !ctx.failing.contains_key(v)
+                && ctx
+                    .ns
+                    .and_then(|n| n.version(v))
+                    .is_some_and(|x| x.exists && x.consumers.unwrap_or(0) > 0)
+        };
+        let default_to = targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match t {
+                ReplayTarget::Version(v) if healthy(v) => {
+                    let x = ctx.ns.and_then(|n| n.version(v));
+                    Some((
+                        x.map_or(0, |x| x.weight),
+                        x.and_then(|x| x.consumers).unwrap_or(0),
+                        i,
+                    ))
+                }
+                _ => None,
+            })
+            .max()
+            .map_or(0, |(_, _, i)| i);
+        let warning = |t: &ReplayTarget| -> Option<String> {
+            match t {
+                ReplayTarget::Version(v) => ctx
+                    .failing
+                    .get(v)
+                    .map(|why| format!("⚠ {} is failing ({why})", sanitize(v))),
+                ReplayTarget::Origin if !ctx.failing.is_empty() => Some(format!(
+                    "⚠ a failing version gets its own dead letters back ({})",
+                    ctx.failing
+                        .iter()
+                        .map(|(v, why)| format!("{}: {why}", sanitize(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                _ => None,
+            }
+        };
         let which = Picker {
             heading: "which:".into(),
             options: offered
@@ -291,12 +333,18 @@ impl DlqPanel {
             heading: "to:".into(),
             options: targets
                 .iter()
-                .map(|t| PickOption {
-                    text: t.label(),
-                    summary: t.label(),
+                .map(|t| {
+                    let text = match warning(t) {
+                        Some(w) => format!("{} {w}", t.label()),
+                        None => t.label(),
+                    };
+                    PickOption {
+                        summary: text.clone(),
+                        text,
+                    }
                 })
                 .collect(),
-            chosen: 0,
+            chosen: default_to,
         };
         let mut dialog = ConfirmDialog::new(
             "replay dead letters",
@@ -439,7 +487,7 @@ impl DlqPanel {
                 } else if self.depth == Some(0) {
                     Reply::say(Level::Info, "the DLQ is empty: nothing to replay")
                 } else {
-                    self.dialog = Some(self.replay_dialog());
+                    self.dialog = Some(self.replay_dialog(ctx));
                     Reply::default()
                 }
             }

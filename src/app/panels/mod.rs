@@ -36,7 +36,7 @@ use crate::text::sanitize;
 
 /// What a panel reads of the rest of the console: the profile's rules, the clock, its
 /// namespace's last snapshot and whether a replay runs — nothing else of [`AppState`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ctx<'a> {
     /// Profile name.
     pub profile: &'a str,
@@ -50,6 +50,9 @@ pub struct Ctx<'a> {
     pub ns: Option<&'a NamespaceSnapshot>,
     /// A replay (move) is running.
     pub job_running: bool,
+    /// Versions of the panel's namespace with an active alert of their own (error rate, no
+    /// consumers, backlog) → why, in a few words: never a default target, always warned about.
+    pub failing: std::collections::BTreeMap<String, String>,
 }
 
 impl Ctx<'_> {
@@ -169,7 +172,18 @@ enum Modal {
 impl AppState {
     /// What a panel may read (see [`Ctx`]), next to the panels themselves.
     fn parts(&mut self, ns: Option<&str>) -> (Ctx<'_>, &mut OpsState) {
+        let failing = ns
+            .map(|n| {
+                self.alerts
+                    .active
+                    .iter()
+                    .filter(|a| a.ns == n)
+                    .filter_map(|a| Some((a.version.clone()?, a.kind.short())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let ctx = Ctx {
+            failing,
             profile: &self.profile,
             read_only: self.read_only,
             production: self.production,

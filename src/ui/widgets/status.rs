@@ -149,9 +149,10 @@ pub fn screen_keys(state: &AppState) -> Vec<(String, &'static str)> {
             (k("help"), "help"),
         ],
         View::Rollback { .. } => {
-            let running = state.ops.rollback.as_ref().is_some_and(|r| {
-                matches!(r.stage, crate::app::panels::rollback::RbStage::Running)
-            });
+            let running =
+                state.ops.rollback.as_ref().is_some_and(|r| {
+                    matches!(r.stage, crate::app::panels::rollback::RbStage::Running)
+                });
             let mut v = Vec::new();
             if running {
                 v.push((k("stop"), "stop the running step"));
