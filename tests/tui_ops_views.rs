@@ -1012,20 +1012,22 @@ fn drill_panel_running_and_score() {
     );
     let screen = both_sizes("drill_incident", &s);
     assert!(screen.contains("scenario hidden"), "{screen}");
+    // Issue 17: the fault's time (and anything that gives it away) waits for the end.
+    assert!(screen.contains("shown at the end"), "{screen}");
     assert!(
-        screen.contains("detected after 12.5 s") || screen.contains("detected after"),
+        !screen.contains("fault at") && !screen.contains("INCIDENT"),
         "{screen}"
     );
     // The rollback view during a drill (the capture in assets/drill.txt shows the live one).
-    let score = Score {
-        scenario: "poison".into(),
-        time_to_detect_ms: Some(12_500),
-        time_to_mitigate_ms: Some(19_000),
-        lost: 0,
-        duplicates_processed: 0,
-        steps_skipped: 0,
-        points: 87,
-        accounting: Accounting {
+    let score: Score = hopback::drill::score::score(
+        "poison",
+        &hopback::drill::score::Timings {
+            fault_at_ms: Some(0),
+            first_action_at_ms: Some(12_500),
+            gate_off_v2_at_ms: Some(19_000),
+            last_v2_failure_at_ms: None,
+        },
+        Accounting {
             published: 1930,
             processed: 1830,
             dead_lettered: 95,
@@ -1034,7 +1036,8 @@ fn drill_panel_running_and_score() {
             lost: 0,
             ..Default::default()
         },
-    };
+        0,
+    );
     let status = drill_status(Phase::Done, Some(score.clone()));
     s.handle_msg(Msg::Op(OpMsg::DrillDone(Ok(Box::new(DrillResult {
         status,
@@ -1047,7 +1050,14 @@ fn drill_panel_running_and_score() {
     })))));
     assert!(s.modal());
     let screen = both_sizes("drill_score", &s);
-    assert!(screen.contains("score 87 / 100"), "{screen}");
+    // 100 − 1 (detected after 12.5 s) − 9 (95 dead letters left un-replayed), explained.
+    assert!(screen.contains("score 90 / 100"), "{screen}");
+    assert!(screen.contains("−1  detection: 12.5 s"), "{screen}");
+    assert!(
+        screen.contains("−9  dead letters left: 95 left un-replayed"),
+        "{screen}"
+    );
+    assert!(screen.contains("fault at 25.0 s"), "{screen}");
     assert!(screen.contains("0 LOST"), "{screen}");
     s.handle_key("w");
     let req = s.take_requests();
@@ -1154,4 +1164,27 @@ fn failing_versions_are_never_defaults_and_always_warned() {
     keys(&mut s, &["esc", "G", "enter"]);
     let screen = render(&s, 120, 40).backend().to_string();
     assert!(!screen.contains("moves traffic ONTO"), "{screen}");
+}
+
+/// Issue 17: a console drill waits for "press Enter to start" — nothing is created before;
+/// Esc on the start screen quits without creating anything.
+#[test]
+fn drill_waits_for_enter_to_start() {
+    let c = cfg("");
+    let mut s = state_with(&c, 1, 0);
+    s.ops.drill = Some(hopback::app::panels::DrillPanel::waiting());
+    assert!(s.modal());
+    let screen = both_sizes("drill_start", &s);
+    assert!(screen.contains("Start the drill"), "{screen}");
+    assert!(screen.contains("press Enter to start"), "{screen}");
+    // Global keys do nothing on the start screen (it is modal): no rollback, no gate.
+    s.handle_key("r");
+    s.handle_key("g");
+    assert!(s.take_requests().is_empty());
+    s.handle_key("enter");
+    assert_eq!(s.take_requests(), vec![OpRequest::DrillStart]);
+    assert!(!s.modal());
+    s.ops.drill = Some(hopback::app::panels::DrillPanel::waiting());
+    s.handle_key("esc");
+    assert_eq!(s.take_requests(), vec![OpRequest::DrillQuit]);
 }

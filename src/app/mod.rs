@@ -256,14 +256,13 @@ async fn run_console(
         // A rollback that crashed is offered for resumption (issue 8).
         runner.handle(protocol::OpRequest::RollbackScan);
     }
-    let drill_task = drill.map(|opts| {
-        state.ops.drill = Some(panels::DrillPanel::default());
-        state.say(
-            Level::Info,
-            "drill starting: creating the namespace and the fleet…",
-        );
-        start_drill(&cfg, opts, &runner, tx.clone())
-    });
+    // A console drill waits for "press Enter to start": nothing is created before it.
+    let mut pending_drill = drill;
+    let mut drill_task: Option<DrillTask> = None;
+    if pending_drill.is_some() {
+        state.ops.drill = Some(panels::DrillPanel::waiting());
+    }
+    let drill_tx = tx.clone();
     drop(tx);
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -346,14 +345,29 @@ async fn run_console(
         for a in state.take_alert_records() {
             runner.handle(protocol::OpRequest::JournalAlert(a));
         }
+        let mut quit = false;
         for r in state.take_requests() {
             match r {
                 protocol::OpRequest::Refresh => tasks.refresh_now.notify_one(),
+                protocol::OpRequest::DrillStart => {
+                    if let Some(opts) = pending_drill.take() {
+                        state.say(
+                            Level::Info,
+                            "drill starting: creating the namespace and the fleet…",
+                        );
+                        drill_task = Some(start_drill(&cfg, opts, &runner, drill_tx.clone()));
+                    }
+                }
+                protocol::OpRequest::DrillQuit => quit = true,
                 other => runner.handle(other),
             }
             dirty = true;
         }
+        if quit {
+            break Ok(());
+        }
     };
+    drop(drill_tx);
     tasks.abort();
     feed.abort();
     // A decision the engine still waits for is answered Abort (consistent state, resumable).

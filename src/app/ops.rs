@@ -461,7 +461,9 @@ impl OpsRunner {
             | OpRequest::MoveResume
             | OpRequest::MoveStop
             | OpRequest::RollbackDecide(_)
-            | OpRequest::RollbackStop => {}
+            | OpRequest::RollbackStop
+            | OpRequest::DrillStart
+            | OpRequest::DrillQuit => {}
         }
     }
 

@@ -225,6 +225,10 @@ pub enum OpRequest {
     RollbackDecide(Decision),
     /// Stop the rollback's running step (`x` in the rollback view).
     RollbackStop,
+    /// The operator pressed Enter on the drill's start screen (the console loop starts it).
+    DrillStart,
+    /// The operator left the drill's start screen (the console quits; nothing was created).
+    DrillQuit,
     /// Write the drill's post-mortem draft to a file.
     WritePostmortem {
         /// Where.

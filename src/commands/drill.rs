@@ -97,6 +97,9 @@ fn print_result(r: &DrillResult) {
     );
     crate::outln!("  steps skipped     {}", s.steps_skipped);
     crate::outln!("  score             {} / 100", s.points);
+    for line in s.explain(false) {
+        crate::outln!("                    {line}");
+    }
     if let Some(rb) = &r.rollback {
         crate::outln!("  rollback {}      {:?}", rb.rollback_id, rb.outcome);
     }
@@ -192,7 +195,7 @@ async fn history(ctx: &Ctx) -> Result<(), Failure> {
         return Ok(());
     }
     crate::outln!(
-        "{:<17} {:<14} {:<8} {:>8} {:>9} {:>5} {:>5} {:>6}",
+        "{:<17} {:<14} {:<19} {:>8} {:>9} {:>5} {:>5} {:>6}",
         "when (UTC)",
         "operator",
         "scenario",
@@ -204,10 +207,14 @@ async fn history(ctx: &Ctx) -> Result<(), Failure> {
     );
     for (ts, op, s) in rows {
         crate::outln!(
-            "{:<17} {:<14} {:<8} {:>8} {:>9} {:>5} {:>5} {:>6}",
+            "{:<17} {:<14} {:<19} {:>8} {:>9} {:>5} {:>5} {:>6}",
             ts.format("%Y-%m-%d %H:%M"),
             sanitize(&op),
-            s.scenario,
+            if s.headless {
+                format!("{} (headless)", s.scenario)
+            } else {
+                s.scenario.clone()
+            },
             fmt_ms(s.time_to_detect_ms),
             fmt_ms(s.time_to_mitigate_ms),
             s.lost,

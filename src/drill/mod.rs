@@ -237,13 +237,13 @@ impl DrillHandle {
             Phase::Settling => "settling",
             Phase::Done => "done",
         };
+        // No times before the end: "your first action at …" would say the fault has happened
+        // (only actions after it count).
         format!(
-            "[{} {phase} {elapsed}] published {} · processed {} · your first action {} · v2 off the gate {}",
+            "[{} {phase} {elapsed}] published {} · processed {} · times shown at the end",
             s.namespace,
             s.fleet.published,
             done.join(", "),
-            clock(t.first_action_at_ms),
-            clock(t.gate_off_v2_at_ms),
         )
     }
     fn set_phase(&self, p: Phase) {
@@ -469,7 +469,8 @@ async fn run_in_namespace(
     timings.fault_at_ms = handle.fleet.fault_at_ms();
     timings.last_v2_failure_at_ms = handle.fleet.last_failure_ms();
     let skipped = rollback_report.as_ref().map(|r| r.skipped()).unwrap_or(0);
-    let score = score::score(scenario.as_str(), &timings, accounting, skipped);
+    let mut score = score::score(scenario.as_str(), &timings, accounting, skipped);
+    score.headless = opts.headless;
     *lock(&handle.score) = Some(score.clone());
     *lock(&handle.timings) = timings;
     handle.set_phase(Phase::Done);
@@ -828,11 +829,13 @@ pub async fn history(
     ledger
         .fold(StreamStart::First, |e| {
             if e.kind == EventKind::DrillFinished
-                && let Some(s) = e
+                && let Some(mut s) = e
                     .after
                     .get("score")
                     .and_then(|s| serde_json::from_value::<Score>(s.clone()).ok())
             {
+                // Scores stored before `Score::headless` existed: the event's params say it.
+                s.headless |= e.params.get("headless").and_then(|h| h.as_bool()) == Some(true);
                 out.push((e.ts, e.operator.clone(), s));
             }
         })

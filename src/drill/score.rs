@@ -97,8 +97,14 @@ pub struct Score {
     pub duplicates_processed: u64,
     /// Rollback steps skipped.
     pub steps_skipped: u32,
-    /// 0–100: 100 minus penalties (slow detection, slow mitigation, loss, duplicates, skips).
+    /// 0–100: 100 minus the penalties of `parts`.
     pub points: u32,
+    /// How the points came about, part by part (empty in scores stored before it existed).
+    #[serde(default)]
+    pub parts: Vec<ScorePart>,
+    /// Played by the scripted operator (`--headless`), not a person.
+    #[serde(default)]
+    pub headless: bool,
     /// Full accounting.
     pub accounting: Accounting,
 }
@@ -119,36 +125,105 @@ pub fn time_to_detect(t: &Timings) -> Option<u64> {
     (act >= fault).then(|| act - fault)
 }
 
-/// Points: start at 100; −1 per 2 s to detect beyond 10 s, −1 per 2 s to mitigate beyond 30 s
-/// (each capped at −30, and −30 when it never happened), −50 if anything was lost, −2 per
-/// duplicate (cap −10), −5 per skipped step (cap −10).
+/// One line of a score's explanation: what cost (or kept) points and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScorePart {
+    /// What is judged ("detection", "dead letters left", …).
+    pub part: String,
+    /// Points taken off (0 = nothing lost on this part).
+    pub penalty: u32,
+    /// The measure and the rule, in words.
+    pub why: String,
+}
+
+/// Dead letters still in the DLQ at the end cost 1 point per this many …
+pub const DEAD_LETTERS_PER_POINT: u64 = 10;
+/// … up to this many points.
+pub const DEAD_LETTERS_MAX_PENALTY: u64 = 20;
+
+/// The score's parts: start at 100; −1 per 2 s to detect beyond 10 s, −1 per 2 s to mitigate
+/// beyond 30 s (each capped at −30, and −30 when it never happened), −50 if anything was lost,
+/// −2 per duplicate (cap −10), −5 per skipped step (cap −10), −1 per 10 dead letters left
+/// un-replayed in the DLQ (cap −20: the incident is not over while its dead letters wait).
+pub fn parts(
+    detect_ms: Option<u64>,
+    mitigate_ms: Option<u64>,
+    a: &Accounting,
+    skipped: u32,
+) -> Vec<ScorePart> {
+    let late = |what: &str, ms: Option<u64>, free_ms: u64| -> ScorePart {
+        match ms {
+            None => ScorePart {
+                part: what.into(),
+                penalty: 30,
+                why: "never happened (−30)".into(),
+            },
+            Some(ms) => {
+                let p = (ms.saturating_sub(free_ms) / 2000).min(30) as u32;
+                ScorePart {
+                    part: what.into(),
+                    penalty: p,
+                    why: format!(
+                        "{} (free up to {} s, then −1 per 2 s, at most −30)",
+                        fmt_ms(Some(ms)),
+                        free_ms / 1000
+                    ),
+                }
+            }
+        }
+    };
+    vec![
+        late("detection", detect_ms, 10_000),
+        late("mitigation", mitigate_ms, 30_000),
+        ScorePart {
+            part: "messages lost".into(),
+            penalty: if a.lost > 0 { 50 } else { 0 },
+            why: format!("{} lost (any loss: −50)", a.lost),
+        },
+        ScorePart {
+            part: "duplicates".into(),
+            penalty: (a.duplicates_processed * 2).min(10) as u32,
+            why: format!(
+                "{} processed twice (−2 each, at most −10)",
+                a.duplicates_processed
+            ),
+        },
+        ScorePart {
+            part: "steps skipped".into(),
+            penalty: (skipped * 5).min(10),
+            why: format!("{skipped} rollback step(s) skipped (−5 each, at most −10)"),
+        },
+        ScorePart {
+            part: "dead letters left".into(),
+            penalty: (a.dead_lettered / DEAD_LETTERS_PER_POINT).min(DEAD_LETTERS_MAX_PENALTY)
+                as u32,
+            why: format!(
+                "{} left un-replayed in the DLQ (−1 per {DEAD_LETTERS_PER_POINT}, at most −{DEAD_LETTERS_MAX_PENALTY})",
+                a.dead_lettered
+            ),
+        },
+    ]
+}
+
+/// Points: 100 minus the penalties of [`parts`], at least 0.
 pub fn points(
     detect_ms: Option<u64>,
     mitigate_ms: Option<u64>,
     a: &Accounting,
     skipped: u32,
 ) -> u32 {
-    let late = |ms: Option<u64>, free_ms: u64| -> i64 {
-        match ms {
-            None => 30,
-            Some(ms) => (ms.saturating_sub(free_ms) / 2000).min(30) as i64,
-        }
-    };
-    let mut p: i64 = 100;
-    p -= late(detect_ms, 10_000);
-    p -= late(mitigate_ms, 30_000);
-    if a.lost > 0 {
-        p -= 50;
-    }
-    p -= (a.duplicates_processed as i64 * 2).min(10);
-    p -= (i64::from(skipped) * 5).min(10);
-    p.clamp(0, 100) as u32
+    total(&parts(detect_ms, mitigate_ms, a, skipped))
+}
+
+fn total(parts: &[ScorePart]) -> u32 {
+    100u32.saturating_sub(parts.iter().map(|p| p.penalty).sum())
 }
 
 /// Put a score together.
 pub fn score(scenario: &str, t: &Timings, a: Accounting, steps_skipped: u32) -> Score {
     let detect = time_to_detect(t);
     let mitigate = time_to_mitigate(t);
+    let parts = parts(detect, mitigate, &a, steps_skipped);
     Score {
         scenario: scenario.to_string(),
         time_to_detect_ms: detect,
@@ -156,8 +231,25 @@ pub fn score(scenario: &str, t: &Timings, a: Accounting, steps_skipped: u32) -> 
         lost: a.lost,
         duplicates_processed: a.duplicates_processed,
         steps_skipped,
-        points: points(detect, mitigate, &a, steps_skipped),
+        points: total(&parts),
+        parts,
+        headless: false,
         accounting: a,
+    }
+}
+
+impl Score {
+    /// The explanation, one line per part that cost points (all parts when `all`):
+    /// `−7 detection: 24.3 s (free up to 10 s, then −1 per 2 s, at most −30)`.
+    pub fn explain(&self, all: bool) -> Vec<String> {
+        self.parts
+            .iter()
+            .filter(|p| all || p.penalty > 0)
+            .map(|p| {
+                let sign = if p.penalty > 0 { "−" } else { " " };
+                format!("{sign}{:<2} {}: {}", p.penalty, p.part, p.why)
+            })
+            .collect()
     }
 }
 
@@ -242,6 +334,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(points(Some(5_000), Some(20_000), &lossy, 1), 45);
+        // Dead letters left un-replayed cost points, and the parts say why.
+        let left = Accounting {
+            dead_lettered: 106,
+            ..Default::default()
+        };
+        assert_eq!(points(Some(5_000), Some(20_000), &left, 0), 90);
+        let s = score(
+            "poison",
+            &Timings {
+                fault_at_ms: Some(0),
+                first_action_at_ms: Some(24_000),
+                gate_off_v2_at_ms: Some(25_000),
+                last_v2_failure_at_ms: None,
+            },
+            left,
+            0,
+        );
+        assert_eq!(s.points, 100 - 7 - 10);
+        let why = s.explain(false);
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why[0].starts_with("−7  detection: 24.0 s"), "{why:?}");
+        assert!(
+            why[1].contains("106 left un-replayed in the DLQ"),
+            "{why:?}"
+        );
+        assert_eq!(s.explain(true).len(), 6);
         let s = score(
             "poison",
             &Timings {

@@ -35,6 +35,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
             vec![Line::from(Span::styled(
                 match &d.error {
                     Some(e) => format!("✘ the drill failed: {}", sanitize(e)),
+                    None if d.start.is_some() => {
+                        "waiting for you: press Enter to start the drill".to_string()
+                    }
                     None => {
                         "creating the throwaway namespace, starting producers and v1/v2 workers…"
                             .to_string()
@@ -52,10 +55,14 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
             let processed = fl.processed();
             let dead: u64 = fl.per_version.values().map(|v| v.rejected).sum();
             let t = &s.timings;
+            // Finding the fault is the exercise: until the end the strip shows neither the
+            // fault's time nor its traces (the phase reads the same before and after it).
+            let over = s.phase == Phase::Done || s.score.is_some();
             let phase = match s.phase {
                 Phase::Starting => "starting",
-                Phase::Running => "healthy canary — something will go wrong with v2",
-                Phase::Incident => "INCIDENT — find it and roll back",
+                Phase::Running | Phase::Incident => {
+                    "running — something will go wrong with v2; find it, then roll back"
+                }
                 Phase::Settling => "v2 off the gate — the fleet is settling",
                 Phase::Done => "done",
             };
@@ -68,35 +75,39 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
             );
             let mut lines = vec![Line::from(Span::styled(
                 fit(
-                    &format!(
-                        "published {} · processed {processed} · dead-letterings {dead} · lost {} · redeliveries deduplicated {}",
-                        fl.published,
-                        s.score
-                            .as_ref()
-                            .map(|x| x.lost.to_string())
-                            .unwrap_or_else(|| "counted at the end".into()),
-                        fl.duplicates_skipped
-                    ),
+                    &if over {
+                        format!(
+                            "published {} · processed {processed} · dead-letterings {dead} · lost {} · redeliveries deduplicated {}",
+                            fl.published,
+                            s.score
+                                .as_ref()
+                                .map(|x| x.lost.to_string())
+                                .unwrap_or_else(|| "counted at the end".into()),
+                            fl.duplicates_skipped
+                        )
+                    } else {
+                        format!(
+                            "published {} · processed {processed} · lost: counted at the end",
+                            fl.published
+                        )
+                    },
                     w,
                 ),
                 theme.base,
             ))];
-            lines.push(Line::from(Span::styled(
-                fit(
-                    &format!(
-                        "fault at {} · detected after {} · v2 off the gate after {} · your first action counts as detection",
-                        fmt_ms(t.fault_at_ms),
-                        since(t.first_action_at_ms, t.fault_at_ms),
-                        since(t.gate_off_v2_at_ms, t.fault_at_ms),
-                    ),
-                    w,
-                ),
-                if s.phase == Phase::Incident {
-                    theme.alert
-                } else {
-                    theme.muted
-                },
-            )));
+            let timing = if over {
+                format!(
+                    "fault at {} · detected after {} · v2 off the gate after {}",
+                    fmt_ms(t.fault_at_ms),
+                    since(t.first_action_at_ms, t.fault_at_ms),
+                    since(t.gate_off_v2_at_ms, t.fault_at_ms),
+                )
+            } else {
+                // Even "your first action at …" would tell that the fault has happened (only
+                // actions after it count), so every time waits for the end.
+                "the fault's time and yours are shown at the end · your first action on the namespace after the fault counts as detection".to_string()
+            };
+            lines.push(Line::from(Span::styled(fit(&timing, w), theme.muted)));
             if let Some(sc) = &s.score {
                 lines.push(Line::from(Span::styled(
                     fit(
@@ -117,15 +128,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
             (title, lines)
         }
     };
-    let style = if d
-        .status
-        .as_ref()
-        .is_some_and(|s| s.phase == Phase::Incident)
-    {
-        theme.alert
-    } else {
-        theme.warn
-    };
+    // Never red before the end: the strip's colour must not announce the fault either.
+    let style = theme.warn;
     let inner = crate::ui::widgets::section_with(
         f,
         area,
@@ -139,6 +143,28 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
 
 /// The end-of-drill dialog (score and the post-mortem offer).
 pub fn draw_end(f: &mut Frame, area: Rect, theme: &Theme, d: &DrillPanel) {
+    if let Some(dialog) = &d.start {
+        let lines = vec![
+            Line::from(Span::styled(
+                "A throwaway namespace with a simulated fleet: producers → gate (v1, v2 canary) → workers.",
+                theme.base,
+            )),
+            Line::from(Span::styled(
+                "Some time after you start, something goes wrong with v2. Find it in this console, then mitigate (g: the gate) and roll back (r).",
+                theme.base,
+            )),
+            Line::from(Span::styled(
+                "Your first action on the namespace after the fault is your detection time; the fault's time is shown at the end, with the score.",
+                theme.base,
+            )),
+            Line::from(Span::styled(
+                "The drill ends once v2 is off the gate and quiet and no rollback is in progress.",
+                theme.muted,
+            )),
+        ];
+        draw_confirm(f, area, dialog, lines, theme);
+        return;
+    }
     let (Some(r), Some(dialog)) = (&d.result, &d.end) else {
         return;
     };
@@ -177,6 +203,16 @@ pub fn draw_end(f: &mut Frame, area: Rect, theme: &Theme, d: &DrillPanel) {
             theme.title,
         )),
     ];
+    let why = s.explain(false);
+    if why.is_empty() {
+        lines.push(Line::from(Span::styled(
+            "  nothing cost points: fast detection and mitigation, nothing lost, nothing left",
+            theme.ok,
+        )));
+    }
+    for line in why {
+        lines.push(Line::from(Span::styled(format!("  {line}"), theme.warn)));
+    }
     if let Some(p) = &r.postmortem_path {
         lines.push(Line::from(Span::styled(
             format!("post-mortem draft kept in {}", sanitize(p)),

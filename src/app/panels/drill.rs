@@ -22,9 +22,18 @@ pub enum DrillEnd {
     WritePostmortem,
 }
 
+/// What the start dialog runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrillBegin {
+    /// Create the namespace and the fleet; the clock starts.
+    Start,
+}
+
 /// The drill panel (console drill mode).
 #[derive(Debug, Clone, Default)]
 pub struct DrillPanel {
+    /// The first screen, until the operator presses Enter: what the drill is, Start / Quit.
+    pub start: Option<ConfirmDialog<DrillBegin>>,
     /// Latest status.
     pub status: Option<DrillStatus>,
     /// The result, at the end.
@@ -45,9 +54,28 @@ impl DrillPanel {
             || self.status.as_ref().is_some_and(|s| s.phase == Phase::Done)
     }
 
-    /// Is the end dialog on screen?
+    /// A console drill that waits for "press Enter to start" (nothing runs before it).
+    pub fn waiting() -> Self {
+        DrillPanel {
+            start: Some(
+                ConfirmDialog::new(
+                    "incident drill",
+                    Tone::Title,
+                    vec![
+                        Button::run("Start the drill", DrillBegin::Start),
+                        Button::cancel("Quit"),
+                    ],
+                )
+                .focus(Focus::Button(0))
+                .hint("Enter starts · Tab moves · Esc quits (nothing was created)"),
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// Is a drill dialog (the start screen or the score) on screen?
     pub fn dialog_open(&self) -> bool {
-        self.result.is_some() && self.end.is_some()
+        self.start.is_some() || (self.result.is_some() && self.end.is_some())
     }
 
     /// The drill ended: its result and the end dialog, or why it failed.
@@ -105,6 +133,19 @@ impl DrillPanel {
 
     /// A dialog action (the keymap's `Drill` and `Dialog` contexts).
     pub fn on_dialog(&mut self, action: &Action) -> Reply {
+        if let Some(d) = self.start.as_mut() {
+            return match d.handle(action) {
+                Answer::Confirmed { .. } => {
+                    self.start = None;
+                    Reply::ask(OpRequest::DrillStart)
+                }
+                Answer::Cancelled | Answer::Escaped => {
+                    self.start = None;
+                    Reply::ask(OpRequest::DrillQuit)
+                }
+                Answer::Pending | Answer::Refused(_) => Reply::default(),
+            };
+        }
         if *action == Action::WritePostmortem {
             return self.write();
         }

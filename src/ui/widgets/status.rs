@@ -67,6 +67,13 @@ pub fn screen_keys(state: &AppState) -> Vec<(String, &'static str)> {
             Input::Command(_) => vec![("enter".into(), "run"), ("esc".into(), "cancel")],
         };
     }
+    if state.ops.drill.as_ref().is_some_and(|d| d.start.is_some()) {
+        return vec![
+            (k("confirm"), "start"),
+            (k("focus_next"), "next"),
+            (k("cancel"), "quit (nothing created)"),
+        ];
+    }
     if let Some(contexts) = state.dialog_contexts() {
         let mut keys: Vec<(String, &'static str)> = Vec::new();
         if contexts.contains(&Context::Rollback) {
