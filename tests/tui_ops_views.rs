@@ -1188,3 +1188,40 @@ fn drill_waits_for_enter_to_start() {
     s.handle_key("esc");
     assert_eq!(s.take_requests(), vec![OpRequest::DrillQuit]);
 }
+
+/// Issue 17: gate presets for every version pair — `]` / `[` cycle (v1→v3, v2→v3, v1→v2).
+#[test]
+fn gate_presets_cover_every_version_pair() {
+    let c = cfg("");
+    let mut s = state_with(&c, 1, 0);
+    let mut snap = snapshot(T0 + 2_000, 1, 0);
+    snap.namespaces[0]
+        .versions
+        .push(version("v3", 0, 5, 1, 0.0, 0.0));
+    s.handle_msg(Msg::Snapshot(Box::new(snap)));
+    s.handle_key("enter");
+    s.handle_key("g");
+    let pair = |s: &AppState| {
+        let g = s.ops.gate.as_ref().unwrap();
+        (g.old.clone(), g.new.clone())
+    };
+    assert_eq!(pair(&s), ("v1".into(), "v3".into()));
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        screen.contains("move traffic from v1 to v3 · ]/[ other pairs"),
+        "{screen}"
+    );
+    s.handle_key("]");
+    assert_eq!(pair(&s), ("v2".into(), "v3".into()));
+    s.handle_key("]");
+    assert_eq!(pair(&s), ("v1".into(), "v2".into()));
+    s.handle_key("[");
+    assert_eq!(pair(&s), ("v2".into(), "v3".into()));
+    // The presets follow the pair: "100 % to v3" from v2.
+    keys(&mut s, &["home"]);
+    let target = s.ops.gate.as_ref().unwrap().preset_target(6);
+    assert_eq!(
+        target,
+        GateSplit::from_pairs([("v2".into(), 0), ("v3".into(), 100)])
+    );
+}

@@ -529,3 +529,30 @@ fn alerts_view_lists_all_worst_first() {
         &hopback::app::state::View::Namespace { ns: "email".into() }
     );
 }
+
+/// Issue 17: a non-UTF-8 locale gets an ASCII-only screen (bars, borders, arrows, marks), and a
+/// terminal below the minimum says so instead of cutting numbers.
+#[test]
+fn ascii_fallback_and_terminal_too_small() {
+    let mut s = fleet_state(true, false);
+    s.ascii = true;
+    let theme = Theme::builtin("dark", false).unwrap();
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let t = render(&s, w, h, &theme);
+        let screen = t.backend().to_string();
+        for cell in t.backend().buffer().content() {
+            assert!(cell.symbol().is_ascii(), "{:?} in\n{screen}", cell.symbol());
+        }
+        assert!(screen.contains("email"), "{screen}");
+        assert!(
+            screen.contains("rollback recommended - press r"),
+            "{screen}"
+        );
+    }
+    both_sizes("ascii_alert", &s);
+    s.ascii = false;
+    let t = render(&s, 60, 12, &theme);
+    let screen = t.backend().to_string();
+    assert!(screen.contains("terminal too small: 60×12"), "{screen}");
+    assert!(screen.contains("70×16"), "{screen}");
+}

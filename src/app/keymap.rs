@@ -160,8 +160,16 @@ impl Default for Keymap {
                     Action::StopJob,
                     "stop the replay / the rollback's running step",
                 ),
-                row(&["]"], Action::NextPage, "dead letters: next page"),
-                row(&["["], Action::PrevPage, "dead letters: previous page"),
+                row(
+                    &["]"],
+                    Action::NextPage,
+                    "dead letters: next page · gate: next version pair",
+                ),
+                row(
+                    &["["],
+                    Action::PrevPage,
+                    "dead letters: previous page · gate: previous pair",
+                ),
                 row(
                     &["n"],
                     Action::StartNote,

@@ -221,6 +221,7 @@ async fn run_console(
         ));
     }
     let mut state = initial_state(&cfg)?;
+    state.ascii = !crate::ui::ascii::locale_is_utf8();
     let theme = match Theme::load(&cfg.profile.theme) {
         Ok(t) => t,
         Err(e) => {

@@ -244,6 +244,8 @@ pub struct AppState {
     pub help_scroll: usize,
     /// The selected row of the alerts view (its namespace is "the selected namespace" there).
     pub alert_sel: usize,
+    /// Draw in ASCII only (the locale is not UTF-8; see [`crate::ui::ascii`]).
+    pub ascii: bool,
     /// Layout of the last frame.
     pub layout: LayoutHints,
     /// The operation views (gate, dead letters, timeline, rollback, drill) and the ledger feed.
@@ -293,6 +295,7 @@ impl AppState {
             ns_scroll: 0,
             help_scroll: 0,
             alert_sel: 0,
+            ascii: false,
             layout: LayoutHints::default(),
             ops: super::panels::OpsState {
                 operator: cfg.operator.clone(),

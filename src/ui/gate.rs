@@ -241,9 +241,18 @@ fn draw_presets(
         .border_style(theme.border)
         .title(Span::styled(
             format!(
-                " presets: move traffic from {} to {} ",
+                " presets: move traffic from {} to {}{} ",
                 sanitize(&panel.old),
-                sanitize(&panel.new)
+                sanitize(&panel.new),
+                if panel.pairs().len() > 1 {
+                    format!(
+                        " · {}/{} other pairs",
+                        state.keymap.first_key("next_page"),
+                        state.keymap.first_key("prev_page")
+                    )
+                } else {
+                    String::new()
+                }
             ),
             theme.title,
         ));

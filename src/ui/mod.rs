@@ -5,6 +5,7 @@
 //! [`crate::text`] before it reaches a cell.
 
 pub mod alerts;
+pub mod ascii;
 pub mod dead_letters;
 pub mod dialog;
 pub mod drill;
@@ -25,9 +26,31 @@ use ratatui::widgets::Paragraph;
 use crate::app::state::{AppState, LayoutHints, View};
 use theme::Theme;
 
+/// The smallest terminal every view fits without cutting numbers.
+pub const MIN_WIDTH: u16 = 70;
+/// The smallest terminal height (header, a table of a few rows, footer, a dialog).
+pub const MIN_HEIGHT: u16 = 16;
+
 /// Draw the whole screen; returns where the overview table landed (for mouse clicks).
 pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
     let area = f.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        // Say so instead of silently cutting numbers; every key still works (q quits).
+        let text = format!(
+            "terminal too small: {}×{} — hopback needs at least {MIN_WIDTH}×{MIN_HEIGHT}. Enlarge the window (q quits).",
+            area.width, area.height
+        );
+        f.render_widget(
+            Paragraph::new(text)
+                .style(theme.warn)
+                .wrap(ratatui::widgets::Wrap { trim: true }),
+            area,
+        );
+        if state.ascii {
+            ascii::asciify(f.buffer_mut());
+        }
+        return state.layout;
+    }
     let footer = widgets::status::footer(state, theme, usize::from(area.width));
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(1),
@@ -100,5 +123,8 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
         drill::draw_end(f, area, theme, d);
     }
     f.render_widget(Paragraph::new(footer), foot);
+    if state.ascii {
+        ascii::asciify(f.buffer_mut());
+    }
     hints
 }

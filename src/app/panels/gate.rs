@@ -82,6 +82,9 @@ pub struct GatePanel {
     pub new: String,
     /// Selected preset row (0..=GATE_PRESETS.len(); the last is "all back to old").
     pub cursor: usize,
+    /// Every version of the namespace, oldest first: `]` / `[` choose the pair the presets move
+    /// traffic between (every older → newer pair).
+    pub versions: Vec<String>,
     /// Stage.
     pub stage: GateStage,
 }
@@ -125,8 +128,35 @@ impl GatePanel {
             old,
             new,
             cursor,
+            versions,
             stage: GateStage::Choose,
         }
+    }
+
+    /// Every (older, newer) pair of the namespace's versions, in order.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let v = &self.versions;
+        (0..v.len())
+            .flat_map(|i| (i + 1..v.len()).map(move |j| (v[i].clone(), v[j].clone())))
+            .collect()
+    }
+
+    /// `]` / `[`: the presets move traffic between the next / previous pair of versions.
+    pub fn cycle_pair(&mut self, forward: bool) {
+        let pairs = self.pairs();
+        if pairs.len() < 2 {
+            return;
+        }
+        let here = pairs
+            .iter()
+            .position(|(o, n)| *o == self.old && *n == self.new)
+            .unwrap_or(0);
+        let next = if forward {
+            (here + 1) % pairs.len()
+        } else {
+            (here + pairs.len() - 1) % pairs.len()
+        };
+        (self.old, self.new) = pairs[next].clone();
     }
 
     /// The target of a preset row.
@@ -184,6 +214,11 @@ impl GatePanel {
             Action::Down => self.cursor = (self.cursor + 1).min(rows - 1),
             Action::Top => self.cursor = 0,
             Action::Bottom => self.cursor = rows - 1,
+            Action::NextPage | Action::PrevPage
+                if matches!(self.stage, GateStage::Choose | GateStage::Result { .. }) =>
+            {
+                self.cycle_pair(*action == Action::NextPage);
+            }
             Action::OpenNamespace { ns: None } => {
                 if matches!(self.stage, GateStage::Choose | GateStage::Result { .. }) {
                     return Some(self.review(ctx));

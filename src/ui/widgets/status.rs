@@ -128,6 +128,10 @@ pub fn screen_keys(state: &AppState) -> Vec<(String, &'static str)> {
         View::Gate { .. } => vec![
             ("↑↓".into(), "preset"),
             (k("open"), "apply (asks first)"),
+            (
+                format!("{}{}", k("next_page"), k("prev_page")),
+                "version pair",
+            ),
             (k("replay"), "replay unrouted"),
             (k("back"), "back"),
             (k("help"), "help"),
