@@ -123,6 +123,11 @@ impl Namespace {
         self
     }
 
+    /// The gate's lock (an exclusive queue, see `broker::lock`): `ENTRY.gate-lock`.
+    pub fn gate_lock(&self) -> String {
+        format!("{}.gate-lock", self.entry)
+    }
+
     /// The queue of version `v`: `NS.v2` by convention, the adoption's entry otherwise (`None`
     /// when the adoption does not name it, or `v` is not a version name).
     pub fn version_queue(&self, v: &str) -> Option<String> {

@@ -439,3 +439,112 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
     ledger::delete_stream(&t.session, &stream).await.unwrap();
     t.cleanup().await;
 }
+
+/// Issue 18: compare-and-set — a flip confirmed against one split does nothing when the gate has
+/// changed since (another operator), and says so; nothing is journaled.
+#[tokio::test]
+async fn a_flip_confirmed_against_a_stale_split_changes_nothing() {
+    let t = common::TestNs::new("gate-cas", &["v1", "v2"], QueueType::Classic).await;
+    let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
+    let stream = format!("hopback.ledger.{}", t.ns);
+    let ledger = std::sync::Arc::new(Ledger::open_stream(&t.session, &t.cfg, &stream).await);
+    let cx =
+        hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli);
+    // Meanwhile someone else moved the gate to a 50/50 canary.
+    gate::apply(&cx, &req(&t.ns, "v1=50 v2=50")).await.unwrap();
+    let events_before = ledger.read(StreamStart::First).await.unwrap().len();
+    // Our operator confirmed "v1=100 → v1=90 v2=10" while the gate was v1=100.
+    let stale = GateRequest {
+        expect_before: Some(split("v1=100")),
+        ..req(&t.ns, "v1=90 v2=10")
+    };
+    let err = gate::apply(&cx, &stale).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, hopback::ops::OpError::Refused { .. }),
+        "{err:?}"
+    );
+    assert!(text.contains("changed since you confirmed"), "{text}");
+    assert!(text.contains("v1=50 v2=50"), "{text}");
+    assert_eq!(
+        bindings(&mgmt, &t.ns).await,
+        vec![
+            (format!("{}.v1", t.ns), "50".into()),
+            (format!("{}.v2", t.ns), "50".into())
+        ]
+    );
+    assert_eq!(
+        ledger.read(StreamStart::First).await.unwrap().len(),
+        events_before,
+        "a refused flip journals nothing"
+    );
+    // Confirmed against the split that is there: it goes through.
+    let fresh = GateRequest {
+        expect_before: Some(split("v1=50 v2=50")),
+        ..req(&t.ns, "v1=90 v2=10")
+    };
+    assert!(gate::apply(&cx, &fresh).await.unwrap().verified);
+    let _ = ledger::delete_stream(&t.session, &stream).await;
+    t.cleanup().await;
+}
+
+/// Issue 18: two operators flipping the same gate at once serialise on the broker-side lock —
+/// every version queue ends bound exactly once, with one of the two targets; a lock held by
+/// another connection makes a flip wait, then go through once it is released.
+#[tokio::test]
+async fn concurrent_flips_never_leave_a_doubly_bound_queue() {
+    let t = common::TestNs::new("gate-lock", &["v1", "v2", "v3"], QueueType::Classic).await;
+    let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
+    let stream = format!("hopback.ledger.{}", t.ns);
+    let ledger = std::sync::Arc::new(Ledger::open_stream(&t.session, &t.cfg, &stream).await);
+    let other = common::connect(&t.cfg, "second operator").await;
+    let targets = ["v1=20 v2=30 v3=50", "v1=70 v2=10 v3=20"];
+    for round in 0..5 {
+        let (cx_a, cx_b) = (
+            hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
+            hopback::ops::OpContext::of(&other, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
+        );
+        let (req_a, req_b) = (
+            req(&t.ns, targets[round % 2]),
+            req(&t.ns, targets[(round + 1) % 2]),
+        );
+        let a = gate::apply(&cx_a, &req_a);
+        let b = gate::apply(&cx_b, &req_b);
+        let (ra, rb) = tokio::join!(a, b);
+        assert!(ra.is_ok() && rb.is_ok(), "{ra:?} {rb:?}");
+        let b = bindings(&mgmt, &t.ns).await;
+        let queues: Vec<&String> = b.iter().map(|(q, _)| q).collect();
+        let mut unique = queues.clone();
+        unique.dedup();
+        assert_eq!(queues, unique, "round {round}: a doubly bound queue: {b:?}");
+        let now = gate::read_gate(&t.session, &mgmt, &t.cfg, &t.ns, &[])
+            .await
+            .unwrap()
+            .split;
+        assert!(
+            targets.iter().any(|x| split(x) == now),
+            "round {round}: {now:?} is neither target"
+        );
+    }
+    // A lock held elsewhere: the flip waits for it, then goes through.
+    let names = hopback::topology::Namespace::convention(&t.ns);
+    let held =
+        hopback::broker::lock::acquire(&other, &names.gate_lock(), std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    let started = std::time::Instant::now();
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        held.release().await;
+    };
+    let cx =
+        hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli);
+    let all_back = req(&t.ns, "v1=100");
+    let flip = gate::apply(&cx, &all_back);
+    let ((), r) = tokio::join!(release, flip);
+    assert!(r.unwrap().verified);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1400));
+    other.close().await;
+    let _ = ledger::delete_stream(&t.session, &stream).await;
+    t.cleanup().await;
+}

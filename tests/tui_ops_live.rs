@@ -142,6 +142,7 @@ async fn console_operations_against_the_broker() {
         ns: ns.clone(),
         target: hopback::model::gate::GateSplit::from_pairs([("v1".into(), 50), ("v2".into(), 50)]),
         force_zero_consumers: false,
+        expect_before: None,
     });
     let m = pump(&mut s, &runner, &mut rx, 20, |m| {
         matches!(m, OpMsg::GateApplied { .. })

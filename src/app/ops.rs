@@ -272,8 +272,11 @@ impl OpsRunner {
                 ns,
                 target,
                 force_zero_consumers,
+                expect_before,
             } => {
-                let result = self.gate_apply(&ns, target, force_zero_consumers).await;
+                let result = self
+                    .gate_apply(&ns, target, force_zero_consumers, expect_before)
+                    .await;
                 let event_id = result.as_ref().ok().and_then(|r| r.event.as_ref());
                 let event_id = event_id.map(|e| e.id.to_string());
                 self.send(OpMsg::GateApplied {
@@ -472,6 +475,7 @@ impl OpsRunner {
         ns: &str,
         target: crate::model::gate::GateSplit,
         force_zero_consumers: bool,
+        expect_before: Option<crate::model::gate::GateSplit>,
     ) -> Result<Box<gate::ApplyReport>, Failed> {
         let cx = self.cx().await?;
         let req = gate::GateRequest {
@@ -481,6 +485,7 @@ impl OpsRunner {
             force_zero_consumers,
             dry_run: false,
             extra_params: Default::default(),
+            expect_before,
         };
         gate::apply(&cx, &req)
             .await

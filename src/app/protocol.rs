@@ -123,6 +123,9 @@ pub enum OpRequest {
         target: GateSplit,
         /// Zero-consumer guard explicitly overridden.
         force_zero_consumers: bool,
+        /// The split the confirmed plan was made from (compare-and-set; see
+        /// [`crate::ops::gate::GateRequest::expect_before`]).
+        expect_before: Option<GateSplit>,
     },
     /// Plan a gate change without making it (`ops::gate::apply` with `dry_run`): the
     /// confirmation shows exactly the steps and warnings the runner would act on.

@@ -9,6 +9,7 @@ pub mod amqp;
 pub mod browse;
 pub mod export;
 pub mod headers;
+pub mod lock;
 pub mod mgmt;
 pub mod mover;
 pub mod session;

@@ -65,6 +65,7 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
                 force_zero_consumers,
                 dry_run,
                 extra_params: Default::default(),
+                expect_before: None,
             };
             set(ctx, req, yes).await
         }
@@ -284,6 +285,11 @@ async fn set_on(
             sanitize(&cx.ledger.backend_description())
         );
     }
+    // Compare-and-set: the flip acts only if the gate is still the one the plan was shown for.
+    let req = GateRequest {
+        expect_before: Some(view.split.clone()),
+        ..req
+    };
     Ok(gate::apply(&cx, &req).await?)
 }
 

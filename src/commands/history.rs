@@ -197,6 +197,7 @@ pub async fn revert(ctx: &Ctx, args: RevertArgs) -> Result<(), Failure> {
         force_zero_consumers: args.force_zero_consumers,
         dry_run: args.dry_run,
         extra_params: extra,
+        expect_before: None,
     };
     set(ctx, req, args.yes).await
 }

@@ -292,10 +292,12 @@ impl GatePanel {
             .map(|(v, _)| v.clone())
             .collect();
         let force_zero_consumers = !zero_consumers.is_empty();
+        // `expect_before` is filled in from the dry run's read of the broker (on_preview).
         let apply = OpRequest::GateApply {
             ns: self.ns.clone(),
             target: target.clone(),
             force_zero_consumers,
+            expect_before: None,
         };
         let label = if force_zero_consumers {
             "Override guard & apply"
@@ -415,14 +417,27 @@ impl GatePanel {
         if self.ns != ns {
             return;
         }
-        if let GateStage::Confirm { target, plan, .. } = &mut self.stage
+        if let GateStage::Confirm {
+            target,
+            plan,
+            dialog,
+            ..
+        } = &mut self.stage
             && target == asked
         {
             *plan = match result {
-                Ok(r) => GatePlan::Ready {
-                    steps: r.steps.iter().map(|s| s.describe()).collect(),
-                    warnings: r.warnings.clone(),
-                },
+                Ok(r) => {
+                    // Compare-and-set: Apply acts only on the split this plan was made from.
+                    for b in &mut dialog.buttons {
+                        if let Some(OpRequest::GateApply { expect_before, .. }) = &mut b.action {
+                            *expect_before = Some(r.before.clone());
+                        }
+                    }
+                    GatePlan::Ready {
+                        steps: r.steps.iter().map(|s| s.describe()).collect(),
+                        warnings: r.warnings.clone(),
+                    }
+                }
                 Err(e) => GatePlan::Failed(e.text),
             };
         }

@@ -799,12 +799,15 @@ impl AppState {
     }
 
     fn absorb_event(&mut self, e: &crate::ledger::event::Event) {
-        let drill_ns = self
-            .ops
-            .drill
-            .as_ref()
-            .and_then(|d| d.status.as_ref())
-            .map(|s| s.namespace.clone());
+        // Our drill's namespace; while it is still starting (no status yet), the namespace of a
+        // drill event (`via: drill`) — the drill's own setup flip is not "someone elsewhere".
+        let drill_ns = self.ops.drill.as_ref().and_then(|d| match &d.status {
+            Some(s) => Some(s.namespace.clone()),
+            None if e.params.get("via").and_then(|v| v.as_str()) == Some("drill") => {
+                e.namespace.clone()
+            }
+            None => None,
+        });
         let who = (self.ops.operator.clone(), self.ops.host.clone());
         let warning = self
             .ops

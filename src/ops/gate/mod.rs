@@ -14,7 +14,7 @@
 //! consumers unless the caller overrides the guard.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -237,7 +237,14 @@ pub struct GateRequest {
     pub dry_run: bool,
     /// Extra parameters to journal (e.g. `{"revert_of": "<event id>"}`, `{"rollback": id}`).
     pub extra_params: serde_json::Map<String, serde_json::Value>,
+    /// Compare-and-set: the split the operator saw when confirming (the dry run's `before`).
+    /// If the broker's bindings, read just before acting, differ, nothing changes and the flip
+    /// is refused ("the gate changed since you confirmed").
+    pub expect_before: Option<GateSplit>,
 }
+
+/// How long a flip waits for another operator's flip of the same gate to finish.
+pub const GATE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, Serialize)]
@@ -456,8 +463,88 @@ pub async fn apply(cx: &OpContext, req: &GateRequest) -> Result<ApplyReport, OpE
     };
     let started = Instant::now();
     let ns = req.namespace.as_str();
+    // One flip of a gate at a time, across operators and machines: the broker-side lock is held
+    // from the read the plan is made from until the outcome is journaled.
+    let lock = if req.dry_run {
+        None
+    } else {
+        Some(take_gate_lock(session, cfg, ns).await?)
+    };
+    let result = apply_locked(cx, mgmt, req, started).await;
+    if let Some(l) = lock {
+        l.release().await;
+    }
+    result
+}
+
+async fn take_gate_lock(
+    session: &Session,
+    cfg: &Config,
+    ns: &str,
+) -> Result<crate::broker::lock::BrokerLock, OpError> {
+    use crate::broker::lock::{LockError, acquire};
+    let name = Namespace::resolve(cfg, ns).gate_lock();
+    acquire(session, &name, GATE_LOCK_WAIT)
+        .await
+        .map_err(|e| match e {
+            LockError::Held { name, waited } => OpError::refused(
+                format!(
+                    "another operator is flipping the gate of `{}` right now (lock `{}` still held after {:.0} s); nothing changed",
+                    sanitize(ns),
+                    sanitize(&name),
+                    waited.as_secs_f64()
+                ),
+                format!(
+                    "look at `hopback timeline --namespace {}` and `hopback gate show {}`, then decide again",
+                    sanitize(ns),
+                    sanitize(ns)
+                ),
+            ),
+            LockError::Broker(e) if e.is_refusal() => OpError::refused(
+                format!(
+                    "cannot take the gate lock `{}`, nothing changed: {}",
+                    sanitize(&name),
+                    sanitize(&e.to_string())
+                ),
+                format!(
+                    "grant CONFIGURE on `{}` (the namespace's names), or use a profile whose user has it",
+                    sanitize(&name)
+                ),
+            ),
+            LockError::Broker(e) => OpError::failed(
+                format!(
+                    "cannot take the gate lock `{}`, nothing changed: {}",
+                    sanitize(&name),
+                    sanitize(&e.to_string())
+                ),
+                e.hint(),
+            ),
+        })
+}
+
+async fn apply_locked(
+    cx: &OpContext,
+    mgmt: &Mgmt,
+    req: &GateRequest,
+    started: Instant,
+) -> Result<ApplyReport, OpError> {
+    let (session, cfg) = (&*cx.session, &cx.cfg);
+    let ns = req.namespace.as_str();
     let also: Vec<String> = req.target.0.keys().cloned().collect();
     let view = read_gate(session, mgmt, cfg, ns, &also).await?;
+    if let Some(seen) = &req.expect_before
+        && *seen != view.split
+    {
+        return Err(OpError::refused(
+            format!(
+                "the gate of `{}` changed since you confirmed: you saw {}, the broker now has {}; nothing changed",
+                sanitize(ns),
+                seen.describe(),
+                view.split.describe()
+            ),
+            "review the new split and confirm again",
+        ));
+    }
     let (steps, warnings) = match validate(&view, &req.target, req.force_zero_consumers) {
         // A dry run shows the whole plan and says what a real run would refuse.
         Err(OpError::Refused { message, .. }) if req.dry_run => {

@@ -36,6 +36,7 @@ pub(super) async fn step_gate(c: &StepCtx<'_>, target: &GateSplit) -> StepResult
         force_zero_consumers: true,
         dry_run: false,
         extra_params: extra,
+        expect_before: None,
     };
     match gate::apply(&env.cx(), &req).await {
         Ok(r) if !r.changed && r.verified => {
