@@ -257,6 +257,19 @@ fn gate_panel_presets_confirm_and_result() {
         screen.contains("▶ Cancel ◀"),
         "focus must start on Cancel: {screen}"
     );
+    // Compare-and-set (issue 18): Apply carries the split the dry run read from the broker.
+    let GateStage::Confirm { dialog, .. } = &s.ops.gate.as_ref().unwrap().stage else {
+        panic!("not confirming")
+    };
+    assert!(
+        dialog.buttons.iter().any(|b| matches!(
+            &b.action,
+            Some(OpRequest::GateApply { expect_before: Some(seen), .. })
+                if *seen == GateSplit::from_pairs([("v1".into(), 90), ("v2".into(), 10)])
+        )),
+        "{:?}",
+        dialog.buttons
+    );
     // Enter on the default focus cancels: nothing asked of the broker.
     s.handle_key("enter");
     assert!(s.take_requests().is_empty());
@@ -276,6 +289,7 @@ fn gate_panel_presets_confirm_and_result() {
                 ns: "email".into(),
                 target: all_back,
                 force_zero_consumers: false,
+                expect_before: None,
             }
         ]
     );
@@ -360,6 +374,10 @@ fn gate_zero_consumer_guard_production_typed_and_unrouted() {
             ns: "email".into(),
             target: GateSplit::from_pairs([("v1".into(), 0), ("v2".into(), 100)]),
             force_zero_consumers: true,
+            expect_before: Some(GateSplit::from_pairs([
+                ("v1".into(), 90),
+                ("v2".into(), 10)
+            ])),
         }]
     );
     // Unrouted messages: R offers the replay through the entry exchange, with the count.

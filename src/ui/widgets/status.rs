@@ -125,17 +125,21 @@ pub fn screen_keys(state: &AppState) -> Vec<(String, &'static str)> {
             (k("help"), "help"),
             (k("quit"), "quit"),
         ],
-        View::Gate { .. } => vec![
-            ("↑↓".into(), "preset"),
-            (k("open"), "apply (asks first)"),
-            (
-                format!("{}{}", k("next_page"), k("prev_page")),
-                "version pair",
-            ),
-            (k("replay"), "replay unrouted"),
-            (k("back"), "back"),
-            (k("help"), "help"),
-        ],
+        View::Gate { .. } => {
+            let mut v = vec![("↑↓".into(), "preset"), (k("open"), "apply (asks first)")];
+            if state.ops.gate.as_ref().is_some_and(|g| g.pairs().len() > 1) {
+                v.push((
+                    format!("{}{}", k("next_page"), k("prev_page")),
+                    "version pair",
+                ));
+            }
+            v.extend([
+                (k("replay"), "replay unrouted"),
+                (k("back"), "back"),
+                (k("help"), "help"),
+            ]);
+            v
+        }
         View::DeadLetters { .. } => vec![
             ("↑↓".into(), "move"),
             (k("select"), "select"),
