@@ -394,3 +394,37 @@ async fn export_of_one_origin_removes_exactly_those() {
     assert_eq!(left_sorted, want, "the other origin's dead letters stay");
     t.cleanup().await;
 }
+
+/// Issue 18: the browse guard fails closed — a queue whose type cannot be known (no management
+/// API) counts as quorum: refused with the reason unless forced; a classic DLQ the API lists is
+/// browsed; a quorum one is refused.
+#[tokio::test]
+async fn the_browse_guard_fails_closed_on_an_unknown_queue_type() {
+    use hopback::broker::stats::{QueueKind, browse_guard, queue_kind};
+    let t = common::TestNs::new("guard", &["v1"], QueueType::Classic).await;
+    let mgmt = hopback::broker::mgmt::Mgmt::new(&t.cfg.profile).unwrap();
+    let dlq = format!("{}.dlq", t.ns);
+    assert_eq!(queue_kind(Some(&mgmt), &dlq).await, QueueKind::Classic);
+    assert!(!browse_guard(Some(&mgmt), &dlq, false).await.unwrap());
+    assert!(matches!(
+        queue_kind(None, &dlq).await,
+        QueueKind::Unknown(_)
+    ));
+    let err = browse_guard(None, &dlq, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("its type is unknown (no management API is configured)"),
+        "{err}"
+    );
+    // Forced: passed on as quorum (the operator takes responsibility).
+    assert!(browse_guard(None, &dlq, true).await.unwrap());
+    // Not listed by the API (a name that does not exist): unknown, refused.
+    let missing = format!("{}.nope", t.ns);
+    assert!(matches!(
+        queue_kind(Some(&mgmt), &missing).await,
+        QueueKind::Unknown(_)
+    ));
+    t.cleanup().await;
+}

@@ -24,7 +24,7 @@ use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mgmt::Mgmt;
 use crate::broker::mover::StopReason;
 use crate::broker::session::{Session, backoff_delay, connect};
-use crate::broker::stats::queue_is_quorum;
+use crate::broker::stats::browse_guard;
 use crate::config::Config;
 use crate::drill::DrillHandle;
 use crate::ledger::projection::{Timeline, TimelineFilter};
@@ -521,10 +521,12 @@ impl OpsRunner {
             }
             Err(e) => return (None, Err(broker_text(&e).into())),
         };
-        let quorum = queue_is_quorum(self.mgmt().ok().as_ref(), &queue).await;
-        let r = browse_page(&s, &queue, page, page_size.max(1), quorum, false)
-            .await
-            .map_err(|e| Failed::from(broker_text(&e)));
+        let r = match browse_guard(self.mgmt().ok().as_ref(), &queue, false).await {
+            Ok(quorum) => browse_page(&s, &queue, page, page_size.max(1), quorum, false)
+                .await
+                .map_err(|e| Failed::from(broker_text(&e))),
+            Err(e) => Err(Failed::from(broker_text(&e))),
+        };
         (Some(depth), r)
     }
 
@@ -535,7 +537,9 @@ impl OpsRunner {
     ) -> Result<Option<crate::model::deadletter::MessageView>, Failed> {
         let queue = Namespace::resolve(&self.cfg, ns).dlq;
         let (s, _) = self.conn().await?;
-        let quorum = queue_is_quorum(self.mgmt().ok().as_ref(), &queue).await;
+        let quorum = browse_guard(self.mgmt().ok().as_ref(), &queue, false)
+            .await
+            .map_err(|e| Failed::from(broker_text(&e)))?;
         load_message(&s, &queue, position, quorum, false)
             .await
             .map_err(|e| Failed::from(broker_text(&e)))

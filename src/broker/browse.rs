@@ -54,7 +54,7 @@ pub struct BrowseOptions {
 /// Why a browse was refused.
 pub fn quorum_refusal(queue: &str) -> BrokerError {
     BrokerError::Other(format!(
-        "refusing to browse quorum queue `{}`: every browse counts as a delivery against its delivery limit and can dead-letter or drop messages (use --force to browse anyway)",
+        "refusing to browse `{}`: it is a quorum queue, or its type is unknown (the management API tells) — every browse of a quorum queue counts as a delivery against its delivery limit and can dead-letter or drop messages (use --force to browse anyway)",
         crate::text::sanitize(queue)
     ))
 }

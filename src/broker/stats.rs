@@ -292,14 +292,58 @@ pub fn is_quorum_with_limit(q: Option<&QueueInfo>) -> bool {
     q.is_some_and(|q| q.kind == "quorum")
 }
 
-/// Is `queue` a quorum queue (each browse or hold counts as a delivery)? Asked of the
-/// management API; unknown (no API, or it failed) reads as not quorum. The one lookup the
-/// browser, the purge and the console share.
+/// May `queue` be a quorum queue (each browse or hold counts as a delivery)? Asked of the
+/// management API. The guard fails closed (issue 18): a type that cannot be known — no API, the
+/// API failed or refused, the queue not in its list — counts as quorum, so nothing is browsed on
+/// a guess (`--force` overrides). The one lookup the browser, the purge, the rollback's
+/// dead-letter count and the console share.
 pub async fn queue_is_quorum(mgmt: Option<&Mgmt>, queue: &str) -> bool {
-    let Some(m) = mgmt else { return false };
+    !matches!(queue_kind(mgmt, queue).await, QueueKind::Classic)
+}
+
+/// A queue's type as far as browsing is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Classic: browsing (get + requeue) is harmless.
+    Classic,
+    /// Quorum: every browse counts against the delivery limit.
+    Quorum,
+    /// Cannot be known, and why (no API, refused, not listed).
+    Unknown(String),
+}
+
+/// The type of `queue` per the management API (see [`QueueKind`]).
+pub async fn queue_kind(mgmt: Option<&Mgmt>, queue: &str) -> QueueKind {
+    let Some(m) = mgmt else {
+        return QueueKind::Unknown("no management API is configured".into());
+    };
     match m.queues().await {
-        Ok(qs) => is_quorum_with_limit(qs.iter().find(|q| q.name == queue)),
-        Err(_) => false,
+        Ok(qs) => match qs.iter().find(|q| q.name == queue) {
+            Some(q) if is_quorum_with_limit(Some(q)) => QueueKind::Quorum,
+            Some(_) => QueueKind::Classic,
+            None => QueueKind::Unknown("the management API does not list it".into()),
+        },
+        Err(e) => QueueKind::Unknown(format!("the management API failed: {e}")),
+    }
+}
+
+/// The browse guard with its reason: `Ok(is_quorum)` to pass on to the browser (which refuses a
+/// quorum queue itself unless forced), or — when the type cannot be known and the browse is not
+/// forced — the refusal, saying why it is unknown (e.g. the missing permission).
+pub async fn browse_guard(
+    mgmt: Option<&Mgmt>,
+    queue: &str,
+    force: bool,
+) -> Result<bool, BrokerError> {
+    match queue_kind(mgmt, queue).await {
+        QueueKind::Classic => Ok(false),
+        QueueKind::Quorum => Ok(true),
+        QueueKind::Unknown(_) if force => Ok(true),
+        QueueKind::Unknown(why) => Err(BrokerError::Other(format!(
+            "refusing to browse `{}`: its type is unknown ({}), and a quorum queue counts every browse as a delivery against its delivery limit (use --force if you know it is classic)",
+            crate::text::sanitize(queue),
+            crate::text::sanitize(&why)
+        ))),
     }
 }
 
@@ -478,7 +522,8 @@ pub async fn collect(
         .map(|c| u64::from(c.ready));
         if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
             let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
-            if depth > 0 && !is_quorum_with_limit(dlq_info) {
+            // Only a DLQ the management API says is classic is browsed (fail closed).
+            if depth > 0 && dlq_info.is_some_and(|i| !is_quorum_with_limit(Some(i))) {
                 let msgs = browse(
                     session,
                     &d.names.dlq,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mover::{self, StopReason};
-use crate::broker::stats::queue_is_quorum;
+use crate::broker::stats::browse_guard;
 use crate::commands::{Ctx, confirm};
 use crate::error::Failure;
 use crate::model::deadletter::{
@@ -249,7 +249,7 @@ async fn list(
 ) -> Result<(), Failure> {
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
-    let quorum = queue_is_quorum(ctx.mgmt().as_ref(), &queue).await;
+    let quorum = browse_guard(ctx.mgmt().as_ref(), &queue, force).await?;
     let depth = session
         .passive_queue(&queue)
         .await?
@@ -338,7 +338,7 @@ async fn show(
 ) -> Result<(), Failure> {
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
-    let quorum = queue_is_quorum(ctx.mgmt().as_ref(), &queue).await;
+    let quorum = browse_guard(ctx.mgmt().as_ref(), &queue, force).await?;
     let msg = load_message(&session, &queue, index, quorum, force).await?;
     session.close().await;
     let Some(m) = msg else {

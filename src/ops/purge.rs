@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::{OpContext, OpError};
 use crate::broker::export;
 pub use crate::broker::export::{PurgeReport, default_export_path};
-use crate::broker::stats::queue_is_quorum;
+use crate::broker::stats::browse_guard;
 use crate::ledger::{Event, EventKind, Outcome};
 use crate::text::sanitize;
 use crate::topology::Namespace;
@@ -43,7 +43,7 @@ pub async fn prepare(
     let queue = names.dlq.clone();
     // RabbitMQ lets a read-only user consume (and so remove) messages; a purge is a write.
     cx.session.probe_write(&queue).await?;
-    let quorum = queue_is_quorum(cx.mgmt.as_ref(), &queue).await;
+    let quorum = browse_guard(cx.mgmt.as_ref(), &queue, force).await?;
     let path = export_path.unwrap_or_else(|| default_export_path(&queue));
     let held = export::prepare(cx.session.clone(), &queue, &path, quorum, force).await?;
     Ok(PreparedPurge {

@@ -25,6 +25,11 @@ pub struct DlqCounts {
 pub async fn count_dead_letters(env: &Env, origin: &str) -> Result<(u64, u64), BrokerError> {
     let dlq = env.names().dlq;
     let depth = env.ready(&dlq).await?;
+    if depth == 0 {
+        return Ok((0, 0));
+    }
+    // Counting by origin browses the DLQ: the same fail-closed guard as the browser.
+    let quorum = crate::broker::stats::browse_guard(env.mgmt.as_ref(), &dlq, false).await?;
     let msgs = crate::broker::browse::browse(
         &env.session,
         &dlq,
@@ -34,7 +39,7 @@ pub async fn count_dead_letters(env: &Env, origin: &str) -> Result<(u64, u64), B
             max_body_bytes: 0,
             force: false,
         },
-        false,
+        quorum,
     )
     .await?;
     let matched = msgs
@@ -60,7 +65,7 @@ async fn export_dead_letters(
     path: &std::path::Path,
 ) -> Result<DlqCounts, BrokerError> {
     let names = env.names();
-    let quorum = crate::broker::stats::queue_is_quorum(env.mgmt.as_ref(), &names.dlq).await;
+    let quorum = crate::broker::stats::browse_guard(env.mgmt.as_ref(), &names.dlq, false).await?;
     let keep = |m: &crate::model::deadletter::MessageView| {
         m.attribution
             .origin_queue
