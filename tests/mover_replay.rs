@@ -304,3 +304,57 @@ async fn a_delivery_slower_than_the_idle_timeout_is_waited_for_not_reported_drai
     assert_eq!(v1.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), work);
     t.cleanup().await;
 }
+
+/// Issue 18: "to origin" only ever means the namespace's own version queues — a dead letter whose
+/// `x-first-death-queue` (or `x-death`) names any other queue is parked and counted, never sent
+/// there; the namespace's own dead letters still go home.
+#[tokio::test]
+async fn replay_to_origin_parks_dead_letters_naming_a_foreign_queue() {
+    let t = TestNs::new("mvf", &["v1"], QueueType::Classic).await;
+    let ns = t.ns.clone();
+    let s = &t.session;
+    // A queue outside the namespace that an attacker would like messages pushed into.
+    let victim = format!("{ns}-victim");
+    s.channel()
+        .await
+        .unwrap()
+        .queue_declare(
+            victim.as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // 2 genuine dead letters of v1, 3 forged ones claiming to come from the victim.
+    publish(s, &format!("{ns}.v1"), &ids("own", 2), &body, None, true).await;
+    publish(
+        s,
+        &format!("{ns}.dlq"),
+        &ids("forged", 3),
+        &body,
+        Some(header("x-first-death-queue", &victim)),
+        false,
+    )
+    .await;
+    wait_depth(s, &format!("{ns}.dlq"), 5, 10).await;
+    let spec = MoveSpec::replay(
+        &hopback::topology::Namespace::convention(&ns),
+        Target::Origin,
+    );
+    let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
+    assert_eq!(report.counts.moved, 2, "{report:?}");
+    assert_eq!(report.counts.foreign_origin, 3, "{report:?}");
+    assert_eq!(report.counts.parked, 3, "{report:?}");
+    assert_eq!(
+        depth(s, &victim).await,
+        0,
+        "nothing reached the foreign queue"
+    );
+    assert_eq!(depth(s, &format!("{ns}.v1")).await, 2);
+    assert_eq!(depth(s, &format!("{ns}.parked")).await, 3);
+    assert_eq!(depth(s, &format!("{ns}.dlq")).await, 0);
+    hopback::broker::amqp::delete_queue(s, &victim)
+        .await
+        .unwrap();
+    t.cleanup().await;
+}

@@ -374,8 +374,16 @@ pub fn move_summary(r: &MoveReport) -> String {
         StopReason::Stopped => "stopped".to_string(),
         StopReason::Failed(w) => format!("FAILED: {}", sanitize(w)),
     };
+    let foreign = if c.foreign_origin > 0 {
+        format!(
+            " — ⚠ {} named an origin outside the namespace: parked, not sent there",
+            c.foreign_origin
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{how}: moved {}, parked {}, left in place {}, possible duplicates {}, reconnects {}",
+        "{how}: moved {}, parked {}, left in place {}, possible duplicates {}, reconnects {}{foreign}",
         c.moved,
         c.parked,
         c.skipped_by_filter + c.no_target + c.refused_replays + c.returned,

@@ -520,6 +520,14 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure>
             c.reconnects,
             report.rate_per_s()
         );
+        if c.foreign_origin > 0 {
+            let _ = writeln!(
+                out,
+                "warning: {} dead letter(s) named an origin outside the namespace's version queues (x-first-death-queue / x-death written by whoever published them); they were parked in `{}`, not sent there — inspect them before replaying by hand",
+                c.foreign_origin,
+                sanitize(&crate::topology::Namespace::resolve(&ctx.cfg, &plan.namespace).parked)
+            );
+        }
         if c.possible_duplicates > 0 {
             let _ = writeln!(
                 out,

@@ -553,7 +553,24 @@ impl Runner<'_> {
                         self.counts.no_target += 1;
                         return Ok(Dispatch::Held(d.acker));
                     };
-                    if q == spec.source_queue
+                    // `x-first-death-queue` is data anyone who can publish to the DLQ can write:
+                    // "to origin" only ever means one of this namespace's own version queues. A
+                    // message naming any other queue is parked (or, with no park queue, left).
+                    let own = spec
+                        .origins
+                        .as_ref()
+                        .is_some_and(|n| n.version_of_queue(&q).is_some());
+                    if !own {
+                        self.counts.foreign_origin += 1;
+                        let Some(p) = spec.park_queue.clone() else {
+                            self.counts.no_target += 1;
+                            return Ok(Dispatch::Held(d.acker));
+                        };
+                        self.ensure_park_queue(session, &p)
+                            .await
+                            .map_err(|e| (e, false))?;
+                        (String::new(), p, true)
+                    } else if q == spec.source_queue
                         || !self
                             .origin_exists(session, &q)
                             .await
@@ -561,9 +578,10 @@ impl Runner<'_> {
                     {
                         self.counts.no_target += 1;
                         return Ok(Dispatch::Held(d.acker));
+                    } else {
+                        origin = Some(q.clone());
+                        (String::new(), q, false)
                     }
-                    origin = Some(q.clone());
-                    (String::new(), q, false)
                 }
             }
         };

@@ -112,6 +112,11 @@ pub enum Budget {
 pub struct MoveSpec {
     /// Namespace (resolves `origin=v2` filters; recorded in reports).
     pub namespace: String,
+    /// The namespace's names: [`Target::Origin`] replays only to its version queues (an origin
+    /// naming any other queue is parked). `None` (not a namespace replay): nothing goes "to
+    /// origin".
+    #[serde(skip)]
+    pub origins: Option<Namespace>,
     /// Queue to take messages from.
     pub source_queue: String,
     /// Where they go.
@@ -152,6 +157,7 @@ impl MoveSpec {
     fn base(ns: &str, source: String, target: Target) -> Self {
         Self {
             namespace: ns.to_string(),
+            origins: None,
             source_queue: source,
             target,
             filter: Filter::default(),
@@ -174,6 +180,7 @@ impl MoveSpec {
     /// parking messages over `max_replays` in its parking queue.
     pub fn replay(ns: &Namespace, target: Target) -> Self {
         let mut s = Self::base(&ns.name, ns.dlq.clone(), target);
+        s.origins = Some(ns.clone());
         s.count_replay = true;
         s.park_queue = Some(ns.parked.clone());
         s
@@ -223,6 +230,9 @@ pub struct MoveCounts {
     pub skipped_by_filter: u64,
     /// Left in the source: no origin in `x-death`, or the origin queue does not exist.
     pub no_target: u64,
+    /// Replays "to origin" whose origin names a queue that is not one of the namespace's version
+    /// queues: parked (counted in `parked` too), never sent there.
+    pub foreign_origin: u64,
     /// Left in the source: over `max_replays` with no park queue.
     pub refused_replays: u64,
     /// Left in the source: the broker returned them (unroutable) or nacked them.
@@ -241,6 +251,7 @@ impl MoveCounts {
         self.parked += other.parked;
         self.skipped_by_filter += other.skipped_by_filter;
         self.no_target += other.no_target;
+        self.foreign_origin += other.foreign_origin;
         self.refused_replays += other.refused_replays;
         self.returned += other.returned;
         self.possible_duplicates += other.possible_duplicates;
