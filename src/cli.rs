@@ -24,12 +24,13 @@ pub struct GlobalArgs {
     /// Profile from the config file [env: HOPBACK_PROFILE]
     #[arg(long, global = true)]
     pub profile: Option<String>,
-    /// AMQP URL, e.g. amqp://user:pass@host:5672/%2f [env: HOPBACK_URL]
+    /// AMQP URL, e.g. amqp://user:pass@host:5672/%2f; repeat it (or separate with commas) for
+    /// every node of a cluster [env: HOPBACK_URL]
     #[arg(long, global = true)]
-    pub url: Option<String>,
-    /// Management API URL (default: http://AMQP-HOST:15672)
+    pub url: Vec<String>,
+    /// Management API URL (default: http://AMQP-HOST:15672); repeat it for every node
     #[arg(long, global = true)]
-    pub mgmt_url: Option<String>,
+    pub mgmt_url: Vec<String>,
     /// Config file (default: the platform config dir's hopback/config.toml) [env: HOPBACK_CONFIG]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,

@@ -59,8 +59,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let over = Overrides {
         config_path: g.config.clone(),
         profile: g.profile.clone(),
-        url: g.url.clone(),
-        mgmt_url: g.mgmt_url.clone(),
+        // Several `--url`s (the nodes of a cluster) travel as one comma-separated list.
+        url: (!g.url.is_empty()).then(|| g.url.join(",")),
+        mgmt_url: (!g.mgmt_url.is_empty()).then(|| g.mgmt_url.join(",")),
         read_only: g.read_only,
     };
     let cfg = config::load(&over)?;

@@ -31,6 +31,9 @@ pub enum Msg {
     },
     /// The refresh connection changed state.
     Conn(ConnState),
+    /// The refresh connection is on this node (`host:port`; a cluster profile moves between
+    /// its nodes).
+    Node(String),
     /// The dead-letter tap.
     Tap(TapEvent),
     /// Consumer connection names per queue (management API, every ~5 s).
@@ -185,8 +188,11 @@ pub struct RowRef {
 pub struct AppState {
     /// Profile name.
     pub profile: String,
-    /// `host:port` of the broker (never credentials).
+    /// `host:port` of the broker node in use (never credentials), with the node count of a
+    /// cluster profile.
     pub broker: String,
+    /// Nodes the profile names.
+    pub nodes: usize,
     /// Virtual host.
     pub vhost: String,
     /// Production profile (red accent, badge).
@@ -263,7 +269,8 @@ impl AppState {
             .collect();
         AppState {
             profile: cfg.profile.name.clone(),
-            broker: cfg.profile.host_port(),
+            broker: broker_label(&cfg.profile.host_port(), cfg.profile.nodes()),
+            nodes: cfg.profile.nodes(),
             vhost: cfg.profile.vhost.clone(),
             production: cfg.profile.production,
             read_only: cfg.profile.read_only,
@@ -585,6 +592,10 @@ impl AppState {
                 self.last_error = Some(crate::text::sanitize(&error).into_owned());
                 true
             }
+            Msg::Node(node) => {
+                self.broker = broker_label(&node, self.nodes);
+                true
+            }
             Msg::Conn(c) => {
                 let changed = self.conn != c;
                 self.conn = c;
@@ -852,5 +863,14 @@ impl AppState {
             }
         }
         Effect::None
+    }
+}
+
+/// `host:port`, or `host:port (1 of 3 nodes)` for a cluster profile.
+fn broker_label(node: &str, nodes: usize) -> String {
+    if nodes > 1 {
+        format!("{node} (of {nodes} nodes)")
+    } else {
+        node.to_string()
     }
 }

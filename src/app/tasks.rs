@@ -156,10 +156,11 @@ async fn refresh_loop(
                         attempt = 0;
                         failing_since = None;
                         ever_connected = true;
-                        if tx
-                            .send(Msg::Conn(ConnState::Connected { since_ms: now_ms() }))
-                            .await
-                            .is_err()
+                        if tx.send(Msg::Node(s.node())).await.is_err()
+                            || tx
+                                .send(Msg::Conn(ConnState::Connected { since_ms: now_ms() }))
+                                .await
+                                .is_err()
                         {
                             return;
                         }

@@ -56,7 +56,10 @@ pub enum MgmtError {
 #[derive(Clone)]
 pub struct Mgmt {
     http: reqwest::Client,
-    base: url::Url,
+    /// Every node's API, in the profile's order (one for a single broker).
+    bases: Arc<Vec<url::Url>>,
+    /// The one in use: moves on when a node does not answer (shared by clones).
+    current: Arc<std::sync::atomic::AtomicUsize>,
     user: String,
     password: String,
     vhost: String,
@@ -67,7 +70,7 @@ pub struct Mgmt {
 impl std::fmt::Debug for Mgmt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mgmt")
-            .field("base", &self.base.as_str())
+            .field("base", &self.base().as_str())
             .field("user", &self.user)
             .finish()
     }
@@ -324,7 +327,12 @@ impl Mgmt {
         })?;
         Ok(Self {
             http,
-            base: profile.mgmt_url.clone(),
+            bases: Arc::new(if profile.mgmt_urls.is_empty() {
+                vec![profile.mgmt_url.clone()]
+            } else {
+                profile.mgmt_urls.clone()
+            }),
+            current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             user: profile.username.clone(),
             password: profile.password.expose().to_string(),
             vhost: profile.vhost.clone(),
@@ -341,13 +349,61 @@ impl Mgmt {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The base URL (no credentials).
-    pub fn base_url(&self) -> &str {
-        self.base.as_str()
+    /// The base URL in use (no credentials).
+    pub fn base_url(&self) -> String {
+        self.base().to_string()
+    }
+
+    fn base(&self) -> url::Url {
+        let i = self.current.load(Ordering::Relaxed) % self.bases.len();
+        self.bases[i].clone()
+    }
+
+    /// The next node's API, after `failed` did not answer (a cluster profile; a no-op for one).
+    fn fail_over(&self, failed: &url::Url) {
+        let n = self.bases.len();
+        let i = self.current.load(Ordering::Relaxed) % n;
+        if &self.bases[i] == failed {
+            self.current.store((i + 1) % n, Ordering::Relaxed);
+        }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
+        format!("{}{}", self.base().as_str().trim_end_matches('/'), path)
+    }
+
+    /// Send `build(url)` to the API in use; when its node does not answer (connection refused,
+    /// or a timeout when `retry_timeouts`), move to the next node and try once more per node.
+    async fn send_any(
+        &self,
+        path: &str,
+        retry_timeouts: bool,
+        build: impl Fn(String) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, MgmtError> {
+        let mut last = None;
+        for _ in 0..self.bases.len() {
+            let base = self.base();
+            self.count_call();
+            match build(self.url(path))
+                .basic_auth(&self.user, Some(&self.password))
+                .send()
+                .await
+            {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let retry = e.is_connect() || (retry_timeouts && e.is_timeout());
+                    let err = self.map_send_err(path, e);
+                    if !retry || self.bases.len() == 1 {
+                        return Err(err);
+                    }
+                    self.fail_over(&base);
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or(MgmtError::Timeout {
+            path: path.to_string(),
+        }))
     }
 
     fn map_send_err(&self, path: &str, e: reqwest::Error) -> MgmtError {
@@ -358,21 +414,14 @@ impl Mgmt {
         } else {
             let detail = crate::broker::uri::scrub(&e.without_url().to_string(), &self.password);
             MgmtError::Unreachable {
-                url: self.base.to_string(),
+                url: self.base().to_string(),
                 detail,
             }
         }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, MgmtError> {
-        self.count_call();
-        let resp = self
-            .http
-            .get(self.url(path))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| self.map_send_err(path, e))?;
+        let resp = self.send_any(path, true, |url| self.http.get(url)).await?;
         let status = resp.status();
         match status.as_u16() {
             200..=299 => {}
@@ -402,15 +451,17 @@ impl Mgmt {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(), MgmtError> {
-        self.count_call();
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .basic_auth(&self.user, Some(&self.password));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.map_err(|e| self.map_send_err(path, e))?;
+        // A mutation is retried on another node only when this one refused the connection
+        // (it cannot have acted), never after a timeout.
+        let resp = self
+            .send_any(path, false, |url| {
+                let req = self.http.request(method.clone(), url);
+                match &body {
+                    Some(b) => req.json(b),
+                    None => req,
+                }
+            })
+            .await?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             401 => Err(MgmtError::Unauthorized {

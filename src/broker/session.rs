@@ -323,10 +323,74 @@ fn with_frame_max(url: String) -> String {
     }
 }
 
-/// Connect with an exact connection name (the drill's workers are named `NS worker vN`).
+/// The node connections try first (a cluster profile): the last one that answered. A failed
+/// node moves it on, so the next connection — a reconnect after a node loss — starts elsewhere.
+static PREFERRED_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Per-node connect timeout when the profile names several nodes: a healthy node answers in
+/// milliseconds, so a dead one must not hold the failover up for long.
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connect with an exact connection name (the drill's workers are named `NS worker vN`). With
+/// several node URLs (a cluster profile), any live node will do: the last good one first, then
+/// the others in order; the session's profile then names the node it is on
+/// ([`Session::node`]).
 pub async fn connect_named(
     profile: &Profile,
     connection_name: &str,
+) -> Result<Arc<Session>, BrokerError> {
+    let n = profile.nodes();
+    if n <= 1 {
+        return connect_node(profile, connection_name, CONNECT_TIMEOUT).await;
+    }
+    use std::sync::atomic::Ordering;
+    let start = PREFERRED_NODE.load(Ordering::Relaxed) % n;
+    let mut errors: Vec<(String, BrokerError)> = Vec::new();
+    for k in 0..n {
+        let i = (start + k) % n;
+        let node = profile.node(i);
+        match connect_node(&node, connection_name, NODE_CONNECT_TIMEOUT).await {
+            Ok(s) => {
+                PREFERRED_NODE.store(i, Ordering::Relaxed);
+                return Ok(s);
+            }
+            Err(e) => {
+                PREFERRED_NODE.store((i + 1) % n, Ordering::Relaxed);
+                errors.push((node.host_port(), e));
+            }
+        }
+    }
+    // Every node failed. Wrong credentials or vhost are the same everywhere: say that.
+    if let Some(pos) = errors.iter().position(|(_, e)| {
+        matches!(
+            e,
+            BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. }
+        )
+    }) {
+        return Err(errors.swap_remove(pos).1);
+    }
+    Err(BrokerError::Unreachable {
+        addr: format!(
+            "any of the {n} nodes ({})",
+            errors
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        detail: errors
+            .iter()
+            .map(|(a, e)| format!("{a}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// Connect to the first node of `profile` (see [`connect_named`]).
+async fn connect_node(
+    profile: &Profile,
+    connection_name: &str,
+    connect_timeout: Duration,
 ) -> Result<Arc<Session>, BrokerError> {
     let password = profile.password.expose().to_string();
     let addr = profile.host_port();
@@ -345,13 +409,13 @@ pub async fn connect_named(
             cert_chain: Some(pem),
         });
     }
-    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, builder.connect()).await {
+    let conn = match tokio::time::timeout(connect_timeout, builder.connect()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(classify_connect(&e, profile, &addr)),
         Err(_) => {
             return Err(BrokerError::Timeout {
                 what: format!("connecting to {addr}"),
-                secs: CONNECT_TIMEOUT.as_secs_f64(),
+                secs: connect_timeout.as_secs_f64(),
             });
         }
     };
@@ -440,6 +504,10 @@ impl Session {
     /// The profile this session was opened with.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+    /// `host:port` of the node this session is connected to.
+    pub fn node(&self) -> String {
+        self.profile.host_port()
     }
     /// The password, for classifying errors of calls made on channels of this session.
     pub fn password(&self) -> &str {

@@ -171,10 +171,15 @@ pub struct Adoption {
 pub struct Profile {
     /// Profile name (`default` when none is configured).
     pub name: String,
-    /// AMQP URL including credentials — use [`Profile::display_url`] for anything shown.
+    /// AMQP URL including credentials — use [`Profile::display_url`] for anything shown. The
+    /// first of `amqp_urls` (the node tried first).
     amqp_url: Url,
-    /// Management API base URL (never holds credentials).
+    /// Every node's AMQP URL, `amqp_url` first (credentials only in `amqp_url`'s userinfo).
+    amqp_urls: Vec<Url>,
+    /// Management API base URL (never holds credentials); the first of `mgmt_urls`.
     pub mgmt_url: Url,
+    /// Every management API base URL to try, `mgmt_url` first.
+    pub mgmt_urls: Vec<Url>,
     /// User name for AMQP and the management API.
     pub username: String,
     /// Password for AMQP and the management API.
@@ -225,6 +230,33 @@ impl Profile {
     /// Does the AMQP URL use TLS?
     pub fn is_tls(&self) -> bool {
         self.amqp_url.scheme() == "amqps"
+    }
+    /// How many nodes the profile names (1 for a single broker).
+    pub fn nodes(&self) -> usize {
+        self.amqp_urls.len().max(1)
+    }
+    /// `host:port` of every node, in order.
+    pub fn node_addresses(&self) -> Vec<String> {
+        (0..self.nodes())
+            .map(|i| self.node(i).host_port())
+            .collect()
+    }
+    /// The same profile aimed at node `i` first (the others follow in order; the management
+    /// URLs rotate with it when there is one per node).
+    pub fn node(&self, i: usize) -> Profile {
+        let n = self.nodes();
+        let mut p = self.clone();
+        if n <= 1 {
+            return p;
+        }
+        let i = i % n;
+        p.amqp_urls.rotate_left(i);
+        p.amqp_url = p.amqp_urls[0].clone();
+        if p.mgmt_urls.len() == n {
+            p.mgmt_urls.rotate_left(i);
+            p.mgmt_url = p.mgmt_urls[0].clone();
+        }
+        p
     }
 }
 
@@ -434,13 +466,40 @@ fn resolve_profile(
     alerts: &AlertThresholds,
     over: &Overrides,
 ) -> Result<Profile, ConfigError> {
-    let url_text = over
-        .url
-        .clone()
-        .or_else(|| env_nonempty("HOPBACK_URL"))
-        .or_else(|| p.url.clone())
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
-    let amqp_url = parse_amqp_url(&url_text)?;
+    // Several nodes: `--url a --url b` / `--url a,b`, `HOPBACK_URL=a,b`, or the profile's
+    // `url` + `urls`. The first names the credentials and the vhost.
+    let url_texts: Vec<String> = match over.url.clone().or_else(|| env_nonempty("HOPBACK_URL")) {
+        Some(t) => split_list(&t),
+        None => p
+            .url
+            .iter()
+            .cloned()
+            .chain(p.urls.iter().flatten().cloned())
+            .collect(),
+    };
+    let url_texts = if url_texts.is_empty() {
+        vec![DEFAULT_URL.to_string()]
+    } else {
+        url_texts
+    };
+    let amqp_url = parse_amqp_url(&url_texts[0])?;
+    let mut more_urls = Vec::new();
+    for t in &url_texts[1..] {
+        let mut u = parse_amqp_url(t)?;
+        if u.scheme() != amqp_url.scheme() {
+            return Err(ConfigError::usage(
+                format!(
+                    "the node URLs mix amqp and amqps ({})",
+                    crate::redact::redact(t)
+                ),
+                "give every node of a cluster the same scheme",
+            ));
+        }
+        // One set of credentials for the cluster: the first URL's.
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        more_urls.push(u);
+    }
     let username = if amqp_url.username().is_empty() {
         "guest".to_string()
     } else {
@@ -465,56 +524,53 @@ fn resolve_profile(
         url_vhost
     };
     let vhost = p.vhost.clone().unwrap_or(url_vhost);
-    let mgmt_text = over
+    let mgmt_texts: Vec<String> = match over
         .mgmt_url
         .clone()
         .or_else(|| env_nonempty("HOPBACK_MGMT_URL"))
-        .or_else(|| p.mgmt_url.clone());
-    let mgmt_url = match mgmt_text {
-        Some(t) => {
-            let mut u = Url::parse(&t).map_err(|e| {
-                ConfigError::usage(
-                    format!(
-                        "malformed management URL {}: {e}",
-                        crate::redact::redact(&t)
-                    ),
-                    "use the form http://host:15672",
-                )
-            })?;
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u
-        }
-        None => {
-            let tls = amqp_url.scheme() == "amqps";
-            let host = amqp_url.host_str().unwrap_or("127.0.0.1");
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host.to_string()
-            };
-            let text = format!(
-                "{}://{}:{}/",
-                if tls { "https" } else { "http" },
-                host,
-                if tls { 15671 } else { 15672 }
-            );
-            Url::parse(&text).map_err(|e| {
-                ConfigError::usage(
-                    format!("cannot derive the management URL: {e}"),
-                    "set mgmt_url in the profile",
-                )
-            })?
-        }
+    {
+        Some(t) => split_list(&t),
+        None => p
+            .mgmt_url
+            .iter()
+            .cloned()
+            .chain(p.mgmt_urls.iter().flatten().cloned())
+            .collect(),
     };
+    let mut mgmt_urls = Vec::new();
+    for t in &mgmt_texts {
+        let mut u = Url::parse(t).map_err(|e| {
+            ConfigError::usage(
+                format!("malformed management URL {}: {e}", crate::redact::redact(t)),
+                "use the form http://host:15672",
+            )
+        })?;
+        let _ = u.set_password(None);
+        let _ = u.set_username("");
+        mgmt_urls.push(u);
+    }
+    if mgmt_urls.is_empty() {
+        // Derived from each node's host (port 15672 / 15671), without duplicates.
+        for u in std::iter::once(&amqp_url).chain(more_urls.iter()) {
+            let d = derive_mgmt_url(u)?;
+            if !mgmt_urls.contains(&d) {
+                mgmt_urls.push(d);
+            }
+        }
+    }
+    let mgmt_url = mgmt_urls[0].clone();
     let mut namespaces = BTreeMap::new();
     for (ns, a) in &p.namespaces {
         namespaces.insert(ns.clone(), resolve_adoption(ns, a, alerts)?);
     }
+    let mut amqp_urls = vec![amqp_url.clone()];
+    amqp_urls.extend(more_urls);
     Ok(Profile {
         name,
         amqp_url,
+        amqp_urls,
         mgmt_url,
+        mgmt_urls,
         username,
         password,
         vhost,
@@ -576,6 +632,39 @@ fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, ConfigError> {
         None if url.username().is_empty() => Ok(Secret::new("guest")),
         None => Ok(Secret::default()),
     }
+}
+
+/// `a, b,c` → `["a", "b", "c"]` (empty items dropped): several node URLs in one flag or
+/// environment variable.
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The management URL of an AMQP node: same host, port 15672 (15671 for amqps).
+fn derive_mgmt_url(amqp_url: &Url) -> Result<Url, ConfigError> {
+    let tls = amqp_url.scheme() == "amqps";
+    let host = amqp_url.host_str().unwrap_or("127.0.0.1");
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let text = format!(
+        "{}://{}:{}/",
+        if tls { "https" } else { "http" },
+        host,
+        if tls { 15671 } else { 15672 }
+    );
+    Url::parse(&text).map_err(|e| {
+        ConfigError::usage(
+            format!("cannot derive the management URL: {e}"),
+            "set mgmt_url in the profile",
+        )
+    })
 }
 
 /// Parse an AMQP URL; the error never repeats the password.
@@ -657,6 +746,57 @@ mod tests {
     fn res(text: &str, over: Overrides) -> Result<Config, ConfigError> {
         let raw = parse(text, Path::new("t.toml"))?;
         resolve(raw, Path::new("t.toml"), true, &over)
+    }
+
+    #[test]
+    fn a_cluster_profile_names_every_node_once_with_one_set_of_credentials() {
+        let text = "default_profile = \"c\"\n[profiles.c]\nurl = \"amqp://ops:s3cret@n1:5681/prod\"\nurls = [\"amqp://n2:5682/prod\", \"amqp://other:pw@n3:5683/prod\"]\nmgmt_urls = [\"http://n1:15681\", \"http://n2:15682\", \"http://n3:15683\"]\n";
+        let c = res(text, Overrides::default()).unwrap();
+        let p = &c.profile;
+        assert_eq!(p.nodes(), 3);
+        assert_eq!(p.node_addresses(), ["n1:5681", "n2:5682", "n3:5683"]);
+        // The first URL's user, password and vhost serve every node.
+        let second = p.node(1);
+        assert_eq!(second.host_port(), "n2:5682");
+        assert!(
+            second
+                .amqp_url_with_credentials()
+                .starts_with("amqp://ops:s3cret@n2:5682/prod"),
+            "{}",
+            crate::redact::redact(&second.amqp_url_with_credentials())
+        );
+        assert_eq!(second.mgmt_url.as_str(), "http://n2:15682/");
+        assert_eq!(p.node(3).host_port(), "n1:5681");
+        assert!(!format!("{p:?}").contains("s3cret"));
+        // `--url a,b` (or the flag repeated) and HOPBACK_URL take a list too; the management
+        // URLs are then derived per host, without duplicates.
+        let c = res(
+            "",
+            Overrides {
+                url: Some("amqp://u:p@h1:5672/%2f, amqp://h2:5672/%2f".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.profile.node_addresses(), ["h1:5672", "h2:5672"]);
+        assert_eq!(
+            c.profile
+                .mgmt_urls
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>(),
+            ["http://h1:15672/", "http://h2:15672/"]
+        );
+        // Mixed schemes are refused.
+        let e = res(
+            "",
+            Overrides {
+                url: Some("amqp://h1,amqps://h2".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.message.contains("mix amqp and amqps"), "{e}");
     }
 
     #[test]

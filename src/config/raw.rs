@@ -37,8 +37,13 @@ pub struct RawConfig {
 pub struct RawProfile {
     /// `amqp://user:pass@host:port/vhost` or `amqps://…`.
     pub url: Option<String>,
+    /// Every node of a cluster (`url`, if set, comes first): hopback connects to any live one
+    /// and moves to another when it is lost. Credentials and vhost come from the first.
+    pub urls: Option<Vec<String>>,
     /// Management API base URL (default: http://AMQP-HOST:15672).
     pub mgmt_url: Option<String>,
+    /// The management API of every node (`mgmt_url`, if set, comes first); tried in turn.
+    pub mgmt_urls: Option<Vec<String>>,
     /// Virtual host (default: the one in `url`, else `/`).
     pub vhost: Option<String>,
     /// Refuse every mutation on this profile.
