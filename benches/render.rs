@@ -39,6 +39,7 @@ fn fleet(namespaces: usize, now: i64) -> AppState {
             mgmt_available: true,
             mgmt_error: None,
             broker_alarms: Vec::new(),
+            nodes: None,
             namespaces: (0..namespaces)
                 .map(|n| NamespaceSnapshot {
                     name: format!("ns-{n:04}"),

@@ -85,6 +85,7 @@ fn snapshot(t: i64, v2_consumers: u64, unrouted: u64) -> FleetSnapshot {
         mgmt_available: true,
         mgmt_error: None,
         broker_alarms: Vec::new(),
+        nodes: None,
         namespaces: vec![NamespaceSnapshot {
             name: "email".into(),
             convention: true,

@@ -140,6 +140,7 @@ fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
         mgmt_available: true,
         mgmt_error: None,
         broker_alarms: Vec::new(),
+        nodes: None,
         namespaces: vec![email, payments, hostile],
     }
 }
@@ -555,4 +556,54 @@ fn ascii_fallback_and_terminal_too_small() {
     let screen = t.backend().to_string();
     assert!(screen.contains("terminal too small: 60×12"), "{screen}");
     assert!(screen.contains("70×16"), "{screen}");
+}
+
+/// Issue 19: the cluster on screen — the header counts the nodes and names the one down; the
+/// namespace view shows each version queue's leader and members online, and a queue whose node
+/// is down as UNAVAILABLE (not missing).
+#[test]
+fn cluster_nodes_and_queue_placement() {
+    use hopback::model::snapshot::{NodeHealth, Placement};
+    let mut s = fleet_state(false, false);
+    let mut snap = snapshot(T0 + 61_000, 61, false);
+    snap.nodes = Some(
+        ["c1", "c2", "c3"]
+            .iter()
+            .map(|n| NodeHealth {
+                name: format!("{n}@localhost"),
+                running: *n != "c3",
+                ..Default::default()
+            })
+            .collect(),
+    );
+    let email = &mut snap.namespaces[0];
+    email.versions[0].placement = Some(Placement {
+        node: Some("c2@localhost".into()),
+        members: vec![
+            "c1@localhost".into(),
+            "c2@localhost".into(),
+            "c3@localhost".into(),
+        ],
+        online: vec!["c1@localhost".into(), "c2@localhost".into()],
+        unavailable: false,
+    });
+    email.versions[1].placement = Some(Placement {
+        node: Some("c3@localhost".into()),
+        unavailable: true,
+        ..Default::default()
+    });
+    email.versions[1].ready = None;
+    s.handle_msg(Msg::Snapshot(Box::new(snap)));
+    let theme = Theme::builtin("dark", false).unwrap();
+    let screen = render(&s, 120, 40, &theme).backend().to_string();
+    assert!(
+        screen.contains("3 nodes, 1 DOWN (c3@localhost)"),
+        "{screen}"
+    );
+    s.handle_key("enter");
+    let screen = render(&s, 120, 40, &theme).backend().to_string();
+    assert!(screen.contains("leader c2 · 2/3 online"), "{screen}");
+    assert!(screen.contains("on c3 · UNAVAILABLE"), "{screen}");
+    assert!(!screen.contains("missing"), "{screen}");
+    both_sizes("cluster_namespace", &s);
 }

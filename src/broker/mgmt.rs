@@ -21,7 +21,8 @@ pub const MGMT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Columns fetched for the queue list: exactly the fields [`QueueInfo`] reads (dotted paths pick
 /// single rates out of `message_stats`), so a 10,000-queue answer stays small to receive, parse
 /// and hold (docs/performance.md).
-pub const QUEUE_COLUMNS: &str = "name,type,messages,messages_ready,messages_unacknowledged,consumers,\
+pub const QUEUE_COLUMNS: &str = "name,type,state,node,leader,members,online,\
+messages,messages_ready,messages_unacknowledged,consumers,\
 message_stats.publish,message_stats.publish_details.rate,\
 message_stats.deliver_get,message_stats.deliver_get_details.rate,\
 message_stats.ack,message_stats.ack_details.rate,\
@@ -109,6 +110,16 @@ pub struct NodeInfo {
     /// Running applications with versions.
     #[serde(default)]
     pub applications: Vec<AppVersion>,
+    /// Running (the node list shows cluster members that are down as not running).
+    #[serde(default = "yes")]
+    pub running: bool,
+    /// Nodes it is partitioned from.
+    #[serde(default)]
+    pub partitions: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An application of a node and its version.
@@ -197,6 +208,21 @@ pub struct QueueInfo {
     /// Declared arguments (not in the console's list query: see [`QUEUE_COLUMNS`]).
     #[serde(default)]
     pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// `running`, `down`, `minority`, … (absent on some versions).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Classic: its node. Quorum: its leader's node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Quorum: its leader.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Quorum: every member.
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
+    /// Quorum: members online.
+    #[serde(default)]
+    pub online: Option<Vec<String>>,
     /// Total messages.
     #[serde(default)]
     pub messages: Option<u64>,
@@ -481,8 +507,10 @@ impl Mgmt {
     }
     /// `GET /api/nodes` with the columns of [`NodeInfo`] (needs the `monitoring` tag).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, MgmtError> {
-        self.get("/api/nodes?columns=name,mem_alarm,disk_free_alarm,applications")
-            .await
+        self.get(
+            "/api/nodes?columns=name,running,partitions,mem_alarm,disk_free_alarm,applications",
+        )
+        .await
     }
     /// `GET /api/whoami`.
     pub async fn whoami(&self) -> Result<WhoAmI, MgmtError> {

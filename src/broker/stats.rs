@@ -14,7 +14,7 @@ use crate::broker::topology::{DiscoveredNamespace, Names, discover};
 use crate::config::Config;
 use crate::model::gate::GateSplit;
 use crate::model::snapshot::{
-    FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot, error_rate,
+    FleetSnapshot, NamespaceSnapshot, NodeHealth, Placement, Rates, VersionSnapshot, error_rate,
 };
 
 /// What to collect.
@@ -66,6 +66,43 @@ pub struct MgmtData {
     pub version: Option<String>,
     /// Resource alarms in effect (see [`crate::broker::mgmt::alarms_of`]).
     pub alarms: Vec<String>,
+    /// The cluster's nodes (`None`: the node list was refused).
+    pub nodes: Option<Vec<NodeHealth>>,
+}
+
+/// Node health from the management API's node list.
+pub fn node_health(nodes: &[crate::broker::mgmt::NodeInfo]) -> Vec<NodeHealth> {
+    nodes
+        .iter()
+        .map(|n| NodeHealth {
+            name: n.name.clone(),
+            running: n.running,
+            alarms: crate::broker::mgmt::alarms_of(std::slice::from_ref(n)),
+            partitions: n.partitions.clone(),
+        })
+        .collect()
+}
+
+/// Where a queue lives, from its management API row (see [`Placement`]).
+pub fn placement_of(q: &QueueInfo) -> Placement {
+    let members = q.members.clone().unwrap_or_default();
+    let online = q.online.clone().unwrap_or_default();
+    let quorum = q.kind == "quorum";
+    let state_down = q
+        .state
+        .as_deref()
+        .is_some_and(|s| matches!(s, "down" | "minority" | "stopped" | "crashed"));
+    let no_majority = quorum && !members.is_empty() && online.len() * 2 <= members.len();
+    Placement {
+        node: if quorum {
+            q.leader.clone()
+        } else {
+            q.node.clone()
+        },
+        members,
+        online,
+        unavailable: state_down || no_majority,
+    }
 }
 
 /// One part of the management data the console keeps between refreshes, with its age.
@@ -101,8 +138,8 @@ pub struct TopologyCache {
     queues: Part<Arc<Vec<QueueInfo>>>,
     exchanges: Part<Arc<Vec<ExchangeInfo>>>,
     bindings: Part<Arc<Vec<BindingInfo>>>,
-    /// (server version, alarms)
-    nodes: Part<(Option<String>, Vec<String>)>,
+    /// (server version, alarms, node health)
+    nodes: Part<NodesPart>,
 }
 
 impl TopologyCache {
@@ -123,11 +160,12 @@ pub const NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2)
 /// Exchanges (a new namespace appears once its entry exchange is listed).
 pub const EXCHANGES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The version and alarms from the node list; without the `monitoring` tag the node list is
-/// refused and the overview gives the version (alarms stay unknown).
-async fn fetch_nodes(
-    mgmt: &Mgmt,
-) -> Result<(Option<String>, Vec<String>), crate::broker::mgmt::MgmtError> {
+/// Server version, alarms and node health, from the node list.
+type NodesPart = (Option<String>, Vec<String>, Option<Vec<NodeHealth>>);
+
+/// The version, alarms and nodes from the node list; without the `monitoring` tag the node list
+/// is refused and the overview gives the version (alarms and nodes stay unknown).
+async fn fetch_nodes(mgmt: &Mgmt) -> Result<NodesPart, crate::broker::mgmt::MgmtError> {
     match mgmt.nodes().await {
         Ok(nodes) => Ok((
             nodes
@@ -136,10 +174,12 @@ async fn fetch_nodes(
                 .find(|a| a.name == "rabbit")
                 .map(|a| a.version.clone()),
             crate::broker::mgmt::alarms_of(&nodes),
+            Some(node_health(&nodes)),
         )),
         Err(_) => Ok((
             mgmt.overview().await.ok().map(|o| o.rabbitmq_version),
             Vec::new(),
+            None,
         )),
     }
 }
@@ -155,7 +195,8 @@ pub async fn fetch_mgmt_cached(
         c.queues.set(d.queues.clone());
         c.exchanges.set(d.exchanges.clone());
         c.bindings.set(d.bindings.clone());
-        c.nodes.set((d.version.clone(), d.alarms.clone()));
+        c.nodes
+            .set((d.version.clone(), d.alarms.clone(), d.nodes.clone()));
         return Ok(d);
     }
     // The most overdue part; ties go to the queue list.
@@ -199,6 +240,7 @@ pub async fn fetch_mgmt_cached(
         bindings: c.bindings.value.clone(),
         version: c.nodes.value.0.clone(),
         alarms: c.nodes.value.1.clone(),
+        nodes: c.nodes.value.2.clone(),
     })
 }
 
@@ -217,13 +259,14 @@ pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::Mg
         mgmt.bindings(),
         fetch_nodes(mgmt)
     );
-    let (version, alarms) = n?;
+    let (version, alarms, nodes) = n?;
     Ok(MgmtData {
         queues: Arc::new(q?),
         exchanges: Arc::new(x?),
         bindings: Arc::new(keep_gate_bindings(b?)),
         version,
         alarms,
+        nodes,
     })
 }
 
@@ -368,6 +411,7 @@ pub async fn collect(
                 snap.mgmt_available = true;
                 snap.server_version = d.version.clone();
                 snap.broker_alarms = d.alarms.clone();
+                snap.nodes = d.nodes.clone();
                 Some(d)
             }
             Err(e) => {
@@ -482,10 +526,13 @@ pub async fn collect(
             let info = qmap.get(q.as_str()).copied();
             let passive = counts(session, exact, info, q).await?;
             let weight = ns.gate.as_ref().map(|g| g.weight(v)).unwrap_or(0);
+            let placement = info.map(placement_of);
             ns.versions.push(VersionSnapshot {
                 version: v.clone(),
                 queue: q.clone(),
-                exists: passive.is_some(),
+                // A queue the API lists whose node is down is unavailable, not missing.
+                exists: passive.is_some() || placement.as_ref().is_some_and(|p| p.unavailable),
+                placement,
                 queue_type: info.map(|i| i.kind.clone()),
                 weight,
                 gate_percent: ns.gate.as_ref().map(|g| g.percent(v)).unwrap_or(0.0),

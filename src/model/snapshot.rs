@@ -52,6 +52,61 @@ pub struct VersionSnapshot {
     pub error_rate: Option<f64>,
     /// Client-provided connection names of its consumers.
     pub connections: Vec<String>,
+    /// Where the queue lives, from the management API (`None`: unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// Where a queue lives in a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    /// Classic: its node. Quorum: its leader (`None` when it has none: no majority).
+    pub node: Option<String>,
+    /// Quorum: every member.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Quorum: members online.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub online: Vec<String>,
+    /// The queue exists but cannot serve now: its node (classic) is down, or its quorum has no
+    /// majority online. Shown as "unavailable", never as "missing".
+    pub unavailable: bool,
+}
+
+impl Placement {
+    /// `leader c2 · 3/3 online` (quorum) or `on c1` (classic), with `UNAVAILABLE` when so.
+    pub fn describe(&self) -> String {
+        let short = |n: &str| n.split('@').next().unwrap_or(n).to_string();
+        let mut s = if self.members.is_empty() {
+            format!("on {}", self.node.as_deref().map_or("?".into(), short))
+        } else {
+            format!(
+                "leader {} · {}/{} online",
+                self.node.as_deref().map_or("none".into(), short),
+                self.online.len(),
+                self.members.len()
+            )
+        };
+        if self.unavailable {
+            s.push_str(" · UNAVAILABLE");
+        }
+        s
+    }
+}
+
+/// One broker node of the cluster (management API's node list).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeHealth {
+    /// `rabbit@host`.
+    pub name: String,
+    /// Running (false: down or unreachable from the node answering).
+    pub running: bool,
+    /// Resource alarms in effect on it (`memory alarm`, `disk alarm`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+    /// Nodes it is partitioned from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
 }
 
 /// One namespace.
@@ -103,6 +158,10 @@ pub struct FleetSnapshot {
     /// connection. Empty = none known.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub broker_alarms: Vec<String>,
+    /// The cluster's nodes (`None`: unknown — no management API, or a user without the
+    /// `monitoring` tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeHealth>>,
     /// Namespaces, sorted by name.
     pub namespaces: Vec<NamespaceSnapshot>,
 }

@@ -263,6 +263,26 @@ fn draw_version(
             lines.push(Line::from(Span::styled(text, base)));
         }
     }
+    // In a cluster (or when the queue cannot serve), where it lives: leader and members online
+    // (quorum) or its node (classic); an unavailable queue says so, it is not "missing".
+    let cluster = state
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.nodes.as_ref())
+        .is_some_and(|n| n.len() > 1);
+    if let Some(p) = v.placement.as_ref().filter(|p| cluster || p.unavailable) {
+        lines.insert(
+            0,
+            Line::from(Span::styled(
+                fit(&sanitize(&p.describe()), w),
+                if p.unavailable {
+                    theme.alert
+                } else {
+                    theme.muted
+                },
+            )),
+        );
+    }
     f.render_widget(Paragraph::new(lines), inner);
 }
 

@@ -87,6 +87,33 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
         spans.push(Span::raw(" · "));
         spans.push(Span::styled(blocked, theme.alert));
     }
+    if let Some(nodes) = state
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.nodes.as_ref())
+        .filter(|n| n.len() > 1)
+    {
+        // A cluster: how many nodes run, which are down, and any partition.
+        let down: Vec<String> = nodes
+            .iter()
+            .filter(|n| !n.running)
+            .map(|n| sanitize(&n.name).into_owned())
+            .collect();
+        let partitioned = nodes.iter().any(|n| !n.partitions.is_empty());
+        let mut text = format!(" · {} nodes", nodes.len());
+        if !down.is_empty() {
+            text.push_str(&format!(", {} DOWN ({})", down.len(), down.join(", ")));
+        }
+        if partitioned {
+            text.push_str(", PARTITIONED");
+        }
+        let style = if down.is_empty() && !partitioned {
+            theme.muted
+        } else {
+            theme.alert
+        };
+        spans.push(Span::styled(text, style));
+    }
     if state.snapshot.as_ref().is_some_and(|s| !s.mgmt_available) {
         spans.push(Span::styled(
             " · no mgmt API: gate and rates unknown",
