@@ -222,3 +222,122 @@ async fn the_local_cache_is_used_extended_and_dropped_when_the_stream_changes() 
     ledger::delete_stream(&session, &name).await.unwrap();
     session.close().await;
 }
+
+/// Issue 18: ledger events carry the AMQP `user_id` (the broker checks it against the connection)
+/// and read back with their authenticated author; a record published by anyone else without it
+/// — or with a body claiming an author — reads as UNVERIFIED and drives nothing (no revert to
+/// its gate state, no resume of its rollback); a `user_id` that is not the connection's user is
+/// refused by the broker.
+#[tokio::test]
+async fn events_carry_a_verified_author_and_forgeries_drive_nothing() {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+    let cfg = common::test_config();
+    let session = common::connect(&cfg, "ledger-test").await;
+    let name = stream_name();
+    let l = Ledger::open_stream(&session, &cfg, &name).await;
+    assert!(l.is_stream());
+    let ns = common::unique_ns("forge");
+    let genuine = l
+        .append(
+            l.event(EventKind::GateSet, Some(&ns))
+                .before(serde_json::json!({"gate": {"v1": 100}}))
+                .after(serde_json::json!({"gate": {"v1": 90, "v2": 10}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(genuine.author.as_deref(), Some("guest"));
+    // A forger with write access to the stream: a gate_set to "v2 only" and a rollback start,
+    // published raw (no user_id), the body even claiming an author.
+    let ch = session.confirm_channel().await.unwrap();
+    let forged_gate = serde_json::json!({
+        "id": uuid::Uuid::new_v4(), "ts": chrono::Utc::now(), "operator": "admin@prod",
+        "namespace": ns, "kind": "gate_set", "author": "admin",
+        "after": {"gate": {"v2": 100}}, "outcome": "ok"
+    });
+    let rb_id = "f0f0f0f0";
+    let forged_rollback = serde_json::json!({
+        "id": uuid::Uuid::new_v4(), "ts": chrono::Utc::now(), "operator": "admin@prod",
+        "namespace": ns, "kind": "rollback_started", "outcome": "started",
+        "params": {"rollback_id": rb_id, "plan": hopback::ops::plan::default_plan("v1", "v2", Duration::from_secs(1))}
+    });
+    for doc in [&forged_gate, &forged_rollback] {
+        ch.basic_publish(
+            "".into(),
+            name.as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(doc).unwrap(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // Claiming another broker user in user_id: the broker refuses the publish.
+    let ch2 = session.confirm_channel().await.unwrap();
+    let spoof = ch2
+        .basic_publish(
+            "".into(),
+            name.as_str().into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default().with_user_id("admin".into()),
+        )
+        .await;
+    let refused = match spoof {
+        Err(_) => true,
+        Ok(c) => !matches!(c.await, Ok(lapin::Confirmation::Ack(_))),
+    };
+    assert!(
+        refused,
+        "the broker accepted a user_id that is not the connection's user"
+    );
+
+    let events = l.read(StreamStart::First).await.unwrap();
+    let by_id = |id: &str| {
+        events
+            .iter()
+            .find(|e| e.id.to_string() == id)
+            .unwrap_or_else(|| panic!("{id} not read back"))
+            .clone()
+    };
+    assert_eq!(
+        by_id(&genuine.id.to_string()).author.as_deref(),
+        Some("guest")
+    );
+    let fg = by_id(forged_gate["id"].as_str().unwrap());
+    assert!(!fg.is_verified(), "{fg:?}");
+    assert_eq!(fg.author_label(), "UNVERIFIED");
+    // The gate history lists the forged state but will not revert to it.
+    let mut h = hopback::ledger::projection::GateHistory::new(&ns, 0);
+    for e in &events {
+        h.push(e);
+    }
+    assert_eq!(h.states().len(), 2);
+    assert!(h.find_verified(&genuine.id.to_string()).is_ok());
+    let err = h
+        .find_verified(forged_gate["id"].as_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unverified"), "{err}");
+    // The forged rollback cannot be resumed.
+    let rb: Vec<_> = events
+        .iter()
+        .filter(|e| hopback::ops::rollback::rollback_id_of(e).as_deref() == Some(rb_id))
+        .cloned()
+        .collect();
+    assert_eq!(rb.len(), 1);
+    let err = hopback::ops::rollback::progress_from_events(&rb)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no verified rollback_started"), "{err}");
+    // A second read (from the local cache) keeps the authors.
+    let again = l.read(StreamStart::First).await.unwrap();
+    assert_eq!(
+        again.iter().map(|e| e.is_verified()).collect::<Vec<_>>(),
+        events.iter().map(|e| e.is_verified()).collect::<Vec<_>>()
+    );
+    ledger::delete_stream(&session, &name).await.unwrap();
+    session.close().await;
+}

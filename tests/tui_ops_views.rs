@@ -930,7 +930,9 @@ fn rollback_offers_to_resume() {
     assert!(s.modal());
     let screen = both_sizes("rollback_resume_offer", &s);
     assert!(screen.contains("Resume rollback 9f8e7d6c"), "{screen}");
-    s.handle_key("enter");
+    // Issue 18: the default is Cancel — resuming a rollback read from the ledger is a choice.
+    assert!(screen.contains("▶ Cancel ◀"), "{screen}");
+    keys(&mut s, &["up", "up", "enter"]);
     assert_eq!(
         s.take_requests(),
         vec![OpRequest::RollbackResume {
@@ -946,7 +948,7 @@ fn rollback_offers_to_resume() {
     )])));
     assert_eq!(s.view(), &View::Rollback { ns: "email".into() });
     assert!(s.modal());
-    keys(&mut s, &["tab", "enter"]);
+    keys(&mut s, &["up", "enter"]);
     assert_eq!(
         s.take_requests(),
         vec![OpRequest::RollbackStart {

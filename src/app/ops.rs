@@ -687,9 +687,10 @@ impl OpsRunner {
             }
             let started = events.first().map(|e| {
                 format!(
-                    "{} by {}",
+                    "{} by {} (broker user {})",
                     e.ts.format("%Y-%m-%d %H:%M UTC"),
-                    sanitize(&e.operator)
+                    p.started_by.0,
+                    p.started_by.1
                 )
             });
             let at = p

@@ -180,7 +180,7 @@ pub async fn revert(ctx: &Ctx, args: RevertArgs) -> Result<(), Failure> {
     let _ = require_mgmt(ctx)?;
     let (h, _, _) = load_history(ctx, &args.namespace).await?;
     let state = h
-        .find(&args.to)
+        .find_verified(&args.to)
         .map_err(|e| Failure::usage(e, "list the ids with `hopback history NS`"))?;
     let mut extra = serde_json::Map::new();
     extra.insert(

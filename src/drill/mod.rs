@@ -743,9 +743,14 @@ async fn exported_ids(ledger: &Ledger, ns: &str) -> BTreeSet<String> {
     let mut files = BTreeSet::new();
     let _ = ledger
         .fold(StreamStart::First, |e| {
+            // Only verified events, and only files in hopback's data dir: a forged event must
+            // not make the drill read (or count) anything else.
             if e.kind == EventKind::RollbackStep
+                && e.is_verified()
                 && e.namespace.as_deref() == Some(ns)
                 && let Some(f) = e.after["data"]["file"].as_str()
+                && std::path::Path::new(f).starts_with(crate::config::data_dir())
+                && !f.contains("..")
             {
                 files.insert(f.to_string());
             }

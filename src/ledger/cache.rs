@@ -26,6 +26,9 @@ const TAIL_BYTES: u64 = 1 << 20;
 struct Line {
     o: u64,
     e: Event,
+    /// The record's verified author (its AMQP `user_id`), when it had one.
+    #[serde(default)]
+    u: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,7 +76,9 @@ pub fn replay<F: FnMut(Event)>(path: &Path, f: &mut F) -> u64 {
         }
         last = Some(l.o);
         n += 1;
-        f(l.e);
+        let mut e = l.e;
+        e.author = l.u;
+        f(e);
     }
     n
 }
@@ -132,13 +137,20 @@ impl Writer {
         })
     }
 
-    /// Append one event (its raw JSON as read from the stream) at `offset`.
-    pub fn push(&mut self, offset: u64, event_json: &[u8]) {
+    /// Append one event (its raw JSON as read from the stream) at `offset`, with its verified
+    /// author.
+    pub fn push(&mut self, offset: u64, event_json: &[u8], author: Option<&str>) {
         if self.last.is_some_and(|o| offset <= o) {
             return;
         }
         self.last = Some(offset);
-        let _ = write!(self.out, "{{\"o\":{offset},\"e\":");
+        let _ = write!(self.out, "{{\"o\":{offset},");
+        if let Some(a) = author
+            && let Ok(a) = serde_json::to_string(a)
+        {
+            let _ = write!(self.out, "\"u\":{a},");
+        }
+        let _ = self.out.write_all(b"\"e\":");
         let _ = self.out.write_all(event_json);
         let _ = self.out.write_all(b"}\n");
     }

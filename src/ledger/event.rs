@@ -152,7 +152,20 @@ pub struct Event {
     /// Why (operator-given reason, note text, failure message).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The authenticated author: the broker user the stream record's AMQP `user_id` names — the
+    /// broker refuses a `user_id` that is not the publishing connection's user — or `local file`
+    /// for the file fallback. Never read from the event's own JSON (a forger writes that);
+    /// `None` = unverified: shown as such, and it never drives an action (resume, revert, drill
+    /// accounting).
+    #[serde(skip)]
+    pub author: Option<String>,
 }
+
+/// Records larger than this are not trusted (a forged multi-megabyte "plan"): unverified.
+pub const MAX_VERIFIED_EVENT_BYTES: usize = 256 * 1024;
+
+/// The author recorded for events of the local file fallback (only this OS user can write it).
+pub const LOCAL_FILE_AUTHOR: &str = "local file";
 
 impl Event {
     /// A new event with a fresh id and the current time; who/where are filled by the caller.
@@ -170,6 +183,18 @@ impl Event {
             after: serde_json::Value::Null,
             outcome: Outcome::Ok,
             reason: None,
+            author: None,
+        }
+    }
+    /// Was it written by an authenticated broker user (or the local file)?
+    pub fn is_verified(&self) -> bool {
+        self.author.is_some()
+    }
+    /// `guest` / `local file`, or `UNVERIFIED`, for display next to the operator name.
+    pub fn author_label(&self) -> String {
+        match &self.author {
+            Some(a) => crate::text::sanitize(a).into_owned(),
+            None => "UNVERIFIED".into(),
         }
     }
     /// Set the inputs.

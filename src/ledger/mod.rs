@@ -286,7 +286,10 @@ impl Ledger {
                     .with_delivery_mode(2)
                     .with_timestamp(event.ts.timestamp().max(0) as u64)
                     .with_type(event.kind.as_str().into())
-                    .with_app_id("hopback".into());
+                    .with_app_id("hopback".into())
+                    // The broker refuses a user_id that is not this connection's user: readers
+                    // take it as the authenticated author (a forged body cannot set it).
+                    .with_user_id(session.profile().username.as_str().into());
                 let pending = publisher
                     .publish("", name, true, &body, props)
                     .await
@@ -295,7 +298,10 @@ impl Ledger {
                     ledger_failure("waiting for the broker's confirm", session.explain(e))
                 })?;
                 match confirmation {
-                    Confirm::Acked => Ok(event),
+                    Confirm::Acked => Ok(Event {
+                        author: Some(session.profile().username.clone()),
+                        ..event
+                    }),
                     Confirm::Returned => Err(LedgerError::new(
                         format!("ledger: the broker returned the event: stream `{name}` is gone"),
                         "re-open the console (it re-declares the stream) or run `hopback check`",
@@ -318,7 +324,10 @@ impl Ledger {
                         "check the data dir's permissions and free space (HOPBACK_DATA_DIR)",
                     )
                 })?;
-                Ok(event)
+                Ok(Event {
+                    author: Some(event::LOCAL_FILE_AUTHOR.into()),
+                    ..event
+                })
             }
         }
     }
@@ -414,7 +423,7 @@ impl Ledger {
                 let mut s = self.subscribe_at(from, Some(last_offset)).await?;
                 s.catch_up = true;
                 let valid = match s.next_bytes_within(READ_IDLE * 2).await {
-                    Ok(Some((Some(o), bytes))) => {
+                    Ok(Some((Some(o), bytes, _))) => {
                         o == last_offset
                             && serde_json::from_slice::<Event>(&bytes)
                                 .is_ok_and(|e| e.id == last_id)
@@ -445,7 +454,7 @@ impl Ledger {
         };
         // Only a read from the first event expects the reported count.
         let from_first = from == StreamStart::First;
-        type Batch = Vec<(Option<u64>, Vec<u8>)>;
+        type Batch = Vec<subscription::RawRecord>;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch, LedgerError>>(32);
         let reader = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(512);
@@ -487,15 +496,19 @@ impl Ledger {
             sub.close().await;
         });
         while let Some(batch) = rx.recv().await {
-            for (offset, bytes) in batch? {
-                match serde_json::from_slice::<Event>(&bytes) {
+            for (offset, bytes, user_id) in batch? {
+                match subscription::decode(&bytes, user_id) {
                     Ok(e) => {
                         if let (Some(w), Some(o)) = (cache_writer.as_mut(), offset) {
                             // One line per event: re-encode anything a foreign writer pretty-printed.
                             if bytes.contains(&b'\n') {
-                                w.push(o, &serde_json::to_vec(&e).unwrap_or_default());
+                                w.push(
+                                    o,
+                                    &serde_json::to_vec(&e).unwrap_or_default(),
+                                    e.author.as_deref(),
+                                );
                             } else {
-                                w.push(o, &bytes);
+                                w.push(o, &bytes, e.author.as_deref());
                             }
                         }
                         if from.admits(&e) {

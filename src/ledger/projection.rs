@@ -380,6 +380,8 @@ pub struct GateState {
     pub before: Option<GateSplit>,
     /// Why.
     pub reason: Option<String>,
+    /// The event's authenticated author (`None`: unverified — never reverted to).
+    pub author: Option<String>,
 }
 
 /// A bounded, streaming gate-history builder for one namespace.
@@ -424,7 +426,21 @@ impl GateHistory {
             split,
             before: e.gate_before(),
             reason: e.reason.as_deref().map(|r| sanitize(r).into_owned()),
+            author: e.author.clone(),
         });
+    }
+    /// [`GateHistory::find`], refusing a state an unverified event recorded: a forged
+    /// `gate_set` in the ledger must not become a gate flip.
+    pub fn find_verified(&self, id: &str) -> Result<&GateState, crate::model::Invalid> {
+        let s = self.find(id)?;
+        if s.author.is_none() {
+            return Err(format!(
+                "state `{}` comes from an unverified ledger event (no authenticated author: not written by hopback through the broker); not reverting to it",
+                s.short_id
+            )
+            .into());
+        }
+        Ok(s)
     }
     /// The states, oldest first.
     pub fn states(&self) -> &VecDeque<GateState> {

@@ -62,11 +62,12 @@ impl Subscription {
         }
     }
 
-    /// The next raw record of a stream subscription (offsets tracked, acks sent), undecoded.
+    /// The next raw record of a stream subscription (offsets tracked, acks sent), undecoded:
+    /// (offset, body, the AMQP `user_id` the broker let through).
     pub(super) async fn next_bytes_within(
         &mut self,
         limit: Duration,
-    ) -> Result<Option<(Option<u64>, Vec<u8>)>, LedgerError> {
+    ) -> Result<Option<RawRecord>, LedgerError> {
         let SubInner::Stream {
             consumer,
             unacked,
@@ -97,7 +98,8 @@ impl Subscription {
                 .map_err(|e| ledger_failure("acknowledging the stream", e))?;
             *unacked = 0;
         }
-        Ok(Some((offset, d.into_body())))
+        let user_id = d.properties().user_id().as_ref().map(|u| u.to_string());
+        Ok(Some((offset, d.into_body(), user_id)))
     }
 
     /// The next event, or `Ok(None)` if none arrived within `limit`.
@@ -107,10 +109,10 @@ impl Subscription {
             match &mut self.inner {
                 SubInner::Stream { .. } => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let Some((_, bytes)) = self.next_bytes_within(left).await? else {
+                    let Some((_, bytes, user_id)) = self.next_bytes_within(left).await? else {
                         return Ok(None);
                     };
-                    match serde_json::from_slice::<Event>(&bytes) {
+                    match decode(&bytes, user_id) {
                         Ok(e) if self.from.admits(&e) => return Ok(Some(e)),
                         Ok(_) => continue,
                         Err(err) => {
@@ -254,7 +256,11 @@ pub(super) fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<V
         }
         *offset += n as u64;
         match serde_json::from_slice::<Event>(&line) {
-            Ok(e) => out.push(e),
+            Ok(mut e) => {
+                // Only this OS user can write the fallback file (0600 in a 0700 data dir).
+                e.author = Some(crate::ledger::event::LOCAL_FILE_AUTHOR.into());
+                out.push(e)
+            }
             Err(err) => tracing::warn!("ledger file: skipping an undecodable line: {err}"),
         }
         if out.len() >= FILE_BATCH {
@@ -262,4 +268,17 @@ pub(super) fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<V
         }
     }
     Ok(out)
+}
+
+/// One stream record as read: offset, body, and the AMQP `user_id` property.
+pub(super) type RawRecord = (Option<u64>, Vec<u8>, Option<String>);
+
+/// Decode a stream record; its author is the `user_id` the broker verified on publish, unless
+/// the record is larger than [`crate::ledger::event::MAX_VERIFIED_EVENT_BYTES`].
+pub(super) fn decode(bytes: &[u8], user_id: Option<String>) -> Result<Event, serde_json::Error> {
+    let mut e = serde_json::from_slice::<Event>(bytes)?;
+    e.author = user_id
+        .filter(|u| !u.is_empty())
+        .filter(|_| bytes.len() <= crate::ledger::event::MAX_VERIFIED_EVENT_BYTES);
+    Ok(e)
 }

@@ -415,6 +415,34 @@ pub fn parse_plan(text: &str, origin: &str) -> Result<Plan, crate::model::Invali
     })
 }
 
+/// The most steps a plan may have (a plan file, or one read back from the ledger).
+pub const MAX_PLAN_STEPS: usize = 64;
+
+/// Validate a plan exactly as a plan file is validated (version names, every step's kind and
+/// parameters, a bounded size): what a rollback read back from the ledger must pass before it
+/// runs again.
+pub fn validate_plan(plan: &Plan) -> Result<(), crate::model::Invalid> {
+    check_version("from", &plan.from)?;
+    check_version("to", &plan.to)?;
+    if plan.steps.is_empty() {
+        return Err("the plan has no steps".into());
+    }
+    if plan.steps.len() > MAX_PLAN_STEPS {
+        return Err(format!(
+            "the plan has {} steps (at most {MAX_PLAN_STEPS})",
+            plan.steps.len()
+        )
+        .into());
+    }
+    for (i, st) in plan.steps.iter().enumerate() {
+        if st.title.chars().count() > 200 {
+            return Err(format!("step {}: the title is over 200 characters", i + 1).into());
+        }
+        validate_kind(&st.kind).map_err(|e| format!("step {} ({}): {e}", i + 1, st.kind.name()))?;
+    }
+    Ok(())
+}
+
 fn check_version(key: &str, v: &str) -> Result<(), crate::model::Invalid> {
     if is_version_name(v) {
         Ok(())

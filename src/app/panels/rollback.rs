@@ -240,8 +240,9 @@ impl RollbackPanel {
             OfferChoice::StartNew,
         ));
         buttons.push(Button::cancel("Cancel"));
+        // The default is Cancel (issue 18): a rollback read back from the ledger is resumed
+        // only by choice, and the engine then shows its whole plan and author and asks again.
         let mut dialog = ConfirmDialog::new("resume rollback", Tone::Warn, buttons)
-            .focus(super::confirm::Focus::Button(0))
             .hint("↑/↓/Tab move · Enter choose · Esc back");
         dialog.vertical = true;
         dialog.spacer = false;

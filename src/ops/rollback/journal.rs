@@ -48,21 +48,40 @@ pub struct Progress {
     pub interrupted: Option<usize>,
     /// Did the rollback already finish (and how)?
     pub finished: Option<Outcome>,
+    /// Who started it: the operator name and the authenticated broker user.
+    pub started_by: (String, String),
+    /// Events of this rollback that were ignored because they are unverified (no authenticated
+    /// author: not written by hopback through the broker).
+    pub ignored_unverified: usize,
 }
 
-/// Rebuild a rollback's progress from its events.
+/// Rebuild a rollback's progress from its events. Only verified events count (issue 18): an
+/// unverified `rollback_started` is refused, an unverified step event is ignored (a forged
+/// "finished" must not make a resume skip a step), and the plan is validated like a plan file.
 pub fn progress_from_events(events: &[Event]) -> Result<Progress, crate::model::Invalid> {
+    let ignored_unverified = events.iter().filter(|e| !e.is_verified()).count();
+    let events: Vec<&Event> = events.iter().filter(|e| e.is_verified()).collect();
     let start = events
         .iter()
         .find(|e| e.kind == EventKind::RollbackStarted)
-        .ok_or("no rollback_started event for this id")?;
+        .ok_or(if ignored_unverified > 0 {
+            "no verified rollback_started event for this id (its events have no authenticated author: not resumable)"
+        } else {
+            "no rollback_started event for this id"
+        })?;
     let plan: Plan = serde_json::from_value(start.params.get("plan").cloned().unwrap_or_default())
         .map_err(|e| format!("the journaled plan cannot be read: {e}"))?;
+    crate::ops::plan::validate_plan(&plan)
+        .map_err(|e| format!("the journaled plan is not valid: {e}"))?;
+    let started_by = (
+        crate::text::sanitize(&start.operator).into_owned(),
+        start.author_label(),
+    );
     let namespace = start.namespace.clone().unwrap_or_default();
     let mut completed = BTreeSet::new();
     let mut started = BTreeSet::new();
     let mut finished = None;
-    for e in events {
+    for e in events.iter().copied() {
         match e.kind {
             EventKind::RollbackStep => {
                 let Some(i) = e.params.get("index").and_then(|v| v.as_u64()) else {
@@ -96,5 +115,7 @@ pub fn progress_from_events(events: &[Event]) -> Result<Progress, crate::model::
         completed,
         interrupted,
         finished,
+        started_by,
+        ignored_unverified,
     })
 }

@@ -491,6 +491,57 @@ pub async fn resume(
     let env = env_for(&p.namespace);
     env.cx().require_writable("resume a rollback")?;
     let ev = evidence(&env, &p.plan.from, &p.plan.to).await;
+    // A plan read back from the ledger is shown in full, with who started it, before anything
+    // runs; the operator confirms (Abort is the default in the console; `--yes` continues).
+    let names = env.names();
+    let mut shown = vec![format!(
+        "started by {} (broker user {}){}",
+        p.started_by.0,
+        p.started_by.1,
+        if p.ignored_unverified > 0 {
+            format!(
+                "; {} unverified event(s) of this id ignored",
+                p.ignored_unverified
+            )
+        } else {
+            String::new()
+        }
+    )];
+    for (i, st) in p.plan.steps.iter().enumerate() {
+        shown.push(format!(
+            "{}{}. {}",
+            if p.completed.contains(&i) {
+                "done "
+            } else {
+                ""
+            },
+            i + 1,
+            st.kind.describe(&names)
+        ));
+    }
+    let point = DecisionPoint {
+        rollback_id: id.to_string(),
+        step_index: 0,
+        step_title: "resume".into(),
+        kind: DecisionKind::Confirm,
+        question: format!(
+            "Resume rollback {} of {} ({} → {}) from the ledger?",
+            crate::text::sanitize(id),
+            crate::text::sanitize(&p.namespace),
+            crate::text::sanitize(&p.plan.from),
+            crate::text::sanitize(&p.plan.to)
+        ),
+        evidence: shown,
+    };
+    if operator.decide(&point).await != Decision::Continue {
+        return Err(OpError::refused(
+            format!(
+                "resume of rollback {} not confirmed; nothing changed",
+                crate::text::sanitize(id)
+            ),
+            "start a new rollback instead, or resume again",
+        ));
+    }
     let note = env
         .ledger
         .event(EventKind::RollbackStep, Some(&env.ns))
@@ -856,20 +907,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// As read back from the stream: the broker-verified author set.
+    fn verified(mut e: Event) -> Event {
+        e.author = Some("guest".into());
+        e
+    }
+
     fn step_event(id: &str, i: usize, phase: &str, state: Option<StepState>) -> Event {
         let mut e = Event::new(EventKind::RollbackStep, Some("ns"))
             .params(json!({"rollback_id": id, "index": i, "phase": phase}));
         if let Some(s) = state {
             e = e.after(json!({"state": s}));
         }
-        e
+        verified(e)
     }
 
     #[test]
     fn progress_is_rebuilt_from_the_journal() {
         let plan = crate::ops::plan::default_plan("v2", "v1", Duration::from_secs(5));
-        let start = Event::new(EventKind::RollbackStarted, Some("ns"))
-            .params(json!({"rollback_id": "abc", "plan": plan}));
+        let start = verified(
+            Event::new(EventKind::RollbackStarted, Some("ns"))
+                .params(json!({"rollback_id": "abc", "plan": plan})),
+        );
         let events = vec![
             start,
             step_event("abc", 0, "start", None),
@@ -895,5 +954,23 @@ mod tests {
         assert!(p.completed.is_empty());
         assert_eq!(p.interrupted, Some(0));
         assert!(progress_from_events(&events[1..]).is_err());
+        // An unverified "finish" (forged) does not make a resume skip step 3.
+        let mut forged = events.clone();
+        forged.push(
+            Event::new(EventKind::RollbackStep, Some("ns"))
+                .params(json!({"rollback_id": "abc", "index": 3, "phase": "finish"}))
+                .after(json!({"state": StepState::Done})),
+        );
+        let p = progress_from_events(&forged).unwrap();
+        assert_eq!(p.interrupted, Some(3));
+        assert_eq!(p.ignored_unverified, 1);
+        // A journaled plan that a plan file could not be is refused.
+        let mut bad = plan.clone();
+        bad.from = "../../etc".into();
+        let bad_start = verified(
+            Event::new(EventKind::RollbackStarted, Some("ns"))
+                .params(json!({"rollback_id": "abd", "plan": bad})),
+        );
+        assert!(progress_from_events(&[bad_start]).is_err());
     }
 }
