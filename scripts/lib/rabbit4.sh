@@ -8,7 +8,8 @@
 #   trixie/                         the tree itself (reused as is: a second run takes seconds)
 #   trixie/.hopback-tree            written last when the tree is complete
 # Inside the tree, per node NAME (rabbit4, c1, c2, c3):
-#   /etc/rabbitmq/nodes/NAME.conf   its rabbitmq.conf (ports, loopback_users = none)
+#   /etc/rabbitmq/nodes/NAME.conf   its rabbitmq.conf (ports, loopback_users = none,
+#                                   max_message_size = 128 MiB as in 3.x)
 #   /var/lib/rabbitmq/nodes/NAME    its data (RABBITMQ_MNESIA_BASE)
 #   /var/log/rabbitmq/NAME          its logs (RABBITMQ_LOG_BASE)
 # Every node reads /etc/rabbitmq/enabled_plugins and runs as the tree's rabbitmq user with
@@ -89,10 +90,15 @@ r4_mount() {
   done
 }
 
-# Undo r4_mount, but only when no process runs inside the tree any more.
+# Undo r4_mount, but only when no process runs inside the tree any more (a stopped node's VM
+# takes a moment to exit: wait up to 10 s for it).
 r4_umount_if_idle() {
-  [ -z "$(r4_pids_in_tree "$R4_ROOT")" ] || return 0
-  local m
+  local i m
+  for i in $(seq 20); do
+    [ -z "$(r4_pids_in_tree "$R4_ROOT")" ] && break
+    [ "$i" -eq 20 ] && return 0
+    sleep 0.5
+  done
   for m in sys dev proc; do
     mountpoint -q "${R4_ROOT}/${m}" && umount "${R4_ROOT}/${m}"
   done
@@ -134,6 +140,8 @@ r4_configure() {
 listeners.tcp.default = $2
 management.tcp.port = $3
 loopback_users = none
+# 3.x's default (4.x's is 16 MiB), so tests/big_message.rs's 128 MiB dead letter holds on both.
+max_message_size = 134217728
 EOF
   mkdir -p "${R4_ROOT}/var/lib/rabbitmq/nodes/${name}" "${R4_ROOT}/var/log/rabbitmq/${name}"
   chroot "$R4_ROOT" chown -R rabbitmq:rabbitmq "/var/lib/rabbitmq/nodes/${name}" "/var/log/rabbitmq/${name}"
