@@ -54,6 +54,7 @@ r4_ensure_tree() {
     printf '[%s].\n' "$(IFS=,; echo "${R4_PLUGINS[*]}")" >"${tmp}/etc/rabbitmq/enabled_plugins"
     mkdir -p "${tmp}/etc/rabbitmq/nodes"
     grep -qw localhost "${tmp}/etc/hosts" 2>/dev/null || echo '127.0.0.1 localhost' >>"${tmp}/etc/hosts"
+    # shellcheck disable=SC2016 # dpkg-query expands ${Version} itself
     chroot "$tmp" dpkg-query -W -f='${Version}\n' rabbitmq-server >"${tmp}/.hopback-tree"
     mv "$tmp" "$R4_ROOT"
   fi
