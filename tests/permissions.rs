@@ -198,7 +198,11 @@ fn as_user(user: &BrokerUser, data: &Path, stream: &str, args: &[&str]) -> Comma
         .env("HOPBACK_LEDGER_STREAM", stream)
         .env("HOPBACK_LOG_FILE", data.join("hopback.log"))
         .arg("--url")
-        .arg(format!("amqp://{}@{}/%2f", user.name, common::test_host_port()))
+        .arg(format!(
+            "amqp://{}@{}/%2f",
+            user.name,
+            common::test_host_port()
+        ))
         .arg("--mgmt-url")
         .arg(common::test_mgmt_url())
         .args(args);
