@@ -1,5 +1,5 @@
 //! A 128 MiB dead letter, against the real broker. RabbitMQ 3.10's default `max_message_size` is
-//! 134,217,728 bytes (128 MiB); the test publishes the largest body the broker accepts (trying
+//! 134,217,728 bytes (128 MiB; 4.x's is 16 MiB, and `scripts/broker --version 4.0` sets 128 MiB); the test publishes the largest body the broker accepts (trying
 //! exactly that first) into a namespace's DLQ the way real dead letters arrive (published to
 //! `NS.v2` with `expiration = "0"`, so the broker adds `x-death`), then runs the real binary:
 //! `dlq list` and `dlq show` stay bounded (the inspector never renders 128 MiB), and `dlq replay`
@@ -125,7 +125,8 @@ async fn a_128_mib_dead_letter_is_browsed_bounded_and_replayed_intact_exactly_on
     while !publish_dead(&t, &v2, "big-1", &body).await {
         assert!(
             size > MAX_MESSAGE_SIZE - 1_048_576,
-            "the broker refuses even ~127 MiB"
+            "the broker refuses even ~127 MiB (RabbitMQ 4.x's default max_message_size is 16 MiB: \
+             set max_message_size = 134217728, as scripts/broker --version 4.0 does)"
         );
         size -= 65_536;
         body.truncate(size);

@@ -24,8 +24,6 @@ use common::record::{self, Outcome};
 use dlq_helpers::*;
 use hopback::broker::topology::QueueType;
 
-const MGMT: &str = "http://127.0.0.1:15672";
-
 /// A broker user that exists for one test; deleted on drop (also when the test fails).
 struct BrokerUser {
     name: String,
@@ -52,7 +50,10 @@ fn curl_once(method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     if let Some(b) = body {
         c.args(["-d", b]);
     }
-    let out = c.arg(format!("{MGMT}{path}")).output().expect("curl");
+    let out = c
+        .arg(format!("{}{path}", common::test_mgmt_url()))
+        .output()
+        .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
@@ -197,9 +198,13 @@ fn as_user(user: &BrokerUser, data: &Path, stream: &str, args: &[&str]) -> Comma
         .env("HOPBACK_LEDGER_STREAM", stream)
         .env("HOPBACK_LOG_FILE", data.join("hopback.log"))
         .arg("--url")
-        .arg(format!("amqp://{}@127.0.0.1:5672/%2f", user.name))
+        .arg(format!(
+            "amqp://{}@{}/%2f",
+            user.name,
+            common::test_host_port()
+        ))
         .arg("--mgmt-url")
-        .arg(MGMT)
+        .arg(common::test_mgmt_url())
         .args(args);
     c
 }
@@ -511,13 +516,13 @@ fn read_only_mode_refuses_every_mutation_before_touching_the_broker() {
         ("profile read_only", {
             let p = cfg_profile.clone();
             Box::new(move |c: &mut Command| {
-                c.arg("--config").arg(&p);
+                c.env_remove("HOPBACK_URL").arg("--config").arg(&p);
             })
         }),
         ("global read_only", {
             let p = cfg_global.clone();
             Box::new(move |c: &mut Command| {
-                c.arg("--config").arg(&p);
+                c.env_remove("HOPBACK_URL").arg("--config").arg(&p);
             })
         }),
     ];
@@ -553,6 +558,7 @@ fn read_only_mode_refuses_every_mutation_before_touching_the_broker() {
     .unwrap();
     let mut c = common::bin();
     c.env("HOPBACK_LOG_FILE", dir.path().join("hopback.log"))
+        .env_remove("HOPBACK_URL")
         .arg("--config")
         .arg(&cfg_override)
         .args(["gate", "set", "ro-ns", "v2=100", "--yes"]);
@@ -562,6 +568,7 @@ fn read_only_mode_refuses_every_mutation_before_touching_the_broker() {
     // …and --read-only still wins over that profile.
     let mut c = common::bin();
     c.env("HOPBACK_LOG_FILE", dir.path().join("hopback.log"))
+        .env_remove("HOPBACK_URL")
         .arg("--config")
         .arg(&cfg_override)
         .args(["--read-only", "gate", "set", "ro-ns", "v2=100", "--yes"]);

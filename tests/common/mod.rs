@@ -1,5 +1,6 @@
 //! Shared helpers for integration tests against the real broker on 127.0.0.1:5672
-//! (`HOPBACK_TEST_URL` overrides). Every test makes its own namespace with [`unique_ns`] and
+//! (`HOPBACK_TEST_URL` overrides; `HOPBACK_TEST_MGMT_URL` sets its management API, which is
+//! otherwise derived from the AMQP host on port 15672). Every test makes its own namespace with [`unique_ns`] and
 //! drops it with [`TestNs`]'s cleanup, so tests run in parallel safely.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +18,31 @@ pub fn test_url() -> String {
     std::env::var("HOPBACK_TEST_URL").unwrap_or_else(|_| config::DEFAULT_URL.to_string())
 }
 
+/// `host:port` of the test broker's AMQP listener.
+pub fn test_host_port() -> String {
+    let u = url::Url::parse(&test_url()).unwrap();
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or("127.0.0.1"),
+        u.port().unwrap_or(5672)
+    )
+}
+
+/// Management API URL of the test broker, if `HOPBACK_TEST_MGMT_URL` sets one.
+pub fn test_mgmt_override() -> Option<String> {
+    std::env::var("HOPBACK_TEST_MGMT_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Management API base URL of the test broker, without a trailing slash.
+pub fn test_mgmt_url() -> String {
+    test_mgmt_override()
+        .unwrap_or_else(|| "http://127.0.0.1:15672".to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// A namespace name no other test uses.
 pub fn unique_ns(prefix: &str) -> String {
     format!(
@@ -30,6 +56,7 @@ pub fn test_config() -> Config {
     let raw = config::raw::RawConfig::default();
     let over = Overrides {
         url: Some(test_url()),
+        mgmt_url: test_mgmt_override(),
         ..Default::default()
     };
     config::resolve(
@@ -92,6 +119,14 @@ pub fn bin() -> std::process::Command {
     c.env("HOPBACK_CONFIG", "/nonexistent/hopback-test.toml")
         .env_remove("HOPBACK_URL")
         .env_remove("HOPBACK_PROFILE")
+        .env_remove("HOPBACK_MGMT_URL")
         .env_remove("HOPBACK_PASSWORD");
+    // Another test broker (HOPBACK_TEST_URL/HOPBACK_TEST_MGMT_URL) is the binary's default too.
+    if let Ok(url) = std::env::var("HOPBACK_TEST_URL") {
+        c.env("HOPBACK_URL", url);
+    }
+    if let Some(mgmt) = test_mgmt_override() {
+        c.env("HOPBACK_MGMT_URL", mgmt);
+    }
     c
 }
