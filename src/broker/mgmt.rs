@@ -465,10 +465,17 @@ impl Mgmt {
             }
         }
         let bytes = resp.bytes().await.map_err(|e| self.map_send_err(path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| MgmtError::Decode {
-            path: path.to_string(),
-            detail: e.to_string(),
-        })
+        serde_json::from_slice(&bytes)
+            .or_else(|_| {
+                // A node joining the cluster has been seen to answer a row with a key twice
+                // (`online`, RabbitMQ 4.0.5): the typed parse refuses duplicates, a generic one
+                // keeps the last — one odd row must not cost the whole list.
+                serde_json::from_slice::<serde_json::Value>(&bytes).and_then(serde_json::from_value)
+            })
+            .map_err(|e| MgmtError::Decode {
+                path: path.to_string(),
+                detail: e.to_string(),
+            })
     }
 
     async fn send_no_body(

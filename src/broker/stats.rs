@@ -547,6 +547,8 @@ pub async fn collect(
                 ..Default::default()
             });
         }
+        ns.dlq_placement = qmap.get(d.names.dlq.as_str()).map(|q| placement_of(q));
+        ns.unrouted_placement = qmap.get(d.names.unrouted.as_str()).map(|q| placement_of(q));
         ns.dlq_depth = counts(
             session,
             exact,

@@ -81,9 +81,8 @@ pub fn render(snap: &FleetSnapshot) -> String {
             );
         }
         let unrouted = match ns.unrouted_depth {
-            Some(0) => "0".to_string(),
-            Some(n) => format!("{n} (!) replay them through the entry exchange"),
-            None => "missing".into(),
+            Some(n) if n > 0 => format!("{n} (!) replay them through the entry exchange"),
+            _ => ns.unrouted_text(),
         };
         let reasons: Vec<String> = ns
             .dead_letters_by_reason
@@ -94,7 +93,7 @@ pub fn render(snap: &FleetSnapshot) -> String {
             s,
             "{:<16} dlq {} {}· unrouted {} · gate {}",
             "",
-            opt(ns.dlq_depth),
+            ns.dlq_text(),
             if reasons.is_empty() {
                 String::new()
             } else {

@@ -140,6 +140,43 @@ pub struct NamespaceSnapshot {
     pub unrouted: String,
     /// Unrouted depth (> 0 is an alert).
     pub unrouted_depth: Option<u64>,
+    /// Where the DLQ lives (management API; `None`: unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dlq_placement: Option<Placement>,
+    /// Where the unrouted queue lives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unrouted_placement: Option<Placement>,
+}
+
+impl NamespaceSnapshot {
+    /// The DLQ's depth as shown: the count, `unavailable (c1 down)` when its node is down, `?`
+    /// when unknown — never "missing" for a queue that exists elsewhere in the cluster.
+    pub fn dlq_text(&self) -> String {
+        queue_text(self.dlq_depth, self.dlq_placement.as_ref(), "?")
+    }
+    /// The unrouted queue's depth as shown (see [`NamespaceSnapshot::dlq_text`]); `missing` only
+    /// when no source lists it.
+    pub fn unrouted_text(&self) -> String {
+        queue_text(
+            self.unrouted_depth,
+            self.unrouted_placement.as_ref(),
+            "missing",
+        )
+    }
+}
+
+fn queue_text(depth: Option<u64>, placement: Option<&Placement>, none: &str) -> String {
+    match (depth, placement) {
+        (_, Some(p)) if p.unavailable => format!(
+            "unavailable ({} down)",
+            p.node
+                .as_deref()
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                .unwrap_or_else(|| "its node".into())
+        ),
+        (Some(d), _) => d.to_string(),
+        (None, _) => none.to_string(),
+    }
 }
 
 /// Everything one refresh knows.

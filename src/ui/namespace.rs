@@ -74,8 +74,8 @@ fn draw_gate(
             .as_ref()
             .map(|g| g.describe())
             .unwrap_or_else(|| "unknown".into()),
-        count(n.dlq_depth),
-        count(n.unrouted_depth),
+        n.dlq_text(),
+        n.unrouted_text(),
     );
     let title_style = if n.unrouted_depth.is_some_and(|u| u > 0) {
         theme.alert
