@@ -58,18 +58,7 @@ fn now_ms() -> i64 {
 
 /// The DLXs the tap should bind, from a snapshot.
 pub fn tap_targets(cfg: &Config, snap: &FleetSnapshot) -> Vec<TapTarget> {
-    snap.namespaces
-        .iter()
-        .map(|ns| TapTarget {
-            ns: ns.name.clone(),
-            dlx: crate::topology::Namespace::resolve(cfg, &ns.name).dlx,
-            queues: ns
-                .versions
-                .iter()
-                .map(|v| (v.queue.clone(), v.version.clone()))
-                .collect(),
-        })
-        .collect()
+    crate::broker::tap::tap_targets(cfg, snap)
 }
 
 /// Start refresh, tap and consumer tasks; they stop when `tx`'s receiver is dropped.

@@ -613,6 +613,49 @@ pub async fn collect(
     Ok(snap)
 }
 
+/// The most namespaces `status` samples at once (each holds a tap queue for the window).
+pub const SAMPLE_MAX_NAMESPACES: usize = 20;
+
+/// A one-shot reading's error rates (`status`): count each namespace's dead letters per version
+/// for `window` through a temporary tap on its DLX (all namespaces at once), and divide by the
+/// management API's ack rates. Returns why it could not, if it could not.
+pub async fn sample_error_rates(
+    session: &Session,
+    cfg: &Config,
+    snap: &mut FleetSnapshot,
+    window: std::time::Duration,
+) -> Option<String> {
+    if !snap.mgmt_available {
+        return Some("error rates need the management API's ack rates".into());
+    }
+    if snap.namespaces.len() > SAMPLE_MAX_NAMESPACES {
+        return Some(format!(
+            "error rates are sampled for at most {SAMPLE_MAX_NAMESPACES} namespaces: name one (`hopback status NS`)"
+        ));
+    }
+    let targets = crate::broker::tap::tap_targets(cfg, snap);
+    let counts = futures::future::join_all(
+        targets
+            .iter()
+            .map(|t| crate::broker::tap::count_window_by_version(session, t, window)),
+    )
+    .await;
+    let mut failed = None;
+    for (ns, c) in snap.namespaces.iter_mut().zip(counts) {
+        match c {
+            Ok(c) => {
+                let per_s: BTreeMap<String, f64> = c
+                    .into_iter()
+                    .map(|(v, n)| (v, n as f64 / window.as_secs_f64()))
+                    .collect();
+                apply_dead_letter_rates(ns, &per_s);
+            }
+            Err(e) => failed = Some(format!("cannot tap the dead letters of `{}`: {e}", ns.name)),
+        }
+    }
+    failed
+}
+
 /// Fill dead-letter rates and error rates from live per-version dead-letter rates (the tap).
 pub fn apply_dead_letter_rates(ns: &mut NamespaceSnapshot, dead_per_s: &BTreeMap<String, f64>) {
     for v in &mut ns.versions {

@@ -48,6 +48,25 @@ pub struct TapTarget {
     pub queues: BTreeMap<String, String>,
 }
 
+/// The tap targets of a snapshot's namespaces (names from the one resolver).
+pub fn tap_targets(
+    cfg: &crate::config::Config,
+    snap: &crate::model::snapshot::FleetSnapshot,
+) -> Vec<TapTarget> {
+    snap.namespaces
+        .iter()
+        .map(|ns| TapTarget {
+            ns: ns.name.clone(),
+            dlx: crate::topology::Namespace::resolve(cfg, &ns.name).dlx,
+            queues: ns
+                .versions
+                .iter()
+                .map(|v| (v.queue.clone(), v.version.clone()))
+                .collect(),
+        })
+        .collect()
+}
+
 /// One dead letter as the tap saw it (all text already terminal-safe).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetterSeen {
@@ -351,22 +370,33 @@ pub async fn count_window(
     version: &str,
     window: Duration,
 ) -> Result<u64, BrokerError> {
+    Ok(count_window_by_version(session, target, window)
+        .await?
+        .get(version)
+        .copied()
+        .unwrap_or(0))
+}
+
+/// Count, for `window`, the dead letters passing through `target`'s dead-letter exchange, per
+/// version whose queue was their *latest* death (`status`'s short-window error rate; the
+/// rollback's verify step).
+pub async fn count_window_by_version(
+    session: &Session,
+    target: &TapTarget,
+    window: Duration,
+) -> Result<BTreeMap<String, u64>, BrokerError> {
     let ch = session.channel().await?;
     let (qname, mut consumer) = tap_queue(session, &ch, true, "hopback-verify-tap").await?;
     let mut bound = BTreeSet::new();
     bind_all(session, &qname, std::slice::from_ref(target), &mut bound).await?;
     let deadline = tokio::time::Instant::now() + window;
-    let mut dead = 0u64;
+    let mut dead: BTreeMap<String, u64> = BTreeMap::new();
     while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await {
         let a = attribute(d.properties.headers().as_ref());
         // The most recent death says who rejected it now.
         let latest = a.deaths.first().map(|x| x.queue.clone()).or(a.origin_queue);
-        if latest
-            .and_then(|q| target.queues.get(&q).cloned())
-            .as_deref()
-            == Some(version)
-        {
-            dead += 1;
+        if let Some(v) = latest.and_then(|q| target.queues.get(&q).cloned()) {
+            *dead.entry(v).or_default() += 1;
         }
     }
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "tap done".into())).await;

@@ -1,10 +1,13 @@
 //! `hopback status [NS]`: a table per namespace and version, or (`--json`) the [`FleetSnapshot`]
 //! itself — that serialisation is the documented JSON shape (see README "status --json").
 
-use crate::broker::stats::{CollectOptions, collect};
+use crate::broker::stats::{CollectOptions, collect, sample_error_rates};
 use crate::commands::Ctx;
 use crate::error::Failure;
 use crate::model::snapshot::FleetSnapshot;
+
+/// The window of `status`'s error rates (long enough to see a rejecting worker, short enough to wait).
+const ERROR_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Dead letters browsed per DLQ for attribution.
 pub const ATTRIBUTION_CAP: u64 = 10_000;
@@ -128,6 +131,14 @@ pub async fn run(
         known: Default::default(),
     };
     let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
+    // ERR% over a short window: the dead letters seen live, against the acks (issue 17).
+    let (snap, sample_note) = match snap {
+        Ok(mut s) => {
+            let note = sample_error_rates(&session, &ctx.cfg, &mut s, ERROR_RATE_WINDOW).await;
+            (Ok(s), note)
+        }
+        Err(e) => (Err(e), None),
+    };
     session.close().await;
     let snap = snap?;
     if let Some(ns) = &namespace
@@ -156,6 +167,13 @@ pub async fn run(
         ctx.print_json(&snap)
     } else {
         crate::out!("{}", render(&snap));
+        match sample_note {
+            Some(why) => crate::outln!("ERR%: {}", crate::text::sanitize(&why)),
+            None => crate::outln!(
+                "ERR% = dead-lettered ÷ (acked + dead-lettered) over the last {} s (live tap; - = no traffic)",
+                ERROR_RATE_WINDOW.as_secs()
+            ),
+        }
         Ok(())
     }
 }
