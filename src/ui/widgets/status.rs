@@ -77,7 +77,7 @@ pub fn screen_keys(state: &AppState) -> Vec<(String, &'static str)> {
     if let Some(contexts) = state.dialog_contexts() {
         let mut keys: Vec<(String, &'static str)> = Vec::new();
         if contexts.contains(&Context::Rollback) {
-            keys.push(("( )".into(), "button keys"));
+            keys.push(("letter".into(), "in ( ) answers"));
         }
         if contexts.contains(&Context::Drill) {
             keys.push((k("write_postmortem"), "post-mortem"));
