@@ -181,6 +181,29 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
         assert!(v.exists);
     }
 
+    // `check` names the node down and the profile's node list.
+    let mut args: Vec<String> = Vec::new();
+    for (i, port) in AMQP_PORTS.iter().enumerate() {
+        args.push("--url".into());
+        args.push(if i == 0 {
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+        } else {
+            format!("amqp://127.0.0.1:{port}/%2f")
+        });
+        args.push("--mgmt-url".into());
+        args.push(format!("http://127.0.0.1:{}/", port + 10000));
+    }
+    args.push("check".into());
+    let mut c = common::bin();
+    c.args(&args);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&format!("DOWN: c{home}@localhost")), "{text}");
+    assert!(text.contains("3 node URL(s)"), "{text}");
+    assert!(!text.contains("guest:guest"), "{text}");
+
     // A gate flip during the outage goes through on a live node, verified.
     let stream = format!("hopback.ledger.{ns}");
     let ledger =

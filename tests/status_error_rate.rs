@@ -80,7 +80,11 @@ async fn status_reads_the_error_rate_over_a_short_window() {
     let out = tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let versions = v["namespaces"][0]["versions"].as_array().unwrap();
     let err = |name: &str| {

@@ -122,6 +122,17 @@ fn yes() -> bool {
     true
 }
 
+/// One feature flag (`/api/feature-flags`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct FeatureFlag {
+    /// `quorum_queue`, `stream_queue`, `khepri_db`, …
+    #[serde(default)]
+    pub name: String,
+    /// `enabled`, `disabled`, `unavailable`, …
+    #[serde(default)]
+    pub state: String,
+}
+
 /// An application of a node and its version.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct AppVersion {
@@ -518,6 +529,10 @@ impl Mgmt {
             "/api/nodes?columns=name,running,partitions,mem_alarm,disk_free_alarm,applications",
         )
         .await
+    }
+    /// `GET /api/feature-flags` (name and state of each).
+    pub async fn feature_flags(&self) -> Result<Vec<FeatureFlag>, MgmtError> {
+        self.get("/api/feature-flags").await
     }
     /// `GET /api/whoami`.
     pub async fn whoami(&self) -> Result<WhoAmI, MgmtError> {

@@ -121,6 +121,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 Ok(_) => out.push(line("plugin shovel", "warn", "shovel plugin not enabled (only the benchmark baseline needs it)", Some("rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management"))),
                 Err(e) => out.push(line("plugin shovel", "warn", e.to_string(), None)),
             }
+            out.extend(cluster_lines(&mgmt, p).await);
             match mgmt.vhost_exists().await {
                 Ok(true) => {}
                 Err(MgmtError::Unauthorized { .. }) => {}
@@ -201,4 +202,125 @@ pub async fn run(ctx: &Ctx) -> Result<(), Failure> {
     } else {
         Ok(())
     }
+}
+
+/// The cluster's nodes (running / down / alarms / partitions) and versions, the feature flags
+/// that matter to hopback, and whether the profile names every node (issue 19).
+async fn cluster_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    match mgmt.nodes().await {
+        Ok(nodes) => {
+            let health = crate::broker::stats::node_health(&nodes);
+            let down: Vec<String> = health
+                .iter()
+                .filter(|n| !n.running)
+                .map(|n| crate::text::sanitize(&n.name).into_owned())
+                .collect();
+            let versions: std::collections::BTreeSet<String> = nodes
+                .iter()
+                .flat_map(|n| n.applications.iter())
+                .filter(|a| a.name == "rabbit")
+                .map(|a| a.version.clone())
+                .collect();
+            let partitioned = health.iter().any(|n| !n.partitions.is_empty());
+            let names: Vec<String> = health
+                .iter()
+                .map(|n| crate::text::sanitize(&n.name).into_owned())
+                .collect();
+            let detail = format!(
+                "{} node(s): {}{}{}",
+                health.len(),
+                names.join(", "),
+                if down.is_empty() {
+                    String::new()
+                } else {
+                    format!("; DOWN: {}", down.join(", "))
+                },
+                if versions.len() > 1 {
+                    format!(
+                        "; mixed versions {}",
+                        versions.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            let status = if partitioned {
+                "fail"
+            } else if down.is_empty() {
+                "ok"
+            } else {
+                "warn"
+            };
+            out.push(line(
+                "cluster",
+                status,
+                if partitioned {
+                    format!("{detail}; PARTITIONED")
+                } else {
+                    detail
+                },
+                (!down.is_empty() || partitioned)
+                    .then_some("rabbitmq-diagnostics cluster_status on a running node"),
+            ));
+            if health.len() > 1 && p.nodes() < 2 {
+                out.push(line(
+                    "profile nodes",
+                    "warn",
+                    format!(
+                        "the profile names one node ({}) of a {}-node cluster: losing it loses hopback",
+                        p.host_port(),
+                        health.len()
+                    ),
+                    Some("list every node: urls = [...] and mgmt_urls = [...] in the profile, or --url repeated"),
+                ));
+            } else if p.nodes() > 1 {
+                out.push(line(
+                    "profile nodes",
+                    "ok",
+                    format!(
+                        "{} node URL(s): {}",
+                        p.nodes(),
+                        p.node_addresses().join(", ")
+                    ),
+                    None,
+                ));
+            }
+        }
+        Err(e) => out.push(line(
+            "cluster",
+            "warn",
+            format!("node list unknown: {e}"),
+            Some("the node list needs the `monitoring` tag"),
+        )),
+    }
+    match mgmt.feature_flags().await {
+        Ok(flags) => {
+            let wanted = ["quorum_queue", "stream_queue", "khepri_db"];
+            let shown: Vec<String> = wanted
+                .iter()
+                .filter_map(|w| {
+                    flags
+                        .iter()
+                        .find(|f| f.name == *w)
+                        .map(|f| format!("{} {}", f.name, crate::text::sanitize(&f.state)))
+                })
+                .collect();
+            let missing = ["quorum_queue", "stream_queue"]
+                .iter()
+                .any(|w| !flags.iter().any(|f| f.name == *w && f.state == "enabled"));
+            out.push(line(
+                "feature flags",
+                if missing { "warn" } else { "ok" },
+                if shown.is_empty() {
+                    "none of quorum_queue, stream_queue, khepri_db listed".to_string()
+                } else {
+                    shown.join(", ")
+                },
+                missing.then_some("rabbitmqctl enable_feature_flag all (the ledger needs streams)"),
+            ));
+        }
+        Err(e) => out.push(line("feature flags", "warn", format!("unknown: {e}"), None)),
+    }
+    out
 }
