@@ -248,7 +248,12 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
                 .of(&ns.name, None)
                 .any(|a| matches!(a.kind, AlertKind::DlqGrowth { .. }));
             cells.push(Cell::from(Span::styled(
-                count(ns.dlq_depth),
+                // A queue whose node is down reads "down", not a dash (unknown is not absent).
+                if ns.dlq_placement.as_ref().is_some_and(|p| p.unavailable) {
+                    "down".to_string()
+                } else {
+                    count(ns.dlq_depth)
+                },
                 if dlq_alert {
                     hl(theme.alert)
                 } else if ns.dlq_depth.is_some_and(|d| d > 0) {
@@ -259,7 +264,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
             )));
             let unrouted = ns.unrouted_depth;
             cells.push(Cell::from(Span::styled(
-                count(unrouted),
+                if ns.unrouted_placement.as_ref().is_some_and(|p| p.unavailable) {
+                    "down".to_string()
+                } else {
+                    count(unrouted)
+                },
                 if unrouted.is_some_and(|u| u > 0) {
                     hl(theme.alert)
                 } else {
