@@ -82,7 +82,7 @@ pub async fn acquire(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => {
-                let _ = ch.close(200, "".into()).await;
+                let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "".into())).await;
                 return Err(LockError::Broker(session.explain(e)));
             }
         }
@@ -101,6 +101,8 @@ impl BrokerLock {
                 .queue_delete(self.name.as_str().into(), QueueDeleteOptions::default()),
         )
         .await;
-        let _ = self.ch.close(200, "".into()).await;
+        // Bounded: a connection the broker blocked (memory alarm) reads no more frames, and the
+        // lock goes with the connection anyway.
+        let _ = tokio::time::timeout(CALL_TIMEOUT, self.ch.close(200, "".into())).await;
     }
 }
