@@ -31,15 +31,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(f) => {
-            use std::io::Write;
             tracing::warn!(code = f.code as u8, "{}", f.message);
-            // Ignore a failed write: after SIGHUP the terminal is gone, and a panic here would
-            // replace the exit code that says what happened.
-            let _ = writeln!(
-                std::io::stderr(),
-                "hopback: {}",
-                hopback::text::sanitize(&f.to_string())
-            );
+            // `errln!` ignores a failed write: after SIGHUP the terminal is gone, and a panic
+            // here would replace the exit code that says what happened.
+            hopback::errln!("hopback: {}", hopback::text::sanitize(&f.to_string()));
             std::process::ExitCode::from(f.code as u8)
         }
     }

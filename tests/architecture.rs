@@ -561,3 +561,93 @@ fn the_name_check_catches_a_spelling() {
     assert!(spells_a_name(r#"let q = format!("{}.{v}", ns);"#));
     assert!(!spells_a_name(r#"let q = names.dlq.clone();"#));
 }
+
+/// Does this code (comments and literals blanked) print to the terminal by itself — `println!`,
+/// `print!`, `eprintln!`, `eprint!`, or a `write!`/`writeln!` straight into `stdout()` /
+/// `stderr()` — instead of through `text::write_out` / `write_err` (`outln!`, `out!`, `errln!`,
+/// `err!`), which sanitise everything?
+fn prints_raw(code_line: &str) -> bool {
+    let bare = |m: &str| {
+        code_line.match_indices(m).any(|(i, _)| {
+            // `outln!`, `errln!` (and `crate::…`) are the safe ones; a macro name must start here.
+            i == 0
+                || !code_line[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    };
+    // A handle on stdout/stderr used for anything but asking whether it is a terminal or
+    // flushing (statements span lines, so the handle itself is what is looked for).
+    let handle = ["stdout()", "stderr()"].iter().any(|h| {
+        code_line.match_indices(h).any(|(i, _)| {
+            let rest = &code_line[i + h.len()..];
+            !(rest.starts_with(".is_terminal()")
+                || rest.starts_with(".flush()")
+                || rest.starts_with(")")
+                    && code_line[..i]
+                        .trim_end()
+                        .ends_with("is_terminal(&std::io::"))
+        })
+    });
+    bare("println!") || bare("print!") || bare("eprintln!") || bare("eprint!") || handle
+}
+
+/// Files that own a terminal handle for something other than text: the console's ratatui
+/// backend and the shell-completion script (clap writes it).
+const RAW_OUTPUT_ALLOWED: &[&str] = &["src/app/terminal.rs"];
+
+/// Output is safe by construction (issue 18): nothing in `src/` prints raw outside `text.rs`.
+#[test]
+fn output_goes_only_through_the_sanitising_writer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        if f.ends_with("text.rs") && f.parent() == Some(root.as_path()) {
+            continue;
+        }
+        if RAW_OUTPUT_ALLOWED.iter().any(|a| f.ends_with(a)) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let code = strip_comments_and_literals(&text);
+        let code = code.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            // `hopback completions`: clap writes the script itself.
+            if f.ends_with("main.rs") && line.contains("&mut std::io::stdout()") {
+                continue;
+            }
+            if prints_raw(line) {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "raw terminal output outside text.rs (use outln!/out!/errln!/err!):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_output_check_catches_a_raw_print() {
+    assert!(prints_raw(r#"    println!("{x}");"#));
+    assert!(prints_raw(r#"eprint!("{q}");"#));
+    assert!(prints_raw(
+        r#"let _ = writeln!(std::io::stderr(), "{line}");"#
+    ));
+    assert!(!prints_raw(r#"crate::outln!("{x}");"#));
+    assert!(!prints_raw(r#"crate::errln!("{x}");"#));
+    assert!(!prints_raw(r#"let _ = writeln!(s, "{x}");"#));
+    assert!(prints_raw(r#"            std::io::stderr(),"#));
+    assert!(!prints_raw(
+        r#"    let tty = std::io::stderr().is_terminal();"#
+    ));
+    assert!(!prints_raw(
+        r#"    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {"#
+    ));
+}

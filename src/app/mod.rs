@@ -188,7 +188,7 @@ fn start_drill(
 async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResult>, AppError> {
     let mut task = task;
     if !task.is_finished() {
-        eprintln!(
+        crate::errln!(
             "ending the drill: stopping producers, letting the fleet settle, scoring, cleaning up…"
         );
     }
@@ -377,15 +377,12 @@ async fn run_console(
     ));
     drop(guard);
     if runner.moves_running() {
-        use std::io::Write;
-        // `writeln!`, not `eprintln!`: after SIGHUP the terminal may be gone.
-        let _ = writeln!(
-            std::io::stderr(),
+        // `errln!` ignores a failed write: after SIGHUP the terminal may be gone.
+        crate::errln!(
             "stopping the replay: finishing outstanding confirms (what is left stays in the source)…"
         );
         if !runner.stop_moves_and_wait(Duration::from_secs(20)).await {
-            let _ = writeln!(
-                std::io::stderr(),
+            crate::errln!(
                 "the replay did not stop within 20 s; unconfirmed messages stay in the source and may be redelivered (possible duplicates, never lost)"
             );
         }

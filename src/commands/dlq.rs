@@ -372,7 +372,7 @@ async fn show(
         crate::outln!("{}", l.text);
     }
     if let Some(p) = export {
-        eprintln!("exported to {}", p.display());
+        crate::errln!("exported to {}", p.display());
     }
     Ok(())
 }
@@ -402,8 +402,7 @@ fn progress_line(p: &mover::MoveProgress) -> String {
 /// Write a line to stderr, ignoring failure: after SIGHUP (an SSH drop) the terminal may be
 /// gone, and `eprintln!` would panic instead of letting the move finish its bookkeeping.
 fn say(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    crate::errln!("{line}");
 }
 
 /// Wait for a signal registered in `slot`; pends forever when it could not be registered.
@@ -453,7 +452,7 @@ pub async fn run_with_progress(
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 let p = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 if tty && let Some(p) = p {
-                    eprint!("\r\x1b[2K{}", progress_line(&p));
+                    crate::text::progress_line(&progress_line(&p));
                 }
                 None
             }
@@ -494,12 +493,9 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure>
     if ctx.json {
         ctx.print_json(&report.as_move_report())?;
     } else {
-        // `writeln!` with the error ignored, not `println!`: after SIGHUP stdout may be a dead
-        // terminal, and a panic here would hide the consistent state the move stopped in.
-        use std::io::Write;
-        let mut out = std::io::stdout();
-        let _ = writeln!(
-            out,
+        // `outln!` ignores a failed write (after SIGHUP stdout may be a dead terminal, and a
+        // panic here would hide the consistent state the move stopped in) and sanitises.
+        crate::outln!(
             "{}: moved {}, parked {}, left in place {} (filter {}, no origin/target {}, over replay limit {}, returned/nacked {}), possible duplicates {}, reconnects {} — {:.0} msg/s",
             match (&report.stop, report.stopped_by.as_deref()) {
                 (StopReason::Drained, _) => "done (source drained)".to_string(),
@@ -521,16 +517,14 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure>
             report.rate_per_s()
         );
         if c.foreign_origin > 0 {
-            let _ = writeln!(
-                out,
+            crate::outln!(
                 "warning: {} dead letter(s) named an origin outside the namespace's version queues (x-first-death-queue / x-death written by whoever published them); they were parked in `{}`, not sent there — inspect them before replaying by hand",
                 c.foreign_origin,
                 sanitize(&crate::topology::Namespace::resolve(&ctx.cfg, &plan.namespace).parked)
             );
         }
         if c.possible_duplicates > 0 {
-            let _ = writeln!(
-                out,
+            crate::outln!(
                 "note: {} message(s) were in flight when the connection dropped; they may now be in both places (consumers deduplicate on message_id)",
                 c.possible_duplicates
             );
@@ -570,7 +564,7 @@ async fn purge_cmd(
         prepared.queue.clone(),
         prepared.export_path.clone(),
     );
-    eprintln!(
+    crate::errln!(
         "exported {count} message(s) from `{}` to {}",
         sanitize(&queue),
         path.display()

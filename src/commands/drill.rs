@@ -152,7 +152,7 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
     }
     let result = drill::run(&ctx.cfg, &opts, move |h| {
         if !json {
-            eprintln!("{}", briefing(&h.namespace, canary, headless, fault_after));
+            crate::errln!("{}", briefing(&h.namespace, canary, headless, fault_after));
         }
     })
     .await?;

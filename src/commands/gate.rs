@@ -138,7 +138,7 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
         _ => {}
     }
     if let Some(n) = ledger_note {
-        eprintln!("warning: cannot read the ledger: {}", sanitize(&n));
+        crate::errln!("warning: cannot read the ledger: {}", sanitize(&n));
     }
     Ok(())
 }
@@ -280,7 +280,7 @@ async fn set_on(
     confirm(&question, yes, typed)?;
     let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
     if !cx.ledger.is_stream() {
-        eprintln!(
+        crate::errln!(
             "warning: ledger: {}",
             sanitize(&cx.ledger.backend_description())
         );

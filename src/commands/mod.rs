@@ -20,42 +20,6 @@ use crate::broker::session::{self, Session};
 use crate::config::Config;
 use crate::error::Failure;
 
-/// Write human output to stdout (the CLI's `println!`/`print!`): a closed pipe — `hopback dlq list
-/// NS | head -1` — ends the process quietly with exit 0 instead of a panic; other write errors
-/// are ignored (a terminal gone after SIGHUP must not replace the command's own exit code).
-pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let r = out
-        .write_fmt(args)
-        .and_then(|()| {
-            if newline {
-                out.write_all(b"\n")
-            } else {
-                Ok(())
-            }
-        })
-        .and_then(|()| out.flush());
-    if let Err(e) = r
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(0);
-    }
-}
-
-/// `println!` for the CLI's human output, through [`write_stdout`].
-#[macro_export]
-macro_rules! outln {
-    () => { $crate::commands::write_stdout(format_args!(""), true) };
-    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*), true) };
-}
-
-/// `print!` for the CLI's human output, through [`write_stdout`].
-#[macro_export]
-macro_rules! out {
-    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*), false) };
-}
-
 /// What every command gets.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -85,7 +49,8 @@ impl Ctx {
     pub fn print_json<T: serde::Serialize>(&self, value: &T) -> Result<(), Failure> {
         let text = serde_json::to_string_pretty(value)
             .map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
-        crate::outln!("{text}");
+        // serde_json leaves C1 and bidi controls raw inside strings: escape them.
+        crate::outln!("{}", crate::text::json_safe(&text));
         Ok(())
     }
 }
@@ -103,8 +68,8 @@ pub fn confirm(question: &str, yes: bool, expected: Option<&str>) -> Result<(), 
         ));
     }
     match expected {
-        Some(want) => eprint!("{question}\nType `{want}` to confirm: "),
-        None => eprint!("{question} [y/N] "),
+        Some(want) => crate::err!("{question}\nType `{want}` to confirm: "),
+        None => crate::err!("{question} [y/N] "),
     }
     let mut line = String::new();
     std::io::stdin()

@@ -63,7 +63,7 @@ pub async fn run(
                     "check the path",
                 )
             })?;
-            eprintln!("post-mortem draft written to {}", p.display());
+            crate::errln!("post-mortem draft written to {}", p.display());
         }
         None => crate::out!("{md}"),
     }

@@ -61,7 +61,7 @@ struct CliOperator {
 fn ask_line(prompt: String) -> BoxFuture<'static, String> {
     Box::pin(async move {
         tokio::task::spawn_blocking(move || {
-            eprint!("{prompt}");
+            crate::err!("{prompt}");
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);
             line.trim().to_lowercase()
@@ -75,19 +75,19 @@ impl Operator for CliOperator {
     fn decide<'a>(&'a self, point: &'a DecisionPoint) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
             if !self.quiet {
-                eprintln!(
+                crate::errln!(
                     "\n── decision: step {} ({}) ──",
                     point.step_index + 1,
                     sanitize(&point.step_title)
                 );
                 for line in &point.evidence {
-                    eprintln!("   {}", sanitize(line));
+                    crate::errln!("   {}", sanitize(line));
                 }
             }
             if self.yes {
                 let d = AutoOperator::default().decide(point).await;
                 if !self.quiet {
-                    eprintln!("   {} → {:?} (--yes)", sanitize(&point.question), d);
+                    crate::errln!("   {} → {:?} (--yes)", sanitize(&point.question), d);
                 }
                 return d;
             }
@@ -144,7 +144,7 @@ impl Operator for CliOperator {
                 rollback_id, plan, ..
             } => {
                 // The evidence is shown at the first decision point.
-                eprintln!(
+                crate::errln!(
                     "rollback {rollback_id}: {} ({} steps) — resume with `hopback rollback --resume {rollback_id}`",
                     sanitize(&plan.name),
                     plan.steps.len()
@@ -154,14 +154,14 @@ impl Operator for CliOperator {
                 index,
                 state,
                 detail,
-            } => eprintln!(
+            } => crate::errln!(
                 "  [{:>12}] {}. {}",
                 state.as_str(),
                 index + 1,
                 sanitize(detail)
             ),
             Update::Progress { .. } => {}
-            Update::Finished { outcome } => eprintln!("  → {outcome:?}"),
+            Update::Finished { outcome } => crate::errln!("  → {outcome:?}"),
         }
     }
 }

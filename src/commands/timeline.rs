@@ -115,7 +115,7 @@ pub async fn run(ctx: &Ctx, mut args: TimelineArgs) -> Result<(), Failure> {
         return Err(f.into());
     }
     if !ledger.is_stream() {
-        eprintln!(
+        crate::errln!(
             "warning: ledger: {}",
             sanitize(&ledger.backend_description())
         );
@@ -166,7 +166,7 @@ async fn follow(
 ) -> Result<(), Failure> {
     let mut sub = ledger.subscribe(start).await?;
     // Tests and scripts wait for this line before appending.
-    eprintln!(
+    crate::errln!(
         "following the ledger ({})",
         sanitize(&ledger.backend_description())
     );
@@ -181,7 +181,7 @@ async fn follow(
                     match format {
                         TimelineFormat::Json => {
                             let line = serde_json::to_string(&entry).map_err(|e| Failure::error(format!("cannot encode JSON: {e}"), ""))?;
-                            crate::outln!("{line}");
+                            crate::outln!("{}", crate::text::json_safe(&line));
                         }
                         _ => crate::outln!("{}", text_line(&entry)),
                     }

@@ -415,7 +415,7 @@ async fn run_in_namespace(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                eprintln!("{}", h.line(reveal));
+                crate::errln!("{}", h.line(reveal));
             }
         })
     });

@@ -57,8 +57,9 @@ pub async fn events_for_namespace(ledger: &Ledger, ns: &str) -> Vec<Event> {
     out
 }
 
+/// A Markdown table cell (the one escaper: `text::md_cell`).
 fn cell(s: &str) -> String {
-    sanitize(s).replace('|', "\\|")
+    crate::text::md_cell(s)
 }
 
 fn time(t: &DateTime<Utc>) -> String {

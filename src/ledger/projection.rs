@@ -293,10 +293,9 @@ pub fn timeline<'a>(
     t.into_entries()
 }
 
+/// A Markdown table cell (the one escaper: `text::md_cell`).
 fn md_cell(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace(['\n', '\r'], " ")
+    crate::text::md_cell(&s.replace('\\', "\\\\"))
 }
 
 /// Header information of a Markdown timeline.

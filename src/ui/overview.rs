@@ -264,7 +264,11 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
             )));
             let unrouted = ns.unrouted_depth;
             cells.push(Cell::from(Span::styled(
-                if ns.unrouted_placement.as_ref().is_some_and(|p| p.unavailable) {
+                if ns
+                    .unrouted_placement
+                    .as_ref()
+                    .is_some_and(|p| p.unavailable)
+                {
                     "down".to_string()
                 } else {
                     count(unrouted)
