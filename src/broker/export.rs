@@ -29,6 +29,61 @@ use crate::broker::browse::{message_view, quorum_refusal};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
 use crate::model::deadletter::export_document;
 
+/// The export record's format version (`format` in every line): 2 adds `amqp_properties` (the
+/// properties and typed headers exactly as received), `exchange` and `routing_key`.
+pub const EXPORT_FORMAT: u32 = 2;
+
+/// One exported message, decoded for re-publishing (`dlq replay --from-file`).
+#[derive(Debug, Clone)]
+pub struct ExportedMessage {
+    /// 1-based line in the file.
+    pub line: usize,
+    /// The body, whole.
+    pub body: Vec<u8>,
+    /// Properties and typed headers as received.
+    pub properties: lapin::BasicProperties,
+    /// The queue it was exported from.
+    pub queue: String,
+}
+
+/// Read and validate a whole export file (every line, before anything is published): each line
+/// a format-2 record with its whole body and decodable properties. The error names the line.
+pub fn read_export(path: &Path) -> Result<Vec<ExportedMessage>, String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let n = i + 1;
+        let doc: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("line {n}: not JSON ({e})"))?;
+        if doc["format"].as_u64() != Some(u64::from(EXPORT_FORMAT)) {
+            return Err(format!(
+                "line {n}: not a format-{EXPORT_FORMAT} export record (exports before format 2 are not lossless)"
+            ));
+        }
+        if doc["body_truncated"].as_bool() != Some(false) {
+            return Err(format!("line {n}: the body was not exported whole"));
+        }
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(doc["body_base64"].as_str().unwrap_or_default())
+            .map_err(|e| format!("line {n}: body_base64: {e}"))?;
+        let properties: lapin::BasicProperties =
+            serde_json::from_value(doc["amqp_properties"].clone())
+                .map_err(|e| format!("line {n}: amqp_properties: {e}"))?;
+        out.push(ExportedMessage {
+            line: n,
+            body,
+            properties,
+            queue: doc["queue"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    Ok(out)
+}
+
 /// Quiet time after which the export counts the queue as read.
 const EXPORT_IDLE: Duration = Duration::from_millis(1500);
 
@@ -134,14 +189,26 @@ pub async fn prepare_matching(
         ))
     })?;
     let depth = u64::from(depth.ready);
-    if let Some(dir) = export_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    if let Some(dir) = export_path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_err(dir, e))?;
     }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(export_path)
-        .map_err(|e| io_err(export_path, e))?;
+    // Exports hold message bodies: readable by this user only.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(export_path)
+            .map_err(|e| io_err(export_path, e))?
+    };
     let mut out = std::io::BufWriter::new(file);
     let pw = session.password().to_string();
     let channel = session.channel().await?;
@@ -177,11 +244,20 @@ pub async fn prepare_matching(
         };
         seen += 1;
         let len = d.data.len();
+        let props = d.properties.clone();
+        let (exchange, routing_key) = (d.exchange.to_string(), d.routing_key.to_string());
         let view = message_view(seen - 1, &d.properties, d.data, len, d.redelivered);
         if !keep(&view) {
             continue;
         }
-        let doc = export_document(queue, &view);
+        let mut doc = export_document(queue, &view);
+        // Lossless: the properties exactly as received — every header with its AMQP type —
+        // in lapin's serde form, plus where the message was published (README "Export format").
+        doc["format"] = serde_json::json!(EXPORT_FORMAT);
+        doc["amqp_properties"] = serde_json::to_value(&props)
+            .map_err(|e| io_err(export_path, std::io::Error::other(e)))?;
+        doc["exchange"] = serde_json::json!(exchange);
+        doc["routing_key"] = serde_json::json!(routing_key);
         serde_json::to_writer(&mut out, &doc)
             .map_err(|e| io_err(export_path, std::io::Error::other(e)))?;
         out.write_all(b"\n").map_err(|e| io_err(export_path, e))?;
@@ -259,4 +335,126 @@ impl PreparedPurge {
         )
         .await;
     }
+}
+
+/// Where each message of an export goes when re-imported into a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportPlan {
+    /// (index into the messages, target queue, parked?).
+    #[serde(skip)]
+    pub targets: Vec<(usize, String, bool)>,
+    /// Messages going to a version queue.
+    pub to_versions: u64,
+    /// Messages parked: over the replay limit, or an origin outside the namespace.
+    pub parked: u64,
+    /// Of those: origins naming a queue outside the namespace's version queues.
+    pub foreign_origin: u64,
+}
+
+/// Plan a re-import: to version queue `to`, or (`None`) each message's origin — only the
+/// namespace's own version queues; a foreign origin or a message already replayed `max_replays`
+/// times goes to the parking queue (the mover's rules).
+pub fn plan_import(
+    msgs: &[ExportedMessage],
+    names: &crate::topology::Namespace,
+    to: Option<&str>,
+    max_replays: u64,
+) -> Result<ImportPlan, crate::topology::UnknownVersion> {
+    use crate::broker::headers::{REPLAYS_HEADER, attribute, header_u64};
+    let fixed = match to {
+        Some(v) => Some(names.require_version_queue(v)?),
+        None => None,
+    };
+    let mut plan = ImportPlan::default();
+    for (i, m) in msgs.iter().enumerate() {
+        let headers = m.properties.headers().as_ref();
+        let replays = header_u64(headers, REPLAYS_HEADER).unwrap_or(0);
+        let target = match &fixed {
+            Some(q) => Some(q.clone()),
+            None => attribute(headers)
+                .origin_queue
+                .filter(|q| names.version_of_queue(q).is_some()),
+        };
+        match target {
+            Some(q) if replays < max_replays => {
+                plan.to_versions += 1;
+                plan.targets.push((i, q, false));
+            }
+            Some(_) => {
+                plan.parked += 1;
+                plan.targets.push((i, names.parked.clone(), true));
+            }
+            None => {
+                plan.parked += 1;
+                plan.foreign_origin += 1;
+                plan.targets.push((i, names.parked.clone(), true));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Publish the planned messages with their original body, properties and typed headers (plus
+/// `x-hopback-replays` + 1 for those not parked), `mandatory`, each confirm awaited; the parking
+/// queue is declared (classic, durable) when needed. Returns how many the broker confirmed.
+pub async fn republish(
+    session: &Session,
+    msgs: &[ExportedMessage],
+    plan: &ImportPlan,
+) -> Result<u64, BrokerError> {
+    use crate::broker::headers::{REPLAYS_HEADER, header_u64};
+    let pw = session.password().to_string();
+    if let Some((_, park, _)) = plan.targets.iter().find(|t| t.2) {
+        crate::broker::amqp::declare_queue(
+            session,
+            "declaring the parking queue",
+            park,
+            true,
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    let ch = session.confirm_channel().await?;
+    let mut confirmed = 0u64;
+    for chunk in plan.targets.chunks(500) {
+        let mut pending = Vec::with_capacity(chunk.len());
+        for (i, queue, parked) in chunk {
+            let m = &msgs[*i];
+            let props = if *parked {
+                m.properties.clone()
+            } else {
+                let n = header_u64(m.properties.headers().as_ref(), REPLAYS_HEADER).unwrap_or(0);
+                crate::broker::mover::with_replays(m.properties.clone(), n + 1)
+            };
+            let p = timed(
+                "basic.publish",
+                CALL_TIMEOUT,
+                &pw,
+                ch.basic_publish(
+                    "".into(),
+                    crate::broker::session::short(queue)?,
+                    lapin::options::BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &m.body,
+                    props,
+                ),
+            )
+            .await?;
+            pending.push(p);
+        }
+        for p in pending {
+            match timed("publisher confirm", Duration::from_secs(30), &pw, p).await? {
+                lapin::Confirmation::Ack(None) => confirmed += 1,
+                other => {
+                    return Err(BrokerError::Other(format!(
+                        "the broker did not take a re-imported message ({other:?}); {confirmed} were confirmed before it"
+                    )));
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
+    Ok(confirmed)
 }

@@ -110,6 +110,10 @@ pub enum DlqCommand {
         /// Do not ask
         #[arg(long)]
         yes: bool,
+        /// Re-import an export file (`dlq purge`'s JSONL) instead: original body, properties and
+        /// typed headers; --to origin (the namespace's version queues) or a version
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
     },
     /// Export every dead letter to JSONL, then remove exactly those (count typed, or --yes)
     Purge {
@@ -168,7 +172,11 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
             prefetch,
             confirm_window,
             yes,
+            from_file,
         } => {
+            if let Some(file) = from_file {
+                return replay_file(ctx, &namespace, file, &to, max_replays, yes).await;
+            }
             let filter = Filter::parse(&filters).map_err(|e| {
                 Failure::usage(
                     e,
@@ -468,6 +476,76 @@ pub async fn run_with_progress(
             control.stop(Some(sig));
         }
     }
+}
+
+/// `dlq replay NS --from-file FILE`: validate the whole file and plan, confirm with the counts,
+/// re-import through `ops::import`.
+async fn replay_file(
+    ctx: &Ctx,
+    ns: &str,
+    file: PathBuf,
+    to: &str,
+    max_replays: u32,
+    yes: bool,
+) -> Result<(), Failure> {
+    ctx.require_writable("replay messages from a file")?;
+    let to = match to {
+        "origin" => None,
+        v if crate::model::xdeath::is_version_name(v) => Some(v.to_string()),
+        other => {
+            return Err(Failure::usage(
+                format!("--to `{}` with --from-file", sanitize(other)),
+                "use --to origin or --to vN",
+            ));
+        }
+    };
+    let session = ctx.connect().await?;
+    let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
+    let mut req = crate::ops::import::ImportRequest {
+        namespace: ns.to_string(),
+        file,
+        to,
+        max_replays,
+        dry_run: true,
+    };
+    let plan = crate::ops::import::import(&cx, &req).await;
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            session.close().await;
+            return Err(e.into());
+        }
+    };
+    confirm(
+        &format!(
+            "Re-import {} message(s) from {} into `{}`: {} to version queues, {} parked ({} with an origin outside the namespace)?",
+            plan.messages,
+            plan.file,
+            sanitize(ns),
+            plan.plan.to_versions,
+            plan.plan.parked,
+            plan.plan.foreign_origin
+        ),
+        yes,
+        None,
+    )?;
+    req.dry_run = false;
+    let report = crate::ops::import::import(&cx, &req).await;
+    session.close().await;
+    let report = report?;
+    if ctx.json {
+        return ctx.print_json(&report);
+    }
+    crate::outln!(
+        "re-imported {} of {} message(s) from {}: {} to version queues, {} parked ({} foreign origin)",
+        report.published,
+        report.messages,
+        report.file,
+        report.plan.to_versions,
+        report.plan.parked,
+        report.plan.foreign_origin
+    );
+    Ok(())
 }
 
 async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure> {

@@ -9,6 +9,7 @@
 
 pub mod alert;
 pub mod gate;
+pub mod import;
 pub mod init;
 pub mod note;
 pub mod plan;
