@@ -759,13 +759,10 @@ fn export_one(queue: &str, m: &crate::model::deadletter::MessageView) -> Result<
             .unwrap_or_else(|| "message".into()),
         m.position
     ));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Failed::from(format!("{}: {e}", dir.display())))?;
-    }
     let text = serde_json::to_string_pretty(&export_document(queue, m))
         .map_err(|e| Failed::from(format!("cannot encode the export: {e}")))?;
-    std::fs::write(&path, text).map_err(|e| Failed::from(format!("{}: {e}", path.display())))?;
+    crate::broker::export::write_private(&path, text.as_bytes())
+        .map_err(|e| Failed::from(format!("{}: {e}", path.display())))?;
     Ok(path)
 }
 

@@ -458,3 +458,23 @@ pub async fn republish(
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
     Ok(confirmed)
 }
+
+/// Write a file only this user can read (0600; its directory created 0700): exports hold message
+/// bodies.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

@@ -359,7 +359,7 @@ async fn show(
         let doc = export_document(&queue, &m);
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| Failure::error(format!("cannot encode the export: {e}"), ""))?;
-        std::fs::write(path, text).map_err(|e| {
+        crate::broker::export::write_private(path, text.as_bytes()).map_err(|e| {
             Failure::error(
                 format!("cannot write {}: {e}", path.display()),
                 "check the directory exists and is writable",
