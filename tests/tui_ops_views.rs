@@ -689,6 +689,8 @@ fn event(kind: EventKind, ns: Option<&str>, min: i64, op: &str) -> Event {
     e.operator = op.into();
     e.host = "elsewhere".into();
     e.id = uuid::Uuid::from_u128(min as u128 + 1);
+    // As read back from the stream: the broker-verified author.
+    e.author = Some("guest".into());
     e
 }
 
@@ -726,6 +728,7 @@ fn timeline_and_live_events_from_others() {
     assert_eq!(s.ops.timeline.entries.len(), 4);
     let screen = both_sizes("timeline", &s);
     assert!(screen.contains("carol"), "{screen}");
+    assert!(!screen.contains("UNVERIFIED"), "{screen}");
     // `:note text` asks the runner to append a note about the timeline's namespace.
     for k in [
         ":", "n", "o", "t", "e", "space", "p", "a", "g", "e", "d", "enter",
@@ -1245,4 +1248,20 @@ fn gate_presets_cover_every_version_pair() {
         target,
         GateSplit::from_pairs([("v2".into(), 0), ("v3".into(), 100)])
     );
+}
+
+/// Issue 18: an event no broker user vouches for (no AMQP user_id: written by anything but
+/// hopback) is shown as UNVERIFIED wherever its author appears.
+#[test]
+fn unverified_events_are_marked() {
+    let c = cfg("");
+    let mut s = state_with(&c, 1, 0);
+    s.handle_key("t");
+    s.take_requests();
+    let mut forged = event(EventKind::GateSet, Some("email"), 6, "admin");
+    forged.author = None;
+    forged.after = serde_json::json!({"gate": {"v2": 100}});
+    s.handle_msg(Msg::Op(OpMsg::Ledger(Box::new(forged))));
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(screen.contains("admin (UNVERIFIED)"), "{screen}");
 }

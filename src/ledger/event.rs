@@ -190,6 +190,16 @@ impl Event {
     pub fn is_verified(&self) -> bool {
         self.author.is_some()
     }
+    /// The operator name as shown everywhere (sanitised), marked `(UNVERIFIED)` when no broker
+    /// user vouches for the event.
+    pub fn who(&self) -> String {
+        let name = crate::text::sanitize(&self.operator);
+        if self.is_verified() {
+            name.into_owned()
+        } else {
+            format!("{name} (UNVERIFIED)")
+        }
+    }
     /// `guest` / `local file`, or `UNVERIFIED`, for display next to the operator name.
     pub fn author_label(&self) -> String {
         match &self.author {

@@ -250,7 +250,7 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
         md.push_str(&format!(
             "| {} | {} | {} | {} |\n",
             e.ts.format("%H:%M:%S"),
-            cell(&e.operator),
+            cell(&e.who()),
             cell(&summarize(e)),
             e.outcome
         ));
@@ -265,7 +265,7 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
         md.push_str(&format!(
             "- **{}** `{}` — {}{}\n",
             e.ts.format("%H:%M:%S"),
-            sanitize(&e.operator),
+            e.who(),
             sanitize(&summarize(e)),
             match e.reason.as_deref() {
                 Some(r) => format!(". Why: {}", sanitize(r)),

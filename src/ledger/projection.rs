@@ -205,7 +205,7 @@ impl TimelineEntry {
             id: e.id,
             short_id: e.short_id(),
             ts: e.ts,
-            operator: sanitize(&e.operator).into_owned(),
+            operator: e.who(),
             namespace: e
                 .namespace
                 .as_deref()
@@ -419,7 +419,7 @@ impl GateHistory {
             event_id: e.id,
             short_id: e.short_id(),
             ts: e.ts,
-            operator: sanitize(&e.operator).into_owned(),
+            operator: e.who(),
             kind: e.kind,
             outcome: e.outcome,
             split,

@@ -115,7 +115,7 @@ impl FeedState {
     ) -> Option<String> {
         let other = !self.is_own(e, drill_ns, who);
         let text = summarize(e);
-        let by = sanitize(&e.operator).into_owned();
+        let by = e.who();
         let warning = if other {
             let ns_txt = e
                 .namespace
