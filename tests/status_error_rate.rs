@@ -57,7 +57,7 @@ async fn status_reads_the_error_rate_over_a_short_window() {
     let producer = tokio::spawn(async move {
         let started = Instant::now();
         let mut i = 0u64;
-        while started.elapsed() < Duration::from_secs(14) {
+        while started.elapsed() < Duration::from_secs(60) {
             for v in ["v1", "v2"] {
                 let _ = pch
                     .basic_publish(
@@ -73,30 +73,36 @@ async fn status_reads_the_error_rate_over_a_short_window() {
             tokio::time::sleep(Duration::from_millis(16)).await;
         }
     });
-    // The management API's ack rates need a sample or two (5 s interval).
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let mut c = common::bin();
-    c.args(["--json", "status", &ns]);
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let versions = v["namespaces"][0]["versions"].as_array().unwrap();
-    let err = |name: &str| {
-        versions
-            .iter()
-            .find(|x| x["version"] == name)
-            .and_then(|x| x["error_rate"].as_f64())
-    };
-    let v2 = err("v2").expect("v2's error rate is known, not `-`");
+    // The management API's rates need a sample or two (5 s interval; longer on a loaded box):
+    // ask until both versions' error rates are known (they read unknown, not 100 %, before).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let (mut v1, mut v2) = (None, None);
+    while std::time::Instant::now() < deadline && (v1.is_none() || v2.is_none()) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut c = common::bin();
+        c.args(["--json", "status", &ns]);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let versions = v["namespaces"][0]["versions"].as_array().unwrap().clone();
+        let err = |name: &str| {
+            versions
+                .iter()
+                .find(|x| x["version"] == name)
+                .and_then(|x| x["error_rate"].as_f64())
+        };
+        (v1, v2) = (err("v1"), err("v2"));
+    }
+    let v2 = v2.expect("v2's error rate is known, not `-`");
     assert!((0.15..=0.55).contains(&v2), "v2 error rate {v2}");
-    assert_eq!(err("v1"), Some(0.0));
-    producer.await.unwrap();
+    assert_eq!(v1, Some(0.0));
+    producer.abort();
     for w in workers {
         w.abort();
     }

@@ -649,6 +649,13 @@ pub async fn sample_error_rates(
                     .map(|(v, n)| (v, n as f64 / window.as_secs_f64()))
                     .collect();
                 apply_dead_letter_rates(ns, &per_s);
+                // A version whose queue the management API has not sampled yet (no delivery
+                // or ack rate) would read 100 % from its dead letters alone: unknown instead.
+                for v in &mut ns.versions {
+                    if v.rates.is_some_and(|r| r.deliver <= 0.0 && r.ack <= 0.0) {
+                        v.error_rate = None;
+                    }
+                }
             }
             Err(e) => failed = Some(format!("cannot tap the dead letters of `{}`: {e}", ns.name)),
         }
