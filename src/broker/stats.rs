@@ -360,15 +360,27 @@ pub async fn queue_kind(mgmt: Option<&Mgmt>, queue: &str) -> QueueKind {
     let Some(m) = mgmt else {
         return QueueKind::Unknown("no management API is configured".into());
     };
-    match m.queues().await {
-        Ok(qs) => match qs.iter().find(|q| q.name == queue) {
-            Some(q) if is_quorum_with_limit(Some(q)) => QueueKind::Quorum,
-            Some(_) => QueueKind::Classic,
-            None => QueueKind::Unknown("the management API does not list it".into()),
-        },
-        Err(e) => QueueKind::Unknown(format!("the management API failed: {e}")),
+    // A queue declared a moment ago may not be listed yet: the management API learns of new
+    // queues asynchronously (seen under load on 3.10). Ask again for a few seconds before
+    // calling its type unknown.
+    let deadline = std::time::Instant::now() + NOT_LISTED_PATIENCE;
+    loop {
+        match m.queue(queue).await {
+            Ok(Some(q)) if is_quorum_with_limit(Some(&q)) => return QueueKind::Quorum,
+            Ok(Some(_)) => return QueueKind::Classic,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Ok(None) => {
+                return QueueKind::Unknown("the management API does not list it".into());
+            }
+            Err(e) => return QueueKind::Unknown(format!("the management API failed: {e}")),
+        }
     }
 }
+
+/// How long [`queue_kind`] waits for the management API to list a queue it does not know yet.
+const NOT_LISTED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The browse guard with its reason: `Ok(is_quorum)` to pass on to the browser (which refuses a
 /// quorum queue itself unless forced), or — when the type cannot be known and the browse is not
