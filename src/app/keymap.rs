@@ -33,13 +33,13 @@ impl Context {
         Context::Rollback,
         Context::Drill,
     ];
-    /// Heading of the context in the help view.
+    /// Heading of the context in the help view (fits one of its ~38-column columns).
     pub fn label(self) -> &'static str {
         match self {
             Context::Global => "keys",
-            Context::Dialog => "in dialogs (typed confirmations take characters as text)",
-            Context::Rollback => "rollback decision point (and the dialog keys)",
-            Context::Drill => "drill score (and the dialog keys)",
+            Context::Dialog => "dialogs (typed: text goes in)",
+            Context::Rollback => "rollback decision (+dialog)",
+            Context::Drill => "drill score (+dialog)",
         }
     }
 }
@@ -81,15 +81,11 @@ impl Default for Keymap {
     fn default() -> Self {
         Keymap {
             bindings: vec![
-                row(
-                    &["q", "ctrl-c"],
-                    Action::Quit,
-                    "quit (restores the terminal)",
-                ),
+                row(&["q", "ctrl-c"], Action::Quit, "quit, restore terminal"),
                 row(
                     &["esc", "h", "left", "backspace"],
                     Action::Back,
-                    "back / cancel input / clear filter",
+                    "back/cancel/unfilter",
                 ),
                 row(&["k", "up"], Action::Up, "move up"),
                 row(&["j", "down"], Action::Down, "move down"),
@@ -100,21 +96,13 @@ impl Default for Keymap {
                 row(
                     &["enter", "l", "right"],
                     Action::OpenNamespace { ns: None },
-                    "open the selected namespace",
+                    "open selected namespace",
                 ),
                 row(&["?"], Action::Help, "help (this screen)"),
-                row(&["!"], Action::OpenAlerts, "all active alerts, worst first"),
-                row(&["/"], Action::StartFilter, "filter namespaces and queues"),
-                row(
-                    &[":"],
-                    Action::StartCommand,
-                    "command line (:ns NAME, :q, …)",
-                ),
-                row(
-                    &["s"],
-                    Action::SortNext,
-                    "sort (dead letters: group by) next",
-                ),
+                row(&["!"], Action::OpenAlerts, "all alerts, worst first"),
+                row(&["/"], Action::StartFilter, "filter ns and queues"),
+                row(&[":"], Action::StartCommand, "command line (:ns …)"),
+                row(&["s"], Action::SortNext, "next sort (DL: group by)"),
                 row(&["S"], Action::SortReverse, "reverse sort order"),
                 row(&["ctrl-r"], Action::Refresh, "refresh now"),
                 row(&["g"], Action::OpenGate { ns: None }, "gate panel"),
@@ -131,35 +119,15 @@ impl Default for Keymap {
                 row(
                     &["r"],
                     Action::StartRollback { ns: None },
-                    "start rollback of the selected namespace",
+                    "rollback of selected ns",
                 ),
-                row(
-                    &["space"],
-                    Action::Select,
-                    "dead letters: select message / group",
-                ),
-                row(
-                    &["R"],
-                    Action::Replay,
-                    "replay dead letters / unrouted (gate panel)",
-                ),
-                row(
-                    &["P"],
-                    Action::Purge,
-                    "purge DLQ (export first, count typed)",
-                ),
-                row(&["e"], Action::Export, "export message to a file"),
-                row(
-                    &["b"],
-                    Action::BodyMode,
-                    "inspector: body auto/text/JSON/hex",
-                ),
-                row(&["p"], Action::PauseResume, "pause / resume the replay"),
-                row(
-                    &["x"],
-                    Action::StopJob,
-                    "stop the replay / the rollback's running step",
-                ),
+                row(&["space"], Action::Select, "select message / group"),
+                row(&["R"], Action::Replay, "replay DL · unrouted"),
+                row(&["P"], Action::Purge, "purge DLQ, export first"),
+                row(&["e"], Action::Export, "export message to file"),
+                row(&["b"], Action::BodyMode, "body auto/text/JSON/hex"),
+                row(&["p"], Action::PauseResume, "pause / resume replay"),
+                row(&["x"], Action::StopJob, "stop replay / rollback"),
                 row(
                     &["]"],
                     Action::NextPage,
@@ -170,11 +138,7 @@ impl Default for Keymap {
                     Action::PrevPage,
                     "dead letters: previous page · gate: previous pair",
                 ),
-                row(
-                    &["n"],
-                    Action::StartNote,
-                    "add a note to the ledger (:note)",
-                ),
+                row(&["n"], Action::StartNote, "note to the ledger"),
                 row_in(
                     Context::Dialog,
                     &["tab", "right"],
@@ -203,61 +167,61 @@ impl Default for Keymap {
                     Context::Dialog,
                     &["enter"],
                     Action::Confirm,
-                    "press the focused button",
+                    "press focused button",
                 ),
                 row_in(
                     Context::Dialog,
                     &["esc"],
                     Action::Cancel,
-                    "cancel (nothing is done)",
+                    "cancel, nothing done",
                 ),
                 row_in(
                     Context::Dialog,
                     &["ctrl-c"],
                     Action::Quit,
-                    "quit (restores the terminal)",
+                    "quit, restore terminal",
                 ),
                 row_in(
                     Context::Rollback,
                     &["y"],
                     Action::DecideContinue,
-                    "yes (roll back, wait, close them)",
+                    "yes: do this step",
                 ),
                 row_in(
                     Context::Rollback,
                     &["o"],
                     Action::DecideSkip,
-                    "evict step: leave workers alone",
+                    "evict: leave workers be",
                 ),
                 row_in(
                     Context::Rollback,
                     &["a"],
                     Action::DecideAbort,
-                    "abort (says what state it leaves)",
+                    "abort, report state",
                 ),
                 row_in(
                     Context::Rollback,
                     &["1"],
                     Action::DecideReplay,
-                    "dead letters: replay to old",
+                    "DL: replay to old version",
                 ),
                 row_in(
                     Context::Rollback,
                     &["2"],
                     Action::DecideKeep,
-                    "dead letters: keep",
+                    "DL: keep where they are",
                 ),
                 row_in(
                     Context::Rollback,
                     &["3"],
                     Action::DecideExport,
-                    "dead letters: export",
+                    "DL: export to a file",
                 ),
                 row_in(
                     Context::Drill,
                     &["w"],
                     Action::WritePostmortem,
-                    "write the post-mortem draft",
+                    "write post-mortem draft",
                 ),
             ],
         }

@@ -178,7 +178,10 @@ pub fn screen_keys(state: &AppState) -> Vec<(String, &'static str)> {
             v.push((k("help"), "help"));
             v
         }
-        View::Help => vec![("↑↓".into(), "scroll"), (k("back"), "back")],
+        View::Help if state.layout.help_max_scroll > 0 => {
+            vec![("↑↓".into(), "scroll"), (k("back"), "back")]
+        }
+        View::Help => vec![(k("back"), "back")],
         View::Alerts => vec![
             ("↑↓".into(), "select"),
             (k("open"), "open its namespace"),
