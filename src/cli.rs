@@ -58,6 +58,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = QueueType::Quorum)]
         queue_type: QueueType,
     },
+    /// Move a quorum namespace built by an earlier hopback to the cluster-safe convention
+    /// (quorum DLQ and unrouted queue, at-least-once dead lettering) without losing a dead letter
+    Migrate {
+        /// Namespace
+        namespace: String,
+        /// Show what would change and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Per namespace and version: ready, unacked, consumers, rates, dead letters, gate
     Status {
         /// Only this namespace

@@ -73,6 +73,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             versions,
             queue_type,
         }) => commands::init::run(&ctx, &namespace, &versions, queue_type).await,
+        Some(Command::Migrate {
+            namespace,
+            dry_run,
+            yes,
+        }) => commands::migrate::run(&ctx, &namespace, dry_run, yes).await,
         Some(Command::Status {
             namespace,
             no_attribution,

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod dlq_helpers;
 
 use std::time::{Duration, Instant};
 
@@ -85,12 +86,22 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
     let cfg = cluster_config();
     let session = common::connect(&cfg, "cluster test").await;
     let ns = common::unique_ns("clu");
-    // Classic DLQ and unrouted queue (the old convention): they live on the declaring node.
+    // The cluster-safe convention: quorum version queues, DLQ and unrouted queue.
     hopback::broker::topology::init(
         &session,
         &ns,
         &["v1".into(), "v2".into()],
         QueueType::Quorum,
+    )
+    .await
+    .unwrap();
+    // A classic namespace: its DLQ and unrouted queue live on the declaring node.
+    let old = common::unique_ns("cluc");
+    hopback::broker::topology::init(
+        &session,
+        &old,
+        &["v1".into(), "v2".into()],
+        QueueType::Classic,
     )
     .await
     .unwrap();
@@ -141,6 +152,10 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
         namespace: Some(ns.clone()),
         ..Default::default()
     };
+    let opts = CollectOptions {
+        namespace: None,
+        ..opts
+    };
     let mut seen = None;
     for _ in 0..40 {
         let snap = collect(&live, Some(&mgmt), &cfg, &opts).await.unwrap();
@@ -149,20 +164,23 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
             .as_ref()
             .is_some_and(|n| n.iter().any(|x| !x.running));
         let ns_snap = snap.namespaces.iter().find(|n| n.name == ns).cloned();
+        let old_snap = snap.namespaces.iter().find(|n| n.name == old).cloned();
         // The quorum queues elect a new leader within seconds of the loss.
         let settled = ns_snap.as_ref().is_some_and(|n| {
-            n.dlq_text().starts_with("unavailable")
-                && n.versions
-                    .iter()
-                    .all(|v| v.placement.as_ref().is_some_and(|p| !p.unavailable))
-        });
+            n.versions
+                .iter()
+                .all(|v| v.placement.as_ref().is_some_and(|p| !p.unavailable))
+                && n.dlq_placement.as_ref().is_some_and(|p| !p.unavailable)
+        }) && old_snap
+            .as_ref()
+            .is_some_and(|n| n.dlq_text().starts_with("unavailable"));
         if down && settled {
-            seen = Some((snap, ns_snap.unwrap()));
+            seen = Some((snap, ns_snap.unwrap(), old_snap.unwrap()));
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (snap, n) = seen.expect("the node loss never showed");
+    let (snap, n, o) = seen.expect("the node loss never showed");
     let down: Vec<&str> = snap
         .nodes
         .as_ref()
@@ -172,14 +190,49 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
         .map(|x| x.name.as_str())
         .collect();
     assert_eq!(down, [format!("c{home}@localhost")]);
-    assert_eq!(n.dlq_text(), format!("unavailable (c{home} down)"));
-    assert_eq!(n.unrouted_text(), format!("unavailable (c{home} down)"));
+    // The classic namespace's dead-letter stores are unavailable, not missing and not 0 …
+    assert_eq!(o.dlq_text(), format!("unavailable (c{home} down)"));
+    assert_eq!(o.unrouted_text(), format!("unavailable (c{home} down)"));
+    // … the cluster-safe one's keep working on the two nodes left.
+    for p in [&n.dlq_placement, &n.unrouted_placement] {
+        let p = p.as_ref().expect("placement of a quorum store");
+        assert!(!p.unavailable, "{p:?}");
+        assert_eq!((p.online.len(), p.members.len()), (2, 3), "{p:?}");
+    }
+    assert!(!n.dlq_text().starts_with("unavailable"), "{}", n.dlq_text());
     for v in &n.versions {
         let p = v.placement.as_ref().expect("placement of a quorum queue");
         assert!(!p.unavailable, "{v:?}");
         assert_eq!((p.online.len(), p.members.len()), (2, 3), "{v:?}");
         assert!(v.exists);
     }
+
+    // Dead letters produced while the DLQ's first node is down: every one arrives (at least once).
+    let dead = dlq_helpers::ids("down", 500);
+    let dlq = format!("{ns}.dlq");
+    let before = live.passive_queue(&dlq).await.unwrap().unwrap().ready;
+    dlq_helpers::publish(
+        &live,
+        &format!("{ns}.v2"),
+        &dead,
+        &|id: &str| id.as_bytes().to_vec(),
+        None,
+        true,
+    )
+    .await;
+    // At least once: wait for 500 more (a duplicate would make it more, never fewer).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live.passive_queue(&dlq).await.unwrap().unwrap().ready < before + 500 {
+        assert!(Instant::now() < deadline, "dead letters did not arrive");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got: std::collections::BTreeSet<String> = dlq_helpers::drain_ids(&live, &dlq)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let lost = dead.iter().filter(|id| !got.contains(*id)).count();
+    assert_eq!(lost, 0, "dead letters lost while c{home} was down");
 
     // `check` names the node down and the profile's node list.
     let mut args: Vec<String> = Vec::new();
@@ -228,8 +281,10 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
     cluster(&["start-node", &home.to_string()]);
     tasks.abort();
     let _ = hopback::ledger::delete_stream(&live, &stream).await;
-    hopback::broker::topology::delete_namespace(&live, &ns, &["v1".into(), "v2".into()])
-        .await
-        .unwrap();
+    for n in [&ns, &old] {
+        hopback::broker::topology::delete_namespace(&live, n, &["v1".into(), "v2".into()])
+            .await
+            .unwrap();
+    }
     live.close().await;
 }

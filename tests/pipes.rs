@@ -20,8 +20,9 @@ fn piped(args: &str, reader: &str) -> (i32, String) {
     let bin = env!("CARGO_BIN_EXE_hopback");
     let err = tempfile::NamedTempFile::new().unwrap();
     let script = format!(
-        "set -o pipefail; {bin} --url '{}' {args} 2>{} | {reader} >/dev/null",
+        "set -o pipefail; {bin} --url '{}' --mgmt-url '{}' {args} 2>{} | {reader} >/dev/null",
         common::test_url(),
+        common::test_mgmt_url(),
         err.path().display()
     );
     let out = std::process::Command::new("bash")

@@ -21,7 +21,8 @@ pub const MGMT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Columns fetched for the queue list: exactly the fields [`QueueInfo`] reads (dotted paths pick
 /// single rates out of `message_stats`), so a 10,000-queue answer stays small to receive, parse
 /// and hold (docs/performance.md).
-pub const QUEUE_COLUMNS: &str = "name,type,state,node,leader,members,online,\
+pub const QUEUE_COLUMNS: &str = "name,type,arguments,effective_policy_definition,\
+state,node,leader,members,online,\
 messages,messages_ready,messages_unacknowledged,consumers,\
 message_stats.publish,message_stats.publish_details.rate,\
 message_stats.deliver_get,message_stats.deliver_get_details.rate,\
@@ -216,9 +217,12 @@ pub struct QueueInfo {
     /// `classic`, `quorum` or `stream`.
     #[serde(default, rename = "type")]
     pub kind: String,
-    /// Declared arguments (not in the console's list query: see [`QUEUE_COLUMNS`]).
+    /// Declared arguments.
     #[serde(default)]
     pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// The definition of the policy (and operator policy) in effect, if any (`null` when none).
+    #[serde(default)]
+    pub effective_policy_definition: Option<serde_json::Value>,
     /// `running`, `down`, `minority`, … (absent on some versions).
     #[serde(default)]
     pub state: Option<String>,
@@ -649,6 +653,19 @@ impl Mgmt {
             }),
             s => Err(MgmtError::Status { status: s, path }),
         }
+    }
+    /// Create or replace a policy of the vhost (`migrate` sets at-least-once dead lettering on
+    /// version queues that have no policy of their own).
+    pub async fn put_policy(&self, name: &str, policy: serde_json::Value) -> Result<(), MgmtError> {
+        let path = format!("/api/policies/{}/{}", enc(&self.vhost), enc(name));
+        self.send_no_body(reqwest::Method::PUT, &path, Some(policy))
+            .await
+    }
+    /// Delete a policy of the vhost (a missing one is `NotFound`).
+    pub async fn delete_policy(&self, name: &str) -> Result<(), MgmtError> {
+        let path = format!("/api/policies/{}/{}", enc(&self.vhost), enc(name));
+        self.send_no_body(reqwest::Method::DELETE, &path, None)
+            .await
     }
     /// Create a dynamic shovel (used by benchmarks as the baseline to beat).
     pub async fn put_shovel(&self, name: &str, value: serde_json::Value) -> Result<(), MgmtError> {

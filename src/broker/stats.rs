@@ -329,10 +329,45 @@ fn rates_of(q: &QueueInfo) -> Option<Rates> {
     })
 }
 
-/// Is this a quorum queue with a delivery limit (unsafe to browse)? RabbitMQ 4.0+ gives every
-/// quorum queue a default limit of 20 even without `x-delivery-limit`, so every quorum queue counts.
-pub fn is_quorum_with_limit(q: Option<&QueueInfo>) -> bool {
-    q.is_some_and(|q| q.kind == "quorum")
+/// Is this a quorum queue whose every browse counts against a delivery limit it could reach
+/// (unsafe to browse)? `server_major` is the broker's major version when known: RabbitMQ 4.0+
+/// gives every quorum queue a default limit of 20 even without `x-delivery-limit`, earlier
+/// versions none. A quorum queue with an explicit limit of at least [`BROWSE_SAFE_DELIVERY_LIMIT`]
+/// (or `-1`, 4.x's "unlimited") — the DLQ `init` makes, issue 19 item 4 — is safe.
+pub fn is_quorum_with_limit(q: Option<&QueueInfo>, server_major: Option<u32>) -> bool {
+    let Some(q) = q else { return false };
+    if q.kind != "quorum" {
+        return false;
+    }
+    match effective_delivery_limit(q) {
+        Some(limit) => limit < BROWSE_SAFE_DELIVERY_LIMIT,
+        None => server_major.is_none_or(|m| m >= 4),
+    }
+}
+
+/// A quorum queue whose delivery limit is at least this can be browsed: a message would have to
+/// be browsed that many times before the broker drops it.
+pub const BROWSE_SAFE_DELIVERY_LIMIT: i64 = 10_000;
+
+/// The delivery limit in effect: the lower of the `x-delivery-limit` argument and the policy's
+/// `delivery-limit` (`-1`, unlimited, counts as no limit at all); `None` when neither sets one.
+pub fn effective_delivery_limit(q: &QueueInfo) -> Option<i64> {
+    let arg = q.arguments.get("x-delivery-limit").and_then(|v| v.as_i64());
+    let policy = q
+        .effective_policy_definition
+        .as_ref()
+        .and_then(|d| d.get("delivery-limit"))
+        .and_then(|v| v.as_i64());
+    [arg, policy]
+        .into_iter()
+        .flatten()
+        .map(|l| if l < 0 { i64::MAX } else { l })
+        .min()
+}
+
+/// The major version of a `3.10.8` / `4.0.5` version string.
+pub fn major_version(version: &str) -> Option<u32> {
+    version.split('.').next()?.trim().parse().ok()
 }
 
 /// May `queue` be a quorum queue (each browse or hold counts as a delivery)? Asked of the
@@ -341,7 +376,10 @@ pub fn is_quorum_with_limit(q: Option<&QueueInfo>) -> bool {
 /// a guess (`--force` overrides). The one lookup the browser, the purge, the rollback's
 /// dead-letter count and the console share.
 pub async fn queue_is_quorum(mgmt: Option<&Mgmt>, queue: &str) -> bool {
-    !matches!(queue_kind(mgmt, queue).await, QueueKind::Classic)
+    !matches!(
+        queue_kind(mgmt, queue).await,
+        QueueKind::Classic | QueueKind::QuorumBrowseSafe
+    )
 }
 
 /// A queue's type as far as browsing is concerned.
@@ -349,6 +387,8 @@ pub async fn queue_is_quorum(mgmt: Option<&Mgmt>, queue: &str) -> bool {
 pub enum QueueKind {
     /// Classic: browsing (get + requeue) is harmless.
     Classic,
+    /// Quorum with a delivery limit no browse reaches (see [`is_quorum_with_limit`]): harmless.
+    QuorumBrowseSafe,
     /// Quorum: every browse counts against the delivery limit.
     Quorum,
     /// Cannot be known, and why (no API, refused, not listed).
@@ -366,7 +406,22 @@ pub async fn queue_kind(mgmt: Option<&Mgmt>, queue: &str) -> QueueKind {
     let deadline = std::time::Instant::now() + NOT_LISTED_PATIENCE;
     loop {
         match m.queue(queue).await {
-            Ok(Some(q)) if is_quorum_with_limit(Some(&q)) => return QueueKind::Quorum,
+            Ok(Some(q)) if q.kind == "quorum" => {
+                // The broker's version only matters for a quorum queue without a limit of its own.
+                let major = match effective_delivery_limit(&q) {
+                    Some(_) => None,
+                    None => m
+                        .overview()
+                        .await
+                        .ok()
+                        .and_then(|o| major_version(&o.rabbitmq_version)),
+                };
+                return if is_quorum_with_limit(Some(&q), major) {
+                    QueueKind::Quorum
+                } else {
+                    QueueKind::QuorumBrowseSafe
+                };
+            }
             Ok(Some(_)) => return QueueKind::Classic,
             Ok(None) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -391,7 +446,7 @@ pub async fn browse_guard(
     force: bool,
 ) -> Result<bool, BrokerError> {
     match queue_kind(mgmt, queue).await {
-        QueueKind::Classic => Ok(false),
+        QueueKind::Classic | QueueKind::QuorumBrowseSafe => Ok(false),
         QueueKind::Quorum => Ok(true),
         QueueKind::Unknown(_) if force => Ok(true),
         QueueKind::Unknown(why) => Err(BrokerError::Other(format!(
@@ -516,7 +571,8 @@ pub async fn collect(
             unrouted: d.names.unrouted.clone(),
             ..Default::default()
         };
-        if data.is_some() {
+        if let Some(md) = &data {
+            ns.legacy = crate::broker::topology::legacy_parts(&d, &md.queues);
             ns.entry_kind = xmap.get(d.names.entry.as_str()).map(|x| x.kind.clone());
             let (gate, problems) = gate_from_bindings(
                 &d.names.entry,
@@ -584,7 +640,8 @@ pub async fn collect(
         if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
             let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
             // Only a DLQ the management API says is classic is browsed (fail closed).
-            if depth > 0 && dlq_info.is_some_and(|i| !is_quorum_with_limit(Some(i))) {
+            let major = snap.server_version.as_deref().and_then(major_version);
+            if depth > 0 && dlq_info.is_some_and(|i| !is_quorum_with_limit(Some(i), major)) {
                 let msgs = browse(
                     session,
                     &d.names.dlq,

@@ -80,6 +80,9 @@ pub struct InitReport {
     pub unchanged: Vec<String>,
     /// Gate binding made (only for a new entry exchange).
     pub gate: Option<String>,
+    /// Objects kept as an earlier hopback built them (not the cluster-safe convention of a
+    /// quorum namespace): `hopback migrate NS` moves them over.
+    pub legacy: Vec<String>,
 }
 
 impl InitReport {
@@ -253,6 +256,118 @@ pub async fn change_bindings(
     Ok(())
 }
 
+/// The delivery limit of a quorum DLQ and unrouted queue: explicit, so RabbitMQ 4.x's default of
+/// 20 never applies, and far above anything browsing reaches (each browse of a quorum queue counts
+/// as a delivery; over the limit a message would be dropped — these queues have no dead-letter
+/// target). Measured: 25 browses drop a message from a 4.0.5 quorum queue without it, keep it
+/// with it; 3.10 accepts it too (`-1`, 4.x's "unlimited", makes 3.10 fail the declaration).
+pub const STORE_DELIVERY_LIMIT: i64 = 1_000_000;
+
+/// Arguments of the DLQ and the unrouted queue (the dead-letter stores). In a quorum namespace
+/// they are quorum queues (replicated: a node down costs nothing) with [`STORE_DELIVERY_LIMIT`];
+/// in a classic one, classic queues (issue 19, item 4; docs/architecture.md, "Topology").
+fn store_args(queue_type: QueueType) -> FieldTable {
+    match queue_type {
+        QueueType::Quorum => table(&[
+            ("x-queue-type", s("quorum")),
+            (
+                "x-delivery-limit",
+                AMQPValue::LongLongInt(STORE_DELIVERY_LIMIT),
+            ),
+        ]),
+        QueueType::Classic => table(&[]),
+    }
+}
+
+/// Arguments of a version queue. Quorum version queues dead-letter *at least once* (a dead letter
+/// stays in the version queue until the DLQ confirms it, so a DLQ electing a new leader loses
+/// nothing; RabbitMQ requires `reject-publish` overflow for it) unless `at_least_once` is false
+/// (the arguments an earlier hopback declared).
+fn version_args(n: &Names, queue_type: QueueType, at_least_once: bool) -> FieldTable {
+    let mut args = vec![("x-dead-letter-exchange", s(&n.dlx))];
+    if queue_type == QueueType::Quorum {
+        args.push(("x-queue-type", s("quorum")));
+        if at_least_once {
+            args.push(("x-dead-letter-strategy", s("at-least-once")));
+            args.push(("x-overflow", s("reject-publish")));
+        }
+    }
+    table(&args)
+}
+
+/// Declare `name` with `args`; when it already exists with the arguments an earlier hopback
+/// gave it (`legacy_args`), keep it as it is and note it in `report.legacy` with `why`.
+async fn declare_with_legacy(
+    session: &Session,
+    name: &str,
+    args: FieldTable,
+    legacy_args: FieldTable,
+    why: &str,
+    report: &mut InitReport,
+) -> Result<bool, BrokerError> {
+    let legacy_differs = args != legacy_args;
+    match declare_queue(session, name, args, report).await {
+        Err(BrokerError::Precondition(first)) if legacy_differs => {
+            match declare_queue(session, name, legacy_args, report).await {
+                Ok(created) => {
+                    report.legacy.push(format!("queue {name} ({why})"));
+                    Ok(created)
+                }
+                Err(_) => Err(BrokerError::Precondition(first)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Declare `name` as a dead-letter store of a quorum namespace (quorum, [`STORE_DELIVERY_LIMIT`])
+/// — the DLQ or unrouted queue `migrate` builds. Idempotent; a classic queue of that name is a
+/// precondition error.
+pub async fn declare_store_queue(session: &Session, name: &str) -> Result<bool, BrokerError> {
+    let mut report = InitReport::default();
+    declare_queue(session, name, store_args(QueueType::Quorum), &mut report).await
+}
+
+/// Delete `queue` only if it is empty; a missing queue is fine. A classic queue is deleted with
+/// `if_empty` (a message that arrived meanwhile makes the broker refuse, nothing is lost);
+/// quorum queues do not support `if_empty` (RabbitMQ closes the *connection*), so a quorum queue
+/// is counted first and deleted only at zero — callers unbind it before, so nothing can arrive.
+pub async fn delete_if_empty(
+    session: &Session,
+    queue: &str,
+    quorum: bool,
+) -> Result<(), BrokerError> {
+    if quorum {
+        match session.passive_queue(queue).await? {
+            None => return Ok(()),
+            Some(c) if c.ready > 0 => {
+                return Err(BrokerError::Other(format!(
+                    "`{}` still holds {} message(s); not deleted",
+                    crate::text::sanitize(queue),
+                    c.ready
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let ch = session.channel().await?;
+    let r = timed(
+        "queue.delete",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.queue_delete(
+            short(queue)?,
+            lapin::options::QueueDeleteOptions {
+                if_empty: !quorum,
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let _ = ch.close(200, "ok".into()).await;
+    r.map(|_| ())
+}
+
 /// Declare the convention for `ns` idempotently. The first version gets weight 100 only when the
 /// entry exchange is new: an existing namespace's gate is never touched.
 pub async fn init(
@@ -283,7 +398,15 @@ pub async fn init(
         &mut report,
     )
     .await?;
-    declare_queue(session, &n.dlq, table(&[]), &mut report).await?;
+    declare_with_legacy(
+        session,
+        &n.dlq,
+        store_args(queue_type),
+        store_args(QueueType::Classic),
+        "classic DLQ: lost while its node is down",
+        &mut report,
+    )
+    .await?;
     bind(session, &n.dlq, &n.dlx, "").await?;
     declare_exchange(
         session,
@@ -293,14 +416,26 @@ pub async fn init(
         &mut report,
     )
     .await?;
-    declare_queue(session, &n.unrouted, table(&[]), &mut report).await?;
+    declare_with_legacy(
+        session,
+        &n.unrouted,
+        store_args(queue_type),
+        store_args(QueueType::Classic),
+        "classic unrouted queue: lost while its node is down",
+        &mut report,
+    )
+    .await?;
     bind(session, &n.unrouted, &n.unrouted, "").await?;
     for v in versions {
-        let mut args = vec![("x-dead-letter-exchange", s(&n.dlx))];
-        if queue_type == QueueType::Quorum {
-            args.push(("x-queue-type", s("quorum")));
-        }
-        declare_queue(session, &version_queue(v)?, table(&args), &mut report).await?;
+        declare_with_legacy(
+            session,
+            &version_queue(v)?,
+            version_args(&n, queue_type, true),
+            version_args(&n, queue_type, false),
+            "dead-letters at most once",
+            &mut report,
+        )
+        .await?;
     }
     let entry_args = table(&[
         ("hash-property", s("message_id")),
@@ -415,6 +550,52 @@ pub fn discover(
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// What keeps a quorum namespace from the cluster-safe convention (issue 19, item 4), one
+/// phrase each: a classic DLQ or unrouted queue (its dead letters are unavailable, or lost, while
+/// its node is down), a quorum version queue dead-lettering at most once. Empty for a namespace
+/// built the current way and for a classic namespace (classic version queues are a choice:
+/// `init --queue-type classic`). Queues the management API does not list are not judged.
+pub fn legacy_parts(d: &DiscoveredNamespace, queues: &[QueueInfo]) -> Vec<String> {
+    let find = |name: &str| queues.iter().find(|q| q.name == name);
+    let quorum_versions: Vec<(&String, &QueueInfo)> = d
+        .versions
+        .iter()
+        .filter_map(|(v, q)| find(q).map(|info| (v, info)))
+        .filter(|(_, q)| q.kind == "quorum")
+        .collect();
+    if quorum_versions.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (what, name) in [("DLQ", &d.names.dlq), ("unrouted queue", &d.names.unrouted)] {
+        if find(name).is_some_and(|q| q.kind == "classic") {
+            out.push(format!("{what} `{name}` is classic"));
+        }
+    }
+    let at_most_once: Vec<&str> = quorum_versions
+        .iter()
+        .filter(|(_, q)| !dead_letters_at_least_once(q))
+        .map(|(v, _)| v.as_str())
+        .collect();
+    if !at_most_once.is_empty() {
+        out.push(format!(
+            "{} dead-letter at most once",
+            at_most_once.join(", ")
+        ));
+    }
+    out
+}
+
+/// Does this queue dead-letter at least once (argument or policy)?
+pub fn dead_letters_at_least_once(q: &QueueInfo) -> bool {
+    let by_arg = q.arguments.get("x-dead-letter-strategy");
+    let by_policy = q
+        .effective_policy_definition
+        .as_ref()
+        .and_then(|d| d.get("dead-letter-strategy"));
+    by_arg.or(by_policy).and_then(|v| v.as_str()) == Some("at-least-once")
 }
 
 #[cfg(test)]

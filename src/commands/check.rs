@@ -122,6 +122,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 Err(e) => out.push(line("plugin shovel", "warn", e.to_string(), None)),
             }
             out.extend(cluster_lines(&mgmt, p).await);
+            out.extend(convention_lines(&mgmt, p).await);
             match mgmt.vhost_exists().await {
                 Ok(true) => {}
                 Err(MgmtError::Unauthorized { .. }) => {}
@@ -202,6 +203,39 @@ pub async fn run(ctx: &Ctx) -> Result<(), Failure> {
     } else {
         Ok(())
     }
+}
+
+/// One line per quorum namespace built before the cluster-safe convention (issue 19, item 4):
+/// what differs and the one command that moves it over. A warning on a multi-node cluster (dead
+/// letters are at risk there), a note on a single node.
+async fn convention_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLine> {
+    let (Ok(queues), Ok(exchanges)) = (mgmt.queues().await, mgmt.exchanges().await) else {
+        return Vec::new();
+    };
+    let clustered = mgmt.nodes().await.map(|n| n.len() > 1).unwrap_or(false);
+    crate::broker::topology::discover(&queues, &exchanges, p)
+        .iter()
+        .filter_map(|d| {
+            let parts = crate::broker::topology::legacy_parts(d, &queues);
+            (!parts.is_empty()).then(|| {
+                let ns = crate::text::sanitize(&d.name);
+                CheckLine {
+                    name: format!("convention {ns}"),
+                    status: if clustered { "warn" } else { "ok" },
+                    detail: format!(
+                        "built the old way: {}{}",
+                        parts.join("; "),
+                        if clustered {
+                            " (dead letters at risk while a node is down)"
+                        } else {
+                            " (matters once this broker is a cluster)"
+                        }
+                    ),
+                    hint: Some(format!("hopback migrate {ns}")),
+                }
+            })
+        })
+        .collect()
 }
 
 /// The cluster's nodes (running / down / alarms / partitions) and versions, the feature flags

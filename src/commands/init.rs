@@ -26,14 +26,30 @@ pub async fn run(
         return ctx.print_json(&serde_json::json!({
             "namespace": report.namespace, "changed": report.changed(),
             "created": report.created, "unchanged": report.unchanged, "gate": report.gate,
+            "legacy": report.legacy,
             "ledger_event": event.as_ref().map(|e| e.id),
         }));
     }
+    let legacy_hint = || {
+        if !report.legacy.is_empty() {
+            crate::outln!(
+                "  {} object(s) kept as an earlier hopback built them:",
+                report.legacy.len()
+            );
+            for l in &report.legacy {
+                crate::outln!("  ~ {l}");
+            }
+            crate::outln!(
+                "  hint: `hopback migrate {ns}` moves them to the cluster-safe convention without loss"
+            );
+        }
+    };
     if !report.changed() {
         crate::outln!(
-            "namespace `{ns}`: nothing to change ({} objects already as the convention wants)",
+            "namespace `{ns}`: nothing to change ({} objects already there)",
             report.unchanged.len()
         );
+        legacy_hint();
         return Ok(());
     }
     crate::outln!(
@@ -55,6 +71,7 @@ pub async fn run(
             g.split('=').next().unwrap_or("?")
         );
     }
+    legacy_hint();
     if let Some(e) = &event {
         crate::outln!("ledger event {}", e.short_id());
     }

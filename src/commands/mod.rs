@@ -7,6 +7,7 @@ pub mod drill;
 pub mod gate;
 pub mod history;
 pub mod init;
+pub mod migrate;
 pub mod postmortem;
 pub mod rollback;
 pub mod status;

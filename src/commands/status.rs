@@ -174,6 +174,18 @@ pub async fn run(
                 ERROR_RATE_WINDOW.as_secs()
             ),
         }
+        // Namespaces built before the cluster-safe convention: on a cluster their dead letters
+        // are at risk while a node is down (issue 19, item 4). `check` lists them everywhere.
+        if snap.nodes.as_ref().is_some_and(|n| n.len() > 1) {
+            for ns in snap.namespaces.iter().filter(|n| !n.legacy.is_empty()) {
+                crate::outln!(
+                    "hint: `{}` was built the old way ({}): `hopback migrate {}`",
+                    crate::text::sanitize(&ns.name),
+                    crate::text::sanitize(&ns.legacy.join("; ")),
+                    crate::text::sanitize(&ns.name)
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -33,6 +33,8 @@ pub enum EventKind {
     DrillFinished,
     /// A human note (`reason` holds the text) so the timeline carries context.
     Note,
+    /// A namespace moved to the cluster-safe convention (`after` holds what changed and counts).
+    Migrate,
     /// An alert started (`params` holds the metric and threshold).
     AlertRaised,
     /// An alert ended.
@@ -49,6 +51,7 @@ impl EventKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             EventKind::Init => "init",
+            EventKind::Migrate => "migrate",
             EventKind::GateSet => "gate_set",
             EventKind::Replay => "replay",
             EventKind::Move => "move",

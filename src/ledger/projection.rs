@@ -150,6 +150,16 @@ pub fn summarize(e: &Event) -> String {
             }
             s
         }
+        EventKind::Migrate => {
+            if e.outcome == Outcome::Started {
+                "migrate to the cluster-safe convention starting".into()
+            } else {
+                format!(
+                    "migrate to the cluster-safe convention: {} dead letter(s) moved",
+                    num(a, "moved").map_or("?".into(), |n| n.to_string())
+                )
+            }
+        }
         EventKind::RollbackStarted => format!(
             "rollback started{}",
             text(p, "plan").map_or(String::new(), |p| format!(" ({p})"))

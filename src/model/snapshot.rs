@@ -124,6 +124,10 @@ pub struct NamespaceSnapshot {
     pub gate: Option<GateSplit>,
     /// Problems with the gate (e.g. a queue bound twice).
     pub gate_problems: Vec<String>,
+    /// What keeps this quorum namespace from the cluster-safe convention (empty: nothing, or
+    /// unknown without the management API); `hopback migrate NS` fixes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy: Vec<String>,
     /// Versions, sorted.
     pub versions: Vec<VersionSnapshot>,
     /// DLQ name.

@@ -11,6 +11,7 @@ pub mod alert;
 pub mod gate;
 pub mod import;
 pub mod init;
+pub mod migrate;
 pub mod note;
 pub mod plan;
 pub mod purge;
