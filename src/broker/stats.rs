@@ -595,6 +595,7 @@ pub async fn collect(
             let passive = counts(session, exact, info, q).await?;
             let weight = ns.gate.as_ref().map(|g| g.weight(v)).unwrap_or(0);
             let placement = info.map(placement_of);
+            let unavailable = placement.as_ref().is_some_and(|p| p.unavailable);
             ns.versions.push(VersionSnapshot {
                 version: v.clone(),
                 queue: q.clone(),
@@ -611,7 +612,12 @@ pub async fn collect(
                 consumers: passive
                     .map(|p| u64::from(p.consumers))
                     .or_else(|| info.and_then(|i| i.consumers)),
-                rates: info.and_then(rates_of),
+                // An unavailable queue's last rates are history, not "0/s now": unknown.
+                rates: if unavailable {
+                    None
+                } else {
+                    info.and_then(rates_of)
+                },
                 ..Default::default()
             });
         }
