@@ -288,3 +288,175 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
     }
     live.close().await;
 }
+
+/// The cluster's URLs starting at node `first` (1..=3): a session that prefers that node.
+fn config_starting_at(first: usize) -> Config {
+    let mut cfg = cluster_config();
+    let order: Vec<u16> = (0..3).map(|i| AMQP_PORTS[(first - 1 + i) % 3]).collect();
+    let urls: Vec<String> = order
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i == 0 {
+                format!("amqp://guest:guest@127.0.0.1:{p}/%2f")
+            } else {
+                format!("amqp://127.0.0.1:{p}/%2f")
+            }
+        })
+        .collect();
+    let over = Overrides {
+        url: Some(urls.join(",")),
+        mgmt_url: Some(
+            order
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{}/", p + 10000))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ..Default::default()
+    };
+    let resolved = config::resolve(
+        config::raw::RawConfig::default(),
+        std::path::Path::new("/nonexistent/hopback-test.toml"),
+        false,
+        &over,
+    )
+    .unwrap();
+    cfg.profile = resolved.profile;
+    cfg
+}
+
+/// Run `spec` with the mover (rate-limited so it is still running when the node goes), stop the
+/// node its connection is on once `queue_to_watch` holds `at_least` messages, and return the
+/// report with a session on another node (for counting); the node is started again first.
+async fn move_through_a_node_loss(
+    cfg: &Config,
+    spec: hopback::broker::mover::MoveSpec,
+    queue_to_watch: &str,
+    at_least: u32,
+) -> (
+    hopback::broker::mover::MoveReport,
+    std::sync::Arc<hopback::broker::session::Session>,
+) {
+    // The mover connects as this probe does (the first live node of the profile).
+    let probe = common::connect(cfg, "cluster test probe").await;
+    let home = node_of(&probe.node());
+    probe.close().await;
+    let observer = common::connect(&config_starting_at(home % 3 + 1), "cluster observer").await;
+    assert_ne!(node_of(&observer.node()), home);
+    let (_control, handle) =
+        hopback::broker::mover::spawn(cfg.profile.clone(), "cluster-test".into(), spec);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dlq_helpers::depth(&observer, queue_to_watch).await < at_least {
+        assert!(Instant::now() < deadline, "the move never got going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster(&["stop-node", &home.to_string()]);
+    let report = tokio::time::timeout(Duration::from_secs(180), handle)
+        .await
+        .expect("the move did not finish within 3 minutes of the node loss")
+        .unwrap();
+    cluster(&["start-node", &home.to_string()]);
+    (report, observer)
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster up, then cargo test --test cluster -- --ignored"]
+async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
+    use hopback::broker::mover::{MoveSpec, StopReason, Target};
+    cluster(&["up"]);
+    let cfg = cluster_config();
+    let session = common::connect(&cfg, "cluster test").await;
+    let ns = common::unique_ns("clr");
+    let versions: Vec<String> = vec!["v1".into(), "v2".into()];
+    hopback::broker::topology::init(&session, &ns, &versions, QueueType::Quorum)
+        .await
+        .unwrap();
+    let home = node_of(&session.node());
+    session.close().await;
+    // Test data goes in through another node.
+    let observer = common::connect(&config_starting_at(home % 3 + 1), "cluster observer").await;
+    let names = hopback::topology::Namespace::convention(&ns);
+    let (v1, v2) = (format!("{ns}.v1"), format!("{ns}.v2"));
+    let count_ids = |lists: Vec<Vec<(String, lapin::BasicProperties)>>| {
+        let mut all = std::collections::BTreeMap::<String, usize>::new();
+        for l in lists {
+            for (id, _) in l {
+                *all.entry(id).or_default() += 1;
+            }
+        }
+        all
+    };
+
+    // (b) A 20,000-message replay (what `dlq replay NS --to v1` runs) loses its node mid-way.
+    let n = 20_000;
+    let dead = dlq_helpers::ids("rp", n);
+    dlq_helpers::publish(
+        &observer,
+        &v2,
+        &dead,
+        &|id: &str| id.as_bytes().to_vec(),
+        None,
+        true,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dlq_helpers::depth(&observer, &names.dlq).await < n as u32 {
+        assert!(Instant::now() < deadline, "dead letters did not arrive");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut spec = MoveSpec::replay(&names, Target::Queue(v1.clone()));
+    spec.rate_per_s = Some(2_000.0);
+    spec.max_reconnect_attempts = 30;
+    let (r, observer) = move_through_a_node_loss(&cfg, spec, &v1, 3_000).await;
+    assert!(!matches!(r.stop, StopReason::Failed(_)), "{r:?}");
+    assert!(
+        r.counts.reconnects >= 1,
+        "the node loss never reached the mover: {r:?}"
+    );
+    let seen = count_ids(vec![
+        dlq_helpers::drain_ids(&observer, &v1).await,
+        dlq_helpers::drain_ids(&observer, &names.dlq).await,
+    ]);
+    let lost = dead.iter().filter(|id| !seen.contains_key(*id)).count();
+    let dups: usize = seen.values().map(|c| c - 1).sum();
+    eprintln!(
+        "replay of {n} through a node loss: moved {}, {} reconnect(s), lost {lost}, {dups} duplicate(s) ({} counted as possible by the mover)",
+        r.counts.moved, r.counts.reconnects, r.counts.possible_duplicates
+    );
+    assert_eq!(lost, 0);
+
+    // (c) The rollback's drain (NS.v2 → NS.v1, the mover's drain the rollback step runs) loses
+    // its node mid-way.
+    let work = dlq_helpers::ids("dr", 10_000);
+    dlq_helpers::publish(
+        &observer,
+        &v2,
+        &work,
+        &|id: &str| id.as_bytes().to_vec(),
+        None,
+        false,
+    )
+    .await;
+    let mut spec = MoveSpec::drain(&names, &v2, &v1);
+    spec.rate_per_s = Some(1_500.0);
+    spec.max_reconnect_attempts = 30;
+    let (r, observer) = move_through_a_node_loss(&cfg, spec, &v1, 2_000).await;
+    assert!(!matches!(r.stop, StopReason::Failed(_)), "{r:?}");
+    let seen = count_ids(vec![
+        dlq_helpers::drain_ids(&observer, &v1).await,
+        dlq_helpers::drain_ids(&observer, &v2).await,
+    ]);
+    let lost = work.iter().filter(|id| !seen.contains_key(*id)).count();
+    let dups: usize = seen.values().map(|c| c - 1).sum();
+    eprintln!(
+        "drain of 10000 through a node loss: moved {}, {} reconnect(s), lost {lost}, {dups} duplicate(s) ({} counted as possible by the mover)",
+        r.counts.moved, r.counts.reconnects, r.counts.possible_duplicates
+    );
+    assert_eq!(lost, 0);
+
+    hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
+        .await
+        .unwrap();
+    observer.close().await;
+}
