@@ -65,8 +65,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     if test_panic.as_deref() == Some("cli") {
         deliberate_panic(&cfg);
     }
+    let profile = cfg.profile.clone();
     let ctx = Ctx { cfg, json: g.json };
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Check) => commands::check::run(&ctx).await,
         Some(Command::Init {
             namespace,
@@ -105,6 +106,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         None => hopback::app::run(ctx.cfg).await.map_err(Failure::from),
+    };
+    match result {
+        Err(f) if f.message.contains("timed out") => {
+            Err(commands::explain_timeout(&profile, f).await)
+        }
+        other => other,
     }
 }
 

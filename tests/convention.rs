@@ -283,3 +283,51 @@ async fn migrate_moves_a_namespace_built_the_old_way_without_losing_a_dead_lette
     cleanup(&session, &mgmt, &ns).await;
     session.close().await;
 }
+
+#[tokio::test]
+async fn a_delivery_limit_without_a_dead_letter_target_is_flagged() {
+    let cfg = test_config();
+    let session = common::connect(&cfg, "test").await;
+    let mgmt = Mgmt::new(&cfg.profile).unwrap();
+    let ns = common::unique_ns("lim");
+    let (code, _, err) = run(&["init", &ns, "--versions", "v1,v2"]);
+    assert_eq!(code, 0, "{err}");
+    // v2 rebuilt by hand: quorum, a delivery limit of 5, no dead-letter exchange.
+    let ch = session.channel().await.unwrap();
+    let v2 = format!("{ns}.v2");
+    ch.queue_delete(v2.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(5));
+    ch.queue_declare(
+        v2.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    queue_info(&mgmt, &v2).await;
+    let (code, out, err) = run(&["status", &ns]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("v2: delivery limit 5 and no dead-letter target"),
+        "{out}"
+    );
+    assert!(!out.contains("v1: delivery limit"), "{out}");
+    let (_, out, _) = run(&["--json", "status", &ns]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = &doc["namespaces"][0]["versions"];
+    assert_eq!(v[1]["delivery_limit"], 5, "{v}");
+    assert_eq!(v[1]["dead_letter_target"], false, "{v}");
+    assert_eq!(v[0]["dead_letter_target"], true, "{v}");
+    cleanup(&session, &mgmt, &ns).await;
+    session.close().await;
+}

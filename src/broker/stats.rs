@@ -345,6 +345,9 @@ pub fn is_quorum_with_limit(q: Option<&QueueInfo>, server_major: Option<u32>) ->
     }
 }
 
+/// RabbitMQ 4.x's delivery limit of a quorum queue that sets none.
+pub const QUORUM_DEFAULT_DELIVERY_LIMIT: i64 = 20;
+
 /// A quorum queue whose delivery limit is at least this can be browsed: a message would have to
 /// be browsed that many times before the broker drops it.
 pub const BROWSE_SAFE_DELIVERY_LIMIT: i64 = 10_000;
@@ -596,6 +599,22 @@ pub async fn collect(
             let weight = ns.gate.as_ref().map(|g| g.weight(v)).unwrap_or(0);
             let placement = info.map(placement_of);
             let unavailable = placement.as_ref().is_some_and(|p| p.unavailable);
+            let major = snap.server_version.as_deref().and_then(major_version);
+            let delivery_limit = info.and_then(|q| {
+                effective_delivery_limit(q)
+                    .filter(|l| *l != i64::MAX)
+                    .or_else(|| {
+                        (q.kind == "quorum" && major.is_some_and(|m| m >= 4))
+                            .then_some(QUORUM_DEFAULT_DELIVERY_LIMIT)
+                    })
+            });
+            let dead_letter_target = info.map(|q| {
+                q.arguments.contains_key("x-dead-letter-exchange")
+                    || q.effective_policy_definition
+                        .as_ref()
+                        .and_then(|d| d.get("dead-letter-exchange"))
+                        .is_some()
+            });
             ns.versions.push(VersionSnapshot {
                 version: v.clone(),
                 queue: q.clone(),
@@ -603,6 +622,8 @@ pub async fn collect(
                 exists: passive.is_some() || placement.as_ref().is_some_and(|p| p.unavailable),
                 placement,
                 queue_type: info.map(|i| i.kind.clone()),
+                delivery_limit,
+                dead_letter_target,
                 weight,
                 gate_percent: ns.gate.as_ref().map(|g| g.percent(v)).unwrap_or(0.0),
                 ready: passive

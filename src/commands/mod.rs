@@ -90,3 +90,35 @@ pub fn confirm(question: &str, yes: bool, expected: Option<&str>) -> Result<(), 
         ))
     }
 }
+
+/// A command that timed out on a cluster without a majority of its nodes running: RabbitMQ
+/// cannot declare quorum queues or append to the ledger stream then (issue 19, item 5). Say so
+/// instead of the generic "overloaded" hint; what was done before is idempotent, so running the
+/// command again once the nodes are back finishes it. Any other timeout passes unchanged.
+pub async fn explain_timeout(profile: &crate::config::Profile, f: Failure) -> Failure {
+    let Ok(mgmt) = Mgmt::new(profile) else {
+        return f;
+    };
+    let nodes = tokio::time::timeout(std::time::Duration::from_secs(3), mgmt.nodes()).await;
+    let Ok(Ok(nodes)) = nodes else {
+        return f;
+    };
+    let total = nodes.len();
+    let running = nodes.iter().filter(|n| n.running).count();
+    if total < 2 || running * 2 > total {
+        return f;
+    }
+    let down: Vec<String> = nodes
+        .iter()
+        .filter(|n| !n.running)
+        .map(|n| crate::text::sanitize(&n.name).into_owned())
+        .collect();
+    Failure {
+        hint: Some(format!(
+            "only {running} of {total} nodes are running ({} down): quorum queues and the ledger stream need a majority ({}); bring the nodes back (`hopback check`), then run it again — every step already done is idempotent",
+            down.join(", "),
+            total / 2 + 1
+        )),
+        ..f
+    }
+}

@@ -108,6 +108,15 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 .map(|g| g.describe())
                 .unwrap_or_else(|| "?".into()),
         );
+        for v in ns.versions.iter().filter(|v| v.drops_over_limit()) {
+            let _ = writeln!(
+                s,
+                "{:<16} (!) {}: delivery limit {} and no dead-letter target — messages over it are dropped",
+                "",
+                v.version,
+                v.delivery_limit.unwrap_or_default()
+            );
+        }
         for p in &ns.gate_problems {
             let _ = writeln!(s, "{:<16} gate problem: {}", "", p);
         }

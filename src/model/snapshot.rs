@@ -32,6 +32,13 @@ pub struct VersionSnapshot {
     pub exists: bool,
     /// Queue type (`classic`/`quorum`), when known.
     pub queue_type: Option<String>,
+    /// The delivery limit in effect (argument, policy, or RabbitMQ 4.x's default of 20 for a
+    /// quorum queue); `None`: no limit, or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_limit: Option<i64>,
+    /// Does the queue dead-letter somewhere (argument or policy)? `None`: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<bool>,
     /// Gate weight (0 = not bound).
     pub weight: u32,
     /// Gate share in percent.
@@ -236,5 +243,12 @@ mod tests {
         assert_eq!(error_rate(0.0, 0.0), None);
         assert_eq!(error_rate(90.0, 10.0), Some(0.1));
         assert_eq!(error_rate(0.0, 5.0), Some(1.0));
+    }
+}
+
+impl VersionSnapshot {
+    /// A delivery limit with nowhere to dead-letter to: a message over it is dropped.
+    pub fn drops_over_limit(&self) -> bool {
+        self.delivery_limit.is_some() && self.dead_letter_target == Some(false)
     }
 }

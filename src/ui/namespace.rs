@@ -136,12 +136,15 @@ fn draw_version(
         theme.border
     };
     let title = format!(
-        " {} · {}{} ",
+        " {} · {}{}{} ",
         sanitize(&v.version),
         sanitize(&v.queue),
         v.queue_type
             .as_deref()
             .map(|t| format!(" · {}", sanitize(t)))
+            .unwrap_or_default(),
+        v.delivery_limit
+            .map(|l| format!(" · limit {l}"))
             .unwrap_or_default()
     );
     let block = Block::bordered()
@@ -186,6 +189,18 @@ fn draw_version(
             base,
         )),
     ];
+    if v.drops_over_limit() {
+        lines.push(Line::from(Span::styled(
+            fit(
+                &format!(
+                    "⚠ limit {}, no dead-letter target: over it = DROPPED",
+                    v.delivery_limit.unwrap_or_default()
+                ),
+                w,
+            ),
+            theme.alert,
+        )));
+    }
     let th = state.thresholds.of(&n.name).error_rate_pct;
     let err_style = if v.error_rate.is_some_and(|e| e * 100.0 > th) {
         theme.alert
