@@ -234,6 +234,13 @@ impl NamespaceSnapshot {
     }
 }
 
+impl VersionSnapshot {
+    /// A delivery limit with nowhere to dead-letter to: a message over it is dropped.
+    pub fn drops_over_limit(&self) -> bool {
+        self.delivery_limit.is_some() && self.dead_letter_target == Some(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,12 +250,5 @@ mod tests {
         assert_eq!(error_rate(0.0, 0.0), None);
         assert_eq!(error_rate(90.0, 10.0), Some(0.1));
         assert_eq!(error_rate(0.0, 5.0), Some(1.0));
-    }
-}
-
-impl VersionSnapshot {
-    /// A delivery limit with nowhere to dead-letter to: a message over it is dropped.
-    pub fn drops_over_limit(&self) -> bool {
-        self.delivery_limit.is_some() && self.dead_letter_target == Some(false)
     }
 }
