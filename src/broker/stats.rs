@@ -320,6 +320,12 @@ pub fn gate_from_bindings(
 }
 
 fn rates_of(q: &QueueInfo) -> Option<Rates> {
+    // No message stats and no message counts: the broker collects no metrics (stats disabled,
+    // `management_agent.disable_metrics_collector`) — unknown, not 0/s. Counts without stats: a
+    // queue that has seen no traffic yet, really 0/s.
+    if q.message_stats.is_none() && q.messages.is_none() {
+        return None;
+    }
     let s = q.message_stats.as_ref();
     Some(Rates {
         publish: s.map(|s| s.publish_details.rate).unwrap_or(0.0),
@@ -774,6 +780,49 @@ pub fn apply_dead_letter_rates(ns: &mut NamespaceSnapshot, dead_per_s: &BTreeMap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_are_unknown_when_the_broker_collects_no_metrics() {
+        let q = |json: serde_json::Value| -> QueueInfo { serde_json::from_value(json).unwrap() };
+        // Stats disabled: neither counts nor message stats.
+        assert_eq!(rates_of(&q(serde_json::json!({"name": "a"}))), None);
+        // Counts but no traffic yet: really 0/s.
+        let idle = rates_of(&q(serde_json::json!({"name": "a", "messages": 0}))).unwrap();
+        assert_eq!(idle.publish, 0.0);
+        let busy = rates_of(&q(serde_json::json!({"name": "a", "messages": 3,
+            "message_stats": {"publish_details": {"rate": 2.5}}})))
+        .unwrap();
+        assert_eq!(busy.publish, 2.5);
+    }
+
+    #[test]
+    fn browse_safety_follows_the_delivery_limit() {
+        let q = |json: serde_json::Value| -> QueueInfo { serde_json::from_value(json).unwrap() };
+        let classic = q(serde_json::json!({"name": "a", "type": "classic"}));
+        assert!(!is_quorum_with_limit(Some(&classic), Some(4)));
+        let bare = q(serde_json::json!({"name": "a", "type": "quorum"}));
+        assert!(
+            is_quorum_with_limit(Some(&bare), Some(4)),
+            "4.x default of 20"
+        );
+        assert!(!is_quorum_with_limit(Some(&bare), Some(3)), "3.x: no limit");
+        assert!(
+            is_quorum_with_limit(Some(&bare), None),
+            "version unknown: fail closed"
+        );
+        let store = q(serde_json::json!({"name": "a", "type": "quorum",
+            "arguments": {"x-delivery-limit": 1_000_000}}));
+        assert!(!is_quorum_with_limit(Some(&store), Some(4)));
+        let unlimited = q(serde_json::json!({"name": "a", "type": "quorum",
+            "arguments": {"x-delivery-limit": -1}}));
+        assert!(!is_quorum_with_limit(Some(&unlimited), Some(4)));
+        // A policy with a lower limit wins.
+        let policed = q(serde_json::json!({"name": "a", "type": "quorum",
+            "arguments": {"x-delivery-limit": 1_000_000},
+            "effective_policy_definition": {"delivery-limit": 5}}));
+        assert!(is_quorum_with_limit(Some(&policed), Some(4)));
+        assert_eq!(effective_delivery_limit(&policed), Some(5));
+    }
 
     fn b(src: &str, dst: &str, key: &str) -> BindingInfo {
         BindingInfo {
