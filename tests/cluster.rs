@@ -1,14 +1,19 @@
 //! A 3-node RabbitMQ 4.x cluster that loses a node (issue 19). Needs `scripts/cluster up` (nodes
 //! c1..c3@localhost on AMQP 5681-5683, management 15681-15683), so the tests are `#[ignore]`d in
-//! the default run; CI runs them with `cargo test --test cluster -- --ignored` after starting the
-//! cluster. One test function: they stop and start nodes, which must not overlap.
+//! the default run; CI runs them with `cargo test --test cluster -- --include-ignored
+//! --test-threads=1` after starting the cluster. They stop and start nodes, which must not
+//! overlap: each holds [`SERIAL`] for its whole run as well.
 //!
 //! - the console's refresh connection, on the node that is stopped, is back on another node
 //!   within 5 s and says which;
 //! - while the node holding the classic `NS.dlq` / `NS.unrouted` is down, they read
 //!   "unavailable (cN down)", not "missing"; the quorum version queues stay available with 2/3
 //!   members online; the node list names the node down;
-//! - a gate flip during the outage goes through on a live node and is verified.
+//! - a gate flip during the outage goes through on a live node and is verified;
+//! - dead letters produced while the cluster-safe DLQ's first node is down: 0 lost;
+//! - the node a 20,000-message replay, a 10,000-message drain, and a guided rollback's drain step
+//!   (50,000 messages, CLI) are connected to is stopped mid-move: every id is counted, 0 lost; the
+//!   rollback either finishes or stops at a reported step and `rollback --resume` finishes it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -25,6 +30,9 @@ use hopback::model::ConnState;
 use tokio::sync::mpsc;
 
 const AMQP_PORTS: [u16; 3] = [5681, 5682, 5683];
+
+/// Held by each test for its whole run: they stop and start nodes.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn cluster_config() -> Config {
     let urls: Vec<String> = AMQP_PORTS
@@ -81,6 +89,7 @@ fn node_of(addr: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local cluster: scripts/cluster up, then cargo test --test cluster -- --ignored"]
 async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
+    let _serial = SERIAL.lock().await;
     // All three nodes up (idempotent; an earlier failed run may have left one stopped).
     cluster(&["up"]);
     let cfg = cluster_config();
@@ -289,10 +298,14 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
     live.close().await;
 }
 
-/// The cluster's URLs starting at node `first` (1..=3): a session that prefers that node.
-fn config_starting_at(first: usize) -> Config {
+/// The cluster's URLs without node `skip` (1..=3): a session on one of the other two, whatever
+/// node this process prefers.
+fn config_without(skip: usize) -> Config {
     let mut cfg = cluster_config();
-    let order: Vec<u16> = (0..3).map(|i| AMQP_PORTS[(first - 1 + i) % 3]).collect();
+    let order: Vec<u16> = (0..3)
+        .filter(|i| i + 1 != skip)
+        .map(|i| AMQP_PORTS[i])
+        .collect();
     let urls: Vec<String> = order
         .iter()
         .enumerate()
@@ -342,7 +355,7 @@ async fn move_through_a_node_loss(
     let probe = common::connect(cfg, "cluster test probe").await;
     let home = node_of(&probe.node());
     probe.close().await;
-    let observer = common::connect(&config_starting_at(home % 3 + 1), "cluster observer").await;
+    let observer = common::connect(&config_without(home), "cluster observer").await;
     assert_ne!(node_of(&observer.node()), home);
     let (_control, handle) =
         hopback::broker::mover::spawn(cfg.profile.clone(), "cluster-test".into(), spec);
@@ -363,6 +376,7 @@ async fn move_through_a_node_loss(
 #[tokio::test]
 #[ignore = "needs the local cluster: scripts/cluster up, then cargo test --test cluster -- --ignored"]
 async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
+    let _serial = SERIAL.lock().await;
     use hopback::broker::mover::{MoveSpec, StopReason, Target};
     cluster(&["up"]);
     let cfg = cluster_config();
@@ -375,7 +389,7 @@ async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
     let home = node_of(&session.node());
     session.close().await;
     // Test data goes in through another node.
-    let observer = common::connect(&config_starting_at(home % 3 + 1), "cluster observer").await;
+    let observer = common::connect(&config_without(home), "cluster observer").await;
     let names = hopback::topology::Namespace::convention(&ns);
     let (v1, v2) = (format!("{ns}.v1"), format!("{ns}.v2"));
     let count_ids = |lists: Vec<Vec<(String, lapin::BasicProperties)>>| {
@@ -455,6 +469,183 @@ async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
     );
     assert_eq!(lost, 0);
 
+    hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
+        .await
+        .unwrap();
+    observer.close().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster up, then cargo test --test cluster -- --ignored"]
+async fn a_node_lost_mid_rollback_drain_loses_no_message() {
+    let _serial = SERIAL.lock().await;
+    cluster(&["up"]);
+    // The CLI is a fresh process: it connects to the profile's first node, c1.
+    let home = 1;
+    let observer = common::connect(&config_without(home), "cluster observer").await;
+    let ns = common::unique_ns("clrb");
+    let versions: Vec<String> = vec!["v1".into(), "v2".into()];
+    hopback::broker::topology::init(&observer, &ns, &versions, QueueType::Quorum)
+        .await
+        .unwrap();
+    let (v1, v2) = (format!("{ns}.v1"), format!("{ns}.v2"));
+    hopback::broker::topology::change_bindings(
+        &observer,
+        &ns,
+        &[
+            hopback::broker::topology::BindingChange::Unbind {
+                queue: v1.clone(),
+                key: "100".into(),
+            },
+            hopback::broker::topology::BindingChange::Bind {
+                queue: v1.clone(),
+                key: "50".into(),
+            },
+            hopback::broker::topology::BindingChange::Bind {
+                queue: v2.clone(),
+                key: "50".into(),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    // v2's backlog: what the rollback's drain step moves to v1.
+    let n = 50_000;
+    let work = dlq_helpers::ids("rb", n);
+    dlq_helpers::publish(
+        &observer,
+        &v2,
+        &work,
+        &|id: &str| id.as_bytes().to_vec(),
+        None,
+        false,
+    )
+    .await;
+
+    // A v1 worker (the rollback waits for one): it takes one message and holds it unacked.
+    let worker = observer.channel().await.unwrap();
+    worker
+        .basic_qos(1, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = worker
+        .basic_consume(
+            v1.as_str().into(),
+            "v1 worker".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    // The guided rollback, from the CLI, on the cluster profile (the first node is `home`).
+    let mut args: Vec<String> = Vec::new();
+    for (i, port) in AMQP_PORTS.iter().enumerate() {
+        args.push("--url".into());
+        args.push(if i == 0 {
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+        } else {
+            format!("amqp://127.0.0.1:{port}/%2f")
+        });
+        args.push("--mgmt-url".into());
+        args.push(format!("http://127.0.0.1:{}/", port + 10000));
+    }
+    let base_args = args.clone();
+    for a in [
+        "--json",
+        "rollback",
+        &ns,
+        "--to",
+        "v1",
+        "--yes",
+        "--verify-window",
+        "2s",
+    ] {
+        args.push(a.to_string());
+    }
+    let mut c = common::bin();
+    c.args(&args);
+    let rollback = tokio::task::spawn_blocking(move || c.output().unwrap());
+    // Stop the node once the drain is under way.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while dlq_helpers::depth(&observer, &v1).await < 5_000 {
+        assert!(Instant::now() < deadline, "the drain never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moved_before = dlq_helpers::depth(&observer, &v1).await;
+    cluster(&["stop-node", &home.to_string()]);
+    let out = tokio::time::timeout(Duration::from_secs(300), rollback)
+        .await
+        .expect("the rollback did not end within 5 minutes of the node loss")
+        .unwrap();
+    cluster(&["start-node", &home.to_string()]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc: serde_json::Value = serde_json::from_str(&report)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {report}\n{err}"));
+    let drain = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "drain")
+        .cloned()
+        .unwrap();
+    // The drain lives through the node loss (the mover reconnects to a live node) …
+    assert_eq!(drain["state"], "done", "{report}\n{err}");
+    // … and the rollback is done (0), or stops at a reported consistent point: verification (4)
+    // on a v1 whose one worker acks nothing, or a failed step (1) whose report names it and whose
+    // error says how to resume — the engine's own connection was on the lost node.
+    let code = out.status.code();
+    let mut resumed = None;
+    if code == Some(1) {
+        assert_eq!(doc["outcome"]["outcome"], "failed", "{report}");
+        assert!(err.contains("rollback --resume"), "{err}");
+        let id = doc["rollback_id"].as_str().unwrap().to_string();
+        let mut args = base_args.clone();
+        for a in ["--json", "rollback", "--resume", &id, "--yes"] {
+            args.push(a.to_string());
+        }
+        let mut c = common::bin();
+        c.args(&args);
+        let again = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        resumed = again.status.code();
+        assert!(
+            matches!(resumed, Some(0) | Some(4)),
+            "resume exit {resumed:?}: {}\n{}",
+            String::from_utf8_lossy(&again.stdout),
+            String::from_utf8_lossy(&again.stderr)
+        );
+    } else {
+        assert!(
+            matches!(code, Some(0) | Some(4)),
+            "exit {code:?}\n{report}\n{err}"
+        );
+    }
+    // The worker holds one message (delivered, unacked): it counts as where it is.
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    {
+        use futures::StreamExt;
+        if let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+            && let Some(id) = d.properties.message_id()
+        {
+            *seen.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    let _ = worker.close(200, "done".into()).await;
+    for q in [&v1, &v2] {
+        for (id, _) in dlq_helpers::drain_ids(&observer, q).await {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    let lost = work.iter().filter(|id| !seen.contains_key(*id)).count();
+    let dups: usize = seen.values().map(|c| c - 1).sum();
+    eprintln!(
+        "rollback drain of {n} through a node loss (stopped at {moved_before} moved): exit {code:?}, resumed {resumed:?}, moved {}, lost {lost}, {dups} duplicate(s)",
+        drain["data"]["moved"]
+    );
+    assert_eq!(lost, 0);
     hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
         .await
         .unwrap();

@@ -83,8 +83,37 @@ pub struct StreamConsumer {
     pub message_count: u64,
 }
 
-/// Read stream `name` from `offset` as consumer `tag`, at most `prefetch` unacked.
+/// How long [`subscribe`] waits for the stream's replica on the connected node: a node that has
+/// just come back (a cluster after a node loss) starts its replica a few seconds later, and until
+/// then RabbitMQ refuses the subscription ("does not have a running replica on the local node").
+const REPLICA_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Read stream `name` from `offset` as consumer `tag`, at most `prefetch` unacked. Waits up to
+/// [`REPLICA_PATIENCE`] for the local replica of a node that is starting again.
 pub async fn subscribe(
+    session: &Session,
+    name: &str,
+    tag: &str,
+    prefetch: u16,
+    offset: StreamOffset,
+) -> Result<StreamConsumer, StepError> {
+    let deadline = std::time::Instant::now() + REPLICA_PATIENCE;
+    loop {
+        match subscribe_once(session, name, tag, prefetch, offset).await {
+            Err(e)
+                if e.source
+                    .to_string()
+                    .contains("does not have a running replica")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn subscribe_once(
     session: &Session,
     name: &str,
     tag: &str,
