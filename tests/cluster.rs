@@ -35,7 +35,13 @@ const AMQP_PORTS: [u16; 3] = [5681, 5682, 5683];
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn cluster_config() -> Config {
-    let urls: Vec<String> = AMQP_PORTS
+    config_for_ports(&AMQP_PORTS)
+}
+
+/// A cluster profile naming the nodes on these AMQP ports, in this order (the management API of
+/// each is on port + 10000); the password travels in the first URL only.
+fn config_for_ports(ports: &[u16]) -> Config {
+    let urls: Vec<String> = ports
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -46,7 +52,7 @@ fn cluster_config() -> Config {
             }
         })
         .collect();
-    let mgmt: Vec<String> = AMQP_PORTS
+    let mgmt: Vec<String> = ports
         .iter()
         .map(|p| format!("http://127.0.0.1:{}/", p + 10000))
         .collect();
@@ -64,6 +70,55 @@ fn cluster_config() -> Config {
     .unwrap();
     cfg.refresh_interval_ms = 300;
     cfg
+}
+
+/// The CLI arguments naming every node (`--url` and `--mgmt-url` per node, in order).
+fn cli_cluster_args() -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    for (i, port) in AMQP_PORTS.iter().enumerate() {
+        args.push("--url".into());
+        args.push(if i == 0 {
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+        } else {
+            format!("amqp://127.0.0.1:{port}/%2f")
+        });
+        args.push("--mgmt-url".into());
+        args.push(format!("http://127.0.0.1:{}/", port + 10000));
+    }
+    args
+}
+
+/// Publish `ids` (each its own body) to `queue`, confirmed; `expire` makes each a dead letter at
+/// once.
+async fn publish_ids(
+    session: &hopback::broker::session::Session,
+    queue: &str,
+    ids: &[String],
+    expire: bool,
+) {
+    dlq_helpers::publish(
+        session,
+        queue,
+        ids,
+        &|id: &str| id.as_bytes().to_vec(),
+        None,
+        expire,
+    )
+    .await;
+}
+
+/// How many times each id is in `queues` (drained).
+async fn count_ids(
+    session: &hopback::broker::session::Session,
+    queues: &[&str],
+) -> std::collections::BTreeMap<String, usize> {
+    let mut all = std::collections::BTreeMap::new();
+    for q in queues {
+        for (id, _) in dlq_helpers::drain_ids(session, q).await {
+            *all.entry(id).or_default() += 1;
+        }
+    }
+    all
 }
 
 /// `scripts/cluster ARGS…` (stop-node N / start-node N).
@@ -220,15 +275,7 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
     let dead = dlq_helpers::ids("down", 500);
     let dlq = format!("{ns}.dlq");
     let before = live.passive_queue(&dlq).await.unwrap().unwrap().ready;
-    dlq_helpers::publish(
-        &live,
-        &format!("{ns}.v2"),
-        &dead,
-        &|id: &str| id.as_bytes().to_vec(),
-        None,
-        true,
-    )
-    .await;
+    publish_ids(&live, &format!("{ns}.v2"), &dead, true).await;
     // At least once: wait for 500 more (a duplicate would make it more, never fewer).
     let deadline = Instant::now() + Duration::from_secs(30);
     while live.passive_queue(&dlq).await.unwrap().unwrap().ready < before + 500 {
@@ -244,17 +291,7 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
     assert_eq!(lost, 0, "dead letters lost while c{home} was down");
 
     // `check` names the node down and the profile's node list.
-    let mut args: Vec<String> = Vec::new();
-    for (i, port) in AMQP_PORTS.iter().enumerate() {
-        args.push("--url".into());
-        args.push(if i == 0 {
-            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
-        } else {
-            format!("amqp://127.0.0.1:{port}/%2f")
-        });
-        args.push("--mgmt-url".into());
-        args.push(format!("http://127.0.0.1:{}/", port + 10000));
-    }
+    let mut args = cli_cluster_args();
     args.push("check".into());
     let mut c = common::bin();
     c.args(&args);
@@ -301,42 +338,11 @@ async fn losing_a_node_costs_one_reconnect_and_reads_unavailable_not_missing() {
 /// The cluster's URLs without node `skip` (1..=3): a session on one of the other two, whatever
 /// node this process prefers.
 fn config_without(skip: usize) -> Config {
-    let mut cfg = cluster_config();
-    let order: Vec<u16> = (0..3)
+    let ports: Vec<u16> = (0..3)
         .filter(|i| i + 1 != skip)
         .map(|i| AMQP_PORTS[i])
         .collect();
-    let urls: Vec<String> = order
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if i == 0 {
-                format!("amqp://guest:guest@127.0.0.1:{p}/%2f")
-            } else {
-                format!("amqp://127.0.0.1:{p}/%2f")
-            }
-        })
-        .collect();
-    let over = Overrides {
-        url: Some(urls.join(",")),
-        mgmt_url: Some(
-            order
-                .iter()
-                .map(|p| format!("http://127.0.0.1:{}/", p + 10000))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        ..Default::default()
-    };
-    let resolved = config::resolve(
-        config::raw::RawConfig::default(),
-        std::path::Path::new("/nonexistent/hopback-test.toml"),
-        false,
-        &over,
-    )
-    .unwrap();
-    cfg.profile = resolved.profile;
-    cfg
+    config_for_ports(&ports)
 }
 
 /// Run `spec` with the mover (rate-limited so it is still running when the node goes), stop the
@@ -392,28 +398,10 @@ async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
     let observer = common::connect(&config_without(home), "cluster observer").await;
     let names = hopback::topology::Namespace::convention(&ns);
     let (v1, v2) = (format!("{ns}.v1"), format!("{ns}.v2"));
-    let count_ids = |lists: Vec<Vec<(String, lapin::BasicProperties)>>| {
-        let mut all = std::collections::BTreeMap::<String, usize>::new();
-        for l in lists {
-            for (id, _) in l {
-                *all.entry(id).or_default() += 1;
-            }
-        }
-        all
-    };
-
     // (b) A 20,000-message replay (what `dlq replay NS --to v1` runs) loses its node mid-way.
     let n = 20_000;
     let dead = dlq_helpers::ids("rp", n);
-    dlq_helpers::publish(
-        &observer,
-        &v2,
-        &dead,
-        &|id: &str| id.as_bytes().to_vec(),
-        None,
-        true,
-    )
-    .await;
+    publish_ids(&observer, &v2, &dead, true).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while dlq_helpers::depth(&observer, &names.dlq).await < n as u32 {
         assert!(Instant::now() < deadline, "dead letters did not arrive");
@@ -428,10 +416,7 @@ async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
         r.counts.reconnects >= 1,
         "the node loss never reached the mover: {r:?}"
     );
-    let seen = count_ids(vec![
-        dlq_helpers::drain_ids(&observer, &v1).await,
-        dlq_helpers::drain_ids(&observer, &names.dlq).await,
-    ]);
+    let seen = count_ids(&observer, &[&v1, &names.dlq]).await;
     let lost = dead.iter().filter(|id| !seen.contains_key(*id)).count();
     let dups: usize = seen.values().map(|c| c - 1).sum();
     eprintln!(
@@ -443,24 +428,13 @@ async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
     // (c) The rollback's drain (NS.v2 → NS.v1, the mover's drain the rollback step runs) loses
     // its node mid-way.
     let work = dlq_helpers::ids("dr", 10_000);
-    dlq_helpers::publish(
-        &observer,
-        &v2,
-        &work,
-        &|id: &str| id.as_bytes().to_vec(),
-        None,
-        false,
-    )
-    .await;
+    publish_ids(&observer, &v2, &work, false).await;
     let mut spec = MoveSpec::drain(&names, &v2, &v1);
     spec.rate_per_s = Some(1_500.0);
     spec.max_reconnect_attempts = 30;
     let (r, observer) = move_through_a_node_loss(&cfg, spec, &v1, 2_000).await;
     assert!(!matches!(r.stop, StopReason::Failed(_)), "{r:?}");
-    let seen = count_ids(vec![
-        dlq_helpers::drain_ids(&observer, &v1).await,
-        dlq_helpers::drain_ids(&observer, &v2).await,
-    ]);
+    let seen = count_ids(&observer, &[&v1, &v2]).await;
     let lost = work.iter().filter(|id| !seen.contains_key(*id)).count();
     let dups: usize = seen.values().map(|c| c - 1).sum();
     eprintln!(
@@ -512,15 +486,7 @@ async fn a_node_lost_mid_rollback_drain_loses_no_message() {
     // v2's backlog: what the rollback's drain step moves to v1.
     let n = 50_000;
     let work = dlq_helpers::ids("rb", n);
-    dlq_helpers::publish(
-        &observer,
-        &v2,
-        &work,
-        &|id: &str| id.as_bytes().to_vec(),
-        None,
-        false,
-    )
-    .await;
+    publish_ids(&observer, &v2, &work, false).await;
 
     // A v1 worker (the rollback waits for one): it takes one message and holds it unacked.
     let worker = observer.channel().await.unwrap();
@@ -539,17 +505,7 @@ async fn a_node_lost_mid_rollback_drain_loses_no_message() {
         .unwrap();
 
     // The guided rollback, from the CLI, on the cluster profile (the first node is `home`).
-    let mut args: Vec<String> = Vec::new();
-    for (i, port) in AMQP_PORTS.iter().enumerate() {
-        args.push("--url".into());
-        args.push(if i == 0 {
-            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
-        } else {
-            format!("amqp://127.0.0.1:{port}/%2f")
-        });
-        args.push("--mgmt-url".into());
-        args.push(format!("http://127.0.0.1:{}/", port + 10000));
-    }
+    let mut args = cli_cluster_args();
     let base_args = args.clone();
     for a in [
         "--json",
@@ -634,10 +590,8 @@ async fn a_node_lost_mid_rollback_drain_loses_no_message() {
         }
     }
     let _ = worker.close(200, "done".into()).await;
-    for q in [&v1, &v2] {
-        for (id, _) in dlq_helpers::drain_ids(&observer, q).await {
-            *seen.entry(id).or_default() += 1;
-        }
+    for (id, c) in count_ids(&observer, &[&v1, &v2]).await {
+        *seen.entry(id).or_default() += c;
     }
     let lost = work.iter().filter(|id| !seen.contains_key(*id)).count();
     let dups: usize = seen.values().map(|c| c - 1).sum();

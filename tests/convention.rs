@@ -112,6 +112,36 @@ async fn init_builds_the_cluster_safe_convention_and_its_quorum_dlq_browses() {
     session.close().await;
 }
 
+/// Delete `queue` and declare it again as a durable quorum queue with `args`.
+async fn redeclare_quorum(
+    session: &hopback::broker::session::Session,
+    queue: &str,
+    args: &[(&str, AMQPValue)],
+) {
+    let ch = session.channel().await.unwrap();
+    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let mut table = FieldTable::default();
+    table.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    for (k, v) in args {
+        table.insert((*k).into(), v.clone());
+    }
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        table,
+    )
+    .await
+    .unwrap();
+}
+
 /// The topology an earlier hopback built for a quorum namespace: quorum version queues that
 /// dead-letter at most once, a classic DLQ and unrouted queue.
 async fn legacy_namespace(session: &hopback::broker::session::Session, ns: &str) {
@@ -119,31 +149,17 @@ async fn legacy_namespace(session: &hopback::broker::session::Session, ns: &str)
     topology::init(session, ns, &versions, QueueType::Classic)
         .await
         .unwrap();
-    let ch = session.channel().await.unwrap();
     for v in &versions {
         let q = format!("{ns}.{v}");
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from(format!("{ns}.dlx"))),
-        );
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
+        redeclare_quorum(
+            session,
+            &q,
+            &[(
+                "x-dead-letter-exchange",
+                AMQPValue::LongString(LongString::from(format!("{ns}.dlx"))),
+            )],
         )
-        .await
-        .unwrap();
+        .await;
     }
     // The gate as init left it: v1 takes everything.
     topology::change_bindings(
@@ -293,27 +309,13 @@ async fn a_delivery_limit_without_a_dead_letter_target_is_flagged() {
     let (code, _, err) = run(&["init", &ns, "--versions", "v1,v2"]);
     assert_eq!(code, 0, "{err}");
     // v2 rebuilt by hand: quorum, a delivery limit of 5, no dead-letter exchange.
-    let ch = session.channel().await.unwrap();
     let v2 = format!("{ns}.v2");
-    ch.queue_delete(v2.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(5));
-    ch.queue_declare(
-        v2.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
+    redeclare_quorum(
+        &session,
+        &v2,
+        &[("x-delivery-limit", AMQPValue::LongLongInt(5))],
     )
-    .await
-    .unwrap();
+    .await;
     queue_info(&mgmt, &v2).await;
     let (code, out, err) = run(&["status", &ns]);
     assert_eq!(code, 0, "{err}");
