@@ -209,6 +209,15 @@ impl Ledger {
         }
     }
 
+    /// The same ledger over another session (the rollback engine after the node its connection
+    /// was on is lost); `None` for the local file, which needs no connection.
+    pub async fn reopen_on(&self, session: &Arc<Session>, cfg: &Config) -> Option<Ledger> {
+        match &self.backend {
+            Backend::Stream { name, .. } => Some(Self::open_stream(session, cfg, name).await),
+            _ => None,
+        }
+    }
+
     /// Is this the shared stream (not the local fallback file)?
     pub fn is_stream(&self) -> bool {
         matches!(self.backend, Backend::Stream { .. })

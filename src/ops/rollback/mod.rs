@@ -340,6 +340,32 @@ impl std::fmt::Debug for Env {
 }
 
 impl Env {
+    /// When this environment's connection is gone (a cluster lost the node it was on): a fresh
+    /// one to any live node of the profile, with the ledger over it, so the next step runs
+    /// instead of failing on a dead connection (issue 19). `None` while the connection is fine,
+    /// or when no node answers (the step then fails and says why).
+    pub async fn reconnected(&self) -> Option<Env> {
+        if self.session.is_connected() {
+            return None;
+        }
+        let session =
+            crate::broker::session::connect(&self.cfg.profile, "rollback", &self.cfg.operator)
+                .await
+                .ok()?;
+        let ledger = match self.ledger.reopen_on(&session, &self.cfg).await {
+            Some(l) => Arc::new(l),
+            None => self.ledger.clone(),
+        };
+        tracing::warn!(node = %session.node(), "rollback: connection lost; continuing on another node");
+        Some(Env {
+            session,
+            mgmt: self.mgmt.clone(),
+            cfg: self.cfg.clone(),
+            ns: self.ns.clone(),
+            ledger,
+        })
+    }
+
     /// The namespace's names, from the one resolver (adopted namespaces included).
     fn names(&self) -> Namespace {
         Namespace::resolve(&self.cfg, &self.ns)
@@ -568,7 +594,7 @@ pub async fn resume(
 
 #[allow(clippy::too_many_arguments)]
 async fn execute(
-    env: &Env,
+    env0: &Env,
     id: String,
     plan: Plan,
     completed: BTreeSet<usize>,
@@ -576,7 +602,9 @@ async fn execute(
     evidence: Vec<String>,
     operator: &dyn Operator,
 ) -> RollbackReport {
-    let names = env.names();
+    let names = env0.names();
+    // Replaced when the connection is lost between steps (see [`Env::reconnected`]).
+    let mut fresh: Option<Env> = None;
     operator.observe(&Update::Started {
         rollback_id: id.clone(),
         plan: plan.clone(),
@@ -585,13 +613,17 @@ async fn execute(
     });
     let mut report = RollbackReport {
         rollback_id: id.clone(),
-        namespace: env.ns.clone(),
+        namespace: env0.ns.clone(),
         plan: plan.name.clone(),
         resumed,
         steps: Vec::new(),
         outcome: RollbackOutcome::Done,
     };
     for (i, step) in plan.steps.iter().enumerate() {
+        if let Some(e) = fresh.as_ref().unwrap_or(env0).reconnected().await {
+            fresh = Some(e);
+        }
+        let env = fresh.as_ref().unwrap_or(env0);
         let description = step.kind.describe(&env.names());
         if completed.contains(&i) {
             operator.observe(&Update::Step {
@@ -712,6 +744,10 @@ async fn execute(
             break;
         }
     }
+    if let Some(e) = fresh.as_ref().unwrap_or(env0).reconnected().await {
+        fresh = Some(e);
+    }
+    let env = fresh.as_ref().unwrap_or(env0);
     let reason = match &report.outcome {
         RollbackOutcome::Done => "rollback complete; recovery verified".to_string(),
         RollbackOutcome::VerificationFailed { step, reason } => {
