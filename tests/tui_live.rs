@@ -53,11 +53,21 @@ async fn v2_rejections_show_as_error_rate_and_alert_within_a_second() {
     let mut state = hopback::app::initial_state(&cfg).unwrap();
     let (tx, mut rx) = mpsc::channel(256);
     let tasks = hopback::app::tasks::spawn(&cfg, tx);
+    // Measure from a monitored fleet: the tap bound and the management API's first sample of
+    // v2's queue taken (before it, v2's ack rate — hence its error rate — is honestly unknown;
+    // a just-declared queue gets its first sample within the broker's 5 s stats interval).
     let ready = until(&mut state, &mut rx, Duration::from_secs(20), |s| {
-        s.tap.bound.contains(&ns) && s.namespace(&ns).is_some()
+        s.tap.bound.contains(&ns)
+            && s.namespace(&ns)
+                .and_then(|n| n.version("v2"))
+                .is_some_and(|v| v.rates.is_some())
     })
     .await;
-    assert!(ready.is_some(), "tap never bound {ns}.dlx: {:?}", state.tap);
+    assert!(
+        ready.is_some(),
+        "tap never bound {ns}.dlx or v2 never sampled: {:?}",
+        state.tap
+    );
 
     // A v2 worker that rejects everything (nack, requeue=false → NS.dlx).
     let worker = hopback::broker::session::connect_named(&cfg.profile, &format!("{ns} worker v2"))
