@@ -128,6 +128,24 @@ impl Namespace {
         format!("{}.gate-lock", self.entry)
     }
 
+    /// The broker engine's dynamic shovel for moves out of this namespace (one at a time):
+    /// `hopback-move-ENTRY`.
+    pub fn move_shovel(&self) -> String {
+        format!("hopback-move-{}", self.entry)
+    }
+
+    /// The broker engine's "to origin" router: a headers exchange that sends a dead letter to the
+    /// version queue named by its `x-first-death-queue` (`ENTRY.replay-origin`).
+    pub fn origin_router(&self) -> String {
+        format!("{}.replay-origin", self.entry)
+    }
+
+    /// The router's alternate exchange: origins that are not a version queue of this namespace
+    /// go to the parking queue through it (`ENTRY.replay-unknown`).
+    pub fn origin_fallback(&self) -> String {
+        format!("{}.replay-unknown", self.entry)
+    }
+
     /// The queue of version `v`: `NS.v2` by convention, the adoption's entry otherwise (`None`
     /// when the adoption does not name it, or `v` is not a version name).
     pub fn version_queue(&self, v: &str) -> Option<String> {

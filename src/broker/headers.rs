@@ -82,14 +82,41 @@ pub fn attribute(headers: Option<&FieldTable>) -> Attribution {
         .map(|s| Reason::parse(&s))
         .or_else(|| deaths.last().map(|d| d.reason.clone()))
         .unwrap_or(Reason::Unknown);
-    let replays = header_u64(headers, REPLAYS_HEADER)
-        .map(|n| n.min(u64::from(u32::MAX)) as u32)
-        .unwrap_or(0);
+    let replays = replays_of(headers).min(u64::from(u32::MAX)) as u32;
     Attribution {
         origin_queue: first_queue.filter(|q| !q.is_empty()),
         reason: first_reason,
         deaths,
         replays,
+    }
+}
+
+/// The header a dynamic shovel adds one entry to per hop (`dest-add-forward-headers`).
+pub const SHOVELLED_HEADER: &str = "x-shovelled";
+/// hopback's broker-engine shovels are named with this prefix (`Namespace::move_shovel`).
+pub const MOVE_SHOVEL_PREFIX: &str = "hopback-move-";
+
+/// Replays a message went through: the client engine's own `x-hopback-replays` plus one per
+/// `x-shovelled` entry of a hopback broker-engine move — so the replay-loop guard counts both
+/// engines' hops.
+pub fn replays_of(headers: Option<&FieldTable>) -> u64 {
+    let own = header_u64(headers, REPLAYS_HEADER).unwrap_or(0);
+    own.saturating_add(shovel_hops(headers))
+}
+
+/// `x-shovelled` entries written by hopback's broker engine.
+pub fn shovel_hops(headers: Option<&FieldTable>) -> u64 {
+    match headers.and_then(|h| h.inner().get(SHOVELLED_HEADER)) {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter(|e| match e {
+                AMQPValue::FieldTable(t) => header_string(Some(t), "shovel-name")
+                    .is_some_and(|n| n.starts_with(MOVE_SHOVEL_PREFIX)),
+                _ => false,
+            })
+            .count() as u64,
+        _ => 0,
     }
 }
 

@@ -123,6 +123,20 @@ fn yes() -> bool {
     true
 }
 
+/// One dynamic shovel's state (`/api/shovels/{vhost}`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ShovelStatus {
+    /// Shovel name.
+    #[serde(default)]
+    pub name: String,
+    /// `starting`, `running` or `terminated`.
+    #[serde(default)]
+    pub state: String,
+    /// Why it terminated (when it did).
+    #[serde(default)]
+    pub reason: Option<serde_json::Value>,
+}
+
 /// One feature flag (`/api/feature-flags`).
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct FeatureFlag {
@@ -667,7 +681,7 @@ impl Mgmt {
         self.send_no_body(reqwest::Method::DELETE, &path, None)
             .await
     }
-    /// Create a dynamic shovel (used by benchmarks as the baseline to beat).
+    /// Create a dynamic shovel (the broker engine of a move, `broker::shovel`; benchmarks' baseline).
     pub async fn put_shovel(&self, name: &str, value: serde_json::Value) -> Result<(), MgmtError> {
         let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
         self.send_no_body(
@@ -682,6 +696,36 @@ impl Mgmt {
         let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
         self.send_no_body(reqwest::Method::DELETE, &path, None)
             .await
+    }
+    /// Does the dynamic shovel `name` still exist? A shovel with `src-delete-after` removes
+    /// itself once it has moved its count, so `false` after a start means "done".
+    pub async fn shovel_exists(&self, name: &str) -> Result<bool, MgmtError> {
+        let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
+        match self.get::<serde_json::Value>(&path).await {
+            Ok(_) => Ok(true),
+            Err(MgmtError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    /// The running state of the dynamic shovel `name` (`None`: not running anywhere, or the
+    /// shovel management plugin is off).
+    pub async fn shovel_status(&self, name: &str) -> Result<Option<ShovelStatus>, MgmtError> {
+        let path = format!("/api/shovels/{}", enc(&self.vhost));
+        match self.get::<Vec<ShovelStatus>>(&path).await {
+            Ok(all) => Ok(all.into_iter().find(|s| s.name == name)),
+            Err(MgmtError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    /// Is the shovel plugin (`rabbitmq_shovel`) running on every running node? A dynamic
+    /// shovel can be declared only then.
+    pub async fn shovel_plugin_enabled(&self) -> Result<bool, MgmtError> {
+        let nodes = self.nodes().await?;
+        let running: Vec<_> = nodes.iter().filter(|n| n.running).collect();
+        Ok(!running.is_empty()
+            && running
+                .iter()
+                .all(|n| n.applications.iter().any(|a| a.name == "rabbitmq_shovel")))
     }
     /// Management extensions (tells whether the shovel management plugin is on).
     pub async fn extensions(&self) -> Result<Vec<serde_json::Value>, MgmtError> {

@@ -107,6 +107,13 @@ pub enum DlqCommand {
         /// Publisher confirms outstanding
         #[arg(long, default_value_t = mover::DEFAULT_CONFIRM_WINDOW)]
         confirm_window: usize,
+        /// auto: RabbitMQ's own shovel when every decision can be made inside the broker, else
+        /// the client mover | broker | client
+        #[arg(long, default_value = "auto", value_parser = ["auto", "broker", "client"])]
+        engine: String,
+        /// Show the plan (with the engine and why) and change nothing
+        #[arg(long)]
+        dry_run: bool,
         /// Do not ask
         #[arg(long)]
         yes: bool,
@@ -171,6 +178,8 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
             force,
             prefetch,
             confirm_window,
+            engine,
+            dry_run,
             yes,
             from_file,
         } => {
@@ -191,9 +200,12 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
                 force,
                 prefetch,
                 confirm_window,
+                engine: engine
+                    .parse()
+                    .map_err(|e| Failure::usage(e, "use --engine auto, broker or client"))?,
                 ..ReplayRequest::new(&namespace, parse_from(&from)?, parse_to(&to))
             };
-            replay(ctx, req, yes).await
+            replay(ctx, req, yes, dry_run).await
         }
         DlqCommand::Purge {
             namespace,
@@ -548,12 +560,26 @@ async fn replay_file(
     Ok(())
 }
 
-async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure> {
+async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool, dry_run: bool) -> Result<(), Failure> {
     // Refused before connecting when read-only: the operation's own guard, asked early.
     ctx.require_writable("replay dead letters")?;
     let session = ctx.connect().await?;
     let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
     let plan = crate::ops::replay::prepare(&cx, &req).await?;
+    if dry_run {
+        session.close().await;
+        if ctx.json {
+            return ctx.print_json(&plan);
+        }
+        crate::outln!("dry run — nothing changed. The plan:");
+        crate::outln!("  {}", plan.question());
+        crate::outln!(
+            "  engine: {} ({})",
+            plan.engine.name(),
+            sanitize(&plan.engine_reason)
+        );
+        return Ok(());
+    }
     if plan.source_depth == 0 {
         session.close().await;
         if ctx.json {
@@ -574,7 +600,7 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure>
         // `outln!` ignores a failed write (after SIGHUP stdout may be a dead terminal, and a
         // panic here would hide the consistent state the move stopped in) and sanitises.
         crate::outln!(
-            "{}: moved {}, parked {}, left in place {} (filter {}, no origin/target {}, over replay limit {}, returned/nacked {}), possible duplicates {}, reconnects {} — {:.0} msg/s",
+            "{}: moved {}, parked {}, left in place {} (filter {}, no origin/target {}, over replay limit {}, returned/nacked {}), possible duplicates {}, reconnects {} — {:.0} msg/s, {} engine{}",
             match (&report.stop, report.stopped_by.as_deref()) {
                 (StopReason::Drained, _) => "done (source drained)".to_string(),
                 (StopReason::BudgetReached, _) => "done".to_string(),
@@ -592,7 +618,16 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure>
             c.returned,
             c.possible_duplicates,
             c.reconnects,
-            report.rate_per_s()
+            report.rate_per_s(),
+            plan.engine.name(),
+            match (&plan.engine, &report.stop) {
+                (
+                    crate::ops::replay::Engine::Broker(_),
+                    StopReason::BudgetReached | StopReason::LimitReached,
+                ) => "",
+                (crate::ops::replay::Engine::Broker(_), _) => " (counts read from queue depths)",
+                _ => "",
+            }
         );
         if c.foreign_origin > 0 {
             crate::outln!(
@@ -602,9 +637,17 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool) -> Result<(), Failure>
             );
         }
         if c.possible_duplicates > 0 {
+            let when = match plan.engine {
+                crate::ops::replay::Engine::Broker(_) => {
+                    "up to {} message(s) were in flight when the shovel was removed"
+                }
+                crate::ops::replay::Engine::Client => {
+                    "{} message(s) were in flight when the connection dropped"
+                }
+            };
             crate::outln!(
-                "note: {} message(s) were in flight when the connection dropped; they may now be in both places (consumers deduplicate on message_id)",
-                c.possible_duplicates
+                "note: {}; they may now be in both places (consumers deduplicate on message_id)",
+                when.replace("{}", &c.possible_duplicates.to_string())
             );
         }
     }

@@ -15,6 +15,7 @@ use super::{OpContext, OpError};
 use crate::broker::mover::{
     self, MoveControl, MoveCounts, MoveProgress, MoveReport, MoveSpec, StopReason, Target,
 };
+use crate::broker::shovel::{ShovelDest, ShovelMove};
 use crate::ledger::{Event, EventKind, Outcome};
 use crate::model::deadletter::{Condition, Filter};
 use crate::text::sanitize;
@@ -82,6 +83,56 @@ pub struct ReplayRequest {
     pub prefetch: u16,
     /// Publisher confirms outstanding.
     pub confirm_window: usize,
+    /// Which engine moves the messages (`--engine`, default auto).
+    pub engine: EngineChoice,
+}
+
+/// `--engine`: which engine a move runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// The broker when every per-message decision can be made inside it, else the client.
+    #[default]
+    Auto,
+    /// A dynamic shovel (refused, with the reason, when it cannot do this move).
+    Broker,
+    /// The confirm-then-ack mover.
+    Client,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = crate::model::Invalid;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "broker" => Ok(Self::Broker),
+            "client" => Ok(Self::Client),
+            other => Err(crate::model::Invalid(format!(
+                "unknown engine `{}` (auto, broker or client)",
+                sanitize(other)
+            ))),
+        }
+    }
+}
+
+/// The engine a plan runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "engine", rename_all = "snake_case")]
+pub enum Engine {
+    /// The confirm-then-ack mover (`broker::mover`), per message.
+    Client,
+    /// A dynamic shovel inside the broker (`broker::shovel`), exactly `count` messages.
+    Broker(ShovelMove),
+}
+
+impl Engine {
+    /// `client` or `broker`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Client => "client",
+            Engine::Broker(_) => "broker",
+        }
+    }
 }
 
 impl ReplayRequest {
@@ -99,6 +150,7 @@ impl ReplayRequest {
             force: false,
             prefetch: mover::DEFAULT_PREFETCH,
             confirm_window: mover::DEFAULT_CONFIRM_WINDOW,
+            engine: EngineChoice::Auto,
         }
     }
 }
@@ -116,8 +168,10 @@ pub struct ReplayPlan {
     pub source_depth: u64,
     /// Messages the plan takes at most (the depth, or the limit / selection).
     pub at_most: u64,
-    /// Which engine moves them, and why.
-    pub engine: &'static str,
+    /// Which engine moves them.
+    pub engine: Engine,
+    /// Why that engine (one line, terminal-safe).
+    pub engine_reason: String,
     /// One line: what will happen (terminal-safe).
     pub title: String,
 }
@@ -148,8 +202,15 @@ impl ReplayPlan {
         } else {
             ""
         };
+        let engine = match &self.engine {
+            Engine::Broker(m) => format!(
+                " [broker engine: a shovel moves exactly {} inside RabbitMQ — {}]",
+                m.count, self.engine_reason
+            ),
+            Engine::Client => format!(" [client engine — {}]", self.engine_reason),
+        };
         format!(
-            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?",
+            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?{engine}",
             self.at_most,
             self.source_depth,
             sanitize(self.source()),
@@ -401,15 +462,274 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
             .first()
             .map_or_else(String::new, |s| s.target.describe())
     );
+    let (engine, engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
     Ok(ReplayPlan {
         namespace: ns.name.clone(),
         kind,
         specs,
         source_depth: depth,
         at_most,
-        engine: "client (confirm-then-ack mover)",
+        engine,
+        engine_reason,
         title,
     })
+}
+
+/// Run a plan's shovel: declare the origin router when it replays to origin, then let
+/// `broker::shovel` declare, watch and remove the shovel, forwarding its progress.
+async fn run_broker(
+    cx: &OpContext,
+    plan: &ReplayPlan,
+    m: &ShovelMove,
+    control: &ReplayControl,
+    on_progress: &mut (impl FnMut(usize, &MoveProgress) + Send),
+) -> crate::broker::shovel::ShovelOutcome {
+    let failed = |why: String| crate::broker::shovel::ShovelOutcome {
+        counts: MoveCounts::default(),
+        stop: StopReason::Failed(why),
+        exact: true,
+    };
+    let Some(mgmt) = cx.mgmt.as_ref() else {
+        return failed("the management API is not configured".into());
+    };
+    let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
+    if let ShovelDest::Exchange(x) = &m.dest
+        && *x == ns.origin_router()
+    {
+        let queues = match mgmt.queues().await {
+            Ok(q) => q,
+            Err(e) => return failed(format!("cannot list the version queues: {e}")),
+        };
+        let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
+        if let Err(e) = crate::broker::shovel::declare_origin_router(
+            &cx.session,
+            &ns.origin_router(),
+            &ns.origin_fallback(),
+            &ns.parked,
+            &versions,
+        )
+        .await
+        {
+            return failed(format!("cannot declare the origin router: {e}"));
+        }
+    }
+    let mut rx = control.subscribe();
+    let fut = crate::broker::shovel::run(&cx.session, mgmt, m, &control.mover);
+    tokio::pin!(fut);
+    let mut r = loop {
+        tokio::select! {
+            r = &mut fut => break r,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break fut.await;
+                }
+                let p = rx.borrow_and_update().clone();
+                if let Some(p) = p {
+                    on_progress(1, &p);
+                }
+            }
+        }
+    };
+    if r.stop == StopReason::BudgetReached && plan.specs.first().is_some_and(|s| s.limit.is_some())
+    {
+        r.stop = StopReason::LimitReached;
+    }
+    r
+}
+
+/// Why the broker engine cannot run this move, if it cannot (the first reason found), and the
+/// shovel it would run otherwise.
+async fn broker_engine(
+    cx: &OpContext,
+    ns: &Namespace,
+    req: &ReplayRequest,
+    specs: &[MoveSpec],
+    count: u64,
+) -> Result<ShovelMove, String> {
+    let spec = specs.first().ok_or("nothing to move")?;
+    if matches!(req.selection, Selection::Ids(_)) {
+        return Err("selected messages are picked one by one".into());
+    }
+    if !spec.filter.is_empty() {
+        return Err("a filter decides per message".into());
+    }
+    if req.rate_per_s.is_some() {
+        return Err("--rate paces each message".into());
+    }
+    if let Source::Version(_) = req.from {
+        return Err(
+            "a drain runs until the queue stays empty; a shovel moves a fixed count".into(),
+        );
+    }
+    if req.from == Source::Parked && !req.force {
+        return Err(
+            "parked messages are over the replay limit: only the client engine leaves them (or add --force)"
+                .into(),
+        );
+    }
+    if count == 0 {
+        return Err("nothing to move".into());
+    }
+    let mgmt = cx
+        .mgmt
+        .as_ref()
+        .ok_or("a shovel is declared through the management API, which is not configured")?;
+    let who = mgmt
+        .whoami()
+        .await
+        .map_err(|e| format!("cannot read who I am from the management API: {e}"))?;
+    let admin = match &who.tags {
+        serde_json::Value::Array(a) => a.iter().any(|t| t == "administrator"),
+        serde_json::Value::String(t) => t.split(',').any(|t| t.trim() == "administrator"),
+        _ => false,
+    };
+    if !admin {
+        return Err(format!(
+            "a shovel acts inside the broker with more than user `{}`'s own permissions: only an administrator may run one",
+            sanitize(&who.name)
+        ));
+    }
+    crate::broker::shovel::check_available(mgmt).await?;
+    // RabbitMQ's shovel can remove itself (src-delete-after) before its last acks have settled
+    // on a quorum source (rabbitmq-server#14636). Measured here on 3.10.8: 651 of 1,003
+    // forwarded dead letters were back in the quorum DLQ; never on 4.0.5 nor from classic
+    // sources. So: a quorum (or unknown-type) source takes the broker engine on 4.x only.
+    let version = mgmt
+        .overview()
+        .await
+        .map(|o| o.rabbitmq_version)
+        .unwrap_or_default();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 4 {
+        let kind = mgmt
+            .queue(&spec.source_queue)
+            .await
+            .ok()
+            .flatten()
+            .map(|q| q.kind);
+        if kind.as_deref() != Some("classic") {
+            return Err(format!(
+                "RabbitMQ {} may end a shovel before a quorum queue has settled its last acks (rabbitmq-server#14636), leaving moved messages in `{}` too; the broker engine takes a quorum source on 4.x",
+                if version.is_empty() {
+                    "3.x".to_string()
+                } else {
+                    sanitize(&version).into_owned()
+                },
+                sanitize(&spec.source_queue)
+            ));
+        }
+    }
+    match mgmt.shovel_exists(&ns.move_shovel()).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(format!(
+                "a broker-engine move of `{}` is still running (shovel `{}`)",
+                sanitize(&ns.name),
+                sanitize(&ns.move_shovel())
+            ));
+        }
+        Err(e) => return Err(format!("cannot read the shovels: {e}")),
+    }
+    if spec.count_replay && spec.park_queue.is_some() && !req.force {
+        let earlier = earlier_replays(cx, ns).await?;
+        if earlier >= u64::from(req.max_replays) {
+            return Err(format!(
+                "the ledger shows {earlier} earlier replay(s) of `{}`: a message may be at the limit of {}, which only the client engine checks per message",
+                sanitize(&ns.name),
+                req.max_replays
+            ));
+        }
+    }
+    let (dest, park_queue) = match &spec.target {
+        Target::Queue(q) => (ShovelDest::Queue(q.clone()), None),
+        Target::Exchange(x) => (ShovelDest::Exchange(x.clone()), None),
+        Target::Origin => (
+            ShovelDest::Exchange(ns.origin_router()),
+            Some(ns.parked.clone()),
+        ),
+    };
+    Ok(ShovelMove {
+        name: ns.move_shovel(),
+        source_queue: spec.source_queue.clone(),
+        dest,
+        count,
+        prefetch: req.prefetch.clamp(1, 1000),
+        park_queue,
+    })
+}
+
+/// The replay-loop guard of the broker engine, decided before it starts: how many replays of
+/// this namespace the ledger holds. A hopback replay moves each message at most once (the
+/// client's run marker, the shovel's fixed count), so a message in the DLQ has been replayed
+/// by hopback at most this many times; below the limit no message can be at it. Refused (`Err`)
+/// when the ledger cannot prove it holds the namespace's whole history: no verified `init`
+/// event of the namespace (created before, adopted, or trimmed away), or a local-file ledger.
+async fn earlier_replays(cx: &OpContext, ns: &Namespace) -> Result<u64, String> {
+    if !cx.ledger.is_stream() {
+        return Err(
+            "the ledger is a local file, which cannot hold other operators' replays".into(),
+        );
+    }
+    let mut replays = 0u64;
+    let mut created = false;
+    let fold = cx.ledger.fold(crate::ledger::StreamStart::First, |e| {
+        if e.namespace.as_deref() != Some(ns.name.as_str()) {
+            return;
+        }
+        match e.kind {
+            EventKind::Init if e.author.is_some() && e.outcome == Outcome::Ok => created = true,
+            EventKind::Replay if e.outcome == Outcome::Started => replays += 1,
+            EventKind::RollbackStarted => replays += 1,
+            _ => {}
+        }
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(15), fold).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(format!(
+                "cannot read the ledger to count earlier replays: {e}"
+            ));
+        }
+        Err(_) => return Err("the ledger took too long to read to count earlier replays".into()),
+    }
+    if !created {
+        return Err(format!(
+            "the ledger does not hold `{}`'s creation (`hopback init`), so its earlier replays cannot all be counted",
+            sanitize(&ns.name)
+        ));
+    }
+    Ok(replays)
+}
+
+async fn choose_engine(
+    cx: &OpContext,
+    ns: &Namespace,
+    req: &ReplayRequest,
+    specs: &[MoveSpec],
+    count: u64,
+) -> Result<(Engine, String), OpError> {
+    if req.engine == EngineChoice::Client {
+        return Ok((Engine::Client, "asked for (--engine client)".into()));
+    }
+    match broker_engine(cx, ns, req, specs, count).await {
+        Ok(m) => Ok((
+            Engine::Broker(m),
+            if req.engine == EngineChoice::Broker {
+                "asked for (--engine broker)".into()
+            } else {
+                "every decision can be made inside the broker".into()
+            },
+        )),
+        Err(why) if req.engine == EngineChoice::Broker => Err(OpError::refused(
+            format!("the broker engine cannot run this move: {why}"),
+            "use --engine client (or auto, which picks it)",
+        )),
+        Err(why) => Ok((Engine::Client, why)),
+    }
 }
 
 /// Run a plan: journal the intent, move (each run in turn, one control for all), read the
@@ -431,18 +751,37 @@ pub async fn run(
         "max_replays": first.map(|s| s.max_replays),
         "force": first.map(|s| s.force),
         "runs": plan.specs.len(),
-        "engine": "client",
+        "engine": plan.engine.name(),
+        "engine_reason": plan.engine_reason,
+        "shovel": match &plan.engine {
+            Engine::Broker(m) => serde_json::json!({"name": m.name, "count": m.count, "dest": m.dest}),
+            Engine::Client => serde_json::Value::Null,
+        },
     });
     cx.journal_intent(
         cx.event(plan.kind, Some(&plan.namespace))
             .params(params.clone())
-            .reason(plan.title.clone()),
+            .reason(format!(
+                "{} — {} engine ({})",
+                plan.title,
+                plan.engine.name(),
+                plan.engine_reason
+            )),
     )
     .await?;
     let started = std::time::Instant::now();
     let mut total = MoveCounts::default();
     let mut stop = StopReason::Drained;
-    for (i, spec) in plan.specs.iter().enumerate() {
+    let specs: &[MoveSpec] = match &plan.engine {
+        Engine::Broker(m) => {
+            let r = run_broker(cx, plan, m, control, &mut on_progress).await;
+            total = r.counts;
+            stop = r.stop;
+            &[]
+        }
+        Engine::Client => &plan.specs,
+    };
+    for (i, spec) in specs.iter().enumerate() {
         if control.mover.state() == mover::RunState::Stopped {
             stop = StopReason::Stopped;
             break;

@@ -527,7 +527,9 @@ impl Runner<'_> {
             self.budget_hit = true;
             return Ok(Dispatch::Held(d.acker));
         }
-        let replays = header_u64(headers, REPLAYS_HEADER).unwrap_or(0);
+        // Both engines' hops count toward the limit; the header carries only this engine's.
+        let own_replays = header_u64(headers, REPLAYS_HEADER).unwrap_or(0);
+        let replays = crate::broker::headers::replays_of(headers);
         let over_limit = spec.count_replay && !spec.force && replays >= u64::from(spec.max_replays);
         let mut origin = None;
         let (exchange, routing_key, parked) = if over_limit {
@@ -586,7 +588,7 @@ impl Runner<'_> {
             }
         };
         let mut props = if spec.count_replay && !parked {
-            with_replays(d.properties, replays + 1)
+            with_replays(d.properties, own_replays.saturating_add(1))
         } else {
             d.properties
         };

@@ -372,6 +372,11 @@ impl MoveControl {
     pub fn subscribe(&self) -> watch::Receiver<Option<MoveProgress>> {
         self.progress.subscribe()
     }
+    /// Publish a progress update (the broker engine, `broker::shovel`, reports through the same
+    /// control as the mover, so callers watch one thing).
+    pub fn report(&self, p: MoveProgress) {
+        self.progress.send_replace(Some(p));
+    }
 }
 
 /// What is in the confirm window: a published message waiting for its confirm.
