@@ -45,7 +45,8 @@ async fn replay_to_origin_keeps_properties_counts_replays_and_parks_loops() {
         Target::Origin,
     );
     let report = mover::run(&t.cfg.profile, "test", &spec, &MoveControl::new()).await;
-    assert_eq!(report.stop, StopReason::Drained, "{report:?}");
+    // Every message that was there at the start handled: done without waiting for a quiet source.
+    assert_eq!(report.stop, StopReason::BudgetReached, "{report:?}");
     assert_eq!(report.counts.moved, 20);
     assert_eq!(report.counts.parked, 10);
     assert_eq!(report.counts.possible_duplicates, 0);

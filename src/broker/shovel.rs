@@ -26,8 +26,12 @@ use crate::broker::mgmt::{Mgmt, MgmtError};
 use crate::broker::mover::{MoveControl, MoveCounts, MoveProgress, RunState, StopReason};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
 
-/// How often the watcher reads the shovel and the source depth.
-const POLL: Duration = Duration::from_millis(200);
+/// How often the watcher reads the source depth (AMQP, cheap).
+const POLL: Duration = Duration::from_millis(50);
+/// How often it asks the management API whether the shovel still exists, away from the end.
+const MGMT_EVERY: Duration = Duration::from_secs(1);
+/// How often it reads the shovel's state (to notice one that keeps failing).
+const STATUS_EVERY: Duration = Duration::from_secs(3);
 /// How long the management API may stay unreachable before the watcher gives up (the shovel
 /// keeps going and removes itself when done; nothing is lost).
 const BLIND_MAX: Duration = Duration::from_secs(90);
@@ -274,6 +278,23 @@ pub async fn run(
     let estimate = |now_depth: Option<u64>| -> u64 {
         now_depth.map_or(0, |d| start_depth.saturating_sub(d).min(m.count))
     };
+    let report = |done: u64, connected: bool| {
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        control.report(MoveProgress {
+            counts: MoveCounts {
+                moved: done,
+                ..MoveCounts::default()
+            },
+            total: Some(m.count),
+            rate_per_s: rate,
+            eta_s: (rate > 0.0).then(|| m.count.saturating_sub(done) as f64 / rate),
+            state: RunState::Running,
+            connected,
+        });
+    };
+    let mut last_mgmt = Instant::now();
+    let mut last_status = Instant::now();
     let mut blind_since: Option<Instant> = None;
     let mut terminated_since: Option<Instant> = None;
     let mut last_depth = Some(start_depth);
@@ -292,6 +313,21 @@ pub async fn run(
             }
             break (StopReason::Stopped, false);
         }
+        if let Some(d) = depth(session, &m.source_queue).await {
+            last_depth = Some(d);
+        }
+        let done = estimate(last_depth);
+        // The management API is the expensive part (and competes with the shovel for the
+        // broker's CPU): ask it often only near the end, where the shovel removing itself is
+        // what ends the move; otherwise once a second, and the status every few seconds.
+        let near_end = done + u64::from(m.prefetch) >= m.count;
+        let ask_mgmt = near_end || last_mgmt.elapsed() >= MGMT_EVERY;
+        if !ask_mgmt {
+            report(done, blind_since.is_none());
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        last_mgmt = Instant::now();
         match mgmt.shovel_exists(&m.name).await {
             Ok(false) => break (StopReason::BudgetReached, true),
             Ok(true) => blind_since = None,
@@ -308,7 +344,13 @@ pub async fn run(
                 }
             }
         }
-        if let Ok(Some(st)) = mgmt.shovel_status(&m.name).await {
+        let status = if last_status.elapsed() >= STATUS_EVERY {
+            last_status = Instant::now();
+            mgmt.shovel_status(&m.name).await
+        } else {
+            Ok(None)
+        };
+        if let Ok(Some(st)) = status {
             if st.state == "terminated" {
                 let since = *terminated_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > TERMINATED_MAX {
@@ -326,23 +368,7 @@ pub async fn run(
                 terminated_since = None;
             }
         }
-        if let Some(d) = depth(session, &m.source_queue).await {
-            last_depth = Some(d);
-        }
-        let done = estimate(last_depth);
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        let rate = done as f64 / secs;
-        control.report(MoveProgress {
-            counts: MoveCounts {
-                moved: done,
-                ..MoveCounts::default()
-            },
-            total: Some(m.count),
-            rate_per_s: rate,
-            eta_s: (rate > 0.0).then(|| m.count.saturating_sub(done) as f64 / rate),
-            state: RunState::Running,
-            connected: blind_since.is_none(),
-        });
+        report(done, blind_since.is_none());
         tokio::time::sleep(POLL).await;
     };
     let after = depth(session, &m.source_queue).await;

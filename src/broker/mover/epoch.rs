@@ -276,6 +276,17 @@ impl Runner<'_> {
                 } else if self.budget_hit {
                     consuming = false;
                     finish.get_or_insert(StopReason::BudgetReached);
+                } else if spec.budget == Budget::InitialDepth
+                    && spec.filter.is_empty()
+                    && held.is_empty()
+                    && self.initial_depth > 0
+                    && done + in_flight >= self.initial_depth
+                {
+                    // Every message that was in the source at the start is moved or on its way
+                    // (nothing held, no filter: each delivery so far was one of them): done,
+                    // without waiting `idle_timeout` for a quiet source.
+                    consuming = false;
+                    finish.get_or_insert(StopReason::BudgetReached);
                 }
             }
             // Prove the acks so far reached the broker: a synchronous call on the same channel
