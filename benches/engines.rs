@@ -134,7 +134,7 @@ async fn dead_letters(s: &Session, ns: &Namespace, n: u64, mixed: bool) -> Resul
     let mut sent = 0u64;
     while sent < n {
         let batch = (n - sent).min(500);
-        let from_v1 = mixed && (sent / 500) % 2 == 0;
+        let from_v1 = mixed && (sent / 500).is_multiple_of(2);
         let (q, tag) = if from_v1 { (&v1, "a") } else { (&v2, "b") };
         let mut confirms = Vec::with_capacity(batch as usize);
         for i in 0..batch {
