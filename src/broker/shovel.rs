@@ -25,11 +25,16 @@ use serde::Serialize;
 use crate::broker::mgmt::{Mgmt, MgmtError};
 use crate::broker::mover::{MoveControl, MoveCounts, MoveProgress, RunState, StopReason};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::config::Profile;
+use std::sync::Arc;
 
 /// How often the watcher reads the source depth (AMQP, cheap).
 const POLL: Duration = Duration::from_millis(50);
 /// How often it asks the management API whether the shovel still exists, away from the end.
 const MGMT_EVERY: Duration = Duration::from_secs(1);
+/// How long a shovel may outlive its whole count having left the source (a restarted shovel
+/// counts afresh) before the watcher removes it.
+const RESTARTED_GRACE: Duration = Duration::from_secs(5);
 /// How often it reads the shovel's state (to notice one that keeps failing).
 const STATUS_EVERY: Duration = Duration::from_secs(3);
 /// How long the management API may stay unreachable before the watcher gives up (the shovel
@@ -221,6 +226,44 @@ async fn depth(session: &Session, q: &str) -> Option<u64> {
         .map(|c| u64::from(c.ready))
 }
 
+/// The watcher's AMQP connection: the caller's session until it dies (a broker restart), then a
+/// fresh one to any node of the profile, tried at most once a second.
+struct Watch<'a> {
+    profile: &'a Profile,
+    session: Arc<Session>,
+    dead_since: Option<Instant>,
+    last_try: Option<Instant>,
+}
+
+impl Watch<'_> {
+    async fn depth(&mut self, q: &str) -> Option<u64> {
+        if self.dead_since.is_none() {
+            match self.session.passive_queue(q).await {
+                Ok(c) => return c.map(|c| u64::from(c.ready)),
+                Err(_) => self.dead_since = Some(Instant::now()),
+            }
+        }
+        if self
+            .last_try
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last_try = Some(Instant::now());
+        let fresh = crate::broker::session::connect(self.profile, "shovel watch", "hopback")
+            .await
+            .ok()?;
+        self.session = fresh;
+        self.dead_since = None;
+        self.session
+            .passive_queue(q)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| u64::from(c.ready))
+    }
+}
+
 async fn consumers(session: &Session, q: &str) -> Option<u32> {
     session
         .passive_queue(q)
@@ -234,7 +277,8 @@ async fn consumers(session: &Session, q: &str) -> Option<u32> {
 /// stopped through `control` (removed; what it had not confirmed returns to the source) or
 /// failed. Progress goes to `control` (`MoveControl::report`).
 pub async fn run(
-    session: &Session,
+    session: &Arc<Session>,
+    profile: &Profile,
     mgmt: &Mgmt,
     m: &ShovelMove,
     control: &MoveControl,
@@ -295,7 +339,14 @@ pub async fn run(
     };
     let mut last_mgmt = Instant::now();
     let mut last_status = Instant::now();
+    let mut watch = Watch {
+        profile,
+        session: session.clone(),
+        dead_since: None,
+        last_try: None,
+    };
     let mut blind_since: Option<Instant> = None;
+    let mut counted_since: Option<Instant> = None;
     let mut terminated_since: Option<Instant> = None;
     let mut last_depth = Some(start_depth);
     let (stop, exact) = loop {
@@ -305,7 +356,7 @@ pub async fn run(
             // moment later: count only once everything it held is back in the source.
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline
-                && consumers(session, &m.source_queue)
+                && consumers(&watch.session, &m.source_queue)
                     .await
                     .is_none_or(|c| c > consumers_before)
             {
@@ -313,7 +364,7 @@ pub async fn run(
             }
             break (StopReason::Stopped, false);
         }
-        if let Some(d) = depth(session, &m.source_queue).await {
+        if let Some(d) = watch.depth(&m.source_queue).await {
             last_depth = Some(d);
         }
         let done = estimate(last_depth);
@@ -330,6 +381,17 @@ pub async fn run(
         last_mgmt = Instant::now();
         match mgmt.shovel_exists(&m.name).await {
             Ok(false) => break (StopReason::BudgetReached, true),
+            Ok(true) if done >= m.count => {
+                // The source gave up its whole count and the shovel is still there: a broker
+                // restart restarted it with a fresh count (it would wait for more dead letters
+                // forever). Its part is done: remove it.
+                let since = *counted_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > RESTARTED_GRACE {
+                    let _ = remove(mgmt, &m.name).await;
+                    break (StopReason::BudgetReached, false);
+                }
+                blind_since = None;
+            }
             Ok(true) => blind_since = None,
             Err(e) => {
                 let since = *blind_since.get_or_insert_with(Instant::now);
@@ -371,7 +433,9 @@ pub async fn run(
         report(done, blind_since.is_none());
         tokio::time::sleep(POLL).await;
     };
-    let after = depth(session, &m.source_queue).await;
+    let after = watch.depth(&m.source_queue).await;
+    let session = watch.session.clone();
+    let session = &session;
     // RabbitMQ's shovel may remove itself before its last acks reach the source
     // (rabbitmq-server#14636): those messages are requeued although they were forwarded. More
     // in the source than the start minus the count means up to that many may be in both places

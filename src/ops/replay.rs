@@ -514,7 +514,7 @@ async fn run_broker(
         }
     }
     let mut rx = control.subscribe();
-    let fut = crate::broker::shovel::run(&cx.session, mgmt, m, &control.mover);
+    let fut = crate::broker::shovel::run(&cx.session, &cx.cfg.profile, mgmt, m, &control.mover);
     tokio::pin!(fut);
     let mut r = loop {
         tokio::select! {
