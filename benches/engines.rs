@@ -83,22 +83,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn config() -> Result<Config, String> {
-    let url =
-        std::env::var("HOPBACK_URL").unwrap_or_else(|_| hopback::config::DEFAULT_URL.to_string());
-    hopback::config::resolve(
-        hopback::config::raw::RawConfig::default(),
-        std::path::Path::new("/nonexistent/hopback-bench.toml"),
-        false,
-        &hopback::config::Overrides {
-            url: Some(url),
-            mgmt_url: std::env::var("HOPBACK_MGMT_URL").ok(),
-            ..Default::default()
-        },
-    )
-    .map_err(|f| f.message)
-}
-
 async fn depth(s: &Session, q: &str) -> Result<u64, String> {
     Ok(s.passive_queue(q)
         .await
@@ -335,7 +319,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 async fn bench() -> Result<(), String> {
     let a = parse_args()?;
-    let cfg = config()?;
+    let cfg = common::config(None)?;
     let s = connect(&cfg.profile, "bench", "bench")
         .await
         .map_err(|e| e.to_string())?;

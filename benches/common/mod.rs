@@ -129,7 +129,8 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
     s[i.min(s.len() - 1)]
 }
 
-/// The local broker's profile (HOPBACK_URL or the default guest URL), optionally on a vhost.
+/// The local broker's profile (HOPBACK_URL or the default guest URL, and HOPBACK_MGMT_URL when
+/// set), optionally on a vhost.
 pub fn config(vhost: Option<&str>) -> Result<hopback::config::Config, String> {
     let base =
         std::env::var("HOPBACK_URL").unwrap_or_else(|_| hopback::config::DEFAULT_URL.to_string());
@@ -147,6 +148,7 @@ pub fn config(vhost: Option<&str>) -> Result<hopback::config::Config, String> {
         false,
         &hopback::config::Overrides {
             url: Some(url),
+            mgmt_url: std::env::var("HOPBACK_MGMT_URL").ok(),
             ..Default::default()
         },
     )

@@ -475,6 +475,32 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
     })
 }
 
+/// Drive one engine's run to its end, handing every progress report published on `control` to
+/// `on_progress(part, …)` (both engines report through the same control).
+async fn with_progress<T>(
+    fut: impl std::future::Future<Output = T>,
+    control: &ReplayControl,
+    part: usize,
+    on_progress: &mut (impl FnMut(usize, &MoveProgress) + Send),
+) -> T {
+    let mut rx = control.subscribe();
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return fut.await;
+                }
+                let p = rx.borrow_and_update().clone();
+                if let Some(p) = p {
+                    on_progress(part, &p);
+                }
+            }
+        }
+    }
+}
+
 /// Run a plan's shovel: declare the origin router when it replays to origin, then let
 /// `broker::shovel` declare, watch and remove the shovel, forwarding its progress.
 async fn run_broker(
@@ -513,23 +539,8 @@ async fn run_broker(
             return failed(format!("cannot declare the origin router: {e}"));
         }
     }
-    let mut rx = control.subscribe();
     let fut = crate::broker::shovel::run(&cx.session, &cx.cfg.profile, mgmt, m, &control.mover);
-    tokio::pin!(fut);
-    let mut r = loop {
-        tokio::select! {
-            r = &mut fut => break r,
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    break fut.await;
-                }
-                let p = rx.borrow_and_update().clone();
-                if let Some(p) = p {
-                    on_progress(1, &p);
-                }
-            }
-        }
-    };
+    let mut r = with_progress(fut, control, 1, on_progress).await;
     if r.stop == StopReason::BudgetReached && plan.specs.first().is_some_and(|s| s.limit.is_some())
     {
         r.stop = StopReason::LimitReached;
@@ -786,23 +797,8 @@ pub async fn run(
             stop = StopReason::Stopped;
             break;
         }
-        let mut rx = control.subscribe();
         let fut = mover::run(&cx.cfg.profile, &cx.cfg.operator, spec, &control.mover);
-        tokio::pin!(fut);
-        let r = loop {
-            tokio::select! {
-                r = &mut fut => break r,
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        break fut.await;
-                    }
-                    let p = rx.borrow_and_update().clone();
-                    if let Some(p) = p {
-                        on_progress(i + 1, &p);
-                    }
-                }
-            }
-        };
+        let r = with_progress(fut, control, i + 1, &mut on_progress).await;
         total.add(&r.counts);
         stop = r.stop.clone();
         if r.failed() {
