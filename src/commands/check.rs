@@ -117,8 +117,8 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 out.push(line("plugin consistent-hash", "fail", "x-consistent-hash exchange type missing: gates cannot work", Some("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (or run scripts/broker)")));
             }
             match mgmt.extensions().await {
-                Ok(ext) if ext.iter().any(|e| e.to_string().contains("shovel")) => out.push(line("plugin shovel", "ok", "shovel management available (benchmark baseline)", None)),
-                Ok(_) => out.push(line("plugin shovel", "warn", "shovel plugin not enabled (only the benchmark baseline needs it)", Some("rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management"))),
+                Ok(ext) if ext.iter().any(|e| e.to_string().contains("shovel")) => out.push(line("plugin shovel", "ok", "shovel management available (the broker engine of bulk replays, `dlq replay --engine`)", None)),
+                Ok(_) => out.push(line("plugin shovel", "warn", "shovel plugin not enabled: bulk replays run on the client engine (slower on 4.x)", Some("rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management"))),
                 Err(e) => out.push(line("plugin shovel", "warn", e.to_string(), None)),
             }
             out.extend(cluster_lines(&mgmt, p).await);
