@@ -408,22 +408,6 @@ impl Publisher {
             what: self.confirm_what,
         })
     }
-
-    /// [`Publisher::publish`] and wait at most `confirm_limit` for its confirm.
-    pub async fn publish_confirmed(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        mandatory: bool,
-        body: &[u8],
-        properties: BasicProperties,
-        confirm_limit: Duration,
-    ) -> Result<Confirm, BrokerError> {
-        self.publish(exchange, routing_key, mandatory, body, properties)
-            .await?
-            .wait(confirm_limit)
-            .await
-    }
 }
 
 /// Declare queue `name` (`durable` or not, with `args`) on a channel of its own, which is closed

@@ -96,12 +96,35 @@ pub const SHOVELLED_HEADER: &str = "x-shovelled";
 /// hopback's broker-engine shovels are named with this prefix (`Namespace::move_shovel`).
 pub const MOVE_SHOVEL_PREFIX: &str = "hopback-move-";
 
-/// Replays a message went through: the client engine's own `x-hopback-replays` plus one per
-/// `x-shovelled` entry of a hopback broker-engine move — so the replay-loop guard counts both
-/// engines' hops.
+/// Replays a message went through, as the replay-loop guard counts them: the larger of
+/// - the hops it carries: the client engine's own `x-hopback-replays` plus one per `x-shovelled`
+///   entry of a hopback broker-engine move (where forward headers are on, 4.x), and
+/// - its deaths minus the first: where the broker counts a republished message's deaths in
+///   `x-death` (3.x, `broker::shovel::broker_counts_republished_deaths`), each replay that came
+///   back dead-lettered added one, whichever engine (or tool) replayed it. On 4.x a republished
+///   message starts a fresh `x-death`, so this term is 0 there and the hops decide.
+///
+/// A message that also died in an in-broker retry cycle counts those deaths too: the guard
+/// parks it early (never loses it; `--force` or `--max-replays` moves it anyway).
 pub fn replays_of(headers: Option<&FieldTable>) -> u64 {
     let own = header_u64(headers, REPLAYS_HEADER).unwrap_or(0);
     own.saturating_add(shovel_hops(headers))
+        .max(deaths(headers).saturating_sub(1))
+}
+
+/// Deaths recorded in `x-death` (the sum of its entries' counts).
+fn deaths(headers: Option<&FieldTable>) -> u64 {
+    match headers.and_then(|h| h.inner().get("x-death")) {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .map(|v| match v {
+                AMQPValue::FieldTable(t) => t.inner().get("count").and_then(as_u64).unwrap_or(1),
+                _ => 0,
+            })
+            .fold(0u64, u64::saturating_add),
+        _ => 0,
+    }
 }
 
 /// `x-shovelled` entries written by hopback's broker engine.
@@ -153,7 +176,8 @@ mod tests {
         let a = attribute(Some(&h));
         assert_eq!(a.origin_queue.as_deref(), Some("email.v2"));
         assert_eq!(a.reason, Reason::Rejected);
-        assert_eq!(a.replays, 2);
+        // Two replays in the header, but 4 deaths (2 + 2): the deaths decide.
+        assert_eq!(a.replays, 3);
         assert_eq!(a.deaths.len(), 2);
         assert_eq!(a.deaths[0].count, 2);
     }
@@ -173,5 +197,29 @@ mod tests {
         assert_eq!(a.origin_queue.as_deref(), Some("a.v3"));
         assert_eq!(a.reason, Reason::Maxlen);
         assert_eq!(attribute(None).reason, Reason::Unknown);
+    }
+
+    #[test]
+    fn replays_are_the_larger_of_hops_and_later_deaths() {
+        let one = |count: i64| {
+            let mut t = FieldTable::default();
+            t.insert(ShortString::from("count"), AMQPValue::LongLongInt(count));
+            AMQPValue::FieldTable(t)
+        };
+        let mut h = FieldTable::default();
+        assert_eq!(replays_of(Some(&h)), 0);
+        h.insert(
+            ShortString::from("x-death"),
+            AMQPValue::FieldArray(FieldArray::from(vec![one(1)])),
+        );
+        assert_eq!(replays_of(Some(&h)), 0, "the first death is not a replay");
+        h.insert(ShortString::from(REPLAYS_HEADER), AMQPValue::LongInt(1));
+        assert_eq!(replays_of(Some(&h)), 1, "4.x: the header counts");
+        h.insert(
+            ShortString::from("x-death"),
+            AMQPValue::FieldArray(FieldArray::from(vec![one(3), one(1)])),
+        );
+        assert_eq!(replays_of(Some(&h)), 3, "3.x: the deaths count");
+        assert_eq!(replays_of(None), 0);
     }
 }

@@ -3,8 +3,12 @@
 //! broker — ~2.5× any AMQP client on 4.x — with the same guarantees as the client mover:
 //! `ack-mode=on-confirm` (a source message is acked only after the destination confirmed it),
 //! exactly `count` messages (`src-delete-after`, the count taken at the start, so dead letters
-//! arriving meanwhile stay), one `x-shovelled` entry per hop (`dest-add-forward-headers`, which
-//! is what the replay-loop guard counts, `broker::headers::replays_of`).
+//! arriving meanwhile stay), and every hop countable by the replay-loop guard
+//! (`broker::headers::replays_of`): where the broker counts a republished message's deaths in
+//! `x-death` (RabbitMQ 3.x but 3.13.0–3.13.2, [`broker_counts_republished_deaths`]) the death
+//! count is the hop count; elsewhere (4.x) the shovel adds one `x-shovelled` entry per hop
+//! (`dest-add-forward-headers`, which costs ~10% on 4.0.5 and ~20% on 3.10.8 — docs/performance.md
+//! §6 — hence only where needed).
 //!
 //! "To origin" is routed inside the broker by the namespace's origin router
 //! ([`declare_origin_router`]): a headers exchange binding each version queue on
@@ -69,6 +73,30 @@ pub struct ShovelMove {
     pub prefetch: u16,
     /// A queue whose growth counts as "parked" in the report (the origin router's fallback).
     pub park_queue: Option<String>,
+    /// Add an `x-shovelled` entry per hop (`dest-add-forward-headers`): needed where the broker
+    /// does not count a republished message's deaths ([`broker_counts_republished_deaths`]).
+    pub forward_headers: bool,
+}
+
+/// Does this RabbitMQ version count the deaths of a message that a client (or a shovel)
+/// republished with its `x-death` — so a message replayed k times and dead-lettered again
+/// carries k+1 deaths? Measured here: 3.10.8 yes, 4.0.5 no (client `x-death` is not
+/// interpreted since message containers). 3.13.0–3.13.2 did not either; 3.13.3 restored it for
+/// 3.13 only (rabbitmq-server#11339). Unknown versions answer `false`, so the caller keeps the
+/// forward headers: slower, never blind.
+pub fn broker_counts_republished_deaths(version: &str) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let patch = parts.next().flatten().unwrap_or(0);
+    match (major, minor) {
+        (3, 13) => patch >= 3,
+        (3, _) => true,
+        _ => false,
+    }
 }
 
 impl ShovelMove {
@@ -82,9 +110,11 @@ impl ShovelMove {
             "src-delete-after": self.count,
             "dest-protocol": "amqp091",
             "dest-uri": "amqp://",
-            "dest-add-forward-headers": true,
             "ack-mode": "on-confirm",
         });
+        if self.forward_headers {
+            v["dest-add-forward-headers"] = serde_json::json!(true);
+        }
         match &self.dest {
             ShovelDest::Queue(q) => v["dest-queue"] = serde_json::json!(q),
             ShovelDest::Exchange(x) => v["dest-exchange"] = serde_json::json!(x),
@@ -513,6 +543,7 @@ mod tests {
             count: 1234,
             prefetch: 1000,
             park_queue: Some("email.parked".into()),
+            forward_headers: true,
         };
         let d = m.definition();
         assert_eq!(d["ack-mode"], "on-confirm");
@@ -525,8 +556,28 @@ mod tests {
         );
         let q = ShovelMove {
             dest: ShovelDest::Queue("email.v1".into()),
+            forward_headers: false,
             ..m
         };
-        assert_eq!(q.definition()["dest-queue"], "email.v1");
+        let d = q.definition();
+        assert_eq!(d["dest-queue"], "email.v1");
+        assert!(d.get("dest-add-forward-headers").is_none(), "{d}");
+    }
+
+    #[test]
+    fn which_brokers_count_republished_deaths() {
+        for (v, yes) in [
+            ("3.10.8", true),
+            ("3.12.14", true),
+            ("3.13.0", false),
+            ("3.13.2", false),
+            ("3.13.7", true),
+            ("4.0.5", false),
+            ("4.1.0-rc.1", false),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(broker_counts_republished_deaths(v), yes, "{v}");
+        }
     }
 }

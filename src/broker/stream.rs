@@ -99,7 +99,8 @@ pub async fn subscribe(
 ) -> Result<StreamConsumer, StepError> {
     let deadline = std::time::Instant::now() + REPLICA_PATIENCE;
     loop {
-        match subscribe_once(session, name, tag, prefetch, offset).await {
+        let ch = prefetch_channel(session, prefetch).await?;
+        match subscribe_on(session, ch, name, tag, offset).await {
             Err(e)
                 if e.source
                     .to_string()
@@ -113,14 +114,14 @@ pub async fn subscribe(
     }
 }
 
-async fn subscribe_once(
+/// One attempt of [`subscribe`], on channel `ch`.
+async fn subscribe_on(
     session: &Session,
+    ch: lapin::Channel,
     name: &str,
     tag: &str,
-    prefetch: u16,
     offset: StreamOffset,
 ) -> Result<StreamConsumer, StepError> {
-    let ch = prefetch_channel(session, prefetch).await?;
     let looking_up = |source| StepError {
         step: "looking up the stream",
         source,

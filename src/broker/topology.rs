@@ -390,42 +390,34 @@ pub async fn init(
         ..Default::default()
     };
     // Order: everything a binding or argument points to exists before it is referenced.
-    declare_exchange(
-        session,
-        &n.dlx,
-        ExchangeKind::Fanout,
-        FieldTable::default(),
-        &mut report,
-    )
-    .await?;
-    declare_with_legacy(
-        session,
-        &n.dlq,
-        store_args(queue_type),
-        store_args(QueueType::Classic),
-        "classic DLQ: lost while its node is down",
-        &mut report,
-    )
-    .await?;
-    bind(session, &n.dlq, &n.dlx, "").await?;
-    declare_exchange(
-        session,
-        &n.unrouted,
-        ExchangeKind::Fanout,
-        FieldTable::default(),
-        &mut report,
-    )
-    .await?;
-    declare_with_legacy(
-        session,
-        &n.unrouted,
-        store_args(queue_type),
-        store_args(QueueType::Classic),
-        "classic unrouted queue: lost while its node is down",
-        &mut report,
-    )
-    .await?;
-    bind(session, &n.unrouted, &n.unrouted, "").await?;
+    // The two stores, each a fanout exchange and its one queue.
+    for (exchange, queue, legacy) in [
+        (&n.dlx, &n.dlq, "classic DLQ: lost while its node is down"),
+        (
+            &n.unrouted,
+            &n.unrouted,
+            "classic unrouted queue: lost while its node is down",
+        ),
+    ] {
+        declare_exchange(
+            session,
+            exchange,
+            ExchangeKind::Fanout,
+            FieldTable::default(),
+            &mut report,
+        )
+        .await?;
+        declare_with_legacy(
+            session,
+            queue,
+            store_args(queue_type),
+            store_args(QueueType::Classic),
+            legacy,
+            &mut report,
+        )
+        .await?;
+        bind(session, queue, exchange, "").await?;
+    }
     for v in versions {
         declare_with_legacy(
             session,

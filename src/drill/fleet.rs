@@ -443,12 +443,13 @@ async fn producer_task(shared: Arc<FleetShared>, index: usize, stop: watch::Rece
                 .with_content_type("application/json".into())
                 .with_headers(string_table(&[(scenario::TASK_SHAPE_HEADER, shape)]));
             // Not mandatory (as before): the namespace exchange has an alternate exchange.
-            let sent_ok = matches!(
-                publisher
-                    .publish_confirmed(&spec.ns, "", false, body.as_bytes(), props, CALL_TIMEOUT)
-                    .await,
-                Ok(Confirm::Acked)
-            );
+            let sent = publisher
+                .publish(&spec.ns, "", false, body.as_bytes(), props)
+                .await;
+            let sent_ok = match sent {
+                Ok(pending) => matches!(pending.wait(CALL_TIMEOUT).await, Ok(Confirm::Acked)),
+                Err(_) => false,
+            };
             if sent_ok {
                 shared.ids().published.insert(id);
                 shared.published.fetch_add(1, Ordering::Relaxed);

@@ -121,12 +121,5 @@ pub async fn import(cx: &OpContext, req: &ImportRequest) -> Result<ImportReport,
         report.published, report.file
     );
     let journaled = cx.journal_outcome(event, &done).await;
-    match (failure, journaled) {
-        (Some(f), _) => Err(f),
-        (None, Ok(e)) => {
-            report.event = Some(e);
-            Ok(report)
-        }
-        (None, Err(j)) => Err(j),
-    }
+    super::settle(failure, journaled, report, |r, e| r.event = Some(e))
 }

@@ -298,3 +298,23 @@ impl OpContext {
             })
     }
 }
+
+/// The last step of an operation that journals its outcome whether or not it worked: the
+/// operation's own `failure` wins, then a journaling error; otherwise `report`, given its event
+/// by `with_event`.
+pub(crate) fn settle<R>(
+    failure: Option<OpError>,
+    journaled: Result<Event, OpError>,
+    report: R,
+    with_event: impl FnOnce(&mut R, Event),
+) -> Result<R, OpError> {
+    match (failure, journaled) {
+        (Some(f), _) => Err(f),
+        (None, Err(j)) => Err(j),
+        (None, Ok(e)) => {
+            let mut report = report;
+            with_event(&mut report, e);
+            Ok(report)
+        }
+    }
+}

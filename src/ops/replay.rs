@@ -670,6 +670,7 @@ async fn broker_engine(
         count,
         prefetch: req.prefetch.clamp(1, 1000),
         park_queue,
+        forward_headers: !crate::broker::shovel::broker_counts_republished_deaths(&version),
     })
 }
 

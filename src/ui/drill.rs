@@ -144,24 +144,15 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
 /// The end-of-drill dialog (score and the post-mortem offer).
 pub fn draw_end(f: &mut Frame, area: Rect, theme: &Theme, d: &DrillPanel) {
     if let Some(dialog) = &d.start {
-        let lines = vec![
-            Line::from(Span::styled(
-                "A throwaway namespace with a simulated fleet: producers → gate (v1, v2 canary) → workers.",
-                theme.base,
-            )),
-            Line::from(Span::styled(
-                "Some time after you start, something goes wrong with v2. Find it in this console, then mitigate (g: the gate) and roll back (r).",
-                theme.base,
-            )),
-            Line::from(Span::styled(
-                "Your first action on the namespace after the fault is your detection time; the fault's time is shown at the end, with the score.",
-                theme.base,
-            )),
-            Line::from(Span::styled(
-                "The drill ends once v2 is off the gate and quiet and no rollback is in progress.",
-                theme.muted,
-            )),
-        ];
+        let lines = [
+            ("A throwaway namespace with a simulated fleet: producers → gate (v1, v2 canary) → workers.", theme.base),
+            ("Some time after you start, something goes wrong with v2. Find it in this console, then mitigate (g: the gate) and roll back (r).", theme.base),
+            ("Your first action on the namespace after the fault is your detection time; the fault's time is shown at the end, with the score.", theme.base),
+            ("The drill ends once v2 is off the gate and quiet and no rollback is in progress.", theme.muted),
+        ]
+        .into_iter()
+        .map(|(text, style)| Line::from(Span::styled(text, style)))
+        .collect();
         draw_confirm(f, area, dialog, lines, theme);
         return;
     }

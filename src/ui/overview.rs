@@ -62,13 +62,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
             }
             _ => format!("connecting to {} …", sanitize(&state.broker)),
         };
-        f.render_widget(Paragraph::new(Span::styled(text, theme.muted)), inner);
-        return LayoutHints {
-            table_top: inner.y + 1,
-            table_rows: 0,
-            table_offset: 0,
-            help_max_scroll: state.layout.help_max_scroll,
-        };
+        return no_table(f, inner, theme, state, text);
     };
     if rows_ref.is_empty() {
         let text = if snap.namespaces.is_empty() && !snap.mgmt_available {
@@ -85,13 +79,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
                 sanitize(&state.filter)
             )
         };
-        f.render_widget(Paragraph::new(Span::styled(text, theme.muted)), inner);
-        return LayoutHints {
-            table_top: inner.y + 1,
-            table_rows: 0,
-            table_offset: 0,
-            help_max_scroll: state.layout.help_max_scroll,
-        };
+        return no_table(f, inner, theme, state, text);
     }
 
     // Column widths: fixed numeric columns, the namespace name and the sparkline share the rest.
@@ -315,4 +303,21 @@ fn ns_scale(state: &AppState, ns: &NamespaceSnapshot, width: usize) -> f64 {
         .iter()
         .map(|v| tail_max(&depth_series(state, &ns.name, Some(&v.version)), width))
         .fold(0.0, f64::max)
+}
+
+/// The table's place when there is no table: one muted line saying why.
+fn no_table(
+    f: &mut Frame,
+    inner: Rect,
+    theme: &Theme,
+    state: &AppState,
+    text: String,
+) -> LayoutHints {
+    f.render_widget(Paragraph::new(Span::styled(text, theme.muted)), inner);
+    LayoutHints {
+        table_top: inner.y + 1,
+        table_rows: 0,
+        table_offset: 0,
+        help_max_scroll: state.layout.help_max_scroll,
+    }
 }

@@ -689,12 +689,5 @@ async fn apply_locked(
     );
     let journaled = cx.journal_outcome(event, &done).await;
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match (failure, journaled) {
-        (Some(f), _) => Err(f),
-        (None, Ok(e)) => {
-            report.event = Some(e);
-            Ok(report)
-        }
-        (None, Err(j)) => Err(j),
-    }
+    crate::ops::settle(failure, journaled, report, |r, e| r.event = Some(e))
 }
