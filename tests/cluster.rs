@@ -13,7 +13,11 @@
 //! - dead letters produced while the cluster-safe DLQ's first node is down: 0 lost;
 //! - the node a 20,000-message replay, a 10,000-message drain, and a guided rollback's drain step
 //!   (50,000 messages, CLI) are connected to is stopped mid-move: every id is counted, 0 lost; the
-//!   rollback goes on with its next step on a live node and finishes.
+//!   rollback goes on with its next step on a live node and finishes;
+//! - the node running a broker-engine replay's shovel (60,000 dead letters) is stopped mid-move:
+//!   the cluster starts the shovel (a runtime parameter) again on a live node with a fresh count;
+//!   hopback's watcher removes it once its own count has left the DLQ, the outcome is journaled
+//!   through a fresh connection, every id is counted, 0 lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -599,6 +603,128 @@ async fn a_node_lost_mid_rollback_drain_loses_no_message() {
             .take(5)
             .collect::<Vec<_>>()
     );
+    hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
+        .await
+        .unwrap();
+    observer.close().await;
+}
+
+/// Node number (1..=3) of a node name `cN@host`.
+fn node_number(name: &str) -> usize {
+    name.strip_prefix('c')
+        .and_then(|r| r.split('@').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a cluster node name: {name}"))
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster up, then cargo test --test cluster -- --ignored"]
+async fn the_node_running_a_broker_engine_replay_is_lost_and_no_message_is() {
+    let _serial = SERIAL.lock().await;
+    cluster(&["up"]);
+    let cfg = cluster_config();
+    let observer = common::connect(&config_without(1), "cluster observer").await;
+    let ns = common::unique_ns("clshv");
+    let versions: Vec<String> = vec!["v1".into(), "v2".into()];
+    // `init` from the CLI: the broker engine counts earlier replays from the ledger, which must
+    // hold the namespace's creation.
+    let mut args = cli_cluster_args();
+    for a in ["init", &ns, "--versions", "v1,v2", "--queue-type", "quorum"] {
+        args.push(a.to_string());
+    }
+    let out = common::bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let names = hopback::topology::Namespace::convention(&ns);
+    let (v1, v2) = (format!("{ns}.v1"), format!("{ns}.v2"));
+    let n = 60_000;
+    let dead = dlq_helpers::ids("bs", n);
+    publish_ids(&observer, &v2, &dead, true).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while dlq_helpers::depth(&observer, &names.dlq).await < n as u32 {
+        assert!(Instant::now() < deadline, "dead letters did not arrive");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // `dlq replay NS --to v1 --engine broker` from the CLI on the cluster profile.
+    let mut args = cli_cluster_args();
+    for a in [
+        "dlq", "replay", &ns, "--to", "v1", "--engine", "broker", "--yes",
+    ] {
+        args.push(a.to_string());
+    }
+    let mut c = common::bin();
+    c.args(&args);
+    let replay = tokio::task::spawn_blocking(move || c.output().unwrap());
+
+    // Once the shovel runs and has moved some, stop the node it runs on.
+    let mgmt = Mgmt::new(&config_without(0).profile).unwrap();
+    let shovel = hopback::topology::Namespace::resolve(&cfg, &ns).move_shovel();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let node = loop {
+        assert!(Instant::now() < deadline, "the shovel never got going");
+        if replay.is_finished() {
+            let out = replay.await.unwrap();
+            panic!(
+                "the replay ended before the node could be stopped: {:?}\n{}{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if dlq_helpers::depth(&observer, &v1).await >= 5_000
+            && let Ok(Some(s)) = mgmt.shovel_status(&shovel).await
+            && let Some(node) = s.node
+        {
+            break node_number(&node);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The observer must outlive the node loss.
+    let observer = if node_of(&observer.node()) == node {
+        observer.close().await;
+        common::connect(&config_without(node), "cluster observer").await
+    } else {
+        observer
+    };
+    cluster(&["stop-node", &node.to_string()]);
+    let out = tokio::time::timeout(Duration::from_secs(300), replay)
+        .await
+        .expect("the replay did not end within 5 minutes of the node loss")
+        .unwrap();
+    let text = format!(
+        "exit {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("the replay: {text}");
+    // The shovel is a runtime parameter: it may go on on a live node; wait until it is gone.
+    let mgmt = Mgmt::new(&config_without(node).profile).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while mgmt.shovel_exists(&shovel).await.unwrap_or(true) {
+        assert!(Instant::now() < deadline, "the shovel never went away");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster(&["start-node", &node.to_string()]);
+    // Every place a message may rightly be.
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for q in [&v1, &v2, &names.dlq, &names.parked, &names.unrouted] {
+        if let Ok(Some(_)) = observer.passive_queue(q).await {
+            for (id, c) in count_ids(&observer, &[q]).await {
+                *seen.entry(id).or_default() += c;
+            }
+        }
+    }
+    let lost = dead.iter().filter(|id| !seen.contains_key(*id)).count();
+    let dups: usize = seen.values().map(|c| c - 1).sum();
+    eprintln!(
+        "broker-engine replay of {n} with its shovel's node c{node} lost: lost {lost}, {dups} duplicate(s)\n{text}"
+    );
+    assert_eq!(lost, 0, "{text}");
+    // The CLI reports the move done and journaled: its ledger writer, on the lost node too,
+    // reconnected to a live one.
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("broker engine"), "{text}");
     hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
         .await
         .unwrap();

@@ -212,7 +212,16 @@ async fn killing_the_writer_never_reports_an_unconfirmed_event_as_done() {
         missing.len()
     );
 
-    // A gate flip journaled through a dead ledger is not reported done.
+    // The killed connection does not leave the ledger dead: the next append goes out on a
+    // fresh connection (what keeps journaling alive when a cluster node is lost).
+    ledger
+        .append(ledger.event(EventKind::Note, Some("kill")).reason("after"))
+        .await
+        .expect("the writer reconnects after its connection was killed");
+
+    // A gate flip journaled through a ledger that cannot take events (its stream is gone) is
+    // refused before it acts.
+    ledger::delete_stream(&reader, &stream).await.unwrap();
     let t = common::TestNs::new("killgate", &["v1", "v2"], QueueType::Classic).await;
     let e = gate::apply(
         &hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli),
@@ -233,7 +242,6 @@ async fn killing_the_writer_never_reports_an_unconfirmed_event_as_done() {
     );
     assert_eq!(e.kind(), "refused", "{e}");
     t.cleanup().await;
-    ledger::delete_stream(&reader, &stream).await.unwrap();
     reader.close().await;
 }
 

@@ -135,6 +135,10 @@ pub struct ShovelStatus {
     /// Why it terminated (when it did).
     #[serde(default)]
     pub reason: Option<serde_json::Value>,
+    /// The node it runs on (`rabbit@host`); in a cluster, a shovel whose node goes is started
+    /// again on another.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// One feature flag (`/api/feature-flags`).

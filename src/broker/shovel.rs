@@ -44,6 +44,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(3);
 /// How long the management API may stay unreachable before the watcher gives up (the shovel
 /// keeps going and removes itself when done; nothing is lost).
 const BLIND_MAX: Duration = Duration::from_secs(90);
+/// How long a shovel may read as absent while the source still holds more than its count
+/// allows before the watcher believes it: a cluster node going down has been seen to answer 404
+/// for a shovel that the cluster then started again on another node (4.0.5, tests/cluster.rs).
+const ABSENT_GRACE: Duration = Duration::from_secs(5);
 /// How long a shovel may stay `terminated` (the broker restarts it every few seconds) before the
 /// watcher removes it and reports why.
 const TERMINATED_MAX: Duration = Duration::from_secs(30);
@@ -378,6 +382,7 @@ pub async fn run(
     let mut blind_since: Option<Instant> = None;
     let mut counted_since: Option<Instant> = None;
     let mut terminated_since: Option<Instant> = None;
+    let mut absent_since: Option<Instant> = None;
     let mut last_depth = Some(start_depth);
     let (stop, exact) = loop {
         if control.state() == RunState::Stopped {
@@ -410,7 +415,24 @@ pub async fn run(
         }
         last_mgmt = Instant::now();
         match mgmt.shovel_exists(&m.name).await {
-            Ok(false) => break (StopReason::BudgetReached, true),
+            // Gone with its count out of the source (up to its prefetch may be requeued after
+            // it forwarded them, rabbitmq-server#14636): it removed itself — done.
+            Ok(false) if near_end => break (StopReason::BudgetReached, true),
+            Ok(false) => {
+                // Gone while the source still holds more than the count allows: a node that
+                // is going down may say so of a shovel that lives on elsewhere — believe it only
+                // after a while (then someone removed it: the move stopped part-way).
+                let since = *absent_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > ABSENT_GRACE {
+                    break (
+                        StopReason::Failed(format!(
+                            "shovel `{}` was removed by someone else before it moved its count; what it had not confirmed went back to the source",
+                            crate::text::sanitize(&m.name)
+                        )),
+                        false,
+                    );
+                }
+            }
             Ok(true) if done >= m.count => {
                 // The source gave up its whole count and the shovel is still there: a broker
                 // restart restarted it with a fresh count (it would wait for more dead letters
@@ -422,7 +444,10 @@ pub async fn run(
                 }
                 blind_since = None;
             }
-            Ok(true) => blind_since = None,
+            Ok(true) => {
+                blind_since = None;
+                absent_since = None;
+            }
             Err(e) => {
                 let since = *blind_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > BLIND_MAX {
@@ -463,6 +488,14 @@ pub async fn run(
         report(done, blind_since.is_none());
         tokio::time::sleep(POLL).await;
     };
+    if stop == StopReason::BudgetReached && exact {
+        // One more look, in case the "gone" came from a node on its way down and the cluster
+        // restarted the shovel elsewhere with a fresh count: its part is done, so it must not
+        // outlive this move (it would take the next dead letters).
+        if let Ok(true) = mgmt.shovel_exists(&m.name).await {
+            let _ = remove(mgmt, &m.name).await;
+        }
+    }
     let after = watch.depth(&m.source_queue).await;
     let session = watch.session.clone();
     let session = &session;

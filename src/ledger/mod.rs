@@ -93,13 +93,20 @@ enum Backend {
         name: String,
         max_length_bytes: u64,
         note: Option<String>,
-        writer: Mutex<Option<Publisher>>,
+        writer: Mutex<Option<Writer>>,
     },
     File {
         path: PathBuf,
         why: String,
         lock: Mutex<()>,
     },
+}
+
+/// The stream's publisher, on the ledger's session — or, once that connection is lost (the node
+/// it was on went down), on a fresh connection to a live node that it keeps open.
+struct Writer {
+    publisher: Publisher,
+    session: Arc<Session>,
 }
 
 /// The ledger handle: cheap to share behind an `Arc`; `append` may be called concurrently.
@@ -275,20 +282,38 @@ impl Ledger {
                 session
                     .check_not_blocked()
                     .map_err(|e| ledger_failure("appending the event", e))?;
-                let publisher = {
+                let (publisher, session) = {
                     let mut guard = writer.lock().await;
-                    match guard.as_ref().filter(|p| p.is_open()) {
-                        Some(p) => p.clone(),
+                    match guard.as_ref().filter(|w| w.publisher.is_open()) {
+                        Some(w) => (w.publisher.clone(), w.session.clone()),
                         None => {
-                            let p = Publisher::open(session)
+                            // Nothing was sent yet: a lost connection is replaced by a fresh
+                            // one (any live node of the profile) before the event goes out.
+                            let on = guard.as_ref().map_or(session, |w| &w.session);
+                            let on = if on.is_connected() {
+                                on.clone()
+                            } else {
+                                crate::broker::session::connect(
+                                    session.profile(),
+                                    "ledger writer",
+                                    &self.operator,
+                                )
+                                .await
+                                .map_err(|e| ledger_failure("reconnecting the writer", e))?
+                            };
+                            let p = Publisher::open(&on)
                                 .await
                                 .map_err(|e| ledger_failure("opening the writer channel", e))?
                                 .labelled("ledger publish", "ledger publisher confirm");
-                            *guard = Some(p.clone());
-                            p
+                            *guard = Some(Writer {
+                                publisher: p.clone(),
+                                session: on.clone(),
+                            });
+                            (p, on)
                         }
                     }
                 };
+                let session = &session;
                 let props = BasicProperties::default()
                     .with_message_id(event.id.to_string().into())
                     .with_content_type("application/json".into())
