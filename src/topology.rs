@@ -131,7 +131,11 @@ impl Namespace {
     /// The broker engine's dynamic shovel for moves out of this namespace (one at a time):
     /// `hopback-move-ENTRY`.
     pub fn move_shovel(&self) -> String {
-        format!("hopback-move-{}", self.entry)
+        format!(
+            "{}{}",
+            crate::broker::headers::MOVE_SHOVEL_PREFIX,
+            self.entry
+        )
     }
 
     /// The broker engine's "to origin" router: a headers exchange that sends a dead letter to the

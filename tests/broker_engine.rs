@@ -430,3 +430,50 @@ async fn a_quorum_dlq_on_3x_takes_the_client_engine_and_says_why() {
     }
     t.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_broker_engine_shovel_left_behind() {
+    use hopback::broker::shovel::{ShovelDest, ShovelMove, remove};
+    let t = Ns::new("shvleft", "classic").await;
+    let m = Mgmt::new(&t.cfg.profile).unwrap();
+    let name = hopback::topology::Namespace::resolve(&t.cfg, &t.ns).move_shovel();
+    // What a killed hopback followed by a lost node leaves: a shovel whose count is more than its
+    // source holds, waiting for the next dead letters.
+    let left = ShovelMove {
+        name: name.clone(),
+        source_queue: t.q("dlq"),
+        dest: ShovelDest::Queue(t.q("v1")),
+        count: 1_000,
+        prefetch: 100,
+        park_queue: None,
+        forward_headers: false,
+    };
+    m.put_shovel(&name, left.definition()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while m
+        .shovel_status(&name)
+        .await
+        .unwrap()
+        .is_none_or(|s| s.state != "running")
+    {
+        assert!(Instant::now() < deadline, "the shovel never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = common::bin().args(["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ours = text
+        .lines()
+        .find(|l| l.contains(&name))
+        .unwrap_or_else(|| panic!("check does not name {name}:\n{text}"));
+    assert!(ours.contains("broker-engine move"), "{ours}");
+    assert!(ours.contains("left behind"), "{ours}");
+    assert!(
+        text.contains(&format!(
+            "rabbitmqctl clear_parameter shovel {}",
+            shlex::try_quote(&name).unwrap()
+        )),
+        "{text}"
+    );
+    remove(&m, &name).await.unwrap();
+    t.cleanup().await;
+}

@@ -714,12 +714,17 @@ impl Mgmt {
     /// The running state of the dynamic shovel `name` (`None`: not running anywhere, or the
     /// shovel management plugin is off).
     pub async fn shovel_status(&self, name: &str) -> Result<Option<ShovelStatus>, MgmtError> {
-        let path = format!("/api/shovels/{}", enc(&self.vhost));
-        match self.get::<Vec<ShovelStatus>>(&path).await {
+        match self.shovels().await {
             Ok(all) => Ok(all.into_iter().find(|s| s.name == name)),
             Err(MgmtError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+    /// Every shovel running in the vhost (`GET /api/shovels/VHOST`; not found when the shovel
+    /// management plugin is off).
+    pub async fn shovels(&self) -> Result<Vec<ShovelStatus>, MgmtError> {
+        self.get(&format!("/api/shovels/{}", enc(&self.vhost)))
+            .await
     }
     /// Is the shovel plugin (`rabbitmq_shovel`) running on every running node? A dynamic
     /// shovel can be declared only then.

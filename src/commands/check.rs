@@ -36,6 +36,38 @@ fn line(
     }
 }
 
+/// The broker-engine shovels (`hopback-move-*`) running now: a replay in progress — or one left
+/// behind (its hopback killed and then its node lost, which restarts it with a fresh count) that
+/// would take the next dead letters. Named so an operator can tell and remove it.
+async fn move_shovel_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
+    use crate::broker::headers::MOVE_SHOVEL_PREFIX;
+    match mgmt.shovels().await {
+        Ok(all) => all
+            .iter()
+            .filter(|s| s.name.starts_with(MOVE_SHOVEL_PREFIX))
+            .map(|s| {
+                let name = crate::text::sanitize(&s.name);
+                line(
+                    "broker-engine move",
+                    "warn",
+                    format!(
+                        "shovel `{name}` is {} on {}: a `dlq replay` in progress — or one left behind, which takes the next dead letters of its queue",
+                        crate::text::sanitize(&s.state),
+                        crate::text::sanitize(s.node.as_deref().unwrap_or("an unknown node")),
+                    ),
+                    Some(&format!(
+                        "if no hopback replay is running, remove it: rabbitmqctl clear_parameter shovel {} (or the management UI, Admin → Shovel Management)",
+                        // Quoted for a shell: a name is data, even one hopback did not make.
+                        shlex::try_quote(&name).unwrap_or_else(|_| "NAME".into())
+                    )),
+                )
+            })
+            .collect(),
+        Err(MgmtError::NotFound(_)) => Vec::new(),
+        Err(e) => vec![line("broker-engine move", "warn", format!("cannot list the shovels: {e}"), None)],
+    }
+}
+
 /// Run all checks and return them (the command prints them).
 pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
     let cfg = &ctx.cfg;
@@ -117,7 +149,10 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 out.push(line("plugin consistent-hash", "fail", "x-consistent-hash exchange type missing: gates cannot work", Some("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (or run scripts/broker)")));
             }
             match mgmt.extensions().await {
-                Ok(ext) if ext.iter().any(|e| e.to_string().contains("shovel")) => out.push(line("plugin shovel", "ok", "shovel management available (the broker engine of bulk replays, `dlq replay --engine`)", None)),
+                Ok(ext) if ext.iter().any(|e| e.to_string().contains("shovel")) => {
+                    out.push(line("plugin shovel", "ok", "shovel management available (the broker engine of bulk replays, `dlq replay --engine`)", None));
+                    out.extend(move_shovel_lines(&mgmt).await);
+                }
                 Ok(_) => out.push(line("plugin shovel", "warn", "shovel plugin not enabled: bulk replays run on the client engine (slower on 4.x)", Some("rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management"))),
                 Err(e) => out.push(line("plugin shovel", "warn", e.to_string(), None)),
             }
