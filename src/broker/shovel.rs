@@ -422,8 +422,7 @@ pub async fn run(
                 // Gone while the source still holds more than the count allows: a node that
                 // is going down may say so of a shovel that lives on elsewhere — believe it only
                 // after a while (then someone removed it: the move stopped part-way).
-                let since = *absent_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > ABSENT_GRACE {
+                if outlasted(&mut absent_since, ABSENT_GRACE) {
                     break (
                         StopReason::Failed(format!(
                             "shovel `{}` was removed by someone else before it moved its count; what it had not confirmed went back to the source",
@@ -437,8 +436,7 @@ pub async fn run(
                 // The source gave up its whole count and the shovel is still there: a broker
                 // restart restarted it with a fresh count (it would wait for more dead letters
                 // forever). Its part is done: remove it.
-                let since = *counted_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > RESTARTED_GRACE {
+                if outlasted(&mut counted_since, RESTARTED_GRACE) {
                     let _ = remove(mgmt, &m.name).await;
                     break (StopReason::BudgetReached, false);
                 }
@@ -449,8 +447,7 @@ pub async fn run(
                 absent_since = None;
             }
             Err(e) => {
-                let since = *blind_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > BLIND_MAX {
+                if outlasted(&mut blind_since, BLIND_MAX) {
                     break (
                         StopReason::Failed(format!(
                             "lost sight of shovel `{}` ({e}); it keeps moving its count inside the broker and removes itself when done — nothing is lost",
@@ -469,8 +466,7 @@ pub async fn run(
         };
         if let Ok(Some(st)) = status {
             if st.state == "terminated" {
-                let since = *terminated_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > TERMINATED_MAX {
+                if outlasted(&mut terminated_since, TERMINATED_MAX) {
                     let _ = remove(mgmt, &m.name).await;
                     let why = st
                         .reason
@@ -545,6 +541,11 @@ pub async fn run(
         stop,
         exact,
     }
+}
+
+/// Has the condition timed by `since` (started now if it was not) lasted longer than `limit`?
+fn outlasted(since: &mut Option<Instant>, limit: Duration) -> bool {
+    since.get_or_insert_with(Instant::now).elapsed() > limit
 }
 
 /// Remove the shovel and wait (≤ 10 s) until the broker confirms it is gone.
