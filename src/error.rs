@@ -109,8 +109,12 @@ impl From<crate::app::AppError> for Failure {
     fn from(e: crate::app::AppError) -> Self {
         use crate::app::AppError;
         match e {
-            AppError::Usage { message, hint } => Failure::usage(message, hint),
-            AppError::Failed { message, hint } => Failure::error(message, hint),
+            AppError::Console {
+                message,
+                hint,
+                usage: true,
+            } => Failure::usage(message, hint),
+            AppError::Console { message, hint, .. } => Failure::error(message, hint),
             AppError::Drill(d) => d.into(),
         }
     }

@@ -541,10 +541,13 @@ fn dead_letters_groups_messages_and_hostile_payloads() {
         }]
     );
     // Focus: Cancel → Replay → which → to; ↑ picks the origin; → Cancel → Replay.
-    keys(
-        &mut s,
-        &["R", "tab", "tab", "tab", "up", "tab", "tab", "enter"],
-    );
+    keys(&mut s, &["R", "tab", "tab", "tab"]);
+    // Where the keys go is written, not only coloured: ▶ on the focused group and its choice.
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(screen.contains("▶ to:"), "{screen}");
+    assert!(screen.contains("▶(•) version v1"), "{screen}");
+    assert!(!screen.contains("▶ which:"), "{screen}");
+    keys(&mut s, &["up", "tab", "tab", "enter"]);
     let req = s.take_requests();
     assert!(
         matches!(

@@ -85,21 +85,16 @@ fn now_ms() -> i64 {
 /// Why the console could not start or had to stop.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
-    /// Wrong use: no terminal, a bad `[keymap]`.
+    /// The console itself: wrong use (no terminal, a bad `[keymap]`; `usage`) or a failing
+    /// terminal or signal handler.
     #[error("{message}")]
-    Usage {
-        /// What is wrong.
+    Console {
+        /// What is wrong or failed.
         message: String,
-        /// What to do.
+        /// What to do ("" when nothing helps).
         hint: String,
-    },
-    /// The terminal or a signal handler failed.
-    #[error("{message}")]
-    Failed {
-        /// What failed.
-        message: String,
-        /// What to try ("" when nothing helps).
-        hint: String,
+        /// Wrong use (exit 2) rather than a failure (exit 1).
+        usage: bool,
     },
     /// The drill running in the console failed.
     #[error(transparent)]
@@ -108,15 +103,17 @@ pub enum AppError {
 
 impl AppError {
     fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self::Usage {
+        Self::Console {
             message: message.into(),
             hint: hint.into(),
+            usage: true,
         }
     }
     fn failed(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self::Failed {
+        Self::Console {
             message: message.into(),
             hint: hint.into(),
+            usage: false,
         }
     }
 }

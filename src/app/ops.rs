@@ -593,10 +593,13 @@ impl OpsRunner {
         *lock(&self.shared.mover) = None;
         let (summary, failed, event_id) = match r {
             Ok(report) => {
+                // The outcome first (a narrow view cuts the end of the line), then what ran
+                // and on which engine.
                 let mut summary = format!(
-                    "{}: {}",
+                    "{} — {}, {} engine",
+                    move_summary(&report.as_move_report()),
                     sanitize(&plan.title),
-                    move_summary(&report.as_move_report())
+                    plan.engine.name()
                 );
                 if let Some(e) = &report.not_journaled {
                     summary.push_str(&format!(" — NOT JOURNALED: {}", sanitize(e)));

@@ -40,12 +40,18 @@ pub fn confirm_lines<A>(
     let mut lines = body;
     for (p, picker) in dialog.pickers.iter().enumerate() {
         let focused = dialog.focus == Focus::Picker(p);
+        // The focused group is marked in text too (▶ on its heading and on its choice), not
+        // only by colour: a monochrome terminal or a tmux capture shows where the keys go.
         lines.push(Line::from(Span::styled(
-            picker.heading.clone(),
+            format!("{} {}", if focused { "▶" } else { " " }, picker.heading),
             if focused { theme.title } else { theme.muted },
         )));
         for (i, o) in picker.options.iter().enumerate() {
-            let mark = if i == picker.chosen { "(•)" } else { "( )" };
+            let mark = match (i == picker.chosen, focused) {
+                (true, true) => "▶(•)",
+                (true, false) => " (•)",
+                (false, _) => " ( )",
+            };
             let style = if i == picker.chosen && focused {
                 theme.selected
             } else {

@@ -62,8 +62,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     };
     f.render_widget(Paragraph::new(bar), inner);
     if let Some(n) = n {
-        draw_versions(f, table, state, theme, n);
-        draw_unrouted(f, unrouted, state, theme, n);
+        let versions = version_lines(usize::from(table.width), state, theme, n);
+        f.render_widget(Paragraph::new(versions), table);
+        let safety_net = unrouted_lines(usize::from(unrouted.width), state, theme, n);
+        f.render_widget(Paragraph::new(safety_net), unrouted);
     }
     draw_presets(f, presets, state, theme, panel, gate);
     match &panel.stage {
@@ -96,14 +98,13 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     }
 }
 
-fn draw_versions(
-    f: &mut Frame,
-    area: Rect,
+/// The version table: one row per version, `w` columns wide.
+fn version_lines(
+    w: usize,
     state: &AppState,
     theme: &Theme,
     n: &NamespaceSnapshot,
-) {
-    let w = usize::from(area.width);
+) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(Span::styled(
         fit(
             &format!(
@@ -149,17 +150,16 @@ fn draw_versions(
             ),
         ]));
     }
-    f.render_widget(Paragraph::new(lines), area);
+    lines
 }
 
-fn draw_unrouted(
-    f: &mut Frame,
-    area: Rect,
+/// The unrouted safety net's line, and the running move's when it is this namespace's.
+fn unrouted_lines(
+    w: usize,
     state: &AppState,
     theme: &Theme,
     n: &NamespaceSnapshot,
-) {
-    let w = usize::from(area.width);
+) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     match n.unrouted_depth {
         Some(0) => lines.push(Line::from(Span::styled(
@@ -188,7 +188,7 @@ fn draw_unrouted(
     if let Some(j) = state.ops.job.as_ref().filter(|j| j.ns == n.name) {
         lines.push(job_line(j, w, theme, state));
     }
-    f.render_widget(Paragraph::new(lines), area);
+    lines
 }
 
 /// One line for a running or finished move (shared with the dead-letter browser).
