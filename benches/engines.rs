@@ -290,7 +290,7 @@ async fn pika_side(cfg: &Config, ns: &Namespace, n: u64) -> Result<f64, String> 
 async fn cleanup(s: &Arc<Session>, m: &Mgmt, ns: &Namespace) {
     let _ = hopback::broker::shovel::remove(m, &ns.move_shovel()).await;
     if let Ok(ch) = s.channel().await {
-        for x in [ns.origin_router(), ns.origin_fallback()] {
+        for x in hopback::topology::origin_routers(&ns.entry) {
             let _ = ch
                 .exchange_delete(x.as_str().into(), Default::default())
                 .await;

@@ -141,13 +141,20 @@ impl Namespace {
     /// The broker engine's "to origin" router: a headers exchange that sends a dead letter to the
     /// version queue named by its `x-first-death-queue` (`ENTRY.replay-origin`).
     pub fn origin_router(&self) -> String {
-        format!("{}.replay-origin", self.entry)
+        origin_routers(&self.entry)[0].clone()
     }
 
     /// The router's alternate exchange: origins that are not a version queue of this namespace
     /// go to the parking queue through it (`ENTRY.replay-unknown`).
     pub fn origin_fallback(&self) -> String {
-        format!("{}.replay-unknown", self.entry)
+        origin_routers(&self.entry)[1].clone()
+    }
+
+    /// The keyed "to origin" router: a direct exchange that sends a dead letter keyed by its
+    /// queue (`broker::topology::dead_letters_keyed_by_queue`) straight home, anything else on
+    /// to [`Self::origin_router`] (`ENTRY.replay-origin-keyed`).
+    pub fn origin_keyed_router(&self) -> String {
+        origin_routers(&self.entry)[2].clone()
     }
 
     /// The queue of version `v`: `NS.v2` by convention, the adoption's entry otherwise (`None`
@@ -234,6 +241,16 @@ pub struct UnknownVersion {
     pub version: String,
     /// The versions it does name (adoptions only).
     pub known: Vec<String>,
+}
+
+/// The broker engine's three "to origin" exchanges of the namespace whose entry exchange is
+/// `entry`: the headers router, its fallback to parking, the keyed (direct) router.
+pub fn origin_routers(entry: &str) -> [String; 3] {
+    [
+        format!("{entry}.replay-origin"),
+        format!("{entry}.replay-unknown"),
+        format!("{entry}.replay-origin-keyed"),
+    ]
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ impl Ns {
         let ns = hopback::topology::Namespace::resolve(&self.cfg, &self.ns);
         let _ = hopback::broker::shovel::remove(&m, &ns.move_shovel()).await;
         let ch = self.session.channel().await.unwrap();
-        for x in [ns.origin_router(), ns.origin_fallback()] {
+        for x in hopback::topology::origin_routers(&ns.entry) {
             let _ = ch
                 .exchange_delete(x.as_str().into(), Default::default())
                 .await;
@@ -144,6 +144,14 @@ async fn auto_replays_to_origin_inside_the_broker_and_parks_foreign_origins() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("engine: broker"), "{text}");
     assert!(text.contains("exactly 1003"), "{text}");
+    // On 4.x `init` keys each version queue's dead letters by its name, and the broker forgets
+    // deaths on republish: home on the routing key (a direct exchange). On 3.x the first death
+    // outlives a republish, so the headers router reads `x-first-death-queue`.
+    assert_eq!(
+        text.contains("goes home on its routing key"),
+        !version.starts_with("3."),
+        "{text}"
+    );
     assert_eq!(depth(&t.session, &t.q("dlq")).await, 1003);
 
     let out = common::bin()
@@ -475,5 +483,68 @@ async fn check_names_a_broker_engine_shovel_left_behind() {
         "{text}"
     );
     remove(&m, &name).await.unwrap();
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_from_before_keyed_dead_letters_replays_home_by_headers() {
+    // Version queues as the previous hopback declared them (classic, no
+    // `x-dead-letter-routing-key`): `init` keeps them without complaint, and "to origin" reads
+    // `x-first-death-queue` (the headers router), since their dead letters keep the producer's key.
+    let cfg = common::test_config();
+    let session = common::connect(&cfg, "test").await;
+    let ns = common::unique_ns("shvold");
+    let ch = session.channel().await.unwrap();
+    for v in ["v1", "v2"] {
+        let mut args = lapin::types::FieldTable::default();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            lapin::types::AMQPValue::LongString(format!("{ns}.dlx").into()),
+        );
+        ch.queue_declare(
+            format!("{ns}.{v}").as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    }
+    let _ = ch.close(200, "ok".into()).await;
+    init(&ns, "classic");
+    let t = Ns { ns, session, cfg };
+    let m = Mgmt::new(&t.cfg.profile).unwrap();
+    let v1 = m.queue(&t.q("v1")).await.unwrap().expect("v1");
+    assert!(!hopback::broker::topology::dead_letters_keyed_by_queue(&v1));
+    let a = t.dead_letters("a", "v1", 30).await;
+    let b = t.dead_letters("b", "v2", 40).await;
+    wait_depth(&t.session, &t.q("dlq"), 70, 30).await;
+    let out = common::bin()
+        .args(["dlq", "replay", &t.ns, "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("engine: broker"), "{text}");
+    assert!(!text.contains("routing key"), "{text}");
+    let out = common::bin()
+        .args(["dlq", "replay", &t.ns, "--yes"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let (seen, lost, dups) = account(
+        &t.session,
+        &[t.q("v1"), t.q("v2"), t.q("dlq"), t.q("parked")],
+        &[a.clone(), b.clone()].concat(),
+    )
+    .await;
+    assert_eq!((lost, dups), (0, 0), "{seen:?}");
+    for (ids, home) in [(&a, t.q("v1")), (&b, t.q("v2"))] {
+        for id in ids {
+            assert_eq!(seen[id], vec![home.clone()], "{id}");
+        }
+    }
     t.cleanup().await;
 }

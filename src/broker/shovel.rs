@@ -30,6 +30,7 @@ use crate::broker::mgmt::{Mgmt, MgmtError};
 use crate::broker::mover::{MoveControl, MoveCounts, MoveProgress, RunState, StopReason};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
 use crate::config::Profile;
+use crate::topology::Namespace;
 use std::sync::Arc;
 
 /// How often the watcher reads the source depth (AMQP, cheap).
@@ -152,47 +153,46 @@ pub async fn check_available(mgmt: &Mgmt) -> Result<(), String> {
     }
 }
 
-/// Declare (idempotently) the namespace's origin router: headers exchange `router` binding each
-/// of `version_queues` on `x-first-death-queue` (`x-match=all-with-x`), alternate exchange `fallback`
-/// (fanout) bound to `park_queue` (declared durable when missing), so a dead letter whose origin
-/// is anything else is parked, never lost and never sent to a foreign queue.
+/// Declare (idempotently) the namespace's origin router: headers exchange
+/// [`Namespace::origin_router`] binding each of `version_queues` on `x-first-death-queue`
+/// (`x-match=all-with-x`), alternate exchange [`Namespace::origin_fallback`] (fanout) bound to the
+/// parking queue (declared durable when missing), so a dead letter whose origin is anything else
+/// is parked, never lost and never sent to a foreign queue. With `keyed` (the name of
+/// [`Namespace::origin_keyed_router`]), also that direct exchange in front of it: each version
+/// queue bound on its own name, the headers router as its alternate exchange.
 pub async fn declare_origin_router(
     session: &Session,
-    router: &str,
-    fallback: &str,
-    park_queue: &str,
+    ns: &Namespace,
+    keyed: Option<&str>,
     version_queues: &BTreeMap<String, String>,
 ) -> Result<(), BrokerError> {
+    let (router, fallback, park_queue) =
+        (ns.origin_router(), ns.origin_fallback(), ns.parked.as_str());
+    let (router, fallback) = (router.as_str(), fallback.as_str());
     let ch = session.channel().await?;
     let pw = session.password().to_string();
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
+    // A durable exchange, with an alternate exchange when one is named.
+    let declare = |name: &str, kind, alternate: Option<&str>| {
+        let mut args = FieldTable::default();
+        if let Some(ae) = alternate {
+            args.insert(
+                ShortString::from("alternate-exchange"),
+                AMQPValue::LongString(LongString::from(ae)),
+            );
+        }
+        let opts = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        timed(
+            "exchange.declare (origin router)",
+            CALL_TIMEOUT,
+            &pw,
+            ch.exchange_declare(name.into(), kind, opts, args),
+        )
     };
-    timed(
-        "exchange.declare (origin fallback)",
-        CALL_TIMEOUT,
-        &pw,
-        ch.exchange_declare(
-            fallback.into(),
-            lapin::ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("alternate-exchange"),
-        AMQPValue::LongString(LongString::from(fallback)),
-    );
-    timed(
-        "exchange.declare (origin router)",
-        CALL_TIMEOUT,
-        &pw,
-        ch.exchange_declare(router.into(), lapin::ExchangeKind::Headers, durable, args),
-    )
-    .await?;
+    declare(fallback, lapin::ExchangeKind::Fanout, None).await?;
+    declare(router, lapin::ExchangeKind::Headers, Some(fallback)).await?;
     if session.passive_queue(park_queue).await?.is_none() {
         timed(
             "queue.declare (park queue)",
@@ -246,6 +246,24 @@ pub async fn declare_origin_router(
             ),
         )
         .await?;
+    }
+    if let Some(keyed) = keyed {
+        declare(keyed, lapin::ExchangeKind::Direct, Some(router)).await?;
+        for q in version_queues.values() {
+            timed(
+                "queue.bind (keyed origin router)",
+                CALL_TIMEOUT,
+                &pw,
+                ch.queue_bind(
+                    q.as_str().into(),
+                    keyed.into(),
+                    q.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+        }
     }
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
     Ok(())

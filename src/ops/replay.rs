@@ -520,7 +520,7 @@ async fn run_broker(
     };
     let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
     if let ShovelDest::Exchange(x) = &m.dest
-        && *x == ns.origin_router()
+        && (*x == ns.origin_router() || *x == ns.origin_keyed_router())
     {
         let queues = match mgmt.queues().await {
             Ok(q) => q,
@@ -529,9 +529,8 @@ async fn run_broker(
         let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
         if let Err(e) = crate::broker::shovel::declare_origin_router(
             &cx.session,
-            &ns.origin_router(),
-            &ns.origin_fallback(),
-            &ns.parked,
+            &ns,
+            (*x == ns.origin_keyed_router()).then_some(x.as_str()),
             &versions,
         )
         .await
@@ -655,13 +654,23 @@ async fn broker_engine(
             ));
         }
     }
+    let counts_deaths = crate::broker::shovel::broker_counts_republished_deaths(&version);
     let (dest, park_queue) = match &spec.target {
         Target::Queue(q) => (ShovelDest::Queue(q.clone()), None),
         Target::Exchange(x) => (ShovelDest::Exchange(x.clone()), None),
-        Target::Origin => (
-            ShovelDest::Exchange(ns.origin_router()),
-            Some(ns.parked.clone()),
-        ),
+        Target::Origin => {
+            // Keyed routing (a direct exchange, cheaper than the headers one on 4.x) where it
+            // sends every dead letter where the headers router would: every version queue keys
+            // its dead letters by its own name, and the broker forgets deaths on republish, so
+            // a dead letter's last death (its key) is its first (`x-first-death-queue`).
+            let keyed = !counts_deaths && all_versions_keyed(mgmt, ns).await;
+            let router = if keyed {
+                ns.origin_keyed_router()
+            } else {
+                ns.origin_router()
+            };
+            (ShovelDest::Exchange(router), Some(ns.parked.clone()))
+        }
     };
     Ok(ShovelMove {
         name: ns.move_shovel(),
@@ -670,8 +679,23 @@ async fn broker_engine(
         count,
         prefetch: req.prefetch.clamp(1, 1000),
         park_queue,
-        forward_headers: !crate::broker::shovel::broker_counts_republished_deaths(&version),
+        forward_headers: !counts_deaths,
     })
+}
+
+/// Every version queue of `ns` keys its dead letters by its own name (false when the management
+/// API cannot tell, or the namespace has no version queue).
+async fn all_versions_keyed(mgmt: &crate::broker::mgmt::Mgmt, ns: &Namespace) -> bool {
+    let Ok(queues) = mgmt.queues().await else {
+        return false;
+    };
+    let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
+    let keyed = |name: &String| {
+        queues
+            .iter()
+            .any(|q| q.name == *name && crate::broker::topology::dead_letters_keyed_by_queue(q))
+    };
+    !versions.is_empty() && versions.values().all(keyed)
 }
 
 /// The replay-loop guard of the broker engine, decided before it starts: how many replays of
@@ -728,14 +752,17 @@ async fn choose_engine(
         return Ok((Engine::Client, "asked for (--engine client)".into()));
     }
     match broker_engine(cx, ns, req, specs, count).await {
-        Ok(m) => Ok((
-            Engine::Broker(m),
-            if req.engine == EngineChoice::Broker {
-                "asked for (--engine broker)".into()
+        Ok(m) => {
+            let mut why = if req.engine == EngineChoice::Broker {
+                "asked for (--engine broker)".to_string()
             } else {
-                "every decision can be made inside the broker".into()
-            },
-        )),
+                "every decision can be made inside the broker".to_string()
+            };
+            if m.dest == ShovelDest::Exchange(ns.origin_keyed_router()) {
+                why.push_str("; each dead letter goes home on its routing key, its queue's name");
+            }
+            Ok((Engine::Broker(m), why))
+        }
         Err(why) if req.engine == EngineChoice::Broker => Err(OpError::refused(
             format!("the broker engine cannot run this move: {why}"),
             "use --engine client (or auto, which picks it)",
