@@ -186,7 +186,7 @@ async fn kill_under_load(
         .unwrap();
     assert!(!ok.is_empty(), "nothing was confirmed before the kill");
 
-    let reader = common::connect(&cfg, "ledger-kill-reader").await;
+    let reader = common::connect(cfg, "ledger-kill-reader").await;
     let check = Ledger::open_stream(&reader, cfg, &stream).await;
     let stored: BTreeSet<uuid::Uuid> = check
         .read(StreamStart::First)
