@@ -468,7 +468,7 @@ pub async fn run(
                 if outlasted(&mut blind_since, BLIND_MAX) {
                     break (
                         StopReason::Failed(format!(
-                            "lost sight of shovel `{}` ({e}); it keeps moving its count inside the broker and removes itself when done — nothing is lost",
+                            "lost sight of shovel `{}` ({e}); it keeps moving its count inside the broker and normally removes itself when done — nothing is lost. Check with `hopback check`, which names a shovel left running (one a cluster restarted on another node keeps waiting for more) and how to remove it",
                             crate::text::sanitize(&m.name)
                         )),
                         false,
