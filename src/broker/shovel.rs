@@ -157,13 +157,13 @@ pub async fn check_available(mgmt: &Mgmt) -> Result<(), String> {
 /// [`Namespace::origin_router`] binding each of `version_queues` on `x-first-death-queue`
 /// (`x-match=all-with-x`), alternate exchange [`Namespace::origin_fallback`] (fanout) bound to the
 /// parking queue (declared durable when missing), so a dead letter whose origin is anything else
-/// is parked, never lost and never sent to a foreign queue. With `keyed` (the name of
-/// [`Namespace::origin_keyed_router`]), also that direct exchange in front of it: each version
-/// queue bound on its own name, the headers router as its alternate exchange.
+/// is parked, never lost and never sent to a foreign queue. With `keyed`, also
+/// [`Namespace::origin_keyed_router`], a direct exchange in front of it: each version queue bound
+/// on its own name, the headers router as its alternate exchange.
 pub async fn declare_origin_router(
     session: &Session,
     ns: &Namespace,
-    keyed: Option<&str>,
+    keyed: bool,
     version_queues: &BTreeMap<String, String>,
 ) -> Result<(), BrokerError> {
     let (router, fallback, park_queue) =
@@ -247,7 +247,9 @@ pub async fn declare_origin_router(
         )
         .await?;
     }
-    if let Some(keyed) = keyed {
+    if keyed {
+        let keyed = ns.origin_keyed_router();
+        let keyed = keyed.as_str();
         declare(keyed, lapin::ExchangeKind::Direct, Some(router)).await?;
         for q in version_queues.values() {
             timed(

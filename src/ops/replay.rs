@@ -519,21 +519,15 @@ async fn run_broker(
         return failed("the management API is not configured".into());
     };
     let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
-    if let ShovelDest::Exchange(x) = &m.dest
-        && (*x == ns.origin_router() || *x == ns.origin_keyed_router())
-    {
+    let keyed = m.dest == ShovelDest::Exchange(ns.origin_keyed_router());
+    if keyed || m.dest == ShovelDest::Exchange(ns.origin_router()) {
         let queues = match mgmt.queues().await {
             Ok(q) => q,
             Err(e) => return failed(format!("cannot list the version queues: {e}")),
         };
         let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
-        if let Err(e) = crate::broker::shovel::declare_origin_router(
-            &cx.session,
-            &ns,
-            (*x == ns.origin_keyed_router()).then_some(x.as_str()),
-            &versions,
-        )
-        .await
+        if let Err(e) =
+            crate::broker::shovel::declare_origin_router(&cx.session, &ns, keyed, &versions).await
         {
             return failed(format!("cannot declare the origin router: {e}"));
         }
