@@ -7,6 +7,8 @@
 //! dead-letters them with a real `x-death`), then moves them out of `NS.dlq`:
 //! - `shovel`: a bare dynamic shovel to `NS.v1` (on-confirm, `src-delete-after` = N), timed
 //!   until the last message is in `NS.v1` — the baseline;
+//! - `fwd shovel`: the same with `dest-add-forward-headers` (what the broker engine adds where the
+//!   replay-loop guard needs it, 4.x): the guard's own cost, reported against the baseline;
 //! - `auto → v1`: `ops::replay` with `--to v1`, auto engine (timed: the whole run, journaling and
 //!   the read-back included);
 //! - `auto → origin`: half of the dead letters from v1, half from v2, interleaved; every id is
@@ -41,7 +43,14 @@ use lapin::types::FieldTable;
 /// The pika side's error when pika is not installed (the side is skipped, and said so).
 const NO_PIKA: &str = "pika is not installed";
 
-const SIDES: [&str; 5] = ["shovel", "auto → v1", "auto → origin", "client", "pika"];
+const SIDES: [&str; 6] = [
+    "shovel",
+    "auto → v1",
+    "fwd shovel",
+    "auto → origin",
+    "client",
+    "pika",
+];
 
 struct Args {
     /// Only these sides (comma-separated names, e.g. `shovel,client`), for quick looks.
@@ -197,10 +206,18 @@ async fn count_ids(s: &Session, q: &str, prefix: &str, n: u64) -> Result<(), Str
     Ok(())
 }
 
-async fn shovel_side(s: &Session, m: &Mgmt, ns: &Namespace, n: u64) -> Result<f64, String> {
+/// The bare shovel; `forward_headers`: with `dest-add-forward-headers`, as the broker engine
+/// runs where the replay-loop guard needs them (4.x) — the guard's own cost, same run.
+async fn shovel_side(
+    s: &Session,
+    m: &Mgmt,
+    ns: &Namespace,
+    n: u64,
+    forward_headers: bool,
+) -> Result<f64, String> {
     let name = format!("hopback-bench-{}", uuid::Uuid::new_v4().simple());
     let v1 = ns.version_queue("v1").unwrap_or_default();
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "src-protocol": "amqp091",
         "src-uri": "amqp://",
         "src-queue": ns.dlq,
@@ -211,6 +228,9 @@ async fn shovel_side(s: &Session, m: &Mgmt, ns: &Namespace, n: u64) -> Result<f6
         "dest-queue": v1,
         "ack-mode": "on-confirm",
     });
+    if forward_headers {
+        value["dest-add-forward-headers"] = serde_json::json!(true);
+    }
     let start = Instant::now();
     m.put_shovel(&name, value)
         .await
@@ -359,7 +379,8 @@ async fn bench() -> Result<(), String> {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let v1 = Destination::Version("v1".into());
                 match side {
-                    "shovel" => shovel_side(&s, &m, &ns, a.messages).await,
+                    "shovel" => shovel_side(&s, &m, &ns, a.messages, false).await,
+                    "fwd shovel" => shovel_side(&s, &m, &ns, a.messages, true).await,
                     "auto → v1" => {
                         let (r, e) =
                             hopback_side(&cx, &ns, a.messages, v1, EngineChoice::Auto).await?;
@@ -464,6 +485,32 @@ async fn bench() -> Result<(), String> {
         "pipelined pika mover",
         1.2,
     );
+    figure(
+        "bare shovel with forward headers (the replay-loop guard's cost where it needs them)",
+        "fwd shovel",
+        sh,
+        "bare shovel",
+        0.0,
+    );
+    if !hopback::broker::shovel::broker_counts_republished_deaths(&version) {
+        // Here the broker engine runs the shovel with forward headers: against that same
+        // shovel, what hopback itself adds (declaring, watching, journaling, the router).
+        let fwd = med("fwd shovel");
+        figure(
+            "replay --to v1 (auto) against the shovel with forward headers (reference)",
+            "auto → v1",
+            fwd,
+            "shovel with forward headers",
+            0.0,
+        );
+        figure(
+            "replay to origin (auto) against the shovel with forward headers (reference)",
+            "auto → origin",
+            fwd,
+            "shovel with forward headers",
+            0.0,
+        );
+    }
     figure(
         "pipelined pika mover (reference)",
         "pika",
