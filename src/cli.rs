@@ -79,16 +79,22 @@ pub enum Command {
         no_attribution: bool,
     },
     /// Dead letters: list (grouped), show/export, replay/move, purge (with an export first)
+    #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
     Dlq {
         /// What to do
         #[command(subcommand)]
-        command: crate::commands::dlq::DlqCommand,
+        command: Option<crate::commands::dlq::DlqCommand>,
+        /// `hopback dlq NS` lists NS's dead letters (`hopback dlq list NS`)
+        namespace: Option<String>,
     },
     /// Show or flip a namespace's feature gate (weighted bindings of its entry exchange)
+    #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
     Gate {
         /// show | set
         #[command(subcommand)]
-        command: crate::commands::gate::GateCommand,
+        command: Option<crate::commands::gate::GateCommand>,
+        /// `hopback gate NS` shows NS's gate (`hopback gate show NS`)
+        namespace: Option<String>,
     },
     /// The incident timeline from the ledger (text, Markdown or JSON; --follow for live)
     Timeline(crate::commands::timeline::TimelineArgs),

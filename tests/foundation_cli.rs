@@ -619,3 +619,58 @@ async fn status_without_the_management_api_says_unknown() {
     assert!(out.contains(&t.ns), "{out}");
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn gate_ns_and_dlq_ns_are_show_and_list() {
+    let t = common::TestNs::new("short", &["v1", "v2"], QueueType::Classic).await;
+    for (short, long) in [
+        (
+            vec!["--json", "gate", &t.ns],
+            vec!["--json", "gate", "show", &t.ns],
+        ),
+        (
+            vec!["--json", "dlq", &t.ns],
+            vec!["--json", "dlq", "list", &t.ns],
+        ),
+    ] {
+        let (code, out, err) = run(&short);
+        assert_eq!(code, 0, "{short:?}: {out}{err}");
+        let (code_long, out_long, _) = run(&long);
+        assert_eq!(code_long, 0);
+        // The same document, but for the parts that move with time (ages, the ledger tail).
+        let a: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&out_long).unwrap();
+        let keys = |v: &serde_json::Value| {
+            v.as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert!(!keys(&a).is_empty(), "{out}");
+        assert_eq!(keys(&a), keys(&b), "{short:?} ~ {long:?}");
+        let ns_of = |v: &serde_json::Value| {
+            v.get("namespace")
+                .or_else(|| v.get("gate").and_then(|g| g.get("namespace")))
+                .cloned()
+        };
+        assert_eq!(ns_of(&a), Some(serde_json::json!(t.ns)), "{out}");
+        assert_eq!(ns_of(&a), ns_of(&b));
+    }
+    // No namespace: the verb alone shows its help (both forms); with an option, a one-line
+    // usage error naming both forms. Exit 2 either way, before any connection.
+    for verb in ["gate", "dlq"] {
+        let (code, _, err) = run(&[verb]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!("hopback {verb} [OPTIONS] [NAMESPACE]")),
+            "{err}"
+        );
+        let (code, out, err) = run(&[verb, "--json"]);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(
+            err.contains(&format!("hint: hopback {verb} NAMESPACE")),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    t.cleanup().await;
+}

@@ -138,6 +138,12 @@ pub enum DlqCommand {
     },
 }
 
+/// `hopback dlq NS`: `hopback dlq list NS` with every default of `list` (parsed by clap, so the
+/// defaults are the subcommand's own).
+pub fn list_of(namespace: Option<String>) -> Result<DlqCommand, Failure> {
+    super::subcommand_of::<DlqCommand>("dlq", "list", namespace)
+}
+
 /// Run a `dlq` subcommand.
 pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
     match cmd {

@@ -14,6 +14,11 @@ use crate::ops::gate::{self, ApplyReport, GateRequest, GateView, Step};
 use crate::ops::{OpContext, Via};
 use crate::text::sanitize;
 
+/// `hopback gate NS`: `hopback gate show NS`.
+pub fn show_of(namespace: Option<String>) -> Result<GateCommand, Failure> {
+    super::subcommand_of::<GateCommand>("gate", "show", namespace)
+}
+
 /// `gate` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum GateCommand {

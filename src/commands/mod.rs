@@ -56,6 +56,30 @@ impl Ctx {
     }
 }
 
+/// `hopback VERB NS` as `hopback VERB SUB NS`: the subcommand parsed by clap (so it gets the
+/// subcommand's own defaults); no namespace is a usage error naming both forms.
+fn subcommand_of<S: clap::Subcommand>(
+    verb: &str,
+    sub: &str,
+    namespace: Option<String>,
+) -> Result<S, Failure> {
+    #[derive(clap::Parser)]
+    struct Just<S: clap::Subcommand> {
+        #[command(subcommand)]
+        sub: S,
+    }
+    let usage = || {
+        Failure::usage(
+            format!("`hopback {verb}` needs a namespace or a subcommand"),
+            format!("hopback {verb} NAMESPACE, or hopback {verb} --help"),
+        )
+    };
+    let ns = namespace.ok_or_else(usage)?;
+    <Just<S> as clap::Parser>::try_parse_from([verb, sub, "--", ns.as_str()])
+        .map(|j| j.sub)
+        .map_err(|_| usage())
+}
+
 /// Ask the operator on the terminal; with `--yes` proceed; with no terminal refuse (exit 3).
 /// `expected` = `Some(text)` demands that exact text typed (counts, production names).
 pub fn confirm(question: &str, yes: bool, expected: Option<&str>) -> Result<(), Failure> {
