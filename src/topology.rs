@@ -141,20 +141,20 @@ impl Namespace {
     /// The broker engine's "to origin" router: a headers exchange that sends a dead letter to the
     /// version queue named by its `x-first-death-queue` (`ENTRY.replay-origin`).
     pub fn origin_router(&self) -> String {
-        origin_routers(&self.entry)[0].clone()
+        origin::headers_router(&self.entry)
     }
 
     /// The router's alternate exchange: origins that are not a version queue of this namespace
     /// go to the parking queue through it (`ENTRY.replay-unknown`).
     pub fn origin_fallback(&self) -> String {
-        origin_routers(&self.entry)[1].clone()
+        origin::fallback(&self.entry)
     }
 
     /// The keyed "to origin" router: a direct exchange that sends a dead letter keyed by its
     /// queue (`broker::topology::dead_letters_keyed_by_queue`) straight home, anything else on
     /// to [`Self::origin_router`] (`ENTRY.replay-origin-keyed`).
     pub fn origin_keyed_router(&self) -> String {
-        origin_routers(&self.entry)[2].clone()
+        origin::keyed_router(&self.entry)
     }
 
     /// The queue of version `v`: `NS.v2` by convention, the adoption's entry otherwise (`None`
@@ -247,10 +247,24 @@ pub struct UnknownVersion {
 /// `entry`: the headers router, its fallback to parking, the keyed (direct) router.
 pub fn origin_routers(entry: &str) -> [String; 3] {
     [
-        format!("{entry}.replay-origin"),
-        format!("{entry}.replay-unknown"),
-        format!("{entry}.replay-origin-keyed"),
+        origin::headers_router(entry),
+        origin::fallback(entry),
+        origin::keyed_router(entry),
     ]
+}
+
+/// The names of the "to origin" exchanges ([`Namespace::origin_router`] and its siblings say
+/// what each does).
+mod origin {
+    pub(super) fn headers_router(entry: &str) -> String {
+        format!("{entry}.replay-origin")
+    }
+    pub(super) fn fallback(entry: &str) -> String {
+        format!("{entry}.replay-unknown")
+    }
+    pub(super) fn keyed_router(entry: &str) -> String {
+        format!("{entry}.replay-origin-keyed")
+    }
 }
 
 #[cfg(test)]
