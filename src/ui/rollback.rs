@@ -90,7 +90,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
 fn live_line(state: &AppState, theme: &Theme, rb: &RollbackPanel, w: usize) -> Line<'static> {
     let Some(n) = state.namespace(&rb.ns) else {
         return Line::from(Span::styled(
-            "namespace not in the last snapshot",
+            format!(
+                "no live figures: `{}` was not in the last refresh (removed, or not read yet)",
+                sanitize(&rb.ns)
+            ),
             theme.muted,
         ));
     };
