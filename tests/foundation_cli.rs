@@ -674,3 +674,26 @@ async fn gate_ns_and_dlq_ns_are_show_and_list() {
     }
     t.cleanup().await;
 }
+
+#[test]
+fn a_mistyped_namespace_is_said_to_not_exist_not_of_unknown_type() {
+    let ns = common::unique_ns("nosuch");
+    for args in [
+        vec!["dlq", ns.as_str()],
+        vec!["dlq", "show", ns.as_str(), "0"],
+        vec!["dlq", "purge", ns.as_str(), "--yes"],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("DLQ `{ns}.dlq` does not exist")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("hint: `hopback status` lists the namespaces"),
+            "{err}"
+        );
+        assert!(!err.contains("type is unknown"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
