@@ -696,4 +696,13 @@ fn a_mistyped_namespace_is_said_to_not_exist_not_of_unknown_type() {
         assert!(!err.contains("type is unknown"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+    // `history` of it: the broker's gate is unknown, and why — not blamed on the API.
+    let (code, out, err) = run(&["history", &ns]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "current (broker): unknown (namespace `{ns}` has no entry exchange"
+        )),
+        "{out}"
+    );
 }

@@ -58,17 +58,18 @@ pub struct RevertArgs {
 async fn load_history(
     ctx: &Ctx,
     ns: &str,
-) -> Result<(GateHistory, Option<GateSplit>, String), Failure> {
+) -> Result<(GateHistory, Result<GateSplit, String>, String), Failure> {
     let session = ctx.connect().await?;
     let ledger = Ledger::open(&session, &ctx.cfg).await;
     let mut h = GateHistory::new(ns, 0);
     let read = ledger.fold(StreamStart::First, |e| h.push(&e)).await;
+    // Unknown says why (no management API, no such namespace, …), never only "unknown".
     let current = match ctx.mgmt() {
         Some(m) => gate::read_gate(&session, &m, &ctx.cfg, ns, &[])
             .await
-            .ok()
-            .map(|v| v.split),
-        None => None,
+            .map(|v| v.split)
+            .map_err(|e| e.to_string()),
+        None => Err("no management API is configured".to_string()),
     };
     session.close().await;
     read?;
@@ -79,10 +80,11 @@ async fn load_history(
 pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
     let ns = &args.namespace;
     let (h, current, source) = load_history(ctx, ns).await?;
-    let d = current.as_ref().and_then(|c| drift(h.last_known(), c));
+    let d = current.as_ref().ok().and_then(|c| drift(h.last_known(), c));
     if ctx.json {
         return ctx.print_json(&serde_json::json!({
-            "namespace": ns, "states": h.states(), "current": current, "drift": d, "ledger": source,
+            "namespace": ns, "states": h.states(), "current": current.as_ref().ok(),
+            "current_unknown": current.as_ref().err(), "drift": d, "ledger": source,
         }));
     }
     if h.states().is_empty() {
@@ -96,13 +98,13 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
         crate::outln!("{}", state_line(s));
     }
     match (&current, &d) {
-        (Some(_), Some(d)) => crate::outln!("DRIFT  {}", sanitize(&d.describe())),
-        (Some(c), None) => crate::outln!(
+        (Ok(_), Some(d)) => crate::outln!("DRIFT  {}", sanitize(&d.describe())),
+        (Ok(c), None) => crate::outln!(
             "current (broker): {} ({})",
             c.describe(),
             c.describe_percent()
         ),
-        (None, _) => crate::outln!("current (broker): unknown (management API unavailable)"),
+        (Err(why), _) => crate::outln!("current (broker): unknown ({})", sanitize(why)),
     }
     Ok(())
 }
@@ -126,17 +128,17 @@ fn state_line(s: &GateState) -> String {
 
 fn pick(
     h: &GateHistory,
-    current: &Option<GateSplit>,
+    current: &Result<GateSplit, String>,
     id: &str,
 ) -> Result<(String, GateSplit), Failure> {
     if id.eq_ignore_ascii_case("current") {
         return current
             .clone()
             .map(|c| ("current".to_string(), c))
-            .ok_or_else(|| {
+            .map_err(|why| {
                 Failure::error(
-                    "the broker's current gate is unknown",
-                    "check the management API (`hopback check`)",
+                    format!("the broker's current gate is unknown: {}", sanitize(&why)),
+                    "`hopback check` diagnoses the connection and the management API",
                 )
             });
     }
