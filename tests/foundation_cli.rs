@@ -706,3 +706,26 @@ fn a_mistyped_namespace_is_said_to_not_exist_not_of_unknown_type() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_replay_to_a_missing_queue_fails_its_dry_run() {
+    let t = common::TestNs::new("noq", &["v1", "v2"], QueueType::Classic).await;
+    for (to, missing) in [
+        ("v9", format!("{}.v9", t.ns)),
+        ("nosuch-q-7c1", "nosuch-q-7c1".into()),
+    ] {
+        let (code, out, err) = run(&["dlq", "replay", &t.ns, "--to", to, "--dry-run"]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains(&format!(
+                "target queue `{missing}` does not exist; nothing was changed"
+            )),
+            "{err}"
+        );
+        assert!(!out.contains("The plan"), "{out}");
+    }
+    let (code, out, err) = run(&["dlq", "replay", &t.ns, "--to", "v2", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dry run"), "{out}");
+    t.cleanup().await;
+}

@@ -61,8 +61,15 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
             dry_run,
             force_zero_consumers,
         } => {
-            let target = parse_targets(&targets)
-                .map_err(|e| Failure::usage(e, "e.g. `hopback gate set email v1=90 v2=10`"))?;
+            let target = parse_targets(&targets).map_err(|e| {
+                Failure::usage(
+                    e,
+                    format!(
+                        "e.g. `hopback gate set {} v1=90 v2=10`",
+                        sanitize(&namespace)
+                    ),
+                )
+            })?;
             let req = GateRequest {
                 namespace,
                 target,

@@ -441,6 +441,26 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
                 "check the namespace, or create it with `hopback init NS`",
             )
         })?;
+    // A target queue that does not exist fails the plan (the dry run too), not only the run.
+    if let Some(Target::Queue(q)) = specs.first().map(|s| &s.target)
+        && cx.session.passive_queue(q).await?.is_none()
+    {
+        let hint = match &req.to {
+            Destination::Version(v) => format!(
+                "create it with `hopback init {} --versions …,{}`, or replay to a version the namespace has",
+                sanitize(&req.namespace),
+                sanitize(v)
+            ),
+            _ => "check the queue's name (`--to QUEUE` names an existing queue)".to_string(),
+        };
+        return Err(OpError::failed(
+            format!(
+                "target queue `{}` does not exist; nothing was changed",
+                sanitize(q)
+            ),
+            hint,
+        ));
+    }
     let at_most = match &req.selection {
         Selection::Ids(ids) => (ids.len() as u64).min(depth),
         Selection::All => req.limit.map_or(depth, |l| l.min(depth)),
