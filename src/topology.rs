@@ -196,6 +196,13 @@ impl Namespace {
         }
     }
 
+    /// What every queue of this namespace's own starts with (`NS.`), when that holds: a
+    /// convention namespace. `None` for an adoption (its queues may be named anything), where
+    /// only the whole queue list finds them.
+    pub fn queue_prefix(&self) -> Option<String> {
+        self.convention.then(|| format!("{}.", self.name))
+    }
+
     /// Version → queue among `queue_names` (the broker's queue list): what exists now.
     pub fn versions_among<'a>(
         &self,

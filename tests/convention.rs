@@ -333,3 +333,54 @@ async fn a_delivery_limit_without_a_dead_letter_target_is_flagged() {
     cleanup(&session, &mgmt, &ns).await;
     session.close().await;
 }
+
+/// A namespace's queues read by prefix (`Mgmt::namespace_queues`: the broker filters, a page at
+/// a time) are exactly its own: not a queue whose name differs in case, nor one that matches the
+/// prefix only if `.` or `-` were regex characters, nor a longer namespace's.
+#[tokio::test]
+async fn a_namespace_s_queues_listed_by_prefix_are_exactly_its_own() {
+    let t = common::TestNs::new("pfx-a.b", &["v1", "v2"], QueueType::Classic).await;
+    let mgmt = Mgmt::new(&t.cfg.profile).unwrap();
+    let ch = t.session.channel().await.unwrap();
+    let decoys = [
+        t.ns.to_uppercase() + ".v1",
+        t.ns.replace('.', "x") + ".v1",
+        format!("{}x.v1", t.ns),
+        format!("{}-v1", t.ns),
+    ];
+    for d in &decoys {
+        ch.queue_declare(d.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+    }
+    let ns = hopback::topology::Namespace::convention(&t.ns);
+    // The management API learns of new queues asynchronously: wait until it lists them all.
+    let mut names = BTreeSet::new();
+    for _ in 0..50 {
+        let all = mgmt.queues().await.unwrap();
+        if decoys.iter().all(|d| all.iter().any(|q| &q.name == d)) {
+            names = mgmt
+                .namespace_queues(&ns)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|q| q.name)
+                .collect::<BTreeSet<_>>();
+            if names.len() == 4 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let want: BTreeSet<String> = ["v1", "v2", "dlq", "unrouted"]
+        .iter()
+        .map(|s| format!("{}.{s}", t.ns))
+        .collect();
+    assert_eq!(names, want);
+    for d in &decoys {
+        ch.queue_delete(d.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    t.cleanup().await;
+}

@@ -358,6 +358,19 @@ pub struct WhoAmI {
     pub tags: serde_json::Value,
 }
 
+/// `s` as a literal inside a (PCRE) regular expression: every ASCII character but letters and
+/// digits escaped (a backslash before punctuation is always literal there).
+fn regex_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if c.is_ascii() && !c.is_ascii_alphanumeric() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
@@ -587,6 +600,59 @@ impl Mgmt {
             enc(&self.vhost)
         ))
         .await
+    }
+    /// The queues whose names start with `prefix` (exactly, case and all), with the columns of
+    /// [`Self::queues`]: filtered by the broker (`name=^PREFIX`, a page of 500 at a time), so on a
+    /// vhost of 10,000 queues a namespace's handful costs ~0.1 s instead of ~1 s for the whole
+    /// list (measured on 3.10.8, docs/performance.md).
+    pub async fn queues_with_prefix(&self, prefix: &str) -> Result<Vec<QueueInfo>, MgmtError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            items: Vec<QueueInfo>,
+            #[serde(default)]
+            page_count: u64,
+        }
+        let regex = format!("^{}", regex_literal(prefix));
+        let mut out = Vec::new();
+        let mut page = 1u64;
+        loop {
+            let p: Page = match self
+                .get(&format!(
+                    "/api/queues/{}?columns={QUEUE_COLUMNS}&page={page}&page_size=500&use_regex=true&name={}",
+                    enc(&self.vhost),
+                    enc(&regex)
+                ))
+                .await
+            {
+                Ok(p) => p,
+                // An API without paging or filters: the whole list, filtered here.
+                Err(MgmtError::Decode { .. } | MgmtError::Status { status: 400, .. })
+                    if page == 1 =>
+                {
+                    let mut all = self.queues().await?;
+                    all.retain(|q| q.name.starts_with(prefix));
+                    return Ok(all);
+                }
+                Err(e) => return Err(e),
+            };
+            // The broker's filter ignores case: keep the exact prefix only.
+            out.extend(p.items.into_iter().filter(|q| q.name.starts_with(prefix)));
+            if page >= p.page_count {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+    /// The queues that can be `ns`'s: by prefix for a convention namespace
+    /// ([`Self::queues_with_prefix`]), the whole list for an adoption.
+    pub async fn namespace_queues(
+        &self,
+        ns: &crate::topology::Namespace,
+    ) -> Result<Vec<QueueInfo>, MgmtError> {
+        match ns.queue_prefix() {
+            Some(p) => self.queues_with_prefix(&p).await,
+            None => self.queues().await,
+        }
     }
     /// All exchanges of the vhost.
     pub async fn exchanges(&self) -> Result<Vec<ExchangeInfo>, MgmtError> {

@@ -541,7 +541,7 @@ async fn run_broker(
     let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
     let keyed = m.dest == ShovelDest::Exchange(ns.origin_keyed_router());
     if keyed || m.dest == ShovelDest::Exchange(ns.origin_router()) {
-        let queues = match mgmt.queues().await {
+        let queues = match mgmt.namespace_queues(&ns).await {
             Ok(q) => q,
             Err(e) => return failed(format!("cannot list the version queues: {e}")),
         };
@@ -700,7 +700,7 @@ async fn broker_engine(
 /// Every version queue of `ns` keys its dead letters by its own name (false when the management
 /// API cannot tell, or the namespace has no version queue).
 async fn all_versions_keyed(mgmt: &crate::broker::mgmt::Mgmt, ns: &Namespace) -> bool {
-    let Ok(queues) = mgmt.queues().await else {
+    let Ok(queues) = mgmt.namespace_queues(ns).await else {
         return false;
     };
     let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));

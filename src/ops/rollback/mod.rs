@@ -270,17 +270,14 @@ pub async fn evidence(env: &Env, from: &str, to: &str) -> Vec<String> {
             out.push(format!("gate: {}", g.describe()));
             out.extend(problems);
         }
-        if let Ok(qs) = m.queues().await {
-            for v in [from, to] {
-                let q = env.queue(v);
-                if let Some(qi) = qs.iter().find(|x| x.name == q)
-                    && let Some(s) = &qi.message_stats
-                {
-                    out.push(format!(
-                        "{v}: ack {:.1}/s, deliver {:.1}/s, redeliver {:.1}/s",
-                        s.ack_details.rate, s.deliver_get_details.rate, s.redeliver_details.rate
-                    ));
-                }
+        for v in [from, to] {
+            if let Ok(Some(qi)) = m.queue(&env.queue(v)).await
+                && let Some(s) = &qi.message_stats
+            {
+                out.push(format!(
+                    "{v}: ack {:.1}/s, deliver {:.1}/s, redeliver {:.1}/s",
+                    s.ack_details.rate, s.deliver_get_details.rate, s.redeliver_details.rate
+                ));
             }
         }
     }

@@ -6,11 +6,10 @@ use super::*;
 // ───────────────────────────── verify ─────────────────────────────
 
 pub(super) async fn ack_total(m: &Mgmt, queue: &str) -> Option<u64> {
-    m.queues()
+    m.queue(queue)
         .await
-        .ok()?
-        .into_iter()
-        .find(|q| q.name == queue)
+        .ok()
+        .flatten()
         .and_then(|q| q.message_stats.map(|s| s.ack))
 }
 
