@@ -807,3 +807,16 @@ impl Mgmt {
         self.get("/api/extensions").await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regex_literal_escapes_every_ascii_punctuation() {
+        assert_eq!(regex_literal("a.b-c_9"), r"a\.b\-c\_9");
+        assert_eq!(regex_literal("x+(y)|z*$^"), r"x\+\(y\)\|z\*\$\^");
+        // Non-ASCII stays as it is (literal in the broker's regex).
+        assert_eq!(regex_literal("é.1"), r"é\.1");
+    }
+}
