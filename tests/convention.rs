@@ -349,9 +349,13 @@ async fn a_namespace_s_queues_listed_by_prefix_are_exactly_its_own() {
         format!("{}-v1", t.ns),
     ];
     for d in &decoys {
-        ch.queue_declare(d.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_declare(
+            d.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     }
     let ns = hopback::topology::Namespace::convention(&t.ns);
     // The management API learns of new queues asynchronously: wait until it lists them all.

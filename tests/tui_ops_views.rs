@@ -1268,3 +1268,36 @@ fn unverified_events_are_marked() {
     let screen = render(&s, 120, 40).backend().to_string();
     assert!(screen.contains("admin (UNVERIFIED)"), "{screen}");
 }
+
+/// `:gate NS`, `:dlq NS` and `:rollback NS` of a namespace the last refresh does not have (a
+/// typo): nothing opens — no gate presets offered for a namespace that is not there — and the
+/// status line names it.
+#[test]
+fn typed_panels_of_a_missing_namespace_do_not_open() {
+    let c = cfg("");
+    let mut s = state_with(&c, 1, 0);
+    let typed = |s: &mut AppState, line: &str| {
+        s.handle_key(":");
+        for ch in line.chars() {
+            let key = if ch == ' ' {
+                "space".to_string()
+            } else {
+                ch.to_string()
+            };
+            s.handle_key(&key);
+        }
+        s.handle_key("enter");
+    };
+    for cmd in ["gate emial", "dlq emial", "rollback emial"] {
+        typed(&mut s, cmd);
+        assert_eq!(s.view(), &View::Overview, "`:{cmd}` opened something");
+        let screen = render(&s, 120, 40).backend().to_string();
+        assert!(
+            screen.contains("no namespace `emial` on this broker"),
+            "`:{cmd}`: {screen}"
+        );
+    }
+    assert!(s.ops.gate.is_none() && s.ops.rollback.is_none());
+    typed(&mut s, "gate email");
+    assert_eq!(s.view(), &View::Gate { ns: "email".into() });
+}

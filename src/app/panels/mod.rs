@@ -451,6 +451,9 @@ impl AppState {
                     self.say(Level::Warn, "no namespace selected");
                     return Some(Effect::None);
                 };
+                let Some(ns) = self.known_ns(ns) else {
+                    return Some(Effect::None);
+                };
                 self.open_rollback(ns);
                 return Some(Effect::None);
             }
@@ -556,7 +559,24 @@ impl AppState {
         if ns.is_none() {
             self.say(Level::Warn, "no namespace selected");
         }
-        ns
+        self.known_ns(ns?)
+    }
+
+    /// `ns`, unless the last refresh shows it is not on the broker (a typo in `:gate NS`, a
+    /// drill's namespace removed): then nothing opens and the status line says so. Before the
+    /// first refresh nothing is known, and it opens (the panel says what it finds).
+    fn known_ns(&mut self, ns: String) -> Option<String> {
+        if self.snapshot.is_some() && self.namespace(&ns).is_none() {
+            self.say(
+                Level::Error,
+                format!(
+                    "no namespace `{}` on this broker (as of the last refresh)",
+                    sanitize(&ns)
+                ),
+            );
+            return None;
+        }
+        Some(ns)
     }
 
     /// Apply an answer of the ops runner; returns whether anything visible changed.
