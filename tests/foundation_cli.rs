@@ -724,6 +724,13 @@ async fn a_replay_to_a_missing_queue_fails_its_dry_run() {
         );
         assert!(!out.contains("The plan"), "{out}");
     }
+    // Nothing parked yet: said as such, not as a missing namespace.
+    let (code, out, err) = run(&["dlq", "replay", &t.ns, "--from", "parked", "--dry-run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("nothing has been parked in `{}` yet", t.ns)),
+        "{err}"
+    );
     let (code, out, err) = run(&["dlq", "replay", &t.ns, "--to", "v2", "--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("dry run"), "{out}");

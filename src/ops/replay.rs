@@ -435,11 +435,20 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
         .passive_queue(&source)
         .await?
         .map(|c| u64::from(c.ready))
-        .ok_or_else(|| {
-            OpError::failed(
+        .ok_or_else(|| match req.from {
+            // The parking queue is made by the first message parked.
+            Source::Parked => OpError::failed(
+                format!(
+                    "nothing has been parked in `{}` yet (no `{}` queue)",
+                    sanitize(&req.namespace),
+                    sanitize(&source)
+                ),
+                "messages are parked when a replay finds them over --max-replays; `hopback dlq NS` shows the dead letters",
+            ),
+            _ => OpError::failed(
                 format!("`{}` does not exist", sanitize(&source)),
                 "check the namespace, or create it with `hopback init NS`",
-            )
+            ),
         })?;
     // A target queue that does not exist fails the plan (the dry run too), not only the run.
     if let Some(Target::Queue(q)) = specs.first().map(|s| &s.target)
