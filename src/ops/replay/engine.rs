@@ -1,0 +1,270 @@
+//! The engine of a replay (docs/architecture.md, "The path of one replay"): which engine runs a
+//! move and why ([`choose_engine`]: the broker engine wherever every per-message decision can be
+//! made inside the broker, the client mover otherwise), the broker engine's plan (its refusals,
+//! the replay-loop guard read from the ledger, the origin router) and its run.
+
+use super::*;
+
+/// Run a plan's shovel: declare the origin router when it replays to origin, then let
+/// `broker::shovel` declare, watch and remove the shovel, forwarding its progress.
+pub(super) async fn run_broker(
+    cx: &OpContext,
+    plan: &ReplayPlan,
+    m: &ShovelMove,
+    control: &ReplayControl,
+    on_progress: &mut (impl FnMut(usize, &MoveProgress) + Send),
+) -> crate::broker::shovel::ShovelOutcome {
+    let failed = |why: String| crate::broker::shovel::ShovelOutcome {
+        counts: MoveCounts::default(),
+        stop: StopReason::Failed(why),
+        exact: true,
+    };
+    let Some(mgmt) = cx.mgmt.as_ref() else {
+        return failed("the management API is not configured".into());
+    };
+    let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
+    let keyed = m.dest == ShovelDest::Exchange(ns.origin_keyed_router());
+    if keyed || m.dest == ShovelDest::Exchange(ns.origin_router()) {
+        let queues = match mgmt.namespace_queues(&ns).await {
+            Ok(q) => q,
+            Err(e) => return failed(format!("cannot list the version queues: {e}")),
+        };
+        let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
+        if let Err(e) =
+            crate::broker::shovel::declare_origin_router(&cx.session, &ns, keyed, &versions).await
+        {
+            return failed(format!("cannot declare the origin router: {e}"));
+        }
+    }
+    let fut = crate::broker::shovel::run(&cx.session, &cx.cfg.profile, mgmt, m, &control.mover);
+    let mut r = with_progress(fut, control, 1, on_progress).await;
+    if r.stop == StopReason::BudgetReached && plan.specs.first().is_some_and(|s| s.limit.is_some())
+    {
+        r.stop = StopReason::LimitReached;
+    }
+    r
+}
+
+/// Why the broker engine cannot run this move, if it cannot (the first reason found), and the
+/// shovel it would run otherwise.
+async fn broker_engine(
+    cx: &OpContext,
+    ns: &Namespace,
+    req: &ReplayRequest,
+    specs: &[MoveSpec],
+    count: u64,
+) -> Result<ShovelMove, String> {
+    let spec = specs.first().ok_or("nothing to move")?;
+    if matches!(req.selection, Selection::Ids(_)) {
+        return Err("selected messages are picked one by one".into());
+    }
+    if !spec.filter.is_empty() {
+        return Err("a filter decides per message".into());
+    }
+    if req.rate_per_s.is_some() {
+        return Err("--rate paces each message".into());
+    }
+    if let Source::Version(_) = req.from {
+        return Err(
+            "a drain runs until the queue stays empty; a shovel moves a fixed count".into(),
+        );
+    }
+    if req.from == Source::Parked && !req.force {
+        return Err(
+            "parked messages are over the replay limit: only the client engine leaves them (or add --force)"
+                .into(),
+        );
+    }
+    if count == 0 {
+        return Err("nothing to move".into());
+    }
+    let mgmt = cx
+        .mgmt
+        .as_ref()
+        .ok_or("a shovel is declared through the management API, which is not configured")?;
+    let who = mgmt
+        .whoami()
+        .await
+        .map_err(|e| format!("cannot read who I am from the management API: {e}"))?;
+    let admin = match &who.tags {
+        serde_json::Value::Array(a) => a.iter().any(|t| t == "administrator"),
+        serde_json::Value::String(t) => t.split(',').any(|t| t.trim() == "administrator"),
+        _ => false,
+    };
+    if !admin {
+        return Err(format!(
+            "a shovel acts inside the broker with more than user `{}`'s own permissions: only an administrator may run one",
+            sanitize(&who.name)
+        ));
+    }
+    crate::broker::shovel::check_available(mgmt).await?;
+    // RabbitMQ's shovel can remove itself (src-delete-after) before its last acks have settled
+    // on a quorum source (rabbitmq-server#14636). Measured here on 3.10.8: 651 of 1,003
+    // forwarded dead letters were back in the quorum DLQ; never on 4.0.5 nor from classic
+    // sources. So: a quorum (or unknown-type) source takes the broker engine on 4.x only.
+    let version = mgmt
+        .overview()
+        .await
+        .map(|o| o.rabbitmq_version)
+        .unwrap_or_default();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 4 {
+        let kind = mgmt
+            .queue(&spec.source_queue)
+            .await
+            .ok()
+            .flatten()
+            .map(|q| q.kind);
+        if kind.as_deref() != Some("classic") {
+            return Err(format!(
+                "RabbitMQ {} may end a shovel before a quorum queue has settled its last acks (rabbitmq-server#14636), leaving moved messages in `{}` too; the broker engine takes a quorum source on 4.x",
+                if version.is_empty() {
+                    "3.x".to_string()
+                } else {
+                    sanitize(&version).into_owned()
+                },
+                sanitize(&spec.source_queue)
+            ));
+        }
+    }
+    match mgmt.shovel_exists(&ns.move_shovel()).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(format!(
+                "a broker-engine move of `{}` is still running (shovel `{}`)",
+                sanitize(&ns.name),
+                sanitize(&ns.move_shovel())
+            ));
+        }
+        Err(e) => return Err(format!("cannot read the shovels: {e}")),
+    }
+    if spec.count_replay && spec.park_queue.is_some() && !req.force {
+        let earlier = earlier_replays(cx, ns).await?;
+        if earlier >= u64::from(req.max_replays) {
+            return Err(format!(
+                "the ledger shows {earlier} earlier replay(s) of `{}`: a message may be at the limit of {}, which only the client engine checks per message",
+                sanitize(&ns.name),
+                req.max_replays
+            ));
+        }
+    }
+    let counts_deaths = crate::broker::shovel::broker_counts_republished_deaths(&version);
+    let (dest, park_queue) = match &spec.target {
+        Target::Queue(q) => (ShovelDest::Queue(q.clone()), None),
+        Target::Exchange(x) => (ShovelDest::Exchange(x.clone()), None),
+        Target::Origin => {
+            // Keyed routing (a direct exchange, cheaper than the headers one on 4.x) where it
+            // sends every dead letter where the headers router would: every version queue keys
+            // its dead letters by its own name, and the broker forgets deaths on republish, so
+            // a dead letter's last death (its key) is its first (`x-first-death-queue`).
+            let keyed = !counts_deaths && all_versions_keyed(mgmt, ns).await;
+            let router = if keyed {
+                ns.origin_keyed_router()
+            } else {
+                ns.origin_router()
+            };
+            (ShovelDest::Exchange(router), Some(ns.parked.clone()))
+        }
+    };
+    Ok(ShovelMove {
+        name: ns.move_shovel(),
+        source_queue: spec.source_queue.clone(),
+        dest,
+        count,
+        prefetch: req.prefetch.clamp(1, 1000),
+        park_queue,
+        forward_headers: !counts_deaths,
+    })
+}
+
+/// Every version queue of `ns` keys its dead letters by its own name (false when the management
+/// API cannot tell, or the namespace has no version queue).
+async fn all_versions_keyed(mgmt: &crate::broker::mgmt::Mgmt, ns: &Namespace) -> bool {
+    let Ok(queues) = mgmt.namespace_queues(ns).await else {
+        return false;
+    };
+    let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
+    let keyed = |name: &String| {
+        queues
+            .iter()
+            .any(|q| q.name == *name && crate::broker::topology::dead_letters_keyed_by_queue(q))
+    };
+    !versions.is_empty() && versions.values().all(keyed)
+}
+
+/// The replay-loop guard of the broker engine, decided before it starts: how many replays of
+/// this namespace the ledger holds. A hopback replay moves each message at most once (the
+/// client's run marker, the shovel's fixed count), so a message in the DLQ has been replayed
+/// by hopback at most this many times; below the limit no message can be at it. Refused (`Err`)
+/// when the ledger cannot prove it holds the namespace's whole history: no verified `init`
+/// event of the namespace (created before, adopted, or trimmed away), or a local-file ledger.
+async fn earlier_replays(cx: &OpContext, ns: &Namespace) -> Result<u64, String> {
+    if !cx.ledger.is_stream() {
+        return Err(
+            "the ledger is a local file, which cannot hold other operators' replays".into(),
+        );
+    }
+    let mut replays = 0u64;
+    let mut created = false;
+    let fold = cx.ledger.fold(crate::ledger::StreamStart::First, |e| {
+        if e.namespace.as_deref() != Some(ns.name.as_str()) {
+            return;
+        }
+        match e.kind {
+            EventKind::Init if e.author.is_some() && e.outcome == Outcome::Ok => created = true,
+            EventKind::Replay if e.outcome == Outcome::Started => replays += 1,
+            EventKind::RollbackStarted => replays += 1,
+            _ => {}
+        }
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(15), fold).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(format!(
+                "cannot read the ledger to count earlier replays: {e}"
+            ));
+        }
+        Err(_) => return Err("the ledger took too long to read to count earlier replays".into()),
+    }
+    if !created {
+        return Err(format!(
+            "the ledger does not hold `{}`'s creation (`hopback init`), so its earlier replays cannot all be counted",
+            sanitize(&ns.name)
+        ));
+    }
+    Ok(replays)
+}
+
+pub(super) async fn choose_engine(
+    cx: &OpContext,
+    ns: &Namespace,
+    req: &ReplayRequest,
+    specs: &[MoveSpec],
+    count: u64,
+) -> Result<(Engine, String), OpError> {
+    if req.engine == EngineChoice::Client {
+        return Ok((Engine::Client, "asked for (--engine client)".into()));
+    }
+    match broker_engine(cx, ns, req, specs, count).await {
+        Ok(m) => {
+            let mut why = if req.engine == EngineChoice::Broker {
+                "asked for (--engine broker)".to_string()
+            } else {
+                "every decision can be made inside the broker".to_string()
+            };
+            if m.dest == ShovelDest::Exchange(ns.origin_keyed_router()) {
+                why.push_str("; each dead letter goes home on its routing key, its queue's name");
+            }
+            Ok((Engine::Broker(m), why))
+        }
+        Err(why) if req.engine == EngineChoice::Broker => Err(OpError::refused(
+            format!("the broker engine cannot run this move: {why}"),
+            "use --engine client (or auto, which picks it)",
+        )),
+        Err(why) => Ok((Engine::Client, why)),
+    }
+}
