@@ -264,21 +264,6 @@ struct ListDoc {
     messages: Vec<Summary>,
 }
 
-/// The DLQ's ready count, or — before any browse guard speaks of its type — the plain fact
-/// that it does not exist (a mistyped namespace).
-async fn dlq_depth(session: &crate::broker::session::Session, queue: &str) -> Result<u64, Failure> {
-    session
-        .passive_queue(queue)
-        .await?
-        .map(|c| u64::from(c.ready))
-        .ok_or_else(|| {
-            Failure::error(
-                format!("DLQ `{}` does not exist", sanitize(queue)),
-                "`hopback status` lists the namespaces; create one with `hopback init NS --versions v1,v2`, or adopt its DLQ in the profile",
-            )
-        })
-}
-
 async fn list(
     ctx: &Ctx,
     ns: &str,
@@ -290,7 +275,7 @@ async fn list(
 ) -> Result<(), Failure> {
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
-    let depth = dlq_depth(&session, &queue).await?;
+    let depth = crate::ops::dlq_depth(&session, &queue).await?;
     let quorum = browse_guard(ctx.mgmt().as_ref(), &queue, force).await?;
     let views = browse_page(&session, &queue, page, page_size.max(1), quorum, force).await?;
     session.close().await;
@@ -370,7 +355,7 @@ async fn show(
 ) -> Result<(), Failure> {
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
-    dlq_depth(&session, &queue).await?;
+    crate::ops::dlq_depth(&session, &queue).await?;
     let quorum = browse_guard(ctx.mgmt().as_ref(), &queue, force).await?;
     let msg = load_message(&session, &queue, index, quorum, force).await?;
     session.close().await;

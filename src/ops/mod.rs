@@ -154,6 +154,25 @@ pub fn require_writable(cfg: &Config, what: &str) -> Result<(), OpError> {
     Ok(())
 }
 
+/// The ready count of a namespace's DLQ, or — before any browse guard speaks of its type — the
+/// plain fact that it does not exist (a mistyped namespace). Browse, show and purge ask this
+/// first.
+pub async fn dlq_depth(
+    session: &crate::broker::session::Session,
+    queue: &str,
+) -> Result<u64, OpError> {
+    session
+        .passive_queue(queue)
+        .await?
+        .map(|c| u64::from(c.ready))
+        .ok_or_else(|| {
+            OpError::failed(
+                format!("DLQ `{}` does not exist", sanitize(queue)),
+                "`hopback status` lists the namespaces; create one with `hopback init NS --versions v1,v2`, or adopt its DLQ in the profile",
+            )
+        })
+}
+
 /// Where an operation was asked from (recorded in its ledger events as `via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {

@@ -43,13 +43,7 @@ pub async fn prepare(
     let queue = names.dlq.clone();
     // RabbitMQ lets a read-only user consume (and so remove) messages; a purge is a write.
     cx.session.probe_write(&queue).await?;
-    // A mistyped namespace is said as such, before the browse guard speaks of the queue's type.
-    if cx.session.passive_queue(&queue).await?.is_none() {
-        return Err(OpError::failed(
-            format!("DLQ `{}` does not exist", crate::text::sanitize(&queue)),
-            "`hopback status` lists the namespaces; create one with `hopback init NS --versions v1,v2`",
-        ));
-    }
+    super::dlq_depth(&cx.session, &queue).await?;
     let quorum = browse_guard(cx.mgmt.as_ref(), &queue, force).await?;
     let path = export_path.unwrap_or_else(|| default_export_path(&queue));
     let held = export::prepare(cx.session.clone(), &queue, &path, quorum, force).await?;

@@ -107,12 +107,7 @@ async fn broker_engine(
         .await
         .map(|o| o.rabbitmq_version)
         .unwrap_or_default();
-    let major: u32 = version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    if major < 4 {
+    if crate::broker::stats::major_version(&version).unwrap_or(0) < 4 {
         let kind = mgmt
             .queue(&spec.source_queue)
             .await
