@@ -548,3 +548,53 @@ async fn a_namespace_from_before_keyed_dead_letters_replays_home_by_headers() {
     }
     t.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_of_large_messages_gets_a_smaller_prefetch_and_moves_whole() {
+    let t = Ns::new("shvbig", "classic").await;
+    let ids = ids(&format!("{}-big", t.ns), 8);
+    let big = |id: &str| {
+        let mut b = id.as_bytes().to_vec();
+        b.resize(2 << 20, b'x');
+        b
+    };
+    publish(&t.session, &t.q("v2"), &ids, &big, None, true).await;
+    wait_depth(&t.session, &t.q("dlq"), 8, 30).await;
+    // The management API's figures lag the queue by up to its stats interval.
+    let m = Mgmt::new(&t.cfg.profile).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m
+        .queue(&t.q("dlq"))
+        .await
+        .unwrap()
+        .and_then(|q| q.message_bytes_ready)
+        .unwrap_or(0)
+        < 8 * (2 << 20)
+    {
+        assert!(Instant::now() < deadline, "no byte count");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let run = |extra: &[&str]| {
+        let mut args = vec!["dlq", "replay", &t.ns, "--to", "v1", "--engine", "client"];
+        args.extend_from_slice(extra);
+        common::bin().args(&args).output().unwrap()
+    };
+    // 64 MiB ahead at 2 MiB a message: prefetch 32, said in the plan.
+    let out = run(&["--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("prefetch 32 for messages of 2.0 MiB on average"),
+        "{text}"
+    );
+    let out = run(&["--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (seen, lost, dups) = account(&t.session, &[t.q("v1"), t.q("dlq")], &ids).await;
+    assert_eq!((lost, dups), (0, 0), "{seen:?}");
+    assert!(seen.values().all(|w| w == &vec![t.q("v1")]), "{seen:?}");
+    t.cleanup().await;
+}

@@ -265,6 +265,10 @@ pub struct QueueInfo {
     /// Unacknowledged messages.
     #[serde(default)]
     pub messages_unacknowledged: Option<u64>,
+    /// Bytes of the ready messages' bodies (only in [`Mgmt::queue`]'s answer; the lists leave
+    /// this column out).
+    #[serde(default)]
+    pub message_bytes_ready: Option<u64>,
     /// Consumers.
     #[serde(default)]
     pub consumers: Option<u64>,

@@ -209,7 +209,8 @@ impl Runner<'_> {
         let publish_ch = publisher.confirm_channel().await?;
         let needs_hold = !spec.filter.is_empty() || spec.target == Target::Origin;
         let prefetch = if needs_hold {
-            u16::try_from(u32::from(spec.prefetch) + HOLD_ALLOWANCE).unwrap_or(u16::MAX)
+            u16::try_from(u32::from(spec.prefetch) + hold_allowance(spec.prefetch))
+                .unwrap_or(u16::MAX)
         } else {
             spec.prefetch
         };
@@ -235,9 +236,15 @@ impl Runner<'_> {
         .await?;
         self.send_progress(true, true);
 
-        let mut window: FuturesOrdered<
-            futures::future::BoxFuture<'static, (InFlight, Result<Confirmation, BrokerError>)>,
-        > = FuturesOrdered::new();
+        // Published messages awaiting their confirms, oldest first; `awaiting` holds each one's
+        // delivery and publish time in the same order (FuturesOrdered yields in push order).
+        let mut window: FuturesOrdered<ConfirmFuture> = FuturesOrdered::new();
+        let mut awaiting: std::collections::VecDeque<(InFlight, Instant)> =
+            std::collections::VecDeque::new();
+        // One timer for the whole window (not one per message): on each tick, the oldest
+        // message's confirm must not be older than CONFIRM_TIMEOUT.
+        let mut confirm_clock = tokio::time::interval(CONFIRM_CHECK_EVERY);
+        confirm_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
         // Confirmed messages waiting to be acked together (one `basic.ack multiple`).
         let mut batch: Vec<(Acker, bool, u64)> = Vec::new();
@@ -369,7 +376,25 @@ impl Runner<'_> {
                         lost.get_or_insert(BrokerError::Other("a source ack did not go out".into()));
                     }
                 }
-                Some((inflight, res)) = window.next(), if !window.is_empty() => {
+                _ = confirm_clock.tick(), if !window.is_empty() => {
+                    if awaiting.front().is_some_and(|(_, at)| at.elapsed() > CONFIRM_TIMEOUT) {
+                        // Unknown fate for the whole window: each may be in the target; the
+                        // source will redeliver them (the channel closes unacked).
+                        self.counts.possible_duplicates += window.len() as u64;
+                        window = FuturesOrdered::new();
+                        awaiting.clear();
+                        lost.get_or_insert(BrokerError::Timeout {
+                            what: "publisher confirm".into(),
+                            secs: CONFIRM_TIMEOUT.as_secs_f64(),
+                        });
+                    }
+                }
+                Some(res) = window.next(), if !window.is_empty() => {
+                    let Some((inflight, _)) = awaiting.pop_front() else {
+                        // Cannot happen (one entry per future, same order); fail closed.
+                        lost.get_or_insert(BrokerError::Other("mover: confirm bookkeeping out of step".into()));
+                        continue;
+                    };
                     match res {
                         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) if lost.is_none() => {
                             batch.push((inflight.acker, inflight.parked, inflight.tag));
@@ -443,16 +468,8 @@ impl Runner<'_> {
                     match self.dispatch(session, &publish_ch, delivery).await {
                         Ok(Dispatch::Held(acker)) => held.push(acker),
                         Ok(Dispatch::Published(inflight, confirm)) => {
-                            window.push_back(
-                                async move {
-                                    let r = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-                                        Ok(r) => r,
-                                        Err(_) => Err(BrokerError::Timeout { what: "publisher confirm".into(), secs: CONFIRM_TIMEOUT.as_secs_f64() }),
-                                    };
-                                    (inflight, r)
-                                }
-                                .boxed(),
-                            );
+                            window.push_back(confirm);
+                            awaiting.push_back((inflight, Instant::now()));
                         }
                         Err((e, _)) if fatal(&e) => {
                             fatal_error.get_or_insert(e.to_string());

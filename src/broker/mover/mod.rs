@@ -51,10 +51,14 @@ use crate::topology::Namespace;
 
 mod epoch;
 
-/// Default prefetch of the source consumer (tuned with `scripts/bench`, see the README).
-pub const DEFAULT_PREFETCH: u16 = 2000;
+/// Default prefetch of the source consumer (tuned with `scripts/bench`: docs/performance.md §6).
+/// Lowered for large messages by [`sized_prefetch`].
+pub const DEFAULT_PREFETCH: u16 = 4000;
 /// Default number of publisher confirms outstanding.
-pub const DEFAULT_CONFIRM_WINDOW: usize = 1000;
+pub const DEFAULT_CONFIRM_WINDOW: usize = 2000;
+/// Bytes of messages the source may send ahead of the mover (prefetch × average size): a queue
+/// of large messages gets a smaller prefetch, so the mover's memory stays bounded.
+pub const PREFETCH_BYTES: u64 = 64 * 1024 * 1024;
 /// Default replay limit before a message is parked.
 pub const DEFAULT_MAX_REPLAYS: u32 = 3;
 /// Header marking messages published by one run (its id): when a message carrying the current
@@ -63,12 +67,35 @@ pub const DEFAULT_MAX_REPLAYS: u32 = 3;
 pub const RUN_HEADER: &str = "x-hopback-run";
 /// Extra prefetch kept for held (non-matching / unroutable) messages, so a filter does not stall
 /// the consumer after `prefetch` non-matching messages.
+/// At most five times the prefetch (a prefetch lowered for large messages lowers it too).
 pub const HOLD_ALLOWANCE: u32 = 20_000;
+
+/// The extra prefetch for held messages with a consumer prefetch of `prefetch`.
+pub fn hold_allowance(prefetch: u16) -> u32 {
+    HOLD_ALLOWANCE.min(u32::from(prefetch).saturating_mul(5))
+}
+
+/// The prefetch and confirm window for a source whose ready messages average `avg_bytes`: at
+/// most [`PREFETCH_BYTES`] ahead, never more than asked, at least 1; the window at most half the
+/// lowered prefetch (a window as large as the prefetch starves the pipeline). Unknown size: as
+/// asked.
+pub fn sized_prefetch(asked: u16, window: usize, avg_bytes: Option<u64>) -> (u16, usize) {
+    let Some(avg) = avg_bytes.filter(|b| *b > 0) else {
+        return (asked, window);
+    };
+    let fit = u16::try_from((PREFETCH_BYTES / avg).max(1)).unwrap_or(u16::MAX);
+    if fit >= asked {
+        return (asked, window);
+    }
+    (fit, window.min((usize::from(fit) / 2).max(1)))
+}
 /// How long after the last delivery a quiet consumer may still be receiving one the source
 /// cannot have given to anyone else ([`Runner::delivery_in_transit`]).
 const IN_TRANSIT_MAX: Duration = Duration::from_secs(60);
 /// How long a confirm may take before the channel is presumed dead.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the window's one confirm timer looks at its oldest message.
+const CONFIRM_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Where moved messages go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -500,6 +527,24 @@ pub fn with_header(props: BasicProperties, key: &str, value: AMQPValue) -> Basic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetch_shrinks_for_large_messages_only() {
+        let asked = (DEFAULT_PREFETCH, DEFAULT_CONFIRM_WINDOW);
+        // 1 KiB messages, or a size nobody knows: as asked.
+        assert_eq!(sized_prefetch(asked.0, asked.1, Some(1024)), asked);
+        assert_eq!(sized_prefetch(asked.0, asked.1, None), asked);
+        assert_eq!(sized_prefetch(asked.0, asked.1, Some(0)), asked);
+        // 1 MiB on average: 64 ahead, window 32.
+        assert_eq!(sized_prefetch(asked.0, asked.1, Some(1 << 20)), (64, 32));
+        // One 128 MiB message: one at a time.
+        assert_eq!(sized_prefetch(asked.0, asked.1, Some(128 << 20)), (1, 1));
+        // Never more than asked.
+        assert_eq!(sized_prefetch(10, 5, Some(1 << 20)), (10, 5));
+        assert_eq!(hold_allowance(DEFAULT_PREFETCH), HOLD_ALLOWANCE);
+        assert_eq!(hold_allowance(64), 320);
+        assert_eq!(hold_allowance(1), 5);
+    }
 
     #[test]
     fn replays_header_is_set_and_the_rest_kept() {

@@ -495,7 +495,13 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
             .first()
             .map_or_else(String::new, |s| s.target.describe())
     );
-    let (engine, engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
+    let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
+    let mut specs = specs;
+    if engine == Engine::Client
+        && let Some(note) = size_prefetch(cx.mgmt.as_ref(), &source, &mut specs).await
+    {
+        engine_reason = format!("{engine_reason}; {note}");
+    }
     Ok(ReplayPlan {
         namespace: ns.name.clone(),
         kind,
@@ -506,6 +512,35 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
         engine_reason,
         title,
     })
+}
+
+/// Lower the client engine's prefetch and window for a source of large messages (the source's
+/// average size from the management API; unknown: as asked), so the mover's memory stays near
+/// [`mover::PREFETCH_BYTES`]. Returns what it changed, for the plan's engine line. The rollback's
+/// drains and replays size theirs here too.
+pub(crate) async fn size_prefetch(
+    mgmt: Option<&crate::broker::mgmt::Mgmt>,
+    source: &str,
+    specs: &mut [MoveSpec],
+) -> Option<String> {
+    let q = mgmt?.queue(source).await.ok()??;
+    let avg = q
+        .message_bytes_ready
+        .zip(q.messages_ready)
+        .filter(|(_, n)| *n > 0)
+        .map(|(b, n)| b / n)?;
+    let mut note = None;
+    for s in specs.iter_mut() {
+        let (prefetch, window) = mover::sized_prefetch(s.prefetch, s.confirm_window, Some(avg));
+        if prefetch < s.prefetch {
+            note = Some(format!(
+                "prefetch {prefetch} for messages of {:.1} MiB on average",
+                avg as f64 / f64::from(1 << 20)
+            ));
+        }
+        (s.prefetch, s.confirm_window) = (prefetch, window);
+    }
+    note
 }
 
 /// Drive one engine's run to its end, handing every progress report published on `control` to

@@ -160,7 +160,16 @@ pub(super) async fn run_mover(
     let mut rx = control.subscribe();
     let profile = c.env.session.profile().clone();
     let operator = c.env.cfg.operator.clone();
-    let fut = mover::run(&profile, &operator, spec, &control);
+    // Large messages: a smaller prefetch, as for any client-engine move.
+    let mut spec = spec.clone();
+    let source = spec.source_queue.clone();
+    crate::ops::replay::size_prefetch(
+        c.env.mgmt.as_ref(),
+        &source,
+        std::slice::from_mut(&mut spec),
+    )
+    .await;
+    let fut = mover::run(&profile, &operator, &spec, &control);
     tokio::pin!(fut);
     let stop = super::stop_requested(c.operator.stop_signal());
     tokio::pin!(stop);
