@@ -498,7 +498,7 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
     let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
     let mut specs = specs;
     if engine == Engine::Client
-        && let Some(note) = size_prefetch(cx.mgmt.as_ref(), &source, &mut specs).await
+        && let Some(note) = size_prefetch(cx.mgmt.as_ref(), &source, depth, &mut specs).await
     {
         engine_reason = format!("{engine_reason}; {note}");
     }
@@ -515,20 +515,36 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
 }
 
 /// Lower the client engine's prefetch and window for a source of large messages (the source's
-/// average size from the management API; unknown: as asked), so the mover's memory stays near
-/// [`mover::PREFETCH_BYTES`]. Returns what it changed, for the plan's engine line. The rollback's
+/// average size from the management API), so the mover's memory stays near
+/// [`mover::PREFETCH_BYTES`]. Returns what it changed — or, for a source with messages, that the
+/// size is unknown and the prefetch stays as asked — for the plan's engine line. The rollback's
 /// drains and replays size theirs here too.
 pub(crate) async fn size_prefetch(
     mgmt: Option<&crate::broker::mgmt::Mgmt>,
     source: &str,
+    depth: u64,
     specs: &mut [MoveSpec],
 ) -> Option<String> {
-    let q = mgmt?.queue(source).await.ok()??;
-    let avg = q
+    if depth == 0 {
+        return None;
+    }
+    let unknown = |why: &str| Some(format!("message size unknown ({why}): prefetch as asked"));
+    let Some(mgmt) = mgmt else {
+        return unknown("no management API");
+    };
+    let q = match mgmt.queue(source).await {
+        Ok(Some(q)) => q,
+        Ok(None) => return None,
+        Err(e) => return unknown(&format!("management API: {}", sanitize(&e.to_string()))),
+    };
+    let Some(avg) = q
         .message_bytes_ready
         .zip(q.messages_ready)
         .filter(|(_, n)| *n > 0)
-        .map(|(b, n)| b / n)?;
+        .map(|(b, n)| b / n)
+    else {
+        return unknown("not yet in the management API's figures");
+    };
     let mut note = None;
     for s in specs.iter_mut() {
         let (prefetch, window) = mover::sized_prefetch(s.prefetch, s.confirm_window, Some(avg));

@@ -166,6 +166,7 @@ pub(super) async fn run_mover(
     crate::ops::replay::size_prefetch(
         c.env.mgmt.as_ref(),
         &source,
+        total.unwrap_or(1),
         std::slice::from_mut(&mut spec),
     )
     .await;
