@@ -66,11 +66,11 @@ pub const DEFAULT_MAX_REPLAYS: u32 = 3;
 /// so everything that was in the source at the start has been seen.
 pub const RUN_HEADER: &str = "x-hopback-run";
 /// Extra prefetch kept for held (non-matching / unroutable) messages, so a filter does not stall
-/// the consumer after `prefetch` non-matching messages.
-/// At most five times the prefetch (a prefetch lowered for large messages lowers it too).
+/// the consumer after `prefetch` non-matching messages (see [`hold_allowance`]).
 pub const HOLD_ALLOWANCE: u32 = 20_000;
 
-/// The extra prefetch for held messages with a consumer prefetch of `prefetch`.
+/// The extra prefetch for held messages with a consumer prefetch of `prefetch`: at most five
+/// times the prefetch, so a prefetch lowered for large messages lowers it too.
 pub fn hold_allowance(prefetch: u16) -> u32 {
     HOLD_ALLOWANCE.min(u32::from(prefetch).saturating_mul(5))
 }
