@@ -429,7 +429,7 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
     crate::broker::topology::validate_namespace(&req.namespace)
         .map_err(|e| OpError::refused(e, "namespaces are names like `email`"))?;
     let ns = Namespace::resolve(&cx.cfg, &req.namespace);
-    let (kind, specs) = specs(&ns, req)?;
+    let (kind, mut specs) = specs(&ns, req)?;
     let source = specs
         .first()
         .map(|s| s.source_queue.clone())
@@ -496,7 +496,6 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
             .map_or_else(String::new, |s| s.target.describe())
     );
     let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
-    let mut specs = specs;
     if engine == Engine::Client
         && let Some(note) = size_prefetch(cx.mgmt.as_ref(), &source, depth, &mut specs).await
     {
