@@ -645,6 +645,21 @@ fn cluster_nodes_and_queue_placement() {
         screen.contains("3 nodes, 1 DOWN (c3@localhost)"),
         "{screen}"
     );
+    // A profile naming the three nodes: at 120 columns the header gives up its "(of 3 nodes)"
+    // (the node count is in the badge) before the server version; the down node always shows.
+    let mut cluster_profile = s.clone();
+    cluster_profile.nodes = 3;
+    let header = render(&cluster_profile, 120, 40, &theme)
+        .backend()
+        .to_string();
+    let header = header.lines().next().unwrap_or_default();
+    assert!(header.contains("RabbitMQ 3.10.8"), "{header}");
+    assert!(header.contains("1 DOWN (c3@localhost)"), "{header}");
+    assert!(!header.contains("(of 3 nodes)"), "{header}");
+    let wide = render(&cluster_profile, 160, 40, &theme)
+        .backend()
+        .to_string();
+    assert!(wide.contains("127.0.0.1:5672 (of 3 nodes)"), "{wide}");
     s.handle_key("enter");
     let screen = render(&s, 120, 40, &theme).backend().to_string();
     assert!(screen.contains("leader c2 · 2/3 online"), "{screen}");

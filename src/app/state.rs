@@ -188,8 +188,8 @@ pub struct RowRef {
 pub struct AppState {
     /// Profile name.
     pub profile: String,
-    /// `host:port` of the broker node in use (never credentials), with the node count of a
-    /// cluster profile.
+    /// `host:port` of the broker node in use (never credentials); [`Self::broker_label`] adds
+    /// the node count of a cluster profile.
     pub broker: String,
     /// Nodes the profile names.
     pub nodes: usize,
@@ -269,7 +269,7 @@ impl AppState {
             .collect();
         AppState {
             profile: cfg.profile.name.clone(),
-            broker: broker_label(&cfg.profile.host_port(), cfg.profile.nodes()),
+            broker: cfg.profile.host_port(),
             nodes: cfg.profile.nodes(),
             vhost: cfg.profile.vhost.clone(),
             production: cfg.profile.production,
@@ -331,6 +331,15 @@ impl AppState {
             .data_age_ms()
             .is_some_and(|a| a > (3 * self.refresh_interval_ms as i64).max(3_000));
         !self.conn.is_live() || too_old || self.last_error.is_some()
+    }
+
+    /// `host:port` of the node in use, or `host:port (of 3 nodes)` for a cluster profile.
+    pub fn broker_label(&self) -> String {
+        if self.nodes > 1 {
+            format!("{} (of {} nodes)", self.broker, self.nodes)
+        } else {
+            self.broker.clone()
+        }
     }
 
     /// Header text for the connection: `connected`, or `stale 12 s — reconnecting (attempt 3)`.
@@ -593,7 +602,7 @@ impl AppState {
                 true
             }
             Msg::Node(node) => {
-                self.broker = broker_label(&node, self.nodes);
+                self.broker = node;
                 true
             }
             Msg::Conn(c) => {
@@ -863,14 +872,5 @@ impl AppState {
             }
         }
         Effect::None
-    }
-}
-
-/// `host:port`, or `host:port (1 of 3 nodes)` for a cluster profile.
-fn broker_label(node: &str, nodes: usize) -> String {
-    if nodes > 1 {
-        format!("{node} (of {nodes} nodes)")
-    } else {
-        node.to_string()
     }
 }

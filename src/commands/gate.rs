@@ -31,7 +31,8 @@ pub enum GateCommand {
     Set {
         /// Namespace
         namespace: String,
-        /// Targets VERSION=WEIGHT (integer weights, shown as percentages)
+        /// Targets VERSION=WEIGHT, space- or comma-separated (integer weights, shown as
+        /// percentages)
         #[arg(required = true, num_args = 1..)]
         targets: Vec<String>,
         /// Why (recorded in the ledger)

@@ -85,10 +85,16 @@ impl GateSplit {
     }
 }
 
-/// Parse `v1=90` tokens into a split; errors say which token is wrong.
+/// Parse `v1=90` tokens into a split (`v1=90,v2=10` in one token too, like `--versions v1,v2`);
+/// errors say which token is wrong.
 pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, crate::model::Invalid> {
     let mut out = BTreeMap::new();
-    for t in tokens {
+    let pieces = tokens
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    for t in pieces {
         let (v, w) = t
             .split_once('=')
             .ok_or_else(|| format!("`{t}` is not VERSION=WEIGHT (e.g. v2=10)"))?;
@@ -129,5 +135,10 @@ mod tests {
         assert!(parse_targets(&["v1".into()]).is_err());
         assert!(parse_targets(&["v1=x".into()]).is_err());
         assert!(parse_targets(&["v1=1".into(), "v1=2".into()]).is_err());
+        let commas = parse_targets(&["v1=80,v2=20".into()]).unwrap();
+        assert_eq!(commas.describe(), "v1=80 v2=20");
+        assert!(parse_targets(&["v1=80,v1=20".into()]).is_err());
+        assert!(parse_targets(&["v1=80,v2".into()]).is_err());
+        assert!(parse_targets(&[",".into()]).is_err());
     }
 }

@@ -60,7 +60,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
             crate::model::ConnState::Failed { reason } => {
                 format!("cannot connect: {}", sanitize(reason))
             }
-            _ => format!("connecting to {} …", sanitize(&state.broker)),
+            _ => format!("connecting to {} …", sanitize(&state.broker_label())),
         };
         return no_table(f, inner, theme, state, text);
     };

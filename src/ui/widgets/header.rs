@@ -9,35 +9,42 @@ use crate::app::state::AppState;
 use crate::text::sanitize;
 use crate::ui::theme::Theme;
 
-/// The header as one line, dropping the least important parts (server version, then the product
-/// name) when `width` is too small, so the connection state always shows.
+/// The header as one line, dropping the least important parts (a cluster profile's node count,
+/// the server version, then the product name) when `width` is too small, so the connection
+/// state and a cluster's down nodes always show.
 pub fn header(state: &AppState, theme: &Theme, width: usize) -> Line<'static> {
-    for level in 0..3 {
+    for level in 0..4 {
         let line = build(state, theme, level);
         if line.width() <= width {
             return line;
         }
     }
-    build(state, theme, 3)
+    build(state, theme, 4)
 }
 
-/// `level` 0 = everything; 1 = no server version; 2 = no product name; 3 = no profile name.
+/// `level` 0 = everything; 1 = no "(of 3 nodes)" after the node in use; 2 = no server version
+/// either; 3 = no product name; 4 = no profile name.
 fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
-    let (with_name, with_version, with_profile) = (level < 2, level < 1, level < 3);
+    let (with_name, with_version, with_profile) = (level < 3, level < 2, level < 4);
+    let broker = if level < 1 {
+        state.broker_label()
+    } else {
+        state.broker.clone()
+    };
     let mut spans = Vec::new();
     if with_name {
         spans.push(Span::styled(" hopback ", theme.header));
     }
     if state.production {
         spans.push(Span::styled(
-            if level < 3 { " PRODUCTION " } else { " PROD " },
+            if level < 4 { " PRODUCTION " } else { " PROD " },
             theme.badge_production,
         ));
         spans.push(Span::raw(" "));
     }
     if state.read_only {
         spans.push(Span::styled(
-            if level < 3 { " READ-ONLY " } else { " RO " },
+            if level < 4 { " READ-ONLY " } else { " RO " },
             theme.badge_read_only,
         ));
         spans.push(Span::raw(" "));
@@ -52,10 +59,10 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
             format!(
                 "{} · {}{vhost}",
                 sanitize(&state.profile),
-                sanitize(&state.broker)
+                sanitize(&broker)
             )
         } else {
-            format!("{}{vhost}", sanitize(&state.broker))
+            format!("{}{vhost}", sanitize(&broker))
         },
         theme.base,
     ));
