@@ -496,6 +496,15 @@ impl Mgmt {
         }
     }
 
+    /// [`Self::get`] of one object: `None` when the API answers 404.
+    async fn get_if_exists<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, MgmtError> {
+        match self.get(path).await {
+            Ok(x) => Ok(Some(x)),
+            Err(MgmtError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, MgmtError> {
         let resp = self.send_any(path, true, |url| self.http.get(url)).await?;
         let status = resp.status();
@@ -588,14 +597,10 @@ impl Mgmt {
     }
     /// `GET /api/vhosts/{vhost}` — does the vhost exist?
     pub async fn vhost_exists(&self) -> Result<bool, MgmtError> {
-        match self
-            .get::<serde_json::Value>(&format!("/api/vhosts/{}", enc(&self.vhost)))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(MgmtError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .get_if_exists::<serde_json::Value>(&format!("/api/vhosts/{}", enc(&self.vhost)))
+            .await?
+            .is_some())
     }
     /// All queues of the vhost in one call, with only the columns we use.
     pub async fn queues(&self) -> Result<Vec<QueueInfo>, MgmtError> {
@@ -668,30 +673,18 @@ impl Mgmt {
     }
     /// One exchange (`None` if missing).
     pub async fn exchange(&self, name: &str) -> Result<Option<ExchangeInfo>, MgmtError> {
-        match self
-            .get(&format!(
-                "/api/exchanges/{}/{}",
-                enc(&self.vhost),
-                enc(name)
-            ))
-            .await
-        {
-            Ok(x) => Ok(Some(x)),
-            Err(MgmtError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_if_exists(&format!(
+            "/api/exchanges/{}/{}",
+            enc(&self.vhost),
+            enc(name)
+        ))
+        .await
     }
     /// One queue with everything the API has on it, declared arguments included (`None` if
     /// missing) — for checks and tests; the console's list uses the narrow [`QUEUE_COLUMNS`].
     pub async fn queue(&self, name: &str) -> Result<Option<QueueInfo>, MgmtError> {
-        match self
-            .get(&format!("/api/queues/{}/{}", enc(&self.vhost), enc(name)))
+        self.get_if_exists(&format!("/api/queues/{}/{}", enc(&self.vhost), enc(name)))
             .await
-        {
-            Ok(q) => Ok(Some(q)),
-            Err(MgmtError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
     /// Bindings whose source is `exchange` (the gate, for an entry exchange).
     pub async fn bindings_from(&self, exchange: &str) -> Result<Vec<BindingInfo>, MgmtError> {
@@ -775,11 +768,10 @@ impl Mgmt {
     /// itself once it has moved its count, so `false` after a start means "done".
     pub async fn shovel_exists(&self, name: &str) -> Result<bool, MgmtError> {
         let path = format!("/api/parameters/shovel/{}/{}", enc(&self.vhost), enc(name));
-        match self.get::<serde_json::Value>(&path).await {
-            Ok(_) => Ok(true),
-            Err(MgmtError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .get_if_exists::<serde_json::Value>(&path)
+            .await?
+            .is_some())
     }
     /// The running state of the dynamic shovel `name` (`None`: not running anywhere, or the
     /// shovel management plugin is off).

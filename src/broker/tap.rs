@@ -230,14 +230,7 @@ async fn bind_all(
         .filter(|d| !bound.contains(*d))
         .collect();
     for dlx in missing {
-        let c = match &ch {
-            Some(c) if c.status().connected() => c.clone(),
-            _ => {
-                let c = session.channel().await?;
-                ch = Some(c.clone());
-                c
-            }
-        };
+        let c = open_channel(session, &mut ch).await?;
         match timed(
             "binding the dead-letter tap",
             CALL_TIMEOUT,
@@ -267,14 +260,7 @@ async fn bind_all(
         .collect();
     for dlx in stale {
         bound.remove(&dlx);
-        let c = match &ch {
-            Some(c) if c.status().connected() => c.clone(),
-            _ => {
-                let c = session.channel().await?;
-                ch = Some(c.clone());
-                c
-            }
-        };
+        let c = open_channel(session, &mut ch).await?;
         if timed(
             "unbinding the dead-letter tap",
             CALL_TIMEOUT,
@@ -296,6 +282,22 @@ async fn bind_all(
         let _ = tokio::time::timeout(Duration::from_secs(1), c.close(200, "ok".into())).await;
     }
     Ok(())
+}
+
+/// The channel in `ch` while it is open, else a new one (kept in `ch` for the next call): a
+/// failed bind closes its channel, the next bind gets a fresh one.
+async fn open_channel(
+    session: &Session,
+    ch: &mut Option<lapin::Channel>,
+) -> Result<lapin::Channel, BrokerError> {
+    match ch {
+        Some(c) if c.status().connected() => Ok(c.clone()),
+        _ => {
+            let c = session.channel().await?;
+            *ch = Some(c.clone());
+            Ok(c)
+        }
+    }
 }
 
 fn bound_namespaces(

@@ -90,6 +90,17 @@ impl InitReport {
     pub fn changed(&self) -> bool {
         !self.created.is_empty() || self.gate.is_some()
     }
+
+    /// Note `kind name` as unchanged (it `existed`) or created; returns whether it was created.
+    fn record(&mut self, existed: bool, kind: &str, name: &str) -> bool {
+        let list = if existed {
+            &mut self.unchanged
+        } else {
+            &mut self.created
+        };
+        list.push(format!("{kind} {name}"));
+        !existed
+    }
 }
 
 fn s(v: &str) -> AMQPValue {
@@ -126,12 +137,7 @@ async fn declare_exchange(
     .await
     .map_err(|e| conflict(e, "exchange", name))?;
     let _ = ch.close(200, "ok".into()).await;
-    if existed {
-        report.unchanged.push(format!("exchange {name}"))
-    } else {
-        report.created.push(format!("exchange {name}"))
-    }
-    Ok(!existed)
+    Ok(report.record(existed, "exchange", name))
 }
 
 async fn declare_queue(
@@ -155,12 +161,7 @@ async fn declare_queue(
     .await
     .map_err(|e| conflict(e, "queue", name))?;
     let _ = ch.close(200, "ok".into()).await;
-    if existed {
-        report.unchanged.push(format!("queue {name}"))
-    } else {
-        report.created.push(format!("queue {name}"))
-    }
-    Ok(!existed)
+    Ok(report.record(existed, "queue", name))
 }
 
 fn conflict(e: BrokerError, kind: &str, name: &str) -> BrokerError {

@@ -348,15 +348,7 @@ impl Fleet {
     /// Stop publishing and wait for the producers to finish their last confirm.
     pub async fn stop_producers(&mut self) {
         let _ = self.stop_producers.send(true);
-        for h in self.producers.drain(..) {
-            let abort = h.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), h)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        join_or_abort(self.producers.drain(..)).await;
     }
     /// Wait until no worker holds a delivery and `idle` says the queues are quiet, for at most
     /// `limit`. Returns whether it settled.
@@ -383,20 +375,26 @@ impl Fleet {
     /// queue when the connection closes) and wait for them.
     pub async fn stop_workers(&mut self) {
         let _ = self.stop_workers.send(true);
-        for h in self.workers.drain(..) {
-            let abort = h.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), h)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        join_or_abort(self.workers.drain(..)).await;
     }
     /// Stop everything gracefully.
     pub async fn shutdown(&mut self) {
         self.stop_producers().await;
         self.stop_workers().await;
+    }
+}
+
+/// Wait for each task to finish (they were told to stop), at most 10 s each; a task that does
+/// not finish in time is aborted.
+async fn join_or_abort(tasks: impl Iterator<Item = JoinHandle<()>>) {
+    for h in tasks {
+        let abort = h.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 }
 

@@ -228,30 +228,34 @@ fn draw_version(
     let (scale_depth, scale_err) = shared_scales(state, n, w.saturating_sub(16));
     let depth_label = format!(" 0–{}", count(Some(scale_depth as u64)));
     let err_label = format!(" 0–{scale_err:.0}%");
-    lines.push(Line::from(vec![
-        Span::styled("depth ", theme.muted),
-        Span::styled(
-            sparkline_to(
-                &depth,
-                w.saturating_sub(6 + depth_label.chars().count()),
-                scale_depth,
+    let chart = |label: &'static str, data: &[f64], scale: f64, scale_label: String, style| {
+        Line::from(vec![
+            Span::styled(label, theme.muted),
+            Span::styled(
+                sparkline_to(
+                    data,
+                    w.saturating_sub(label.chars().count() + scale_label.chars().count()),
+                    scale,
+                ),
+                style,
             ),
-            theme.chart_depth,
-        ),
-        Span::styled(depth_label, theme.muted),
-    ]));
-    lines.push(Line::from(vec![
-        Span::styled("err % ", theme.muted),
-        Span::styled(
-            sparkline_to(
-                &errs,
-                w.saturating_sub(6 + err_label.chars().count()),
-                scale_err,
-            ),
-            theme.chart_error,
-        ),
-        Span::styled(err_label, theme.muted),
-    ]));
+            Span::styled(scale_label, theme.muted),
+        ])
+    };
+    lines.push(chart(
+        "depth ",
+        &depth,
+        scale_depth,
+        depth_label,
+        theme.chart_depth,
+    ));
+    lines.push(chart(
+        "err % ",
+        &errs,
+        scale_err,
+        err_label,
+        theme.chart_error,
+    ));
     let cons = v.consumers.unwrap_or(0);
     let cons_style = if cons == 0 && v.ready.unwrap_or(0) > 0 {
         theme.alert
