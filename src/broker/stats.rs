@@ -37,19 +37,32 @@ pub struct CollectOptions {
     pub known: BTreeSet<String>,
 }
 
-/// Ready/consumers of `queue`: passive declare when `exact`, else the management API row.
+/// Ready messages and consumers of a queue that exists; `None` inside: the management API has
+/// no figure for it yet (a queue declared seconds ago, a quorum queue without a leader) —
+/// unknown, never 0.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    ready: Option<u64>,
+    consumers: Option<u64>,
+}
+
+/// Ready/consumers of `queue`: passive declare when `exact`, else the management API row;
+/// `None`: the queue is missing.
 async fn counts(
     session: &Session,
     exact: bool,
     info: Option<&QueueInfo>,
     queue: &str,
-) -> Result<Option<crate::broker::session::QueueCounts>, BrokerError> {
+) -> Result<Option<Counts>, BrokerError> {
     if exact {
-        return session.passive_queue(queue).await;
+        return Ok(session.passive_queue(queue).await?.map(|c| Counts {
+            ready: Some(u64::from(c.ready)),
+            consumers: Some(u64::from(c.consumers)),
+        }));
     }
-    Ok(info.map(|i| crate::broker::session::QueueCounts {
-        ready: u32::try_from(i.messages_ready.unwrap_or(0)).unwrap_or(u32::MAX),
-        consumers: u32::try_from(i.consumers.unwrap_or(0)).unwrap_or(u32::MAX),
+    Ok(info.map(|i| Counts {
+        ready: i.messages_ready,
+        consumers: i.consumers,
     }))
 }
 
@@ -633,11 +646,11 @@ pub async fn collect(
                 weight,
                 gate_percent: ns.gate.as_ref().map(|g| g.percent(v)).unwrap_or(0.0),
                 ready: passive
-                    .map(|p| u64::from(p.ready))
+                    .and_then(|p| p.ready)
                     .or_else(|| info.and_then(|i| i.messages_ready)),
                 unacked: info.and_then(|i| i.messages_unacknowledged),
                 consumers: passive
-                    .map(|p| u64::from(p.consumers))
+                    .and_then(|p| p.consumers)
                     .or_else(|| info.and_then(|i| i.consumers)),
                 // An unavailable queue's last rates are history, not "0/s now": unknown.
                 rates: if unavailable {
@@ -657,7 +670,7 @@ pub async fn collect(
             &d.names.dlq,
         )
         .await?
-        .map(|c| u64::from(c.ready));
+        .and_then(|c| c.ready);
         ns.dlq_rate = qmap
             .get(d.names.dlq.as_str())
             .and_then(|q| rates_of(q))
@@ -669,7 +682,7 @@ pub async fn collect(
             &d.names.unrouted,
         )
         .await?
-        .map(|c| u64::from(c.ready));
+        .and_then(|c| c.ready);
         if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
             let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
             // Only a DLQ the management API says is classic is browsed (fail closed).

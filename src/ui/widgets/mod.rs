@@ -35,20 +35,21 @@ pub fn section_with<'a>(
     inner
 }
 
-/// `1234` → `1234`, `12345` → `12.3k`, `1234567` → `1.2M`; `None` → `–` (unknown, not zero).
+/// `1234` → `1234`, `12345` → `12.3k`, `1234567` → `1.2M`; `None` → `?` (unknown, not zero —
+/// as `hopback status` prints it).
 pub fn count(n: Option<u64>) -> String {
     match n {
-        None => "–".into(),
+        None => "?".into(),
         Some(n) if n < 10_000 => n.to_string(),
         Some(n) if n < 1_000_000 => format!("{:.1}k", n as f64 / 1000.0),
         Some(n) => format!("{:.1}M", n as f64 / 1_000_000.0),
     }
 }
 
-/// A rate per second: `0`, `3.2`, `45`, `1.2k`; `None` → `–`.
+/// A rate per second: `0`, `3.2`, `45`, `1.2k`; `None` → `?` (unknown).
 pub fn rate(r: Option<f64>) -> String {
     match r {
-        None => "–".into(),
+        None => "?".into(),
         Some(r) if r <= 0.0 => "0".into(),
         Some(r) if r < 10.0 => format!("{r:.1}"),
         Some(r) if r < 10_000.0 => format!("{r:.0}"),
@@ -56,7 +57,8 @@ pub fn rate(r: Option<f64>) -> String {
     }
 }
 
-/// An error ratio 0..1 as percent: `0.0`, `12.5`, `100`; `None` → `–`.
+/// An error ratio 0..1 as percent: `0.0`, `12.5`, `100`; `None` → `–` (no traffic to measure, as
+/// `hopback status` prints `-`).
 pub fn pct(r: Option<f64>) -> String {
     match r {
         None => "–".into(),
@@ -107,7 +109,9 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(count(None), "–");
+        assert_eq!(count(None), "?");
+        assert_eq!(rate(None), "?");
+        assert_eq!(pct(None), "–");
         assert_eq!(count(Some(12_345)), "12.3k");
         assert_eq!(rate(Some(0.25)), "0.2");
         assert_eq!(pct(Some(0.125)), "12.5");
