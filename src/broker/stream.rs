@@ -42,7 +42,7 @@ impl StreamOffset {
 }
 
 /// The queue arguments of a stream: `x-queue-type=stream`, and `x-max-length-bytes` when given.
-pub fn stream_arguments(max_length_bytes: Option<u64>) -> FieldTable {
+pub fn stream_arguments(max_length_bytes: Option<u64>, replicas: Option<u8>) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
@@ -54,22 +54,38 @@ pub fn stream_arguments(max_length_bytes: Option<u64>) -> FieldTable {
             AMQPValue::LongLongInt(i64::try_from(max).unwrap_or(i64::MAX)),
         );
     }
+    if let Some(n) = replicas {
+        args.insert(
+            "x-initial-cluster-size".into(),
+            AMQPValue::LongInt(n.into()),
+        );
+    }
     args
 }
 
+/// Replicas of a stream hopback creates: without `x-initial-cluster-size` RabbitMQ was seen to
+/// put the ledger on one node of a 3-node 4.0.5 cluster (all nodes up; quorum queues got three),
+/// and losing that node stops the stream. On a single node the broker takes the one it has
+/// (3.10.8 and 4.0.5 accept 3 there).
+pub const STREAM_REPLICAS: u8 = 3;
+
 /// Declare the durable stream `name` (see [`stream_arguments`]); `what` names the call in errors.
+/// `replicas`: `x-initial-cluster-size` for a stream created now — an existing stream declared
+/// without it refuses the argument (406), so a caller that may meet one declares again with
+/// `None`.
 pub async fn declare(
     session: &Session,
     what: &str,
     name: &str,
     max_length_bytes: Option<u64>,
+    replicas: Option<u8>,
 ) -> Result<(), BrokerError> {
     declare_queue(
         session,
         what,
         name,
         true,
-        stream_arguments(max_length_bytes),
+        stream_arguments(max_length_bytes, replicas),
     )
     .await
 }
@@ -184,11 +200,15 @@ mod tests {
             StreamOffset::Absolute(u64::MAX).argument(),
             AMQPValue::LongLongInt(i64::MAX)
         );
-        let a = stream_arguments(Some(1_000));
+        let a = stream_arguments(Some(1_000), Some(STREAM_REPLICAS));
         assert_eq!(
             a.inner().get("x-max-length-bytes"),
             Some(&AMQPValue::LongLongInt(1_000))
         );
-        assert_eq!(stream_arguments(None).inner().len(), 1);
+        assert_eq!(
+            a.inner().get("x-initial-cluster-size"),
+            Some(&AMQPValue::LongInt(3))
+        );
+        assert_eq!(stream_arguments(None, None).inner().len(), 1);
     }
 }

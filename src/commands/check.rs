@@ -273,6 +273,34 @@ async fn convention_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckL
         .collect()
 }
 
+/// A warning when the ledger stream has fewer replicas than the cluster can give it (at most
+/// 3): a ledger an earlier hopback declared lives on one node (RabbitMQ's default for a stream),
+/// and losing that node stops the team's ledger mid-incident. `None`: replicated, or unknown.
+async fn ledger_replicas_line(mgmt: &Mgmt, nodes: usize) -> Option<CheckLine> {
+    let name = crate::ledger::stream_name_from_env();
+    let info = mgmt.queue(&name).await.ok()??;
+    let members = info.members?;
+    let want = nodes.min(usize::from(crate::broker::stream::STREAM_REPLICAS));
+    (members.len() < want).then(|| {
+        let on: Vec<String> = members
+            .iter()
+            .map(|m| crate::text::sanitize(m).into_owned())
+            .collect();
+        line(
+            "ledger replicas",
+            "warn",
+            format!(
+                "stream `{}` has {} replica(s) ({}) on a {nodes}-node cluster: losing {} stops the team's ledger",
+                crate::text::sanitize(&name),
+                members.len(),
+                on.join(", "),
+                if on.len() == 1 { "that node" } else { "them" }
+            ),
+            Some("add replicas: rabbitmq-streams add_replica --vhost VHOST STREAM NODE, for each other node"),
+        )
+    })
+}
+
 /// The cluster's nodes (running / down / alarms / partitions) and versions, the feature flags
 /// that matter to hopback, and whether the profile names every node (issue 19).
 async fn cluster_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLine> {
@@ -332,6 +360,11 @@ async fn cluster_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLine
                 (!down.is_empty() || partitioned)
                     .then_some("rabbitmq-diagnostics cluster_status on a running node"),
             ));
+            if health.len() > 1
+                && let Some(l) = ledger_replicas_line(mgmt, health.len()).await
+            {
+                out.push(l);
+            }
             if health.len() > 1 && p.nodes() < 2 {
                 out.push(line(
                     "profile nodes",

@@ -125,7 +125,8 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn stream_name_from_env() -> String {
+/// The ledger stream's name: `HOPBACK_LEDGER_STREAM`, or `hopback.ledger`.
+pub fn stream_name_from_env() -> String {
     std::env::var("HOPBACK_LEDGER_STREAM")
         .ok()
         .filter(|s| !s.trim().is_empty())
@@ -635,19 +636,30 @@ async fn declare_stream(
     // CONFIGURE then needs no further call after the refused declare below, whose channel the
     // broker closes — a call right after that could still meet the closing channel (seen in CI).
     let exists = matches!(session.passive_queue(name).await, Ok(Some(_)));
-    let r = stream::declare(
+    let what = "declaring the ledger stream";
+    // Replicated where the broker has the nodes (a ledger on one node stops with that node); a
+    // ledger an earlier hopback declared without a replica count is used as it was declared
+    // (`hopback check` says how many replicas it has).
+    let r = match stream::declare(
         session,
-        "declaring the ledger stream",
+        what,
         name,
         Some(max_length_bytes),
+        Some(stream::STREAM_REPLICAS),
     )
-    .await;
+    .await
+    {
+        Err(BrokerError::Precondition(d)) if d.contains("x-initial-cluster-size") => {
+            stream::declare(session, what, name, Some(max_length_bytes), None).await
+        }
+        r => r,
+    };
     match r {
         Ok(()) => Ok(None),
         // Exists with other arguments. Ask again with only the queue type: a stream with another
         // size limit (configured elsewhere) is used as is; anything else is not a ledger.
         Err(BrokerError::Precondition(detail)) => {
-            let again = stream::declare(session, "declaring the ledger stream", name, None).await;
+            let again = stream::declare(session, what, name, None, None).await;
             let short = |d: &str| d.split(" - ").nth(1).unwrap_or(d).to_string();
             match again {
                 Err(BrokerError::Precondition(d2)) if d2.contains("x-queue-type") => {
