@@ -445,9 +445,7 @@ async fn a_node_lost_mid_replay_and_mid_drain_loses_no_message() {
     );
     assert_eq!(lost, 0);
 
-    hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
-        .await
-        .unwrap();
+    remove_namespace(&observer, &ns, &versions).await;
     observer.close().await;
 }
 
@@ -535,6 +533,7 @@ async fn a_node_lost_mid_rollback_drain_loses_no_message() {
         .await
         .expect("the rollback did not end within 5 minutes of the node loss")
         .unwrap();
+    let journaling = ledger_takes_events(&config_without(home)).await;
     cluster(&["start-node", &home.to_string()]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -549,14 +548,24 @@ async fn a_node_lost_mid_rollback_drain_loses_no_message() {
         .unwrap();
     // The drain lives through the node loss (the mover reconnects to a live node) …
     assert_eq!(drain["state"], "done", "{report}\n{err}");
-    // … and so does the rollback: its own connection died with the node, and the next step runs
-    // on a fresh one to a live node (done, or verification failed (4) on a v1 whose one worker
-    // acks nothing) — no resume needed.
     let code = out.status.code();
-    assert!(
-        matches!(code, Some(0) | Some(4)),
-        "exit {code:?}\n{report}\n{err}"
-    );
+    if journaling {
+        // … and so does the rollback: its own connection died with the node, and the next step
+        // runs on a fresh one to a live node (done, or verification failed (4) on a v1 whose one
+        // worker acks nothing) — no resume needed.
+        assert!(
+            matches!(code, Some(0) | Some(4)),
+            "exit {code:?}\n{report}\n{err}"
+        );
+    } else {
+        // The broker kept the ledger unavailable for a while (its probe after the rollback
+        // failed): the rollback finished while it was up, or stopped resumable when a step could
+        // not be journaled — and lost nothing either way (below).
+        assert!(
+            matches!(code, Some(0) | Some(4)) || (code == Some(1) && err.contains("--resume")),
+            "exit {code:?}\n{report}\n{err}"
+        );
+    }
     // The worker holds one message (delivered, unacked): it counts as where it is.
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     {
@@ -601,10 +610,54 @@ async fn a_node_lost_mid_rollback_drain_loses_no_message() {
             .take(5)
             .collect::<Vec<_>>()
     );
-    hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
-        .await
-        .unwrap();
+    remove_namespace(&observer, &ns, &versions).await;
     observer.close().await;
+}
+
+/// Remove the test's namespace; a node that has just come back can keep a quorum queue's delete
+/// waiting past the 5 s call timeout, so it is asked up to three times.
+async fn remove_namespace(
+    session: &hopback::broker::session::Session,
+    ns: &str,
+    versions: &[String],
+) {
+    for attempt in 1..=3 {
+        match hopback::broker::topology::delete_namespace(session, ns, versions).await {
+            Ok(_) => return,
+            Err(e) if attempt < 3 => {
+                eprintln!("cleanup of {ns}: {e}; again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => panic!("cleanup of {ns} failed three times: {e}"),
+        }
+    }
+}
+
+/// Does the team's ledger take an event now, on the nodes of `cfg` (tried for up to 30 s)? With
+/// a node lost, RabbitMQ may keep a stream unavailable: its leader was on that node and the
+/// stream coordinator cannot elect another (on this local 4.0.5 cluster the coordinator was seen
+/// with two members, so losing either stops it). An operation that cannot journal must then
+/// stop and say so (fail closed) — it is not expected to finish.
+async fn ledger_takes_events(cfg: &Config) -> bool {
+    use hopback::ledger::{EventKind, Ledger};
+    let session = common::connect(cfg, "cluster ledger probe").await;
+    let ledger = Ledger::open(&session, cfg).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ok = loop {
+        let e = ledger
+            .event(EventKind::Note, None)
+            .reason("cluster test: ledger probe");
+        match ledger.append(e).await {
+            Ok(_) => break ledger.is_stream(),
+            Err(e) if Instant::now() > deadline => {
+                eprintln!("the ledger takes no event after the node loss: {e}");
+                break false;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    session.close().await;
+    ok
 }
 
 /// Node number (1..=3) of a node name `cN@host`.
@@ -696,6 +749,7 @@ async fn the_node_running_a_broker_engine_replay_is_lost_and_no_message_is() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("the replay: {text}");
+    let journaling = ledger_takes_events(&config_without(node)).await;
     // The shovel is a runtime parameter: it may go on on a live node; wait until it is gone.
     let mgmt = Mgmt::new(&config_without(node).profile).unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -719,12 +773,51 @@ async fn the_node_running_a_broker_engine_replay_is_lost_and_no_message_is() {
         "broker-engine replay of {n} with its shovel's node c{node} lost: lost {lost}, {dups} duplicate(s)\n{text}"
     );
     assert_eq!(lost, 0, "{text}");
-    // The CLI reports the move done and journaled: its ledger writer, on the lost node too,
-    // reconnected to a live one.
-    assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("broker engine"), "{text}");
-    hopback::broker::topology::delete_namespace(&observer, &ns, &versions)
+    if journaling {
+        // The CLI reports the move done and journaled: its ledger writer, on the lost node too,
+        // reconnected to a live one.
+        assert_eq!(out.status.code(), Some(0), "{text}");
+    } else if out.status.code() != Some(0) {
+        // The broker kept the ledger unavailable: the move is done and reported so, and the CLI
+        // says the event is not journaled (exit 1), with the hint to record it later.
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("done: moved") && text.contains("the ledger did not confirm the event"),
+            "{text}"
+        );
+    }
+    remove_namespace(&observer, &ns, &versions).await;
+    observer.close().await;
+}
+
+/// The team's ledger is a stream replicated to three nodes: declared without a replica count,
+/// `hopback.ledger` was seen with one member on this 3-node 4.0.5 cluster (quorum queues get
+/// three), so losing that node lost the incident ledger.
+#[tokio::test]
+#[ignore = "needs the local cluster: scripts/cluster up, then cargo test --test cluster -- --ignored"]
+async fn the_ledger_stream_is_replicated_to_three_nodes() {
+    use hopback::ledger::{EventKind, Ledger};
+    let cfg = cluster_config();
+    let stream = format!("hopback.ledger.{}", common::unique_ns("clled"));
+    let session = common::connect(&cfg, "ledger replicas").await;
+    let ledger = Ledger::open_stream(&session, &cfg, &stream).await;
+    assert!(ledger.is_stream(), "{}", ledger.backend_description());
+    let e = ledger
+        .append(ledger.event(EventKind::Note, None).reason("replicated"))
+        .await;
+    let mgmt = Mgmt::new(&cfg.profile).unwrap();
+    let info = mgmt.queue(&stream).await.unwrap().expect("the stream");
+    hopback::ledger::delete_stream(&session, &stream)
         .await
         .unwrap();
-    observer.close().await;
+    session.close().await;
+    assert!(e.is_ok(), "{e:?}");
+    let mut members = info.members.clone().unwrap_or_default();
+    members.sort();
+    assert_eq!(
+        members,
+        ["c1@localhost", "c2@localhost", "c3@localhost"],
+        "{info:?}"
+    );
 }
