@@ -135,6 +135,7 @@ async fn setup(vhost: &str, queues: usize, namespaces: usize) -> Res<()> {
 async fn child_console(vhost: &str, secs: u64) -> Res<()> {
     let cfg = common::config(Some(vhost))?;
     let theme = hopback::ui::theme::Theme::builtin("dark", false).map_err(|e| e.to_string())?;
+    hopback::broker::session::use_lean_frames(); // as `app::run_console` does
     let mut state = hopback::app::initial_state(&cfg).map_err(|e| format!("{e:?}"))?;
     let mut term = Terminal::new(TestBackend::new(120, 40)).map_err(|e| e.to_string())?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);

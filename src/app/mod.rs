@@ -217,6 +217,8 @@ async fn run_console(
             "run it in a terminal, or use `hopback status` (and --json) in scripts",
         ));
     }
+    // Long-lived connections: lean frame buffers until a message needs larger frames.
+    crate::broker::session::use_lean_frames();
     let mut state = initial_state(&cfg)?;
     state.ascii = !crate::ui::ascii::locale_is_utf8();
     let theme = match Theme::load(&cfg.profile.theme) {

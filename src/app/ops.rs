@@ -23,7 +23,7 @@ use super::state::Msg;
 use crate::broker::browse::{browse_page, load_message};
 use crate::broker::mgmt::Mgmt;
 use crate::broker::mover::StopReason;
-use crate::broker::session::{Session, backoff_delay, connect};
+use crate::broker::session::{Session, backoff_delay, connect, lean_frames};
 use crate::broker::stats::browse_guard;
 use crate::config::Config;
 use crate::drill::DrillHandle;
@@ -316,7 +316,14 @@ impl OpsRunner {
                 page,
                 page_size,
             } => {
-                let (depth, result) = self.dlq_page(&ns, page, page_size).await;
+                let lean = lean_frames();
+                let (mut depth, mut result) = self.dlq_page(&ns, page, page_size).await;
+                if result.is_err() && lean && !lean_frames() {
+                    // The page held a message too large for the lean frames the console starts
+                    // with (now off, see `broker::session::use_lean_frames`): read it again on a
+                    // new connection.
+                    (depth, result) = self.dlq_page(&ns, page, page_size).await;
+                }
                 self.send(OpMsg::DlqPage {
                     ns,
                     page,
@@ -326,7 +333,12 @@ impl OpsRunner {
                 .await;
             }
             OpRequest::DlqInspect { ns, position } => {
-                let result = self.load(&ns, position).await.map(|m| m.map(Box::new));
+                let lean = lean_frames();
+                let mut result = self.load(&ns, position).await;
+                if result.is_err() && lean && !lean_frames() {
+                    result = self.load(&ns, position).await; // as for a page, above
+                }
+                let result = result.map(|m| m.map(Box::new));
                 self.send(OpMsg::Inspected {
                     ns,
                     position,

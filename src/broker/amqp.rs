@@ -196,6 +196,43 @@ pub(crate) async fn prefetch_channel(
     Ok(ch)
 }
 
+/// `basic.qos` (when `prefetch` is given; 0 = unlimited) and `basic.consume` of `queue` as `tag`
+/// on a channel the caller owns, each with the call timeout: the raw consumer of the readers that
+/// take lapin deliveries themselves (the mover's epoch, the browser, export-and-hold, the tap).
+pub(crate) async fn consume_on(
+    session: &Session,
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+    prefetch: Option<u16>,
+    no_ack: bool,
+) -> Result<lapin::Consumer, BrokerError> {
+    if let Some(prefetch) = prefetch {
+        timed(
+            "basic.qos",
+            CALL_TIMEOUT,
+            session.password(),
+            channel.basic_qos(prefetch, BasicQosOptions::default()),
+        )
+        .await?;
+    }
+    timed(
+        "basic.consume",
+        CALL_TIMEOUT,
+        session.password(),
+        channel.basic_consume(
+            short(queue)?,
+            short(tag)?,
+            BasicConsumeOptions {
+                no_ack,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+}
+
 impl Consumer {
     /// Consume `queue` as `tag` (manual ack, at most `prefetch` unacked deliveries) on a new
     /// channel, with consumer arguments `args`.

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicCancelOptions, BasicNackOptions};
+use lapin::types::AMQPValue;
 
+use crate::broker::amqp::consume_on;
 use crate::broker::headers::attribute;
-use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
+use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, classify, timed};
 use crate::model::deadletter::{BROWSE_BODY_BYTES, INSPECT_BODY_BYTES, MessageView};
 
 /// Longest wait for the next message once the broker has stopped pushing.
@@ -87,37 +88,42 @@ pub async fn browse(
     let ch = session.channel().await?;
     // Prefetch is a u16; pages past 65,535 messages in need a wider window than one browse gives.
     let prefetch = u16::try_from(want).unwrap_or(u16::MAX);
-    timed(
-        "basic.qos",
-        CALL_TIMEOUT,
-        &pw,
-        ch.basic_qos(prefetch, BasicQosOptions::default()),
-    )
-    .await?;
     let tag = format!("hopback-browse-{}", uuid::Uuid::new_v4());
-    let mut consumer = timed(
-        "basic.consume",
-        CALL_TIMEOUT,
-        &pw,
-        ch.basic_consume(
-            short(queue)?,
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
+    let mut consumer = consume_on(session, &ch, queue, &tag, Some(prefetch), false).await?;
     let mut out = Vec::new();
     let mut last_tag = None;
     let mut seen = 0u64;
+    let mut failed = None;
     while seen < u64::from(prefetch) {
         let limit = if seen < want {
             EXPECTED_MESSAGE_TIMEOUT
         } else {
             NEXT_MESSAGE_TIMEOUT
         };
-        let next = tokio::time::timeout(limit, consumer.next()).await;
-        let Ok(Some(Ok(d))) = next else { break };
+        let d = match tokio::time::timeout(limit, consumer.next()).await {
+            Ok(Some(Ok(d))) => d,
+            // Quiet: the queue holds no more for us (another consumer took some meanwhile).
+            Err(_) => break,
+            // The reader ended under us (its channel or connection closed — a message whose
+            // properties do not fit this connection's frame closes it): a short or empty page
+            // would read as "no more dead letters", so it is an error.
+            Ok(Some(Err(e))) => {
+                failed = Some(session.explain(classify(&e, &pw)));
+                break;
+            }
+            Ok(None) => {
+                failed = Some(BrokerError::Other(format!(
+                    "the reader of `{}` ended before the page was read ({})",
+                    crate::text::sanitize(queue),
+                    if session.is_connected() {
+                        "the queue was deleted, or its channel closed"
+                    } else {
+                        "the connection to the broker was lost"
+                    }
+                )));
+                break;
+            }
+        };
         last_tag = Some(d.delivery_tag);
         if seen >= opts.skip {
             let body_len = d.data.len();
@@ -157,6 +163,9 @@ pub async fn browse(
         .await;
     }
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "browse done".into())).await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     if last_tag.is_some() {
         wait_requeued(session, queue, depth).await;
     }

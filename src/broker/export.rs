@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use lapin::types::FieldTable;
 use serde::Serialize;
 
+use crate::broker::amqp::consume_on;
 use crate::broker::browse::{message_view, quorum_refusal};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
 use crate::model::deadletter::export_document;
@@ -213,26 +214,8 @@ pub async fn prepare_matching(
     let pw = session.password().to_string();
     let channel = session.channel().await?;
     // Prefetch 0 = unlimited: every exported message stays held until the decision.
-    timed(
-        "basic.qos",
-        CALL_TIMEOUT,
-        &pw,
-        channel.basic_qos(0, BasicQosOptions::default()),
-    )
-    .await?;
     let tag = format!("hopback-purge-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = timed(
-        "basic.consume",
-        CALL_TIMEOUT,
-        &pw,
-        channel.basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
+    let mut consumer = consume_on(&session, &channel, queue, &tag, Some(0), false).await?;
     let mut count = 0u64;
     let mut seen = 0u64;
     let mut tags = Vec::new();

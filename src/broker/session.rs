@@ -6,6 +6,7 @@
 //! after [`backoff_delay`], reporting a [`crate::model::ConnState`] to the UI meanwhile.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
@@ -195,6 +196,10 @@ pub fn classify_during(e: &lapin::Error, password: &str, during: Option<&str>) -
         BrokerError::Precondition(text)
     } else if is(AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED") {
         BrokerError::AccessRefused(describe_access_refused(&text, during))
+    } else if text.contains("frame too large") {
+        BrokerError::Other(format!(
+            "a message's properties were larger than this connection's frame ({text}); new connections take the broker's frame size: try again"
+        ))
     } else if matches!(
         e.kind(),
         lapin::ErrorKind::InvalidConnectionState(_) | lapin::ErrorKind::IOError(_)
@@ -306,13 +311,46 @@ pub async fn connect(
     connect_named(profile, &name).await
 }
 
-/// The frame size hopback asks for unless the URL sets `frame_max`. lapin keeps 32 frames of
+/// The frame size the console asks for unless the URL sets `frame_max`. lapin keeps 32 frames of
 /// buffer per direction per connection, so the broker's default 128 KiB costs 8 MiB of RSS per
 /// connection (the console holds three: 24 MiB); 32 KiB costs 2 MiB and moves messages as fast
 /// (docs/performance.md: console RSS and the mover benchmark).
 pub const CLIENT_FRAME_MAX: u32 = 32 * 1024;
 
+/// Do new connections ask for [`CLIENT_FRAME_MAX`]? Off (the broker's own frame size) unless
+/// [`use_lean_frames`]: a message's properties travel in one frame that is never split, so a
+/// dead letter whose headers are larger than the frame (a Spring stack-trace header runs to
+/// ~100 KiB) would close the connection that receives it (lapin: "frame too large") — every
+/// browse, refresh or move of that DLQ would fail.
+static LEAN_FRAMES: AtomicBool = AtomicBool::new(false);
+
+/// Ask for [`CLIENT_FRAME_MAX`] on the connections opened from now on (the console, for its
+/// memory). The first connection closed by a frame larger than that turns it off again for the
+/// rest of the process: the connections that reconnect then take the broker's frame size.
+pub fn use_lean_frames() {
+    LEAN_FRAMES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Are new connections asking for lean frames (see [`use_lean_frames`])?
+pub fn lean_frames() -> bool {
+    LEAN_FRAMES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A connection was closed by a frame larger than it asked for: stop asking for lean frames.
+fn frame_too_large(e: &lapin::Error) {
+    if e.to_string().contains("frame too large")
+        && LEAN_FRAMES.swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "a message's properties did not fit a {CLIENT_FRAME_MAX}-byte frame; new connections take the broker's frame size"
+        );
+    }
+}
+
 fn with_frame_max(url: String) -> String {
+    if !lean_frames() {
+        return url;
+    }
     match url::Url::parse(&url) {
         Ok(mut u) if !u.query_pairs().any(|(k, _)| k == "frame_max") => {
             u.query_pairs_mut()
@@ -438,6 +476,7 @@ async fn connect_node(
                     *slot = Some(r);
                 }
                 lapin::Event::ConnectionUnblocked => *slot = None,
+                lapin::Event::Error(e) => frame_too_large(&e),
                 _ => {}
             }
         }

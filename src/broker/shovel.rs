@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::Serialize;
 
@@ -194,18 +194,12 @@ pub async fn declare_origin_router(
     declare(fallback, lapin::ExchangeKind::Fanout, None).await?;
     declare(router, lapin::ExchangeKind::Headers, Some(fallback)).await?;
     if session.passive_queue(park_queue).await?.is_none() {
-        timed(
+        crate::broker::amqp::declare_queue(
+            session,
             "queue.declare (park queue)",
-            CALL_TIMEOUT,
-            &pw,
-            ch.queue_declare(
-                park_queue.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            ),
+            park_queue,
+            true,
+            FieldTable::default(),
         )
         .await?;
     }

@@ -66,6 +66,18 @@ async fn counts(
     }))
 }
 
+/// The ready count of `queue` as [`counts`] reads it, from the refresh's queue index `qmap`.
+async fn ready_of(
+    session: &Session,
+    exact: bool,
+    qmap: &BTreeMap<&str, &QueueInfo>,
+    queue: &str,
+) -> Result<Option<u64>, BrokerError> {
+    Ok(counts(session, exact, qmap.get(queue).copied(), queue)
+        .await?
+        .and_then(|c| c.ready))
+}
+
 /// Everything the management API told us in one refresh.
 #[derive(Debug, Clone, Default)]
 pub struct MgmtData {
@@ -663,26 +675,12 @@ pub async fn collect(
         }
         ns.dlq_placement = qmap.get(d.names.dlq.as_str()).map(|q| placement_of(q));
         ns.unrouted_placement = qmap.get(d.names.unrouted.as_str()).map(|q| placement_of(q));
-        ns.dlq_depth = counts(
-            session,
-            exact,
-            qmap.get(d.names.dlq.as_str()).copied(),
-            &d.names.dlq,
-        )
-        .await?
-        .and_then(|c| c.ready);
+        ns.dlq_depth = ready_of(session, exact, &qmap, &d.names.dlq).await?;
         ns.dlq_rate = qmap
             .get(d.names.dlq.as_str())
             .and_then(|q| rates_of(q))
             .map(|r| r.publish);
-        ns.unrouted_depth = counts(
-            session,
-            exact,
-            qmap.get(d.names.unrouted.as_str()).copied(),
-            &d.names.unrouted,
-        )
-        .await?
-        .and_then(|c| c.ready);
+        ns.unrouted_depth = ready_of(session, exact, &qmap, &d.names.unrouted).await?;
         if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
             let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
             // Only a DLQ the management API says is classic is browsed (fail closed).

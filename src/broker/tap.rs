@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
+use crate::broker::amqp::consume_on;
 use crate::broker::headers::attribute;
 use crate::broker::session::{
     BrokerError, CALL_TIMEOUT, Session, backoff_delay, connect, short, timed,
@@ -319,15 +318,6 @@ async fn tap_queue(
     tag: &str,
 ) -> Result<(String, lapin::Consumer), BrokerError> {
     let pw = session.password().to_string();
-    if !no_ack {
-        timed(
-            "basic.qos",
-            CALL_TIMEOUT,
-            &pw,
-            ch.basic_qos(TAP_PREFETCH, BasicQosOptions::default()),
-        )
-        .await?;
-    }
     let q = timed(
         "declaring the dead-letter tap queue",
         CALL_TIMEOUT,
@@ -344,21 +334,8 @@ async fn tap_queue(
     )
     .await?;
     let qname = q.name().as_str().to_string();
-    let consumer = timed(
-        "consuming the dead-letter tap",
-        CALL_TIMEOUT,
-        &pw,
-        ch.basic_consume(
-            short(&qname)?,
-            short(tag)?,
-            BasicConsumeOptions {
-                no_ack,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await?;
+    let prefetch = (!no_ack).then_some(TAP_PREFETCH);
+    let consumer = consume_on(session, ch, &qname, tag, prefetch, no_ack).await?;
     Ok((qname, consumer))
 }
 

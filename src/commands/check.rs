@@ -275,11 +275,30 @@ async fn convention_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckL
 
 /// A warning when the ledger stream has fewer replicas than the cluster can give it (at most
 /// 3): a ledger an earlier hopback declared lives on one node (RabbitMQ's default for a stream),
-/// and losing that node stops the team's ledger mid-incident. `None`: replicated, or unknown.
+/// and losing that node stops the team's ledger mid-incident. A warning saying "unknown" when
+/// the management API does not tell. `None`: replicated, or no ledger stream (the `ledger` line
+/// says why).
 async fn ledger_replicas_line(mgmt: &Mgmt, nodes: usize) -> Option<CheckLine> {
     let name = crate::ledger::stream_name_from_env();
-    let info = mgmt.queue(&name).await.ok()??;
-    let members = info.members?;
+    let unknown = |why: String| {
+        Some(line(
+            "ledger replicas",
+            "warn",
+            format!(
+                "unknown for stream `{}`: {why}",
+                crate::text::sanitize(&name)
+            ),
+            Some("rabbitmq-streams stream_status --vhost VHOST STREAM lists its replicas"),
+        ))
+    };
+    let members = match mgmt.queue(&name).await {
+        Ok(None) => return None,
+        Ok(Some(info)) => match info.members {
+            Some(m) => m,
+            None => return unknown("the management API lists no members".into()),
+        },
+        Err(e) => return unknown(format!("the management API did not answer ({e})")),
+    };
     let want = nodes.min(usize::from(crate::broker::stream::STREAM_REPLICAS));
     (members.len() < want).then(|| {
         let on: Vec<String> = members

@@ -398,27 +398,36 @@ async fn join_or_abort(tasks: impl Iterator<Item = JoinHandle<()>>) {
     }
 }
 
+/// Connect as `name`, retrying with backoff until it works; `None` once the fleet is stopping.
+async fn connect_while_running(
+    profile: &Profile,
+    name: &str,
+    stop: &watch::Receiver<bool>,
+) -> Option<Arc<Session>> {
+    let mut attempt = 0u32;
+    while !*stop.borrow() {
+        match session::connect_named(profile, name).await {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, connection = name, "drill cannot connect");
+                tokio::time::sleep(backoff_delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+    None
+}
+
 /// Publish at the configured rate, one confirm awaited per message (the drill's rates are far
 /// below the ~1,400 msg/s that costs), reconnecting with backoff.
 async fn producer_task(shared: Arc<FleetShared>, index: usize, stop: watch::Receiver<bool>) {
     let spec = &shared.spec;
     let per_producer = (f64::from(spec.rate_per_s) / spec.producers.max(1) as f64).max(0.1);
     let name = format!("{} producer {index}", spec.ns);
-    let mut attempt = 0u32;
-    while !*stop.borrow() {
-        let session = match session::connect_named(&spec.profile, &name).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "drill producer cannot connect");
-                tokio::time::sleep(backoff_delay(attempt)).await;
-                attempt = attempt.saturating_add(1);
-                continue;
-            }
-        };
-        attempt = 0;
+    while let Some(session) = connect_while_running(&spec.profile, &name, &stop).await {
         let Ok(publisher) = Publisher::open(&session).await else {
             session.close().await;
-            tokio::time::sleep(backoff_delay(attempt)).await;
+            tokio::time::sleep(backoff_delay(0)).await;
             continue;
         };
         let started = Instant::now();
@@ -471,19 +480,8 @@ async fn worker_task(
     index: usize,
     stop: watch::Receiver<bool>,
 ) {
-    let mut attempt = 0u32;
-    while !*stop.borrow() {
-        let name = format!("{} worker {version}", shared.spec.ns);
-        let session = match session::connect_named(&shared.spec.profile, &name).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "drill worker cannot connect");
-                tokio::time::sleep(backoff_delay(attempt)).await;
-                attempt = attempt.saturating_add(1);
-                continue;
-            }
-        };
-        attempt = 0;
+    let name = format!("{} worker {version}", shared.spec.ns);
+    while let Some(session) = connect_while_running(&shared.spec.profile, &name, &stop).await {
         if let Some(c) = shared.counters(&version) {
             c.connected.fetch_add(1, Ordering::Relaxed);
         }

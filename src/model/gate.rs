@@ -113,6 +113,9 @@ pub fn parse_targets(tokens: &[String]) -> Result<GateSplit, crate::model::Inval
             return Err(format!("version `{v}` is given twice").into());
         }
     }
+    if out.is_empty() {
+        return Err("no VERSION=WEIGHT given (e.g. `v1=90 v2=10` or `v1=90,v2=10`)".into());
+    }
     if out.values().all(|w| *w == 0) {
         return Err(
             "the weights sum to 0: that would route nothing (give at least one version a weight)"
@@ -133,6 +136,14 @@ mod tests {
         assert_eq!(s.describe(), "v1=90 v2=10");
         assert!(parse_targets(&["v1=0".into()]).is_err());
         assert!(parse_targets(&["v1".into()]).is_err());
+        for empty in [
+            vec![],
+            vec![",".to_string()],
+            vec![" , ".to_string(), "".to_string()],
+        ] {
+            let e = parse_targets(&empty).unwrap_err().to_string();
+            assert!(e.contains("no VERSION=WEIGHT given"), "{empty:?}: {e}");
+        }
         assert!(parse_targets(&["v1=x".into()]).is_err());
         assert!(parse_targets(&["v1=1".into(), "v1=2".into()]).is_err());
         let commas = parse_targets(&["v1=80,v2=20".into()]).unwrap();

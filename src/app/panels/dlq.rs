@@ -477,13 +477,10 @@ impl DlqPanel {
                 None => Reply::say(Level::Info, "open a group and pick a message to export"),
             },
             Action::Replay => {
-                if ctx.read_only {
-                    Reply::say(
-                        Level::Error,
-                        ctx.read_only_refusal("replay", " (nothing moved)"),
-                    )
-                } else if ctx.job_running {
-                    Reply::say(Level::Warn, "a replay is already running (p pause, x stop)")
+                if let Some(refusal) =
+                    ctx.refuse_mutation("replay", " (nothing moved)", super::REPLAY_RUNNING)
+                {
+                    refusal
                 } else if self.depth == Some(0) {
                     Reply::say(Level::Info, "the DLQ is empty: nothing to replay")
                 } else {
@@ -492,13 +489,12 @@ impl DlqPanel {
                 }
             }
             Action::Purge => {
-                if ctx.read_only {
-                    Reply::say(
-                        Level::Error,
-                        ctx.read_only_refusal("purge", " (nothing removed)"),
-                    )
-                } else if ctx.job_running {
-                    Reply::say(Level::Warn, "wait for the running replay to end")
+                if let Some(refusal) = ctx.refuse_mutation(
+                    "purge",
+                    " (nothing removed)",
+                    "wait for the running replay to end",
+                ) {
+                    refusal
                 } else {
                     self.dialog = Some(DlqDialog::PurgePreparing);
                     Reply::ask(OpRequest::PurgePrepare {

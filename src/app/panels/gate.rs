@@ -225,19 +225,27 @@ impl GatePanel {
                 }
             }
             Action::Replay => {
-                let unrouted = ctx.ns.and_then(|n| n.unrouted_depth).unwrap_or(0);
-                if unrouted == 0 {
-                    return Some(Reply::say(
-                        Level::Info,
-                        "the unrouted queue is empty: nothing to replay",
-                    ));
+                if let Some(refusal) =
+                    ctx.refuse_mutation("replay", " (nothing moved)", super::REPLAY_RUNNING)
+                {
+                    return Some(refusal);
                 }
-                if ctx.job_running {
-                    return Some(Reply::say(
-                        Level::Warn,
-                        "a replay is already running (p pause, x stop)",
-                    ));
-                }
+                let unrouted = match ctx.ns.map(|n| n.unrouted_depth) {
+                    Some(Some(0)) => {
+                        return Some(Reply::say(
+                            Level::Info,
+                            "the unrouted queue is empty: nothing to replay",
+                        ));
+                    }
+                    Some(Some(n)) => n,
+                    // Unknown is not empty: say so rather than offer a count we do not have.
+                    _ => {
+                        return Some(Reply::say(
+                            Level::Warn,
+                            "the unrouted queue's depth is unknown right now (no figure from the broker yet); try again after the next refresh",
+                        ));
+                    }
+                };
                 self.stage = GateStage::ConfirmUnrouted {
                     count: unrouted,
                     dialog: ConfirmDialog::new(

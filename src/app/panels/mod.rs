@@ -34,6 +34,9 @@ use super::state::{AppState, Effect, Level, View};
 use crate::model::snapshot::NamespaceSnapshot;
 use crate::text::sanitize;
 
+/// What the console says to a second replay while one runs.
+pub const REPLAY_RUNNING: &str = "a replay is already running (p pause, x stop)";
+
 /// What a panel reads of the rest of the console: the profile's rules, the clock, its
 /// namespace's last snapshot and whether a replay runs — nothing else of [`AppState`].
 #[derive(Debug, Clone)]
@@ -62,6 +65,18 @@ impl Ctx<'_> {
             "refusing to {what}: profile `{}` is read-only{tail}",
             sanitize(self.profile)
         )
+    }
+
+    /// Why a move or removal may not start now: a read-only profile (`refusing to WHAT …TAIL`) or
+    /// a replay already running (`busy`). `None`: it may.
+    pub fn refuse_mutation(&self, what: &str, tail: &str, busy: &str) -> Option<Reply> {
+        if self.read_only {
+            Some(Reply::say(Level::Error, self.read_only_refusal(what, tail)))
+        } else if self.job_running {
+            Some(Reply::say(Level::Warn, busy))
+        } else {
+            None
+        }
     }
 }
 

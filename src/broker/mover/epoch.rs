@@ -3,6 +3,7 @@
 //! dies. The types, the spec and the control live in the parent module.
 
 use super::*;
+use crate::broker::amqp::{consume_on, declare_queue};
 
 impl Runner<'_> {
     pub(super) async fn run_all(&mut self, profile: &Profile, operator: &str) -> StopReason {
@@ -161,22 +162,14 @@ impl Runner<'_> {
         if self.park_declared {
             return Ok(());
         }
-        let ch = session.channel().await?;
-        timed(
+        declare_queue(
+            session,
             "queue.declare (park queue)",
-            CALL_TIMEOUT,
-            session.password(),
-            ch.queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            ),
+            name,
+            true,
+            FieldTable::default(),
         )
         .await?;
-        let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
         self.park_declared = true;
         Ok(())
     }
@@ -214,24 +207,14 @@ impl Runner<'_> {
         } else {
             spec.prefetch
         };
-        timed(
-            "basic.qos",
-            CALL_TIMEOUT,
-            &pw,
-            consume_ch.basic_qos(prefetch, BasicQosOptions::default()),
-        )
-        .await?;
         let tag = format!("hopback-mover-{}", uuid::Uuid::new_v4().simple());
-        let mut consumer = timed(
-            "basic.consume",
-            CALL_TIMEOUT,
-            &pw,
-            consume_ch.basic_consume(
-                spec.source_queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
+        let mut consumer = consume_on(
+            session,
+            &consume_ch,
+            &spec.source_queue,
+            &tag,
+            Some(prefetch),
+            false,
         )
         .await?;
         self.send_progress(true, true);
