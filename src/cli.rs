@@ -29,6 +29,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub url: Vec<String>,
     /// Management API URL (default: http://AMQP-HOST:15672); repeat it for every node
+    /// [env: HOPBACK_MGMT_URL]
     #[arg(long, global = true)]
     pub mgmt_url: Vec<String>,
     /// Config file (default: the platform config dir's hopback/config.toml) [env: HOPBACK_CONFIG]

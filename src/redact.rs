@@ -10,23 +10,32 @@ use regex::Regex;
 
 fn userinfo_re() -> Option<&'static Regex> {
     static RE: OnceLock<Option<Regex>> = OnceLock::new();
-    // scheme://user:password@  — the password may contain anything but '@' and whitespace/'/'.
+    // [scheme:[//]]user:password@ — the scheme optional and its slashes loose, because a
+    // mistyped URL (`amqp//u:p@h`, `htp:/u:p@h`, `u:p@h`) still holds a real password; the
+    // password runs to the last `@` of the word (a raw `@` in it must not leave a tail).
     RE.get_or_init(|| {
-        Regex::new(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@\s]*)@")
-            .ok()
+        Regex::new(
+            r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*:/{0,2})?(?P<user>[^:@/\s]*):(?P<pw>[^\s]*)@",
+        )
+        .ok()
     })
     .as_ref()
 }
 
-/// Replace every `scheme://user:password@` with `scheme://user:***@`. Should the pattern ever fail
-/// to build, everything between `://` and `@` is masked instead — never the other way round.
+/// Replace every `scheme://user:password@` (well-formed or not) with `scheme://user:***@`.
+/// Should the pattern ever fail to build, everything before the last `@` of a word holding one
+/// is masked instead — never the other way round.
 fn mask_userinfo(text: &str) -> String {
     match userinfo_re() {
         Some(re) => re.replace_all(text, "${scheme}${user}:***@").into_owned(),
-        None => match (text.find("://"), text.rfind('@')) {
-            (Some(a), Some(b)) if b > a => format!("{}***{}", &text[..a + 3], &text[b..]),
-            _ => text.to_string(),
-        },
+        None => text
+            .split(' ')
+            .map(|w| match w.rfind('@') {
+                Some(b) => format!("***{}", &w[b..]),
+                None => w.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
@@ -58,6 +67,37 @@ mod tests {
         );
         assert_eq!(redact("amqps://u:p@h"), "amqps://u:***@h");
         assert_eq!(redact("amqp://h:5672"), "amqp://h:5672");
+        // Mistyped URLs hold real passwords too.
+        for (typed, shown) in [
+            (
+                "amqp//guest:S3cretPW@127.0.0.1",
+                "amqp//guest:***@127.0.0.1",
+            ),
+            (
+                "htp:/admin:MgmtS3cret@127.0.0.1:15672",
+                "htp:/admin:***@127.0.0.1:15672",
+            ),
+            ("http//admin:MgmtS3cret@x", "http//admin:***@x"),
+            ("guest:pw@host", "guest:***@host"),
+            ("amqp://:p@h", "amqp://:***@h"),
+            ("amqp//guest:S3cret@pw@host", "amqp//guest:***@host"),
+            ("amqp://guest:S3cret@pw@host", "amqp://guest:***@host"),
+        ] {
+            let out = redact(typed);
+            assert!(
+                !out.contains("S3cret") && !out.contains(":pw@"),
+                "{typed} → {out}"
+            );
+            assert!(
+                out.ends_with(shown.trim_start_matches("***")),
+                "{typed} → {out}"
+            );
+        }
+        // Text without credentials is left alone.
+        assert_eq!(
+            scrub("connecting to 127.0.0.1:5672 failed", "xyz"),
+            "connecting to 127.0.0.1:5672 failed"
+        );
         assert_eq!(
             scrub(
                 "failed to connect to amqp://a:hunter2@x/ (hunter2)",

@@ -351,6 +351,29 @@ fn bad_inputs_fail_with_one_clear_line_and_no_password() {
         "refused the login",
         1,
     );
+    // Mistyped URLs hold real passwords too (a `//` or a `:` missing, a wrong scheme).
+    assert_clean_failure(
+        &["status"],
+        &[("HOPBACK_URL", &format!("amqp//guest:{SENTINEL}@127.0.0.1"))],
+        "malformed AMQP URL",
+        2,
+    );
+    assert_clean_failure(
+        &[
+            "--mgmt-url",
+            &format!("htp:/admin:{SENTINEL}@127.0.0.1:15672"),
+            "status",
+        ],
+        &[],
+        "scheme must be http or https",
+        2,
+    );
+    assert_clean_failure(
+        &["status"],
+        &[("HOPBACK_MGMT_URL", &format!("http//admin:{SENTINEL}@x"))],
+        "malformed management URL",
+        2,
+    );
 }
 
 #[test]

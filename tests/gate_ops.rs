@@ -174,6 +174,11 @@ async fn refusals_change_nothing() {
         let f = hopback::error::Failure::from(e.clone());
         assert_eq!(f.code, code, "{e}");
         assert!(f.message.contains(text), "{e}");
+        if text == "unknown version" || text == "no queue" {
+            // The hint names every version the namespace has, bound to the gate or not.
+            let hint = f.hint.clone().unwrap_or_default();
+            assert!(hint.contains("v1, v2"), "{e}: hint {hint}");
+        }
         assert_eq!(
             bindings(&mgmt, &t.ns).await,
             before,
@@ -324,12 +329,25 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
         )
     };
     let ns = t.ns.as_str();
-    let (code, out, _) = run(&["gate", "set", ns, "v1=90", "v2=10", "--dry-run"]);
-    assert_eq!(code, 0);
+    // v2 has no consumers: the dry run shows the whole plan and exits as the real run would (3).
+    let (code, out, err) = run(&["gate", "set", ns, "v1=90", "v2=10", "--dry-run"]);
+    assert_eq!(code, 3, "{out}{err}");
     assert!(
         out.contains("1. bind v2 weight 10") && out.contains("nothing was changed"),
         "{out}"
     );
+    assert!(err.contains("a real run would be refused"), "{err}");
+    let (code, out, err) = run(&[
+        "gate",
+        "set",
+        ns,
+        "v1=90",
+        "v2=10",
+        "--dry-run",
+        "--force-zero-consumers",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1. bind v2 weight 10"), "{out}");
     let (code, _, err) = run(&["--read-only", "gate", "set", ns, "v2=100", "--yes"]);
     assert_eq!(code, 3, "{err}");
     let (code, _, err) = run(&["gate", "set", ns, "v2=100", "--force-zero-consumers"]);

@@ -176,6 +176,7 @@ fn dry_run(steps: Vec<hopback::ops::gate::Step>, warnings: Vec<String>) -> Apply
         warnings,
         event: None,
         elapsed_ms: 3.0,
+        would_be_refused: None,
     }
 }
 
@@ -314,6 +315,7 @@ fn gate_panel_presets_confirm_and_result() {
             warnings: vec![],
             event: Some(ev),
             elapsed_ms: 41.0,
+            would_be_refused: None,
         })),
     }));
     assert!(s.take_requests().contains(&OpRequest::Refresh));
@@ -352,6 +354,7 @@ fn gate_zero_consumer_guard_production_typed_and_unrouted() {
     }));
     let screen = both_sizes("gate_guard_production", &s);
     assert!(screen.contains("ZERO-CONSUMER GUARD"), "{screen}");
+    assert!(!screen.contains("guard overridden"), "{screen}");
     assert!(screen.contains("Override guard & apply"), "{screen}");
     assert!(
         screen.contains("PRODUCTION: type the namespace name"),
@@ -1238,8 +1241,13 @@ fn gate_presets_cover_every_version_pair() {
         screen.contains("move traffic from v1 to v3 · ]/[ other pairs"),
         "{screen}"
     );
+    // A row that moves traffic is not kept across a pair switch: the cursor goes back to
+    // "all back to old".
+    keys(&mut s, &["home"]);
     s.handle_key("]");
     assert_eq!(pair(&s), ("v2".into(), "v3".into()));
+    let g = s.ops.gate.as_ref().unwrap();
+    assert_eq!(g.cursor, g.preset_labels().len() - 1, "cursor after ]");
     s.handle_key("]");
     assert_eq!(pair(&s), ("v1".into(), "v2".into()));
     s.handle_key("[");
@@ -1265,8 +1273,21 @@ fn unverified_events_are_marked() {
     forged.author = None;
     forged.after = serde_json::json!({"gate": {"v2": 100}});
     s.handle_msg(Msg::Op(OpMsg::Ledger(Box::new(forged))));
-    let screen = render(&s, 120, 40).backend().to_string();
-    assert!(screen.contains("admin (UNVERIFIED)"), "{screen}");
+    // A name longer than the timeline's WHO column keeps the mark (it comes first).
+    let mut long = event(EventKind::Note, Some("email"), 7, "alice@bastion-1");
+    long.author = None;
+    s.handle_msg(Msg::Op(OpMsg::Ledger(Box::new(long))));
+    for (w, h) in [(120, 40), (80, 24)] {
+        let screen = render(&s, w, h).backend().to_string();
+        let rows: Vec<&str> = screen
+            .lines()
+            .filter(|l| l.contains(" email ") && !l.contains("WHO"))
+            .collect();
+        assert!(rows.len() >= 2, "{w}x{h}: {screen}");
+        for row in rows {
+            assert!(row.contains("(UNVERIF"), "{w}x{h}: {row}");
+        }
+    }
 }
 
 /// `:gate NS`, `:dlq NS` and `:rollback NS` of a namespace the last refresh does not have (a

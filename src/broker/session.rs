@@ -68,6 +68,9 @@ impl BrokerError {
             BrokerError::VhostDenied { .. } => {
                 "create it with `rabbitmqctl add_vhost` and grant access with `rabbitmqctl set_permissions`, or fix the vhost in the URL"
             }
+            BrokerError::Timeout { what, .. } if what.starts_with("connecting to") => {
+                "is that the AMQP port (5672, or 5671 for TLS)? The management port (15672) does not answer AMQP; otherwise the broker may be overloaded (`rabbitmqctl status`)"
+            }
             BrokerError::Timeout { .. } => {
                 "the broker may be overloaded or blocked (memory/disk alarm); check `rabbitmqctl status`"
             }
@@ -516,6 +519,13 @@ fn classify_connect(e: &lapin::Error, profile: &Profile, addr: &str) -> BrokerEr
         BrokerError::Unreachable {
             addr: addr.to_string(),
             detail: text,
+        }
+    } else if lower.contains("parsing error") || lower.contains("failed to parse") {
+        // Something answered, but not in AMQP 0-9-1 (an HTTP server, another protocol).
+        BrokerError::Unreachable {
+            addr: addr.to_string(),
+            detail: "the server there does not speak AMQP 0-9-1 (is it the AMQP port, 5672?)"
+                .into(),
         }
     } else if matches!(e.kind(), lapin::ErrorKind::IOError(_)) {
         // RabbitMQ closes the socket on a failed PLAIN login before the close frame is read.

@@ -34,8 +34,8 @@ pub enum DlqCommand {
     List {
         /// Namespace
         namespace: String,
-        /// Messages per page
-        #[arg(long, default_value_t = 100)]
+        /// Messages per page (1 or more)
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
         /// Page (0-based)
         #[arg(long, default_value_t = 0)]
@@ -297,16 +297,20 @@ async fn list(
             messages,
         });
     }
-    crate::outln!(
-        "{}: {depth} dead letters; page {page} shows {} (positions {}–{})",
-        sanitize(&queue),
-        messages.len(),
-        page * page_size,
-        (page * page_size + messages.len() as u64).saturating_sub(1)
-    );
+    let first = page * page_size;
     if messages.is_empty() {
+        crate::outln!(
+            "{}: {depth} dead letters; page {page} (from position {first}) is empty",
+            sanitize(&queue),
+        );
         return Ok(());
     }
+    crate::outln!(
+        "{}: {depth} dead letters; page {page} shows {} (positions {first}–{})",
+        sanitize(&queue),
+        messages.len(),
+        first + messages.len() as u64 - 1
+    );
     crate::outln!("\nGROUP ({by:?})                           COUNT  OLDEST");
     for g in &groups {
         crate::outln!(

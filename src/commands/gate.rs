@@ -250,10 +250,18 @@ pub async fn set(ctx: &Ctx, req: GateRequest, yes: bool) -> Result<(), Failure> 
     session.close().await;
     let report = result?;
     if ctx.json {
-        return ctx.print_json(&report);
+        ctx.print_json(&report)?;
+    } else {
+        print_report(&report);
     }
-    print_report(&report);
-    Ok(())
+    // A dry run exits as the real run would: a script checking a flip first sees the refusal.
+    match &report.would_be_refused {
+        Some(why) => Err(Failure::refused(
+            format!("dry run: a real run would be refused: {}", sanitize(why)),
+            "bring up the target version's consumers first, or add --force-zero-consumers",
+        )),
+        None => Ok(()),
+    }
 }
 
 async fn set_on(

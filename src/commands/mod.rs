@@ -106,13 +106,15 @@ pub fn confirm(question: &str, yes: bool, expected: Option<&str>) -> Result<(), 
         None => matches!(answer, "y" | "Y" | "yes"),
     };
     if ok {
-        Ok(())
-    } else {
-        Err(Failure::refused(
-            "not confirmed; nothing was changed",
-            "answer `y` (or type the exact text) to proceed",
-        ))
+        return Ok(());
     }
+    Err(Failure::refused(
+        "not confirmed; nothing was changed",
+        match expected {
+            Some(want) => format!("type exactly `{want}` to proceed (or --yes)"),
+            None => "answer `y` to proceed (or --yes)".to_string(),
+        },
+    ))
 }
 
 /// A command that timed out on a cluster without a majority of its nodes running: RabbitMQ

@@ -1,6 +1,6 @@
 //! `hopback rollback NS [--to v1] [--plan FILE] [--dry-run] [--yes] | rollback --resume ID`: runs
 //! the guided rollback engine ([`crate::ops::rollback`]) from the command line. Decision points
-//! are asked on the terminal (Continue / Skip / Abort), or answered by `--yes`; with neither a
+//! are asked on the terminal (the console's answers: Roll back / Abort, …), or answered by `--yes`; with neither a
 //! terminal nor `--yes` it refuses before changing anything (exit 3).
 //!
 //! Exit codes: 0 done and verified · 1 a step failed · 3 refused or aborted · 4 the recovery
@@ -95,41 +95,34 @@ impl Operator for CliOperator {
                 return Decision::Abort;
             }
             loop {
-                let (prompt, answer) = match point.kind {
+                // The console's answers (app/panels/rollback.rs `decision_buttons`): no "skip"
+                // where skipping would mean going on (the first question, a timed-out wait, the
+                // dead-letter choice — keeping them is the "no").
+                let q = sanitize(&point.question);
+                let (choices, kind) = match point.kind {
                     DecisionKind::DlqChoice => {
-                        let a = ask_line(format!(
-                            "{} [r]eplay / [k]eep / [e]xport / [s]kip / [a]bort: ",
-                            sanitize(&point.question)
-                        ))
-                        .await;
-                        ("dlq", a)
+                        ("[r]eplay to old / [k]eep / [e]xport / [a]bort", "dlq")
                     }
-                    DecisionKind::Timeout => {
-                        let a = ask_line(format!(
-                            "{} [w]ait / [s]kip / [a]bort: ",
-                            sanitize(&point.question)
-                        ))
-                        .await;
-                        ("timeout", a)
-                    }
-                    _ => {
-                        let a = ask_line(format!(
-                            "{} [c]ontinue / [s]kip / [a]bort: ",
-                            sanitize(&point.question)
-                        ))
-                        .await;
-                        ("confirm", a)
+                    DecisionKind::Timeout => ("[w]ait more / [a]bort", "timeout"),
+                    DecisionKind::Confirm => ("[r]oll back / [a]bort", "confirm"),
+                    DecisionKind::Destructive => {
+                        ("[c]lose them / [l]eave them / [a]bort", "destructive")
                     }
                 };
-                let d = match (prompt, answer.as_str()) {
+                let answer = ask_line(format!("{q} {choices}: ")).await;
+                let d = match (kind, answer.as_str()) {
                     (_, "a" | "abort") => Decision::Abort,
-                    (_, "s" | "skip") => Decision::Skip,
                     ("dlq", "r" | "replay") => Decision::Choose(DlqChoice::Replay),
                     ("dlq", "k" | "keep") => Decision::Choose(DlqChoice::Keep),
                     ("dlq", "e" | "export") => Decision::Choose(DlqChoice::Export),
                     ("timeout", "w" | "wait") => Decision::Continue,
-                    ("confirm", "c" | "continue" | "y" | "yes") => Decision::Continue,
-                    _ => continue,
+                    ("confirm", "r" | "y" | "yes") => Decision::Continue,
+                    ("destructive", "c" | "close") => Decision::Continue,
+                    ("destructive", "l" | "leave") => Decision::Skip,
+                    _ => {
+                        crate::errln!("   answer with one of: {choices}");
+                        continue;
+                    }
                 };
                 return d;
             }

@@ -158,7 +158,10 @@ pub async fn run(
                 "namespace `{}` not found on this broker",
                 crate::text::sanitize(ns)
             ),
-            "create it with `hopback init NS --versions v1,v2`, or adopt it in the profile's [namespaces] config",
+            format!(
+                "create it with `hopback init {} --versions v1,v2`, or adopt it in the profile's [namespaces] config",
+                crate::text::sanitize(ns)
+            ),
         ));
     }
     // Without the management API the namespace list is unknown — not empty. Say so (and fail)
@@ -177,6 +180,7 @@ pub async fn run(
     } else {
         crate::out!("{}", render(&snap));
         match sample_note {
+            _ if snap.namespaces.is_empty() => {}
             Some(why) => crate::outln!("ERR%: {}", crate::text::sanitize(&why)),
             None => crate::outln!(
                 "ERR% = dead-lettered ÷ (acked + dead-lettered) over the last {} s (live tap; - = no traffic)",

@@ -542,12 +542,25 @@ fn resolve_profile(
     };
     let mut mgmt_urls = Vec::new();
     for t in &mgmt_texts {
-        let mut u = Url::parse(t).map_err(|e| {
+        let malformed = |why: String| {
             ConfigError::usage(
-                format!("malformed management URL {}: {e}", crate::redact::redact(t)),
+                format!(
+                    "malformed management URL {}: {why}",
+                    crate::redact::redact(t)
+                ),
                 "use the form http://host:15672",
             )
-        })?;
+        };
+        let mut u = Url::parse(t).map_err(|e| malformed(e.to_string()))?;
+        if u.scheme() != "http" && u.scheme() != "https" {
+            return Err(malformed(format!(
+                "scheme must be http or https, not `{}`",
+                crate::text::sanitize(u.scheme())
+            )));
+        }
+        if u.host_str().is_none_or(str::is_empty) {
+            return Err(malformed("no host".into()));
+        }
         let _ = u.set_password(None);
         let _ = u.set_username("");
         mgmt_urls.push(u);

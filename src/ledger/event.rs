@@ -194,13 +194,14 @@ impl Event {
         self.author.is_some()
     }
     /// The operator name as shown everywhere (sanitised), marked `(UNVERIFIED)` when no broker
-    /// user vouches for the event.
+    /// user vouches for the event — in front, so a narrow column that cuts the name keeps the
+    /// mark (a forged `alice@bastion-1` must never read as Alice).
     pub fn who(&self) -> String {
         let name = crate::text::sanitize(&self.operator);
         if self.is_verified() {
             name.into_owned()
         } else {
-            format!("{name} (UNVERIFIED)")
+            format!("(UNVERIFIED) {name}")
         }
     }
     /// `guest` / `local file`, or `UNVERIFIED`, for display next to the operator name.

@@ -34,7 +34,8 @@ pub struct MessageView {
     pub position: u64,
     /// Basic properties present, in AMQP order (`message_id`, `content_type`, …), raw.
     pub properties: Vec<(String, String)>,
-    /// Application headers (except `x-death`), raw, values rendered compactly.
+    /// Application headers (except an `x-death` list, shown parsed), raw, values rendered
+    /// compactly.
     pub headers: Vec<(String, String)>,
     /// Where it died, why, how often, how many replays.
     pub attribution: Attribution,

@@ -47,7 +47,7 @@ pub enum StepKind {
         /// Text.
         text: String,
     },
-    /// A decision point: show the evidence and the question; Continue / Skip / Abort.
+    /// A decision point: show the evidence and the question; Roll back / Abort.
     Confirm {
         /// The question.
         question: String,

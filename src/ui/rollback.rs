@@ -1,7 +1,7 @@
 //! The rollback view (`r`, or from the "rollback recommended" banner): the plan's steps as a
 //! checklist (pending / running with progress / done / already done / skipped / failed), the
 //! evidence that triggered it, live depth and error rate of both versions, the decision point's
-//! buttons (Continue / Skip / Abort, or Replay / Keep / Export for dead letters), the offer to
+//! buttons (Roll back / Abort, or Replay / Keep / Export for dead letters), the offer to
 //! resume an unfinished rollback, and the outcome — for an abort, the state it left.
 
 use ratatui::Frame;

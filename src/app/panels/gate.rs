@@ -157,6 +157,9 @@ impl GatePanel {
             (here + pairs.len() - 1) % pairs.len()
         };
         (self.old, self.new) = pairs[next].clone();
+        // The rows now move traffic between other versions: the cursor must not stay on a row
+        // that sends a share to the new pair's newer version.
+        self.cursor = GATE_PRESETS.len();
     }
 
     /// The target of a preset row.
@@ -443,7 +446,14 @@ impl GatePanel {
                     }
                     GatePlan::Ready {
                         steps: r.steps.iter().map(|s| s.describe()).collect(),
-                        warnings: r.warnings.clone(),
+                        // The dialog's own ZERO-CONSUMER GUARD line says what applying would
+                        // override; the plan's "overridden" would say it happened already.
+                        warnings: r
+                            .warnings
+                            .iter()
+                            .filter(|w| !w.starts_with(crate::ops::gate::GUARD_OVERRIDDEN))
+                            .cloned()
+                            .collect(),
                     }
                 }
                 Err(e) => GatePlan::Failed(e.text),

@@ -138,6 +138,16 @@ pub async fn read_gate(
             view.versions.insert(v, q);
         }
     }
+    // A version asked for that has no queue (a typo, `v9`): the refusal names the versions the
+    // namespace has, so list its queues — only on this path, a flip pays no extra call.
+    if also.iter().any(|v| !view.versions.contains_key(v))
+        && let Some(prefix) = names.queue_prefix()
+        && let Ok(queues) = mgmt.queues_with_prefix(&prefix).await
+    {
+        for (v, q) in names.versions_among(queues.iter().map(|q| q.name.as_str())) {
+            view.versions.entry(v).or_insert(q);
+        }
+    }
     view.unrouted_ready = session
         .passive_queue(&names.unrouted)
         .await?
@@ -243,6 +253,10 @@ pub struct GateRequest {
     pub expect_before: Option<GateSplit>,
 }
 
+/// How a plan's warning about the zero-consumer override starts (the console's dialog words it
+/// itself, before anything is overridden).
+pub const GUARD_OVERRIDDEN: &str = "zero-consumer guard overridden";
+
 /// How long a flip waits for another operator's flip of the same gate to finish.
 pub const GATE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -271,6 +285,10 @@ pub struct ApplyReport {
     pub event: Option<Event>,
     /// Wall time of plan + apply + verify (+ journal), in milliseconds.
     pub elapsed_ms: f64,
+    /// A dry run of a flip that a real run would refuse (the zero-consumer guard): why. The CLI
+    /// then exits as the real run would (3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_be_refused: Option<String>,
 }
 
 /// Validate `target` against the broker's gate without changing anything: returns the plan and
@@ -378,7 +396,7 @@ pub fn validate(
             ));
         }
         warnings.push(format!(
-            "zero-consumer guard overridden: {list} has no consumers; its tasks will wait in the queue"
+            "{GUARD_OVERRIDDEN}: {list} has no consumers; its tasks will wait in the queue"
         ));
     }
     let steps = plan_bindings(&view.bindings, target);
@@ -545,12 +563,14 @@ async fn apply_locked(
             "review the new split and confirm again",
         ));
     }
+    let mut would_be_refused = None;
     let (steps, warnings) = match validate(&view, &req.target, req.force_zero_consumers) {
         // A dry run shows the whole plan and says what a real run would refuse.
         Err(OpError::Refused { message, .. }) if req.dry_run => {
             let (steps, mut w) = validate(&view, &req.target, true)?;
-            w.retain(|x| !x.starts_with("zero-consumer guard overridden"));
+            w.retain(|x| !x.starts_with(GUARD_OVERRIDDEN));
             w.insert(0, format!("a real run would be refused: {message}"));
+            would_be_refused = Some(message);
             (steps, w)
         }
         other => other?,
@@ -568,6 +588,7 @@ async fn apply_locked(
         warnings,
         event: None,
         elapsed_ms: 0.0,
+        would_be_refused,
     };
     if steps.is_empty() {
         report.verified = matches_target(&view, &req.target);

@@ -139,7 +139,7 @@ pub async fn dry_run(env: &Env, plan: &Plan) -> Vec<DryRunLine> {
     for (i, s) in plan.steps.iter().enumerate() {
         let live = match &s.kind {
             StepKind::Note { .. } | StepKind::Sleep { .. } => String::new(),
-            StepKind::Confirm { .. } => "asks the operator (Continue / Skip / Abort)".into(),
+            StepKind::Confirm { .. } => "asks the operator (Roll back / Abort)".into(),
             StepKind::Gate { weights } => {
                 let target = GateSplit(weights.clone());
                 match &env.mgmt {
