@@ -8,6 +8,19 @@
 //! [`drill`]. [`model`] is pure data; [`text`] guards the terminal from untrusted bytes.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// `Display` through the type's own name method (`as_str`, `name`): the enums whose names are a
+/// table (`EventKind`, `Outcome`, `GroupBy`, `BodyMode`, `Scenario`) print what they parse.
+#[macro_export]
+macro_rules! display_as {
+    ($ty:ty, $method:ident) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.$method())
+            }
+        }
+    };
+}
+
 pub mod app;
 pub mod broker;
 pub mod cli;

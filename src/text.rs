@@ -289,6 +289,19 @@ mod more_tests {
     }
 }
 
+/// `MESSAGE (hint: HINT)`: how an error with a hint prints (`Failure`, `ConfigError`).
+pub fn write_with_hint(
+    f: &mut std::fmt::Formatter<'_>,
+    message: &str,
+    hint: Option<&str>,
+) -> std::fmt::Result {
+    f.write_str(message)?;
+    match hint {
+        Some(h) => write!(f, " (hint: {h})"),
+        None => Ok(()),
+    }
+}
+
 /// `println!` for human output, through [`write_out`] (sanitised; a closed pipe exits 0).
 #[macro_export]
 macro_rules! outln {

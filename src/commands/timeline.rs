@@ -207,8 +207,22 @@ pub async fn note(ctx: &Ctx, args: NoteArgs) -> Result<(), Failure> {
     ctx.require_writable("add a note")?;
     let session = ctx.connect().await?;
     let cx = crate::ops::OpContext::open(session.clone(), &ctx.cfg, crate::ops::Via::Cli).await;
+    // A note about a namespace that is gone (a drill's, a removed one) is still worth keeping,
+    // but a typo should not pass unnoticed.
+    let missing = match args.namespace.as_deref() {
+        Some(ns) => {
+            let entry = crate::topology::Namespace::resolve(&ctx.cfg, ns).entry;
+            matches!(session.exchange_exists(&entry).await, Ok(false)).then(|| sanitize(ns))
+        }
+        None => None,
+    };
     let r = crate::ops::note::add(&cx, args.namespace.as_deref(), &text).await;
     session.close().await;
+    if let (Ok(_), Some(ns)) = (&r, &missing) {
+        crate::errln!(
+            "warning: namespace `{ns}` does not exist on this broker (noted anyway; `hopback status` lists the namespaces)"
+        );
+    }
     let e = r?.event;
     let ledger = &cx.ledger;
     if ctx.json {

@@ -3,7 +3,6 @@
 //! The behaviour is decided here, as plain data ([`Verdict`]), so the worker loop in
 //! [`super::fleet`] stays a dumb executor and the fault models can be unit-tested without a broker.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -76,11 +75,7 @@ impl Scenario {
     }
 }
 
-impl fmt::Display for Scenario {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::display_as!(Scenario, as_str);
 
 impl FromStr for Scenario {
     type Err = String;

@@ -70,11 +70,7 @@ impl EventKind {
     }
 }
 
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::display_as!(EventKind, as_str);
 
 /// How it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -113,11 +109,7 @@ impl Outcome {
     }
 }
 
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::display_as!(Outcome, as_str);
 
 /// One ledger record. Build it with [`crate::ledger::Ledger::event`] (fills id, time, operator,
 /// host and profile) and the chained setters, then [`crate::ledger::Ledger::append`] it.

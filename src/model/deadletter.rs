@@ -174,11 +174,7 @@ impl GroupBy {
     }
 }
 
-impl std::fmt::Display for GroupBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::display_as!(GroupBy, name);
 
 impl std::str::FromStr for GroupBy {
     type Err = UnknownChoice;
@@ -419,11 +415,7 @@ impl BodyMode {
     }
 }
 
-impl std::fmt::Display for BodyMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::display_as!(BodyMode, name);
 
 impl std::str::FromStr for BodyMode {
     type Err = UnknownChoice;
