@@ -177,7 +177,8 @@ async fn kill_under_load(
         })
     };
     tokio::time::sleep(Duration::from_millis(700)).await;
-    kill_connection(mgmt, &conn_name).await;
+    // The writer has a connection of its own, named after the session it was opened on.
+    kill_connection(mgmt, &ledger::writer_connection_name(&conn_name)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
     let (ok, failed) = tokio::time::timeout(Duration::from_secs(30), results)

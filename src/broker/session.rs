@@ -291,6 +291,8 @@ pub struct QueueCounts {
 pub struct Session {
     conn: Connection,
     profile: Profile,
+    /// The connection's name as the broker lists it (`hopback gate (alice@bastion)`).
+    name: String,
     control: Mutex<Option<Channel>>,
     /// The reason of the last `connection.blocked` (cleared by `connection.unblocked`).
     blocked_reason: Arc<std::sync::Mutex<Option<String>>>,
@@ -487,6 +489,7 @@ async fn connect_node(
     Ok(Arc::new(Session {
         conn,
         profile: profile.clone(),
+        name: connection_name.chars().take(200).collect(),
         control: Mutex::new(None),
         blocked_reason,
     }))
@@ -553,6 +556,10 @@ impl Session {
     /// The profile this session was opened with.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+    /// The connection's name as the broker lists it.
+    pub fn connection_name(&self) -> &str {
+        &self.name
     }
     /// `host:port` of the node this session is connected to.
     pub fn node(&self) -> String {

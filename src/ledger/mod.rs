@@ -102,8 +102,12 @@ enum Backend {
     },
 }
 
-/// The stream's publisher, on the ledger's session — or, once that connection is lost (the node
-/// it was on went down), on a fresh connection to a live node that it keeps open.
+/// The stream's publisher, on a connection of its own ([`writer_connection_name`]), opened at the
+/// first append and again (any live node of the profile) once it is lost. Not the operation's
+/// connection: a stream the broker cannot write to (its leader's node down) fails the append
+/// with a connection error (RESOURCE_ERROR), which would otherwise close the connection the
+/// operation moves messages on, and its error would read "connection lost" instead of naming
+/// the ledger.
 struct Writer {
     publisher: Publisher,
     session: Arc<Session>,
@@ -123,6 +127,11 @@ impl std::fmt::Debug for Ledger {
             .field("backend", &self.backend_description())
             .finish()
     }
+}
+
+/// The name of the ledger writer's connection for a ledger opened on connection `session_name`.
+pub fn writer_connection_name(session_name: &str) -> String {
+    format!("{session_name} · ledger")
 }
 
 /// The ledger stream's name: `HOPBACK_LEDGER_STREAM`, or `hopback.ledger`.
@@ -288,19 +297,16 @@ impl Ledger {
                     match guard.as_ref().filter(|w| w.publisher.is_open()) {
                         Some(w) => (w.publisher.clone(), w.session.clone()),
                         None => {
-                            // Nothing was sent yet: a lost connection is replaced by a fresh
-                            // one (any live node of the profile) before the event goes out.
-                            let on = guard.as_ref().map_or(session, |w| &w.session);
-                            let on = if on.is_connected() {
-                                on.clone()
-                            } else {
-                                crate::broker::session::connect(
+                            // Nothing was sent yet: the writer's connection (first use, or a
+                            // lost one: any live node of the profile) before the event goes out.
+                            let on = match guard.as_ref() {
+                                Some(w) if w.session.is_connected() => w.session.clone(),
+                                _ => crate::broker::session::connect_named(
                                     session.profile(),
-                                    "ledger writer",
-                                    &self.operator,
+                                    &writer_connection_name(session.connection_name()),
                                 )
                                 .await
-                                .map_err(|e| ledger_failure("reconnecting the writer", e))?
+                                .map_err(|e| ledger_failure("connecting the writer", e))?,
                             };
                             let p = Publisher::open(&on)
                                 .await

@@ -910,7 +910,8 @@ impl Drop for Console {
     }
 }
 
-/// Close, through the management API, every connection named `… (OPERATOR)`; returns how many.
+/// Close, through the management API, every connection named `… (OPERATOR)` — and the ledger
+/// writers opened on them (`… (OPERATOR) · ledger`); returns how many.
 pub async fn kill_by_mgmt(mgmt: &Mgmt, operator: &str) -> usize {
     let suffix = format!("({operator})");
     let Ok(conns) = mgmt.connections().await else {
@@ -920,7 +921,7 @@ pub async fn kill_by_mgmt(mgmt: &Mgmt, operator: &str) -> usize {
     for c in conns {
         if c.user_provided_name
             .as_deref()
-            .is_some_and(|u| u.ends_with(&suffix))
+            .is_some_and(|u| u.ends_with(&suffix) || u.contains(&format!("{suffix} · ")))
             && mgmt.close_connection(&c.name, "fault test").await.is_ok()
         {
             n += 1;
