@@ -318,7 +318,7 @@ pub async fn connect(
 
 /// The frame size the console asks for unless the URL sets `frame_max`. lapin keeps 32 frames of
 /// buffer per direction per connection, so the broker's default 128 KiB costs 8 MiB of RSS per
-/// connection (the console holds three: 24 MiB); 32 KiB costs 2 MiB and moves messages as fast
+/// connection (the console holds four: 32 MiB); 32 KiB costs 2 MiB and moves messages as fast
 /// (docs/performance.md: console RSS and the mover benchmark).
 pub const CLIENT_FRAME_MAX: u32 = 32 * 1024;
 
