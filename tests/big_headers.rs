@@ -18,7 +18,7 @@ use hopback::broker::session;
 use hopback::broker::topology::QueueType;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::AMQPValue;
 
 /// Bytes of the stack-trace header: over the 32 KiB lean frame, under the broker's 128 KiB.
 const TRACE_BYTES: usize = 100 * 1024;
@@ -42,11 +42,7 @@ async fn a_dead_letter_with_100_kib_of_headers_is_listed_replayed_and_survives_l
     );
     // Dead-lettered by the broker (expiration 0 on v2), as a real dead letter arrives.
     let trace = "at com.example.Worker.handle(Worker.java:42)\n".repeat(TRACE_BYTES / 44);
-    let mut headers = FieldTable::default();
-    headers.insert(
-        ShortString::from("x-exception-stacktrace"),
-        AMQPValue::LongString(LongString::from(trace.as_str())),
-    );
+    let headers = header("x-exception-stacktrace", &trace);
     let ch = t.session.confirm_channel().await.unwrap();
     let confirm = ch
         .basic_publish(

@@ -77,6 +77,22 @@ pub struct OpsRunner {
     shared: Arc<Shared>,
 }
 
+/// Run `read`, and once more when it `failed` because a message was too large for the lean
+/// frames the console starts with (they are off now, see `broker::session::use_lean_frames`):
+/// the next connection reads it.
+async fn again_if_frames_grew<T, F: std::future::Future<Output = T>>(
+    read: impl Fn() -> F,
+    failed: impl Fn(&T) -> bool,
+) -> T {
+    let lean = lean_frames();
+    let r = read().await;
+    if lean && !lean_frames() && failed(&r) {
+        read().await
+    } else {
+        r
+    }
+}
+
 impl OpsRunner {
     /// A runner answering on `tx`.
     pub fn new(cfg: &Config, tx: mpsc::Sender<Msg>) -> Self {
@@ -316,14 +332,11 @@ impl OpsRunner {
                 page,
                 page_size,
             } => {
-                let lean = lean_frames();
-                let (mut depth, mut result) = self.dlq_page(&ns, page, page_size).await;
-                if result.is_err() && lean && !lean_frames() {
-                    // The page held a message too large for the lean frames the console starts
-                    // with (now off, see `broker::session::use_lean_frames`): read it again on a
-                    // new connection.
-                    (depth, result) = self.dlq_page(&ns, page, page_size).await;
-                }
+                let (depth, result) = again_if_frames_grew(
+                    || self.dlq_page(&ns, page, page_size),
+                    |(_, r)| r.is_err(),
+                )
+                .await;
                 self.send(OpMsg::DlqPage {
                     ns,
                     page,
@@ -333,12 +346,9 @@ impl OpsRunner {
                 .await;
             }
             OpRequest::DlqInspect { ns, position } => {
-                let lean = lean_frames();
-                let mut result = self.load(&ns, position).await;
-                if result.is_err() && lean && !lean_frames() {
-                    result = self.load(&ns, position).await; // as for a page, above
-                }
-                let result = result.map(|m| m.map(Box::new));
+                let result = again_if_frames_grew(|| self.load(&ns, position), Result::is_err)
+                    .await
+                    .map(|m| m.map(Box::new));
                 self.send(OpMsg::Inspected {
                     ns,
                     position,

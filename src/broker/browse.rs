@@ -291,9 +291,7 @@ pub fn message_view(
                 .iter()
                 // The x-death history is shown parsed; one that is not the broker's list (a
                 // publisher wrote something else there) stays visible here, raw.
-                .filter(|(k, v)| {
-                    k.as_str() != "x-death" || !matches!(v, lapin::types::AMQPValue::FieldArray(_))
-                })
+                .filter(|(k, v)| k.as_str() != "x-death" || !matches!(v, AMQPValue::FieldArray(_)))
                 .map(|(k, v)| (k.as_str().to_string(), render_value(v)))
                 .collect()
         })

@@ -6,7 +6,7 @@
 //! after [`backoff_delay`], reporting a [`crate::model::ConnState`] to the UI meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
@@ -199,7 +199,7 @@ pub fn classify_during(e: &lapin::Error, password: &str, during: Option<&str>) -
         BrokerError::Precondition(text)
     } else if is(AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED") {
         BrokerError::AccessRefused(describe_access_refused(&text, during))
-    } else if text.contains("frame too large") {
+    } else if text.contains(FRAME_TOO_LARGE) {
         BrokerError::Other(format!(
             "a message's properties were larger than this connection's frame ({text}); new connections take the broker's frame size: try again"
         ))
@@ -333,19 +333,20 @@ static LEAN_FRAMES: AtomicBool = AtomicBool::new(false);
 /// memory). The first connection closed by a frame larger than that turns it off again for the
 /// rest of the process: the connections that reconnect then take the broker's frame size.
 pub fn use_lean_frames() {
-    LEAN_FRAMES.store(true, std::sync::atomic::Ordering::Relaxed);
+    LEAN_FRAMES.store(true, Ordering::Relaxed);
 }
 
 /// Are new connections asking for lean frames (see [`use_lean_frames`])?
 pub fn lean_frames() -> bool {
-    LEAN_FRAMES.load(std::sync::atomic::Ordering::Relaxed)
+    LEAN_FRAMES.load(Ordering::Relaxed)
 }
+
+/// How lapin words a frame larger than the connection negotiated (it then closes the connection).
+const FRAME_TOO_LARGE: &str = "frame too large";
 
 /// A connection was closed by a frame larger than it asked for: stop asking for lean frames.
 fn frame_too_large(e: &lapin::Error) {
-    if e.to_string().contains("frame too large")
-        && LEAN_FRAMES.swap(false, std::sync::atomic::Ordering::Relaxed)
-    {
+    if e.to_string().contains(FRAME_TOO_LARGE) && LEAN_FRAMES.swap(false, Ordering::Relaxed) {
         tracing::warn!(
             "a message's properties did not fit a {CLIENT_FRAME_MAX}-byte frame; new connections take the broker's frame size"
         );
@@ -386,7 +387,6 @@ pub async fn connect_named(
     if n <= 1 {
         return connect_node(profile, connection_name, CONNECT_TIMEOUT).await;
     }
-    use std::sync::atomic::Ordering;
     let start = PREFERRED_NODE.load(Ordering::Relaxed) % n;
     let mut errors: Vec<(String, BrokerError)> = Vec::new();
     for k in 0..n {
