@@ -16,8 +16,6 @@ use common::TestNs;
 use dlq_helpers::*;
 use hopback::broker::session;
 use hopback::broker::topology::QueueType;
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use lapin::types::AMQPValue;
 
 /// Bytes of the stack-trace header: over the 32 KiB lean frame, under the broker's 128 KiB.
@@ -43,24 +41,15 @@ async fn a_dead_letter_with_100_kib_of_headers_is_listed_replayed_and_survives_l
     // Dead-lettered by the broker (expiration 0 on v2), as a real dead letter arrives.
     let trace = "at com.example.Worker.handle(Worker.java:42)\n".repeat(TRACE_BYTES / 44);
     let headers = header("x-exception-stacktrace", &trace);
-    let ch = t.session.confirm_channel().await.unwrap();
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            v2.as_str().into(),
-            BasicPublishOptions::default(),
-            b"{\"task\": 1}",
-            BasicProperties::default()
-                .with_message_id("big-headers-1".into())
-                .with_delivery_mode(2)
-                .with_expiration("0".into())
-                .with_headers(headers),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack(), "{confirm:?}");
+    publish(
+        &t.session,
+        &v2,
+        &["big-headers-1".to_string()],
+        &|_| b"{\"task\": 1}".to_vec(),
+        Some(headers),
+        true,
+    )
+    .await;
     wait_depth(&t.session, &dlq, 1, 10).await;
 
     // The CLI (the broker's frame size): status, list and show read it.

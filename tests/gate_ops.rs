@@ -330,22 +330,15 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
     };
     let ns = t.ns.as_str();
     // v2 has no consumers: the dry run shows the whole plan and exits as the real run would (3).
-    let (code, out, err) = run(&["gate", "set", ns, "v1=90", "v2=10", "--dry-run"]);
+    let canary = ["gate", "set", ns, "v1=90", "v2=10"];
+    let (code, out, err) = run(&[&canary[..], &["--dry-run"]].concat());
     assert_eq!(code, 3, "{out}{err}");
     assert!(
         out.contains("1. bind v2 weight 10") && out.contains("nothing was changed"),
         "{out}"
     );
     assert!(err.contains("a real run would be refused"), "{err}");
-    let (code, out, err) = run(&[
-        "gate",
-        "set",
-        ns,
-        "v1=90",
-        "v2=10",
-        "--dry-run",
-        "--force-zero-consumers",
-    ]);
+    let (code, out, err) = run(&[&canary[..], &["--dry-run", "--force-zero-consumers"]].concat());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1. bind v2 weight 10"), "{out}");
     let (code, _, err) = run(&["--read-only", "gate", "set", ns, "v2=100", "--yes"]);
@@ -361,16 +354,10 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
     );
 
     let (code, out, err) = run(&[
-        "gate",
-        "set",
-        ns,
-        "v1=90",
-        "v2=10",
-        "--yes",
-        "--force-zero-consumers",
-        "--reason",
-        "canary 10%",
-    ]);
+        &canary[..],
+        &["--yes", "--force-zero-consumers", "--reason", "canary 10%"],
+    ]
+    .concat());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("verified"), "{out}");
     let (code, out, err) = run(&[
