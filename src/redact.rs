@@ -10,13 +10,16 @@ use regex::Regex;
 
 fn userinfo_re() -> Option<&'static Regex> {
     static RE: OnceLock<Option<Regex>> = OnceLock::new();
-    // [scheme:[//]]user:password@ — the scheme optional and its slashes loose, because a
-    // mistyped URL (`amqp//u:p@h`, `htp:/u:p@h`, `u:p@h`) still holds a real password; the
-    // password runs to the last `@` of the word (a raw `@` in it must not leave a tail).
+    // `scheme:[//]user:password@`, its slashes loose because a mistyped URL (`htp:/u:p@h`)
+    // still holds a real password; or `user:password@` without a scheme (`amqp//u:p@h`,
+    // `u:p@h`), where the password may not start with `/` (that `user:` is a scheme:
+    // `amqp://guest@h` has no password). The password runs to the last `@` of the word (a raw
+    // `@` in it must not leave a tail).
     RE.get_or_init(|| {
-        Regex::new(
-            r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*:/{0,2})?(?P<user>[^:@/\s]*):(?P<pw>[^\s]*)@",
-        )
+        Regex::new(concat!(
+            r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*:/{0,2})(?P<user>[^:@/\s]*):[^\s]*@)",
+            r"|(?:(?P<bare>[^:@/\s]*):[^/\s][^\s]*@)",
+        ))
         .ok()
     })
     .as_ref()
@@ -27,7 +30,16 @@ fn userinfo_re() -> Option<&'static Regex> {
 /// is masked instead — never the other way round.
 fn mask_userinfo(text: &str) -> String {
     match userinfo_re() {
-        Some(re) => re.replace_all(text, "${scheme}${user}:***@").into_owned(),
+        Some(re) => re
+            .replace_all(text, |c: &regex::Captures| match c.name("scheme") {
+                Some(scheme) => format!(
+                    "{}{}:***@",
+                    scheme.as_str(),
+                    c.name("user").map_or("", |u| u.as_str())
+                ),
+                None => format!("{}:***@", c.name("bare").map_or("", |u| u.as_str())),
+            })
+            .into_owned(),
         None => text
             .split(' ')
             .map(|w| match w.rfind('@') {
@@ -67,6 +79,9 @@ mod tests {
         );
         assert_eq!(redact("amqps://u:p@h"), "amqps://u:***@h");
         assert_eq!(redact("amqp://h:5672"), "amqp://h:5672");
+        // A user without a password is shown as it is (the `amqp:` is a scheme, not a user).
+        assert_eq!(redact("amqp://guest@h:5672/%2f"), "amqp://guest@h:5672/%2f");
+        assert_eq!(redact("amqp://u:/pw@h"), "amqp://u:***@h");
         // Mistyped URLs hold real passwords too.
         for (typed, shown) in [
             (
