@@ -1261,6 +1261,25 @@ fn gate_presets_cover_every_version_pair() {
     );
 }
 
+/// The live feed's "down" mark goes once the feed has subscribed again (it stayed for the rest
+/// of the run: a lost connection marked it and nothing cleared it).
+#[test]
+fn the_live_feed_mark_follows_the_feed() {
+    let c = cfg("");
+    let mut s = state_with(&c, 1, 0);
+    s.handle_key("t");
+    s.take_requests();
+    s.handle_msg(Msg::Op(OpMsg::LedgerDown("connection lost".into())));
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(screen.contains("live feed down"), "{screen}");
+    s.handle_msg(Msg::Op(OpMsg::LedgerUp));
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        !screen.contains("live feed down") && screen.contains(" · live "),
+        "{screen}"
+    );
+}
+
 /// Issue 18: an event no broker user vouches for (no AMQP user_id: written by anything but
 /// hopback) is shown as UNVERIFIED wherever its author appears.
 #[test]

@@ -198,6 +198,7 @@ impl OpsRunner {
                 match sub {
                     Ok(sub) => {
                         attempt = 0;
+                        me.send(OpMsg::LedgerUp).await;
                         let mut rx = sub.into_channel();
                         while let Some(r) = rx.recv().await {
                             match r {

@@ -326,6 +326,8 @@ pub enum OpMsg {
     Ledger(Box<Event>),
     /// The live ledger feed is down.
     LedgerDown(String),
+    /// The live ledger feed is (back) up.
+    LedgerUp,
     /// An operation of this console appended this event (its intent or its outcome): its echo
     /// on the feed is ours.
     Journaled {

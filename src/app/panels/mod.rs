@@ -705,6 +705,11 @@ impl AppState {
                 self.ops.feed.down = Some(sanitize(&why).into_owned());
                 Reply::default()
             }
+            // Subscribed again (after a lost connection): no longer "down".
+            OpMsg::LedgerUp => {
+                self.ops.feed.down = None;
+                Reply::default()
+            }
             // Marked as ours above; nothing else to show.
             OpMsg::Journaled { .. } => Reply::default(),
             OpMsg::NoteAdded { result, .. } => match result {
