@@ -106,8 +106,12 @@ r4_umount_if_idle() {
   return 0
 }
 
-# r4_node_env NAME AMQP_PORT DIST_PORT: the environment that makes a node NAME@localhost.
+# r4_node_env NAME AMQP_PORT DIST_PORT: the environment that makes a node NAME@localhost. A node
+# with its own /etc/rabbitmq/nodes/NAME.plugins (written by r4_configure from R4_NODE_PLUGINS)
+# reads that instead of the tree's enabled_plugins.
 r4_node_env() {
+  [ -f "${R4_ROOT}/etc/rabbitmq/nodes/$1.plugins" ] &&
+    printf '%s ' "RABBITMQ_ENABLED_PLUGINS_FILE=/etc/rabbitmq/nodes/$1.plugins"
   printf '%s ' \
     "HOME=/var/lib/rabbitmq" \
     "RABBITMQ_NODENAME=$1@localhost" \
@@ -132,18 +136,26 @@ r4_ctl() {
 
 r4_node_up() { r4_ctl "$1" -q ping >/dev/null 2>&1; }
 
-# r4_configure NAME AMQP_PORT MGMT_PORT: write the node's config file and directories.
+# r4_configure NAME AMQP_PORT MGMT_PORT: write the node's config file and directories. Extra
+# config lines come from R4_EXTRA_CONF; R4_NODE_PLUGINS (a plugin list) gives the node its own
+# enabled-plugins file; R4_MGMT_LISTENER (default "management.tcp.port") names the management
+# listener's port key (the TLS node serves HTTPS: "management.ssl.port").
 r4_configure() {
   local name=$1
   mkdir -p "${R4_ROOT}/etc/rabbitmq/nodes"
   cat >"${R4_ROOT}/etc/rabbitmq/nodes/${name}.conf" <<EOF
 # Written by hopback's scripts/lib/rabbit4.sh; rewritten on every start.
 listeners.tcp.default = $2
-management.tcp.port = $3
+${R4_MGMT_LISTENER:-management.tcp.port} = $3
 loopback_users = none
 # 3.x's default (4.x's is 16 MiB), so tests/big_message.rs's 128 MiB dead letter holds on both.
 max_message_size = 134217728
+${R4_EXTRA_CONF:-}
 EOF
+  rm -f "${R4_ROOT}/etc/rabbitmq/nodes/${name}.plugins"
+  if [ -n "${R4_NODE_PLUGINS:-}" ]; then
+    printf '[%s].\n' "$(echo "$R4_NODE_PLUGINS" | tr ' ' ',')" >"${R4_ROOT}/etc/rabbitmq/nodes/${name}.plugins"
+  fi
   mkdir -p "${R4_ROOT}/var/lib/rabbitmq/nodes/${name}" "${R4_ROOT}/var/log/rabbitmq/${name}"
   chroot "$R4_ROOT" chown -R rabbitmq:rabbitmq "/var/lib/rabbitmq/nodes/${name}" "/var/log/rabbitmq/${name}"
 }
@@ -182,7 +194,8 @@ r4_wait_ready() {
       "look at ${R4_ROOT}/var/log/rabbitmq/${name}/*.log (HOPBACK_BROKER_TIMEOUT_S raises the limit)"
     sleep 1
   done
-  until amqp_up "$amqp" && curl -fsS -o /dev/null -u guest:guest "http://127.0.0.1:${mgmt}/api/overview"; do
+  # shellcheck disable=SC2086 # R4_CURL_OPTS is a list of words
+  until amqp_up "$amqp" && curl -fsS -o /dev/null -u guest:guest ${R4_CURL_OPTS:-} "${R4_MGMT_SCHEME:-http}://${R4_MGMT_HOST:-127.0.0.1}:${mgmt}/api/overview"; do
     [ "$(date +%s)" -ge "$deadline" ] && die "AMQP on :${amqp} or the management API on :${mgmt} of ${name}@localhost did not answer within ${R4_TIMEOUT_S}s" \
       "is another process on those ports? ('ss -ltnp'); logs: ${R4_ROOT}/var/log/rabbitmq/${name}/"
     sleep 1
@@ -190,5 +203,41 @@ r4_wait_ready() {
 }
 
 r4_mgmt_version() {
-  curl -fsS -u guest:guest "http://127.0.0.1:$1/api/overview" | sed -n 's/.*"rabbitmq_version":"\([^"]*\)".*/\1/p'
+  # shellcheck disable=SC2086 # R4_CURL_OPTS is a list of words
+  curl -fsS -u guest:guest ${R4_CURL_OPTS:-} "${R4_MGMT_SCHEME:-http}://${R4_MGMT_HOST:-127.0.0.1}:$1/api/overview" | sed -n 's/.*"rabbitmq_version":"\([^"]*\)".*/\1/p'
+}
+
+# r4_tls_material DIR: a private CA and the certificates the TLS node and the tests use, made once
+# with openssl and kept in DIR (made again only when missing or within 30 days of expiry):
+#   ca.pem ca.key             the private CA ("hopback test CA")
+#   server.pem server.key     localhost, 127.0.0.1 and ::1, signed by the CA
+#   client.pem client.key     CN=guest (for EXTERNAL auth), signed by the CA
+#   other-ca.pem              a CA nobody signed with (the "wrong CA" case)
+r4_tls_material() {
+  local dir=$1
+  mkdir -p "$dir"
+  if [ -f "$dir/server.pem" ] && openssl x509 -checkend 2592000 -noout -in "$dir/server.pem" >/dev/null 2>&1 &&
+    [ -f "$dir/client.pem" ] && [ -f "$dir/other-ca.pem" ]; then
+    return 0
+  fi
+  command -v openssl >/dev/null 2>&1 || die "openssl is missing" "apt-get install openssl"
+  say "making a private CA and certificates in $dir"
+  (
+    cd "$dir" || exit 1
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=hopback test CA" \
+      -keyout ca.key -out ca.pem >/dev/null 2>&1
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=hopback other CA" \
+      -keyout other-ca.key -out other-ca.pem >/dev/null 2>&1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr >/dev/null 2>&1
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile server.ext -out server.pem >/dev/null 2>&1
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=guest" -keyout client.key -out client.csr >/dev/null 2>&1
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile client.ext -out client.pem >/dev/null 2>&1
+    rm -f ./*.csr ./*.ext
+  ) || die "making the TLS material failed" "remove $dir and run again"
+  chmod 0644 "$dir"/*.pem
+  chmod 0600 "$dir"/*.key
 }
