@@ -352,6 +352,57 @@ pub struct Permissions {
     pub read: String,
 }
 
+/// One user's permissions in the vhost (`/api/vhosts/{vhost}/permissions`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct UserPermissions {
+    /// User name.
+    pub user: String,
+    /// Configure regex.
+    #[serde(default)]
+    pub configure: String,
+    /// Write regex.
+    #[serde(default)]
+    pub write: String,
+    /// Read regex.
+    #[serde(default)]
+    pub read: String,
+}
+
+/// One broker user (`/api/users`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct UserInfo {
+    /// User name.
+    pub name: String,
+    /// Tags (a list in 3.10+, a comma-separated string before).
+    #[serde(default)]
+    pub tags: serde_json::Value,
+}
+
+impl UserInfo {
+    /// The user's tags, whichever form the broker sent.
+    pub fn tag_list(&self) -> Vec<String> {
+        tags_of(&self.tags)
+    }
+}
+
+/// Tags as the management API sends them: a list (3.10+) or a comma-separated string.
+pub fn tags_of(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|t| t.as_str())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        serde_json::Value::String(s) => s
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// `/api/whoami`.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct WhoAmI {
@@ -595,6 +646,20 @@ impl Mgmt {
         ))
         .await
     }
+    /// `GET /api/users` (administrators only): every broker user with its tags.
+    pub async fn users(&self) -> Result<Vec<UserInfo>, MgmtError> {
+        self.get("/api/users?columns=name,tags").await
+    }
+    /// `GET /api/vhosts/{vhost}/permissions` (administrators only): every user's permissions
+    /// in the profile's vhost.
+    pub async fn vhost_permissions(&self) -> Result<Vec<UserPermissions>, MgmtError> {
+        self.get(&format!("/api/vhosts/{}/permissions", enc(&self.vhost)))
+            .await
+    }
+    /// The profile's vhost.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
     /// `GET /api/vhosts/{vhost}` — does the vhost exist?
     pub async fn vhost_exists(&self) -> Result<bool, MgmtError> {
         Ok(self
@@ -692,6 +757,15 @@ impl Mgmt {
             "/api/exchanges/{}/{}/bindings/source",
             enc(&self.vhost),
             enc(exchange)
+        ))
+        .await
+    }
+    /// Bindings whose destination is the queue `queue` (the default exchange's included).
+    pub async fn queue_bindings(&self, queue: &str) -> Result<Vec<BindingInfo>, MgmtError> {
+        self.get(&format!(
+            "/api/queues/{}/{}/bindings",
+            enc(&self.vhost),
+            enc(queue)
         ))
         .await
     }

@@ -143,7 +143,7 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
             Some(s) => crate::outln!(
                 "ledger: matches the last recorded state ({} by {} at {})",
                 s.short_id,
-                s.operator,
+                s.who,
                 s.ts.format("%Y-%m-%d %H:%M:%S UTC")
             ),
             None => crate::outln!("ledger: no gate change of `{}` recorded yet", sanitize(ns)),
