@@ -275,6 +275,26 @@ pub struct QueueInfo {
     /// Rates (absent until the queue saw traffic).
     #[serde(default)]
     pub message_stats: Option<MessageStats>,
+    /// Durable (only in [`Mgmt::queue`]'s answer).
+    #[serde(default)]
+    pub durable: Option<bool>,
+    /// Exclusive to one connection (only in [`Mgmt::queue`]'s answer).
+    #[serde(default)]
+    pub exclusive: Option<bool>,
+    /// Auto-delete (only in [`Mgmt::queue`]'s answer).
+    #[serde(default)]
+    pub auto_delete: Option<bool>,
+    /// The owning connection of an exclusive queue: `{"name": …}` once the broker has reported
+    /// it (4.0 sends `[]` until then).
+    #[serde(default)]
+    pub owner_pid_details: serde_json::Value,
+}
+
+impl QueueInfo {
+    /// The owning connection's server-side name, when the API names it.
+    pub fn owner_connection(&self) -> Option<&str> {
+        self.owner_pid_details.get("name").and_then(|n| n.as_str())
+    }
 }
 
 /// One row of `/api/exchanges/{vhost}`.
@@ -786,6 +806,11 @@ impl Mgmt {
     /// All connections (name and client-provided name).
     pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, MgmtError> {
         self.get("/api/connections?columns=name,user_provided_name,user")
+            .await
+    }
+    /// One connection by its server-side name (`None`: gone).
+    pub async fn connection(&self, name: &str) -> Result<Option<ConnectionInfo>, MgmtError> {
+        self.get_if_exists(&format!("/api/connections/{}", enc(name)))
             .await
     }
     /// Close a connection by its server-side name.

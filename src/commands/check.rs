@@ -158,6 +158,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             }
             out.extend(cluster_lines(&mgmt, p).await);
             out.extend(convention_lines(&mgmt, p).await);
+            out.extend(gate_lock_lines(&mgmt, p).await);
             match mgmt.vhost_exists().await {
                 Ok(true) => {}
                 Err(MgmtError::Unauthorized { .. }) => {}
@@ -272,6 +273,40 @@ async fn convention_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckL
             })
         })
         .collect()
+}
+
+/// One line per namespace whose gate lock is held now: a warning naming a holder that blocks
+/// every flip (a squatter, another program's exclusive queue), a note for a flip under way.
+async fn gate_lock_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLine> {
+    let (Ok(queues), Ok(exchanges)) = (mgmt.queues().await, mgmt.exchanges().await) else {
+        return Vec::new();
+    };
+    let names: std::collections::BTreeSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    let mut out = Vec::new();
+    for d in crate::broker::topology::discover(&queues, &exchanges, p) {
+        let lock = d.names.gate_lock();
+        if !names.contains(lock.as_str()) {
+            continue;
+        }
+        let ns = crate::text::sanitize(&d.name).into_owned();
+        out.push(match crate::broker::lock::inspect(mgmt, &lock).await {
+            Ok(Some(h)) if h.is_stuck() => line(
+                &format!("gate lock {ns}"),
+                "warn",
+                format!("{}: every flip of `{ns}` is refused", h.describe()),
+                Some(&format!("hopback gate unlock {ns}")),
+            ),
+            Ok(Some(h)) => line(&format!("gate lock {ns}"), "ok", h.describe(), None),
+            Ok(None) => continue,
+            Err(e) => line(
+                &format!("gate lock {ns}"),
+                "warn",
+                format!("a queue `{}` exists; what holds it is unknown: {e}", crate::text::sanitize(&lock)),
+                None,
+            ),
+        });
+    }
+    out
 }
 
 /// A warning when the ledger stream has fewer replicas than the cluster can give it (at most

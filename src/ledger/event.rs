@@ -15,6 +15,8 @@ pub enum EventKind {
     Init,
     /// The gate changed (or a change was refused/failed); `before.gate`/`after.gate` are splits.
     GateSet,
+    /// A gate lock that blocked every flip was removed (`before.lock` names what held it).
+    GateUnlock,
     /// Dead letters replayed; `params` holds filters and target, `after` the counts.
     Replay,
     /// Messages moved between queues; `after` holds the counts.
@@ -53,6 +55,7 @@ impl EventKind {
             EventKind::Init => "init",
             EventKind::Migrate => "migrate",
             EventKind::GateSet => "gate_set",
+            EventKind::GateUnlock => "gate_unlock",
             EventKind::Replay => "replay",
             EventKind::Move => "move",
             EventKind::Purge => "purge",

@@ -69,6 +69,7 @@ fn time(t: &DateTime<Utc>) -> String {
 fn is_action(e: &Event) -> bool {
     match e.kind {
         EventKind::GateSet
+        | EventKind::GateUnlock
         | EventKind::Replay
         | EventKind::Move
         | EventKind::Purge

@@ -104,6 +104,24 @@ pub fn summarize(e: &Event) -> String {
             }
             s
         }
+        EventKind::GateUnlock => {
+            let lock = e.before.get("lock");
+            let queue = lock.and_then(|l| text(l, "queue")).unwrap_or_else(|| "?".into());
+            let how = match text(p, "action").as_deref() {
+                Some("close_owner_connection") => format!(
+                    "closed its owner connection `{}`",
+                    lock.and_then(|l| text(l, "owner_connection"))
+                        .unwrap_or_else(|| "?".into())
+                ),
+                Some("delete_queue") => "deleted the queue".to_string(),
+                _ => "?".to_string(),
+            };
+            if e.outcome == Outcome::Started {
+                format!("gate unlock starting: lock `{queue}`")
+            } else {
+                format!("gate unlock: lock `{queue}` removed ({how})")
+            }
+        }
         EventKind::Init => {
             let created = a.get("created").and_then(|c| c.as_array()).map(|c| c.len());
             let mut s = format!("init: {} object(s) created", created.unwrap_or(0));
