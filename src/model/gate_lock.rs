@@ -97,8 +97,12 @@ impl GateLock {
             )
         };
         let contents = match (self.messages, self.consumers) {
-            (Some(m), Some(c)) => format!("; {m} message(s), {c} consumer(s)"),
-            _ => String::new(),
+            (Some(0), Some(0)) | (None, None) => String::new(),
+            (m, c) => format!(
+                "; {} message(s), {} consumer(s)",
+                m.map_or("?".into(), |m| m.to_string()),
+                c.map_or("?".into(), |c| c.to_string())
+            ),
         };
         match self.kind() {
             LockKind::HopbackFlip => {
@@ -112,7 +116,7 @@ impl GateLock {
                 owner()
             ),
             LockKind::Squatter => format!(
-                "`{q}` is squatted: a {flags} queue that no hopback flip declares and no connection owns (someone with configure permission on the namespace's names made it){contents}"
+                "`{q}` is squatted: a {flags} queue that no hopback flip declares and no connection owns{contents}"
             ),
         }
     }

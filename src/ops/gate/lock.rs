@@ -67,7 +67,7 @@ pub fn refusal_while_held(ns: &str, holder: &GateLock) -> OpError {
                 holder.describe()
             ),
             format!(
-                "remove it with `hopback gate unlock {ns}` (it shows the holder, asks, and journals it)"
+                "remove it with `hopback gate unlock {ns}` (asks first; journaled)"
             ),
         ),
     }
