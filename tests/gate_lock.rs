@@ -122,7 +122,15 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
 
     // `gate set` is refused at once (no 10 s wait for a flip that never ends), naming it.
     let t0 = Instant::now();
-    let set = ["gate", "set", &ns, "v1=50", "v2=50", "--yes", "--force-zero-consumers"];
+    let set = [
+        "gate",
+        "set",
+        &ns,
+        "v1=50",
+        "v2=50",
+        "--yes",
+        "--force-zero-consumers",
+    ];
     let out = env.run(&set).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
@@ -155,7 +163,9 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
             && st_text.contains(&format!("hopback gate unlock {ns}")),
         "{st_text}"
     );
-    let st = env.run(&["--json", "status", &ns, "--no-attribution"]).await;
+    let st = env
+        .run(&["--json", "status", &ns, "--no-attribution"])
+        .await;
     let snap: Value = serde_json::from_slice(&st.stdout).unwrap();
     let lock = &snap["namespaces"][0]["gate_lock"];
     assert_eq!(lock["durable"], true, "{snap}");
@@ -171,7 +181,10 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
         .unwrap_or_else(|| panic!("no gate lock line: {ck}"))
         .clone();
     assert_eq!(line["status"], "warn", "{line}");
-    assert!(line["detail"].as_str().unwrap().contains("squatted"), "{line}");
+    assert!(
+        line["detail"].as_str().unwrap().contains("squatted"),
+        "{line}"
+    );
     assert_eq!(line["hint"], format!("hopback gate unlock {ns}").as_str());
 
     // Without a terminal and without --yes: refused, nothing removed.
@@ -254,7 +267,14 @@ async fn an_exclusive_lock_of_another_connection_is_named_and_freed_only_by_nami
 
     // The flip is refused at once, naming the connection.
     let t0 = Instant::now();
-    let set = ["gate", "set", &ns, "v2=100", "--yes", "--force-zero-consumers"];
+    let set = [
+        "gate",
+        "set",
+        &ns,
+        "v2=100",
+        "--yes",
+        "--force-zero-consumers",
+    ];
     let out = env.run(&set).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(t0.elapsed() < gate::GATE_LOCK_WAIT);
@@ -270,8 +290,9 @@ async fn an_exclusive_lock_of_another_connection_is_named_and_freed_only_by_nami
     assert!(env.lock_exists().await);
     assert!(env.unlock_events().await.is_empty());
     // Naming another connection: refused by the operation itself.
-    let cx = hopback::ops::OpContext::open(env.t.session.clone(), &env.t.cfg, hopback::ops::Via::Cli)
-        .await;
+    let cx =
+        hopback::ops::OpContext::open(env.t.session.clone(), &env.t.cfg, hopback::ops::Via::Cli)
+            .await;
     let wrong = gate::unlock(
         &cx,
         &gate::UnlockRequest {
@@ -299,7 +320,10 @@ async fn an_exclusive_lock_of_another_connection_is_named_and_freed_only_by_nami
     // The holder's connection was the one closed.
     let deadline = Instant::now() + Duration::from_secs(5);
     while app.is_connected() {
-        assert!(Instant::now() < deadline, "the owner connection is still open");
+        assert!(
+            Instant::now() < deadline,
+            "the owner connection is still open"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(held);

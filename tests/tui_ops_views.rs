@@ -458,7 +458,11 @@ fn gate_refused_by_a_squatted_lock_names_the_holder_and_the_way_out() {
             .map(|l| l.trim_matches('"').trim())
             .collect::<Vec<_>>()
             .join(" ");
-        for want in ["squatted", "durable, not exclusive", "hopback gate unlock email"] {
+        for want in [
+            "squatted",
+            "durable, not exclusive",
+            "hopback gate unlock email",
+        ] {
             assert!(joined.contains(want), "{w}x{h}: `{want}` missing: {screen}");
         }
     }

@@ -110,13 +110,8 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
     let forger_session = common::connect(&forger.config(), "forger").await;
 
     // The gate on a 50/50 canary, 5 messages waiting in v2 (as guest).
-    let cx = hopback::ops::OpContext::of(
-        &t.session,
-        &mgmt,
-        &ledger,
-        &t.cfg,
-        hopback::ops::Via::Cli,
-    );
+    let cx =
+        hopback::ops::OpContext::of(&t.session, &mgmt, &ledger, &t.cfg, hopback::ops::Via::Cli);
     let half = GateSplit::from_pairs([("v1".into(), 50), ("v2".into(), 50)]);
     gate::apply(
         &cx,
@@ -294,10 +289,7 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
             .unwrap_or_else(|| panic!("{short} not in the timeline:\n{tl_text}"))
             .to_string()
     };
-    assert!(
-        line_of(&forged_step.id).contains(&forger_who),
-        "{tl_text}"
-    );
+    assert!(line_of(&forged_step.id).contains(&forger_who), "{tl_text}");
     assert!(
         line_of(&unverified.id).contains(&unverified_who),
         "{tl_text}"
@@ -383,7 +375,10 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
             .contains(&format!("`{}`", impersonator.name)),
         "{imp}"
     );
-    assert!(imp["hint"].as_str().unwrap().contains("set_user_tags"), "{imp}");
+    assert!(
+        imp["hint"].as_str().unwrap().contains("set_user_tags"),
+        "{imp}"
+    );
     let w = line("ledger writers");
     assert_eq!(w["status"], "warn", "{w}");
     let wd = w["detail"].as_str().unwrap();

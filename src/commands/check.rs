@@ -301,7 +301,10 @@ async fn gate_lock_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLi
             Err(e) => line(
                 &format!("gate lock {ns}"),
                 "warn",
-                format!("a queue `{}` exists; what holds it is unknown: {e}", crate::text::sanitize(&lock)),
+                format!(
+                    "a queue `{}` exists; what holds it is unknown: {e}",
+                    crate::text::sanitize(&lock)
+                ),
                 None,
             ),
         });
@@ -493,7 +496,9 @@ async fn identity_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
             name,
             "warn",
             format!("unknown: {e}"),
-            Some("only users with the `administrator` tag may list users and permissions: run `hopback check` with such a profile once"),
+            Some(
+                "only users with the `administrator` tag may list users and permissions: run `hopback check` with such a profile once",
+            ),
         )
     };
     match mgmt.users().await {
@@ -505,7 +510,12 @@ async fn identity_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
                 .collect();
             imp.sort();
             if imp.is_empty() {
-                out.push(line("impersonators", "ok", "no user has the `impersonator` tag", None));
+                out.push(line(
+                    "impersonators",
+                    "ok",
+                    "no user has the `impersonator` tag",
+                    None,
+                ));
             } else {
                 out.push(line(
                     "impersonators",

@@ -128,9 +128,7 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 if l.is_stuck() { "(!) " } else { "" },
                 l.describe(),
                 if l.is_stuck() {
-                    format!(
-                        " — every flip is refused; remove it with `hopback gate unlock {name}`"
-                    )
+                    format!(" — every flip is refused; remove it with `hopback gate unlock {name}`")
                 } else {
                     String::new()
                 }

@@ -106,7 +106,9 @@ pub fn summarize(e: &Event) -> String {
         }
         EventKind::GateUnlock => {
             let lock = e.before.get("lock");
-            let queue = lock.and_then(|l| text(l, "queue")).unwrap_or_else(|| "?".into());
+            let queue = lock
+                .and_then(|l| text(l, "queue"))
+                .unwrap_or_else(|| "?".into());
             let how = match text(p, "action").as_deref() {
                 Some("close_owner_connection") => format!(
                     "closed its owner connection `{}`",
@@ -698,10 +700,10 @@ mod tests {
 
     #[test]
     fn the_verified_author_is_the_identity_and_forgeries_do_not_count() {
-        let genuine = ev(EventKind::GateSet, Some("email"))
-            .after(json!({"gate": {"v1": 50, "v2": 50}}));
-        let mut other_user = ev(EventKind::GateSet, Some("email"))
-            .after(json!({"gate": {"v1": 100}}));
+        let genuine =
+            ev(EventKind::GateSet, Some("email")).after(json!({"gate": {"v1": 50, "v2": 50}}));
+        let mut other_user =
+            ev(EventKind::GateSet, Some("email")).after(json!({"gate": {"v1": 100}}));
         other_user.author = Some("mallory".into());
         let mut forged = ev(EventKind::GateSet, Some("email")).after(json!({"gate": {"v2": 100}}));
         forged.author = None;

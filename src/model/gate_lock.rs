@@ -56,7 +56,9 @@ impl GateLock {
         }
         match (&self.owner_connection, &self.owner_client_name) {
             (None, _) => LockKind::ExclusiveOwnerUnknown,
-            (Some(_), Some(n)) if self.auto_delete && !self.durable && n.starts_with("hopback ") => {
+            (Some(_), Some(n))
+                if self.auto_delete && !self.durable && n.starts_with("hopback ") =>
+            {
                 LockKind::HopbackFlip
             }
             _ => LockKind::ForeignConnection,
@@ -83,7 +85,11 @@ impl GateLock {
             } else {
                 "not exclusive"
             },
-            if self.auto_delete { ", auto-delete" } else { "" }
+            if self.auto_delete {
+                ", auto-delete"
+            } else {
+                ""
+            }
         );
         let owner = || {
             format!(
@@ -145,7 +151,10 @@ mod tests {
         let flip = lock();
         assert_eq!(flip.kind(), LockKind::HopbackFlip);
         assert!(!flip.is_stuck());
-        assert!(flip.describe().contains("hopback flip on connection `127.0.0.1:50000"));
+        assert!(
+            flip.describe()
+                .contains("hopback flip on connection `127.0.0.1:50000")
+        );
         let squat = GateLock {
             durable: true,
             exclusive: false,
@@ -158,7 +167,10 @@ mod tests {
         assert_eq!(squat.kind(), LockKind::Squatter);
         assert!(squat.is_stuck());
         let d = squat.describe();
-        assert!(d.contains("squatted") && d.contains("durable, not exclusive"), "{d}");
+        assert!(
+            d.contains("squatted") && d.contains("durable, not exclusive"),
+            "{d}"
+        );
         let foreign = GateLock {
             owner_client_name: Some("my \u{1b}[2Japp".into()),
             ..lock()

@@ -29,11 +29,7 @@ use crate::topology::Namespace;
 const VERIFY_WAIT: Duration = Duration::from_secs(5);
 
 /// What holds the gate lock of `ns` now (`None`: nothing).
-pub async fn lock_holder(
-    mgmt: &Mgmt,
-    cfg: &Config,
-    ns: &str,
-) -> Result<Option<GateLock>, OpError> {
+pub async fn lock_holder(mgmt: &Mgmt, cfg: &Config, ns: &str) -> Result<Option<GateLock>, OpError> {
     let name = Namespace::resolve(cfg, ns).gate_lock();
     inspect(mgmt, &name).await.map_err(|e| {
         OpError::failed(
@@ -66,9 +62,7 @@ pub fn refusal_while_held(ns: &str, holder: &GateLock) -> OpError {
                 "the gate of `{ns}` cannot be flipped: its lock {}; nothing changed",
                 holder.describe()
             ),
-            format!(
-                "remove it with `hopback gate unlock {ns}` (asks first; journaled)"
-            ),
+            format!("remove it with `hopback gate unlock {ns}` (asks first; journaled)"),
         ),
     }
 }

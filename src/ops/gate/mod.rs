@@ -22,8 +22,8 @@ mod flip;
 mod lock;
 
 use flip::group;
-pub use lock::{UnlockReport, UnlockRequest, lock_holder, refusal_while_held, unlock};
 pub use flip::{CurrentBinding, Step, bindings_of, has_zero_binding_window, plan, plan_bindings};
+pub use lock::{UnlockReport, UnlockRequest, lock_holder, refusal_while_held, unlock};
 
 use crate::broker::mgmt::{BindingInfo, Mgmt, MgmtError};
 use crate::broker::session::{BrokerError, Session};

@@ -102,7 +102,10 @@ pub fn progress_from_events(events: &[Event]) -> Result<Progress, crate::model::
         .map_err(|e| format!("the journaled plan is not valid: {e}"))?;
     let started_by = (start.claimed_operator(), start.author_label());
     let mut ignored_other_authors = std::collections::BTreeMap::new();
-    for e in events.iter().filter(|e| e.is_verified() && !e.same_author(start)) {
+    for e in events
+        .iter()
+        .filter(|e| e.is_verified() && !e.same_author(start))
+    {
         *ignored_other_authors.entry(e.author_label()).or_insert(0) += 1;
     }
     let namespace = start.namespace.clone().unwrap_or_default();
@@ -128,10 +131,8 @@ pub fn progress_from_events(events: &[Event]) -> Result<Progress, crate::model::
                             .and_then(|s| serde_json::from_value(s.clone()).ok());
                         if state.is_some_and(StepState::completed) {
                             completed.insert(i);
-                            completed_data.insert(
-                                i,
-                                e.after.get("data").cloned().unwrap_or_default(),
-                            );
+                            completed_data
+                                .insert(i, e.after.get("data").cloned().unwrap_or_default());
                         }
                     }
                     _ => {}

@@ -865,7 +865,10 @@ mod tests {
         assert_eq!(p.finished, None);
         assert_eq!(p.ignored_other_authors.get("mallory"), Some(&2));
         let note = p.ignored_note().unwrap();
-        assert!(note.contains("2 by broker user mallory") && note.contains("1 unverified"), "{note}");
+        assert!(
+            note.contains("2 by broker user mallory") && note.contains("1 unverified"),
+            "{note}"
+        );
         // A journaled plan that a plan file could not be is refused.
         let mut bad = plan.clone();
         bad.from = "../../etc".into();

@@ -27,10 +27,9 @@ pub(super) async fn effect_holds(env: &Env, step: &Step, data: &serde_json::Valu
         StepKind::WaitConsumers { version, min } => {
             let q = env.queue(version);
             match env.consumers(&q).await {
-                Ok(n) if n >= u64::from(*min) => Recheck::Holds(format!(
-                    "{} has {n} consumer(s)",
-                    crate::text::sanitize(&q)
-                )),
+                Ok(n) if n >= u64::from(*min) => {
+                    Recheck::Holds(format!("{} has {n} consumer(s)", crate::text::sanitize(&q)))
+                }
                 Ok(n) => Recheck::Gone(format!(
                     "{} has {n} consumer(s) now",
                     crate::text::sanitize(&q)
