@@ -332,7 +332,7 @@ async fn timeline_markdown_of_a_scripted_sequence() {
         (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}( UTC)?", "[TS]"),
         (r"\*\*\d{2}:\d{2}:\d{2}\*\*", "**[T]**"),
         (r"`[0-9a-f]{8}`", "`[ID]`"),
-        (r"oncall@[^ |]+", "oncall@[HOST]"),
+        (r"oncall@[^ |)]+", "oncall@[HOST]"),
         (r"on [0-9.]+:\d+", "on [BROKER]"),
     ]}, {
         insta::assert_snapshot!("timeline_md", md);

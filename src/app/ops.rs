@@ -713,10 +713,10 @@ impl OpsRunner {
             }
             let started = events.first().map(|e| {
                 format!(
-                    "{} by {} (broker user {})",
+                    "{} by broker user {} (claims {})",
                     e.ts.format("%Y-%m-%d %H:%M UTC"),
-                    p.started_by.0,
-                    p.started_by.1
+                    p.started_by.1,
+                    p.started_by.0
                 )
             });
             let at = p

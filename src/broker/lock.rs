@@ -2,13 +2,21 @@
 //! flipping the same gate at once (two hopbacks, two machines) serialise on it instead of
 //! interleaving their bind/unbind steps into a doubly bound queue. The broker frees it when the
 //! holder's connection closes, so a crashed hopback never leaves it taken.
+//!
+//! Anyone with configure permission on the name can also declare it as something else — a
+//! durable queue that no connection owns — and then no flip can take it, ever. [`inspect`] reads
+//! what holds it (management API), so callers can name the holder; [`remove_squatter`] deletes a
+//! queue that is not exclusive (over AMQP, which can never delete another connection's
+//! exclusive queue, so a live lock that replaced it in the meantime is safe).
 
 use std::time::{Duration, Instant};
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 
+use super::mgmt::{Mgmt, MgmtError};
 use super::session::{BrokerError, CALL_TIMEOUT, Session, timed};
+use crate::model::gate_lock::GateLock;
 
 /// A held lock; [`BrokerLock::release`] gives it back (dropping it frees it with the connection).
 pub struct BrokerLock {
@@ -72,7 +80,7 @@ pub async fn acquire(
                 });
             }
             // 405 RESOURCE_LOCKED: another connection's exclusive queue (the channel is closed).
-            Err(BrokerError::Other(text)) if text.contains("RESOURCE_LOCKED") => {
+            Err(BrokerError::Locked(_)) => {
                 if started.elapsed() >= wait {
                     return Err(LockError::Held {
                         name: name.to_string(),
@@ -105,4 +113,43 @@ impl BrokerLock {
         // lock goes with the connection anyway.
         let _ = tokio::time::timeout(CALL_TIMEOUT, self.ch.close(200, "".into())).await;
     }
+}
+
+/// What holds the lock `name` now (`None`: nobody — the queue does not exist).
+pub async fn inspect(mgmt: &Mgmt, name: &str) -> Result<Option<GateLock>, MgmtError> {
+    let Some(q) = mgmt.queue(name).await? else {
+        return Ok(None);
+    };
+    let owner_connection = q.owner_connection().map(str::to_string);
+    let owner = match &owner_connection {
+        Some(c) => mgmt.connection(c).await.ok().flatten(),
+        None => None,
+    };
+    Ok(Some(GateLock {
+        queue: q.name.clone(),
+        durable: q.durable.unwrap_or(false),
+        exclusive: q.exclusive.unwrap_or(false),
+        auto_delete: q.auto_delete.unwrap_or(false),
+        owner_connection,
+        owner_user: owner.as_ref().map(|c| c.user.clone()),
+        owner_client_name: owner.and_then(|c| c.user_provided_name),
+        messages: q.messages,
+        consumers: q.consumers,
+    }))
+}
+
+/// Delete the lock queue `name` if it is not exclusive to another connection: the broker
+/// refuses (RESOURCE_LOCKED) to delete another connection's exclusive queue over AMQP. Returns
+/// the number of messages it held.
+pub async fn remove_squatter(session: &Session, name: &str) -> Result<u32, BrokerError> {
+    let ch = session.channel().await?;
+    let r = timed(
+        "deleting the squatting lock queue",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.queue_delete(name.into(), QueueDeleteOptions::default()),
+    )
+    .await;
+    let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "".into())).await;
+    r.map_err(|e| session.explain(e))
 }

@@ -275,6 +275,26 @@ pub struct QueueInfo {
     /// Rates (absent until the queue saw traffic).
     #[serde(default)]
     pub message_stats: Option<MessageStats>,
+    /// Durable (only in [`Mgmt::queue`]'s answer).
+    #[serde(default)]
+    pub durable: Option<bool>,
+    /// Exclusive to one connection (only in [`Mgmt::queue`]'s answer).
+    #[serde(default)]
+    pub exclusive: Option<bool>,
+    /// Auto-delete (only in [`Mgmt::queue`]'s answer).
+    #[serde(default)]
+    pub auto_delete: Option<bool>,
+    /// The owning connection of an exclusive queue: `{"name": …}` once the broker has reported
+    /// it (4.0 sends `[]` until then).
+    #[serde(default)]
+    pub owner_pid_details: serde_json::Value,
+}
+
+impl QueueInfo {
+    /// The owning connection's server-side name, when the API names it.
+    pub fn owner_connection(&self) -> Option<&str> {
+        self.owner_pid_details.get("name").and_then(|n| n.as_str())
+    }
 }
 
 /// One row of `/api/exchanges/{vhost}`.
@@ -350,6 +370,57 @@ pub struct Permissions {
     /// Read regex.
     #[serde(default)]
     pub read: String,
+}
+
+/// One user's permissions in the vhost (`/api/vhosts/{vhost}/permissions`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct UserPermissions {
+    /// User name.
+    pub user: String,
+    /// Configure regex.
+    #[serde(default)]
+    pub configure: String,
+    /// Write regex.
+    #[serde(default)]
+    pub write: String,
+    /// Read regex.
+    #[serde(default)]
+    pub read: String,
+}
+
+/// One broker user (`/api/users`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct UserInfo {
+    /// User name.
+    pub name: String,
+    /// Tags (a list in 3.10+, a comma-separated string before).
+    #[serde(default)]
+    pub tags: serde_json::Value,
+}
+
+impl UserInfo {
+    /// The user's tags, whichever form the broker sent.
+    pub fn tag_list(&self) -> Vec<String> {
+        tags_of(&self.tags)
+    }
+}
+
+/// Tags as the management API sends them: a list (3.10+) or a comma-separated string.
+pub fn tags_of(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|t| t.as_str())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        serde_json::Value::String(s) => s
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// `/api/whoami`.
@@ -595,6 +666,20 @@ impl Mgmt {
         ))
         .await
     }
+    /// `GET /api/users` (administrators only): every broker user with its tags.
+    pub async fn users(&self) -> Result<Vec<UserInfo>, MgmtError> {
+        self.get("/api/users?columns=name,tags").await
+    }
+    /// `GET /api/vhosts/{vhost}/permissions` (administrators only): every user's permissions
+    /// in the profile's vhost.
+    pub async fn vhost_permissions(&self) -> Result<Vec<UserPermissions>, MgmtError> {
+        self.get(&format!("/api/vhosts/{}/permissions", enc(&self.vhost)))
+            .await
+    }
+    /// The profile's vhost.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
     /// `GET /api/vhosts/{vhost}` — does the vhost exist?
     pub async fn vhost_exists(&self) -> Result<bool, MgmtError> {
         Ok(self
@@ -695,6 +780,15 @@ impl Mgmt {
         ))
         .await
     }
+    /// Bindings whose destination is the queue `queue` (the default exchange's included).
+    pub async fn queue_bindings(&self, queue: &str) -> Result<Vec<BindingInfo>, MgmtError> {
+        self.get(&format!(
+            "/api/queues/{}/{}/bindings",
+            enc(&self.vhost),
+            enc(queue)
+        ))
+        .await
+    }
     /// All bindings of the vhost (one call, for discovery).
     pub async fn bindings(&self) -> Result<Vec<BindingInfo>, MgmtError> {
         // Only the fields `BindingInfo` reads: a third of the answer on a large vhost.
@@ -712,6 +806,11 @@ impl Mgmt {
     /// All connections (name and client-provided name).
     pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, MgmtError> {
         self.get("/api/connections?columns=name,user_provided_name,user")
+            .await
+    }
+    /// One connection by its server-side name (`None`: gone).
+    pub async fn connection(&self, name: &str) -> Result<Option<ConnectionInfo>, MgmtError> {
+        self.get_if_exists(&format!("/api/connections/{}", enc(name)))
             .await
     }
     /// Close a connection by its server-side name.

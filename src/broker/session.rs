@@ -46,6 +46,9 @@ pub enum BrokerError {
     /// Not allowed (403).
     #[error("{0}")]
     AccessRefused(String),
+    /// Another connection's exclusive queue, or a queue whose exclusivity differs (405).
+    #[error("{0}")]
+    Locked(String),
     /// The broker blocked our publishes (a memory or disk alarm): they are held, not lost, until
     /// the alarm clears. `reason` is `memory alarm`, `disk alarm` or the broker's own words.
     #[error("broker blocked: {reason}")]
@@ -82,6 +85,9 @@ impl BrokerError {
             }
             BrokerError::AccessRefused(_) => {
                 "grant it (`rabbitmqctl set_permissions -p VHOST USER CONFIGURE WRITE READ`) or use a profile whose user has it; nothing was changed by the refused call, and `hopback check` shows the user's permissions"
+            }
+            BrokerError::Locked(_) => {
+                "another connection owns that queue exclusively (or it was declared without exclusivity); `hopback check` names lock holders"
             }
             BrokerError::Blocked { .. } => {
                 "the broker holds every publish until its alarm clears (`rabbitmqctl status` lists alarms); nothing was acked that was not confirmed — re-run once the alarm is gone"
@@ -199,6 +205,8 @@ pub fn classify_during(e: &lapin::Error, password: &str, during: Option<&str>) -
         BrokerError::Precondition(text)
     } else if is(AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED") {
         BrokerError::AccessRefused(describe_access_refused(&text, during))
+    } else if is(AMQPSoftError::RESOURCELOCKED, "RESOURCE_LOCKED") {
+        BrokerError::Locked(text)
     } else if text.contains(FRAME_TOO_LARGE) {
         BrokerError::Other(format!(
             "a message's properties were larger than this connection's frame ({text}); new connections take the broker's frame size: try again"

@@ -158,12 +158,14 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             }
             out.extend(cluster_lines(&mgmt, p).await);
             out.extend(convention_lines(&mgmt, p).await);
+            out.extend(gate_lock_lines(&mgmt, p).await);
             match mgmt.vhost_exists().await {
                 Ok(true) => {}
                 Err(MgmtError::Unauthorized { .. }) => {}
                 Ok(false) => out.push(line("vhost", "fail", format!("vhost `{}` does not exist", p.vhost), Some("rabbitmqctl add_vhost NAME, or fix the vhost in the URL"))),
                 Err(e) => out.push(line("vhost", "warn", e.to_string(), None)),
             }
+            out.extend(identity_lines(&mgmt).await);
             match mgmt.permissions().await {
                 Ok(perm) => {
                     let can_write = !perm.write.is_empty() && !perm.configure.is_empty();
@@ -271,6 +273,43 @@ async fn convention_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckL
             })
         })
         .collect()
+}
+
+/// One line per namespace whose gate lock is held now: a warning naming a holder that blocks
+/// every flip (a squatter, another program's exclusive queue), a note for a flip under way.
+async fn gate_lock_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLine> {
+    let (Ok(queues), Ok(exchanges)) = (mgmt.queues().await, mgmt.exchanges().await) else {
+        return Vec::new();
+    };
+    let names: std::collections::BTreeSet<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    let mut out = Vec::new();
+    for d in crate::broker::topology::discover(&queues, &exchanges, p) {
+        let lock = d.names.gate_lock();
+        if !names.contains(lock.as_str()) {
+            continue;
+        }
+        let ns = crate::text::sanitize(&d.name).into_owned();
+        out.push(match crate::broker::lock::inspect(mgmt, &lock).await {
+            Ok(Some(h)) if h.is_stuck() => line(
+                &format!("gate lock {ns}"),
+                "warn",
+                format!("{}: every flip of `{ns}` is refused", h.describe()),
+                Some(&format!("hopback gate unlock {ns}")),
+            ),
+            Ok(Some(h)) => line(&format!("gate lock {ns}"), "ok", h.describe(), None),
+            Ok(None) => continue,
+            Err(e) => line(
+                &format!("gate lock {ns}"),
+                "warn",
+                format!(
+                    "a queue `{}` exists; what holds it is unknown: {e}",
+                    crate::text::sanitize(&lock)
+                ),
+                None,
+            ),
+        });
+    }
+    out
 }
 
 /// A warning when the ledger stream has fewer replicas than the cluster can give it (at most
@@ -444,4 +483,142 @@ async fn cluster_lines(mgmt: &Mgmt, p: &crate::config::Profile) -> Vec<CheckLine
         Err(e) => out.push(line("feature flags", "warn", format!("unknown: {e}"), None)),
     }
     out
+}
+
+/// Who the ledger's authors can be (issue 31): users with the `impersonator` tag (they may
+/// publish with any `user_id`, so their events pass as anyone's), and the users who can write
+/// the ledger stream (each can claim any operator name; the timeline shows the broker user).
+/// Both lists need the administrator tag; without it they are unknown, and say so.
+async fn identity_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    let unknown = |name: &str, e: &MgmtError| {
+        line(
+            name,
+            "warn",
+            format!("unknown: {e}"),
+            Some(
+                "only users with the `administrator` tag may list users and permissions: run `hopback check` with such a profile once",
+            ),
+        )
+    };
+    match mgmt.users().await {
+        Ok(users) => {
+            let mut imp: Vec<String> = users
+                .iter()
+                .filter(|u| u.tag_list().iter().any(|t| t == "impersonator"))
+                .map(|u| format!("`{}`", crate::text::sanitize(&u.name)))
+                .collect();
+            imp.sort();
+            if imp.is_empty() {
+                out.push(line(
+                    "impersonators",
+                    "ok",
+                    "no user has the `impersonator` tag",
+                    None,
+                ));
+            } else {
+                out.push(line(
+                    "impersonators",
+                    "warn",
+                    format!(
+                        "{} user(s) with the `impersonator` tag: {} — they may publish with any user_id, so their ledger events pass as another user's",
+                        imp.len(),
+                        imp.join(", ")
+                    ),
+                    Some("remove the tag unless a service really needs it: rabbitmqctl set_user_tags USER (the tags to keep)"),
+                ));
+            }
+        }
+        Err(e) => out.push(unknown("impersonators", &e)),
+    }
+    let stream = crate::ledger::stream_name_from_env();
+    let perms = mgmt.vhost_permissions().await;
+    let bound = mgmt.queue_bindings(&stream).await;
+    match (perms, bound) {
+        (Ok(perms), bound) => {
+            let exchanges: Vec<String> = bound
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .filter(|b| !b.source.is_empty())
+                .map(|b| b.source.clone())
+                .collect();
+            let w = crate::ledger::access::writers(&perms, &stream, &exchanges);
+            out.push(ledger_writers_line(mgmt, &stream, &w));
+        }
+        (Err(e), _) => out.push(unknown("ledger writers", &e)),
+    }
+    out
+}
+
+fn ledger_writers_line(
+    mgmt: &Mgmt,
+    stream: &str,
+    w: &crate::ledger::access::LedgerWriters,
+) -> CheckLine {
+    let list = |s: &std::collections::BTreeSet<String>| {
+        s.iter()
+            .map(|u| format!("`{u}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = vec![format!(
+        "write on `{}` (hopback's way, the default exchange): {}",
+        crate::ledger::access::DEFAULT_EXCHANGE_RESOURCE,
+        if w.direct.is_empty() {
+            "nobody".to_string()
+        } else {
+            list(&w.direct)
+        }
+    )];
+    if !w.through_bindings.is_empty() {
+        parts.push(format!(
+            "through an exchange bound to it: {}",
+            w.through_bindings
+                .iter()
+                .map(|(u, x)| format!("`{u}` via `{x}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !w.can_bind.is_empty() {
+        parts.push(format!(
+            "write on the stream's name (may bind an exchange it reads to it): {}",
+            list(&w.can_bind)
+        ));
+    }
+    if !w.can_delete.is_empty() {
+        parts.push(format!(
+            "configure on it (may delete the whole history): {}",
+            list(&w.can_delete)
+        ));
+    }
+    if !w.unknown.is_empty() {
+        parts.push(format!(
+            "unknown for {} (a permission regex hopback cannot evaluate)",
+            list(&w.unknown)
+        ));
+    }
+    let writers = w.any_writer();
+    CheckLine {
+        name: "ledger writers".into(),
+        status: if writers.len() > 1 || !w.unknown.is_empty() {
+            "warn"
+        } else {
+            "ok"
+        },
+        detail: format!(
+            "stream `{}` in vhost `{}`: {}; every event shows the broker user that wrote it, and any of them may claim any operator name",
+            crate::text::sanitize(stream),
+            crate::text::sanitize(mgmt.vhost()),
+            parts.join("; ")
+        ),
+        hint: (writers.len() > 1).then(|| {
+            format!(
+                "keep the ledger to hopback's users: give the others write permissions that match neither `{}` nor `{}` (administrators can still grant themselves any permission)",
+                crate::ledger::access::DEFAULT_EXCHANGE_RESOURCE,
+                crate::text::sanitize(stream)
+            )
+        }),
+    }
 }

@@ -181,35 +181,33 @@ fn lost_check(result: &DrillResult) -> Result<(), Failure> {
 async fn history(ctx: &Ctx) -> Result<(), Failure> {
     let session = ctx.connect().await?;
     let ledger = Ledger::open(&session, &ctx.cfg).await;
-    let rows = drill::history(&ledger).await?;
+    let h = drill::history(&ledger).await;
     session.close().await;
+    let h = h?;
     if ctx.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(ts, op, s)| serde_json::json!({"ts": ts, "operator": op, "score": s}))
-            .collect();
-        return ctx.print_json(&v);
+        return ctx.print_json(&h);
     }
-    if rows.is_empty() {
+    if h.drills.is_empty() {
         crate::outln!("no drills in the ledger yet: run `hopback drill`");
-        return Ok(());
-    }
-    crate::outln!(
-        "{:<17} {:<14} {:<19} {:>8} {:>9} {:>5} {:>5} {:>6}",
-        "when (UTC)",
-        "operator",
-        "scenario",
-        "detect",
-        "mitigate",
-        "lost",
-        "dup",
-        "score"
-    );
-    for (ts, op, s) in rows {
+    } else {
         crate::outln!(
-            "{:<17} {:<14} {:<19} {:>8} {:>9} {:>5} {:>5} {:>6}",
-            ts.format("%Y-%m-%d %H:%M"),
-            sanitize(&op),
+            "{:<17} {:<30} {:<19} {:>8} {:>9} {:>5} {:>5} {:>6}",
+            "when (UTC)",
+            "who",
+            "scenario",
+            "detect",
+            "mitigate",
+            "lost",
+            "dup",
+            "score"
+        );
+    }
+    for d in &h.drills {
+        let s = &d.score;
+        crate::outln!(
+            "{:<17} {:<30} {:<19} {:>8} {:>9} {:>5} {:>5} {:>6}",
+            d.ts.format("%Y-%m-%d %H:%M"),
+            d.who,
             if s.headless {
                 format!("{} (headless)", s.scenario)
             } else {
@@ -220,6 +218,12 @@ async fn history(ctx: &Ctx) -> Result<(), Failure> {
             s.lost,
             s.duplicates_processed,
             s.points
+        );
+    }
+    if h.ignored_unverified > 0 {
+        crate::outln!(
+            "{} unverified drill result(s) left out (no broker user vouches for them)",
+            h.ignored_unverified
         );
     }
     Ok(())

@@ -10,6 +10,7 @@ use crate::error::Failure;
 use crate::ledger::projection::{GateHistory, drift};
 use crate::ledger::{Ledger, StreamStart};
 use crate::model::gate::{GateSplit, parse_targets};
+use crate::model::gate_lock::LockKind;
 use crate::ops::gate::{self, ApplyReport, GateRequest, GateView, Step};
 use crate::ops::{OpContext, Via};
 use crate::text::sanitize;
@@ -48,6 +49,21 @@ pub enum GateCommand {
         #[arg(long)]
         force_zero_consumers: bool,
     },
+    /// Remove what holds the gate lock `NS.gate-lock` when it blocks every flip (a squatting
+    /// durable queue, another program's exclusive queue); shows the holder and asks first
+    Unlock {
+        /// Namespace
+        namespace: String,
+        /// Why (recorded in the ledger)
+        #[arg(long)]
+        reason: Option<String>,
+        /// Do not ask (an exclusive lock also needs --owner)
+        #[arg(long)]
+        yes: bool,
+        /// The owner connection of an exclusive lock, as shown: freeing it closes that connection
+        #[arg(long)]
+        owner: Option<String>,
+    },
 }
 
 /// Run a `gate` subcommand.
@@ -82,7 +98,121 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
             };
             set(ctx, req, yes).await
         }
+        GateCommand::Unlock {
+            namespace,
+            reason,
+            yes,
+            owner,
+        } => {
+            let req = gate::UnlockRequest {
+                namespace,
+                reason,
+                confirmed_owner: owner,
+            };
+            unlock(ctx, req, yes).await
+        }
     }
+}
+
+/// Show what holds the gate lock, confirm, remove it through [`gate::unlock`], report.
+async fn unlock(ctx: &Ctx, mut req: gate::UnlockRequest, yes: bool) -> Result<(), Failure> {
+    ctx.require_writable("unlock the gate")?;
+    let mgmt = require_mgmt(ctx)?;
+    let ns = req.namespace.clone();
+    let holder = gate::lock_holder(&mgmt, &ctx.cfg, &ns).await?;
+    let Some(h) = holder else {
+        if ctx.json {
+            return ctx.print_json(&serde_json::json!({"namespace": ns, "holder": null}));
+        }
+        crate::outln!(
+            "the gate lock of `{}` is free: nothing to unlock",
+            sanitize(&ns)
+        );
+        return Ok(());
+    };
+    if !ctx.json {
+        crate::outln!("gate lock: {}", h.describe());
+    }
+    let owner = h.owner_connection.clone();
+    match h.kind() {
+        LockKind::Squatter => confirm(
+            &format!(
+                "Delete the queue `{}` (it blocks every flip of `{}`; the removal is journaled)?",
+                sanitize(&h.queue),
+                sanitize(&ns)
+            ),
+            yes,
+            None,
+        )?,
+        // An exclusive lock goes only with its connection: the answer must name it.
+        LockKind::HopbackFlip | LockKind::ForeignConnection if req.confirmed_owner.is_none() => {
+            let owner = owner.unwrap_or_default();
+            if yes {
+                return Err(Failure::refused(
+                    format!(
+                        "not unlocking: freeing `{}` closes connection `{}`, and --yes alone does not name it; nothing changed",
+                        sanitize(&h.queue),
+                        sanitize(&owner)
+                    ),
+                    format!("add --owner '{}'", sanitize(&owner)),
+                ));
+            }
+            confirm(
+                &format!(
+                    "Freeing `{}` closes connection `{}`{}.",
+                    sanitize(&h.queue),
+                    sanitize(&owner),
+                    if h.kind() == LockKind::HopbackFlip {
+                        " — a hopback flip under way"
+                    } else {
+                        ""
+                    }
+                ),
+                false,
+                Some(&owner),
+            )?;
+            req.confirmed_owner = Some(owner);
+        }
+        // The operation refuses it and says why (its owner is not known yet).
+        LockKind::ExclusiveOwnerUnknown => {}
+        _ => confirm(
+            &format!(
+                "Free `{}` by closing connection `{}`?",
+                sanitize(&h.queue),
+                sanitize(owner.as_deref().unwrap_or("?"))
+            ),
+            yes,
+            None,
+        )?,
+    }
+    let session = ctx.connect().await?;
+    let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
+    let r = gate::unlock(&cx, &req).await;
+    session.close().await;
+    let r = r?;
+    if ctx.json {
+        return ctx.print_json(&r);
+    }
+    match (&r.holder, r.action) {
+        (None, _) => crate::outln!(
+            "the gate lock of `{}` is free: nothing to unlock",
+            sanitize(&ns)
+        ),
+        (Some(_), Some("close_owner_connection")) => crate::outln!(
+            "closed the owner connection: the gate lock of `{}` is free (verified)",
+            sanitize(&ns)
+        ),
+        (Some(h), _) => crate::outln!(
+            "deleted `{}` ({} message(s)): the gate lock of `{}` is free (verified)",
+            sanitize(&h.queue),
+            r.messages_deleted.unwrap_or(0),
+            sanitize(&ns)
+        ),
+    }
+    if let Some(e) = &r.event {
+        crate::outln!("ledger event {} ({})", e.short_id(), e.id);
+    }
+    Ok(())
 }
 
 pub(crate) fn require_mgmt(ctx: &Ctx) -> Result<Mgmt, Failure> {
@@ -143,7 +273,7 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
             Some(s) => crate::outln!(
                 "ledger: matches the last recorded state ({} by {} at {})",
                 s.short_id,
-                s.operator,
+                s.who,
                 s.ts.format("%Y-%m-%d %H:%M:%S UTC")
             ),
             None => crate::outln!("ledger: no gate change of `{}` recorded yet", sanitize(ns)),

@@ -111,10 +111,10 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
 
 fn state_line(s: &GateState) -> String {
     let mut line = format!(
-        "{}  {}  {:<18} {:<14} {:<20} {:<22} {}",
+        "{}  {}  {:<30} {:<14} {:<20} {:<22} {}",
         s.ts.format("%Y-%m-%d %H:%M:%S"),
         s.short_id,
-        s.operator,
+        s.who,
         s.kind,
         s.split.describe(),
         s.split.describe_percent(),

@@ -120,6 +120,20 @@ pub fn render(snap: &FleetSnapshot) -> String {
         for p in &ns.gate_problems {
             let _ = writeln!(s, "{:<16} gate problem: {}", "", p);
         }
+        if let Some(l) = &ns.gate_lock {
+            let _ = writeln!(
+                s,
+                "{:<16} {}gate lock: {}{}",
+                "",
+                if l.is_stuck() { "(!) " } else { "" },
+                l.describe(),
+                if l.is_stuck() {
+                    format!(" — every flip is refused; remove it with `hopback gate unlock {name}`")
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     s
 }
@@ -149,7 +163,20 @@ pub async fn run(
         Err(e) => (Err(e), None),
     };
     session.close().await;
-    let snap = snap?;
+    let mut snap = snap?;
+    // What holds each gate lock (a squatter blocks every flip): one management call per
+    // namespace shown, concurrently; unknown stays unknown (the field is left out).
+    if let Some(m) = &mgmt {
+        let holders = futures::future::join_all(
+            snap.namespaces
+                .iter()
+                .map(|n| crate::ops::gate::lock_holder(m, &ctx.cfg, &n.name)),
+        )
+        .await;
+        for (n, h) in snap.namespaces.iter_mut().zip(holders) {
+            n.gate_lock = h.ok().flatten();
+        }
+    }
     if let Some(ns) = &namespace
         && snap.namespace(ns).is_none()
     {

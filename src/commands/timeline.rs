@@ -72,10 +72,10 @@ pub fn since_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, Failure> 
 /// One text line of a timeline entry.
 pub fn text_line(e: &TimelineEntry) -> String {
     let mut s = format!(
-        "{}  {}  {:<18} {:<12} {:<8} {}",
+        "{}  {}  {:<30} {:<12} {:<8} {}",
         e.ts.format("%Y-%m-%d %H:%M:%S"),
         e.short_id,
-        e.operator,
+        e.who,
         if e.namespace.is_empty() {
             "-"
         } else {

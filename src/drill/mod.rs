@@ -826,22 +826,58 @@ pub async fn account_ids_with(
     ))
 }
 
-/// Scores of past drills from the ledger (newest last).
-pub async fn history(
-    ledger: &Ledger,
-) -> Result<Vec<(chrono::DateTime<chrono::Utc>, String, Score)>, DrillError> {
-    let mut out = Vec::new();
+/// One past drill's score, as the ledger recorded it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrillRecord {
+    /// When it finished.
+    pub ts: chrono::DateTime<chrono::Utc>,
+    /// Who, as shown: the broker-verified author with the claimed operator beside it.
+    pub who: String,
+    /// The broker user that wrote the result (verified by the broker).
+    pub author: String,
+    /// The operator name the event's body claims.
+    pub claimed_operator: String,
+    /// The score.
+    pub score: Score,
+}
+
+/// Past drills from the ledger.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DrillHistory {
+    /// Verified drill results, newest last.
+    pub drills: Vec<DrillRecord>,
+    /// `drill_finished` events left out because no broker user vouches for them (a score
+    /// anyone could have written).
+    pub ignored_unverified: u64,
+}
+
+/// Scores of past drills from the ledger (newest last). Only verified results count: an
+/// unverified `drill_finished` is counted in `ignored_unverified`, never listed.
+pub async fn history(ledger: &Ledger) -> Result<DrillHistory, DrillError> {
+    let mut out = DrillHistory::default();
     ledger
         .fold(StreamStart::First, |e| {
-            if e.kind == EventKind::DrillFinished
-                && let Some(mut s) = e
-                    .after
-                    .get("score")
-                    .and_then(|s| serde_json::from_value::<Score>(s.clone()).ok())
+            if e.kind != EventKind::DrillFinished {
+                return;
+            }
+            let Some(author) = e.author.as_deref() else {
+                out.ignored_unverified += 1;
+                return;
+            };
+            if let Some(mut s) = e
+                .after
+                .get("score")
+                .and_then(|s| serde_json::from_value::<Score>(s.clone()).ok())
             {
                 // Scores stored before `Score::headless` existed: the event's params say it.
                 s.headless |= e.params.get("headless").and_then(|h| h.as_bool()) == Some(true);
-                out.push((e.ts, e.operator.clone(), s));
+                out.drills.push(DrillRecord {
+                    ts: e.ts,
+                    who: e.who(),
+                    author: crate::text::sanitize(author).into_owned(),
+                    claimed_operator: e.claimed_operator(),
+                    score: s,
+                });
             }
         })
         .await?;

@@ -15,6 +15,8 @@ pub enum EventKind {
     Init,
     /// The gate changed (or a change was refused/failed); `before.gate`/`after.gate` are splits.
     GateSet,
+    /// A gate lock that blocked every flip was removed (`before.lock` names what held it).
+    GateUnlock,
     /// Dead letters replayed; `params` holds filters and target, `after` the counts.
     Replay,
     /// Messages moved between queues; `after` holds the counts.
@@ -53,6 +55,7 @@ impl EventKind {
             EventKind::Init => "init",
             EventKind::Migrate => "migrate",
             EventKind::GateSet => "gate_set",
+            EventKind::GateUnlock => "gate_unlock",
             EventKind::Replay => "replay",
             EventKind::Move => "move",
             EventKind::Purge => "purge",
@@ -185,23 +188,41 @@ impl Event {
     pub fn is_verified(&self) -> bool {
         self.author.is_some()
     }
-    /// The operator name as shown everywhere (sanitised), marked `(UNVERIFIED)` when no broker
-    /// user vouches for the event — in front, so a narrow column that cuts the name keeps the
-    /// mark (a forged `alice@bastion-1` must never read as Alice).
+    /// Who did it, as shown everywhere (sanitised): the broker-verified author first, the
+    /// operator name the body claims beside it — `mallory (claims alice@bastion-1)`, or just
+    /// `alice` when both agree; `UNVERIFIED (claims …)` when no broker user vouches for the
+    /// event. The verified part comes first, so a narrow column that cuts the text keeps it:
+    /// a body naming Alice must never read as Alice.
     pub fn who(&self) -> String {
-        let name = crate::text::sanitize(&self.operator);
-        if self.is_verified() {
-            name.into_owned()
-        } else {
-            format!("(UNVERIFIED) {name}")
+        let claimed = self.claimed_operator();
+        match self.author.as_deref() {
+            None => format!("UNVERIFIED (claims {claimed})"),
+            // Only this OS user can write the fallback file: its operator name is its own.
+            Some(LOCAL_FILE_AUTHOR) => format!("{claimed} ({LOCAL_FILE_AUTHOR})"),
+            Some(a) => {
+                let author = crate::text::sanitize(a);
+                if author == claimed {
+                    author.into_owned()
+                } else {
+                    format!("{author} (claims {claimed})")
+                }
+            }
         }
     }
-    /// `guest` / `local file`, or `UNVERIFIED`, for display next to the operator name.
+    /// The operator name the event's body claims (sanitised): a claim, not an identity.
+    pub fn claimed_operator(&self) -> String {
+        crate::text::sanitize(&self.operator).into_owned()
+    }
+    /// `guest` / `local file`, or `UNVERIFIED`: the verified author alone.
     pub fn author_label(&self) -> String {
         match &self.author {
             Some(a) => crate::text::sanitize(a).into_owned(),
             None => "UNVERIFIED".into(),
         }
+    }
+    /// Was it written by the same verified author as `other` (both verified)?
+    pub fn same_author(&self, other: &Event) -> bool {
+        self.author.is_some() && self.author == other.author
     }
     /// Set the inputs.
     pub fn params(mut self, v: serde_json::Value) -> Self {
@@ -290,5 +311,24 @@ mod tests {
         assert!(e.matches_id(&e.short_id()));
         assert!(!e.matches_id("zz"));
         assert_eq!(Event::new(EventKind::Note, None).reason("  ").reason, None);
+    }
+
+    #[test]
+    fn who_puts_the_verified_author_first_and_the_claim_beside_it() {
+        let mut e = Event::new(EventKind::Note, None);
+        e.operator = "alice@bastion-1".into();
+        assert_eq!(e.who(), "UNVERIFIED (claims alice@bastion-1)");
+        e.author = Some("mallory".into());
+        assert_eq!(e.who(), "mallory (claims alice@bastion-1)");
+        e.author = Some("alice@bastion-1".into());
+        assert_eq!(e.who(), "alice@bastion-1");
+        e.author = Some(LOCAL_FILE_AUTHOR.into());
+        assert_eq!(e.who(), "alice@bastion-1 (local file)");
+        e.author = Some("m\x1b]0;x\x07".into());
+        assert!(!e.who().contains('\x1b'), "{}", e.who());
+        let mut f = e.clone();
+        assert!(e.same_author(&f));
+        f.author = None;
+        assert!(!e.same_author(&f) && !f.same_author(&f));
     }
 }

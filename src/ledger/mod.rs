@@ -19,6 +19,7 @@
 //! `HOPBACK_LEDGER_STREAM` overrides the stream name (tests and benchmarks use throwaway streams so
 //! they never pollute the team's ledger).
 
+pub mod access;
 mod cache;
 pub mod event;
 pub mod postmortem;

@@ -69,6 +69,7 @@ fn time(t: &DateTime<Utc>) -> String {
 fn is_action(e: &Event) -> bool {
     match e.kind {
         EventKind::GateSet
+        | EventKind::GateUnlock
         | EventKind::Replay
         | EventKind::Move
         | EventKind::Purge
@@ -107,6 +108,7 @@ fn without_settled_intents(events: &[Event]) -> Vec<Event> {
                     l.kind == e.kind
                         && l.namespace == e.namespace
                         && l.operator == e.operator
+                        && l.author == e.author
                         && l.outcome != crate::ledger::Outcome::Started
                 }))
         })
@@ -132,21 +134,23 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
     // ── summary
     let first = events.first().map(|e| e.ts);
     let last = events.last().map(|e| e.ts);
+    // Responders are who the broker verified (the operator names beside them are claims);
+    // the outcome and the figures come from verified events only.
     let mut responders: Vec<String> = events
         .iter()
         .filter(|e| is_action(e))
-        .map(|e| sanitize(&e.operator).into_owned())
+        .map(Event::who)
         .collect();
     responders.sort();
     responders.dedup();
     let rollback_end = events
         .iter()
         .rev()
-        .find(|e| e.kind == EventKind::RollbackFinished);
+        .find(|e| e.kind == EventKind::RollbackFinished && e.is_verified());
     let drill_end = events
         .iter()
         .rev()
-        .find(|e| e.kind == EventKind::DrillFinished);
+        .find(|e| e.kind == EventKind::DrillFinished && e.is_verified());
     md.push_str("## Summary\n\n");
     md.push_str(&format!("- **Namespace:** `{ns}`\n"));
     if let (Some(a), Some(b)) = (first, last) {
@@ -369,6 +373,7 @@ mod tests {
         let mut a = Event::new(EventKind::RollbackStarted, Some("pay"))
             .params(serde_json::json!({"rollback_id": "r1"}));
         a.operator = "alice".into();
+        a.author = Some("guest".into());
         let g = Event::new(EventKind::GateSet, Some("pay"))
             .before(serde_json::json!({"gate": {"v1": 90, "v2": 10}}))
             .after(serde_json::json!({"gate": {"v1": 100}}))
@@ -376,12 +381,16 @@ mod tests {
         let f = Event::new(EventKind::RollbackFinished, Some("pay"))
             .params(serde_json::json!({"rollback_id": "r1"}))
             .reason("rollback complete");
+        let mut forged_end = f.clone();
+        forged_end.reason = Some("forged: all fine".into());
+        let mut f = f;
+        f.author = Some("guest".into());
         let other = Event::new(EventKind::Note, Some("elsewhere")).reason("unrelated");
-        let all = vec![a, g, f, other];
+        let all = vec![a, g, f, forged_end, other];
         let inc = find_incident(&all, None).unwrap();
         assert_eq!(inc.id, "r1");
         let events = incident_events(&all, &inc);
-        assert_eq!(events.len(), 3);
+        assert_eq!(events.len(), 4);
         let md = render(&events, &inc);
         for section in [
             "## Summary",
@@ -394,7 +403,13 @@ mod tests {
         ] {
             assert!(md.contains(section), "{section} missing:\n{md}");
         }
-        assert!(md.contains("alice"));
+        assert!(md.contains("guest (claims alice)"), "{md}");
+        // The unverified gate flip is shown as such; the unverified "finished" is no outcome.
+        assert!(md.contains("UNVERIFIED (claims"), "{md}");
+        assert!(
+            md.contains("**Rollback:** ok — rollback complete\n"),
+            "{md}"
+        );
         assert!(
             !md.contains('\u{1b}'),
             "escape sequences must not reach the file"

@@ -55,8 +55,13 @@ pub struct TimelineEntry {
     pub short_id: String,
     /// When.
     pub ts: DateTime<Utc>,
-    /// Who.
-    pub operator: String,
+    /// Who, as shown: the verified author with the claimed operator beside it
+    /// ([`Event::who`]).
+    pub who: String,
+    /// The broker user that wrote it (verified by the broker; `None`: unverified).
+    pub author: Option<String>,
+    /// The operator name the event's body claims (anyone who can write the ledger can claim any).
+    pub claimed_operator: String,
     /// Namespace (empty for global events).
     pub namespace: String,
     /// What kind of event.
@@ -98,6 +103,26 @@ pub fn summarize(e: &Event) -> String {
                 s.push_str(" [zero-consumer guard overridden]");
             }
             s
+        }
+        EventKind::GateUnlock => {
+            let lock = e.before.get("lock");
+            let queue = lock
+                .and_then(|l| text(l, "queue"))
+                .unwrap_or_else(|| "?".into());
+            let how = match text(p, "action").as_deref() {
+                Some("close_owner_connection") => format!(
+                    "closed its owner connection `{}`",
+                    lock.and_then(|l| text(l, "owner_connection"))
+                        .unwrap_or_else(|| "?".into())
+                ),
+                Some("delete_queue") => "deleted the queue".to_string(),
+                _ => "?".to_string(),
+            };
+            if e.outcome == Outcome::Started {
+                format!("gate unlock starting: lock `{queue}`")
+            } else {
+                format!("gate unlock: lock `{queue}` removed ({how})")
+            }
         }
         EventKind::Init => {
             let created = a.get("created").and_then(|c| c.as_array()).map(|c| c.len());
@@ -215,7 +240,9 @@ impl TimelineEntry {
             id: e.id,
             short_id: e.short_id(),
             ts: e.ts,
-            operator: e.who(),
+            who: e.who(),
+            author: e.author.as_deref().map(|a| sanitize(a).into_owned()),
+            claimed_operator: e.claimed_operator(),
             namespace: e
                 .namespace
                 .as_deref()
@@ -343,7 +370,7 @@ pub fn render_markdown(entries: &[TimelineEntry], meta: &MarkdownMeta) -> String
             "| {} | `{}` | {} | {} | {} | {} | {} |\n",
             e.ts.format("%Y-%m-%d %H:%M:%S"),
             e.short_id,
-            md_cell(&e.operator),
+            md_cell(&e.who),
             md_cell(&e.namespace),
             md_cell(&e.summary),
             e.outcome,
@@ -360,7 +387,7 @@ pub fn render_markdown(entries: &[TimelineEntry], meta: &MarkdownMeta) -> String
             out.push_str(&format!(
                 "- **{}** {}: {}\n",
                 n.ts.format("%H:%M:%S"),
-                md_cell(&n.operator),
+                md_cell(&n.who),
                 md_cell(n.reason.as_deref().unwrap_or(""))
             ));
         }
@@ -377,8 +404,11 @@ pub struct GateState {
     pub short_id: String,
     /// When.
     pub ts: DateTime<Utc>,
-    /// Who.
-    pub operator: String,
+    /// Who, as shown: the verified author with the claimed operator beside it
+    /// ([`Event::who`]).
+    pub who: String,
+    /// The operator name the event's body claims.
+    pub claimed_operator: String,
     /// `init`, `gate_set` or `drift_detected`.
     pub kind: EventKind,
     /// Outcome of that event (a failed flip still records the state read back).
@@ -429,7 +459,8 @@ impl GateHistory {
             event_id: e.id,
             short_id: e.short_id(),
             ts: e.ts,
-            operator: e.who(),
+            who: e.who(),
+            claimed_operator: e.claimed_operator(),
             kind: e.kind,
             outcome: e.outcome,
             split,
@@ -455,9 +486,10 @@ impl GateHistory {
     pub fn states(&self) -> &VecDeque<GateState> {
         &self.states
     }
-    /// The last state the ledger knows of.
+    /// The last state a verified event recorded: what drift is measured against (a forged
+    /// `gate_set` must not make the broker's real gate look drifted, nor hide a drift).
     pub fn last_known(&self) -> Option<&GateState> {
-        self.states.back()
+        self.states.iter().rev().find(|s| s.author.is_some())
     }
     /// Find a state by event id (full or a prefix of ≥ 4 hex digits). Ambiguous prefixes fail.
     pub fn find(&self, id: &str) -> Result<&GateState, crate::model::Invalid> {
@@ -590,6 +622,7 @@ mod tests {
     fn ev(kind: EventKind, ns: Option<&str>) -> Event {
         let mut e = Event::new(kind, ns);
         e.operator = "ana@box".into();
+        e.author = Some("guest".into());
         e
     }
 
@@ -663,5 +696,31 @@ mod tests {
         );
         assert!(!md.contains('\x1b'), "{md}");
         assert!(md.contains("global \\| "), "{md}");
+    }
+
+    #[test]
+    fn the_verified_author_is_the_identity_and_forgeries_do_not_count() {
+        let genuine =
+            ev(EventKind::GateSet, Some("email")).after(json!({"gate": {"v1": 50, "v2": 50}}));
+        let mut other_user =
+            ev(EventKind::GateSet, Some("email")).after(json!({"gate": {"v1": 100}}));
+        other_user.author = Some("mallory".into());
+        let mut forged = ev(EventKind::GateSet, Some("email")).after(json!({"gate": {"v2": 100}}));
+        forged.author = None;
+        let t = timeline([&genuine, &other_user, &forged], &TimelineFilter::default());
+        assert_eq!(t[0].who, "guest (claims ana@box)");
+        assert_eq!(t[1].who, "mallory (claims ana@box)");
+        assert_eq!(t[1].author.as_deref(), Some("mallory"));
+        assert_eq!(t[1].claimed_operator, "ana@box");
+        assert_eq!(t[2].who, "UNVERIFIED (claims ana@box)");
+        assert_eq!(t[2].author, None);
+        let md = render_markdown(&t, &MarkdownMeta::default());
+        assert!(md.contains("| mallory (claims ana@box) |"), "{md}");
+        assert!(md.contains("| UNVERIFIED (claims ana@box) |"), "{md}");
+        // The last known state is the last verified one: the forged "v2 only" is not it.
+        let h = gate_history([&genuine, &other_user, &forged], "email");
+        assert_eq!(h.states().len(), 3);
+        assert_eq!(h.last_known().unwrap().split.weight("v1"), 100);
+        assert_eq!(h.states()[2].who, "UNVERIFIED (claims ana@box)");
     }
 }

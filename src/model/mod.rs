@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod deadletter;
 pub mod gate;
+pub mod gate_lock;
 pub mod invalid;
 pub mod snapshot;
 pub mod xdeath;

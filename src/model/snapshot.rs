@@ -157,6 +157,10 @@ pub struct NamespaceSnapshot {
     /// Where the unrouted queue lives.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unrouted_placement: Option<Placement>,
+    /// What holds the gate lock, when something does (filled by `status`; the console's
+    /// refresh leaves it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_lock: Option<crate::model::gate_lock::GateLock>,
 }
 
 impl NamespaceSnapshot {

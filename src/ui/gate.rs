@@ -357,10 +357,12 @@ fn result_lines(
                     )));
                 }
             }
-            Err(e) => out.push(Line::from(Span::styled(
-                fit(&format!("✘ {}", sanitize(e)), w),
-                theme.alert,
-            ))),
+            // Whole, not cut: a refusal names what holds the gate lock and the way out.
+            Err(e) => out.extend(
+                crate::ui::widgets::wrap(&format!("✘ {}", sanitize(e)), w, 4)
+                    .into_iter()
+                    .map(|l| Line::from(Span::styled(l, theme.alert))),
+            ),
         },
         _ => {}
     }

@@ -81,7 +81,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Opti
                         e.ts.format(if wide { "%m-%d %H:%M:%S" } else { "%H:%M:%S" })
                             .to_string(),
                     ),
-                    Cell::from(e.operator.clone()),
+                    Cell::from(e.who.clone()),
                     Cell::from(e.namespace.clone()),
                     Cell::from(e.kind.as_str()),
                 ];
@@ -96,7 +96,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Opti
             (
                 vec![
                     Constraint::Length(14),
-                    Constraint::Length(12),
+                    // The verified author first, the claimed operator after it (cut when long).
+                    Constraint::Length(22),
                     Constraint::Length(16),
                     Constraint::Length(17),
                     Constraint::Length(8),
@@ -115,7 +116,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Opti
             (
                 vec![
                     Constraint::Length(8),
-                    Constraint::Length(8),
+                    Constraint::Length(10),
                     Constraint::Length(10),
                     Constraint::Length(12),
                     Constraint::Min(10),

@@ -6,6 +6,7 @@
 
 pub mod proxy;
 pub mod record;
+pub mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;

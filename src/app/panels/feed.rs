@@ -126,6 +126,9 @@ impl FeedState {
                 EventKind::GateSet => Some(format!(
                     "⚠ {by} (elsewhere) just flipped the gate of {ns_txt}: {text}"
                 )),
+                EventKind::GateUnlock => Some(format!(
+                    "⚠ {by} (elsewhere) removed the gate lock of {ns_txt}: {text}"
+                )),
                 EventKind::RollbackStarted => {
                     Some(format!("⚠ {by} (elsewhere) started a rollback of {ns_txt}"))
                 }

@@ -41,7 +41,7 @@ impl TimelinePanel {
                 f.is_empty()
                     || e.namespace.to_lowercase().contains(&f)
                     || e.summary.to_lowercase().contains(&f)
-                    || e.operator.to_lowercase().contains(&f)
+                    || e.who.to_lowercase().contains(&f)
             })
             .collect()
     }

@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod flip;
+mod lock;
 
 use flip::group;
 pub use flip::{CurrentBinding, Step, bindings_of, has_zero_binding_window, plan, plan_bindings};
+pub use lock::{UnlockReport, UnlockRequest, lock_holder, refusal_while_held, unlock};
 
 use crate::broker::mgmt::{BindingInfo, Mgmt, MgmtError};
 use crate::broker::session::{BrokerError, Session};
@@ -486,58 +488,13 @@ pub async fn apply(cx: &OpContext, req: &GateRequest) -> Result<ApplyReport, OpE
     let lock = if req.dry_run {
         None
     } else {
-        Some(take_gate_lock(session, cfg, ns).await?)
+        Some(lock::take_gate_lock(session, mgmt, cfg, ns).await?)
     };
     let result = apply_locked(cx, mgmt, req, started).await;
     if let Some(l) = lock {
         l.release().await;
     }
     result
-}
-
-async fn take_gate_lock(
-    session: &Session,
-    cfg: &Config,
-    ns: &str,
-) -> Result<crate::broker::lock::BrokerLock, OpError> {
-    use crate::broker::lock::{LockError, acquire};
-    let name = Namespace::resolve(cfg, ns).gate_lock();
-    acquire(session, &name, GATE_LOCK_WAIT)
-        .await
-        .map_err(|e| match e {
-            LockError::Held { name, waited } => OpError::refused(
-                format!(
-                    "another operator is flipping the gate of `{}` right now (lock `{}` still held after {:.0} s); nothing changed",
-                    sanitize(ns),
-                    sanitize(&name),
-                    waited.as_secs_f64()
-                ),
-                format!(
-                    "look at `hopback timeline --namespace {}` and `hopback gate show {}`, then decide again",
-                    sanitize(ns),
-                    sanitize(ns)
-                ),
-            ),
-            LockError::Broker(e) if e.is_refusal() => OpError::refused(
-                format!(
-                    "cannot take the gate lock `{}`, nothing changed: {}",
-                    sanitize(&name),
-                    sanitize(&e.to_string())
-                ),
-                format!(
-                    "grant CONFIGURE on `{}` (the namespace's names), or use a profile whose user has it",
-                    sanitize(&name)
-                ),
-            ),
-            LockError::Broker(e) => OpError::failed(
-                format!(
-                    "cannot take the gate lock `{}`, nothing changed: {}",
-                    sanitize(&name),
-                    sanitize(&e.to_string())
-                ),
-                e.hint(),
-            ),
-        })
 }
 
 async fn apply_locked(

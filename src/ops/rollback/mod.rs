@@ -38,6 +38,7 @@ pub const MAX_REPLAYS: u64 = 3;
 mod dead_letters;
 mod journal;
 mod operator;
+mod recheck;
 mod steps;
 mod verify;
 
@@ -302,7 +303,7 @@ pub async fn run(
         .reason(format!("{}: {}", plan.name, ev.join("; ")));
     // The start is the rollback's intent: a ledger that cannot take it stops the rollback here.
     env.cx().journal_intent(start).await?;
-    Ok(execute(env, id, plan, BTreeSet::new(), false, ev, operator).await)
+    Ok(execute(env, id, plan, Default::default(), false, ev, operator).await)
 }
 
 /// Resume a rollback from its journal: completed steps are not run again.
@@ -343,23 +344,18 @@ pub async fn resume(
     // runs; the operator confirms (Abort is the default in the console; `--yes` continues).
     let names = env.names();
     let mut shown = vec![format!(
-        "started by {} (broker user {}){}",
-        p.started_by.0,
+        "started by broker user {} (claims {}); only its events count{}",
         p.started_by.1,
-        if p.ignored_unverified > 0 {
-            format!(
-                "; {} unverified event(s) of this id ignored",
-                p.ignored_unverified
-            )
-        } else {
-            String::new()
-        }
+        p.started_by.0,
+        p.ignored_note()
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default()
     )];
     for (i, st) in p.plan.steps.iter().enumerate() {
         shown.push(format!(
             "{}{}. {}",
             if p.completed.contains(&i) {
-                "done "
+                "done (re-checked before it is skipped) "
             } else {
                 ""
             },
@@ -393,7 +389,7 @@ pub async fn resume(
     let note = env
         .ledger
         .event(EventKind::RollbackStep, Some(&env.ns))
-        .params(json!({"rollback_id": id, "phase": "resume", "completed": p.completed, "interrupted": p.interrupted}))
+        .params(json!({"rollback_id": id, "phase": "resume", "completed": p.completed, "interrupted": p.interrupted, "ignored_unverified": p.ignored_unverified, "ignored_other_authors": p.ignored_other_authors}))
         .reason(format!(
             "resumed at step {}",
             p.interrupted
@@ -406,7 +402,7 @@ pub async fn resume(
         &env,
         id.to_string(),
         p.plan,
-        p.completed,
+        p.completed_data,
         true,
         ev,
         operator,
@@ -419,7 +415,8 @@ async fn execute(
     env0: &Env,
     id: String,
     plan: Plan,
-    completed: BTreeSet<usize>,
+    // Steps an earlier run completed (by the starter's journal), with what each recorded.
+    completed: std::collections::BTreeMap<usize, serde_json::Value>,
     resumed: bool,
     evidence: Vec<String>,
     operator: &dyn Operator,
@@ -447,23 +444,42 @@ async fn execute(
         }
         let env = fresh.as_ref().unwrap_or(env0);
         let description = step.kind.describe(&env.names());
-        if completed.contains(&i) {
-            operator.observe(&Update::Step {
-                index: i,
-                state: StepState::AlreadyDone,
-                detail: "completed in an earlier run (journal)".into(),
-            });
-            report.steps.push(StepReport {
-                index: i,
-                title: step.title.clone(),
-                kind: step.kind_name().into(),
-                description,
-                state: StepState::AlreadyDone,
-                detail: "completed in an earlier run (journal)".into(),
-                data: serde_json::Value::Null,
-                elapsed_ms: 0,
-            });
-            continue;
+        // A step the journal says is done is skipped only while its effect holds on the broker
+        // (someone may have undone it since); otherwise it runs again, and says why.
+        let mut run_again = None;
+        if let Some(data) = completed.get(&i) {
+            let detail = match recheck::effect_holds(env, step, data).await {
+                recheck::Recheck::Holds(what) => {
+                    format!("completed in an earlier run (journal); re-checked: {what}")
+                }
+                recheck::Recheck::Journal(why) => {
+                    format!("completed in an earlier run (journal; nothing to re-check: {why})")
+                }
+                recheck::Recheck::Gone(why) => {
+                    run_again = Some(format!(
+                        "the journal says it completed, but {why}: running it again"
+                    ));
+                    String::new()
+                }
+            };
+            if run_again.is_none() {
+                operator.observe(&Update::Step {
+                    index: i,
+                    state: StepState::AlreadyDone,
+                    detail: detail.clone(),
+                });
+                report.steps.push(StepReport {
+                    index: i,
+                    title: step.title.clone(),
+                    kind: step.kind_name().into(),
+                    description,
+                    state: StepState::AlreadyDone,
+                    detail,
+                    data: serde_json::Value::Null,
+                    elapsed_ms: 0,
+                });
+                continue;
+            }
         }
         journal(
                 &env.ledger,
@@ -471,7 +487,10 @@ async fn execute(
                     .event(EventKind::RollbackStep, Some(&env.ns))
                     .params(json!({"rollback_id": id, "index": i, "step": step.title, "kind": step.kind_name(), "phase": "start"}))
                     .outcome(Outcome::Started)
-                    .reason(description.clone()),
+                    .reason(match &run_again {
+                        Some(why) => format!("{description} ({why})"),
+                        None => description.clone(),
+                    }),
             )
             .await;
         operator.observe(&Update::Step {
@@ -513,6 +532,10 @@ async fn execute(
             }
         };
         let elapsed_ms = t0.elapsed().as_millis() as u64;
+        let mut result = result;
+        if let Some(why) = &run_again {
+            result.detail = format!("{} ({why})", result.detail);
+        }
         let outcome = match result.state {
             StepState::Failed if result.verification => Outcome::VerificationFailed,
             StepState::Failed => Outcome::Failed,
@@ -822,6 +845,30 @@ mod tests {
         let p = progress_from_events(&forged).unwrap();
         assert_eq!(p.interrupted, Some(3));
         assert_eq!(p.ignored_unverified, 1);
+        // Another broker user's "finish" (verified, its body claiming the starter's operator
+        // name) does not count either, nor does its "finished".
+        let mut other = forged.clone();
+        for (kind, phase) in [
+            (EventKind::RollbackStep, Some("finish")),
+            (EventKind::RollbackFinished, None),
+        ] {
+            let mut e = Event::new(kind, Some("ns"))
+                .params(json!({"rollback_id": "abc", "index": 3, "phase": phase}))
+                .after(json!({"state": StepState::Done}));
+            e.operator = other[0].operator.clone();
+            e.author = Some("mallory".into());
+            other.push(e);
+        }
+        let p = progress_from_events(&other).unwrap();
+        assert_eq!(p.interrupted, Some(3));
+        assert!(!p.completed.contains(&3));
+        assert_eq!(p.finished, None);
+        assert_eq!(p.ignored_other_authors.get("mallory"), Some(&2));
+        let note = p.ignored_note().unwrap();
+        assert!(
+            note.contains("2 by broker user mallory") && note.contains("1 unverified"),
+            "{note}"
+        );
         // A journaled plan that a plan file could not be is refused.
         let mut bad = plan.clone();
         bad.from = "../../etc".into();

@@ -198,12 +198,17 @@ pub(super) async fn run_mover(
 
 // ───────────────────────────── evict ─────────────────────────────
 
+/// The client-provided connection name of a version's workers (what an eviction closes).
+pub(super) fn worker_connection_name(ns: &str, version: &str) -> String {
+    format!("{ns} worker {version}")
+}
+
 pub(super) async fn step_evict(c: &StepCtx<'_>, version: &str) -> StepResult {
     let env = c.env;
     let Some(m) = &env.mgmt else {
         return StepResult::failed("evicting workers needs the management API");
     };
-    let want = format!("{} worker {version}", env.ns);
+    let want = worker_connection_name(&env.ns, version);
     let conns = match m.connections().await {
         Ok(c) => c,
         Err(e) => return StepResult::failed(format!("cannot list connections: {e}")),

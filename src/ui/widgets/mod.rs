@@ -103,9 +103,52 @@ pub fn fit_tail(s: &str, max: usize) -> String {
     out
 }
 
+/// Break `s` at spaces into lines of at most `width` characters, at most `max_lines` of them
+/// (the last one cut with `…` when more is left): for a message that must be read whole, such
+/// as a refusal naming what holds a lock.
+pub fn wrap(s: &str, width: usize, max_lines: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in s.split(' ') {
+        let (cur_n, word_n) = (cur.chars().count(), word.chars().count());
+        if cur_n > 0 && cur_n + 1 + word_n > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+        // A word longer than the line is cut into pieces.
+        while cur.chars().count() > width {
+            let head: String = cur.chars().take(width).collect();
+            cur = cur.chars().skip(width).collect();
+            lines.push(head);
+        }
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    if lines.len() > max_lines {
+        let rest = lines.split_off(max_lines.saturating_sub(1)).join(" ");
+        lines.push(fit(&rest, width));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_bounds_the_lines() {
+        assert_eq!(wrap("aa bb cc", 5, 3), vec!["aa bb", "cc"]);
+        assert_eq!(wrap("abcdefgh", 3, 5), vec!["abc", "def", "gh"]);
+        let w = wrap("one two three four five six", 9, 2);
+        assert_eq!(w.len(), 2);
+        assert!(w[1].ends_with(crate::text::ELLIPSIS), "{w:?}");
+        assert!(w.iter().all(|l| l.chars().count() <= 9), "{w:?}");
+    }
 
     #[test]
     fn formats() {
