@@ -126,7 +126,7 @@ fn draw_groups(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel) {
             let sel = g
                 .positions
                 .iter()
-                .filter(|p| d.selected.contains(p))
+                .filter(|p| d.is_selected(**p))
                 .count();
             let style = if i == d.group_cursor {
                 theme.selected
@@ -176,17 +176,14 @@ fn draw_messages(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel, g: usiz
                 theme.base
             };
             Row::new(vec![
-                Cell::from(if d.selected.contains(&s.position) {
+                Cell::from(if d.is_selected(s.position) {
                     "[x]"
                 } else {
                     "[ ]"
                 }),
                 Cell::from(s.position.to_string()),
-                Cell::from(crate::text::preview(
-                    s.message_id.as_deref().unwrap_or("–").as_bytes(),
-                    200,
-                    24,
-                )),
+                // The identity (message id, else `sha:` digest): what `dlq show` takes.
+                Cell::from(crate::text::preview(s.id.as_bytes(), 200, 24)),
                 Cell::from(s.origin_version.clone().unwrap_or_else(|| "?".into())),
                 Cell::from(s.reason.clone()),
                 Cell::from(s.replays.to_string()),
@@ -213,7 +210,7 @@ fn draw_messages(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel, g: usiz
         Row::new([
             "SEL",
             "#",
-            "MESSAGE ID",
+            "ID",
             "FROM",
             "REASON",
             "RPL",
