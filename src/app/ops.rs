@@ -478,7 +478,7 @@ impl OpsRunner {
                 Err(e) => self.send(OpMsg::RollbackFailed(e.text)).await,
             },
             OpRequest::WritePostmortem { path, text } => {
-                let r = std::fs::write(&path, text)
+                let r = crate::files::write(&path, text.as_bytes())
                     .map(|_| std::fs::canonicalize(&path).unwrap_or(path.clone()))
                     .map_err(|e| Failed::from(format!("{}: {e}", path.display())));
                 self.send(OpMsg::PostmortemWritten(r)).await;

@@ -57,7 +57,7 @@ pub async fn run(
     }
     match output {
         Some(p) => {
-            std::fs::write(&p, &md).map_err(|e| {
+            crate::files::write(&p, md.as_bytes()).map_err(|e| {
                 Failure::error(
                     format!("cannot write {}: {e}", p.display()),
                     "check the path",

@@ -712,15 +712,7 @@ async fn declare_stream(
 }
 
 fn append_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let mut f = crate::files::append(path)?;
     let mut line = Vec::with_capacity(body.len() + 1);
     line.extend_from_slice(body);
     line.push(b'\n');
