@@ -118,7 +118,12 @@ impl OpsRunner {
         let s = connect(&self.cfg.profile, "console ops", &self.cfg.operator)
             .await
             .map_err(|e| Failed::from(broker_text(&e)))?;
-        let l = Arc::new(Ledger::open(&s, &self.cfg).await);
+        // A read-only console only reads: it declares nothing, the ledger stream included.
+        let l = Arc::new(if self.cfg.profile.read_only {
+            Ledger::open_read(&s, &self.cfg).await
+        } else {
+            Ledger::open(&s, &self.cfg).await
+        });
         *g = Some((s.clone(), l.clone()));
         Ok((s, l))
     }

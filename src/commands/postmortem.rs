@@ -32,7 +32,7 @@ pub async fn run(
     output: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let session = ctx.connect().await?;
-    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let all = ledger.read(StreamStart::First).await?;
     session.close().await;
     let Some(inc) = find_incident(&all, incident.as_deref()) else {
