@@ -89,7 +89,11 @@ pub fn append(path: &Path) -> std::io::Result<File> {
 /// Create or truncate `path` for writing, 0600.
 pub fn create(path: &Path) -> std::io::Result<File> {
     parent_of(path)?;
-    let f = options().create(true).write(true).truncate(true).open(path)?;
+    let f = options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
     tighten(&f)?;
     Ok(f)
 }

@@ -703,6 +703,8 @@ fn the_file_check_catches_a_raw_write() {
     assert!(writes_a_file(r#"    std::fs::write(&p, &md)?;"#));
     assert!(writes_a_file(r#"let f = std::fs::OpenOptions::new()"#));
     assert!(writes_a_file(r#"std::fs::create_dir_all(dir).ok()?;"#));
-    assert!(!writes_a_file(r#"crate::files::write(&p, md.as_bytes())?;"#));
+    assert!(!writes_a_file(
+        r#"crate::files::write(&p, md.as_bytes())?;"#
+    ));
     assert!(!writes_a_file(r#"let f = std::fs::File::open(path)?;"#));
 }

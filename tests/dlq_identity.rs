@@ -167,7 +167,9 @@ async fn a_shuffled_quorum_dlq_is_addressed_by_identity() {
             ids
         }
         None if version.starts_with("3.") => {
-            panic!("RabbitMQ {version}: page 1 kept its order over 10 rounds (a quorum DLQ on 3.x was seen to shuffle)")
+            panic!(
+                "RabbitMQ {version}: page 1 kept its order over 10 rounds (a quorum DLQ on 3.x was seen to shuffle)"
+            )
         }
         None => {
             eprintln!("note: RabbitMQ {version} kept page 1's order over 10 rounds");
@@ -182,7 +184,10 @@ async fn a_shuffled_quorum_dlq_is_addressed_by_identity() {
     let chosen = first[row].clone();
     let chosen_id = chosen.identity().unwrap();
     if was_shuffled {
-        assert_ne!(latest[row], chosen_id, "position {row} names another message now");
+        assert_ne!(
+            latest[row], chosen_id,
+            "position {row} names another message now"
+        );
     }
 
     // ── the CLI: by message id, by digest, ambiguous id, unknown id ──
@@ -307,7 +312,11 @@ async fn a_shuffled_quorum_dlq_is_addressed_by_identity() {
     let shown = inspector.message.as_ref().expect("the inspector loaded it");
     assert_eq!(shown.identity().as_ref(), Some(&chosen_id));
     assert_eq!(shown.body, format!("body of {mid}").into_bytes());
-    assert!(inspector.lines[0].text.contains(&mid), "{:?}", inspector.lines[0]);
+    assert!(
+        inspector.lines[0].text.contains(&mid),
+        "{:?}",
+        inspector.lines[0]
+    );
     // Export from the list (found again by identity in a fresh read).
     st.handle_key("esc");
     st.handle_key("e");
@@ -318,8 +327,7 @@ async fn a_shuffled_quorum_dlq_is_addressed_by_identity() {
     let OpMsg::Exported(Ok(path)) = m else {
         panic!("{m:?}")
     };
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(doc["digest"], chosen_id.digest.hex());
     assert_eq!(doc["properties"]["message_id"], mid.as_str());
     assert_eq!(doc["body_text"], format!("body of {mid}"));
@@ -351,7 +359,10 @@ async fn a_shuffled_quorum_dlq_is_addressed_by_identity() {
     bodies.sort();
     assert_eq!(
         bodies,
-        vec![b"a task without message_id".to_vec(), b"dup body B".to_vec()]
+        vec![
+            b"a task without message_id".to_vec(),
+            b"dup body B".to_vec()
+        ]
     );
     dlq_helpers::wait_depth(&s, &dlq, 49, 10).await;
 

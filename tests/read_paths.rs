@@ -48,7 +48,10 @@ async fn mgmt(method: reqwest::Method, path: &str, body: Option<Value>) -> (u16,
 
 /// A vhost for one test, guest allowed everything in it; deleted by `drop_vhost`.
 async fn make_vhost() -> String {
-    let vh = format!("hb-read-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let vh = format!(
+        "hb-read-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let (c, _) = mgmt(reqwest::Method::PUT, &format!("/api/vhosts/{vh}"), None).await;
     assert!((200..300).contains(&c), "vhost: {c}");
     let all = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
@@ -85,8 +88,8 @@ async fn objects(vh: &str) -> Objects {
         queues: list(q)
             .iter()
             .map(|q| {
-                let transient =
-                    q["exclusive"].as_bool() == Some(true) && q["auto_delete"].as_bool() == Some(true);
+                let transient = q["exclusive"].as_bool() == Some(true)
+                    && q["auto_delete"].as_bool() == Some(true);
                 (s(q, "name"), transient)
             })
             .collect(),
@@ -111,7 +114,10 @@ async fn assert_nothing_created(vh: &str, before: &Objects, transient_ok: bool, 
             .filter(|(_, t)| *t && transient_ok)
             .map(|(n, _)| n)
             .collect();
-        let lasting: Vec<_> = extra_queues.iter().filter(|(n, _)| !transient.contains(n)).collect();
+        let lasting: Vec<_> = extra_queues
+            .iter()
+            .filter(|(n, _)| !transient.contains(n))
+            .collect();
         let extra_bindings: Vec<_> = now
             .bindings
             .difference(&before.bindings)
@@ -140,7 +146,12 @@ fn amqp_url(vh: &str) -> String {
 /// Run the binary against vhost `vh` with a private data dir.
 fn run(vh: &str, data: &Path, args: &[&str]) -> Output {
     common::bin()
-        .args(["--url", &amqp_url(vh), "--mgmt-url", &common::test_mgmt_url()])
+        .args([
+            "--url",
+            &amqp_url(vh),
+            "--mgmt-url",
+            &common::test_mgmt_url(),
+        ])
         .args(args)
         .env("HOPBACK_DATA_DIR", data)
         .env_remove("HOPBACK_LEDGER_STREAM")
@@ -177,7 +188,8 @@ async fn read_paths_declare_nothing() {
         vec!["--read-only", "--json", "check"],
     ] {
         let o = run(&vh, data.path(), &args);
-        let lines: Value = serde_json::from_slice(&o.stdout).expect(&text(&o));
+        let lines: Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
         let ledger = lines["checks"]
             .as_array()
             .and_then(|a| a.iter().find(|l| l["name"] == "ledger"))
@@ -185,7 +197,10 @@ async fn read_paths_declare_nothing() {
             .unwrap_or_else(|| panic!("no ledger line: {}", text(&o)));
         assert_eq!(ledger["status"], "warn", "{ledger}");
         assert!(
-            ledger["detail"].as_str().unwrap().contains("unknown: stream `hopback.ledger` does not exist"),
+            ledger["detail"]
+                .as_str()
+                .unwrap()
+                .contains("unknown: stream `hopback.ledger` does not exist"),
             "{ledger}"
         );
     }
@@ -230,11 +245,21 @@ async fn read_paths_declare_nothing() {
     )
     .unwrap();
     let session = common::connect(&cfg, "read paths").await;
-    hopback::broker::topology::init(&session, &ns, &["v1".into(), "v2".into()], QueueType::Quorum)
-        .await
-        .unwrap();
+    hopback::broker::topology::init(
+        &session,
+        &ns,
+        &["v1".into(), "v2".into()],
+        QueueType::Quorum,
+    )
+    .await
+    .unwrap();
     let with_ns = objects(&vh).await;
-    assert!(with_ns.queues.iter().any(|(n, _)| n == &format!("{ns}.dlq")));
+    assert!(
+        with_ns
+            .queues
+            .iter()
+            .any(|(n, _)| n == &format!("{ns}.dlq"))
+    );
     for args in [
         vec!["--json", "check"],
         vec!["--read-only", "check"],
@@ -253,7 +278,13 @@ async fn read_paths_declare_nothing() {
             text(&o)
         );
     }
-    assert_nothing_created(&vh, &with_ns, false, "the CLI's read paths (existing namespace)").await;
+    assert_nothing_created(
+        &vh,
+        &with_ns,
+        false,
+        "the CLI's read paths (existing namespace)",
+    )
+    .await;
 
     // ── the console in read-only: runner (ledger feed, timeline, DLQ page) and refresh tasks ──
     over.read_only = true;
@@ -280,7 +311,9 @@ async fn read_paths_declare_nothing() {
     while timeline.is_none() || !page || down.is_none() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Ok(Some(m)) = tokio::time::timeout(left, rx.recv()).await else {
-            panic!("the read-only console did not answer: timeline {timeline:?}, page {page}, feed {down:?}")
+            panic!(
+                "the read-only console did not answer: timeline {timeline:?}, page {page}, feed {down:?}"
+            )
         };
         match m {
             Msg::Op(OpMsg::Timeline(r)) => timeline = Some(r),
@@ -360,7 +393,10 @@ async fn every_file_hopback_writes_is_private() {
     }
     let t = TestNs::new("files", &["v1", "v2"], QueueType::Classic).await;
     let ns = t.ns.clone();
-    let stream = format!("hopback.test-files-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let stream = format!(
+        "hopback.test-files-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     // A queue that is not a stream: a ledger named after it falls back to the local file.
     let not_stream = format!("{stream}-classic");
     hopback::broker::amqp::declare_queue(&t.session, "test", &not_stream, true, Default::default())
@@ -368,15 +404,25 @@ async fn every_file_hopback_writes_is_private() {
         .unwrap();
 
     // The stream ledger (a note creates it), read back through the local cache.
-    let o = run_home(&home, &stream, &["note", "--namespace", &ns, "files", "test"]);
+    let o = run_home(
+        &home,
+        &stream,
+        &["note", "--namespace", &ns, "files", "test"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = run_home(&home, &stream, &["timeline"]);
     assert!(o.status.success(), "{}", text(&o));
     // The fallback file.
-    let o = run_home(&home, &not_stream, &["note", "--namespace", &ns, "fallback"]);
+    let o = run_home(
+        &home,
+        &not_stream,
+        &["note", "--namespace", &ns, "fallback"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        std::fs::read_to_string(data.join("ledger.jsonl")).unwrap().contains("fallback"),
+        std::fs::read_to_string(data.join("ledger.jsonl"))
+            .unwrap()
+            .contains("fallback"),
         "the note went to the fallback file: {}",
         text(&o)
     );
@@ -394,7 +440,13 @@ async fn every_file_hopback_writes_is_private() {
         let o = run_home(
             &home,
             &stream,
-            &["postmortem", "--incident", "rb-files", "--output", pm.to_str().unwrap()],
+            &[
+                "postmortem",
+                "--incident",
+                "rb-files",
+                "--output",
+                pm.to_str().unwrap(),
+            ],
         );
         assert!(o.status.success(), "{}", text(&o));
         assert!(std::fs::read_to_string(pm).unwrap().contains("rb-files"));
@@ -414,7 +466,10 @@ async fn every_file_hopback_writes_is_private() {
     for want in ["hopback.log", "hopback.log.1", "ledger.jsonl"] {
         assert!(names.contains(want), "{want} in {names:?}");
     }
-    assert!(names.iter().any(|n| n.starts_with("ledger-cache/")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("ledger-cache/")),
+        "{names:?}"
+    );
     assert!(names.iter().any(|n| n.starts_with("exports/")), "{names:?}");
     assert!(
         std::fs::metadata(data.join("hopback.log")).unwrap().len() > 0,

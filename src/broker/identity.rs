@@ -15,8 +15,8 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use sha2::{Digest as _, Sha256};
 
-use crate::broker::browse::{Browsed, Pick, read_head, ready_depth};
 use crate::broker::browse::quorum_refusal;
+use crate::broker::browse::{Browsed, Pick, read_head, ready_depth};
 use crate::broker::session::{BrokerError, Session};
 use crate::model::deadletter::{DeadLetterId, Digest, INSPECT_BODY_BYTES, Lookup, MessageView};
 
@@ -43,9 +43,8 @@ pub fn identity_of(props: &BasicProperties, body: &[u8]) -> DeadLetterId {
 pub fn digest_of(props: &BasicProperties, body: &[u8]) -> Digest {
     let mut h = Sha256::new();
     h.update(b"hopback dead letter v1\0");
-    let short = |s: &Option<lapin::types::ShortString>| {
-        s.as_ref().map(|s| s.as_str().as_bytes().to_vec())
-    };
+    let short =
+        |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| s.as_str().as_bytes().to_vec());
     // Each present property: its number, length and bytes (absent ones add nothing).
     let fields: [(u8, Option<Vec<u8>>); 13] = [
         (1, short(props.content_type())),

@@ -97,7 +97,8 @@ enum Backend {
         name: String,
         max_length_bytes: u64,
         note: Option<String>,
-        writer: Mutex<Option<Writer>>,
+        /// Boxed: the publisher is large, and most ledgers never write.
+        writer: Mutex<Option<Box<Writer>>>,
         /// Opened for reading and not found then: nothing was declared.
         missing: bool,
     },
@@ -375,10 +376,10 @@ impl Ledger {
                                 .await
                                 .map_err(|e| ledger_failure("opening the writer channel", e))?
                                 .labelled("ledger publish", "ledger publisher confirm");
-                            *guard = Some(Writer {
+                            *guard = Some(Box::new(Writer {
                                 publisher: p.clone(),
                                 session: on.clone(),
-                            });
+                            }));
                             (p, on)
                         }
                     }

@@ -1000,7 +1000,12 @@ mod tests {
             }
         );
         assert_eq!(b.label(), "sha:cdcdcdcdcdcd");
-        for text in ["sha:cdcdcdcdcdcd", "cdcdcdcdcdcd", "CDCDCDCD", &b.digest.hex()] {
+        for text in [
+            "sha:cdcdcdcdcdcd",
+            "cdcdcdcdcdcd",
+            "CDCDCDCD",
+            &b.digest.hex(),
+        ] {
             assert_eq!(
                 one(text),
                 Resolution::One {
@@ -1070,7 +1075,11 @@ mod tests {
         m.message_id = None;
         let s = summarize("e", &m, "x-exception", 0);
         assert_eq!(s.id, "sha:080808080808");
-        assert!(inspector_lines(&m, BodyMode::Auto)[0].text.contains("sha:080808080808"));
+        assert!(
+            inspector_lines(&m, BodyMode::Auto)[0]
+                .text
+                .contains("sha:080808080808")
+        );
     }
 
     #[test]

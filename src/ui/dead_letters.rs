@@ -123,11 +123,7 @@ fn draw_groups(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel) {
         .skip(skip)
         .take(visible)
         .map(|(i, g)| {
-            let sel = g
-                .positions
-                .iter()
-                .filter(|p| d.is_selected(**p))
-                .count();
+            let sel = g.positions.iter().filter(|p| d.is_selected(**p)).count();
             let style = if i == d.group_cursor {
                 theme.selected
             } else {
@@ -207,17 +203,8 @@ fn draw_messages(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel, g: usiz
         ],
     )
     .header(
-        Row::new([
-            "SEL",
-            "#",
-            "ID",
-            "FROM",
-            "REASON",
-            "RPL",
-            "AGE",
-            "BODY",
-        ])
-        .style(theme.table_header),
+        Row::new(["SEL", "#", "ID", "FROM", "REASON", "RPL", "AGE", "BODY"])
+            .style(theme.table_header),
     )
     .column_spacing(1);
     f.render_widget(table, area);
