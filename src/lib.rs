@@ -28,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod drill;
 pub mod error;
+pub mod files;
 pub mod ledger;
 pub mod logging;
 pub mod model;

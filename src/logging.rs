@@ -1,6 +1,7 @@
 //! Logging goes to a file, never the terminal (the TUI owns the screen; stdout is for output).
 //! The file is `hopback.log` in the data dir, or `HOPBACK_LOG_FILE`; the level comes from
-//! `HOPBACK_LOG` (default `info`).
+//! `HOPBACK_LOG` (default `info`). It is private (`crate::files`): 0600, and so are its rotated
+//! copies (`hopback.log.*`, by logrotate or an operator) found beside it.
 
 use std::path::PathBuf;
 
@@ -18,12 +19,10 @@ pub fn log_path() -> PathBuf {
 pub fn init() -> Option<WorkerGuard> {
     let path = log_path();
     let dir = path.parent()?.to_path_buf();
-    std::fs::create_dir_all(&dir).ok()?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .ok()?;
+    let file = crate::files::append(&path).ok()?;
+    if let Some(name) = path.file_name() {
+        let _ = crate::files::tighten_siblings(&dir, &name.to_string_lossy());
+    }
     let (writer, guard) = tracing_appender::non_blocking(file);
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOPBACK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));

@@ -651,3 +651,60 @@ fn the_output_check_catches_a_raw_print() {
         r#"    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {"#
     ));
 }
+
+/// Does this code line (comments and literals blanked) create or open a file or directory for
+/// writing by itself, instead of through `files.rs` (0600 files, 0700 directories)?
+fn writes_a_file(code_line: &str) -> bool {
+    [
+        "OpenOptions",
+        "fs::write(",
+        "File::create",
+        "DirBuilder",
+        "create_dir(",
+        "create_dir_all(",
+        "set_permissions(",
+    ]
+    .iter()
+    .any(|m| code_line.contains(m))
+}
+
+/// Every file hopback writes is private (issue 31, item 8): nothing in `src/` opens a file for
+/// writing or makes a directory outside `files.rs`.
+#[test]
+fn files_are_written_only_through_files_rs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        if f == root.join("files.rs") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let code = strip_comments_and_literals(&text);
+        let code = code.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            if writes_a_file(line) {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a file written outside files.rs (use crate::files::{{write, create, create_new, append, dir}}):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_file_check_catches_a_raw_write() {
+    assert!(writes_a_file(r#"    std::fs::write(&p, &md)?;"#));
+    assert!(writes_a_file(r#"let f = std::fs::OpenOptions::new()"#));
+    assert!(writes_a_file(r#"std::fs::create_dir_all(dir).ok()?;"#));
+    assert!(!writes_a_file(
+        r#"crate::files::write(&p, md.as_bytes())?;"#
+    ));
+    assert!(!writes_a_file(r#"let f = std::fs::File::open(path)?;"#));
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::TestNs;
 use dlq_helpers::*;
-use hopback::broker::browse::{BrowseOptions, browse, browse_page, load_message};
+use hopback::broker::browse::{BrowseOptions, browse, browse_page};
+use hopback::broker::identity::find;
 use hopback::broker::session;
 use hopback::broker::topology::QueueType;
 use hopback::model::deadletter::{BodyMode, GroupBy, group, inspector_lines, summarize};
@@ -180,11 +181,10 @@ async fn hostile_payloads_render_without_control_bytes() {
         }
     }
     // The inspector loads each message in full and renders it in every mode.
-    for pos in 0..u64::from(n) {
-        let m = load_message(s, &dlq, pos, false, false)
-            .await
-            .unwrap()
-            .unwrap();
+    for listed in &views {
+        let id = listed.identity().unwrap();
+        let m = find(s, &dlq, &id, false, false).await.unwrap().unwrap();
+        assert_eq!(m.identity().as_ref(), Some(&id));
         for mode in [
             BodyMode::Auto,
             BodyMode::Text,

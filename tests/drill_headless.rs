@@ -61,6 +61,10 @@ async fn drill(scenario: &str, respond_after: &str, canary: &str) -> Drill {
         .as_str()
         .expect("a post-mortem path");
     let postmortem = std::fs::read_to_string(path).unwrap();
+    // Private, like every file hopback writes.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{path}");
     // The namespace is gone (no --keep).
     let session = common::connect(&cfg, "test").await;
     let ns = json["status"]["namespace"].as_str().unwrap();

@@ -21,7 +21,7 @@ use hopback::drill::score::{Accounting, Score, Timings};
 use hopback::drill::{DrillResult, DrillStatus, Phase};
 use hopback::ledger::event::{Event, EventKind, Outcome};
 use hopback::model::ConnState;
-use hopback::model::deadletter::MessageView;
+use hopback::model::deadletter::{DeadLetterId, Digest, MessageView};
 use hopback::model::gate::GateSplit;
 use hopback::model::snapshot::{FleetSnapshot, NamespaceSnapshot, Rates, VersionSnapshot};
 use hopback::model::xdeath::{Attribution, DeathEntry, Reason};
@@ -518,6 +518,15 @@ fn dead(position: u64, body: Vec<u8>, origin: &str, reason: Reason) -> MessageVi
         message_id: Some(format!("id-{position}\x1b[6n")),
         content_type: Some("application/json".into()),
         timestamp: None,
+        digest: Some(Digest([position as u8; 32])),
+    }
+}
+
+/// The identity `dead(position, …)` has.
+fn dead_id(position: u64) -> DeadLetterId {
+    DeadLetterId {
+        message_id: Some(format!("id-{position}\x1b[6n")),
+        digest: Digest([position as u8; 32]),
     }
 }
 
@@ -584,7 +593,7 @@ fn dead_letters_groups_messages_and_hostile_payloads() {
         req,
         vec![OpRequest::DlqReplay {
             ns: "email".into(),
-            scope: ReplayScope::Ids(vec!["id-0\x1b[6n".into(), "id-1\x1b[6n".into()]),
+            scope: ReplayScope::Ids(vec![dead_id(0), dead_id(1)]),
             target: ReplayTarget::Version("v1".into()),
         }]
     );
@@ -644,13 +653,13 @@ fn inspector_text_json_hex_and_export() {
         s.take_requests(),
         vec![OpRequest::DlqInspect {
             ns: "email".into(),
-            position: 2
+            id: dead_id(2)
         }]
     );
     let full = hostile_bodies().remove(2);
     s.handle_msg(Msg::Op(OpMsg::Inspected {
         ns: "email".into(),
-        position: 2,
+        id: dead_id(2),
         result: Ok(Some(Box::new(dead(2, full, "email.v2", Reason::Rejected)))),
     }));
     let screen = both_sizes("inspector_text", &s);
@@ -669,10 +678,10 @@ fn inspector_text_json_hex_and_export() {
         matches!(
             &req[..],
             [OpRequest::DlqExport {
-                position: 2,
+                id,
                 message: Some(_),
                 ..
-            }]
+            }] if *id == dead_id(2)
         ),
         "{req:?}"
     );
@@ -682,7 +691,7 @@ fn inspector_text_json_hex_and_export() {
     s.take_requests();
     s.handle_msg(Msg::Op(OpMsg::Inspected {
         ns: "email".into(),
-        position: 5,
+        id: dead_id(5),
         result: Ok(Some(Box::new(dead(
             5,
             hostile_bodies().remove(5),

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::protocol::{OpMsg, OpRequest, ReplayScope, ReplayTarget, move_summary};
 use super::state::Msg;
-use crate::broker::browse::{browse_page, load_message};
+use crate::broker::browse::browse_page;
 use crate::broker::mgmt::Mgmt;
 use crate::broker::mover::StopReason;
 use crate::broker::session::{Session, backoff_delay, connect, lean_frames};
@@ -118,7 +118,12 @@ impl OpsRunner {
         let s = connect(&self.cfg.profile, "console ops", &self.cfg.operator)
             .await
             .map_err(|e| Failed::from(broker_text(&e)))?;
-        let l = Arc::new(Ledger::open(&s, &self.cfg).await);
+        // A read-only console only reads: it declares nothing, the ledger stream included.
+        let l = Arc::new(if self.cfg.profile.read_only {
+            Ledger::open_read(&s, &self.cfg).await
+        } else {
+            Ledger::open(&s, &self.cfg).await
+        });
         *g = Some((s.clone(), l.clone()));
         Ok((s, l))
     }
@@ -346,30 +351,31 @@ impl OpsRunner {
                 })
                 .await;
             }
-            OpRequest::DlqInspect { ns, position } => {
-                let result = again_if_frames_grew(|| self.load(&ns, position), Result::is_err)
+            OpRequest::DlqInspect { ns, id } => {
+                let result = again_if_frames_grew(|| self.load(&ns, &id), Result::is_err)
                     .await
                     .map(|m| m.map(Box::new));
-                self.send(OpMsg::Inspected {
-                    ns,
-                    position,
-                    result,
-                })
-                .await;
+                self.send(OpMsg::Inspected { ns, id, result }).await;
             }
-            OpRequest::DlqExport {
-                ns,
-                position,
-                message,
-            } => {
+            OpRequest::DlqExport { ns, id, message } => {
                 let m = match message {
                     Some(m) => Ok(Some(*m)),
-                    None => self.load(&ns, position).await,
+                    None => self.load(&ns, &id).await,
                 };
                 let queue = Namespace::resolve(&self.cfg, &ns).dlq;
                 let r = match m {
-                    Ok(Some(m)) => export_one(&queue, &m),
-                    Ok(None) => Err(format!("no message at position {position} any more").into()),
+                    // Only the message asked for is written, never one found in its place.
+                    Ok(Some(m)) if m.identity().as_ref() == Some(&id) => export_one(&queue, &m),
+                    Ok(Some(_)) => Err(format!(
+                        "the loaded message is not dead letter {}; nothing exported",
+                        id.label()
+                    )
+                    .into()),
+                    Ok(None) => Err(format!(
+                        "dead letter {} is no longer in the DLQ; nothing exported",
+                        id.label()
+                    )
+                    .into()),
                     Err(e) => Err(e),
                 };
                 self.send(OpMsg::Exported(r)).await;
@@ -477,7 +483,7 @@ impl OpsRunner {
                 Err(e) => self.send(OpMsg::RollbackFailed(e.text)).await,
             },
             OpRequest::WritePostmortem { path, text } => {
-                let r = std::fs::write(&path, text)
+                let r = crate::files::write(&path, text.as_bytes())
                     .map(|_| std::fs::canonicalize(&path).unwrap_or(path.clone()))
                     .map_err(|e| Failed::from(format!("{}: {e}", path.display())));
                 self.send(OpMsg::PostmortemWritten(r)).await;
@@ -553,17 +559,18 @@ impl OpsRunner {
         (Some(depth), r)
     }
 
+    /// Find dead letter `id` in a fresh read of the namespace's DLQ (`None`: not there any more).
     async fn load(
         &self,
         ns: &str,
-        position: u64,
+        id: &crate::model::deadletter::DeadLetterId,
     ) -> Result<Option<crate::model::deadletter::MessageView>, Failed> {
         let queue = Namespace::resolve(&self.cfg, ns).dlq;
         let (s, _) = self.conn().await?;
         let quorum = browse_guard(self.mgmt().ok().as_ref(), &queue, false)
             .await
             .map_err(|e| Failed::from(broker_text(&e)))?;
-        load_message(&s, &queue, position, quorum, false)
+        crate::broker::identity::find(&s, &queue, id, quorum, false)
             .await
             .map_err(|e| Failed::from(broker_text(&e)))
     }
@@ -775,7 +782,8 @@ impl OpsRunner {
     }
 }
 
-/// Write one message's export document to `DATA_DIR/exports/QUEUE-POS-TIME.json`.
+/// Write one message's export document to `DATA_DIR/exports/QUEUE-TIME-DIGEST.json` (named by
+/// the message's digest: a position would not say which message it was).
 fn export_one(queue: &str, m: &crate::model::deadletter::MessageView) -> Result<PathBuf, Failed> {
     let base = purge::default_export_path(queue);
     let path = base.with_file_name(format!(
@@ -783,7 +791,8 @@ fn export_one(queue: &str, m: &crate::model::deadletter::MessageView) -> Result<
         base.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "message".into()),
-        m.position
+        m.digest
+            .map_or_else(|| format!("at-{}", m.position), |d| d.short())
     ));
     let text = serde_json::to_string_pretty(&export_document(queue, m))
         .map_err(|e| Failed::from(format!("cannot encode the export: {e}")))?;

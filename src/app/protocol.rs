@@ -8,7 +8,7 @@ use crate::broker::mover::{MoveProgress, MoveReport, StopReason};
 use crate::drill::{DrillResult, DrillStatus};
 use crate::ledger::event::Event;
 use crate::ledger::projection::TimelineEntry;
-use crate::model::deadletter::{Filter, MessageView};
+use crate::model::deadletter::{DeadLetterId, Filter, MessageView};
 use crate::model::gate::GateSplit;
 use crate::ops::gate::ApplyReport;
 use crate::ops::rollback::{Decision, DecisionPoint, RollbackReport, Update};
@@ -104,8 +104,9 @@ pub enum ReplayScope {
     All,
     /// Every message matching a filter (a group by origin or reason).
     Filter(Filter),
-    /// These message ids (selection, or a group that no filter expresses).
-    Ids(Vec<String>),
+    /// These dead letters by identity (selection, or a group that no filter expresses); an
+    /// identity listed twice is two identical copies, both taken.
+    Ids(Vec<DeadLetterId>),
 }
 
 /// Work for [`super::ops`]: asked by the state, executed in background tasks.
@@ -151,19 +152,20 @@ pub enum OpRequest {
         /// Page size.
         page_size: u64,
     },
-    /// Load one message fully for the inspector.
+    /// Load one message fully for the inspector: found by identity in a fresh read (a
+    /// position would name another message after a quorum queue's requeue).
     DlqInspect {
         /// Namespace.
         ns: String,
-        /// Queue position.
-        position: u64,
+        /// The message.
+        id: DeadLetterId,
     },
-    /// Export one message to a JSON file (loads it fully when not given).
+    /// Export one message to a JSON file (found by identity in a fresh read when not given).
     DlqExport {
         /// Namespace.
         ns: String,
-        /// Queue position.
-        position: u64,
+        /// The message.
+        id: DeadLetterId,
         /// The message, when already loaded.
         message: Option<Box<MessageView>>,
     },
@@ -277,9 +279,9 @@ pub enum OpMsg {
     Inspected {
         /// Namespace.
         ns: String,
-        /// Position.
-        position: u64,
-        /// The message (`None`: no message there any more).
+        /// The identity asked for.
+        id: DeadLetterId,
+        /// The message (`None`: it is no longer in the DLQ).
         result: Result<Option<Box<MessageView>>, Failed>,
     },
     /// An export was written.

@@ -4,7 +4,9 @@
 //! unacked messages itself, so nothing is lost either way.
 //!
 //! Quorum queues count each such delivery against `x-delivery-limit`: browsing one with a limit
-//! can dead-letter or drop messages, so [`browse`] refuses unless `force` is set.
+//! can dead-letter or drop messages, so [`browse`] refuses unless `force` is set. On RabbitMQ 3.x
+//! they also put browsed messages back out of order: a position is only good within one read,
+//! and every browsed message carries its identity (`broker::identity`) for the next one.
 
 use std::time::Duration;
 
@@ -15,8 +17,9 @@ use lapin::types::AMQPValue;
 
 use crate::broker::amqp::consume_on;
 use crate::broker::headers::attribute;
+use crate::broker::identity::identity_of;
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, classify, timed};
-use crate::model::deadletter::{BROWSE_BODY_BYTES, INSPECT_BODY_BYTES, MessageView};
+use crate::model::deadletter::{BROWSE_BODY_BYTES, DeadLetterId, Digest, MessageView};
 
 /// Longest wait for the next message once the broker has stopped pushing.
 const NEXT_MESSAGE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -37,6 +40,8 @@ pub struct Browsed {
     pub body_len: usize,
     /// Had it been delivered before?
     pub redelivered: bool,
+    /// Digest of the whole message (body included, however much of it is kept).
+    pub digest: Digest,
 }
 
 /// How to browse.
@@ -71,19 +76,56 @@ pub async fn browse(
     if is_quorum_with_limit && !opts.force {
         return Err(quorum_refusal(queue));
     }
-    let depth = match session.passive_queue(queue).await? {
-        Some(c) => u64::from(c.ready),
-        None => {
-            return Err(BrokerError::NotFound(format!(
-                "queue `{}` does not exist",
-                crate::text::sanitize(queue)
-            )));
-        }
-    };
+    let depth = ready_depth(session, queue).await?;
     let want = depth.min(opts.skip.saturating_add(opts.take));
     if want == 0 || opts.skip >= depth {
         return Ok(Vec::new());
     }
+    let skip = opts.skip;
+    let mut pick = |position: u64, _: &DeadLetterId| {
+        if position >= skip {
+            Pick::Keep
+        } else {
+            Pick::Pass
+        }
+    };
+    read_head(session, queue, depth, want, opts.max_body_bytes, &mut pick).await
+}
+
+/// The ready count of `queue` (passive declare); not found is an error.
+pub(crate) async fn ready_depth(session: &Session, queue: &str) -> Result<u64, BrokerError> {
+    match session.passive_queue(queue).await? {
+        Some(c) => Ok(u64::from(c.ready)),
+        None => Err(BrokerError::NotFound(format!(
+            "queue `{}` does not exist",
+            crate::text::sanitize(queue)
+        ))),
+    }
+}
+
+/// What [`read_head`] does with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// Not wanted: read on.
+    Pass,
+    /// Keep it and read on.
+    Keep,
+    /// Keep it; it was the last one wanted.
+    KeepAndStop,
+}
+
+/// One pass over the head of `queue` (`want` messages at most, of the `depth` it holds): every
+/// message is delivered once, shown to `pick` with its position and identity, and put back
+/// (`nack(multiple, requeue)`) at the end — one read, so positions and identities agree within it.
+/// Kept messages carry at most `max_body_bytes` of body.
+pub(crate) async fn read_head(
+    session: &Session,
+    queue: &str,
+    depth: u64,
+    want: u64,
+    max_body_bytes: usize,
+    pick: &mut (dyn FnMut(u64, &DeadLetterId) -> Pick + Send),
+) -> Result<Vec<Browsed>, BrokerError> {
     let pw = session.password().to_string();
     let ch = session.channel().await?;
     // Prefetch is a u16; pages past 65,535 messages in need a wider window than one browse gives.
@@ -125,19 +167,25 @@ pub async fn browse(
             }
         };
         last_tag = Some(d.delivery_tag);
-        if seen >= opts.skip {
+        let id = identity_of(&d.properties, &d.data);
+        let picked = pick(seen, &id);
+        if picked != Pick::Pass {
             let body_len = d.data.len();
             // Copy the kept prefix so a cut 10 MB body does not keep its allocation alive.
-            let body = d.data[..body_len.min(opts.max_body_bytes)].to_vec();
+            let body = d.data[..body_len.min(max_body_bytes)].to_vec();
             out.push(Browsed {
                 position: seen,
                 properties: d.properties,
                 body,
                 body_len,
                 redelivered: d.redelivered,
+                digest: id.digest,
             });
         }
         seen += 1;
+        if picked == Pick::KeepAndStop {
+            break;
+        }
     }
     let _ = timed(
         "basic.cancel",
@@ -310,19 +358,23 @@ pub fn message_view(
             .as_ref()
             .map(|s| s.as_str().to_string()),
         timestamp: props.timestamp().and_then(|t| i64::try_from(t).ok()),
+        digest: None,
     }
 }
 
 impl Browsed {
-    /// The pure view of this message.
+    /// The pure view of this message (with its digest).
     pub fn view(&self) -> MessageView {
-        message_view(
-            self.position,
-            &self.properties,
-            self.body.clone(),
-            self.body_len,
-            self.redelivered,
-        )
+        MessageView {
+            digest: Some(self.digest),
+            ..message_view(
+                self.position,
+                &self.properties,
+                self.body.clone(),
+                self.body_len,
+                self.redelivered,
+            )
+        }
     }
 }
 
@@ -347,25 +399,4 @@ pub async fn browse_page(
         .iter()
         .map(Browsed::view)
         .collect())
-}
-
-/// The inspector's full load of the message at `position` (body up to [`INSPECT_BODY_BYTES`]).
-/// `None` when the queue has no message there any more.
-pub async fn load_message(
-    session: &Session,
-    queue: &str,
-    position: u64,
-    is_quorum_with_limit: bool,
-    force: bool,
-) -> Result<Option<MessageView>, BrokerError> {
-    let opts = BrowseOptions {
-        skip: position,
-        take: 1,
-        max_body_bytes: INSPECT_BODY_BYTES,
-        force,
-    };
-    Ok(browse(session, queue, opts, is_quorum_with_limit)
-        .await?
-        .first()
-        .map(Browsed::view))
 }

@@ -190,26 +190,8 @@ pub async fn prepare_matching(
         ))
     })?;
     let depth = u64::from(depth.ready);
-    if let Some(dir) = export_path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| io_err(dir, e))?;
-    }
     // Exports hold message bodies: readable by this user only.
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(export_path)
-            .map_err(|e| io_err(export_path, e))?
-    };
+    let file = crate::files::create_new(export_path).map_err(|e| io_err(export_path, e))?;
     let mut out = std::io::BufWriter::new(file);
     let pw = session.password().to_string();
     let channel = session.channel().await?;
@@ -442,25 +424,7 @@ pub async fn republish(
     Ok(confirmed)
 }
 
-/// Write a file only this user can read (0600; its directory created 0700): exports hold message
-/// bodies.
+/// Write a file only this user can read (`crate::files::write`): exports hold message bodies.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    crate::files::write(path, bytes)
 }

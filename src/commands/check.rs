@@ -110,8 +110,10 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 ),
                 None,
             ));
-            let ledger = crate::ledger::Ledger::open(&s, cfg).await;
-            if ledger.is_stream() {
+            let ledger = crate::ledger::Ledger::open_read(&s, cfg).await;
+            if ledger.is_missing() {
+                out.push(line("ledger", "warn", ledger.backend_description(), Some("`hopback init NS` (or any journaled operation) creates it; check reads only")));
+            } else if ledger.is_stream() {
                 out.push(line("ledger", "ok", ledger.backend_description(), None));
             } else {
                 out.push(line("ledger", "warn", ledger.backend_description(), Some("grant configure/write/read on `hopback.ledger` (a stream queue, RabbitMQ 3.9+) so every console shares one ledger")));

@@ -10,14 +10,14 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::broker::browse::{browse_page, load_message};
+use crate::broker::browse::browse_page;
 use crate::broker::mover::{self, StopReason};
 use crate::broker::stats::browse_guard;
 use crate::commands::{Ctx, confirm};
 use crate::error::Failure;
 use crate::model::deadletter::{
-    BodyMode, DEFAULT_EXCEPTION_HEADER, Filter, GroupBy, Summary, export_document, group,
-    inspector_lines, summarize,
+    BodyMode, DEFAULT_EXCEPTION_HEADER, Filter, GroupBy, Lookup, Resolution, ResolvedBy, Summary,
+    export_document, group, inspector_lines, summarize,
 };
 use crate::model::xdeath::is_version_name;
 use crate::ops::replay::{
@@ -55,12 +55,14 @@ pub enum DlqCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Inspect one dead letter (INDEX = position in the DLQ, as `dlq list` shows it)
+    /// Inspect one dead letter, by its id as `dlq list` shows it (message id, or `sha:` digest)
     Show {
         /// Namespace
         namespace: String,
-        /// Position in the DLQ (0-based)
-        index: u64,
+        /// The dead letter: its message id; its digest (`sha:` and 8–64 hex digits, as `dlq list`
+        /// shows it for a message without id); or a position in this read (0-based — a quorum
+        /// DLQ's positions can change between reads, an id cannot)
+        id: String,
         /// Write the message to this JSON file
         #[arg(long)]
         export: Option<PathBuf>,
@@ -168,11 +170,11 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
         }
         DlqCommand::Show {
             namespace,
-            index,
+            id,
             export,
             body,
             force,
-        } => show(ctx, &namespace, index, export, body, force).await,
+        } => show(ctx, &namespace, &id, export, body, force).await,
         DlqCommand::Replay {
             namespace,
             to,
@@ -323,7 +325,7 @@ async fn list(
     crate::outln!(
         "\n{:>6} {:<24} {:<6} {:<10} {:>3} {:>5}  BODY",
         "#",
-        "MESSAGE_ID",
+        "ID",
         "FROM",
         "REASON",
         "RPL",
@@ -337,7 +339,8 @@ async fn list(
             crate::outln!(
                 "{:>6} {:<24} {:<6} {:<10} {:>3} {:>5}  {}",
                 s.position,
-                crate::text::preview(s.message_id.as_deref().unwrap_or("-").as_bytes(), 200, 24),
+                // The identity `dlq show` takes: the message id, else `sha:` and its digest.
+                crate::text::preview(s.id.as_bytes(), 200, 24),
                 s.origin_version.as_deref().unwrap_or("?"),
                 crate::text::preview(s.reason.as_bytes(), 100, 10),
                 s.replays,
@@ -352,22 +355,68 @@ async fn list(
 async fn show(
     ctx: &Ctx,
     ns: &str,
-    index: u64,
+    id: &str,
     export: Option<PathBuf>,
     mode: BodyMode,
     force: bool,
 ) -> Result<(), Failure> {
+    let lookup = Lookup::parse(id).map_err(|e| {
+        Failure::usage(
+            e,
+            "give a message id or digest as `hopback dlq list NS` shows it, or a position",
+        )
+    })?;
     let queue = dlq_name(ctx, ns);
     let session = ctx.connect().await?;
     crate::ops::dlq_depth(&session, &queue).await?;
     let quorum = browse_guard(ctx.mgmt().as_ref(), &queue, force).await?;
-    let msg = load_message(&session, &queue, index, quorum, force).await?;
+    let looked = crate::broker::identity::lookup(&session, &queue, &lookup, quorum, force).await;
     session.close().await;
-    let Some(m) = msg else {
-        return Err(Failure::error(
-            format!("`{}` has no message at position {index}", sanitize(&queue)),
-            "list the positions with `hopback dlq list NS`",
-        ));
+    let looked = looked?;
+    let read = if looked.scanned < looked.depth {
+        format!(
+            "the first {} of its {} messages",
+            looked.scanned, looked.depth
+        )
+    } else {
+        format!("its {} messages", looked.scanned)
+    };
+    let shown = crate::text::preview(id.as_bytes(), 400, 80);
+    let (m, by, copies) = match lookup.resolve(&looked.identities()) {
+        Resolution::One { index, by, copies } => match looked.candidates.get(index) {
+            Some(m) => (m.clone(), by, copies as u64 + looked.more),
+            None => return Err(Failure::error("the read lost its own message", "")),
+        },
+        Resolution::Ambiguous { by, ids } => {
+            let what = match by {
+                ResolvedBy::MessageId => "message id",
+                _ => "digest prefix",
+            };
+            let digests: Vec<String> = ids.iter().map(|i| i.digest.label()).collect();
+            return Err(Failure::error(
+                format!(
+                    "{what} `{shown}` names {}{} different dead letters in `{}`: {}",
+                    ids.len(),
+                    if looked.more > 0 { " or more" } else { "" },
+                    sanitize(&queue),
+                    digests.join(", ")
+                ),
+                format!(
+                    "show one by its digest: `hopback dlq show {} {}`",
+                    sanitize(ns),
+                    digests.first().map_or("sha:…", String::as_str)
+                ),
+            ));
+        }
+        Resolution::NotFound => {
+            return Err(Failure::error(
+                format!(
+                    "no dead letter `{shown}` in `{}` (read {read}): not a message id, digest or position there — replayed, purged or expired since it was listed?",
+                    sanitize(&queue)
+                ),
+                "list what is there now with `hopback dlq list NS`",
+            ));
+        }
     };
     if let Some(path) = &export {
         let doc = export_document(&queue, &m);
@@ -381,10 +430,16 @@ async fn show(
         })?;
     }
     let lines = inspector_lines(&m, mode);
+    let identity = m.identity();
     if ctx.json {
         return ctx.print_json(&serde_json::json!({
             "queue": queue,
-            "position": index,
+            "id": identity.as_ref().map(|i| i.label()),
+            "message_id": m.message_id,
+            "digest": m.digest.map(|d| d.hex()),
+            "resolved_by": by,
+            "copies": copies,
+            "position": m.position,
             "summary": summarize(ns, &m, DEFAULT_EXCEPTION_HEADER, chrono::Utc::now().timestamp()),
             "lines": lines,
             "export": export,
@@ -392,6 +447,18 @@ async fn show(
     }
     for l in &lines {
         crate::outln!("{}", l.text);
+    }
+    let label = identity.map_or_else(|| "?".to_string(), |i| i.label());
+    if by == ResolvedBy::Position {
+        crate::errln!(
+            "note: shown by its position in this read ({}); it is dead letter `{label}` — open it by that id (positions of a quorum DLQ change between reads)",
+            m.position
+        );
+    }
+    if copies > 1 {
+        crate::errln!(
+            "note: `{label}` is in the DLQ {copies} times, byte for byte the same (one shown)"
+        );
     }
     if let Some(p) = export {
         crate::errln!("exported to {}", p.display());

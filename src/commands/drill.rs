@@ -180,7 +180,7 @@ fn lost_check(result: &DrillResult) -> Result<(), Failure> {
 
 async fn history(ctx: &Ctx) -> Result<(), Failure> {
     let session = ctx.connect().await?;
-    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let h = drill::history(&ledger).await;
     session.close().await;
     let h = h?;

@@ -252,7 +252,7 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
             return Err(f.into());
         }
     };
-    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let history = ledger_history(&ledger, ns).await;
     session.close().await;
     let (drift, ledger_note) = match &history {

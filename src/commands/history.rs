@@ -60,7 +60,7 @@ async fn load_history(
     ns: &str,
 ) -> Result<(GateHistory, Result<GateSplit, String>, String), Failure> {
     let session = ctx.connect().await?;
-    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let mut h = GateHistory::new(ns, 0);
     let read = ledger.fold(StreamStart::First, |e| h.push(&e)).await;
     // Unknown says why (no management API, no such namespace, …), never only "unknown".

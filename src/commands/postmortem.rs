@@ -32,7 +32,7 @@ pub async fn run(
     output: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let session = ctx.connect().await?;
-    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let all = ledger.read(StreamStart::First).await?;
     session.close().await;
     let Some(inc) = find_incident(&all, incident.as_deref()) else {
@@ -57,7 +57,7 @@ pub async fn run(
     }
     match output {
         Some(p) => {
-            std::fs::write(&p, &md).map_err(|e| {
+            crate::files::write(&p, md.as_bytes()).map_err(|e| {
                 Failure::error(
                     format!("cannot write {}: {e}", p.display()),
                     "check the path",

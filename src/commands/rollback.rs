@@ -364,7 +364,12 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> Result<(), Failure> {
         }
     }
     let session = ctx.connect().await?;
-    let ledger = Arc::new(Ledger::open(&session, &ctx.cfg).await);
+    // A dry run reads: it declares nothing, the ledger stream included.
+    let ledger = Arc::new(if args.dry_run {
+        Ledger::open_read(&session, &ctx.cfg).await
+    } else {
+        Ledger::open(&session, &ctx.cfg).await
+    });
     let mgmt = ctx.mgmt();
     let operator = CliOperator {
         yes: args.yes,

@@ -102,7 +102,7 @@ pub async fn run(ctx: &Ctx, mut args: TimelineArgs) -> Result<(), Failure> {
         max_entries: args.limit,
     };
     let session = ctx.connect().await?;
-    let ledger = Ledger::open(&session, &ctx.cfg).await;
+    let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let start = since.map_or(StreamStart::First, StreamStart::Timestamp);
     let mut t = Timeline::new(filter.clone());
     let read = if args.follow {

@@ -510,8 +510,7 @@ async fn run_in_namespace(
         &crate::ledger::postmortem::Incident::for_drill(id, ns),
     );
     let path = crate::config::data_dir().join(format!("postmortem-{ns}.md"));
-    let postmortem_path = std::fs::create_dir_all(crate::config::data_dir())
-        .and_then(|_| std::fs::write(&path, &postmortem))
+    let postmortem_path = crate::files::write(&path, postmortem.as_bytes())
         .ok()
         .map(|_| path.display().to_string());
     Ok(DrillResult {

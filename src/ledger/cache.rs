@@ -99,8 +99,6 @@ impl Writer {
     /// Take the lock and open the cache (`fresh` = start it over). `None` when another process
     /// is writing it or the data dir is not writable: the read goes on without caching.
     pub fn open(path: &Path, fresh: bool) -> Option<Writer> {
-        let dir = path.parent()?;
-        std::fs::create_dir_all(dir).ok()?;
         let lock = path.with_extension("lock");
         if let Ok(meta) = std::fs::metadata(&lock)
             && meta
@@ -111,17 +109,13 @@ impl Writer {
         {
             let _ = std::fs::remove_file(&lock);
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-            .ok()?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(!fresh)
-            .write(true)
-            .truncate(fresh)
-            .open(path);
+        // Private, like every file hopback writes (the directory too: `crate::files`).
+        crate::files::create_new(&lock).ok()?;
+        let file = if fresh {
+            crate::files::create(path)
+        } else {
+            crate::files::append(path)
+        };
         let Ok(file) = file else {
             let _ = std::fs::remove_file(&lock);
             return None;

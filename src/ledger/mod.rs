@@ -16,6 +16,10 @@
 //! stream at its last offset, so a console re-reading 100,000 events pays a file read plus the
 //! new tail, not an AMQP drain of everything.
 //!
+//! Read paths (`check`, `timeline`, `history`, `postmortem`, `gate show`, a read-only console)
+//! open it with [`Ledger::open_read`], which declares nothing: a stream that does not exist is
+//! reported as such (the history is unknown), never created by looking at it.
+//!
 //! `HOPBACK_LEDGER_STREAM` overrides the stream name (tests and benchmarks use throwaway streams so
 //! they never pollute the team's ledger).
 
@@ -94,7 +98,10 @@ enum Backend {
         name: String,
         max_length_bytes: u64,
         note: Option<String>,
-        writer: Mutex<Option<Writer>>,
+        /// Boxed: the publisher is large, and most ledgers never write.
+        writer: Mutex<Option<Box<Writer>>>,
+        /// Opened for reading and not found then: nothing was declared.
+        missing: bool,
     },
     File {
         path: PathBuf,
@@ -166,6 +173,17 @@ impl LedgerError {
     }
 }
 
+/// A read of a stream that does not exist: the history is unknown (not empty).
+fn missing_stream(name: &str) -> LedgerError {
+    LedgerError::new(
+        format!(
+            "ledger: stream `{}` does not exist on this broker: the history is unknown (nothing was created by reading it)",
+            crate::text::sanitize(name)
+        ),
+        "the first journaled operation creates it (`hopback init NS`, a gate flip, a replay); if the team's ledger has another name, set HOPBACK_LEDGER_STREAM",
+    )
+}
+
 fn ledger_failure(what: &str, e: BrokerError) -> LedgerError {
     LedgerError {
         message: format!("ledger: {what}: {e}"),
@@ -191,6 +209,7 @@ impl Ledger {
                     max_length_bytes: cfg.ledger_max_length_bytes,
                     note,
                     writer: Mutex::new(None),
+                    missing: false,
                 },
                 ..Self::identity(cfg)
             },
@@ -200,6 +219,42 @@ impl Ledger {
                 Self::file(&crate::config::data_dir().join(FALLBACK_FILE), &why, cfg)
             }
         }
+    }
+
+    /// Open the team's ledger to read it, declaring nothing (the read paths: `check`,
+    /// `timeline`, `history`, `postmortem`, `gate show`, the console in read-only). A stream
+    /// that does not exist stays absent: [`Ledger::is_missing`] says so and every read fails
+    /// with "unknown" instead of showing an empty history. Falls back to the local file like
+    /// [`Ledger::open`] when the broker cannot be asked.
+    pub async fn open_read(session: &Arc<Session>, cfg: &Config) -> Ledger {
+        Self::open_stream_read(session, cfg, &stream_name_from_env()).await
+    }
+
+    /// [`Ledger::open_read`] on a named stream.
+    pub async fn open_stream_read(session: &Arc<Session>, cfg: &Config, name: &str) -> Ledger {
+        match session.passive_queue(name).await {
+            Ok(found) => Ledger {
+                backend: Backend::Stream {
+                    session: session.clone(),
+                    name: name.to_string(),
+                    max_length_bytes: cfg.ledger_max_length_bytes,
+                    note: None,
+                    writer: Mutex::new(None),
+                    missing: found.is_none(),
+                },
+                ..Self::identity(cfg)
+            },
+            Err(e) => {
+                let why = format!("stream `{name}` cannot be looked up: {e}");
+                tracing::warn!("ledger falls back to a local file: {why}");
+                Self::file(&crate::config::data_dir().join(FALLBACK_FILE), &why, cfg)
+            }
+        }
+    }
+
+    /// Was the stream absent when this ledger was opened for reading (nothing declared)?
+    pub fn is_missing(&self) -> bool {
+        matches!(self.backend, Backend::Stream { missing: true, .. })
     }
 
     /// A ledger kept in a local JSONL file (the fallback; also usable offline and in tests).
@@ -244,6 +299,15 @@ impl Ledger {
     /// One line for `check` and the console: where events go, and why if it is the fallback.
     pub fn backend_description(&self) -> String {
         match &self.backend {
+            Backend::Stream {
+                session,
+                name,
+                missing: true,
+                ..
+            } => format!(
+                "unknown: stream `{name}` does not exist on {} (a read declares nothing; the first journaled operation creates it)",
+                session.profile().host_port()
+            ),
             Backend::Stream {
                 session,
                 name,
@@ -313,10 +377,10 @@ impl Ledger {
                                 .await
                                 .map_err(|e| ledger_failure("opening the writer channel", e))?
                                 .labelled("ledger publish", "ledger publisher confirm");
-                            *guard = Some(Writer {
+                            *guard = Some(Box::new(Writer {
                                 publisher: p.clone(),
                                 session: on.clone(),
-                            });
+                            }));
                             (p, on)
                         }
                     }
@@ -486,10 +550,11 @@ impl Ledger {
         let mut sub = match sub {
             Some(s) => s,
             None => {
+                // Subscribed first: a stream that is not there leaves no cache file behind.
+                let mut s = self.subscribe(from).await?;
                 if let Some(path) = &cache {
                     cache_writer = cache::Writer::open(path, true);
                 }
-                let mut s = self.subscribe(from).await?;
                 s.catch_up = true;
                 s
             }
@@ -599,7 +664,10 @@ impl Ledger {
                 let tag = format!("hopback-ledger-{}", uuid::Uuid::new_v4().simple());
                 let reader = stream::subscribe(session, name, &tag, READ_PREFETCH, offset)
                     .await
-                    .map_err(|e| ledger_failure(e.step, e.source))?;
+                    .map_err(|e| match e.source {
+                        BrokerError::NotFound(_) => missing_stream(name),
+                        source => ledger_failure(e.step, source),
+                    })?;
                 Ok(Subscription {
                     from,
                     catch_up: false,
@@ -713,15 +781,7 @@ async fn declare_stream(
 }
 
 fn append_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let mut f = crate::files::append(path)?;
     let mut line = Vec::with_capacity(body.len() + 1);
     line.extend_from_slice(body);
     line.push(b'\n');

@@ -1,5 +1,9 @@
-//! Dead letters as plain data: the one-line summary the DLQ list shows, grouping by origin
-//! version / reason / exception header / age, move filters, and the inspector's content.
+//! Dead letters as plain data: their identity, the one-line summary the DLQ list shows, grouping
+//! by origin version / reason / exception header / age, move filters, and the inspector's content.
+//!
+//! A dead letter is addressed by identity ([`DeadLetterId`]: its message id and a digest of its
+//! content), never by its position: browsing a quorum queue on RabbitMQ 3.x requeues it out of
+//! order, so "the Nth message" of one read is another message in the next.
 //!
 //! Nothing here does I/O or draws: `broker::browse` turns AMQP deliveries into
 //! [`MessageView`]s, and the CLI and the TUI render the already-sanitised lines produced here.
@@ -51,6 +55,9 @@ pub struct MessageView {
     pub content_type: Option<String>,
     /// `timestamp` property (unix seconds).
     pub timestamp: Option<i64>,
+    /// Digest of the full message (`None` when it was built from a cut body and nobody computed
+    /// it from the whole one).
+    pub digest: Option<Digest>,
 }
 
 impl Default for MessageView {
@@ -71,6 +78,7 @@ impl Default for MessageView {
             message_id: None,
             content_type: None,
             timestamp: None,
+            digest: None,
         }
     }
 }
@@ -83,6 +91,13 @@ impl MessageView {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+    /// The message's identity, when its digest is known.
+    pub fn identity(&self) -> Option<DeadLetterId> {
+        self.digest.map(|digest| DeadLetterId {
+            message_id: self.message_id.clone(),
+            digest,
+        })
+    }
     /// Unix seconds of the most recent death (or the timestamp property).
     pub fn died_at(&self) -> Option<i64> {
         self.attribution
@@ -93,11 +108,213 @@ impl MessageView {
     }
 }
 
+/// Hex digits of a digest that lists show (48 bits: no two of a DLQ's messages share them in
+/// practice; `dlq show` says so when a prefix is ambiguous).
+pub const SHORT_DIGEST_HEX: usize = 12;
+/// Fewest hex digits `dlq show` accepts as a digest prefix.
+pub const MIN_DIGEST_PREFIX_HEX: usize = 8;
+/// How a digest is written where an id is expected (`sha:3fa9c2e1b0a4`).
+pub const DIGEST_PREFIX: &str = "sha:";
+
+/// SHA-256 of a dead letter's content: every property, the headers (except the ones the broker
+/// changes when it delivers the message again) and the whole body. Two copies of one message
+/// share it; two messages that share a message id but differ anywhere do not.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// All 64 hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// The first [`SHORT_DIGEST_HEX`] hex digits.
+    pub fn short(&self) -> String {
+        self.hex()[..SHORT_DIGEST_HEX].to_string()
+    }
+    /// `sha:` and the short hex: how a list names a message by its digest.
+    pub fn label(&self) -> String {
+        format!("{DIGEST_PREFIX}{}", self.short())
+    }
+    /// Does the hex form start with `prefix` (lowercase hex)?
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        self.hex().starts_with(prefix)
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.label())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+/// Who a dead letter is: its `message_id` (raw) and the [`Digest`] of its content. Two entries
+/// are the same identity only when both agree, so a selection or an inspector opened on one of
+/// two messages sharing a message id finds that one; two byte-identical copies are one identity
+/// (whichever is taken, the content is the same).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct DeadLetterId {
+    /// `message_id` property, raw (`None`: the producer set none).
+    pub message_id: Option<String>,
+    /// Content digest.
+    pub digest: Digest,
+}
+
+impl DeadLetterId {
+    /// How a list shows it (sanitised): the message id, or `sha:` and 12 hex digits of the digest
+    /// when there is none — either is what `dlq show NS ID` takes.
+    pub fn label(&self) -> String {
+        match &self.message_id {
+            Some(id) => sanitize(id).into_owned(),
+            None => self.digest.label(),
+        }
+    }
+}
+
+/// What `dlq show NS ID` was given: a message id, a digest (`sha:` and / or 8+ hex digits), or a
+/// position in this read (digits). The DLQ is read once and [`Lookup::resolve`] decides, in this
+/// order: messages whose message id is the text; else messages whose digest starts with it;
+/// else the message at that position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The text as given (raw).
+    pub text: String,
+    digest_prefix: Option<String>,
+    position: Option<u64>,
+}
+
+/// How a [`Lookup`] was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolvedBy {
+    /// Its message id.
+    MessageId,
+    /// Its digest.
+    Digest,
+    /// Its position in this read.
+    Position,
+}
+
+/// The answer to a [`Lookup`] over one read of the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Exactly one message (or `copies` byte-identical ones: the same content either way); the
+    /// index into the candidates given.
+    One {
+        /// Index into the candidates.
+        index: usize,
+        /// How it was found.
+        by: ResolvedBy,
+        /// Identical copies found (1 = unique).
+        copies: usize,
+    },
+    /// Several different messages answer: their identities (one each), in queue order.
+    Ambiguous {
+        /// How they were found.
+        by: ResolvedBy,
+        /// One identity per different message.
+        ids: Vec<DeadLetterId>,
+    },
+    /// Nothing in the read answers.
+    NotFound,
+}
+
+impl Lookup {
+    /// Parse what the operator typed (empty is refused).
+    pub fn parse(text: &str) -> Result<Self, crate::model::Invalid> {
+        if text.is_empty() {
+            return Err("an empty id names no dead letter".to_string().into());
+        }
+        let hex = text.strip_prefix(DIGEST_PREFIX).unwrap_or(text);
+        let digest_prefix = (hex.len() >= MIN_DIGEST_PREFIX_HEX
+            && hex.len() <= 64
+            && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase());
+        if text.starts_with(DIGEST_PREFIX) && digest_prefix.is_none() {
+            return Err(format!(
+                "`{}` is not a digest: `{DIGEST_PREFIX}` takes {MIN_DIGEST_PREFIX_HEX} to 64 hex digits",
+                sanitize(text)
+            )
+            .into());
+        }
+        let position = text
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| text.parse::<u64>().ok())
+            .flatten();
+        Ok(Self {
+            text: text.to_string(),
+            digest_prefix,
+            position,
+        })
+    }
+    /// Could the message at `position` with identity `id` answer this lookup (the read keeps
+    /// those; [`Lookup::resolve`] decides among them)?
+    pub fn may_match(&self, position: u64, id: &DeadLetterId) -> bool {
+        id.message_id.as_deref() == Some(self.text.as_str())
+            || self
+                .digest_prefix
+                .as_deref()
+                .is_some_and(|p| id.digest.starts_with(p))
+            || self.position == Some(position)
+    }
+    /// Decide among the candidates a read kept (`(position, identity)`, in queue order).
+    pub fn resolve(&self, candidates: &[(u64, DeadLetterId)]) -> Resolution {
+        let by_id: Vec<usize> = (0..candidates.len())
+            .filter(|&i| candidates[i].1.message_id.as_deref() == Some(self.text.as_str()))
+            .collect();
+        let by_digest: Vec<usize> = match &self.digest_prefix {
+            Some(p) => (0..candidates.len())
+                .filter(|&i| candidates[i].1.digest.starts_with(p))
+                .collect(),
+            None => Vec::new(),
+        };
+        let by_position: Vec<usize> = (0..candidates.len())
+            .filter(|&i| Some(candidates[i].0) == self.position)
+            .take(1)
+            .collect();
+        let (by, hits) = if !by_id.is_empty() {
+            (ResolvedBy::MessageId, by_id)
+        } else if !by_digest.is_empty() {
+            (ResolvedBy::Digest, by_digest)
+        } else if !by_position.is_empty() {
+            (ResolvedBy::Position, by_position)
+        } else {
+            return Resolution::NotFound;
+        };
+        let mut distinct: Vec<DeadLetterId> = Vec::new();
+        for &i in &hits {
+            if !distinct.contains(&candidates[i].1) {
+                distinct.push(candidates[i].1.clone());
+            }
+        }
+        if distinct.len() > 1 {
+            return Resolution::Ambiguous { by, ids: distinct };
+        }
+        Resolution::One {
+            index: hits[0],
+            by,
+            copies: hits.len(),
+        }
+    }
+}
+
 /// One row of the DLQ list: everything already sanitised and bounded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    /// Position in the queue.
+    /// Position in the read it came from (a display order, not an address: see
+    /// [`DeadLetterId`]).
     pub position: u64,
+    /// The identity as lists show it and `dlq show` takes it (sanitised): the message id, else
+    /// `sha:` and the digest's first hex digits; `?` when the digest is unknown.
+    pub id: String,
+    /// Full content digest (hex), when known.
+    pub digest: Option<String>,
     /// `message_id` (sanitised).
     pub message_id: Option<String>,
     /// First death queue (sanitised).
@@ -125,6 +342,12 @@ pub fn summarize(ns: &str, m: &MessageView, exception_header: &str, now_s: i64) 
     let origin = m.attribution.origin_queue.clone();
     Summary {
         position: m.position,
+        id: match (m.identity(), &m.message_id) {
+            (Some(id), _) => id.label(),
+            (None, Some(mid)) => sanitize(mid).into_owned(),
+            (None, None) => "?".to_string(),
+        },
+        digest: m.digest.map(|d| d.hex()),
         message_id: m.message_id.as_deref().map(|s| sanitize(s).into_owned()),
         origin_version: origin.as_deref().and_then(|q| version_of_queue(ns, q)),
         origin_queue: origin.as_deref().map(|s| sanitize(s).into_owned()),
@@ -318,6 +541,9 @@ pub enum Condition {
     BodyContains(String),
     /// `message_id` equals.
     MessageId(String),
+    /// This very dead letter: message id and content digest both equal (a selection in the
+    /// console). A message whose digest was not computed never matches.
+    Identity(DeadLetterId),
 }
 
 /// A conjunction of conditions; empty = everything.
@@ -356,6 +582,12 @@ impl Filter {
     pub fn is_empty(&self) -> bool {
         self.conditions.is_empty()
     }
+    /// Does matching need each message's digest ([`MessageView::digest`] filled in)?
+    pub fn needs_digest(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| matches!(c, Condition::Identity(_)))
+    }
     /// Does a message match? `ns` resolves origin versions; `body` is the full body.
     pub fn matches(&self, ns: &str, m: &MessageView) -> bool {
         self.conditions.iter().all(|c| match c {
@@ -368,6 +600,7 @@ impl Filter {
             Condition::Header(k, v) => m.header(k) == Some(v.as_str()),
             Condition::BodyContains(t) => contains(&m.body, t.as_bytes()),
             Condition::MessageId(id) => m.message_id.as_deref() == Some(id.as_str()),
+            Condition::Identity(id) => m.identity().as_ref() == Some(id),
         })
     }
 }
@@ -468,7 +701,20 @@ fn field(k: &str, v: &str) -> InspectorLine {
 /// The inspector's content for one message: properties, headers, x-death history, replay count,
 /// then the body in `mode`. Every line is terminal-safe (no control or bidi characters).
 pub fn inspector_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
-    let mut out = vec![line(LineKind::Title, format!("Message #{}", m.position))];
+    let label = match m.identity() {
+        Some(id) => id.label(),
+        None => m.message_id.as_deref().map_or_else(
+            || "(no message id)".to_string(),
+            |s| sanitize(s).into_owned(),
+        ),
+    };
+    let mut out = vec![line(
+        LineKind::Title,
+        format!("Message {label} (#{} in this read)", m.position),
+    )];
+    if let Some(d) = &m.digest {
+        out.push(field("digest", &format!("{DIGEST_PREFIX}{}", d.hex())));
+    }
     let a = &m.attribution;
     out.push(field(
         "origin",
@@ -642,6 +888,7 @@ pub fn export_document(queue: &str, m: &MessageView) -> serde_json::Value {
     serde_json::json!({
         "queue": queue,
         "position": m.position,
+        "digest": m.digest.map(|d| d.hex()),
         "exported_at": chrono::Utc::now().to_rfc3339(),
         "properties": m.properties.iter().cloned().collect::<BTreeMap<_, _>>(),
         "headers": m.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
@@ -727,6 +974,112 @@ mod tests {
             message_id: Some(format!("id-{pos}")),
             ..Default::default()
         }
+    }
+
+    fn ident(id: Option<&str>, byte: u8) -> DeadLetterId {
+        DeadLetterId {
+            message_id: id.map(str::to_string),
+            digest: Digest([byte; 32]),
+        }
+    }
+
+    #[test]
+    fn lookup_prefers_message_id_then_digest_then_position() {
+        let a = ident(Some("7"), 0xab);
+        let b = ident(None, 0xcd);
+        let c = ident(Some("order-1"), 0x12);
+        let read = vec![(0, a.clone()), (7, b.clone()), (9, c.clone())];
+        let one = |text: &str| Lookup::parse(text).unwrap().resolve(&read);
+        // "7" is a message id here: the id wins over position 7.
+        assert_eq!(
+            one("7"),
+            Resolution::One {
+                index: 0,
+                by: ResolvedBy::MessageId,
+                copies: 1
+            }
+        );
+        assert_eq!(b.label(), "sha:cdcdcdcdcdcd");
+        for text in [
+            "sha:cdcdcdcdcdcd",
+            "cdcdcdcdcdcd",
+            "CDCDCDCD",
+            &b.digest.hex(),
+        ] {
+            assert_eq!(
+                one(text),
+                Resolution::One {
+                    index: 1,
+                    by: ResolvedBy::Digest,
+                    copies: 1
+                },
+                "{text}"
+            );
+        }
+        assert_eq!(
+            one("9"),
+            Resolution::One {
+                index: 2,
+                by: ResolvedBy::Position,
+                copies: 1
+            }
+        );
+        assert_eq!(one("8"), Resolution::NotFound);
+        assert_eq!(one("order-2"), Resolution::NotFound);
+        assert!(Lookup::parse("").is_err());
+        assert!(Lookup::parse("sha:xyz").is_err());
+        assert!(Lookup::parse("sha:abc").is_err(), "too short a prefix");
+    }
+
+    #[test]
+    fn a_shared_message_id_is_ambiguous_unless_the_copies_are_identical() {
+        let x1 = ident(Some("dup"), 1);
+        let x2 = ident(Some("dup"), 2);
+        let read = vec![(0, x1.clone()), (1, x2.clone()), (2, x1.clone())];
+        let l = Lookup::parse("dup").unwrap();
+        assert_eq!(
+            l.resolve(&read),
+            Resolution::Ambiguous {
+                by: ResolvedBy::MessageId,
+                ids: vec![x1.clone(), x2.clone()]
+            }
+        );
+        // Its digest disambiguates; the two byte-identical copies are one message shown once.
+        let by_digest = Lookup::parse(&x1.digest.label()).unwrap();
+        assert_eq!(
+            by_digest.resolve(&read),
+            Resolution::One {
+                index: 0,
+                by: ResolvedBy::Digest,
+                copies: 2
+            }
+        );
+        assert!(by_digest.may_match(5, &x1) && !by_digest.may_match(5, &x2));
+    }
+
+    #[test]
+    fn identity_condition_needs_the_digest() {
+        let mut m = msg(0, "e.v2", Reason::Rejected, None, None);
+        let id = ident(Some("id-0"), 9);
+        let f = Filter {
+            conditions: vec![Condition::Identity(id.clone())],
+        };
+        assert!(f.needs_digest());
+        assert!(!f.matches("e", &m), "unknown digest never matches");
+        m.digest = Some(Digest([9; 32]));
+        assert!(f.matches("e", &m));
+        m.digest = Some(Digest([8; 32]));
+        assert!(!f.matches("e", &m), "same message id, other content");
+        let s = summarize("e", &m, "x-exception", 0);
+        assert_eq!(s.id, "id-0");
+        m.message_id = None;
+        let s = summarize("e", &m, "x-exception", 0);
+        assert_eq!(s.id, "sha:080808080808");
+        assert!(
+            inspector_lines(&m, BodyMode::Auto)[0]
+                .text
+                .contains("sha:080808080808")
+        );
     }
 
     #[test]

@@ -123,11 +123,7 @@ fn draw_groups(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel) {
         .skip(skip)
         .take(visible)
         .map(|(i, g)| {
-            let sel = g
-                .positions
-                .iter()
-                .filter(|p| d.selected.contains(p))
-                .count();
+            let sel = g.positions.iter().filter(|p| d.is_selected(**p)).count();
             let style = if i == d.group_cursor {
                 theme.selected
             } else {
@@ -176,17 +172,14 @@ fn draw_messages(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel, g: usiz
                 theme.base
             };
             Row::new(vec![
-                Cell::from(if d.selected.contains(&s.position) {
+                Cell::from(if d.is_selected(s.position) {
                     "[x]"
                 } else {
                     "[ ]"
                 }),
                 Cell::from(s.position.to_string()),
-                Cell::from(crate::text::preview(
-                    s.message_id.as_deref().unwrap_or("–").as_bytes(),
-                    200,
-                    24,
-                )),
+                // The identity (message id, else `sha:` digest): what `dlq show` takes.
+                Cell::from(crate::text::preview(s.id.as_bytes(), 200, 24)),
                 Cell::from(s.origin_version.clone().unwrap_or_else(|| "?".into())),
                 Cell::from(s.reason.clone()),
                 Cell::from(s.replays.to_string()),
@@ -210,17 +203,8 @@ fn draw_messages(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel, g: usiz
         ],
     )
     .header(
-        Row::new([
-            "SEL",
-            "#",
-            "MESSAGE ID",
-            "FROM",
-            "REASON",
-            "RPL",
-            "AGE",
-            "BODY",
-        ])
-        .style(theme.table_header),
+        Row::new(["SEL", "#", "ID", "FROM", "REASON", "RPL", "AGE", "BODY"])
+            .style(theme.table_header),
     )
     .column_spacing(1);
     f.render_widget(table, area);

@@ -27,8 +27,8 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         .map(|d| d.queue.clone())
         .unwrap_or_else(|| "?".to_string());
     let title = format!(
-        " message #{} · {} · body {} ",
-        i.position,
+        " message {} · {} · body {} ",
+        crate::text::preview(i.id.label().as_bytes(), 200, 32),
         sanitize(&queue),
         format!("{:?}", i.mode).to_lowercase()
     );

@@ -1,6 +1,10 @@
 //! The dead-letter browser's state: a page of the DLQ (browsed, nothing removed) grouped by
 //! origin / reason / exception / age, the cursor and selection, the replay confirmation (scope
 //! and target pickers) and the purge (export first, then the typed count).
+//!
+//! Positions only order one read's rows. What the panel hands on — the inspector, the export of
+//! a message, a selection to replay — is each message's identity (`DeadLetterId`), which a
+//! quorum queue's out-of-order requeue between two reads does not change.
 
 use crate::app::protocol::Failed;
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,14 +16,18 @@ use crate::app::action::Action;
 use crate::app::protocol::{OpRequest, ReplayScope, ReplayTarget};
 use crate::app::state::Level;
 use crate::model::deadletter::{
-    Condition, DEFAULT_EXCEPTION_HEADER, Filter, Group, GroupBy, MessageView, Summary, group,
-    summarize as summarize_dl,
+    Condition, DEFAULT_EXCEPTION_HEADER, DeadLetterId, Filter, Group, GroupBy, MessageView,
+    Summary, group, summarize as summarize_dl,
 };
 use crate::model::snapshot::NamespaceSnapshot;
 use crate::text::sanitize;
 
 /// Dead letters read per page of the browser.
 pub const DLQ_PAGE_SIZE: u64 = 200;
+
+/// A row whose identity the read did not give (it cannot be opened, exported or selected).
+const UNKNOWN_IDENTITY: &str =
+    "this row's identity is unknown (no digest was read); refresh the page";
 
 /// Groups first, then the messages of one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,16 +93,17 @@ pub struct DlqPanel {
     pub group_by: GroupBy,
     /// Groups of the page.
     pub groups: Vec<Group>,
-    /// Message ids by position (raw), for replaying a selection.
-    pub ids: BTreeMap<u64, String>,
+    /// Identities by position in this read (what the inspector, the export and a selection
+    /// replay are given).
+    pub ids: BTreeMap<u64, DeadLetterId>,
     /// Groups or messages.
     pub level: DlqLevel,
     /// Cursor in the group list.
     pub group_cursor: usize,
     /// Cursor in the message list.
     pub msg_cursor: usize,
-    /// Selected positions.
-    pub selected: BTreeSet<u64>,
+    /// Selected dead letters (kept across reads of the page: an identity stays itself).
+    pub selected: BTreeSet<DeadLetterId>,
     /// A dialog, if open.
     pub dialog: Option<DlqDialog>,
     /// Versions of the namespace (replay targets).
@@ -114,9 +123,25 @@ impl DlqPanel {
             .collect();
         self.ids = msgs
             .iter()
-            .filter_map(|m| m.message_id.clone().map(|id| (m.position, id)))
+            .filter_map(|m| m.identity().map(|id| (m.position, id)))
             .collect();
+        // A selected message that this read no longer holds is not selected any more.
+        let present: BTreeSet<&DeadLetterId> = self.ids.values().collect();
+        self.selected.retain(|id| present.contains(id));
         self.regroup();
+    }
+    /// The identity of the row at `position` of this read.
+    pub fn id_at(&self, position: u64) -> Option<&DeadLetterId> {
+        self.ids.get(&position)
+    }
+    /// Is this row's message selected?
+    pub fn is_selected(&self, position: u64) -> bool {
+        self.id_at(position)
+            .is_some_and(|id| self.selected.contains(id))
+    }
+    /// The identities of the rows at `positions` (one per row: identical copies each count).
+    fn ids_of(&self, positions: impl Iterator<Item = u64>) -> Vec<DeadLetterId> {
+        positions.filter_map(|p| self.id_at(p).cloned()).collect()
     }
     /// Recompute the groups (after a page or a group-by change).
     pub fn regroup(&mut self) {
@@ -157,20 +182,13 @@ impl DlqPanel {
     fn replay_scopes(&self) -> Vec<(String, String, ReplayScope)> {
         let mut out = Vec::new();
         if !self.selected.is_empty() {
-            let ids: Vec<String> = self
-                .selected
-                .iter()
-                .filter_map(|p| self.ids.get(p).cloned())
-                .collect();
-            let missing = self.selected.len() - ids.len();
-            let note = if missing > 0 {
-                format!(
-                    "{} message(s); {missing} without message_id cannot be picked",
-                    ids.len()
-                )
-            } else {
-                format!("{} message(s)", ids.len())
-            };
+            let ids = self.ids_of(
+                self.items
+                    .iter()
+                    .map(|s| s.position)
+                    .filter(|p| self.is_selected(*p)),
+            );
+            let note = format!("{} message(s)", ids.len());
             out.push(("selected".to_string(), note, ReplayScope::Ids(ids)));
         }
         if let Some(g) = self.focused_group() {
@@ -192,11 +210,7 @@ impl DlqPanel {
                     }),
                 )),
                 None => {
-                    let ids: Vec<String> = g
-                        .positions
-                        .iter()
-                        .filter_map(|p| self.ids.get(p).cloned())
-                        .collect();
+                    let ids = self.ids_of(g.positions.iter().copied());
                     out.push((
                         label,
                         format!("{} message(s) of this page", ids.len()),
@@ -417,12 +431,19 @@ impl DlqPanel {
                     }
                     Reply::default()
                 }
-                DlqLevel::Messages(_) => Reply {
-                    open: self.cursor_item().map(|s| Open::Inspector {
-                        ns: self.ns.clone(),
-                        position: s.position,
-                    }),
-                    ..Default::default()
+                DlqLevel::Messages(_) => match self.cursor_item().map(|s| s.position) {
+                    Some(position) => match self.id_at(position) {
+                        Some(id) => Reply {
+                            open: Some(Open::Inspector {
+                                ns: self.ns.clone(),
+                                id: id.clone(),
+                                position,
+                            }),
+                            ..Default::default()
+                        },
+                        None => Reply::say(Level::Warn, UNKNOWN_IDENTITY),
+                    },
+                    None => Reply::default(),
                 },
             },
             Action::SortNext => {
@@ -468,12 +489,15 @@ impl DlqPanel {
                 }
             }
             Action::Refresh => Reply::ask(self.reload()),
-            Action::Export => match self.cursor_item() {
-                Some(s) => Reply::ask(OpRequest::DlqExport {
-                    ns: self.ns.clone(),
-                    position: s.position,
-                    message: None,
-                }),
+            Action::Export => match self.cursor_item().map(|s| s.position) {
+                Some(position) => match self.id_at(position) {
+                    Some(id) => Reply::ask(OpRequest::DlqExport {
+                        ns: self.ns.clone(),
+                        id: id.clone(),
+                        message: None,
+                    }),
+                    None => Reply::say(Level::Warn, UNKNOWN_IDENTITY),
+                },
                 None => Reply::say(Level::Info, "open a group and pick a message to export"),
             },
             Action::Replay => {
@@ -511,19 +535,22 @@ impl DlqPanel {
     fn select(&mut self, last: usize) {
         match self.cursor_item().map(|s| s.position) {
             Some(p) => {
-                if !self.selected.remove(&p) {
-                    self.selected.insert(p);
+                if let Some(id) = self.id_at(p).cloned()
+                    && !self.selected.remove(&id)
+                {
+                    self.selected.insert(id);
                 }
                 self.msg_cursor = (self.msg_cursor + 1).min(last);
             }
             None => {
                 if let Some(g) = self.groups.get(self.group_cursor) {
-                    let all = g.positions.iter().all(|p| self.selected.contains(p));
-                    for p in g.positions.clone() {
+                    let ids = self.ids_of(g.positions.iter().copied());
+                    let all = ids.iter().all(|id| self.selected.contains(id));
+                    for id in ids {
                         if all {
-                            self.selected.remove(&p);
+                            self.selected.remove(&id);
                         } else {
-                            self.selected.insert(p);
+                            self.selected.insert(id);
                         }
                     }
                 }

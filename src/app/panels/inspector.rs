@@ -1,18 +1,23 @@
 //! The inspector's state: one dead letter loaded in full, its body as auto / text / JSON / hex,
-//! the scroll, and the export of the message.
+//! the scroll, and the export of the message. It holds the message's identity, not its position:
+//! the runner finds it in a fresh read of the DLQ, and says so when it is no longer there.
 
 use super::Reply;
 use crate::app::action::Action;
 use crate::app::protocol::Failed;
 use crate::app::protocol::OpRequest;
-use crate::model::deadletter::{BodyMode, InspectorLine, MessageView, inspector_lines};
+use crate::model::deadletter::{
+    BodyMode, DeadLetterId, InspectorLine, MessageView, inspector_lines,
+};
 
 /// The inspector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InspectorPanel {
     /// Namespace.
     pub ns: String,
-    /// Position.
+    /// The message shown (what is loaded and exported).
+    pub id: DeadLetterId,
+    /// Where the list showed it when it was opened (display only).
     pub position: u64,
     /// The message, once loaded.
     pub message: Option<MessageView>,
@@ -29,10 +34,11 @@ pub struct InspectorPanel {
 }
 
 impl InspectorPanel {
-    /// The inspector on the message at `position`, loading.
-    pub fn new(ns: String, position: u64) -> Self {
+    /// The inspector on dead letter `id` (listed at `position`), loading.
+    pub fn new(ns: String, id: DeadLetterId, position: u64) -> Self {
         InspectorPanel {
             ns,
+            id,
             position,
             message: None,
             loading: true,
@@ -75,7 +81,7 @@ impl InspectorPanel {
                 if let Some(m) = &self.message {
                     return Some(Reply::ask(OpRequest::DlqExport {
                         ns: self.ns.clone(),
-                        position: self.position,
+                        id: self.id.clone(),
                         message: Some(Box::new(m.clone())),
                     }));
                 }
@@ -86,25 +92,33 @@ impl InspectorPanel {
         Some(Reply::default())
     }
 
-    /// The message arrived (for this inspector, if it still shows that position).
+    /// The message arrived (for this inspector, if it still shows that message). One with
+    /// another identity is refused, never shown in its place.
     pub fn on_inspected(
         &mut self,
         ns: &str,
-        position: u64,
+        id: &DeadLetterId,
         result: Result<Option<Box<MessageView>>, Failed>,
     ) {
-        if self.ns != ns || self.position != position {
+        if self.ns != ns || &self.id != id {
             return;
         }
         self.loading = false;
         match result {
-            Ok(Some(m)) => {
+            Ok(Some(m)) if m.identity().as_ref() == Some(id) => {
                 self.message = Some(*m);
                 self.rebuild();
             }
+            Ok(Some(_)) => {
+                self.error = Some(format!(
+                    "the read returned another message than {}; nothing shown — go back and refresh",
+                    id.label()
+                ))
+            }
             Ok(None) => {
                 self.error = Some(format!(
-                    "no message at position {position} any more (the DLQ changed); go back and refresh"
+                    "dead letter {} is no longer in the DLQ (replayed, purged or expired since the list was read); go back and refresh",
+                    id.label()
                 ))
             }
             Err(e) => self.error = Some(e.text),

@@ -31,6 +31,7 @@ use super::action::Action;
 use super::keymap::Context;
 use super::protocol::{OpMsg, OpRequest};
 use super::state::{AppState, Effect, Level, View};
+use crate::model::deadletter::DeadLetterId;
 use crate::model::snapshot::NamespaceSnapshot;
 use crate::text::sanitize;
 
@@ -87,7 +88,9 @@ pub enum Open {
     Inspector {
         /// Namespace.
         ns: String,
-        /// Queue position.
+        /// The message.
+        id: DeadLetterId,
+        /// Where the list showed it (display only).
         position: u64,
     },
 }
@@ -223,12 +226,9 @@ impl AppState {
             self.views.pop();
         }
         match reply.open {
-            Some(Open::Inspector { ns, position }) => {
-                self.ops.inspector = Some(InspectorPanel::new(ns.clone(), position));
-                self.ask(OpRequest::DlqInspect {
-                    ns: ns.clone(),
-                    position,
-                });
+            Some(Open::Inspector { ns, id, position }) => {
+                self.ops.inspector = Some(InspectorPanel::new(ns.clone(), id.clone(), position));
+                self.ask(OpRequest::DlqInspect { ns: ns.clone(), id });
                 self.push_view(View::Inspector { ns });
             }
             None => {}
@@ -634,13 +634,9 @@ impl AppState {
                 }
                 Reply::default()
             }
-            OpMsg::Inspected {
-                ns,
-                position,
-                result,
-            } => {
+            OpMsg::Inspected { ns, id, result } => {
                 if let Some(i) = self.ops.inspector.as_mut() {
-                    i.on_inspected(&ns, position, result);
+                    i.on_inspected(&ns, &id, result);
                 }
                 Reply::default()
             }

@@ -518,13 +518,16 @@ impl Runner<'_> {
         let spec = self.spec;
         let headers = d.properties.headers().as_ref();
         if !spec.filter.is_empty() {
-            let view = message_view(
+            let mut view = message_view(
                 0,
                 &d.properties,
                 d.data.clone(),
                 d.data.len(),
                 d.redelivered,
             );
+            if spec.filter.needs_digest() {
+                view.digest = Some(crate::broker::identity::digest_of(&d.properties, &d.data));
+            }
             if !spec.filter.matches(&spec.namespace, &view) {
                 self.counts.skipped_by_filter += 1;
                 return Ok(Dispatch::Held(d.acker));

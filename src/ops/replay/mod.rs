@@ -58,8 +58,9 @@ pub enum Destination {
 pub enum Selection {
     /// All of them (subject to the filter).
     All,
-    /// These message ids, one run each.
-    Ids(Vec<String>),
+    /// These dead letters (message id and digest), one run each: a selection in the console
+    /// moves exactly the messages selected, even when another shares a message id.
+    Ids(Vec<crate::model::deadletter::DeadLetterId>),
 }
 
 /// What the operator asks for.
@@ -411,7 +412,7 @@ pub fn specs(ns: &Namespace, req: &ReplayRequest) -> Result<(EventKind, Vec<Move
             .iter()
             .map(|id| {
                 let mut f = base.filter.clone();
-                f.conditions.push(Condition::MessageId(id.clone()));
+                f.conditions.push(Condition::Identity(id.clone()));
                 MoveSpec {
                     filter: f,
                     limit: Some(1),
