@@ -308,7 +308,12 @@ async fn pika_side(cfg: &Config, ns: &Namespace, n: u64) -> Result<f64, String> 
 }
 
 async fn cleanup(s: &Arc<Session>, m: &Mgmt, ns: &Namespace) {
-    let _ = hopback::broker::shovel::remove(m, &ns.move_shovel()).await;
+    for name in hopback::broker::shovel::move_shovels_of(m, ns)
+        .await
+        .unwrap_or_default()
+    {
+        let _ = hopback::broker::shovel::remove(m, &name).await;
+    }
     if let Ok(ch) = s.channel().await {
         for x in hopback::topology::origin_routers(&ns.entry) {
             let _ = ch

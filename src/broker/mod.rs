@@ -2,7 +2,8 @@
 //! management API ([`mgmt`]), topology declaration and discovery ([`topology`]; the names come
 //! from [`crate::topology::Namespace`]), snapshot collection ([`stats`]), non-destructive
 //! browsing ([`browse`]), the broker engine of moves ([`shovel`]), header reading ([`headers`]), the AMQP primitives ([`amqp`], [`stream`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine
-//! of every move) and export-and-hold ([`export`]: the engine of a purge). These are primitives:
+//! of every move), export-and-hold ([`export`]: the engine of a purge) and republish hygiene
+//! ([`republish`]: what a message published again keeps, for every engine). These are primitives:
 //! they neither guard nor journal — `ops/` does. Nothing outside this module talks to RabbitMQ.
 
 pub mod amqp;
@@ -12,6 +13,7 @@ pub mod headers;
 pub mod lock;
 pub mod mgmt;
 pub mod mover;
+pub mod republish;
 pub mod session;
 pub mod shovel;
 pub mod stats;

@@ -89,6 +89,9 @@ pub struct ReplayRequest {
     pub confirm_window: usize,
     /// Which engine moves the messages (`--engine`, default auto).
     pub engine: EngineChoice,
+    /// The broker engine's time limit (`--time-limit`; default
+    /// `broker::shovel::default_time_limit` of the count): past it the shovel is removed.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// `--engine`: which engine a move runs on.
@@ -155,8 +158,19 @@ impl ReplayRequest {
             prefetch: mover::DEFAULT_PREFETCH,
             confirm_window: mover::DEFAULT_CONFIRM_WINDOW,
             engine: EngineChoice::Auto,
+            time_limit: None,
         }
     }
+}
+
+/// A broker-engine move of this namespace left behind by a hopback that is gone, which the run
+/// removes (journaled, `ops::stale_moves`) before it moves anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftBehind {
+    /// The shovel.
+    pub shovel: String,
+    /// Why it counts as left behind (terminal-safe).
+    pub why: String,
 }
 
 /// The exact plan [`run`] executes: what a dry run shows and the confirmation asks about.
@@ -178,6 +192,8 @@ pub struct ReplayPlan {
     pub engine_reason: String,
     /// One line: what will happen (terminal-safe).
     pub title: String,
+    /// Broker-engine moves of the namespace left behind, removed first.
+    pub left_behind: Vec<LeftBehind>,
 }
 
 impl ReplayPlan {
@@ -213,8 +229,21 @@ impl ReplayPlan {
             ),
             Engine::Client => format!(" [client engine — {}]", self.engine_reason),
         };
+        let left_behind = if self.left_behind.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [first removing {} broker-engine move(s) left behind: {}]",
+                self.left_behind.len(),
+                self.left_behind
+                    .iter()
+                    .map(|l| format!("shovel `{}` ({})", sanitize(&l.shovel), l.why))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         format!(
-            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?{engine}",
+            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?{engine}{left_behind}",
             self.at_most,
             self.source_depth,
             sanitize(self.source()),
@@ -495,6 +524,23 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
             .first()
             .map_or_else(String::new, |s| s.target.describe())
     );
+    // A broker-engine move left behind would take this namespace's dead letters too: the run
+    // removes it first (journaled); the plan says so.
+    let left_behind = match cx.mgmt.as_ref() {
+        Some(m) => crate::ops::stale_moves::find(m, Some(&ns))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|f| match f.verdict {
+                crate::broker::shovel::Verdict::Stale(why) => Some(LeftBehind {
+                    shovel: f.name,
+                    why: sanitize(&why).into_owned(),
+                }),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
     if engine == Engine::Client
         && let Some(note) = size_prefetch(cx.mgmt.as_ref(), &source, depth, &mut specs).await
@@ -510,6 +556,7 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
         engine,
         engine_reason,
         title,
+        left_behind,
     })
 }
 
@@ -558,6 +605,43 @@ pub(crate) async fn size_prefetch(
     note
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Before a move of `ns`: remove the broker-engine moves of the namespace left behind (each
+/// journaled, `ops::stale_moves`). One that cannot be removed refuses the run: it would take the
+/// same dead letters.
+async fn remove_left_behind(cx: &OpContext, ns: &Namespace) -> Result<(), OpError> {
+    let Some(mgmt) = cx.mgmt.as_ref() else {
+        return Ok(());
+    };
+    let found = match crate::ops::stale_moves::find(mgmt, Some(ns)).await {
+        Ok(f) => f,
+        // The broker engine reads the shovels again (and fails on this); the client engine does
+        // not need the management API.
+        Err(_) => return Ok(()),
+    };
+    if !crate::ops::stale_moves::any_stale(&found) {
+        return Ok(());
+    }
+    for s in crate::ops::stale_moves::sweep(cx, found).await {
+        if let crate::ops::stale_moves::SweepAction::Failed(why) = &s.action {
+            return Err(OpError::failed(
+                format!(
+                    "a broker-engine move of `{}` left behind (shovel `{}`) would take the same messages, and removing it failed: {why}; nothing was moved",
+                    sanitize(&ns.name),
+                    sanitize(&s.shovel)
+                ),
+                s.manual_removal(&cx.cfg.profile.vhost),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Drive one engine's run to its end, handing every progress report published on `control` to
 /// `on_progress(part, …)` (both engines report through the same control).
 async fn with_progress<T>(
@@ -593,6 +677,13 @@ pub async fn run(
     mut on_progress: impl FnMut(usize, &MoveProgress) + Send,
 ) -> Result<ReplayReport, OpError> {
     cx.require_writable("replay or move messages")?;
+    let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
+    remove_left_behind(cx, &ns).await?;
+    // The broker engine's move is stamped now: its deadline, and the shovel's name carrying it.
+    let engine = match &plan.engine {
+        Engine::Broker(m) => Engine::Broker(m.clone().started(&ns, unix_now())),
+        Engine::Client => Engine::Client,
+    };
     let first = plan.specs.first();
     let params = serde_json::json!({
         "source": first.map(|s| s.source_queue.clone()),
@@ -605,8 +696,14 @@ pub async fn run(
         "runs": plan.specs.len(),
         "engine": plan.engine.name(),
         "engine_reason": plan.engine_reason,
-        "shovel": match &plan.engine {
-            Engine::Broker(m) => serde_json::json!({"name": m.name, "count": m.count, "dest": m.dest}),
+        "shovel": match &engine {
+            Engine::Broker(m) => serde_json::json!({
+                "name": m.name,
+                "move_id": m.move_id,
+                "count": m.count,
+                "dest": m.dest,
+                "deadline_unix": m.deadline_unix,
+            }),
             Engine::Client => serde_json::Value::Null,
         },
     });
@@ -624,7 +721,7 @@ pub async fn run(
     let started = std::time::Instant::now();
     let mut total = MoveCounts::default();
     let mut stop = StopReason::Drained;
-    let specs: &[MoveSpec] = match &plan.engine {
+    let specs: &[MoveSpec] = match &engine {
         Engine::Broker(m) => {
             let r = run_broker(cx, plan, m, control, &mut on_progress).await;
             total = r.counts;
@@ -659,7 +756,10 @@ pub async fn run(
         .map(|c| u64::from(c.ready));
     let stopped_by = control.stopped_by();
     let mut report = ReplayReport {
-        plan: plan.clone(),
+        plan: ReplayPlan {
+            engine,
+            ..plan.clone()
+        },
         counts: total,
         stop,
         stopped_by,
