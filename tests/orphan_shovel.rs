@@ -324,3 +324,86 @@ async fn a_replay_removes_a_move_left_behind_before_it_moves() {
     session.close().await;
     drop(vhost);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_hopback_runs_is_left_alone() {
+    use hopback::ops::replay::{
+        self, Destination, EngineChoice, ReplayControl, ReplayRequest, Source,
+    };
+    let vhost = TestVhost::create("orphan");
+    let ns = common::unique_ns("orphanlive");
+    init(&vhost, &ns);
+    let cfg = vhost.config();
+    let session = common::connect(&cfg, "test").await;
+    let names = Namespace::convention(&ns);
+    let v1 = names.version_queue("v1").unwrap();
+    let dead = ids(&format!("{ns}-d"), 10);
+    publish(&session, &v1, &dead, &body, None, true).await;
+    wait_depth(&session, &names.dlq, 10, 30).await;
+    let m = Mgmt::new(&cfg.profile).unwrap();
+    let cx = hopback::ops::OpContext::open(session.clone(), &cfg, hopback::ops::Via::Cli).await;
+
+    // A move that cannot finish (half its count is held by another consumer) and is watched.
+    let req = ReplayRequest {
+        engine: EngineChoice::Broker,
+        ..ReplayRequest::new(&ns, Source::Dlq, Destination::Version("v1".into()))
+    };
+    let plan = replay::prepare(&cx, &req).await.unwrap();
+    let held = session.channel().await.unwrap();
+    held.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+    let mut c = held
+        .basic_consume(
+            names.dlq.as_str().into(),
+            "holder".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    let control = ReplayControl::new();
+    let run = {
+        let (cx, plan, control) = (cx.clone(), plan.clone(), control.clone());
+        tokio::spawn(async move { replay::run(&cx, &plan, &control, |_, _| {}).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shovel = loop {
+        assert!(Instant::now() < deadline, "the move never started");
+        if let Some(s) = hopback::broker::shovel::move_shovels_of(&m, &names)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Older than the grace: only its owner's connection tells it is watched.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    let out = vhost.bin().args(["status", &ns]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("shovel `{shovel}`: a broker-engine move of `{ns}` in progress (its hopback is running)")),
+        "{text}"
+    );
+    assert!(m.shovel_exists(&shovel).await.unwrap(), "left alone");
+    assert!(removals(&vhost, &ns).is_empty());
+    control.stop(Some("test"));
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.stop, hopback::broker::mover::StopReason::Stopped);
+    assert!(!m.shovel_exists(&shovel).await.unwrap());
+    let _ = held.close(200, "ok".into()).await;
+    session.close().await;
+    drop(vhost);
+}
