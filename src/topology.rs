@@ -379,7 +379,10 @@ mod tests {
                 deadline_unix: 1_700_000_600,
             })
         );
-        assert_eq!(p.exchange().as_deref(), Some("a.b.replay-move-0123456789ab"));
+        assert_eq!(
+            p.exchange().as_deref(),
+            Some("a.b.replay-move-0123456789ab")
+        );
         assert!(n.owns_move_shovel(&name));
         assert!(!Namespace::convention("a").owns_move_shovel(&name));
         // Named by an earlier hopback: the namespace is known, the owner and age are not.
@@ -387,7 +390,8 @@ mod tests {
         assert_eq!((old.entry.as_str(), &old.stamp), ("email", &None));
         assert_eq!(old.exchange(), None);
         // An entry that merely looks stamped is read as a legacy name, never half-parsed.
-        let odd = MoveShovelName::parse("hopback-move-x.NOTHEX.1-2").unwrap_or_else(|| unreachable!());
+        let odd =
+            MoveShovelName::parse("hopback-move-x.NOTHEX.1-2").unwrap_or_else(|| unreachable!());
         assert_eq!((odd.entry.as_str(), &odd.stamp), ("x.NOTHEX.1-2", &None));
         assert_eq!(MoveShovelName::parse("hopback-move-"), None);
         assert_eq!(MoveShovelName::parse("other"), None);

@@ -278,7 +278,9 @@ async fn cancel_mid_move_removes_the_shovel_and_loses_nothing() {
     let m = Mgmt::new(&t.cfg.profile).unwrap();
     let ns = hopback::topology::Namespace::resolve(&t.cfg, &t.ns);
     assert_eq!(
-        hopback::broker::shovel::move_shovels_of(&m, &ns).await.unwrap(),
+        hopback::broker::shovel::move_shovels_of(&m, &ns)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     let left = depth(&t.session, &t.q("dlq")).await;
@@ -491,7 +493,10 @@ async fn check_names_a_shovel_of_an_earlier_hopback_with_its_vhost() {
         )),
         "{text}"
     );
-    assert!(m.shovel_exists(&name).await.unwrap(), "not removed on a guess");
+    assert!(
+        m.shovel_exists(&name).await.unwrap(),
+        "not removed on a guess"
+    );
     remove(&m, &name).await.unwrap();
     t.cleanup().await;
 }

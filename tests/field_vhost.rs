@@ -31,14 +31,7 @@ fn body(id: &str) -> Vec<u8> {
 /// `hopback init NS --versions v1,v2 --queue-type classic` through `cmd` (journals `init`).
 fn init(mut cmd: std::process::Command, ns: &str) {
     let out = cmd
-        .args([
-            "init",
-            ns,
-            "--versions",
-            "v1,v2",
-            "--queue-type",
-            "classic",
-        ])
+        .args(["init", ns, "--versions", "v1,v2", "--queue-type", "classic"])
         .output()
         .unwrap();
     assert!(
@@ -99,7 +92,9 @@ async fn a_broker_engine_replay_in_a_vhost_moves_that_vhosts_dead_letters_only()
 
     let out = vhost
         .bin()
-        .args(["dlq", "replay", &ns, "--to", "v1", "--engine", "broker", "--yes"])
+        .args([
+            "dlq", "replay", &ns, "--to", "v1", "--engine", "broker", "--yes",
+        ])
         .output()
         .unwrap();
     let text = format!(
@@ -196,7 +191,11 @@ async fn the_watchers_time_limit_and_cancel_remove_the_shovel_and_its_exchange()
         ..ReplayRequest::new(&ns, Source::Dlq, Destination::Version("v1".into()))
     };
     let plan = replay::prepare(&cx, &req).await.unwrap();
-    assert!(matches!(plan.engine, Engine::Broker(_)), "{}", plan.engine_reason);
+    assert!(
+        matches!(plan.engine, Engine::Broker(_)),
+        "{}",
+        plan.engine_reason
+    );
     let holder = hold(&session, &names.dlq, 10).await;
     let started = Instant::now();
     let report = replay::run(&cx, &plan, &ReplayControl::new(), |_, _| {})
@@ -267,5 +266,51 @@ async fn the_watchers_time_limit_and_cancel_remove_the_shovel_and_its_exchange()
     seen.sort();
     assert_eq!(seen, all);
     session.close().await;
+    drop(vhost);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connections_hopback_acts_on_are_the_vhosts_own() {
+    // The rollback evicts a version's workers by their connection name (`NS worker v2`): the
+    // same-named namespace's workers in another vhost are not its own.
+    let vhost = TestVhost::create("prod");
+    let ns = common::unique_ns("vhconn");
+    let name = format!("{ns} worker v2");
+    let root_cfg = common::test_config();
+    let prod_cfg = vhost.config();
+    let root = hopback::broker::session::connect_named(&root_cfg.profile, &name)
+        .await
+        .unwrap();
+    let prod = hopback::broker::session::connect_named(&prod_cfg.profile, &name)
+        .await
+        .unwrap();
+    let count = |m: Mgmt| {
+        let name = name.clone();
+        async move {
+            m.connections()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|c| c.user_provided_name.as_deref() == Some(name.as_str()))
+                .count()
+        }
+    };
+    let (root_m, prod_m) = (
+        Mgmt::new(&root_cfg.profile).unwrap(),
+        Mgmt::new(&prod_cfg.profile).unwrap(),
+    );
+    // The management API lists a new connection after its next statistics round.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(root_m.clone()).await == 0 || count(prod_m.clone()).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the connections were never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(count(root_m).await, 1, "`/` lists its own only");
+    assert_eq!(count(prod_m).await, 1, "the vhost lists its own only");
+    root.close().await;
+    prod.close().await;
     drop(vhost);
 }

@@ -27,14 +27,7 @@ fn body(id: &str) -> Vec<u8> {
 fn init(vhost: &TestVhost, ns: &str) {
     let out = vhost
         .bin()
-        .args([
-            "init",
-            ns,
-            "--versions",
-            "v1,v2",
-            "--queue-type",
-            "classic",
-        ])
+        .args(["init", ns, "--versions", "v1,v2", "--queue-type", "classic"])
         .output()
         .unwrap();
     assert!(
@@ -96,7 +89,16 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
     let mut child = vhost
         .bin()
         .args([
-            "dlq", "replay", &ns, "--to", "v1", "--engine", "broker", "--prefetch", "50", "--yes",
+            "dlq",
+            "replay",
+            &ns,
+            "--to",
+            "v1",
+            "--engine",
+            "broker",
+            "--prefetch",
+            "50",
+            "--yes",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -150,7 +152,10 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
         taken.len(),
         depth(&session, &v1).await
     );
-    assert!(!taken.is_empty(), "the shovel finished before the competitor started");
+    assert!(
+        !taken.is_empty(),
+        "the shovel finished before the competitor started"
+    );
     // The shovel cannot finish its count: it is still there, waiting for dead letters.
     assert!(m.shovel_exists(&shovel).await.unwrap(), "{shovel}");
 
@@ -172,12 +177,25 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
     }
     let out = vhost.bin().args(["status", &ns]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&format!("removed shovel `{shovel}`")), "{text}");
-    assert!(text.contains("the hopback that started it is gone"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("removed shovel `{shovel}`")),
+        "{text}"
+    );
+    assert!(
+        text.contains("the hopback that started it is gone"),
+        "{text}"
+    );
     assert!(!m.shovel_exists(&shovel).await.unwrap(), "removed");
     let exchange = MoveShovelName::parse(&shovel).unwrap().exchange().unwrap();
-    assert!(!session.exchange_exists(&exchange).await.unwrap(), "{exchange}");
+    assert!(
+        !session.exchange_exists(&exchange).await.unwrap(),
+        "{exchange}"
+    );
     let events = removals(&vhost, &ns);
     for outcome in ["started", "ok"] {
         assert!(
@@ -267,11 +285,7 @@ async fn a_replay_removes_a_move_left_behind_before_it_moves() {
     wait_depth(&session, &names.dlq, 30, 30).await;
 
     // A read-only `check` names it, with the command (in this vhost) that removes it.
-    let out = vhost
-        .bin()
-        .args(["--read-only", "check"])
-        .output()
-        .unwrap();
+    let out = vhost.bin().args(["--read-only", "check"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("shovel `{left}`")), "{text}");
     assert!(text.contains("not removed (read-only profile)"), "{text}");
@@ -292,16 +306,26 @@ async fn a_replay_removes_a_move_left_behind_before_it_moves() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("first removing 1 broker-engine move(s) left behind"), "{text}");
+    assert!(
+        text.contains("first removing 1 broker-engine move(s) left behind"),
+        "{text}"
+    );
     assert!(text.contains("engine: broker"), "{text}");
-    assert!(m.shovel_exists(&left).await.unwrap(), "a dry run changes nothing");
+    assert!(
+        m.shovel_exists(&left).await.unwrap(),
+        "a dry run changes nothing"
+    );
     let out = vhost
         .bin()
         .args(["dlq", "replay", &ns, "--to", "v1", "--yes"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("broker engine"), "{text}");
     assert!(!m.shovel_exists(&left).await.unwrap(), "removed");
     assert!(
@@ -390,7 +414,9 @@ async fn a_move_whose_hopback_runs_is_left_alone() {
     let out = vhost.bin().args(["status", &ns]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("shovel `{shovel}`: a broker-engine move of `{ns}` in progress (its hopback is running)")),
+        text.contains(&format!(
+            "shovel `{shovel}`: a broker-engine move of `{ns}` in progress (its hopback is running)"
+        )),
         "{text}"
     );
     assert!(m.shovel_exists(&shovel).await.unwrap(), "left alone");

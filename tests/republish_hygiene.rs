@@ -65,7 +65,11 @@ impl Field {
             ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         hopback::broker::amqp::declare_queue(
             &f.session,
             "victim",
@@ -170,15 +174,24 @@ impl Field {
     }
     /// Nothing reached the victim or the ledger stream; then remove everything.
     async fn finish(self, forged: &[String]) {
-        assert_eq!(depth(&self.session, &self.victim).await, 0, "the victim got copies");
+        assert_eq!(
+            depth(&self.session, &self.victim).await,
+            0,
+            "the victim got copies"
+        );
         let ledger = self.ledger_ids().await;
         assert!(!ledger.is_empty(), "the ledger holds the test's events");
         for id in forged {
-            assert!(!ledger.contains(id), "{id} was copied into the ledger stream");
+            assert!(
+                !ledger.contains(id),
+                "{id} was copied into the ledger stream"
+            );
         }
         let ch = self.session.channel().await.unwrap();
         for x in hopback::topology::origin_routers(&self.names.entry) {
-            let _ = ch.exchange_delete(x.as_str().into(), Default::default()).await;
+            let _ = ch
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await;
         }
         let _ = ch.close(200, "ok".into()).await;
         delete_queues(
@@ -224,7 +237,11 @@ async fn cc_and_bcc_never_copy_a_dead_letter_out_of_the_namespace_on_either_engi
         let mut args = vec!["dlq", "replay", f.ns.as_str(), "--yes"];
         args.extend_from_slice(how);
         let text = f.run(&args);
-        let engine = if label == "client" { "client engine" } else { "broker engine" };
+        let engine = if label == "client" {
+            "client engine"
+        } else {
+            "broker engine"
+        };
         assert!(text.contains(engine), "{label}: {text}");
         let got = drain_ids(&f.session, &f.v1()).await;
         let mut want: Vec<String> = cc.iter().chain(&bcc).cloned().collect();
@@ -310,7 +327,10 @@ async fn a_reimported_export_with_cc_and_bcc_goes_to_its_target_only() {
     want.sort();
     assert_eq!(id_set(&got), want, "each once in v1");
     for (id, p) in &got {
-        assert!(header(p, "CC").is_none() && header(p, "BCC").is_none(), "{id}");
+        assert!(
+            header(p, "CC").is_none() && header(p, "BCC").is_none(),
+            "{id}"
+        );
         let kept = if bcc.contains(id) {
             ORIGINAL_BCC_HEADER
         } else {
@@ -370,7 +390,9 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
     producer.close().await;
 
     // The drain (the rollback's move, client engine).
-    let text = f.run(&["dlq", "replay", &f.ns, "--from", "v2", "--to", "v1", "--yes"]);
+    let text = f.run(&[
+        "dlq", "replay", &f.ns, "--from", "v2", "--to", "v1", "--yes",
+    ]);
     assert!(!text.contains("PRECONDITION"), "{text}");
     let got = drain_ids(&f.session, &f.v1()).await;
     assert_eq!(id_set(&got), tasks, "the drain moved all 200, once each");
@@ -389,7 +411,9 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
         "dlq", "replay", &f.ns, "--to", "v1", "--engine", "client", "--limit", "10", "--yes",
     ]);
     assert!(text.contains("moved 10"), "{text}");
-    let text = f.run(&["dlq", "replay", &f.ns, "--to", "v1", "--engine", "broker", "--yes"]);
+    let text = f.run(&[
+        "dlq", "replay", &f.ns, "--to", "v1", "--engine", "broker", "--yes",
+    ]);
     assert!(text.contains("moved 10"), "{text}");
     let got = drain_ids(&f.session, &f.v1()).await;
     let mut want = dead.clone();
@@ -398,7 +422,10 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
     let mut by_engine = BTreeMap::<&str, usize>::new();
     for (id, p) in &got {
         let moved_aside = header_string(p.headers().as_ref(), ORIGINAL_USER_ID_HEADER);
-        match (p.user_id().as_ref().map(|u| u.as_str()), moved_aside.as_deref()) {
+        match (
+            p.user_id().as_ref().map(|u| u.as_str()),
+            moved_aside.as_deref(),
+        ) {
             // Client engine: moved aside.
             (None, Some(u)) if u == user.name => *by_engine.entry("client").or_default() += 1,
             // Broker engine: the shovel's internal user may publish it; it stays.

@@ -411,10 +411,7 @@ pub async fn republish(
             let props = crate::broker::republish::client_properties(
                 m.properties.clone(),
                 &session.profile().username,
-                crate::broker::republish::Stamp {
-                    replays,
-                    run: None,
-                },
+                crate::broker::republish::Stamp { replays, run: None },
             );
             let p = timed(
                 "basic.publish",

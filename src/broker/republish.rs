@@ -38,7 +38,8 @@ pub const ORIGINAL_BCC_HEADER: &str = "x-hopback-original-bcc";
 pub const ORIGINAL_USER_ID_HEADER: &str = "x-hopback-original-user-id";
 
 /// The headers RabbitMQ routes by on every publish, and where a republish keeps each.
-const SENDER_ROUTING: [(&str, &str); 2] = [("CC", ORIGINAL_CC_HEADER), ("BCC", ORIGINAL_BCC_HEADER)];
+const SENDER_ROUTING: [(&str, &str); 2] =
+    [("CC", ORIGINAL_CC_HEADER), ("BCC", ORIGINAL_BCC_HEADER)];
 
 /// What the client engine adds to a message it republishes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -202,8 +203,18 @@ pub async fn delete_move_exchange(session: &Session, exchange: &str) -> Result<(
 pub async fn exchange_ignores_sender_routing(mgmt: &Mgmt, exchange: &str) -> Result<(), String> {
     let x = match mgmt.exchange(exchange).await {
         Ok(Some(x)) => x,
-        Ok(None) => return Err(format!("exchange `{}` does not exist", crate::text::sanitize(exchange))),
-        Err(e) => return Err(format!("cannot read exchange `{}`: {e}", crate::text::sanitize(exchange))),
+        Ok(None) => {
+            return Err(format!(
+                "exchange `{}` does not exist",
+                crate::text::sanitize(exchange)
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot read exchange `{}`: {e}",
+                crate::text::sanitize(exchange)
+            ));
+        }
     };
     if !matches!(x.kind.as_str(), "x-consistent-hash" | "fanout" | "headers") {
         return Err(format!(
@@ -212,10 +223,12 @@ pub async fn exchange_ignores_sender_routing(mgmt: &Mgmt, exchange: &str) -> Res
             crate::text::sanitize(&x.kind)
         ));
     }
-    let bindings = mgmt
-        .bindings_from(exchange)
-        .await
-        .map_err(|e| format!("cannot read the bindings of `{}`: {e}", crate::text::sanitize(exchange)))?;
+    let bindings = mgmt.bindings_from(exchange).await.map_err(|e| {
+        format!(
+            "cannot read the bindings of `{}`: {e}",
+            crate::text::sanitize(exchange)
+        )
+    })?;
     if bindings.iter().any(|b| b.destination_type != "queue") {
         return Err(format!(
             "`{}` is bound to another exchange, which a dead letter's CC/BCC headers could route through; the client engine moves them aside",
@@ -244,7 +257,10 @@ mod tests {
         let mut h = FieldTable::default();
         h.insert("CC".into(), cc(&["victim"]));
         h.insert("BCC".into(), cc(&["hopback.ledger"]));
-        h.insert("x-first-death-queue".into(), AMQPValue::LongString("email.v2".into()));
+        h.insert(
+            "x-first-death-queue".into(),
+            AMQPValue::LongString("email.v2".into()),
+        );
         let p = BasicProperties::default()
             .with_message_id("m-1".into())
             .with_user_id("mallory".into())
@@ -261,12 +277,24 @@ mod tests {
         let h = q.headers().clone().unwrap_or_default();
         assert!(!h.contains_key("CC") && !h.contains_key("BCC"), "{h:?}");
         assert_eq!(h.inner().get(ORIGINAL_CC_HEADER), Some(&cc(&["victim"])));
-        assert_eq!(h.inner().get(ORIGINAL_BCC_HEADER), Some(&cc(&["hopback.ledger"])));
+        assert_eq!(
+            h.inner().get(ORIGINAL_BCC_HEADER),
+            Some(&cc(&["hopback.ledger"]))
+        );
         assert_eq!(q.user_id(), &None);
-        assert_eq!(header_string(Some(&h), ORIGINAL_USER_ID_HEADER).as_deref(), Some("mallory"));
+        assert_eq!(
+            header_string(Some(&h), ORIGINAL_USER_ID_HEADER).as_deref(),
+            Some("mallory")
+        );
         assert_eq!(header_u64(Some(&h), REPLAYS_HEADER), Some(2));
-        assert_eq!(header_string(Some(&h), "x-hopback-run").as_deref(), Some("r-1"));
-        assert_eq!(header_string(Some(&h), "x-first-death-queue").as_deref(), Some("email.v2"));
+        assert_eq!(
+            header_string(Some(&h), "x-hopback-run").as_deref(),
+            Some("r-1")
+        );
+        assert_eq!(
+            header_string(Some(&h), "x-first-death-queue").as_deref(),
+            Some("email.v2")
+        );
         assert_eq!(q.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
         assert_eq!(*q.delivery_mode(), Some(2));
     }

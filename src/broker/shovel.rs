@@ -452,13 +452,16 @@ pub async fn run(
     let deadline = Instant::now() + time_left(unix_now());
     // The owner mark: a connection named after the move, open until the shovel and its exchange
     // are gone. Opened first, so no hopback ever sees this move's shovel without it.
-    let owner =
-        match crate::broker::session::connect(profile, &owner_purpose(&m.move_id), operator).await
-        {
-            Ok(s) => s,
-            Err(e) => return fail(format!("cannot open the move's own connection: {e}")),
-        };
-    let outcome = watch(session, &owner, profile, operator, mgmt, m, control, deadline, started).await;
+    let owner = match crate::broker::session::connect(profile, &owner_purpose(&m.move_id), operator)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot open the move's own connection: {e}")),
+    };
+    let outcome = watch(
+        session, &owner, profile, operator, mgmt, m, control, deadline, started,
+    )
+    .await;
     owner.close().await;
     outcome
 }
@@ -568,7 +571,11 @@ async fn watch(
                     "the move did not finish within its time limit ({} s): shovel `{}` {}; what it had not confirmed went back to the source — re-run to move the rest",
                     m.time_limit_s,
                     crate::text::sanitize(&m.name),
-                    if gone { "was removed" } else { "could not be removed (`hopback check` removes it once the management API answers)" }
+                    if gone {
+                        "was removed"
+                    } else {
+                        "could not be removed (`hopback check` removes it once the management API answers)"
+                    }
                 )),
                 false,
             );
@@ -848,10 +855,11 @@ pub async fn stale_moves(mgmt: &Mgmt, entry: Option<&str>) -> Result<Vec<FoundMo
         for (f, absent) in found.iter().zip(absent_twice.iter_mut()) {
             if let Some(st) = &f.parsed.stamp {
                 let prefix = owner_connection_prefix(&st.move_id);
-                if conns
-                    .iter()
-                    .any(|c| c.user_provided_name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
-                {
+                if conns.iter().any(|c| {
+                    c.user_provided_name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(&prefix))
+                }) {
                     *absent = false;
                 }
             }
@@ -892,9 +900,12 @@ pub async fn remove_left_behind(
     mgmt: &Mgmt,
     f: &FoundMove,
 ) -> Result<(), String> {
-    remove(mgmt, &f.name)
-        .await
-        .map_err(|e| format!("cannot remove shovel `{}`: {e}", crate::text::sanitize(&f.name)))?;
+    remove(mgmt, &f.name).await.map_err(|e| {
+        format!(
+            "cannot remove shovel `{}`: {e}",
+            crate::text::sanitize(&f.name)
+        )
+    })?;
     if let Some(x) = f.parsed.exchange()
         && f.definition["dest-exchange"].as_str() == Some(x.as_str())
     {
@@ -945,7 +956,10 @@ mod tests {
         }
         .started(&ns, 1_700_000_000);
         assert_eq!(m.deadline_unix, 1_700_000_600);
-        assert_eq!(m.name, "hopback-move-email.0123456789ab.1700000000-1700000600");
+        assert_eq!(
+            m.name,
+            "hopback-move-email.0123456789ab.1700000000-1700000600"
+        );
         let d = m.definition();
         assert_eq!(d["ack-mode"], "on-confirm");
         assert_eq!(d["src-delete-after"], 1234);
@@ -980,7 +994,10 @@ mod tests {
         assert_eq!(default_time_limit(0), Duration::from_secs(300));
         assert_eq!(default_time_limit(100_000), Duration::from_secs(800));
         assert_eq!(new_move_id().len(), 12);
-        assert_eq!(owner_connection_prefix("0123456789ab"), "hopback move 0123456789ab ");
+        assert_eq!(
+            owner_connection_prefix("0123456789ab"),
+            "hopback move 0123456789ab "
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ pub fn describe_swept(
     let ns = crate::text::sanitize(&s.namespace);
     match &s.action {
         SweepAction::Running => (
-            format!("shovel `{name}`: a broker-engine move of `{ns}` in progress ({})", s.why),
+            format!(
+                "shovel `{name}`: a broker-engine move of `{ns}` in progress ({})",
+                s.why
+            ),
             None,
             false,
         ),

@@ -82,9 +82,7 @@ pub async fn find(mgmt: &Mgmt, scope: Option<&Namespace>) -> Result<Vec<FoundMov
 
 /// Does any of `found` need [`sweep`] to act (a stale one)?
 pub fn any_stale(found: &[FoundMove]) -> bool {
-    found
-        .iter()
-        .any(|f| matches!(f.verdict, Verdict::Stale(_)))
+    found.iter().any(|f| matches!(f.verdict, Verdict::Stale(_)))
 }
 
 /// `found` as a report, nothing removed (a read-only profile, or nothing stale): what [`sweep`]
@@ -131,7 +129,10 @@ pub async fn sweep(cx: &OpContext, found: Vec<FoundMove>) -> Vec<SweptMove> {
 
 /// One stale shovel: guard → journal intent → remove → verify → journal outcome.
 async fn remove_one(cx: &OpContext, f: &FoundMove, namespace: &str, why: &str) -> SweepAction {
-    if cx.require_writable("remove a broker-engine move left behind").is_err() {
+    if cx
+        .require_writable("remove a broker-engine move left behind")
+        .is_err()
+    {
         return SweepAction::ReadOnly;
     }
     let Some(mgmt) = cx.mgmt.as_ref() else {

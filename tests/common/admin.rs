@@ -121,7 +121,10 @@ pub struct TestUser {
 impl TestUser {
     /// A user (no tags) with these permissions (regexes) in `vhost`.
     pub fn create(prefix: &str, vhost: &str, configure: &str, write: &str, read: &str) -> Self {
-        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
         let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
         let (code, body) = mgmt_call(
             "PUT",
