@@ -369,6 +369,16 @@ fn spec_target(ns: &Namespace, to: &Destination) -> Result<Target, OpError> {
             ns.require_version_queue(v)
                 .map_err(|e| OpError::refused(e.to_string(), "name a version the namespace has"))?,
         ),
+        // The ledger's events are its authors' word: no replay writes into it.
+        Destination::Queue(q) if *q == crate::ledger::stream_name_from_env() => {
+            return Err(OpError::refused(
+                format!(
+                    "`{}` is the ledger stream: replayed messages never go into it",
+                    sanitize(q)
+                ),
+                "name a queue of the namespace (--to v1) or another queue",
+            ));
+        }
         Destination::Queue(q) => Target::Queue(q.clone()),
     })
 }
@@ -804,4 +814,19 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_replay_writes_into_the_ledger_stream() {
+        let ns = Namespace::convention("e");
+        let ledger = crate::ledger::stream_name_from_env();
+        let req = ReplayRequest::new("e", Source::Dlq, Destination::Queue(ledger));
+        assert!(matches!(specs(&ns, &req), Err(OpError::Refused { .. })));
+        let req = ReplayRequest::new("e", Source::Dlq, Destination::Queue("other".into()));
+        assert!(specs(&ns, &req).is_ok());
+    }
 }
