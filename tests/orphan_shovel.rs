@@ -85,7 +85,8 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
     wait_depth(&session, &names.dlq, 10_000, 60).await;
     let m = Mgmt::new(&cfg.profile).unwrap();
 
-    // A broker-engine replay, killed (SIGKILL) as soon as its shovel exists.
+    // A broker-engine replay, killed (SIGKILL) as soon as its shovel consumes (killed while it
+    // declares the shovel, the broker may keep the parameter without starting its worker).
     let mut child = vhost
         .bin()
         .args([
@@ -112,6 +113,11 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
             .unwrap()
             .into_iter()
             .next()
+            && session
+                .passive_queue(&names.dlq)
+                .await
+                .unwrap()
+                .is_some_and(|q| q.consumers == 1)
         {
             break name;
         }
@@ -156,8 +162,11 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
         !taken.is_empty(),
         "the shovel finished before the competitor started"
     );
-    // The shovel cannot finish its count: it is still there, waiting for dead letters.
+    // The shovel cannot finish its count: it is still there, consuming — waiting for the next
+    // dead letters.
     assert!(m.shovel_exists(&shovel).await.unwrap(), "{shovel}");
+    let dlq = session.passive_queue(&names.dlq).await.unwrap().unwrap();
+    assert_eq!(dlq.consumers, 1, "the shovel consumes the DLQ");
 
     // Once it is older than a statistics round of the management API (a new owner connection
     // may not be listed before), the next hopback command that looks removes it.
@@ -191,6 +200,8 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
         "{text}"
     );
     assert!(!m.shovel_exists(&shovel).await.unwrap(), "removed");
+    let dlq = session.passive_queue(&names.dlq).await.unwrap().unwrap();
+    assert_eq!(dlq.consumers, 0, "nothing consumes the DLQ any more");
     let exchange = MoveShovelName::parse(&shovel).unwrap().exchange().unwrap();
     assert!(
         !session.exchange_exists(&exchange).await.unwrap(),

@@ -63,9 +63,9 @@ const ABSENT_GRACE: Duration = Duration::from_secs(5);
 /// watcher removes it and reports why.
 const TERMINATED_MAX: Duration = Duration::from_secs(30);
 
-/// How long the watcher waits after a move's start before it believes the move's owner is gone
-/// when no connection carries its id: the management API lists a new connection only after its
-/// next statistics round (5 s by default).
+/// How old a move must be before [`stale_moves`] believes its owner gone when no connection
+/// carries its id: the management API lists a new connection only after its next statistics
+/// round (5 s by default).
 const OWNER_GRACE: Duration = Duration::from_secs(15);
 /// How long apart the owner is looked for twice before it is believed gone (a watcher whose
 /// connection dropped reconnects within a second or two).
@@ -735,10 +735,13 @@ fn outlasted(since: &mut Option<Instant>, limit: Duration) -> bool {
 }
 
 /// Remove the shovel and wait (≤ 10 s) until the broker confirms it is gone (`Err` when it
-/// does not).
+/// does not). A 5xx answer is not the end of it: RabbitMQ 3.10.8 deletes the parameter, then
+/// fails to stop a worker it no longer has (`rabbit_shovel_dyn_worker_sup_sup:stop_child`,
+/// `{badmatch,{error,not_found}}`) and answers 500 — what counts is whether the shovel is gone.
 pub async fn remove(mgmt: &Mgmt, name: &str) -> Result<(), MgmtError> {
     match mgmt.delete_shovel(name).await {
         Ok(()) | Err(MgmtError::NotFound(_)) => {}
+        Err(MgmtError::Status { status, .. }) if status >= 500 => {}
         Err(e) => return Err(e),
     }
     let deadline = Instant::now() + Duration::from_secs(10);

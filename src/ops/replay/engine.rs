@@ -4,6 +4,7 @@
 //! the replay-loop guard read from the ledger, the origin router) and its run.
 
 use super::*;
+use crate::broker::shovel::FoundMove;
 
 /// Run a plan's shovel: declare the origin router when it replays to origin, then let
 /// `broker::shovel` declare, watch and remove the shovel, forwarding its progress.
@@ -63,6 +64,7 @@ async fn broker_engine(
     req: &ReplayRequest,
     specs: &[MoveSpec],
     count: u64,
+    moves: &Result<Vec<FoundMove>, String>,
 ) -> Result<ShovelMove, String> {
     let spec = specs.first().ok_or("nothing to move")?;
     if matches!(req.selection, Selection::Ids(_)) {
@@ -138,22 +140,19 @@ async fn broker_engine(
     }
     // What earlier moves left behind, `run` removes first; a move still watched (or one whose
     // owner cannot be known) keeps the broker engine out.
-    match crate::broker::shovel::stale_moves(mgmt, Some(&ns.entry)).await {
-        Ok(found) => {
-            let names: Vec<String> = found
-                .iter()
-                .filter(|f| !matches!(f.verdict, crate::broker::shovel::Verdict::Stale(_)))
-                .map(|f| sanitize(&f.name).into_owned())
-                .collect();
-            if !names.is_empty() {
-                return Err(format!(
-                    "a broker-engine move of `{}` is still running (shovel `{}`)",
-                    sanitize(&ns.name),
-                    names.join("`, `")
-                ));
-            }
-        }
-        Err(e) => return Err(format!("cannot read the shovels: {e}")),
+    let running: Vec<String> = moves
+        .as_ref()
+        .map_err(Clone::clone)?
+        .iter()
+        .filter(|f| !matches!(f.verdict, crate::broker::shovel::Verdict::Stale(_)))
+        .map(|f| sanitize(&f.name).into_owned())
+        .collect();
+    if !running.is_empty() {
+        return Err(format!(
+            "a broker-engine move of `{}` is still running (shovel `{}`)",
+            sanitize(&ns.name),
+            running.join("`, `")
+        ));
     }
     if spec.count_replay && spec.park_queue.is_some() && !req.force {
         let earlier = earlier_replays(cx, ns).await?;
@@ -256,11 +255,12 @@ pub(super) async fn choose_engine(
     req: &ReplayRequest,
     specs: &[MoveSpec],
     count: u64,
+    moves: &Result<Vec<FoundMove>, String>,
 ) -> Result<(Engine, String), OpError> {
     if req.engine == EngineChoice::Client {
         return Ok((Engine::Client, "asked for (--engine client)".into()));
     }
-    match broker_engine(cx, ns, req, specs, count).await {
+    match broker_engine(cx, ns, req, specs, count, moves).await {
         Ok(m) => {
             let why = if req.engine == EngineChoice::Broker {
                 "asked for (--engine broker)".to_string()

@@ -536,22 +536,22 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
     );
     // A broker-engine move left behind would take this namespace's dead letters too: the run
     // removes it first (journaled); the plan says so.
-    let left_behind = match cx.mgmt.as_ref() {
-        Some(m) => crate::ops::stale_moves::find(m, Some(&ns))
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|f| match f.verdict {
-                crate::broker::shovel::Verdict::Stale(why) => Some(LeftBehind {
-                    shovel: f.name,
-                    why: sanitize(&why).into_owned(),
-                }),
-                _ => None,
-            })
-            .collect(),
-        None => Vec::new(),
+    let moves = match cx.mgmt.as_ref() {
+        Some(m) => crate::ops::stale_moves::find(m, Some(&ns)).await,
+        None => Err("the management API is not configured".into()),
     };
-    let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
+    let left_behind = moves
+        .iter()
+        .flatten()
+        .filter_map(|f| match &f.verdict {
+            crate::broker::shovel::Verdict::Stale(why) => Some(LeftBehind {
+                shovel: f.name.clone(),
+                why: sanitize(why).into_owned(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most, &moves).await?;
     if engine == Engine::Client
         && let Some(note) = size_prefetch(cx.mgmt.as_ref(), &source, depth, &mut specs).await
     {
