@@ -9,6 +9,9 @@
 //!   until the last message is in `NS.v1` — the baseline;
 //! - `fwd shovel`: the same with `dest-add-forward-headers` (what the broker engine adds where the
 //!   replay-loop guard needs it, 4.x): the guard's own cost, reported against the baseline;
+//! - `fanout shovel`: the bare shovel publishing through a fanout exchange bound to `NS.v1` alone
+//!   (how the broker engine reaches a queue, so a dead letter's `CC`/`BCC` route nowhere else):
+//!   that exchange's own cost, reported against the baseline;
 //! - `auto → v1`: `ops::replay` with `--to v1`, auto engine (timed: the whole run, journaling and
 //!   the read-back included);
 //! - `auto → origin`: half of the dead letters from v1, half from v2, interleaved; every id is
@@ -43,11 +46,12 @@ use lapin::types::FieldTable;
 /// The pika side's error when pika is not installed (the side is skipped, and said so).
 const NO_PIKA: &str = "pika is not installed";
 
-const SIDES: [&str; 6] = [
+const SIDES: [&str; 7] = [
     "shovel",
     "auto → v1",
     "fwd shovel",
     "auto → origin",
+    "fanout shovel",
     "client",
     "pika",
 ];
@@ -207,29 +211,43 @@ async fn count_ids(s: &Session, q: &str, prefix: &str, n: u64) -> Result<(), Str
 }
 
 /// The bare shovel; `forward_headers`: with `dest-add-forward-headers`, as the broker engine
-/// runs where the replay-loop guard needs them (4.x) — the guard's own cost, same run.
+/// runs where the replay-loop guard needs them (4.x) — the guard's own cost, same run;
+/// `via_fanout`: through a fanout exchange bound to `NS.v1` alone, as the broker engine reaches a
+/// queue — that exchange's cost, same run.
 async fn shovel_side(
     s: &Session,
     m: &Mgmt,
     ns: &Namespace,
     n: u64,
     forward_headers: bool,
+    via_fanout: bool,
 ) -> Result<f64, String> {
     let name = format!("hopback-bench-{}", uuid::Uuid::new_v4().simple());
     let v1 = ns.version_queue("v1").unwrap_or_default();
+    let uri = hopback::broker::shovel::vhost_uri(&s.profile().vhost);
     let mut value = serde_json::json!({
         "src-protocol": "amqp091",
-        "src-uri": "amqp://",
+        "src-uri": uri,
         "src-queue": ns.dlq,
         "src-prefetch-count": 1000,
         "src-delete-after": n,
         "dest-protocol": "amqp091",
-        "dest-uri": "amqp://",
+        "dest-uri": uri,
         "dest-queue": v1,
         "ack-mode": "on-confirm",
     });
     if forward_headers {
         value["dest-add-forward-headers"] = serde_json::json!(true);
+    }
+    let fanout = ns.move_exchange(&hopback::broker::shovel::new_move_id());
+    if via_fanout {
+        hopback::broker::republish::declare_move_exchange(s, &fanout, &v1)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(v) = value.as_object_mut() {
+            v.remove("dest-queue");
+            v.insert("dest-exchange".into(), serde_json::json!(fanout));
+        }
     }
     let start = Instant::now();
     m.put_shovel(&name, value)
@@ -238,6 +256,9 @@ async fn shovel_side(
     let waited = wait_depth(s, &v1, n, Duration::from_secs(900)).await;
     let secs = start.elapsed().as_secs_f64();
     let _ = hopback::broker::shovel::remove(m, &name).await;
+    if via_fanout {
+        let _ = hopback::broker::republish::delete_move_exchange(s, &fanout).await;
+    }
     waited?;
     Ok(n as f64 / secs)
 }
@@ -308,7 +329,12 @@ async fn pika_side(cfg: &Config, ns: &Namespace, n: u64) -> Result<f64, String> 
 }
 
 async fn cleanup(s: &Arc<Session>, m: &Mgmt, ns: &Namespace) {
-    let _ = hopback::broker::shovel::remove(m, &ns.move_shovel()).await;
+    for name in hopback::broker::shovel::move_shovels_of(m, ns)
+        .await
+        .unwrap_or_default()
+    {
+        let _ = hopback::broker::shovel::remove(m, &name).await;
+    }
     if let Ok(ch) = s.channel().await {
         for x in hopback::topology::origin_routers(&ns.entry) {
             let _ = ch
@@ -379,8 +405,9 @@ async fn bench() -> Result<(), String> {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let v1 = Destination::Version("v1".into());
                 match side {
-                    "shovel" => shovel_side(&s, &m, &ns, a.messages, false).await,
-                    "fwd shovel" => shovel_side(&s, &m, &ns, a.messages, true).await,
+                    "shovel" => shovel_side(&s, &m, &ns, a.messages, false, false).await,
+                    "fwd shovel" => shovel_side(&s, &m, &ns, a.messages, true, false).await,
+                    "fanout shovel" => shovel_side(&s, &m, &ns, a.messages, false, true).await,
                     "auto → v1" => {
                         let (r, e) =
                             hopback_side(&cx, &ns, a.messages, v1, EngineChoice::Auto).await?;
@@ -488,6 +515,13 @@ async fn bench() -> Result<(), String> {
     figure(
         "bare shovel with forward headers (the replay-loop guard's cost where it needs them)",
         "fwd shovel",
+        sh,
+        "bare shovel",
+        0.0,
+    );
+    figure(
+        "bare shovel through a fanout exchange bound to v1 alone (what keeps CC/BCC from routing)",
+        "fanout shovel",
         sh,
         "bare shovel",
         0.0,

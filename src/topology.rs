@@ -128,14 +128,27 @@ impl Namespace {
         format!("{}.gate-lock", self.entry)
     }
 
-    /// The broker engine's dynamic shovel for moves out of this namespace (one at a time):
-    /// `hopback-move-ENTRY`.
-    pub fn move_shovel(&self) -> String {
+    /// The broker engine's dynamic shovel of one move out of this namespace (one at a time):
+    /// `hopback-move-ENTRY.ID.START-DEADLINE` — the move's id (its owner's connection carries
+    /// it too) and when it started and must be over (Unix seconds), so any hopback that sees the
+    /// shovel can tell whether it outlived its move ([`MoveShovelName::parse`]).
+    pub fn move_shovel(&self, move_id: &str, start_unix: u64, deadline_unix: u64) -> String {
         format!(
-            "{}{}",
-            crate::broker::headers::MOVE_SHOVEL_PREFIX,
+            "{MOVE_SHOVEL_PREFIX}{}.{move_id}.{start_unix}-{deadline_unix}",
             self.entry
         )
+    }
+
+    /// Does the broker-engine shovel `name` move out of this namespace (whatever its move)?
+    pub fn owns_move_shovel(&self, name: &str) -> bool {
+        MoveShovelName::parse(name).is_some_and(|n| n.entry == self.entry)
+    }
+
+    /// The fanout exchange a broker-engine move to a queue publishes through, bound to that
+    /// queue alone, so a dead letter's own `CC`/`BCC` headers find no other binding
+    /// (`ENTRY.replay-move-ID`).
+    pub fn move_exchange(&self, move_id: &str) -> String {
+        move_exchange(&self.entry, move_id)
     }
 
     /// The broker engine's "to origin" router: a headers exchange that sends a dead letter to the
@@ -250,6 +263,79 @@ pub struct UnknownVersion {
     pub known: Vec<String>,
 }
 
+/// What every broker-engine shovel's name starts with ([`Namespace::move_shovel`]).
+pub const MOVE_SHOVEL_PREFIX: &str = "hopback-move-";
+
+/// The per-move fanout exchange of the move `move_id` out of the namespace whose entry exchange
+/// is `entry` ([`Namespace::move_exchange`]).
+pub fn move_exchange(entry: &str, move_id: &str) -> String {
+    format!("{entry}.replay-move-{move_id}")
+}
+
+/// A broker-engine shovel's name read back ([`Namespace::move_shovel`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveShovelName {
+    /// The entry exchange of the namespace it moves out of.
+    pub entry: String,
+    /// The move's id, start and deadline (Unix seconds); `None` for a shovel named by a hopback
+    /// before moves carried them (`hopback-move-ENTRY`): its owner and age are unknown.
+    pub stamp: Option<MoveStamp>,
+}
+
+/// Who a broker-engine move is and how long it may live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveStamp {
+    /// The move's id (12 hex digits).
+    pub move_id: String,
+    /// When it started (Unix seconds, the starting hopback's clock).
+    pub start_unix: u64,
+    /// When it must be over (Unix seconds).
+    pub deadline_unix: u64,
+}
+
+impl MoveShovelName {
+    /// Read a shovel name; `None` when it is not a hopback broker-engine shovel.
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(MOVE_SHOVEL_PREFIX)?;
+        if rest.is_empty() {
+            return None;
+        }
+        Some(Self::stamped(rest).unwrap_or_else(|| Self {
+            entry: rest.to_string(),
+            stamp: None,
+        }))
+    }
+
+    /// `ENTRY.ID.START-DEADLINE`, when `rest` is exactly that.
+    fn stamped(rest: &str) -> Option<Self> {
+        let (left, times) = rest.rsplit_once('.')?;
+        let (start, deadline) = times.split_once('-')?;
+        let number = |s: &str| {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u64>().ok())
+                .flatten()
+        };
+        let (start_unix, deadline_unix) = (number(start)?, number(deadline)?);
+        let (entry, id) = left.rsplit_once('.')?;
+        let hex = id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        (hex && !entry.is_empty()).then(|| Self {
+            entry: entry.to_string(),
+            stamp: Some(MoveStamp {
+                move_id: id.to_string(),
+                start_unix,
+                deadline_unix,
+            }),
+        })
+    }
+
+    /// The move's fanout exchange ([`Namespace::move_exchange`]), when the name carries its id.
+    pub fn exchange(&self) -> Option<String> {
+        self.stamp
+            .as_ref()
+            .map(|s| move_exchange(&self.entry, &s.move_id))
+    }
+}
+
 /// The broker engine's three "to origin" exchanges of the namespace whose entry exchange is
 /// `entry`: the headers router, its fallback to parking, the keyed (direct) router.
 pub fn origin_routers(entry: &str) -> [String; 3] {
@@ -277,6 +363,39 @@ mod origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn move_shovel_names_read_back() {
+        let n = Namespace::convention("a.b");
+        let name = n.move_shovel("0123456789ab", 1_700_000_000, 1_700_000_600);
+        assert_eq!(name, "hopback-move-a.b.0123456789ab.1700000000-1700000600");
+        let p = MoveShovelName::parse(&name).unwrap_or_else(|| unreachable!());
+        assert_eq!(p.entry, "a.b");
+        assert_eq!(
+            p.stamp,
+            Some(MoveStamp {
+                move_id: "0123456789ab".into(),
+                start_unix: 1_700_000_000,
+                deadline_unix: 1_700_000_600,
+            })
+        );
+        assert_eq!(
+            p.exchange().as_deref(),
+            Some("a.b.replay-move-0123456789ab")
+        );
+        assert!(n.owns_move_shovel(&name));
+        assert!(!Namespace::convention("a").owns_move_shovel(&name));
+        // Named by an earlier hopback: the namespace is known, the owner and age are not.
+        let old = MoveShovelName::parse("hopback-move-email").unwrap_or_else(|| unreachable!());
+        assert_eq!((old.entry.as_str(), &old.stamp), ("email", &None));
+        assert_eq!(old.exchange(), None);
+        // An entry that merely looks stamped is read as a legacy name, never half-parsed.
+        let odd =
+            MoveShovelName::parse("hopback-move-x.NOTHEX.1-2").unwrap_or_else(|| unreachable!());
+        assert_eq!((odd.entry.as_str(), &odd.stamp), ("x.NOTHEX.1-2", &None));
+        assert_eq!(MoveShovelName::parse("hopback-move-"), None);
+        assert_eq!(MoveShovelName::parse("other"), None);
+    }
 
     #[test]
     fn convention_names() {

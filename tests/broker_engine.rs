@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dlq_helpers::*;
 use hopback::broker::mgmt::Mgmt;
+use hopback::broker::shovel::remove;
 use hopback::ops::replay::{self, Destination, Engine, ReplayControl, ReplayRequest, Source};
 use hopback::ops::{OpContext, Via};
 
@@ -66,7 +67,7 @@ impl Ns {
     async fn cleanup(self) {
         let m = Mgmt::new(&self.cfg.profile).unwrap();
         let ns = hopback::topology::Namespace::resolve(&self.cfg, &self.ns);
-        let _ = hopback::broker::shovel::remove(&m, &ns.move_shovel()).await;
+        remove_move_shovels(&self.session, &m, &ns).await;
         let ch = self.session.channel().await.unwrap();
         for x in hopback::topology::origin_routers(&ns.entry) {
             let _ = ch
@@ -144,14 +145,9 @@ async fn auto_replays_to_origin_inside_the_broker_and_parks_foreign_origins() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("engine: broker"), "{text}");
     assert!(text.contains("exactly 1003"), "{text}");
-    // On 4.x `init` keys each version queue's dead letters by its name, and the broker forgets
-    // deaths on republish: home on the routing key (a direct exchange). On 3.x the first death
-    // outlives a republish, so the headers router reads `x-first-death-queue`.
-    assert_eq!(
-        text.contains("goes home on its routing key"),
-        !version.starts_with("3."),
-        "{text}"
-    );
+    // Home through the headers router on `x-first-death-queue`, on every version: a direct
+    // router keyed on the version queues' names would also follow a dead letter's `CC` header.
+    assert!(!text.contains("routing key"), "{text}");
     assert_eq!(depth(&t.session, &t.q("dlq")).await, 1003);
 
     let out = common::bin()
@@ -281,7 +277,12 @@ async fn cancel_mid_move_removes_the_shovel_and_loses_nothing() {
     assert_eq!(report.stop, hopback::broker::mover::StopReason::Stopped);
     let m = Mgmt::new(&t.cfg.profile).unwrap();
     let ns = hopback::topology::Namespace::resolve(&t.cfg, &t.ns);
-    assert!(!m.shovel_exists(&ns.move_shovel()).await.unwrap());
+    assert_eq!(
+        hopback::broker::shovel::move_shovels_of(&m, &ns)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
     let left = depth(&t.session, &t.q("dlq")).await;
     assert!(left > 0 && left < 30_000, "stopped mid-way: {left} left");
     let (_, lost, dups) = account(&t.session, &[t.q("dlq"), t.q("v1")], &all).await;
@@ -321,7 +322,11 @@ async fn killed_hopback_leaves_a_shovel_that_finishes_its_count() {
     let m = Mgmt::new(&t.cfg.profile).unwrap();
     let ns = hopback::topology::Namespace::resolve(&t.cfg, &t.ns);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while m.shovel_exists(&ns.move_shovel()).await.unwrap() {
+    while !hopback::broker::shovel::move_shovels_of(&m, &ns)
+        .await
+        .unwrap()
+        .is_empty()
+    {
         assert!(Instant::now() < deadline, "the shovel never finished");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -440,23 +445,28 @@ async fn a_quorum_dlq_on_3x_takes_the_client_engine_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_names_a_broker_engine_shovel_left_behind() {
-    use hopback::broker::shovel::{ShovelDest, ShovelMove, remove};
+async fn check_names_a_shovel_of_an_earlier_hopback_with_its_vhost() {
     let t = Ns::new("shvleft", "classic").await;
     let m = Mgmt::new(&t.cfg.profile).unwrap();
-    let name = hopback::topology::Namespace::resolve(&t.cfg, &t.ns).move_shovel();
-    // What a killed hopback followed by a lost node leaves: a shovel whose count is more than its
-    // source holds, waiting for the next dead letters.
-    let left = ShovelMove {
-        name: name.clone(),
-        source_queue: t.q("dlq"),
-        dest: ShovelDest::Queue(t.q("v1")),
-        count: 1_000,
-        prefetch: 100,
-        park_queue: None,
-        forward_headers: false,
-    };
-    m.put_shovel(&name, left.definition()).await.unwrap();
+    // Named as an earlier hopback named its moves (no id, no deadline): whether its hopback still
+    // runs cannot be known, so it is named with the command that removes it — never removed on a
+    // guess. Its count is more than its source holds: it waits for the next dead letters.
+    let name = format!(
+        "{}{}",
+        hopback::topology::MOVE_SHOVEL_PREFIX,
+        hopback::topology::Namespace::resolve(&t.cfg, &t.ns).entry
+    );
+    let left = serde_json::json!({
+        "src-protocol": "amqp091",
+        "src-uri": "amqp://",
+        "src-queue": t.q("dlq"),
+        "src-delete-after": 1000,
+        "dest-protocol": "amqp091",
+        "dest-uri": "amqp://",
+        "dest-queue": t.q("v1"),
+        "ack-mode": "on-confirm",
+    });
+    m.put_shovel(&name, left).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while m
         .shovel_status(&name)
@@ -477,10 +487,15 @@ async fn check_names_a_broker_engine_shovel_left_behind() {
     assert!(ours.contains("left behind"), "{ours}");
     assert!(
         text.contains(&format!(
-            "rabbitmqctl clear_parameter shovel {}",
+            "rabbitmqctl clear_parameter -p {} shovel {}",
+            shlex::try_quote(&t.cfg.profile.vhost).unwrap(),
             shlex::try_quote(&name).unwrap()
         )),
         "{text}"
+    );
+    assert!(
+        m.shovel_exists(&name).await.unwrap(),
+        "not removed on a guess"
     );
     remove(&m, &name).await.unwrap();
     t.cleanup().await;

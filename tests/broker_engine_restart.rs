@@ -113,9 +113,12 @@ async fn a_broker_restart_mid_move_loses_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let m = Mgmt::new(&cfg.profile).unwrap();
-    let name = hopback::topology::Namespace::resolve(&cfg, &ns).move_shovel();
+    let names = hopback::topology::Namespace::resolve(&cfg, &ns);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while m.shovel_exists(&name).await.unwrap_or(true) {
+    while hopback::broker::shovel::move_shovels_of(&m, &names)
+        .await
+        .map_or(true, |s| !s.is_empty())
+    {
         assert!(Instant::now() < deadline, "the shovel never went away");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

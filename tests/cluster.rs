@@ -709,8 +709,9 @@ async fn the_node_running_a_broker_engine_replay_is_lost_and_no_message_is() {
 
     // Once the shovel runs and has moved some, stop the node it runs on.
     let mgmt = Mgmt::new(&config_without(0).profile).unwrap();
-    let shovel = hopback::topology::Namespace::resolve(&cfg, &ns).move_shovel();
+    let ns_names = hopback::topology::Namespace::resolve(&cfg, &ns);
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut shovel = String::new();
     let node = loop {
         assert!(Instant::now() < deadline, "the shovel never got going");
         if replay.is_finished() {
@@ -722,7 +723,15 @@ async fn the_node_running_a_broker_engine_replay_is_lost_and_no_message_is() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        if dlq_helpers::depth(&observer, &v1).await >= 5_000
+        if shovel.is_empty()
+            && let Ok(Some(name)) = hopback::broker::shovel::move_shovels_of(&mgmt, &ns_names)
+                .await
+                .map(|v| v.into_iter().next())
+        {
+            shovel = name;
+        }
+        if !shovel.is_empty()
+            && dlq_helpers::depth(&observer, &v1).await >= 5_000
             && let Ok(Some(s)) = mgmt.shovel_status(&shovel).await
             && let Some(node) = s.node
         {

@@ -252,6 +252,7 @@ async fn run_console(
     let tasks = tasks::spawn(&cfg, tx.clone());
     let runner = ops::OpsRunner::new(&cfg, tx.clone());
     let feed = runner.spawn_ledger_feed();
+    let sweeper = runner.spawn_stale_move_sweep();
     if drill.is_none() {
         // A rollback that crashed is offered for resumption (issue 8).
         runner.handle(protocol::OpRequest::RollbackScan);
@@ -370,6 +371,7 @@ async fn run_console(
     drop(drill_tx);
     tasks.abort();
     feed.abort();
+    sweeper.abort();
     // A decision the engine still waits for is answered Abort (consistent state, resumable).
     runner.handle(protocol::OpRequest::RollbackDecide(
         crate::ops::rollback::Decision::Abort,

@@ -65,6 +65,9 @@ struct Shared {
     moves_running: std::sync::atomic::AtomicUsize,
 }
 
+/// How often the console looks for broker-engine moves left behind.
+const STALE_MOVE_EVERY: Duration = Duration::from_secs(30);
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -225,6 +228,37 @@ impl OpsRunner {
                 }
                 attempt += 1;
                 tokio::time::sleep(backoff_delay(attempt)).await;
+            }
+        })
+    }
+
+    /// Every [`STALE_MOVE_EVERY`], look for broker-engine moves left behind by a hopback that is
+    /// gone and remove them (`ops::stale_moves`, each journaled: the feed shows it). A read-only
+    /// console does not look (`hopback check` names them).
+    pub fn spawn_stale_move_sweep(&self) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if me.cfg.profile.read_only {
+                return;
+            }
+            let Ok(mgmt) = Mgmt::new(&me.cfg.profile) else {
+                return;
+            };
+            loop {
+                if let Ok(found) = crate::ops::stale_moves::find(&mgmt, None).await
+                    && crate::ops::stale_moves::any_stale(&found)
+                    && let Ok(cx) = me.cx().await
+                {
+                    for s in crate::ops::stale_moves::sweep(&cx, found).await {
+                        if let crate::ops::stale_moves::SweepAction::Failed(why) = &s.action {
+                            tracing::warn!(shovel = %s.shovel, %why, "a broker-engine move left behind could not be removed");
+                        }
+                    }
+                }
+                if me.tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(STALE_MOVE_EVERY).await;
             }
         })
     }

@@ -385,12 +385,16 @@ pub async fn republish(
         let mut pending = Vec::with_capacity(chunk.len());
         for (i, queue, parked) in chunk {
             let m = &msgs[*i];
-            let props = if *parked {
-                m.properties.clone()
-            } else {
-                let n = header_u64(m.properties.headers().as_ref(), REPLAYS_HEADER).unwrap_or(0);
-                crate::broker::mover::with_replays(m.properties.clone(), n + 1)
-            };
+            // What the re-imported message keeps is `broker::republish`'s decision, as for the
+            // mover: its CC/BCC and a foreign user_id moved aside.
+            let replays = (!*parked).then(|| {
+                header_u64(m.properties.headers().as_ref(), REPLAYS_HEADER).unwrap_or(0) + 1
+            });
+            let props = crate::broker::republish::client_properties(
+                m.properties.clone(),
+                &session.profile().username,
+                crate::broker::republish::Stamp { replays, run: None },
+            );
             let p = timed(
                 "basic.publish",
                 CALL_TIMEOUT,

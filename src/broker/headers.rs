@@ -93,8 +93,6 @@ pub fn attribute(headers: Option<&FieldTable>) -> Attribution {
 
 /// The header a dynamic shovel adds one entry to per hop (`dest-add-forward-headers`).
 pub const SHOVELLED_HEADER: &str = "x-shovelled";
-/// hopback's broker-engine shovels are named with this prefix (`Namespace::move_shovel`).
-pub const MOVE_SHOVEL_PREFIX: &str = "hopback-move-";
 
 /// Replays a message went through, as the replay-loop guard counts them: the larger of
 /// - the hops it carries: the client engine's own `x-hopback-replays` plus one per `x-shovelled`
@@ -135,7 +133,7 @@ pub fn shovel_hops(headers: Option<&FieldTable>) -> u64 {
             .iter()
             .filter(|e| match e {
                 AMQPValue::FieldTable(t) => header_string(Some(t), "shovel-name")
-                    .is_some_and(|n| n.starts_with(MOVE_SHOVEL_PREFIX)),
+                    .is_some_and(|n| n.starts_with(crate::topology::MOVE_SHOVEL_PREFIX)),
                 _ => false,
             })
             .count() as u64,

@@ -141,6 +141,17 @@ pub struct ShovelStatus {
     pub node: Option<String>,
 }
 
+/// One dynamic shovel's definition (`/api/parameters/shovel/{vhost}`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ShovelParameter {
+    /// Shovel name.
+    #[serde(default)]
+    pub name: String,
+    /// Its definition (`src-queue`, `dest-exchange`, …).
+    #[serde(default)]
+    pub value: serde_json::Value,
+}
+
 /// One feature flag (`/api/feature-flags`).
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct FeatureFlag {
@@ -803,10 +814,14 @@ impl Mgmt {
         self.get(&format!("/api/consumers/{}", enc(&self.vhost)))
             .await
     }
-    /// All connections (name and client-provided name).
+    /// The connections of the vhost (name and client-provided name): a worker named `NS worker
+    /// v2` in another vhost is another namespace's.
     pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, MgmtError> {
-        self.get("/api/connections?columns=name,user_provided_name,user")
-            .await
+        self.get(&format!(
+            "/api/vhosts/{}/connections?columns=name,user_provided_name,user",
+            enc(&self.vhost)
+        ))
+        .await
     }
     /// One connection by its server-side name (`None`: gone).
     pub async fn connection(&self, name: &str) -> Result<Option<ConnectionInfo>, MgmtError> {
@@ -871,6 +886,17 @@ impl Mgmt {
             .get_if_exists::<serde_json::Value>(&path)
             .await?
             .is_some())
+    }
+    /// Every dynamic shovel declared in the vhost, running or not (`GET
+    /// /api/parameters/shovel/VHOST`: needs only the shovel plugin, not its management part).
+    pub async fn shovel_parameters(&self) -> Result<Vec<ShovelParameter>, MgmtError> {
+        match self
+            .get(&format!("/api/parameters/shovel/{}", enc(&self.vhost)))
+            .await
+        {
+            Err(MgmtError::NotFound(_)) => Ok(Vec::new()),
+            other => other,
+        }
     }
     /// The running state of the dynamic shovel `name` (`None`: not running anywhere, or the
     /// shovel management plugin is off).

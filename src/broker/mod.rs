@@ -1,8 +1,11 @@
 //! All broker I/O (docs/architecture.md, "Parts"): the AMQP session ([`session`]), the
 //! management API ([`mgmt`]), topology declaration and discovery ([`topology`]; the names come
 //! from [`crate::topology::Namespace`]), snapshot collection ([`stats`]), non-destructive
-//! browsing ([`browse`]) and finding a dead letter by identity ([`identity`]), the broker engine of moves ([`shovel`]), header reading ([`headers`]), the AMQP primitives ([`amqp`], [`stream`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine
-//! of every move) and export-and-hold ([`export`]: the engine of a purge). These are primitives:
+//! browsing ([`browse`]) and finding a dead letter by identity ([`identity`]), the broker engine
+//! of moves ([`shovel`]), header reading ([`headers`]), the AMQP primitives ([`amqp`],
+//! [`stream`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine of every
+//! move), export-and-hold ([`export`]: the engine of a purge) and republish hygiene
+//! ([`republish`]: what a message published again keeps, for every engine). These are primitives:
 //! they neither guard nor journal — `ops/` does. Nothing outside this module talks to RabbitMQ.
 
 pub mod amqp;
@@ -13,6 +16,7 @@ pub mod identity;
 pub mod lock;
 pub mod mgmt;
 pub mod mover;
+pub mod republish;
 pub mod session;
 pub mod shovel;
 pub mod stats;

@@ -69,7 +69,7 @@ impl BrokerError {
                 "check the user and password (URL, password_env, password_file or HOPBACK_PASSWORD)"
             }
             BrokerError::VhostDenied { .. } => {
-                "create it with `rabbitmqctl add_vhost` and grant access with `rabbitmqctl set_permissions`, or fix the vhost in the URL"
+                "create it with `rabbitmqctl add_vhost VHOST` and grant access with `rabbitmqctl set_permissions -p VHOST USER CONFIGURE WRITE READ`, or fix the vhost in the URL"
             }
             BrokerError::Timeout { what, .. } if what.starts_with("connecting to") => {
                 "is that the AMQP port (5672, or 5671 for TLS)? The management port (15672) does not answer AMQP; otherwise the broker may be overloaded (`rabbitmqctl status`)"

@@ -14,10 +14,18 @@
 //! ([`declare_origin_router`]): a headers exchange binding each version queue on
 //! `x-first-death-queue`, whose alternate exchange sends every other origin to the parking queue.
 //!
+//! Every URI names the profile's vhost ([`vhost_uri`]): a bare `amqp://` is the default vhost,
+//! whatever vhost the shovel is declared in. A move to a queue publishes through the move's own
+//! fanout exchange (`broker::republish::declare_move_exchange`), so a dead letter's `CC`/`BCC`
+//! headers route nowhere else.
+//!
 //! Like the mover, this is a primitive: it neither guards nor journals (`ops::replay` does).
-//! Progress is read from the source's depth; cancel removes the shovel (whatever it had not
-//! confirmed goes back to the source); a shovel that outlives its caller (killed process) still
-//! moves exactly its count and removes itself.
+//! Progress is read from the source's depth; cancel, the move's deadline and every failure remove
+//! the shovel (whatever it had not confirmed goes back to the source) and the exchange it
+//! declared. A shovel's name carries its move's id, start and deadline, and the watcher holds a
+//! connection named after the move for as long as it watches ([`owner_connection_prefix`]): a
+//! shovel that outlives its hopback (killed process) is found by the next hopback that looks
+//! ([`stale_moves`]; `ops::stale_moves` removes and journals it).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,11 +34,13 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::Serialize;
 
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
 use crate::broker::mgmt::{Mgmt, MgmtError};
 use crate::broker::mover::{MoveControl, MoveCounts, MoveProgress, RunState, StopReason};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
 use crate::config::Profile;
-use crate::topology::Namespace;
+use crate::topology::{MoveShovelName, Namespace};
 use std::sync::Arc;
 
 /// How often the watcher reads the source depth (AMQP, cheap).
@@ -53,21 +63,44 @@ const ABSENT_GRACE: Duration = Duration::from_secs(5);
 /// watcher removes it and reports why.
 const TERMINATED_MAX: Duration = Duration::from_secs(30);
 
+/// How old a move must be before [`stale_moves`] believes its owner gone when no connection
+/// carries its id: the management API lists a new connection only after its next statistics
+/// round (5 s by default).
+const OWNER_GRACE: Duration = Duration::from_secs(15);
+/// How long apart the owner is looked for twice before it is believed gone (a watcher whose
+/// connection dropped reconnects within a second or two).
+const OWNER_RECHECK: Duration = Duration::from_secs(3);
+
 /// Where the shovel publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ShovelDest {
-    /// A queue (through the default exchange).
-    Queue(String),
-    /// An exchange, each message keeping its own routing key (the origin router).
-    Exchange(String),
+    /// A queue, through `via` — the move's own fanout exchange (`Namespace::move_exchange`),
+    /// bound to that queue alone, so sender-selected routing (`CC`/`BCC`) finds nothing else.
+    Queue {
+        /// The target queue.
+        queue: String,
+        /// The move's fanout exchange.
+        via: String,
+    },
+    /// An exchange, each message keeping its own routing key (the origin router, or an entry
+    /// exchange whose type ignores routing keys: `broker::republish`).
+    Exchange {
+        /// The exchange.
+        name: String,
+    },
 }
 
 /// One broker-engine move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShovelMove {
-    /// Shovel name (`Namespace::move_shovel`): one broker move per namespace at a time.
+    /// Shovel name (`Namespace::move_shovel`, set by [`ShovelMove::started`]): one broker move
+    /// per namespace at a time.
     pub name: String,
+    /// The move's id (in the shovel's name, its exchange's name and its owner's connection).
+    pub move_id: String,
+    /// The vhost it moves in (the profile's): both URIs name it.
+    pub vhost: String,
     /// Queue to take messages from.
     pub source_queue: String,
     /// Where they go.
@@ -81,6 +114,43 @@ pub struct ShovelMove {
     /// Add an `x-shovelled` entry per hop (`dest-add-forward-headers`): needed where the broker
     /// does not count a republished message's deaths ([`broker_counts_republished_deaths`]).
     pub forward_headers: bool,
+    /// The longest the move may take ([`default_time_limit`] unless asked otherwise): past it the
+    /// watcher removes the shovel, and any hopback that finds it later removes it too.
+    pub time_limit_s: u64,
+    /// When it must be over (Unix seconds; 0 until [`ShovelMove::started`]).
+    pub deadline_unix: u64,
+}
+
+/// The time limit of a move of `count` messages when none is asked for: five minutes plus
+/// 5 ms a message (200 msg/s, far below what a shovel does here: docs/performance.md).
+pub fn default_time_limit(count: u64) -> Duration {
+    Duration::from_secs(300 + count / 200)
+}
+
+/// A fresh move id: 12 hex digits.
+pub fn new_move_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// `amqp:///VHOST`, the vhost percent-encoded: a dynamic shovel's `amqp://` alone connects to the
+/// default vhost `/`, not to the vhost it is declared in.
+pub fn vhost_uri(vhost: &str) -> String {
+    format!("amqp:///{}", utf8_percent_encode(vhost, NON_ALPHANUMERIC))
+}
+
+/// What the connection names of the hopback watching move `move_id` start with.
+pub fn owner_connection_prefix(move_id: &str) -> String {
+    format!("hopback {} ", owner_purpose(move_id))
+}
+
+fn owner_purpose(move_id: &str) -> String {
+    format!("move {move_id}")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Does this RabbitMQ version count the deaths of a message that a client (or a shovel)
@@ -105,24 +175,33 @@ pub fn broker_counts_republished_deaths(version: &str) -> bool {
 }
 
 impl ShovelMove {
+    /// The move stamped at its start (`now_unix`): its deadline, and the shovel's name that
+    /// carries both ([`Namespace::move_shovel`]).
+    pub fn started(mut self, ns: &Namespace, now_unix: u64) -> Self {
+        self.deadline_unix = now_unix.saturating_add(self.time_limit_s);
+        self.name = ns.move_shovel(&self.move_id, now_unix, self.deadline_unix);
+        self
+    }
+
     /// The shovel's definition (`PUT /api/parameters/shovel/{vhost}/{name}`).
     pub fn definition(&self) -> serde_json::Value {
+        let uri = vhost_uri(&self.vhost);
         let mut v = serde_json::json!({
             "src-protocol": "amqp091",
-            "src-uri": "amqp://",
+            "src-uri": uri,
             "src-queue": self.source_queue,
             "src-prefetch-count": self.prefetch.max(1),
             "src-delete-after": self.count,
             "dest-protocol": "amqp091",
-            "dest-uri": "amqp://",
+            "dest-uri": uri,
             "ack-mode": "on-confirm",
         });
         if self.forward_headers {
             v["dest-add-forward-headers"] = serde_json::json!(true);
         }
         match &self.dest {
-            ShovelDest::Queue(q) => v["dest-queue"] = serde_json::json!(q),
-            ShovelDest::Exchange(x) => v["dest-exchange"] = serde_json::json!(x),
+            ShovelDest::Queue { via, .. } => v["dest-exchange"] = serde_json::json!(via),
+            ShovelDest::Exchange { name } => v["dest-exchange"] = serde_json::json!(name),
         }
         v
     }
@@ -157,13 +236,13 @@ pub async fn check_available(mgmt: &Mgmt) -> Result<(), String> {
 /// [`Namespace::origin_router`] binding each of `version_queues` on `x-first-death-queue`
 /// (`x-match=all-with-x`), alternate exchange [`Namespace::origin_fallback`] (fanout) bound to the
 /// parking queue (declared durable when missing), so a dead letter whose origin is anything else
-/// is parked, never lost and never sent to a foreign queue. With `keyed`, also
-/// [`Namespace::origin_keyed_router`], a direct exchange in front of it: each version queue bound
-/// on its own name, the headers router as its alternate exchange.
+/// is parked, never lost and never sent to a foreign queue. A headers exchange ignores routing
+/// keys, so a dead letter's `CC`/`BCC` headers add no destination here (a direct router keyed on
+/// the version queues' names, which an earlier hopback used on 4.x, would copy a dead letter into
+/// every version queue its `CC` names: [`Namespace::origin_keyed_router`] is no longer declared).
 pub async fn declare_origin_router(
     session: &Session,
     ns: &Namespace,
-    keyed: bool,
     version_queues: &BTreeMap<String, String>,
 ) -> Result<(), BrokerError> {
     let (router, fallback, park_queue) =
@@ -241,26 +320,6 @@ pub async fn declare_origin_router(
         )
         .await?;
     }
-    if keyed {
-        let keyed = ns.origin_keyed_router();
-        let keyed = keyed.as_str();
-        declare(keyed, lapin::ExchangeKind::Direct, Some(router)).await?;
-        for q in version_queues.values() {
-            timed(
-                "queue.bind (keyed origin router)",
-                CALL_TIMEOUT,
-                &pw,
-                ch.queue_bind(
-                    q.as_str().into(),
-                    keyed.into(),
-                    q.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await?;
-        }
-    }
     let _ = tokio::time::timeout(CALL_TIMEOUT, ch.close(200, "ok".into())).await;
     Ok(())
 }
@@ -274,10 +333,13 @@ async fn depth(session: &Session, q: &str) -> Option<u64> {
         .map(|c| u64::from(c.ready))
 }
 
-/// The watcher's AMQP connection: the caller's session until it dies (a broker restart), then a
-/// fresh one to any node of the profile, tried at most once a second.
+/// The watcher's AMQP connection, named after the move (its owner mark,
+/// [`owner_connection_prefix`]), open for as long as it watches; when it dies (a broker restart)
+/// a fresh one to any node of the profile, tried at most once a second.
 struct Watch<'a> {
     profile: &'a Profile,
+    operator: &'a str,
+    move_id: &'a str,
     session: Arc<Session>,
     dead_since: Option<Instant>,
     last_try: Option<Instant>,
@@ -298,9 +360,13 @@ impl Watch<'_> {
             return None;
         }
         self.last_try = Some(Instant::now());
-        let fresh = crate::broker::session::connect(self.profile, "shovel watch", "hopback")
-            .await
-            .ok()?;
+        let fresh = crate::broker::session::connect(
+            self.profile,
+            &owner_purpose(self.move_id),
+            self.operator,
+        )
+        .await
+        .ok()?;
         self.session = fresh;
         self.dead_since = None;
         self.session
@@ -321,51 +387,131 @@ async fn consumers(session: &Session, q: &str) -> Option<u32> {
         .map(|c| c.consumers)
 }
 
+/// The broker-engine shovels of the vhost that move out of `entry`'s namespace (any move).
+async fn moves_of(mgmt: &Mgmt, entry: &str) -> Result<Vec<String>, MgmtError> {
+    Ok(mgmt
+        .shovel_parameters()
+        .await?
+        .into_iter()
+        .filter(|p| MoveShovelName::parse(&p.name).is_some_and(|n| n.entry == entry))
+        .map(|p| p.name)
+        .collect())
+}
+
+/// The names of the broker-engine shovels declared for moves out of `ns` (its running move, or
+/// ones left behind).
+pub async fn move_shovels_of(mgmt: &Mgmt, ns: &Namespace) -> Result<Vec<String>, MgmtError> {
+    moves_of(mgmt, &ns.entry).await
+}
+
 /// Declare the shovel, watch it until it has moved its count (it then removes itself), was
-/// stopped through `control` (removed; what it had not confirmed returns to the source) or
-/// failed. Progress goes to `control` (`MoveControl::report`).
+/// stopped through `control`, ran past its deadline or failed — the last three remove it (what
+/// it had not confirmed returns to the source). Whatever the end, the move's own exchange goes
+/// once the shovel is gone. Progress goes to `control` (`MoveControl::report`). `m` must be
+/// [`ShovelMove::started`].
 pub async fn run(
     session: &Arc<Session>,
     profile: &Profile,
+    operator: &str,
     mgmt: &Mgmt,
     m: &ShovelMove,
     control: &MoveControl,
 ) -> ShovelOutcome {
     let started = Instant::now();
-    let fail = |why: String, counts: MoveCounts| ShovelOutcome {
-        counts,
+    let fail = |why: String| ShovelOutcome {
+        counts: MoveCounts::default(),
         stop: StopReason::Failed(why),
         exact: false,
     };
-    match mgmt.shovel_exists(&m.name).await {
-        Ok(false) => {}
-        Ok(true) => {
-            return fail(
-                format!(
-                    "a broker-engine move is already running (shovel `{}`)",
-                    crate::text::sanitize(&m.name)
-                ),
-                MoveCounts::default(),
-            );
+    let Some(entry) = MoveShovelName::parse(&m.name)
+        .filter(|n| n.stamp.is_some())
+        .map(|n| n.entry)
+    else {
+        return fail(format!(
+            "`{}` is not a started move's shovel name",
+            crate::text::sanitize(&m.name)
+        ));
+    };
+    match moves_of(mgmt, &entry).await {
+        Ok(running) if running.is_empty() => {}
+        Ok(running) => {
+            return fail(format!(
+                "a broker-engine move of this namespace is already running (shovel `{}`)",
+                crate::text::sanitize(&running.join("`, `"))
+            ));
         }
-        Err(e) => {
-            return fail(
-                format!("cannot read the shovels: {e}"),
-                MoveCounts::default(),
-            );
-        }
+        Err(e) => return fail(format!("cannot read the shovels: {e}")),
     }
+    let time_left = |now: u64| Duration::from_secs(m.deadline_unix.saturating_sub(now));
+    if time_left(unix_now()).is_zero() {
+        return fail(format!(
+            "the move's deadline passed before it started (time limit {} s)",
+            m.time_limit_s
+        ));
+    }
+    let deadline = Instant::now() + time_left(unix_now());
+    // The owner mark: a connection named after the move, open until the shovel and its exchange
+    // are gone. Opened first, so no hopback ever sees this move's shovel without it.
+    let owner = match crate::broker::session::connect(profile, &owner_purpose(&m.move_id), operator)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot open the move's own connection: {e}")),
+    };
+    let outcome = watch(
+        session, &owner, profile, operator, mgmt, m, control, deadline, started,
+    )
+    .await;
+    owner.close().await;
+    outcome
+}
+
+/// [`run`] once the owner connection is open.
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    session: &Arc<Session>,
+    owner: &Arc<Session>,
+    profile: &Profile,
+    operator: &str,
+    mgmt: &Mgmt,
+    m: &ShovelMove,
+    control: &MoveControl,
+    deadline: Instant,
+    started: Instant,
+) -> ShovelOutcome {
+    let fail = |why: String| ShovelOutcome {
+        counts: MoveCounts::default(),
+        stop: StopReason::Failed(why),
+        exact: false,
+    };
     let start_depth = depth(session, &m.source_queue).await.unwrap_or(m.count);
     let consumers_before = consumers(session, &m.source_queue).await.unwrap_or(0);
     let park_before = match &m.park_queue {
         Some(p) => depth(session, p).await,
         None => None,
     };
+    let via = match &m.dest {
+        ShovelDest::Queue { queue, via } => {
+            if let Err(e) = crate::broker::republish::declare_move_exchange(owner, via, queue).await
+            {
+                let _ = crate::broker::republish::delete_move_exchange(owner, via).await;
+                return fail(format!("cannot declare the move's exchange: {e}"));
+            }
+            Some(via.as_str())
+        }
+        ShovelDest::Exchange { .. } => None,
+    };
+    // Removes the move's exchange; only once the shovel is gone (it publishes through it).
+    let drop_exchange = || async {
+        if let Some(x) = via {
+            let _ = crate::broker::republish::delete_move_exchange(owner, x).await;
+        }
+    };
     if let Err(e) = mgmt.put_shovel(&m.name, m.definition()).await {
-        return fail(
-            format!("the broker refused the shovel: {e}"),
-            MoveCounts::default(),
-        );
+        // A timeout may have declared it all the same.
+        let _ = remove(mgmt, &m.name).await;
+        drop_exchange().await;
+        return fail(format!("the broker refused the shovel: {e}"));
     }
     let estimate = |now_depth: Option<u64>| -> u64 {
         now_depth.map_or(0, |d| start_depth.saturating_sub(d).min(m.count))
@@ -389,7 +535,9 @@ pub async fn run(
     let mut last_status = Instant::now();
     let mut watch = Watch {
         profile,
-        session: session.clone(),
+        operator,
+        move_id: &m.move_id,
+        session: owner.clone(),
         dead_since: None,
         last_try: None,
     };
@@ -398,20 +546,39 @@ pub async fn run(
     let mut terminated_since: Option<Instant> = None;
     let mut absent_since: Option<Instant> = None;
     let mut last_depth = Some(start_depth);
+    // Whether the shovel may still exist when the loop ends (then its exchange stays too).
+    let mut may_live = false;
     let (stop, exact) = loop {
-        if control.state() == RunState::Stopped {
-            let _ = remove(mgmt, &m.name).await;
+        let stopped = control.state() == RunState::Stopped;
+        if stopped || Instant::now() >= deadline {
+            let gone = remove(mgmt, &m.name).await.is_ok();
+            may_live = !gone;
             // The parameter goes first; the shovel's consumer (and what it holds unacked) a
             // moment later: count only once everything it held is back in the source.
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline
+            let settle = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < settle
                 && consumers(&watch.session, &m.source_queue)
                     .await
                     .is_none_or(|c| c > consumers_before)
             {
                 tokio::time::sleep(POLL).await;
             }
-            break (StopReason::Stopped, false);
+            if stopped {
+                break (StopReason::Stopped, false);
+            }
+            break (
+                StopReason::Failed(format!(
+                    "the move did not finish within its time limit ({} s): shovel `{}` {}; what it had not confirmed went back to the source — re-run to move the rest",
+                    m.time_limit_s,
+                    crate::text::sanitize(&m.name),
+                    if gone {
+                        "was removed"
+                    } else {
+                        "could not be removed (`hopback check` removes it once the management API answers)"
+                    }
+                )),
+                false,
+            );
         }
         if let Some(d) = watch.depth(&m.source_queue).await {
             last_depth = Some(d);
@@ -447,11 +614,12 @@ pub async fn run(
                 }
             }
             Ok(true) if done >= m.count => {
-                // The source gave up its whole count and the shovel is still there: a broker
-                // restart restarted it with a fresh count (it would wait for more dead letters
-                // forever). Its part is done: remove it.
+                // The source gave up its whole count and the shovel is still there: something
+                // else consumed from the source too, or a broker restart restarted the shovel
+                // with a fresh count — either way it would wait for (and move) the next dead
+                // letters. Its part is done: remove it.
                 if outlasted(&mut counted_since, RESTARTED_GRACE) {
-                    let _ = remove(mgmt, &m.name).await;
+                    may_live = remove(mgmt, &m.name).await.is_err();
                     break (StopReason::BudgetReached, false);
                 }
                 blind_since = None;
@@ -462,9 +630,10 @@ pub async fn run(
             }
             Err(e) => {
                 if outlasted(&mut blind_since, BLIND_MAX) {
+                    may_live = true;
                     break (
                         StopReason::Failed(format!(
-                            "lost sight of shovel `{}` ({e}); it keeps moving its count inside the broker and normally removes itself when done — nothing is lost. Check with `hopback check`, which names a shovel left running (one a cluster restarted on another node keeps waiting for more) and how to remove it",
+                            "lost sight of shovel `{}` ({e}); it keeps moving its count inside the broker and normally removes itself when done — nothing is lost. The next hopback command that can reach the management API (`hopback check`) removes it if it is still there",
                             crate::text::sanitize(&m.name)
                         )),
                         false,
@@ -481,7 +650,7 @@ pub async fn run(
         if let Ok(Some(st)) = status {
             if st.state == "terminated" {
                 if outlasted(&mut terminated_since, TERMINATED_MAX) {
-                    let _ = remove(mgmt, &m.name).await;
+                    may_live = remove(mgmt, &m.name).await.is_err();
                     let why = st
                         .reason
                         .map(|r| crate::text::sanitize(&r.to_string()).into_owned())
@@ -503,8 +672,11 @@ pub async fn run(
         // restarted the shovel elsewhere with a fresh count: its part is done, so it must not
         // outlive this move (it would take the next dead letters).
         if let Ok(true) = mgmt.shovel_exists(&m.name).await {
-            let _ = remove(mgmt, &m.name).await;
+            may_live = remove(mgmt, &m.name).await.is_err();
         }
+    }
+    if !may_live {
+        drop_exchange().await;
     }
     let after = watch.depth(&m.source_queue).await;
     let session = watch.session.clone();
@@ -562,20 +734,205 @@ fn outlasted(since: &mut Option<Instant>, limit: Duration) -> bool {
     since.get_or_insert_with(Instant::now).elapsed() > limit
 }
 
-/// Remove the shovel and wait (≤ 10 s) until the broker confirms it is gone.
+/// Remove the shovel and wait (≤ 10 s) until the broker confirms it is gone (`Err` when it
+/// does not). A 5xx answer is not the end of it: RabbitMQ 3.10.8 deletes the parameter, then
+/// fails to stop a worker it no longer has (`rabbit_shovel_dyn_worker_sup_sup:stop_child`,
+/// `{badmatch,{error,not_found}}`) and answers 500 — what counts is whether the shovel is gone.
 pub async fn remove(mgmt: &Mgmt, name: &str) -> Result<(), MgmtError> {
     match mgmt.delete_shovel(name).await {
         Ok(()) | Err(MgmtError::NotFound(_)) => {}
+        Err(MgmtError::Status { status, .. }) if status >= 500 => {}
         Err(e) => return Err(e),
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(false) = mgmt.shovel_exists(name).await {
-            return Ok(());
+    loop {
+        match mgmt.shovel_exists(name).await {
+            Ok(false) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            _ if Instant::now() >= deadline => {
+                return Err(MgmtError::Timeout {
+                    path: format!("removing shovel `{}`", crate::text::sanitize(name)),
+                });
+            }
+            _ => tokio::time::sleep(POLL).await,
         }
-        tokio::time::sleep(POLL).await;
     }
-    Ok(())
+}
+
+/// A broker-engine shovel found in the vhost, and whether its move is still watched.
+#[derive(Debug, Clone)]
+pub struct FoundMove {
+    /// The shovel's name.
+    pub name: String,
+    /// Its name read back (namespace entry, move id, start, deadline).
+    pub parsed: MoveShovelName,
+    /// Its definition (`src-queue`, `src-delete-after`, `dest-exchange`, …).
+    pub definition: serde_json::Value,
+    /// Is its move still watched by a hopback?
+    pub verdict: Verdict,
+}
+
+/// Whether a broker-engine shovel's move is still watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A hopback watches it (the reason says how that is known).
+    Live(String),
+    /// Its hopback is gone, or its deadline passed: it would take the next dead letters with no
+    /// ledger record of them. Remove it (`ops::stale_moves`).
+    Stale(String),
+    /// Cannot tell (named by an earlier hopback, or the management API does not list
+    /// connections): shown, never removed on a guess.
+    Unknown(String),
+}
+
+/// The broker-engine shovels of the vhost (only those moving out of the namespace whose entry
+/// exchange is `entry`, when given), each with its [`Verdict`]: past its deadline → stale;
+/// younger than a statistics round → live; otherwise live while a connection of the vhost
+/// carries its move id ([`owner_connection_prefix`]), stale when none does on two looks a few
+/// seconds apart. A hopback that lost its connection reconnects within that time; one that was
+/// killed does not.
+pub async fn stale_moves(mgmt: &Mgmt, entry: Option<&str>) -> Result<Vec<FoundMove>, MgmtError> {
+    let mut found: Vec<FoundMove> = mgmt
+        .shovel_parameters()
+        .await?
+        .into_iter()
+        .filter_map(|p| {
+            let parsed = MoveShovelName::parse(&p.name)?;
+            entry.is_none_or(|e| e == parsed.entry).then(|| FoundMove {
+                name: p.name,
+                parsed,
+                definition: p.value,
+                verdict: Verdict::Unknown(String::new()),
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        return Ok(found);
+    }
+    let now = unix_now();
+    let mut owners_needed = false;
+    for f in &mut found {
+        f.verdict = match &f.parsed.stamp {
+            None => Verdict::Unknown(
+                "named by an earlier hopback: its owner and deadline are unknown".into(),
+            ),
+            Some(st) if st.deadline_unix <= now => Verdict::Stale(format!(
+                "its time limit ran out {} ago",
+                humantime::format_duration(Duration::from_secs(now - st.deadline_unix))
+            )),
+            Some(st) if now.saturating_sub(st.start_unix) < OWNER_GRACE.as_secs() => {
+                Verdict::Live("it started moments ago".into())
+            }
+            Some(_) => {
+                owners_needed = true;
+                Verdict::Unknown(String::new())
+            }
+        };
+    }
+    if !owners_needed {
+        return Ok(found);
+    }
+    let mut absent_twice: Vec<bool> = vec![true; found.len()];
+    for look in 0..2 {
+        if look > 0 {
+            if !absent_twice.iter().any(|a| *a) {
+                break;
+            }
+            tokio::time::sleep(OWNER_RECHECK).await;
+        }
+        let conns = match mgmt.connections().await {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => {
+                return Ok(undecided(
+                    found,
+                    "the management API lists no connection in this vhost (statistics off?), so whether its hopback runs is unknown",
+                ));
+            }
+            Err(e) => {
+                return Ok(undecided(
+                    found,
+                    &format!("cannot list the connections to find its hopback: {e}"),
+                ));
+            }
+        };
+        for (f, absent) in found.iter().zip(absent_twice.iter_mut()) {
+            if let Some(st) = &f.parsed.stamp {
+                let prefix = owner_connection_prefix(&st.move_id);
+                if conns.iter().any(|c| {
+                    c.user_provided_name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(&prefix))
+                }) {
+                    *absent = false;
+                }
+            }
+        }
+    }
+    for (f, absent) in found.iter_mut().zip(absent_twice) {
+        if f.verdict != Verdict::Unknown(String::new()) {
+            continue;
+        }
+        let Some(st) = &f.parsed.stamp else { continue };
+        f.verdict = if absent {
+            Verdict::Stale(format!(
+                "the hopback that started it is gone (no connection `{}…` in the vhost)",
+                owner_connection_prefix(&st.move_id).trim_end()
+            ))
+        } else {
+            Verdict::Live("its hopback is running".into())
+        };
+    }
+    Ok(found)
+}
+
+/// Every undecided shovel of `found` marked unknown, for `why`.
+fn undecided(mut found: Vec<FoundMove>, why: &str) -> Vec<FoundMove> {
+    for f in &mut found {
+        if f.verdict == Verdict::Unknown(String::new()) {
+            f.verdict = Verdict::Unknown(why.to_string());
+        }
+    }
+    found
+}
+
+/// Remove a shovel left behind and the move's own exchange (only that one: the definition's
+/// `dest-exchange` must be the name its id gives, `Namespace::move_exchange`), then check the
+/// shovel is gone.
+pub async fn remove_left_behind(
+    session: &Session,
+    mgmt: &Mgmt,
+    f: &FoundMove,
+) -> Result<(), String> {
+    remove(mgmt, &f.name).await.map_err(|e| {
+        format!(
+            "cannot remove shovel `{}`: {e}",
+            crate::text::sanitize(&f.name)
+        )
+    })?;
+    if let Some(x) = f.parsed.exchange()
+        && f.definition["dest-exchange"].as_str() == Some(x.as_str())
+    {
+        crate::broker::republish::delete_move_exchange(session, &x)
+            .await
+            .map_err(|e| {
+                format!(
+                    "removed shovel `{}` but not its exchange `{}`: {e}",
+                    crate::text::sanitize(&f.name),
+                    crate::text::sanitize(&x)
+                )
+            })?;
+    }
+    match mgmt.shovel_exists(&f.name).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(format!(
+            "shovel `{}` is still there after its removal",
+            crate::text::sanitize(&f.name)
+        )),
+        Err(e) => Err(format!(
+            "cannot tell whether shovel `{}` is gone: {e}",
+            crate::text::sanitize(&f.name)
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -583,33 +940,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn definition_moves_exactly_the_count_on_confirm() {
+    fn definition_moves_exactly_the_count_on_confirm_in_its_vhost() {
+        let ns = Namespace::convention("email");
         let m = ShovelMove {
-            name: "hopback-move-email".into(),
+            name: String::new(),
+            move_id: "0123456789ab".into(),
+            vhost: "prod/eu".into(),
             source_queue: "email.dlq".into(),
-            dest: ShovelDest::Exchange("email.replay-origin".into()),
+            dest: ShovelDest::Exchange {
+                name: "email.replay-origin".into(),
+            },
             count: 1234,
             prefetch: 1000,
             park_queue: Some("email.parked".into()),
             forward_headers: true,
-        };
+            time_limit_s: 600,
+            deadline_unix: 0,
+        }
+        .started(&ns, 1_700_000_000);
+        assert_eq!(m.deadline_unix, 1_700_000_600);
+        assert_eq!(
+            m.name,
+            "hopback-move-email.0123456789ab.1700000000-1700000600"
+        );
         let d = m.definition();
         assert_eq!(d["ack-mode"], "on-confirm");
         assert_eq!(d["src-delete-after"], 1234);
+        // Both ends in the profile's vhost, percent-encoded (`amqp://` alone is `/`).
+        assert_eq!(d["src-uri"], "amqp:///prod%2Feu");
+        assert_eq!(d["dest-uri"], "amqp:///prod%2Feu");
         assert_eq!(d["dest-add-forward-headers"], true);
         assert_eq!(d["dest-exchange"], "email.replay-origin");
         assert!(
             d.get("dest-exchange-key").is_none(),
             "keeps each routing key"
         );
+        // A queue is reached only through the move's fanout exchange, never the default one.
         let q = ShovelMove {
-            dest: ShovelDest::Queue("email.v1".into()),
+            dest: ShovelDest::Queue {
+                queue: "email.v1".into(),
+                via: ns.move_exchange("0123456789ab"),
+            },
             forward_headers: false,
+            vhost: "/".into(),
             ..m
         };
         let d = q.definition();
-        assert_eq!(d["dest-queue"], "email.v1");
+        assert_eq!(d["src-uri"], "amqp:///%2F");
+        assert_eq!(d["dest-exchange"], "email.replay-move-0123456789ab");
+        assert!(d.get("dest-queue").is_none(), "{d}");
         assert!(d.get("dest-add-forward-headers").is_none(), "{d}");
+    }
+
+    #[test]
+    fn a_move_without_a_count_given_gets_minutes_not_hours() {
+        assert_eq!(default_time_limit(0), Duration::from_secs(300));
+        assert_eq!(default_time_limit(100_000), Duration::from_secs(800));
+        assert_eq!(new_move_id().len(), 12);
+        assert_eq!(
+            owner_connection_prefix("0123456789ab"),
+            "hopback move 0123456789ab "
+        );
     }
 
     #[test]

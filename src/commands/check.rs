@@ -22,6 +22,11 @@ pub struct CheckLine {
     pub hint: Option<String>,
 }
 
+/// `s` quoted for a shell command in a hint (a vhost or user name is data).
+fn sh(s: &str) -> String {
+    shlex::try_quote(s).map_or_else(|_| "NAME".into(), |q| q.into_owned())
+}
+
 fn line(
     name: &str,
     status: &'static str,
@@ -36,35 +41,36 @@ fn line(
     }
 }
 
-/// The broker-engine shovels (`hopback-move-*`) running now: a replay in progress — or one left
-/// behind (its hopback killed and then its node lost, which restarts it with a fresh count) that
-/// would take the next dead letters. Named so an operator can tell and remove it.
-async fn move_shovel_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
-    use crate::broker::headers::MOVE_SHOVEL_PREFIX;
-    match mgmt.shovels().await {
+/// The broker-engine shovels (`hopback-move-*`) of the vhost: a replay in progress, or one left
+/// behind by a hopback that is gone — which takes the next dead letters of its queue, so it is
+/// removed here (journaled) unless the profile is read-only; one whose owner cannot be known is
+/// named with the command that removes it.
+async fn move_shovel_lines(
+    ctx: &Ctx,
+    session: Option<&std::sync::Arc<crate::broker::session::Session>>,
+    mgmt: &Mgmt,
+) -> Vec<CheckLine> {
+    let vhost = &ctx.cfg.profile.vhost;
+    let found = match session {
+        Some(s) => super::sweep_stale_moves(ctx, s, mgmt, None).await,
+        None => crate::ops::stale_moves::find(mgmt, None)
+            .await
+            .map(|f| crate::ops::stale_moves::unswept(&ctx.cfg, f)),
+    };
+    match found {
         Ok(all) => all
             .iter()
-            .filter(|s| s.name.starts_with(MOVE_SHOVEL_PREFIX))
             .map(|s| {
-                let name = crate::text::sanitize(&s.name);
+                let (detail, hint, warn) = super::describe_swept(s, vhost);
                 line(
                     "broker-engine move",
-                    "warn",
-                    format!(
-                        "shovel `{name}` is {} on {}: a `dlq replay` in progress — or one left behind, which takes the next dead letters of its queue",
-                        crate::text::sanitize(&s.state),
-                        crate::text::sanitize(s.node.as_deref().unwrap_or("an unknown node")),
-                    ),
-                    Some(&format!(
-                        "if no hopback replay is running, remove it: rabbitmqctl clear_parameter shovel {} (or the management UI, Admin → Shovel Management)",
-                        // Quoted for a shell: a name is data, even one hopback did not make.
-                        shlex::try_quote(&name).unwrap_or_else(|_| "NAME".into())
-                    )),
+                    if warn { "warn" } else { "ok" },
+                    detail,
+                    hint.as_deref(),
                 )
             })
             .collect(),
-        Err(MgmtError::NotFound(_)) => Vec::new(),
-        Err(e) => vec![line("broker-engine move", "warn", format!("cannot list the shovels: {e}"), None)],
+        Err(e) => vec![line("broker-engine move", "warn", e, None)],
     }
 }
 
@@ -97,6 +103,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             None,
         ),
     ];
+    let mut amqp = None;
     match session::connect(p, "check", &cfg.operator).await {
         Ok(s) => {
             out.push(line(
@@ -118,7 +125,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             } else {
                 out.push(line("ledger", "warn", ledger.backend_description(), Some("grant configure/write/read on `hopback.ledger` (a stream queue, RabbitMQ 3.9+) so every console shares one ledger")));
             }
-            s.close().await;
+            amqp = Some(s);
         }
         Err(e) => {
             let f = Failure::from(e);
@@ -134,6 +141,9 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 e.to_string(),
                 Some("check mgmt_url and ca_file"),
             ));
+            if let Some(s) = &amqp {
+                s.close().await;
+            }
             return out;
         }
     };
@@ -153,7 +163,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             match mgmt.extensions().await {
                 Ok(ext) if ext.iter().any(|e| e.to_string().contains("shovel")) => {
                     out.push(line("plugin shovel", "ok", "shovel management available (the broker engine of bulk replays, `dlq replay --engine`)", None));
-                    out.extend(move_shovel_lines(&mgmt).await);
+                    out.extend(move_shovel_lines(ctx, amqp.as_ref(), &mgmt).await);
                 }
                 Ok(_) => out.push(line("plugin shovel", "warn", "shovel plugin not enabled: bulk replays run on the client engine (slower on 4.x)", Some("rabbitmq-plugins enable rabbitmq_shovel rabbitmq_shovel_management"))),
                 Err(e) => out.push(line("plugin shovel", "warn", e.to_string(), None)),
@@ -164,7 +174,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             match mgmt.vhost_exists().await {
                 Ok(true) => {}
                 Err(MgmtError::Unauthorized { .. }) => {}
-                Ok(false) => out.push(line("vhost", "fail", format!("vhost `{}` does not exist", p.vhost), Some("rabbitmqctl add_vhost NAME, or fix the vhost in the URL"))),
+                Ok(false) => out.push(line("vhost", "fail", format!("vhost `{}` does not exist", p.vhost), Some(&format!("rabbitmqctl add_vhost {}, or fix the vhost in the URL", sh(&p.vhost))))),
                 Err(e) => out.push(line("vhost", "warn", e.to_string(), None)),
             }
             out.extend(identity_lines(&mgmt).await);
@@ -175,10 +185,10 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                     if can_write {
                         out.push(line("permissions", "ok", detail, None));
                     } else {
-                        out.push(line("permissions", "warn", format!("{detail}: read-only use only (gate, replay, init will be refused)"), Some("rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*' for full use")));
+                        out.push(line("permissions", "warn", format!("{detail}: read-only use only (gate, replay, init will be refused)"), Some(&format!("rabbitmqctl set_permissions -p {} {} '.*' '.*' '.*' for full use", sh(&p.vhost), sh(&p.username)))));
                     }
                 }
-                Err(MgmtError::NotFound(_)) => out.push(line("permissions", "fail", format!("user `{}` has no permissions on vhost `{}`", p.username, p.vhost), Some("rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*'"))),
+                Err(MgmtError::NotFound(_)) => out.push(line("permissions", "fail", format!("user `{}` has no permissions on vhost `{}`", p.username, p.vhost), Some(&format!("rabbitmqctl set_permissions -p {} {} '.*' '.*' '.*'", sh(&p.vhost), sh(&p.username))))),
                 Err(MgmtError::Unauthorized { user }) => out.push(line(
                     "permissions",
                     "warn",
@@ -192,7 +202,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             "management api",
             "fail",
             format!("{} refused user `{user}` (401)", mgmt.base_url()),
-            Some("the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags USER monitoring"),
+            Some(&format!("the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags {} monitoring", sh(&user))),
         )),
         Err(e) => out.push(line(
             "management api",
@@ -200,6 +210,9 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             e.to_string(),
             Some("enable it: rabbitmq-plugins enable rabbitmq_management (or run scripts/broker); without it rates and the gate view are unknown"),
         )),
+    }
+    if let Some(s) = &amqp {
+        s.close().await;
     }
     out.push(line(
         "log file",

@@ -113,6 +113,10 @@ pub enum DlqCommand {
         /// the client mover | broker | client
         #[arg(long, default_value = "auto", value_parser = ["auto", "broker", "client"])]
         engine: String,
+        /// Broker engine: the longest the shovel may run (e.g. 10m); past it, it is removed and
+        /// the rest stays in the source. Default: 5 minutes plus 5 ms a message
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        time_limit: Option<std::time::Duration>,
         /// Show the plan (with the engine and why) and change nothing
         #[arg(long)]
         dry_run: bool,
@@ -187,6 +191,7 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
             prefetch,
             confirm_window,
             engine,
+            time_limit,
             dry_run,
             yes,
             from_file,
@@ -211,6 +216,7 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
                 engine: engine
                     .parse()
                     .map_err(|e| Failure::usage(e, "use --engine auto, broker or client"))?,
+                time_limit,
                 ..ReplayRequest::new(&namespace, parse_from(&from)?, parse_to(&to))
             };
             replay(ctx, req, yes, dry_run).await

@@ -80,6 +80,84 @@ fn subcommand_of<S: clap::Subcommand>(
         .map_err(|_| usage())
 }
 
+/// Broker-engine moves left behind in the vhost (of namespace `scope` only, when given): found,
+/// and on a writable profile removed, each journaled (`ops::stale_moves`; the ledger is opened
+/// only when there is one to remove). `Err`: the shovels could not be listed (why).
+pub async fn sweep_stale_moves(
+    ctx: &Ctx,
+    session: &Arc<Session>,
+    mgmt: &Mgmt,
+    scope: Option<&str>,
+) -> Result<Vec<crate::ops::stale_moves::SweptMove>, String> {
+    use crate::ops::stale_moves;
+    let ns = scope.map(|n| crate::topology::Namespace::resolve(&ctx.cfg, n));
+    let found = stale_moves::find(mgmt, ns.as_ref()).await?;
+    if !stale_moves::any_stale(&found) || ctx.cfg.profile.read_only {
+        return Ok(stale_moves::unswept(&ctx.cfg, found));
+    }
+    let cx = crate::ops::OpContext::open(session.clone(), &ctx.cfg, crate::ops::Via::Cli).await;
+    Ok(stale_moves::sweep(&cx, found).await)
+}
+
+/// One line on a broker-engine shovel found by [`sweep_stale_moves`], and what to do about it
+/// (`None`: nothing); `warn` says whether it deserves a warning.
+pub fn describe_swept(
+    s: &crate::ops::stale_moves::SweptMove,
+    vhost: &str,
+) -> (String, Option<String>, bool) {
+    use crate::ops::stale_moves::SweepAction;
+    let name = crate::text::sanitize(&s.shovel);
+    let ns = crate::text::sanitize(&s.namespace);
+    match &s.action {
+        SweepAction::Running => (
+            format!(
+                "shovel `{name}`: a broker-engine move of `{ns}` in progress ({})",
+                s.why
+            ),
+            None,
+            false,
+        ),
+        SweepAction::Removed => (
+            format!(
+                "removed shovel `{name}`, a broker-engine move of `{ns}` left behind ({}); journaled",
+                s.why
+            ),
+            None,
+            true,
+        ),
+        SweepAction::ReadOnly => (
+            format!(
+                "shovel `{name}` is a broker-engine move of `{ns}` left behind ({}): it takes the next dead letters of its queue; not removed (read-only profile)",
+                s.why
+            ),
+            Some(format!(
+                "run any hopback command with a writable profile (it removes and journals it), or remove it by hand: {}",
+                s.manual_removal(vhost)
+            )),
+            true,
+        ),
+        SweepAction::Unknown => (
+            format!(
+                "shovel `{name}`: a broker-engine move of `{ns}` — in progress, or left behind, which takes the next dead letters of its queue ({})",
+                s.why
+            ),
+            Some(format!(
+                "if no hopback replay of `{ns}` is running, remove it: {} (or the management UI, Admin → Shovel Management)",
+                s.manual_removal(vhost)
+            )),
+            true,
+        ),
+        SweepAction::Failed(why) => (
+            format!(
+                "shovel `{name}`, a broker-engine move of `{ns}` left behind ({}), could not be removed: {why}",
+                s.why
+            ),
+            Some(format!("remove it by hand: {}", s.manual_removal(vhost))),
+            true,
+        ),
+    }
+}
+
 /// Ask the operator on the terminal; with `--yes` proceed; with no terminal refuse (exit 3).
 /// `expected` = `Some(text)` demands that exact text typed (counts, production names).
 pub fn confirm(question: &str, yes: bool, expected: Option<&str>) -> Result<(), Failure> {

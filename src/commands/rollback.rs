@@ -193,7 +193,7 @@ async fn default_from(ctx: &Ctx, env: &Env, to: &str) -> Result<String, Failure>
         })
 }
 
-fn exit_of(report: &RollbackReport) -> Result<(), Failure> {
+fn exit_of(report: &RollbackReport, vhost: &str) -> Result<(), Failure> {
     match &report.outcome {
         RollbackOutcome::Done => Ok(()),
         RollbackOutcome::VerificationFailed { step, reason } => Err(Failure::verification(
@@ -216,7 +216,8 @@ fn exit_of(report: &RollbackReport) -> Result<(), Failure> {
                     sanitize(reason)
                 ),
                 format!(
-                    "grant the permission (`rabbitmqctl set_permissions`) or use a profile whose user has it, then continue with `hopback rollback --resume {}`",
+                    "grant the permission (`rabbitmqctl set_permissions -p {} USER CONFIGURE WRITE READ`) or use a profile whose user has it, then continue with `hopback rollback --resume {}`",
+                    shlex::try_quote(vhost).unwrap_or_else(|_| "VHOST".into()),
                     report.rollback_id
                 ),
             ))
@@ -448,7 +449,7 @@ fn finish(ctx: &Ctx, report: &RollbackReport) -> Result<(), Failure> {
     } else {
         print_report(report);
     }
-    exit_of(report)
+    exit_of(report, &ctx.cfg.profile.vhost)
 }
 
 #[cfg(test)]

@@ -162,7 +162,31 @@ pub async fn run(
         }
         Err(e) => (Err(e), None),
     };
+    // Broker-engine moves left behind take the next dead letters: removed here (journaled)
+    // unless the profile is read-only, and named either way.
+    let swept = match &mgmt {
+        Some(m) => super::sweep_stale_moves(ctx, &session, m, namespace.as_deref()).await,
+        None => Ok(Vec::new()),
+    };
     session.close().await;
+    let swept: Vec<String> = match swept {
+        Ok(all) => all
+            .iter()
+            .map(|s| {
+                let (detail, hint, _) = super::describe_swept(s, &ctx.cfg.profile.vhost);
+                match hint {
+                    Some(h) => format!("broker-engine move: {detail}\n  hint: {h}"),
+                    None => format!("broker-engine move: {detail}"),
+                }
+            })
+            .collect(),
+        Err(e) => vec![format!("broker-engine moves: {e}")],
+    };
+    for l in &swept {
+        if ctx.json {
+            crate::errln!("{l}");
+        }
+    }
     let mut snap = snap?;
     // What holds each gate lock (a squatter blocks every flip): one management call per
     // namespace shown, concurrently; unknown stays unknown (the field is left out).
@@ -206,6 +230,9 @@ pub async fn run(
         ctx.print_json(&snap)
     } else {
         crate::out!("{}", render(&snap));
+        for l in &swept {
+            crate::outln!("{l}");
+        }
         match sample_note {
             _ if snap.namespaces.is_empty() => {}
             Some(why) => crate::outln!("ERR%: {}", crate::text::sanitize(&why)),

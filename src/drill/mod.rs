@@ -641,6 +641,7 @@ fn note_action(handle: &DrillHandle, e: &Event) {
             | EventKind::AlertRaised
             | EventKind::AlertCleared
             | EventKind::DriftDetected
+            | EventKind::StaleMoveRemoved
     ) {
         return;
     }

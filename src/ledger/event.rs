@@ -43,6 +43,9 @@ pub enum EventKind {
     AlertCleared,
     /// The broker's gate differed from the ledger's last known state (someone changed it by hand).
     DriftDetected,
+    /// A broker-engine move's shovel outlived its hopback (killed) or its deadline and was removed
+    /// (`params.shovel`, `params.move_id`, `params.source`, `params.count`; `reason` says why).
+    StaleMoveRemoved,
     /// Written by a newer hopback: kept, shown as-is, never interpreted.
     #[serde(other)]
     Unknown,
@@ -68,6 +71,7 @@ impl EventKind {
             EventKind::AlertRaised => "alert_raised",
             EventKind::AlertCleared => "alert_cleared",
             EventKind::DriftDetected => "drift_detected",
+            EventKind::StaleMoveRemoved => "stale_move_removed",
             EventKind::Unknown => "unknown",
         }
     }

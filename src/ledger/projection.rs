@@ -223,6 +223,16 @@ pub fn summarize(e: &Event) -> String {
             e.gate_before().map_or("?".into(), |g| g.describe()),
             e.gate_after().map_or("?".into(), |g| g.describe())
         ),
+        EventKind::StaleMoveRemoved => format!(
+            "{} broker-engine move left behind: shovel {}{}",
+            if e.outcome == Outcome::Started {
+                "removing a"
+            } else {
+                "removed a"
+            },
+            text(p, "shovel").unwrap_or_else(|| "?".into()),
+            text(p, "source").map_or(String::new(), |q| format!(" on {q}"))
+        ),
         EventKind::Unknown => "(event of a newer hopback)".into(),
     };
     sanitize(&s).into_owned()

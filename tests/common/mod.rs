@@ -4,6 +4,7 @@
 //! drops it with [`TestNs`]'s cleanup, so tests run in parallel safely.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
 pub mod proxy;
 pub mod record;
 pub mod users;

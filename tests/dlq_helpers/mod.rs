@@ -173,3 +173,24 @@ pub fn profile_via(proxy: &Proxy, base: &hopback::config::Config) -> hopback::co
     .unwrap()
     .profile
 }
+
+/// Remove every broker-engine shovel of namespace `ns` (its moves' own exchanges too): test
+/// cleanup.
+pub async fn remove_move_shovels(
+    session: &Session,
+    mgmt: &hopback::broker::mgmt::Mgmt,
+    ns: &hopback::topology::Namespace,
+) {
+    for p in mgmt.shovel_parameters().await.unwrap_or_default() {
+        let Some(n) = hopback::topology::MoveShovelName::parse(&p.name) else {
+            continue;
+        };
+        if n.entry != ns.entry {
+            continue;
+        }
+        let _ = hopback::broker::shovel::remove(mgmt, &p.name).await;
+        if let Some(x) = n.exchange() {
+            let _ = hopback::broker::republish::delete_move_exchange(session, &x).await;
+        }
+    }
+}

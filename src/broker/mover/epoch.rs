@@ -601,18 +601,18 @@ impl Runner<'_> {
                 }
             }
         };
-        let mut props = if spec.count_replay && !parked {
-            with_replays(d.properties, own_replays.saturating_add(1))
-        } else {
-            d.properties
+        // What the republished message keeps is `broker::republish`'s decision (its CC/BCC and a
+        // foreign user_id moved aside, never routing or failing this publish).
+        let stamp = crate::broker::republish::Stamp {
+            replays: (spec.count_replay && !parked).then(|| own_replays.saturating_add(1)),
+            run: (spec.budget == Budget::InitialDepth && !parked)
+                .then_some((RUN_HEADER, self.run_id.as_str())),
         };
-        if spec.budget == Budget::InitialDepth && !parked {
-            props = with_header(
-                props,
-                RUN_HEADER,
-                AMQPValue::LongString(self.run_id.as_str().into()),
-            );
-        }
+        let props = crate::broker::republish::client_properties(
+            d.properties,
+            &session.profile().username,
+            stamp,
+        );
         if let Some(rate) = spec.rate_per_s.filter(|r| *r > 0.0) {
             let due = self.started + Duration::from_secs_f64(self.published as f64 / rate);
             tokio::time::sleep_until(due.into()).await;

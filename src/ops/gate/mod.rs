@@ -602,7 +602,11 @@ async fn apply_locked(
                     sanitize(ns),
                     sanitize(&e.to_string())
                 ),
-                "grant the user write on the version queues and read on the entry exchange (`rabbitmqctl set_permissions`), or use a profile whose user has them",
+                format!(
+                    "grant the user write on the version queues and read on the entry exchange (`rabbitmqctl set_permissions -p {} {} …`), or use a profile whose user has them",
+                    shlex::try_quote(&cfg.profile.vhost).unwrap_or_else(|_| "VHOST".into()),
+                    shlex::try_quote(&cfg.profile.username).unwrap_or_else(|_| "USER".into())
+                ),
             )),
         ),
         (Err(e), _) => (

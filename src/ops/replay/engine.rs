@@ -4,6 +4,7 @@
 //! the replay-loop guard read from the ledger, the origin router) and its run.
 
 use super::*;
+use crate::broker::shovel::FoundMove;
 
 /// Run a plan's shovel: declare the origin router when it replays to origin, then let
 /// `broker::shovel` declare, watch and remove the shovel, forwarding its progress.
@@ -23,20 +24,30 @@ pub(super) async fn run_broker(
         return failed("the management API is not configured".into());
     };
     let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
-    let keyed = m.dest == ShovelDest::Exchange(ns.origin_keyed_router());
-    if keyed || m.dest == ShovelDest::Exchange(ns.origin_router()) {
+    if m.dest
+        == (ShovelDest::Exchange {
+            name: ns.origin_router(),
+        })
+    {
         let queues = match mgmt.namespace_queues(&ns).await {
             Ok(q) => q,
             Err(e) => return failed(format!("cannot list the version queues: {e}")),
         };
         let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
         if let Err(e) =
-            crate::broker::shovel::declare_origin_router(&cx.session, &ns, keyed, &versions).await
+            crate::broker::shovel::declare_origin_router(&cx.session, &ns, &versions).await
         {
             return failed(format!("cannot declare the origin router: {e}"));
         }
     }
-    let fut = crate::broker::shovel::run(&cx.session, &cx.cfg.profile, mgmt, m, &control.mover);
+    let fut = crate::broker::shovel::run(
+        &cx.session,
+        &cx.cfg.profile,
+        &cx.cfg.operator,
+        mgmt,
+        m,
+        &control.mover,
+    );
     let mut r = with_progress(fut, control, 1, on_progress).await;
     if r.stop == StopReason::BudgetReached && plan.specs.first().is_some_and(|s| s.limit.is_some())
     {
@@ -53,6 +64,7 @@ async fn broker_engine(
     req: &ReplayRequest,
     specs: &[MoveSpec],
     count: u64,
+    moves: &Result<Vec<FoundMove>, String>,
 ) -> Result<ShovelMove, String> {
     let spec = specs.first().ok_or("nothing to move")?;
     if matches!(req.selection, Selection::Ids(_)) {
@@ -126,16 +138,21 @@ async fn broker_engine(
             ));
         }
     }
-    match mgmt.shovel_exists(&ns.move_shovel()).await {
-        Ok(false) => {}
-        Ok(true) => {
-            return Err(format!(
-                "a broker-engine move of `{}` is still running (shovel `{}`)",
-                sanitize(&ns.name),
-                sanitize(&ns.move_shovel())
-            ));
-        }
-        Err(e) => return Err(format!("cannot read the shovels: {e}")),
+    // What earlier moves left behind, `run` removes first; a move still watched (or one whose
+    // owner cannot be known) keeps the broker engine out.
+    let running: Vec<String> = moves
+        .as_ref()
+        .map_err(Clone::clone)?
+        .iter()
+        .filter(|f| !matches!(f.verdict, crate::broker::shovel::Verdict::Stale(_)))
+        .map(|f| sanitize(&f.name).into_owned())
+        .collect();
+    if !running.is_empty() {
+        return Err(format!(
+            "a broker-engine move of `{}` is still running (shovel `{}`)",
+            sanitize(&ns.name),
+            running.join("`, `")
+        ));
     }
     if spec.count_replay && spec.park_queue.is_some() && !req.force {
         let earlier = earlier_replays(cx, ns).await?;
@@ -148,47 +165,45 @@ async fn broker_engine(
         }
     }
     let counts_deaths = crate::broker::shovel::broker_counts_republished_deaths(&version);
+    let move_id = crate::broker::shovel::new_move_id();
+    // Sender-selected routing (`CC`/`BCC`) must find nothing but the target: a queue through the
+    // move's own fanout, an exchange only where its type ignores the extra keys
+    // (`broker::republish`), "to origin" through the headers router.
     let (dest, park_queue) = match &spec.target {
-        Target::Queue(q) => (ShovelDest::Queue(q.clone()), None),
-        Target::Exchange(x) => (ShovelDest::Exchange(x.clone()), None),
-        Target::Origin => {
-            // Keyed routing (a direct exchange, cheaper than the headers one on 4.x) where it
-            // sends every dead letter where the headers router would: every version queue keys
-            // its dead letters by its own name, and the broker forgets deaths on republish, so
-            // a dead letter's last death (its key) is its first (`x-first-death-queue`).
-            let keyed = !counts_deaths && all_versions_keyed(mgmt, ns).await;
-            let router = if keyed {
-                ns.origin_keyed_router()
-            } else {
-                ns.origin_router()
-            };
-            (ShovelDest::Exchange(router), Some(ns.parked.clone()))
+        Target::Queue(q) => (
+            ShovelDest::Queue {
+                queue: q.clone(),
+                via: ns.move_exchange(&move_id),
+            },
+            None,
+        ),
+        Target::Exchange(x) => {
+            crate::broker::republish::exchange_ignores_sender_routing(mgmt, x).await?;
+            (ShovelDest::Exchange { name: x.clone() }, None)
         }
+        Target::Origin => (
+            ShovelDest::Exchange {
+                name: ns.origin_router(),
+            },
+            Some(ns.parked.clone()),
+        ),
     };
+    let time_limit = req
+        .time_limit
+        .unwrap_or_else(|| crate::broker::shovel::default_time_limit(count));
     Ok(ShovelMove {
-        name: ns.move_shovel(),
+        name: String::new(),
+        move_id,
+        vhost: cx.cfg.profile.vhost.clone(),
         source_queue: spec.source_queue.clone(),
         dest,
         count,
         prefetch: req.prefetch.clamp(1, 1000),
         park_queue,
         forward_headers: !counts_deaths,
+        time_limit_s: time_limit.as_secs().max(1),
+        deadline_unix: 0,
     })
-}
-
-/// Every version queue of `ns` keys its dead letters by its own name (false when the management
-/// API cannot tell, or the namespace has no version queue).
-async fn all_versions_keyed(mgmt: &crate::broker::mgmt::Mgmt, ns: &Namespace) -> bool {
-    let Ok(queues) = mgmt.namespace_queues(ns).await else {
-        return false;
-    };
-    let versions = ns.versions_among(queues.iter().map(|q| q.name.as_str()));
-    let keyed = |name: &String| {
-        queues
-            .iter()
-            .any(|q| q.name == *name && crate::broker::topology::dead_letters_keyed_by_queue(q))
-    };
-    !versions.is_empty() && versions.values().all(keyed)
 }
 
 /// The replay-loop guard of the broker engine, decided before it starts: how many replays of
@@ -240,20 +255,18 @@ pub(super) async fn choose_engine(
     req: &ReplayRequest,
     specs: &[MoveSpec],
     count: u64,
+    moves: &Result<Vec<FoundMove>, String>,
 ) -> Result<(Engine, String), OpError> {
     if req.engine == EngineChoice::Client {
         return Ok((Engine::Client, "asked for (--engine client)".into()));
     }
-    match broker_engine(cx, ns, req, specs, count).await {
+    match broker_engine(cx, ns, req, specs, count, moves).await {
         Ok(m) => {
-            let mut why = if req.engine == EngineChoice::Broker {
+            let why = if req.engine == EngineChoice::Broker {
                 "asked for (--engine broker)".to_string()
             } else {
                 "every decision can be made inside the broker".to_string()
             };
-            if m.dest == ShovelDest::Exchange(ns.origin_keyed_router()) {
-                why.push_str("; each dead letter goes home on its routing key, its queue's name");
-            }
             Ok((Engine::Broker(m), why))
         }
         Err(why) if req.engine == EngineChoice::Broker => Err(OpError::refused(

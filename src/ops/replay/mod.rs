@@ -90,6 +90,9 @@ pub struct ReplayRequest {
     pub confirm_window: usize,
     /// Which engine moves the messages (`--engine`, default auto).
     pub engine: EngineChoice,
+    /// The broker engine's time limit (`--time-limit`; default
+    /// `broker::shovel::default_time_limit` of the count): past it the shovel is removed.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// `--engine`: which engine a move runs on.
@@ -156,8 +159,19 @@ impl ReplayRequest {
             prefetch: mover::DEFAULT_PREFETCH,
             confirm_window: mover::DEFAULT_CONFIRM_WINDOW,
             engine: EngineChoice::Auto,
+            time_limit: None,
         }
     }
+}
+
+/// A broker-engine move of this namespace left behind by a hopback that is gone, which the run
+/// removes (journaled, `ops::stale_moves`) before it moves anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftBehind {
+    /// The shovel.
+    pub shovel: String,
+    /// Why it counts as left behind (terminal-safe).
+    pub why: String,
 }
 
 /// The exact plan [`run`] executes: what a dry run shows and the confirmation asks about.
@@ -179,6 +193,8 @@ pub struct ReplayPlan {
     pub engine_reason: String,
     /// One line: what will happen (terminal-safe).
     pub title: String,
+    /// Broker-engine moves of the namespace left behind, removed first.
+    pub left_behind: Vec<LeftBehind>,
 }
 
 impl ReplayPlan {
@@ -214,8 +230,21 @@ impl ReplayPlan {
             ),
             Engine::Client => format!(" [client engine — {}]", self.engine_reason),
         };
+        let left_behind = if self.left_behind.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [first removing {} broker-engine move(s) left behind: {}]",
+                self.left_behind.len(),
+                self.left_behind
+                    .iter()
+                    .map(|l| format!("shovel `{}` ({})", sanitize(&l.shovel), l.why))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         format!(
-            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?{engine}",
+            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?{engine}{left_behind}",
             self.at_most,
             self.source_depth,
             sanitize(self.source()),
@@ -341,6 +370,16 @@ fn spec_target(ns: &Namespace, to: &Destination) -> Result<Target, OpError> {
             ns.require_version_queue(v)
                 .map_err(|e| OpError::refused(e.to_string(), "name a version the namespace has"))?,
         ),
+        // The ledger's events are its authors' word: no replay writes into it.
+        Destination::Queue(q) if *q == crate::ledger::stream_name_from_env() => {
+            return Err(OpError::refused(
+                format!(
+                    "`{}` is the ledger stream: replayed messages never go into it",
+                    sanitize(q)
+                ),
+                "name a queue of the namespace (--to v1) or another queue",
+            ));
+        }
         Destination::Queue(q) => Target::Queue(q.clone()),
     })
 }
@@ -496,7 +535,24 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
             .first()
             .map_or_else(String::new, |s| s.target.describe())
     );
-    let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most).await?;
+    // A broker-engine move left behind would take this namespace's dead letters too: the run
+    // removes it first (journaled); the plan says so.
+    let moves = match cx.mgmt.as_ref() {
+        Some(m) => crate::ops::stale_moves::find(m, Some(&ns)).await,
+        None => Err("the management API is not configured".into()),
+    };
+    let left_behind = moves
+        .iter()
+        .flatten()
+        .filter_map(|f| match &f.verdict {
+            crate::broker::shovel::Verdict::Stale(why) => Some(LeftBehind {
+                shovel: f.name.clone(),
+                why: sanitize(why).into_owned(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let (engine, mut engine_reason) = choose_engine(cx, &ns, req, &specs, at_most, &moves).await?;
     if engine == Engine::Client
         && let Some(note) = size_prefetch(cx.mgmt.as_ref(), &source, depth, &mut specs).await
     {
@@ -511,6 +567,7 @@ pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, 
         engine,
         engine_reason,
         title,
+        left_behind,
     })
 }
 
@@ -559,6 +616,43 @@ pub(crate) async fn size_prefetch(
     note
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Before a move of `ns`: remove the broker-engine moves of the namespace left behind (each
+/// journaled, `ops::stale_moves`). One that cannot be removed refuses the run: it would take the
+/// same dead letters.
+async fn remove_left_behind(cx: &OpContext, ns: &Namespace) -> Result<(), OpError> {
+    let Some(mgmt) = cx.mgmt.as_ref() else {
+        return Ok(());
+    };
+    let found = match crate::ops::stale_moves::find(mgmt, Some(ns)).await {
+        Ok(f) => f,
+        // The broker engine reads the shovels again (and fails on this); the client engine does
+        // not need the management API.
+        Err(_) => return Ok(()),
+    };
+    if !crate::ops::stale_moves::any_stale(&found) {
+        return Ok(());
+    }
+    for s in crate::ops::stale_moves::sweep(cx, found).await {
+        if let crate::ops::stale_moves::SweepAction::Failed(why) = &s.action {
+            return Err(OpError::failed(
+                format!(
+                    "a broker-engine move of `{}` left behind (shovel `{}`) would take the same messages, and removing it failed: {why}; nothing was moved",
+                    sanitize(&ns.name),
+                    sanitize(&s.shovel)
+                ),
+                s.manual_removal(&cx.cfg.profile.vhost),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Drive one engine's run to its end, handing every progress report published on `control` to
 /// `on_progress(part, …)` (both engines report through the same control).
 async fn with_progress<T>(
@@ -594,6 +688,13 @@ pub async fn run(
     mut on_progress: impl FnMut(usize, &MoveProgress) + Send,
 ) -> Result<ReplayReport, OpError> {
     cx.require_writable("replay or move messages")?;
+    let ns = Namespace::resolve(&cx.cfg, &plan.namespace);
+    remove_left_behind(cx, &ns).await?;
+    // The broker engine's move is stamped now: its deadline, and the shovel's name carrying it.
+    let engine = match &plan.engine {
+        Engine::Broker(m) => Engine::Broker(m.clone().started(&ns, unix_now())),
+        Engine::Client => Engine::Client,
+    };
     let first = plan.specs.first();
     let params = serde_json::json!({
         "source": first.map(|s| s.source_queue.clone()),
@@ -606,8 +707,14 @@ pub async fn run(
         "runs": plan.specs.len(),
         "engine": plan.engine.name(),
         "engine_reason": plan.engine_reason,
-        "shovel": match &plan.engine {
-            Engine::Broker(m) => serde_json::json!({"name": m.name, "count": m.count, "dest": m.dest}),
+        "shovel": match &engine {
+            Engine::Broker(m) => serde_json::json!({
+                "name": m.name,
+                "move_id": m.move_id,
+                "count": m.count,
+                "dest": m.dest,
+                "deadline_unix": m.deadline_unix,
+            }),
             Engine::Client => serde_json::Value::Null,
         },
     });
@@ -625,7 +732,7 @@ pub async fn run(
     let started = std::time::Instant::now();
     let mut total = MoveCounts::default();
     let mut stop = StopReason::Drained;
-    let specs: &[MoveSpec] = match &plan.engine {
+    let specs: &[MoveSpec] = match &engine {
         Engine::Broker(m) => {
             let r = run_broker(cx, plan, m, control, &mut on_progress).await;
             total = r.counts;
@@ -660,7 +767,10 @@ pub async fn run(
         .map(|c| u64::from(c.ready));
     let stopped_by = control.stopped_by();
     let mut report = ReplayReport {
-        plan: plan.clone(),
+        plan: ReplayPlan {
+            engine,
+            ..plan.clone()
+        },
         counts: total,
         stop,
         stopped_by,
@@ -705,4 +815,19 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_replay_writes_into_the_ledger_stream() {
+        let ns = Namespace::convention("e");
+        let ledger = crate::ledger::stream_name_from_env();
+        let req = ReplayRequest::new("e", Source::Dlq, Destination::Queue(ledger));
+        assert!(matches!(specs(&ns, &req), Err(OpError::Refused { .. })));
+        let req = ReplayRequest::new("e", Source::Dlq, Destination::Queue("other".into()));
+        assert!(specs(&ns, &req).is_ok());
+    }
 }
