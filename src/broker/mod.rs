@@ -16,6 +16,7 @@ pub mod session;
 pub mod shovel;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod tap;
 pub mod topology;
 pub mod uri;
