@@ -516,7 +516,7 @@ pub async fn collect(
                 Some(d)
             }
             Err(e) => {
-                snap.mgmt_error = Some(e.to_string());
+                snap.mgmt_error = Some(format!("{e}; hint: {}", e.hint()));
                 None
             }
         },

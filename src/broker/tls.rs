@@ -261,6 +261,23 @@ impl TlsCause {
     }
 }
 
+/// webpki spells a certificate's names as `DnsName("localhost")` / `IpAddress(127.0.0.1)`:
+/// keep the name.
+fn presented_name(n: &str) -> String {
+    for prefix in ["DnsName(", "IpAddress(", "URI("] {
+        if let Some(rest) = n.strip_prefix(prefix).and_then(|r| r.strip_suffix(')')) {
+            let name = rest.trim_matches('"');
+            return if prefix == "IpAddress(" {
+                name.parse::<std::net::IpAddr>()
+                    .map_or_else(|_| name.to_string(), |ip| ip.to_string())
+            } else {
+                name.to_string()
+            };
+        }
+    }
+    n.to_string()
+}
+
 fn from_rustls(e: &rustls::Error) -> TlsCause {
     use rustls::Error as E;
     match e {
@@ -273,7 +290,7 @@ fn from_rustls(e: &rustls::Error) -> TlsCause {
             CertificateError::NotValidForNameContext { expected, presented } => {
                 TlsCause::NameMismatch {
                     expected: expected.to_str().into_owned(),
-                    presented: presented.clone(),
+                    presented: presented.iter().map(|n| presented_name(n)).collect(),
                 }
             }
             CertificateError::Expired => TlsCause::Expired { not_after: None },

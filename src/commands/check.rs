@@ -68,6 +68,72 @@ async fn move_shovel_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
     }
 }
 
+/// Is `host` this machine (a name or address that never leaves it)?
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_matches(['[', ']']);
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What every link trusts and presents (`broker::tls`), and a warning when the password would
+/// cross a plain link to another machine while the other link is TLS — a profile that was meant
+/// to be encrypted and is only half so.
+fn tls_lines(p: &crate::config::Profile) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    let https: Vec<&url::Url> = p.mgmt_urls.iter().filter(|u| u.scheme() == "https").collect();
+    let http_remote: Vec<&url::Url> = p
+        .mgmt_urls
+        .iter()
+        .filter(|u| u.scheme() == "http" && !u.host_str().is_some_and(is_loopback))
+        .collect();
+    if p.is_tls() || !https.is_empty() {
+        let s = crate::broker::tls::summary(p);
+        let detail = format!(
+            "trusts {}; client certificate: {}{}",
+            s.trust,
+            s.identity.as_deref().unwrap_or("none"),
+            if p.tls.auth == crate::config::tls::AuthMechanism::External {
+                " (AMQP logs in with it: SASL EXTERNAL)"
+            } else {
+                ""
+            }
+        );
+        if s.problems.is_empty() {
+            out.push(line("tls", "ok", detail, None));
+        } else {
+            out.push(line(
+                "tls",
+                "warn",
+                format!("{detail}; unreadable: {}", s.problems.join("; ")),
+                Some("fix or unset SSL_CERT_FILE / SSL_CERT_DIR"),
+            ));
+        }
+    }
+    let amqp_remote_plain = !p.is_tls() && !is_loopback(&p.host_and_port().0);
+    if p.is_tls() && !http_remote.is_empty() {
+        out.push(line(
+            "credentials",
+            "warn",
+            format!(
+                "AMQP uses TLS, but the management API is plain HTTP to another machine ({}): the password crosses it in clear",
+                http_remote.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            Some("use https:// for mgmt_url (the TLS management port, usually 15671)"),
+        ));
+    } else if amqp_remote_plain && !https.is_empty() {
+        out.push(line(
+            "credentials",
+            "warn",
+            format!(
+                "the management API uses TLS, but AMQP is plain to another machine ({}): the password crosses it in clear",
+                p.host_port()
+            ),
+            Some("use amqps:// (the TLS AMQP port, usually 5671)"),
+        ));
+    }
+    out
+}
+
 /// Run all checks and return them (the command prints them).
 pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
     let cfg = &ctx.cfg;
@@ -97,6 +163,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             None,
         ),
     ];
+    out.extend(tls_lines(p));
     match session::connect(p, "check", &cfg.operator).await {
         Ok(s) => {
             out.push(line(
@@ -126,12 +193,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
     let mgmt = match Mgmt::new(p) {
         Ok(m) => m,
         Err(e) => {
-            out.push(line(
-                "management api",
-                "fail",
-                e.to_string(),
-                Some("check mgmt_url and ca_file"),
-            ));
+            out.push(line("management api", "fail", e.to_string(), Some(&e.hint())));
             return out;
         }
     };
@@ -188,13 +250,20 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             "management api",
             "fail",
             format!("{} refused user `{user}` (401)", mgmt.base_url()),
-            Some("the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags USER monitoring"),
+            Some(if p.tls.auth == crate::config::tls::AuthMechanism::External {
+                "the management API does not log in with the client certificate: it needs the user's password (password_env, password_file or HOPBACK_PASSWORD) and the `monitoring` or `management` tag"
+            } else {
+                "check the password; the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags USER monitoring"
+            }),
         )),
         Err(e) => out.push(line(
             "management api",
             "fail",
             e.to_string(),
-            Some("enable it: rabbitmq-plugins enable rabbitmq_management (or run scripts/broker); without it rates and the gate view are unknown"),
+            Some(&format!(
+                "{}; without the management API rates and the gate view are unknown",
+                e.hint()
+            )),
         )),
     }
     out.push(line(
