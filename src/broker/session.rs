@@ -759,20 +759,29 @@ impl Session {
     }
     /// Does this user hold the `write` permission on `queue`? RabbitMQ lets anyone with `read`
     /// consume and ack (so remove) messages; hopback treats removing dead letters as a write and
-    /// asks first, without changing anything: a `queue.bind` of `queue` to an exchange that does
-    /// not exist is checked for `write` on the queue before the broker looks the exchange up, so
-    /// it ends in ACCESS_REFUSED (no permission) or NOT_FOUND (permitted; nothing was bound).
+    /// asks first, without changing anything. A `queue.bind` checks `write` on the queue first,
+    /// then `read` on the source exchange, then looks the exchange up: the source here is a
+    /// name-sake of the queue, so its `read` is the permission the caller needs on the queue
+    /// anyway (permissions match names, whatever the kind) and no other object is involved. With
+    /// no such exchange the bind ends in NOT_FOUND (permitted; nothing was bound) or
+    /// ACCESS_REFUSED (not permitted). Should an exchange of that name exist, nothing is bound:
+    /// the probe refuses to answer (fail closed).
     pub async fn probe_write(&self, queue: &str) -> Result<(), BrokerError> {
+        if self.exchange_exists(queue).await? {
+            return Err(BrokerError::AccessRefused(format!(
+                "{PERMISSION_DENIED} cannot test the WRITE permission on queue `{}`: an exchange of the same name exists, and the test would bind the queue to it",
+                crate::text::sanitize(queue)
+            )));
+        }
         let ch = self.channel().await?;
-        let probe = format!("hopback.write-probe.{}", uuid::Uuid::new_v4().simple());
         let r = timed(
             "queue.bind (probing the write permission)",
             CALL_TIMEOUT,
             self.password(),
             ch.queue_bind(
                 short(queue)?,
-                short(&probe)?,
-                "".into(),
+                short(queue)?,
+                "hopback-write-probe".into(),
                 lapin::options::QueueBindOptions::default(),
                 FieldTable::default(),
             ),
@@ -781,13 +790,13 @@ impl Session {
         match r {
             Err(BrokerError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
-            // Cannot happen (the exchange does not exist); undo it if it somehow did.
+            // The exchange appeared between the two calls: undo the binding.
             Ok(()) => {
                 let _ = ch
                     .queue_unbind(
                         short(queue)?,
-                        short(&probe)?,
-                        "".into(),
+                        short(queue)?,
+                        "hopback-write-probe".into(),
                         FieldTable::default(),
                     )
                     .await;

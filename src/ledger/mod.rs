@@ -91,6 +91,9 @@ enum Backend {
     Stream {
         session: Arc<Session>,
         name: String,
+        /// The exchange events are published to: the stream's own (`name`), or `""` (the
+        /// default exchange) for a ledger without one.
+        exchange: String,
         max_length_bytes: u64,
         note: Option<String>,
         writer: Mutex<Option<Writer>>,
@@ -186,6 +189,17 @@ impl Ledger {
             Ok(note) => Ledger {
                 backend: Backend::Stream {
                     session: session.clone(),
+                    // Published through the stream's own exchange where there is one (WRITE on
+                    // the ledger's name is then all a writer needs); a read-only user never
+                    // publishes, so its refusals here cost nothing.
+                    exchange: match stream::ensure_own_exchange(session, name).await {
+                        Ok(true) => name.to_string(),
+                        Ok(false) => String::new(),
+                        Err(e) => {
+                            tracing::debug!("ledger: no exchange of its own for `{name}`: {e}");
+                            String::new()
+                        }
+                    },
                     name: name.to_string(),
                     max_length_bytes: cfg.ledger_max_length_bytes,
                     note,
@@ -285,6 +299,7 @@ impl Ledger {
             Backend::Stream {
                 session,
                 name,
+                exchange,
                 writer,
                 ..
             } => {
@@ -332,7 +347,7 @@ impl Ledger {
                     // take it as the authenticated author (a forged body cannot set it).
                     .with_user_id(session.profile().username.as_str().into());
                 let pending = publisher
-                    .publish("", name, true, &body, props)
+                    .publish(exchange, name, true, &body, props)
                     .await
                     .map_err(|e| ledger_failure("publishing the event", session.explain(e)))?;
                 let confirmation = pending.wait(CONFIRM_TIMEOUT).await.map_err(|e| {
