@@ -483,11 +483,20 @@ pub async fn browse_guard(
         QueueKind::Classic | QueueKind::QuorumBrowseSafe => Ok(false),
         QueueKind::Quorum => Ok(true),
         QueueKind::Unknown(_) if force => Ok(true),
-        QueueKind::Unknown(why) => Err(BrokerError::Other(format!(
-            "refusing to browse `{}`: its type is unknown ({}), and a quorum queue counts every browse as a delivery against its delivery limit (use --force if you know it is classic)",
-            crate::text::sanitize(queue),
-            crate::text::sanitize(&why)
-        ))),
+        QueueKind::Unknown(why) => {
+            let text = format!(
+                "refusing to browse `{}`: its type is unknown ({}), and a quorum queue counts every browse as a delivery against its delivery limit (use --force if you know it is classic)",
+                crate::text::sanitize(queue),
+                crate::text::sanitize(&why)
+            );
+            // Unknown because the management API refused this user: a refusal (exit 3), like
+            // every other missing permission.
+            if crate::broker::session::is_permission_denial(&why) {
+                Err(BrokerError::AccessRefused(text))
+            } else {
+                Err(BrokerError::Other(text))
+            }
+        }
     }
 }
 
