@@ -2,8 +2,8 @@
 //! each created for this test through the management API and deleted at the end (also on
 //! failure), against the default broker.
 //!
-//! - `monitoring` tag, read-only permissions (`'' '' '.*'`): watches; every mutation is refused
-//!   (exit 3) with nothing changed.
+//! - watch (`monitoring` tag, read on `^(NS(\..*)?|LEDGER)$`): status, gate, dead letters and
+//!   timeline work; every mutation is refused (exit 3) with nothing changed.
 //! - no tag, read-only permissions: the management API refuses it (401), and the commands that
 //!   need the API refuse too — exit 3 from `gate show` and `dlq list` alike.
 //! - scoped to one namespace (`^NS(\..*)?$`, monitoring tag): `status` shows its namespace and
@@ -194,13 +194,20 @@ async fn each_documented_permission_set_gets_exactly_its_reads_and_operations() 
     let q = regex_escape(&ns);
     let scoped_re = format!("^{q}(\\..*)?$");
     let ledger_re = format!("^({q}(\\..*)?|{})$", regex_escape(&stream));
-    let monitoring = User::new("mon", "monitoring", "", "", ".*");
+    // README "Permissions", watch: the monitoring tag and read on the namespace and the ledger.
+    let watch_re = format!("^({q}(\\..*)?|{})$", regex_escape(&stream));
+    let monitoring = User::new("mon", "monitoring", "", "", &watch_re);
     let no_tag = User::new("notag", "", "", "", ".*");
     let scoped = User::new("scoped", "monitoring", &scoped_re, &scoped_re, &scoped_re);
     let writer = User::new("writer", "monitoring", &ledger_re, &ledger_re, &ledger_re);
 
     // Watching: the monitoring user reads status and the gate.
-    for args in [vec!["status", ns.as_str()], vec!["gate", "show", &ns]] {
+    for args in [
+        vec!["status", ns.as_str()],
+        vec!["gate", "show", &ns],
+        vec!["dlq", "list", &ns],
+        vec!["timeline", "--namespace", &ns],
+    ] {
         let r = run(Some(&monitoring), data, &stream, &args);
         assert_eq!(r.code, Some(0), "monitoring {args:?}: {r:?}");
     }
