@@ -120,7 +120,11 @@ fn run(user: Option<&User>, data: &Path, stream: &str, args: &[&str]) -> Run {
     if let Some(u) = user {
         c.env("HOPBACK_PASSWORD", &u.password)
             .arg("--url")
-            .arg(format!("amqp://{}@{}/%2f", u.name, common::test_host_port()))
+            .arg(format!(
+                "amqp://{}@{}/%2f",
+                u.name,
+                common::test_host_port()
+            ))
             .arg("--mgmt-url")
             .arg(common::test_mgmt_url());
     }
@@ -268,7 +272,12 @@ async fn each_documented_permission_set_gets_exactly_its_reads_and_operations() 
     }
     // The scoped user's purge got past its write probe (it has WRITE on the DLQ): the refusal
     // names the ledger, not an exchange outside its names.
-    let r = run(Some(&scoped), data, &stream, &["dlq", "purge", &ns, "--yes"]);
+    let r = run(
+        Some(&scoped),
+        data,
+        &stream,
+        &["dlq", "purge", &ns, "--yes"],
+    );
     assert!(r.stderr.contains("ledger"), "{r:?}");
     assert!(!r.stderr.contains("write-probe"), "{r:?}");
 
@@ -315,7 +324,12 @@ async fn each_documented_permission_set_gets_exactly_its_reads_and_operations() 
     let exported = std::fs::read_to_string(&export).unwrap();
     assert_eq!(exported.lines().filter(|l| l.contains("mine-")).count(), 6);
     // The timeline (read as guest) has the writer's events and none of the refused ones.
-    let r = run(None, data, &stream, &["--json", "timeline", "--namespace", &ns]);
+    let r = run(
+        None,
+        data,
+        &stream,
+        &["--json", "timeline", "--namespace", &ns],
+    );
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stdout.contains("from the writer"), "{}", r.stdout);
     assert!(!r.stdout.contains("not journaled"), "{}", r.stdout);

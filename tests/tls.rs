@@ -93,10 +93,8 @@ fn listener(names: &[&str], not_before: (i32, u8, u8), not_after: (i32, u8, u8))
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
-    let mut leaf = CertificateParams::new(
-        names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let mut leaf =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     leaf.distinguished_name.push(DnType::CommonName, names[0]);
     leaf.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
     leaf.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
@@ -175,11 +173,17 @@ fn an_expired_certificate_says_its_date_on_both_links_in_json_and_in_the_log() {
             detail.contains("certificate expired on 2021-01-02"),
             "{name}: {detail}"
         );
-        assert!(hint.contains("renew the broker's certificate"), "{name}: {hint}");
+        assert!(
+            hint.contains("renew the broker's certificate"),
+            "{name}: {hint}"
+        );
         assert!(!hint.contains("rabbitmq-plugins"), "{name}: {hint}");
     }
     assert!(log.contains("expired on 2021-01-02"), "log: {log}");
-    assert!(!log.contains("Sentinel7Pw") && !String::from_utf8_lossy(&out.stdout).contains("Sentinel7Pw"));
+    assert!(
+        !log.contains("Sentinel7Pw")
+            && !String::from_utf8_lossy(&out.stdout).contains("Sentinel7Pw")
+    );
     // A command other than `check`: one line with the cause and its hint, exit 1.
     let out = hopback(&dir.path().join("status.log"))
         .args([
@@ -193,7 +197,10 @@ fn an_expired_certificate_says_its_date_on_both_links_in_json_and_in_the_log() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("expired on 2021-01-02") && err.contains("renew"), "{err}");
+    assert!(
+        err.contains("expired on 2021-01-02") && err.contains("renew"),
+        "{err}"
+    );
     assert!(!err.contains("is RabbitMQ running"), "{err}");
 }
 
@@ -237,10 +244,13 @@ fn the_console_shows_the_whole_tls_cause_wrapped_and_stops_retrying_fast() {
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = rt
-        .block_on(hopback::broker::session::connect(&cfg.profile, "console", "t"))
+        .block_on(hopback::broker::session::connect(
+            &cfg.profile,
+            "console",
+            "t",
+        ))
         .unwrap_err();
-    let (state, needs_operator) =
-        hopback::app::tasks::conn_state_after_failure(&e, false, 1, 0);
+    let (state, needs_operator) = hopback::app::tasks::conn_state_after_failure(&e, false, 1, 0);
     assert!(needs_operator, "{e}");
     let mut s = AppState::new(&cfg, Keymap::default(), 0);
     s.handle_msg(Msg::Conn(state));
@@ -286,7 +296,10 @@ fn files_that_are_not_certificates_are_refused_at_load_and_paths_resolve_from_th
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("holds no certificate") && err.contains("PRIVATE KEY"), "{err}");
+    assert!(
+        err.contains("holds no certificate") && err.contains("PRIVATE KEY"),
+        "{err}"
+    );
     // The same through the environment.
     let out = hopback(&log)
         .env("HOPBACK_CA_FILE", key.to_str().unwrap())
@@ -316,7 +329,10 @@ fn files_that_are_not_certificates_are_refused_at_load_and_paths_resolve_from_th
     let (_, status, detail, _) = line(&all, "tls");
     assert_eq!(status, "ok", "{detail}");
     assert!(
-        detail.contains(&format!("ca_file {}", conf_dir.join("tls/ca.pem").display())),
+        detail.contains(&format!(
+            "ca_file {}",
+            conf_dir.join("tls/ca.pem").display()
+        )),
         "{detail}"
     );
     let home = tempfile::tempdir().unwrap();
@@ -341,9 +357,7 @@ fn files_that_are_not_certificates_are_refused_at_load_and_paths_resolve_from_th
     // A key file as a certificate, a certificate as a key: refused at load, exit 2.
     std::fs::write(
         &conf,
-        format!(
-            "default_profile = \"p\"\n[profiles.p]\nurl = \"amqps://h:5671\"\ncert_file = \"tls/ca.pem\"\nkey_file = \"tls/ca.pem\"\n"
-        ),
+        "default_profile = \"p\"\n[profiles.p]\nurl = \"amqps://h:5671\"\ncert_file = \"tls/ca.pem\"\nkey_file = \"tls/ca.pem\"\n",
     )
     .unwrap();
     let out = hopback(&log)
@@ -352,7 +366,10 @@ fn files_that_are_not_certificates_are_refused_at_load_and_paths_resolve_from_th
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("key_file") && err.contains("holds no private key"), "{err}");
+    assert!(
+        err.contains("key_file") && err.contains("holds no private key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -360,11 +377,27 @@ fn check_warns_when_the_password_would_cross_a_plain_link_beside_a_tls_one() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("hopback.log");
     for (url, mgmt, warn) in [
-        ("amqps://u:p@rabbit.invalid:5671/%2f", "http://rabbit.invalid:15672", true),
-        ("amqp://u:p@rabbit.invalid:5672/%2f", "https://rabbit.invalid:15671", true),
-        ("amqps://u:p@rabbit.invalid:5671/%2f", "https://rabbit.invalid:15671", false),
+        (
+            "amqps://u:p@rabbit.invalid:5671/%2f",
+            "http://rabbit.invalid:15672",
+            true,
+        ),
+        (
+            "amqp://u:p@rabbit.invalid:5672/%2f",
+            "https://rabbit.invalid:15671",
+            true,
+        ),
+        (
+            "amqps://u:p@rabbit.invalid:5671/%2f",
+            "https://rabbit.invalid:15671",
+            false,
+        ),
         // A loopback management URL never leaves the machine.
-        ("amqps://u:p@rabbit.invalid:5671/%2f", "http://127.0.0.1:15672", false),
+        (
+            "amqps://u:p@rabbit.invalid:5671/%2f",
+            "http://127.0.0.1:15672",
+            false,
+        ),
     ] {
         let out = hopback(&log)
             .args(["--url", url, "--mgmt-url", mgmt, "--json", "check"])
@@ -375,7 +408,10 @@ fn check_warns_when_the_password_would_cross_a_plain_link_beside_a_tls_one() {
         assert_eq!(found.is_some(), warn, "{url} + {mgmt}: {all:#?}");
         if let Some((_, status, detail, _)) = found {
             assert_eq!(status, "warn");
-            assert!(detail.contains("the password crosses it in clear"), "{detail}");
+            assert!(
+                detail.contains("the password crosses it in clear"),
+                "{detail}"
+            );
         }
     }
 }

@@ -111,8 +111,7 @@ pub fn conn_state_after_failure(
     since_ms: i64,
 ) -> (ConnState, bool) {
     let reason = crate::text::with_hint(&e.to_string(), &e.hint());
-    let needs_operator =
-        matches!(e, BrokerError::Tls { cause, .. } if cause.is_configuration());
+    let needs_operator = matches!(e, BrokerError::Tls { cause, .. } if cause.is_configuration());
     let state = match e {
         BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. } if !ever_connected => {
             ConnState::Failed { reason }

@@ -16,8 +16,8 @@ pub mod session;
 pub mod shovel;
 pub mod stats;
 pub mod stream;
-pub mod tls;
 pub mod tap;
+pub mod tls;
 pub mod topology;
 pub mod uri;
 

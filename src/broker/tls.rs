@@ -287,12 +287,13 @@ fn from_rustls(e: &rustls::Error) -> TlsCause {
                 expected: String::new(),
                 presented: Vec::new(),
             },
-            CertificateError::NotValidForNameContext { expected, presented } => {
-                TlsCause::NameMismatch {
-                    expected: expected.to_str().into_owned(),
-                    presented: presented.iter().map(|n| presented_name(n)).collect(),
-                }
-            }
+            CertificateError::NotValidForNameContext {
+                expected,
+                presented,
+            } => TlsCause::NameMismatch {
+                expected: expected.to_str().into_owned(),
+                presented: presented.iter().map(|n| presented_name(n)).collect(),
+            },
             CertificateError::Expired => TlsCause::Expired { not_after: None },
             CertificateError::ExpiredContext { not_after, .. } => TlsCause::Expired {
                 not_after: rfc3339(*not_after),
@@ -445,7 +446,10 @@ mod tests {
             }),
         ));
         match cause_of(&outer) {
-            Some(TlsCause::NameMismatch { expected, presented }) => {
+            Some(TlsCause::NameMismatch {
+                expected,
+                presented,
+            }) => {
                 assert_eq!(expected, "127.0.0.2");
                 assert_eq!(presented.len(), 1);
             }
@@ -454,7 +458,9 @@ mod tests {
         let plain = std::io::Error::other("connection refused");
         assert_eq!(cause_of_io(&plain), None);
         assert_eq!(
-            from_rustls(&rustls::Error::AlertReceived(AlertDescription::CertificateRequired)),
+            from_rustls(&rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+            )),
             TlsCause::CertificateRequired
         );
     }

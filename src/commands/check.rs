@@ -72,7 +72,8 @@ async fn move_shovel_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
 fn is_loopback(host: &str) -> bool {
     let h = host.trim_matches(['[', ']']);
     h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What every link trusts and presents (`broker::tls`), and a warning when the password would
@@ -80,7 +81,11 @@ fn is_loopback(host: &str) -> bool {
 /// to be encrypted and is only half so.
 fn tls_lines(p: &crate::config::Profile) -> Vec<CheckLine> {
     let mut out = Vec::new();
-    let https: Vec<&url::Url> = p.mgmt_urls.iter().filter(|u| u.scheme() == "https").collect();
+    let https: Vec<&url::Url> = p
+        .mgmt_urls
+        .iter()
+        .filter(|u| u.scheme() == "https")
+        .collect();
     let http_remote: Vec<&url::Url> = p
         .mgmt_urls
         .iter()
@@ -193,7 +198,12 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
     let mgmt = match Mgmt::new(p) {
         Ok(m) => m,
         Err(e) => {
-            out.push(line("management api", "fail", e.to_string(), Some(&e.hint())));
+            out.push(line(
+                "management api",
+                "fail",
+                e.to_string(),
+                Some(&e.hint()),
+            ));
             return out;
         }
     };

@@ -185,7 +185,11 @@ fn what_it_holds(bytes: &[u8]) -> String {
     }
 }
 
-fn certificates(key: &str, path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn certificates(
+    key: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
@@ -317,7 +321,9 @@ pub fn resolve(inputs: &TlsInputs<'_>, tls: bool) -> Result<TlsFiles, ConfigErro
         .map(|(t, o)| load_ca("ca_file", expand_path(t, o)))
         .transpose()?;
     let identity = match (inputs.cert_file, inputs.key_file) {
-        (Some((c, co)), Some((k, ko))) => Some(load_identity(expand_path(c, co), expand_path(k, ko))?),
+        (Some((c, co)), Some((k, ko))) => {
+            Some(load_identity(expand_path(c, co), expand_path(k, ko))?)
+        }
         (None, None) => None,
         (Some(_), None) => {
             return Err(ConfigError::usage(
@@ -332,7 +338,11 @@ pub fn resolve(inputs: &TlsInputs<'_>, tls: bool) -> Result<TlsFiles, ConfigErro
             ));
         }
     };
-    let auth = match inputs.auth_mechanism.map(str::to_ascii_lowercase).as_deref() {
+    let auth = match inputs
+        .auth_mechanism
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("plain") => AuthMechanism::Plain,
         Some("external") => AuthMechanism::External,
         Some(other) => {
@@ -394,7 +404,11 @@ mod tests {
     fn a_file_that_is_not_a_certificate_is_refused_with_what_it_holds() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
-        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         let e = load_ca("ca_file", key.clone()).unwrap_err();
         assert!(e.message.contains("holds no certificate"), "{e}");
         assert!(e.message.contains("PRIVATE KEY"), "{e}");
@@ -408,7 +422,10 @@ mod tests {
         let der = dir.path().join("ca.der");
         std::fs::write(&der, [0x30, 0x82, 0x01]).unwrap();
         let e = load_ca("ca_file", der).unwrap_err();
-        assert!(e.hint.as_deref().unwrap_or("").contains("-inform der"), "{e}");
+        assert!(
+            e.hint.as_deref().unwrap_or("").contains("-inform der"),
+            "{e}"
+        );
     }
 
     #[test]

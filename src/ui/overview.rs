@@ -58,10 +58,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     let Some(snap) = &state.snapshot else {
         let text = match &state.conn {
             crate::model::ConnState::Failed { reason } => {
-                format!(
-                    "cannot connect: {} (ctrl-r retries now)",
-                    sanitize(reason)
-                )
+                format!("cannot connect: {} (ctrl-r retries now)", sanitize(reason))
             }
             crate::model::ConnState::Reconnecting {
                 attempt,
@@ -327,7 +324,8 @@ fn no_table(
 ) -> LayoutHints {
     // Wrapped: a connection failure's cause and hint are read in full, never cut at the edge.
     f.render_widget(
-        Paragraph::new(Span::styled(text, theme.muted)).wrap(ratatui::widgets::Wrap { trim: false }),
+        Paragraph::new(Span::styled(text, theme.muted))
+            .wrap(ratatui::widgets::Wrap { trim: false }),
         inner,
     );
     LayoutHints {
