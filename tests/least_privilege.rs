@@ -249,6 +249,40 @@ async fn each_documented_permission_set_gets_exactly_its_reads_and_operations() 
         "{r:?}"
     );
 
+    // `check` per capability: an administrator-tagged user (who may read its permissions)
+    // scoped to the namespace is told it can purge and flip the gate there but cannot write the
+    // ledger; a user who may not read its permissions is told that, never "read only".
+    let admin_scoped = User::new("adm", "administrator", &scoped_re, &scoped_re, &scoped_re);
+    let r = run(Some(&admin_scoped), data, &stream, &["--json", "check"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let check = |name: &str| {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{name}` in {}", r.stdout))
+    };
+    let ledger = check("can write the ledger");
+    assert_eq!(ledger["status"], "warn", "{ledger}");
+    assert!(
+        ledger["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no CONFIGURE on `{stream}`")),
+        "{ledger}"
+    );
+    let r = run(Some(&scoped), data, &stream, &["check"]);
+    assert!(
+        !r.stdout.contains("read only") && !r.stdout.contains("read-only use"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout.contains("is unknown until the broker answers"),
+        "{r:?}"
+    );
+
     // Refusals change nothing: the monitoring user, and the scoped user without the ledger.
     for (user, label) in [(&monitoring, "monitoring"), (&scoped, "scoped")] {
         for args in [

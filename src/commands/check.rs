@@ -68,6 +68,98 @@ async fn move_shovel_lines(mgmt: &Mgmt) -> Vec<CheckLine> {
     }
 }
 
+/// Does a RabbitMQ permission regex grant `name`? RabbitMQ searches the name (unanchored) and
+/// treats the empty regex as "nothing".
+fn grants(regex: &str, name: &str) -> Option<bool> {
+    if regex.is_empty() {
+        return Some(false);
+    }
+    regex::Regex::new(regex).ok().map(|r| r.is_match(name))
+}
+
+/// What this user can and cannot do — write the ledger; per namespace watch, gate, purge — read
+/// from its permissions (only an
+/// administrator may read them): for the ledger, and for each namespace found (up to
+/// [`CAPABILITY_NAMESPACES`]) — each capability names the first object whose permission is
+/// missing (README "Permissions").
+async fn capability_lines(
+    mgmt: &Mgmt,
+    p: &crate::config::Profile,
+    perm: &crate::broker::mgmt::Permissions,
+) -> Vec<CheckLine> {
+    let (c, w, r) = (&perm.configure, &perm.write, &perm.read);
+    let need = |what: &[(&str, &String, &str)]| -> Result<(), String> {
+        for (kind, re, name) in what {
+            match grants(re, name) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(format!("no {kind} on `{}`", crate::text::sanitize(name)));
+                }
+                None => {
+                    return Err(format!(
+                        "{kind} regex `{}` unreadable",
+                        crate::text::sanitize(re)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    let verdict = |name: String, r: Result<(), String>, hint: &str| match r {
+        Ok(()) => line(&name, "ok", "can", None),
+        Err(why) => line(&name, "warn", format!("cannot: {why}"), Some(hint)),
+    };
+    let ledger = crate::ledger::stream_name_from_env();
+    let mut out = vec![verdict(
+        "can write the ledger".into(),
+        need(&[
+            ("CONFIGURE", c, &ledger),
+            ("WRITE", w, &ledger),
+            ("READ", r, &ledger),
+        ]),
+        "every operation journals its intent first: grant configure, write and read on the ledger's name (README \"Permissions\")",
+    )];
+    let (Ok(queues), Ok(exchanges)) = (mgmt.queues().await, mgmt.exchanges().await) else {
+        return out;
+    };
+    let found = crate::broker::topology::discover(&queues, &exchanges, p);
+    for d in found.iter().take(CAPABILITY_NAMESPACES) {
+        let ns = crate::text::sanitize(&d.name).into_owned();
+        let dlq = &d.names.dlq;
+        let mut gate: Vec<(&str, &String, &str)> = vec![("READ", r, d.names.entry.as_str())];
+        for q in d.versions.values() {
+            gate.push(("WRITE", w, q.as_str()));
+        }
+        let hint = "grant it, or use a profile whose user has it (README \"Permissions\")";
+        out.push(verdict(
+            format!("{ns}: watch"),
+            need(&[("READ", r, dlq)]),
+            hint,
+        ));
+        out.push(verdict(format!("{ns}: gate"), need(&gate), hint));
+        out.push(verdict(
+            format!("{ns}: purge"),
+            need(&[("READ", r, dlq), ("WRITE", w, dlq)]),
+            hint,
+        ));
+    }
+    if found.len() > CAPABILITY_NAMESPACES {
+        out.push(line(
+            "capabilities",
+            "ok",
+            format!(
+                "{} more namespace(s) not listed",
+                found.len() - CAPABILITY_NAMESPACES
+            ),
+            None,
+        ));
+    }
+    out
+}
+
+/// How many namespaces `check` lists capabilities for.
+const CAPABILITY_NAMESPACES: usize = 5;
+
 /// Is `host` this machine (a name or address that never leaves it)?
 fn is_loopback(host: &str) -> bool {
     let h = host.trim_matches(['[', ']']);
@@ -238,20 +330,16 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             }
             match mgmt.permissions().await {
                 Ok(perm) => {
-                    let can_write = !perm.write.is_empty() && !perm.configure.is_empty();
                     let detail = format!("configure `{}` write `{}` read `{}`", perm.configure, perm.write, perm.read);
-                    if can_write {
-                        out.push(line("permissions", "ok", detail, None));
-                    } else {
-                        out.push(line("permissions", "warn", format!("{detail}: read-only use only (gate, replay, init will be refused)"), Some("rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*' for full use")));
-                    }
+                    out.push(line("permissions", "ok", detail, None));
+                    out.extend(capability_lines(&mgmt, p, &perm).await);
                 }
                 Err(MgmtError::NotFound(_)) => out.push(line("permissions", "fail", format!("user `{}` has no permissions on vhost `{}`", p.username, p.vhost), Some("rabbitmqctl set_permissions -p VHOST USER '.*' '.*' '.*'"))),
                 Err(MgmtError::Unauthorized { user }) => out.push(line(
                     "permissions",
                     "warn",
-                    format!("unknown: only administrators may read permissions through the management API (user `{user}`)"),
-                    Some("mutating commands will say which permission is missing when the broker refuses them"),
+                    format!("unknown: only administrators may read permissions through the management API (user `{user}`), so what this user can do (watch, gate, replay, purge, write the ledger) is unknown until the broker answers"),
+                    Some("every refused call names the permission it lacked (exit 3, nothing changed); README \"Permissions\" lists what each use needs"),
                 )),
                 Err(e) => out.push(line("permissions", "warn", e.to_string(), None)),
             }

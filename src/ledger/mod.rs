@@ -702,7 +702,7 @@ async fn declare_stream(
         // passive declare needs no permission: if the stream exists, it is read as the team's
         // ledger; appends are then refused by the broker (WRITE), as they should be.
         Err(BrokerError::AccessRefused(_)) if exists => Ok(Some(
-            "read only: this user may not declare or write the stream".to_string(),
+            "this user may not declare it (CONFIGURE): read as the team's ledger; appending needs WRITE on its name".to_string(),
         )),
         Err(BrokerError::AccessRefused(detail)) => {
             // Not seen before the declare (or that check failed): look again. The refused
@@ -712,7 +712,7 @@ async fn declare_stream(
                 match session.passive_queue(name).await {
                     Ok(Some(_)) => {
                         return Ok(Some(
-                            "read only: this user may not declare or write the stream".to_string(),
+                            "this user may not declare it (CONFIGURE): read as the team's ledger; appending needs WRITE on its name".to_string(),
                         ));
                     }
                     Ok(None) => break,
