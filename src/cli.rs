@@ -35,6 +35,16 @@ pub struct GlobalArgs {
     /// Config file (default: the platform config dir's hopback/config.toml) [env: HOPBACK_CONFIG]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// PEM file of a CA to trust for amqps/https, on top of the system store (and
+    /// SSL_CERT_FILE / SSL_CERT_DIR) [env: HOPBACK_CA_FILE]
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca_file: Option<String>,
+    /// PEM client certificate, for brokers that require one [env: HOPBACK_CERT_FILE]
+    #[arg(long, global = true, value_name = "PEM")]
+    pub cert_file: Option<String>,
+    /// PEM private key of --cert-file [env: HOPBACK_KEY_FILE]
+    #[arg(long, global = true, value_name = "PEM")]
+    pub key_file: Option<String>,
     /// Refuse every mutation
     #[arg(long, global = true)]
     pub read_only: bool,

@@ -58,6 +58,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         url: (!g.url.is_empty()).then(|| g.url.join(",")),
         mgmt_url: (!g.mgmt_url.is_empty()).then(|| g.mgmt_url.join(",")),
         read_only: g.read_only,
+        ca_file: g.ca_file.clone(),
+        cert_file: g.cert_file.clone(),
+        key_file: g.key_file.clone(),
     };
     let cfg = config::load(&over)?;
     tracing::info!(profile = %cfg.profile.name, broker = %cfg.profile.display_url(), "starting");

@@ -44,7 +44,7 @@ pub const TIMELINE_LOAD_MAX: usize = 2_000;
 pub const ROLLBACK_VERIFY_WINDOW: Duration = Duration::from_secs(10);
 
 fn broker_text(e: &crate::broker::session::BrokerError) -> String {
-    crate::text::with_hint(&e.to_string(), e.hint())
+    crate::text::with_hint(&e.to_string(), &e.hint())
 }
 
 fn ledger_text(e: &crate::ledger::LedgerError) -> String {

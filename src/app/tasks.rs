@@ -101,6 +101,36 @@ pub fn spawn(cfg: &Config, tx: mpsc::Sender<Msg>) -> Tasks {
     }
 }
 
+/// The header's state after a failed connection attempt, and whether it needs the operator (a
+/// TLS failure no retry fixes: retried only every [`TLS_RETRY_INTERVAL`], or on ctrl-r). The
+/// reason carries the whole cause and its hint; the overview wraps it.
+pub fn conn_state_after_failure(
+    e: &BrokerError,
+    ever_connected: bool,
+    attempt: u32,
+    since_ms: i64,
+) -> (ConnState, bool) {
+    let reason = crate::text::with_hint(&e.to_string(), &e.hint());
+    let needs_operator = matches!(e, BrokerError::Tls { cause, .. } if cause.is_configuration());
+    let state = match e {
+        BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. } if !ever_connected => {
+            ConnState::Failed { reason }
+        }
+        _ if needs_operator => ConnState::Failed { reason },
+        _ => ConnState::Reconnecting {
+            since_ms,
+            attempt,
+            last_error: reason,
+        },
+    };
+    (state, needs_operator)
+}
+
+/// How often the console tries again after a TLS failure that needs the operator (a certificate
+/// or a setting to change): often enough to notice the fix, rarely enough not to flood the
+/// broker's log with failed handshakes.
+const TLS_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
 async fn refresh_loop(
     cfg: Config,
     tx: mpsc::Sender<Msg>,
@@ -159,28 +189,21 @@ async fn refresh_loop(
                     Err(e) => {
                         attempt += 1;
                         let since = *failing_since.get_or_insert_with(now_ms);
-                        let state = match &e {
-                            BrokerError::AuthFailed { .. } | BrokerError::VhostDenied { .. }
-                                if !ever_connected =>
-                            {
-                                ConnState::Failed {
-                                    reason: e.to_string(),
-                                }
-                            }
-                            _ => ConnState::Reconnecting {
-                                since_ms: since,
-                                attempt,
-                                last_error: e.to_string(),
-                            },
-                        };
+                        let (state, needs_operator) =
+                            conn_state_after_failure(&e, ever_connected, attempt, since);
+                        tracing::warn!(error = %e, attempt, "console cannot connect");
                         if tx.send(Msg::Conn(state)).await.is_err() {
                             return;
                         }
                         // Capped low: the console is back within seconds of the broker.
-                        let delay = backoff_delay_max(
-                            attempt.saturating_sub(1),
-                            crate::broker::session::CONSOLE_BACKOFF_MAX,
-                        );
+                        let delay = if needs_operator {
+                            TLS_RETRY_INTERVAL
+                        } else {
+                            backoff_delay_max(
+                                attempt.saturating_sub(1),
+                                crate::broker::session::CONSOLE_BACKOFF_MAX,
+                            )
+                        };
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = refresh_now.notified() => {}

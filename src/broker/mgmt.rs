@@ -52,12 +52,43 @@ pub enum MgmtError {
     /// Timed out.
     #[error("management API call {path} timed out")]
     Timeout { path: String },
+    /// TLS failed (or plain HTTP met a TLS port): its cause, by kind.
+    #[error("management API at {url}: {}", cause.describe())]
+    Tls {
+        url: String,
+        cause: crate::broker::tls::TlsCause,
+    },
+}
+
+impl MgmtError {
+    /// What to try next: the cause's own hint (a TLS failure is not a missing plugin).
+    pub fn hint(&self) -> String {
+        match self {
+            MgmtError::Tls { cause, .. } => cause.hint(),
+            MgmtError::Unreachable { .. } => "is the management plugin enabled (rabbitmq-plugins enable rabbitmq_management) and is mgmt_url / --mgmt-url right? `hopback check` tells".into(),
+            MgmtError::Unauthorized { .. } => "check the password; a user needs the `monitoring` (or `management`) tag for the API: rabbitmqctl set_user_tags USER monitoring".into(),
+            MgmtError::Status { status: 403, .. } => "the user lacks a permission or tag this call needs (`hopback check` lists what this user can do)".into(),
+            MgmtError::Timeout { .. } => "the management API is slow or overloaded; try again, or check the node (`rabbitmq-diagnostics status`)".into(),
+            MgmtError::NotFound(_) | MgmtError::Status { .. } | MgmtError::Decode { .. } => {
+                "`hopback check` diagnoses the management API".into()
+            }
+        }
+    }
+    /// A refusal (401, 403): the user lacks a tag or a permission — not a breakage.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            MgmtError::Unauthorized { .. } | MgmtError::Status { status: 403, .. }
+        )
+    }
 }
 
 /// A client for one profile's management API.
 #[derive(Clone)]
 pub struct Mgmt {
     http: reqwest::Client,
+    /// The profile, for [`crate::broker::tls::speaks_tls`] when plain HTTP fails oddly.
+    profile: Arc<Profile>,
     /// Every node's API, in the profile's order (one for a single broker).
     bases: Arc<Vec<url::Url>>,
     /// The one in use: moves on when a node does not answer (shared by clones).
@@ -464,27 +495,22 @@ fn enc(s: &str) -> String {
 impl Mgmt {
     /// A client for the profile's management API.
     pub fn new(profile: &Profile) -> Result<Self, MgmtError> {
-        let mut b = reqwest::Client::builder()
+        // The same trust and client certificate as the AMQP link (`broker::tls`).
+        let b = crate::broker::tls::http_client_builder(profile)
+            .map_err(|e| MgmtError::Tls {
+                url: profile.mgmt_url.to_string(),
+                cause: crate::broker::tls::TlsCause::Other(e.to_string()),
+            })?
             .timeout(MGMT_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
             .gzip(true);
-        if let Some(ca) = &profile.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| MgmtError::Decode {
-                path: ca.display().to_string(),
-                detail: e.to_string(),
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| MgmtError::Decode {
-                path: ca.display().to_string(),
-                detail: e.to_string(),
-            })?;
-            b = b.add_root_certificate(cert);
-        }
         let http = b.build().map_err(|e| MgmtError::Unreachable {
             url: profile.mgmt_url.to_string(),
             detail: e.to_string(),
         })?;
         Ok(Self {
             http,
+            profile: Arc::new(profile.clone()),
             bases: Arc::new(if profile.mgmt_urls.is_empty() {
                 vec![profile.mgmt_url.clone()]
             } else {
@@ -550,7 +576,7 @@ impl Mgmt {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     let retry = e.is_connect() || (retry_timeouts && e.is_timeout());
-                    let err = self.map_send_err(path, e);
+                    let err = self.explain_send_err(&base, path, e).await;
                     if !retry || self.bases.len() == 1 {
                         return Err(err);
                     }
@@ -564,13 +590,42 @@ impl Mgmt {
         }))
     }
 
+    /// [`Self::map_send_err`], and when plain HTTP failed other than by a refused connection or
+    /// a timeout, ask whether the port speaks TLS (an HTTPS listener closes on plain HTTP).
+    async fn explain_send_err(&self, base: &url::Url, path: &str, e: reqwest::Error) -> MgmtError {
+        let probe = base.scheme() == "http" && !e.is_connect() && !e.is_timeout();
+        let err = self.map_send_err(path, e);
+        if probe
+            && let (Some(host), Some(port)) = (base.host_str(), base.port_or_known_default())
+            && crate::broker::tls::speaks_tls(&self.profile, host, port, Duration::from_secs(2))
+                .await
+        {
+            return MgmtError::Tls {
+                url: base.to_string(),
+                cause: crate::broker::tls::TlsCause::TlsPort { scheme: "https" },
+            };
+        }
+        err
+    }
+
     fn map_send_err(&self, path: &str, e: reqwest::Error) -> MgmtError {
+        if let Some(cause) = crate::broker::tls::cause_of(&e) {
+            tracing::warn!(url = %self.base(), cause = %cause.describe(), "management API TLS failed");
+            return MgmtError::Tls {
+                url: self.base().to_string(),
+                cause,
+            };
+        }
         if e.is_timeout() {
             MgmtError::Timeout {
                 path: path.to_string(),
             }
         } else {
-            let detail = crate::broker::uri::scrub(&e.without_url().to_string(), &self.password);
+            // reqwest's own words ("error sending request") hide the cause: say the whole chain.
+            let e = e.without_url();
+            let detail =
+                crate::broker::uri::scrub(&crate::broker::tls::error_chain(&e), &self.password);
+            tracing::debug!(url = %self.base(), error = %detail, "management API call failed");
             MgmtError::Unreachable {
                 url: self.base().to_string(),
                 detail,

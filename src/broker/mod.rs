@@ -22,6 +22,7 @@ pub mod shovel;
 pub mod stats;
 pub mod stream;
 pub mod tap;
+pub mod tls;
 pub mod topology;
 pub mod uri;
 

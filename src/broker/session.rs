@@ -53,6 +53,12 @@ pub enum BrokerError {
     /// the alarm clears. `reason` is `memory alarm`, `disk alarm` or the broker's own words.
     #[error("broker blocked: {reason}")]
     Blocked { reason: String },
+    /// A TLS handshake failed (or a plain client met a TLS port): its cause, by kind.
+    #[error("TLS connection to {addr} failed: {}", cause.describe())]
+    Tls {
+        addr: String,
+        cause: crate::broker::tls::TlsCause,
+    },
     /// Anything else the broker or the connection said.
     #[error("{0}")]
     Other(String),
@@ -60,8 +66,15 @@ pub enum BrokerError {
 
 impl BrokerError {
     /// What to try next.
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> std::borrow::Cow<'static, str> {
         match self {
+            BrokerError::Tls { cause, .. } => cause.hint().into(),
+            other => other.static_hint().into(),
+        }
+    }
+    fn static_hint(&self) -> &'static str {
+        match self {
+            BrokerError::Tls { .. } => "",
             BrokerError::Unreachable { .. } => {
                 "is RabbitMQ running? start it with scripts/broker, or check --url / the profile's url"
             }
@@ -447,22 +460,23 @@ async fn connect_node(
     let addr = profile.host_port();
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name.chars().take(200).collect::<String>().into());
-    let mut builder = DefaultConnectionBuilder::new()
+    let builder = DefaultConnectionBuilder::new()
         .map_err(|e| classify(&e, &password))?
         .with_uri_str(with_frame_max(profile.amqp_url_with_credentials()))
-        .with_properties(props);
-    if let Some(ca) = &profile.ca_file {
-        let pem = std::fs::read_to_string(ca).map_err(|e| {
-            BrokerError::Other(format!("cannot read ca_file {}: {e}", ca.display()))
-        })?;
-        builder = builder.with_tls_config(lapin::tcp::OwnedTLSConfig {
-            identity: None,
-            cert_chain: Some(pem),
-        });
-    }
+        .with_properties(props)
+        .with_tls_config(crate::broker::tls::amqp_tls_config(profile));
     let conn = match tokio::time::timeout(connect_timeout, builder.connect()).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(classify_connect(&e, profile, &addr)),
+        Ok(Err(e)) => {
+            let err = classify_connect(&e, profile, &addr);
+            let err = plain_to_tls_port(profile, err).await;
+            if let BrokerError::Tls { cause, .. } = &err {
+                tracing::warn!(node = %addr, cause = %cause.describe(), "AMQP TLS failed");
+            } else {
+                tracing::debug!(node = %addr, error = %err, "AMQP connect failed");
+            }
+            return Err(err);
+        }
         Err(_) => {
             return Err(BrokerError::Timeout {
                 what: format!("connecting to {addr}"),
@@ -503,7 +517,41 @@ async fn connect_node(
     }))
 }
 
+/// A plain `amqp://` connection that failed other than by a refused connection or a refused
+/// login the broker spelled out: is that port a TLS port? (RabbitMQ's TLS listener closes the
+/// socket on the AMQP header, which otherwise reads as a refused login or a dead broker.)
+async fn plain_to_tls_port(profile: &Profile, err: BrokerError) -> BrokerError {
+    if profile.is_tls() {
+        return err;
+    }
+    let suspicious = match &err {
+        BrokerError::AuthFailed { .. } | BrokerError::Other(_) => true,
+        BrokerError::Unreachable { detail, .. } => !detail.to_lowercase().contains("refused"),
+        _ => false,
+    };
+    if !suspicious {
+        return err;
+    }
+    let (host, port) = profile.host_and_port();
+    if crate::broker::tls::speaks_tls(profile, &host, port, Duration::from_secs(2)).await {
+        BrokerError::Tls {
+            addr: profile.host_port(),
+            cause: crate::broker::tls::TlsCause::TlsPort { scheme: "amqps" },
+        }
+    } else {
+        err
+    }
+}
+
 fn classify_connect(e: &lapin::Error, profile: &Profile, addr: &str) -> BrokerError {
+    if let lapin::ErrorKind::IOError(io) = e.kind()
+        && let Some(cause) = crate::broker::tls::cause_of_io(io)
+    {
+        return BrokerError::Tls {
+            addr: addr.to_string(),
+            cause,
+        };
+    }
     let text =
         crate::text::sanitize(&scrub(&e.to_string(), profile.password.expose())).into_owned();
     let lower = text.to_lowercase();
@@ -719,20 +767,29 @@ impl Session {
     }
     /// Does this user hold the `write` permission on `queue`? RabbitMQ lets anyone with `read`
     /// consume and ack (so remove) messages; hopback treats removing dead letters as a write and
-    /// asks first, without changing anything: a `queue.bind` of `queue` to an exchange that does
-    /// not exist is checked for `write` on the queue before the broker looks the exchange up, so
-    /// it ends in ACCESS_REFUSED (no permission) or NOT_FOUND (permitted; nothing was bound).
+    /// asks first, without changing anything. A `queue.bind` checks `write` on the queue first,
+    /// then `read` on the source exchange, then looks the exchange up: the source here is a
+    /// name-sake of the queue, so its `read` is the permission the caller needs on the queue
+    /// anyway (permissions match names, whatever the kind) and no other object is involved. With
+    /// no such exchange the bind ends in NOT_FOUND (permitted; nothing was bound) or
+    /// ACCESS_REFUSED (not permitted). Should an exchange of that name exist, nothing is bound:
+    /// the probe refuses to answer (fail closed).
     pub async fn probe_write(&self, queue: &str) -> Result<(), BrokerError> {
+        if self.exchange_exists(queue).await? {
+            return Err(BrokerError::AccessRefused(format!(
+                "{PERMISSION_DENIED} cannot test the WRITE permission on queue `{}`: an exchange of the same name exists, and the test would bind the queue to it",
+                crate::text::sanitize(queue)
+            )));
+        }
         let ch = self.channel().await?;
-        let probe = format!("hopback.write-probe.{}", uuid::Uuid::new_v4().simple());
         let r = timed(
             "queue.bind (probing the write permission)",
             CALL_TIMEOUT,
             self.password(),
             ch.queue_bind(
                 short(queue)?,
-                short(&probe)?,
-                "".into(),
+                short(queue)?,
+                "hopback-write-probe".into(),
                 lapin::options::QueueBindOptions::default(),
                 FieldTable::default(),
             ),
@@ -741,13 +798,13 @@ impl Session {
         match r {
             Err(BrokerError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
-            // Cannot happen (the exchange does not exist); undo it if it somehow did.
+            // The exchange appeared between the two calls: undo the binding.
             Ok(()) => {
                 let _ = ch
                     .queue_unbind(
                         short(queue)?,
-                        short(&probe)?,
-                        "".into(),
+                        short(queue)?,
+                        "hopback-write-probe".into(),
                         FieldTable::default(),
                     )
                     .await;

@@ -483,11 +483,20 @@ pub async fn browse_guard(
         QueueKind::Classic | QueueKind::QuorumBrowseSafe => Ok(false),
         QueueKind::Quorum => Ok(true),
         QueueKind::Unknown(_) if force => Ok(true),
-        QueueKind::Unknown(why) => Err(BrokerError::Other(format!(
-            "refusing to browse `{}`: its type is unknown ({}), and a quorum queue counts every browse as a delivery against its delivery limit (use --force if you know it is classic)",
-            crate::text::sanitize(queue),
-            crate::text::sanitize(&why)
-        ))),
+        QueueKind::Unknown(why) => {
+            let text = format!(
+                "refusing to browse `{}`: its type is unknown ({}), and a quorum queue counts every browse as a delivery against its delivery limit (use --force if you know it is classic)",
+                crate::text::sanitize(queue),
+                crate::text::sanitize(&why)
+            );
+            // Unknown because the management API refused this user: a refusal (exit 3), like
+            // every other missing permission.
+            if crate::broker::session::is_permission_denial(&why) {
+                Err(BrokerError::AccessRefused(text))
+            } else {
+                Err(BrokerError::Other(text))
+            }
+        }
     }
 }
 
@@ -516,7 +525,7 @@ pub async fn collect(
                 Some(d)
             }
             Err(e) => {
-                snap.mgmt_error = Some(e.to_string());
+                snap.mgmt_error = Some(format!("{e}; hint: {}", e.hint()));
                 None
             }
         },
@@ -619,107 +628,119 @@ pub async fn collect(
             ns.gate = Some(gate);
             ns.gate_problems = problems;
         }
-        let exact = data.is_none()
-            || opts
-                .exact_for
-                .as_ref()
-                .is_none_or(|set| set.contains(&d.name));
-        for (v, q) in &d.versions {
-            let info = qmap.get(q.as_str()).copied();
-            let passive = counts(session, exact, info, q).await?;
-            let weight = ns.gate.as_ref().map(|g| g.weight(v)).unwrap_or(0);
-            let placement = info.map(placement_of);
-            let unavailable = placement.as_ref().is_some_and(|p| p.unavailable);
-            let major = snap.server_version.as_deref().and_then(major_version);
-            let delivery_limit = info.and_then(|q| {
-                effective_delivery_limit(q)
-                    .filter(|l| *l != i64::MAX)
-                    .or_else(|| {
-                        (q.kind == "quorum" && major.is_some_and(|m| m >= 4))
-                            .then_some(QUORUM_DEFAULT_DELIVERY_LIMIT)
-                    })
-            });
-            let dead_letter_target = info.map(|q| {
-                q.arguments.contains_key("x-dead-letter-exchange")
-                    || q.effective_policy_definition
-                        .as_ref()
-                        .and_then(|d| d.get("dead-letter-exchange"))
-                        .is_some()
-            });
-            ns.versions.push(VersionSnapshot {
-                version: v.clone(),
-                queue: q.clone(),
-                // A queue the API lists whose node is down is unavailable, not missing.
-                exists: passive.is_some() || placement.as_ref().is_some_and(|p| p.unavailable),
-                placement,
-                queue_type: info.map(|i| i.kind.clone()),
-                delivery_limit,
-                dead_letter_target,
-                weight,
-                gate_percent: ns.gate.as_ref().map(|g| g.percent(v)).unwrap_or(0.0),
-                ready: passive
-                    .and_then(|p| p.ready)
-                    .or_else(|| info.and_then(|i| i.messages_ready)),
-                unacked: info.and_then(|i| i.messages_unacknowledged),
-                consumers: passive
-                    .and_then(|p| p.consumers)
-                    .or_else(|| info.and_then(|i| i.consumers)),
-                // An unavailable queue's last rates are history, not "0/s now": unknown.
-                rates: if unavailable {
-                    None
-                } else {
-                    info.and_then(rates_of)
-                },
-                ..Default::default()
-            });
-        }
-        ns.dlq_placement = qmap.get(d.names.dlq.as_str()).map(|q| placement_of(q));
-        ns.unrouted_placement = qmap.get(d.names.unrouted.as_str()).map(|q| placement_of(q));
-        ns.dlq_depth = ready_of(session, exact, &qmap, &d.names.dlq).await?;
-        ns.dlq_rate = qmap
-            .get(d.names.dlq.as_str())
-            .and_then(|q| rates_of(q))
-            .map(|r| r.publish);
-        ns.unrouted_depth = ready_of(session, exact, &qmap, &d.names.unrouted).await?;
-        if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
-            let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
-            // Only a DLQ the management API says is classic is browsed (fail closed).
-            let major = snap.server_version.as_deref().and_then(major_version);
-            if depth > 0 && dlq_info.is_some_and(|i| !is_quorum_with_limit(Some(i), major)) {
-                let msgs = browse(
-                    session,
-                    &d.names.dlq,
-                    BrowseOptions {
-                        skip: 0,
-                        take: cap,
-                        max_body_bytes: 0,
-                        force: false,
+        // A namespace this user may not read (another team's DLQ) is marked, not fatal: the
+        // others are still shown (least privilege, issue 36).
+        let server_version = snap.server_version.clone();
+        let read: Result<(), BrokerError> = async {
+            let exact = data.is_none()
+                || opts
+                    .exact_for
+                    .as_ref()
+                    .is_none_or(|set| set.contains(&d.name));
+            for (v, q) in &d.versions {
+                let info = qmap.get(q.as_str()).copied();
+                let passive = counts(session, exact, info, q).await?;
+                let weight = ns.gate.as_ref().map(|g| g.weight(v)).unwrap_or(0);
+                let placement = info.map(placement_of);
+                let unavailable = placement.as_ref().is_some_and(|p| p.unavailable);
+                let major = server_version.as_deref().and_then(major_version);
+                let delivery_limit = info.and_then(|q| {
+                    effective_delivery_limit(q)
+                        .filter(|l| *l != i64::MAX)
+                        .or_else(|| {
+                            (q.kind == "quorum" && major.is_some_and(|m| m >= 4))
+                                .then_some(QUORUM_DEFAULT_DELIVERY_LIMIT)
+                        })
+                });
+                let dead_letter_target = info.map(|q| {
+                    q.arguments.contains_key("x-dead-letter-exchange")
+                        || q.effective_policy_definition
+                            .as_ref()
+                            .and_then(|d| d.get("dead-letter-exchange"))
+                            .is_some()
+                });
+                ns.versions.push(VersionSnapshot {
+                    version: v.clone(),
+                    queue: q.clone(),
+                    // A queue the API lists whose node is down is unavailable, not missing.
+                    exists: passive.is_some() || placement.as_ref().is_some_and(|p| p.unavailable),
+                    placement,
+                    queue_type: info.map(|i| i.kind.clone()),
+                    delivery_limit,
+                    dead_letter_target,
+                    weight,
+                    gate_percent: ns.gate.as_ref().map(|g| g.percent(v)).unwrap_or(0.0),
+                    ready: passive
+                        .and_then(|p| p.ready)
+                        .or_else(|| info.and_then(|i| i.messages_ready)),
+                    unacked: info.and_then(|i| i.messages_unacknowledged),
+                    consumers: passive
+                        .and_then(|p| p.consumers)
+                        .or_else(|| info.and_then(|i| i.consumers)),
+                    // An unavailable queue's last rates are history, not "0/s now": unknown.
+                    rates: if unavailable {
+                        None
+                    } else {
+                        info.and_then(rates_of)
                     },
-                    false,
-                )
-                .await?;
-                let mut by_version: BTreeMap<String, u64> = BTreeMap::new();
-                for m in &msgs {
-                    let a = attribute(m.properties.headers().as_ref());
-                    *ns.dead_letters_by_reason
-                        .entry(a.reason.as_str().to_string())
-                        .or_default() += 1;
-                    if let Some(q) = a.origin_queue
-                        && let Some((v, _)) = d.versions.iter().find(|(_, vq)| **vq == q)
-                    {
-                        *by_version.entry(v.clone()).or_default() += 1;
+                    ..Default::default()
+                });
+            }
+            ns.dlq_placement = qmap.get(d.names.dlq.as_str()).map(|q| placement_of(q));
+            ns.unrouted_placement = qmap.get(d.names.unrouted.as_str()).map(|q| placement_of(q));
+            ns.dlq_depth = ready_of(session, exact, &qmap, &d.names.dlq).await?;
+            ns.dlq_rate = qmap
+                .get(d.names.dlq.as_str())
+                .and_then(|q| rates_of(q))
+                .map(|r| r.publish);
+            ns.unrouted_depth = ready_of(session, exact, &qmap, &d.names.unrouted).await?;
+            if let (Some(cap), Some(depth)) = (opts.attribute_dead_letters, ns.dlq_depth) {
+                let dlq_info = qmap.get(d.names.dlq.as_str()).copied();
+                // Only a DLQ the management API says is classic is browsed (fail closed).
+                let major = server_version.as_deref().and_then(major_version);
+                if depth > 0 && dlq_info.is_some_and(|i| !is_quorum_with_limit(Some(i), major)) {
+                    let msgs = browse(
+                        session,
+                        &d.names.dlq,
+                        BrowseOptions {
+                            skip: 0,
+                            take: cap,
+                            max_body_bytes: 0,
+                            force: false,
+                        },
+                        false,
+                    )
+                    .await?;
+                    let mut by_version: BTreeMap<String, u64> = BTreeMap::new();
+                    for m in &msgs {
+                        let a = attribute(m.properties.headers().as_ref());
+                        *ns.dead_letters_by_reason
+                            .entry(a.reason.as_str().to_string())
+                            .or_default() += 1;
+                        if let Some(q) = a.origin_queue
+                            && let Some((v, _)) = d.versions.iter().find(|(_, vq)| **vq == q)
+                        {
+                            *by_version.entry(v.clone()).or_default() += 1;
+                        }
+                    }
+                    ns.dead_letters_sampled = Some(msgs.len() as u64);
+                    for vs in &mut ns.versions {
+                        vs.dead_letters = Some(by_version.get(&vs.version).copied().unwrap_or(0));
+                    }
+                } else if depth == 0 {
+                    ns.dead_letters_sampled = Some(0);
+                    for vs in &mut ns.versions {
+                        vs.dead_letters = Some(0);
                     }
                 }
-                ns.dead_letters_sampled = Some(msgs.len() as u64);
-                for vs in &mut ns.versions {
-                    vs.dead_letters = Some(by_version.get(&vs.version).copied().unwrap_or(0));
-                }
-            } else if depth == 0 {
-                ns.dead_letters_sampled = Some(0);
-                for vs in &mut ns.versions {
-                    vs.dead_letters = Some(0);
-                }
             }
+            Ok(())
+        }
+        .await;
+        match read {
+            Ok(()) => {}
+            Err(e) if e.is_refusal() => ns.no_permission = Some(e.to_string()),
+            Err(e) => return Err(e),
         }
         snap.namespaces.push(ns);
     }

@@ -90,6 +90,66 @@ pub async fn declare(
     .await
 }
 
+/// Give stream `name` an exchange of its own name (direct, durable, auto-delete) bound to it with routing key
+/// `name`, so writers publish with WRITE on that one name instead of WRITE on the default
+/// exchange — which would let them publish into every queue of the vhost. One regex,
+/// `^hopback\.ledger$`, then covers every permission a ledger writer needs. `Ok(true)`: publish
+/// to the exchange; `Ok(false)`: it is not there and this user may not make it (a ledger an
+/// earlier hopback made): publish through the default exchange as before.
+pub async fn ensure_own_exchange(session: &Session, name: &str) -> Result<bool, BrokerError> {
+    let existed = session.exchange_exists(name).await?;
+    if !existed {
+        let ch = session.channel().await?;
+        let declared = timed(
+            "declaring the ledger exchange",
+            CALL_TIMEOUT,
+            session.password(),
+            ch.exchange_declare(
+                short(name)?,
+                lapin::ExchangeKind::Direct,
+                // Auto-delete: it goes with its stream (the binding's removal), so a deleted
+                // ledger leaves nothing behind.
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await;
+        match declared {
+            Ok(()) => {}
+            Err(BrokerError::AccessRefused(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    let ch = session.channel().await?;
+    let bound = timed(
+        "binding the ledger stream to its exchange",
+        CALL_TIMEOUT,
+        session.password(),
+        ch.queue_bind(
+            short(name)?,
+            short(name)?,
+            short(name)?,
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    match bound {
+        Ok(()) => {
+            let _ = ch.close(200, "ok".into()).await;
+            Ok(true)
+        }
+        // A writer without the binding's permissions uses the binding whoever made the exchange
+        // made (a missing one returns the event: the append fails, never silently).
+        Err(BrokerError::AccessRefused(_)) => Ok(existed),
+        Err(e) => Err(e),
+    }
+}
+
 /// A consumer of a stream, and the stream's message count when it started.
 #[derive(Debug)]
 pub struct StreamConsumer {

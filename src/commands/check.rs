@@ -74,6 +74,169 @@ async fn move_shovel_lines(
     }
 }
 
+/// Does a RabbitMQ permission regex grant `name`? RabbitMQ searches the name (unanchored) and
+/// treats the empty regex as "nothing".
+fn grants(regex: &str, name: &str) -> Option<bool> {
+    if regex.is_empty() {
+        return Some(false);
+    }
+    regex::Regex::new(regex).ok().map(|r| r.is_match(name))
+}
+
+/// What this user can and cannot do — write the ledger; per namespace watch, gate, purge — read
+/// from its permissions (only an
+/// administrator may read them): for the ledger, and for each namespace found (up to
+/// [`CAPABILITY_NAMESPACES`]) — each capability names the first object whose permission is
+/// missing (README "Permissions").
+async fn capability_lines(
+    mgmt: &Mgmt,
+    p: &crate::config::Profile,
+    perm: &crate::broker::mgmt::Permissions,
+) -> Vec<CheckLine> {
+    let (c, w, r) = (&perm.configure, &perm.write, &perm.read);
+    let need = |what: &[(&str, &String, &str)]| -> Result<(), String> {
+        for (kind, re, name) in what {
+            match grants(re, name) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(format!("no {kind} on `{}`", crate::text::sanitize(name)));
+                }
+                None => {
+                    return Err(format!(
+                        "{kind} regex `{}` unreadable",
+                        crate::text::sanitize(re)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    let verdict = |name: String, r: Result<(), String>, hint: &str| match r {
+        Ok(()) => line(&name, "ok", "can", None),
+        Err(why) => line(&name, "warn", format!("cannot: {why}"), Some(hint)),
+    };
+    let ledger = crate::ledger::stream_name_from_env();
+    let mut out = vec![verdict(
+        "can write the ledger".into(),
+        need(&[
+            ("CONFIGURE", c, &ledger),
+            ("WRITE", w, &ledger),
+            ("READ", r, &ledger),
+        ]),
+        "every operation journals its intent first: grant configure, write and read on the ledger's name (README \"Permissions\")",
+    )];
+    let (Ok(queues), Ok(exchanges)) = (mgmt.queues().await, mgmt.exchanges().await) else {
+        return out;
+    };
+    let found = crate::broker::topology::discover(&queues, &exchanges, p);
+    for d in found.iter().take(CAPABILITY_NAMESPACES) {
+        let ns = crate::text::sanitize(&d.name).into_owned();
+        let dlq = &d.names.dlq;
+        let mut gate: Vec<(&str, &String, &str)> = vec![("READ", r, d.names.entry.as_str())];
+        for q in d.versions.values() {
+            gate.push(("WRITE", w, q.as_str()));
+        }
+        let hint = "grant it, or use a profile whose user has it (README \"Permissions\")";
+        out.push(verdict(
+            format!("{ns}: watch"),
+            need(&[("READ", r, dlq)]),
+            hint,
+        ));
+        out.push(verdict(format!("{ns}: gate"), need(&gate), hint));
+        out.push(verdict(
+            format!("{ns}: purge"),
+            need(&[("READ", r, dlq), ("WRITE", w, dlq)]),
+            hint,
+        ));
+    }
+    if found.len() > CAPABILITY_NAMESPACES {
+        out.push(line(
+            "capabilities",
+            "ok",
+            format!(
+                "{} more namespace(s) not listed",
+                found.len() - CAPABILITY_NAMESPACES
+            ),
+            None,
+        ));
+    }
+    out
+}
+
+/// How many namespaces `check` lists capabilities for.
+const CAPABILITY_NAMESPACES: usize = 5;
+
+/// Is `host` this machine (a name or address that never leaves it)?
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_matches(['[', ']']);
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What every link trusts and presents (`broker::tls`), and a warning when the password would
+/// cross a plain link to another machine while the other link is TLS — a profile that was meant
+/// to be encrypted and is only half so.
+fn tls_lines(p: &crate::config::Profile) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    let https: Vec<&url::Url> = p
+        .mgmt_urls
+        .iter()
+        .filter(|u| u.scheme() == "https")
+        .collect();
+    let http_remote: Vec<&url::Url> = p
+        .mgmt_urls
+        .iter()
+        .filter(|u| u.scheme() == "http" && !u.host_str().is_some_and(is_loopback))
+        .collect();
+    if p.is_tls() || !https.is_empty() {
+        let s = crate::broker::tls::summary(p);
+        let detail = format!(
+            "trusts {}; client certificate: {}{}",
+            s.trust,
+            s.identity.as_deref().unwrap_or("none"),
+            if p.tls.auth == crate::config::tls::AuthMechanism::External {
+                " (AMQP logs in with it: SASL EXTERNAL)"
+            } else {
+                ""
+            }
+        );
+        if s.problems.is_empty() {
+            out.push(line("tls", "ok", detail, None));
+        } else {
+            out.push(line(
+                "tls",
+                "warn",
+                format!("{detail}; unreadable: {}", s.problems.join("; ")),
+                Some("fix or unset SSL_CERT_FILE / SSL_CERT_DIR"),
+            ));
+        }
+    }
+    let amqp_remote_plain = !p.is_tls() && !is_loopback(&p.host_and_port().0);
+    if p.is_tls() && !http_remote.is_empty() {
+        out.push(line(
+            "credentials",
+            "warn",
+            format!(
+                "AMQP uses TLS, but the management API is plain HTTP to another machine ({}): the password crosses it in clear",
+                http_remote.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            Some("use https:// for mgmt_url (the TLS management port, usually 15671)"),
+        ));
+    } else if amqp_remote_plain && !https.is_empty() {
+        out.push(line(
+            "credentials",
+            "warn",
+            format!(
+                "the management API uses TLS, but AMQP is plain to another machine ({}): the password crosses it in clear",
+                p.host_port()
+            ),
+            Some("use amqps:// (the TLS AMQP port, usually 5671)"),
+        ));
+    }
+    out
+}
+
 /// Run all checks and return them (the command prints them).
 pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
     let cfg = &ctx.cfg;
@@ -103,6 +266,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             None,
         ),
     ];
+    out.extend(tls_lines(p));
     let mut amqp = None;
     match session::connect(p, "check", &cfg.operator).await {
         Ok(s) => {
@@ -139,7 +303,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
                 "management api",
                 "fail",
                 e.to_string(),
-                Some("check mgmt_url and ca_file"),
+                Some(&e.hint()),
             ));
             if let Some(s) = &amqp {
                 s.close().await;
@@ -180,20 +344,16 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             out.extend(identity_lines(&mgmt).await);
             match mgmt.permissions().await {
                 Ok(perm) => {
-                    let can_write = !perm.write.is_empty() && !perm.configure.is_empty();
                     let detail = format!("configure `{}` write `{}` read `{}`", perm.configure, perm.write, perm.read);
-                    if can_write {
-                        out.push(line("permissions", "ok", detail, None));
-                    } else {
-                        out.push(line("permissions", "warn", format!("{detail}: read-only use only (gate, replay, init will be refused)"), Some(&format!("rabbitmqctl set_permissions -p {} {} '.*' '.*' '.*' for full use", sh(&p.vhost), sh(&p.username)))));
-                    }
+                    out.push(line("permissions", "ok", detail, None));
+                    out.extend(capability_lines(&mgmt, p, &perm).await);
                 }
                 Err(MgmtError::NotFound(_)) => out.push(line("permissions", "fail", format!("user `{}` has no permissions on vhost `{}`", p.username, p.vhost), Some(&format!("rabbitmqctl set_permissions -p {} {} '.*' '.*' '.*'", sh(&p.vhost), sh(&p.username))))),
                 Err(MgmtError::Unauthorized { user }) => out.push(line(
                     "permissions",
                     "warn",
-                    format!("unknown: only administrators may read permissions through the management API (user `{user}`)"),
-                    Some("mutating commands will say which permission is missing when the broker refuses them"),
+                    format!("unknown: only administrators may read permissions through the management API (user `{user}`), so what this user can do (watch, gate, replay, purge, write the ledger) is unknown until the broker answers"),
+                    Some("every refused call names the permission it lacked (exit 3, nothing changed); README \"Permissions\" lists what each use needs"),
                 )),
                 Err(e) => out.push(line("permissions", "warn", e.to_string(), None)),
             }
@@ -202,13 +362,20 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             "management api",
             "fail",
             format!("{} refused user `{user}` (401)", mgmt.base_url()),
-            Some(&format!("the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags {} monitoring", sh(&user))),
+            Some(&if p.tls.auth == crate::config::tls::AuthMechanism::External {
+                "the management API does not log in with the client certificate: it needs the user's password (password_env, password_file or HOPBACK_PASSWORD) and the `monitoring` or `management` tag".to_string()
+            } else {
+                format!("check the password; the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags {} monitoring", sh(&user))
+            }),
         )),
         Err(e) => out.push(line(
             "management api",
             "fail",
             e.to_string(),
-            Some("enable it: rabbitmq-plugins enable rabbitmq_management (or run scripts/broker); without it rates and the gate view are unknown"),
+            Some(&format!(
+                "{}; without the management API rates and the gate view are unknown",
+                e.hint()
+            )),
         )),
     }
     if let Some(s) = &amqp {
@@ -578,7 +745,7 @@ fn ledger_writers_line(
             .join(", ")
     };
     let mut parts = vec![format!(
-        "write on `{}` (hopback's way, the default exchange): {}",
+        "write on `{}` (the default exchange, routing key = the stream): {}",
         crate::ledger::access::DEFAULT_EXCHANGE_RESOURCE,
         if w.direct.is_empty() {
             "nobody".to_string()

@@ -134,6 +134,14 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 }
             );
         }
+        if let Some(why) = &ns.no_permission {
+            let _ = writeln!(
+                s,
+                "{:<16} no permission: part of this namespace is unknown ({})",
+                "",
+                crate::text::sanitize(why)
+            );
+        }
     }
     s
 }
@@ -225,6 +233,22 @@ pub async fn run(
             format!("cannot list namespaces: {}", crate::text::sanitize(why)),
             "the namespace list comes from the management API (`hopback check`); `hopback status NS` still works over AMQP",
         ));
+    }
+    // Namespaces this user may not read: shown as such, the others in full; a warning, exit 0.
+    let unreadable: Vec<String> = snap
+        .namespaces
+        .iter()
+        .filter(|n| n.no_permission.is_some())
+        .map(|n| crate::text::sanitize(&n.name).into_owned())
+        .collect();
+    if !unreadable.is_empty() {
+        tracing::warn!(namespaces = ?unreadable, "status: no permission to read some namespaces");
+        crate::errln!(
+            "warning: user `{}` may not read all of {} namespace(s) ({}); they are marked \"no permission\" (README \"Permissions\")",
+            crate::text::sanitize(&ctx.cfg.profile.username),
+            unreadable.len(),
+            unreadable.join(", ")
+        );
     }
     if ctx.json {
         ctx.print_json(&snap)

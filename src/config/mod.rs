@@ -7,6 +7,7 @@
 //! The raw file structs live in [`raw`]; nothing outside this module reads them.
 
 pub mod raw;
+pub mod tls;
 mod urls;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,12 @@ pub struct Overrides {
     pub mgmt_url: Option<String>,
     /// `--read-only`.
     pub read_only: bool,
+    /// `--ca-file PEM`.
+    pub ca_file: Option<String>,
+    /// `--cert-file PEM`.
+    pub cert_file: Option<String>,
+    /// `--key-file PEM`.
+    pub key_file: Option<String>,
 }
 
 /// Alert thresholds, resolved.
@@ -193,8 +200,9 @@ pub struct Profile {
     pub staging: bool,
     /// Theme name.
     pub theme: String,
-    /// CA certificate (PEM) for TLS.
-    pub ca_file: Option<PathBuf>,
+    /// TLS material beyond the system trust store (CA file, client certificate) and how AMQP
+    /// logs in; read and checked at load. Every link is built from it by `broker::tls`.
+    pub tls: tls::TlsFiles,
     /// Adopted namespaces by name.
     pub namespaces: BTreeMap<String, Adoption>,
 }
@@ -210,6 +218,12 @@ impl Profile {
             "/{}",
             percent_encoding::utf8_percent_encode(&self.vhost, VHOST_SET)
         ));
+        if self.tls.auth == tls::AuthMechanism::External
+            && !u.query_pairs().any(|(k, _)| k == "auth_mechanism")
+        {
+            u.query_pairs_mut()
+                .append_pair("auth_mechanism", tls::AuthMechanism::External.name());
+        }
         u.to_string()
     }
     /// The AMQP URL safe to show: no password.
@@ -224,6 +238,15 @@ impl Profile {
             self.amqp_url
                 .port()
                 .unwrap_or(if self.is_tls() { 5671 } else { 5672 })
+        )
+    }
+    /// Host and port of the AMQP endpoint (the default port of the scheme when the URL has none).
+    pub fn host_and_port(&self) -> (String, u16) {
+        (
+            self.amqp_url.host_str().unwrap_or("127.0.0.1").to_string(),
+            self.amqp_url
+                .port()
+                .unwrap_or(if self.is_tls() { 5671 } else { 5672 }),
         )
     }
     /// Does the AMQP URL use TLS?
@@ -416,6 +439,7 @@ pub fn resolve(
         &raw,
         &alerts,
         over,
+        path,
     )?;
     let operator = raw.operator.clone().unwrap_or_else(default_operator);
     Ok(Config {
@@ -464,6 +488,7 @@ fn resolve_profile(
     raw: &RawConfig,
     alerts: &AlertThresholds,
     over: &Overrides,
+    config_path: &Path,
 ) -> Result<Profile, ConfigError> {
     // Several nodes: `--url a --url b` / `--url a,b`, `HOPBACK_URL=a,b`, or the profile's
     // `url` + `urls`. The first names the credentials and the vhost.
@@ -575,6 +600,7 @@ fn resolve_profile(
     for (ns, a) in &p.namespaces {
         namespaces.insert(ns.clone(), resolve_adoption(ns, a, alerts)?);
     }
+    let tls_files = resolve_tls(p, over, config_path, &amqp_url)?;
     let mut amqp_urls = vec![amqp_url.clone()];
     amqp_urls.extend(more_urls);
     Ok(Profile {
@@ -600,9 +626,55 @@ fn resolve_profile(
                     "dark".into()
                 }
             }),
-        ca_file: p.ca_file.as_ref().map(PathBuf::from),
+        tls: tls_files,
         namespaces,
     })
+}
+
+/// The profile's TLS files: `--ca-file` > `HOPBACK_CA_FILE` > the profile's `ca_file` (the
+/// same for `cert_file`/`key_file`); the authentication mechanism from the profile, else the
+/// URL's `auth_mechanism` query.
+fn resolve_tls(
+    p: &RawProfile,
+    over: &Overrides,
+    config_path: &Path,
+    amqp_url: &Url,
+) -> Result<tls::TlsFiles, ConfigError> {
+    use tls::PathOrigin;
+    let flag_env = |flag: &Option<String>, var: &str| {
+        flag.clone()
+            .filter(|v| !v.is_empty())
+            .or_else(|| env_nonempty(var))
+    };
+    let ca_cli = flag_env(&over.ca_file, "HOPBACK_CA_FILE");
+    let cert_cli = flag_env(&over.cert_file, "HOPBACK_CERT_FILE");
+    let key_cli = flag_env(&over.key_file, "HOPBACK_KEY_FILE");
+    let pick = |cli: &Option<String>, file: &Option<String>| -> Option<(String, bool)> {
+        cli.clone()
+            .map(|v| (v, true))
+            .or_else(|| file.clone().map(|v| (v, false)))
+    };
+    let ca = pick(&ca_cli, &p.ca_file);
+    let cert = pick(&cert_cli, &p.cert_file);
+    let key = pick(&key_cli, &p.key_file);
+    let origin = |from_cli: bool| {
+        if from_cli {
+            PathOrigin::CommandLine
+        } else {
+            PathOrigin::ConfigFile(config_path)
+        }
+    };
+    let url_mechanism: Option<String> = amqp_url
+        .query_pairs()
+        .find(|(k, _)| k == "auth_mechanism")
+        .map(|(_, v)| v.into_owned());
+    let inputs = tls::TlsInputs {
+        ca_file: ca.as_ref().map(|(t, c)| (t.as_str(), origin(*c))),
+        cert_file: cert.as_ref().map(|(t, c)| (t.as_str(), origin(*c))),
+        key_file: key.as_ref().map(|(t, c)| (t.as_str(), origin(*c))),
+        auth_mechanism: p.auth_mechanism.as_deref().or(url_mechanism.as_deref()),
+    };
+    tls::resolve(&inputs, amqp_url.scheme() == "amqps")
 }
 
 /// Read-only precedence: `--read-only` forces it on; otherwise the most specific setting that is

@@ -54,8 +54,15 @@ pub struct RawProfile {
     pub staging: Option<bool>,
     /// Theme name (built-in or a file in the config dir's `themes/`).
     pub theme: Option<String>,
-    /// PEM file with the CA that signed the broker's certificate (amqps/https).
+    /// PEM file with the CA that signed the broker's certificate (amqps/https), trusted on top
+    /// of the system store; relative to this file's directory, `~` is the home directory.
     pub ca_file: Option<String>,
+    /// PEM client certificate, for brokers that ask for one (AMQP and HTTPS).
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file` (unencrypted).
+    pub key_file: Option<String>,
+    /// `plain` (user and password, the default) or `external` (the client certificate logs in).
+    pub auth_mechanism: Option<String>,
     /// Read the password from this environment variable instead of the URL.
     pub password_env: Option<String>,
     /// Read the password from this file (first line) instead of the URL.

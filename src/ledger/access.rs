@@ -2,9 +2,10 @@
 //! is the broker user that published it, so the list of those users is the list of authors a
 //! timeline can show — and anyone in it can claim any operator name in an event's body.
 //!
-//! hopback appends through the default exchange (routing key = the stream's name), which the
-//! broker's permission check calls `amq.default`: a user whose *write* permission matches
-//! `amq.default` can append. A user whose write permission matches the stream's name can bind
+//! hopback appends through the stream's own exchange (same name, bound to it; WRITE on the
+//! stream's name) where there is one, else through the default exchange (routing key = the
+//! stream's name), which the broker's permission check calls `amq.default`: a user whose *write*
+//! permission matches `amq.default` can append whatever hopback does. A user whose write permission matches the stream's name can bind
 //! an exchange to it (binding also needs *read* on the exchange) and append through that
 //! exchange; the writers of an exchange already bound to it can append through it as they are.
 //! A user whose *configure* permission matches the stream's name can delete it (the whole

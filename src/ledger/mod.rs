@@ -92,10 +92,15 @@ impl StreamStart {
     }
 }
 
+// One per ledger handle (a handful per process): the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Stream {
         session: Arc<Session>,
         name: String,
+        /// The exchange events are published to: the stream's own (`name`), or `""` (the
+        /// default exchange) for a ledger without one.
+        exchange: String,
         max_length_bytes: u64,
         note: Option<String>,
         /// Boxed: the publisher is large, and most ledgers never write.
@@ -205,6 +210,17 @@ impl Ledger {
             Ok(note) => Ledger {
                 backend: Backend::Stream {
                     session: session.clone(),
+                    // Published through the stream's own exchange where there is one (WRITE on
+                    // the ledger's name is then all a writer needs); a read-only user never
+                    // publishes, so its refusals here cost nothing.
+                    exchange: match stream::ensure_own_exchange(session, name).await {
+                        Ok(true) => name.to_string(),
+                        Ok(false) => String::new(),
+                        Err(e) => {
+                            tracing::debug!("ledger: no exchange of its own for `{name}`: {e}");
+                            String::new()
+                        }
+                    },
                     name: name.to_string(),
                     max_length_bytes: cfg.ledger_max_length_bytes,
                     note,
@@ -239,6 +255,8 @@ impl Ledger {
                     name: name.to_string(),
                     max_length_bytes: cfg.ledger_max_length_bytes,
                     note: None,
+                    // Read paths never write; nothing is declared to find out.
+                    exchange: String::new(),
                     writer: Mutex::new(None),
                     missing: found.is_none(),
                 },
@@ -350,6 +368,7 @@ impl Ledger {
             Backend::Stream {
                 session,
                 name,
+                exchange,
                 writer,
                 ..
             } => {
@@ -397,7 +416,7 @@ impl Ledger {
                     // take it as the authenticated author (a forged body cannot set it).
                     .with_user_id(session.profile().username.as_str().into());
                 let pending = publisher
-                    .publish("", name, true, &body, props)
+                    .publish(exchange, name, true, &body, props)
                     .await
                     .map_err(|e| ledger_failure("publishing the event", session.explain(e)))?;
                 let confirmation = pending.wait(CONFIRM_TIMEOUT).await.map_err(|e| {
@@ -754,7 +773,7 @@ async fn declare_stream(
         // passive declare needs no permission: if the stream exists, it is read as the team's
         // ledger; appends are then refused by the broker (WRITE), as they should be.
         Err(BrokerError::AccessRefused(_)) if exists => Ok(Some(
-            "read only: this user may not declare or write the stream".to_string(),
+            "this user may not declare it (CONFIGURE): read as the team's ledger; appending needs WRITE on its name".to_string(),
         )),
         Err(BrokerError::AccessRefused(detail)) => {
             // Not seen before the declare (or that check failed): look again. The refused
@@ -764,7 +783,7 @@ async fn declare_stream(
                 match session.passive_queue(name).await {
                     Ok(Some(_)) => {
                         return Ok(Some(
-                            "read only: this user may not declare or write the stream".to_string(),
+                            "this user may not declare it (CONFIGURE): read as the team's ledger; appending needs WRITE on its name".to_string(),
                         ));
                     }
                     Ok(None) => break,

@@ -135,6 +135,10 @@ pub struct NamespaceSnapshot {
     /// unknown without the management API); `hopback migrate NS` fixes it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub legacy: Vec<String>,
+    /// Part of this namespace could not be read: the broker refused a permission (the refusal,
+    /// naming it). What was read before the refusal is shown; the rest is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_permission: Option<String>,
     /// Versions, sorted.
     pub versions: Vec<VersionSnapshot>,
     /// DLQ name.

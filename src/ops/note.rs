@@ -35,8 +35,21 @@ pub async fn add(cx: &OpContext, ns: Option<&str>, text: &str) -> Result<NoteRep
             "shorten it, or link to a document",
         ));
     }
+    // The note is the event itself: a ledger that does not take it means nothing happened —
+    // a refusal (a missing permission, exit 3) or a failure, never "the change is real".
     let event = cx
-        .journal_outcome(cx.event(EventKind::Note, ns).reason(text), "the note")
-        .await?;
+        .append(cx.with_via(cx.event(EventKind::Note, ns).reason(text)))
+        .await
+        .map_err(|e| {
+            let message = format!(
+                "the note was not journaled: {}",
+                crate::text::sanitize(&e.message)
+            );
+            if e.refused {
+                OpError::refused(message, e.hint)
+            } else {
+                OpError::failed(message, e.hint)
+            }
+        })?;
     Ok(NoteReport { event })
 }

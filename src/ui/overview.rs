@@ -58,8 +58,17 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     let Some(snap) = &state.snapshot else {
         let text = match &state.conn {
             crate::model::ConnState::Failed { reason } => {
-                format!("cannot connect: {}", sanitize(reason))
+                format!("cannot connect: {} (ctrl-r retries now)", sanitize(reason))
             }
+            crate::model::ConnState::Reconnecting {
+                attempt,
+                last_error,
+                ..
+            } => format!(
+                "connecting to {} … attempt {attempt} failed: {}",
+                sanitize(&state.broker_label()),
+                sanitize(last_error)
+            ),
             _ => format!("connecting to {} …", sanitize(&state.broker_label())),
         };
         return no_table(f, inner, theme, state, text);
@@ -313,7 +322,12 @@ fn no_table(
     state: &AppState,
     text: String,
 ) -> LayoutHints {
-    f.render_widget(Paragraph::new(Span::styled(text, theme.muted)), inner);
+    // Wrapped: a connection failure's cause and hint are read in full, never cut at the edge.
+    f.render_widget(
+        Paragraph::new(Span::styled(text, theme.muted))
+            .wrap(ratatui::widgets::Wrap { trim: false }),
+        inner,
+    );
     LayoutHints {
         table_top: inner.y + 1,
         table_rows: 0,

@@ -78,7 +78,7 @@ impl GateView {
 }
 
 fn mgmt_failure(what: &str, e: MgmtError) -> OpError {
-    if let MgmtError::Unauthorized { .. } = e {
+    if e.is_refusal() {
         return OpError::refused(
             format!("{what}: {}", sanitize(&e.to_string())),
             "the gate is read from the management API: give the user the `monitoring` tag (`rabbitmqctl set_user_tags USER monitoring`) or use a profile whose user has it",
@@ -86,7 +86,7 @@ fn mgmt_failure(what: &str, e: MgmtError) -> OpError {
     }
     OpError::failed(
         format!("{what}: {}", sanitize(&e.to_string())),
-        "the gate is read from the management API: enable rabbitmq_management or fix mgmt_url (`hopback check`)",
+        format!("the gate is read from the management API: {}", e.hint()),
     )
 }
 
