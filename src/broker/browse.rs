@@ -310,6 +310,7 @@ pub fn message_view(
             .as_ref()
             .map(|s| s.as_str().to_string()),
         timestamp: props.timestamp().and_then(|t| i64::try_from(t).ok()),
+        unreadable: crate::broker::headers::unreadable_reason(headers),
     }
 }
 

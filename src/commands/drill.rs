@@ -181,7 +181,9 @@ fn lost_check(result: &DrillResult) -> Result<(), Failure> {
 async fn history(ctx: &Ctx) -> Result<(), Failure> {
     let session = ctx.connect().await?;
     let ledger = Ledger::open(&session, &ctx.cfg).await;
-    let rows = drill::history(&ledger).await?;
+    let rows = drill::history(&ledger).await;
+    super::warn_skipped(&ledger);
+    let rows = rows?;
     session.close().await;
     if ctx.json {
         let v: Vec<_> = rows

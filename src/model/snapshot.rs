@@ -147,6 +147,10 @@ pub struct NamespaceSnapshot {
     pub dead_letters_by_reason: BTreeMap<String, u64>,
     /// How many DLQ messages were inspected to attribute them (may be < depth for huge DLQs).
     pub dead_letters_sampled: Option<u64>,
+    /// Of those, how many have properties the client could not read (shown as unreadable,
+    /// quarantined by a replay).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead_letters_unreadable: u64,
     /// Unrouted queue name.
     pub unrouted: String,
     /// Unrouted depth (> 0 is an alert).
@@ -157,6 +161,10 @@ pub struct NamespaceSnapshot {
     /// Where the unrouted queue lives.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unrouted_placement: Option<Placement>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl NamespaceSnapshot {

@@ -701,6 +701,10 @@ impl AppState {
                 self.absorb_event(&e);
                 Reply::default()
             }
+            OpMsg::LedgerSkipped(what) => {
+                self.ops.feed.warn(&what, self.now_ms);
+                Reply::default()
+            }
             OpMsg::LedgerDown(why) => {
                 self.ops.feed.down = Some(sanitize(&why).into_owned());
                 Reply::default()
