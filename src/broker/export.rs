@@ -94,8 +94,11 @@ pub fn read_export(path: &Path) -> Result<Vec<ExportedMessage>, String> {
     Ok(out)
 }
 
-/// Quiet time after which the export counts the queue as read.
-const EXPORT_IDLE: Duration = Duration::from_millis(1500);
+/// Longest wait for the next message the queue's depth says is there: the broker can take
+/// seconds to send one (a 128 MiB body; headers nested 10,000 deep, which RabbitMQ re-encodes
+/// in time quadratic in the depth), and giving up earlier would export and purge only part of
+/// the queue while saying it was all of it.
+const EXPORT_IDLE: Duration = Duration::from_secs(20);
 
 /// What a purge did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
