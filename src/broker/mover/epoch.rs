@@ -259,7 +259,8 @@ impl Runner<'_> {
 
         loop {
             let state = self.control.state();
-            let done = self.counts.moved + self.counts.parked;
+            // Quarantined messages are done with too (the broker moved them to the parking queue).
+            let done = self.counts.moved + self.counts.parked + self.counts.quarantined;
             let pending = unsynced.0 + unsynced.1 + syncing.0 + syncing.1;
             let acks_pending = acks_msgs;
             let in_flight = window.len() as u64 + batch.len() as u64 + acks_pending + pending;
@@ -611,7 +612,16 @@ impl Runner<'_> {
     /// queue, and record what became of it.
     async fn quarantine(&mut self, session: &Session, position: u64, s: quarantine::Suspect) {
         let digest = quarantine::body_sha256(&s.body);
-        let outcome = match self.try_quarantine(session, &s).await {
+        let started = Instant::now();
+        let result = self.try_quarantine(session, &s).await;
+        tracing::info!(
+            queue = %self.spec.source_queue,
+            position,
+            ok = result.is_ok(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "mover: quarantine of an unreadable message"
+        );
+        let outcome = match result {
             Ok(queue) => {
                 self.counts.quarantined += 1;
                 QuarantineOutcome::Quarantined { queue }
