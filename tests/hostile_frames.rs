@@ -501,3 +501,112 @@ fn the_depth_scan_is_iterative_and_the_parse_bounded() {
         .unwrap();
     handle.join().unwrap();
 }
+
+/// The console in tmux (120×40) over the same hostile messages: the dead-letter view lists
+/// them as unreadable, the inspector says why, a ledger record it cannot read is skipped with a
+/// warning in the status line, and it quits normally (no abort, terminal restored).
+#[tokio::test]
+async fn the_console_shows_unreadable_messages_and_does_not_abort() {
+    let t = TestNs::new("hft", &["v1", "v2"], QueueType::Classic).await;
+    let ns = t.ns.clone();
+    let s = &t.session;
+    let env = Env::new(&ns);
+    let ledger = Ledger::open_stream(s, &t.cfg, &env.stream).await;
+    let bad_id = RawProps {
+        message_id: Some(b"bad\xff".to_vec()),
+        expiration: Some(b"0".to_vec()),
+        ..Default::default()
+    };
+    publish_raw(
+        &format!("{ns}.v1"),
+        vec![deep_message(2_000, true), (bad_id, b"bad body".to_vec())],
+    )
+    .await;
+    publish_raw(&format!("{ns}.dlq"), vec![deep_message(10_000, false)]).await;
+    wait_depth(s, &format!("{ns}.dlq"), 3, 20).await;
+
+    let mut vars: Vec<(&str, String)> = env.vars.clone();
+    vars.push(("HOPBACK_CONFIG", "/nonexistent/hopback-test.toml".into()));
+    vars.push(("TERM", "xterm-256color".into()));
+    if let Ok(url) = std::env::var("HOPBACK_TEST_URL") {
+        vars.push(("HOPBACK_URL", url));
+    }
+    if let Some(mgmt) = common::test_mgmt_override() {
+        vars.push(("HOPBACK_MGMT_URL", mgmt));
+    }
+    let tm = common::tmux::Tmux::start("hostile", &vars);
+    tm.literal(&format!(
+        "{} ; echo EXITED $?",
+        env!("CARGO_BIN_EXE_hopback")
+    ));
+    tm.keys(&["Enter"]);
+    tm.wait(20, "the console", |s| s.contains(&ns));
+    assert!(tm.alternate_on());
+    tm.literal(":ns ");
+    tm.literal(&ns);
+    tm.keys(&["Enter"]);
+    tm.keys(&["d"]);
+    // The console starts with 32 KiB frames; the 10,000-deep headers (~70 KB) do not fit, the
+    // broker's frame error closes that connection, and the console says to try again (new
+    // connections take the broker's frame size) — the big-headers behaviour, unchanged here.
+    let screen = tm.wait(20, "the dead-letter groups", |s| {
+        s.contains("group(s) on this page") || s.contains("larger than this connection's frame")
+    });
+    if !screen.contains("group(s) on this page") {
+        tm.keys(&["Escape"]);
+        tm.keys(&["d"]);
+        tm.wait(20, "the dead-letter groups", |s| {
+            s.contains("group(s) on this page")
+        });
+    }
+    // Both groups (v1: the 2,000-deep one and the bad message_id; ?: the 10,000-deep one)
+    // hold only unreadable messages.
+    for group in 0..2 {
+        if group > 0 {
+            tm.keys(&["Escape"]);
+            tm.wait(10, "the groups again", |s| s.contains("group(s) on this page"));
+            tm.keys(&["j"]);
+        }
+        tm.keys(&["Enter"]);
+        tm.wait(20, "an unreadable message in the list", |s| {
+            s.contains("unreadable (")
+        });
+        tm.keys(&["Enter"]);
+        tm.wait(20, "the inspector", |s| {
+            s.contains("could not be read in full") && s.contains("deep body")
+                || s.contains("bad body")
+        });
+        tm.keys(&["Escape"]);
+    }
+    // A ledger record the console cannot read, arriving live.
+    publish_raw(
+        &env.stream,
+        vec![(
+            RawProps {
+                message_id: Some(b"ev\xfe".to_vec()),
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+        )],
+    )
+    .await;
+    tm.wait(20, "the skipped record's warning", |s| {
+        s.contains("skipped an unreadable record")
+    });
+    tm.keys(&["q"]);
+    let screen = tm.wait(20, "the shell after the console", |s| {
+        s.lines()
+            .any(|l| l.contains("EXITED ") && !l.contains("echo EXITED"))
+    });
+    assert!(
+        screen.contains("EXITED 0"),
+        "the console exited abnormally:\n{screen}"
+    );
+    assert!(!tm.alternate_on(), "still in the alternate screen:\n{screen}");
+    assert!(!screen.contains("panicked"), "{screen}");
+    assert_eq!(depth(s, &format!("{ns}.dlq")).await, 3, "browsing kept them");
+    drop(tm);
+    drop(ledger);
+    let _ = ledger::delete_stream(s, &env.stream).await;
+    t.cleanup().await;
+}

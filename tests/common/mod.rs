@@ -7,6 +7,7 @@
 pub mod proxy;
 pub mod raw;
 pub mod record;
+pub mod tmux;
 
 use std::path::PathBuf;
 use std::sync::Arc;

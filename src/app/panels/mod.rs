@@ -703,7 +703,7 @@ impl AppState {
             }
             OpMsg::LedgerSkipped(what) => {
                 self.ops.feed.warn(&what, self.now_ms);
-                Reply::default()
+                Reply::say(Level::Warn, format!("⚠ {}", sanitize(&what)))
             }
             OpMsg::LedgerDown(why) => {
                 self.ops.feed.down = Some(sanitize(&why).into_owned());
