@@ -213,26 +213,57 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
     }
     wait_depth(s, &dlq, 5, 5).await;
 
-    // Replay (the client engine, which reads every message): the readable ones go home, the
-    // deep ones are moved whole by the broker to NS.parked — never republished.
+    // Replay (the client engine, which reads every message), first with a filter: judged on
+    // what could be read, the 2,000-deep one (x-death says v1) is selected, the 10,000-deep one
+    // (no origin) is not. The readable ones go home; the selected unreadable one is moved whole
+    // by the broker to NS.parked — never republished.
+    let (code, out, err) = run(
+        &[
+            "--json", "dlq", "replay", &ns, "--engine", "client", "--filter", "origin=v1",
+            "--yes",
+        ],
+        &env,
+    );
+    assert_eq!(code, 4, "ran, but not everything reached the target\n{out}\n{err}");
+    assert!(
+        err.contains("1 message(s)") && err.contains("could not be read"),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["counts"]["moved"], 3, "{out}");
+    assert_eq!(doc["counts"]["quarantined"], 1, "{out}");
+    assert_eq!(doc["counts"]["unreadable_left"], 0, "{out}");
+    assert_eq!(doc["counts"]["reconnects"], 0, "{out}");
+    let kinds: Vec<(&str, &str)> = doc["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            assert_eq!(u["queue"], dlq.as_str(), "{out}");
+            (
+                u["outcome"]["kind"].as_str().unwrap(),
+                u["outcome"]["queue"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("quarantined", parked.as_str()), ("not_selected", "")],
+        "{out}"
+    );
+    assert_eq!(depth(s, &dlq).await, 1);
+    // Then all: the one left is quarantined too.
     let (code, out, err) = run(
         &[
             "--json", "dlq", "replay", &ns, "--engine", "client", "--yes",
         ],
         &env,
     );
-    assert_eq!(code, 4, "ran, but not everything reached the target\n{out}\n{err}");
-    assert!(err.contains("2 message(s)") && err.contains("could not be read"), "{err}");
+    assert_eq!(code, 4, "{out}\n{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["counts"]["moved"], 3, "{out}");
-    assert_eq!(doc["counts"]["quarantined"], 2, "{out}");
-    assert_eq!(doc["counts"]["unreadable_left"], 0, "{out}");
-    assert_eq!(doc["counts"]["reconnects"], 0, "{out}");
-    for u in doc["unreadable"].as_array().unwrap() {
-        assert_eq!(u["outcome"]["kind"], "quarantined", "{out}");
-        assert_eq!(u["outcome"]["queue"], parked.as_str(), "{out}");
-        assert_eq!(u["queue"], dlq.as_str(), "{out}");
-    }
+    assert_eq!(doc["counts"]["moved"], 0, "{out}");
+    assert_eq!(doc["counts"]["quarantined"], 1, "{out}");
+    assert_eq!(doc["unreadable"][0]["outcome"]["kind"], "quarantined", "{out}");
     assert_eq!(depth(s, &dlq).await, 0);
     let home: BTreeSet<String> = drain_ids(s, &v1).await.into_iter().map(|(i, _)| i).collect();
     assert_eq!(home, ids("ok", 3).into_iter().collect::<BTreeSet<_>>());

@@ -552,8 +552,9 @@ impl Runner<'_> {
     }
 
     /// What to do with a message whose properties could not be read: never publish it. The
-    /// first time, quarantine it; one met again (the quarantine failed, or left a copy behind)
-    /// is held and reported, so a run never loops on it.
+    /// first time, quarantine it (when it matches the filter, judged on what could be read);
+    /// one met again (the quarantine failed, or left a copy behind) is held and reported, so a
+    /// run never loops on it.
     fn unreadable(&mut self, d: lapin::message::Delivery, reason: String) -> Dispatch {
         let position = self.received.saturating_sub(1);
         let digest = quarantine::body_sha256(&d.data);
@@ -569,11 +570,17 @@ impl Runner<'_> {
             });
         };
         if !self.spec.filter.is_empty() {
-            if self.unreadable_seen.insert(digest.clone(), false).is_none() {
-                note(self, QuarantineOutcome::NotSelected);
+            // Judged on what could be read: a condition on something left out does not match,
+            // so such a message stays where it is.
+            let view = message_view(0, &d.properties, d.data.clone(), body_len, d.redelivered);
+            if !self.spec.filter.matches(&self.spec.namespace, &view) {
+                if !self.unreadable_seen.contains_key(&digest) {
+                    self.unreadable_seen.insert(digest.clone(), false);
+                    note(self, QuarantineOutcome::NotSelected);
+                }
+                self.counts.skipped_by_filter += 1;
+                return Dispatch::Held(d.acker);
             }
-            self.counts.skipped_by_filter += 1;
-            return Dispatch::Held(d.acker);
         }
         let why = match (
             self.unreadable_seen.get(&digest),

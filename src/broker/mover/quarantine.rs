@@ -47,7 +47,7 @@ pub enum QuarantineOutcome {
         /// Why (raw; shown through `crate::text`).
         why: String,
     },
-    /// A filtered move cannot tell whether it matches: left where it is.
+    /// It does not match the move's filter (judged on what could be read): left where it is.
     NotSelected,
 }
 
@@ -76,7 +76,9 @@ impl UnreadableMessage {
                 format!("quarantined in `{}`", sanitize(queue))
             }
             QuarantineOutcome::Left { why } => format!("left in place: {}", sanitize(why)),
-            QuarantineOutcome::NotSelected => "left in place (a filter cannot read it)".into(),
+            QuarantineOutcome::NotSelected => {
+                "left in place (not selected by the filter, judged on what could be read)".into()
+            }
         };
         format!(
             "unreadable message at position {} of `{}` ({}; {} bytes, body sha256 {}…): {outcome}",
