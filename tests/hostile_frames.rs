@@ -72,7 +72,10 @@ fn run(args: &[&str], env: &Env) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     );
     let Some(code) = out.status.code() else {
-        panic!("{args:?} was killed by a signal ({:?})\n{stderr}", out.status);
+        panic!(
+            "{args:?} was killed by a signal ({:?})\n{stderr}",
+            out.status
+        );
     };
     assert_ne!(code, 134, "{args:?} aborted\n{stderr}");
     assert!(
@@ -129,10 +132,15 @@ async fn deep_dead_letters(s: &hopback::broker::session::Session, ns: &str, befo
 }
 
 /// Everything in `queue`, consumed and removed: (body, why its properties are unreadable).
-async fn take_all(session: &hopback::broker::session::Session, queue: &str) -> Vec<(Vec<u8>, Option<String>)> {
+async fn take_all(
+    session: &hopback::broker::session::Session,
+    queue: &str,
+) -> Vec<(Vec<u8>, Option<String>)> {
     let n = depth(session, queue).await as usize;
     let ch = session.channel().await.unwrap();
-    ch.basic_qos(1000, BasicQosOptions::default()).await.unwrap();
+    ch.basic_qos(1000, BasicQosOptions::default())
+        .await
+        .unwrap();
     let mut consumer = ch
         .basic_consume(
             queue.into(),
@@ -219,12 +227,22 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
     // by the broker to NS.parked — never republished.
     let (code, out, err) = run(
         &[
-            "--json", "dlq", "replay", &ns, "--engine", "client", "--filter", "origin=v1",
+            "--json",
+            "dlq",
+            "replay",
+            &ns,
+            "--engine",
+            "client",
+            "--filter",
+            "origin=v1",
             "--yes",
         ],
         &env,
     );
-    assert_eq!(code, 4, "ran, but not everything reached the target\n{out}\n{err}");
+    assert_eq!(
+        code, 4,
+        "ran, but not everything reached the target\n{out}\n{err}"
+    );
     assert!(
         err.contains("1 message(s)") && err.contains("could not be read"),
         "{err}"
@@ -263,16 +281,27 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["counts"]["moved"], 0, "{out}");
     assert_eq!(doc["counts"]["quarantined"], 1, "{out}");
-    assert_eq!(doc["unreadable"][0]["outcome"]["kind"], "quarantined", "{out}");
+    assert_eq!(
+        doc["unreadable"][0]["outcome"]["kind"], "quarantined",
+        "{out}"
+    );
     assert_eq!(depth(s, &dlq).await, 0);
-    let home: BTreeSet<String> = drain_ids(s, &v1).await.into_iter().map(|(i, _)| i).collect();
+    let home: BTreeSet<String> = drain_ids(s, &v1)
+        .await
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(home, ids("ok", 3).into_iter().collect::<BTreeSet<_>>());
     let mut in_parked: Vec<(Vec<u8>, Option<String>)> = take_all(s, &parked).await;
     in_parked.sort();
     assert_eq!(in_parked.len(), 2, "nothing lost, nothing twice");
     for ((b, why), d) in in_parked.iter().zip([10_000, 2_000]) {
         assert_eq!(b, format!("deep body {d}").as_bytes());
-        assert!(why.as_deref().is_some_and(|w| w.contains("nested deeper than 64")), "{why:?}");
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains("nested deeper than 64")),
+            "{why:?}"
+        );
     }
 
     // Purge: exported (body + reason), then removed; the export cannot be re-imported as if
@@ -301,7 +330,10 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
         .iter()
         .map(|l| {
             assert!(
-                l["unreadable"].as_str().unwrap().contains("nested deeper than 64"),
+                l["unreadable"]
+                    .as_str()
+                    .unwrap()
+                    .contains("nested deeper than 64"),
                 "{l}"
             );
             String::from_utf8(
@@ -383,7 +415,10 @@ async fn a_drain_meets_a_non_utf8_message_id_once_and_quarantines_it() {
     assert_eq!(u["queue"], v2.as_str(), "{out}");
     assert_eq!(u["position"], 100, "{out}");
     assert!(
-        u["reason"].as_str().unwrap().contains("`message_id` is not UTF-8"),
+        u["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`message_id` is not UTF-8"),
         "{out}"
     );
     assert_eq!(u["outcome"]["queue"], parked.as_str(), "{out}");
@@ -392,7 +427,12 @@ async fn a_drain_meets_a_non_utf8_message_id_once_and_quarantines_it() {
     let got = drain_ids(s, &v1).await;
     let counts: HashMap<String, usize> = counts(&got);
     assert_eq!(got.len(), 200, "{} delivered", got.len());
-    assert_eq!(counts.len(), 200, "duplicates: {}", got.len() - counts.len());
+    assert_eq!(
+        counts.len(),
+        200,
+        "duplicates: {}",
+        got.len() - counts.len()
+    );
     let want: BTreeSet<String> = before.iter().chain(&after).cloned().collect();
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), want);
     assert_eq!(depth(s, &v2).await, 0);
@@ -431,7 +471,11 @@ async fn an_unreadable_ledger_record_is_skipped_with_a_warning() {
     let ledger = Ledger::open_stream(&t.session, &t.cfg, &env.stream).await;
     assert!(ledger.is_stream());
     let before = ledger
-        .append(ledger.event(EventKind::Note, Some(&ns)).reason("written before"))
+        .append(
+            ledger
+                .event(EventKind::Note, Some(&ns))
+                .reason("written before"),
+        )
         .await
         .unwrap();
     // Two records a client cannot read: an event body under a non-UTF-8 message_id, and one
@@ -464,7 +508,11 @@ async fn an_unreadable_ledger_record_is_skipped_with_a_warning() {
     )
     .await;
     ledger
-        .append(ledger.event(EventKind::Note, Some(&ns)).reason("written after"))
+        .append(
+            ledger
+                .event(EventKind::Note, Some(&ns))
+                .reason("written after"),
+        )
         .await
         .unwrap();
 
@@ -494,7 +542,9 @@ async fn an_unreadable_ledger_record_is_skipped_with_a_warning() {
             "{args:?}: {err}"
         );
     }
-    ledger::delete_stream(&t.session, &env.stream).await.unwrap();
+    ledger::delete_stream(&t.session, &env.stream)
+        .await
+        .unwrap();
     t.cleanup().await;
 }
 
@@ -521,7 +571,9 @@ fn the_depth_scan_is_iterative_and_the_parse_bounded() {
             let ok = nested_table(MAX_NESTING_DEPTH);
             assert_eq!(scan_field_table(&ok, MAX_NESTING_DEPTH), Ok(ok.len()));
             assert!(parse_field_table(&ok[..]).is_ok());
-            assert!(scan_field_table(&nested_table(MAX_NESTING_DEPTH + 1), MAX_NESTING_DEPTH).is_err());
+            assert!(
+                scan_field_table(&nested_table(MAX_NESTING_DEPTH + 1), MAX_NESTING_DEPTH).is_err()
+            );
         })
         .unwrap();
     handle.join().unwrap();
@@ -589,7 +641,9 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
     for group in 0..2 {
         if group > 0 {
             tm.keys(&["Escape"]);
-            tm.wait(10, "the groups again", |s| s.contains("group(s) on this page"));
+            tm.wait(10, "the groups again", |s| {
+                s.contains("group(s) on this page")
+            });
             tm.keys(&["j"]);
         }
         tm.keys(&["Enter"]);
@@ -627,9 +681,16 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
         screen.contains("EXITED 0"),
         "the console exited abnormally:\n{screen}"
     );
-    assert!(!tm.alternate_on(), "still in the alternate screen:\n{screen}");
+    assert!(
+        !tm.alternate_on(),
+        "still in the alternate screen:\n{screen}"
+    );
     assert!(!screen.contains("panicked"), "{screen}");
-    assert_eq!(depth(s, &format!("{ns}.dlq")).await, 3, "browsing kept them");
+    assert_eq!(
+        depth(s, &format!("{ns}.dlq")).await,
+        3,
+        "browsing kept them"
+    );
     drop(tm);
     drop(ledger);
     let _ = ledger::delete_stream(s, &env.stream).await;

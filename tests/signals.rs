@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestNs;
-use common::tmux::Tmux;
 use common::record::{self, Outcome};
+use common::tmux::Tmux;
 use dlq_helpers::*;
 use hopback::broker::topology::QueueType;
 

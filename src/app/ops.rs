@@ -28,7 +28,7 @@ use crate::broker::stats::browse_guard;
 use crate::config::Config;
 use crate::drill::DrillHandle;
 use crate::ledger::projection::{Timeline, TimelineFilter};
-use crate::ledger::{Live, Ledger, StreamStart};
+use crate::ledger::{Ledger, Live, StreamStart};
 use crate::model::deadletter::export_document;
 use crate::ops::purge::{self, PreparedPurge};
 use crate::ops::replay::{self, Destination, ReplayControl, ReplayRequest, Selection, Source};

@@ -75,9 +75,10 @@ pub fn read_export(path: &Path) -> Result<Vec<ExportedMessage>, String> {
         let properties: lapin::BasicProperties =
             serde_json::from_value(doc["amqp_properties"].clone())
                 .map_err(|e| format!("line {n}: amqp_properties: {e}"))?;
-        let unreadable = doc["unreadable"].as_str().map(str::to_string).or_else(|| {
-            crate::broker::headers::unreadable_reason(properties.headers().as_ref())
-        });
+        let unreadable = doc["unreadable"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| crate::broker::headers::unreadable_reason(properties.headers().as_ref()));
         if let Some(why) = unreadable {
             return Err(format!(
                 "line {n}: its properties could not be read when it was exported ({}), so it cannot be republished as it was; remove the line to import the rest",

@@ -34,8 +34,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 pub use event::{Event, EventKind, Outcome};
-pub use subscription::{Live, Subscription};
 use subscription::*;
+pub use subscription::{Live, Subscription};
 
 use crate::broker::amqp::{self, BasicProperties, Confirm, Consumer, Publisher, Received};
 use crate::broker::session::{BrokerError, Session};

@@ -155,7 +155,8 @@ impl RawPublisher {
                 .to_string()
         };
         let sock = TcpStream::connect(super::test_host_port()).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut p = RawPublisher {
             sock,
             frame_max: 131_072,

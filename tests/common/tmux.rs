@@ -86,4 +86,3 @@ impl Drop for Tmux {
         tmux(&["kill-session", "-t", &self.session]);
     }
 }
-

@@ -492,33 +492,35 @@ impl Runner<'_> {
             consume_ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
         )
         .await;
-        if let Some((acker, position, s)) = suspect.take() {
-            if lost.is_none() && fatal_error.is_none() && self.control.state() != RunState::Stopped
-            {
-                // Back in the source, ahead of everything still held on this channel (kept
-                // unacked until the quarantine is over, so the broker hands out this one next).
-                let put_back = matches!(
-                    tokio::time::timeout(
-                        CALL_TIMEOUT,
-                        acker.nack(lapin::options::BasicNackOptions {
-                            multiple: false,
-                            requeue: true,
-                        })
-                    )
-                    .await,
-                    Ok(Ok(true))
-                );
-                if put_back {
-                    self.quarantine(session, position, s).await;
-                    self.progressed = true;
-                    if finish.is_none() {
-                        self.again = true;
-                    }
-                } else {
-                    lost.get_or_insert(BrokerError::Other(
-                        "could not put an unreadable message back to quarantine it".into(),
-                    ));
+        // A stopped or broken run leaves it in the source (the channel's close puts it back).
+        if let Some((acker, position, s)) = suspect.take()
+            && lost.is_none()
+            && fatal_error.is_none()
+            && self.control.state() != RunState::Stopped
+        {
+            // Back in the source, ahead of everything still held on this channel (kept unacked
+            // until the quarantine is over, so the broker hands out this one next).
+            let put_back = matches!(
+                tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    acker.nack(lapin::options::BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                )
+                .await,
+                Ok(Ok(true))
+            );
+            if put_back {
+                self.quarantine(session, position, s).await;
+                self.progressed = true;
+                if finish.is_none() {
+                    self.again = true;
                 }
+            } else {
+                lost.get_or_insert(BrokerError::Other(
+                    "could not put an unreadable message back to quarantine it".into(),
+                ));
             }
         }
         drop(held);

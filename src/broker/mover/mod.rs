@@ -54,9 +54,7 @@ use crate::topology::Namespace;
 mod epoch;
 mod quarantine;
 
-pub use quarantine::{
-    QUARANTINE_SHOVEL_PREFIX, QuarantineOutcome, UnreadableMessage, body_sha256,
-};
+pub use quarantine::{QUARANTINE_SHOVEL_PREFIX, QuarantineOutcome, UnreadableMessage, body_sha256};
 
 /// Default prefetch of the source consumer (tuned with `scripts/bench`: docs/performance.md §6).
 /// Lowered for large messages by [`sized_prefetch`].

@@ -133,12 +133,7 @@ impl Quarantine<'_> {
     /// Move the suspect from the source to the parking queue through the holding queue.
     /// `Err` says where it is instead (the source, or the holding queue) and why.
     pub(super) async fn run(&self, suspect: &Suspect) -> Result<(), String> {
-        let stays = |why: String| {
-            format!(
-                "{why}; it stays in `{}`",
-                sanitize(self.source)
-            )
-        };
+        let stays = |why: String| format!("{why}; it stays in `{}`", sanitize(self.source));
         crate::broker::amqp::declare_queue(
             self.session,
             "queue.declare (quarantine holding queue)",
@@ -157,7 +152,10 @@ impl Quarantine<'_> {
                 _ => self.held_there(&why),
             });
         }
-        let same = self.is_suspect(suspect).await.map_err(|why| self.held_there(&why))?;
+        let same = self
+            .is_suspect(suspect)
+            .await
+            .map_err(|why| self.held_there(&why))?;
         if same {
             self.one_message(2, &self.holding, self.park, 0)
                 .await
