@@ -356,6 +356,73 @@ mod test {
         assert!(parse_frame(&f[..]).is_err());
     }
 
+    /// The cost of the check, against the plain parse of the same typical properties
+    /// (`cargo test -p amq-protocol --release -- --ignored --nocapture check_cost`).
+    #[test]
+    #[ignore]
+    fn check_cost() {
+        use crate::types::{AMQPValue, FieldArray, FieldTable, LongString};
+        let mut death = FieldTable::default();
+        for (k, v) in [
+            ("queue", "email.v2"),
+            ("reason", "rejected"),
+            ("exchange", "email"),
+        ] {
+            death.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+        }
+        death.insert("count".into(), AMQPValue::LongLongInt(1));
+        death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
+        death.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::LongString(
+                LongString::from("email.v2"),
+            )])),
+        );
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+        );
+        headers.insert(
+            "x-first-death-queue".into(),
+            AMQPValue::LongString(LongString::from("email.v2")),
+        );
+        let props = basic::AMQPProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id("0b9a3a4e-1f7c-4e55-9d0a-8f1f5b8f2c11".into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        let mut buf = vec![0u8; 4096];
+        let n = match cookie_factory::r#gen(basic::gen_properties(&props), &mut buf[..]) {
+            Ok((_, n)) => n as usize,
+            Err(e) => unreachable!("{e:?}"),
+        };
+        let bytes = &buf[..n];
+        assert_eq!(parse_properties_or_marker(bytes).map(|(_, p)| p), Ok(props));
+        // Alternating batches, the fastest of each kept: the box may be busy.
+        let rounds = 20_000u32;
+        let time = |f: &dyn Fn() -> bool| {
+            let t = std::time::Instant::now();
+            for _ in 0..rounds {
+                assert!(f());
+            }
+            t.elapsed().as_nanos() as f64 / f64::from(rounds)
+        };
+        let (mut plain, mut checked) = (f64::MAX, f64::MAX);
+        for _ in 0..15 {
+            plain = plain.min(time(&|| {
+                parse_properties(std::hint::black_box(bytes)).is_ok()
+            }));
+            checked = checked.min(time(&|| {
+                parse_properties_or_marker(std::hint::black_box(bytes)).is_ok()
+            }));
+        }
+        println!(
+            "{n}-byte properties: parse {plain:.0} ns, check + parse {checked:.0} ns ({:.2}x)",
+            checked / plain
+        );
+    }
+
     #[test]
     fn test_parse_declare_queue_frame() {
         let frame = AMQPFrame::Method(

@@ -57,10 +57,53 @@ const FIELDS: [(&str, Kind); 14] = [
 
 /// Check the encoded basic properties in `bytes` (flags first) without recursion.
 pub(crate) fn check_properties(bytes: &[u8]) -> Checked {
+    if readable(bytes) {
+        Checked::Readable
+    } else {
+        Checked::Unreadable(salvage(bytes))
+    }
+}
+
+/// Can the generated parser read all of these properties? One pass, no allocation.
+fn readable(bytes: &[u8]) -> bool {
+    let Some(flags) = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return false;
+    };
+    let mut pos = 2usize;
+    for (bit, (_, kind)) in FIELDS.iter().enumerate() {
+        if flags & (1 << (15 - bit)) == 0 {
+            continue;
+        }
+        let rest = &bytes[pos.min(bytes.len())..];
+        let taken = match kind {
+            Kind::Short => {
+                let n = rest.first().map(|n| usize::from(*n));
+                match n.and_then(|n| rest.get(1..1 + n)) {
+                    Some(raw) if std::str::from_utf8(raw).is_ok() => 1 + raw.len(),
+                    _ => return false,
+                }
+            }
+            Kind::Octet => 1,
+            Kind::Long64 => 8,
+            Kind::Table => match scan::scan_field_table(rest, MAX_NESTING_DEPTH) {
+                Ok(n) => n,
+                Err(_) => return false,
+            },
+        };
+        if taken > rest.len() {
+            return false;
+        }
+        pos += taken;
+    }
+    true
+}
+
+/// What can be read of properties [`readable`] refused, marked with what could not.
+fn salvage(bytes: &[u8]) -> AMQPProperties {
     let mut problems: Vec<String> = Vec::new();
     let mut props = AMQPProperties::default();
     let Some(flags) = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-        return Checked::Unreadable(marked(props, &["the property flags are missing".into()]));
+        return marked(props, &["the property flags are missing".into()]);
     };
     let mut pos = 2usize;
     for (bit, (name, kind)) in FIELDS.iter().enumerate() {
@@ -122,10 +165,10 @@ pub(crate) fn check_properties(bytes: &[u8]) -> Checked {
         }
     }
     if problems.is_empty() {
-        Checked::Readable
-    } else {
-        Checked::Unreadable(marked(props, &problems))
+        // Not expected (`readable` said otherwise); say so rather than pass it as whole.
+        problems.push("the properties could not be parsed".into());
     }
+    marked(props, &problems)
 }
 
 /// A short string at the start of `input`: (bytes taken, the string if it is UTF-8).
