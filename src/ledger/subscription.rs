@@ -154,9 +154,14 @@ impl Subscription {
                     if let Some(e) = pending.pop_front() {
                         return Ok(Some(Live::Event(Box::new(e))));
                     }
-                    let new = read_file_from(path, offset).map_err(|e| {
-                        LedgerError::new(format!("ledger: cannot read {}: {e}", path.display()), "")
-                    })?;
+                    let skipped = &self.skipped;
+                    let new = read_file_from(path, offset, &mut |r| note_skipped(skipped, r))
+                        .map_err(|e| {
+                            LedgerError::new(
+                                format!("ledger: cannot read {}: {e}", path.display()),
+                                "",
+                            )
+                        })?;
                     let from = self.from;
                     pending.extend(new.into_iter().filter(|e| from.admits(e)));
                     if pending.is_empty() {
@@ -272,7 +277,11 @@ impl Subscription {
 }
 
 /// Read complete lines of the JSONL file from `offset`, advancing it past them.
-pub(super) fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<Event>> {
+pub(super) fn read_file_from(
+    path: &Path,
+    offset: &mut u64,
+    skipped: &mut dyn FnMut(SkippedRecord),
+) -> std::io::Result<Vec<Event>> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -295,7 +304,14 @@ pub(super) fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<V
                 e.author = Some(crate::ledger::event::LOCAL_FILE_AUTHOR.into());
                 out.push(e)
             }
-            Err(err) => tracing::warn!("ledger file: skipping an undecodable line: {err}"),
+            Err(err) => skipped(SkippedRecord {
+                offset: None,
+                why: format!(
+                    "line at byte {} of {} is not a hopback event ({err})",
+                    *offset - n as u64,
+                    path.display()
+                ),
+            }),
         }
         if out.len() >= FILE_BATCH {
             break; // bounded memory: the rest is read on the next call
