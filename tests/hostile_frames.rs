@@ -87,9 +87,14 @@ fn run(args: &[&str], env: &Env) -> (i32, String, String) {
 
 /// Publish raw messages to `queue` through the default exchange (blocking socket, own thread).
 async fn publish_raw(queue: &str, messages: Vec<(RawProps, Vec<u8>)>) {
-    let q = queue.to_string();
+    publish_raw_to(&common::test_url(), queue, messages).await;
+}
+
+/// [`publish_raw`] on the broker and vhost of `url`.
+async fn publish_raw_to(url: &str, queue: &str, messages: Vec<(RawProps, Vec<u8>)>) {
+    let (q, url) = (queue.to_string(), url.to_string());
     tokio::task::spawn_blocking(move || {
-        let mut p = RawPublisher::connect();
+        let mut p = RawPublisher::connect_to(&url);
         for (props, body) in &messages {
             p.publish("", &q, props, body);
         }
@@ -696,4 +701,96 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
     drop(ledger);
     let _ = ledger::delete_stream(s, &env.stream).await;
     t.cleanup().await;
+}
+
+/// A management API call for the test (guest, the test broker's API): panics unless 2xx.
+async fn mgmt(method: reqwest::Method, path: &str, body: Option<serde_json::Value>) {
+    let mut r = reqwest::Client::new()
+        .request(method, format!("{}{path}", common::test_mgmt_url()))
+        .basic_auth("guest", Some("guest"));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+}
+
+/// In a vhost of its own (named with a `/`, which a shovel URI must percent-encode — a bare
+/// `amqp://` would mean the default vhost): the quarantine's shovels find the source and the
+/// parking queue there.
+#[tokio::test]
+async fn a_quarantine_happens_in_the_moves_own_vhost() {
+    let vhost = format!("{}/q", common::unique_ns("hfv"));
+    let enc = percent_encoding::utf8_percent_encode(&vhost, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    mgmt(reqwest::Method::PUT, &format!("/api/vhosts/{enc}"), None).await;
+    mgmt(
+        reqwest::Method::PUT,
+        &format!("/api/permissions/{enc}/guest"),
+        Some(serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"})),
+    )
+    .await;
+    let base = url::Url::parse(&common::test_url()).unwrap();
+    let url = format!(
+        "amqp://guest:guest@{}:{}/{enc}",
+        base.host_str().unwrap_or("127.0.0.1"),
+        base.port().unwrap_or(5672)
+    );
+    let ns = common::unique_ns("hfv");
+    let mut env = Env::new(&ns);
+    env.vars.push(("HOPBACK_URL", url.clone()));
+    env.vars.push(("HOPBACK_MGMT_URL", common::test_mgmt_url()));
+    let (code, _, err) = run(&["init", &ns, "--versions", "v1,v2"], &env);
+    assert_eq!(code, 0, "{err}");
+    let task = |i: usize| {
+        (
+            RawProps {
+                message_id: Some(format!("task-{i}").into_bytes()),
+                ..Default::default()
+            },
+            body(&format!("task-{i}")),
+        )
+    };
+    let mut messages: Vec<(RawProps, Vec<u8>)> = (0..10).map(task).collect();
+    messages.push((
+        RawProps {
+            message_id: Some(b"bad\xff".to_vec()),
+            ..Default::default()
+        },
+        b"the bad task".to_vec(),
+    ));
+    messages.extend((10..20).map(task));
+    publish_raw_to(&url, &format!("{ns}.v2"), messages).await;
+
+    let (code, out, err) = run(
+        &[
+            "--json", "dlq", "replay", &ns, "--from", "v2", "--to", "v1", "--yes",
+        ],
+        &env,
+    );
+    assert_eq!(code, 4, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["counts"]["moved"], 20, "{out}");
+    assert_eq!(doc["counts"]["quarantined"], 1, "{out}");
+    assert_eq!(doc["unreadable"][0]["position"], 10, "{out}");
+
+    let cfg = hopback::config::resolve(
+        hopback::config::raw::RawConfig::default(),
+        &std::path::PathBuf::from("/nonexistent/hopback-test.toml"),
+        false,
+        &hopback::config::Overrides {
+            url: Some(url.clone()),
+            mgmt_url: Some(common::test_mgmt_url()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = common::connect(&cfg, "test").await;
+    assert_eq!(depth(&s, &format!("{ns}.v1")).await, 20);
+    assert_eq!(depth(&s, &format!("{ns}.v2")).await, 0);
+    let parked = take_all(&s, &format!("{ns}.parked")).await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].0, b"the bad task");
+    s.close().await;
+    mgmt(reqwest::Method::DELETE, &format!("/api/vhosts/{enc}"), None).await;
 }

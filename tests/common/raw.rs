@@ -136,7 +136,12 @@ fn method(class: u16, id: u16, args: &[u8]) -> Vec<u8> {
 impl RawPublisher {
     /// Connect and log in with the test broker's URL (`common::test_url`).
     pub fn connect() -> Self {
-        let url = url::Url::parse(&super::test_url()).unwrap();
+        Self::connect_to(&super::test_url())
+    }
+
+    /// Connect and log in with `url` (user, password, host, port and vhost from it).
+    pub fn connect_to(url: &str) -> Self {
+        let url = url::Url::parse(url).unwrap();
         let user = percent_encoding::percent_decode_str(url.username())
             .decode_utf8()
             .unwrap()
@@ -154,7 +159,12 @@ impl RawPublisher {
                 .unwrap()
                 .to_string()
         };
-        let sock = TcpStream::connect(super::test_host_port()).unwrap();
+        let sock = TcpStream::connect(format!(
+            "{}:{}",
+            url.host_str().unwrap_or("127.0.0.1"),
+            url.port().unwrap_or(5672)
+        ))
+        .unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         let mut p = RawPublisher {
