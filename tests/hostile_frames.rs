@@ -794,3 +794,61 @@ async fn a_quarantine_happens_in_the_moves_own_vhost() {
     s.close().await;
     mgmt(reqwest::Method::DELETE, &format!("/api/vhosts/{enc}"), None).await;
 }
+
+/// When the broker cannot move it (here: the management API the shovels are declared through is
+/// unreachable), the message stays in the source, is reported once, and the move neither loops
+/// on it nor republishes anything twice.
+#[tokio::test]
+async fn an_unreadable_message_the_broker_cannot_move_is_left_and_reported_once() {
+    let t = TestNs::new("hfn", &["v1", "v2"], QueueType::Quorum).await;
+    let ns = t.ns.clone();
+    let s = &t.session;
+    let (v1, v2) = (format!("{ns}.v1"), format!("{ns}.v2"));
+    let mut env = Env::new(&ns);
+    // Nothing listens on port 9 (discard): every management call fails at once.
+    env.vars
+        .push(("HOPBACK_MGMT_URL", "http://127.0.0.1:9".into()));
+    publish(s, &v2, &ids("a", 10), &body, None, false).await;
+    publish_raw(
+        &v2,
+        vec![(
+            RawProps {
+                message_id: Some(b"bad\xff".to_vec()),
+                ..Default::default()
+            },
+            b"the bad task".to_vec(),
+        )],
+    )
+    .await;
+    publish(s, &v2, &ids("b", 10), &body, None, false).await;
+    wait_depth(s, &v2, 21, 10).await;
+    let (code, out, err) = run(
+        &[
+            "--json", "dlq", "replay", &ns, "--from", "v2", "--to", "v1", "--yes",
+        ],
+        &env,
+    );
+    assert_eq!(code, 4, "{out}\n{err}");
+    assert!(err.contains("1 left in place"), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["counts"]["moved"], 20, "{out}");
+    assert_eq!(doc["counts"]["quarantined"], 0, "{out}");
+    assert_eq!(doc["counts"]["unreadable_left"], 1, "{out}");
+    assert_eq!(doc["counts"]["reconnects"], 0, "{out}");
+    let listed = doc["unreadable"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "reported once: {out}");
+    assert_eq!(listed[0]["outcome"]["kind"], "left", "{out}");
+    assert!(
+        listed[0]["outcome"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("refused the shovel"),
+        "{out}"
+    );
+    let got = drain_ids(s, &v1).await;
+    assert_eq!(got.len(), 20);
+    assert_eq!(counts(&got).len(), 20, "nothing twice");
+    assert_eq!(depth(s, &v2).await, 1, "the bad one stays in the source");
+    let _ = ledger::delete_stream(s, &env.stream).await;
+    t.cleanup().await;
+}
