@@ -56,7 +56,9 @@ pub enum QuarantineOutcome {
 pub struct UnreadableMessage {
     /// The source queue it was met in.
     pub queue: String,
-    /// 0-based: how many messages this move had read from the source before it.
+    /// 0-based: how many deliveries this move had read from the source before it — on its first
+    /// pass, its position in the source when the move started (redeliveries after a reconnect
+    /// count too).
     pub position: u64,
     /// What the parser left out (raw; shown through `crate::text`).
     pub reason: String,
