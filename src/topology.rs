@@ -151,6 +151,11 @@ impl Namespace {
         move_exchange(&self.entry, move_id)
     }
 
+    /// Where a move quarantines a message it cannot read: the parking queue.
+    pub fn quarantine_queue(&self) -> String {
+        self.parked.clone()
+    }
+
     /// The broker engine's "to origin" router: a headers exchange that sends a dead letter to the
     /// version queue named by its `x-first-death-queue` (`ENTRY.replay-origin`).
     pub fn origin_router(&self) -> String {
@@ -358,6 +363,13 @@ mod origin {
     pub(super) fn keyed_router(entry: &str) -> String {
         format!("{entry}.replay-origin-keyed")
     }
+}
+
+/// The holding queue of one quarantine (a move's run `token`) in front of the parking queue
+/// `parked`: `PARKED.quarantine-TOKEN`. The broker moves an unreadable message there first so
+/// the mover can check it is the one it met before it goes on to `parked`.
+pub fn quarantine_holding(parked: &str, token: &str) -> String {
+    format!("{parked}.quarantine-{token}")
 }
 
 #[cfg(test)]

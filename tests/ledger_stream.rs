@@ -139,7 +139,16 @@ async fn file_fallback_appends_reads_and_follows() {
             f.write_all(b"{not json\n").unwrap();
         })
         .unwrap();
+    let _ = l.take_skipped();
     assert_eq!(l.read(StreamStart::First).await.unwrap().len(), 2);
+    // … and named, for the reader's warning.
+    let skipped = l.take_skipped();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].describe().contains("is not a hopback event"),
+        "{}",
+        skipped[0].describe()
+    );
 }
 
 #[tokio::test]

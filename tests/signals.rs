@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::TestNs;
 use common::record::{self, Outcome};
+use common::tmux::Tmux;
 use dlq_helpers::*;
 use hopback::broker::topology::QueueType;
 
@@ -197,89 +198,7 @@ async fn cli_replay_stops_consistently_on_sighup_and_resumes() {
     cli_replay_stopped_by(libc::SIGHUP, "SIGHUP").await;
 }
 
-// ── the console in tmux ──
-
-struct Tmux {
-    session: String,
-}
-
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux").args(args).output().expect("tmux");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Tmux {
-    /// A detached 120×40 session running a shell with `HOPBACK_*` set for the test.
-    fn start(name: &str, env: &[(&str, String)]) -> Self {
-        let session = format!(
-            "hb-{name}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let mut cmd = Command::new("tmux");
-        cmd.args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "40"]);
-        for (k, v) in env {
-            cmd.args(["-e", &format!("{k}={v}")]);
-        }
-        cmd.args(["sh"]);
-        let st = cmd.status().expect("tmux");
-        assert!(st.success());
-        let t = Self { session };
-        t.keys(&["export PS1='READY$ '", "Enter"]);
-        t
-    }
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", &self.session];
-        args.extend_from_slice(keys);
-        tmux(&args);
-    }
-    fn literal(&self, text: &str) {
-        tmux(&["send-keys", "-t", &self.session, "-l", text]);
-    }
-    fn screen(&self) -> String {
-        tmux(&["capture-pane", "-p", "-t", &self.session])
-    }
-    fn alternate_on(&self) -> bool {
-        tmux(&["display", "-p", "-t", &self.session, "#{alternate_on}"]).trim() == "1"
-    }
-    fn pane_pid(&self) -> u32 {
-        tmux(&["display", "-p", "-t", &self.session, "#{pane_pid}"])
-            .trim()
-            .parse()
-            .unwrap()
-    }
-    fn resize(&self, x: u32, y: u32) {
-        tmux(&[
-            "resize-window",
-            "-t",
-            &self.session,
-            "-x",
-            &x.to_string(),
-            "-y",
-            &y.to_string(),
-        ]);
-    }
-    /// Wait until the screen satisfies `f`.
-    fn wait(&self, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if f(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {secs} s for {what}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        tmux(&["kill-session", "-t", &self.session]);
-    }
-}
+// ── the console in tmux (`common::tmux`) ──
 
 /// The pid of the `hopback` process the pane's shell runs.
 fn hopback_pid(shell_pid: u32) -> Option<u32> {

@@ -518,6 +518,7 @@ fn dead(position: u64, body: Vec<u8>, origin: &str, reason: Reason) -> MessageVi
         message_id: Some(format!("id-{position}\x1b[6n")),
         content_type: Some("application/json".into()),
         timestamp: None,
+        unreadable: None,
         digest: Some(Digest([position as u8; 32])),
     }
 }

@@ -28,7 +28,7 @@ use crate::broker::stats::browse_guard;
 use crate::config::Config;
 use crate::drill::DrillHandle;
 use crate::ledger::projection::{Timeline, TimelineFilter};
-use crate::ledger::{Ledger, StreamStart};
+use crate::ledger::{Ledger, Live, StreamStart};
 use crate::model::deadletter::export_document;
 use crate::ops::purge::{self, PreparedPurge};
 use crate::ops::replay::{self, Destination, ReplayControl, ReplayRequest, Selection, Source};
@@ -210,7 +210,10 @@ impl OpsRunner {
                         let mut rx = sub.into_channel();
                         while let Some(r) = rx.recv().await {
                             match r {
-                                Ok(e) => me.send(OpMsg::Ledger(Box::new(e))).await,
+                                Ok(Live::Event(e)) => me.send(OpMsg::Ledger(e)).await,
+                                Ok(Live::Skipped(r)) => {
+                                    me.send(OpMsg::LedgerSkipped(r.describe())).await
+                                }
                                 Err(f) => {
                                     me.send(OpMsg::LedgerDown(ledger_text(&f))).await;
                                     break;
@@ -670,7 +673,7 @@ impl OpsRunner {
                 }
                 (
                     summary,
-                    matches!(report.stop, StopReason::Failed(_)),
+                    matches!(report.stop, StopReason::Failed(_)) || report.unreadable_met() > 0,
                     report.event.as_ref().map(|e| e.id.to_string()),
                 )
             }
@@ -722,9 +725,11 @@ impl OpsRunner {
             since: None,
             max_entries: TIMELINE_LOAD_MAX,
         });
-        l.fold(StreamStart::First, |e| t.push(&e))
-            .await
-            .map_err(|f| Failed::from(ledger_text(&f)))?;
+        let read = l.fold(StreamStart::First, |e| t.push(&e)).await;
+        for r in l.take_skipped() {
+            self.send(OpMsg::LedgerSkipped(r.describe())).await;
+        }
+        read.map_err(|f| Failed::from(ledger_text(&f)))?;
         Ok(t.into_entries())
     }
 

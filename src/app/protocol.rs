@@ -326,6 +326,8 @@ pub enum OpMsg {
     Timeline(Result<Vec<TimelineEntry>, Failed>),
     /// A live ledger event.
     Ledger(Box<Event>),
+    /// The live ledger feed skipped a record it cannot read (terminal-safe description).
+    LedgerSkipped(String),
     /// The live ledger feed is down.
     LedgerDown(String),
     /// The live ledger feed is (back) up.
@@ -386,8 +388,18 @@ pub fn move_summary(r: &MoveReport) -> String {
     } else {
         String::new()
     };
+    let unreadable = if c.quarantined + c.unreadable_left > 0 {
+        format!(
+            " — ⚠ {} unreadable (never republished): {} quarantined, {} left in place",
+            c.quarantined + c.unreadable_left,
+            c.quarantined,
+            c.unreadable_left
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{how}: moved {}, parked {}, left in place {}, possible duplicates {}, reconnects {}{foreign}",
+        "{how}: moved {}, parked {}, left in place {}, possible duplicates {}, reconnects {}{unreadable}{foreign}",
         c.moved,
         c.parked,
         c.skipped_by_filter + c.no_target + c.refused_replays + c.returned,

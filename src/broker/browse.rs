@@ -359,6 +359,7 @@ pub fn message_view(
             .map(|s| s.as_str().to_string()),
         timestamp: props.timestamp().and_then(|t| i64::try_from(t).ok()),
         digest: None,
+        unreadable: crate::broker::headers::unreadable_reason(headers),
     }
 }
 

@@ -75,6 +75,16 @@ pub fn read_export(path: &Path) -> Result<Vec<ExportedMessage>, String> {
         let properties: lapin::BasicProperties =
             serde_json::from_value(doc["amqp_properties"].clone())
                 .map_err(|e| format!("line {n}: amqp_properties: {e}"))?;
+        let unreadable = doc["unreadable"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| crate::broker::headers::unreadable_reason(properties.headers().as_ref()));
+        if let Some(why) = unreadable {
+            return Err(format!(
+                "line {n}: its properties could not be read when it was exported ({}), so it cannot be republished as it was; remove the line to import the rest",
+                crate::text::preview(why.as_bytes(), 1024, 200)
+            ));
+        }
         out.push(ExportedMessage {
             line: n,
             body,
@@ -85,8 +95,11 @@ pub fn read_export(path: &Path) -> Result<Vec<ExportedMessage>, String> {
     Ok(out)
 }
 
-/// Quiet time after which the export counts the queue as read.
-const EXPORT_IDLE: Duration = Duration::from_millis(1500);
+/// Longest wait for the next message the queue's depth says is there: the broker can take
+/// seconds to send one (a 128 MiB body; headers nested 10,000 deep, which RabbitMQ re-encodes
+/// in time quadratic in the depth), and giving up earlier would export and purge only part of
+/// the queue while saying it was all of it.
+const EXPORT_IDLE: Duration = Duration::from_secs(20);
 
 /// What a purge did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -30,6 +30,19 @@ fn as_u64(v: &AMQPValue) -> Option<u64> {
     }
 }
 
+/// The header lapin's parser (hopback's patched amq-protocol, `vendor/amq-protocol`) sets on a
+/// delivery whose properties it could not read in full — a short string that is not UTF-8,
+/// headers nested deeper than it parses — naming what it left out.
+pub use lapin::protocol::UNREADABLE_PROPERTIES_HEADER as UNREADABLE_HEADER;
+
+/// Why a message's properties could not be read (its [`UNREADABLE_HEADER`]), if they could
+/// not: such a message must never be republished by the client — the properties it holds are
+/// not the message's own — only moved by the broker.
+pub fn unreadable_reason(headers: Option<&FieldTable>) -> Option<String> {
+    let v = headers?.inner().get(UNREADABLE_HEADER)?;
+    Some(as_string(v).unwrap_or_else(|| "the properties could not be read".into()))
+}
+
 /// Read an integer header (any integer width, or a numeric string).
 pub fn header_u64(headers: Option<&FieldTable>, key: &str) -> Option<u64> {
     headers?.inner().get(key).and_then(as_u64)

@@ -221,6 +221,9 @@ pub fn classify_during(e: &lapin::Error, password: &str, during: Option<&str>) -
     } else if is(AMQPSoftError::RESOURCELOCKED, "RESOURCE_LOCKED") {
         BrokerError::Locked(text)
     } else if text.contains(FRAME_TOO_LARGE) {
+        // Off at once, not only when the connection's error event is seen (asynchronously): the
+        // caller's retry, and any reconnect, must take the broker's frame size.
+        lean_frames_off();
         BrokerError::Other(format!(
             "a message's properties were larger than this connection's frame ({text}); new connections take the broker's frame size: try again"
         ))
@@ -367,7 +370,13 @@ const FRAME_TOO_LARGE: &str = "frame too large";
 
 /// A connection was closed by a frame larger than it asked for: stop asking for lean frames.
 fn frame_too_large(e: &lapin::Error) {
-    if e.to_string().contains(FRAME_TOO_LARGE) && LEAN_FRAMES.swap(false, Ordering::Relaxed) {
+    if e.to_string().contains(FRAME_TOO_LARGE) {
+        lean_frames_off();
+    }
+}
+
+fn lean_frames_off() {
+    if LEAN_FRAMES.swap(false, Ordering::Relaxed) {
         tracing::warn!(
             "a message's properties did not fit a {CLIENT_FRAME_MAX}-byte frame; new connections take the broker's frame size"
         );

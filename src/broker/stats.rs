@@ -713,6 +713,13 @@ pub async fn collect(
                     .await?;
                     let mut by_version: BTreeMap<String, u64> = BTreeMap::new();
                     for m in &msgs {
+                        if crate::broker::headers::unreadable_reason(
+                            m.properties.headers().as_ref(),
+                        )
+                        .is_some()
+                        {
+                            ns.dead_letters_unreadable += 1;
+                        }
                         let a = attribute(m.properties.headers().as_ref());
                         *ns.dead_letters_by_reason
                             .entry(a.reason.as_str().to_string())

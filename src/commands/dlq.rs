@@ -480,11 +480,20 @@ fn progress_line(p: &mover::MoveProgress) -> String {
         .map(|s| format!(" ETA {}s", s.round()))
         .unwrap_or_default();
     format!(
-        "moved {}{total}  parked {}  held {}  dup? {}  {:.0}/s{eta}{}",
+        "moved {}{total}  parked {}  held {}  dup? {}{}  {:.0}/s{eta}{}",
         c.moved,
         c.parked,
         c.skipped_by_filter + c.no_target + c.returned + c.refused_replays,
         c.possible_duplicates,
+        if c.quarantined + c.unreadable_left > 0 {
+            format!(
+                "  unreadable {} (quarantined {})",
+                c.quarantined + c.unreadable_left,
+                c.quarantined
+            )
+        } else {
+            String::new()
+        },
         p.rate_per_s,
         if p.connected {
             ""
@@ -704,6 +713,9 @@ async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool, dry_run: bool) -> Resu
                 _ => "",
             }
         );
+        for u in &report.unreadable {
+            crate::outln!("{}", u.describe());
+        }
         if c.foreign_origin > 0 {
             crate::outln!(
                 "warning: {} dead letter(s) named an origin outside the namespace's version queues (x-first-death-queue / x-death written by whoever published them); they were parked in `{}`, not sent there — inspect them before replaying by hand",

@@ -182,6 +182,7 @@ async fn history(ctx: &Ctx) -> Result<(), Failure> {
     let session = ctx.connect().await?;
     let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let h = drill::history(&ledger).await;
+    super::warn_skipped(&ledger);
     session.close().await;
     let h = h?;
     if ctx.json {

@@ -237,7 +237,9 @@ fn probe_versions() -> Vec<String> {
 
 async fn ledger_history(ledger: &Ledger, ns: &str) -> Result<GateHistory, Failure> {
     let mut h = GateHistory::new(ns, 0);
-    ledger.fold(StreamStart::First, |e| h.push(&e)).await?;
+    let read = ledger.fold(StreamStart::First, |e| h.push(&e)).await;
+    super::warn_skipped(ledger);
+    read?;
     Ok(h)
 }
 

@@ -63,6 +63,7 @@ async fn load_history(
     let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let mut h = GateHistory::new(ns, 0);
     let read = ledger.fold(StreamStart::First, |e| h.push(&e)).await;
+    super::warn_skipped(&ledger);
     // Unknown says why (no management API, no such namespace, …), never only "unknown".
     let current = match ctx.mgmt() {
         Some(m) => gate::read_gate(&session, &m, &ctx.cfg, ns, &[])

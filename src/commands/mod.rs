@@ -226,3 +226,11 @@ pub async fn explain_timeout(profile: &crate::config::Profile, f: Failure) -> Fa
         ..f
     }
 }
+
+/// Print on stderr, one warning line each, the ledger records the reads of `ledger` skipped
+/// (records it cannot read: the rest of the output is complete without them).
+pub fn warn_skipped(ledger: &crate::ledger::Ledger) {
+    for r in ledger.take_skipped() {
+        crate::errln!("warning: {}", r.describe());
+    }
+}

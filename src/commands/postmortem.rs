@@ -33,7 +33,9 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let session = ctx.connect().await?;
     let ledger = Ledger::open_read(&session, &ctx.cfg).await;
-    let all = ledger.read(StreamStart::First).await?;
+    let all = ledger.read(StreamStart::First).await;
+    super::warn_skipped(&ledger);
+    let all = all?;
     session.close().await;
     let Some(inc) = find_incident(&all, incident.as_deref()) else {
         return Err(Failure::error(

@@ -108,6 +108,13 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 .map(|g| g.describe())
                 .unwrap_or_else(|| "?".into()),
         );
+        if ns.dead_letters_unreadable > 0 {
+            let _ = writeln!(
+                s,
+                "{:<16} (!) {} dead letter(s) whose properties cannot be read: shown as unreadable by `hopback dlq list`; a replay moves them to the parking queue",
+                "", ns.dead_letters_unreadable
+            );
+        }
         for v in ns.versions.iter().filter(|v| v.drops_over_limit()) {
             let _ = writeln!(
                 s,

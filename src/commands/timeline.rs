@@ -110,6 +110,7 @@ pub async fn run(ctx: &Ctx, mut args: TimelineArgs) -> Result<(), Failure> {
     } else {
         ledger.fold(start, |e| t.push(&e)).await
     };
+    super::warn_skipped(&ledger);
     if let Err(f) = read {
         session.close().await;
         return Err(f.into());
@@ -173,8 +174,15 @@ async fn follow(
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            next = sub.next_within(Duration::from_secs(3600)) => {
-                let Some(e) = next? else { continue };
+            next = sub.next_live_within(Duration::from_secs(3600)) => {
+                let e = match next? {
+                    Some(crate::ledger::Live::Event(e)) => e,
+                    Some(crate::ledger::Live::Skipped(r)) => {
+                        crate::errln!("warning: {}", r.describe());
+                        continue;
+                    }
+                    None => continue,
+                };
                 let mut t = Timeline::new(filter.clone());
                 t.push(&e);
                 for entry in t.entries() {

@@ -39,8 +39,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 pub use event::{Event, EventKind, Outcome};
-pub use subscription::Subscription;
 use subscription::*;
+pub use subscription::{Live, Subscription};
 
 use crate::broker::amqp::{self, BasicProperties, Confirm, Consumer, Publisher, Received};
 use crate::broker::session::{BrokerError, Session};
@@ -126,12 +126,52 @@ struct Writer {
     session: Arc<Session>,
 }
 
+/// A ledger record a read skipped because it is not a readable event: its properties cannot be
+/// read by the client (a short string that is not UTF-8, headers nested too deep), or its body
+/// is not an event. Reading goes on after it; the reader shows it as a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRecord {
+    /// Its stream offset, when known.
+    pub offset: Option<u64>,
+    /// Why it was skipped (raw).
+    pub why: String,
+}
+
+impl SkippedRecord {
+    /// One line, terminal-safe.
+    pub fn describe(&self) -> String {
+        format!(
+            "ledger: skipped an unreadable record{}: {}",
+            self.offset
+                .map(|o| format!(" at offset {o}"))
+                .unwrap_or_default(),
+            crate::text::preview(self.why.as_bytes(), 2048, 300)
+        )
+    }
+}
+
+/// Records skipped by the reads of one ledger, until someone takes them.
+type SkippedSink = Arc<std::sync::Mutex<Vec<SkippedRecord>>>;
+
+/// At most this many skipped records are kept for the reader to show (a stream full of them
+/// shows the first ones).
+const SKIPPED_KEPT: usize = 100;
+
+fn note_skipped(sink: &SkippedSink, r: SkippedRecord) {
+    tracing::warn!("{}", r.describe());
+    let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+    if g.len() < SKIPPED_KEPT {
+        g.push(r);
+    }
+}
+
 /// The ledger handle: cheap to share behind an `Arc`; `append` may be called concurrently.
 pub struct Ledger {
     backend: Backend,
     operator: String,
     host: String,
     profile: String,
+    skipped: SkippedSink,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -297,7 +337,14 @@ impl Ledger {
             operator: cfg.operator.clone(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             profile: cfg.profile.name.clone(),
+            skipped: SkippedSink::default(),
         }
+    }
+
+    /// The records the reads of this ledger skipped since the last call (oldest first): show
+    /// them as warnings after a read.
+    pub fn take_skipped(&self) -> Vec<SkippedRecord> {
+        std::mem::take(&mut *self.skipped.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The same ledger over another session (the rollback engine after the node its connection
@@ -458,7 +505,8 @@ impl Ledger {
     }
 
     /// Stream every event from `from` up to the current end through `f`, holding none of them.
-    /// Returns how many were delivered. Undecodable records are skipped (counted in the log).
+    /// Returns how many were delivered. Records that are not readable events are skipped, and
+    /// [`Ledger::take_skipped`] names them.
     pub async fn fold<F: FnMut(Event)>(
         &self,
         from: StreamStart,
@@ -548,7 +596,7 @@ impl Ledger {
                 let mut s = self.subscribe_at(from, Some(last_offset)).await?;
                 s.catch_up = true;
                 let valid = match s.next_bytes_within(READ_IDLE * 2).await {
-                    Ok(Some((Some(o), bytes, _))) => {
+                    Ok(Some((Some(o), bytes, _, None))) => {
                         o == last_offset
                             && serde_json::from_slice::<Event>(&bytes)
                                 .is_ok_and(|e| e.id == last_id)
@@ -622,12 +670,14 @@ impl Ledger {
             sub.close().await;
         });
         while let Some(batch) = rx.recv().await {
-            for (offset, bytes, user_id) in batch? {
-                match subscription::decode(&bytes, user_id) {
+            for record in batch? {
+                let (offset, has_newline) = (record.0, record.1.contains(&b'\n'));
+                let bytes = record.1.clone();
+                match subscription::read_record(record) {
                     Ok(e) => {
                         if let (Some(w), Some(o)) = (cache_writer.as_mut(), offset) {
                             // One line per event: re-encode anything a foreign writer pretty-printed.
-                            if bytes.contains(&b'\n') {
+                            if has_newline {
                                 w.push(
                                     o,
                                     &serde_json::to_vec(&e).unwrap_or_default(),
@@ -642,10 +692,14 @@ impl Ledger {
                             f(e);
                         }
                     }
-                    Err(err) => tracing::warn!(
-                        "ledger: skipping an undecodable record ({} bytes): {err}",
-                        bytes.len()
-                    ),
+                    Err(r) => {
+                        // The cache stops before it, so every later read meets it (and says so)
+                        // again instead of passing it silently.
+                        if let Some(w) = cache_writer.take() {
+                            w.finish();
+                        }
+                        note_skipped(&self.skipped, r);
+                    }
                 }
             }
         }
@@ -690,6 +744,7 @@ impl Ledger {
                 Ok(Subscription {
                     from,
                     catch_up: false,
+                    skipped: self.skipped.clone(),
                     inner: SubInner::Stream {
                         consumer: reader.consumer,
                         unacked: 0,
@@ -709,6 +764,7 @@ impl Ledger {
                 Ok(Subscription {
                     from,
                     catch_up: false,
+                    skipped: self.skipped.clone(),
                     inner: SubInner::File {
                         path: path.clone(),
                         offset: start,

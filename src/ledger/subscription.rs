@@ -31,6 +31,17 @@ pub struct Subscription {
     pub(super) inner: SubInner,
     /// A catch-up read (fold): stop as soon as the end is reached instead of waiting for more.
     pub(super) catch_up: bool,
+    /// Where [`Subscription::next_within`] reports the records it skipped (the ledger's).
+    pub(super) skipped: SkippedSink,
+}
+
+/// What a live read yields: an event, or a record it had to skip.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// The next event.
+    Event(Box<Event>),
+    /// A record that is not a readable event (skipped, reading goes on).
+    Skipped(SkippedRecord),
 }
 
 impl std::fmt::Debug for Subscription {
@@ -63,7 +74,8 @@ impl Subscription {
     }
 
     /// The next raw record of a stream subscription (offsets tracked, acks sent), undecoded:
-    /// (offset, body, the AMQP `user_id` the broker let through).
+    /// (offset, body, the AMQP `user_id` the broker let through, why its properties cannot be
+    /// read — when they cannot).
     pub(super) async fn next_bytes_within(
         &mut self,
         limit: Duration,
@@ -99,29 +111,38 @@ impl Subscription {
             *unacked = 0;
         }
         let user_id = d.properties().user_id().as_ref().map(|u| u.to_string());
-        Ok(Some((offset, d.into_body(), user_id)))
+        let unreadable = crate::broker::headers::unreadable_reason(d.headers());
+        Ok(Some((offset, d.into_body(), user_id, unreadable)))
     }
 
-    /// The next event, or `Ok(None)` if none arrived within `limit`.
+    /// The next event, or `Ok(None)` if none arrived within `limit`. Records it cannot read
+    /// are skipped and reported to the ledger's [`super::Ledger::take_skipped`].
     pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Event>, LedgerError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_live_within(left).await? {
+                Some(Live::Event(e)) => return Ok(Some(*e)),
+                Some(Live::Skipped(r)) => note_skipped(&self.skipped, r),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event or skipped record, or `Ok(None)` if none arrived within `limit`.
+    pub async fn next_live_within(&mut self, limit: Duration) -> Result<Option<Live>, LedgerError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             match &mut self.inner {
                 SubInner::Stream { .. } => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let Some((_, bytes, user_id)) = self.next_bytes_within(left).await? else {
+                    let Some(record) = self.next_bytes_within(left).await? else {
                         return Ok(None);
                     };
-                    match decode(&bytes, user_id) {
-                        Ok(e) if self.from.admits(&e) => return Ok(Some(e)),
+                    match read_record(record) {
+                        Ok(e) if self.from.admits(&e) => return Ok(Some(Live::Event(Box::new(e)))),
                         Ok(_) => continue,
-                        Err(err) => {
-                            tracing::warn!(
-                                "ledger: skipping an undecodable record ({} bytes): {err}",
-                                bytes.len()
-                            );
-                            continue;
-                        }
+                        Err(r) => return Ok(Some(Live::Skipped(r))),
                     }
                 }
                 SubInner::File {
@@ -131,11 +152,16 @@ impl Subscription {
                     caught_up,
                 } => {
                     if let Some(e) = pending.pop_front() {
-                        return Ok(Some(e));
+                        return Ok(Some(Live::Event(Box::new(e))));
                     }
-                    let new = read_file_from(path, offset).map_err(|e| {
-                        LedgerError::new(format!("ledger: cannot read {}: {e}", path.display()), "")
-                    })?;
+                    let skipped = &self.skipped;
+                    let new = read_file_from(path, offset, &mut |r| note_skipped(skipped, r))
+                        .map_err(|e| {
+                            LedgerError::new(
+                                format!("ledger: cannot read {}: {e}", path.display()),
+                                "",
+                            )
+                        })?;
                     let from = self.from;
                     pending.extend(new.into_iter().filter(|e| from.admits(e)));
                     if pending.is_empty() {
@@ -188,15 +214,28 @@ impl Subscription {
         }
     }
 
-    /// Turn into a channel fed by a background task (for the console); the task ends when the
-    /// receiver is dropped or the subscription fails (the last message is the error).
-    pub fn into_channel(mut self) -> tokio::sync::mpsc::Receiver<Result<Event, LedgerError>> {
+    /// Turn into a channel fed by a background task (for the console): events and the records
+    /// it skipped, in stream order. The task ends when the receiver is dropped or the
+    /// subscription fails (the last message is the error).
+    pub fn into_channel(mut self) -> tokio::sync::mpsc::Receiver<Result<Live, LedgerError>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             loop {
-                match self.next().await {
-                    Ok(Some(e)) => {
-                        if tx.send(Ok(e)).await.is_err() {
+                let next = loop {
+                    match self.next_live_within(Duration::from_secs(3600)).await {
+                        Ok(None) => {
+                            if let SubInner::Stream { consumer, .. } = &self.inner
+                                && !consumer.is_open()
+                            {
+                                break Ok(None);
+                            }
+                        }
+                        other => break other,
+                    }
+                };
+                match next {
+                    Ok(Some(item)) => {
+                        if tx.send(Ok(item)).await.is_err() {
                             break;
                         }
                     }
@@ -238,7 +277,11 @@ impl Subscription {
 }
 
 /// Read complete lines of the JSONL file from `offset`, advancing it past them.
-pub(super) fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<Event>> {
+pub(super) fn read_file_from(
+    path: &Path,
+    offset: &mut u64,
+    skipped: &mut dyn FnMut(SkippedRecord),
+) -> std::io::Result<Vec<Event>> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -261,7 +304,14 @@ pub(super) fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<V
                 e.author = Some(crate::ledger::event::LOCAL_FILE_AUTHOR.into());
                 out.push(e)
             }
-            Err(err) => tracing::warn!("ledger file: skipping an undecodable line: {err}"),
+            Err(err) => skipped(SkippedRecord {
+                offset: None,
+                why: format!(
+                    "line at byte {} of {} is not a hopback event ({err})",
+                    *offset - n as u64,
+                    path.display()
+                ),
+            }),
         }
         if out.len() >= FILE_BATCH {
             break; // bounded memory: the rest is read on the next call
@@ -270,8 +320,26 @@ pub(super) fn read_file_from(path: &Path, offset: &mut u64) -> std::io::Result<V
     Ok(out)
 }
 
-/// One stream record as read: offset, body, and the AMQP `user_id` property.
-pub(super) type RawRecord = (Option<u64>, Vec<u8>, Option<String>);
+/// One stream record as read: offset, body, the AMQP `user_id` property, and why its
+/// properties cannot be read (when they cannot).
+pub(super) type RawRecord = (Option<u64>, Vec<u8>, Option<String>, Option<String>);
+
+/// The event in a stream record, or why it was skipped: properties the client cannot read
+/// (its author is then unknown, and the record is not trusted), or a body that is not an event.
+pub(super) fn read_record(
+    (offset, bytes, user_id, unreadable): RawRecord,
+) -> Result<Event, SkippedRecord> {
+    if let Some(why) = unreadable {
+        return Err(SkippedRecord {
+            offset,
+            why: format!("its AMQP properties cannot be read ({why})"),
+        });
+    }
+    decode(&bytes, user_id).map_err(|err| SkippedRecord {
+        offset,
+        why: format!("not a hopback event ({} bytes: {err})", bytes.len()),
+    })
+}
 
 /// Decode a stream record; its author is the `user_id` the broker verified on publish, unless
 /// the record is larger than [`crate::ledger::event::MAX_VERIFIED_EVENT_BYTES`].

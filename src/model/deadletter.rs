@@ -58,6 +58,10 @@ pub struct MessageView {
     /// Digest of the full message (`None` when it was built from a cut body and nobody computed
     /// it from the whole one).
     pub digest: Option<Digest>,
+    /// Why its properties could not be read in full (raw), when they could not: the fields
+    /// above hold only what could be read, so it is shown as unreadable and never republished
+    /// by the client (a replay has the broker quarantine it).
+    pub unreadable: Option<String>,
 }
 
 impl Default for MessageView {
@@ -79,6 +83,7 @@ impl Default for MessageView {
             content_type: None,
             timestamp: None,
             digest: None,
+            unreadable: None,
         }
     }
 }
@@ -333,8 +338,20 @@ pub struct Summary {
     pub deaths: u64,
     /// Body length in bytes.
     pub body_len: usize,
-    /// One-line body preview (sanitised, ≤ 120 chars).
+    /// One-line body preview (sanitised, ≤ 120 chars); `unreadable (…)` for a message whose
+    /// properties could not be read.
     pub preview: String,
+    /// Why its properties could not be read (sanitised, one line), when they could not.
+    pub unreadable: Option<String>,
+}
+
+/// `unreadable (why)`, one line, terminal-safe: how a message whose properties could not be
+/// read is shown in lists.
+pub fn unreadable_label(why: &str) -> String {
+    format!(
+        "unreadable ({})",
+        preview(why.as_bytes(), LIST_PREVIEW_BYTES, LIST_PREVIEW_CHARS)
+    )
 }
 
 /// Summarise a message for the list (`now_s` = current unix time, for the age).
@@ -359,7 +376,14 @@ pub fn summarize(ns: &str, m: &MessageView, exception_header: &str, now_s: i64) 
         replays: m.attribution.replays,
         deaths: m.attribution.deaths.iter().map(|d| d.count).sum(),
         body_len: m.body_len,
-        preview: preview(&m.body, LIST_PREVIEW_BYTES, LIST_PREVIEW_CHARS),
+        preview: match &m.unreadable {
+            Some(why) => unreadable_label(why),
+            None => preview(&m.body, LIST_PREVIEW_BYTES, LIST_PREVIEW_CHARS),
+        },
+        unreadable: m
+            .unreadable
+            .as_deref()
+            .map(|why| preview(why.as_bytes(), LIST_PREVIEW_BYTES, LIST_PREVIEW_CHARS)),
     }
 }
 
@@ -712,6 +736,13 @@ pub fn inspector_lines(m: &MessageView, mode: BodyMode) -> Vec<InspectorLine> {
         LineKind::Title,
         format!("Message {label} (#{} in this read)", m.position),
     )];
+    if let Some(why) = &m.unreadable {
+        out.push(line(LineKind::Note, unreadable_label(why)));
+        out.push(line(
+            LineKind::Note,
+            "Its properties could not be read in full: only what could is shown. hopback never republishes it; a replay has the broker move it to the parking queue, a purge exports its body.",
+        ));
+    }
     if let Some(d) = &m.digest {
         out.push(field("digest", &format!("{DIGEST_PREFIX}{}", d.hex())));
     }
@@ -901,6 +932,7 @@ pub fn export_document(queue: &str, m: &MessageView) -> serde_json::Value {
         "body_truncated": m.body.len() < m.body_len,
         "body_base64": base64::engine::general_purpose::STANDARD.encode(&m.body),
         "body_text": body_text,
+        "unreadable": m.unreadable,
     })
 }
 

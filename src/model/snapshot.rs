@@ -151,6 +151,10 @@ pub struct NamespaceSnapshot {
     pub dead_letters_by_reason: BTreeMap<String, u64>,
     /// How many DLQ messages were inspected to attribute them (may be < depth for huge DLQs).
     pub dead_letters_sampled: Option<u64>,
+    /// Of those, how many have properties the client could not read (shown as unreadable,
+    /// quarantined by a replay).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead_letters_unreadable: u64,
     /// Unrouted queue name.
     pub unrouted: String,
     /// Unrouted depth (> 0 is an alert).
@@ -165,6 +169,10 @@ pub struct NamespaceSnapshot {
     /// refresh leaves it out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate_lock: Option<crate::model::gate_lock::GateLock>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl NamespaceSnapshot {

@@ -6,8 +6,10 @@
 
 pub mod admin;
 pub mod proxy;
+pub mod raw;
 pub mod record;
 pub mod users;
+pub mod tmux;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -104,6 +104,22 @@ impl FeedState {
         retract
     }
 
+    /// Add a warning line (a ledger record the feed could not read): shown in the feed like an
+    /// event, never taken for one.
+    pub fn warn(&mut self, what: &str, now_ms: i64) {
+        self.items.push_back(FeedItem {
+            at_ms: now_ms,
+            ns: None,
+            text: format!("⚠ {}", sanitize(what)),
+            other: true,
+            id: String::new(),
+            rollback: None,
+        });
+        while self.items.len() > FEED_LEN {
+            self.items.pop_front();
+        }
+    }
+
     /// Add a live event; returns the warning to show when someone else did something that
     /// matters (a gate flip, a rollback, a purge / replay / move, a note).
     pub fn absorb(

@@ -697,6 +697,10 @@ impl AppState {
                 self.absorb_event(&e);
                 Reply::default()
             }
+            OpMsg::LedgerSkipped(what) => {
+                self.ops.feed.warn(&what, self.now_ms);
+                Reply::say(Level::Warn, format!("⚠ {}", sanitize(&what)))
+            }
             OpMsg::LedgerDown(why) => {
                 self.ops.feed.down = Some(sanitize(&why).into_owned());
                 Reply::default()

@@ -60,6 +60,13 @@ impl Runner<'_> {
             session.close().await;
             publisher.close().await;
             match end {
+                EpochEnd::Finished(_) if std::mem::take(&mut self.again) => {
+                    // A quarantine ended the epoch: carry on with a fresh one.
+                    if self.control.state() == RunState::Stopped {
+                        return StopReason::Stopped;
+                    }
+                    attempt = 0;
+                }
                 EpochEnd::Finished(r) => return r,
                 EpochEnd::Lost(e) if fatal(&e) => return StopReason::Failed(e.to_string()),
                 EpochEnd::Lost(e) => {
@@ -247,10 +254,13 @@ impl Runner<'_> {
         let mut lost: Option<BrokerError> = None;
         let mut consuming = true;
         let mut finish: Option<StopReason> = None;
+        // An unreadable message met this epoch: quarantined once the rest is settled.
+        let mut suspect: Option<(Acker, u64, quarantine::Suspect)> = None;
 
         loop {
             let state = self.control.state();
-            let done = self.counts.moved + self.counts.parked;
+            // Quarantined messages are done with too (the broker moved them to the parking queue).
+            let done = self.counts.moved + self.counts.parked + self.counts.quarantined;
             let pending = unsynced.0 + unsynced.1 + syncing.0 + syncing.1;
             let acks_pending = acks_msgs;
             let in_flight = window.len() as u64 + batch.len() as u64 + acks_pending + pending;
@@ -450,6 +460,11 @@ impl Runner<'_> {
                     self.last_delivery = Instant::now();
                     match self.dispatch(session, &publish_ch, delivery).await {
                         Ok(Dispatch::Held(acker)) => held.push(acker),
+                        Ok(Dispatch::Quarantine(s)) => {
+                            // Settle everything published before it, then quarantine it.
+                            suspect = Some(s);
+                            consuming = false;
+                        }
                         Ok(Dispatch::Published(inflight, confirm)) => {
                             window.push_back(confirm);
                             awaiting.push_back((inflight, Instant::now()));
@@ -477,6 +492,37 @@ impl Runner<'_> {
             consume_ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
         )
         .await;
+        // A stopped or broken run leaves it in the source (the channel's close puts it back).
+        if let Some((acker, position, s)) = suspect.take()
+            && lost.is_none()
+            && fatal_error.is_none()
+            && self.control.state() != RunState::Stopped
+        {
+            // Back in the source, ahead of everything still held on this channel (kept unacked
+            // until the quarantine is over, so the broker hands out this one next).
+            let put_back = matches!(
+                tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    acker.nack(lapin::options::BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                )
+                .await,
+                Ok(Ok(true))
+            );
+            if put_back {
+                self.quarantine(session, position, s).await;
+                self.progressed = true;
+                if finish.is_none() {
+                    self.again = true;
+                }
+            } else {
+                lost.get_or_insert(BrokerError::Other(
+                    "could not put an unreadable message back to quarantine it".into(),
+                ));
+            }
+        }
         drop(held);
         let _ = tokio::time::timeout(CALL_TIMEOUT, publish_ch.close(200, "done".into())).await;
         let _ = tokio::time::timeout(CALL_TIMEOUT, consume_ch.close(200, "done".into())).await;
@@ -507,6 +553,148 @@ impl Runner<'_> {
         }
     }
 
+    /// What to do with a message whose properties could not be read: never publish it. The
+    /// first time, quarantine it (when it matches the filter, judged on what could be read);
+    /// one met again (the quarantine failed, or left a copy behind) is held and reported, so a
+    /// run never loops on it.
+    fn unreadable(&mut self, d: lapin::message::Delivery, reason: String) -> Dispatch {
+        let position = self.received.saturating_sub(1);
+        let digest = quarantine::body_sha256(&d.data);
+        let body_len = d.data.len();
+        let note = |runner: &mut Self, outcome: QuarantineOutcome| {
+            runner.unreadable.push(UnreadableMessage {
+                queue: runner.spec.source_queue.clone(),
+                position,
+                reason: reason.clone(),
+                body_sha256: digest.clone(),
+                body_len,
+                outcome,
+            });
+        };
+        if !self.spec.filter.is_empty() {
+            // Judged on what could be read: a condition on something left out does not match,
+            // so such a message stays where it is.
+            let view = message_view(0, &d.properties, d.data.clone(), body_len, d.redelivered);
+            if !self.spec.filter.matches(&self.spec.namespace, &view) {
+                if !self.unreadable_seen.contains_key(&digest) {
+                    self.unreadable_seen.insert(digest.clone(), false);
+                    note(self, QuarantineOutcome::NotSelected);
+                }
+                self.counts.skipped_by_filter += 1;
+                return Dispatch::Held(d.acker);
+            }
+        }
+        let why = match (
+            self.unreadable_seen.get(&digest),
+            &self.spec.quarantine_queue,
+        ) {
+            (Some(true), _) => Some(
+                "met again after one with the same body was quarantined (an identical message, or a copy the broker left behind): not moved twice"
+                    .to_string(),
+            ),
+            // Already reported, and held again after a reconnect.
+            (Some(false), _) => None,
+            (None, None) => Some("this move has no quarantine queue".to_string()),
+            (None, Some(q)) if *q == self.spec.source_queue => {
+                Some("it is in the quarantine queue already".to_string())
+            }
+            (None, Some(_)) => {
+                return Dispatch::Quarantine((
+                    d.acker,
+                    position,
+                    quarantine::Suspect {
+                        body: d.data,
+                        reason,
+                    },
+                ));
+            }
+        };
+        if let Some(why) = why {
+            self.unreadable_seen.insert(digest.clone(), false);
+            self.counts.unreadable_left += 1;
+            note(self, QuarantineOutcome::Left { why });
+        }
+        Dispatch::Held(d.acker)
+    }
+
+    /// Have the broker move the suspect (already put back in the source) to the quarantine
+    /// queue, and record what became of it.
+    async fn quarantine(&mut self, session: &Session, position: u64, s: quarantine::Suspect) {
+        let digest = quarantine::body_sha256(&s.body);
+        let started = Instant::now();
+        let result = self.try_quarantine(session, &s).await;
+        tracing::info!(
+            queue = %self.spec.source_queue,
+            position,
+            ok = result.is_ok(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "mover: quarantine of an unreadable message"
+        );
+        let outcome = match result {
+            Ok(queue) => {
+                self.counts.quarantined += 1;
+                QuarantineOutcome::Quarantined { queue }
+            }
+            Err(why) => {
+                self.counts.unreadable_left += 1;
+                QuarantineOutcome::Left { why }
+            }
+        };
+        self.unreadable_seen.insert(
+            digest.clone(),
+            matches!(outcome, QuarantineOutcome::Quarantined { .. }),
+        );
+        self.unreadable.push(UnreadableMessage {
+            queue: self.spec.source_queue.clone(),
+            position,
+            reason: s.reason,
+            body_sha256: digest,
+            body_len: s.body.len(),
+            outcome,
+        });
+        self.send_progress(true, true);
+    }
+
+    async fn try_quarantine(
+        &mut self,
+        session: &Session,
+        s: &quarantine::Suspect,
+    ) -> Result<String, String> {
+        let Some(park) = self.spec.quarantine_queue.clone() else {
+            return Err("this move has no quarantine queue".into());
+        };
+        if self.mgmt.is_none() {
+            self.mgmt = Some(crate::broker::mgmt::Mgmt::new(self.profile).map_err(|e| {
+                format!("the broker moves it through the management API, which is unusable: {e}")
+            })?);
+        }
+        let Some(mgmt) = self.mgmt.as_ref() else {
+            return Err("the management API is not configured".into());
+        };
+        if session.passive_queue(&park).await.ok().flatten().is_none() {
+            declare_queue(
+                session,
+                "queue.declare (quarantine queue)",
+                &park,
+                true,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("cannot declare `{}`: {e}", crate::text::sanitize(&park)))?;
+        }
+        let (shovel_prefix, holding) = quarantine::names(&park);
+        let q = quarantine::Quarantine {
+            session,
+            mgmt,
+            source: &self.spec.source_queue,
+            park: &park,
+            holding,
+            shovel_prefix,
+        };
+        q.run(s).await?;
+        Ok(park)
+    }
+
     /// Decide what to do with one delivery and publish it if it goes somewhere.
     /// The error's bool says whether the message may have been published.
     async fn dispatch(
@@ -517,6 +705,9 @@ impl Runner<'_> {
     ) -> Result<Dispatch, (BrokerError, bool)> {
         let spec = self.spec;
         let headers = d.properties.headers().as_ref();
+        if let Some(reason) = crate::broker::headers::unreadable_reason(headers) {
+            return Ok(self.unreadable(d, reason));
+        }
         if !spec.filter.is_empty() {
             let mut view = message_view(
                 0,
@@ -675,6 +866,8 @@ type ConfirmFuture = futures::future::BoxFuture<'static, Result<Confirmation, Br
 enum Dispatch {
     Held(Acker),
     Published(InFlight, ConfirmFuture),
+    /// Unreadable: settle what was published, then have the broker move it (position, message).
+    Quarantine((Acker, u64, quarantine::Suspect)),
 }
 
 type AckFuture = futures::future::BoxFuture<'static, (bool, u64, u64)>;

@@ -24,6 +24,11 @@
 //! Loops: a replay adds 1 to `x-hopback-replays`; a message already replayed `max_replays` times
 //! is not replayed again but parked in `park_queue` (classic, durable, declared when first needed)
 //! unless the spec is forced.
+//!
+//! Unreadable messages (properties the parser could only read in part,
+//! `broker::headers::UNREADABLE_HEADER`) are never republished: the mover settles what it
+//! published, puts the message back and has the broker move it to `quarantine_queue`
+//! ([`quarantine`]), then continues. One it meets again is left where it is and reported.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +52,9 @@ use crate::model::deadletter::Filter;
 use crate::topology::Namespace;
 
 mod epoch;
+mod quarantine;
+
+pub use quarantine::{QUARANTINE_SHOVEL_PREFIX, QuarantineOutcome, UnreadableMessage, body_sha256};
 
 /// Default prefetch of the source consumer (tuned with `scripts/bench`: docs/performance.md §6).
 /// Lowered for large messages by [`sized_prefetch`].
@@ -159,6 +167,8 @@ pub struct MoveSpec {
     pub max_replays: u32,
     /// Where over-replayed messages go (`None`: they stay in the source).
     pub park_queue: Option<String>,
+    /// Where the broker moves messages the client cannot read (`None`: they stay in the source).
+    pub quarantine_queue: Option<String>,
     /// Is this a replay (increment `x-hopback-replays`, enforce `max_replays`)?
     pub count_replay: bool,
     /// Replay even over `max_replays`.
@@ -178,6 +188,10 @@ pub struct MoveSpec {
 }
 
 impl MoveSpec {
+    /// The quarantine queue of a move's specs (the first that names one).
+    pub fn quarantine_queue_of(specs: &[MoveSpec]) -> Option<String> {
+        specs.iter().find_map(|s| s.quarantine_queue.clone())
+    }
     fn base(ns: &str, source: String, target: Target) -> Self {
         Self {
             namespace: ns.to_string(),
@@ -191,6 +205,7 @@ impl MoveSpec {
             confirm_window: DEFAULT_CONFIRM_WINDOW,
             max_replays: DEFAULT_MAX_REPLAYS,
             park_queue: None,
+            quarantine_queue: None,
             count_replay: false,
             force: false,
             budget: Budget::InitialDepth,
@@ -207,6 +222,7 @@ impl MoveSpec {
         s.origins = Some(ns.clone());
         s.count_replay = true;
         s.park_queue = Some(ns.parked.clone());
+        s.quarantine_queue = Some(ns.quarantine_queue());
         s
     }
     /// Drain one queue into another (rollback: `NS.v2 → NS.v1`) until it stays empty.
@@ -217,17 +233,20 @@ impl MoveSpec {
             Target::Queue(to_queue.to_string()),
         );
         s.budget = Budget::UntilEmpty;
+        s.quarantine_queue = Some(ns.quarantine_queue());
         s
     }
     /// Replay the unrouted queue through the entry exchange. Anything still unroutable goes back
     /// to the unrouted queue through the alternate exchange; the initial-depth budget stops the
     /// loop.
     pub fn replay_unrouted(ns: &Namespace) -> Self {
-        Self::base(
+        let mut s = Self::base(
             &ns.name,
             ns.unrouted.clone(),
             Target::Exchange(ns.entry.clone()),
-        )
+        );
+        s.quarantine_queue = Some(ns.quarantine_queue());
+        s
     }
 }
 
@@ -266,6 +285,11 @@ pub struct MoveCounts {
     pub possible_duplicates: u64,
     /// Reconnects after a lost connection.
     pub reconnects: u64,
+    /// Unreadable messages the broker moved, whole, to the quarantine queue.
+    pub quarantined: u64,
+    /// Unreadable messages left in the source (the broker could not move them, or they came
+    /// back): never republished.
+    pub unreadable_left: u64,
 }
 
 impl MoveCounts {
@@ -280,6 +304,8 @@ impl MoveCounts {
         self.returned += other.returned;
         self.possible_duplicates += other.possible_duplicates;
         self.reconnects += other.reconnects;
+        self.quarantined += other.quarantined;
+        self.unreadable_left += other.unreadable_left;
     }
 }
 
@@ -330,6 +356,8 @@ pub struct MoveReport {
     pub stop: StopReason,
     /// Wall time.
     pub elapsed_s: f64,
+    /// The messages it could not read, by position, and what became of each.
+    pub unreadable: Vec<UnreadableMessage>,
 }
 
 impl MoveReport {
@@ -420,6 +448,15 @@ enum EpochEnd {
 
 struct Runner<'a> {
     spec: &'a MoveSpec,
+    profile: &'a Profile,
+    /// The management API (for the quarantine's shovels), made when first needed.
+    mgmt: Option<crate::broker::mgmt::Mgmt>,
+    /// Unreadable messages met, by body digest: was the last one quarantined?
+    unreadable_seen: HashMap<String, bool>,
+    /// What the report says of them.
+    unreadable: Vec<UnreadableMessage>,
+    /// The epoch ended for a quarantine: start the next one.
+    again: bool,
     control: &'a MoveControl,
     counts: MoveCounts,
     initial_depth: u64,
@@ -451,6 +488,11 @@ pub async fn run(
     let started = Instant::now();
     let mut runner = Runner {
         spec,
+        profile,
+        mgmt: None,
+        unreadable_seen: HashMap::new(),
+        unreadable: Vec::new(),
+        again: false,
         control,
         counts: MoveCounts::default(),
         initial_depth: 0,
@@ -473,6 +515,7 @@ pub async fn run(
         initial_depth: runner.initial_depth,
         stop,
         elapsed_s: started.elapsed().as_secs_f64(),
+        unreadable: runner.unreadable,
     }
 }
 

@@ -17,7 +17,8 @@ use engine::{choose_engine, run_broker};
 
 use super::{OpContext, OpError};
 use crate::broker::mover::{
-    self, MoveControl, MoveCounts, MoveProgress, MoveReport, MoveSpec, StopReason, Target,
+    self, MoveControl, MoveCounts, MoveProgress, MoveReport, MoveSpec, QuarantineOutcome,
+    StopReason, Target, UnreadableMessage,
 };
 use crate::broker::shovel::{ShovelDest, ShovelMove};
 use crate::ledger::{Event, EventKind, Outcome};
@@ -311,6 +312,8 @@ pub struct ReplayReport {
     pub event: Option<Event>,
     /// Why the outcome could not be journaled.
     pub not_journaled: Option<String>,
+    /// Messages it could not read (never republished), by position, and what became of each.
+    pub unreadable: Vec<UnreadableMessage>,
 }
 
 impl ReplayReport {
@@ -318,13 +321,36 @@ impl ReplayReport {
     pub fn rate_per_s(&self) -> f64 {
         (self.counts.moved + self.counts.parked) as f64 / self.elapsed_s.max(1e-9)
     }
-    /// The ledger outcome of this report.
+    /// The ledger outcome of this report: a run that met messages it could not read moved
+    /// less than asked to the target, so it did not end as asked (`verification_failed`).
     pub fn outcome(&self) -> Outcome {
         match &self.stop {
             StopReason::Failed(_) => Outcome::Failed,
             StopReason::Stopped => Outcome::Cancelled,
+            _ if self.unreadable_met() > 0 => Outcome::VerificationFailed,
             _ => Outcome::Ok,
         }
+    }
+    /// Unreadable messages quarantined or left in place (not those a filter skipped).
+    pub fn unreadable_met(&self) -> u64 {
+        self.counts.quarantined + self.counts.unreadable_left
+    }
+    /// One line on the unreadable messages (terminal-safe), when there were any.
+    pub fn unreadable_summary(&self) -> Option<String> {
+        if self.unreadable_met() == 0 {
+            return None;
+        }
+        let parked = mover::MoveSpec::quarantine_queue_of(&self.plan.specs);
+        Some(format!(
+            "{} message(s) in `{}` could not be read and were not republished: {} quarantined{}, {} left in place",
+            self.unreadable_met(),
+            sanitize(self.plan.source()),
+            self.counts.quarantined,
+            parked
+                .map(|p| format!(" in `{}`", sanitize(&p)))
+                .unwrap_or_default(),
+            self.counts.unreadable_left,
+        ))
     }
     /// A mover report of the whole replay (for the views that show one).
     pub fn as_move_report(&self) -> MoveReport {
@@ -339,6 +365,7 @@ impl ReplayReport {
             initial_depth: self.plan.source_depth,
             stop: self.stop.clone(),
             elapsed_s: self.elapsed_s,
+            unreadable: self.unreadable.clone(),
         }
     }
     /// The error to report, if it did not end well: failed (a permission refusal counts as
@@ -358,7 +385,28 @@ impl ReplayReport {
                 cause: cause.clone(),
             });
         }
+        if let Some(line) = self.unreadable_summary() {
+            return Some(OpError::Verification {
+                message: format!("moved {}; {line}", self.counts.moved),
+                hint: "hopback never republishes a message whose properties it cannot read; inspect it with `hopback dlq list` (the parking queue: `--from parked`), export it with `hopback dlq purge`, or fix the producer".into(),
+            });
+        }
         None
+    }
+}
+
+/// Add one run's unreadable messages to the replay's list: a message several runs of a
+/// selection met (same queue and body) is listed once, with what became of it in the end.
+fn merge_unreadable(all: &mut Vec<UnreadableMessage>, run: Vec<UnreadableMessage>) {
+    for m in run {
+        match all
+            .iter_mut()
+            .find(|a| a.queue == m.queue && a.body_sha256 == m.body_sha256)
+        {
+            Some(a) if a.outcome == QuarantineOutcome::NotSelected => *a = m,
+            Some(_) => {}
+            None => all.push(m),
+        }
     }
 }
 
@@ -731,6 +779,7 @@ pub async fn run(
     .await?;
     let started = std::time::Instant::now();
     let mut total = MoveCounts::default();
+    let mut unreadable: Vec<UnreadableMessage> = Vec::new();
     let mut stop = StopReason::Drained;
     let specs: &[MoveSpec] = match &engine {
         Engine::Broker(m) => {
@@ -749,6 +798,7 @@ pub async fn run(
         let fut = mover::run(&cx.cfg.profile, &cx.cfg.operator, spec, &control.mover);
         let r = with_progress(fut, control, i + 1, &mut on_progress).await;
         total.add(&r.counts);
+        merge_unreadable(&mut unreadable, r.unreadable.clone());
         stop = r.stop.clone();
         if r.failed() {
             break;
@@ -778,9 +828,15 @@ pub async fn run(
         elapsed_s: started.elapsed().as_secs_f64(),
         event: None,
         not_journaled: None,
+        unreadable,
     };
     let reason = match (&report.stop, &report.stopped_by) {
         (StopReason::Failed(w), _) => Some(w.clone()),
+        (StopReason::Drained | StopReason::BudgetReached | StopReason::LimitReached, _)
+            if report.unreadable_met() > 0 =>
+        {
+            report.unreadable_summary()
+        }
         (StopReason::Stopped, by) => Some(format!(
             "stopped{} after moving {} and parking {}; the rest stays in `{}` (re-run to continue)",
             by.as_deref()
@@ -794,6 +850,9 @@ pub async fn run(
     };
     let mut after = serde_json::to_value(&report.counts).unwrap_or_default();
     after["source_left"] = serde_json::json!(report.source_left);
+    if !report.unreadable.is_empty() {
+        after["unreadable"] = serde_json::to_value(&report.unreadable).unwrap_or_default();
+    }
     let mut event = cx
         .event(plan.kind, Some(&plan.namespace))
         .params(params)

@@ -139,14 +139,27 @@ pub(super) async fn step_drain(
         ));
     }
     let left = env.ready(&src).await.unwrap_or(0);
+    let unreadable = if r.counts.quarantined + r.counts.unreadable_left > 0 {
+        format!(
+            "; {} unreadable message(s) never republished: {} quarantined in {}, {} left in place",
+            r.counts.quarantined + r.counts.unreadable_left,
+            r.counts.quarantined,
+            crate::text::sanitize(&env.names().quarantine_queue()),
+            r.counts.unreadable_left
+        )
+    } else {
+        String::new()
+    };
     StepResult::done(
         format!(
-            "moved {} message(s) {} → {}; {left} ready left (in flight at workers: not moved)",
+            "moved {} message(s) {} → {}; {left} ready left (in flight at workers: not moved){unreadable}",
             r.counts.moved,
             crate::text::sanitize(&src),
             crate::text::sanitize(&dst)
         ),
-        json!({"moved": r.counts.moved, "possible_duplicates": r.counts.possible_duplicates, "left_ready": left}),
+        json!({"moved": r.counts.moved, "possible_duplicates": r.counts.possible_duplicates, "left_ready": left,
+               "quarantined": r.counts.quarantined, "unreadable_left": r.counts.unreadable_left,
+               "unreadable": r.unreadable}),
     )
 }
 
