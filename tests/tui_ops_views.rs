@@ -473,6 +473,7 @@ fn dead(position: u64, body: Vec<u8>, origin: &str, reason: Reason) -> MessageVi
         message_id: Some(format!("id-{position}\x1b[6n")),
         content_type: Some("application/json".into()),
         timestamp: None,
+        lossless: None,
     }
 }
 

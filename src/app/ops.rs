@@ -362,9 +362,11 @@ impl OpsRunner {
                 position,
                 message,
             } => {
+                // A page row lacks the properties as received: load it whole, so the export
+                // is the lossless record `dlq replay --from-file` takes.
                 let m = match message {
-                    Some(m) => Ok(Some(*m)),
-                    None => self.load(&ns, position).await,
+                    Some(m) if m.lossless.is_some() => Ok(Some(*m)),
+                    _ => self.load(&ns, position).await,
                 };
                 let queue = Namespace::resolve(&self.cfg, &ns).dlq;
                 let r = match m {

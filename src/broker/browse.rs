@@ -37,6 +37,10 @@ pub struct Browsed {
     pub body_len: usize,
     /// Had it been delivered before?
     pub redelivered: bool,
+    /// The exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
 }
 
 /// How to browse.
@@ -135,6 +139,8 @@ pub async fn browse(
                 body,
                 body_len,
                 redelivered: d.redelivered,
+                exchange: d.exchange.to_string(),
+                routing_key: d.routing_key.to_string(),
             });
         }
         seen += 1;
@@ -310,6 +316,7 @@ pub fn message_view(
             .as_ref()
             .map(|s| s.as_str().to_string()),
         timestamp: props.timestamp().and_then(|t| i64::try_from(t).ok()),
+        lossless: None,
     }
 }
 
@@ -324,6 +331,26 @@ impl Browsed {
             self.redelivered,
         )
     }
+    /// The view with what a lossless export needs (the message loaded whole).
+    pub fn view_lossless(&self) -> MessageView {
+        let mut v = self.view();
+        v.lossless = lossless(&self.properties, &self.exchange, &self.routing_key);
+        v
+    }
+}
+
+/// The properties and typed headers as received, for an export record (`None` only if lapin's
+/// serde form of them cannot be built, which the export then says).
+pub fn lossless(
+    props: &BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+) -> Option<crate::model::deadletter::Lossless> {
+    Some(crate::model::deadletter::Lossless {
+        amqp_properties: serde_json::to_value(props).ok()?,
+        exchange: exchange.to_string(),
+        routing_key: routing_key.to_string(),
+    })
 }
 
 /// One page of a queue (`page` is 0-based): prefetch = what the page needs, everything put back
@@ -349,8 +376,9 @@ pub async fn browse_page(
         .collect())
 }
 
-/// The inspector's full load of the message at `position` (body up to [`INSPECT_BODY_BYTES`]).
-/// `None` when the queue has no message there any more.
+/// The inspector's full load of the message at `position` (body up to [`INSPECT_BODY_BYTES`]),
+/// with its properties as received (an export of it is lossless). `None` when the queue has no
+/// message there any more.
 pub async fn load_message(
     session: &Session,
     queue: &str,
@@ -367,5 +395,5 @@ pub async fn load_message(
     Ok(browse(session, queue, opts, is_quorum_with_limit)
         .await?
         .first()
-        .map(Browsed::view))
+        .map(Browsed::view_lossless))
 }
