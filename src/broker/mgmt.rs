@@ -666,7 +666,7 @@ impl Mgmt {
     /// All exchanges of the vhost.
     pub async fn exchanges(&self) -> Result<Vec<ExchangeInfo>, MgmtError> {
         self.get(&format!(
-            "/api/exchanges/{}?columns=name,type",
+            "/api/exchanges/{}?columns=name,type,arguments",
             enc(&self.vhost)
         ))
         .await

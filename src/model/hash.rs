@@ -54,7 +54,9 @@ impl std::str::FromStr for HashOn {
             "correlation_id" => Ok(HashOn::CorrelationId),
             "routing-key" | "routing_key" => Ok(HashOn::RoutingKey),
             other => match other.strip_prefix("header:") {
-                Some(h) if h.is_empty() => Err("`header:` needs a header name, e.g. header:id".into()),
+                Some(h) if h.is_empty() => {
+                    Err("`header:` needs a header name, e.g. header:id".into())
+                }
                 Some(h) if h.len() > 255 => {
                     Err("a header name is at most 255 bytes (an AMQP short string)".into())
                 }
@@ -351,7 +353,11 @@ mod tests {
         );
         assert_eq!(s.best(), Some(HashOn::CorrelationId));
         assert_eq!(default_hash_on(Some(&s)), HashOn::CorrelationId);
-        assert!(s.cause(&HashOn::RoutingKey).unwrap().contains("only 2 distinct"));
+        assert!(
+            s.cause(&HashOn::RoutingKey)
+                .unwrap()
+                .contains("only 2 distinct")
+        );
         assert_eq!(s.cause(&HashOn::CorrelationId), None);
     }
 

@@ -69,7 +69,11 @@ impl MeasuredSplit {
             .keys()
             .map(|v| format!("{v} {:.0}%", self.percent(v).unwrap_or(0.0)))
             .collect();
-        format!("{} of {t} tasks in {:.0} s", parts.join(" · "), self.window_s)
+        format!(
+            "{} of {t} tasks in {:.0} s",
+            parts.join(" · "),
+            self.window_s
+        )
     }
 }
 
@@ -189,7 +193,10 @@ pub fn cause(
     let ns = crate::text::sanitize(ns);
     let remedy = |best: Option<HashOn>| match best {
         Some(b) if Some(&b) != hash => {
-            format!(" — see `--hash-on`: they do carry {} (`hopback gate hash-on {ns} {b}`)", b.field())
+            format!(
+                " — see `--hash-on`: they do carry {} (`hopback gate hash-on {ns} {b}`)",
+                b.field()
+            )
         }
         _ => " — see `--hash-on`".to_string(),
     };
@@ -199,7 +206,9 @@ pub fn cause(
         return Some(format!("{c}{}", remedy(s.best())));
     }
     if *degenerate {
-        let field = hash.map(HashOn::field).unwrap_or_else(|| "hashed field".into());
+        let field = hash
+            .map(HashOn::field)
+            .unwrap_or_else(|| "hashed field".into());
         return Some(format!(
             "every task hashed alike: they carry no {field}, or all the same one (Celery sets no message_id){}",
             remedy(sample.and_then(HashInputs::best))
@@ -225,14 +234,18 @@ mod tests {
 
     #[test]
     fn counters_unknown_or_reset_are_unknown() {
-        let b: BTreeMap<String, Option<u64>> = [("v1".into(), Some(10)), ("v2".into(), None)].into();
-        let a: BTreeMap<String, Option<u64>> = [("v1".into(), Some(20)), ("v2".into(), Some(5))].into();
+        let b: BTreeMap<String, Option<u64>> =
+            [("v1".into(), Some(10)), ("v2".into(), None)].into();
+        let a: BTreeMap<String, Option<u64>> =
+            [("v1".into(), Some(20)), ("v2".into(), Some(5))].into();
         assert_eq!(MeasuredSplit::between(&b, &a, 5.0), None);
         let b: BTreeMap<String, Option<u64>> = [("v1".into(), Some(30))].into();
         let a: BTreeMap<String, Option<u64>> = [("v1".into(), Some(20))].into();
         assert_eq!(MeasuredSplit::between(&b, &a, 5.0), None);
-        let b: BTreeMap<String, Option<u64>> = [("v1".into(), Some(10)), ("v2".into(), Some(0))].into();
-        let a: BTreeMap<String, Option<u64>> = [("v1".into(), Some(100)), ("v2".into(), Some(10))].into();
+        let b: BTreeMap<String, Option<u64>> =
+            [("v1".into(), Some(10)), ("v2".into(), Some(0))].into();
+        let a: BTreeMap<String, Option<u64>> =
+            [("v1".into(), Some(100)), ("v2".into(), Some(10))].into();
         let m = MeasuredSplit::between(&b, &a, 5.0).unwrap();
         assert_eq!(m.total(), 100);
         assert_eq!(m.describe(), "v1 90% · v2 10% of 100 tasks in 5 s");
@@ -243,7 +256,10 @@ mod tests {
         let c = split(&[("v1", 50), ("v2", 50)]);
         assert!(matches!(
             check(&c, &measured(&[("v1", 0), ("v2", 60)])),
-            SplitCheck::Differs { degenerate: true, .. }
+            SplitCheck::Differs {
+                degenerate: true,
+                ..
+            }
         ));
         let c = split(&[("v1", 90), ("v2", 10)]);
         // 20 of 20 to v1 at 90/10 is not evidence yet; 100 of 100 is.
@@ -253,7 +269,10 @@ mod tests {
         );
         assert!(matches!(
             check(&c, &measured(&[("v1", 100), ("v2", 0)])),
-            SplitCheck::Differs { degenerate: true, .. }
+            SplitCheck::Differs {
+                degenerate: true,
+                ..
+            }
         ));
         assert_eq!(
             check(&c, &measured(&[("v1", 905), ("v2", 95)])),
@@ -301,7 +320,13 @@ mod tests {
             "92 % of 50 sampled tasks have no message_id: the gate cannot split them — see `--hash-on`: they do carry correlation_id (`hopback gate hash-on email correlation_id`)"
         );
         let blind = cause(&off, Some(&HashOn::MessageId), None, "email").unwrap();
-        assert!(blind.starts_with("every task hashed alike: they carry no message_id"), "{blind}");
-        assert_eq!(cause(&SplitCheck::Agrees { tasks: 9 }, None, None, "e"), None);
+        assert!(
+            blind.starts_with("every task hashed alike: they carry no message_id"),
+            "{blind}"
+        );
+        assert_eq!(
+            cause(&SplitCheck::Agrees { tasks: 9 }, None, None, "e"),
+            None
+        );
     }
 }

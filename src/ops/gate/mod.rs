@@ -59,6 +59,8 @@ pub struct GateView {
     pub unrouted_ready: Option<u32>,
     /// Name of the unrouted queue.
     pub unrouted: String,
+    /// Where the gate lives (the entry exchange, or the exchange behind it) and what it hashes.
+    pub layout: Option<crate::broker::hashgate::GateLayout>,
 }
 
 impl GateView {
@@ -99,7 +101,13 @@ pub async fn read_gate(
     also: &[String],
 ) -> Result<GateView, OpError> {
     let names = Namespace::resolve(cfg, ns);
-    let entry = names.entry.clone();
+    // The gate may sit behind the entry exchange (after `gate hash-on`): read it where it is.
+    let layout = crate::broker::hashgate::read_layout(mgmt, &names)
+        .await
+        .map_err(|e| mgmt_failure("reading the entry exchange", e))?;
+    let entry = layout
+        .as_ref()
+        .map_or_else(|| names.entry.clone(), |l| l.gate.clone());
     let (x, b) = tokio::join!(mgmt.exchange(&entry), mgmt.bindings_from(&entry));
     let Some(x) = x.map_err(|e| mgmt_failure("reading the entry exchange", e))? else {
         return Err(OpError::failed(
@@ -117,6 +125,10 @@ pub async fn read_gate(
     let raw = b.map_err(|e| mgmt_failure("reading the gate's bindings", e))?;
     let mut view = view_from_bindings(cfg, ns, &entry, &x.kind, &raw);
     view.unrouted = names.unrouted.clone();
+    if let Some(l) = layout {
+        view.problems.extend(l.problems.iter().cloned());
+        view.layout = Some(l);
+    }
     let mut wanted: Vec<String> = view.bindings.iter().map(|b| b.version.clone()).collect();
     wanted.extend(also.iter().cloned());
     wanted.extend(names.known_versions().into_keys());
@@ -176,6 +188,7 @@ pub fn view_from_bindings(
         ready: BTreeMap::new(),
         unrouted_ready: None,
         unrouted: String::new(),
+        layout: None,
     };
     let fanout = entry_kind == "fanout";
     for b in raw
@@ -305,6 +318,12 @@ pub fn validate(
             "flip this gate with your own tooling, or adopt an entry exchange of a supported type",
         )
     })?;
+    if let Some(p) = view.layout.as_ref().and_then(|l| l.problems.first()) {
+        return Err(OpError::failed(
+            format!("{p}; nothing was changed"),
+            "finish the change first, then flip the gate",
+        ));
+    }
     if target.total() == 0 {
         return Err(OpError::invalid(
             "the weights sum to 0: that would route nothing; nothing was changed",
