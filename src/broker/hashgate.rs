@@ -19,9 +19,10 @@ use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
 use crate::model::hash::HashOn;
 use crate::topology::Namespace;
 
-/// The binding key (weight) of the entry's binding to the exchange behind it: any weight routes
-/// everything when it is the only binding.
-pub const FORWARD_WEIGHT: &str = "1";
+/// The binding key (weight) of the entry's binding to the exchange behind it. Alone, any weight
+/// routes everything; while a change still has the entry's old routes in place, a large one
+/// sends most tasks the new way at once.
+pub const FORWARD_WEIGHT: &str = "1000";
 
 /// Where the gate is and what it hashes.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -48,12 +48,35 @@ pub enum GateCommand {
         #[arg(long)]
         force_zero_consumers: bool,
     },
+    /// Change what the gate hashes to split tasks, keeping the weights and losing no task
+    HashOn {
+        /// Namespace
+        namespace: String,
+        /// message_id | correlation_id | header:NAME | routing-key (Celery: correlation_id)
+        field: String,
+        /// Why (recorded in the ledger)
+        #[arg(long)]
+        reason: Option<String>,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        /// Print the step plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Run a `gate` subcommand.
 pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
     match cmd {
         GateCommand::Show { namespace } => show(ctx, &namespace).await,
+        GateCommand::HashOn {
+            namespace,
+            field,
+            reason,
+            yes,
+            dry_run,
+        } => super::gate_hash::run(ctx, &namespace, &field, reason, yes, dry_run).await,
         GateCommand::Set {
             namespace,
             targets,
@@ -166,11 +189,27 @@ fn percents(s: &GateSplit) -> serde_json::Value {
 /// Print a gate view for humans.
 pub fn print_view(view: &GateView) {
     crate::outln!(
-        "gate of `{}` (entry exchange `{}`, {})",
+        "gate of `{}` ({} exchange `{}`, {})",
         sanitize(&view.namespace),
+        if view.layout.as_ref().is_some_and(|l| l.behind()) {
+            "gate"
+        } else {
+            "entry"
+        },
         sanitize(&view.entry),
         sanitize(&view.entry_kind)
     );
+    if let Some(l) = &view.layout {
+        crate::outln!(
+            "  hashes: {}{}",
+            sanitize(&l.hash_text()),
+            if l.behind() {
+                format!(" (the gate sits behind `{}`)", sanitize(&l.entry))
+            } else {
+                String::new()
+            }
+        );
+    }
     if view.split.bound().count() == 0 {
         crate::outln!(
             "  NOTHING BOUND: every message goes to `{}`",

@@ -180,6 +180,13 @@ pub fn summarize(e: &Event) -> String {
             text(p, "scenario").map_or(String::new(), |s| format!(" (scenario {s})"))
         ),
         EventKind::DrillFinished => "drill finished".into(),
+        EventKind::GateHash => format!(
+            "gate hashes {} → {}",
+            text(&e.before, "hash_on").unwrap_or_else(|| "?".into()),
+            text(a, "hash_on")
+                .or_else(|| text(p, "hash_on"))
+                .unwrap_or_else(|| "?".into())
+        ),
         EventKind::Note => "note".into(),
         EventKind::AlertRaised => format!(
             "ALERT {}",

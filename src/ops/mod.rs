@@ -1,5 +1,5 @@
 //! Operations (docs/architecture.md, "Operations"): namespace creation ([`init`]), gate flips
-//! ([`gate`]), replays, moves and
+//! ([`gate`]), what the gate hashes ([`hash_on`]), replays, moves and
 //! drains ([`replay`]), purges ([`purge`]), notes ([`note`]) and rollbacks ([`rollback`], with
 //! [`plan`]). Each one is owned end to end by one function here that does
 //! guard (read-only, permission pre-checks, zero-consumer guard) → journal the intent → act (with
@@ -9,6 +9,7 @@
 
 pub mod alert;
 pub mod gate;
+pub mod hash_on;
 pub mod import;
 pub mod init;
 pub mod migrate;

@@ -514,7 +514,8 @@ pub async fn apply(cx: &OpContext, req: &GateRequest) -> Result<ApplyReport, OpE
     result
 }
 
-async fn take_gate_lock(
+/// The gate's broker-side lock, with the refusals named (shared with `ops::hash_on`).
+pub(crate) async fn take_gate_lock(
     session: &Session,
     cfg: &Config,
     ns: &str,
