@@ -1,7 +1,7 @@
 //! All broker I/O (docs/architecture.md, "Parts"): the AMQP session ([`session`]), the
 //! management API ([`mgmt`]), topology declaration and discovery ([`topology`]; the names come
 //! from [`crate::topology::Namespace`]), snapshot collection ([`stats`]), non-destructive
-//! browsing ([`browse`]), the broker engine of moves ([`shovel`]), header reading ([`headers`]), where the gate lives and what it hashes ([`hashgate`]), a sample of what producers send ([`sample`]), the AMQP primitives ([`amqp`], [`stream`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine
+//! browsing ([`browse`]), the broker engine of moves ([`shovel`]), header reading ([`headers`]), where the gate lives and what it hashes ([`hashgate`]), a sample of what producers send ([`sample`]) and the split that happened ([`split`]), the AMQP primitives ([`amqp`], [`stream`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine
 //! of every move) and export-and-hold ([`export`]: the engine of a purge). These are primitives:
 //! they neither guard nor journal — `ops/` does. Nothing outside this module talks to RabbitMQ.
 
@@ -16,6 +16,7 @@ pub mod mover;
 pub mod sample;
 pub mod session;
 pub mod shovel;
+pub mod split;
 pub mod stats;
 pub mod stream;
 pub mod tap;

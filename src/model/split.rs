@@ -49,6 +49,45 @@ impl MeasuredSplit {
         }
         (!tasks.is_empty()).then_some(Self { window_s, tasks })
     }
+    /// The split over the newest stretch that every version's counter history covers, at most
+    /// `window_ms` long (histories: version → `(unix ms, total published)` samples in any order;
+    /// an empty history is a queue nothing was ever published to; `None` is unknown, and makes
+    /// the whole split unknown).
+    pub fn from_history(
+        histories: &BTreeMap<String, Option<Vec<(i64, u64)>>>,
+        window_ms: i64,
+    ) -> Option<Self> {
+        let mut newest = i64::MAX;
+        let mut oldest = i64::MIN;
+        for h in histories.values() {
+            let h = h.as_ref()?;
+            if let (Some(hi), Some(lo)) = (h.iter().map(|s| s.0).max(), h.iter().map(|s| s.0).min())
+            {
+                newest = newest.min(hi);
+                oldest = oldest.max(lo);
+            }
+        }
+        if newest == i64::MAX || oldest >= newest {
+            return None;
+        }
+        let start = oldest.max(newest - window_ms);
+        // The counter at `t`: the latest sample at or before it (0 before the first).
+        let at = |h: &[(i64, u64)], t: i64| {
+            h.iter()
+                .filter(|s| s.0 <= t)
+                .max_by_key(|s| s.0)
+                .map_or(0, |s| s.1)
+        };
+        let mut tasks = BTreeMap::new();
+        for (v, h) in histories {
+            let h = h.as_deref().unwrap_or_default();
+            tasks.insert(v.clone(), at(h, newest).checked_sub(at(h, start))?);
+        }
+        Some(Self {
+            window_s: (newest - start) as f64 / 1000.0,
+            tasks,
+        })
+    }
     /// Tasks in the window, all versions.
     pub fn total(&self) -> u64 {
         self.tasks.values().sum()
@@ -249,6 +288,30 @@ mod tests {
         let m = MeasuredSplit::between(&b, &a, 5.0).unwrap();
         assert_eq!(m.total(), 100);
         assert_eq!(m.describe(), "v1 90% · v2 10% of 100 tasks in 5 s");
+    }
+
+    #[test]
+    fn histories_are_read_over_the_stretch_all_of_them_cover() {
+        let h: BTreeMap<String, Option<Vec<(i64, u64)>>> = [
+            (
+                "v1".to_string(),
+                Some(vec![(60_000, 900), (5_000, 0), (30_000, 400)]),
+            ),
+            ("v2".to_string(), Some(vec![])),
+        ]
+        .into();
+        let m = MeasuredSplit::from_history(&h, 60_000).unwrap();
+        assert_eq!(m.tasks["v1"], 900);
+        assert_eq!(m.tasks["v2"], 0);
+        assert_eq!(m.window_s, 55.0);
+        let m = MeasuredSplit::from_history(&h, 30_000).unwrap();
+        assert_eq!(m.tasks["v1"], 500);
+        let unknown: BTreeMap<String, Option<Vec<(i64, u64)>>> =
+            [("v1".to_string(), None), ("v2".to_string(), Some(vec![]))].into();
+        assert_eq!(MeasuredSplit::from_history(&unknown, 60_000), None);
+        let no_samples: BTreeMap<String, Option<Vec<(i64, u64)>>> =
+            [("v1".to_string(), Some(vec![]))].into();
+        assert_eq!(MeasuredSplit::from_history(&no_samples, 60_000), None);
     }
 
     #[test]
