@@ -145,6 +145,8 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
             return Err(f.into());
         }
     };
+    let (measured, split_check) =
+        super::gate_hash::measured_split(ctx, &session, &mgmt, &view).await;
     let ledger = Ledger::open(&session, &ctx.cfg).await;
     let history = ledger_history(&ledger, ns).await;
     session.close().await;
@@ -157,9 +159,15 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
             "gate": view, "percent": percents(&view.split), "drift": drift,
             "last_known": history.as_ref().ok().and_then(|h| h.last_known().cloned()),
             "ledger": ledger.backend_description(),
+            "measured": measured, "split_check": split_check,
         }));
     }
     print_view(&view);
+    crate::outln!(
+        "  {}{}",
+        if split_check.differs() { "(!) " } else { "" },
+        sanitize(&split_check.describe(&view.split, &measured.unwrap_or_default()))
+    );
     match (&drift, &history) {
         (Some(d), _) => crate::outln!("DRIFT  {}", sanitize(&d.describe())),
         (None, Ok(h)) => match h.last_known() {

@@ -141,3 +141,31 @@ fn print(ctx: &Ctx, r: &HashOnReport) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// The split that happened next to the gate of `view` (`gate show`): measured over the last
+/// minute, judged, and the cause when it is off.
+pub async fn measured_split(
+    ctx: &Ctx,
+    session: &crate::broker::session::Session,
+    mgmt: &crate::broker::mgmt::Mgmt,
+    view: &crate::ops::gate::GateView,
+) -> (
+    Option<crate::model::split::MeasuredSplit>,
+    crate::model::snapshot::SplitReport,
+) {
+    let names = crate::topology::Namespace::resolve(&ctx.cfg, &view.namespace);
+    let hash = view.layout.as_ref().and_then(|l| l.hash_on.clone().ok());
+    let measured =
+        crate::broker::split::measure(mgmt, &view.versions, crate::broker::split::WINDOW_S).await;
+    let report = crate::broker::split::judge(
+        session,
+        Some(mgmt),
+        &names,
+        &view.versions,
+        &view.split,
+        hash.as_ref(),
+        measured.as_ref(),
+    )
+    .await;
+    (measured, report)
+}

@@ -35,8 +35,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     };
     let n = state.namespace(ns);
     let versions_h = n.map_or(1, |n| n.versions.len() as u16 + 1).min(6);
+    let split = n.and_then(|n| split_line(n, usize::from(area.width), theme));
     let [top, table, unrouted, presets] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(2 + u16::from(split.is_some())),
         Constraint::Length(versions_h),
         Constraint::Length(2),
         Constraint::Min(4),
@@ -60,7 +61,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
             theme.alert,
         )),
     };
-    f.render_widget(Paragraph::new(bar), inner);
+    f.render_widget(
+        Paragraph::new(vec![bar].into_iter().chain(split).collect::<Vec<_>>()),
+        inner,
+    );
     if let Some(n) = n {
         let versions = version_lines(usize::from(table.width), state, theme, n);
         f.render_widget(Paragraph::new(versions), table);
@@ -96,6 +100,34 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         }
         _ => {}
     }
+}
+
+/// What the gate hashes and the split that happened beside it (red when it is not the
+/// configured one); `None` when neither is known (no management API).
+pub fn split_line(n: &NamespaceSnapshot, w: usize, theme: &Theme) -> Option<Line<'static>> {
+    let hash = n
+        .hash_on
+        .as_deref()
+        .map(|h| format!("hashes {}", sanitize(h)));
+    let (text, alert) = match (&n.split_check, &n.gate) {
+        (Some(r), Some(g)) => (
+            r.describe(g, &n.measured.clone().unwrap_or_default()),
+            r.differs(),
+        ),
+        _ if hash.is_some() => (
+            "measured split: gathering a minute of counters…".into(),
+            false,
+        ),
+        _ => return None,
+    };
+    let text = match hash {
+        Some(h) => format!("{h} · {text}"),
+        None => text,
+    };
+    Some(Line::from(Span::styled(
+        fit(&sanitize(&text), w),
+        if alert { theme.alert } else { theme.muted },
+    )))
 }
 
 /// The version table: one row per version, `w` columns wide.
