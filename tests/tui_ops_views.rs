@@ -1197,6 +1197,38 @@ fn failing_versions_are_never_defaults_and_always_warned() {
     assert!(!screen.contains("moves traffic ONTO"), "{screen}");
 }
 
+/// Issue 37: a version failing *now* — before its error-rate alert's window has passed — is
+/// never the replay dialog's default either, and is marked.
+#[test]
+fn a_version_failing_before_its_alert_window_is_not_the_replay_default() {
+    let c = cfg("");
+    let mut s = state_with(&c, 1, 0);
+    assert!(
+        !s.alerts.active.iter().any(|a| a.kind.tag() == "error"),
+        "the 30 s window has not passed: {:?}",
+        s.alerts.active
+    );
+    s.handle_key("enter");
+    s.handle_key("d");
+    s.take_requests();
+    s.handle_msg(Msg::Op(OpMsg::DlqPage {
+        ns: "email".into(),
+        page: 0,
+        depth: Some(1),
+        result: Ok(vec![dead(0, b"x".to_vec(), "email.v2", Reason::Rejected)]),
+    }));
+    s.handle_key("R");
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        screen.contains("version v2 ⚠ v2 is failing (error rate 90% now)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("every matching message of the DLQ → version v1"),
+        "{screen}"
+    );
+}
+
 /// Issue 17: a console drill waits for "press Enter to start" — nothing is created before;
 /// Esc on the start screen quits without creating anything.
 #[test]

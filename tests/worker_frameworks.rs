@@ -509,6 +509,23 @@ async fn status_says_the_split_is_not_happening_and_why() {
         (300, 0),
         "every Celery task hashes alike on message_id"
     );
+    // An idle v2 worker, named as Celery fleets are named here: `status --json` lists it.
+    let worker = hopback::broker::session::connect_named(
+        &t.cfg.profile,
+        &format!("{} worker v2 (celery)", t.ns),
+    )
+    .await
+    .unwrap();
+    let wch = worker.channel().await.unwrap();
+    let _consumer = wch
+        .basic_consume(
+            format!("{}.v2", t.ns).as_str().into(),
+            "celery-worker".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     // The broker samples its counters every 5 s: poll `status` until they show the tasks.
     let mut last = serde_json::Value::Null;
     for _ in 0..40 {
@@ -523,7 +540,11 @@ async fn status_says_the_split_is_not_happening_and_why() {
             String::from_utf8_lossy(&out.stderr)
         );
         last = serde_json::from_slice(&out.stdout).unwrap();
-        if last["namespaces"][0]["split_check"]["check"]["verdict"] == "differs" {
+        if last["namespaces"][0]["split_check"]["check"]["verdict"] == "differs"
+            && last["namespaces"][0]["versions"][1]["connections"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -533,6 +554,11 @@ async fn status_says_the_split_is_not_happening_and_why() {
     assert_eq!(n["split_check"]["check"]["verdict"], "differs", "{n}");
     assert_eq!(n["split_check"]["check"]["degenerate"], true);
     assert_eq!(n["measured"]["tasks"]["v2"], 0);
+    assert_eq!(
+        n["versions"][1]["connections"],
+        serde_json::json!([format!("{} worker v2 (celery)", t.ns)]),
+        "{n}"
+    );
     let cause = n["split_check"]["cause"].as_str().unwrap();
     assert!(
         cause.starts_with("100 % of")
@@ -547,6 +573,8 @@ async fn status_says_the_split_is_not_happening_and_why() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("(!) the split is not happening"), "{text}");
+    assert!(text.contains("v2 workers: "), "{text}");
+    worker.close().await;
     let _ = hopback::ledger::delete_stream(&t.session, &format!("hopback.ledger.{}", t.ns)).await;
     t.cleanup().await;
 }
