@@ -740,3 +740,90 @@ async fn spring_and_celery_dead_letters_group_and_attribute() {
     assert_eq!(celery["reason"], "expired");
     t.cleanup().await;
 }
+
+/// `gate set --verify-split`: with Celery tasks flowing, a flip the tasks cannot follow
+/// (the gate hashes message_id) fails its verification (exit 4) and journals an alert; after
+/// `gate hash-on correlation_id` the same kind of flip verifies.
+// Two worker threads: the producer keeps publishing while the test blocks on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_s_verification_includes_the_measured_split() {
+    let (base, body) = celery_fixture();
+    let t = namespace("hashflip", &HashOn::MessageId).await;
+    let ns = t.ns.clone();
+    let stream = format!("hopback.ledger.{ns}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (stop, base, body, ns) = (stop.clone(), base.clone(), body.clone(), ns.clone());
+        let session = common::connect(&t.cfg, "producer").await;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let b = base.clone();
+                publish(
+                    &session,
+                    &ns,
+                    20,
+                    &move |id| (celery_task(&b, id), "celery".into()),
+                    &body,
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            session.close().await;
+        })
+    };
+    let run = |args: &[&str]| {
+        let out = common::bin()
+            .env("HOPBACK_LEDGER_STREAM", &stream)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let flip = |v1: &str, v2: &str| {
+        vec![
+            "gate".to_string(),
+            "set".into(),
+            ns.clone(),
+            format!("v1={v1}"),
+            format!("v2={v2}"),
+            "--yes".into(),
+            "--force-zero-consumers".into(),
+            "--verify-split".into(),
+            "40s".into(),
+        ]
+    };
+    let a = flip("90", "10");
+    let (code, out, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(4), "{out}{err}");
+    assert!(
+        out.contains("(!) since the flip: the split is not happening"),
+        "{out}"
+    );
+    assert!(
+        err.contains("do not follow it") && err.contains("gate hash-on"),
+        "{err}"
+    );
+    let (code, out, err) = run(&["gate", "hash-on", &ns, "correlation_id", "--yes"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let b = flip("50", "50");
+    let (code, out, err) = run(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("since the flip: measured") && out.contains("(as configured)"),
+        "{out}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    let (code, out, _) = run(&["--json", "timeline", "--namespace", &ns, "--format", "json"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("alert_raised") && out.contains("ALERT the split is not happening"),
+        "{out}"
+    );
+    let _ = hopback::ledger::delete_stream(&t.session, &stream).await;
+    t.cleanup().await;
+}

@@ -222,6 +222,8 @@ pub struct AlertTracker {
     pub dlq_depths: BTreeMap<String, VecDeque<(i64, u64)>>,
     /// ns → (snapshot time, version → publish counter) of the last minute: the measured split.
     pub published: BTreeMap<String, VecDeque<(i64, BTreeMap<String, Option<u64>>)>>,
+    /// ns → the gate the counters in `published` were taken under (a flip starts them over).
+    pub published_gate: BTreeMap<String, Option<crate::model::gate::GateSplit>>,
     /// Currently active alerts.
     pub active: Vec<Alert>,
     /// Alerts that were active before the last evaluation and are not any more.
@@ -256,6 +258,11 @@ impl AlertTracker {
                 .iter()
                 .map(|v| (v.version.clone(), v.published_total))
                 .collect();
+            // Tasks routed before a flip say nothing about the new weights: start over.
+            if self.published_gate.get(&ns.name) != Some(&ns.gate) {
+                self.published.remove(&ns.name);
+                self.published_gate.insert(ns.name.clone(), ns.gate.clone());
+            }
             let h = self.published.entry(ns.name.clone()).or_default();
             if h.back().is_some_and(|(last, _)| *last >= t) {
                 continue;
@@ -266,6 +273,8 @@ impl AlertTracker {
             }
         }
         self.published
+            .retain(|n, _| snap.namespaces.iter().any(|x| &x.name == n));
+        self.published_gate
             .retain(|n, _| snap.namespaces.iter().any(|x| &x.name == n));
     }
 
@@ -526,6 +535,18 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("they carry no message_id"), "{line}");
+        // A flip starts the window over: the tasks before it were routed by the old weights.
+        let mut flipped = at(25_000, 1150, 50);
+        flipped.namespaces[0].gate = Some(crate::model::gate::GateSplit::from_pairs([
+            ("v1".into(), 50),
+            ("v2".into(), 50),
+        ]));
+        t.evaluate(&flipped, &th, 25_000);
+        assert_eq!(
+            t.measured_split("email"),
+            None,
+            "no history since the flip yet"
+        );
         // Counters unknown (no management stats): no verdict, never "0 tasks".
         let mut unknown = at(30_000, 1200, 60);
         unknown.namespaces[0].versions[1].published_total = None;

@@ -47,6 +47,10 @@ pub enum GateCommand {
         /// Allow moving traffic onto a version whose queue has no consumers
         #[arg(long)]
         force_zero_consumers: bool,
+        /// After the flip, wait up to this long (e.g. 60s) for enough new tasks to check that
+        /// they split as set; exit 4 (and journal an alert) when they do not
+        #[arg(long, value_name = "DURATION")]
+        verify_split: Option<humantime::Duration>,
     },
     /// Change what the gate hashes to split tasks, keeping the weights and losing no task
     HashOn {
@@ -84,6 +88,7 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
             yes,
             dry_run,
             force_zero_consumers,
+            verify_split,
         } => {
             let target = parse_targets(&targets).map_err(|e| {
                 Failure::usage(
@@ -103,7 +108,15 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
                 extra_params: Default::default(),
                 expect_before: None,
             };
-            set(ctx, req, yes).await
+            let (ns, dry) = (req.namespace.clone(), req.dry_run);
+            let since_ms = chrono::Utc::now().timestamp_millis();
+            set(ctx, req, yes).await?;
+            match verify_split {
+                Some(wait) if !dry => {
+                    super::gate_hash::verify_split(ctx, &ns, since_ms, wait.into()).await
+                }
+                _ => Ok(()),
+            }
         }
     }
 }

@@ -169,3 +169,117 @@ pub async fn measured_split(
     .await;
     (measured, report)
 }
+
+/// How often a flip's measured verification reads the counters (the broker samples every 5 s).
+const VERIFY_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// After a flip of `ns` at `since_ms` (unix ms): wait up to `wait` for enough tasks to judge the
+/// split that happens under the new weights (publish counters sampled after the flip only), and
+/// say it. A split that is not happening is journaled as an alert and fails the verification
+/// (exit 4); too little traffic in the time is said, and is no failure.
+pub async fn verify_split(
+    ctx: &Ctx,
+    ns: &str,
+    since_ms: i64,
+    wait: std::time::Duration,
+) -> Result<(), Failure> {
+    use crate::model::split::{MeasuredSplit, SplitCheck, check, tasks_to_tell};
+    let mgmt = super::gate::require_mgmt(ctx)?;
+    let session = ctx.connect().await?;
+    let view = crate::ops::gate::read_gate(&session, &mgmt, &ctx.cfg, ns, &[]).await;
+    let view = match view {
+        Ok(v) => v,
+        Err(e) => {
+            session.close().await;
+            return Err(e.into());
+        }
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut measured = None;
+    loop {
+        let mut histories = std::collections::BTreeMap::new();
+        for (v, q) in &view.versions {
+            let h = mgmt
+                .publish_history(q, crate::broker::split::WINDOW_S)
+                .await
+                .ok()
+                .flatten()
+                .map(|h| {
+                    h.into_iter()
+                        .filter(|s| s.0 >= since_ms)
+                        .collect::<Vec<_>>()
+                });
+            histories.insert(v.clone(), h);
+        }
+        measured = MeasuredSplit::from_history(&histories, i64::MAX / 2).or(measured);
+        let decided = measured
+            .as_ref()
+            .is_some_and(|m| !matches!(check(&view.split, m), SplitCheck::TooLittleTraffic { .. }));
+        if decided || tokio::time::Instant::now() + VERIFY_POLL > deadline {
+            break;
+        }
+        tokio::time::sleep(VERIFY_POLL).await;
+    }
+    let Some(m) = measured else {
+        session.close().await;
+        crate::outln!(
+            "measured split: unknown — no publish counters since the flip (management API stats unavailable, or no sample yet)"
+        );
+        return Ok(());
+    };
+    let hash = view.layout.as_ref().and_then(|l| l.hash_on.clone().ok());
+    let names = crate::topology::Namespace::resolve(&ctx.cfg, ns);
+    let report = crate::broker::split::judge(
+        &session,
+        Some(&mgmt),
+        &names,
+        &view.versions,
+        &view.split,
+        hash.as_ref(),
+        Some(&m),
+    )
+    .await;
+    let line = report.describe(&view.split, &m);
+    if !report.differs() {
+        session.close().await;
+        crate::outln!("since the flip: {}", sanitize(&line));
+        if matches!(report.check, SplitCheck::TooLittleTraffic { .. }) {
+            crate::outln!(
+                "  ({} tasks are needed to tell at these weights)",
+                tasks_to_tell(&view.split)
+            );
+        }
+        return Ok(());
+    }
+    crate::outln!("(!) since the flip: {}", sanitize(&line));
+    let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
+    let journaled = crate::ops::alert::record(
+        &cx,
+        &crate::ops::alert::AlertRecord {
+            namespace: ns.to_string(),
+            version: None,
+            metric: "split".into(),
+            text: sanitize(&line).into_owned(),
+            raised: true,
+        },
+    )
+    .await;
+    session.close().await;
+    if let Err(e) = journaled {
+        crate::errln!(
+            "warning: the alert was not journaled: {}",
+            sanitize(&e.to_string())
+        );
+    }
+    Err(Failure::verification(
+        format!(
+            "the gate of `{}` is set, but the tasks do not follow it: {}",
+            sanitize(ns),
+            sanitize(&line)
+        ),
+        format!(
+            "make the gate hash a field every task carries: `hopback gate hash-on {} FIELD`",
+            sanitize(ns)
+        ),
+    ))
+}
