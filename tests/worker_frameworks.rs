@@ -92,13 +92,16 @@ async fn gate(t: &common::TestNs, ledger: &Arc<Ledger>, v1: u32, v2: u32) {
     assert!(r.verified);
 }
 
+/// How a test producer shapes each task: its properties and routing key, from its id.
+type Shape = dyn Fn(&str) -> (BasicProperties, String) + Sync;
+
 /// Publish `n` tasks to the entry exchange with confirms and `mandatory`; `shape` gives each
 /// task's properties and routing key. Returns the ids the broker confirmed.
 async fn publish(
     session: &Session,
     exchange: &str,
     n: usize,
-    shape: &(dyn Fn(&str) -> (BasicProperties, String) + Sync),
+    shape: &Shape,
     body: &[u8],
 ) -> Vec<String> {
     let ch = session.confirm_channel().await.unwrap();
@@ -184,10 +187,7 @@ fn the_fixture_is_what_celery_publishes() {
 async fn a_90_10_canary_splits_within_a_few_points_for_each_hash_on() {
     let (base, body) = celery_fixture();
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(
-        HashOn,
-        Box<dyn Fn(&str) -> (BasicProperties, String) + Sync>,
-    )> = vec![
+    let cases: Vec<(HashOn, Box<Shape>)> = vec![
         // A producer that sets message_id (Celery does not; see the README).
         (
             HashOn::MessageId,

@@ -221,7 +221,7 @@ pub struct AlertTracker {
     /// ns → (unix ms, DLQ depth) samples of the last minutes.
     pub dlq_depths: BTreeMap<String, VecDeque<(i64, u64)>>,
     /// ns → (snapshot time, version → publish counter) of the last minute: the measured split.
-    pub published: BTreeMap<String, VecDeque<(i64, BTreeMap<String, Option<u64>>)>>,
+    pub published: BTreeMap<String, VecDeque<(i64, Counters)>>,
     /// ns → the gate the counters in `published` were taken under (a flip starts them over).
     pub published_gate: BTreeMap<String, Option<crate::model::gate::GateSplit>>,
     /// Currently active alerts.
@@ -229,6 +229,9 @@ pub struct AlertTracker {
     /// Alerts that were active before the last evaluation and are not any more.
     pub cleared: Vec<Alert>,
 }
+
+/// Version → its queue's publish counter (`None`: unknown) at one refresh.
+pub type Counters = BTreeMap<String, Option<u64>>;
 
 const DLQ_HISTORY_MS: i64 = 120_000;
 /// The measured split's window.
@@ -253,7 +256,7 @@ impl AlertTracker {
     pub fn record_published(&mut self, snap: &FleetSnapshot) {
         let t = snap.taken_at_ms;
         for ns in &snap.namespaces {
-            let counters: BTreeMap<String, Option<u64>> = ns
+            let counters: Counters = ns
                 .versions
                 .iter()
                 .map(|v| (v.version.clone(), v.published_total))

@@ -54,9 +54,7 @@ impl std::str::FromStr for HashOn {
             "correlation_id" => Ok(HashOn::CorrelationId),
             "routing-key" | "routing_key" => Ok(HashOn::RoutingKey),
             other => match other.strip_prefix("header:") {
-                Some(h) if h.is_empty() => {
-                    Err("`header:` needs a header name, e.g. header:id".into())
-                }
+                Some("") => Err("`header:` needs a header name, e.g. header:id".into()),
                 Some(h) if h.len() > 255 => {
                     Err("a header name is at most 255 bytes (an AMQP short string)".into())
                 }
