@@ -56,7 +56,8 @@ pub async fn judge(
     let Some(m) = measured else {
         return SplitReport {
             check: SplitCheck::Unknown {
-                why: "no publish counters (management API stats unavailable)".into(),
+                why: "no publish counters: the management API has no stats for these queues (yet)"
+                    .into(),
             },
             cause: None,
             sample: None,

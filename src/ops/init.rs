@@ -114,7 +114,7 @@ pub async fn hash_for(
         return Ok((own.or(wanted).unwrap_or(HashOn::MessageId), None));
     }
     if let Some(w) = wanted {
-        return Ok((w, Some("asked for (--hash-on)".into())));
+        return Ok((w, Some("asked for with --hash-on".into())));
     }
     let queues: Vec<String> = versions
         .iter()
