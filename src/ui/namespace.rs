@@ -36,9 +36,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     };
     let stale = state.is_stale();
     let problems = n.gate_problems.len().min(2) as u16;
-    let split = crate::ui::gate::split_line(n, usize::from(area.width), theme);
+    let split = crate::ui::gate::split_lines(n, usize::from(area.width), theme).len() as u16;
     let [gate_area, versions_area, dl_area] = Layout::vertical([
-        Constraint::Length(2 + problems + u16::from(split.is_some())),
+        Constraint::Length(2 + problems + split),
         Constraint::Length(11),
         Constraint::Min(3),
     ])
@@ -91,7 +91,7 @@ fn draw_gate(
         Span::styled(title, title_style),
     );
     let mut lines = vec![gate_bar(n.gate.as_ref(), usize::from(inner.width), theme)];
-    lines.extend(crate::ui::gate::split_line(
+    lines.extend(crate::ui::gate::split_lines(
         n,
         usize::from(inner.width),
         theme,
