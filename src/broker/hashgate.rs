@@ -83,7 +83,7 @@ pub fn layout(
         entry: names.entry.clone(),
         gate: names.entry.clone(),
         gate_kind: entry.kind.clone(),
-        hash_on: HashOn::from_arguments(&entry.arguments),
+        hash_on: hash_of(entry),
         also_routes_to: Vec::new(),
         problems: Vec::new(),
     };
@@ -96,7 +96,7 @@ pub fn layout(
     {
         out.gate = x.name.clone();
         out.gate_kind = x.kind.clone();
-        out.hash_on = HashOn::from_arguments(&x.arguments);
+        out.hash_on = hash_of(&x);
         return out;
     }
     if !gates.is_empty() {
@@ -113,6 +113,16 @@ pub fn layout(
         ));
     }
     out
+}
+
+/// What an exchange hashes: only an `x-consistent-hash` exchange hashes anything (a fanout
+/// entry sends every task to each bound version).
+fn hash_of(x: &ExchangeInfo) -> Result<HashOn, String> {
+    if x.kind == "x-consistent-hash" {
+        HashOn::from_arguments(&x.arguments)
+    } else {
+        Err(format!("nothing ({} exchange)", x.kind))
+    }
 }
 
 /// Read the layout of `names` from the management API (`None`: no entry exchange).
