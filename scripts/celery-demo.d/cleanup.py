@@ -1,7 +1,7 @@
 """Delete what a scripts/celery-demo run created: the namespace's objects (NS, NS.dlx,
 NS.unrouted, NS.gate-a/-b, its queues) and — when CELERY_OBJECTS_NEW=1, i.e. they did not
 exist before the run — Celery's native delayed-delivery queues and exchanges
-(`celery_delayed_*`) and its `celery.pidbox` exchange."""
+(`celery_delayed_*`) and its `celery.pidbox` and `celeryev` exchanges."""
 
 import os
 
@@ -28,4 +28,5 @@ if os.environ.get("CELERY_OBJECTS_NEW") == "1":
         ch.exchange_delete(f"celery_delayed_{i}")
     ch.exchange_delete("celery_delayed_delivery")
     ch.exchange_delete("celery.pidbox")
+    ch.exchange_delete("celeryev")
 conn.close()
