@@ -827,3 +827,37 @@ async fn a_flip_s_verification_includes_the_measured_split() {
     let _ = hopback::ledger::delete_stream(&t.session, &stream).await;
     t.cleanup().await;
 }
+
+/// `gate hash-on NS auto` (an adopted or existing namespace with traffic): the field a sample of
+/// the tasks waiting in its queues can be split by.
+#[tokio::test]
+async fn hash_on_auto_picks_the_field_the_tasks_carry() {
+    let (base, body) = celery_fixture();
+    let t = namespace("hashauto", &HashOn::MessageId).await;
+    let v1 = format!("{}.v1", t.ns);
+    let b = base.clone();
+    publish(
+        &t.session,
+        "",
+        20,
+        &move |id| (celery_task(&b, id), v1.clone()),
+        &body,
+    )
+    .await;
+    let stream = format!("hopback.ledger.{}", t.ns);
+    let out = common::bin()
+        .env("HOPBACK_LEDGER_STREAM", &stream)
+        .args(["--json", "gate", "hash-on", &t.ns, "auto", "--yes"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("20 sampled task(s)"), "{err}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["after"], "correlation_id", "{j}");
+    assert_eq!(j["verified"], true);
+    // The sampled tasks are all still there.
+    assert_eq!(ready(&t.session, &format!("{}.v1", t.ns)).await, 20);
+    let _ = hopback::ledger::delete_stream(&t.session, &stream).await;
+    t.cleanup().await;
+}

@@ -56,7 +56,8 @@ pub enum GateCommand {
     HashOn {
         /// Namespace
         namespace: String,
-        /// message_id | correlation_id | header:NAME | routing-key (Celery: correlation_id)
+        /// message_id | correlation_id | header:NAME | routing-key (Celery: correlation_id), or
+        /// auto: what a sample of the namespace's tasks can be split by
         field: String,
         /// Why (recorded in the ledger)
         #[arg(long)]

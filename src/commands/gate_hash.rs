@@ -19,14 +19,28 @@ pub async fn run(
     yes: bool,
     dry_run: bool,
 ) -> Result<(), Failure> {
-    let hash_on: HashOn = field
-        .parse()
-        .map_err(|e| Failure::usage(e, format!("FIELD is {HASH_ON_CHOICES}")))?;
+    let asked: Option<HashOn> = match field {
+        "auto" => None,
+        f => Some(
+            f.parse()
+                .map_err(|e| Failure::usage(e, format!("FIELD is {HASH_ON_CHOICES}, or auto")))?,
+        ),
+    };
     if !dry_run {
         ctx.require_writable("change what the gate hashes")?;
     }
     let mgmt = super::gate::require_mgmt(ctx)?;
     let session = ctx.connect().await?;
+    let hash_on = match asked {
+        Some(h) => h,
+        None => match auto(ctx, &session, &mgmt, ns).await {
+            Ok(h) => h,
+            Err(f) => {
+                session.close().await;
+                return Err(f);
+            }
+        },
+    };
     // The plan is the operation's own dry run: it journals nothing, so no ledger is opened.
     let quiet = OpContext {
         session: session.clone(),
@@ -73,6 +87,43 @@ pub async fn run(
     let done = change(&cx, &req).await;
     session.close().await;
     print(ctx, &done?)
+}
+
+/// `auto`: the field a sample of the namespace's tasks can be split by (`broker::sample`: its
+/// DLQ, unrouted queue and version queues a browse cannot harm), or a refusal saying why none.
+async fn auto(
+    ctx: &Ctx,
+    session: &crate::broker::session::Session,
+    mgmt: &crate::broker::mgmt::Mgmt,
+    ns: &str,
+) -> Result<HashOn, Failure> {
+    let view = crate::ops::gate::read_gate(session, mgmt, &ctx.cfg, ns, &[]).await?;
+    let names = crate::topology::Namespace::resolve(&ctx.cfg, ns);
+    let queues: Vec<String> = view.versions.values().cloned().collect();
+    let sample = crate::broker::sample::hash_inputs(session, Some(mgmt), &names, &queues).await;
+    match sample.as_ref().and_then(crate::model::hash::HashInputs::best) {
+        Some(h) => {
+            if let Some(s) = &sample {
+                crate::errln!(
+                    "auto: {} sampled task(s) in {} can be split by {}",
+                    s.sampled,
+                    sanitize(&s.sources.join(", ")),
+                    h.field()
+                );
+            }
+            Ok(h)
+        }
+        None => Err(Failure::refused(
+            match &sample {
+                Some(s) => format!(
+                    "auto: none of the fields of {} sampled task(s) splits them (each must be on every task, with distinct values); nothing was changed",
+                    s.sampled
+                ),
+                None => "auto: no task could be sampled (empty queues, or only queues a browse could harm); nothing was changed".into(),
+            },
+            format!("name the field: `hopback gate hash-on {} {HASH_ON_CHOICES}`", sanitize(ns)),
+        )),
+    }
 }
 
 fn print_plan(r: &HashOnReport, want: &HashOn) {
