@@ -222,8 +222,9 @@ pub struct AlertTracker {
     pub dlq_depths: BTreeMap<String, VecDeque<(i64, u64)>>,
     /// ns → (snapshot time, version → publish counter) of the last minute: the measured split.
     pub published: BTreeMap<String, VecDeque<(i64, Counters)>>,
-    /// ns → the gate the counters in `published` were taken under (a flip starts them over).
-    pub published_gate: BTreeMap<String, Option<crate::model::gate::GateSplit>>,
+    /// ns → the gate the counters in `published` were taken under (a flip starts them over),
+    /// and the time from which counters count.
+    pub published_gate: BTreeMap<String, (Option<crate::model::gate::GateSplit>, i64)>,
     /// Currently active alerts.
     pub active: Vec<Alert>,
     /// Alerts that were active before the last evaluation and are not any more.
@@ -236,6 +237,9 @@ pub type Counters = BTreeMap<String, Option<u64>>;
 const DLQ_HISTORY_MS: i64 = 120_000;
 /// The measured split's window.
 const SPLIT_WINDOW_MS: i64 = 60_000;
+/// After a flip, counters read within this long may still be the broker's sample from before
+/// it (the management API samples every 5 s).
+const STATS_LAG_MS: i64 = 5_000;
 const DLQ_MIN_SPAN_MS: i64 = 10_000;
 
 impl AlertTracker {
@@ -261,10 +265,22 @@ impl AlertTracker {
                 .iter()
                 .map(|v| (v.version.clone(), v.published_total))
                 .collect();
-            // Tasks routed before a flip say nothing about the new weights: start over.
-            if self.published_gate.get(&ns.name) != Some(&ns.gate) {
+            // Tasks routed before a flip say nothing about the new weights: start over, from
+            // the first counters the broker can have sampled after it.
+            let seen = self.published_gate.get(&ns.name).map(|g| &g.0);
+            if seen != Some(&ns.gate) {
+                // A gate seen for the first time (the console just started) has no flip to wait out.
+                let from = if seen.is_some() { t + STATS_LAG_MS } else { t };
                 self.published.remove(&ns.name);
-                self.published_gate.insert(ns.name.clone(), ns.gate.clone());
+                self.published_gate
+                    .insert(ns.name.clone(), (ns.gate.clone(), from));
+            }
+            if self
+                .published_gate
+                .get(&ns.name)
+                .is_some_and(|(_, from)| t < *from)
+            {
+                continue;
             }
             let h = self.published.entry(ns.name.clone()).or_default();
             if h.back().is_some_and(|(last, _)| *last >= t) {

@@ -221,6 +221,11 @@ pub async fn measured_split(
     (measured, report)
 }
 
+/// A broker sample stamped up to this long after the flip may still hold counters from before
+/// it (seen on 4.0.5: a 50/50 flip measured 72/28 with the old 90/10 mixed in): the baseline is
+/// the first sample at least this long after the flip.
+const SAMPLE_LAG_MS: i64 = 5_000;
+
 /// How often a flip's measured verification reads the counters (the broker samples every 5 s).
 const VERIFY_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -257,7 +262,7 @@ pub async fn verify_split(
                 .flatten()
                 .map(|h| {
                     h.into_iter()
-                        .filter(|s| s.0 >= since_ms)
+                        .filter(|s| s.0 >= since_ms + SAMPLE_LAG_MS)
                         .collect::<Vec<_>>()
                 });
             histories.insert(v.clone(), h);
