@@ -504,11 +504,13 @@ async fn status_says_the_split_is_not_happening_and_why() {
     )
     .await;
     let (v1, v2, _) = settled(&t, 300).await;
-    assert_eq!(
-        (v1, v2),
-        (300, 0),
-        "every Celery task hashes alike on message_id"
+    // Every Celery task hashes alike on message_id: all on one version (which one depends on
+    // where the hash of "no value" falls).
+    assert!(
+        (v1, v2) == (300, 0) || (v1, v2) == (0, 300),
+        "every Celery task hashes alike on message_id: {v1}/{v2}"
     );
+    let cold = if v1 == 0 { "v1" } else { "v2" };
     // An idle v2 worker, named as Celery fleets are named here: `status --json` lists it.
     let worker = hopback::broker::session::connect_named(
         &t.cfg.profile,
@@ -553,7 +555,7 @@ async fn status_says_the_split_is_not_happening_and_why() {
     assert_eq!(n["hash_on"], "message_id");
     assert_eq!(n["split_check"]["check"]["verdict"], "differs", "{n}");
     assert_eq!(n["split_check"]["check"]["degenerate"], true);
-    assert_eq!(n["measured"]["tasks"]["v2"], 0);
+    assert_eq!(n["measured"]["tasks"][cold], 0);
     assert_eq!(
         n["versions"][1]["connections"],
         serde_json::json!([format!("{} worker v2 (celery)", t.ns)]),

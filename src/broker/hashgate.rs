@@ -127,6 +127,15 @@ fn hash_of(x: &ExchangeInfo) -> Result<HashOn, String> {
 
 /// Read the layout of `names` from the management API (`None`: no entry exchange).
 pub async fn read_layout(mgmt: &Mgmt, names: &Namespace) -> Result<Option<GateLayout>, MgmtError> {
+    Ok(read_gate_exchange(mgmt, names).await?.map(|g| g.0))
+}
+
+/// [`read_layout`], plus the gate exchange itself and its bindings — what a gate reading needs,
+/// in two calls when the gate is on the entry exchange.
+pub async fn read_gate_exchange(
+    mgmt: &Mgmt,
+    names: &Namespace,
+) -> Result<Option<(GateLayout, ExchangeInfo, Vec<BindingInfo>)>, MgmtError> {
     let (x, b) = tokio::join!(
         mgmt.exchange(&names.entry),
         mgmt.bindings_from(&names.entry)
@@ -143,7 +152,13 @@ pub async fn read_layout(mgmt: &Mgmt, names: &Namespace) -> Result<Option<GateLa
         }
     }
     let lookup = |n: &str| behind.iter().find(|x| x.name == n).cloned();
-    Ok(Some(layout(names, &x, &lookup, &b)))
+    let l = layout(names, &x, &lookup, &b);
+    if !l.behind() {
+        return Ok(Some((l, x, b)));
+    }
+    let gate_bindings = mgmt.bindings_from(&l.gate).await?;
+    let gate_x = lookup(&l.gate).unwrap_or(x);
+    Ok(Some((l, gate_x, gate_bindings)))
 }
 
 fn arguments(hash: &HashOn, unrouted: &str) -> FieldTable {

@@ -101,15 +101,12 @@ pub async fn read_gate(
     also: &[String],
 ) -> Result<GateView, OpError> {
     let names = Namespace::resolve(cfg, ns);
+    let entry = names.entry.clone();
     // The gate may sit behind the entry exchange (after `gate hash-on`): read it where it is.
-    let layout = crate::broker::hashgate::read_layout(mgmt, &names)
+    let found = crate::broker::hashgate::read_gate_exchange(mgmt, &names)
         .await
         .map_err(|e| mgmt_failure("reading the entry exchange", e))?;
-    let entry = layout
-        .as_ref()
-        .map_or_else(|| names.entry.clone(), |l| l.gate.clone());
-    let (x, b) = tokio::join!(mgmt.exchange(&entry), mgmt.bindings_from(&entry));
-    let Some(x) = x.map_err(|e| mgmt_failure("reading the entry exchange", e))? else {
+    let Some((layout, x, raw)) = found else {
         return Err(OpError::failed(
             format!(
                 "namespace `{}` has no entry exchange `{}`",
@@ -122,13 +119,10 @@ pub async fn read_gate(
             ),
         ));
     };
-    let raw = b.map_err(|e| mgmt_failure("reading the gate's bindings", e))?;
-    let mut view = view_from_bindings(cfg, ns, &entry, &x.kind, &raw);
+    let mut view = view_from_bindings(cfg, ns, &layout.gate, &x.kind, &raw);
     view.unrouted = names.unrouted.clone();
-    if let Some(l) = layout {
-        view.problems.extend(l.problems.iter().cloned());
-        view.layout = Some(l);
-    }
+    view.problems.extend(layout.problems.iter().cloned());
+    view.layout = Some(layout);
     let mut wanted: Vec<String> = view.bindings.iter().map(|b| b.version.clone()).collect();
     wanted.extend(also.iter().cloned());
     wanted.extend(names.known_versions().into_keys());
