@@ -84,7 +84,24 @@ pub async fn judge_snapshot(
     cfg: &crate::config::Config,
     snap: &mut crate::model::snapshot::FleetSnapshot,
 ) {
+    // One management call per version queue: a whole large vhost is named one namespace at a
+    // time instead (as the error rates are).
+    let too_many = snap.namespaces.len() > crate::broker::stats::SAMPLE_MAX_NAMESPACES;
     for ns in &mut snap.namespaces {
+        if too_many {
+            ns.split_check = Some(SplitReport {
+                check: SplitCheck::Unknown {
+                    why: format!(
+                        "measured for at most {} namespaces at once: `hopback status {}`",
+                        crate::broker::stats::SAMPLE_MAX_NAMESPACES,
+                        crate::text::sanitize(&ns.name)
+                    ),
+                },
+                cause: None,
+                sample: None,
+            });
+            continue;
+        }
         let Some(gate) = ns.gate.clone() else {
             continue;
         };
