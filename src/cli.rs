@@ -68,6 +68,11 @@ pub enum Command {
         /// Queue type of the version queues
         #[arg(long, value_enum, default_value_t = QueueType::Quorum)]
         queue_type: QueueType,
+        /// What the gate hashes to split tasks: message_id | correlation_id | header:NAME |
+        /// routing-key (Celery: correlation_id). Default: chosen from tasks already in the
+        /// namespace's queues, else message_id
+        #[arg(long, value_name = "FIELD")]
+        hash_on: Option<String>,
     },
     /// Move a quorum namespace built by an earlier hopback to the cluster-safe convention
     /// (quorum DLQ and unrouted queue, at-least-once dead lettering) without losing a dead letter

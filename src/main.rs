@@ -76,7 +76,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             namespace,
             versions,
             queue_type,
-        }) => commands::init::run(&ctx, &namespace, &versions, queue_type).await,
+            hash_on,
+        }) => {
+            commands::init::run(&ctx, &namespace, &versions, queue_type, hash_on.as_deref()).await
+        }
         Some(Command::Migrate {
             namespace,
             dry_run,

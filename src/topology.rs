@@ -128,6 +128,21 @@ impl Namespace {
         format!("{}.gate-lock", self.entry)
     }
 
+    /// The two exchanges a `gate hash-on` change can move the gate to, behind the entry
+    /// exchange (`ENTRY.gate-a`, `ENTRY.gate-b`): a change builds the gate on the one not in
+    /// use, so the old and the new routing coexist until the entry is switched over.
+    pub fn hash_gates(&self) -> [String; 2] {
+        [
+            format!("{}.gate-a", self.entry),
+            format!("{}.gate-b", self.entry),
+        ]
+    }
+
+    /// Is `exchange` one of [`Self::hash_gates`]?
+    pub fn is_hash_gate(&self, exchange: &str) -> bool {
+        self.hash_gates().iter().any(|g| g == exchange)
+    }
+
     /// The broker engine's dynamic shovel of one move out of this namespace (one at a time):
     /// `hopback-move-ENTRY.ID.START-DEADLINE` — the move's id (its owner's connection carries
     /// it too) and when it started and must be over (Unix seconds), so any hopback that sees the
@@ -417,6 +432,8 @@ mod tests {
         assert_eq!(n.dlx, "email.dlx");
         assert_eq!(n.unrouted, "email.unrouted");
         assert_eq!(n.parked, "email.parked");
+        assert_eq!(n.hash_gates(), ["email.gate-a", "email.gate-b"]);
+        assert!(n.is_hash_gate("email.gate-b") && !n.is_hash_gate("email"));
         assert_eq!(n.version_queue("v2").as_deref(), Some("email.v2"));
         assert_eq!(n.version_queue("x"), None);
         assert_eq!(n.version_of_queue("email.v3").as_deref(), Some("v3"));

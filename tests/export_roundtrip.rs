@@ -224,3 +224,242 @@ async fn purge_export_then_replay_from_file_keeps_every_byte_type_and_property()
     }
     t.cleanup().await;
 }
+
+/// Run `hopback ARGS` on a terminal (a pty from `script`) that answers `answer`.
+fn on_terminal(
+    data_dir: &std::path::Path,
+    stream: &str,
+    args: &[String],
+    answer: &str,
+) -> (i32, String) {
+    use std::io::Write;
+    let bin = common::bin();
+    let mut line = shlex::try_quote(bin.get_program().to_str().unwrap())
+        .unwrap()
+        .into_owned();
+    for a in args {
+        line.push(' ');
+        line.push_str(&shlex::try_quote(a).unwrap());
+    }
+    let mut c = std::process::Command::new("script");
+    for (k, v) in bin.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let mut child = c
+        .env("HOPBACK_DATA_DIR", data_dir)
+        .env("HOPBACK_LEDGER_STREAM", stream)
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The question is asked before the answer is read; a pty buffers what comes early.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Issue 37: `--from-file --dry-run` on a terminal answered `y` publishes nothing and journals
+/// no replay; the same command without `--dry-run` does publish (so the harness can tell). The
+/// single-message export (`dlq show --export`, and the console's `e`, which writes the same
+/// record from the inspector's load) is the lossless record and re-imports with typed headers.
+#[tokio::test]
+async fn from_file_dry_run_publishes_nothing_and_single_exports_reimport() {
+    let t = common::TestNs::new("rtdry", &["v1", "v2"], QueueType::Classic).await;
+    let ns = t.ns.clone();
+    let (v1, dlq) = (format!("{ns}.v1"), format!("{ns}.dlq"));
+    let stream = format!("hopback.ledger.{ns}");
+    let ch = t.session.confirm_channel().await.unwrap();
+    for i in 0..2u8 {
+        ch.basic_publish(
+            "".into(),
+            format!("{ns}.v2").as_str().into(),
+            BasicPublishOptions::default(),
+            &[i, 0xff],
+            props(i).with_expiration("0".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    for _ in 0..50 {
+        if t.session.passive_queue(&dlq).await.unwrap().unwrap().ready == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[String]| {
+        let mut c = common::bin();
+        c.env("HOPBACK_DATA_DIR", dir.path())
+            .env("HOPBACK_LEDGER_STREAM", &stream)
+            .args(args);
+        c.output().unwrap()
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    // The console's `e`: the inspector's load carries the message as received, and its export
+    // record reads back with the same typed headers.
+    let quorum = false;
+    let m = hopback::broker::browse::load_message(&t.session, &dlq, 0, quorum, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(m.lossless.is_some());
+    let console_file = dir.path().join("console-e.json");
+    let doc = hopback::model::deadletter::export_document(&dlq, &m);
+    std::fs::write(&console_file, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let back = hopback::broker::export::read_export(&console_file).unwrap();
+    assert_eq!(back.len(), 1);
+    let h = back[0].properties.headers().as_ref().unwrap();
+    for (k, v) in typed_headers(0).inner() {
+        assert_eq!(h.inner().get(k), Some(v), "console export: header {k}");
+    }
+
+    // `dlq show --export`: the same record, pretty-printed.
+    let one = dir.path().join("one.json");
+    let out = run(&s(&[
+        "dlq",
+        "show",
+        &ns,
+        "1",
+        "--export",
+        one.to_str().unwrap(),
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = dir.path().join("all.jsonl");
+    let out = run(&s(&[
+        "dlq",
+        "purge",
+        &ns,
+        "--export",
+        all.to_str().unwrap(),
+        "--yes",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Dry run on a terminal answered `y`: nothing published, nothing journaled.
+    let replay = |file: &std::path::Path, extra: &[&str]| {
+        let mut a = s(&[
+            "dlq",
+            "replay",
+            &ns,
+            "--from-file",
+            file.to_str().unwrap(),
+            "--to",
+            "v1",
+        ]);
+        a.extend(s(extra));
+        a
+    };
+    let (code, screen) = on_terminal(dir.path(), &stream, &replay(&all, &["--dry-run"]), "y\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("dry run") && screen.contains("2 message(s)"),
+        "{screen}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        t.session.passive_queue(&v1).await.unwrap().unwrap().ready,
+        0
+    );
+    let timeline = |kind: &str| {
+        let out = run(&s(&[
+            "--json",
+            "timeline",
+            "--namespace",
+            &ns,
+            "--format",
+            "json",
+        ]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.to_string().contains(&format!("\"{kind}\"")))
+            .count()
+    };
+    assert_eq!(timeline("replay"), 0, "a dry run journaled a replay");
+    assert!(
+        timeline("purge") > 0,
+        "the timeline reader sees this ledger"
+    );
+
+    // The same command without --dry-run, same terminal, same answer: it publishes.
+    let (code, screen) = on_terminal(dir.path(), &stream, &replay(&all, &[]), "y\n");
+    assert_eq!(code, 0, "{screen}");
+    assert_eq!(
+        t.session.passive_queue(&v1).await.unwrap().unwrap().ready,
+        2
+    );
+    assert!(timeline("replay") > 0);
+
+    // The single-message export re-imports, typed headers intact.
+    let out = run(&replay(&one, &["--yes"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = t.session.channel().await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(m) = get
+        .basic_get(v1.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        seen.push(m.properties.message_id().as_ref().unwrap().to_string());
+        let i: u8 = seen
+            .last()
+            .unwrap()
+            .trim_start_matches("rt-")
+            .parse()
+            .unwrap();
+        let h = m.properties.headers().as_ref().unwrap();
+        for (k, v) in typed_headers(i).inner() {
+            assert_eq!(h.inner().get(k), Some(v), "header {k}");
+        }
+        assert_eq!(m.data, vec![i, 0xff]);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["rt-0", "rt-1", "rt-1"],
+        "show --export re-imported message 1"
+    );
+    delete_stream(&t.session, &stream).await;
+    t.cleanup().await;
+}
+
+async fn delete_stream(session: &hopback::broker::session::Session, stream: &str) {
+    let ch = session.channel().await.unwrap();
+    let _ = ch
+        .queue_delete(stream.into(), lapin::options::QueueDeleteOptions::default())
+        .await;
+}

@@ -518,6 +518,7 @@ fn dead(position: u64, body: Vec<u8>, origin: &str, reason: Reason) -> MessageVi
         message_id: Some(format!("id-{position}\x1b[6n")),
         content_type: Some("application/json".into()),
         timestamp: None,
+        lossless: None,
         unreadable: None,
         digest: Some(Digest([position as u8; 32])),
     }
@@ -1251,6 +1252,38 @@ fn failing_versions_are_never_defaults_and_always_warned() {
     assert!(!screen.contains("moves traffic ONTO"), "{screen}");
 }
 
+/// Issue 37: a version failing *now* — before its error-rate alert's window has passed — is
+/// never the replay dialog's default either, and is marked.
+#[test]
+fn a_version_failing_before_its_alert_window_is_not_the_replay_default() {
+    let c = cfg("");
+    let mut s = state_with(&c, 1, 0);
+    assert!(
+        !s.alerts.active.iter().any(|a| a.kind.tag() == "error"),
+        "the 30 s window has not passed: {:?}",
+        s.alerts.active
+    );
+    s.handle_key("enter");
+    s.handle_key("d");
+    s.take_requests();
+    s.handle_msg(Msg::Op(OpMsg::DlqPage {
+        ns: "email".into(),
+        page: 0,
+        depth: Some(1),
+        result: Ok(vec![dead(0, b"x".to_vec(), "email.v2", Reason::Rejected)]),
+    }));
+    s.handle_key("R");
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        screen.contains("version v2 ⚠ v2 is failing (error rate 90% now)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("every matching message of the DLQ → version v1"),
+        "{screen}"
+    );
+}
+
 /// Issue 17: a console drill waits for "press Enter to start" — nothing is created before;
 /// Esc on the start screen quits without creating anything.
 #[test]
@@ -1395,4 +1428,59 @@ fn typed_panels_of_a_missing_namespace_do_not_open() {
     assert!(s.ops.gate.is_none() && s.ops.rollback.is_none());
     typed(&mut s, "gate email");
     assert_eq!(s.view(), &View::Gate { ns: "email".into() });
+}
+
+/// Issue 37 (must show): a Celery fleet without `message_id` behind a 90/10 gate hashing
+/// `message_id`. Once the refreshes' publish counters hold enough tasks, the namespace view shows
+/// the split that happens beside the weights, in words with its cause, and the footer's alert
+/// line says it; before that, "not enough traffic to tell".
+#[test]
+fn the_console_says_when_the_split_is_not_happening_and_why() {
+    let c = cfg("");
+    let mut s = AppState::new(&c, Keymap::default(), T0);
+    s.handle_msg(Msg::Conn(ConnState::Connected { since_ms: T0 }));
+    let at = |t: i64, v1: u64| {
+        let mut snap = snapshot(t, 1, 0);
+        let ns = &mut snap.namespaces[0];
+        ns.hash_on = Some("message_id".into());
+        // No error rates: this is about where the tasks go.
+        for v in &mut ns.versions {
+            v.error_rate = None;
+            v.dead_letter_rate = None;
+        }
+        ns.versions[0].published_total = Some(v1);
+        ns.versions[1].published_total = Some(7);
+        Box::new(snap)
+    };
+    s.handle_msg(Msg::Snapshot(at(T0, 1_000)));
+    s.handle_msg(Msg::Snapshot(at(T0 + 12_000, 1_030)));
+    s.handle_key("enter");
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        screen.contains("hashes message_id · measured v1 100% · v2 0% of 30 tasks in 12 s — not enough traffic to tell yet"),
+        "{screen}"
+    );
+    s.handle_msg(Msg::Snapshot(at(T0 + 20_000, 1_140)));
+    let screen = render(&s, 120, 40).backend().to_string();
+    assert!(
+        screen.contains("the split is not happening: gate v1 90% · v2 10%, measured v1 100% · v2 0% of 140 tasks"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("email: the split is not happening"),
+        "the footer's alert line: {screen}"
+    );
+    let alert = s
+        .alerts
+        .active
+        .iter()
+        .find(|a| a.kind.tag() == "split")
+        .expect("a split alert");
+    assert!(
+        alert
+            .describe()
+            .contains("they carry no message_id, or all the same one"),
+        "{}",
+        alert.describe()
+    );
 }

@@ -40,6 +40,16 @@ pub enum AlertKind {
         /// Ready messages.
         ready: u64,
     },
+    /// The gate splits, but the tasks do not: the versions' shares of new tasks differ from
+    /// the weights by more than the noise allows.
+    SplitOff {
+        /// The weights as percentages (`v1 90% · v2 10%`).
+        configured: String,
+        /// What happened (`v1 100% · v2 0% of 312 tasks in 60 s`).
+        measured: String,
+        /// Why, when the shape of the split says it.
+        cause: Option<String>,
+    },
     /// Work piles up: the consumers ack much slower than tasks arrive.
     Backlog {
         /// Ready messages.
@@ -62,6 +72,7 @@ impl AlertKind {
     pub fn severity(&self) -> u8 {
         match self {
             AlertKind::ErrorRate { .. } => 5,
+            AlertKind::SplitOff { .. } => 5,
             AlertKind::NoConsumers { .. } => 4,
             AlertKind::Unrouted { .. } => 3,
             AlertKind::Backlog { .. } => 2,
@@ -76,6 +87,7 @@ impl AlertKind {
             AlertKind::Unrouted { depth } => format!("{depth} unrouted"),
             AlertKind::NoConsumers { .. } => "no consumers".into(),
             AlertKind::Backlog { ready, .. } => format!("backlog {ready}"),
+            AlertKind::SplitOff { .. } => "split not happening".into(),
         }
     }
     /// A short stable tag, used to tell "new" alerts from ongoing ones.
@@ -86,6 +98,7 @@ impl AlertKind {
             AlertKind::Unrouted { .. } => "unrouted",
             AlertKind::NoConsumers { .. } => "consumers",
             AlertKind::Backlog { .. } => "backlog",
+            AlertKind::SplitOff { .. } => "split",
         }
     }
 }
@@ -165,6 +178,17 @@ impl Alert {
             } => format!(
                 "{ns}{v}: backlog {ready} ready, in {in_per_s:.1}/s vs ack {ack_per_s:.1}/s"
             ),
+            AlertKind::SplitOff {
+                configured,
+                measured,
+                cause,
+            } => format!(
+                "{ns}: the split is not happening: gate {configured}, measured {measured}{}",
+                cause
+                    .as_deref()
+                    .map(|c| format!(" — {}", crate::text::sanitize(c)))
+                    .unwrap_or_default()
+            ),
         }
     }
     /// Key identifying this alert across evaluations.
@@ -196,13 +220,26 @@ pub struct AlertTracker {
     pub above_since_ms: BTreeMap<(String, String), i64>,
     /// ns → (unix ms, DLQ depth) samples of the last minutes.
     pub dlq_depths: BTreeMap<String, VecDeque<(i64, u64)>>,
+    /// ns → (snapshot time, version → publish counter) of the last minute: the measured split.
+    pub published: BTreeMap<String, VecDeque<(i64, Counters)>>,
+    /// ns → the gate the counters in `published` were taken under (a flip starts them over),
+    /// and the time from which counters count.
+    pub published_gate: BTreeMap<String, (Option<crate::model::gate::GateSplit>, i64)>,
     /// Currently active alerts.
     pub active: Vec<Alert>,
     /// Alerts that were active before the last evaluation and are not any more.
     pub cleared: Vec<Alert>,
 }
 
+/// Version → its queue's publish counter (`None`: unknown) at one refresh.
+pub type Counters = BTreeMap<String, Option<u64>>;
+
 const DLQ_HISTORY_MS: i64 = 120_000;
+/// The measured split's window.
+const SPLIT_WINDOW_MS: i64 = 60_000;
+/// After a flip, counters read within this long may still be the broker's sample from before
+/// it (the management API samples every 5 s).
+const STATS_LAG_MS: i64 = 5_000;
 const DLQ_MIN_SPAN_MS: i64 = 10_000;
 
 impl AlertTracker {
@@ -217,6 +254,59 @@ impl AlertTracker {
                 }
             }
         }
+    }
+
+    /// Remember the version queues' publish counters of a fresh snapshot (once per snapshot).
+    pub fn record_published(&mut self, snap: &FleetSnapshot) {
+        let t = snap.taken_at_ms;
+        for ns in &snap.namespaces {
+            let counters: Counters = ns
+                .versions
+                .iter()
+                .map(|v| (v.version.clone(), v.published_total))
+                .collect();
+            // Tasks routed before a flip say nothing about the new weights: start over, from
+            // the first counters the broker can have sampled after it.
+            let seen = self.published_gate.get(&ns.name).map(|g| &g.0);
+            if seen != Some(&ns.gate) {
+                // A gate seen for the first time (the console just started) has no flip to wait out.
+                let from = if seen.is_some() { t + STATS_LAG_MS } else { t };
+                self.published.remove(&ns.name);
+                self.published_gate
+                    .insert(ns.name.clone(), (ns.gate.clone(), from));
+            }
+            if self
+                .published_gate
+                .get(&ns.name)
+                .is_some_and(|(_, from)| t < *from)
+            {
+                continue;
+            }
+            let h = self.published.entry(ns.name.clone()).or_default();
+            if h.back().is_some_and(|(last, _)| *last >= t) {
+                continue;
+            }
+            h.push_back((t, counters));
+            while h.front().is_some_and(|(t0, _)| t - t0 > SPLIT_WINDOW_MS) {
+                h.pop_front();
+            }
+        }
+        self.published
+            .retain(|n, _| snap.namespaces.iter().any(|x| &x.name == n));
+        self.published_gate
+            .retain(|n, _| snap.namespaces.iter().any(|x| &x.name == n));
+    }
+
+    /// New tasks per version over the last minute of refreshes (needs ≥ 10 s of history; a
+    /// counter unknown at either end makes it unknown).
+    pub fn measured_split(&self, ns: &str) -> Option<crate::model::split::MeasuredSplit> {
+        let h = self.published.get(ns)?;
+        let (t0, first) = h.front()?;
+        let (t1, last) = h.back()?;
+        if t1 - t0 < DLQ_MIN_SPAN_MS {
+            return None;
+        }
+        crate::model::split::MeasuredSplit::between(first, last, (t1 - t0) as f64 / 1000.0)
     }
 
     /// DLQ growth per minute over the last minute (needs ≥ 10 s of history).
@@ -241,6 +331,7 @@ impl AlertTracker {
         thresholds: &Thresholds,
         now_ms: i64,
     ) -> Vec<Alert> {
+        self.record_published(snap);
         let mut active = Vec::new();
         let mut seen_versions = BTreeSet::new();
         for ns in &snap.namespaces {
@@ -305,6 +396,30 @@ impl AlertTracker {
                     kind: AlertKind::Unrouted { depth },
                     rollback: None,
                 });
+            }
+            if let (Some(gate), Some(m)) = (&ns.gate, self.measured_split(&ns.name)) {
+                let verdict = crate::model::split::check(gate, &m);
+                if matches!(verdict, crate::model::split::SplitCheck::Differs { .. }) {
+                    let hash = ns
+                        .hash_on
+                        .as_deref()
+                        .and_then(|h| h.parse::<crate::model::hash::HashOn>().ok());
+                    active.push(Alert {
+                        ns: ns.name.clone(),
+                        version: None,
+                        kind: AlertKind::SplitOff {
+                            configured: gate.describe_percent(),
+                            measured: m.describe(),
+                            cause: crate::model::split::cause(
+                                &verdict,
+                                hash.as_ref(),
+                                None,
+                                &ns.name,
+                            ),
+                        },
+                        rollback: None,
+                    });
+                }
             }
             if let Some(g) = self.dlq_growth_per_min(&ns.name, now_ms)
                 && g > th.dlq_growth_per_min as f64
@@ -407,6 +522,55 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_canary_that_gets_no_tasks_is_an_alert_within_a_refresh_of_enough_traffic() {
+        let th = Thresholds::default();
+        let mut t = AlertTracker::default();
+        let at = |ms: i64, v1: u64, v2: u64| {
+            let mut s = snap(None, 0, 0);
+            s.taken_at_ms = ms;
+            let ns = &mut s.namespaces[0];
+            ns.gate = Some(crate::model::gate::GateSplit::from_pairs([
+                ("v1".into(), 90),
+                ("v2".into(), 10),
+            ]));
+            ns.hash_on = Some("message_id".into());
+            ns.versions[0].published_total = Some(v1);
+            ns.versions[1].published_total = Some(v2);
+            s
+        };
+        assert!(t.evaluate(&at(0, 1000, 50), &th, 0).is_empty());
+        // 40 more tasks, all to v1: not enough to tell at 90/10.
+        assert!(t.evaluate(&at(12_000, 1040, 50), &th, 12_000).is_empty());
+        assert!(t.measured_split("email").is_some());
+        // 100 more, all to v1: the split is not happening, and the shape says why.
+        let new = t.evaluate(&at(20_000, 1140, 50), &th, 20_000);
+        assert_eq!(new.len(), 1, "{new:?}");
+        let line = new[0].describe();
+        assert!(
+            line.starts_with("email: the split is not happening: gate v1 90% · v2 10%, measured v1 100% · v2 0% of 140 tasks"),
+            "{line}"
+        );
+        assert!(line.contains("they carry no message_id"), "{line}");
+        // A flip starts the window over: the tasks before it were routed by the old weights.
+        let mut flipped = at(25_000, 1150, 50);
+        flipped.namespaces[0].gate = Some(crate::model::gate::GateSplit::from_pairs([
+            ("v1".into(), 50),
+            ("v2".into(), 50),
+        ]));
+        t.evaluate(&flipped, &th, 25_000);
+        assert_eq!(
+            t.measured_split("email"),
+            None,
+            "no history since the flip yet"
+        );
+        // Counters unknown (no management stats): no verdict, never "0 tasks".
+        let mut unknown = at(30_000, 1200, 60);
+        unknown.namespaces[0].versions[1].published_total = None;
+        t.evaluate(&unknown, &th, 30_000);
+        assert_eq!(t.measured_split("email"), None);
     }
 
     #[test]

@@ -396,8 +396,8 @@ impl OpsRunner {
             }
             OpRequest::DlqExport { ns, id, message } => {
                 let m = match message {
-                    Some(m) => Ok(Some(*m)),
-                    None => self.load(&ns, &id).await,
+                    Some(m) if m.lossless.is_some() => Ok(Some(*m)),
+                    _ => self.load(&ns, &id).await,
                 };
                 let queue = Namespace::resolve(&self.cfg, &ns).dlq;
                 let r = match m {

@@ -525,6 +525,30 @@ impl AppState {
                 }
             }
             let new = self.alerts.evaluate(snap, &self.thresholds, now);
+            // The split that happened, beside the gate (the console's own window of counters).
+            for ns in &mut snap.namespaces {
+                ns.measured = self.alerts.measured_split(&ns.name);
+                ns.split_check = match (&ns.gate, &ns.measured) {
+                    (Some(g), Some(m)) => {
+                        let check = crate::model::split::check(g, m);
+                        let hash = ns
+                            .hash_on
+                            .as_deref()
+                            .and_then(|h| h.parse::<crate::model::hash::HashOn>().ok());
+                        Some(crate::model::snapshot::SplitReport {
+                            cause: crate::model::split::cause(
+                                &check,
+                                hash.as_ref(),
+                                None,
+                                &ns.name,
+                            ),
+                            check,
+                            sample: None,
+                        })
+                    }
+                    _ => None,
+                };
+            }
             if !self.read_only {
                 let record =
                     |a: &crate::app::alerts::Alert, raised: bool| crate::ops::alert::AlertRecord {

@@ -42,6 +42,10 @@ pub struct Browsed {
     pub redelivered: bool,
     /// Digest of the whole message (body included, however much of it is kept).
     pub digest: Digest,
+    /// The exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
 }
 
 /// How to browse.
@@ -180,6 +184,8 @@ pub(crate) async fn read_head(
                 body_len,
                 redelivered: d.redelivered,
                 digest: id.digest,
+                exchange: d.exchange.to_string(),
+                routing_key: d.routing_key.to_string(),
             });
         }
         seen += 1;
@@ -360,6 +366,7 @@ pub fn message_view(
         timestamp: props.timestamp().and_then(|t| i64::try_from(t).ok()),
         digest: None,
         unreadable: crate::broker::headers::unreadable_reason(headers),
+        lossless: None,
     }
 }
 
@@ -377,6 +384,26 @@ impl Browsed {
             )
         }
     }
+    /// The view with what a lossless export needs (the message loaded whole).
+    pub fn view_lossless(&self) -> MessageView {
+        let mut v = self.view();
+        v.lossless = lossless(&self.properties, &self.exchange, &self.routing_key);
+        v
+    }
+}
+
+/// The properties and typed headers as received, for an export record (`None` only if lapin's
+/// serde form of them cannot be built, which the export then says).
+pub fn lossless(
+    props: &BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+) -> Option<crate::model::deadletter::Lossless> {
+    Some(crate::model::deadletter::Lossless {
+        amqp_properties: serde_json::to_value(props).ok()?,
+        exchange: exchange.to_string(),
+        routing_key: routing_key.to_string(),
+    })
 }
 
 /// One page of a queue (`page` is 0-based): prefetch = what the page needs, everything put back

@@ -30,9 +30,7 @@ use crate::broker::browse::{message_view, quorum_refusal};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, timed};
 use crate::model::deadletter::export_document;
 
-/// The export record's format version (`format` in every line): 2 adds `amqp_properties` (the
-/// properties and typed headers exactly as received), `exchange` and `routing_key`.
-pub const EXPORT_FORMAT: u32 = 2;
+pub use crate::model::deadletter::EXPORT_FORMAT;
 
 /// One exported message, decoded for re-publishing (`dlq replay --from-file`).
 #[derive(Debug, Clone)]
@@ -47,20 +45,25 @@ pub struct ExportedMessage {
     pub queue: String,
 }
 
-/// Read and validate a whole export file (every line, before anything is published): each line
-/// a format-2 record with its whole body and decodable properties. The error names the line.
+/// Read and validate a whole export file (every record, before anything is published): a
+/// sequence of format-2 records — one per line (a purge's JSONL) or pretty-printed (`dlq show
+/// --export`, the console's `e`) — each with its whole body and decodable properties. The error
+/// names the line the bad record starts on.
 pub fn read_export(path: &Path) -> Result<Vec<ExportedMessage>, String> {
     use base64::Engine;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let n = i + 1;
-        let doc: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("line {n}: not JSON ({e})"))?;
+    let mut records = serde_json::Deserializer::from_str(&text).into_iter::<serde_json::Value>();
+    loop {
+        let before = records.byte_offset();
+        let start = before + (text[before..].len() - text[before..].trim_start().len());
+        let doc = match records.next() {
+            None => break,
+            Some(Ok(doc)) => doc,
+            Some(Err(e)) => return Err(format!("line {}: not JSON ({e})", e.line())),
+        };
+        let n = line_of(start);
         if doc["format"].as_u64() != Some(u64::from(EXPORT_FORMAT)) {
             return Err(format!(
                 "line {n}: not a format-{EXPORT_FORMAT} export record (exports before format 2 are not lossless)"
@@ -68,6 +71,11 @@ pub fn read_export(path: &Path) -> Result<Vec<ExportedMessage>, String> {
         }
         if doc["body_truncated"].as_bool() != Some(false) {
             return Err(format!("line {n}: the body was not exported whole"));
+        }
+        if doc["amqp_properties"].is_null() {
+            return Err(format!(
+                "line {n}: the record has no amqp_properties (the message was not loaded whole when it was exported)"
+            ));
         }
         let body = base64::engine::general_purpose::STANDARD
             .decode(doc["body_base64"].as_str().unwrap_or_default())
@@ -224,18 +232,19 @@ pub async fn prepare_matching(
         let len = d.data.len();
         let props = d.properties.clone();
         let (exchange, routing_key) = (d.exchange.to_string(), d.routing_key.to_string());
-        let view = message_view(seen - 1, &d.properties, d.data, len, d.redelivered);
+        let mut view = message_view(seen - 1, &d.properties, d.data, len, d.redelivered);
         if !keep(&view) {
             continue;
         }
-        let mut doc = export_document(queue, &view);
         // Lossless: the properties exactly as received — every header with its AMQP type —
         // in lapin's serde form, plus where the message was published (README "Export format").
-        doc["format"] = serde_json::json!(EXPORT_FORMAT);
-        doc["amqp_properties"] = serde_json::to_value(&props)
-            .map_err(|e| io_err(export_path, std::io::Error::other(e)))?;
-        doc["exchange"] = serde_json::json!(exchange);
-        doc["routing_key"] = serde_json::json!(routing_key);
+        view.lossless = Some(crate::model::deadletter::Lossless {
+            amqp_properties: serde_json::to_value(&props)
+                .map_err(|e| io_err(export_path, std::io::Error::other(e)))?,
+            exchange,
+            routing_key,
+        });
+        let doc = export_document(queue, &view);
         serde_json::to_writer(&mut out, &doc)
             .map_err(|e| io_err(export_path, std::io::Error::other(e)))?;
         out.write_all(b"\n").map_err(|e| io_err(export_path, e))?;

@@ -182,7 +182,7 @@ pub async fn find(
         &mut pick,
     )
     .await?;
-    Ok(got.first().map(Browsed::view))
+    Ok(got.first().map(Browsed::view_lossless))
 }
 
 /// What one read of a queue found for a [`Lookup`].

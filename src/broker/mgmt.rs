@@ -817,7 +817,7 @@ impl Mgmt {
     /// All exchanges of the vhost.
     pub async fn exchanges(&self) -> Result<Vec<ExchangeInfo>, MgmtError> {
         self.get(&format!(
-            "/api/exchanges/{}?columns=name,type",
+            "/api/exchanges/{}?columns=name,type,arguments",
             enc(&self.vhost)
         ))
         .await
@@ -836,6 +836,42 @@ impl Mgmt {
     pub async fn queue(&self, name: &str) -> Result<Option<QueueInfo>, MgmtError> {
         self.get_if_exists(&format!("/api/queues/{}/{}", enc(&self.vhost), enc(name)))
             .await
+    }
+    /// The publish counter of `queue` over the last `window_s` seconds, from the broker's own
+    /// samples (`msg_rates_age`, one every 5 s): `(unix ms, total published)`, newest first.
+    /// `Ok(None)`: the queue is missing, or the broker collects no metrics (unknown, never 0);
+    /// `Ok(Some([]))`: it exists and has never had a message published to it.
+    pub async fn publish_history(
+        &self,
+        queue: &str,
+        window_s: u64,
+    ) -> Result<Option<Vec<(i64, u64)>>, MgmtError> {
+        let Some(v) = self
+            .get_if_exists::<serde_json::Value>(&format!(
+                "/api/queues/{}/{}?columns=name,messages,message_stats.publish,message_stats.publish_details&msg_rates_age={window_s}&msg_rates_incr=5",
+                enc(&self.vhost),
+                enc(queue)
+            ))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(samples) = v
+            .pointer("/message_stats/publish_details/samples")
+            .and_then(|s| s.as_array())
+        else {
+            // Counts without stats: a queue nothing was ever published to. Neither: no metrics.
+            return Ok(v
+                .get("messages")
+                .filter(|m| !m.is_null())
+                .map(|_| Vec::new()));
+        };
+        Ok(Some(
+            samples
+                .iter()
+                .filter_map(|s| Some((s["timestamp"].as_i64()?, s["sample"].as_u64()?)))
+                .collect(),
+        ))
     }
     /// Bindings whose source is `exchange` (the gate, for an entry exchange).
     pub async fn bindings_from(&self, exchange: &str) -> Result<Vec<BindingInfo>, MgmtError> {

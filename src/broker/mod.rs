@@ -2,7 +2,8 @@
 //! management API ([`mgmt`]), topology declaration and discovery ([`topology`]; the names come
 //! from [`crate::topology::Namespace`]), snapshot collection ([`stats`]), non-destructive
 //! browsing ([`browse`]) and finding a dead letter by identity ([`identity`]), the broker engine
-//! of moves ([`shovel`]), header reading ([`headers`]), the AMQP primitives ([`amqp`],
+//! of moves ([`shovel`]), header reading ([`headers`]), where the gate lives and what it hashes
+//! ([`hashgate`]), a sample of what producers send ([`sample`]), the AMQP primitives ([`amqp`],
 //! [`stream`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine of every
 //! move), export-and-hold ([`export`]: the engine of a purge) and republish hygiene
 //! ([`republish`]: what a message published again keeps, for every engine). These are primitives:
@@ -11,14 +12,17 @@
 pub mod amqp;
 pub mod browse;
 pub mod export;
+pub mod hashgate;
 pub mod headers;
 pub mod identity;
 pub mod lock;
 pub mod mgmt;
 pub mod mover;
 pub mod republish;
+pub mod sample;
 pub mod session;
 pub mod shovel;
+pub mod split;
 pub mod stats;
 pub mod stream;
 pub mod tap;

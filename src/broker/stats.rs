@@ -344,6 +344,14 @@ pub fn gate_from_bindings(
     (split, problems)
 }
 
+/// The queue's publish counter; `None` when the broker collects no metrics (as [`rates_of`]).
+fn published_total(q: &QueueInfo) -> Option<u64> {
+    if q.message_stats.is_none() && q.messages.is_none() {
+        return None;
+    }
+    Some(q.message_stats.as_ref().map_or(0, |s| s.publish))
+}
+
 fn rates_of(q: &QueueInfo) -> Option<Rates> {
     // No message stats and no message counts: the broker collects no metrics (stats disabled,
     // `management_agent.disable_metrics_collector`) — unknown, not 0/s. Counts without stats: a
@@ -593,7 +601,14 @@ pub async fn collect(
         .unwrap_or_default();
     let mut by_source: BTreeMap<&str, Vec<BindingInfo>> = BTreeMap::new();
     if let Some(d) = &data {
-        let entries: BTreeSet<&str> = found.iter().map(|n| n.names.entry.as_str()).collect();
+        // The entry exchanges, and the exchanges a `gate hash-on` change may have put the gate
+        // behind them on.
+        let gates: Vec<[String; 2]> = found.iter().map(|n| n.names.hash_gates()).collect();
+        let entries: BTreeSet<&str> = found
+            .iter()
+            .map(|n| n.names.entry.as_str())
+            .chain(gates.iter().flatten().map(String::as_str))
+            .collect();
         for b in d
             .bindings
             .iter()
@@ -617,14 +632,24 @@ pub async fn collect(
         if let Some(md) = &data {
             ns.legacy = crate::broker::topology::legacy_parts(&d, &md.queues);
             ns.entry_kind = xmap.get(d.names.entry.as_str()).map(|x| x.kind.clone());
-            let (gate, problems) = gate_from_bindings(
-                &d.names.entry,
-                &d.versions,
-                by_source
-                    .get(d.names.entry.as_str())
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]),
-            );
+            let bindings_of = |x: &str| by_source.get(x).map(Vec::as_slice).unwrap_or(&[]);
+            let layout = xmap.get(d.names.entry.as_str()).map(|x| {
+                let lookup = |n: &str| xmap.get(n).map(|x| (*x).clone());
+                crate::broker::hashgate::layout(&d.names, x, &lookup, bindings_of(&d.names.entry))
+            });
+            let gate_exchange = layout
+                .as_ref()
+                .map_or(d.names.entry.as_str(), |l| l.gate.as_str());
+            let (gate, mut problems) =
+                gate_from_bindings(gate_exchange, &d.versions, bindings_of(gate_exchange));
+            if let Some(l) = &layout {
+                problems.extend(l.problems.iter().cloned());
+                ns.hash_on = Some(l.hash_text());
+                if l.behind() {
+                    ns.entry_kind = Some(l.gate_kind.clone());
+                    ns.gate_exchange = Some(l.gate.clone());
+                }
+            }
             ns.gate = Some(gate);
             ns.gate_problems = problems;
         }
@@ -683,6 +708,7 @@ pub async fn collect(
                     } else {
                         info.and_then(rates_of)
                     },
+                    published_total: info.and_then(published_total),
                     ..Default::default()
                 });
             }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::broker::mgmt::{ExchangeInfo, QueueInfo};
 use crate::broker::session::{BrokerError, CALL_TIMEOUT, Session, short, timed};
 use crate::config::Profile;
+use crate::model::hash::HashOn;
 use crate::model::xdeath::is_version_name;
 
 /// Queue type of version queues.
@@ -80,6 +81,10 @@ pub struct InitReport {
     pub unchanged: Vec<String>,
     /// Gate binding made (only for a new entry exchange).
     pub gate: Option<String>,
+    /// What a new entry exchange hashes (`message_id`, `correlation_id`, `header:id`,
+    /// `routing-key`); `None` when the entry existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
     /// Objects kept as an earlier hopback built them (not the cluster-safe convention of a
     /// quorum namespace): `hopback migrate NS` moves them over.
     pub legacy: Vec<String>,
@@ -391,13 +396,26 @@ pub async fn delete_if_empty(
     r.map(|_| ())
 }
 
-/// Declare the convention for `ns` idempotently. The first version gets weight 100 only when the
-/// entry exchange is new: an existing namespace's gate is never touched.
+/// Declare the convention for `ns` idempotently, its entry exchange hashing `message_id` (see
+/// [`init_hashing`]).
 pub async fn init(
     session: &Session,
     ns: &str,
     versions: &[String],
     queue_type: QueueType,
+) -> Result<InitReport, BrokerError> {
+    init_hashing(session, ns, versions, queue_type, &HashOn::MessageId).await
+}
+
+/// Declare the convention for `ns` idempotently, the entry exchange hashing `hash` (an existing
+/// entry must already be declared so). The first version gets weight 100 only when the entry
+/// exchange is new: an existing namespace's gate is never touched.
+pub async fn init_hashing(
+    session: &Session,
+    ns: &str,
+    versions: &[String],
+    queue_type: QueueType,
+    hash: &HashOn,
 ) -> Result<InitReport, BrokerError> {
     let n = Names::convention(ns);
     let version_queue = |v: &str| {
@@ -456,10 +474,7 @@ pub async fn init(
         )
         .await?;
     }
-    let entry_args = table(&[
-        ("hash-property", s("message_id")),
-        ("alternate-exchange", s(&n.unrouted)),
-    ]);
+    let entry_args = crate::broker::hashgate::entry_arguments(hash, &n.unrouted);
     let entry_new = declare_exchange(
         session,
         &n.entry,
@@ -471,6 +486,9 @@ pub async fn init(
     if entry_new && let Some(first) = versions.first() {
         bind(session, &version_queue(first)?, &n.entry, "100").await?;
         report.gate = Some(format!("{first}=100"));
+    }
+    if entry_new {
+        report.hash_on = Some(hash.to_string());
     }
     Ok(report)
 }
@@ -487,7 +505,12 @@ pub async fn delete_namespace(
     // The broker engine's origin routers (declared on a first replay to origin; deleting a
     // missing exchange is a no-op on RabbitMQ).
     let routers = crate::topology::origin_routers(&n.entry);
-    for x in [&n.entry, &n.dlx, &n.unrouted].into_iter().chain(&routers) {
+    let gates = n.hash_gates();
+    for x in [&n.entry, &n.dlx, &n.unrouted]
+        .into_iter()
+        .chain(&routers)
+        .chain(&gates)
+    {
         timed(
             "exchange.delete",
             CALL_TIMEOUT,

@@ -197,7 +197,7 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
             from_file,
         } => {
             if let Some(file) = from_file {
-                return replay_file(ctx, &namespace, file, &to, max_replays, yes).await;
+                return replay_file(ctx, &namespace, file, &to, max_replays, yes, dry_run).await;
             }
             let filter = Filter::parse(&filters).map_err(|e| {
                 Failure::usage(
@@ -468,6 +468,12 @@ async fn show(
     }
     if let Some(p) = export {
         crate::errln!("exported to {}", p.display());
+        if m.body.len() < m.body_len {
+            crate::errln!(
+                "note: the body ({} bytes) is larger than a single export loads; `dlq replay --from-file` will refuse this file — export with `dlq purge` to keep all of it",
+                m.body_len
+            );
+        }
     }
     Ok(())
 }
@@ -575,7 +581,8 @@ pub async fn run_with_progress(
 }
 
 /// `dlq replay NS --from-file FILE`: validate the whole file and plan, confirm with the counts,
-/// re-import through `ops::import`.
+/// re-import through `ops::import`. `--dry-run` stops at the plan: nothing is asked, published
+/// or journaled.
 async fn replay_file(
     ctx: &Ctx,
     ns: &str,
@@ -583,8 +590,11 @@ async fn replay_file(
     to: &str,
     max_replays: u32,
     yes: bool,
+    dry_run: bool,
 ) -> Result<(), Failure> {
-    ctx.require_writable("replay messages from a file")?;
+    if !dry_run {
+        ctx.require_writable("replay messages from a file")?;
+    }
     let to = match to {
         "origin" => None,
         v if crate::model::xdeath::is_version_name(v) => Some(v.to_string()),
@@ -612,6 +622,22 @@ async fn replay_file(
             return Err(e.into());
         }
     };
+    if dry_run {
+        session.close().await;
+        if ctx.json {
+            return ctx.print_json(&plan);
+        }
+        crate::outln!(
+            "dry run — nothing published, nothing journaled. Re-importing {} message(s) from {} into `{}` would send {} to version queues and park {} ({} with an origin outside the namespace)",
+            plan.messages,
+            sanitize(&plan.file),
+            sanitize(ns),
+            plan.plan.to_versions,
+            plan.plan.parked,
+            plan.plan.foreign_origin
+        );
+        return Ok(());
+    }
     confirm(
         &format!(
             "Re-import {} message(s) from {} into `{}`: {} to version queues, {} parked ({} with an origin outside the namespace)?",

@@ -48,6 +48,27 @@ pub enum GateCommand {
         /// Allow moving traffic onto a version whose queue has no consumers
         #[arg(long)]
         force_zero_consumers: bool,
+        /// After the flip, wait up to this long (e.g. 60s) for enough new tasks to check that
+        /// they split as set; exit 4 (and journal an alert) when they do not
+        #[arg(long, value_name = "DURATION")]
+        verify_split: Option<humantime::Duration>,
+    },
+    /// Change what the gate hashes to split tasks, keeping the weights and losing no task
+    HashOn {
+        /// Namespace
+        namespace: String,
+        /// message_id | correlation_id | header:NAME | routing-key (Celery: correlation_id), or
+        /// auto: what a sample of the namespace's tasks can be split by
+        field: String,
+        /// Why (recorded in the ledger)
+        #[arg(long)]
+        reason: Option<String>,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        /// Print the step plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Remove what holds the gate lock `NS.gate-lock` when it blocks every flip (a squatting
     /// durable queue, another program's exclusive queue); shows the holder and asks first
@@ -70,6 +91,13 @@ pub enum GateCommand {
 pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
     match cmd {
         GateCommand::Show { namespace } => show(ctx, &namespace).await,
+        GateCommand::HashOn {
+            namespace,
+            field,
+            reason,
+            yes,
+            dry_run,
+        } => super::gate_hash::run(ctx, &namespace, &field, reason, yes, dry_run).await,
         GateCommand::Set {
             namespace,
             targets,
@@ -77,6 +105,7 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
             yes,
             dry_run,
             force_zero_consumers,
+            verify_split,
         } => {
             let target = parse_targets(&targets).map_err(|e| {
                 Failure::usage(
@@ -96,7 +125,15 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
                 extra_params: Default::default(),
                 expect_before: None,
             };
-            set(ctx, req, yes).await
+            let (ns, dry) = (req.namespace.clone(), req.dry_run);
+            let since_ms = chrono::Utc::now().timestamp_millis();
+            set(ctx, req, yes).await?;
+            match verify_split {
+                Some(wait) if !dry => {
+                    super::gate_hash::verify_split(ctx, &ns, since_ms, wait.into()).await
+                }
+                _ => Ok(()),
+            }
         }
         GateCommand::Unlock {
             namespace,
@@ -254,6 +291,8 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
             return Err(f.into());
         }
     };
+    let (measured, split_check) =
+        super::gate_hash::measured_split(ctx, &session, &mgmt, &view).await;
     let ledger = Ledger::open_read(&session, &ctx.cfg).await;
     let history = ledger_history(&ledger, ns).await;
     session.close().await;
@@ -266,9 +305,15 @@ async fn show(ctx: &Ctx, ns: &str) -> Result<(), Failure> {
             "gate": view, "percent": percents(&view.split), "drift": drift,
             "last_known": history.as_ref().ok().and_then(|h| h.last_known().cloned()),
             "ledger": ledger.backend_description(),
+            "measured": measured, "split_check": split_check,
         }));
     }
     print_view(&view);
+    crate::outln!(
+        "  {}{}",
+        if split_check.differs() { "(!) " } else { "" },
+        sanitize(&split_check.describe(&view.split, &measured.unwrap_or_default()))
+    );
     match (&drift, &history) {
         (Some(d), _) => crate::outln!("DRIFT  {}", sanitize(&d.describe())),
         (None, Ok(h)) => match h.last_known() {
@@ -298,11 +343,27 @@ fn percents(s: &GateSplit) -> serde_json::Value {
 /// Print a gate view for humans.
 pub fn print_view(view: &GateView) {
     crate::outln!(
-        "gate of `{}` (entry exchange `{}`, {})",
+        "gate of `{}` ({} exchange `{}`, {})",
         sanitize(&view.namespace),
+        if view.layout.as_ref().is_some_and(|l| l.behind()) {
+            "gate"
+        } else {
+            "entry"
+        },
         sanitize(&view.entry),
         sanitize(&view.entry_kind)
     );
+    if let Some(l) = &view.layout {
+        crate::outln!(
+            "  hashes: {}{}",
+            sanitize(&l.hash_text()),
+            if l.behind() {
+                format!(" (the gate sits behind `{}`)", sanitize(&l.entry))
+            } else {
+                String::new()
+            }
+        );
+    }
     if view.split.bound().count() == 0 {
         crate::outln!(
             "  NOTHING BOUND: every message goes to `{}`",

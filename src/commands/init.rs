@@ -3,6 +3,7 @@
 use crate::broker::topology::{self, QueueType};
 use crate::commands::Ctx;
 use crate::error::Failure;
+use crate::model::hash::{HASH_ON_CHOICES, HashOn};
 use crate::ops::init::InitDone;
 use crate::ops::{OpContext, Via};
 
@@ -12,21 +13,30 @@ pub async fn run(
     ns: &str,
     versions: &str,
     queue_type: QueueType,
+    hash_on: Option<&str>,
 ) -> Result<(), Failure> {
     // The operation validates first; read-only refuses before connecting.
     topology::validate_namespace(ns)
         .map_err(|e| Failure::usage(e, "use a short printable name like `email`"))?;
+    let hash_on = hash_on
+        .map(str::parse::<HashOn>)
+        .transpose()
+        .map_err(|e| Failure::usage(e, format!("--hash-on takes {HASH_ON_CHOICES}")))?;
     ctx.require_writable("init a namespace")?;
     let session = ctx.connect().await?;
     let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
-    let done = crate::ops::init::init(&cx, ns, versions, queue_type).await;
+    let done = crate::ops::init::init_with(&cx, ns, versions, queue_type, hash_on).await;
     session.close().await;
-    let InitDone { report, event } = done?;
+    let InitDone {
+        report,
+        event,
+        hash_chosen,
+    } = done?;
     if ctx.json {
         return ctx.print_json(&serde_json::json!({
             "namespace": report.namespace, "changed": report.changed(),
             "created": report.created, "unchanged": report.unchanged, "gate": report.gate,
-            "legacy": report.legacy,
+            "legacy": report.legacy, "hash_on": report.hash_on, "hash_on_why": hash_chosen,
             "ledger_event": event.as_ref().map(|e| e.id),
         }));
     }
@@ -69,6 +79,15 @@ pub async fn run(
         crate::outln!(
             "gate: {g} (all new tasks go to {})",
             g.split('=').next().unwrap_or("?")
+        );
+    }
+    if let Some(h) = &report.hash_on {
+        crate::outln!(
+            "the gate hashes {h}{}",
+            hash_chosen
+                .as_deref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
         );
     }
     legacy_hint();

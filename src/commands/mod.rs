@@ -5,6 +5,7 @@ pub mod check;
 pub mod dlq;
 pub mod drill;
 pub mod gate;
+pub mod gate_hash;
 pub mod history;
 pub mod init;
 pub mod migrate;

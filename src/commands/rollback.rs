@@ -87,7 +87,11 @@ impl Operator for CliOperator {
             if self.yes {
                 let d = AutoOperator::default().decide(point).await;
                 if !self.quiet {
-                    crate::errln!("   {} → {:?} (--yes)", sanitize(&point.question), d);
+                    crate::errln!(
+                        "   {} → {} (answered by --yes)",
+                        sanitize(&point.question),
+                        d.describe()
+                    );
                 }
                 return d;
             }

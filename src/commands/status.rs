@@ -149,8 +149,45 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 crate::text::sanitize(why)
             );
         }
+        if let Some(h) = &ns.hash_on {
+            let _ = writeln!(s, "{:<16} gate hashes {}", "", crate::text::sanitize(h));
+        }
+        if let (Some(r), Some(g)) = (&ns.split_check, &ns.gate) {
+            let measured = ns.measured.clone().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "{:<16} {}{}",
+                "",
+                if r.differs() { "(!) " } else { "" },
+                crate::text::sanitize(&r.describe(g, &measured))
+            );
+        }
+        for v in ns.versions.iter().filter(|v| !v.connections.is_empty()) {
+            let _ = writeln!(
+                s,
+                "{:<16} {} workers: {}",
+                "",
+                crate::text::sanitize(&v.version),
+                crate::text::sanitize(&v.connections.join(", "))
+            );
+        }
     }
     s
+}
+
+/// Each version's consumers' connection names (`NS worker vN`), as the console shows them.
+async fn fill_connections(mgmt: &crate::broker::mgmt::Mgmt, snap: &mut FleetSnapshot) {
+    let (c, k) = tokio::join!(mgmt.consumers(), mgmt.connections());
+    if let (Ok(c), Ok(k)) = (c, k) {
+        let by_queue = crate::app::tasks::consumer_names(&c, &k);
+        for v in snap
+            .namespaces
+            .iter_mut()
+            .flat_map(|n| n.versions.iter_mut())
+        {
+            v.connections = by_queue.get(&v.queue).cloned().unwrap_or_default();
+        }
+    }
 }
 
 /// Run `status`.
@@ -173,6 +210,10 @@ pub async fn run(
     let (snap, sample_note) = match snap {
         Ok(mut s) => {
             let note = sample_error_rates(&session, &ctx.cfg, &mut s, ERROR_RATE_WINDOW).await;
+            if let Some(m) = mgmt.as_ref().filter(|_| s.mgmt_available) {
+                fill_connections(m, &mut s).await;
+                crate::broker::split::judge_snapshot(&session, m, &ctx.cfg, &mut s).await;
+            }
             (Ok(s), note)
         }
         Err(e) => (Err(e), None),

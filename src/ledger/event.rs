@@ -33,6 +33,8 @@ pub enum EventKind {
     DrillStarted,
     /// A drill ended (`after` holds the score).
     DrillFinished,
+    /// What the gate hashes changed (`before.hash_on` → `after.hash_on`; `params.steps`).
+    GateHash,
     /// A human note (`reason` holds the text) so the timeline carries context.
     Note,
     /// A namespace moved to the cluster-safe convention (`after` holds what changed and counts).
@@ -67,6 +69,7 @@ impl EventKind {
             EventKind::RollbackFinished => "rollback_finished",
             EventKind::DrillStarted => "drill_started",
             EventKind::DrillFinished => "drill_finished",
+            EventKind::GateHash => "gate_hash",
             EventKind::Note => "note",
             EventKind::AlertRaised => "alert_raised",
             EventKind::AlertCleared => "alert_cleared",

@@ -138,8 +138,13 @@ pub fn summarize(e: &Event) -> String {
             } else {
                 "move"
             };
-            let moved = num(a, "moved").or_else(|| num(a, "count"));
-            let from = text(p, "from").or_else(|| text(p, "source"));
+            // A re-import (`--from-file`) counts what the broker confirmed as `published`.
+            let moved = num(a, "moved")
+                .or_else(|| num(a, "count"))
+                .or_else(|| num(a, "published"));
+            let from = text(p, "from")
+                .or_else(|| text(p, "source"))
+                .or_else(|| text(p, "from_file"));
             let to = text(p, "to").or_else(|| text(p, "target"));
             let mut s = if e.outcome == Outcome::Started {
                 format!("{verb} starting")
@@ -205,6 +210,13 @@ pub fn summarize(e: &Event) -> String {
             text(p, "scenario").map_or(String::new(), |s| format!(" (scenario {s})"))
         ),
         EventKind::DrillFinished => "drill finished".into(),
+        EventKind::GateHash => format!(
+            "gate hashes {} → {}",
+            text(&e.before, "hash_on").unwrap_or_else(|| "?".into()),
+            text(a, "hash_on")
+                .or_else(|| text(p, "hash_on"))
+                .unwrap_or_else(|| "?".into())
+        ),
         EventKind::Note => "note".into(),
         EventKind::AlertRaised => format!(
             "ALERT {}",
@@ -674,6 +686,18 @@ mod tests {
             &GateSplit::from_pairs([("v1".to_string(), 100)]),
             &GateSplit::from_pairs([("v1".to_string(), 7)])
         ));
+    }
+
+    #[test]
+    fn a_re_import_and_a_hash_change_read_as_what_they_did() {
+        let e = ev(EventKind::Replay, Some("email"))
+            .params(json!({"from_file": "/x/dlq.jsonl", "to": "v1", "messages": 3}))
+            .after(json!({"published": 3}));
+        assert_eq!(summarize(&e), "replay 3 message(s) from /x/dlq.jsonl to v1");
+        let h = ev(EventKind::GateHash, Some("email"))
+            .before(json!({"hash_on": "message_id"}))
+            .after(json!({"hash_on": "correlation_id"}));
+        assert_eq!(summarize(&h), "gate hashes message_id → correlation_id");
     }
 
     #[test]

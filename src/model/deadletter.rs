@@ -62,6 +62,20 @@ pub struct MessageView {
     /// above hold only what could be read, so it is shown as unreadable and never republished
     /// by the client (a replay has the broker quarantine it).
     pub unreadable: Option<String>,
+    /// The message exactly as received, when it was loaded whole (the inspector, an export);
+    /// `None` for a page row. What makes an export re-importable.
+    pub lossless: Option<Lossless>,
+}
+
+/// What an export needs beyond the flattened view to publish a message again unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lossless {
+    /// Properties and typed headers in lapin's serde form (`BasicProperties`).
+    pub amqp_properties: serde_json::Value,
+    /// The exchange it was published to (for a dead letter: the dead-letter exchange).
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
 }
 
 impl Default for MessageView {
@@ -84,6 +98,7 @@ impl Default for MessageView {
             timestamp: None,
             digest: None,
             unreadable: None,
+            lossless: None,
         }
     }
 }
@@ -911,12 +926,22 @@ fn text_lines(body: &[u8]) -> Vec<InspectorLine> {
         .collect()
 }
 
-/// The export document of one message (`e` in the TUI, `dlq show --export` on the CLI): raw
-/// values, JSON-escaped, body as base64 plus UTF-8 text when it is valid.
+/// The export record's format version (`format` in every record): 2 adds `amqp_properties`
+/// (the properties and typed headers exactly as received), `exchange` and `routing_key`.
+pub const EXPORT_FORMAT: u32 = 2;
+
+/// The export record of one message — the one format of every export (`e` in the console,
+/// `dlq show --export`, a purge's or a rollback's JSONL): raw values, JSON-escaped, the body as
+/// base64 plus UTF-8 text when it is valid, and, when the message was loaded whole
+/// ([`MessageView::lossless`]), its properties and typed headers as received, which is what
+/// `dlq replay --from-file` publishes again. Without them `amqp_properties` is null and a
+/// re-import refuses the record.
 pub fn export_document(queue: &str, m: &MessageView) -> serde_json::Value {
     use base64::Engine;
     let body_text = std::str::from_utf8(&m.body).ok();
+    let lossless = m.lossless.as_ref();
     serde_json::json!({
+        "format": EXPORT_FORMAT,
         "queue": queue,
         "position": m.position,
         "digest": m.digest.map(|d| d.hex()),
@@ -933,6 +958,9 @@ pub fn export_document(queue: &str, m: &MessageView) -> serde_json::Value {
         "body_base64": base64::engine::general_purpose::STANDARD.encode(&m.body),
         "body_text": body_text,
         "unreadable": m.unreadable,
+        "amqp_properties": lossless.map(|l| l.amqp_properties.clone()),
+        "exchange": lossless.map(|l| l.exchange.as_str()),
+        "routing_key": lossless.map(|l| l.routing_key.as_str()),
     })
 }
 

@@ -6,8 +6,10 @@ pub mod conn;
 pub mod deadletter;
 pub mod gate;
 pub mod gate_lock;
+pub mod hash;
 pub mod invalid;
 pub mod snapshot;
+pub mod split;
 pub mod xdeath;
 
 pub use conn::ConnState;

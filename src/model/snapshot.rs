@@ -51,6 +51,10 @@ pub struct VersionSnapshot {
     pub consumers: Option<u64>,
     /// Rates (management API).
     pub rates: Option<Rates>,
+    /// Messages published into its queue since it was created (management API counter;
+    /// `None`: unknown). Differences of two readings are the measured split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_total: Option<u64>,
     /// Dead letters at rest in the DLQ whose origin is this version.
     pub dead_letters: Option<u64>,
     /// Dead-lettered per second (live tap, or estimated).
@@ -62,6 +66,57 @@ pub struct VersionSnapshot {
     /// Where the queue lives, from the management API (`None`: unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+}
+
+/// The measured split judged against the gate (see [`super::split::check`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitReport {
+    /// The verdict.
+    pub check: super::split::SplitCheck,
+    /// Why it is off, ending in the remedy, when it can be seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// The sample of tasks the cause was read from, if one was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<super::hash::HashInputs>,
+}
+
+impl SplitReport {
+    /// One line: "gate v1 90% · v2 10%, measured v1 100% · v2 0% of 312 tasks in 60 s — cause".
+    pub fn describe(
+        &self,
+        gate: &super::gate::GateSplit,
+        measured: &super::split::MeasuredSplit,
+    ) -> String {
+        use super::split::SplitCheck;
+        let head = match &self.check {
+            SplitCheck::Unknown { why } => format!("measured split unknown ({why})"),
+            SplitCheck::TooLittleTraffic { tasks } => format!(
+                "measured {} — not enough traffic to tell yet ({tasks} of {} tasks)",
+                measured.describe(),
+                super::split::tasks_to_tell(gate)
+            ),
+            SplitCheck::Agrees { .. } => {
+                format!("measured {} (as configured)", measured.describe())
+            }
+            SplitCheck::Differs { .. } => format!(
+                "the split is not happening: gate {}, measured {}",
+                gate.describe_percent(),
+                measured.describe()
+            ),
+        };
+        match &self.cause {
+            Some(c) => format!("{head} — {c}"),
+            None if matches!(self.check, SplitCheck::Differs { .. }) => {
+                format!("{head} — cause not visible from here")
+            }
+            None => head,
+        }
+    }
+    /// Is the split off (an alert)?
+    pub fn differs(&self) -> bool {
+        matches!(self.check, super::split::SplitCheck::Differs { .. })
+    }
 }
 
 /// Where a queue lives in a cluster.
@@ -131,6 +186,20 @@ pub struct NamespaceSnapshot {
     pub gate: Option<GateSplit>,
     /// Problems with the gate (e.g. a queue bound twice).
     pub gate_problems: Vec<String>,
+    /// What the gate hashes (`message_id`, `correlation_id`, `header:id`, `routing-key`, or an
+    /// unsupported setting as found); `None`: unknown (no management API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    /// The exchange holding the gate when it is not the entry exchange (after `gate hash-on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_exchange: Option<String>,
+    /// New tasks per version over the last window, from the version queues' publish counters
+    /// (`None`: not measured — a one-shot reading without a window, or no counters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<super::split::MeasuredSplit>,
+    /// The measured split against the gate, and why it is off when that can be seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_check: Option<SplitReport>,
     /// What keeps this quorum namespace from the cluster-safe convention (empty: nothing, or
     /// unknown without the management API); `hopback migrate NS` fixes it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

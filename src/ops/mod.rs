@@ -1,7 +1,8 @@
 //! Operations (docs/architecture.md, "Operations"): namespace creation ([`init`]), gate flips
-//! ([`gate`]), replays, moves and drains ([`replay`]), purges ([`purge`]), notes ([`note`]),
-//! rollbacks ([`rollback`], with [`plan`]) and the removal of broker-engine moves left behind
-//! ([`stale_moves`]). Each one is owned end to end by one function here that does
+//! ([`gate`]), what the gate hashes ([`hash_on`]), replays, moves and drains ([`replay`]), purges
+//! ([`purge`]), notes ([`note`]), rollbacks ([`rollback`], with [`plan`]) and the removal of
+//! broker-engine moves left behind ([`stale_moves`]). Each one is owned end to end by one
+//! function here that does
 //! guard (read-only, permission pre-checks, zero-consumer guard) → journal the intent → act (with
 //! the broker primitives of `broker/`) → verify → journal the outcome, and returns a typed report
 //! or an [`OpError`]. The CLI verbs and the console only collect input, confirm and show the
@@ -9,6 +10,7 @@
 
 pub mod alert;
 pub mod gate;
+pub mod hash_on;
 pub mod import;
 pub mod init;
 pub mod migrate;

@@ -35,8 +35,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     };
     let n = state.namespace(ns);
     let versions_h = n.map_or(1, |n| n.versions.len() as u16 + 1).min(6);
+    let split = n.map_or_else(Vec::new, |n| split_lines(n, usize::from(area.width), theme));
     let [top, table, unrouted, presets] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(2 + split.len() as u16),
         Constraint::Length(versions_h),
         Constraint::Length(2),
         Constraint::Min(4),
@@ -60,7 +61,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
             theme.alert,
         )),
     };
-    f.render_widget(Paragraph::new(bar), inner);
+    f.render_widget(
+        Paragraph::new(vec![bar].into_iter().chain(split).collect::<Vec<_>>()),
+        inner,
+    );
     if let Some(n) = n {
         let versions = version_lines(usize::from(table.width), state, theme, n);
         f.render_widget(Paragraph::new(versions), table);
@@ -96,6 +100,57 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         }
         _ => {}
     }
+}
+
+/// Lines the split note may take (it wraps at word boundaries, the last line cut with `…`).
+const SPLIT_LINES_MAX: usize = 3;
+
+/// What the gate hashes and the split that happened beside it (red when it is not the
+/// configured one), wrapped to `w` columns in at most [`SPLIT_LINES_MAX`] lines; empty when
+/// neither is known (no management API).
+pub fn split_lines(n: &NamespaceSnapshot, w: usize, theme: &Theme) -> Vec<Line<'static>> {
+    let hash = n
+        .hash_on
+        .as_deref()
+        .map(|h| format!("hashes {}", sanitize(h)));
+    let (text, alert) = match (&n.split_check, &n.gate) {
+        (Some(r), Some(g)) => (
+            r.describe(g, &n.measured.clone().unwrap_or_default()),
+            r.differs(),
+        ),
+        _ if hash.is_some() => (
+            "measured split: gathering a minute of counters…".into(),
+            false,
+        ),
+        _ => return Vec::new(),
+    };
+    let text = sanitize(&match hash {
+        Some(h) => format!("{h} · {text}"),
+        None => text,
+    })
+    .into_owned();
+    let style = if alert { theme.alert } else { theme.muted };
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > w.max(1) {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    lines.push(cur);
+    if lines.len() > SPLIT_LINES_MAX {
+        let rest = lines.split_off(SPLIT_LINES_MAX - 1).join(" ");
+        lines.push(rest);
+    }
+    lines
+        .into_iter()
+        .map(|l| Line::from(Span::styled(fit(&l, w), style)))
+        .collect()
 }
 
 /// The version table: one row per version, `w` columns wide.

@@ -36,8 +36,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     };
     let stale = state.is_stale();
     let problems = n.gate_problems.len().min(2) as u16;
+    let split = crate::ui::gate::split_lines(n, usize::from(area.width), theme).len() as u16;
     let [gate_area, versions_area, dl_area] = Layout::vertical([
-        Constraint::Length(2 + problems),
+        Constraint::Length(2 + problems + split),
         Constraint::Length(11),
         Constraint::Min(3),
     ])
@@ -90,6 +91,11 @@ fn draw_gate(
         Span::styled(title, title_style),
     );
     let mut lines = vec![gate_bar(n.gate.as_ref(), usize::from(inner.width), theme)];
+    lines.extend(crate::ui::gate::split_lines(
+        n,
+        usize::from(inner.width),
+        theme,
+    ));
     for p in n.gate_problems.iter().take(2) {
         lines.push(Line::from(Span::styled(
             fit(&format!("⚠ {}", sanitize(p)), usize::from(inner.width)),

@@ -190,7 +190,7 @@ enum Modal {
 impl AppState {
     /// What a panel may read (see [`Ctx`]), next to the panels themselves.
     fn parts(&mut self, ns: Option<&str>) -> (Ctx<'_>, &mut OpsState) {
-        let failing = ns
+        let mut failing: std::collections::BTreeMap<String, String> = ns
             .map(|n| {
                 self.alerts
                     .active
@@ -200,6 +200,18 @@ impl AppState {
                     .collect()
             })
             .unwrap_or_default();
+        // A version failing right now counts before its alert's window has passed: no dialog
+        // may default towards it in the meantime.
+        if let Some(n) = ns.and_then(|n| self.snapshot.as_ref()?.namespace(n)) {
+            let threshold = self.thresholds.of(&n.name).error_rate_pct;
+            for v in &n.versions {
+                if let Some(pct) = v.error_rate.map(|e| e * 100.0).filter(|p| *p > threshold) {
+                    failing
+                        .entry(v.version.clone())
+                        .or_insert_with(|| format!("error rate {pct:.0}% now"));
+                }
+            }
+        }
         let ctx = Ctx {
             failing,
             profile: &self.profile,

@@ -93,7 +93,7 @@ fn lock_broker_error(name: &str, e: BrokerError) -> OpError {
 
 /// Take the gate lock of `ns` for a flip. Held by a flip under way: wait for it (up to
 /// [`GATE_LOCK_WAIT`]); held by anything else: refuse now, naming the holder.
-pub(super) async fn take_gate_lock(
+pub(crate) async fn take_gate_lock(
     session: &Session,
     mgmt: &Mgmt,
     cfg: &Config,

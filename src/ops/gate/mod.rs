@@ -23,6 +23,7 @@ mod lock;
 
 use flip::group;
 pub use flip::{CurrentBinding, Step, bindings_of, has_zero_binding_window, plan, plan_bindings};
+pub(crate) use lock::take_gate_lock;
 pub use lock::{UnlockReport, UnlockRequest, lock_holder, refusal_while_held, unlock};
 
 use crate::broker::mgmt::{BindingInfo, Mgmt, MgmtError};
@@ -61,6 +62,8 @@ pub struct GateView {
     pub unrouted_ready: Option<u32>,
     /// Name of the unrouted queue.
     pub unrouted: String,
+    /// Where the gate lives (the entry exchange, or the exchange behind it) and what it hashes.
+    pub layout: Option<crate::broker::hashgate::GateLayout>,
 }
 
 impl GateView {
@@ -102,8 +105,11 @@ pub async fn read_gate(
 ) -> Result<GateView, OpError> {
     let names = Namespace::resolve(cfg, ns);
     let entry = names.entry.clone();
-    let (x, b) = tokio::join!(mgmt.exchange(&entry), mgmt.bindings_from(&entry));
-    let Some(x) = x.map_err(|e| mgmt_failure("reading the entry exchange", e))? else {
+    // The gate may sit behind the entry exchange (after `gate hash-on`): read it where it is.
+    let found = crate::broker::hashgate::read_gate_exchange(mgmt, &names)
+        .await
+        .map_err(|e| mgmt_failure("reading the entry exchange", e))?;
+    let Some((layout, x, raw)) = found else {
         return Err(OpError::failed(
             format!(
                 "namespace `{}` has no entry exchange `{}`",
@@ -116,9 +122,10 @@ pub async fn read_gate(
             ),
         ));
     };
-    let raw = b.map_err(|e| mgmt_failure("reading the gate's bindings", e))?;
-    let mut view = view_from_bindings(cfg, ns, &entry, &x.kind, &raw);
+    let mut view = view_from_bindings(cfg, ns, &layout.gate, &x.kind, &raw);
     view.unrouted = names.unrouted.clone();
+    view.problems.extend(layout.problems.iter().cloned());
+    view.layout = Some(layout);
     let mut wanted: Vec<String> = view.bindings.iter().map(|b| b.version.clone()).collect();
     wanted.extend(also.iter().cloned());
     wanted.extend(names.known_versions().into_keys());
@@ -178,6 +185,7 @@ pub fn view_from_bindings(
         ready: BTreeMap::new(),
         unrouted_ready: None,
         unrouted: String::new(),
+        layout: None,
     };
     let fanout = entry_kind == "fanout";
     for b in raw
@@ -307,6 +315,12 @@ pub fn validate(
             "flip this gate with your own tooling, or adopt an entry exchange of a supported type",
         )
     })?;
+    if let Some(p) = view.layout.as_ref().and_then(|l| l.problems.first()) {
+        return Err(OpError::failed(
+            format!("{p}; nothing was changed"),
+            "finish the change first, then flip the gate",
+        ));
+    }
     if target.total() == 0 {
         return Err(OpError::invalid(
             "the weights sum to 0: that would route nothing; nothing was changed",

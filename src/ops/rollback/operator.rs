@@ -49,6 +49,26 @@ pub enum Decision {
     Choose(DlqChoice),
 }
 
+impl Decision {
+    /// The answer in words, as the operator would give it (`replay the dead letters to the
+    /// target version`, `roll back / go on`, …).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Decision::Continue => "go on",
+            Decision::Skip => "skip this step",
+            Decision::Abort => "abort",
+            Decision::Choose(crate::ops::plan::DlqChoice::Replay) => {
+                "replay the dead letters to the target version"
+            }
+            Decision::Choose(crate::ops::plan::DlqChoice::Keep) => "keep the dead letters",
+            Decision::Choose(crate::ops::plan::DlqChoice::Export) => {
+                "export the dead letters, then remove them from the DLQ"
+            }
+            Decision::Choose(crate::ops::plan::DlqChoice::Ask) => "ask",
+        }
+    }
+}
+
 /// State of one step in the checklist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
