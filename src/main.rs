@@ -58,6 +58,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         url: (!g.url.is_empty()).then(|| g.url.join(",")),
         mgmt_url: (!g.mgmt_url.is_empty()).then(|| g.mgmt_url.join(",")),
         read_only: g.read_only,
+        metrics: g.metrics.clone(),
+        prometheus_url: (!g.prometheus_url.is_empty()).then(|| g.prometheus_url.join(",")),
     };
     let cfg = config::load(&over)?;
     tracing::info!(profile = %cfg.profile.name, broker = %cfg.profile.display_url(), "starting");

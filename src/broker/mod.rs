@@ -1,5 +1,6 @@
 //! All broker I/O (docs/architecture.md, "Parts"): the AMQP session ([`session`]), the
-//! management API ([`mgmt`]), topology declaration and discovery ([`topology`]; the names come
+//! management API ([`mgmt`]), the metrics source ([`metrics`]: Prometheus counters from
+//! [`prometheus`], or the management API's statistics), topology declaration and discovery ([`topology`]; the names come
 //! from [`crate::topology::Namespace`]), snapshot collection ([`stats`]), non-destructive
 //! browsing ([`browse`]), the broker engine of moves ([`shovel`]), header reading ([`headers`]), the AMQP primitives ([`amqp`], [`stream`]), the live dead-letter tap ([`tap`]), the mover ([`mover`]: the engine
 //! of every move) and export-and-hold ([`export`]: the engine of a purge). These are primitives:
@@ -10,8 +11,10 @@ pub mod browse;
 pub mod export;
 pub mod headers;
 pub mod lock;
+pub mod metrics;
 pub mod mgmt;
 pub mod mover;
+pub mod prometheus;
 pub mod session;
 pub mod shovel;
 pub mod stats;

@@ -7,6 +7,7 @@ pub mod deadletter;
 pub mod gate;
 pub mod gate_lock;
 pub mod invalid;
+pub mod metrics;
 pub mod snapshot;
 pub mod xdeath;
 

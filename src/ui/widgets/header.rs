@@ -1,5 +1,6 @@
 //! The header line: profile, broker (host:port and vhost — never credentials), server version,
-//! connection state or "stale 12 s — reconnecting (attempt 3)", data age, badges — among them
+//! connection state or "stale 12 s — reconnecting (attempt 3)", data age, the metrics source
+//! (`metrics prometheus`, or "rates unknown"), badges — among them
 //! "broker blocked: memory alarm" while a resource alarm holds publishers, so an operation that
 //! waits is explained on screen rather than looking hung.
 
@@ -121,11 +122,15 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
         };
         spans.push(Span::styled(text, style));
     }
-    if state.snapshot.as_ref().is_some_and(|s| !s.mgmt_available) {
-        spans.push(Span::styled(
-            " · no mgmt API: gate and rates unknown",
-            theme.warn,
-        ));
+    if let Some(snap) = &state.snapshot {
+        if !snap.mgmt_available {
+            spans.push(Span::styled(" · no mgmt API: gate unknown", theme.warn));
+        }
+        // Where the rates come from — or that they are unknown (never shown as 0).
+        match snap.metrics_source {
+            Some(src) => spans.push(Span::styled(format!(" · metrics {src}"), theme.muted)),
+            None => spans.push(Span::styled(" · rates unknown", theme.warn)),
+        }
     }
     if let Some(d) = &state.tap.down {
         spans.push(Span::styled(
