@@ -789,6 +789,7 @@ pub async fn sample_error_rates(
     )
     .await;
     let mut failed = None;
+    let exact = snap.metrics_source == Some(crate::model::metrics::MetricsSource::Prometheus);
     for (ns, c) in snap.namespaces.iter_mut().zip(counts) {
         match c {
             Ok(c) => {
@@ -796,13 +797,12 @@ pub async fn sample_error_rates(
                     .into_iter()
                     .map(|(v, n)| (v, n as f64 / window.as_secs_f64()))
                     .collect();
-                apply_dead_letter_rates(ns, &per_s);
+                apply_dead_letter_rates(ns, &per_s, exact);
                 // A version whose error rate comes from the tap, and whose queue the
                 // management API has not sampled yet (no delivery or ack rate), would read
                 // 100 % from its dead letters alone: unknown instead.
                 for v in &mut ns.versions {
-                    if v.rejected_rate.is_none()
-                        && v.rates.is_some_and(|r| r.deliver <= 0.0 && r.ack <= 0.0)
+                    if !exact && v.rates.is_some_and(|r| r.deliver <= 0.0 && r.ack <= 0.0)
                     {
                         v.error_rate = None;
                     }
@@ -815,14 +815,19 @@ pub async fn sample_error_rates(
 }
 
 /// Fill dead-letter rates from live per-version dead-letter rates (the tap), and the error rate
-/// from them where no counter tells how many were rejected (a version with `rejected_rate` keeps
-/// the counters' error rate: the tap also counts expired and over-length dead letters, which are
-/// no worker's error).
-pub fn apply_dead_letter_rates(ns: &mut NamespaceSnapshot, dead_per_s: &BTreeMap<String, f64>) {
+/// from them unless `exact_counters` (Prometheus: its counters are exact and as fresh as the
+/// tap, and the tap also counts expired and over-length dead letters, which are no worker's
+/// error). The management API's counters are 5 s samples: the tap is faster there (an alert
+/// within a second of the first rejection), so it wins where it is bound.
+pub fn apply_dead_letter_rates(
+    ns: &mut NamespaceSnapshot,
+    dead_per_s: &BTreeMap<String, f64>,
+    exact_counters: bool,
+) {
     for v in &mut ns.versions {
         let dl = dead_per_s.get(&v.version).copied().unwrap_or(0.0);
         v.dead_letter_rate = Some(dl);
-        if v.rejected_rate.is_none() {
+        if !(exact_counters && v.rejected_rate.is_some()) {
             v.error_rate = match v.rates {
                 Some(r) => error_rate(r.ack, dl),
                 None => None,

@@ -123,13 +123,19 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
         spans.push(Span::styled(text, style));
     }
     if let Some(snap) = &state.snapshot {
-        if !snap.mgmt_available {
-            spans.push(Span::styled(" · no mgmt API: gate unknown", theme.warn));
+        // Where the rates come from (the first thing a narrow header drops) — or that they are
+        // unknown (never dropped: unknown must not pass for 0).
+        match (snap.mgmt_available, snap.metrics_source) {
+            (false, None) => spans.push(Span::styled(
+                " · no mgmt API: gate and rates unknown",
+                theme.warn,
+            )),
+            (false, Some(_)) => spans.push(Span::styled(" · no mgmt API: gate unknown", theme.warn)),
+            (true, None) => spans.push(Span::styled(" · rates unknown", theme.warn)),
+            (true, Some(_)) => {}
         }
-        // Where the rates come from — or that they are unknown (never shown as 0).
-        match snap.metrics_source {
-            Some(src) => spans.push(Span::styled(format!(" · metrics {src}"), theme.muted)),
-            None => spans.push(Span::styled(" · rates unknown", theme.warn)),
+        if let Some(src) = snap.metrics_source.filter(|_| level == 0) {
+            spans.push(Span::styled(format!(" · metrics {src}"), theme.muted));
         }
     }
     if let Some(d) = &state.tap.down {
