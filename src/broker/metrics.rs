@@ -242,7 +242,8 @@ impl Metrics {
         };
         if !scrape.nodes.iter().any(|(_, n)| n.has_queue_counters()) {
             return Err(format!(
-                "the endpoint serves no per-queue counters (RabbitMQ {}: the detailed family queue_delivery_metrics came with later versions)",
+                "{} serves no per-queue counters (RabbitMQ {}: no detailed family queue_delivery_metrics)",
+                prom.urls().join(", "),
                 crate::text::sanitize(first.version.as_deref().unwrap_or("?"))
             ));
         }
