@@ -17,7 +17,13 @@ use hopback::broker::prometheus::Scanner;
 fn scrape_text(n: usize) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(n * 1200);
-    let q = |i: usize| format!("ns-{:05}.{}", i / 5, ["v1", "v2", "dlq", "unrouted", "parked"][i % 5]);
+    let q = |i: usize| {
+        format!(
+            "ns-{:05}.{}",
+            i / 5,
+            ["v1", "v2", "dlq", "unrouted", "parked"][i % 5]
+        )
+    };
     let gauges = [
         "rabbitmq_detailed_queue_messages_ready",
         "rabbitmq_detailed_queue_messages_unacked",
@@ -43,7 +49,12 @@ fn scrape_text(n: usize) -> String {
     for c in counters {
         let _ = writeln!(s, "# TYPE {c} counter\n# HELP {c} help text");
         for i in 0..n {
-            let _ = writeln!(s, "{c}{{vhost=\"/\",queue=\"{}\"}} {}", q(i), i * 1_000_003 % 9_999_999);
+            let _ = writeln!(
+                s,
+                "{c}{{vhost=\"/\",queue=\"{}\"}} {}",
+                q(i),
+                i * 1_000_003 % 9_999_999
+            );
         }
     }
     let p = "rabbitmq_detailed_queue_exchange_messages_published_total";
@@ -88,7 +99,13 @@ fn main() {
         let mb = text.len() as f64 / 1e6;
         // On screen: 20 namespaces (their 5 queues); and everything.
         let on_screen: HashSet<String> = (0..100)
-            .map(|i| format!("ns-{:05}.{}", i / 5, ["v1", "v2", "dlq", "unrouted", "parked"][i % 5]))
+            .map(|i| {
+                format!(
+                    "ns-{:05}.{}",
+                    i / 5,
+                    ["v1", "v2", "dlq", "unrouted", "parked"][i % 5]
+                )
+            })
             .collect();
         let runs = if n >= 100_000 { 3 } else { 10 };
         let scan = |wanted: &(dyn Fn(&str) -> bool + Sync)| {

@@ -35,7 +35,10 @@ use tokio::sync::mpsc;
 /// The no-stats node of `scripts/broker --version 4.0 --flavor no-stats`.
 fn no_stats() -> Broker {
     Broker {
-        url: env_or("HOPBACK_NOSTATS_URL", "amqp://guest:guest@127.0.0.1:5674/%2f"),
+        url: env_or(
+            "HOPBACK_NOSTATS_URL",
+            "amqp://guest:guest@127.0.0.1:5674/%2f",
+        ),
         mgmt_url: Some(env_or("HOPBACK_NOSTATS_MGMT_URL", "http://127.0.0.1:15674")),
         prometheus_url: Some(env_or(
             "HOPBACK_NOSTATS_PROMETHEUS_URL",
@@ -225,8 +228,8 @@ impl Fleet {
             t.abort();
         }
         let versions = vec!["v1".to_string(), "v2".to_string()];
-        let _ = hopback::broker::topology::delete_namespace(&self.session, &self.ns, &versions)
-            .await;
+        let _ =
+            hopback::broker::topology::delete_namespace(&self.session, &self.ns, &versions).await;
         self.session.close().await;
     }
 }
@@ -275,7 +278,10 @@ fn assert_fleet_numbers(where_: &str, v1: Seen, v2: Seen, rate: f64) {
 }
 
 fn seen_json(ns: &serde_json::Value, v: &str) -> Option<Seen> {
-    let x = ns["versions"].as_array()?.iter().find(|x| x["version"] == v)?;
+    let x = ns["versions"]
+        .as_array()?
+        .iter()
+        .find(|x| x["version"] == v)?;
     Some(Seen {
         publish: x["rates"]["publish"].as_f64()?,
         ack: x["rates"]["ack"].as_f64()?,
@@ -374,24 +380,27 @@ async fn console_shows_the_fleet(f: &Fleet, source: hopback::model::metrics::Met
             && seen_state(s, &ns, "v1").is_some()
     })
     .await;
-    assert!(known, "the console never knew the numbers: {:?}", state.snapshot);
+    assert!(
+        known,
+        "the console never knew the numbers: {:?}",
+        state.snapshot
+    );
     let settle = tokio::time::Instant::now() + Duration::from_secs(6);
     let _ = until(&mut state, &mut rx, Duration::from_secs(20), |s| {
         let (v1, v2) = (seen_state(s, &ns, "v1"), seen_state(s, &ns, "v2"));
         last = v1.zip(v2);
         let rate = f.producer_rate();
         tokio::time::Instant::now() > settle
-            && last.is_some_and(|(a, b)| within(a.publish, rate, 0.10) && within(b.publish, rate, 0.10))
+            && last.is_some_and(|(a, b)| {
+                within(a.publish, rate, 0.10) && within(b.publish, rate, 0.10)
+            })
     })
     .await;
     let (v1, v2) = last.expect("numbers known");
     assert_fleet_numbers(&format!("console ({source})"), v1, v2, f.producer_rate());
-    let header = hopback::ui::widgets::header::header(
-        &state,
-        &hopback::ui::theme::Theme::plain(),
-        200,
-    )
-    .to_string();
+    let header =
+        hopback::ui::widgets::header::header(&state, &hopback::ui::theme::Theme::plain(), 200)
+            .to_string();
     assert!(
         header.contains(&format!("metrics {source}")),
         "the header names the source: {header}"
@@ -416,7 +425,10 @@ async fn no_stats_node_shows_rates_and_error_rate_from_prometheus() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("metrics: prometheus"), "{text}");
-    for row in text.lines().filter(|l| l.contains(" v1 ") || l.contains(" v2 ")) {
+    for row in text
+        .lines()
+        .filter(|l| l.contains(" v1 ") || l.contains(" v2 "))
+    {
         let cols: Vec<&str> = row.split_whitespace().collect();
         // READY UNACKED CONS IN/s ACK/s REDLV/s … ERR%: all known (DEAD is not browsed here).
         let n = cols.len();
@@ -460,8 +472,14 @@ async fn no_stats_node_without_prometheus_is_unknown_never_no_traffic() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let v2_row = text.lines().find(|l| l.contains(" v2 ")).unwrap();
-    assert!(v2_row.trim_end().ends_with('?'), "ERR% unknown, not `-`: {text}");
-    assert!(!text.contains("- = no traffic)") || text.contains("? = unknown"), "{text}");
+    assert!(
+        v2_row.trim_end().ends_with('?'),
+        "ERR% unknown, not `-`: {text}"
+    );
+    assert!(
+        !text.contains("- = no traffic)") || text.contains("? = unknown"),
+        "{text}"
+    );
     f.stop().await;
 }
 
@@ -502,7 +520,11 @@ async fn a_node_restart_never_shows_a_negative_or_huge_rate() {
     let readings = std::cell::Cell::new(0u32);
     let watch = |s: &AppState| {
         for v in ["v1", "v2"] {
-            if let Some(r) = s.namespace(&ns).and_then(|n| n.version(v)).and_then(|x| x.rates) {
+            if let Some(r) = s
+                .namespace(&ns)
+                .and_then(|n| n.version(v))
+                .and_then(|x| x.rates)
+            {
                 readings.set(readings.get() + 1);
                 for x in [r.publish, r.ack, r.deliver, r.redeliver] {
                     highest.set(highest.get().max(x));
@@ -559,9 +581,17 @@ async fn a_node_restart_never_shows_a_negative_or_huge_rate() {
         false
     })
     .await;
-    assert!(came_back, "rates did not come back after the restart: {:?}", state.snapshot);
+    assert!(
+        came_back,
+        "rates did not come back after the restart: {:?}",
+        state.snapshot
+    );
     assert!(readings.get() > before, "no reading after the restart");
-    assert!(lowest.get() >= 0.0, "a rate went negative: {}", lowest.get());
+    assert!(
+        lowest.get() >= 0.0,
+        "a rate went negative: {}",
+        lowest.get()
+    );
     assert!(
         highest.get() <= rate * 1.5,
         "a rate jumped to {}/s (the producer does {rate}/s)",

@@ -24,6 +24,19 @@ pub const RATE_WINDOW_MS: i64 = 5_000;
 pub const MIN_SPAN_MS: i64 = 900;
 /// A Prometheus endpoint that failed (or was not usable) is asked again after this long.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// A scrape that took `t` is not repeated within `PACE_FACTOR × t`: a vhost so large that its
+/// text takes seconds to render costs its broker at most a tenth of its time; the refreshes in
+/// between reuse the last reading (rates span the readings, on hopback's clock).
+pub const PACE_FACTOR: u32 = 10;
+
+/// The last good scrape, reused by the refreshes its pace skips.
+#[derive(Debug)]
+struct LastScrape {
+    at: Instant,
+    took: Duration,
+    queues: std::collections::HashMap<String, crate::model::metrics::QueueReading>,
+    version: Option<String>,
+}
 
 /// Where the metrics come from, and the state between refreshes (console) or readings (status).
 #[derive(Debug)]
@@ -40,6 +53,7 @@ pub struct Metrics {
     epoch: Instant,
     /// The last scrape's size in bytes (all nodes).
     pub last_scrape_bytes: u64,
+    last: Option<LastScrape>,
 }
 
 impl Metrics {
@@ -57,6 +71,7 @@ impl Metrics {
             tracker: CounterTracker::new(),
             epoch: Instant::now(),
             last_scrape_bytes: 0,
+            last: None,
         }
     }
 
@@ -70,6 +85,15 @@ impl Metrics {
             tracker: CounterTracker::new(),
             epoch: Instant::now(),
             last_scrape_bytes: 0,
+            last: None,
+        }
+    }
+
+    /// Read the endpoint on the next [`Metrics::apply`] whatever the pace (a one-shot reading's
+    /// second look).
+    pub fn read_next(&mut self) {
+        if let Some(l) = &mut self.last {
+            l.took = Duration::ZERO;
         }
     }
 
@@ -111,6 +135,7 @@ impl Metrics {
                 Err(why) => {
                     tracing::info!(why = %why, "Prometheus metrics not used");
                     self.prometheus_down = Some((why.clone(), Instant::now()));
+                    self.last = None;
                     why_not_prometheus = Some(why);
                 }
             }
@@ -176,18 +201,34 @@ impl Metrics {
                     .chain([n.dlq.clone()])
             })
             .collect();
-        let keep = |q: &str| wanted.contains(q);
-        let at = self.now_ms();
-        let scrape = prom.scrape(&keep, at).await;
-        self.last_scrape_bytes = scrape.bytes;
-        self.judge(mgmt, &scrape, &prom).await?;
-        self.tracker.observe(&scrape.reading, RATE_WINDOW_MS);
+        let paced = self
+            .last
+            .as_ref()
+            .is_some_and(|l| l.at.elapsed() < l.took * PACE_FACTOR);
+        if !paced {
+            let keep = |q: &str| wanted.contains(q);
+            let at = self.now_ms();
+            let started = Instant::now();
+            let scrape = prom.scrape(&keep, at).await;
+            self.last_scrape_bytes = scrape.bytes;
+            self.judge(mgmt, &scrape, &prom).await?;
+            self.tracker.observe(&scrape.reading, RATE_WINDOW_MS);
+            self.last = Some(LastScrape {
+                at: started,
+                took: started.elapsed(),
+                version: scrape.nodes.iter().find_map(|(_, n)| n.version.clone()),
+                queues: scrape.reading.queues,
+            });
+        }
+        let Some(last) = &self.last else {
+            return Err("no reading".into());
+        };
         if snap.server_version.is_none() {
-            snap.server_version = scrape.nodes.iter().find_map(|(_, n)| n.version.clone());
+            snap.server_version = last.version.clone();
         }
         for ns in &mut snap.namespaces {
             for v in &mut ns.versions {
-                let q = scrape.reading.queues.get(&v.queue);
+                let q = last.queues.get(&v.queue);
                 // A queue the endpoint does not list on any node that answered has no metrics
                 // there yet (declared a moment ago, or its node is the one that failed).
                 v.unacked = q.and_then(|q| q.unacked).or(v.unacked);
@@ -219,7 +260,7 @@ impl Metrics {
             ns.dlq_rate = self
                 .tracker
                 .rates(&ns.dlq, RATE_WINDOW_MS, MIN_SPAN_MS)
-                .filter(|_| scrape.reading.queues.contains_key(&ns.dlq))
+                .filter(|_| last.queues.contains_key(&ns.dlq))
                 .map(|r| r.publish);
         }
         Ok(())

@@ -133,17 +133,18 @@ impl Prometheus {
         profile: &Profile,
         builder: reqwest::ClientBuilder,
     ) -> Result<Self, PrometheusError> {
-        let http = builder
-            .timeout(SCRAPE_TIMEOUT)
-            .build()
-            .map_err(|e| PrometheusError::Unreachable {
-                url: profile
-                    .prometheus_urls
-                    .first()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default(),
-                detail: e.to_string(),
-            })?;
+        let http =
+            builder
+                .timeout(SCRAPE_TIMEOUT)
+                .build()
+                .map_err(|e| PrometheusError::Unreachable {
+                    url: profile
+                        .prometheus_urls
+                        .first()
+                        .map(|u| u.to_string())
+                        .unwrap_or_default(),
+                    detail: e.to_string(),
+                })?;
         Ok(Self {
             http,
             bases: Arc::new(profile.prometheus_urls.clone()),
@@ -182,10 +183,9 @@ impl Prometheus {
 
     /// Read every node at once and keep the queues `wanted` accepts (`at_ms`: hopback's clock).
     pub async fn scrape(&self, wanted: &(dyn Fn(&str) -> bool + Sync), at_ms: i64) -> Scrape {
-        let results = futures::future::join_all(
-            (0..self.bases.len()).map(|i| self.scrape_node(i, wanted)),
-        )
-        .await;
+        let results =
+            futures::future::join_all((0..self.bases.len()).map(|i| self.scrape_node(i, wanted)))
+                .await;
         let mut out = Scrape {
             reading: Reading {
                 at_ms,
@@ -428,7 +428,10 @@ impl<'a> Scanner<'a> {
             Meaning::Ready => q.ready = Some(value),
             Meaning::Unacked => q.unacked = Some(value),
             Meaning::Consumers => q.consumers = Some(value),
-            Meaning::Counter(kind) => q.series.push((kind, series_id(self.node, h.finish()), value)),
+            Meaning::Counter(kind) => {
+                q.series
+                    .push((kind, series_id(self.node, h.finish()), value))
+            }
         }
     }
 }
@@ -572,7 +575,11 @@ rabbitmq_build_info{rabbitmq_version="4.0.5",prometheus_plugin_version="4.0.5"} 
 rabbitmq_identity_info{rabbitmq_node="rabbit@h",rabbitmq_cluster="c1"} 1
 "#;
 
-    fn scan(text: &str, chunk: usize, wanted: &(dyn Fn(&str) -> bool + Sync)) -> (HashMap<String, QueueReading>, NodeInfo) {
+    fn scan(
+        text: &str,
+        chunk: usize,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+    ) -> (HashMap<String, QueueReading>, NodeInfo) {
         let mut s = Scanner::new(0, wanted);
         for c in text.as_bytes().chunks(chunk) {
             s.feed(c);
@@ -590,7 +597,10 @@ rabbitmq_identity_info{rabbitmq_node="rabbit@h",rabbitmq_cluster="c1"} 1
         }
         let (q, info) = whole;
         let v2 = &q["ns.v2"];
-        assert_eq!((v2.ready, v2.unacked, v2.consumers), (Some(7), Some(3), Some(2)));
+        assert_eq!(
+            (v2.ready, v2.unacked, v2.consumers),
+            (Some(7), Some(3), Some(2))
+        );
         assert_eq!(v2.raw_total(CounterKind::DeliveredAck), Some(1480));
         assert_eq!(v2.raw_total(CounterKind::Acked), Some(1023));
         assert_eq!(v2.raw_total(CounterKind::Published), Some(1502));
@@ -603,7 +613,11 @@ rabbitmq_identity_info{rabbitmq_node="rabbit@h",rabbitmq_cluster="c1"} 1
             .map(|s| s.1)
             .collect();
         assert_eq!(ids.len(), 2);
-        assert_eq!(q["we\"ird\\q\nx"].ready, Some(5), "escapes in a label value");
+        assert_eq!(
+            q["we\"ird\\q\nx"].ready,
+            Some(5),
+            "escapes in a label value"
+        );
         assert_eq!(info.version.as_deref(), Some("4.0.5"));
         assert_eq!(info.cluster.as_deref(), Some("c1"));
         assert!(info.has_queue_counters());

@@ -802,8 +802,7 @@ pub async fn sample_error_rates(
                 // management API has not sampled yet (no delivery or ack rate), would read
                 // 100 % from its dead letters alone: unknown instead.
                 for v in &mut ns.versions {
-                    if !exact && v.rates.is_some_and(|r| r.deliver <= 0.0 && r.ack <= 0.0)
-                    {
+                    if !exact && v.rates.is_some_and(|r| r.deliver <= 0.0 && r.ack <= 0.0) {
                         v.error_rate = None;
                     }
                 }

@@ -260,7 +260,9 @@ async fn metrics_line(ctx: &Ctx) -> CheckLine {
                 "metrics",
                 "ok",
                 format!("{src} (metrics = {mode}): {note}"),
-                Some("Prometheus needs the detailed family queue_delivery_metrics (RabbitMQ 4.0.5 serves it, 3.10.8 does not); set prometheus_url if the endpoint is not on port 15692 of the AMQP host"),
+                Some(
+                    "Prometheus needs the detailed family queue_delivery_metrics (RabbitMQ 4.0.5 serves it, 3.10.8 does not); set prometheus_url if the endpoint is not on port 15692 of the AMQP host",
+                ),
             ),
             (None, note) => line(
                 "metrics",
@@ -269,7 +271,9 @@ async fn metrics_line(ctx: &Ctx) -> CheckLine {
                     "none (metrics = {mode}): {}",
                     note.unwrap_or_else(|| "unknown".into())
                 ),
-                Some("rates and error rates are unknown: enable rabbitmq_prometheus (port 15692; set prometheus_url otherwise) or the management metrics collector"),
+                Some(
+                    "rates and error rates are unknown: enable rabbitmq_prometheus (port 15692; set prometheus_url otherwise) or the management metrics collector",
+                ),
             ),
         },
         Err(e) => line("metrics", "warn", format!("unknown: {e}"), None),

@@ -3,9 +3,9 @@
 
 use crate::broker::metrics::Metrics;
 use crate::broker::stats::{CollectOptions, collect, sample_error_rates};
-use crate::model::metrics::MetricsSource;
 use crate::commands::Ctx;
 use crate::error::Failure;
+use crate::model::metrics::MetricsSource;
 use crate::model::snapshot::{ErrorState, FleetSnapshot};
 
 /// The window of `status`'s live dead-letter tap (long enough to see a rejecting worker, short
@@ -176,7 +176,9 @@ pub async fn run(
             let note = sample_error_rates(&session, &ctx.cfg, &mut s, ERROR_RATE_WINDOW).await;
             if s.metrics_source == Some(MetricsSource::Prometheus) {
                 tokio::time::sleep_until((first_reading + COUNTER_WINDOW).into()).await;
-                metrics.lock().await.apply(mgmt.as_ref(), &mut s).await;
+                let mut m = metrics.lock().await;
+                m.read_next();
+                m.apply(mgmt.as_ref(), &mut s).await;
             }
             (Ok(s), note)
         }

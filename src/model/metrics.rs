@@ -212,7 +212,8 @@ impl CounterTracker {
                 f.points.pop_front();
             }
         }
-        self.queues.retain(|_, f| r.at_ms - f.seen_ms < FORGET_AFTER_MS);
+        self.queues
+            .retain(|_, f| r.at_ms - f.seen_ms < FORGET_AFTER_MS);
         self.answered_before = r.nodes_answered.clone();
         self.readings += 1;
     }
@@ -256,7 +257,11 @@ impl CounterTracker {
 mod tests {
     use super::*;
 
-    fn reading(at_ms: i64, nodes: &[u16], queues: &[(&str, Vec<(CounterKind, u64, u64)>)]) -> Reading {
+    fn reading(
+        at_ms: i64,
+        nodes: &[u16],
+        queues: &[(&str, Vec<(CounterKind, u64, u64)>)],
+    ) -> Reading {
         Reading {
             at_ms,
             queues: queues
@@ -281,9 +286,23 @@ mod tests {
     #[test]
     fn rates_are_differences_over_hopback_s_clock() {
         let mut t = CounterTracker::new();
-        t.observe(&reading(0, &[0], &[("q", vec![(Published, 1, 1_000), (Acked, 1, 500)])]), 5_000);
+        t.observe(
+            &reading(
+                0,
+                &[0],
+                &[("q", vec![(Published, 1, 1_000), (Acked, 1, 500)])],
+            ),
+            5_000,
+        );
         assert_eq!(t.rates("q", 5_000, 1_000), None, "one reading: unknown");
-        t.observe(&reading(2_000, &[0], &[("q", vec![(Published, 1, 1_200), (Acked, 1, 580)])]), 5_000);
+        t.observe(
+            &reading(
+                2_000,
+                &[0],
+                &[("q", vec![(Published, 1, 1_200), (Acked, 1, 580)])],
+            ),
+            5_000,
+        );
         let r = t.rates("q", 5_000, 1_000).unwrap();
         assert_eq!(r.publish, 100.0);
         assert_eq!(r.ack, 40.0);
@@ -294,10 +313,19 @@ mod tests {
     fn a_reset_never_gives_a_negative_or_huge_rate() {
         let mut t = CounterTracker::new();
         let big = 9_000_000_000;
-        t.observe(&reading(0, &[0], &[("q", vec![(Published, 1, big)])]), 5_000);
-        t.observe(&reading(1_000, &[0], &[("q", vec![(Published, 1, big + 100)])]), 5_000);
+        t.observe(
+            &reading(0, &[0], &[("q", vec![(Published, 1, big)])]),
+            5_000,
+        );
+        t.observe(
+            &reading(1_000, &[0], &[("q", vec![(Published, 1, big + 100)])]),
+            5_000,
+        );
         // The node restarted: the counter starts again from 0 and shows 30.
-        t.observe(&reading(2_000, &[0], &[("q", vec![(Published, 1, 30)])]), 5_000);
+        t.observe(
+            &reading(2_000, &[0], &[("q", vec![(Published, 1, 30)])]),
+            5_000,
+        );
         let r = t.rates("q", 1_000, 500).unwrap();
         assert_eq!(r.publish, 30.0);
         let r = t.rates("q", 5_000, 500).unwrap();
@@ -307,17 +335,51 @@ mod tests {
     #[test]
     fn series_that_come_and_go_add_only_what_they_counted() {
         let mut t = CounterTracker::new();
-        t.observe(&reading(0, &[0, 1], &[("q", vec![(Published, 1, 100)])]), 10_000);
+        t.observe(
+            &reading(0, &[0, 1], &[("q", vec![(Published, 1, 100)])]),
+            10_000,
+        );
         // A new exchange starts publishing into it (new series on a node that answered): 20.
-        t.observe(&reading(1_000, &[0, 1], &[("q", vec![(Published, 1, 110), (Published, 2, 20)])]), 10_000);
+        t.observe(
+            &reading(
+                1_000,
+                &[0, 1],
+                &[("q", vec![(Published, 1, 110), (Published, 2, 20)])],
+            ),
+            10_000,
+        );
         // Series 1 missing for a reading (its node did not answer), then back with 150.
-        t.observe(&reading(2_000, &[1], &[("q", vec![(Published, 2, 30)])]), 10_000);
-        t.observe(&reading(3_000, &[0, 1], &[("q", vec![(Published, 1, 150), (Published, 2, 40)])]), 10_000);
+        t.observe(
+            &reading(2_000, &[1], &[("q", vec![(Published, 2, 30)])]),
+            10_000,
+        );
+        t.observe(
+            &reading(
+                3_000,
+                &[0, 1],
+                &[("q", vec![(Published, 1, 150), (Published, 2, 40)])],
+            ),
+            10_000,
+        );
         let r = t.rates("q", 10_000, 500).unwrap();
         assert_eq!(r.publish * r.span_s, 90.0);
         // A node seen for the first time with a long history is a baseline, not a spike.
         let id_node3 = series_id(3, 7);
-        t.observe(&reading(4_000, &[0, 1, 3], &[("q", vec![(Published, 1, 150), (Published, 2, 40), (Published, id_node3, 1_000_000)])]), 10_000);
+        t.observe(
+            &reading(
+                4_000,
+                &[0, 1, 3],
+                &[(
+                    "q",
+                    vec![
+                        (Published, 1, 150),
+                        (Published, 2, 40),
+                        (Published, id_node3, 1_000_000),
+                    ],
+                )],
+            ),
+            10_000,
+        );
         let r = t.rates("q", 10_000, 500).unwrap();
         assert_eq!(r.publish * r.span_s, 90.0);
     }
@@ -331,17 +393,26 @@ mod tests {
         let r = t.rates("q", 60_000, 1_000).unwrap();
         assert!((r.rejected * r.span_s - 454.0).abs() < 1e-9);
         // Requeued and delivered again: not rejected.
-        t.observe(&reading(20_000, &[0], &[("q", s(1_677, 1_123, 100))]), 60_000);
+        t.observe(
+            &reading(20_000, &[0], &[("q", s(1_677, 1_123, 100))]),
+            60_000,
+        );
         let r = t.rates("q", 10_000, 1_000).unwrap();
         assert_eq!(r.rejected, 0.0);
-        assert_eq!(crate::model::snapshot::error_rate(r.ack, r.rejected), Some(0.0));
+        assert_eq!(
+            crate::model::snapshot::error_rate(r.ack, r.rejected),
+            Some(0.0)
+        );
     }
 
     #[test]
     fn forgotten_after_a_while_unlisted() {
         let mut t = CounterTracker::new();
         t.observe(&reading(0, &[0], &[("q", vec![(Published, 1, 1)])]), 5_000);
-        t.observe(&reading(FORGET_AFTER_MS + 1, &[0], &[("r", vec![(Published, 1, 1)])]), 5_000);
+        t.observe(
+            &reading(FORGET_AFTER_MS + 1, &[0], &[("r", vec![(Published, 1, 1)])]),
+            5_000,
+        );
         assert_eq!(t.len(), 1);
     }
 }

@@ -139,7 +139,10 @@ fn version_lines(
             ),
             Span::styled(format!("{:>9} ", count(v.consumers)), cons_style),
             Span::styled(format!("{:>8} ", count(v.ready)), theme.base),
-            Span::styled(format!("{:>8} ", super::widgets::err_pct(Some(v))), err_style),
+            Span::styled(
+                format!("{:>8} ", super::widgets::err_pct(Some(v))),
+                err_style,
+            ),
             Span::styled(
                 format!(
                     "{:>8}  {}",
@@ -413,7 +416,10 @@ fn confirm_body(
                 ),
                 if changed { theme.warn } else { theme.base },
             ),
-            Span::styled(format!("  error {}%", super::widgets::err_pct(vs)), err_style),
+            Span::styled(
+                format!("  error {}%", super::widgets::err_pct(vs)),
+                err_style,
+            ),
             Span::styled(
                 format!(
                     " ({} DL/s) · consumers {}",

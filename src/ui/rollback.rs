@@ -115,7 +115,10 @@ fn live_line(state: &AppState, theme: &Theme, rb: &RollbackPanel, w: usize) -> L
             ),
             theme.base,
         ));
-        spans.push(Span::styled(format!("{}%", super::widgets::err_pct(Some(vs))), err_style));
+        spans.push(Span::styled(
+            format!("{}%", super::widgets::err_pct(Some(vs))),
+            err_style,
+        ));
         spans.push(Span::styled(
             format!(" ({}/s)   ", rate(vs.dead_letter_rate)),
             theme.base,

@@ -130,7 +130,9 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
                 " · no mgmt API: gate and rates unknown",
                 theme.warn,
             )),
-            (false, Some(_)) => spans.push(Span::styled(" · no mgmt API: gate unknown", theme.warn)),
+            (false, Some(_)) => {
+                spans.push(Span::styled(" · no mgmt API: gate unknown", theme.warn))
+            }
             (true, None) => spans.push(Span::styled(" · rates unknown", theme.warn)),
             (true, Some(_)) => {}
         }
