@@ -257,10 +257,12 @@ impl CounterTracker {
 mod tests {
     use super::*;
 
+    type Series = Vec<(CounterKind, u64, u64)>;
+
     fn reading(
         at_ms: i64,
         nodes: &[u16],
-        queues: &[(&str, Vec<(CounterKind, u64, u64)>)],
+        queues: &[(&str, Series)],
     ) -> Reading {
         Reading {
             at_ms,
