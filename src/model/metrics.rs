@@ -259,11 +259,7 @@ mod tests {
 
     type Series = Vec<(CounterKind, u64, u64)>;
 
-    fn reading(
-        at_ms: i64,
-        nodes: &[u16],
-        queues: &[(&str, Series)],
-    ) -> Reading {
+    fn reading(at_ms: i64, nodes: &[u16], queues: &[(&str, Series)]) -> Reading {
         Reading {
             at_ms,
             queues: queues
