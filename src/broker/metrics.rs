@@ -54,6 +54,11 @@ pub struct Metrics {
     /// The last scrape's size in bytes (all nodes).
     pub last_scrape_bytes: u64,
     last: Option<LastScrape>,
+    /// The management API's `disable_stats`, once read.
+    stats_disabled: Option<bool>,
+    /// Read the overview once (not for a one-shot management-only reading: its caller counts
+    /// its management calls; the queue list's own statistics tell there).
+    ask_overview: bool,
 }
 
 impl Metrics {
@@ -72,6 +77,8 @@ impl Metrics {
             epoch: Instant::now(),
             last_scrape_bytes: 0,
             last: None,
+            stats_disabled: None,
+            ask_overview: true,
         }
     }
 
@@ -86,6 +93,8 @@ impl Metrics {
             epoch: Instant::now(),
             last_scrape_bytes: 0,
             last: None,
+            stats_disabled: None,
+            ask_overview: false,
         }
     }
 
@@ -116,7 +125,20 @@ impl Metrics {
     /// queue list said (rates from its statistics, when it collects them); this decides which
     /// source stands and says so.
     pub async fn apply(&mut self, mgmt: Option<&Mgmt>, snap: &mut FleetSnapshot) {
-        let management_has_stats = snap.mgmt_available && management_collects(snap);
+        if self.stats_disabled.is_none()
+            && self.ask_overview
+            && snap.mgmt_available
+            && let Some(m) = mgmt
+            && let Ok(o) = m.overview().await
+        {
+            self.stats_disabled = Some(o.disable_stats);
+            self.cluster_name = Some(Some(o.cluster_name).filter(|c| !c.is_empty()));
+        }
+        let management_has_stats = snap.mgmt_available
+            && match self.stats_disabled {
+                Some(disabled) => !disabled,
+                None => management_collects(snap),
+            };
         let use_prometheus = match self.mode {
             MetricsMode::Management => false,
             _ => match &self.prometheus_down {

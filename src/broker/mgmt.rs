@@ -94,6 +94,10 @@ pub struct Overview {
     /// Exchange types the broker knows (x-consistent-hash needs its plugin).
     #[serde(default)]
     pub exchange_types: Vec<NamedItem>,
+    /// The metrics collector is off (`management_agent.disable_metrics_collector`): no
+    /// statistics in any listing.
+    #[serde(default)]
+    pub disable_stats: bool,
 }
 
 /// `/api/nodes` (columns `name,mem_alarm,disk_free_alarm,applications`): the alarms that block
