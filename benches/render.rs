@@ -37,6 +37,8 @@ fn fleet(namespaces: usize, now: i64) -> AppState {
             taken_at_ms: t,
             server_version: Some("3.10.8".into()),
             mgmt_available: true,
+            metrics_source: Some(hopback::model::metrics::MetricsSource::Management),
+            metrics_note: None,
             mgmt_error: None,
             broker_alarms: Vec::new(),
             nodes: None,

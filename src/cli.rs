@@ -32,6 +32,14 @@ pub struct GlobalArgs {
     /// [env: HOPBACK_MGMT_URL]
     #[arg(long, global = true)]
     pub mgmt_url: Vec<String>,
+    /// Where rates and unacked counts come from: auto (Prometheus when it answers, else the
+    /// management API's statistics), prometheus, management [env: HOPBACK_METRICS]
+    #[arg(long, global = true, value_parser = ["auto", "prometheus", "management"])]
+    pub metrics: Option<String>,
+    /// rabbitmq_prometheus endpoint (default: http://AMQP-HOST:15692); repeat it for every node
+    /// [env: HOPBACK_PROMETHEUS_URL]
+    #[arg(long, global = true)]
+    pub prometheus_url: Vec<String>,
     /// Config file (default: the platform config dir's hopback/config.toml) [env: HOPBACK_CONFIG]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,

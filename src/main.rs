@@ -61,6 +61,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         ca_file: g.ca_file.clone(),
         cert_file: g.cert_file.clone(),
         key_file: g.key_file.clone(),
+        metrics: g.metrics.clone(),
+        prometheus_url: (!g.prometheus_url.is_empty()).then(|| g.prometheus_url.join(",")),
     };
     let cfg = config::load(&over)?;
     tracing::info!(profile = %cfg.profile.name, broker = %cfg.profile.display_url(), "starting");

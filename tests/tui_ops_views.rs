@@ -83,6 +83,8 @@ fn snapshot(t: i64, v2_consumers: u64, unrouted: u64) -> FleetSnapshot {
         taken_at_ms: t,
         server_version: Some("3.10.8".into()),
         mgmt_available: true,
+        metrics_source: Some(hopback::model::metrics::MetricsSource::Management),
+        metrics_note: None,
         mgmt_error: None,
         broker_alarms: Vec::new(),
         nodes: None,

@@ -138,6 +138,8 @@ fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
         taken_at_ms: t,
         server_version: Some("3.10.8".into()),
         mgmt_available: true,
+        metrics_source: Some(hopback::model::metrics::MetricsSource::Management),
+        metrics_note: None,
         mgmt_error: None,
         broker_alarms: Vec::new(),
         nodes: None,
@@ -480,6 +482,7 @@ fn alerts_are_queued_for_the_ledger() {
 fn snapshot_without_api(t: i64) -> FleetSnapshot {
     let mut s = snapshot(t, 60, false);
     s.mgmt_available = false;
+    s.metrics_source = None;
     s.mgmt_error = Some("management API at http://127.0.0.1:15672/: connection refused".into());
     for ns in &mut s.namespaces {
         ns.gate = None;

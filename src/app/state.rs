@@ -518,10 +518,12 @@ impl AppState {
         let now = self.now_ms;
         self.tap.expire(now);
         if let Some(snap) = &mut self.snapshot {
+            let exact =
+                snap.metrics_source == Some(crate::model::metrics::MetricsSource::Prometheus);
             for ns in &mut snap.namespaces {
                 if self.tap.bound.contains(&ns.name) {
                     let rates = self.tap.rates(&ns.name, now);
-                    apply_dead_letter_rates(ns, &rates);
+                    apply_dead_letter_rates(ns, &rates, exact);
                 }
             }
             let new = self.alerts.evaluate(snap, &self.thresholds, now);

@@ -149,6 +149,10 @@ async fn refresh_loop(
     // One management call per refresh: the queue list, bindings, node list or exchanges,
     // whichever is most overdue (`TopologyCache`); an operation's refresh makes bindings due.
     let topology = Arc::new(tokio::sync::Mutex::new(TopologyCache::default()));
+    // The metrics source and its counter history: rates on hopback's clock across refreshes.
+    let metrics = Arc::new(tokio::sync::Mutex::new(
+        crate::broker::metrics::Metrics::new(&cfg.profile),
+    ));
     // Namespaces of the last snapshot that had the management API (see `CollectOptions::known`).
     let mut known: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
@@ -217,6 +221,7 @@ async fn refresh_loop(
             exact_for: on_screen.borrow().clone(),
             topology: Some(topology.clone()),
             known: known.clone(),
+            metrics: Some(metrics.clone()),
             ..Default::default()
         };
         match collect(&s, mgmt.as_ref(), &cfg, &opts).await {

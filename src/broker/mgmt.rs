@@ -26,6 +26,7 @@ state,node,leader,members,online,\
 messages,messages_ready,messages_unacknowledged,consumers,\
 message_stats.publish,message_stats.publish_details.rate,\
 message_stats.deliver_get,message_stats.deliver_get_details.rate,\
+message_stats.deliver_details.rate,message_stats.get_details.rate,\
 message_stats.ack,message_stats.ack_details.rate,\
 message_stats.redeliver,message_stats.redeliver_details.rate";
 
@@ -124,6 +125,10 @@ pub struct Overview {
     /// Exchange types the broker knows (x-consistent-hash needs its plugin).
     #[serde(default)]
     pub exchange_types: Vec<NamedItem>,
+    /// The metrics collector is off (`management_agent.disable_metrics_collector`): no
+    /// statistics in any listing.
+    #[serde(default)]
+    pub disable_stats: bool,
 }
 
 /// `/api/nodes` (columns `name,mem_alarm,disk_free_alarm,applications`): the alarms that block
@@ -255,6 +260,12 @@ pub struct MessageStats {
     /// Deliver rate.
     #[serde(default)]
     pub deliver_get_details: RateDetails,
+    /// Deliveries to consumers in manual-ack mode, per second.
+    #[serde(default)]
+    pub deliver_details: RateDetails,
+    /// `basic.get`s in manual-ack mode, per second.
+    #[serde(default)]
+    pub get_details: RateDetails,
     /// Acknowledged.
     #[serde(default)]
     pub ack: u64,

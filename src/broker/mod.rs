@@ -1,5 +1,6 @@
 //! All broker I/O (docs/architecture.md, "Parts"): the AMQP session ([`session`]), the
-//! management API ([`mgmt`]), topology declaration and discovery ([`topology`]; the names come
+//! management API ([`mgmt`]), the metrics source ([`metrics`]: Prometheus counters from
+//! [`prometheus`], or the management API's statistics), topology declaration and discovery ([`topology`]; the names come
 //! from [`crate::topology::Namespace`]), snapshot collection ([`stats`]), non-destructive
 //! browsing ([`browse`]) and finding a dead letter by identity ([`identity`]), the broker engine
 //! of moves ([`shovel`]), header reading ([`headers`]), where the gate lives and what it hashes
@@ -16,10 +17,12 @@ pub mod hashgate;
 pub mod headers;
 pub mod identity;
 pub mod lock;
+pub mod metrics;
 pub mod mgmt;
 pub mod mover;
 pub mod republish;
 pub mod sample;
+pub mod prometheus;
 pub mod session;
 pub mod shovel;
 pub mod split;

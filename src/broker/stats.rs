@@ -1,7 +1,9 @@
 //! Building a [`FleetSnapshot`]: one management API queue listing (rates, unacked, types) plus
 //! exact passive `queue.declare` counts for the queues that matter, the gate read from bindings,
 //! and (on demand) dead letters at rest attributed to their origin version by `x-death`.
-//! Without the management plugin the snapshot still has depths and consumers; rates are `None`.
+//! Without the management plugin the snapshot still has depths and consumers; rates, unacked
+//! counts and error rates come from the profile's metrics source (`broker::metrics`: Prometheus
+//! counters, or the management API's statistics), and are `None` when neither has them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -35,6 +37,9 @@ pub struct CollectOptions {
     /// management API they are still read over AMQP, so the fleet shows "unknown" gates and live
     /// depths instead of vanishing (issue 17: unknown is not absent).
     pub known: BTreeSet<String>,
+    /// The metrics source and its counter history between refreshes (see
+    /// [`crate::broker::metrics`]); `None` = the management API's statistics only.
+    pub metrics: Option<Arc<tokio::sync::Mutex<crate::broker::metrics::Metrics>>>,
 }
 
 /// Ready messages and consumers of a queue that exists; `None` inside: the management API has
@@ -350,6 +355,17 @@ fn published_total(q: &QueueInfo) -> Option<u64> {
         return None;
     }
     Some(q.message_stats.as_ref().map_or(0, |s| s.publish))
+}
+
+/// Rejected per second from the management API's sampled rates: deliveries in manual-ack mode
+/// that were neither acknowledged nor delivered again; `None` when it collects no metrics.
+fn rejected_of(q: &QueueInfo) -> Option<f64> {
+    rates_of(q)?;
+    let Some(s) = q.message_stats.as_ref() else {
+        return Some(0.0);
+    };
+    let delivered_ack = s.deliver_details.rate + s.get_details.rate;
+    Some((delivered_ack - s.ack_details.rate - s.redeliver_details.rate).max(0.0))
 }
 
 fn rates_of(q: &QueueInfo) -> Option<Rates> {
@@ -709,6 +725,11 @@ pub async fn collect(
                         info.and_then(rates_of)
                     },
                     published_total: info.and_then(published_total),
+                    rejected_rate: if unavailable {
+                        None
+                    } else {
+                        info.and_then(rejected_of)
+                    },
                     ..Default::default()
                 });
             }
@@ -777,6 +798,14 @@ pub async fn collect(
         }
         snap.namespaces.push(ns);
     }
+    match &opts.metrics {
+        Some(m) => m.lock().await.apply(mgmt, &mut snap).await,
+        None => {
+            crate::broker::metrics::Metrics::management_only(&cfg.profile)
+                .apply(mgmt, &mut snap)
+                .await
+        }
+    }
     Ok(snap)
 }
 
@@ -792,9 +821,6 @@ pub async fn sample_error_rates(
     snap: &mut FleetSnapshot,
     window: std::time::Duration,
 ) -> Option<String> {
-    if !snap.mgmt_available {
-        return Some("error rates need the management API's ack rates".into());
-    }
     if snap.namespaces.len() > SAMPLE_MAX_NAMESPACES {
         return Some(format!(
             "error rates are sampled for at most {SAMPLE_MAX_NAMESPACES} namespaces: name one (`hopback status NS`)"
@@ -808,6 +834,7 @@ pub async fn sample_error_rates(
     )
     .await;
     let mut failed = None;
+    let exact = snap.metrics_source == Some(crate::model::metrics::MetricsSource::Prometheus);
     for (ns, c) in snap.namespaces.iter_mut().zip(counts) {
         match c {
             Ok(c) => {
@@ -815,11 +842,12 @@ pub async fn sample_error_rates(
                     .into_iter()
                     .map(|(v, n)| (v, n as f64 / window.as_secs_f64()))
                     .collect();
-                apply_dead_letter_rates(ns, &per_s);
-                // A version whose queue the management API has not sampled yet (no delivery
-                // or ack rate) would read 100 % from its dead letters alone: unknown instead.
+                apply_dead_letter_rates(ns, &per_s, exact);
+                // A version whose error rate comes from the tap, and whose queue the
+                // management API has not sampled yet (no delivery or ack rate), would read
+                // 100 % from its dead letters alone: unknown instead.
                 for v in &mut ns.versions {
-                    if v.rates.is_some_and(|r| r.deliver <= 0.0 && r.ack <= 0.0) {
+                    if !exact && v.rates.is_some_and(|r| r.deliver <= 0.0 && r.ack <= 0.0) {
                         v.error_rate = None;
                     }
                 }
@@ -830,15 +858,25 @@ pub async fn sample_error_rates(
     failed
 }
 
-/// Fill dead-letter rates and error rates from live per-version dead-letter rates (the tap).
-pub fn apply_dead_letter_rates(ns: &mut NamespaceSnapshot, dead_per_s: &BTreeMap<String, f64>) {
+/// Fill dead-letter rates from live per-version dead-letter rates (the tap), and the error rate
+/// from them unless `exact_counters` (Prometheus: its counters are exact and as fresh as the
+/// tap, and the tap also counts expired and over-length dead letters, which are no worker's
+/// error). The management API's counters are 5 s samples: the tap is faster there (an alert
+/// within a second of the first rejection), so it wins where it is bound.
+pub fn apply_dead_letter_rates(
+    ns: &mut NamespaceSnapshot,
+    dead_per_s: &BTreeMap<String, f64>,
+    exact_counters: bool,
+) {
     for v in &mut ns.versions {
         let dl = dead_per_s.get(&v.version).copied().unwrap_or(0.0);
         v.dead_letter_rate = Some(dl);
-        v.error_rate = match v.rates {
-            Some(r) => error_rate(r.ack, dl),
-            None => None,
-        };
+        if !(exact_counters && v.rejected_rate.is_some()) {
+            v.error_rate = match v.rates {
+                Some(r) => error_rate(r.ack, dl),
+                None => None,
+            };
+        }
     }
 }
 

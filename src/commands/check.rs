@@ -378,6 +378,7 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             )),
         )),
     }
+    out.push(metrics_line(ctx).await);
     if let Some(s) = &amqp {
         s.close().await;
     }
@@ -388,6 +389,77 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
         None,
     ));
     out
+}
+
+/// Which source the rates and error rates come from (`metrics = auto | prometheus |
+/// management`), and why not the other: the same decision the console and `status` make.
+async fn metrics_line(ctx: &Ctx) -> CheckLine {
+    use crate::broker::metrics::Metrics;
+    use crate::broker::stats::{CollectOptions, collect};
+    let p = &ctx.cfg.profile;
+    let session = match session::connect(p, "check", &ctx.cfg.operator).await {
+        Ok(s) => s,
+        Err(e) => {
+            return line(
+                "metrics",
+                "warn",
+                format!("unknown: cannot connect ({e})"),
+                None,
+            );
+        }
+    };
+    let mgmt = Mgmt::new(p).ok();
+    let metrics = std::sync::Arc::new(tokio::sync::Mutex::new(Metrics::new(p)));
+    let opts = CollectOptions {
+        metrics: Some(metrics),
+        ..Default::default()
+    };
+    let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
+    session.close().await;
+    let mode = p.metrics.name();
+    let endpoints = p
+        .prometheus_urls
+        .iter()
+        .map(|u| u.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match snap {
+        Ok(s) => match (s.metrics_source, s.metrics_note) {
+            (Some(src), None) => line(
+                "metrics",
+                "ok",
+                format!(
+                    "{src} (metrics = {mode}){}",
+                    if src == crate::model::metrics::MetricsSource::Prometheus {
+                        format!(": {endpoints}")
+                    } else {
+                        String::new()
+                    }
+                ),
+                None,
+            ),
+            (Some(src), Some(note)) => line(
+                "metrics",
+                "ok",
+                format!("{src} (metrics = {mode}): {note}"),
+                Some(
+                    "Prometheus needs the detailed family queue_delivery_metrics (RabbitMQ 4.0.5 serves it, 3.10.8 does not); set prometheus_url if the endpoint is not on port 15692 of the AMQP host",
+                ),
+            ),
+            (None, note) => line(
+                "metrics",
+                "warn",
+                format!(
+                    "none (metrics = {mode}): {}",
+                    note.unwrap_or_else(|| "unknown".into())
+                ),
+                Some(
+                    "rates and error rates are unknown: enable rabbitmq_prometheus (port 15692; set prometheus_url otherwise) or the management metrics collector",
+                ),
+            ),
+        },
+        Err(e) => line("metrics", "warn", format!("unknown: {e}"), None),
+    }
 }
 
 /// Run `check` and print the result.

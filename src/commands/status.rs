@@ -1,13 +1,20 @@
 //! `hopback status [NS]`: a table per namespace and version, or (`--json`) the [`FleetSnapshot`]
 //! itself — that serialisation is the documented JSON shape (see README "status --json").
 
+use crate::broker::metrics::Metrics;
 use crate::broker::stats::{CollectOptions, collect, sample_error_rates};
 use crate::commands::Ctx;
 use crate::error::Failure;
-use crate::model::snapshot::FleetSnapshot;
+use crate::model::metrics::MetricsSource;
+use crate::model::snapshot::{ErrorState, FleetSnapshot};
 
-/// The window of `status`'s error rates (long enough to see a rejecting worker, short enough to wait).
+/// The window of `status`'s live dead-letter tap (long enough to see a rejecting worker, short
+/// enough to wait).
 const ERROR_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The span between `status`'s two Prometheus readings: its rates and error rates are the
+/// counters' differences over it, on hopback's clock.
+const COUNTER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Dead letters browsed per DLQ for attribution.
 pub const ATTRIBUTION_CAP: u64 = 10_000;
@@ -27,9 +34,12 @@ pub fn render(snap: &FleetSnapshot) -> String {
     if !snap.mgmt_available {
         let _ = writeln!(
             s,
-            "note: management API unavailable ({}); rates and gate are unknown",
+            "note: management API unavailable ({}); the gate is unknown",
             crate::text::sanitize(snap.mgmt_error.as_deref().unwrap_or("?"))
         );
+    }
+    if let Some(n) = &snap.metrics_note {
+        let _ = writeln!(s, "note: {}", crate::text::sanitize(n));
     }
     if snap.namespaces.is_empty() {
         let _ = writeln!(
@@ -78,9 +88,11 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 rate(v.rates.map(|r| r.ack)),
                 rate(v.rates.map(|r| r.redeliver)),
                 opt(v.dead_letters),
-                v.error_rate
-                    .map(|e| format!("{:.1}", e * 100.0))
-                    .unwrap_or_else(|| "-".into()),
+                match v.error_state() {
+                    ErrorState::Ratio(e) => format!("{:.1}", e * 100.0),
+                    ErrorState::NoTraffic => "-".into(),
+                    ErrorState::Unknown => "?".into(),
+                },
             );
         }
         let unrouted = match ns.unrouted_depth {
@@ -198,18 +210,28 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let session = ctx.connect().await?;
     let mgmt = ctx.mgmt();
+    let metrics = std::sync::Arc::new(tokio::sync::Mutex::new(Metrics::new(&ctx.cfg.profile)));
     let opts = CollectOptions {
         namespace: namespace.clone(),
         attribute_dead_letters: (!no_attribution).then_some(ATTRIBUTION_CAP),
         exact_for: None,
         topology: None,
         known: Default::default(),
+        metrics: Some(metrics.clone()),
     };
+    let first_reading = std::time::Instant::now();
     let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
-    // ERR% over a short window: the dead letters seen live, against the acks (issue 17).
+    // Dead letters per second from a short live tap; with Prometheus, a second reading of the
+    // counters COUNTER_WINDOW after the first gives the rates and error rates (issue 33).
     let (snap, sample_note) = match snap {
         Ok(mut s) => {
             let note = sample_error_rates(&session, &ctx.cfg, &mut s, ERROR_RATE_WINDOW).await;
+            if s.metrics_source == Some(MetricsSource::Prometheus) {
+                tokio::time::sleep_until((first_reading + COUNTER_WINDOW).into()).await;
+                let mut m = metrics.lock().await;
+                m.read_next();
+                m.apply(mgmt.as_ref(), &mut s).await;
+            }
             if let Some(m) = mgmt.as_ref().filter(|_| s.mgmt_available) {
                 fill_connections(m, &mut s).await;
                 crate::broker::split::judge_snapshot(&session, m, &ctx.cfg, &mut s).await;
@@ -305,13 +327,19 @@ pub async fn run(
         for l in &swept {
             crate::outln!("{l}");
         }
-        match sample_note {
+        match (snap.metrics_source, sample_note) {
             _ if snap.namespaces.is_empty() => {}
-            Some(why) => crate::outln!("ERR%: {}", crate::text::sanitize(&why)),
-            None => crate::outln!(
-                "ERR% = dead-lettered ÷ (acked + dead-lettered) over the last {} s (live tap; - = no traffic)",
-                ERROR_RATE_WINDOW.as_secs()
+            (Some(MetricsSource::Prometheus), _) => crate::outln!(
+                "ERR% = rejected ÷ (acked + rejected) from the broker's counters over {} s (metrics: prometheus; - = no traffic, ? = unknown)",
+                COUNTER_WINDOW.as_secs()
             ),
+            (Some(MetricsSource::Management), _) => crate::outln!(
+                "ERR% = rejected ÷ (acked + rejected) from the management API's 5 s samples (metrics: management; - = no traffic, ? = unknown)"
+            ),
+            (None, Some(why)) => crate::outln!("ERR%: {}", crate::text::sanitize(&why)),
+            (None, None) => {
+                crate::outln!("ERR%: unknown — no metrics source has counters (? = unknown)")
+            }
         }
         // Namespaces built before the cluster-safe convention: on a cluster their dead letters
         // are at risk while a node is down (issue 19, item 4). `check` lists them everywhere.

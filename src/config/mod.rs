@@ -6,6 +6,7 @@
 //! the profile's `read_only` wins over the global one ([`resolve_read_only`]).
 //! The raw file structs live in [`raw`]; nothing outside this module reads them.
 
+pub mod metrics;
 pub mod raw;
 pub mod tls;
 mod urls;
@@ -17,9 +18,10 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use url::Url;
 
+pub use metrics::MetricsMode;
 use raw::{RawAlerts, RawConfig, RawNamespace, RawProfile};
 pub use urls::parse_amqp_url;
-use urls::{derive_mgmt_url, split_list};
+use urls::{derive_mgmt_url, derive_prometheus_url, parse_http_urls, split_list};
 
 /// The AMQP URL used when nothing else is configured.
 /// A configuration that cannot be used: what is wrong (naming the file, line and key where it
@@ -105,6 +107,10 @@ pub struct Overrides {
     pub cert_file: Option<String>,
     /// `--key-file PEM`.
     pub key_file: Option<String>,
+    /// `--metrics auto|prometheus|management`.
+    pub metrics: Option<String>,
+    /// `--prometheus-url http://…` (comma-separated for several nodes).
+    pub prometheus_url: Option<String>,
 }
 
 /// Alert thresholds, resolved.
@@ -186,6 +192,10 @@ pub struct Profile {
     pub mgmt_url: Url,
     /// Every management API base URL to try, `mgmt_url` first.
     pub mgmt_urls: Vec<Url>,
+    /// Where rates and unacked counts come from.
+    pub metrics: MetricsMode,
+    /// The `rabbitmq_prometheus` endpoint of every node (never holds credentials).
+    pub prometheus_urls: Vec<Url>,
     /// User name for AMQP and the management API.
     pub username: String,
     /// Password for AMQP and the management API.
@@ -596,6 +606,7 @@ fn resolve_profile(
         }
     }
     let mgmt_url = mgmt_urls[0].clone();
+    let (metrics, prometheus_urls) = resolve_metrics(p, over, &amqp_url, &more_urls)?;
     let mut namespaces = BTreeMap::new();
     for (ns, a) in &p.namespaces {
         namespaces.insert(ns.clone(), resolve_adoption(ns, a, alerts)?);
@@ -609,6 +620,8 @@ fn resolve_profile(
         amqp_urls,
         mgmt_url,
         mgmt_urls,
+        metrics,
+        prometheus_urls,
         username,
         password,
         vhost,
@@ -675,6 +688,47 @@ fn resolve_tls(
         auth_mechanism: p.auth_mechanism.as_deref().or(url_mechanism.as_deref()),
     };
     tls::resolve(&inputs, amqp_url.scheme() == "amqps")
+}
+
+/// The metrics source and the Prometheus endpoints (flag > environment > profile > derived from
+/// each node's AMQP host, port 15692).
+fn resolve_metrics(
+    p: &RawProfile,
+    over: &Overrides,
+    amqp_url: &Url,
+    more_urls: &[Url],
+) -> Result<(MetricsMode, Vec<Url>), ConfigError> {
+    let metrics = match (over.metrics.as_deref(), env_nonempty("HOPBACK_METRICS")) {
+        (Some(m), _) => MetricsMode::parse(m, "--metrics")?,
+        (None, Some(m)) => MetricsMode::parse(&m, "HOPBACK_METRICS")?,
+        (None, None) => match &p.metrics {
+            Some(m) => MetricsMode::parse(m, "profile key `metrics`")?,
+            None => MetricsMode::Auto,
+        },
+    };
+    let texts: Vec<String> = match over
+        .prometheus_url
+        .clone()
+        .or_else(|| env_nonempty("HOPBACK_PROMETHEUS_URL"))
+    {
+        Some(t) => split_list(&t),
+        None => p
+            .prometheus_url
+            .iter()
+            .cloned()
+            .chain(p.prometheus_urls.iter().flatten().cloned())
+            .collect(),
+    };
+    let mut urls = parse_http_urls(&texts, "Prometheus", "http://host:15692")?;
+    if urls.is_empty() {
+        for u in std::iter::once(amqp_url).chain(more_urls.iter()) {
+            let d = derive_prometheus_url(u)?;
+            if !urls.contains(&d) {
+                urls.push(d);
+            }
+        }
+    }
+    Ok((metrics, urls))
 }
 
 /// Read-only precedence: `--read-only` forces it on; otherwise the most specific setting that is

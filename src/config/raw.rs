@@ -44,6 +44,12 @@ pub struct RawProfile {
     pub mgmt_url: Option<String>,
     /// The management API of every node (`mgmt_url`, if set, comes first); tried in turn.
     pub mgmt_urls: Option<Vec<String>>,
+    /// Where rates and unacked counts come from: `auto` (default), `prometheus`, `management`.
+    pub metrics: Option<String>,
+    /// The `rabbitmq_prometheus` endpoint (default: http://AMQP-HOST:15692).
+    pub prometheus_url: Option<String>,
+    /// The Prometheus endpoint of every node (`prometheus_url`, if set, comes first).
+    pub prometheus_urls: Option<Vec<String>>,
     /// Virtual host (default: the one in `url`, else `/`).
     pub vhost: Option<String>,
     /// Refuse every mutation on this profile.

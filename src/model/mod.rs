@@ -8,6 +8,7 @@ pub mod gate;
 pub mod gate_lock;
 pub mod hash;
 pub mod invalid;
+pub mod metrics;
 pub mod snapshot;
 pub mod split;
 pub mod xdeath;

@@ -59,8 +59,14 @@ pub struct VersionSnapshot {
     pub dead_letters: Option<u64>,
     /// Dead-lettered per second (live tap, or estimated).
     pub dead_letter_rate: Option<f64>,
-    /// dead-lettered/s ÷ (acked/s + dead-lettered/s).
+    /// rejected/s ÷ (acked/s + rejected/s) from counters (the live tap's dead letters where no
+    /// counter tells); `None`: unknown or no traffic — [`VersionSnapshot::error_state`] says which.
     pub error_rate: Option<f64>,
+    /// Settled without an acknowledgement and not delivered again, per second (nacked or
+    /// rejected without requeue), from the source's counters (`FleetSnapshot::metrics_source`);
+    /// `None`: unknown.
+    #[serde(default)]
+    pub rejected_rate: Option<f64>,
     /// Client-provided connection names of its consumers.
     pub connections: Vec<String>,
     /// Where the queue lives, from the management API (`None`: unknown).
@@ -284,6 +290,12 @@ pub struct FleetSnapshot {
     pub server_version: Option<String>,
     /// Was the management API available?
     pub mgmt_available: bool,
+    /// Where rates, unacked counts and error rates came from (`None`: no source had them —
+    /// they are unknown, not zero).
+    pub metrics_source: Option<super::metrics::MetricsSource>,
+    /// Why the source is what it is, when it is not the one asked for (or there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_note: Option<String>,
     /// Why not, if not.
     pub mgmt_error: Option<String>,
     /// Resource alarms blocking publishers (`memory alarm`, `disk alarm`), from the management
@@ -319,7 +331,30 @@ impl NamespaceSnapshot {
     }
 }
 
+/// A version's error rate as it can be shown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorState {
+    /// rejected ÷ (acked + rejected), 0..1.
+    Ratio(f64),
+    /// The counters are known and nothing was acked or rejected.
+    NoTraffic,
+    /// No source tells (no metrics, not enough readings yet).
+    Unknown,
+}
+
 impl VersionSnapshot {
+    /// The error rate, telling "no traffic" apart from "unknown".
+    pub fn error_state(&self) -> ErrorState {
+        match self.error_rate {
+            Some(e) => ErrorState::Ratio(e),
+            None if self.rates.is_some()
+                && (self.rejected_rate.is_some() || self.dead_letter_rate.is_some()) =>
+            {
+                ErrorState::NoTraffic
+            }
+            None => ErrorState::Unknown,
+        }
+    }
     /// A delivery limit with nowhere to dead-letter to: a message over it is dropped.
     pub fn drops_over_limit(&self) -> bool {
         self.delivery_limit.is_some() && self.dead_letter_target == Some(false)

@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::dialog::{draw_confirm, progress_bar};
 use super::theme::Theme;
-use super::widgets::{count, fit, gatebar::gate_bar, pct, rate};
+use super::widgets::{count, fit, gatebar::gate_bar, rate};
 use crate::app::panels::{GatePanel, GatePlan, GateStage, MoveJob};
 use crate::app::state::AppState;
 use crate::model::gate::GateSplit;
@@ -194,7 +194,10 @@ fn version_lines(
             ),
             Span::styled(format!("{:>9} ", count(v.consumers)), cons_style),
             Span::styled(format!("{:>8} ", count(v.ready)), theme.base),
-            Span::styled(format!("{:>8} ", pct(v.error_rate)), err_style),
+            Span::styled(
+                format!("{:>8} ", super::widgets::err_pct(Some(v))),
+                err_style,
+            ),
             Span::styled(
                 format!(
                     "{:>8}  {}",
@@ -468,7 +471,10 @@ fn confirm_body(
                 ),
                 if changed { theme.warn } else { theme.base },
             ),
-            Span::styled(format!("  error {}%", pct(err)), err_style),
+            Span::styled(
+                format!("  error {}%", super::widgets::err_pct(vs)),
+                err_style,
+            ),
             Span::styled(
                 format!(
                     " ({} DL/s) · consumers {}",

@@ -12,7 +12,7 @@ use super::theme::Theme;
 use super::widgets::{
     age, count, fit, fit_tail,
     gatebar::gate_bar,
-    pct, rate,
+    rate,
     spark::{sparkline_to, tail_max},
 };
 use crate::app::state::AppState;
@@ -215,7 +215,7 @@ fn draw_version(
     };
     lines.push(Line::from(vec![
         Span::styled("error ", base),
-        Span::styled(format!("{}%", pct(v.error_rate)), err_style),
+        Span::styled(format!("{}%", super::widgets::err_pct(Some(v))), err_style),
         Span::styled(format!(" (threshold {th}%)"), theme.muted),
     ]));
     let hist = state.history.get(&(n.name.clone(), v.version.clone()));

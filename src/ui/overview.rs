@@ -12,7 +12,7 @@ use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
 use super::widgets::{
-    count, fit, pct, rate,
+    count, fit, rate,
     spark::{sparkline_to, tail_max},
 };
 use crate::app::alerts::AlertKind;
@@ -211,7 +211,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         let err = v.and_then(|v| v.error_rate);
         let th = state.thresholds.of(&ns.name).error_rate_pct;
         cells.push(Cell::from(Span::styled(
-            pct(err),
+            super::widgets::err_pct(v),
             if err.is_some_and(|e| e * 100.0 > th) {
                 hl(theme.alert)
             } else if err.is_some_and(|e| e > 0.0) {

@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::dialog::{confirm_lines, progress_bar};
 use super::theme::Theme;
-use super::widgets::{count, fit, pct, rate};
+use super::widgets::{count, fit, rate};
 use crate::app::panels::rollback::{RollbackOutcome, StepState, outcome_line};
 use crate::app::panels::{RbStage, RollbackPanel};
 use crate::app::state::AppState;
@@ -115,7 +115,10 @@ fn live_line(state: &AppState, theme: &Theme, rb: &RollbackPanel, w: usize) -> L
             ),
             theme.base,
         ));
-        spans.push(Span::styled(format!("{}%", pct(vs.error_rate)), err_style));
+        spans.push(Span::styled(
+            format!("{}%", super::widgets::err_pct(Some(vs))),
+            err_style,
+        ));
         spans.push(Span::styled(
             format!(" ({}/s)   ", rate(vs.dead_letter_rate)),
             theme.base,

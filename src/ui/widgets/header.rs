@@ -1,5 +1,6 @@
 //! The header line: profile, broker (host:port and vhost — never credentials), server version,
-//! connection state or "stale 12 s — reconnecting (attempt 3)", data age, badges — among them
+//! connection state or "stale 12 s — reconnecting (attempt 3)", data age, the metrics source
+//! (`metrics prometheus`, or "rates unknown"), badges — among them
 //! "broker blocked: memory alarm" while a resource alarm holds publishers, so an operation that
 //! waits is explained on screen rather than looking hung.
 
@@ -121,11 +122,23 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
         };
         spans.push(Span::styled(text, style));
     }
-    if state.snapshot.as_ref().is_some_and(|s| !s.mgmt_available) {
-        spans.push(Span::styled(
-            " · no mgmt API: gate and rates unknown",
-            theme.warn,
-        ));
+    if let Some(snap) = &state.snapshot {
+        // Where the rates come from (the first thing a narrow header drops) — or that they are
+        // unknown (never dropped: unknown must not pass for 0).
+        match (snap.mgmt_available, snap.metrics_source) {
+            (false, None) => spans.push(Span::styled(
+                " · no mgmt API: gate and rates unknown",
+                theme.warn,
+            )),
+            (false, Some(_)) => {
+                spans.push(Span::styled(" · no mgmt API: gate unknown", theme.warn))
+            }
+            (true, None) => spans.push(Span::styled(" · rates unknown", theme.warn)),
+            (true, Some(_)) => {}
+        }
+        if let Some(src) = snap.metrics_source.filter(|_| level == 0) {
+            spans.push(Span::styled(format!(" · metrics {src}"), theme.muted));
+        }
     }
     if let Some(d) = &state.tap.down {
         spans.push(Span::styled(

@@ -67,6 +67,18 @@ pub fn pct(r: Option<f64>) -> String {
     }
 }
 
+/// A version's error rate as [`pct`] shows it, with `?` where it is unknown (no metrics source,
+/// not enough readings yet) rather than `–` (no traffic): unknown is never "no traffic".
+pub fn err_pct(v: Option<&crate::model::snapshot::VersionSnapshot>) -> String {
+    use crate::model::snapshot::ErrorState;
+    match v.map(|v| v.error_state()) {
+        Some(ErrorState::Ratio(r)) => pct(Some(r)),
+        Some(ErrorState::NoTraffic) => pct(None),
+        Some(ErrorState::Unknown) => "?".into(),
+        None => pct(None),
+    }
+}
+
 /// An age in ms as `0.4 s`, `12 s`, `3 m`, `2 h`.
 pub fn age(ms: i64) -> String {
     let ms = ms.max(0);
