@@ -109,12 +109,11 @@ impl std::fmt::Debug for Prometheus {
 /// The HTTP client settings of the Prometheus link: the one trust and identity configuration
 /// of every link (`broker::tls`), with this link's timeouts.
 pub fn http_builder(profile: &Profile) -> Result<reqwest::ClientBuilder, PrometheusError> {
-    let b = crate::broker::tls::http_client_builder(profile).map_err(|e| {
-        PrometheusError::Decode {
+    let b =
+        crate::broker::tls::http_client_builder(profile).map_err(|e| PrometheusError::Decode {
             url: "(TLS configuration)".to_string(),
             detail: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(b.connect_timeout(Duration::from_secs(3)).gzip(true))
 }
 
