@@ -314,7 +314,22 @@ async fn from_file_dry_run_publishes_nothing_and_single_exports_reimport() {
     // The console's `e`: the inspector's load carries the message as received, and its export
     // record reads back with the same typed headers.
     let quorum = false;
-    let m = hopback::broker::browse::load_message(&t.session, &dlq, 0, quorum, false)
+    // The row's identity, then the inspector's load of it by identity (as the console does).
+    let row = hopback::broker::browse::browse(
+        &t.session,
+        &dlq,
+        hopback::broker::browse::BrowseOptions {
+            skip: 0,
+            take: 1,
+            max_body_bytes: hopback::model::deadletter::INSPECT_BODY_BYTES,
+            force: false,
+        },
+        quorum,
+    )
+    .await
+    .unwrap();
+    let id = row[0].view().identity().unwrap();
+    let m = hopback::broker::identity::find(&t.session, &dlq, &id, quorum, false)
         .await
         .unwrap()
         .unwrap();
