@@ -8,8 +8,8 @@ pub mod admin;
 pub mod proxy;
 pub mod raw;
 pub mod record;
-pub mod users;
 pub mod tmux;
+pub mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
