@@ -282,7 +282,9 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
             fault: vector.clone(),
             lost: read_lost,
             duplicated: read_copied + listed[i].saturating_sub(1),
-            result: "handled: exit 0, listed as `unreadable (header `deep`: nested deeper than 64 levels …)`".into(),
+            result:
+                "handled: exit 0, listed as unreadable: header `deep` nested deeper than 64 levels"
+                    .into(),
             note: format!("listed {} time(s); {kept}", listed[i]),
             ..Default::default()
         });
@@ -404,7 +406,7 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
             result: if d == 2_000 {
                 "quarantined: selected by `--filter origin=v1` (x-death readable), moved whole by the broker to NS.parked, never republished; exit 4"
             } else {
-                "quarantined: not selected by `--filter origin=v1` (no origin readable), left; the unfiltered replay moved it whole by the broker to NS.parked; exit 4"
+                "quarantined: not selected by `--filter origin=v1` (no x-death: no origin), left; the unfiltered replay moved it whole by the broker to NS.parked; exit 4"
             }
             .into(),
             note: format!(
@@ -507,7 +509,7 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
                 "refused: exit {code}, a line marked unreadable cannot be republished as it was"
             ),
             note: format!(
-                "{republished} message(s) republished; the line still in the export: {kept}"
+                "v1 holds {republished} after the refusal; the export still holds its line ({kept})"
             ),
             ..Default::default()
         });
