@@ -14,6 +14,7 @@ mod dlq_helpers;
 use std::time::Duration;
 
 use common::TestNs;
+use common::record::{self, Outcome};
 use hopback::app::keymap::Keymap;
 use hopback::app::ops::OpsRunner;
 use hopback::app::protocol::{OpMsg, OpRequest, ReplayScope, ReplayTarget};
@@ -386,6 +387,58 @@ async fn a_shuffled_quorum_dlq_is_addressed_by_identity() {
     let (code, doc, err) = show(&ns, "dup", data.path());
     assert_eq!(code, 0, "{err}");
     assert_eq!(doc["digest"], dup_a_id.digest.hex());
+
+    // Every one of the 51 in exactly one place: the 2 chosen in v1, the 49 others in the DLQ.
+    let left = dlq_helpers::depth(&s, &dlq).await;
+    let chosen_bodies: [&[u8]; 2] = [b"a task without message_id", b"dup body B"];
+    let moved_chosen = chosen_bodies
+        .iter()
+        .map(|b| bodies.iter().filter(|x| x.as_slice() == *b).count() as u64)
+        .collect::<Vec<_>>();
+    let (moved_lost, moved_copied) = moved_chosen.iter().fold((0, 0), |(l, c), n| {
+        (l + u64::from(*n == 0), c + n.saturating_sub(1))
+    });
+    let moved_other = bodies.len() as u64 - moved_chosen.iter().sum::<u64>();
+    let lost = moved_lost + 49u64.saturating_sub(left.into());
+    let copied = moved_copied + moved_other + u64::from(left).saturating_sub(49);
+    let minor = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let vector = if was_shuffled {
+        format!("hostile: browse-shuffled quorum DLQ ({minor})")
+    } else {
+        format!("hostile: quorum DLQ browsed repeatedly, order kept ({minor})")
+    };
+    let counted = format!(
+        "51 dead letters: {} of the 2 chosen and {moved_other} other(s) in v1, {left} still in the DLQ",
+        moved_chosen.iter().filter(|n| **n > 0).count()
+    );
+    for (path, result) in [
+        (
+            "dlq show",
+            "handled: by message id and by digest (`sha:` label or short) the chosen message; `dup` refused as naming 2 dead letters, with both digests; an unknown or replayed id: `no dead letter`, exit 1",
+        ),
+        (
+            "inspector",
+            "handled: opens the row by identity, not by its listed position, after 3 more reads of the page; a replayed one: not found",
+        ),
+        (
+            "console",
+            "handled: the export from the list found the row's message again by identity (digest, message_id, body match)",
+        ),
+        (
+            "dlq replay (console selection)",
+            "handled: moved exactly the 2 chosen by identity (`dup` B and the one without message_id), never `dup` A",
+        ),
+    ] {
+        record::outcome(&Outcome {
+            operation: path.into(),
+            fault: vector.clone(),
+            lost,
+            duplicated: copied,
+            result: result.into(),
+            note: counted.clone(),
+            ..Default::default()
+        });
+    }
 
     t.cleanup().await;
     let c = common::connect(&common::test_config(), "cleanup").await;

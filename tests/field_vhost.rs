@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::admin::{TestVhost, enc, mgmt_call};
+use common::record::{self, Outcome};
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::mgmt::Mgmt;
@@ -109,10 +110,12 @@ async fn a_broker_engine_replay_in_a_vhost_moves_that_vhosts_dead_letters_only()
     let moved = drain_ids(&prod, &v1).await;
     assert_eq!(sorted(&moved), prod_ids, "{text}");
     assert_eq!(depth(&prod, &names.dlq).await, 0);
-    assert_eq!(depth(&root, &v1).await, 0, "nothing moved into `/`'s v1");
+    let into_root = depth(&root, &v1).await;
+    assert_eq!(into_root, 0, "nothing moved into `/`'s v1");
     let left = drain_ids(&root, &names.dlq).await;
     assert_eq!(sorted(&left), root_ids, "`/`'s DLQ untouched");
-    assert_eq!(objects("/", &ns), root_before, "nothing created in `/`");
+    let root_after = objects("/", &ns);
+    assert_eq!(root_after, root_before, "nothing created in `/`");
     // The move's own exchange went with it; no shovel is left in either vhost.
     let m = Mgmt::new(&prod_cfg.profile).unwrap();
     assert_eq!(
@@ -130,6 +133,22 @@ async fn a_broker_engine_replay_in_a_vhost_moves_that_vhosts_dead_letters_only()
             .unwrap(),
         Vec::<String>::new()
     );
+    let (prod_lost, prod_copied) = record::tally(&prod_ids, &sorted(&moved));
+    let (root_lost, root_copied) = record::tally(&root_ids, &sorted(&left));
+    record::outcome(&Outcome {
+        operation: "dlq replay (broker engine, to v1)".into(),
+        fault: "hostile: non-default vhost with same-named queues in /".into(),
+        lost: prod_lost + root_lost,
+        duplicated: prod_copied + root_copied + u64::from(into_root),
+        result: "handled: the shovel's URIs name the vhost; moved the vhost's dead letters only; shovel and move exchange removed".into(),
+        note: format!(
+            "vhost: {} of 300 in v1; `/`: {} of 50 still in its DLQ, {into_root} moved into its v1, {} objects created",
+            moved.len(),
+            left.len(),
+            root_after.difference(&root_before).count()
+        ),
+        ..Default::default()
+    });
 
     prod.close().await;
     hopback::broker::topology::delete_namespace(&root, &ns, &["v1".into(), "v2".into()])
@@ -221,7 +240,14 @@ async fn the_watchers_time_limit_and_cancel_remove_the_shovel_and_its_exchange()
     );
     let _ = holder.close(200, "ok".into()).await;
     wait_depth(&session, &names.dlq, 10, 30).await;
-    assert_eq!(depth(&session, &v1).await, 10);
+    let first_moved = depth(&session, &v1).await;
+    assert_eq!(first_moved, 10);
+    let first_dlq = depth(&session, &names.dlq).await;
+    // Its first clause ("… within its time limit (3 s)"): the rest names the shovel.
+    let first_stop = match &report.stop {
+        StopReason::Failed(why) => why.split(':').next().unwrap_or_default().to_string(),
+        other => format!("{other:?}"),
+    };
 
     // Cancel: same, stopped by the operator while the shovel waits.
     let req = ReplayRequest {
@@ -265,6 +291,29 @@ async fn the_watchers_time_limit_and_cancel_remove_the_shovel_and_its_exchange()
     seen.extend(sorted(&drain_ids(&session, &names.dlq).await));
     seen.sort();
     assert_eq!(seen, all);
+    let in_place = u64::from(first_moved + first_dlq);
+    record::outcome(&Outcome {
+        operation: "dlq replay (broker engine, to v1)".into(),
+        fault: "hostile: non-default vhost, DLQ partly held by another consumer past the move's time limit".into(),
+        lost: 20u64.saturating_sub(in_place),
+        duplicated: in_place.saturating_sub(20),
+        result: format!(
+            "handled: stopped, {first_stop}, after {:.1} s; shovel and move exchange removed, the rest back in the DLQ",
+            took.as_secs_f64()
+        ),
+        note: format!("20 dead letters: {first_moved} in v1, {first_dlq} back in the DLQ (depths)"),
+        ..Default::default()
+    });
+    let (lost, copied) = record::tally(&all, &seen);
+    record::outcome(&Outcome {
+        operation: "dlq replay (broker engine, to v1)".into(),
+        fault: "hostile: non-default vhost, DLQ partly held by another consumer, move cancelled".into(),
+        lost,
+        duplicated: copied,
+        result: "handled: cancelled by the operator while the shovel waited; shovel and move exchange removed, the rest back in the DLQ".into(),
+        note: format!("the same 20 ids after both moves: {} found across v1 and the DLQ", seen.len()),
+        ..Default::default()
+    });
     session.close().await;
     drop(vhost);
 }
@@ -308,8 +357,21 @@ async fn the_connections_hopback_acts_on_are_the_vhosts_own() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(count(root_m).await, 1, "`/` lists its own only");
-    assert_eq!(count(prod_m).await, 1, "the vhost lists its own only");
+    let (in_root, in_prod) = (count(root_m).await, count(prod_m).await);
+    assert_eq!(in_root, 1, "`/` lists its own only");
+    assert_eq!(in_prod, 1, "the vhost lists its own only");
+    let (in_root, in_prod) = (in_root as u64, in_prod as u64);
+    record::outcome(&Outcome {
+        operation: "rollback eviction (connection lookup)".into(),
+        fault: "hostile: non-default vhost with same-named worker connections in /".into(),
+        lost: u64::from(in_root == 0) + u64::from(in_prod == 0),
+        duplicated: in_root.saturating_sub(1) + in_prod.saturating_sub(1),
+        result: "handled: each vhost's list names its own `NS worker v2` connection only".into(),
+        note: format!(
+            "the list the evict step filters (no rollback run): `/` {in_root}, the vhost {in_prod}; lost = own connection missing, copied = the other vhost's listed too"
+        ),
+        ..Default::default()
+    });
     root.close().await;
     prod.close().await;
     drop(vhost);

@@ -16,6 +16,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestNs;
+use common::record;
 use hopback::broker::mgmt::Mgmt;
 use hopback::broker::topology::QueueType;
 use hopback::ledger::{self, EventKind, Ledger, Outcome, StreamStart};
@@ -132,6 +133,7 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
         "--force-zero-consumers",
     ];
     let out = env.run(&set).await;
+    let refused_in = t0.elapsed();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         t0.elapsed() < gate::GATE_LOCK_WAIT,
@@ -148,10 +150,8 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
         assert!(err.contains(want), "`{want}` missing: {err}");
     }
     assert!(!err.contains("another operator is flipping"), "{err}");
-    assert_eq!(
-        env.gate().await,
-        GateSplit::from_pairs([("v1".into(), 100)])
-    );
+    let gate_changed = env.gate().await != GateSplit::from_pairs([("v1".into(), 100)]);
+    assert!(!gate_changed);
 
     // `status NS` shows it (text and JSON), `check` warns about it.
     let st = env.run(&["status", &ns, "--no-attribution"]).await;
@@ -190,8 +190,31 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
     // Without a terminal and without --yes: refused, nothing removed.
     let out = env.run(&["gate", "unlock", &ns]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(env.lock_exists().await);
-    assert!(env.unlock_events().await.is_empty());
+    let kept = env.lock_exists().await;
+    assert!(kept);
+    let journaled_by_refusal = env.unlock_events().await.len() as u64;
+    assert_eq!(journaled_by_refusal, 0);
+    // The read paths left it where it was (checked just above).
+    for (path, result) in [
+        (
+            "status",
+            "handled: `(!) gate lock: … squatted` with `hopback gate unlock NS`; JSON: durable, not exclusive, no owner",
+        ),
+        (
+            "check",
+            "handled: warn `gate lock NS`: squatted, hint `hopback gate unlock NS`",
+        ),
+    ] {
+        record::outcome(&record::Outcome {
+            operation: path.into(),
+            fault: "hostile: squatting durable NS.gate-lock".into(),
+            lost: u64::from(!kept),
+            duplicated: 0,
+            result: result.into(),
+            note: "lost = the lock removed by a read path; read-only, nothing to copy".into(),
+            ..Default::default()
+        });
+    }
 
     // --yes: removed, verified, journaled (intent and outcome), in the timeline.
     let out = env
@@ -224,7 +247,19 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
     let out = env.run(&["gate", "unlock", &ns, "--yes"]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("is free: nothing to unlock"));
-    assert_eq!(env.unlock_events().await.len(), 2);
+    let unlock_events = env.unlock_events().await.len() as u64;
+    assert_eq!(unlock_events, 2);
+    record::outcome(&record::Outcome {
+        operation: "gate unlock".into(),
+        fault: "hostile: squatting durable NS.gate-lock".into(),
+        lost: u64::from(!kept),
+        duplicated: journaled_by_refusal + unlock_events.saturating_sub(2),
+        result: "refused: without a terminal or --yes (exit 3, lock kept, nothing journaled); with --yes, handled: queue deleted, verified free, journaled started + ok (author guest), in the timeline; again: nothing to unlock".into(),
+        note: format!(
+            "lost = the lock removed by the refused unlock; copied = gate_unlock events beyond the one unlock's 2 ({unlock_events} in all)"
+        ),
+        ..Default::default()
+    });
 
     // The flip goes through now.
     let out = env.run(&set).await;
@@ -233,6 +268,18 @@ async fn a_squatting_durable_lock_is_named_shown_and_removed_with_a_journaled_un
         env.gate().await,
         GateSplit::from_pairs([("v1".into(), 50), ("v2".into(), 50)])
     );
+    record::outcome(&record::Outcome {
+        operation: "gate set".into(),
+        fault: "hostile: squatting durable NS.gate-lock".into(),
+        lost: u64::from(gate_changed),
+        duplicated: 0,
+        result: format!(
+            "refused: at once ({:.1} s, exit 3), naming it (squatted: durable, not exclusive, no connection owns it) and `hopback gate unlock NS`; after the unlock: completed",
+            refused_in.as_secs_f64()
+        ),
+        note: "lost = the gate changed by the refused flip (v1=100 kept)".into(),
+        ..Default::default()
+    });
     env.cleanup().await;
 }
 
@@ -276,6 +323,7 @@ async fn an_exclusive_lock_of_another_connection_is_named_and_freed_only_by_nami
         "--force-zero-consumers",
     ];
     let out = env.run(&set).await;
+    let refused_in = t0.elapsed();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(t0.elapsed() < gate::GATE_LOCK_WAIT);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -283,12 +331,16 @@ async fn an_exclusive_lock_of_another_connection_is_named_and_freed_only_by_nami
         err.contains(&owner) && err.contains("billing app") && err.contains("not a hopback flip"),
         "{err}"
     );
+    let gate_changed = env.gate().await != GateSplit::from_pairs([("v1".into(), 100)]);
+    assert!(!gate_changed, "a refused flip changed the gate");
     // --yes alone does not name the connection it would close: refused, the lock stays.
     let out = env.run(&["gate", "unlock", &ns, "--yes"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--owner"));
-    assert!(env.lock_exists().await);
-    assert!(env.unlock_events().await.is_empty());
+    let kept = env.lock_exists().await;
+    assert!(kept);
+    let journaled_by_refusal = env.unlock_events().await.len() as u64;
+    assert_eq!(journaled_by_refusal, 0);
     // Naming another connection: refused by the operation itself.
     let cx =
         hopback::ops::OpContext::open(env.t.session.clone(), &env.t.cfg, hopback::ops::Via::Cli)
@@ -329,6 +381,28 @@ async fn an_exclusive_lock_of_another_connection_is_named_and_freed_only_by_nami
     drop(held);
     let out = env.run(&set).await;
     assert!(out.status.success(), "{}", text(&out));
+    let vector = "hostile: exclusive NS.gate-lock held by another program's connection";
+    record::outcome(&record::Outcome {
+        operation: "gate set".into(),
+        fault: vector.into(),
+        lost: u64::from(gate_changed),
+        duplicated: 0,
+        result: format!(
+            "refused: at once ({:.1} s, exit 3), naming the connection, its client name and that it is not a hopback flip; after the unlock: completed",
+            refused_in.as_secs_f64()
+        ),
+        note: "lost = the gate changed by the refused flip (v1=100 kept)".into(),
+        ..Default::default()
+    });
+    record::outcome(&record::Outcome {
+        operation: "gate unlock".into(),
+        fault: vector.into(),
+        lost: u64::from(!kept),
+        duplicated: journaled_by_refusal,
+        result: "refused: --yes alone (exit 3: it would close a connection it does not name) and another connection named; with --owner CONNECTION, handled: that connection closed, lock free, journaled".into(),
+        note: "lost = the lock removed by a refused unlock; copied = gate_unlock events journaled by the refusals".into(),
+        ..Default::default()
+    });
 
     // A live hopback flip's lock (a connection named `hopback …`) is not removed on --yes.
     let flip = common::connect(&env.t.cfg, "gate").await;
@@ -349,7 +423,17 @@ async fn an_exclusive_lock_of_another_connection_is_named_and_freed_only_by_nami
     }
     let out = env.run(&["gate", "unlock", &ns, "--yes"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(env.lock_exists().await);
+    let kept = env.lock_exists().await;
+    assert!(kept);
+    record::outcome(&record::Outcome {
+        operation: "gate unlock".into(),
+        fault: "hostile: NS.gate-lock of a live hopback flip".into(),
+        lost: u64::from(!kept),
+        duplicated: 0,
+        result: "refused: --yes does not remove a live flip's lock (exit 3); the lock kept".into(),
+        note: "lost = the live flip's lock removed".into(),
+        ..Default::default()
+    });
     flip.close().await;
     env.cleanup().await;
 }

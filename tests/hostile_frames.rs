@@ -17,6 +17,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::TestNs;
 use common::raw::{RawProps, RawPublisher, deep_headers, long_string, nested_table};
+use common::record::{self, Outcome};
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::headers::unreadable_reason;
@@ -175,6 +176,30 @@ fn body(id: &str) -> Vec<u8> {
     format!("{{\"task\":\"{id}\"}}").into_bytes()
 }
 
+/// Warnings in `err` about a skipped ledger record that repeat an earlier one (the same record
+/// reported twice by one run).
+fn skipped_twice(err: &str) -> u64 {
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("skipped an unreadable record"))
+        .collect();
+    let distinct: BTreeSet<&str> = lines.iter().copied().collect();
+    (lines.len() - distinct.len()) as u64
+}
+
+/// 2000 → "2,000" (the vector names in the reliability record).
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[tokio::test]
 async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or_exported() {
     let t = TestNs::new("hfd", &["v1", "v2"], QueueType::Classic).await;
@@ -209,6 +234,13 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
         unreadable[0].contains("deep-2000") && unreadable[1].contains("deep-10000"),
         "{out}"
     );
+    let listed = |d: usize| {
+        unreadable
+            .iter()
+            .filter(|l| l.contains(&format!("deep-{d}")))
+            .count() as u64
+    };
+    let listed = [listed(2_000), listed(10_000)];
     for (pos, depth) in [("3", 2_000), ("4", 10_000)] {
         let (code, out, err) = run(&["dlq", "show", &ns, pos], &env);
         assert_eq!(code, 0, "{err}");
@@ -225,6 +257,52 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
         }
     }
     wait_depth(s, &dlq, 5, 5).await;
+    // Read paths: the 5 dead letters (3 readable, 2 deep) are all still in the DLQ, once.
+    let after_reads = u64::from(depth(s, &dlq).await);
+    let (read_lost, read_copied) = (
+        5u64.saturating_sub(after_reads),
+        after_reads.saturating_sub(5),
+    );
+    for (i, d) in [2_000, 10_000].into_iter().enumerate() {
+        let vector = format!("hostile: headers nested {} deep", thousands(d));
+        let kept = format!("DLQ held {after_reads} of the 5 dead letters after the reads");
+        record::outcome(&Outcome {
+            operation: "status".into(),
+            fault: vector.clone(),
+            lost: read_lost,
+            duplicated: read_copied,
+            result:
+                "handled: exit 0, counted among `2 dead letter(s) whose properties cannot be read`"
+                    .into(),
+            note: kept.clone(),
+            ..Default::default()
+        });
+        record::outcome(&Outcome {
+            operation: "dlq list".into(),
+            fault: vector.clone(),
+            lost: read_lost,
+            duplicated: read_copied + listed[i].saturating_sub(1),
+            result:
+                "handled: exit 0, listed as unreadable: header `deep` nested deeper than 64 levels"
+                    .into(),
+            note: format!("listed {} time(s); {kept}", listed[i]),
+            ..Default::default()
+        });
+        record::outcome(&Outcome {
+            operation: "dlq show".into(),
+            fault: vector,
+            lost: read_lost,
+            duplicated: read_copied,
+            result: if d == 2_000 {
+                "handled: exit 0, shown as unreadable with its body and the x-death origin (v1)"
+            } else {
+                "handled: exit 0, shown as unreadable with its body (published straight to the DLQ: no x-death)"
+            }
+            .into(),
+            note: kept,
+            ..Default::default()
+        });
+    }
 
     // Replay (the client engine, which reads every message), first with a filter: judged on
     // what could be read, the 2,000-deep one (x-death says v1) is selected, the 10,000-deep one
@@ -291,11 +369,12 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
         "{out}"
     );
     assert_eq!(depth(s, &dlq).await, 0);
-    let home: BTreeSet<String> = drain_ids(s, &v1)
+    let home_ids: Vec<String> = drain_ids(s, &v1)
         .await
         .into_iter()
         .map(|(i, _)| i)
         .collect();
+    let home: BTreeSet<String> = home_ids.iter().cloned().collect();
     assert_eq!(home, ids("ok", 3).into_iter().collect::<BTreeSet<_>>());
     let mut in_parked: Vec<(Vec<u8>, Option<String>)> = take_all(s, &parked).await;
     in_parked.sort();
@@ -307,6 +386,34 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
                 .is_some_and(|w| w.contains("nested deeper than 64")),
             "{why:?}"
         );
+    }
+    // Each deep one: found in NS.parked (by body) or in v1 (by message id), exactly once.
+    let (ok_lost, ok_copied) = record::tally(&ids("ok", 3), &home_ids);
+    for d in [2_000, 10_000] {
+        let copies = in_parked
+            .iter()
+            .filter(|(b, _)| b == format!("deep body {d}").as_bytes())
+            .count()
+            + home_ids
+                .iter()
+                .filter(|i| **i == format!("deep-{d}"))
+                .count();
+        record::outcome(&Outcome {
+            operation: "dlq replay (client engine)".into(),
+            fault: format!("hostile: headers nested {} deep", thousands(d)),
+            lost: u64::from(copies == 0),
+            duplicated: (copies as u64).saturating_sub(1),
+            result: if d == 2_000 {
+                "quarantined: selected by `--filter origin=v1` (x-death readable), moved whole by the broker to NS.parked, never republished; exit 4"
+            } else {
+                "quarantined: not selected by `--filter origin=v1` (no x-death: no origin), left; the unfiltered replay moved it whole by the broker to NS.parked; exit 4"
+            }
+            .into(),
+            note: format!(
+                "in NS.parked or v1: {copies}; the 3 readable ones home in v1 ({ok_lost} lost, {ok_copied} copied); 0 reconnects"
+            ),
+            ..Default::default()
+        });
     }
 
     // Purge: exported (body + reason), then removed; the export cannot be re-imported as if
@@ -351,6 +458,21 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
         .collect();
     bodies.sort();
     assert_eq!(bodies, vec!["deep body 10000", "deep body 2000"]);
+    for d in [2_000, 10_000] {
+        let copies = bodies
+            .iter()
+            .filter(|b| **b == format!("deep body {d}"))
+            .count() as u64;
+        record::outcome(&Outcome {
+            operation: "dlq purge".into(),
+            fault: format!("hostile: headers nested {} deep", thousands(d)),
+            lost: u64::from(copies == 0),
+            duplicated: copies.saturating_sub(1),
+            result: "handled: exported (body + why unreadable), then removed; exit 0".into(),
+            note: format!("{copies} line(s) in the export; DLQ empty after"),
+            ..Default::default()
+        });
+    }
     let (code, _, err) = run(
         &[
             "dlq",
@@ -364,6 +486,34 @@ async fn headers_nested_2000_and_10000_deep_abort_nothing_and_are_quarantined_or
     );
     assert_ne!(code, 0);
     assert!(err.contains("cannot be republished as it was"), "{err}");
+    // Refused whole: nothing republished, the export unchanged.
+    let republished = depth(s, &v1).await;
+    assert_eq!(republished, 0, "a refused re-import republished");
+    let still = std::fs::read_to_string(&export).unwrap();
+    for d in [2_000, 10_000] {
+        let kept = still
+            .lines()
+            .filter(|l| {
+                l.contains(
+                    &base64::engine::general_purpose::STANDARD
+                        .encode(format!("deep body {d}").as_bytes()),
+                )
+            })
+            .count() as u64;
+        record::outcome(&Outcome {
+            operation: "dlq replay --from-file".into(),
+            fault: format!("hostile: headers nested {} deep", thousands(d)),
+            lost: u64::from(kept == 0),
+            duplicated: u64::from(republished),
+            result: format!(
+                "refused: exit {code}, a line marked unreadable cannot be republished as it was"
+            ),
+            note: format!(
+                "v1 holds {republished} after the refusal; the export still holds its line ({kept})"
+            ),
+            ..Default::default()
+        });
+    }
 
     delete_queues(s, &[&parked]).await;
     let _ = ledger::delete_stream(s, &env.stream).await;
@@ -462,6 +612,26 @@ async fn a_drain_meets_a_non_utf8_message_id_once_and_quarantines_it() {
     assert_eq!(outcome.outcome, ledger::Outcome::VerificationFailed);
     assert_eq!(outcome.after["quarantined"], 1);
     assert_eq!(outcome.after["unreadable"][0]["position"], 100);
+    let want: Vec<String> = want.into_iter().collect();
+    let found: Vec<&str> = got.iter().map(|(i, _)| i.as_str()).collect();
+    let (lost, copied) = record::tally(&want, &found);
+    let bad = in_parked
+        .iter()
+        .filter(|(b, _)| b == b"the bad task")
+        .count() as u64;
+    record::outcome(&Outcome {
+        operation: "drain (dlq replay --from v2)".into(),
+        fault: "hostile: non-UTF-8 message_id among 200 tasks".into(),
+        lost: lost + u64::from(bad == 0),
+        duplicated: copied + bad.saturating_sub(1),
+        result: "quarantined: met once (position 100), moved whole by the broker to NS.parked; the 200 others moved; exit 4, journaled verification_failed".into(),
+        note: format!(
+            "201 put in: {} of 200 in v1 ({} deliveries), {bad} in NS.parked; 0 reconnects, 0 possible duplicates",
+            counts.len(),
+            got.len()
+        ),
+        ..Default::default()
+    });
 
     delete_queues(s, &[&parked]).await;
     let _ = ledger::delete_stream(s, &env.stream).await;
@@ -523,6 +693,9 @@ async fn an_unreadable_ledger_record_is_skipped_with_a_warning() {
 
     // Twice: the second read starts from the local cache, which stops before the first
     // unreadable record, so it warns again.
+    // Per run: the two readable notes not shown (lost); a note shown twice (the forged record is
+    // a copy of "written before" under a new id) or a record warned about twice (copied).
+    let (mut tl_lost, mut tl_copied) = (0u64, 0u64);
     for _ in 0..2 {
         let (code, out, err) = run(&["timeline", "--namespace", &ns], &env);
         assert_eq!(code, 0, "{err}");
@@ -537,15 +710,40 @@ async fn an_unreadable_ledger_record_is_skipped_with_a_warning() {
             "{err}"
         );
         assert!(err.contains("`message_id` is not UTF-8"), "{err}");
+        for note in ["written before", "written after"] {
+            let shown = out.matches(note).count() as u64;
+            tl_lost += u64::from(shown == 0);
+            tl_copied += shown.saturating_sub(1);
+        }
+        tl_copied += skipped_twice(&err);
     }
-    for args in [vec!["history", ns.as_str()], vec!["drill", "--history"]] {
+    record::outcome(&Outcome {
+        operation: "timeline".into(),
+        fault: "hostile: unreadable ledger record".into(),
+        lost: tl_lost,
+        duplicated: tl_copied,
+        result: "handled: exit 0, each unreadable record skipped with one warning naming its offset and why; the events around it shown".into(),
+        note: "2 unreadable records (non-UTF-8 message_id on a copy of an event; headers 2,000 deep) between 2 notes; 2 runs (stream, then cache + stream)".into(),
+        ..Default::default()
+    });
+    for (args, path) in [
+        (vec!["history", ns.as_str()], "history"),
+        (vec!["drill", "--history"], "drill --history"),
+    ] {
         let (code, _, err) = run(&args, &env);
         assert_eq!(code, 0, "{args:?}: {err}");
-        assert_eq!(
-            err.matches("skipped an unreadable record").count(),
-            2,
-            "{args:?}: {err}"
-        );
+        let warned = err.matches("skipped an unreadable record").count() as u64;
+        assert_eq!(warned, 2, "{args:?}: {err}");
+        record::outcome(&Outcome {
+            operation: path.into(),
+            fault: "hostile: unreadable ledger record".into(),
+            // A readable record skipped would be a third warning.
+            lost: warned.saturating_sub(2),
+            duplicated: skipped_twice(&err),
+            result: "handled: exit 0, the 2 unreadable records skipped with a warning each".into(),
+            note: "lost = readable records skipped; copied = a record warned about twice".into(),
+            ..Default::default()
+        });
     }
     ledger::delete_stream(&t.session, &env.stream)
         .await
@@ -635,7 +833,8 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
     let screen = tm.wait(60, "the dead-letter groups", |s| {
         s.contains("group(s) on this page") || s.contains("larger than this connection's frame")
     });
-    if !screen.contains("group(s) on this page") {
+    let frame_retry = !screen.contains("group(s) on this page");
+    if frame_retry {
         tm.keys(&["Escape"]);
         tm.keys(&["d"]);
         tm.wait(60, "the dead-letter groups", |s| {
@@ -644,6 +843,7 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
     }
     // Both groups (v1: the 2,000-deep one and the bad message_id; ?: the 10,000-deep one)
     // hold only unreadable messages.
+    let mut inspected = Vec::new();
     for group in 0..2 {
         if group > 0 {
             tm.keys(&["Escape"]);
@@ -657,10 +857,15 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
             s.contains("unreadable (")
         });
         tm.keys(&["Enter"]);
-        tm.wait(60, "the inspector", |s| {
+        let screen = tm.wait(60, "the inspector", |s| {
             s.contains("could not be read in full") && s.contains("deep body")
                 || s.contains("bad body")
         });
+        inspected.extend(
+            ["deep body 2000", "deep body 10000", "bad body"]
+                .into_iter()
+                .filter(|b| screen.contains(b)),
+        );
         tm.keys(&["Escape"]);
     }
     // A ledger record the console cannot read, arriving live.
@@ -692,11 +897,46 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
         "still in the alternate screen:\n{screen}"
     );
     assert!(!screen.contains("panicked"), "{screen}");
-    assert_eq!(
-        depth(s, &format!("{ns}.dlq")).await,
-        3,
-        "browsing kept them"
+    let kept = depth(s, &format!("{ns}.dlq")).await;
+    assert_eq!(kept, 3, "browsing kept them");
+    let (lost, copied) = (
+        3u64.saturating_sub(kept.into()),
+        u64::from(kept).saturating_sub(3),
     );
+    for (vector, body) in [
+        ("headers nested 2,000 deep", "deep body 2000"),
+        ("headers nested 10,000 deep", "deep body 10000"),
+        ("non-UTF-8 message_id", "bad body"),
+    ] {
+        let mut result = String::from("handled: listed as unreadable");
+        if inspected.contains(&body) {
+            result.push_str(", the inspector says it could not be read in full and shows the body");
+        }
+        if frame_retry && body == "deep body 10000" {
+            result.push_str(
+                "; the first page read was refused (larger than the 32 KiB frame) and said so, the retry listed it",
+            );
+        }
+        result.push_str("; quit with exit 0, terminal restored");
+        record::outcome(&Outcome {
+            operation: "console".into(),
+            fault: format!("hostile: {vector}"),
+            lost,
+            duplicated: copied,
+            result,
+            note: format!("tmux 120×40; the DLQ held {kept} of its 3 dead letters after browsing"),
+            ..Default::default()
+        });
+    }
+    record::outcome(&Outcome {
+        operation: "console".into(),
+        fault: "hostile: unreadable ledger record".into(),
+        lost,
+        duplicated: copied,
+        result: "handled: a live record with a non-UTF-8 message_id skipped, warning in the status line; quit with exit 0, terminal restored".into(),
+        note: format!("lost/copied count the 3 dead letters browsed alongside ({kept} kept)"),
+        ..Default::default()
+    });
     drop(tm);
     drop(ledger);
     let _ = ledger::delete_stream(s, &env.stream).await;
@@ -791,6 +1031,23 @@ async fn a_quarantine_happens_in_the_moves_own_vhost() {
     let parked = take_all(&s, &format!("{ns}.parked")).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].0, b"the bad task");
+    let home: Vec<String> = drain_ids(&s, &format!("{ns}.v1"))
+        .await
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let tasks: Vec<String> = (0..20).map(|i| format!("task-{i}")).collect();
+    let (lost, copied) = record::tally(&tasks, &home);
+    let bad = parked.iter().filter(|(b, _)| b == b"the bad task").count() as u64;
+    record::outcome(&Outcome {
+        operation: "drain (dlq replay --from v2)".into(),
+        fault: "hostile: non-UTF-8 message_id in a vhost named with a `/`".into(),
+        lost: lost + u64::from(bad == 0),
+        duplicated: copied + bad.saturating_sub(1),
+        result: "quarantined: the shovels' URIs carry the vhost; moved whole to NS.parked there; the 20 others moved; exit 4".into(),
+        note: format!("21 put in: {} in v1, {bad} in NS.parked, v2 empty", home.len()),
+        ..Default::default()
+    });
     s.close().await;
     mgmt(reqwest::Method::DELETE, &format!("/api/vhosts/{enc}"), None).await;
 }
@@ -848,7 +1105,20 @@ async fn an_unreadable_message_the_broker_cannot_move_is_left_and_reported_once(
     let got = drain_ids(s, &v1).await;
     assert_eq!(got.len(), 20);
     assert_eq!(counts(&got).len(), 20, "nothing twice");
-    assert_eq!(depth(s, &v2).await, 1, "the bad one stays in the source");
+    let left = depth(s, &v2).await;
+    assert_eq!(left, 1, "the bad one stays in the source");
+    let tasks: Vec<String> = ids("a", 10).into_iter().chain(ids("b", 10)).collect();
+    let found: Vec<&str> = got.iter().map(|(i, _)| i.as_str()).collect();
+    let (lost, copied) = record::tally(&tasks, &found);
+    record::outcome(&Outcome {
+        operation: "drain (dlq replay --from v2)".into(),
+        fault: "hostile: non-UTF-8 message_id the broker cannot move (shovels refused)".into(),
+        lost: lost + u64::from(left == 0),
+        duplicated: copied + u64::from(left).saturating_sub(1),
+        result: "handled: left in v2 and reported once (`left`: the management API refused the shovel), no loop; the 20 others moved; exit 4".into(),
+        note: format!("21 put in: {} in v1, {left} left in v2; 0 reconnects", got.len()),
+        ..Default::default()
+    });
     let _ = ledger::delete_stream(s, &env.stream).await;
     t.cleanup().await;
 }

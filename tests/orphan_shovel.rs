@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::admin::TestVhost;
+use common::record::{self, Outcome};
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::mgmt::Mgmt;
@@ -225,22 +226,39 @@ async fn a_shovel_left_by_a_killed_hopback_is_removed_by_the_next_command_and_jo
     publish(&session, &v2, &late, &body, None, true).await;
     wait_depth(&session, &names.dlq, 20, 30).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(depth(&session, &v1).await, v1_before);
+    let v1_after = depth(&session, &v1).await;
+    assert_eq!(v1_after, v1_before);
     let left = drain_ids(&session, &names.dlq).await;
     let mut left: Vec<String> = left.into_iter().map(|(i, _)| i).collect();
     left.sort();
     assert_eq!(left, late);
     // Every original dead letter in exactly one place: moved by the shovel, or taken.
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (id, _) in drain_ids(&session, &v1).await {
-        *seen.entry(id).or_default() += 1;
+    let by_shovel = drain_ids(&session, &v1).await;
+    for (id, _) in &by_shovel {
+        *seen.entry(id.clone()).or_default() += 1;
     }
-    for id in taken {
-        *seen.entry(id).or_default() += 1;
+    for id in &taken {
+        *seen.entry(id.clone()).or_default() += 1;
     }
     let lost = all.iter().filter(|i| !seen.contains_key(*i)).count();
     let twice = seen.values().filter(|n| **n > 1).count();
     assert_eq!((lost, twice, seen.len()), (0, 0, all.len()));
+    let (late_lost, late_copied) = record::tally(&late, &left);
+    record::outcome(&Outcome {
+        operation: "status".into(),
+        fault: "hostile: competing consumer under a killed broker-engine move".into(),
+        lost: lost as u64 + late_lost,
+        duplicated: twice as u64 + late_copied + u64::from(v1_after.saturating_sub(v1_before)),
+        result: "handled: removed the shovel left running (`the hopback that started it is gone`) and its exchange, journaled started + ok; later dead letters stay".into(),
+        note: format!(
+            "10,000 dead letters: {} moved by the shovel, {} taken by the competitor, each once; {} of 20 later dead letters still in the DLQ, none replayed",
+            by_shovel.len(),
+            taken.len(),
+            left.len()
+        ),
+        ..Default::default()
+    });
     session.close().await;
     drop(vhost);
 }
@@ -308,7 +326,17 @@ async fn a_replay_removes_a_move_left_behind_before_it_moves() {
         )),
         "{text}"
     );
-    assert!(m.shovel_exists(&left).await.unwrap());
+    let kept_by_check = m.shovel_exists(&left).await.unwrap();
+    assert!(kept_by_check);
+    record::outcome(&Outcome {
+        operation: "check".into(),
+        fault: "hostile: broker-engine move left behind (shovel on an empty NS.parked)".into(),
+        lost: u64::from(!kept_by_check),
+        duplicated: 0,
+        result: "refused: not removed (read-only profile); named, with the `rabbitmqctl clear_parameter -p VHOST shovel NAME` that removes it".into(),
+        note: "lost = the shovel removed by the read-only check; nothing moved, so nothing to copy".into(),
+        ..Default::default()
+    });
 
     // The plan says it goes first; the run removes it (journaled), then moves on the broker.
     let out = vhost
@@ -356,6 +384,16 @@ async fn a_replay_removes_a_move_left_behind_before_it_moves() {
             .any(|e| e["outcome"] == "ok" && names_shovel(e, &left)),
         "{events:#?}"
     );
+    let (lost, copied) = record::tally(&dead, &got);
+    record::outcome(&Outcome {
+        operation: "dlq replay (broker engine, to v1)".into(),
+        fault: "hostile: broker-engine move left behind (shovel on an empty NS.parked)".into(),
+        lost,
+        duplicated: copied,
+        result: "handled: the dry run said it goes first; the run removed it and its exchange (journaled), then moved on the broker".into(),
+        note: format!("30 dead letters: {} in v1", got.len()),
+        ..Default::default()
+    });
     session.close().await;
     drop(vhost);
 }
@@ -430,8 +468,10 @@ async fn a_move_whose_hopback_runs_is_left_alone() {
         )),
         "{text}"
     );
-    assert!(m.shovel_exists(&shovel).await.unwrap(), "left alone");
-    assert!(removals(&vhost, &ns).is_empty());
+    let kept = m.shovel_exists(&shovel).await.unwrap();
+    assert!(kept, "left alone");
+    let journaled = removals(&vhost, &ns).len() as u64;
+    assert_eq!(journaled, 0);
     control.stop(Some("test"));
     let report = tokio::time::timeout(Duration::from_secs(60), run)
         .await
@@ -440,6 +480,15 @@ async fn a_move_whose_hopback_runs_is_left_alone() {
         .unwrap();
     assert_eq!(report.stop, hopback::broker::mover::StopReason::Stopped);
     assert!(!m.shovel_exists(&shovel).await.unwrap());
+    record::outcome(&Outcome {
+        operation: "status".into(),
+        fault: "hostile: broker-engine move of a running hopback, past the grace".into(),
+        lost: u64::from(!kept),
+        duplicated: journaled,
+        result: "handled: named as in progress (its hopback is running) and left alone; its own run removed it when stopped".into(),
+        note: "lost = the live move's shovel removed; copied = removals journaled".into(),
+        ..Default::default()
+    });
     let _ = held.close(200, "ok".into()).await;
     session.close().await;
     drop(vhost);

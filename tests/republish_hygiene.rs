@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::admin::TestUser;
+use common::record::{self, Outcome};
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::headers::header_string;
@@ -172,8 +173,9 @@ impl Field {
         let _ = ch.close(200, "ok".into()).await;
         out
     }
-    /// Nothing reached the victim or the ledger stream; then remove everything.
-    async fn finish(self, forged: &[String]) {
+    /// Nothing reached the victim or the ledger stream; then remove everything. Returns the
+    /// message ids the ledger stream held (for the record).
+    async fn finish(self, forged: &[String]) -> Vec<String> {
         assert_eq!(
             depth(&self.session, &self.victim).await,
             0,
@@ -207,6 +209,7 @@ impl Field {
         .await
         .unwrap();
         self.session.close().await;
+        ledger
     }
 }
 
@@ -220,10 +223,78 @@ fn header<'a>(p: &'a BasicProperties, k: &str) -> Option<&'a AMQPValue> {
     p.headers().as_ref().and_then(|h| h.inner().get(k))
 }
 
+/// Found more than once: `of` ids found in `found` (a victim queue, the ledger stream).
+fn found_in(of: &[String], found: &[String]) -> u64 {
+    found.iter().filter(|i| of.contains(i)).count() as u64
+}
+
+/// What one replay of forged dead letters did, for the record once the ledger has been read.
+struct Run {
+    path: &'static str,
+    cc: Vec<String>,
+    bcc: Vec<String>,
+    target: Vec<String>,
+    victim: Vec<String>,
+    cc_result: &'static str,
+    bcc_result: &'static str,
+}
+
+/// One record per vector of `run`: CC to the victim, BCC, CC to the ledger stream.
+fn record_run(run: &Run, ledger: &[String]) {
+    let (cc_lost, cc_copied) = record::tally(&run.cc, &run.target);
+    let (bcc_lost, bcc_copied) = record::tally(&run.bcc, &run.target);
+    let (cc_victim, bcc_victim) = (
+        found_in(&run.cc, &run.victim),
+        found_in(&run.bcc, &run.victim),
+    );
+    let (cc_ledger, bcc_ledger) = (found_in(&run.cc, ledger), found_in(&run.bcc, ledger));
+    let (n_cc, n_bcc) = (run.cc.len(), run.bcc.len());
+    record::outcome(&Outcome {
+        operation: run.path.into(),
+        fault: "hostile: CC header naming a victim queue".into(),
+        lost: cc_lost,
+        duplicated: cc_copied + cc_victim,
+        result: run.cc_result.into(),
+        note: format!(
+            "{n_cc} dead letters: {} in v1, {cc_victim} in the victim queue",
+            n_cc as u64 - cc_lost
+        ),
+        ..Default::default()
+    });
+    if n_bcc > 0 {
+        record::outcome(&Outcome {
+            operation: run.path.into(),
+            fault: "hostile: BCC header".into(),
+            lost: bcc_lost,
+            duplicated: bcc_copied + bcc_victim + bcc_ledger,
+            result: run.bcc_result.into(),
+            note: format!(
+                "{n_bcc} dead letters (BCC = victim + ledger stream): {} in v1, {bcc_victim} in the victim queue, {bcc_ledger} in the ledger stream",
+                n_bcc as u64 - bcc_lost
+            ),
+            ..Default::default()
+        });
+    }
+    record::outcome(&Outcome {
+        operation: run.path.into(),
+        fault: "hostile: CC naming the ledger stream".into(),
+        lost: cc_lost,
+        duplicated: cc_copied + cc_ledger,
+        result: run.cc_result.into(),
+        note: format!(
+            "{n_cc} dead letters: {} in v1, {cc_ledger} among the ledger stream's {} records",
+            n_cc as u64 - cc_lost,
+            ledger.len()
+        ),
+        ..Default::default()
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cc_and_bcc_never_copy_a_dead_letter_out_of_the_namespace_on_either_engine() {
     let f = Field::new("cc").await;
     let mut forged = Vec::new();
+    let mut done = Vec::new();
     let runs: [(&str, &[&str]); 3] = [
         ("client", &["--to", "v1", "--engine", "client"]),
         ("broker-v1", &["--to", "v1", "--engine", "broker"]),
@@ -264,10 +335,32 @@ async fn cc_and_bcc_never_copy_a_dead_letter_out_of_the_namespace_on_either_engi
                 assert_eq!(header(p, "CC"), Some(&f.routes()), "{label} {id}: {h:?}");
             }
         }
-        forged.extend(cc);
-        forged.extend(bcc);
+        // (Empty: checked above. Read by id for the record.)
+        let victim = drain_ids(&f.session, &f.victim).await;
+        forged.extend(cc.iter().cloned());
+        forged.extend(bcc.iter().cloned());
+        done.push(Run {
+            path: match label {
+                "client" => "dlq replay (client engine)",
+                "broker-v1" => "dlq replay (broker engine, to v1)",
+                _ => "dlq replay (broker engine, to origin)",
+            },
+            cc,
+            bcc,
+            target: got.into_iter().map(|(i, _)| i).collect(),
+            victim: victim.into_iter().map(|(i, _)| i).collect(),
+            cc_result: if label == "client" {
+                "handled: CC moved aside to x-hopback-original-cc; delivered to its target only"
+            } else {
+                "handled: CC kept (a shovel cannot rename a header) and routed nowhere else; delivered to its target only"
+            },
+            bcc_result: "handled: the broker strips BCC on delivery; delivered to its target only",
+        });
     }
-    f.finish(&forged).await;
+    let ledger = f.finish(&forged).await;
+    for run in &done {
+        record_run(run, &ledger);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,6 +381,16 @@ async fn a_reimported_export_with_cc_and_bcc_goes_to_its_target_only() {
     assert_eq!(depth(&f.session, &f.names.dlq).await, 0);
     // An edited export may carry BCC too: the first five lines' CC becomes BCC.
     let text = std::fs::read_to_string(&file).unwrap();
+    let exported: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let doc: serde_json::Value = serde_json::from_str(l).unwrap();
+            doc["amqp_properties"]["message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
     let mut bcc = Vec::new();
     let lines: Vec<String> = text
         .lines()
@@ -338,7 +441,44 @@ async fn a_reimported_export_with_cc_and_bcc_goes_to_its_target_only() {
         };
         assert_eq!(header(p, kept), Some(&f.routes()), "{id}: {p:?}");
     }
-    f.finish(&forged).await;
+    // (Empty: checked in `finish` too. Read by id for the record.)
+    let victim: Vec<String> = drain_ids(&f.session, &f.victim)
+        .await
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let ledger = f.finish(&forged).await;
+    let (lost, copied) = record::tally(&forged, &exported);
+    record::outcome(&Outcome {
+        operation: "dlq purge".into(),
+        fault: "hostile: CC header naming a victim queue".into(),
+        lost,
+        duplicated: copied + found_in(&forged, &victim) + found_in(&forged, &ledger),
+        result: "handled: exported with the CC header as it was, then removed; exit 0".into(),
+        note: format!(
+            "{} dead letters: {} lines in the export, DLQ empty; none in the victim queue or the ledger stream",
+            forged.len(),
+            exported.len()
+        ),
+        ..Default::default()
+    });
+    let cc: Vec<String> = forged
+        .iter()
+        .filter(|i| !bcc.contains(i))
+        .cloned()
+        .collect();
+    record_run(
+        &Run {
+            path: "dlq replay --from-file",
+            cc,
+            bcc,
+            target: got.into_iter().map(|(i, _)| i).collect(),
+            victim,
+            cc_result: "handled: CC moved aside to x-hopback-original-cc; re-imported to its target only",
+            bcc_result: "handled: BCC (edited into the export) moved aside to x-hopback-original-bcc; re-imported to its target only",
+        },
+        &ledger,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,6 +536,7 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
     assert!(!text.contains("PRECONDITION"), "{text}");
     let got = drain_ids(&f.session, &f.v1()).await;
     assert_eq!(id_set(&got), tasks, "the drain moved all 200, once each");
+    let drained: Vec<String> = got.iter().map(|(i, _)| i.clone()).collect();
     assert_eq!(depth(&f.session, &v2).await, 0);
     for (id, p) in &got {
         assert_eq!(p.user_id(), &None, "{id}");
@@ -420,6 +561,7 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
     want.sort();
     assert_eq!(id_set(&got), want, "every dead letter replayed, once each");
     let mut by_engine = BTreeMap::<&str, usize>::new();
+    let mut moved_by = BTreeMap::<&str, Vec<String>>::new();
     for (id, p) in &got {
         let moved_aside = header_string(p.headers().as_ref(), ORIGINAL_USER_ID_HEADER);
         match (
@@ -427,9 +569,15 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
             moved_aside.as_deref(),
         ) {
             // Client engine: moved aside.
-            (None, Some(u)) if u == user.name => *by_engine.entry("client").or_default() += 1,
+            (None, Some(u)) if u == user.name => {
+                *by_engine.entry("client").or_default() += 1;
+                moved_by.entry("client").or_default().push(id.clone());
+            }
             // Broker engine: the shovel's internal user may publish it; it stays.
-            (Some(u), None) if u == user.name => *by_engine.entry("broker").or_default() += 1,
+            (Some(u), None) if u == user.name => {
+                *by_engine.entry("broker").or_default() += 1;
+                moved_by.entry("broker").or_default().push(id.clone());
+            }
             other => panic!("{id}: {other:?}"),
         }
     }
@@ -440,4 +588,45 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
     );
     drop(user);
     f.finish(&[]).await;
+    let (lost, copied) = record::tally(&tasks, &drained);
+    record::outcome(&Outcome {
+        operation: "drain (dlq replay --from v2)".into(),
+        fault: "hostile: foreign valid user_id".into(),
+        lost,
+        duplicated: copied,
+        result:
+            "handled: user_id moved aside to x-hopback-original-user-id; no PRECONDITION_FAILED"
+                .into(),
+        note: format!("200 tasks of another broker user: {} in v1", drained.len()),
+        ..Default::default()
+    });
+    for (engine, path, result) in [
+        (
+            "client",
+            "dlq replay (client engine)",
+            "handled: user_id moved aside to x-hopback-original-user-id; `--limit 10` moved 10",
+        ),
+        (
+            "broker",
+            "dlq replay (broker engine, to v1)",
+            "handled: user_id kept (the shovel may publish it); moved the other 10",
+        ),
+    ] {
+        let ids = moved_by.remove(engine).unwrap_or_default();
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        record::outcome(&Outcome {
+            operation: path.into(),
+            fault: "hostile: foreign valid user_id".into(),
+            lost: 10u64.saturating_sub(unique.len() as u64),
+            duplicated: (ids.len() - unique.len()) as u64,
+            result: result.into(),
+            note: format!(
+                "20 dead letters of another broker user, half per engine: {} in v1 by this engine",
+                ids.len()
+            ),
+            ..Default::default()
+        });
+    }
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestNs;
+use common::record;
 use common::users::BrokerUser;
 use hopback::broker::mgmt::Mgmt;
 use hopback::broker::topology::QueueType;
@@ -256,8 +257,12 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
         "{:?}",
         g.split
     );
-    assert_eq!(dlq_helpers::depth(&t.session, &v2).await, 0);
-    assert_eq!(dlq_helpers::depth(&t.session, &format!("{ns}.v1")).await, 5);
+    let (left_v2, in_v1) = (
+        dlq_helpers::depth(&t.session, &v2).await,
+        dlq_helpers::depth(&t.session, &format!("{ns}.v1")).await,
+    );
+    assert_eq!(left_v2, 0);
+    assert_eq!(in_v1, 5);
     // The resume journaled whose events it ignored.
     let events = ledger.read(ledger::StreamStart::First).await.unwrap();
     let resume = events
@@ -269,6 +274,20 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
         "{resume:?}"
     );
     assert_eq!(resume.params["ignored_unverified"], 0, "{resume:?}");
+    // Steps the forged or stale "done" would have skipped, and the finished one run again.
+    let skipped = (0..2).filter(|&i| state(i) != "done").count() as u64;
+    let repeated = u64::from(state(2) != "already_done");
+    record::outcome(&record::Outcome {
+        operation: "rollback --resume".into(),
+        fault: "hostile: forged rollback_step done from another broker user".into(),
+        lost: skipped + u64::from(5u32.saturating_sub(in_v1)),
+        duplicated: repeated + u64::from(in_v1.saturating_sub(5)),
+        result: "refused: the forger's 2 events (step done, rollback finished) not counted; the gate step ran and was verified (v1=100); a genuine done whose effect no longer held (5 ready in v2) ran again; the finished verification not repeated".into(),
+        note: format!(
+            "lost = steps wrongly skipped ({skipped}) + tasks not drained; copied = finished steps repeated ({repeated}); {in_v1} of 5 tasks in v1, {left_v2} in v2"
+        ),
+        ..Default::default()
+    });
 
     // ── the timeline: the verified author first, the claim beside it.
     let forger_who = format!("{} (claims {operator})", forger.name);
@@ -323,6 +342,39 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
     assert!(u["author"].is_null(), "{u}");
     assert_eq!(u["who"], unverified_who.as_str(), "{u}");
     assert_eq!(by_id[&started.id.to_string()]["author"], "guest");
+    // Each record by id in the JSON timeline: missing (lost) or listed twice (copied).
+    let listed = |id: &uuid::Uuid| {
+        entries
+            .iter()
+            .filter(|e| e["id"] == id.to_string().as_str())
+            .count() as u64
+    };
+    let tally = |ids: &[&uuid::Uuid]| {
+        ids.iter().fold((0, 0), |(lost, copied), id| {
+            let n = listed(id);
+            (lost + u64::from(n == 0), copied + n.saturating_sub(1))
+        })
+    };
+    let (lost, copied) = tally(&[&forged_step.id, &forged_end.id]);
+    record::outcome(&record::Outcome {
+        operation: "timeline".into(),
+        fault: "hostile: forged rollback_step done from another broker user".into(),
+        lost,
+        duplicated: copied,
+        result: "handled: shown with the verified author first and the claimed operator beside it (`FORGER (claims OPERATOR)`) in text, md and json".into(),
+        note: "the forger's 2 records, counted by id in the JSON timeline".into(),
+        ..Default::default()
+    });
+    let (lost, copied) = tally(&[&unverified.id]);
+    record::outcome(&record::Outcome {
+        operation: "timeline".into(),
+        fault: "hostile: event with no user_id claiming the operator".into(),
+        lost,
+        duplicated: copied,
+        result: "handled: shown as `UNVERIFIED (claims OPERATOR)` in text, md and json".into(),
+        note: "the record counted by id in the JSON timeline".into(),
+        ..Default::default()
+    });
 
     // ── drill history: the verified result counts, the unverified one is left out.
     let score = |points: u32| {
@@ -353,6 +405,16 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
     assert_eq!(drills[0]["score"]["points"], 71, "{h}");
     assert_eq!(drills[0]["author"], "guest", "{h}");
     assert_eq!(h["ignored_unverified"], 1, "{h}");
+    let verified = drills.iter().filter(|d| d["score"]["points"] == 71).count() as u64;
+    record::outcome(&record::Outcome {
+        operation: "drill --history".into(),
+        fault: "hostile: unverified drill result (no user_id)".into(),
+        lost: u64::from(verified == 0),
+        duplicated: (drills.len() as u64).saturating_sub(1),
+        result: "refused: the unverified 100-point result left out (`ignored_unverified: 1`); the verified 71-point one listed, author guest".into(),
+        note: "lost = the verified result missing; copied = results listed beyond it".into(),
+        ..Default::default()
+    });
 
     // ── check: the impersonator is named; the forger can write the ledger.
     let c = run(&stream, dir.path(), &["--json", "check"]).await;
@@ -383,8 +445,19 @@ async fn a_forged_done_from_another_broker_user_drives_nothing_and_shows_who_wro
     assert_eq!(w["status"], "warn", "{w}");
     let wd = w["detail"].as_str().unwrap();
     assert!(wd.contains(&stream), "{w}");
-    assert!(wd.contains(&format!("`{}`", forger.name)), "{w}");
-    assert!(!wd.contains(&format!("`{}`", impersonator.name)), "{w}");
+    let forger_named = wd.contains(&format!("`{}`", forger.name));
+    assert!(forger_named, "{w}");
+    let impersonator_as_writer = wd.contains(&format!("`{}`", impersonator.name));
+    assert!(!impersonator_as_writer, "{w}");
+    record::outcome(&record::Outcome {
+        operation: "check".into(),
+        fault: "hostile: another broker user who may write the ledger; a user with the impersonator tag".into(),
+        lost: u64::from(!forger_named),
+        duplicated: u64::from(impersonator_as_writer),
+        result: "handled: warns `ledger writers`, naming the forger among the users who may write the stream; warns `impersonators`, naming the user with the impersonator tag, with the `set_user_tags` hint".into(),
+        note: "lost = the forger not named; copied = a user named who cannot write the stream".into(),
+        ..Default::default()
+    });
 
     forger_session.close().await;
     drop((forger, impersonator));

@@ -62,6 +62,29 @@ pub fn outcome(o: &Outcome) {
     }));
 }
 
+/// Lost and copied from a test's own counts: `put_in` are the ids the test published, `found` every
+/// id it found afterwards across all the places a message may end (target, DLQ, parked queue,
+/// export, victim queue) with repeats. Lost: ids put in and found nowhere. Copied: finds of an id
+/// put in beyond its first. Ids the test did not put in are not counted here.
+pub fn tally<P: AsRef<str>, F: AsRef<str>>(put_in: &[P], found: &[F]) -> (u64, u64) {
+    let mut seen = std::collections::HashMap::<&str, u64>::new();
+    for f in found {
+        *seen.entry(f.as_ref()).or_default() += 1;
+    }
+    let mut wanted = std::collections::HashSet::<&str>::new();
+    let (mut lost, mut copied) = (0, 0);
+    for p in put_in {
+        if !wanted.insert(p.as_ref()) {
+            continue;
+        }
+        match seen.get(p.as_ref()) {
+            None => lost += 1,
+            Some(n) => copied += n - 1,
+        }
+    }
+    (lost, copied)
+}
+
 /// Record a fuzz target's run: how many cases and how long it ran without a crash.
 pub fn fuzz(target: &str, cases: u64, seconds: f64) {
     write_line(json!({
