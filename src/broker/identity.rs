@@ -247,7 +247,7 @@ pub async fn lookup(
     };
     let got = read_head(session, queue, depth, want, INSPECT_BODY_BYTES, &mut pick).await?;
     Ok(Looked {
-        candidates: got.iter().map(Browsed::view).collect(),
+        candidates: got.iter().map(Browsed::view_lossless).collect(),
         more,
         scanned,
         depth,
