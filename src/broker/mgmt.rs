@@ -430,15 +430,9 @@ pub struct Permissions {
 pub struct UserPermissions {
     /// User name.
     pub user: String,
-    /// Configure regex.
-    #[serde(default)]
-    pub configure: String,
-    /// Write regex.
-    #[serde(default)]
-    pub write: String,
-    /// Read regex.
-    #[serde(default)]
-    pub read: String,
+    /// Their configure/write/read regexes.
+    #[serde(flatten)]
+    pub perms: Permissions,
 }
 
 /// One broker user (`/api/users`).

@@ -75,19 +75,19 @@ pub fn writers(
                 false
             }
         };
-        if check(&p.write, DEFAULT_EXCHANGE_RESOURCE) {
+        if check(&p.perms.write, DEFAULT_EXCHANGE_RESOURCE) {
             w.direct.insert(user.clone());
         }
         for x in bound_exchanges {
-            if check(&p.write, x) {
+            if check(&p.perms.write, x) {
                 w.through_bindings
                     .insert((user.clone(), crate::text::sanitize(x).into_owned()));
             }
         }
-        if check(&p.write, stream) {
+        if check(&p.perms.write, stream) {
             w.can_bind.insert(user.clone());
         }
-        if check(&p.configure, stream) {
+        if check(&p.perms.configure, stream) {
             w.can_delete.insert(user.clone());
         }
         if unknown {
@@ -105,9 +105,11 @@ mod tests {
     fn perm(user: &str, configure: &str, write: &str) -> UserPermissions {
         UserPermissions {
             user: user.into(),
-            configure: configure.into(),
-            write: write.into(),
-            read: ".*".into(),
+            perms: crate::broker::mgmt::Permissions {
+                configure: configure.into(),
+                write: write.into(),
+                read: ".*".into(),
+            },
         }
     }
 
