@@ -747,7 +747,7 @@ async fn spring_and_celery_dead_letters_group_and_attribute() {
     t.cleanup().await;
 }
 
-/// `gate set --verify-split`: with Celery tasks flowing, a flip the tasks cannot follow
+/// `gate set` (its measured-split check is on by default): with Celery tasks flowing, a flip the tasks cannot follow
 /// (the gate hashes message_id) fails its verification (exit 4) and journals an alert; after
 /// `gate hash-on correlation_id` the same kind of flip verifies.
 // Two worker threads: the producer keeps publishing while the test blocks on the CLI.
@@ -802,9 +802,29 @@ async fn a_flip_s_verification_includes_the_measured_split() {
             "40s".into(),
         ]
     };
+    // The flip checks the split only when the management API has seen tasks in the last
+    // minute: wait for the producer to show in its samples.
+    let mgmt = hopback::broker::mgmt::Mgmt::new(&t.cfg.profile).unwrap();
+    let names = hopback::topology::Namespace::resolve(&t.cfg, &ns);
+    let queues: std::collections::BTreeMap<String, String> = ["v1", "v2"]
+        .iter()
+        .filter_map(|v| Some((v.to_string(), names.version_queue(v)?)))
+        .collect();
+    let seen = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hopback::broker::split::measure(&mgmt, &queues, 60)
+        .await
+        .is_none_or(|m| m.total() == 0)
+    {
+        assert!(
+            tokio::time::Instant::now() < seen,
+            "no publish samples in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let a = flip("90", "10");
     let (code, out, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, Some(4), "{out}{err}");
+    assert!(out.contains("checking the split that happens"), "{out}");
     assert!(
         out.contains("(!) since the flip: the split is not happening"),
         "{out}"
@@ -815,7 +835,9 @@ async fn a_flip_s_verification_includes_the_measured_split() {
     );
     let (code, out, err) = run(&["gate", "hash-on", &ns, "correlation_id", "--yes"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    let b = flip("50", "50");
+    // The default: the same check, without asking for it.
+    let mut b = flip("50", "50");
+    b.truncate(b.len() - 2);
     let (code, out, err) = run(&b.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(

@@ -48,10 +48,11 @@ pub enum GateCommand {
         /// Allow moving traffic onto a version whose queue has no consumers
         #[arg(long)]
         force_zero_consumers: bool,
-        /// After the flip, wait up to this long (e.g. 60s) for enough new tasks to check that
-        /// they split as set; exit 4 (and journal an alert) when they do not
-        #[arg(long, value_name = "DURATION")]
-        verify_split: Option<humantime::Duration>,
+        /// After the flip, when tasks are flowing, wait up to this long for enough new tasks to
+        /// check that they split as set; exit 4 (and journal an alert) when they do not. `0s`
+        /// skips the check; with no tasks in the last minute there is nothing to wait for
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        verify_split: humantime::Duration,
     },
     /// Change what the gate hashes to split tasks, keeping the weights and losing no task
     HashOn {
@@ -128,12 +129,11 @@ pub async fn run(ctx: &Ctx, cmd: GateCommand) -> Result<(), Failure> {
             let (ns, dry) = (req.namespace.clone(), req.dry_run);
             let since_ms = chrono::Utc::now().timestamp_millis();
             set(ctx, req, yes).await?;
-            match verify_split {
-                Some(wait) if !dry => {
-                    super::gate_hash::verify_split(ctx, &ns, since_ms, wait.into()).await
-                }
-                _ => Ok(()),
+            let wait: std::time::Duration = verify_split.into();
+            if dry || wait.is_zero() {
+                return Ok(());
             }
+            super::gate_hash::verify_split(ctx, &ns, since_ms, wait).await
         }
         GateCommand::Unlock {
             namespace,
