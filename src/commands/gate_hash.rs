@@ -229,6 +229,14 @@ const SAMPLE_LAG_MS: i64 = 5_000;
 /// How often a flip's measured verification reads the counters (the broker samples every 5 s).
 const VERIFY_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The split check's lines: on stdout for a human, on stderr under `--json` (stdout holds the
+/// flip's one JSON report).
+macro_rules! say {
+    ($ctx:expr, $($arg:tt)*) => {
+        if $ctx.json { crate::errln!($($arg)*) } else { crate::outln!($($arg)*) }
+    };
+}
+
 /// After a flip of `ns` at `since_ms` (unix ms): wait up to `wait` for enough tasks to judge the
 /// split that happens under the new weights (publish counters sampled after the flip only), and
 /// say it. A split that is not happening is journaled as an alert and fails the verification
@@ -256,19 +264,22 @@ pub async fn verify_split(
     {
         Some(before) if before.total() == 0 => {
             session.close().await;
-            crate::outln!(
+            say!(
+                ctx,
                 "measured split: not checked — no new tasks in the last minute (the console and `status` compare it once tasks flow)"
             );
             return Ok(());
         }
         None => {
             session.close().await;
-            crate::outln!(
+            say!(
+                ctx,
                 "measured split: unknown — no publish counters from the management API (statistics off, or a version queue missing)"
             );
             return Ok(());
         }
-        Some(_) => crate::outln!(
+        Some(_) => say!(
+            ctx,
             "checking the split that happens: up to {} for enough new tasks (--verify-split 0s skips)…",
             humantime::format_duration(wait)
         ),
@@ -301,7 +312,8 @@ pub async fn verify_split(
     }
     let Some(m) = measured else {
         session.close().await;
-        crate::outln!(
+        say!(
+            ctx,
             "measured split: unknown — no publish counters since the flip (management API stats unavailable, or no sample yet)"
         );
         return Ok(());
@@ -321,16 +333,17 @@ pub async fn verify_split(
     let line = report.describe(&view.split, &m);
     if !report.differs() {
         session.close().await;
-        crate::outln!("since the flip: {}", sanitize(&line));
+        say!(ctx, "since the flip: {}", sanitize(&line));
         if matches!(report.check, SplitCheck::TooLittleTraffic { .. }) {
-            crate::outln!(
+            say!(
+                ctx,
                 "  ({} tasks are needed to tell at these weights)",
                 tasks_to_tell(&view.split)
             );
         }
         return Ok(());
     }
-    crate::outln!("(!) since the flip: {}", sanitize(&line));
+    say!(ctx, "(!) since the flip: {}", sanitize(&line));
     let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
     let journaled = crate::ops::alert::record(
         &cx,
