@@ -74,7 +74,7 @@ pub enum Command {
         #[arg(long, default_value = "v1,v2")]
         versions: String,
         /// Queue type of the version queues
-        #[arg(long, value_enum, default_value_t = QueueType::Quorum)]
+        #[arg(long, value_parser = table_parser::<QueueType>(QueueType::TABLE), default_value = "quorum")]
         queue_type: QueueType,
         /// What the gate hashes to split tasks: message_id | correlation_id | header:NAME |
         /// routing-key (Celery: correlation_id). Default: chosen from tasks already in the
@@ -141,4 +141,22 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell
         shell: clap_complete::Shell,
     },
+}
+
+/// A clap parser for an enum of a lower layer (the layers below the CLI have no clap): its
+/// names with their one-line help, parsed by its own `FromStr`.
+pub fn table_parser<T>(
+    table: &'static [(&'static str, &'static str)],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(
+        table
+            .iter()
+            .map(|(name, help)| clap::builder::PossibleValue::new(*name).help(*help)),
+    )
+    .try_map(|s| s.parse::<T>())
 }

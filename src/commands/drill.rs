@@ -22,7 +22,7 @@ use crate::text::sanitize;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
     /// What goes wrong with v2 (random: you are not told)
-    #[arg(long, value_enum, default_value_t = Scenario::Random)]
+    #[arg(long, value_parser = crate::cli::table_parser::<Scenario>(Scenario::TABLE), default_value = "random")]
     pub scenario: Scenario,
     /// Messages per second from the simulated producers
     #[arg(long, default_value_t = 50)]

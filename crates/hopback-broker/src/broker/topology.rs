@@ -19,13 +19,32 @@ use crate::model::hash::HashOn;
 use crate::model::xdeath::is_version_name;
 
 /// Queue type of version queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueType {
     /// Replicated, durable (default).
     Quorum,
     /// Classic durable queue.
     Classic,
+}
+
+impl QueueType {
+    /// Every queue type with its one-line description (the CLI's `--queue-type` values).
+    pub const TABLE: &'static [(&'static str, &'static str)] = &[
+        ("quorum", "Replicated, durable (default)"),
+        ("classic", "Classic durable queue"),
+    ];
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = crate::model::Invalid;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quorum" => Ok(QueueType::Quorum),
+            "classic" => Ok(QueueType::Classic),
+            other => Err(format!("unknown queue type `{other}`; use quorum or classic").into()),
+        }
+    }
 }
 
 /// The object names of a namespace: the one resolver, [`crate::topology::Namespace`].

@@ -12,15 +12,15 @@ use serde::Deserialize;
 
 /// The built-in themes: (name, TOML text).
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("dark", include_str!("../../themes/dark.toml")),
-    ("light", include_str!("../../themes/light.toml")),
+    ("dark", include_str!("../../../../themes/dark.toml")),
+    ("light", include_str!("../../../../themes/light.toml")),
     (
         "high-contrast",
-        include_str!("../../themes/high-contrast.toml"),
+        include_str!("../../../../themes/high-contrast.toml"),
     ),
     (
         "production-red",
-        include_str!("../../themes/production-red.toml"),
+        include_str!("../../../../themes/production-red.toml"),
     ),
 ];
 

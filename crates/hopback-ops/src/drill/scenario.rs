@@ -18,7 +18,7 @@ pub const PARTIAL_FAILING_SHAPE: &str = "bulk";
 pub const SLOW_SLA: Duration = Duration::from_millis(400);
 
 /// A drill scenario (`--scenario`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
     /// v2 rejects a fraction of its tasks without requeue (they are dead-lettered).
@@ -34,6 +34,23 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Every scenario's name with its one-line description (the CLI's `--scenario` values).
+    pub const TABLE: &'static [(&'static str, &'static str)] = &[
+        (
+            "poison",
+            "v2 rejects a fraction of its tasks without requeue (they are dead-lettered)",
+        ),
+        ("slow", "v2's latency climbs until its queue backs up"),
+        (
+            "crash",
+            "v2 workers disconnect repeatedly; their unacked work is redelivered",
+        ),
+        (
+            "partial",
+            "v2 fails only one task shape (`task_shape = bulk`), visible in the dead-letter grouping",
+        ),
+        ("random", "One of the above, not told"),
+    ];
     /// The concrete scenarios (everything but `random`).
     pub const CONCRETE: [Scenario; 4] = [
         Scenario::Poison,
