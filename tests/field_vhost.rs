@@ -13,7 +13,8 @@ mod dlq_helpers;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::admin::{TestVhost, enc, mgmt_call};
+use common::admin::TestVhost;
+use common::users::{enc, mgmt_call};
 use common::record::{self, Outcome};
 use dlq_helpers::*;
 use futures::StreamExt;
