@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::admin::TestVhost;
-use common::users::{enc, mgmt_call};
 use common::record::{self, Outcome};
+use common::users::{enc, mgmt_call};
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::mgmt::Mgmt;

@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestNs;
-use common::users::{BrokerUser, mgmt_call};
 use common::record::{self, Outcome};
+use common::users::{BrokerUser, mgmt_call};
 use dlq_helpers::*;
 use hopback::broker::topology::QueueType;
 

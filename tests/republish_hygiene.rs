@@ -14,8 +14,8 @@ mod dlq_helpers;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::users::BrokerUser;
 use common::record::{self, Outcome};
+use common::users::BrokerUser;
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::headers::header_string;

@@ -662,15 +662,31 @@ fn a_password_protected_key_is_refused_with_the_command_that_decrypts_it() {
     openssl(&["genrsa", "-out", plain.to_str().unwrap(), "2048"]);
     let pkcs8 = dir.path().join("key-pkcs8.pem");
     openssl(&[
-        "pkcs8", "-topk8", "-in", plain.to_str().unwrap(), "-out", pkcs8.to_str().unwrap(),
-        "-passout", "pass:secret-pw",
+        "pkcs8",
+        "-topk8",
+        "-in",
+        plain.to_str().unwrap(),
+        "-out",
+        pkcs8.to_str().unwrap(),
+        "-passout",
+        "pass:secret-pw",
     ]);
     let legacy = dir.path().join("key-legacy.pem");
     openssl(&[
-        "rsa", "-in", plain.to_str().unwrap(), "-out", legacy.to_str().unwrap(), "-aes256",
-        "-traditional", "-passout", "pass:secret-pw",
+        "rsa",
+        "-in",
+        plain.to_str().unwrap(),
+        "-out",
+        legacy.to_str().unwrap(),
+        "-aes256",
+        "-traditional",
+        "-passout",
+        "pass:secret-pw",
     ]);
-    for (key, label) in [(&pkcs8, "ENCRYPTED PRIVATE KEY"), (&legacy, "Proc-Type ENCRYPTED")] {
+    for (key, label) in [
+        (&pkcs8, "ENCRYPTED PRIVATE KEY"),
+        (&legacy, "Proc-Type ENCRYPTED"),
+    ] {
         let out = hopback(&log)
             .args([
                 "--url",

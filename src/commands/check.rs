@@ -116,25 +116,60 @@ async fn capability_lines(
     let (Ok(queues), Ok(exchanges)) = (mgmt.queues().await, mgmt.exchanges().await) else {
         return out;
     };
+    // Namespaces where this user can do something first; those where it can do nothing are
+    // counted on one line (a shared vhost holds other teams' namespaces).
     let found = crate::broker::topology::discover(&queues, &exchanges, p);
-    for d in found.iter().take(CAPABILITY_NAMESPACES) {
+    let (mut shown, mut nothing) = (0usize, Vec::new());
+    for d in &found {
         let ns = crate::text::sanitize(&d.name).into_owned();
         let versions: Vec<String> = d.versions.values().cloned().collect();
-        for cap in Capability::ALL.into_iter().filter(|c| c.per_namespace()) {
-            let needs = access::needs(cap, &d.names, &versions, &ledger, ledger_exists);
-            out.push(verdict(
-                format!("{ns}: {}", cap.name()),
-                access::judge(perm, &tags, &needs, access::needs_management_api(cap)),
-            ));
+        let verdicts: Vec<(Capability, Verdict)> = Capability::ALL
+            .into_iter()
+            .filter(|c| c.per_namespace())
+            .map(|cap| {
+                let needs = access::needs(cap, &d.names, &versions, &ledger, ledger_exists);
+                let v = access::judge(perm, &tags, &needs, access::needs_management_api(cap));
+                (cap, v)
+            })
+            .collect();
+        if verdicts
+            .iter()
+            .all(|(_, v)| matches!(v, Verdict::Cannot { .. }))
+        {
+            nothing.push(ns);
+            continue;
+        }
+        shown += 1;
+        if shown > CAPABILITY_NAMESPACES {
+            continue;
+        }
+        for (cap, v) in verdicts {
+            out.push(verdict(format!("{ns}: {}", cap.name()), v));
         }
     }
-    if found.len() > CAPABILITY_NAMESPACES {
+    if shown > CAPABILITY_NAMESPACES {
         out.push(line(
             "capabilities",
             "ok",
             format!(
                 "{} more namespace(s) not listed",
-                found.len() - CAPABILITY_NAMESPACES
+                shown - CAPABILITY_NAMESPACES
+            ),
+            None,
+        ));
+    }
+    if !nothing.is_empty() {
+        out.push(line(
+            "capabilities",
+            "ok",
+            format!(
+                "nothing in {} namespace(s) whose names this user has no permission on{}",
+                nothing.len(),
+                if nothing.len() <= 5 {
+                    format!(": {}", nothing.join(", "))
+                } else {
+                    String::new()
+                }
             ),
             None,
         ));

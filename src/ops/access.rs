@@ -157,7 +157,11 @@ pub fn needs(
 ) -> Vec<Need> {
     let watch = || {
         let mut v = vec![
-            need(Perm::Read, ns.dlq.clone(), "browse and attribute dead letters"),
+            need(
+                Perm::Read,
+                ns.dlq.clone(),
+                "browse and attribute dead letters",
+            ),
             need(Perm::Read, ledger, "read the ledger (timeline)"),
         ];
         v.extend(tap_needs(ns));
@@ -183,8 +187,16 @@ pub fn needs(
                 DEFAULT_EXCHANGE_RESOURCE,
                 "publish to the target queue (the default exchange)",
             ),
-            need(Perm::Configure, ns.parked.clone(), "declare the parking queue"),
-            need(Perm::Write, ns.parked.clone(), "park over-replayed messages"),
+            need(
+                Perm::Configure,
+                ns.parked.clone(),
+                "declare the parking queue",
+            ),
+            need(
+                Perm::Write,
+                ns.parked.clone(),
+                "park over-replayed messages",
+            ),
         ]
     };
     let mut out = match cap {
@@ -372,7 +384,10 @@ mod tests {
         let Verdict::Cannot { missing } = judge(&perms("", "", ""), &[], &n, true) else {
             panic!("refused expected")
         };
-        assert!(missing.iter().any(|m| m.contains("monitoring")), "{missing:?}");
+        assert!(
+            missing.iter().any(|m| m.contains("monitoring")),
+            "{missing:?}"
+        );
         assert!(
             missing
                 .iter()
