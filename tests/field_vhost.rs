@@ -13,8 +13,9 @@ mod dlq_helpers;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::admin::{TestVhost, enc, mgmt_call};
+use common::admin::TestVhost;
 use common::record::{self, Outcome};
+use common::users::{enc, mgmt_call};
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::mgmt::Mgmt;

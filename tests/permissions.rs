@@ -21,72 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::TestNs;
 use common::record::{self, Outcome};
+use common::users::{BrokerUser, mgmt_call};
 use dlq_helpers::*;
 use hopback::broker::topology::QueueType;
-
-/// A broker user that exists for one test; deleted on drop (also when the test fails).
-struct BrokerUser {
-    name: String,
-    password: String,
-}
-
-/// A management API call as guest; a 5xx (another test restarting the broker) is retried.
-fn curl(method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut last = (0, String::new());
-    for _ in 0..30 {
-        last = curl_once(method, path, body);
-        if (200..500).contains(&last.0) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    last
-}
-
-fn curl_once(method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut c = Command::new("curl");
-    c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-u", "guest:guest"])
-        .args(["-X", method, "-H", "content-type: application/json"]);
-    if let Some(b) = body {
-        c.args(["-d", b]);
-    }
-    let out = c
-        .arg(format!("{}{path}", common::test_mgmt_url()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-impl BrokerUser {
-    /// A user with configure "", write "", read ".*" on `/` and the given tags.
-    fn read_only(kind: &str, tags: &str) -> Self {
-        let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
-        let name = format!("hb-perm-{kind}-{id}");
-        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-        let (code, body) = curl(
-            "PUT",
-            &format!("/api/users/{name}"),
-            Some(&serde_json::json!({"password": password, "tags": tags}).to_string()),
-        );
-        assert!((200..300).contains(&code), "create user: {code} {body}");
-        let user = Self { name, password };
-        let (code, body) = curl(
-            "PUT",
-            &format!("/api/permissions/%2F/{}", user.name),
-            Some(r#"{"configure":"","write":"","read":".*"}"#),
-        );
-        assert!((200..300).contains(&code), "set permissions: {code} {body}");
-        user
-    }
-}
-
-impl Drop for BrokerUser {
-    fn drop(&mut self) {
-        let _ = curl("DELETE", &format!("/api/users/{}", self.name), None);
-    }
-}
 
 /// What a run of the binary produced.
 #[derive(Debug)]
@@ -149,7 +86,7 @@ async fn snapshot(t: &TestNs) -> Snapshot {
     let ns = &t.ns;
     let mine = |n: &str| n == ns || n.starts_with(&format!("{ns}."));
     let names = |path: &str| -> Vec<String> {
-        let (code, body) = curl("GET", path, None);
+        let (code, body) = mgmt_call("GET", path, None);
         assert_eq!(code, 200, "{path}: {body}");
         let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
         let mut n: Vec<String> = v
@@ -162,7 +99,7 @@ async fn snapshot(t: &TestNs) -> Snapshot {
     };
     let queues = names("/api/queues/%2F?columns=name");
     let exchanges = names("/api/exchanges/%2F?columns=name");
-    let (code, body) = curl("GET", "/api/bindings/%2F", None);
+    let (code, body) = mgmt_call("GET", "/api/bindings/%2F", None);
     assert_eq!(code, 200, "{body}");
     let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     let mut bindings: Vec<(String, String, String)> = v
@@ -192,19 +129,10 @@ async fn snapshot(t: &TestNs) -> Snapshot {
 
 /// The binary as `user` (password from HOPBACK_PASSWORD), with a throwaway ledger and data dir.
 fn as_user(user: &BrokerUser, data: &Path, stream: &str, args: &[&str]) -> Command {
-    let mut c = common::bin();
-    c.env("HOPBACK_PASSWORD", &user.password)
-        .env("HOPBACK_DATA_DIR", data)
+    let mut c = user.bin();
+    c.env("HOPBACK_DATA_DIR", data)
         .env("HOPBACK_LEDGER_STREAM", stream)
         .env("HOPBACK_LOG_FILE", data.join("hopback.log"))
-        .arg("--url")
-        .arg(format!(
-            "amqp://{}@{}/%2f",
-            user.name,
-            common::test_host_port()
-        ))
-        .arg("--mgmt-url")
-        .arg(common::test_mgmt_url())
         .args(args);
     c
 }
@@ -265,7 +193,7 @@ async fn read_only_user_scenario(kind: &str, tags: &str, fault: &str) {
     assert_eq!(before.depths[&format!("{ns}.dlq")], 20);
     assert_eq!(before.depths[&format!("{ns}.v2")], 5);
 
-    let user = BrokerUser::read_only(kind, tags);
+    let user = BrokerUser::create(&format!("perm-{kind}"), tags, "", "", ".*");
     let monitoring = tags.contains("monitoring");
 
     // Reads: each works, or says which permission or tag is missing.

@@ -14,8 +14,8 @@ mod dlq_helpers;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::admin::TestUser;
 use common::record::{self, Outcome};
+use common::users::BrokerUser;
 use dlq_helpers::*;
 use futures::StreamExt;
 use hopback::broker::headers::header_string;
@@ -487,8 +487,8 @@ async fn a_foreign_but_valid_user_id_blocks_no_drain_and_no_replay() {
     // Another broker user, allowed to write only to the namespace's queues (through the default
     // exchange, `amq.default`); it publishes with its own (valid) user_id.
     let write = format!("^(amq\\.default|{}\\..*)$", regex::escape(&f.ns));
-    let user = TestUser::create("hb-producer", "/", "", &write, "");
-    let producer = common::connect(&user.config("/"), "test producer").await;
+    let user = BrokerUser::create("producer", "", "", &write, "");
+    let producer = common::connect(&user.config(), "test producer").await;
     let v2 = f.names.version_queue("v2").unwrap();
     let publish_as = |queue: String, ids: Vec<String>, expire: bool| {
         let producer = producer.clone();

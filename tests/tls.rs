@@ -641,3 +641,74 @@ fn a_required_client_certificate_without_and_with_cert_file_and_external_login()
         }
     }
 }
+
+/// A password-protected key (encrypted PKCS#8, and OpenSSL's legacy encrypted PEM) is refused
+/// when the configuration loads, naming the file and the `openssl pkey` command that decrypts it.
+#[test]
+fn a_password_protected_key_is_refused_with_the_command_that_decrypts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hopback.log");
+    let l = listener(&["localhost"], (2020, 1, 1), (2099, 1, 1));
+    let cert = dir.path().join("client.pem");
+    std::fs::write(&cert, &l.ca_pem).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let plain = dir.path().join("plain.pem");
+    openssl(&["genrsa", "-out", plain.to_str().unwrap(), "2048"]);
+    let pkcs8 = dir.path().join("key-pkcs8.pem");
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-in",
+        plain.to_str().unwrap(),
+        "-out",
+        pkcs8.to_str().unwrap(),
+        "-passout",
+        "pass:secret-pw",
+    ]);
+    let legacy = dir.path().join("key-legacy.pem");
+    openssl(&[
+        "rsa",
+        "-in",
+        plain.to_str().unwrap(),
+        "-out",
+        legacy.to_str().unwrap(),
+        "-aes256",
+        "-traditional",
+        "-passout",
+        "pass:secret-pw",
+    ]);
+    for (key, label) in [
+        (&pkcs8, "ENCRYPTED PRIVATE KEY"),
+        (&legacy, "Proc-Type ENCRYPTED"),
+    ] {
+        let out = hopback(&log)
+            .args([
+                "--url",
+                "amqps://guest@rabbit.invalid:5671/%2f",
+                "--cert-file",
+                cert.to_str().unwrap(),
+                "--key-file",
+                key.to_str().unwrap(),
+                "check",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("password-protected") && err.contains(label),
+            "{label}: {err}"
+        );
+        assert!(
+            err.contains(&format!("openssl pkey -in {}", key.display()))
+                && err.contains("key-plain.pem"),
+            "{label}: {err}"
+        );
+    }
+}

@@ -74,88 +74,102 @@ async fn move_shovel_lines(
     }
 }
 
-/// Does a RabbitMQ permission regex grant `name`? RabbitMQ searches the name (unanchored) and
-/// treats the empty regex as "nothing".
-fn grants(regex: &str, name: &str) -> Option<bool> {
-    if regex.is_empty() {
-        return Some(false);
-    }
-    regex::Regex::new(regex).ok().map(|r| r.is_match(name))
-}
-
-/// What this user can and cannot do — write the ledger; per namespace watch, gate, purge — read
-/// from its permissions (only an
-/// administrator may read them): for the ledger, and for each namespace found (up to
-/// [`CAPABILITY_NAMESPACES`]) — each capability names the first object whose permission is
-/// missing (README "Permissions").
+/// What this user can and cannot do, per capability (`ops::access`: watch, ledger writer, gate,
+/// replay, purge, init/migrate, rollback), judged from its permissions and tags (only an
+/// administrator may read them) against exactly the objects each operation touches: the ledger
+/// once, then each namespace found (up to [`CAPABILITY_NAMESPACES`]). A capability it lacks names
+/// every missing permission (README "Permissions").
 async fn capability_lines(
     mgmt: &Mgmt,
     p: &crate::config::Profile,
     perm: &crate::broker::mgmt::Permissions,
 ) -> Vec<CheckLine> {
-    let (c, w, r) = (&perm.configure, &perm.write, &perm.read);
-    let need = |what: &[(&str, &String, &str)]| -> Result<(), String> {
-        for (kind, re, name) in what {
-            match grants(re, name) {
-                Some(true) => {}
-                Some(false) => {
-                    return Err(format!("no {kind} on `{}`", crate::text::sanitize(name)));
-                }
-                None => {
-                    return Err(format!(
-                        "{kind} regex `{}` unreadable",
-                        crate::text::sanitize(re)
-                    ));
-                }
-            }
-        }
-        Ok(())
-    };
-    let verdict = |name: String, r: Result<(), String>, hint: &str| match r {
-        Ok(()) => line(&name, "ok", "can", None),
-        Err(why) => line(&name, "warn", format!("cannot: {why}"), Some(hint)),
+    use crate::ops::access::{self, Capability, Verdict};
+    let tags = match mgmt.whoami().await {
+        Ok(w) => crate::broker::mgmt::tags_of(&w.tags),
+        Err(_) => Vec::new(),
     };
     let ledger = crate::ledger::stream_name_from_env();
+    let ledger_exists = matches!(mgmt.queue(&ledger).await, Ok(Some(_)));
+    let hint = "grant what is missing, or use a profile whose user has it (README \"Permissions\" has one set_permissions line per use)";
+    let verdict = |name: String, v: Verdict| match v {
+        Verdict::Can => line(&name, "ok", "can", None),
+        Verdict::Cannot { missing } => line(
+            &name,
+            "warn",
+            format!("cannot: missing {}", missing.join("; ")),
+            Some(hint),
+        ),
+        Verdict::Unknown { why } => line(&name, "warn", format!("unknown: {why}"), None),
+    };
+    let writer = access::needs(
+        Capability::LedgerWriter,
+        &crate::topology::Namespace::convention(""),
+        &[],
+        &ledger,
+        ledger_exists,
+    );
     let mut out = vec![verdict(
         "can write the ledger".into(),
-        need(&[
-            ("CONFIGURE", c, &ledger),
-            ("WRITE", w, &ledger),
-            ("READ", r, &ledger),
-        ]),
-        "every operation journals its intent first: grant configure, write and read on the ledger's name (README \"Permissions\")",
+        access::judge(perm, &tags, &writer, false),
     )];
     let (Ok(queues), Ok(exchanges)) = (mgmt.queues().await, mgmt.exchanges().await) else {
         return out;
     };
+    // Namespaces where this user can do something first; those where it can do nothing are
+    // counted on one line (a shared vhost holds other teams' namespaces).
     let found = crate::broker::topology::discover(&queues, &exchanges, p);
-    for d in found.iter().take(CAPABILITY_NAMESPACES) {
+    let (mut shown, mut nothing) = (0usize, Vec::new());
+    for d in &found {
         let ns = crate::text::sanitize(&d.name).into_owned();
-        let dlq = &d.names.dlq;
-        let mut gate: Vec<(&str, &String, &str)> = vec![("READ", r, d.names.entry.as_str())];
-        for q in d.versions.values() {
-            gate.push(("WRITE", w, q.as_str()));
+        let versions: Vec<String> = d.versions.values().cloned().collect();
+        let verdicts: Vec<(Capability, Verdict)> = Capability::ALL
+            .into_iter()
+            .filter(|c| c.per_namespace())
+            .map(|cap| {
+                let needs = access::needs(cap, &d.names, &versions, &ledger, ledger_exists);
+                let v = access::judge(perm, &tags, &needs, access::needs_management_api(cap));
+                (cap, v)
+            })
+            .collect();
+        if verdicts
+            .iter()
+            .all(|(_, v)| matches!(v, Verdict::Cannot { .. }))
+        {
+            nothing.push(ns);
+            continue;
         }
-        let hint = "grant it, or use a profile whose user has it (README \"Permissions\")";
-        out.push(verdict(
-            format!("{ns}: watch"),
-            need(&[("READ", r, dlq)]),
-            hint,
-        ));
-        out.push(verdict(format!("{ns}: gate"), need(&gate), hint));
-        out.push(verdict(
-            format!("{ns}: purge"),
-            need(&[("READ", r, dlq), ("WRITE", w, dlq)]),
-            hint,
-        ));
+        shown += 1;
+        if shown > CAPABILITY_NAMESPACES {
+            continue;
+        }
+        for (cap, v) in verdicts {
+            out.push(verdict(format!("{ns}: {}", cap.name()), v));
+        }
     }
-    if found.len() > CAPABILITY_NAMESPACES {
+    if shown > CAPABILITY_NAMESPACES {
         out.push(line(
             "capabilities",
             "ok",
             format!(
                 "{} more namespace(s) not listed",
-                found.len() - CAPABILITY_NAMESPACES
+                shown - CAPABILITY_NAMESPACES
+            ),
+            None,
+        ));
+    }
+    if !nothing.is_empty() {
+        out.push(line(
+            "capabilities",
+            "ok",
+            format!(
+                "nothing in {} namespace(s) whose names this user has no permission on{}",
+                nothing.len(),
+                if nothing.len() <= 5 {
+                    format!(": {}", nothing.join(", "))
+                } else {
+                    String::new()
+                }
             ),
             None,
         ));

@@ -299,10 +299,14 @@ pub async fn run(
         && snap.namespaces.is_empty()
         && let Some(why) = &snap.mgmt_error
     {
-        return Err(Failure::error(
-            format!("cannot list namespaces: {}", crate::text::sanitize(why)),
-            "the namespace list comes from the management API (`hopback check`); `hopback status NS` still works over AMQP",
-        ));
+        let message = format!("cannot list namespaces: {}", crate::text::sanitize(why));
+        let hint = "the namespace list comes from the management API (`hopback check`); `hopback status NS` still works over AMQP";
+        // A user the API refuses is a refusal (exit 3), like every other command's.
+        return Err(if snap.mgmt_refused {
+            Failure::refused(message, hint)
+        } else {
+            Failure::error(message, hint)
+        });
     }
     // Namespaces this user may not read: shown as such, the others in full; a warning, exit 0.
     let unreadable: Vec<String> = snap

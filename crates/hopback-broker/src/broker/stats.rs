@@ -550,6 +550,7 @@ pub async fn collect(
             }
             Err(e) => {
                 snap.mgmt_error = Some(format!("{e}; hint: {}", e.hint()));
+                snap.mgmt_refused = e.is_refusal();
                 None
             }
         },

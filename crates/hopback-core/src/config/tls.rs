@@ -245,14 +245,26 @@ pub fn load_identity(cert_file: PathBuf, key_file: PathBuf) -> Result<ClientIden
     let chain = certificates("cert_file", &cert_file, &cert_bytes)?;
     let key_bytes = read("key_file", &key_file)?;
     let labels = pem_labels(&key_bytes);
-    if labels.iter().any(|l| l.contains("ENCRYPTED")) {
+    // Encrypted PKCS#8 (`ENCRYPTED PRIVATE KEY`) and OpenSSL's legacy encrypted PEM (a
+    // `Proc-Type: 4,ENCRYPTED` header in an RSA/EC key): the PEM and TLS crates read neither.
+    let legacy_encrypted = String::from_utf8_lossy(&key_bytes)
+        .lines()
+        .any(|l| l.trim().starts_with("Proc-Type:") && l.contains("ENCRYPTED"));
+    if legacy_encrypted || labels.iter().any(|l| l.contains("ENCRYPTED")) {
         return Err(ConfigError::usage(
             format!(
-                "key_file {} is encrypted ({}); hopback reads unencrypted PEM keys only",
+                "key_file {} is password-protected ({}); hopback reads unencrypted PEM keys only",
                 key_file.display(),
-                labels.join(", ")
+                if legacy_encrypted {
+                    format!("{}, Proc-Type ENCRYPTED", labels.join(", "))
+                } else {
+                    labels.join(", ")
+                }
             ),
-            "decrypt it into a file only you can read: openssl pkcs8 -in KEY -out KEY.plain (then chmod 600)",
+            format!(
+                "decrypt it into a file only you can read: openssl pkey -in {} -out key-plain.pem (umask 077 first), then key_file = key-plain.pem",
+                key_file.display()
+            ),
         ));
     }
     let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|_| {

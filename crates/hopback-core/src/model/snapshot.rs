@@ -298,6 +298,10 @@ pub struct FleetSnapshot {
     pub metrics_note: Option<String>,
     /// Why not, if not.
     pub mgmt_error: Option<String>,
+    /// The management API refused this user (401/403: a missing tag or permission), as opposed
+    /// to being down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mgmt_refused: bool,
     /// Resource alarms blocking publishers (`memory alarm`, `disk alarm`), from the management
     /// API's node list (refetched with the topology, at most every 5 s) or our own blocked
     /// connection. Empty = none known.

@@ -8,6 +8,7 @@
 //! or an [`OpError`]. The CLI verbs and the console only collect input, confirm and show the
 //! report: they never write ledger events and never re-check read-only.
 
+pub mod access;
 pub mod alert;
 pub mod gate;
 pub mod hash_on;
