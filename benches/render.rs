@@ -40,6 +40,7 @@ fn fleet(namespaces: usize, now: i64) -> AppState {
             metrics_source: Some(hopback::model::metrics::MetricsSource::Management),
             metrics_note: None,
             mgmt_error: None,
+            mgmt_refused: false,
             broker_alarms: Vec::new(),
             nodes: None,
             namespaces: (0..namespaces)
