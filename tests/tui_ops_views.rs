@@ -86,6 +86,7 @@ fn snapshot(t: i64, v2_consumers: u64, unrouted: u64) -> FleetSnapshot {
         metrics_source: Some(hopback::model::metrics::MetricsSource::Management),
         metrics_note: None,
         mgmt_error: None,
+        mgmt_refused: false,
         broker_alarms: Vec::new(),
         nodes: None,
         namespaces: vec![NamespaceSnapshot {

@@ -141,6 +141,7 @@ fn snapshot(t: i64, i: u64, failing: bool) -> FleetSnapshot {
         metrics_source: Some(hopback::model::metrics::MetricsSource::Management),
         metrics_note: None,
         mgmt_error: None,
+        mgmt_refused: false,
         broker_alarms: Vec::new(),
         nodes: None,
         namespaces: vec![email, payments, hostile],
