@@ -16,7 +16,7 @@ use super::theme::Theme;
 use super::widgets::fit;
 use crate::app::action::{Action, COMMANDS};
 use crate::app::keymap::{Binding, Context};
-use crate::app::state::AppState;
+use crate::app::state::{AppState, SortKey};
 
 /// Widest key column; longer key lists are cut with `…`.
 const KEY_W_MAX: usize = 15;
@@ -31,6 +31,21 @@ const GROUPS: &[(&[Action], &str)] = &[
     (
         &[Action::SortNext, Action::SortReverse],
         "sort: next / reverse",
+    ),
+    (
+        &[
+            Action::SortBy { key: SortKey::Name },
+            Action::SortBy {
+                key: SortKey::ErrorRate,
+            },
+            Action::SortBy {
+                key: SortKey::Ready,
+            },
+            Action::SortBy {
+                key: SortKey::DeadLetterRate,
+            },
+        ],
+        "sort: name/err%/ready/DL·s",
     ),
     (
         &[Action::NextPage, Action::PrevPage],
