@@ -204,7 +204,10 @@ impl Console {
         if changed {
             self.merged_sel = 0;
         }
-        self.follow_selection();
+        // While the filter is typed, the keys stay with the context that has the input line.
+        if self.state().input.is_none() {
+            self.follow_selection();
+        }
     }
 
     /// A key (normalised name).
@@ -215,7 +218,8 @@ impl Console {
         {
             return step;
         }
-        let merged = self.in_merged_overview();
+        // Typing the overview's filter counts too (the input line is open then).
+        let merged = self.merged && self.slots.len() > 1 && self.state().view() == &View::Overview;
         let effect = self.state_mut().handle_key(key);
         if merged {
             self.share_overview_settings();

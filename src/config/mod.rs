@@ -559,7 +559,7 @@ fn resolve_contexts(
 ) -> Result<Vec<String>, ConfigError> {
     let listed: Vec<String> = if !over.contexts.is_empty() {
         over.contexts.clone()
-    } else if over.profile.is_none() && !over.profile_urls_only {
+    } else if over.profile.is_none() {
         raw.contexts.clone().unwrap_or_default()
     } else {
         Vec::new()

@@ -332,6 +332,10 @@ pub fn draw_merged(f: &mut Frame, area: Rect, console: &Console, theme: &Theme) 
         } else {
             String::new()
         }));
+        if !wide {
+            rows.push(Row::new(cells).style(style));
+            continue;
+        }
         cells.push(Cell::from(Span::styled(
             if first {
                 match st.alerts.of(&ns.name, None).count() {
@@ -347,7 +351,7 @@ pub fn draw_merged(f: &mut Frame, area: Rect, console: &Console, theme: &Theme) 
     }
     let mut header = vec!["CONTEXT", "NAMESPACE", "V", "GATE", "READY"];
     let mut widths = vec![
-        Constraint::Length(12),
+        Constraint::Length(if wide { 12 } else { 8 }),
         Constraint::Min(10),
         Constraint::Length(4),
         Constraint::Length(5),
@@ -357,7 +361,7 @@ pub fn draw_merged(f: &mut Frame, area: Rect, console: &Console, theme: &Theme) 
         header.push("UNACK");
         widths.push(Constraint::Length(6));
     }
-    header.extend(["CONS", "IN/s", "DL/s", "ERR%", "DLQ", "UNRT", "ALERT"]);
+    header.extend(["CONS", "IN/s", "DL/s", "ERR%", "DLQ", "UNRT"]);
     widths.extend([
         Constraint::Length(4),
         Constraint::Length(6),
@@ -365,8 +369,12 @@ pub fn draw_merged(f: &mut Frame, area: Rect, console: &Console, theme: &Theme) 
         Constraint::Length(5),
         Constraint::Length(6),
         Constraint::Length(5),
-        Constraint::Length(5),
     ]);
+    if wide {
+        // Narrow, a row in alert is still drawn in the alert style.
+        header.push("ALERT");
+        widths.push(Constraint::Length(5));
+    }
     f.render_widget(
         Table::new(rows, widths)
             .header(Row::new(header).style(theme.table_header))

@@ -29,11 +29,9 @@ const GROUPS: &[(&[Action], &str)] = &[
     (&[Action::PageUp, Action::PageDown], "page up / down"),
     (&[Action::Top, Action::Bottom], "first / last row"),
     (
-        &[Action::SortNext, Action::SortReverse],
-        "sort: next / reverse",
-    ),
-    (
         &[
+            Action::SortNext,
+            Action::SortReverse,
             Action::SortBy { key: SortKey::Name },
             Action::SortBy {
                 key: SortKey::ErrorRate,
@@ -45,7 +43,16 @@ const GROUPS: &[(&[Action], &str)] = &[
                 key: SortKey::DeadLetterRate,
             },
         ],
-        "sort: name/err%/ready/DL·s",
+        "sort: next/rev/column",
+    ),
+    (
+        &[
+            Action::PauseLive,
+            Action::Yank,
+            Action::OpenLog,
+            Action::OpenContexts,
+        ],
+        "pause/copy id/log/ctx",
     ),
     (
         &[Action::NextPage, Action::PrevPage],
