@@ -21,9 +21,10 @@ pub struct Cli {
 /// Options valid for every command.
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
-    /// Profile from the config file [env: HOPBACK_PROFILE]
+    /// Profile from the config file [env: HOPBACK_PROFILE]; the console takes it more than
+    /// once (`--profile a --profile b`): one context per profile, an overview across them
     #[arg(long, global = true)]
-    pub profile: Option<String>,
+    pub profile: Vec<String>,
     /// AMQP URL, e.g. amqp://user:pass@host:5672/%2f; repeat it (or separate with commas) for
     /// every node of a cluster [env: HOPBACK_URL]
     #[arg(long, global = true)]

@@ -53,7 +53,13 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
     let over = Overrides {
         config_path: g.config.clone(),
-        profile: g.profile.clone(),
+        profile: g.profile.first().cloned(),
+        // Several `--profile`s: contexts of the console (one is the selected profile).
+        contexts: if g.profile.len() > 1 {
+            g.profile.clone()
+        } else {
+            Vec::new()
+        },
         // Several `--url`s (the nodes of a cluster) travel as one comma-separated list.
         url: (!g.url.is_empty()).then(|| g.url.join(",")),
         mgmt_url: (!g.mgmt_url.is_empty()).then(|| g.mgmt_url.join(",")),
@@ -63,7 +69,14 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         key_file: g.key_file.clone(),
         metrics: g.metrics.clone(),
         prometheus_url: (!g.prometheus_url.is_empty()).then(|| g.prometheus_url.join(",")),
+        profile_urls_only: false,
     };
+    if g.profile.len() > 1 && cli.command.is_some() {
+        return Err(Failure::usage(
+            "several --profile are for the console only",
+            "name one profile for a command; `hopback --profile a --profile b` opens one console over both",
+        ));
+    }
     let cfg = config::load(&over)?;
     tracing::info!(profile = %cfg.profile.name, broker = %cfg.profile.display_url(), "starting");
     let test_panic = test_panic_stage();

@@ -263,11 +263,12 @@ fn help_view() {
         "move up / down",
         "page up / down",
         "first / last row",
-        "sort: next / reverse",
+        "sort: next/rev/column",
         "next/prev page or pair",
         "next / previous button",
         "previous / next option",
         "DL: replay/keep/export",
+        "pause/copy id/log/ctx",
     ];
     for g in grouped {
         assert!(screen.contains(g), "{g} missing:\n{screen}");
@@ -297,6 +298,14 @@ fn help_view() {
             "next sort (DL: group by)",
             "dead letters: next page · gate: next version pair",
             "dead letters: previous page · gate: previous pair",
+            "sort by name (again: reverse)",
+            "sort by error %",
+            "sort by ready (waiting)",
+            "sort by dead letters/s",
+            "pause / resume live view",
+            "copy id (message, event)",
+            "hopback's own log",
+            "contexts (profiles)",
         ]
         .iter()
         .copied()
@@ -670,4 +679,248 @@ fn cluster_nodes_and_queue_placement() {
     assert!(screen.contains("on c3 · UNAVAILABLE"), "{screen}");
     assert!(!screen.contains("missing"), "{screen}");
     both_sizes("cluster_namespace", &s);
+}
+
+// ── k9s habits: pause, yank, describe, sort keys in the header, filters per view ──
+
+fn screen_text(state: &AppState, w: u16, h: u16) -> String {
+    let theme = Theme::builtin("dark", false).unwrap();
+    render(state, w, h, &theme).backend().to_string()
+}
+
+fn type_keys(s: &mut AppState, text: &str) {
+    for c in text.chars() {
+        s.handle_key(&if c == ' ' {
+            "space".to_string()
+        } else {
+            c.to_string()
+        });
+    }
+}
+
+/// Timeline entries of a gate flip and a note whose text carries an escape sequence.
+fn timeline_events() -> Vec<hopback::ledger::projection::TimelineEntry> {
+    use hopback::ledger::{Event, EventKind};
+    let mut gate = Event::new(EventKind::GateSet, Some("email"));
+    gate.operator = "alice@ops".into();
+    gate.author = Some("alice".into());
+    gate.params =
+        serde_json::json!({"target": {"v1": 90, "v2": 10}, "steps": ["bind v2 weight 10"]});
+    gate.before = serde_json::json!({"gate": {"v1": 100}});
+    gate.after = serde_json::json!({"gate": {"v1": 90, "v2": 10}});
+    let mut note = Event::new(EventKind::Note, Some("payments"));
+    note.operator = "bob@ops".into();
+    note.reason = Some("paged \u{1b}[31mthe v2 team\u{7}".into());
+    [gate, note]
+        .iter()
+        .map(hopback::ledger::projection::TimelineEntry::of)
+        .collect()
+}
+
+fn with_timeline(s: &mut AppState) {
+    s.handle_key("t");
+    s.handle_msg(Msg::Op(hopback::app::protocol::OpMsg::Timeline(Ok(
+        timeline_events(),
+    ))));
+    s.take_requests();
+}
+
+#[test]
+fn pause_holds_refreshes_and_the_header_says_so() {
+    let mut s = fleet_state(false, false);
+    let shown = s.snapshot.as_ref().unwrap().taken_at_ms;
+    s.handle_key("z");
+    assert!(s.paused());
+    s.handle_msg(Msg::Snapshot(Box::new(snapshot(T0 + 61_000, 61, true))));
+    s.handle_msg(Msg::Snapshot(Box::new(snapshot(T0 + 62_000, 62, true))));
+    s.handle_msg(Msg::Tick(T0 + 75_000));
+    assert_eq!(
+        s.snapshot.as_ref().unwrap().taken_at_ms,
+        shown,
+        "held, not shown"
+    );
+    let text = screen_text(&s, 120, 40);
+    assert!(
+        text.contains("PAUSED 15 s · 2 refresh(es) held · z resumes"),
+        "{text}"
+    );
+    assert!(!text.contains("stale"), "paused is not stale: {text}");
+    s.handle_key("z");
+    assert!(!s.paused());
+    assert_eq!(s.snapshot.as_ref().unwrap().taken_at_ms, T0 + 62_000);
+    assert!(s.message.as_ref().unwrap().text.contains("2 refresh(es)"));
+}
+
+#[test]
+fn sort_keys_are_in_the_header_and_reverse_on_repeat() {
+    let mut s = fleet_state(false, false);
+    let text = screen_text(&s, 120, 40);
+    assert!(text.contains("N name W ready D DL/s E err"), "{text}");
+    assert!(text.contains("NAMESPACE↑"), "{text}");
+    s.handle_key("E");
+    assert_eq!(s.sort, hopback::app::state::SortKey::ErrorRate);
+    assert!(screen_text(&s, 120, 40).contains("ERR%↓"));
+    s.handle_key("E");
+    assert!(s.sort_desc);
+    assert!(screen_text(&s, 80, 24).contains("ERR%↑"));
+    s.handle_key("W");
+    assert_eq!(s.sort, hopback::app::state::SortKey::Ready);
+    assert!(screen_text(&s, 80, 24).contains("READY↓"));
+}
+
+#[test]
+fn filters_belong_to_the_view_they_were_typed_in() {
+    let mut s = fleet_state(false, false);
+    s.handle_key("/");
+    type_keys(&mut s, "ema");
+    s.handle_key("enter");
+    assert_eq!(s.filter, "ema");
+    with_timeline(&mut s);
+    assert_eq!(s.view_filter(), Some(""), "the timeline starts unfiltered");
+    assert_eq!(s.ops.timeline.visible().len(), 2);
+    s.handle_key("/");
+    type_keys(&mut s, "payments");
+    s.handle_key("enter");
+    assert_eq!(s.ops.timeline.visible().len(), 1);
+    assert_eq!(s.filter, "ema", "the overview keeps its own");
+    let text = screen_text(&s, 120, 40);
+    assert!(text.contains("matching /payments"), "{text}");
+    assert!(!text.contains("filter “payments”"), "{text}");
+    s.handle_key("esc");
+    assert_eq!(s.view(), &hopback::app::state::View::Overview);
+    assert_eq!(s.filter, "ema");
+    assert!(screen_text(&s, 120, 40).contains("filter “ema”"));
+    // A view without a filter says so instead of filtering another view.
+    s.handle_key("enter");
+    s.handle_key("/");
+    assert!(s.input.is_none());
+    assert!(
+        s.message
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("this view has no filter")
+    );
+}
+
+#[test]
+fn describe_shows_every_field_sanitised_and_yank_copies_the_id() {
+    let mut s = fleet_state(false, false);
+    with_timeline(&mut s);
+    let ids: Vec<String> = s
+        .ops
+        .timeline
+        .entries
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    // The newest row is selected; `c` copies its full id and shows it.
+    s.handle_key("c");
+    assert_eq!(s.clipboard_pending.as_deref(), Some(ids[1].as_str()));
+    assert!(s.message.as_ref().unwrap().text.ends_with(&ids[1]));
+    // Up selects the gate flip; Enter describes it.
+    s.handle_key("k");
+    s.handle_key("enter");
+    assert_eq!(s.view(), &hopback::app::state::View::Describe);
+    let d = s.ops.describe.as_ref().unwrap();
+    let fields: Vec<&str> = d
+        .lines
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .filter(|f| !f.is_empty())
+        .collect();
+    for f in [
+        "id",
+        "time (UTC)",
+        "kind",
+        "outcome",
+        "namespace",
+        "author (verified)",
+        "operator (claimed)",
+        "host",
+        "profile",
+        "summary",
+        "reason",
+        "params",
+        "before",
+        "after",
+    ] {
+        assert!(fields.contains(&f), "{f} missing: {fields:?}");
+    }
+    assert!(d.lines.iter().any(|(_, v)| v.contains("bind v2 weight 10")));
+    let text = screen_text(&s, 120, 40);
+    assert!(text.contains(&ids[0]), "{text}");
+    s.handle_key("c");
+    assert_eq!(s.clipboard_pending.as_deref(), Some(ids[0].as_str()));
+    // Scrolls to the end of the JSON documents at 80×24.
+    assert!(screen_text(&s, 80, 24).contains("more line(s) below"));
+    s.handle_key("G");
+    assert!(!screen_text(&s, 80, 24).contains("more line(s) below"));
+    // The note's escape sequence reaches the screen visible, never as control characters.
+    s.handle_key("esc");
+    s.handle_key("j");
+    s.handle_key("enter");
+    let d = s.ops.describe.as_ref().unwrap();
+    let reason = &d.lines.iter().find(|(f, _)| f == "reason").unwrap().1;
+    assert!(
+        reason.contains('␛') && !reason.contains('\u{1b}'),
+        "{reason}"
+    );
+    screen_text(&s, 80, 24);
+    // OSC 52 carries the id base64-encoded: nothing in it a terminal would act on.
+    let seq = hopback::app::terminal::osc52("a\u{1b}b");
+    assert!(seq.starts_with("\u{1b}]52;c;") && seq.ends_with('\u{7}'));
+    assert!(!seq[7..seq.len() - 1].contains('\u{1b}'));
+    // Elsewhere, `c` says what it copies and where.
+    s.handle_key("esc");
+    s.handle_key("esc");
+    s.clipboard_pending = None;
+    s.handle_key("c");
+    assert!(s.clipboard_pending.is_none());
+    assert!(
+        s.message
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("nothing to copy here")
+    );
+}
+
+#[test]
+fn log_view_and_context_picker_keys() {
+    let mut s = fleet_state(false, false);
+    s.handle_key("L");
+    assert_eq!(s.view(), &hopback::app::state::View::Log);
+    assert!(
+        s.take_requests()
+            .contains(&hopback::app::protocol::OpRequest::LogLoad)
+    );
+    s.handle_msg(Msg::Op(hopback::app::protocol::OpMsg::Log(Ok((
+        "/var/log/hopback.log".into(),
+        vec![
+            "2024-01-01T00:00:00Z  INFO hopback: starting".into(),
+            "2024-01-01T00:00:01Z  WARN hopback::app::tasks: console refresh failed".into(),
+        ],
+    )))));
+    s.handle_key("/");
+    type_keys(&mut s, "warn");
+    s.handle_key("enter");
+    let text = screen_text(&s, 80, 24);
+    assert!(text.contains("1 line(s) matching /warn"), "{text}");
+    assert!(text.contains("console refresh failed"), "{text}");
+    s.handle_key("esc");
+    // `:ctx NAME` of an unknown profile says which exist; `C` opens the picker.
+    s.handle_key(":");
+    type_keys(&mut s, "ctx nosuch");
+    assert_eq!(s.handle_key("enter"), hopback::app::state::Effect::None);
+    assert!(
+        s.message
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("no context `nosuch`")
+    );
+    s.handle_key("C");
+    assert_eq!(s.view(), &hopback::app::state::View::Contexts);
+    screen_text(&s, 80, 24);
 }

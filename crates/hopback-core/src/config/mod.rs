@@ -111,6 +111,12 @@ pub struct Overrides {
     pub metrics: Option<String>,
     /// `--prometheus-url http://…` (comma-separated for several nodes).
     pub prometheus_url: Option<String>,
+    /// Further `--profile`s: the console opens them as contexts beside the first.
+    pub contexts: Vec<String>,
+    /// Take the broker (URLs, password) from the profile only, never from `HOPBACK_URL`,
+    /// `HOPBACK_MGMT_URL`, `HOPBACK_PROMETHEUS_URL` or `HOPBACK_PASSWORD`: how a console's
+    /// further contexts are resolved.
+    pub profile_urls_only: bool,
 }
 
 /// Alert thresholds, resolved.
@@ -318,6 +324,48 @@ pub struct Config {
     pub profile_names: Vec<String>,
     /// Console key overrides from `[keymap]` (action name → keys), validated by the console.
     pub keymap: BTreeMap<String, Vec<String>>,
+    /// Profiles the console opens together at start, the selected one first (`--profile a
+    /// --profile b`, else the file's `contexts = [...]`); empty: just the selected one.
+    pub contexts: Vec<String>,
+    /// What resolves another profile of the same file ([`Config::for_profile`]).
+    pub source: ContextSource,
+}
+
+/// The parsed file and the flags, kept to resolve another profile as a context of the console.
+#[derive(Clone, Default)]
+pub struct ContextSource {
+    raw: std::sync::Arc<RawConfig>,
+    file_found: bool,
+    read_only: bool,
+}
+
+/// Names only: the raw file holds URLs with passwords.
+impl fmt::Debug for ContextSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextSource")
+            .field("profiles", &self.raw.profiles.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Config {
+    /// The same file resolved for profile `name`, as a context of the console: its broker comes
+    /// from the profile alone (no `--url` or `HOPBACK_URL`); `--read-only` still applies.
+    pub fn for_profile(&self, name: &str) -> Result<Config, ConfigError> {
+        let over = Overrides {
+            config_path: Some(self.path.clone()),
+            profile: Some(name.to_string()),
+            read_only: self.source.read_only,
+            profile_urls_only: true,
+            ..Default::default()
+        };
+        resolve_shared(
+            self.source.raw.clone(),
+            &self.path,
+            self.source.file_found,
+            &over,
+        )
+    }
 }
 
 /// Project directories (config, data, logs) from `directories`.
@@ -408,6 +456,16 @@ fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// An environment variable naming where the broker is — ignored for the further contexts of a
+/// console, which take their broker from their own profile.
+fn env_url(over: &Overrides, name: &str) -> Option<String> {
+    if over.profile_urls_only {
+        None
+    } else {
+        env_nonempty(name)
+    }
+}
+
 /// Resolve raw config + overrides + environment into a [`Config`].
 pub fn resolve(
     raw: RawConfig,
@@ -415,11 +473,22 @@ pub fn resolve(
     file_found: bool,
     over: &Overrides,
 ) -> Result<Config, ConfigError> {
+    resolve_shared(std::sync::Arc::new(raw), path, file_found, over)
+}
+
+fn resolve_shared(
+    shared: std::sync::Arc<RawConfig>,
+    path: &Path,
+    file_found: bool,
+    over: &Overrides,
+) -> Result<Config, ConfigError> {
+    let raw: &RawConfig = &shared;
     let profile_name = over
         .profile
         .clone()
         .or_else(|| env_nonempty("HOPBACK_PROFILE"))
-        .or_else(|| raw.default_profile.clone());
+        .or_else(|| raw.default_profile.clone())
+        .or_else(|| raw.contexts.as_ref().and_then(|c| c.first().cloned()));
     let raw_profile = match &profile_name {
         Some(name) => match raw.profiles.get(name) {
             Some(p) => p.clone(),
@@ -444,13 +513,14 @@ pub fn resolve(
     };
     let alerts = AlertThresholds::default().merged(raw.alerts.as_ref());
     let profile = resolve_profile(
-        profile_name.unwrap_or_else(|| "default".into()),
+        profile_name.clone().unwrap_or_else(|| "default".into()),
         &raw_profile,
-        &raw,
+        raw,
         &alerts,
         over,
         path,
     )?;
+    let contexts = resolve_contexts(raw, over, &profile.name, path)?;
     let operator = raw.operator.clone().unwrap_or_else(default_operator);
     Ok(Config {
         path: path.to_path_buf(),
@@ -469,7 +539,56 @@ pub fn resolve(
         profile,
         profile_names: raw.profiles.keys().cloned().collect(),
         keymap: raw.keymap.clone().unwrap_or_default(),
+        contexts,
+        source: ContextSource {
+            raw: shared.clone(),
+            file_found,
+            read_only: over.read_only,
+        },
     })
+}
+
+/// The contexts the console opens at start: `--profile a --profile b` (the first is the
+/// selected profile), else the file's `contexts` when no single `--profile` was given; every
+/// name must be a profile of the file.
+fn resolve_contexts(
+    raw: &RawConfig,
+    over: &Overrides,
+    selected_name: &str,
+    path: &Path,
+) -> Result<Vec<String>, ConfigError> {
+    let listed: Vec<String> = if !over.contexts.is_empty() {
+        over.contexts.clone()
+    } else if over.profile.is_none() {
+        raw.contexts.clone().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = vec![selected_name.to_string()];
+    for name in &listed {
+        if !raw.profiles.contains_key(name) {
+            let known: Vec<&str> = raw.profiles.keys().map(String::as_str).collect();
+            return Err(ConfigError::usage(
+                format!(
+                    "unknown context `{}` (config: {})",
+                    crate::text::sanitize(name),
+                    path.display()
+                ),
+                if known.is_empty() {
+                    "contexts are profiles: add a [profiles.NAME] table for each".to_string()
+                } else {
+                    format!("known profiles: {}", known.join(", "))
+                },
+            ));
+        }
+        if !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// `user@host` of whoever runs this process.
@@ -502,7 +621,7 @@ fn resolve_profile(
 ) -> Result<Profile, ConfigError> {
     // Several nodes: `--url a --url b` / `--url a,b`, `HOPBACK_URL=a,b`, or the profile's
     // `url` + `urls`. The first names the credentials and the vhost.
-    let url_texts: Vec<String> = match over.url.clone().or_else(|| env_nonempty("HOPBACK_URL")) {
+    let url_texts: Vec<String> = match over.url.clone().or_else(|| env_url(over, "HOPBACK_URL")) {
         Some(t) => split_list(&t),
         None => p
             .url
@@ -541,7 +660,7 @@ fn resolve_profile(
             .decode_utf8_lossy()
             .into_owned()
     };
-    let password = resolve_password(&amqp_url, p)?;
+    let password = resolve_password(&amqp_url, p, over)?;
     // The password lives only in the `Secret` from here on: `Url`'s `Debug` shows its password
     // field, so a `{:?}` of the profile (a log line, a panic message) would otherwise print it.
     let mut amqp_url = amqp_url;
@@ -561,7 +680,7 @@ fn resolve_profile(
     let mgmt_texts: Vec<String> = match over
         .mgmt_url
         .clone()
-        .or_else(|| env_nonempty("HOPBACK_MGMT_URL"))
+        .or_else(|| env_url(over, "HOPBACK_MGMT_URL"))
     {
         Some(t) => split_list(&t),
         None => p
@@ -709,7 +828,7 @@ fn resolve_metrics(
     let texts: Vec<String> = match over
         .prometheus_url
         .clone()
-        .or_else(|| env_nonempty("HOPBACK_PROMETHEUS_URL"))
+        .or_else(|| env_url(over, "HOPBACK_PROMETHEUS_URL"))
     {
         Some(t) => split_list(&t),
         None => p
@@ -740,8 +859,8 @@ pub fn resolve_read_only(flag: bool, profile: Option<bool>, global: Option<bool>
     flag || profile.or(global).unwrap_or(false)
 }
 
-fn resolve_password(url: &Url, p: &RawProfile) -> Result<Secret, ConfigError> {
-    if let Some(pw) = env_nonempty("HOPBACK_PASSWORD") {
+fn resolve_password(url: &Url, p: &RawProfile, over: &Overrides) -> Result<Secret, ConfigError> {
+    if let Some(pw) = env_nonempty("HOPBACK_PASSWORD").filter(|_| !over.profile_urls_only) {
         return Ok(Secret::new(pw));
     }
     if let Some(var) = &p.password_env {

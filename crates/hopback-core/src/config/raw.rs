@@ -29,6 +29,9 @@ pub struct RawConfig {
     pub profiles: BTreeMap<String, RawProfile>,
     /// Console key overrides: action name → keys, e.g. `quit = ["q", "ctrl-q"]`.
     pub keymap: Option<BTreeMap<String, Vec<String>>>,
+    /// Profiles the console opens together (one overview across brokers) when no `--profile`
+    /// is given; the first is the selected one unless `default_profile` says otherwise.
+    pub contexts: Option<Vec<String>>,
 }
 
 /// One broker profile.

@@ -72,6 +72,10 @@ pub struct TimelineEntry {
     pub summary: String,
     /// Why (reason or note text), if given.
     pub reason: Option<String>,
+    /// Every field of the event as (name, value) — raw, not terminal-safe: the console's
+    /// describe view sanitises each line (JSON documents pretty-printed, one line per key).
+    #[serde(skip)]
+    pub fields: Vec<(String, String)>,
 }
 
 /// A one-line summary of an event (terminal-safe).
@@ -274,8 +278,47 @@ impl TimelineEntry {
             outcome: e.outcome,
             summary: summarize(e),
             reason: e.reason.as_deref().map(|r| sanitize(r).into_owned()),
+            fields: fields_of(e),
         }
     }
+}
+
+/// Every field of an event, raw, for the describe view (`TimelineEntry::fields`).
+fn fields_of(e: &Event) -> Vec<(String, String)> {
+    let json = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "—".to_string(),
+        v => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
+    };
+    vec![
+        ("id".into(), e.id.to_string()),
+        (
+            "time (UTC)".into(),
+            e.ts.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        ),
+        ("kind".into(), e.kind.as_str().to_string()),
+        ("outcome".into(), e.outcome.as_str().to_string()),
+        (
+            "namespace".into(),
+            e.namespace.clone().unwrap_or_else(|| "—".into()),
+        ),
+        (
+            "author (verified)".into(),
+            e.author
+                .clone()
+                .unwrap_or_else(|| "unverified (no broker-checked user_id)".into()),
+        ),
+        ("operator (claimed)".into(), e.operator.clone()),
+        ("host".into(), e.host.clone()),
+        ("profile".into(), e.profile.clone()),
+        ("summary".into(), summarize(e)),
+        (
+            "reason".into(),
+            e.reason.clone().unwrap_or_else(|| "—".into()),
+        ),
+        ("params".into(), json(&e.params)),
+        ("before".into(), json(&e.before)),
+        ("after".into(), json(&e.after)),
+    ]
 }
 
 /// A bounded, streaming timeline builder: push events in ledger order, keep the newest

@@ -114,6 +114,25 @@ pub enum Action {
     DecideExport,
     /// Drill score: write the post-mortem draft to `./postmortem-NS.md`.
     WritePostmortem,
+    /// Sort the overview by one column (again: reverse it); the key is shown in the header.
+    SortBy {
+        /// The column.
+        key: super::state::SortKey,
+    },
+    /// Pause the live view (refreshes are held, the header says paused) or resume it.
+    PauseLive,
+    /// Copy the id under the cursor (message id, event id) to the clipboard (OSC 52), and show
+    /// it on the message line.
+    Yank,
+    /// The log view: hopback's own log file, newest at the bottom.
+    OpenLog,
+    /// The context picker: every profile with its broker, version and health.
+    OpenContexts,
+    /// Switch to a context (`:ctx NAME`, `:profile NAME`; `all`: the overview across contexts).
+    SwitchContext {
+        /// Profile name, or `all`.
+        name: String,
+    },
     /// Select the row at this screen line (mouse click) — 0-based terminal row.
     ClickRow {
         /// Terminal row that was clicked.
@@ -169,6 +188,12 @@ impl Action {
             Action::DecideKeep => "decide_keep",
             Action::DecideExport => "decide_export",
             Action::WritePostmortem => "write_postmortem",
+            Action::SortBy { key } => key.config_name(),
+            Action::PauseLive => "pause_live",
+            Action::Yank => "yank",
+            Action::OpenLog => "log",
+            Action::OpenContexts => "contexts",
+            Action::SwitchContext { .. } => "context",
             Action::ClickRow { .. } => "click",
         }
     }
@@ -191,6 +216,22 @@ impl Action {
             Action::StartCommand,
             Action::SortNext,
             Action::SortReverse,
+            Action::SortBy {
+                key: super::state::SortKey::Name,
+            },
+            Action::SortBy {
+                key: super::state::SortKey::ErrorRate,
+            },
+            Action::SortBy {
+                key: super::state::SortKey::Ready,
+            },
+            Action::SortBy {
+                key: super::state::SortKey::DeadLetterRate,
+            },
+            Action::PauseLive,
+            Action::Yank,
+            Action::OpenLog,
+            Action::OpenContexts,
             Action::Refresh,
             Action::OpenGate { ns: None },
             Action::OpenDeadLetters { ns: None },
@@ -259,10 +300,16 @@ pub fn parse_command(line: &str) -> Result<Action, crate::model::Invalid> {
         "alerts" | "alert" | "!" => Action::OpenAlerts,
         "refresh" | "r" => Action::Refresh,
         "sort" => Action::SortNext,
+        "log" | "logs" => Action::OpenLog,
+        "pause" => Action::PauseLive,
+        "ctx" | "context" | "contexts" | "profile" => match arg {
+            Some(name) => Action::SwitchContext { name },
+            None => Action::OpenContexts,
+        },
         "" => Action::Back,
         other => {
             return Err(format!(
-                "unknown command `:{}` (try :ns NAME, :gate, :dlq, :timeline, :rollback, :note TEXT, :help, :q)",
+                "unknown command `:{}` (try :ns NAME, :ctx NAME, :gate, :dlq, :timeline, :log, :rollback, :note TEXT, :help, :q)",
                 crate::text::sanitize(other)
             ).into());
         }
@@ -276,6 +323,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":dlq [NS]", "dead-letter browser of NS"),
     (":timeline [NS]", "incident timeline (ledger)"),
     (":rollback [NS]", "guided rollback of NS"),
+    (":ctx [NAME|all]", "switch context (:profile NAME too)"),
+    (":log", "hopback's own log file"),
     (":note TEXT", "add an operator note to the ledger"),
     (":refresh", "refresh now"),
     (":alerts", "every active alert, worst first"),
@@ -304,6 +353,18 @@ mod tests {
         assert!(parse_command("ns").is_err());
         assert!(parse_command("bogus").is_err());
         assert!(parse_command("ns a b").is_err());
+        assert_eq!(
+            parse_command("ctx prod-eu").unwrap(),
+            Action::SwitchContext {
+                name: "prod-eu".into()
+            }
+        );
+        assert_eq!(
+            parse_command("profile b").unwrap(),
+            Action::SwitchContext { name: "b".into() }
+        );
+        assert_eq!(parse_command("ctx").unwrap(), Action::OpenContexts);
+        assert_eq!(parse_command("log").unwrap(), Action::OpenLog);
     }
 
     #[test]

@@ -104,6 +104,38 @@ impl Default for Keymap {
                 row(&[":"], Action::StartCommand, "command line (:ns …)"),
                 row(&["s"], Action::SortNext, "next sort (DL: group by)"),
                 row(&["S"], Action::SortReverse, "reverse sort order"),
+                row(
+                    &["N"],
+                    Action::SortBy {
+                        key: super::state::SortKey::Name,
+                    },
+                    "sort by name (again: reverse)",
+                ),
+                row(
+                    &["E"],
+                    Action::SortBy {
+                        key: super::state::SortKey::ErrorRate,
+                    },
+                    "sort by error %",
+                ),
+                row(
+                    &["W"],
+                    Action::SortBy {
+                        key: super::state::SortKey::Ready,
+                    },
+                    "sort by ready (waiting)",
+                ),
+                row(
+                    &["D"],
+                    Action::SortBy {
+                        key: super::state::SortKey::DeadLetterRate,
+                    },
+                    "sort by dead letters/s",
+                ),
+                row(&["z"], Action::PauseLive, "pause / resume live view"),
+                row(&["c"], Action::Yank, "copy id (message, event)"),
+                row(&["L"], Action::OpenLog, "hopback's own log"),
+                row(&["C"], Action::OpenContexts, "contexts (profiles)"),
                 row(&["ctrl-r"], Action::Refresh, "refresh now"),
                 row(&["g"], Action::OpenGate { ns: None }, "gate panel"),
                 row(

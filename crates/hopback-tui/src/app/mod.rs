@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod alerts;
+pub mod contexts;
 pub mod keymap;
 pub mod ops;
 pub mod panels;
@@ -27,7 +28,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 pub use action::Action;
-use state::{AppState, Effect, Level, Msg};
+use state::{AppState, Level, Msg};
 
 use crate::config::Config;
 use crate::ui::theme::Theme;
@@ -207,6 +208,90 @@ async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResul
     }
 }
 
+/// One open context's background work: its refresh and tap, its operations runner and ledger
+/// feed, its theme, and the task that forwards its messages to the loop tagged with its index.
+struct SlotIo {
+    tasks: tasks::Tasks,
+    runner: ops::OpsRunner,
+    theme: Theme,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SlotIo {
+    fn abort(&self) {
+        self.tasks.abort();
+        for h in &self.handles {
+            h.abort();
+        }
+    }
+}
+
+/// Open a context: its state, its tasks and runner (answering on a channel of its own, forwarded
+/// to `merged` as `(index, msg)`); returns the slot, its I/O and its own sender.
+fn open_context(
+    cfg: &Config,
+    index: usize,
+    merged: &mpsc::Sender<(usize, Msg)>,
+    scan_rollbacks: bool,
+) -> Result<(contexts::Slot, SlotIo, mpsc::Sender<Msg>), AppError> {
+    let mut state = initial_state(cfg)?;
+    state.ascii = !crate::ui::ascii::locale_is_utf8();
+    let theme = match Theme::load(&cfg.profile.theme) {
+        Ok(t) => t,
+        Err(e) => {
+            state.say(Level::Warn, format!("{e}; using the dark theme"));
+            Theme::fallback(crate::ui::theme::no_color_requested())
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<Msg>(256);
+    let tasks = tasks::spawn(cfg, tx.clone());
+    let runner = ops::OpsRunner::new(cfg, tx.clone());
+    let mut handles = vec![runner.spawn_ledger_feed(), runner.spawn_stale_move_sweep()];
+    if scan_rollbacks {
+        // A rollback that crashed is offered for resumption (issue 8).
+        runner.handle(protocol::OpRequest::RollbackScan);
+    }
+    let out = merged.clone();
+    handles.push(tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if out.send((index, m)).await.is_err() {
+                return;
+            }
+        }
+    }));
+    let slot = contexts::Slot {
+        cfg: cfg.clone(),
+        state,
+    };
+    Ok((
+        slot,
+        SlotIo {
+            tasks,
+            runner,
+            theme,
+            handles,
+        },
+        tx,
+    ))
+}
+
+/// How long the picker waits for a profile's management API.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The version of a profile's broker from its management API, or why not (credential-free).
+async fn probe(cfg: &Config, name: &str) -> Result<String, String> {
+    let c = cfg.for_profile(name).map_err(|e| e.to_string())?;
+    let mgmt = crate::broker::mgmt::Mgmt::new(&c.profile).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(PROBE_TIMEOUT, mgmt.overview()).await {
+        Ok(Ok(o)) => Ok(o.rabbitmq_version),
+        Ok(Err(e)) => Err(format!("unreachable: {e}")),
+        Err(_) => Err(format!(
+            "unreachable: no answer in {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 async fn run_console(
     cfg: Config,
     drill: Option<crate::drill::DrillOptions>,
@@ -219,15 +304,50 @@ async fn run_console(
     }
     // Long-lived connections: lean frame buffers until a message needs larger frames.
     crate::broker::session::use_lean_frames();
-    let mut state = initial_state(&cfg)?;
-    state.ascii = !crate::ui::ascii::locale_is_utf8();
-    let theme = match Theme::load(&cfg.profile.theme) {
-        Ok(t) => t,
-        Err(e) => {
-            state.say(Level::Warn, format!("{e}; using the dark theme"));
-            Theme::fallback(crate::ui::theme::no_color_requested())
-        }
-    };
+    // Every profile of the file, resolved once for the picker (a broken one says why there).
+    let mut names = cfg.profile_names.clone();
+    if !names.contains(&cfg.profile.name) {
+        names.insert(0, cfg.profile.name.clone());
+    }
+    let profiles: Vec<contexts::ProfileEntry> = names
+        .iter()
+        .map(|n| {
+            if *n == cfg.profile.name {
+                return contexts::ProfileEntry::of(&cfg);
+            }
+            match cfg.for_profile(n) {
+                Ok(c) => contexts::ProfileEntry::of(&c),
+                Err(e) => contexts::ProfileEntry {
+                    name: n.clone(),
+                    url: String::new(),
+                    production: false,
+                    read_only: false,
+                    probe: Some(Err(e.to_string())),
+                    probing: false,
+                },
+            }
+        })
+        .collect();
+    let (merged_tx, mut rx) = mpsc::channel::<(usize, Msg)>(512);
+    let (first, first_io, first_tx) = open_context(&cfg, 0, &merged_tx, drill.is_none())?;
+    let mut console = contexts::Console::new(first, profiles);
+    let mut ios = vec![first_io];
+    // Contexts opened together (`--profile a --profile b`, `contexts = [...]`).
+    for name in cfg.contexts.iter().skip(1) {
+        let c = cfg.for_profile(name).map_err(|e| {
+            AppError::usage(
+                format!("context `{}`: {e}", crate::text::sanitize(name)),
+                "fix the profile in the config, or leave it out of --profile / contexts",
+            )
+        })?;
+        let (slot, io, _) = open_context(&c, ios.len(), &merged_tx, drill.is_none())?;
+        console.add(slot);
+        ios.push(io);
+    }
+    if ios.len() > 1 {
+        console.switch(contexts::ALL);
+    }
+    let (probe_tx, mut probe_rx) = mpsc::channel::<(String, Result<String, String>)>(16);
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| AppError::failed(format!("cannot watch SIGTERM: {e}"), ""))?;
     let mut sighup = signal(SignalKind::hangup())
@@ -248,23 +368,14 @@ async fn run_console(
             "is TERM set? try another terminal",
         )
     })?;
-    let (tx, mut rx) = mpsc::channel::<Msg>(256);
-    let tasks = tasks::spawn(&cfg, tx.clone());
-    let runner = ops::OpsRunner::new(&cfg, tx.clone());
-    let feed = runner.spawn_ledger_feed();
-    let sweeper = runner.spawn_stale_move_sweep();
-    if drill.is_none() {
-        // A rollback that crashed is offered for resumption (issue 8).
-        runner.handle(protocol::OpRequest::RollbackScan);
-    }
-    // A console drill waits for "press Enter to start": nothing is created before it.
+    // A console drill waits for "press Enter to start": nothing is created before it. The
+    // drill belongs to the first context.
     let mut pending_drill = drill;
     let mut drill_task: Option<DrillTask> = None;
     if pending_drill.is_some() {
-        state.ops.drill = Some(panels::DrillPanel::waiting());
+        console.slots[0].state.ops.drill = Some(panels::DrillPanel::waiting());
     }
-    let drill_tx = tx.clone();
-    drop(tx);
+    let drill_tx = first_tx;
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -272,40 +383,58 @@ async fn run_console(
     let mut last_draw = Instant::now() - FRAME_MIN;
     let result: Result<(), AppError> = loop {
         if dirty && last_draw.elapsed() >= FRAME_MIN {
-            let mut hints = state.layout;
+            let active = console.active.min(ios.len() - 1);
+            let theme = &ios[active].theme;
+            let mut hints = console.state().layout;
             if let Err(e) = guard
                 .terminal
-                .draw(|f| hints = crate::ui::draw(f, &state, &theme))
+                .draw(|f| hints = crate::ui::draw_console(f, &console, theme))
             {
                 // The terminal is gone (e.g. an SSH drop): stop quietly.
                 break Err(AppError::failed(format!("cannot draw: {e}"), ""));
             }
-            state.layout = hints;
-            let visible = state.visible_namespaces();
-            tasks.on_screen.send_if_modified(|cur| {
-                if cur.as_ref() != Some(&visible) {
-                    *cur = Some(visible);
-                    true
+            console.state_mut().layout = hints;
+            let merged = console.in_merged_overview();
+            for (i, slot) in console.slots.iter_mut().enumerate() {
+                // Shown together, every context's namespaces are on screen.
+                let visible = if merged {
+                    slot.state
+                        .rows()
+                        .iter()
+                        .filter_map(|r| {
+                            Some(slot.state.snapshot.as_ref()?.namespaces[r.ns].name.clone())
+                        })
+                        .collect()
+                } else if i == active {
+                    slot.state.visible_namespaces()
                 } else {
-                    false
+                    std::collections::BTreeSet::new()
+                };
+                ios[i].tasks.on_screen.send_if_modified(|cur| {
+                    if cur.as_ref() != Some(&visible) {
+                        *cur = Some(visible);
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if std::mem::take(&mut slot.state.bell_pending) {
+                    terminal::bell();
                 }
-            });
-            if std::mem::take(&mut state.bell_pending) {
-                terminal::bell();
+                if let Some(text) = slot.state.clipboard_pending.take() {
+                    terminal::copy_to_clipboard(&text);
+                }
             }
             dirty = false;
             last_draw = Instant::now();
         }
         let next_frame = dirty.then(|| tokio::time::Instant::from_std(last_draw + FRAME_MIN));
+        let mut step = contexts::Step::None;
         tokio::select! {
             ev = events.next() => match ev {
                 Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => {
                     if let Some(name) = key_name(&k) {
-                        match state.handle_key(&name) {
-                            Effect::Quit => break Ok(()),
-                            Effect::Refresh => tasks.refresh_now.notify_one(),
-                            Effect::None => {}
-                        }
+                        step = console.handle_key(&name);
                         dirty = true;
                     }
                 }
@@ -317,9 +446,7 @@ async fn run_console(
                         _ => None,
                     };
                     if let Some(a) = action {
-                        if state.apply(a) == Effect::Quit {
-                            break Ok(());
-                        }
+                        step = console.apply(a);
                         dirty = true;
                     }
                 }
@@ -328,11 +455,19 @@ async fn run_console(
                 Some(Err(e)) => break Err(AppError::failed(format!("terminal input failed: {e}"), "")),
                 None => break Ok(()),
             },
-            Some(msg) = rx.recv() => {
-                dirty |= state.handle_msg(msg);
+            Some((i, msg)) = rx.recv() => {
+                dirty |= console.handle_msg(i, msg);
+            }
+            Some((name, r)) = probe_rx.recv() => {
+                console.on_probe(&name, r);
+                dirty = true;
             }
             _ = tick.tick() => {
-                dirty |= state.handle_msg(Msg::Tick(now_ms()));
+                let now = now_ms();
+                for i in 0..console.slots.len() {
+                    dirty |= console.handle_msg(i, Msg::Tick(now));
+                }
+                console.update_infos();
             }
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => break Ok(()),
@@ -343,49 +478,85 @@ async fn run_console(
                 }
             } => {}
         }
-        for a in state.take_alert_records() {
-            runner.handle(protocol::OpRequest::JournalAlert(a));
+        match step {
+            contexts::Step::None => {}
+            contexts::Step::Quit => break Ok(()),
+            contexts::Step::Refresh(i) => {
+                if let Some(io) = ios.get(i) {
+                    io.tasks.refresh_now.notify_one();
+                }
+            }
+            contexts::Step::Open(name) => match cfg.for_profile(&name) {
+                Ok(c) => match open_context(&c, ios.len(), &merged_tx, true) {
+                    Ok((slot, io, _)) => {
+                        console.add(slot);
+                        ios.push(io);
+                        console.switch(&name);
+                    }
+                    Err(e) => console.state_mut().say(Level::Error, e.to_string()),
+                },
+                Err(e) => console.state_mut().say(
+                    Level::Error,
+                    crate::text::sanitize(&e.to_string()).into_owned(),
+                ),
+            },
+        }
+        for name in console.take_probes() {
+            let (cfg, tx) = (cfg.clone(), probe_tx.clone());
+            tokio::spawn(async move {
+                let r = probe(&cfg, &name).await;
+                let _ = tx.send((name, r)).await;
+            });
         }
         let mut quit = false;
-        for r in state.take_requests() {
-            match r {
-                protocol::OpRequest::Refresh => tasks.refresh_now.notify_one(),
-                protocol::OpRequest::DrillStart => {
-                    if let Some(opts) = pending_drill.take() {
-                        state.say(
-                            Level::Info,
-                            "drill starting: creating the namespace and the fleet…",
-                        );
-                        drill_task = Some(start_drill(&cfg, opts, &runner, drill_tx.clone()));
-                    }
-                }
-                protocol::OpRequest::DrillQuit => quit = true,
-                other => runner.handle(other),
+        for (i, slot) in console.slots.iter_mut().enumerate() {
+            let io = &ios[i];
+            for a in slot.state.take_alert_records() {
+                io.runner.handle(protocol::OpRequest::JournalAlert(a));
             }
-            dirty = true;
+            for r in slot.state.take_requests() {
+                match r {
+                    protocol::OpRequest::Refresh => io.tasks.refresh_now.notify_one(),
+                    protocol::OpRequest::DrillStart => {
+                        if let Some(opts) = pending_drill.take() {
+                            slot.state.say(
+                                Level::Info,
+                                "drill starting: creating the namespace and the fleet…",
+                            );
+                            drill_task =
+                                Some(start_drill(&slot.cfg, opts, &io.runner, drill_tx.clone()));
+                        }
+                    }
+                    protocol::OpRequest::DrillQuit => quit = true,
+                    other => io.runner.handle(other),
+                }
+                dirty = true;
+            }
         }
         if quit {
             break Ok(());
         }
     };
     drop(drill_tx);
-    tasks.abort();
-    feed.abort();
-    sweeper.abort();
-    // A decision the engine still waits for is answered Abort (consistent state, resumable).
-    runner.handle(protocol::OpRequest::RollbackDecide(
-        crate::ops::rollback::Decision::Abort,
-    ));
+    for io in &ios {
+        io.abort();
+        // A decision the engine still waits for is answered Abort (consistent state, resumable).
+        io.runner.handle(protocol::OpRequest::RollbackDecide(
+            crate::ops::rollback::Decision::Abort,
+        ));
+    }
     drop(guard);
-    if runner.moves_running() {
-        // `errln!` ignores a failed write: after SIGHUP the terminal may be gone.
-        crate::errln!(
-            "stopping the replay: finishing outstanding confirms (what is left stays in the source)…"
-        );
-        if !runner.stop_moves_and_wait(Duration::from_secs(20)).await {
+    for io in &ios {
+        if io.runner.moves_running() {
+            // `errln!` ignores a failed write: after SIGHUP the terminal may be gone.
             crate::errln!(
-                "the replay did not stop within 20 s; unconfirmed messages stay in the source and may be redelivered (possible duplicates, never lost)"
+                "stopping the replay: finishing outstanding confirms (what is left stays in the source)…"
             );
+            if !io.runner.stop_moves_and_wait(Duration::from_secs(20)).await {
+                crate::errln!(
+                    "the replay did not stop within 20 s; unconfirmed messages stay in the source and may be redelivered (possible duplicates, never lost)"
+                );
+            }
         }
     }
     let drill_result = match drill_task {

@@ -80,6 +80,40 @@ pub struct OpsRunner {
     shared: Arc<Shared>,
 }
 
+/// Bytes read from the end of the log file for the log view.
+const LOG_TAIL_BYTES: u64 = 512 * 1024;
+
+/// The last lines of the log file, each made terminal-safe (log lines quote broker text).
+fn read_log_tail(path: &std::path::Path) -> Result<(String, Vec<String>), Failed> {
+    use std::io::{Read, Seek, SeekFrom};
+    let shown = sanitize(&path.display().to_string()).into_owned();
+    let open = std::fs::File::open(path).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        Ok((len > LOG_TAIL_BYTES, bytes))
+    });
+    let (cut, bytes) = open.map_err(|e| {
+        Failed::from(format!(
+            "cannot read the log file {shown}: {e} — logging may be off (HOPBACK_LOG_FILE, HOPBACK_LOG)"
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if cut && !lines.is_empty() {
+        lines.remove(0); // the first line is cut in the middle
+    }
+    let skip = lines
+        .len()
+        .saturating_sub(super::panels::log::LOG_LINES_MAX);
+    let lines = lines[skip..]
+        .iter()
+        .map(|l| sanitize(l).into_owned())
+        .collect();
+    Ok((shown, lines))
+}
+
 /// Run `read`, and once more when it `failed` because a message was too large for the lean
 /// frames the console starts with (they are off now, see `broker::session::use_lean_frames`):
 /// the next connection reads it.
@@ -449,6 +483,13 @@ impl OpsRunner {
             OpRequest::TimelineLoad { ns } => {
                 let r = self.timeline(ns).await;
                 self.send(OpMsg::Timeline(r)).await;
+            }
+            OpRequest::LogLoad => {
+                let path = crate::logging::log_path();
+                let r = tokio::task::spawn_blocking(move || read_log_tail(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(Failed::from(format!("reading the log failed: {e}"))));
+                self.send(OpMsg::Log(r)).await;
             }
             OpRequest::JournalAlert(a) => {
                 // Best effort: an alert the ledger cannot take is still on screen.

@@ -193,6 +193,8 @@ pub enum OpRequest {
     PurgeCommit,
     /// Put them back.
     PurgeAbort,
+    /// Read the tail of hopback's own log file.
+    LogLoad,
     /// Read the timeline from the ledger.
     TimelineLoad {
         /// Only this namespace.
@@ -324,6 +326,8 @@ pub enum OpMsg {
     },
     /// The timeline.
     Timeline(Result<Vec<TimelineEntry>, Failed>),
+    /// The log file's tail: (its path, its lines made terminal-safe), or why it cannot be read.
+    Log(Result<(String, Vec<String>), Failed>),
     /// A live ledger event.
     Ledger(Box<Event>),
     /// The live ledger feed skipped a record it cannot read (terminal-safe description).

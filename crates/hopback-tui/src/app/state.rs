@@ -45,7 +45,7 @@ pub enum Msg {
 }
 
 /// What the loop must do after an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Nothing beyond redrawing.
     None,
@@ -53,6 +53,9 @@ pub enum Effect {
     Quit,
     /// Ask the refresh task for a refresh now.
     Refresh,
+    /// Switch to this context (a profile name; `all`: the overview across contexts) — the
+    /// console, which holds every context, does it.
+    SwitchContext(String),
 }
 
 /// The views (a stack; Esc pops). The operation views keep their data in
@@ -95,6 +98,12 @@ pub enum View {
         /// Namespace.
         ns: String,
     },
+    /// Every field of one timeline event (Enter on a timeline row).
+    Describe,
+    /// hopback's own log file.
+    Log,
+    /// The context picker: every profile, its broker, version and health.
+    Contexts,
 }
 
 /// What the operator is typing.
@@ -120,6 +129,22 @@ pub enum SortKey {
 }
 
 impl SortKey {
+    /// Every column, in header order.
+    pub const ALL: [SortKey; 4] = [
+        SortKey::Name,
+        SortKey::Ready,
+        SortKey::DeadLetterRate,
+        SortKey::ErrorRate,
+    ];
+    /// The keymap's action name of "sort by this column".
+    pub fn config_name(self) -> &'static str {
+        match self {
+            SortKey::Name => "sort_name",
+            SortKey::ErrorRate => "sort_error",
+            SortKey::Ready => "sort_ready",
+            SortKey::DeadLetterRate => "sort_dl",
+        }
+    }
     /// Label for the table header.
     pub fn label(self) -> &'static str {
         match self {
@@ -256,6 +281,18 @@ pub struct AppState {
     pub layout: LayoutHints,
     /// The operation views (gate, dead letters, timeline, rollback, drill) and the ledger feed.
     pub ops: super::panels::OpsState,
+    /// The live view is paused since (unix ms): snapshots are held, not shown.
+    pub paused_since_ms: Option<i64>,
+    /// The newest snapshot that arrived while paused (shown on resume).
+    pub held: Option<Box<FleetSnapshot>>,
+    /// Refreshes held while paused.
+    pub held_count: u64,
+    /// Text to copy to the clipboard (OSC 52) on the next draw (already terminal-safe).
+    pub clipboard_pending: Option<String>,
+    /// Every profile the console knows, for the picker (filled by the console).
+    pub contexts: Vec<super::contexts::ContextInfo>,
+    /// The picker's selected row.
+    pub context_sel: usize,
 }
 
 impl AppState {
@@ -309,6 +346,36 @@ impl AppState {
                 host: gethostname::gethostname().to_string_lossy().into_owned(),
                 ..Default::default()
             },
+            paused_since_ms: None,
+            held: None,
+            held_count: 0,
+            clipboard_pending: None,
+            contexts: Vec::new(),
+            context_sel: 0,
+        }
+    }
+
+    /// Is the live view paused?
+    pub fn paused(&self) -> bool {
+        self.paused_since_ms.is_some()
+    }
+
+    /// The `/` filter of the view on top (each view keeps its own); `None`: the view has none.
+    pub fn view_filter(&self) -> Option<&str> {
+        match self.view() {
+            View::Overview => Some(&self.filter),
+            View::Timeline { .. } => Some(&self.ops.timeline.filter),
+            View::Log => Some(&self.ops.log.filter),
+            _ => None,
+        }
+    }
+
+    fn view_filter_mut(&mut self) -> Option<&mut String> {
+        match self.view() {
+            View::Overview => Some(&mut self.filter),
+            View::Timeline { .. } => Some(&mut self.ops.timeline.filter),
+            View::Log => Some(&mut self.ops.log.filter),
+            _ => None,
         }
     }
 
@@ -324,7 +391,8 @@ impl AppState {
 
     /// Is the data on screen stale? (connection not live, or no good refresh for 3 intervals)
     pub fn is_stale(&self) -> bool {
-        if self.snapshot.is_none() {
+        // Paused: the data is old on purpose, and the header says so instead.
+        if self.snapshot.is_none() || self.paused() {
             return false;
         }
         let too_old = self
@@ -607,6 +675,40 @@ impl AppState {
 
     /// Apply a background message; returns whether anything visible changed.
     pub fn handle_msg(&mut self, msg: Msg) -> bool {
+        if self.paused() {
+            match msg {
+                Msg::Snapshot(s) => {
+                    self.held = Some(s);
+                    self.held_count += 1;
+                    return true;
+                }
+                Msg::Tick(now) => {
+                    self.now_ms = now;
+                    if self
+                        .message
+                        .as_ref()
+                        .is_some_and(|m| now - m.at_ms > MESSAGE_TTL_MS)
+                    {
+                        self.message = None;
+                    }
+                    return true;
+                }
+                Msg::Tap(TapEvent::Batch(b)) => {
+                    // Counted (the rates stay right), shown on resume.
+                    self.tap.absorb(b);
+                    return false;
+                }
+                Msg::Consumers(c) => {
+                    self.consumers = c;
+                    return false;
+                }
+                other => return self.handle_live_msg(other),
+            }
+        }
+        self.handle_live_msg(msg)
+    }
+
+    fn handle_live_msg(&mut self, msg: Msg) -> bool {
         match msg {
             Msg::Snapshot(s) => {
                 let mut s = *s;
@@ -714,8 +816,8 @@ impl AppState {
         match key {
             "esc" => {
                 self.input = None;
-                if is_filter {
-                    self.filter.clear();
+                if is_filter && let Some(f) = self.view_filter_mut() {
+                    f.clear();
                 }
                 return Effect::None;
             }
@@ -740,8 +842,15 @@ impl AppState {
             _ => return Effect::None,
         }
         if is_filter {
-            self.filter = text.clone();
-            self.selected = 0;
+            if let Some(f) = self.view_filter_mut() {
+                f.clone_from(&text);
+            }
+            match self.view() {
+                View::Overview => self.selected = 0,
+                View::Timeline { .. } => self.ops.timeline.scroll = 0,
+                View::Log => self.ops.log.scroll = 0,
+                _ => {}
+            }
             self.input = Some(Input::Filter(text));
         } else {
             self.input = Some(Input::Command(text));
@@ -770,6 +879,11 @@ impl AppState {
         if self.view() == &View::Alerts {
             let max = self.alerts.active.len().saturating_sub(1) as i64;
             self.alert_sel = (self.alert_sel as i64 + delta).clamp(0, max) as usize;
+            return;
+        }
+        if self.view() == &View::Contexts {
+            let max = self.contexts.len() as i64; // row 0 is "all"
+            self.context_sel = (self.context_sel as i64 + delta).clamp(0, max) as usize;
             return;
         }
         let n = self.rows().len();
@@ -805,6 +919,16 @@ impl AppState {
             Action::PageDown => self.move_selection(page),
             Action::Top => self.move_selection(-i64::MAX / 2),
             Action::Bottom => self.move_selection(i64::MAX / 2),
+            Action::OpenNamespace { ns: None } if self.view() == &View::Contexts => {
+                let name = match self.context_sel {
+                    0 => super::contexts::ALL.to_string(),
+                    i => match self.contexts.get(i - 1) {
+                        Some(c) => c.name.clone(),
+                        None => return Effect::None,
+                    },
+                };
+                return self.apply(Action::SwitchContext { name });
+            }
             Action::OpenNamespace { ns } => {
                 if let Some(ns) = self.resolve_ns(ns) {
                     if self.namespace(&ns).is_none() && self.snapshot.is_some() {
@@ -842,13 +966,82 @@ impl AppState {
                     self.views.push(View::Alerts);
                 }
             }
-            Action::StartFilter => self.input = Some(Input::Filter(self.filter.clone())),
+            Action::StartFilter => match self.view_filter().map(str::to_string) {
+                Some(f) => self.input = Some(Input::Filter(f)),
+                None => self.say(
+                    Level::Info,
+                    "`/` filters the overview, the timeline and the log; this view has no filter",
+                ),
+            },
             Action::StartCommand => self.input = Some(Input::Command(String::new())),
             Action::SortNext => {
                 self.sort = self.sort.next();
                 self.say(Level::Info, format!("sorted by {}", self.sort.label()));
             }
             Action::SortReverse => self.sort_desc = !self.sort_desc,
+            Action::SortBy { key } => {
+                if self.sort == key {
+                    self.sort_desc = !self.sort_desc;
+                } else {
+                    self.sort = key;
+                    self.sort_desc = false;
+                }
+                self.say(Level::Info, format!("sorted by {}", self.sort.label()));
+            }
+            Action::PauseLive => match self.paused_since_ms.take() {
+                Some(_) => {
+                    let held = std::mem::take(&mut self.held_count);
+                    if let Some(s) = self.held.take() {
+                        self.handle_live_msg(Msg::Snapshot(s));
+                    }
+                    self.say(
+                        Level::Info,
+                        format!("live view resumed ({held} refresh(es) were held)"),
+                    );
+                }
+                None => {
+                    self.paused_since_ms = Some(self.now_ms);
+                    self.say(
+                        Level::Info,
+                        format!(
+                            "live view paused: refreshes are held until you press {} again (operations still run)",
+                            self.keymap.first_key("pause_live")
+                        ),
+                    );
+                }
+            },
+            Action::OpenContexts => {
+                if self.view() != &View::Contexts {
+                    if matches!(self.view(), View::Help | View::Alerts) {
+                        self.views.pop();
+                    }
+                    self.context_sel = self.contexts.iter().position(|c| c.active).unwrap_or(0);
+                    self.views.push(View::Contexts);
+                }
+            }
+            Action::SwitchContext { name } => {
+                let known = name == super::contexts::ALL
+                    || self.contexts.iter().any(|c| c.name == name)
+                    || (self.contexts.is_empty() && name == self.profile);
+                if known {
+                    if self.view() == &View::Contexts {
+                        self.views.pop();
+                    }
+                    return Effect::SwitchContext(name);
+                }
+                let mut names: Vec<&str> = self.contexts.iter().map(|c| c.name.as_str()).collect();
+                if names.is_empty() {
+                    names.push(&self.profile);
+                }
+                self.say(
+                    Level::Error,
+                    format!(
+                        "no context `{}` (profiles: {}; `all` shows them together) — add a [profiles.NAME] table to the config",
+                        crate::text::sanitize(&name),
+                        crate::text::sanitize(&names.join(", "))
+                    ),
+                );
+            }
             Action::Refresh => {
                 self.say(Level::Info, "refreshing…");
                 return Effect::Refresh;
@@ -868,7 +1061,9 @@ impl AppState {
             | Action::NextPage
             | Action::PrevPage
             | Action::StartNote
-            | Action::Note { .. } => {}
+            | Action::Note { .. }
+            | Action::Yank
+            | Action::OpenLog => {}
             // Dialog keys: only looked up while a dialog is open (see `panels::confirm`).
             Action::FocusNext
             | Action::FocusPrev

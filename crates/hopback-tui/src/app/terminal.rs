@@ -76,3 +76,21 @@ pub fn bell() {
     let _ = out.write_all(b"\x07");
     let _ = out.flush();
 }
+
+/// The OSC 52 sequence that asks the terminal to put `text` on the clipboard. `text` is
+/// base64-encoded, so whatever it holds cannot act as a terminal control sequence; callers still
+/// pass it sanitised (`text::sanitize`), since the message line shows the same text.
+pub fn osc52(text: &str) -> String {
+    use base64::Engine;
+    format!(
+        "\x1b]52;c;{}\x07",
+        base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+    )
+}
+
+/// Copy `text` to the clipboard through the terminal (OSC 52; tmux needs `set-clipboard on`).
+pub fn copy_to_clipboard(text: &str) {
+    let mut out = stdout();
+    let _ = out.write_all(osc52(text).as_bytes());
+    let _ = out.flush();
+}

@@ -8,7 +8,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::dialog::{draw_confirm, modal};
+use super::dialog::{draw_confirm, modal, with_context};
 use super::gate::job_line;
 use super::theme::Theme;
 use super::widgets::fit;
@@ -224,7 +224,7 @@ fn draw_dialog(
                 "Replay dead letters from {} (each acked only after its publish is confirmed; replayed more than 3 times → parked):",
                 sanitize(&d.queue)
             ))];
-            draw_confirm(f, area, dialog, body, theme);
+            draw_confirm(f, area, dialog, with_context(state, body, theme), theme);
         }
         DlqDialog::PurgePreparing => modal(
             f,
@@ -258,7 +258,7 @@ fn draw_dialog(
                     theme.alert,
                 )),
             ];
-            draw_confirm(f, area, dialog, body, theme);
+            draw_confirm(f, area, dialog, with_context(state, body, theme), theme);
         }
         DlqDialog::Purging { count } => modal(
             f,

@@ -120,6 +120,39 @@ pub fn confirm_lines<A>(
     lines
 }
 
+/// `body` with a first line naming the context the dialog acts on, when the console knows
+/// several (an operation runs on the broker of the context it was confirmed in, whatever is on
+/// screen when it finishes); a production context's name in its badge style.
+pub fn with_context(
+    state: &crate::app::state::AppState,
+    mut body: Vec<Line<'static>>,
+    theme: &Theme,
+) -> Vec<Line<'static>> {
+    if state.contexts.len() < 2 {
+        return body;
+    }
+    let mut spans = vec![
+        Span::styled("on context ", theme.muted),
+        Span::styled(
+            crate::text::sanitize(&state.profile).into_owned(),
+            if state.production {
+                theme.badge_production
+            } else {
+                theme.namespace
+            },
+        ),
+        Span::styled(
+            format!(" · {}", crate::text::sanitize(&state.broker_label())),
+            theme.muted,
+        ),
+    ];
+    if state.production {
+        spans.push(Span::styled(" · PRODUCTION", theme.alert));
+    }
+    body.insert(0, Line::from(spans));
+    body
+}
+
 /// Draw a confirm dialog as a modal box over `area` (title and border from the dialog).
 pub fn draw_confirm<A>(
     f: &mut Frame,

@@ -10,7 +10,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-use super::dialog::{draw_confirm, progress_bar};
+use super::dialog::{draw_confirm, progress_bar, with_context};
 use super::theme::Theme;
 use super::widgets::{count, fit, gatebar::gate_bar, rate};
 use crate::app::panels::{GatePanel, GatePlan, GateStage, MoveJob};
@@ -80,7 +80,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
             dialog,
         } => {
             let body = confirm_body(state, theme, panel, n, target, plan, zero_consumers);
-            draw_confirm(f, area, dialog, body, theme);
+            draw_confirm(f, area, dialog, with_context(state, body, theme), theme);
         }
         GateStage::ConfirmUnrouted { count, dialog } => {
             let unrouted = n.map(|n| n.unrouted.clone()).unwrap_or_default();
@@ -96,7 +96,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
                     theme.muted,
                 )),
             ];
-            draw_confirm(f, area, dialog, body, theme);
+            draw_confirm(f, area, dialog, with_context(state, body, theme), theme);
         }
         _ => {}
     }

@@ -16,7 +16,7 @@ use super::theme::Theme;
 use super::widgets::fit;
 use crate::app::action::{Action, COMMANDS};
 use crate::app::keymap::{Binding, Context};
-use crate::app::state::AppState;
+use crate::app::state::{AppState, SortKey};
 
 /// Widest key column; longer key lists are cut with `…`.
 const KEY_W_MAX: usize = 15;
@@ -29,8 +29,30 @@ const GROUPS: &[(&[Action], &str)] = &[
     (&[Action::PageUp, Action::PageDown], "page up / down"),
     (&[Action::Top, Action::Bottom], "first / last row"),
     (
-        &[Action::SortNext, Action::SortReverse],
-        "sort: next / reverse",
+        &[
+            Action::SortNext,
+            Action::SortReverse,
+            Action::SortBy { key: SortKey::Name },
+            Action::SortBy {
+                key: SortKey::ErrorRate,
+            },
+            Action::SortBy {
+                key: SortKey::Ready,
+            },
+            Action::SortBy {
+                key: SortKey::DeadLetterRate,
+            },
+        ],
+        "sort: next/rev/column",
+    ),
+    (
+        &[
+            Action::PauseLive,
+            Action::Yank,
+            Action::OpenLog,
+            Action::OpenContexts,
+        ],
+        "pause/copy id/log/ctx",
     ),
     (
         &[Action::NextPage, Action::PrevPage],

@@ -6,12 +6,15 @@
 
 pub mod alerts;
 pub mod ascii;
+pub mod contexts;
 pub mod dead_letters;
+pub mod describe;
 pub mod dialog;
 pub mod drill;
 pub mod gate;
 pub mod help;
 pub mod inspector;
+pub mod log;
 pub mod namespace;
 pub mod overview;
 pub mod rollback;
@@ -23,6 +26,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::widgets::Paragraph;
 
+use crate::app::contexts::Console;
 use crate::app::state::{AppState, LayoutHints, View};
 use theme::Theme;
 
@@ -33,6 +37,22 @@ pub const MIN_HEIGHT: u16 = 16;
 
 /// Draw the whole screen; returns where the overview table landed (for mouse clicks).
 pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
+    draw_with(f, state, theme, None)
+}
+
+/// Draw the console: the context on screen, or — on the overview of a console showing every
+/// context together — the overview across contexts.
+pub fn draw_console(f: &mut Frame, console: &Console, theme: &Theme) -> LayoutHints {
+    let merged = console.in_merged_overview().then_some(console);
+    draw_with(f, console.state(), theme, merged)
+}
+
+fn draw_with(
+    f: &mut Frame,
+    state: &AppState,
+    theme: &Theme,
+    merged: Option<&Console>,
+) -> LayoutHints {
     let area = f.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         // Say so instead of silently cutting numbers; every key still works (q quits).
@@ -96,7 +116,15 @@ pub fn draw(f: &mut Frame, state: &AppState, theme: &Theme) -> LayoutHints {
         None => (body, None),
     };
     match state.view() {
-        View::Overview => hints = overview::draw(f, body, state, theme),
+        View::Overview => {
+            hints = match merged {
+                Some(c) => contexts::draw_merged(f, body, c, theme),
+                None => overview::draw(f, body, state, theme),
+            }
+        }
+        View::Describe => describe::draw(f, body, state, theme),
+        View::Log => log::draw(f, body, state, theme),
+        View::Contexts => contexts::draw_picker(f, body, state, theme),
         View::Namespace { ns } => namespace::draw(f, body, state, theme, ns),
         View::Help => hints.help_max_scroll = help::draw(f, body, state, theme),
         View::Alerts => alerts::draw(f, body, state, theme),

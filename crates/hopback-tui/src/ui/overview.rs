@@ -35,8 +35,17 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     } else {
         "↑"
     };
+    // The sort keys of the columns, k9s-style (shift + a letter of the column).
+    let sort_keys: Vec<String> = SortKey::ALL
+        .iter()
+        .map(|k| format!("{} {}", state.keymap.first_key(k.config_name()), short(*k)))
+        .collect();
     let mut title = vec![Span::styled(
-        format!(" namespaces {nss} · sort {} {arrow} ", state.sort.label()),
+        format!(
+            " namespaces {nss} · sort {} {arrow} · {} ",
+            state.sort.label(),
+            sort_keys.join(" ")
+        ),
         theme.title,
     )];
     if !state.filter.is_empty() {
@@ -119,8 +128,22 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         sel + 1 - usize::from(body_rows)
     };
 
-    let mut header: Vec<Cell> = vec![Cell::from("NAMESPACE")];
-    header.extend(fixed.iter().map(|(h, _)| Cell::from(*h)));
+    // The sorted column carries the arrow.
+    let head = |h: &str| -> String {
+        let sorted = match state.sort {
+            SortKey::Name => "NAMESPACE",
+            SortKey::Ready => "READY",
+            SortKey::DeadLetterRate => "DL/s",
+            SortKey::ErrorRate => "ERR%",
+        };
+        if h == sorted {
+            format!("{h}{arrow}")
+        } else {
+            h.to_string()
+        }
+    };
+    let mut header: Vec<Cell> = vec![Cell::from(head("NAMESPACE"))];
+    header.extend(fixed.iter().map(|(h, _)| Cell::from(head(h))));
     header.push(Cell::from(if label_w > 0 {
         "DEPTH TREND · max"
     } else {
@@ -295,6 +318,16 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         table_rows: body_rows,
         table_offset: offset,
         help_max_scroll: state.layout.help_max_scroll,
+    }
+}
+
+/// A column's short name beside its sort key in the title.
+fn short(k: SortKey) -> &'static str {
+    match k {
+        SortKey::Name => "name",
+        SortKey::Ready => "ready",
+        SortKey::DeadLetterRate => "DL/s",
+        SortKey::ErrorRate => "err",
     }
 }
 

@@ -304,6 +304,7 @@ fn draw_bottom(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, rb: &
                 theme.base,
             )));
         }
+        let body = super::dialog::with_context(state, body, theme);
         let lines = confirm_lines(&pending.dialog, body, theme, Some(w));
         f.render_widget(Paragraph::new(lines), inner);
         return;

@@ -17,16 +17,16 @@ use crate::text::sanitize;
 pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Option<&str>) {
     let t = &state.ops.timeline;
     let [body, foot] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
-    let visible = t.visible(&state.filter);
+    let visible = t.visible();
     let title = format!(
         " timeline · {} · {} event(s){}{} ",
         ns.map(|n| sanitize(n).into_owned())
             .unwrap_or_else(|| "all namespaces".into()),
         visible.len(),
-        if state.filter.is_empty() {
+        if t.filter.is_empty() {
             String::new()
         } else {
-            format!(" matching /{}", sanitize(&state.filter))
+            format!(" matching /{}", sanitize(&t.filter))
         },
         match &state.ops.feed.down {
             Some(_) => " · live feed down".to_string(),
@@ -62,10 +62,13 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Opti
             .saturating_sub(t.scroll.min(visible.len() - 1));
         let start = end.saturating_sub(rows_fit);
         let wide = inner.width >= 100;
+        let selected = end - 1;
         let rows: Vec<Row> = visible[start..end]
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let style = match e.outcome {
+                    _ if start + i == selected => theme.selected,
                     Outcome::Failed | Outcome::VerificationFailed => theme.alert,
                     Outcome::Refused | Outcome::Cancelled => theme.warn,
                     _ => theme.base,
@@ -130,7 +133,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: Opti
         f.render_widget(table, inner);
     }
     let hint = format!(
-        "↑/↓ scroll · / filter · {} note · :timeline NS · Esc back{}",
+        "↑/↓ select · {} describe · {} copy id · / filter · {} note · Esc back{}",
+        state.keymap.first_key("open"),
+        state.keymap.first_key("yank"),
         state.keymap.first_key("note"),
         if t.scroll > 0 {
             format!(" · {} newer below", t.scroll)

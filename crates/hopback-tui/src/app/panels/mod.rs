@@ -9,20 +9,24 @@
 //! and the answer comes back as an [`OpMsg`] (see [`super::protocol`] and `docs/architecture.md`).
 
 pub mod confirm;
+pub mod describe;
 pub mod dlq;
 pub mod drill;
 pub mod feed;
 pub mod gate;
 pub mod inspector;
+pub mod log;
 pub mod moves;
 pub mod rollback;
 pub mod timeline;
 
+pub use describe::DescribePanel;
 pub use dlq::{DLQ_PAGE_SIZE, DlqDialog, DlqLevel, DlqPanel};
 pub use drill::DrillPanel;
 pub use feed::{FEED_LEN, FeedItem, FeedState};
 pub use gate::{GATE_PRESETS, GatePanel, GatePlan, GateStage};
 pub use inspector::InspectorPanel;
+pub use log::LogPanel;
 pub use moves::MoveJob;
 pub use rollback::{RbStage, RbStep, RollbackPanel};
 pub use timeline::{TIMELINE_MAX, TimelinePanel};
@@ -93,6 +97,8 @@ pub enum Open {
         /// Where the list showed it (display only).
         position: u64,
     },
+    /// The describe view of one timeline event.
+    Describe(Box<DescribePanel>),
 }
 
 /// What a panel wants done after an action or an answer.
@@ -154,6 +160,10 @@ pub struct OpsState {
     pub job: Option<MoveJob>,
     /// Timeline.
     pub timeline: TimelinePanel,
+    /// The describe view (one timeline event, every field).
+    pub describe: Option<DescribePanel>,
+    /// The log view.
+    pub log: LogPanel,
     /// Rollback.
     pub rollback: Option<RollbackPanel>,
     /// Drill.
@@ -242,6 +252,10 @@ impl AppState {
                 self.ops.inspector = Some(InspectorPanel::new(ns.clone(), id.clone(), position));
                 self.ask(OpRequest::DlqInspect { ns: ns.clone(), id });
                 self.push_view(View::Inspector { ns });
+            }
+            Some(Open::Describe(d)) => {
+                self.ops.describe = Some(*d);
+                self.push_view(View::Describe);
             }
             None => {}
         }
@@ -444,6 +458,19 @@ impl AppState {
     /// Panel behaviour of an action; `None` = not a panel matter (the normal handling applies).
     pub fn apply_panel(&mut self, action: &Action) -> Option<Effect> {
         match action {
+            Action::Yank => {
+                self.yank();
+                return Some(Effect::None);
+            }
+            Action::OpenLog => {
+                if self.view() != &View::Log {
+                    self.ops.log.loading = true;
+                    self.ops.log.scroll = 0;
+                    self.ask(OpRequest::LogLoad);
+                    self.push_view(View::Log);
+                }
+                return Some(Effect::None);
+            }
             Action::OpenGate { ns } => {
                 let ns = self.resolve_panel_ns(ns.clone())?;
                 self.open_gate(ns);
@@ -545,6 +572,8 @@ impl AppState {
                 .as_mut()
                 .and_then(|i| i.on_action(action)),
             View::Timeline { .. } => self.ops.timeline.on_action(action),
+            View::Describe => self.ops.describe.as_mut().and_then(|d| d.on_action(action)),
+            View::Log => self.ops.log.on_action(action),
             View::Rollback { .. } => None,
             _ => match action {
                 Action::Select
@@ -705,6 +734,10 @@ impl AppState {
                 self.ops.timeline.on_loaded(r);
                 Reply::default()
             }
+            OpMsg::Log(r) => {
+                self.ops.log.on_loaded(r);
+                Reply::default()
+            }
             OpMsg::Ledger(e) => {
                 self.absorb_event(&e);
                 Reply::default()
@@ -840,6 +873,65 @@ impl AppState {
         };
         self.run(reply);
         true
+    }
+
+    /// What `c` copies in the view on top: the event id (timeline, describe) or the message id
+    /// (dead-letter browser, inspector); `None` with the reason when there is nothing.
+    pub fn yank_target(&self) -> Result<(&'static str, String), &'static str> {
+        match self.view() {
+            View::Timeline { .. } => self
+                .ops
+                .timeline
+                .selected()
+                .map(|e| ("event id", e.id.to_string()))
+                .ok_or("no event selected"),
+            View::Describe => self
+                .ops
+                .describe
+                .as_ref()
+                .map(|d| ("event id", d.id.clone()))
+                .ok_or("no event shown"),
+            View::DeadLetters { .. } => self
+                .ops
+                .dlq
+                .as_ref()
+                .and_then(DlqPanel::cursor_item)
+                .map(|m| match &m.message_id {
+                    Some(id) => ("message id", id.clone()),
+                    None => ("content digest", m.digest.clone().unwrap_or(m.id.clone())),
+                })
+                .ok_or("open a group (Enter) and put the cursor on a message first"),
+            View::Inspector { .. } => self
+                .ops
+                .inspector
+                .as_ref()
+                .and_then(|i| i.message.as_ref())
+                .and_then(|m| match (&m.message_id, &m.digest) {
+                    (Some(id), _) => Some(("message id", id.clone())),
+                    (None, Some(d)) => Some(("content digest", format!("sha:{}", d.hex()))),
+                    (None, None) => None,
+                })
+                .ok_or("this message has no id and no digest to copy"),
+            _ => Err(
+                "nothing to copy here: c copies a message id (dead letters, inspector) or an event id (timeline)",
+            ),
+        }
+    }
+
+    /// Copy the id under the cursor: OSC 52 on the next draw, and the id on the message line
+    /// (the fallback for a terminal that ignores OSC 52). Ids come from the broker: sanitised.
+    fn yank(&mut self) {
+        match self.yank_target() {
+            Ok((what, id)) => {
+                let id = sanitize(&id).into_owned();
+                self.clipboard_pending = Some(id.clone());
+                self.say(
+                    Level::Info,
+                    format!("copied {what} to the clipboard (OSC 52): {id}"),
+                );
+            }
+            Err(why) => self.say(Level::Info, why),
+        }
     }
 
     /// Remember an event (or a rollback) as this console's own; an echo that arrived before

@@ -27,14 +27,17 @@ pub struct TimelinePanel {
     pub loading: bool,
     /// Error.
     pub error: Option<String>,
-    /// Lines scrolled up from the newest.
+    /// Lines scrolled up from the newest; the row there is the selected one (Enter describes
+    /// it, `c` copies its id).
     pub scroll: usize,
+    /// The view's own `/` filter (the overview keeps its own).
+    pub filter: String,
 }
 
 impl TimelinePanel {
-    /// Entries that pass the namespace filter and the `/` text filter.
-    pub fn visible(&self, text_filter: &str) -> Vec<&TimelineEntry> {
-        let f = text_filter.to_lowercase();
+    /// Entries that pass the namespace filter and the view's `/` filter.
+    pub fn visible(&self) -> Vec<&TimelineEntry> {
+        let f = self.filter.to_lowercase();
         self.entries
             .iter()
             .filter(|e| {
@@ -46,9 +49,16 @@ impl TimelinePanel {
             .collect()
     }
 
+    /// The selected entry: `scroll` rows up from the newest visible one.
+    pub fn selected(&self) -> Option<&TimelineEntry> {
+        let v = self.visible();
+        let i = v.len().checked_sub(1)?.saturating_sub(self.scroll);
+        v.get(i).copied()
+    }
+
     /// An action on the timeline; `None` = not the timeline's.
     pub fn on_action(&mut self, action: &Action) -> Option<Reply> {
-        let n = self.entries.len();
+        let n = self.visible().len();
         match action {
             Action::Up => self.scroll = (self.scroll + 1).min(n.saturating_sub(1)),
             Action::Down => self.scroll = self.scroll.saturating_sub(1),
@@ -62,7 +72,17 @@ impl TimelinePanel {
                     ns: self.ns.clone(),
                 }));
             }
-            Action::OpenNamespace { ns: None } => {}
+            Action::OpenNamespace { ns: None } => {
+                return Some(match self.selected() {
+                    Some(e) => Reply {
+                        open: Some(super::Open::Describe(Box::new(
+                            super::describe::DescribePanel::of_entry(e),
+                        ))),
+                        ..Default::default()
+                    },
+                    None => Reply::default(),
+                });
+            }
             _ => return None,
         }
         Some(Reply::default())

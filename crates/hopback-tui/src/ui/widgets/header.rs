@@ -80,7 +80,18 @@ fn build(state: &AppState, theme: &Theme, level: u8) -> Line<'static> {
     }
     spans.push(Span::raw(" · "));
     let label = state.conn_label();
-    if state.is_stale() || !state.conn.is_live() {
+    if let Some(since) = state.paused_since_ms {
+        // Paused on purpose: say since when and what is held, never "stale".
+        spans.push(Span::styled(
+            format!(
+                "PAUSED {} · {} refresh(es) held · {} resumes",
+                super::age((state.now_ms - since).max(0)),
+                state.held_count,
+                state.keymap.first_key("pause_live")
+            ),
+            theme.warn,
+        ));
+    } else if state.is_stale() || !state.conn.is_live() {
         spans.push(Span::styled(label, theme.alert));
     } else {
         spans.push(Span::styled(label, theme.ok));
