@@ -3,16 +3,10 @@
 //! `HOPBACK_LOG` (default `info`). It is private (`crate::files`): 0600, and so are its rotated
 //! copies (`hopback.log.*`, by logrotate or an operator) found beside it.
 
-use std::path::PathBuf;
 
 use tracing_appender::non_blocking::WorkerGuard;
 
-/// Where the log file is.
-pub fn log_path() -> PathBuf {
-    std::env::var("HOPBACK_LOG_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| crate::config::data_dir().join("hopback.log"))
-}
+pub use crate::config::log_path;
 
 /// Install the file logger; keep the guard alive for the process lifetime. Failing to open the
 /// log file is not fatal: logging is then off.

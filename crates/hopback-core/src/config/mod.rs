@@ -383,6 +383,14 @@ pub fn default_config_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("hopback.toml"))
 }
 
+/// Where hopback's log file is (`HOPBACK_LOG_FILE`, else in the data dir): the logger writes it,
+/// the console's log view reads it.
+pub fn log_path() -> PathBuf {
+    std::env::var("HOPBACK_LOG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| data_dir().join("hopback.log"))
+}
+
 /// Data directory (ledger fallback, exports, logs); `HOPBACK_DATA_DIR` overrides.
 pub fn data_dir() -> PathBuf {
     if let Ok(p) = std::env::var("HOPBACK_DATA_DIR") {

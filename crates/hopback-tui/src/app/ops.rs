@@ -485,7 +485,7 @@ impl OpsRunner {
                 self.send(OpMsg::Timeline(r)).await;
             }
             OpRequest::LogLoad => {
-                let path = crate::logging::log_path();
+                let path = crate::config::log_path();
                 let r = tokio::task::spawn_blocking(move || read_log_tail(&path))
                     .await
                     .unwrap_or_else(|e| Err(Failed::from(format!("reading the log failed: {e}"))));
