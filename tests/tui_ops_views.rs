@@ -1077,6 +1077,7 @@ fn drill_status(phase: Phase, score: Option<Score>) -> DrillStatus {
             last_v2_failure_at_ms: Some(51_000),
         },
         score,
+        rollback_open: false,
     }
 }
 

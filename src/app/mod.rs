@@ -180,30 +180,32 @@ fn start_drill(
     })
 }
 
-/// End a drill that is still running: the drill listens for SIGINT (as the CLI drill does for
-/// Ctrl-C), so send it to ourselves until the drill stops waiting, then wait for its score.
-async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResult>, AppError> {
-    let mut task = task;
+/// End a drill that is still running through its stop handle, then wait for its score. A
+/// rollback of its namespace still running finishes first (the drill waits for it; its next
+/// decision is answered Abort, see `OpsRunner::close`).
+async fn finish_drill(
+    task: DrillTask,
+    stop: &crate::drill::DrillStop,
+    runner: &ops::OpsRunner,
+) -> Result<Option<crate::drill::DrillResult>, AppError> {
     if !task.is_finished() {
         crate::errln!(
             "ending the drill: stopping producers, letting the fleet settle, scoring, cleaning up…"
         );
-    }
-    loop {
-        tokio::select! {
-            r = &mut task => {
-                return match r {
-                    Ok(Ok(res)) => Ok(Some(res)),
-                    Ok(Err(f)) => Err(f.into()),
-                    Err(e) => Err(AppError::failed(format!("the drill task ended abnormally: {e}"), "")),
-                };
-            }
-            _ = tokio::time::sleep(Duration::from_millis(1000)) => {
-                let _ = std::process::Command::new("kill")
-                    .args(["-INT", &std::process::id().to_string()])
-                    .status();
-            }
+        if runner.drill_rollback_open() {
+            crate::errln!(
+                "a rollback of the drill's namespace is still running: the drill ends after it (its next decision is answered Abort)"
+            );
         }
+    }
+    stop.stop();
+    match task.await {
+        Ok(Ok(res)) => Ok(Some(res)),
+        Ok(Err(f)) => Err(f.into()),
+        Err(e) => Err(AppError::failed(
+            format!("the drill task ended abnormally: {e}"),
+            "",
+        )),
     }
 }
 
@@ -232,9 +234,9 @@ async fn run_console(
         .map_err(|e| AppError::failed(format!("cannot watch SIGTERM: {e}"), ""))?;
     let mut sighup = signal(SignalKind::hangup())
         .map_err(|e| AppError::failed(format!("cannot watch SIGHUP: {e}"), ""))?;
-    // In drill mode SIGINT ends the drill (see `finish_drill`): registering a listener now makes
-    // sure SIGINT never falls back to its default (terminating before the cleanup).
-    let _sigint = if drill.is_some() {
+    // In drill mode SIGINT ends the console and so the drill (see `finish_drill`), after its
+    // cleanup: a listener keeps SIGINT from its default (terminating before the cleanup).
+    let mut sigint = if drill.is_some() {
         Some(
             signal(SignalKind::interrupt())
                 .map_err(|e| AppError::failed(format!("cannot watch SIGINT: {e}"), ""))?,
@@ -242,6 +244,10 @@ async fn run_console(
     } else {
         None
     };
+    let drill_stop = drill
+        .as_ref()
+        .map(|d| d.stop.clone())
+        .unwrap_or_default();
     let mut guard = terminal::enter().map_err(|e| {
         AppError::failed(
             format!("cannot set up the terminal: {e}"),
@@ -337,6 +343,12 @@ async fn run_console(
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => break Ok(()),
             _ = async {
+                match sigint.as_mut() {
+                    Some(s) => { s.recv().await; }
+                    None => std::future::pending().await,
+                }
+            } => break Ok(()),
+            _ = async {
                 match next_frame {
                     Some(t) => tokio::time::sleep_until(t).await,
                     None => std::future::pending().await,
@@ -346,6 +358,8 @@ async fn run_console(
         for a in state.take_alert_records() {
             runner.handle(protocol::OpRequest::JournalAlert(a));
         }
+        // The drill must not end under a rollback of its namespace this console has open.
+        runner.note_console_rollback(state.ops.rollback.as_ref().and_then(|r| r.open_namespace()));
         let mut quit = false;
         for r in state.take_requests() {
             match r {
@@ -372,7 +386,9 @@ async fn run_console(
     tasks.abort();
     feed.abort();
     sweeper.abort();
-    // A decision the engine still waits for is answered Abort (consistent state, resumable).
+    // A decision the engine still waits for, and any it reaches later, is answered Abort
+    // (consistent state, resumable).
+    runner.close();
     runner.handle(protocol::OpRequest::RollbackDecide(
         crate::ops::rollback::Decision::Abort,
     ));
@@ -389,7 +405,7 @@ async fn run_console(
         }
     }
     let drill_result = match drill_task {
-        Some(t) => finish_drill(t).await,
+        Some(t) => finish_drill(t, &drill_stop, &runner).await,
         None => Ok(None),
     };
     result?;

@@ -340,13 +340,9 @@ pub fn gate_from_bindings(
             ));
         }
     }
-    // A lone, singly bound version routes everything: show it at 100 (see `GateSplit::normalised`).
-    let split = if problems.is_empty() {
-        GateSplit(split).normalised()
-    } else {
-        GateSplit(split)
-    };
-    (split, problems)
+    // The bound weights as they are: a lone version keeps its key (its share is 100 %, see
+    // `GateSplit::idle_weight`).
+    (GateSplit(split), problems)
 }
 
 /// The queue's publish counter; `None` when the broker collects no metrics (as [`rates_of`]).

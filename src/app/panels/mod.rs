@@ -594,13 +594,8 @@ impl AppState {
     /// first refresh nothing is known, and it opens (the panel says what it finds).
     fn known_ns(&mut self, ns: String) -> Option<String> {
         if self.snapshot.is_some() && self.namespace(&ns).is_none() {
-            self.say(
-                Level::Error,
-                format!(
-                    "no namespace `{}` on this broker (as of the last refresh)",
-                    sanitize(&ns)
-                ),
-            );
+            let text = self.missing_namespace(&ns);
+            self.say(Level::Error, text);
             return None;
         }
         Some(ns)
