@@ -577,7 +577,11 @@ impl AppState {
                         namespace: a.ns.clone(),
                         version: a.version.clone(),
                         metric: a.kind.tag().to_string(),
-                        text: a.describe(),
+                        text: if raised {
+                            a.describe()
+                        } else {
+                            a.describe_cleared()
+                        },
                         raised,
                     };
                 self.alert_records
