@@ -97,22 +97,18 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             command,
             namespace,
             options,
-        }) => {
-            match command.map_or_else(|| commands::dlq::list_of(namespace, &options), Ok) {
-                Ok(c) => commands::dlq::run(&ctx, c).await,
-                Err(f) => Err(f),
-            }
-        }
+        }) => match command.map_or_else(|| commands::dlq::list_of(namespace, &options), Ok) {
+            Ok(c) => commands::dlq::run(&ctx, c).await,
+            Err(f) => Err(f),
+        },
         Some(Command::Gate {
             command,
             namespace,
             options,
-        }) => {
-            match command.map_or_else(|| commands::gate::show_of(namespace, &options), Ok) {
-                Ok(c) => commands::gate::run(&ctx, c).await,
-                Err(f) => Err(f),
-            }
-        }
+        }) => match command.map_or_else(|| commands::gate::show_of(namespace, &options), Ok) {
+            Ok(c) => commands::gate::run(&ctx, c).await,
+            Err(f) => Err(f),
+        },
         Some(Command::Timeline(args)) => commands::timeline::run(&ctx, args).await,
         Some(Command::Note(args)) => commands::timeline::note(&ctx, args).await,
         Some(Command::History(args)) => commands::history::history(&ctx, args).await,

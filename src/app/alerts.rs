@@ -218,7 +218,9 @@ impl Alert {
                 format!("{ns}: unrouted queue emptied (it held {depth})")
             }
             AlertKind::NoConsumers { ready } => {
-                format!("{ns}{v}: consumers are back, or nothing waits (it had {ready} ready and none)")
+                format!(
+                    "{ns}{v}: consumers are back, or nothing waits (it had {ready} ready and none)"
+                )
             }
             AlertKind::Backlog { ready, .. } => {
                 format!("{ns}{v}: backlog no longer growing (it was {ready} ready)")

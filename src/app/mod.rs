@@ -244,10 +244,7 @@ async fn run_console(
     } else {
         None
     };
-    let drill_stop = drill
-        .as_ref()
-        .map(|d| d.stop.clone())
-        .unwrap_or_default();
+    let drill_stop = drill.as_ref().map(|d| d.stop.clone()).unwrap_or_default();
     let mut guard = terminal::enter().map_err(|e| {
         AppError::failed(
             format!("cannot set up the terminal: {e}"),

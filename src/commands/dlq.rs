@@ -3,8 +3,8 @@
 //! Every mutation refuses on a read-only profile before touching the broker, asks (or needs
 //! `--yes`) with the exact counts, and is journaled in the ledger.
 
-use std::io::IsTerminal;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -106,16 +106,14 @@ impl Operator for CliOperator {
                 // The letters are the console's default keys (its `Rollback` context: y, o, a,
                 // 1, 2, 3), so a runbook reads the same in both; the words work too.
                 let (choices, kind) = match point.kind {
-                    DecisionKind::DlqChoice => (
-                        "[1] replay to old / [2] keep / [3] export / [a]bort",
-                        "dlq",
-                    ),
+                    DecisionKind::DlqChoice => {
+                        ("[1] replay to old / [2] keep / [3] export / [a]bort", "dlq")
+                    }
                     DecisionKind::Timeout => ("[y] keep waiting / [a]bort", "timeout"),
                     DecisionKind::Confirm => ("[y] roll back / [a]bort", "confirm"),
-                    DecisionKind::Destructive => (
-                        "[y] close them / [o] leave them / [a]bort",
-                        "destructive",
-                    ),
+                    DecisionKind::Destructive => {
+                        ("[y] close them / [o] leave them / [a]bort", "destructive")
+                    }
                 };
                 let answer = ask_line(format!("{q} {choices}: ")).await;
                 let d = match (kind, answer.as_str()) {

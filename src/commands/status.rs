@@ -17,7 +17,9 @@ pub const DEFAULT_ERROR_RATE_WINDOW: std::time::Duration = std::time::Duration::
 
 /// `--window`, else `HOPBACK_ERROR_RATE_WINDOW` (a duration: `10s`, `1m`), else
 /// [`DEFAULT_ERROR_RATE_WINDOW`].
-pub fn error_rate_window(flag: Option<std::time::Duration>) -> Result<std::time::Duration, Failure> {
+pub fn error_rate_window(
+    flag: Option<std::time::Duration>,
+) -> Result<std::time::Duration, Failure> {
     if let Some(w) = flag {
         return Ok(w.max(std::time::Duration::from_secs(1)));
     }

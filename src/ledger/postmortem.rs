@@ -425,13 +425,31 @@ mod tests {
             e
         };
         let all = vec![
-            ev(EventKind::RollbackFinished, "pay", "mine1", Some("guest"), "alice"),
+            ev(
+                EventKind::RollbackFinished,
+                "pay",
+                "mine1",
+                Some("guest"),
+                "alice",
+            ),
             // Newer, but another operator's drill on the same broker user.
-            ev(EventKind::DrillFinished, "drill-x", "x", Some("guest"), "bob"),
+            ev(
+                EventKind::DrillFinished,
+                "drill-x",
+                "x",
+                Some("guest"),
+                "bob",
+            ),
             // Newer still, claims alice but nobody vouches for it.
             ev(EventKind::RollbackFinished, "pay", "forged", None, "alice"),
             // Claims alice, written by another broker user.
-            ev(EventKind::RollbackFinished, "pay", "other", Some("mallory"), "alice"),
+            ev(
+                EventKind::RollbackFinished,
+                "pay",
+                "other",
+                Some("mallory"),
+                "alice",
+            ),
         ];
         let own = Own {
             author: "guest",

@@ -182,7 +182,11 @@ mod tests {
         assert_eq!(back.describe(), "v1=80");
         assert_eq!(back.describe_shares(), "v1=80 (100%)");
         assert_eq!(back.idle_weight(), Some((&"v1".to_string(), 80)));
-        assert!(back.idle_weight_note().unwrap().contains("no longer matters"));
+        assert!(
+            back.idle_weight_note()
+                .unwrap()
+                .contains("no longer matters")
+        );
         let full = GateSplit::from_pairs([("v1".to_string(), 100)]);
         assert_eq!(full.idle_weight(), None);
         let canary = GateSplit::from_pairs([("v1".to_string(), 80), ("v2".to_string(), 20)]);

@@ -161,7 +161,11 @@ fn draw_groups(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel) {
     .header(
         Row::new([
             "GROUP",
-            if d.page_is_whole() { "COUNT" } else { "ON PAGE" },
+            if d.page_is_whole() {
+                "COUNT"
+            } else {
+                "ON PAGE"
+            },
             "OLDEST",
             "SEL",
         ])

@@ -901,12 +901,7 @@ impl AppState {
             }
             // Routine work of others is a notice: it never replaces a warning or an error
             // still on the message line.
-            Some((false, w))
-                if self
-                    .message
-                    .as_ref()
-                    .is_none_or(|m| m.level == Level::Info) =>
-            {
+            Some((false, w)) if self.message.as_ref().is_none_or(|m| m.level == Level::Info) => {
                 self.say(Level::Info, w);
             }
             _ => {}
