@@ -202,8 +202,7 @@ async fn gate_after_all_back_to_old_equals_the_bindings() {
     assert!(out.contains("current (broker): v1=80 (100%)"), "{out}");
     let last = out
         .lines()
-        .filter(|l| l.contains("gate_set") || l.contains("gate set"))
-        .last()
+        .rfind(|l| l.contains("gate_set") || l.contains("gate set"))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(last.contains("v1=80 (100%)"), "{last}");
     assert!(last.contains("no longer matters"), "{last}");
