@@ -948,7 +948,10 @@ mod tests {
         assert_eq!(g.describe(), "v1=90 v2=10");
         assert!(p.is_empty());
         let (g, p) = gate_from_bindings("e", &versions, &[b("e", "e.v2", "10")]);
-        assert_eq!(g.describe(), "v2=100", "a lone version routes everything");
+        // The weight the broker has; the share says a lone version routes everything.
+        assert_eq!(g.describe(), "v2=10");
+        assert_eq!(g.percent("v2"), 100.0);
+        assert!(g.idle_weight_note().is_some());
         assert!(p.is_empty());
         let (g, p) = gate_from_bindings(
             "e",
