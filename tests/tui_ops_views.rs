@@ -1236,7 +1236,7 @@ fn failing_versions_are_never_defaults_and_always_warned() {
         "{screen}"
     );
     assert!(
-        screen.contains("every matching message of the DLQ → version v1"),
+        screen.contains("in the DLQ → version v1"),
         "{screen}"
     );
     keys(&mut s, &["esc", "esc", "esc", "g"]);
@@ -1282,7 +1282,7 @@ fn a_version_failing_before_its_alert_window_is_not_the_replay_default() {
         "{screen}"
     );
     assert!(
-        screen.contains("every matching message of the DLQ → version v1"),
+        screen.contains("in the DLQ → version v1"),
         "{screen}"
     );
 }
