@@ -727,7 +727,10 @@ fn a_mistyped_namespace_is_said_to_not_exist_not_of_unknown_type() {
         err.contains(&format!("namespace `{ns}` has no entry exchange")),
         "{err}"
     );
-    assert!(err.contains("`hopback status` lists the namespaces"), "{err}");
+    assert!(
+        err.contains("`hopback status` lists the namespaces"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
