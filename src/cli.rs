@@ -102,6 +102,9 @@ pub enum Command {
         /// Do not browse DLQs to attribute dead letters to versions
         #[arg(long)]
         no_attribution: bool,
+        /// How long to measure error rates (default 10s, or HOPBACK_ERROR_RATE_WINDOW)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        window: Option<std::time::Duration>,
     },
     /// Dead letters: list (grouped), show/export, replay/move, purge (with an export first)
     #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
@@ -111,6 +114,9 @@ pub enum Command {
         command: Option<crate::commands::dlq::DlqCommand>,
         /// `hopback dlq NS` lists NS's dead letters (`hopback dlq list NS`)
         namespace: Option<String>,
+        /// `hopback dlq NS --group-by reason …`: the options of `dlq list`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        options: Vec<String>,
     },
     /// Show or flip a namespace's feature gate (weighted bindings of its entry exchange)
     #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
@@ -120,6 +126,9 @@ pub enum Command {
         command: Option<crate::commands::gate::GateCommand>,
         /// `hopback gate NS` shows NS's gate (`hopback gate show NS`)
         namespace: Option<String>,
+        /// `hopback gate NS --…`: the options of `gate show`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        options: Vec<String>,
     },
     /// The incident timeline from the ledger (text, Markdown or JSON; --follow for live)
     Timeline(crate::commands::timeline::TimelineArgs),

@@ -3,7 +3,6 @@
 //! `HOPBACK_LOG` (default `info`). It is private (`crate::files`): 0600, and so are its rotated
 //! copies (`hopback.log.*`, by logrotate or an operator) found beside it.
 
-
 use tracing_appender::non_blocking::WorkerGuard;
 
 pub use crate::config::log_path;

@@ -103,20 +103,25 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Status {
             namespace,
             no_attribution,
-        }) => commands::status::run(&ctx, namespace, no_attribution).await,
+            window,
+        }) => commands::status::run(&ctx, namespace, no_attribution, window).await,
         // `hopback dlq NS` / `hopback gate NS`: the verbs' `list` / `show`.
-        Some(Command::Dlq { command, namespace }) => {
-            match command.map_or_else(|| commands::dlq::list_of(namespace), Ok) {
-                Ok(c) => commands::dlq::run(&ctx, c).await,
-                Err(f) => Err(f),
-            }
-        }
-        Some(Command::Gate { command, namespace }) => {
-            match command.map_or_else(|| commands::gate::show_of(namespace), Ok) {
-                Ok(c) => commands::gate::run(&ctx, c).await,
-                Err(f) => Err(f),
-            }
-        }
+        Some(Command::Dlq {
+            command,
+            namespace,
+            options,
+        }) => match command.map_or_else(|| commands::dlq::list_of(namespace, &options), Ok) {
+            Ok(c) => commands::dlq::run(&ctx, c).await,
+            Err(f) => Err(f),
+        },
+        Some(Command::Gate {
+            command,
+            namespace,
+            options,
+        }) => match command.map_or_else(|| commands::gate::show_of(namespace, &options), Ok) {
+            Ok(c) => commands::gate::run(&ctx, c).await,
+            Err(f) => Err(f),
+        },
         Some(Command::Timeline(args)) => commands::timeline::run(&ctx, args).await,
         Some(Command::Note(args)) => commands::timeline::note(&ctx, args).await,
         Some(Command::History(args)) => commands::history::history(&ctx, args).await,

@@ -719,14 +719,17 @@ fn a_mistyped_namespace_is_said_to_not_exist_not_of_unknown_type() {
         assert!(!err.contains("type is unknown"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
-    // `history` of it: the broker's gate is unknown, and why — not blamed on the API.
+    // `history` of it: nothing recorded and no gate on the broker — an error (exit 1) that
+    // says why, not blamed on the API (issue 34: it exited 0).
     let (code, out, err) = run(&["history", &ns]);
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert!(
-        out.contains(&format!(
-            "current (broker): unknown (namespace `{ns}` has no entry exchange"
-        )),
-        "{out}"
+        err.contains(&format!("namespace `{ns}` has no entry exchange")),
+        "{err}"
+    );
+    assert!(
+        err.contains("`hopback status` lists the namespaces"),
+        "{err}"
     );
 }
 

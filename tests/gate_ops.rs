@@ -90,7 +90,9 @@ async fn flips_verify_journal_and_are_idempotent() {
         vec![(format!("{}.v2", t.ns), "10".into())]
     );
     assert_eq!(full.steps.len(), 1, "{:?}", full.steps);
-    assert_eq!(full.after.describe(), "v2=100");
+    // Shown as the broker has it: weight 10, alone, so 100 % of the traffic.
+    assert_eq!(full.after.describe(), "v2=10");
+    assert_eq!(full.after.percent("v2"), 100.0);
 
     let all = ledger.read(StreamStart::First).await.unwrap();
     // Each flip journals its intent (`started`) before acting, then its outcome.
@@ -387,7 +389,9 @@ async fn cli_dry_run_read_only_no_terminal_history_and_revert() {
     let (code, out, _) = run(&["diff", ns, short, "current"]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("weight 90 → 0") && out.contains("weight 10 → 100"),
+        out.contains("weight 90 → 0")
+            && out.contains("weight 10 → 10")
+            && out.contains("(10.0% → 100.0%)"),
         "{out}"
     );
 

@@ -287,11 +287,18 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             out.push(line(
                 "amqp",
                 "ok",
+                // The node that answered, not the profile's first: on a cluster with that one
+                // down, the session is on another.
                 format!(
-                    "connected to {} as `{}`, vhost `{}`",
-                    p.host_port(),
+                    "connected to {} as `{}`, vhost `{}`{}",
+                    s.node(),
                     p.username,
-                    p.vhost
+                    p.vhost,
+                    if s.node() != p.host_port() {
+                        format!(" ({} did not answer)", p.host_port())
+                    } else {
+                        String::new()
+                    }
                 ),
                 None,
             ));
@@ -381,6 +388,17 @@ pub async fn checks(ctx: &Ctx) -> Vec<CheckLine> {
             } else {
                 format!("check the password; the user needs the `management` or `monitoring` tag: rabbitmqctl set_user_tags {} monitoring", sh(&user))
             }),
+        )),
+        // AMQP answered but the API did not: the broker is up, so the URL is the first suspect
+        // (namespaces, the gate and rates would otherwise read as missing, not unknown).
+        Err(e @ MgmtError::Unreachable { .. }) if amqp.is_some() => out.push(line(
+            "management api",
+            "fail",
+            e.to_string(),
+            Some(&format!(
+                "AMQP on this broker works, so check the URL first: the management API is {} (mgmt_url / --mgmt-url; unset, it is the AMQP host on port 15672); if it is right, enable the plugin: rabbitmq-plugins enable rabbitmq_management. Until then namespaces, the gate and rates are unknown (not missing); `hopback status NS` still reads a namespace over AMQP",
+                mgmt.base_url()
+            )),
         )),
         Err(e) => out.push(line(
             "management api",

@@ -3,6 +3,7 @@
 //! Every mutation refuses on a read-only profile before touching the broker, asks (or needs
 //! `--yes`) with the exact counts, and is journaled in the ledger.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -82,9 +83,12 @@ pub enum DlqCommand {
     Replay {
         /// Namespace
         namespace: String,
-        /// origin | vN | entry | a queue name
-        #[arg(long, default_value = "origin")]
-        to: String,
+        /// origin | vN | entry | a queue name. Default: each message's origin — unless a version
+        /// of the namespace is failing (error rate over its alert threshold): a failing version
+        /// is never a default destination, so the healthy version is planned instead (the dry
+        /// run shows where each origin's dead letters go, and why)
+        #[arg(long)]
+        to: Option<String>,
         /// dlq (default) | unrouted | parked | vN (drain a version queue)
         #[arg(long, default_value = "dlq")]
         from: String,
@@ -146,8 +150,8 @@ pub enum DlqCommand {
 
 /// `hopback dlq NS`: `hopback dlq list NS` with every default of `list` (parsed by clap, so the
 /// defaults are the subcommand's own).
-pub fn list_of(namespace: Option<String>) -> Result<DlqCommand, Failure> {
-    super::subcommand_of::<DlqCommand>("dlq", "list", namespace)
+pub fn list_of(namespace: Option<String>, options: &[String]) -> Result<DlqCommand, Failure> {
+    super::subcommand_of::<DlqCommand>("dlq", "list", namespace, options)
 }
 
 /// Run a `dlq` subcommand.
@@ -197,7 +201,8 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
             from_file,
         } => {
             if let Some(file) = from_file {
-                return replay_file(ctx, &namespace, file, &to, max_replays, yes, dry_run).await;
+                let to = to.as_deref().unwrap_or("origin");
+                return replay_file(ctx, &namespace, file, to, max_replays, yes, dry_run).await;
             }
             let filter = Filter::parse(&filters).map_err(|e| {
                 Failure::usage(
@@ -217,9 +222,13 @@ pub async fn run(ctx: &Ctx, cmd: DlqCommand) -> Result<(), Failure> {
                     .parse()
                     .map_err(|e| Failure::usage(e, "use --engine auto, broker or client"))?,
                 time_limit,
-                ..ReplayRequest::new(&namespace, parse_from(&from)?, parse_to(&to))
+                ..ReplayRequest::new(
+                    &namespace,
+                    parse_from(&from)?,
+                    parse_to(to.as_deref().unwrap_or("origin")),
+                )
             };
-            replay(ctx, req, yes, dry_run).await
+            replay(ctx, req, to.is_none(), yes, dry_run).await
         }
         DlqCommand::Purge {
             namespace,
@@ -319,7 +328,17 @@ async fn list(
         messages.len(),
         first + messages.len() as u64 - 1
     );
-    crate::outln!("\nGROUP ({by:?})                           COUNT  OLDEST");
+    // Counts are the page's unless the page is the whole DLQ: say which.
+    let whole = page == 0 && depth <= messages.len() as u64;
+    if whole {
+        crate::outln!("\nGROUP ({by:?})                           COUNT  OLDEST");
+    } else {
+        crate::outln!(
+            "\nGROUP ({by:?}) — counts of this page only ({} of {depth}; --page/--limit for more)",
+            messages.len()
+        );
+        crate::outln!("{:<40} {:>5}  OLDEST", "", "COUNT");
+    }
     for g in &groups {
         crate::outln!(
             "{:<40} {:>5}  {}",
@@ -670,25 +689,248 @@ async fn replay_file(
     Ok(())
 }
 
-async fn replay(ctx: &Ctx, req: ReplayRequest, yes: bool, dry_run: bool) -> Result<(), Failure> {
-    // Refused before connecting when read-only: the operation's own guard, asked early.
-    ctx.require_writable("replay dead letters")?;
+/// Where each origin's dead letters go, and why the destination was chosen.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Destinations {
+    /// Versions failing now (error rate over the alert threshold), with what was measured.
+    failing: BTreeMap<String, String>,
+    /// Why the destination is what it is ("each message's origin: no version is failing", …).
+    why: String,
+    /// (origin, dead letters from it, where they go, a warning).
+    rows: Vec<DestinationRow>,
+    /// The window the error rates were measured over, in seconds.
+    window_s: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct DestinationRow {
+    origin: String,
+    count: Option<u64>,
+    to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+}
+
+/// Read the namespace (error rates over the CLI's window, dead letters attributed by origin)
+/// and decide the destination of a replay from the DLQ: `--to` as given, or — when it was left
+/// out — each message's origin unless a version is failing, then the healthy version (the most
+/// gate weight, then consumers), as the console's `R` dialog preselects. `Err` when `--to` was
+/// left out, a version fails and no healthy one is there to take its dead letters.
+async fn destinations(
+    ctx: &Ctx,
+    session: &crate::broker::session::Session,
+    req: &mut ReplayRequest,
+    defaulted: bool,
+) -> Result<Option<Destinations>, Failure> {
+    if req.from != Source::Dlq {
+        return Ok(None);
+    }
+    let window = super::status::error_rate_window(None)?;
+    if defaulted && !ctx.json {
+        crate::errln!(
+            "no --to: measuring error rates for {} to choose the destination (a failing version is not one)…",
+            super::status::window_text(window)
+        );
+    }
+    let mgmt = ctx.mgmt();
+    let (snap, _) = super::status::measure(
+        ctx,
+        session,
+        mgmt.as_ref(),
+        Some(req.namespace.clone()),
+        Some(super::status::ATTRIBUTION_CAP),
+        window,
+    )
+    .await;
+    let Some(n) = snap.ok().and_then(|s| s.namespace(&req.namespace).cloned()) else {
+        return Ok(None);
+    };
+    let threshold = ctx
+        .cfg
+        .profile
+        .namespaces
+        .get(&req.namespace)
+        .map_or(ctx.cfg.alerts.error_rate_pct, |a| a.alerts.error_rate_pct);
+    let failing: BTreeMap<String, String> = n
+        .versions
+        .iter()
+        .filter_map(|v| {
+            let pct = v.error_rate? * 100.0;
+            (pct > threshold).then(|| {
+                (
+                    v.version.clone(),
+                    format!(
+                        "error rate {pct:.0}% over the last {} > {threshold}%",
+                        super::status::window_text(window)
+                    ),
+                )
+            })
+        })
+        .collect();
+    let healthy = n
+        .versions
+        .iter()
+        .filter(|v| v.exists && v.consumers.unwrap_or(0) > 0 && !failing.contains_key(&v.version))
+        .max_by_key(|v| (v.weight, v.consumers.unwrap_or(0)))
+        .map(|v| v.version.clone());
+    let mut why = match &req.to {
+        Destination::Origin if failing.is_empty() => {
+            "each message's origin: no version is failing".to_string()
+        }
+        _ if !defaulted => "as --to says".to_string(),
+        _ => String::new(),
+    };
+    if defaulted && !failing.is_empty() {
+        match &healthy {
+            Some(h) => {
+                why = format!(
+                    "{} (no --to given): a failing version is not a default destination — {}",
+                    sanitize(h),
+                    failing
+                        .iter()
+                        .map(|(v, w)| format!("{} is failing ({w})", sanitize(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                req.to = Destination::Version(h.clone());
+            }
+            None => {
+                return Err(Failure::usage(
+                    format!(
+                        "no --to given, and no healthy version to default to: {} failing, and no other version has consumers; nothing was moved",
+                        failing
+                            .iter()
+                            .map(|(v, w)| format!("{} ({w})", sanitize(v)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "name the destination with --to vN (or --to origin to send each back where it died)",
+                ));
+            }
+        }
+    }
+    let target_of = |origin: &str| -> String {
+        match &req.to {
+            Destination::Origin => origin.to_string(),
+            Destination::Version(v) => v.clone(),
+            Destination::Entry => "the entry exchange (the gate decides)".into(),
+            Destination::Queue(q) => format!("queue {}", sanitize(q)),
+        }
+    };
+    let mut rows: Vec<DestinationRow> = n
+        .versions
+        .iter()
+        .filter(|v| v.dead_letters.unwrap_or(0) > 0 || failing.contains_key(&v.version))
+        .map(|v| {
+            let to = target_of(&v.version);
+            let warning = failing
+                .get(&to)
+                .map(|w| format!("⚠ {} is failing ({w})", sanitize(&to)));
+            DestinationRow {
+                origin: v.version.clone(),
+                count: v.dead_letters,
+                to,
+                warning,
+            }
+        })
+        .collect();
+    let attributed: u64 = n.versions.iter().filter_map(|v| v.dead_letters).sum();
+    if let Some(d) = n.dlq_depth
+        && d > attributed
+        && n.dead_letters_sampled.is_none_or(|s| s >= d)
+    {
+        rows.push(DestinationRow {
+            origin: "no origin in the namespace".into(),
+            count: Some(d - attributed),
+            to: match &req.to {
+                Destination::Origin => "the parking queue (no origin to return to)".into(),
+                _ => target_of(""),
+            },
+            warning: None,
+        });
+    }
+    Ok(Some(Destinations {
+        failing,
+        why,
+        rows,
+        window_s: window.as_secs_f64(),
+    }))
+}
+
+fn print_destinations(d: &Destinations, sampled_note: bool) {
+    crate::outln!("  destination: {}", sanitize(&d.why));
+    crate::outln!(
+        "  per destination{}:",
+        if sampled_note {
+            " (dead letters attributed by browsing the DLQ)"
+        } else {
+            ""
+        }
+    );
+    for r in &d.rows {
+        crate::outln!(
+            "    from {:<12} {:>8} → {}{}",
+            sanitize(&r.origin),
+            r.count.map_or("?".into(), |c| c.to_string()),
+            sanitize(&r.to),
+            r.warning
+                .as_deref()
+                .map(|w| format!("  {}", sanitize(w)))
+                .unwrap_or_default()
+        );
+    }
+}
+
+async fn replay(
+    ctx: &Ctx,
+    mut req: ReplayRequest,
+    defaulted: bool,
+    yes: bool,
+    dry_run: bool,
+) -> Result<(), Failure> {
+    // A dry run changes nothing and journals nothing: read-only profiles may plan (like `gate
+    // set --dry-run`). A real replay is refused before connecting.
+    if !dry_run {
+        ctx.require_writable("replay dead letters")?;
+    }
     let session = ctx.connect().await?;
+    let dest = match destinations(ctx, &session, &mut req, defaulted).await {
+        Ok(d) => d,
+        Err(f) => {
+            session.close().await;
+            return Err(f);
+        }
+    };
     let cx = OpContext::open(session.clone(), &ctx.cfg, Via::Cli).await;
-    let plan = crate::ops::replay::prepare(&cx, &req).await?;
+    let plan = if dry_run {
+        crate::ops::replay::plan(&cx, &req).await?
+    } else {
+        crate::ops::replay::prepare(&cx, &req).await?
+    };
     if dry_run {
         session.close().await;
         if ctx.json {
-            return ctx.print_json(&plan);
+            let mut v = serde_json::to_value(&plan)
+                .map_err(|e| Failure::error(format!("cannot encode the plan: {e}"), ""))?;
+            if let (Some(o), Some(d)) = (v.as_object_mut(), &dest) {
+                o.insert("destinations".into(), serde_json::json!(d));
+            }
+            return ctx.print_json(&v);
         }
-        crate::outln!("dry run — nothing changed. The plan:");
-        crate::outln!("  {}", plan.question());
+        crate::outln!("dry run — nothing published, nothing journaled. The plan:");
+        crate::outln!("  {}", plan.statement());
+        if let Some(d) = &dest {
+            print_destinations(d, true);
+        }
         crate::outln!(
-            "  engine: {} ({})",
+            "  engine: {} — {}",
             plan.engine.name(),
             sanitize(&plan.engine_reason)
         );
         return Ok(());
+    }
+    if let Some(d) = dest.as_ref().filter(|d| !d.failing.is_empty() && !ctx.json) {
+        print_destinations(d, true);
     }
     if plan.source_depth == 0 {
         session.close().await;

@@ -39,7 +39,8 @@ pub struct DrillArgs {
     /// v2's canary share of the gate, in percent
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=99))]
     pub canary: u32,
-    /// The rollback's verification window (headless)
+    /// The rollback's verification window (headless, and a rollback of the drill's namespace in
+    /// the drill's console)
     #[arg(long, default_value = "5s")]
     pub verify_window: humantime::Duration,
     /// Keep the drill namespace afterwards (default: deleted)
@@ -150,12 +151,22 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
         print_result(&result);
         return lost_check(&result);
     }
+    // Ctrl-C ends the drill early (it still waits for a rollback of its namespace, settles,
+    // scores and cleans up).
+    let stop = opts.stop.clone();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop.stop();
+        }
+    });
     let result = drill::run(&ctx.cfg, &opts, move |h| {
         if !json {
             crate::errln!("{}", briefing(&h.namespace, canary, headless, fault_after));
         }
     })
-    .await?;
+    .await;
+    ctrl_c.abort();
+    let result = result?;
     if ctx.json {
         ctx.print_json(&result)?;
     } else {

@@ -16,8 +16,8 @@ use crate::ops::{OpContext, Via};
 use crate::text::sanitize;
 
 /// `hopback gate NS`: `hopback gate show NS`.
-pub fn show_of(namespace: Option<String>) -> Result<GateCommand, Failure> {
-    super::subcommand_of::<GateCommand>("gate", "show", namespace)
+pub fn show_of(namespace: Option<String>, options: &[String]) -> Result<GateCommand, Failure> {
+    super::subcommand_of::<GateCommand>("gate", "show", namespace, options)
 }
 
 /// `gate` subcommands.
@@ -394,6 +394,11 @@ pub fn print_view(view: &GateView) {
             sanitize(q)
         );
     }
+    if view.problems.is_empty()
+        && let Some(note) = view.split.idle_weight_note()
+    {
+        crate::outln!("  note: {}", sanitize(&note));
+    }
     match view.unrouted_ready {
         Some(0) => crate::outln!("  unrouted: 0"),
         Some(n) => crate::outln!(
@@ -540,6 +545,9 @@ fn print_report(r: &ApplyReport) {
         r.after.describe_percent(),
         r.elapsed_ms
     );
+    if let Some(note) = r.after.idle_weight_note() {
+        crate::outln!("note: {}", sanitize(&note));
+    }
     if let Some(e) = &r.event {
         crate::outln!("ledger event {} ({})", e.short_id(), e.id);
     }

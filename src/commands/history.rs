@@ -81,6 +81,21 @@ async fn load_history(
 pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
     let ns = &args.namespace;
     let (h, current, source) = load_history(ctx, ns).await?;
+    // Nothing recorded and nothing on the broker: a typo or a namespace that is gone — an
+    // error, not an empty history (exit 1).
+    if h.states().is_empty()
+        && let Err(why) = &current
+    {
+        return Err(Failure::error(
+            format!(
+                "no gate history of `{}`: the ledger has no gate state of it ({}) and the broker's gate is unknown: {}",
+                sanitize(ns),
+                sanitize(&source),
+                sanitize(why)
+            ),
+            "check the name (`hopback status` lists the namespaces)",
+        ));
+    }
     let d = current.as_ref().ok().and_then(|c| drift(h.last_known(), c));
     if ctx.json {
         return ctx.print_json(&serde_json::json!({
@@ -100,11 +115,12 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
     }
     match (&current, &d) {
         (Ok(_), Some(d)) => crate::outln!("DRIFT  {}", sanitize(&d.describe())),
-        (Ok(c), None) => crate::outln!(
-            "current (broker): {} ({})",
-            c.describe(),
-            c.describe_percent()
-        ),
+        (Ok(c), None) => {
+            crate::outln!("current (broker): {}", c.describe_shares());
+            if let Some(note) = c.idle_weight_note() {
+                crate::outln!("note: {}", sanitize(&note));
+            }
+        }
         (Err(why), _) => crate::outln!("current (broker): unknown ({})", sanitize(why)),
     }
     Ok(())
@@ -112,15 +128,17 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<(), Failure> {
 
 fn state_line(s: &GateState) -> String {
     let mut line = format!(
-        "{}  {}  {:<30} {:<14} {:<20} {:<22} {}",
+        "{}  {}  {:<30} {:<14} {:<34} {}",
         s.ts.format("%Y-%m-%d %H:%M:%S"),
         s.short_id,
         s.who,
         s.kind,
-        s.split.describe(),
-        s.split.describe_percent(),
+        s.split.describe_shares(),
         s.outcome
     );
+    if let Some((v, w)) = s.split.idle_weight() {
+        line.push_str(&format!(" (weight {w} of the lone {v} no longer matters)"));
+    }
     if let Some(r) = &s.reason {
         line.push_str(&format!(" — {r}"));
     }

@@ -63,6 +63,7 @@ fn subcommand_of<S: clap::Subcommand>(
     verb: &str,
     sub: &str,
     namespace: Option<String>,
+    options: &[String],
 ) -> Result<S, Failure> {
     #[derive(clap::Parser)]
     struct Just<S: clap::Subcommand> {
@@ -76,9 +77,32 @@ fn subcommand_of<S: clap::Subcommand>(
         )
     };
     let ns = namespace.ok_or_else(usage)?;
-    <Just<S> as clap::Parser>::try_parse_from([verb, sub, "--", ns.as_str()])
+    // `hopback dlq NS --group-by reason` is `hopback dlq list --group-by reason -- NS`: the
+    // options are the subcommand's own, with its defaults and its errors.
+    let args = [verb, sub]
+        .into_iter()
+        .map(str::to_string)
+        .chain(options.iter().cloned())
+        .chain(["--".to_string(), ns]);
+    <Just<S> as clap::Parser>::try_parse_from(args)
         .map(|j| j.sub)
-        .map_err(|_| usage())
+        .map_err(|e| {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
+            Failure::usage(
+                format!(
+                    "hopback {verb} NAMESPACE {}: {}",
+                    crate::text::sanitize(&options.join(" ")),
+                    crate::text::sanitize(&first)
+                ),
+                format!("the options are `hopback {verb} {sub}`'s: hopback {verb} {sub} --help"),
+            )
+        })
 }
 
 /// Broker-engine moves left behind in the vhost (of namespace `scope` only, when given): found,

@@ -103,26 +103,28 @@ impl Operator for CliOperator {
                 // where skipping would mean going on (the first question, a timed-out wait, the
                 // dead-letter choice — keeping them is the "no").
                 let q = sanitize(&point.question);
+                // The letters are the console's default keys (its `Rollback` context: y, o, a,
+                // 1, 2, 3), so a runbook reads the same in both; the words work too.
                 let (choices, kind) = match point.kind {
                     DecisionKind::DlqChoice => {
-                        ("[r]eplay to old / [k]eep / [e]xport / [a]bort", "dlq")
+                        ("[1] replay to old / [2] keep / [3] export / [a]bort", "dlq")
                     }
-                    DecisionKind::Timeout => ("[w]ait more / [a]bort", "timeout"),
-                    DecisionKind::Confirm => ("[r]oll back / [a]bort", "confirm"),
+                    DecisionKind::Timeout => ("[y] keep waiting / [a]bort", "timeout"),
+                    DecisionKind::Confirm => ("[y] roll back / [a]bort", "confirm"),
                     DecisionKind::Destructive => {
-                        ("[c]lose them / [l]eave them / [a]bort", "destructive")
+                        ("[y] close them / [o] leave them / [a]bort", "destructive")
                     }
                 };
                 let answer = ask_line(format!("{q} {choices}: ")).await;
                 let d = match (kind, answer.as_str()) {
                     (_, "a" | "abort") => Decision::Abort,
-                    ("dlq", "r" | "replay") => Decision::Choose(DlqChoice::Replay),
-                    ("dlq", "k" | "keep") => Decision::Choose(DlqChoice::Keep),
-                    ("dlq", "e" | "export") => Decision::Choose(DlqChoice::Export),
-                    ("timeout", "w" | "wait") => Decision::Continue,
-                    ("confirm", "r" | "y" | "yes") => Decision::Continue,
-                    ("destructive", "c" | "close") => Decision::Continue,
-                    ("destructive", "l" | "leave") => Decision::Skip,
+                    ("dlq", "1" | "r" | "replay") => Decision::Choose(DlqChoice::Replay),
+                    ("dlq", "2" | "k" | "keep") => Decision::Choose(DlqChoice::Keep),
+                    ("dlq", "3" | "e" | "export") => Decision::Choose(DlqChoice::Export),
+                    ("timeout", "y" | "yes" | "w" | "wait") => Decision::Continue,
+                    ("confirm", "y" | "yes" | "r") => Decision::Continue,
+                    ("destructive", "y" | "yes" | "c" | "close") => Decision::Continue,
+                    ("destructive", "o" | "l" | "leave") => Decision::Skip,
                     _ => {
                         crate::errln!("   answer with one of: {choices}");
                         continue;
@@ -279,6 +281,12 @@ fn print_report(report: &RollbackReport) {
         );
     }
     crate::outln!("outcome: {:?}", report.outcome);
+    if report.outcome == RollbackOutcome::Done {
+        crate::outln!(
+            "post-mortem draft of this incident: hopback postmortem --incident {}",
+            report.rollback_id
+        );
+    }
 }
 
 /// Differences between two plans, one line each (for the staging comparison).

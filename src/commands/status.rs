@@ -8,13 +8,45 @@ use crate::error::Failure;
 use crate::model::metrics::MetricsSource;
 use crate::model::snapshot::{ErrorState, FleetSnapshot};
 
-/// The window of `status`'s live dead-letter tap (long enough to see a rejecting worker, short
-/// enough to wait).
-const ERROR_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// The window over which the CLI measures error rates (`status`, the default destination of
+/// `dlq replay`): the live dead-letter tap counts for this long, and with Prometheus the two
+/// counter readings are this far apart. A few seconds read a steady rejecting worker anywhere
+/// between half and twice its real rate (dead letters arrive in bursts, the broker's counters
+/// move every 5 s); ten read it within a few points.
+pub const DEFAULT_ERROR_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The span between `status`'s two Prometheus readings: its rates and error rates are the
-/// counters' differences over it, on hopback's clock.
-const COUNTER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+/// `--window`, else `HOPBACK_ERROR_RATE_WINDOW` (a duration: `10s`, `1m`), else
+/// [`DEFAULT_ERROR_RATE_WINDOW`].
+pub fn error_rate_window(
+    flag: Option<std::time::Duration>,
+) -> Result<std::time::Duration, Failure> {
+    if let Some(w) = flag {
+        return Ok(w.max(std::time::Duration::from_secs(1)));
+    }
+    match std::env::var("HOPBACK_ERROR_RATE_WINDOW") {
+        Ok(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim())
+            .map(|w| w.max(std::time::Duration::from_secs(1)))
+            .map_err(|e| {
+                Failure::usage(
+                    format!(
+                        "HOPBACK_ERROR_RATE_WINDOW `{}` is not a duration: {e}",
+                        crate::text::sanitize(&v)
+                    ),
+                    "give a duration such as 10s or 1m",
+                )
+            }),
+        _ => Ok(DEFAULT_ERROR_RATE_WINDOW),
+    }
+}
+
+/// `10 s` / `1m 30s`: a window as the notes print it.
+pub fn window_text(w: std::time::Duration) -> String {
+    if w.subsec_millis() == 0 && w.as_secs() < 60 {
+        format!("{} s", w.as_secs())
+    } else {
+        humantime::format_duration(w).to_string()
+    }
+}
 
 /// Dead letters browsed per DLQ for attribution.
 pub const ATTRIBUTION_CAP: u64 = 10_000;
@@ -37,6 +69,42 @@ pub fn render(snap: &FleetSnapshot) -> String {
             "note: management API unavailable ({}); the gate is unknown",
             crate::text::sanitize(snap.mgmt_error.as_deref().unwrap_or("?"))
         );
+    }
+    // A cluster node down is the first thing an on-call engineer must see (classic queues on
+    // it are unavailable, quorum queues lose a member).
+    if let Some(nodes) = &snap.nodes {
+        let down: Vec<String> = nodes
+            .iter()
+            .filter(|n| !n.running)
+            .map(|n| crate::text::sanitize(&n.name).into_owned())
+            .collect();
+        if !down.is_empty() {
+            let _ = writeln!(
+                s,
+                "(!) {} of {} node(s) DOWN: {} — queues on it are unavailable; `hopback check` lists what is at risk",
+                down.len(),
+                nodes.len(),
+                down.join(", ")
+            );
+        }
+        for n in nodes {
+            if !n.alarms.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "(!) node {}: {} — publishers are blocked",
+                    crate::text::sanitize(&n.name),
+                    crate::text::sanitize(&n.alarms.join(", "))
+                );
+            }
+            if !n.partitions.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "(!) node {} is partitioned from {}",
+                    crate::text::sanitize(&n.name),
+                    crate::text::sanitize(&n.partitions.join(", "))
+                );
+            }
+        }
     }
     if let Some(n) = &snap.metrics_note {
         let _ = writeln!(s, "note: {}", crate::text::sanitize(n));
@@ -202,44 +270,69 @@ async fn fill_connections(mgmt: &crate::broker::mgmt::Mgmt, snap: &mut FleetSnap
     }
 }
 
-/// Run `status`.
-pub async fn run(
+/// A snapshot with error rates measured over `window` (the dead-letter tap, and with
+/// Prometheus a second counter reading `window` after the first), connections named and the
+/// measured split judged. Also returns why error rates could not be sampled, if so.
+pub async fn measure(
     ctx: &Ctx,
+    session: &crate::broker::session::Session,
+    mgmt: Option<&crate::broker::mgmt::Mgmt>,
     namespace: Option<String>,
-    no_attribution: bool,
-) -> Result<(), Failure> {
-    let session = ctx.connect().await?;
-    let mgmt = ctx.mgmt();
+    attribution: Option<u64>,
+    window: std::time::Duration,
+) -> (
+    Result<FleetSnapshot, crate::broker::session::BrokerError>,
+    Option<String>,
+) {
     let metrics = std::sync::Arc::new(tokio::sync::Mutex::new(Metrics::new(&ctx.cfg.profile)));
     let opts = CollectOptions {
-        namespace: namespace.clone(),
-        attribute_dead_letters: (!no_attribution).then_some(ATTRIBUTION_CAP),
+        namespace,
+        attribute_dead_letters: attribution,
         exact_for: None,
         topology: None,
         known: Default::default(),
         metrics: Some(metrics.clone()),
     };
     let first_reading = std::time::Instant::now();
-    let snap = collect(&session, mgmt.as_ref(), &ctx.cfg, &opts).await;
-    // Dead letters per second from a short live tap; with Prometheus, a second reading of the
-    // counters COUNTER_WINDOW after the first gives the rates and error rates (issue 33).
-    let (snap, sample_note) = match snap {
+    let snap = collect(session, mgmt, &ctx.cfg, &opts).await;
+    match snap {
         Ok(mut s) => {
-            let note = sample_error_rates(&session, &ctx.cfg, &mut s, ERROR_RATE_WINDOW).await;
+            let note = sample_error_rates(session, &ctx.cfg, &mut s, window).await;
             if s.metrics_source == Some(MetricsSource::Prometheus) {
-                tokio::time::sleep_until((first_reading + COUNTER_WINDOW).into()).await;
+                tokio::time::sleep_until((first_reading + window).into()).await;
                 let mut m = metrics.lock().await;
                 m.read_next();
-                m.apply(mgmt.as_ref(), &mut s).await;
+                m.apply(mgmt, &mut s).await;
             }
-            if let Some(m) = mgmt.as_ref().filter(|_| s.mgmt_available) {
+            if let Some(m) = mgmt.filter(|_| s.mgmt_available) {
                 fill_connections(m, &mut s).await;
-                crate::broker::split::judge_snapshot(&session, m, &ctx.cfg, &mut s).await;
+                crate::broker::split::judge_snapshot(session, m, &ctx.cfg, &mut s).await;
             }
             (Ok(s), note)
         }
         Err(e) => (Err(e), None),
-    };
+    }
+}
+
+/// Run `status`.
+pub async fn run(
+    ctx: &Ctx,
+    namespace: Option<String>,
+    no_attribution: bool,
+    window: Option<std::time::Duration>,
+) -> Result<(), Failure> {
+    let window = error_rate_window(window)?;
+    let session = ctx.connect().await?;
+    let mgmt = ctx.mgmt();
+    let (snap, sample_note) = measure(
+        ctx,
+        &session,
+        mgmt.as_ref(),
+        namespace.clone(),
+        (!no_attribution).then_some(ATTRIBUTION_CAP),
+        window,
+    )
+    .await;
     // Broker-engine moves left behind take the next dead letters: removed here (journaled)
     // unless the profile is read-only, and named either way.
     let swept = match &mgmt {
@@ -334,11 +427,12 @@ pub async fn run(
         match (snap.metrics_source, sample_note) {
             _ if snap.namespaces.is_empty() => {}
             (Some(MetricsSource::Prometheus), _) => crate::outln!(
-                "ERR% = rejected ÷ (acked + rejected) from the broker's counters over {} s (metrics: prometheus; - = no traffic, ? = unknown)",
-                COUNTER_WINDOW.as_secs()
+                "ERR% = rejected ÷ (acked + rejected) from the broker's counters over the last {} (metrics: prometheus; - = no traffic, ? = unknown; --window changes it)",
+                window_text(window)
             ),
             (Some(MetricsSource::Management), _) => crate::outln!(
-                "ERR% = rejected ÷ (acked + rejected) from the management API's 5 s samples (metrics: management; - = no traffic, ? = unknown)"
+                "ERR% = dead letters tapped over the last {} ÷ (them + acks from the management API's 5 s samples) (metrics: management; - = no traffic, ? = unknown; --window changes it)",
+                window_text(window)
             ),
             (None, Some(why)) => crate::outln!("ERR%: {}", crate::text::sanitize(&why)),
             (None, None) => {

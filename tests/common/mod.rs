@@ -124,7 +124,10 @@ pub fn bin() -> std::process::Command {
         .env_remove("HOPBACK_URL")
         .env_remove("HOPBACK_PROFILE")
         .env_remove("HOPBACK_MGMT_URL")
-        .env_remove("HOPBACK_PASSWORD");
+        .env_remove("HOPBACK_PASSWORD")
+        // The CLI's error-rate window (`status`, `dlq replay`'s default destination): short in
+        // tests, which read error rates from steady synthetic workers.
+        .env("HOPBACK_ERROR_RATE_WINDOW", "3s");
     // Another test broker (HOPBACK_TEST_URL/HOPBACK_TEST_MGMT_URL) is the binary's default too.
     if let Ok(url) = std::env::var("HOPBACK_TEST_URL") {
         c.env("HOPBACK_URL", url);

@@ -340,13 +340,9 @@ pub fn gate_from_bindings(
             ));
         }
     }
-    // A lone, singly bound version routes everything: show it at 100 (see `GateSplit::normalised`).
-    let split = if problems.is_empty() {
-        GateSplit(split).normalised()
-    } else {
-        GateSplit(split)
-    };
-    (split, problems)
+    // The bound weights as they are: a lone version keeps its key (its share is 100 %, see
+    // `GateSplit::idle_weight`).
+    (GateSplit(split), problems)
 }
 
 /// The queue's publish counter; `None` when the broker collects no metrics (as [`rates_of`]).
@@ -953,7 +949,10 @@ mod tests {
         assert_eq!(g.describe(), "v1=90 v2=10");
         assert!(p.is_empty());
         let (g, p) = gate_from_bindings("e", &versions, &[b("e", "e.v2", "10")]);
-        assert_eq!(g.describe(), "v2=100", "a lone version routes everything");
+        // The weight the broker has; the share says a lone version routes everything.
+        assert_eq!(g.describe(), "v2=10");
+        assert_eq!(g.percent("v2"), 100.0);
+        assert!(g.idle_weight_note().is_some());
         assert!(p.is_empty());
         let (g, p) = gate_from_bindings(
             "e",

@@ -53,14 +53,25 @@ impl GateSplit {
         let theirs: Vec<&String> = other.bound().map(|(v, _)| v).collect();
         mine.len() == 1 && mine == theirs
     }
-    /// The split as routing sees it: a lone bound version is shown at 100 whatever its binding
-    /// key (the gate leaves a survivor's old key in place when it unbinds the others).
-    pub fn normalised(mut self) -> Self {
-        let bound: Vec<String> = self.bound().map(|(v, _)| v.clone()).collect();
-        if let [only] = bound.as_slice() {
-            self.0.insert(only.clone(), 100);
+    /// The weight that no longer matters: a lone bound version takes every message whatever
+    /// its binding key, so a flip back to one version (which only unbinds the others, never
+    /// leaving the failing version as the only route) leaves the survivor's old key in place.
+    /// `Some((version, weight))` when that key is not 100 — the display then shows the bound
+    /// weight beside its 100 % share and says so, instead of pretending the key is 100.
+    pub fn idle_weight(&self) -> Option<(&String, u32)> {
+        let mut bound = self.bound();
+        match (bound.next(), bound.next()) {
+            (Some((v, w)), None) if *w != 100 => Some((v, *w)),
+            _ => None,
         }
-        self
+    }
+    /// One line about [`GateSplit::idle_weight`], or `None`.
+    pub fn idle_weight_note(&self) -> Option<String> {
+        self.idle_weight().map(|(v, w)| {
+            format!(
+                "{v} is bound alone at weight {w}, so it takes 100 %: the weight no longer matters (a flip back to one version only unbinds the others); it counts again once another version is bound beside it"
+            )
+        })
     }
     /// `v1=90 v2=10` (zero weights omitted; `(none)` when empty).
     pub fn describe(&self) -> String {
@@ -69,6 +80,18 @@ impl GateSplit {
             "(none)".into()
         } else {
             parts.join(" ")
+        }
+    }
+    /// `v1=90 (90%) · v2=10 (10%)`: each bound weight and the share it gives.
+    pub fn describe_shares(&self) -> String {
+        let parts: Vec<String> = self
+            .bound()
+            .map(|(v, w)| format!("{v}={w} ({:.0}%)", self.percent(v)))
+            .collect();
+        if parts.is_empty() {
+            "nothing bound".into()
+        } else {
+            parts.join(" · ")
         }
     }
     /// `v1 90% · v2 10%`.
@@ -151,5 +174,24 @@ mod tests {
         assert!(parse_targets(&["v1=80,v1=20".into()]).is_err());
         assert!(parse_targets(&["v1=80,v2".into()]).is_err());
         assert!(parse_targets(&[",".into()]).is_err());
+    }
+
+    #[test]
+    fn a_lone_version_shows_its_bound_weight_and_its_share() {
+        let back = GateSplit::from_pairs([("v1".to_string(), 80), ("v2".to_string(), 0)]);
+        assert_eq!(back.describe(), "v1=80");
+        assert_eq!(back.describe_shares(), "v1=80 (100%)");
+        assert_eq!(back.idle_weight(), Some((&"v1".to_string(), 80)));
+        assert!(
+            back.idle_weight_note()
+                .unwrap()
+                .contains("no longer matters")
+        );
+        let full = GateSplit::from_pairs([("v1".to_string(), 100)]);
+        assert_eq!(full.idle_weight(), None);
+        let canary = GateSplit::from_pairs([("v1".to_string(), 80), ("v2".to_string(), 20)]);
+        assert_eq!(canary.idle_weight(), None);
+        assert_eq!(canary.describe_shares(), "v1=80 (80%) · v2=20 (20%)");
+        assert!(back.same_routing(&full));
     }
 }

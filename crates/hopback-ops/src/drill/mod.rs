@@ -11,6 +11,7 @@ pub mod scenario;
 pub mod score;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,46 @@ impl DrillError {
 /// Prefix of drill namespaces.
 pub const NAMESPACE_PREFIX: &str = "drill-";
 
+/// Ends a drill early (the CLI's Ctrl-C, the console's quit): the drill stops waiting for the
+/// fault or the mitigation and goes on to settle, score and clean up — after any rollback of its
+/// namespace has finished. Cheap to clone; every clone stops the same drill.
+#[derive(Clone)]
+pub struct DrillStop {
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for DrillStop {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+}
+
+impl std::fmt::Debug for DrillStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrillStop")
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+impl DrillStop {
+    /// Ask the drill to end.
+    pub fn stop(&self) {
+        self.tx.send_replace(true);
+    }
+    /// Has it been asked to end?
+    pub fn is_stopped(&self) -> bool {
+        *self.tx.borrow()
+    }
+    /// Resolves once the drill has been asked to end.
+    pub async fn stopped(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
 /// How to run a drill.
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
@@ -106,6 +147,8 @@ pub struct DrillOptions {
     pub max_duration: Duration,
     /// Print a status line on stderr every second (interactive mode without the console).
     pub status_lines: bool,
+    /// Ends the drill early (the CLI wires Ctrl-C to it, the console its quit).
+    pub stop: DrillStop,
 }
 
 impl Default for DrillOptions {
@@ -123,6 +166,7 @@ impl Default for DrillOptions {
             settle_timeout: Duration::from_secs(30),
             max_duration: Duration::from_secs(15 * 60),
             status_lines: true,
+            stop: DrillStop::default(),
         }
     }
 }
@@ -161,6 +205,14 @@ pub struct DrillHandle {
     /// Rollbacks on the namespace that started and have not finished (from the ledger): the
     /// drill does not end under a running rollback.
     open_rollbacks: Mutex<BTreeSet<String>>,
+    /// The console running this drill has a rollback of its namespace open (being checked,
+    /// offered, waiting at a decision or running) — before and beyond what the ledger shows.
+    console_rollback: AtomicBool,
+    /// The drill has decided to end (stop the workers, score, delete the namespace): a rollback
+    /// of its namespace can no longer start.
+    ending: AtomicBool,
+    /// The verification window of the drill's rollbacks (the console's included).
+    pub verify_window: Duration,
 }
 
 /// A plain-data snapshot of a [`DrillHandle`].
@@ -180,6 +232,8 @@ pub struct DrillStatus {
     pub timings: Timings,
     /// Score, once done.
     pub score: Option<Score>,
+    /// A rollback of the namespace is running or waiting at a decision: the drill ends after it.
+    pub rollback_open: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -205,7 +259,33 @@ impl DrillHandle {
             fleet: self.fleet.stats(),
             timings,
             score: lock(&self.score).clone(),
+            rollback_open: self.rollback_open(),
         }
+    }
+    /// Is a rollback of the drill's namespace running or waiting at a decision (in the ledger,
+    /// or in the console running the drill)?
+    pub fn rollback_open(&self) -> bool {
+        self.console_rollback.load(Ordering::SeqCst) || !lock(&self.open_rollbacks).is_empty()
+    }
+    /// The console has (or no longer has) a rollback of the drill's namespace open.
+    pub fn set_console_rollback(&self, open: bool) {
+        self.console_rollback.store(open, Ordering::SeqCst);
+    }
+    /// A rollback of `ns` is about to start in the console running this drill: `false` when it
+    /// must not (the drill is ending: its namespace is being scored and deleted). Other
+    /// namespaces are not the drill's business (`true`).
+    pub fn begin_rollback(&self, ns: &str) -> bool {
+        if ns != self.namespace {
+            return true;
+        }
+        // Marked open first, then `ending` read: with the drill's store-then-read in
+        // `hold_for_rollbacks`, one of the two always sees the other.
+        self.console_rollback.store(true, Ordering::SeqCst);
+        if self.ending.load(Ordering::SeqCst) {
+            self.console_rollback.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
     /// One status line. `reveal` = show the fault's traces (failures per version, fault time);
     /// an interactive drill keeps them hidden until the end — finding them is the exercise.
@@ -370,6 +450,9 @@ async fn run_in_namespace(
         timings: Mutex::new(Timings::default()),
         score: Mutex::new(None),
         open_rollbacks: Mutex::new(BTreeSet::new()),
+        console_rollback: AtomicBool::new(false),
+        ending: AtomicBool::new(false),
+        verify_window: opts.verify_window,
     });
     // Workers first, then the canary: traffic never goes to a version without consumers.
     wait_for_workers(session, ns, Duration::from_secs(15)).await?;
@@ -425,7 +508,7 @@ async fn run_in_namespace(
         .unwrap_or_else(|| Duration::from_secs(rand::random_range(10..=40)));
     let interrupted = tokio::select! {
         _ = tokio::time::sleep(fault_delay) => false,
-        _ = tokio::signal::ctrl_c() => true,
+        _ = opts.stop.stopped() => true,
     };
     let mut rollback_report = None;
     if !interrupted {
@@ -450,14 +533,23 @@ async fn run_in_namespace(
             let plan = plan::default_plan("v2", "v1", opts.verify_window);
             rollback_report = Some(rollback::run(&env, plan, &AutoOperator::default()).await?);
         } else {
-            wait_for_mitigation(&handle, session, ns, opts.max_duration).await;
+            wait_for_mitigation(&handle, session, ns, opts.max_duration, &opts.stop).await;
         }
     }
+    // A rollback begun meanwhile finishes with the producers still running (its verification
+    // watches live traffic).
+    wait_while_rollback_open(&handle, opts.max_duration).await;
     handle.set_phase(Phase::Settling);
     fleet.stop_producers().await;
     // v2's own queue may still hold work if the operator never drained it: its workers finish
     // it (or dead-letter it) — either way it is accounted for.
     fleet.wait_idle(opts.settle_timeout).await;
+    // A rollback started while the fleet settled (the operator pressed `r` after "settling")
+    // runs to its end with the workers still there (its drain and replays need them); only then
+    // does the drill stop them, score and clean up.
+    while hold_for_rollbacks(&handle, opts.max_duration).await {
+        fleet.wait_idle(opts.settle_timeout).await;
+    }
     fleet.stop_workers().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), monitor).await;
@@ -648,9 +740,46 @@ fn note_action(handle: &DrillHandle, e: &Event) {
     handle.mark_first_action();
 }
 
+/// Wait while a rollback of the drill's namespace is running or waiting at a decision (at most
+/// `limit`). Returns whether it waited.
+async fn wait_while_rollback_open(handle: &DrillHandle, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    let mut waited = false;
+    while handle.rollback_open() && t0.elapsed() < limit {
+        if !waited {
+            tracing::info!(ns = %handle.namespace, "drill waits for the rollback of its namespace");
+        }
+        waited = true;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    waited
+}
+
+/// The drill's last look before it ends: waits for any open rollback, then marks itself ending
+/// so no new one starts in its console. Returns whether a rollback was waited for (the fleet
+/// then settles again before the drill looks once more).
+async fn hold_for_rollbacks(handle: &DrillHandle, limit: Duration) -> bool {
+    if wait_while_rollback_open(handle, limit).await {
+        return true;
+    }
+    handle.ending.store(true, Ordering::SeqCst);
+    if handle.rollback_open() {
+        // A rollback began between the look and the mark: it runs, the drill waits for it.
+        handle.ending.store(false, Ordering::SeqCst);
+        return true;
+    }
+    false
+}
+
 /// Interactive: wait until v2 is off the gate, its queue is empty, it stopped failing for 5 s and
-/// no rollback on the namespace is still running (or Ctrl-C, or the time limit).
-async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, limit: Duration) {
+/// no rollback on the namespace is still running (or the drill is stopped, or the time limit).
+async fn wait_for_mitigation(
+    handle: &DrillHandle,
+    session: &Session,
+    ns: &str,
+    limit: Duration,
+    stop: &DrillStop,
+) {
     let t0 = Instant::now();
     let v2 = Names::convention(ns)
         .version_queue("v2")
@@ -659,7 +788,7 @@ async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, 
         let sleep = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {
             _ = sleep => {}
-            _ = tokio::signal::ctrl_c() => return,
+            _ = stop.stopped() => return,
         }
         if t0.elapsed() > limit {
             return;
@@ -670,7 +799,7 @@ async fn wait_for_mitigation(handle: &DrillHandle, session: &Session, ns: &str, 
             .last_failure_ms()
             .is_none_or(|t| handle.now_ms().saturating_sub(t) > 5_000);
         let empty = matches!(session.passive_queue(&v2).await, Ok(Some(c)) if c.ready == 0);
-        let rollback_running = !lock(&handle.open_rollbacks).is_empty();
+        let rollback_running = handle.rollback_open();
         if off && quiet && empty && !rollback_running {
             return;
         }
@@ -907,6 +1036,9 @@ mod tests {
             timings: Mutex::new(Timings::default()),
             score: Mutex::new(None),
             open_rollbacks: Mutex::new(BTreeSet::new()),
+            console_rollback: AtomicBool::new(false),
+            ending: AtomicBool::new(false),
+            verify_window: Duration::from_secs(5),
         }
     }
 

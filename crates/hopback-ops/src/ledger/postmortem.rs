@@ -340,6 +340,53 @@ pub fn find_incident(events: &[Event], id: Option<&str>) -> Option<Incident> {
     None
 }
 
+/// Whose incident [`find_own_incident`] looks for: the broker user the ledger verifies (the
+/// connection's user) and the operator name this hopback writes into its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Own<'a> {
+    /// The broker user (an event's verified `author` must be this).
+    pub author: &'a str,
+    /// The operator name (an event's claimed `operator` must be this).
+    pub operator: &'a str,
+}
+
+/// The newest incident the operator handled: a finished rollback or drill whose closing event
+/// (or, for a rollback still open, its start) the broker verified as written by `own.author`
+/// with `own.operator` in its body. Another operator's incident — even a newer one on the same
+/// broker — is never taken. Returns the incident and the event that chose it.
+pub fn find_own_incident<'e>(events: &'e [Event], own: &Own<'_>) -> Option<(Incident, &'e Event)> {
+    events
+        .iter()
+        .rev()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::RollbackFinished | EventKind::DrillFinished | EventKind::RollbackStarted
+            ) && e.author.as_deref() == Some(own.author)
+                && e.operator == own.operator
+        })
+        .find_map(|e| {
+            let (id, kind) = match e.kind {
+                EventKind::DrillFinished => (
+                    e.params
+                        .get("drill_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    IncidentKind::Drill,
+                ),
+                _ => (e.rollback_id(), IncidentKind::Rollback),
+            };
+            Some((
+                Incident {
+                    id: id?,
+                    namespace: e.namespace.clone().unwrap_or_default(),
+                    kind,
+                },
+                e,
+            ))
+        })
+}
+
 /// The events of an incident: a drill's whole namespace; for a rollback, its namespace from 30
 /// minutes before the rollback started to 10 minutes after it finished.
 pub fn incident_events(all: &[Event], inc: &Incident) -> Vec<Event> {
@@ -367,6 +414,63 @@ pub fn incident_events(all: &[Event], inc: &Incident) -> Vec<Event> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn own_incident_is_the_operators_latest_verified_one() {
+        let ev = |kind, ns: &str, id: &str, author: Option<&str>, op: &str| {
+            let mut e = Event::new(kind, Some(ns))
+                .params(serde_json::json!({"rollback_id": id, "drill_id": id}));
+            e.author = author.map(str::to_string);
+            e.operator = op.into();
+            e
+        };
+        let all = vec![
+            ev(
+                EventKind::RollbackFinished,
+                "pay",
+                "mine1",
+                Some("guest"),
+                "alice",
+            ),
+            // Newer, but another operator's drill on the same broker user.
+            ev(
+                EventKind::DrillFinished,
+                "drill-x",
+                "x",
+                Some("guest"),
+                "bob",
+            ),
+            // Newer still, claims alice but nobody vouches for it.
+            ev(EventKind::RollbackFinished, "pay", "forged", None, "alice"),
+            // Claims alice, written by another broker user.
+            ev(
+                EventKind::RollbackFinished,
+                "pay",
+                "other",
+                Some("mallory"),
+                "alice",
+            ),
+        ];
+        let own = Own {
+            author: "guest",
+            operator: "alice",
+        };
+        let (inc, e) = find_own_incident(&all, &own).unwrap();
+        assert_eq!(inc.id, "mine1");
+        assert_eq!(inc.kind, IncidentKind::Rollback);
+        assert_eq!(e.kind, EventKind::RollbackFinished);
+        let bob = Own {
+            author: "guest",
+            operator: "bob",
+        };
+        let (inc, _) = find_own_incident(&all, &bob).unwrap();
+        assert_eq!((inc.id.as_str(), inc.kind), ("x", IncidentKind::Drill));
+        let nobody = Own {
+            author: "guest",
+            operator: "carol",
+        };
+        assert!(find_own_incident(&all, &nobody).is_none());
+    }
 
     #[test]
     fn finds_the_latest_incident_and_renders_every_section() {

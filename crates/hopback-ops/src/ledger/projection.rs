@@ -619,8 +619,11 @@ pub fn diff_gates(a: &GateSplit, b: &GateSplit) -> Vec<WeightChange> {
     versions
         .into_iter()
         .filter_map(|v| {
+            // A weight left alone can still change its share (the other versions unbound):
+            // that is a change of where traffic goes.
             let (from, to) = (a.weight(v), b.weight(v));
-            (from != to).then(|| WeightChange {
+            let share_moved = (a.percent(v) - b.percent(v)).abs() > 1e-9;
+            (from != to || share_moved).then(|| WeightChange {
                 version: v.clone(),
                 from,
                 to,

@@ -164,7 +164,9 @@ impl Alert {
             AlertKind::DlqGrowth {
                 per_min,
                 threshold_per_min,
-            } => format!("{ns}: DLQ growing {per_min:.0}/min > {threshold_per_min}/min"),
+            } => format!(
+                "{ns}: DLQ growing {per_min:.1}/min, over the threshold of {threshold_per_min}/min"
+            ),
             AlertKind::Unrouted { depth } => {
                 format!("{ns}: {depth} unrouted message(s) — the gate routed nothing for them")
             }
@@ -189,6 +191,43 @@ impl Alert {
                     .map(|c| format!(" — {}", crate::text::sanitize(c)))
                     .unwrap_or_default()
             ),
+        }
+    }
+    /// One line for an alert that has just cleared: what is back to normal, with the last
+    /// reading while it fired in the past tense (the alert's own line would read as firing).
+    pub fn describe_cleared(&self) -> String {
+        let ns = crate::text::sanitize(&self.ns);
+        let v = self
+            .version
+            .as_deref()
+            .map(|v| format!(" {}", crate::text::sanitize(v)))
+            .unwrap_or_default();
+        match &self.kind {
+            AlertKind::ErrorRate {
+                pct, threshold_pct, ..
+            } => format!(
+                "{ns}{v}: error rate back under {threshold_pct}% (it was {pct:.1}% while the alert fired)"
+            ),
+            AlertKind::DlqGrowth {
+                per_min,
+                threshold_per_min,
+            } => format!(
+                "{ns}: DLQ no longer growing faster than {threshold_per_min}/min (it was {per_min:.1}/min)"
+            ),
+            AlertKind::Unrouted { depth } => {
+                format!("{ns}: unrouted queue emptied (it held {depth})")
+            }
+            AlertKind::NoConsumers { ready } => {
+                format!(
+                    "{ns}{v}: consumers are back, or nothing waits (it had {ready} ready and none)"
+                )
+            }
+            AlertKind::Backlog { ready, .. } => {
+                format!("{ns}{v}: backlog no longer growing (it was {ready} ready)")
+            }
+            AlertKind::SplitOff { configured, .. } => {
+                format!("{ns}: the measured split matches the gate {configured} again")
+            }
         }
     }
     /// Key identifying this alert across evaluations.

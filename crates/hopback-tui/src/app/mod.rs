@@ -181,30 +181,32 @@ fn start_drill(
     })
 }
 
-/// End a drill that is still running: the drill listens for SIGINT (as the CLI drill does for
-/// Ctrl-C), so send it to ourselves until the drill stops waiting, then wait for its score.
-async fn finish_drill(task: DrillTask) -> Result<Option<crate::drill::DrillResult>, AppError> {
-    let mut task = task;
+/// End a drill that is still running through its stop handle, then wait for its score. A
+/// rollback of its namespace still running finishes first (the drill waits for it; its next
+/// decision is answered Abort, see `OpsRunner::close`).
+async fn finish_drill(
+    task: DrillTask,
+    stop: &crate::drill::DrillStop,
+    runner: &ops::OpsRunner,
+) -> Result<Option<crate::drill::DrillResult>, AppError> {
     if !task.is_finished() {
         crate::errln!(
             "ending the drill: stopping producers, letting the fleet settle, scoring, cleaning up…"
         );
-    }
-    loop {
-        tokio::select! {
-            r = &mut task => {
-                return match r {
-                    Ok(Ok(res)) => Ok(Some(res)),
-                    Ok(Err(f)) => Err(f.into()),
-                    Err(e) => Err(AppError::failed(format!("the drill task ended abnormally: {e}"), "")),
-                };
-            }
-            _ = tokio::time::sleep(Duration::from_millis(1000)) => {
-                let _ = std::process::Command::new("kill")
-                    .args(["-INT", &std::process::id().to_string()])
-                    .status();
-            }
+        if runner.drill_rollback_open() {
+            crate::errln!(
+                "a rollback of the drill's namespace is still running: the drill ends after it (its next decision is answered Abort)"
+            );
         }
+    }
+    stop.stop();
+    match task.await {
+        Ok(Ok(res)) => Ok(Some(res)),
+        Ok(Err(f)) => Err(f.into()),
+        Err(e) => Err(AppError::failed(
+            format!("the drill task ended abnormally: {e}"),
+            "",
+        )),
     }
 }
 
@@ -352,9 +354,9 @@ async fn run_console(
         .map_err(|e| AppError::failed(format!("cannot watch SIGTERM: {e}"), ""))?;
     let mut sighup = signal(SignalKind::hangup())
         .map_err(|e| AppError::failed(format!("cannot watch SIGHUP: {e}"), ""))?;
-    // In drill mode SIGINT ends the drill (see `finish_drill`): registering a listener now makes
-    // sure SIGINT never falls back to its default (terminating before the cleanup).
-    let _sigint = if drill.is_some() {
+    // In drill mode SIGINT ends the console and so the drill (see `finish_drill`), after its
+    // cleanup: a listener keeps SIGINT from its default (terminating before the cleanup).
+    let mut sigint = if drill.is_some() {
         Some(
             signal(SignalKind::interrupt())
                 .map_err(|e| AppError::failed(format!("cannot watch SIGINT: {e}"), ""))?,
@@ -362,6 +364,9 @@ async fn run_console(
     } else {
         None
     };
+    let drill_stop = drill.as_ref().map(|d| d.stop.clone()).unwrap_or_default();
+    // The context the drill was started in (its runner holds the drill's rollback hold).
+    let mut drill_slot = 0;
     let mut guard = terminal::enter().map_err(|e| {
         AppError::failed(
             format!("cannot set up the terminal: {e}"),
@@ -472,6 +477,12 @@ async fn run_console(
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => break Ok(()),
             _ = async {
+                match sigint.as_mut() {
+                    Some(s) => { s.recv().await; }
+                    None => std::future::pending().await,
+                }
+            } => break Ok(()),
+            _ = async {
                 match next_frame {
                     Some(t) => tokio::time::sleep_until(t).await,
                     None => std::future::pending().await,
@@ -511,6 +522,14 @@ async fn run_console(
         let mut quit = false;
         for (i, slot) in console.slots.iter_mut().enumerate() {
             let io = &ios[i];
+            // The drill must not end under a rollback of its namespace this console has open.
+            io.runner.note_console_rollback(
+                slot.state
+                    .ops
+                    .rollback
+                    .as_ref()
+                    .and_then(|r| r.open_namespace()),
+            );
             for a in slot.state.take_alert_records() {
                 io.runner.handle(protocol::OpRequest::JournalAlert(a));
             }
@@ -525,6 +544,7 @@ async fn run_console(
                             );
                             drill_task =
                                 Some(start_drill(&slot.cfg, opts, &io.runner, drill_tx.clone()));
+                            drill_slot = i;
                         }
                     }
                     protocol::OpRequest::DrillQuit => quit = true,
@@ -540,7 +560,9 @@ async fn run_console(
     drop(drill_tx);
     for io in &ios {
         io.abort();
-        // A decision the engine still waits for is answered Abort (consistent state, resumable).
+        // A decision the engine still waits for, and any it reaches later, is answered Abort
+        // (consistent state, resumable).
+        io.runner.close();
         io.runner.handle(protocol::OpRequest::RollbackDecide(
             crate::ops::rollback::Decision::Abort,
         ));
@@ -560,7 +582,10 @@ async fn run_console(
         }
     }
     let drill_result = match drill_task {
-        Some(t) => finish_drill(t).await,
+        Some(t) => match ios.get(drill_slot) {
+            Some(io) => finish_drill(t, &drill_stop, &io.runner).await,
+            None => Err(AppError::failed("the drill's console context is gone", "")),
+        },
         None => Ok(None),
     };
     result?;

@@ -63,6 +63,8 @@ struct Shared {
     drill: Mutex<Option<Arc<DrillHandle>>>,
     /// Moves (replays, drains) running, from start to journaled: quitting waits for 0.
     moves_running: std::sync::atomic::AtomicUsize,
+    /// The console has closed: every decision a rollback reaches from now on is answered Abort.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// How often the console looks for broker-engine moves left behind.
@@ -315,6 +317,52 @@ impl OpsRunner {
         })
     }
 
+    /// The console's rollback panel has a rollback of `ns` open (`None`: none): the drill running
+    /// in this console does not end under a rollback of its namespace.
+    pub fn note_console_rollback(&self, ns: Option<&str>) {
+        if let Some(d) = lock(&self.shared.drill).as_ref() {
+            d.set_console_rollback(ns == Some(d.namespace.as_str()));
+        }
+    }
+
+    /// Is a rollback of the drill's namespace running or waiting at a decision?
+    pub fn drill_rollback_open(&self) -> bool {
+        lock(&self.shared.drill)
+            .as_ref()
+            .is_some_and(|d| d.rollback_open())
+    }
+
+    /// The console is closing: decisions from now on are answered Abort (the engine leaves a
+    /// consistent, resumable state), and the drill no longer counts this console's panel.
+    pub fn close(&self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(d) = lock(&self.shared.drill).as_ref() {
+            d.set_console_rollback(false);
+        }
+    }
+
+    /// A rollback of `ns` may start: `Err` when `ns` is the namespace of a drill that is ending
+    /// (scored, about to be deleted).
+    fn may_roll_back(&self, ns: &str) -> Result<(), String> {
+        match lock(&self.shared.drill).as_ref() {
+            Some(d) if !d.begin_rollback(ns) => Err(format!(
+                "the drill on `{}` is over: its namespace is being scored and deleted, so there is nothing left to roll back (the score and the post-mortem follow)",
+                crate::text::sanitize(ns)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The verification window of a console rollback of `ns` (the drill's own for its namespace).
+    fn verify_window(&self, ns: &str) -> Duration {
+        match lock(&self.shared.drill).as_ref() {
+            Some(d) if d.namespace == ns => d.verify_window,
+            _ => ROLLBACK_VERIFY_WINDOW,
+        }
+    }
+
     /// Execute one request (in the background; answers arrive as messages).
     pub fn handle(&self, req: OpRequest) {
         let looked_at = match &req {
@@ -512,6 +560,10 @@ impl OpsRunner {
                 self.send(OpMsg::NoteAdded { result, event_id }).await;
             }
             OpRequest::RollbackCheck { ns } => {
+                if let Err(why) = self.may_roll_back(&ns) {
+                    self.send(OpMsg::RollbackFailed(why)).await;
+                    return;
+                }
                 let candidates = self
                     .unfinished_rollbacks(Some(&ns))
                     .await
@@ -537,18 +589,24 @@ impl OpsRunner {
                     self.send(OpMsg::UnfinishedRollbacks(found)).await;
                 }
             }
-            OpRequest::RollbackStart { ns, from, to } => match self.conn().await {
-                Ok((s, l)) => {
-                    let env = self.env(&s, &l, &ns);
-                    let plan = plan::default_plan(&from, &to, ROLLBACK_VERIFY_WINDOW);
-                    let op = self.operator();
-                    match rollback::run(&env, plan, &op).await {
-                        Ok(report) => self.send(OpMsg::RollbackDone(Box::new(report))).await,
-                        Err(e) => self.send(OpMsg::RollbackFailed(e.one_line())).await,
-                    }
+            OpRequest::RollbackStart { ns, from, to } => {
+                if let Err(why) = self.may_roll_back(&ns) {
+                    self.send(OpMsg::RollbackFailed(why)).await;
+                    return;
                 }
-                Err(e) => self.send(OpMsg::RollbackFailed(e.text)).await,
-            },
+                match self.conn().await {
+                    Ok((s, l)) => {
+                        let env = self.env(&s, &l, &ns);
+                        let plan = plan::default_plan(&from, &to, self.verify_window(&ns));
+                        let op = self.operator();
+                        match rollback::run(&env, plan, &op).await {
+                            Ok(report) => self.send(OpMsg::RollbackDone(Box::new(report))).await,
+                            Err(e) => self.send(OpMsg::RollbackFailed(e.one_line())).await,
+                        }
+                    }
+                    Err(e) => self.send(OpMsg::RollbackFailed(e.text)).await,
+                }
+            }
             OpRequest::RollbackResume { id } => match self.conn().await {
                 Ok((s, l)) => {
                     let op = self.operator();
@@ -893,6 +951,13 @@ struct ChannelOperator {
 impl Operator for ChannelOperator {
     fn decide<'a>(&'a self, point: &'a DecisionPoint) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
+            if self
+                .shared
+                .closing
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Decision::Abort;
+            }
             let (tx, rx) = oneshot::channel();
             *lock(&self.shared.decision) = Some(tx);
             if self

@@ -296,6 +296,26 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Why `ns` is not in the last refresh: not on the broker — or unknown, because the list of
+    /// namespaces comes from the management API and it did not answer (a wrong `--mgmt-url`
+    /// must not read as a missing namespace).
+    pub fn missing_namespace(&self, ns: &str) -> String {
+        match self.snapshot.as_ref() {
+            Some(s) if !s.mgmt_available => format!(
+                "namespace `{}` is unknown: the management API is unreachable ({}), and the namespace list comes from it — check mgmt_url / --mgmt-url (`hopback check`); `hopback status {}` reads it over AMQP",
+                crate::text::sanitize(ns),
+                crate::text::sanitize(s.mgmt_error.as_deref().unwrap_or("no reason given")),
+                crate::text::sanitize(ns)
+            ),
+            _ => format!(
+                "no namespace `{}` on this broker (as of the last refresh)",
+                crate::text::sanitize(ns)
+            ),
+        }
+    }
+}
+
+impl AppState {
     /// A fresh state for a config, before any data.
     pub fn new(cfg: &Config, keymap: Keymap, now_ms: i64) -> Self {
         let per_namespace = cfg
@@ -625,7 +645,11 @@ impl AppState {
                         namespace: a.ns.clone(),
                         version: a.version.clone(),
                         metric: a.kind.tag().to_string(),
-                        text: a.describe(),
+                        text: if raised {
+                            a.describe()
+                        } else {
+                            a.describe_cleared()
+                        },
                         raised,
                     };
                 self.alert_records
@@ -932,13 +956,8 @@ impl AppState {
             Action::OpenNamespace { ns } => {
                 if let Some(ns) = self.resolve_ns(ns) {
                     if self.namespace(&ns).is_none() && self.snapshot.is_some() {
-                        self.say(
-                            Level::Error,
-                            format!(
-                                "no namespace `{}` on this broker",
-                                crate::text::sanitize(&ns)
-                            ),
-                        );
+                        let text = self.missing_namespace(&ns);
+                        self.say(Level::Error, text);
                     } else {
                         if matches!(
                             self.view(),

@@ -54,7 +54,14 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         ))
     } else {
         let where_ = match d.level {
-            DlqLevel::Groups => format!("{} group(s) on this page", d.groups.len()),
+            DlqLevel::Groups if d.page_is_whole() => {
+                format!("{} group(s) · counts are the whole DLQ", d.groups.len())
+            }
+            DlqLevel::Groups => format!(
+                "{} group(s) · counts are of this page's {} message(s), not the whole DLQ",
+                d.groups.len(),
+                d.items.len()
+            ),
             DlqLevel::Messages(g) => format!(
                 "group `{}` · {} message(s)",
                 d.groups.get(g).map(|g| g.key.as_str()).unwrap_or("?"),
@@ -151,7 +158,19 @@ fn draw_groups(f: &mut Frame, area: Rect, theme: &Theme, d: &DlqPanel) {
             Constraint::Length(5),
         ],
     )
-    .header(Row::new(["GROUP", "COUNT", "OLDEST", "SEL"]).style(theme.table_header))
+    .header(
+        Row::new([
+            "GROUP",
+            if d.page_is_whole() {
+                "COUNT"
+            } else {
+                "ON PAGE"
+            },
+            "OLDEST",
+            "SEL",
+        ])
+        .style(theme.table_header),
+    )
     .column_spacing(1);
     f.render_widget(table, area);
 }

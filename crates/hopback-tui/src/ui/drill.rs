@@ -59,6 +59,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, d: &Dril
             // fault's time nor its traces (the phase reads the same before and after it).
             let over = s.phase == Phase::Done || s.score.is_some();
             let phase = match s.phase {
+                // The drill waits for the operator's rollback before it settles or scores.
+                Phase::Running | Phase::Incident | Phase::Settling if s.rollback_open => {
+                    "rollback running — the drill ends after it"
+                }
                 Phase::Starting => "starting",
                 Phase::Running | Phase::Incident => {
                     "running — something will go wrong with v2; find it, then roll back"

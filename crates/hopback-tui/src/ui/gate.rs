@@ -35,7 +35,17 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
     };
     let n = state.namespace(ns);
     let versions_h = n.map_or(1, |n| n.versions.len() as u16 + 1).min(6);
-    let split = n.map_or_else(Vec::new, |n| split_lines(n, usize::from(area.width), theme));
+    let mut split = n.map_or_else(Vec::new, |n| split_lines(n, usize::from(area.width), theme));
+    // A lone version bound at an old weight: its weight is shown, and that it no longer matters.
+    if let Some(note) = n
+        .and_then(|n| n.gate.as_ref())
+        .and_then(|g| g.idle_weight_note())
+    {
+        split.push(Line::from(Span::styled(
+            fit(&sanitize(&note), usize::from(area.width).saturating_sub(2)),
+            theme.muted,
+        )));
+    }
     let [top, table, unrouted, presets] = Layout::vertical([
         Constraint::Length(2 + split.len() as u16),
         Constraint::Length(versions_h),

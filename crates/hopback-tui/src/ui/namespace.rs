@@ -13,7 +13,7 @@ use super::widgets::{
     age, count, fit, fit_tail,
     gatebar::gate_bar,
     rate,
-    spark::{sparkline_to, tail_max},
+    spark::{depth_scale, sparkline_to, tail_max},
 };
 use crate::app::state::AppState;
 use crate::model::snapshot::{NamespaceSnapshot, VersionSnapshot};
@@ -251,7 +251,7 @@ fn draw_version(
     lines.push(chart(
         "depth ",
         &depth,
-        scale_depth,
+        depth_scale(scale_depth),
         depth_label,
         theme.chart_depth,
     ));

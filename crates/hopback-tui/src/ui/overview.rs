@@ -13,7 +13,7 @@ use ratatui::widgets::{Borders, Cell, Paragraph, Row, Table};
 use super::theme::Theme;
 use super::widgets::{
     count, fit, rate,
-    spark::{sparkline_to, tail_max},
+    spark::{depth_scale, sparkline_to, tail_max},
 };
 use crate::app::alerts::AlertKind;
 use crate::app::state::{AppState, LayoutHints, SortKey};
@@ -117,8 +117,9 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     let ns_w = (spare / 2).clamp(8, 28).min(spare.saturating_sub(4).max(6));
     let trend_w = spare.saturating_sub(ns_w).max(1);
 
-    // The trend column keeps room for its namespace's scale (`1.2k`) when it is wide enough.
-    let label_w = if trend_w >= 12 { 6 } else { 0 };
+    // The trend column keeps room for its namespace's scale (`max 1.2k`) when it is wide
+    // enough — on its left, so it never sits against the DLQ column and reads as its count.
+    let label_w = if trend_w >= 16 { 9 } else { 0 };
     let spark_w = usize::from(trend_w).saturating_sub(label_w);
     let body_rows = inner.height.saturating_sub(1);
     let sel = state.selected.min(rows_ref.len().saturating_sub(1));
@@ -144,11 +145,7 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
     };
     let mut header: Vec<Cell> = vec![Cell::from(head("NAMESPACE"))];
     header.extend(fixed.iter().map(|(h, _)| Cell::from(head(h))));
-    header.push(Cell::from(if label_w > 0 {
-        "DEPTH TREND · max"
-    } else {
-        "DEPTH TREND"
-    }));
+    header.push(Cell::from("DEPTH TREND"));
     header.extend(tail.iter().map(|(h, _)| Cell::from(*h)));
 
     let body_style = if stale { theme.stale } else { theme.base };
@@ -247,19 +244,19 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme) -> Layou
         let series = depth_series(state, &ns.name, v.map(|v| v.version.as_str()));
         let scale = ns_scale(state, ns, spark_w);
         let label = if first && label_w > 0 {
-            format!("{:>w$}", count(Some(scale as u64)), w = label_w - 1)
+            format!(
+                "{:<w$}",
+                format!("max {}", count(Some(scale as u64))),
+                w = label_w
+            )
         } else {
-            " ".repeat(label_w.saturating_sub(1))
+            " ".repeat(label_w)
         };
         cells.push(Cell::from(Line::from(vec![
-            Span::styled(sparkline_to(&series, spark_w, scale), hl(theme.sparkline)),
+            Span::styled(label, hl(theme.muted)),
             Span::styled(
-                if label_w > 0 {
-                    format!(" {label}")
-                } else {
-                    String::new()
-                },
-                hl(theme.muted),
+                sparkline_to(&series, spark_w, depth_scale(scale)),
+                hl(theme.sparkline),
             ),
         ])));
         if first {

@@ -317,7 +317,8 @@ fn draw_bottom(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, rb: &
         lines.push(Line::from(Span::styled(fit(&outcome_line(o), w), style)));
         let follow = match o {
             RollbackOutcome::Done => format!(
-                "write the post-mortem: `hopback postmortem` · timeline: {}",
+                "write the post-mortem: `hopback postmortem --incident {}` · timeline: {}",
+                sanitize(rb.id.as_deref().unwrap_or("ID")),
                 state.keymap.first_key("timeline")
             ),
             _ => format!(

@@ -236,9 +236,8 @@ pub fn view_from_bindings(
                 .into(),
         );
     }
-    if view.problems.is_empty() {
-        view.split = std::mem::take(&mut view.split).normalised();
-    }
+    // The bound weights as the broker has them: a lone version left at its old key is shown
+    // with that key and its 100 % share (`GateSplit::idle_weight`), never rewritten to 100.
     view
 }
 

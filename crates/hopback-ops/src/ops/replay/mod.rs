@@ -203,6 +203,51 @@ impl ReplayPlan {
     pub fn source(&self) -> &str {
         self.specs.first().map_or("", |s| s.source_queue.as_str())
     }
+    /// What the plan does, as a statement (the dry run's first line; the engine is printed on
+    /// its own line after it, once).
+    pub fn statement(&self) -> String {
+        let park = self
+            .specs
+            .first()
+            .filter(|s| s.count_replay)
+            .and_then(|s| {
+                s.park_queue.as_deref().map(|p| {
+                    format!(
+                        "; messages replayed {}+ times go to `{}`",
+                        s.max_replays,
+                        sanitize(p)
+                    )
+                })
+            })
+            .unwrap_or_default();
+        let filtered = if self.specs.first().is_some_and(|s| !s.filter.is_empty()) {
+            " matching the filter"
+        } else {
+            ""
+        };
+        let left_behind = if self.left_behind.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; first removes {} broker-engine move(s) left behind: {}",
+                self.left_behind.len(),
+                self.left_behind
+                    .iter()
+                    .map(|l| format!("shovel `{}` ({})", sanitize(&l.shovel), l.why))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        format!(
+            "moves up to {} of {} messages{filtered} from `{}` to {}{park}{left_behind}",
+            self.at_most,
+            self.source_depth,
+            sanitize(self.source()),
+            self.specs
+                .first()
+                .map_or_else(String::new, |s| s.target.describe())
+        )
+    }
     /// The confirmation question, with the counts (terminal-safe).
     pub fn question(&self) -> String {
         let park = self
@@ -514,6 +559,13 @@ pub fn specs(ns: &Namespace, req: &ReplayRequest) -> Result<(EventKind, Vec<Move
 /// Guard and plan a replay: the exact plan [`run`] will execute (also the dry run).
 pub async fn prepare(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, OpError> {
     cx.require_writable("replay or move messages")?;
+    plan(cx, req).await
+}
+
+/// [`prepare`] without the read-only guard: the plan a dry run shows. It reads (depths, the
+/// engine's checks) and changes nothing, so a read-only profile may look at it, as it may at a
+/// gate flip's dry run; [`run`] takes only a plan from [`prepare`].
+pub async fn plan(cx: &OpContext, req: &ReplayRequest) -> Result<ReplayPlan, OpError> {
     crate::broker::topology::validate_namespace(&req.namespace)
         .map_err(|e| OpError::refused(e, "namespaces are names like `email`"))?;
     let ns = Namespace::resolve(&cx.cfg, &req.namespace);

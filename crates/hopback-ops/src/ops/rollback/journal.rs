@@ -49,7 +49,8 @@ pub struct Progress {
     pub completed_data: std::collections::BTreeMap<usize, serde_json::Value>,
     /// The step that started and never finished, if any.
     pub interrupted: Option<usize>,
-    /// Did the rollback already finish (and how)?
+    /// Did the rollback already finish (and how)? An abort is not a finish: an aborted
+    /// rollback is resumable.
     pub finished: Option<Outcome>,
     /// Who started it: the operator name the event claims and the broker-verified user.
     pub started_by: (String, String),
@@ -138,7 +139,12 @@ pub fn progress_from_events(events: &[Event]) -> Result<Progress, crate::model::
                     _ => {}
                 }
             }
-            EventKind::RollbackFinished => finished = Some(e.outcome),
+            // An aborted rollback stopped at a consistent point on purpose, to be continued:
+            // it stays resumable (its steps done are skipped); any other end closes it. The
+            // last end counts: a resumed run that completes closes it.
+            EventKind::RollbackFinished => {
+                finished = (e.outcome != Outcome::Cancelled).then_some(e.outcome)
+            }
             _ => {}
         }
     }

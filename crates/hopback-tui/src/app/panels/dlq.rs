@@ -178,6 +178,11 @@ impl DlqPanel {
             DlqLevel::Messages(g) => self.groups.get(g),
         }
     }
+    /// Does this page hold the whole DLQ? (Then a group's count is the DLQ's; otherwise it is
+    /// the page's, and says so.)
+    pub fn page_is_whole(&self) -> bool {
+        self.page == 0 && self.depth.is_some_and(|d| d <= self.items.len() as u64)
+    }
     /// The replay scopes on offer: (label, count text, scope).
     fn replay_scopes(&self) -> Vec<(String, String, ReplayScope)> {
         let mut out = Vec::new();
@@ -201,10 +206,16 @@ impl DlqPanel {
             match filter {
                 Some(c) => out.push((
                     label,
-                    format!(
-                        "{} on this page; every matching message of the DLQ",
-                        g.count
-                    ),
+                    if self.page_is_whole() {
+                        format!("{} in the DLQ", g.count)
+                    } else {
+                        format!(
+                            "{} on this page of {}; the DLQ holds {} — every one of them that matches is replayed (the run counts them)",
+                            g.count,
+                            self.items.len(),
+                            self.depth.map_or("?".into(), |d| d.to_string())
+                        )
+                    },
                     ReplayScope::Filter(Filter {
                         conditions: vec![c],
                     }),

@@ -120,15 +120,17 @@ impl FeedState {
         }
     }
 
-    /// Add a live event; returns the warning to show when someone else did something that
-    /// matters (a gate flip, a rollback, a purge / replay / move, a note).
+    /// Add a live event; returns the line to show when someone else did something: a warning
+    /// (`true`, with ⚠) for what changes where traffic goes or starts an incident — a gate flip,
+    /// a gate unlock, a rollback — and a plain notice (`false`) for routine work — a purge,
+    /// replay or move, a note — which the feed records without alarming anyone.
     pub fn absorb(
         &mut self,
         e: &Event,
         now_ms: i64,
         drill_ns: Option<&str>,
         who: (&str, &str),
-    ) -> Option<String> {
+    ) -> Option<(bool, String)> {
         let other = !self.is_own(e, drill_ns, who);
         let text = summarize(e);
         let by = e.who();
@@ -139,19 +141,22 @@ impl FeedState {
                 .map(|n| sanitize(n).into_owned())
                 .unwrap_or_default();
             match e.kind {
-                EventKind::GateSet => Some(format!(
-                    "⚠ {by} (elsewhere) just flipped the gate of {ns_txt}: {text}"
+                EventKind::GateSet => Some((
+                    true,
+                    format!("⚠ {by} (elsewhere) just flipped the gate of {ns_txt}: {text}"),
                 )),
-                EventKind::GateUnlock => Some(format!(
-                    "⚠ {by} (elsewhere) removed the gate lock of {ns_txt}: {text}"
+                EventKind::GateUnlock => Some((
+                    true,
+                    format!("⚠ {by} (elsewhere) removed the gate lock of {ns_txt}: {text}"),
                 )),
-                EventKind::RollbackStarted => {
-                    Some(format!("⚠ {by} (elsewhere) started a rollback of {ns_txt}"))
-                }
+                EventKind::RollbackStarted => Some((
+                    true,
+                    format!("⚠ {by} (elsewhere) started a rollback of {ns_txt}"),
+                )),
                 EventKind::Purge | EventKind::Replay | EventKind::Move => {
-                    Some(format!("{by} (elsewhere) on {ns_txt}: {text}"))
+                    Some((false, format!("{by} (elsewhere) on {ns_txt}: {text}")))
                 }
-                EventKind::Note => Some(format!("note by {by}: {text}")),
+                EventKind::Note => Some((false, format!("note by {by}: {text}"))),
                 _ => None,
             }
         } else {
@@ -199,7 +204,8 @@ mod tests {
         // Same operator, same host, same namespace, same instant — but an id we never got:
         // someone else (another console of the same login).
         let w = f.absorb(&ev(EventKind::GateSet, 2, "alice"), 0, None, me);
-        assert!(w.unwrap().contains("(elsewhere) just flipped the gate"));
+        let (important, w) = w.unwrap();
+        assert!(important && w.contains("(elsewhere) just flipped the gate"));
         assert!(f.items[1].other);
     }
 
@@ -233,5 +239,9 @@ mod tests {
         step.params = serde_json::json!({"rollback_id": "1a2b3c4d"});
         assert_eq!(f.absorb(&step, 0, None, me), None);
         assert!(f.items.iter().all(|i| !i.other));
+        // Someone else's replay is routine: a notice, no ⚠.
+        let replay = ev(EventKind::Replay, 11, "bob");
+        let (important, w) = f.absorb(&replay, 0, None, me).unwrap();
+        assert!(!important && !w.contains('⚠'), "{w}");
     }
 }

@@ -101,7 +101,7 @@ pub fn applied_message(ns: &str, result: &Result<Box<ApplyReport>, Failed>) -> (
             format!(
                 "gate of {} is now {}{}",
                 sanitize(ns),
-                r.after.describe_percent(),
+                r.after.describe_shares(),
                 if r.verified {
                     " (verified)"
                 } else {

@@ -339,6 +339,21 @@ impl AppState {
             );
             return;
         }
+        // `r` after this console's rollback of `ns` was aborted resumes that rollback (as the
+        // view's "continue later" line says): the engine shows its whole plan and author and
+        // asks before anything runs.
+        if let Some(rb) = self.ops.rollback.as_mut().filter(|r| {
+            r.ns == ns && matches!(r.outcome, Some(rollback::RollbackOutcome::Aborted { .. }))
+        }) && let Some(id) = rb.id.clone()
+        {
+            rb.stage = RbStage::Running;
+            rb.outcome = None;
+            rb.decision = None;
+            rb.error = None;
+            self.ask(OpRequest::RollbackResume { id });
+            self.push_view(View::Rollback { ns });
+            return;
+        }
         let advice = self
             .alerts
             .active
@@ -550,6 +565,25 @@ impl AppState {
                 ));
                 return Some(Effect::None);
             }
+            // No move of this console's own, but a rollback runs (its drain or dead-letter
+            // step moves messages): say what `p` / `x` can do to it instead of "no replay".
+            Action::PauseResume | Action::StopJob
+                if !self.ops.job.as_ref().is_some_and(MoveJob::running)
+                    && self
+                        .ops
+                        .rollback
+                        .as_ref()
+                        .is_some_and(|r| matches!(r.stage, RbStage::Running)) =>
+            {
+                let key = self.keymap.first_key("rollback");
+                self.say(
+                    Level::Info,
+                    format!(
+                        "the rollback's own moves cannot be paused (each step is journaled whole); to stop it, open the rollback view ({key}) and press x — it ends aborted at a consistent point, and {key} resumes it"
+                    ),
+                );
+                return Some(Effect::None);
+            }
             Action::PauseResume | Action::StopJob => {
                 let reply = moves::on_action(&mut self.ops.job, action);
                 self.run(reply);
@@ -623,13 +657,8 @@ impl AppState {
     /// first refresh nothing is known, and it opens (the panel says what it finds).
     fn known_ns(&mut self, ns: String) -> Option<String> {
         if self.snapshot.is_some() && self.namespace(&ns).is_none() {
-            self.say(
-                Level::Error,
-                format!(
-                    "no namespace `{}` on this broker (as of the last refresh)",
-                    sanitize(&ns)
-                ),
-            );
+            let text = self.missing_namespace(&ns);
+            self.say(Level::Error, text);
             return None;
         }
         Some(ns)
@@ -957,9 +986,17 @@ impl AppState {
             .ops
             .feed
             .absorb(e, self.now_ms, drill_ns.as_deref(), (&who.0, &who.1));
-        if let Some(w) = warning {
-            self.say(Level::Warn, w);
-            self.ops.feed.warned = Some(e.id.to_string());
+        match warning {
+            Some((true, w)) => {
+                self.say(Level::Warn, w);
+                self.ops.feed.warned = Some(e.id.to_string());
+            }
+            // Routine work of others is a notice: it never replaces a warning or an error
+            // still on the message line.
+            Some((false, w)) if self.message.as_ref().is_none_or(|m| m.level == Level::Info) => {
+                self.say(Level::Info, w);
+            }
+            _ => {}
         }
         let in_view = matches!(self.view(), View::Timeline { .. });
         self.ops.timeline.add_live(e, in_view);

@@ -209,6 +209,12 @@ impl RollbackPanel {
         Self::empty(ns, from, to, RbStage::Checking)
     }
 
+    /// The namespace of a rollback this panel has open — being checked, offered, running or
+    /// waiting at a decision — `None` once it finished.
+    pub fn open_namespace(&self) -> Option<&str> {
+        (self.stage != RbStage::Finished).then_some(self.ns.as_str())
+    }
+
     /// The offer of unfinished rollbacks found at console start (newest → oldest version).
     pub fn offered(
         ns: String,

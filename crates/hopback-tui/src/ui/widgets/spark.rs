@@ -10,6 +10,16 @@ pub fn sparkline(values: &[f64], width: usize) -> String {
     sparkline_to(values, width, tail_max(values, width))
 }
 
+/// The smallest depth scale a sparkline is drawn on: a queue that bounces 0↔1 (a message at a
+/// time going through) stays on the floor instead of drawing full-height bars that read as a
+/// backlog. The scale label still shows the real maximum.
+pub const DEPTH_SCALE_FLOOR: f64 = 10.0;
+
+/// The scale a depth sparkline is drawn on: `max`, but never below [`DEPTH_SCALE_FLOOR`].
+pub fn depth_scale(max: f64) -> f64 {
+    max.max(DEPTH_SCALE_FLOOR)
+}
+
 /// The largest of the last `width` values (what a sparkline of that width shows); 0 if none.
 pub fn tail_max(values: &[f64], width: usize) -> f64 {
     values[values.len().saturating_sub(width)..]
@@ -56,5 +66,18 @@ mod tests {
         assert_eq!(sparkline_to(&[550.0, 1100.0], 2, 1100.0), "▅█");
         assert_eq!(tail_max(&[5000.0, 1.0, 2.0], 2), 2.0);
         assert_eq!(tail_max(&[], 4), 0.0);
+    }
+
+    #[test]
+    fn a_queue_bouncing_between_0_and_1_stays_low() {
+        let bounce = [0.0, 1.0, 0.0, 1.0];
+        let s = sparkline_to(&bounce, 4, depth_scale(tail_max(&bounce, 4)));
+        assert!(!s.contains('█') && !s.contains('▇'), "{s}");
+        // A real backlog still uses the full height.
+        let backlog = [0.0, 400.0];
+        assert_eq!(
+            sparkline_to(&backlog, 2, depth_scale(tail_max(&backlog, 2))),
+            "▁█"
+        );
     }
 }
