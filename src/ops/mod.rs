@@ -9,6 +9,7 @@
 //! report: they never write ledger events and never re-check read-only.
 
 pub mod alert;
+pub mod canary;
 pub mod gate;
 pub mod hash_on;
 pub mod import;
@@ -187,6 +188,8 @@ pub enum Via {
     Rollback,
     /// A drill's scripted operator.
     Drill,
+    /// A self-driving canary's step or abort.
+    Canary,
 }
 
 impl Via {
@@ -197,6 +200,7 @@ impl Via {
             Via::Console => "console",
             Via::Rollback => "rollback",
             Via::Drill => "drill",
+            Via::Canary => "canary",
         }
     }
 }
