@@ -367,6 +367,8 @@ pub async fn start(
             }
         }
         let first = first_step(&req.plan, ns, &view.split)?;
+        // The first step's guards refuse before anything is journaled or changed.
+        gate::validate(&view, &req.plan.split_at(first), false)?;
         // The intent: nothing changes that the timeline would not show.
         ccx.journal_intent(
             ccx.event(EventKind::CanaryStarted, Some(ns))
