@@ -263,7 +263,7 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
-fn of_kind<'a>(events: &'a [Event], kind: EventKind) -> Vec<&'a Event> {
+fn of_kind(events: &[Event], kind: EventKind) -> Vec<&Event> {
     events.iter().filter(|e| e.kind == kind).collect()
 }
 
@@ -325,7 +325,10 @@ async fn a_healthy_v2_reaches_100_through_every_step() {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("healthy canary: promoted in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "healthy canary: promoted in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     assert_eq!(report["outcome"]["outcome"], "promoted", "{report}");
     assert_eq!(report["steps_set"], serde_json::json!([20, 50, 100]));
     assert_eq!(env.gate().await, split(&[("v2", 100)]));
@@ -339,11 +342,7 @@ async fn a_healthy_v2_reaches_100_through_every_step() {
     assert_eq!(gate_sets.len(), 3, "{gate_sets:#?}");
     assert_eq!(of_kind(&events, EventKind::CanaryStep).len(), 3);
     let d = decisions(&events);
-    assert_eq!(
-        d.iter().filter(|x| *x == "advance").count(),
-        3,
-        "{d:?}"
-    );
+    assert_eq!(d.iter().filter(|x| *x == "advance").count(), 3, "{d:?}");
     assert!(!d.contains(&"abort".to_string()), "{d:?}");
     let advance = of_kind(&events, EventKind::CanaryDecision)
         .into_iter()
@@ -388,7 +387,11 @@ async fn failing_v2_is_rolled_back(broker: Broker, prefix: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(report["outcome"]["outcome"], "aborted", "{report}");
-    assert_eq!(report["steps_set"], serde_json::json!([25]), "never advanced");
+    assert_eq!(
+        report["steps_set"],
+        serde_json::json!([25]),
+        "never advanced"
+    );
     assert_eq!(env.gate().await, split(&[("v1", 100)]));
     let id = report["id"].as_str().unwrap().to_string();
     let events = env.events().await;
@@ -419,7 +422,10 @@ async fn failing_v2_is_rolled_back(broker: Broker, prefix: &str) {
         .expect("an abort decision");
     assert!(abort.ts <= back.ts);
     let why = abort.reason.clone().unwrap_or_default();
-    assert!(why.contains("v2 error rate") && why.contains("> max 2%"), "{why}");
+    assert!(
+        why.contains("v2 error rate") && why.contains("> max 2%"),
+        "{why}"
+    );
     let rejected = abort.after["analysis"]["new"]["rejected"].as_u64().unwrap();
     let acked = abort.after["analysis"]["new"]["acked"].as_u64().unwrap();
     let pct = rejected as f64 * 100.0 / (rejected + acked) as f64;
@@ -511,15 +517,24 @@ async fn pause_resume_and_abort_from_a_second_process() {
     let fleet = env.start_fleet(100, 1).await;
     let (child, id) = spawn_canary(
         &env,
-        &["--steps", "20,50,100", "--step-time", "3s", "--min-processed", "10"],
+        &[
+            "--steps",
+            "20,50,100",
+            "--step-time",
+            "3s",
+            "--min-processed",
+            "10",
+        ],
     )
     .await;
     let out = env.run(&["canary", "pause", &id]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Another operator's flip is refused, naming the canary.
-    let flip = env
-        .run(&["gate", "set", &env.ns, "v1=100", "--yes"])
-        .await;
+    let flip = env.run(&["gate", "set", &env.ns, "v1=100", "--yes"]).await;
     assert_eq!(flip.status.code(), Some(3));
     let err = String::from_utf8_lossy(&flip.stderr);
     assert!(err.contains(&format!("canary {id}")), "{err}");
@@ -530,9 +545,17 @@ async fn pause_resume_and_abort_from_a_second_process() {
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains(&id) && text.contains("PAUSED"), "{text}");
     let out = env.run(&["canary", "resume", &id]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = env.run(&["canary", "abort", &id, "--yes"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let done = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -575,7 +598,14 @@ async fn a_killed_canary_leaves_the_gate_and_resumes_from_the_ledger() {
     let fleet = env.start_fleet(120, 1).await;
     let (mut child, id) = spawn_canary(
         &env,
-        &["--steps", "50,100", "--step-time", "3s", "--min-processed", "10"],
+        &[
+            "--steps",
+            "50,100",
+            "--step-time",
+            "3s",
+            "--min-processed",
+            "10",
+        ],
     )
     .await;
     // Killed in the middle of its first step.
@@ -587,7 +617,10 @@ async fn a_killed_canary_leaves_the_gate_and_resumes_from_the_ledger() {
     assert_eq!(env.gate().await, split(&[("v1", 50), ("v2", 50)]));
     let list = env.run(&["canary", "list", &env.ns]).await;
     let text = String::from_utf8_lossy(&list.stdout);
-    assert!(text.contains("NOT RUNNING") && text.contains("--resume"), "{text}");
+    assert!(
+        text.contains("NOT RUNNING") && text.contains("--resume"),
+        "{text}"
+    );
     let out = env
         .run(&["--json", "canary", "--resume", &id, "--yes"])
         .await;
@@ -601,7 +634,11 @@ async fn a_killed_canary_leaves_the_gate_and_resumes_from_the_ledger() {
     assert_eq!(report["resumed"], true);
     assert_eq!(report["outcome"]["outcome"], "promoted");
     // It went on from the step it had reached (set again: its window starts over).
-    assert_eq!(report["steps_set"], serde_json::json!([50, 100]), "{report}");
+    assert_eq!(
+        report["steps_set"],
+        serde_json::json!([50, 100]),
+        "{report}"
+    );
     assert_eq!(env.gate().await, split(&[("v2", 100)]));
     let events = env.events().await;
     let starts = of_kind(&events, EventKind::CanaryStarted);

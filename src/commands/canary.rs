@@ -155,7 +155,10 @@ fn plan_of(a: &StartArgs) -> Result<CanaryPlan, Failure> {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 Failure::usage(
-                    format!("cannot read plan file {}: {e}", sanitize(&p.display().to_string())),
+                    format!(
+                        "cannot read plan file {}: {e}",
+                        sanitize(&p.display().to_string())
+                    ),
                     "give a readable TOML file",
                 )
             })?;

@@ -331,7 +331,10 @@ mod tests {
         assert!("nope".parse::<Scenario>().is_err());
         assert_eq!("crash".parse::<Scenario>().unwrap(), Scenario::Crash);
         assert_eq!("canary".parse::<Scenario>().unwrap(), Scenario::Canary);
-        assert!(!Scenario::CONCRETE.contains(&Scenario::Canary), "never played at random");
+        assert!(
+            !Scenario::CONCRETE.contains(&Scenario::Canary),
+            "never played at random"
+        );
         for _ in 0..20 {
             assert_ne!(Scenario::Random.resolve(), Scenario::Random);
         }

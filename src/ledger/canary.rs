@@ -138,11 +138,11 @@ pub fn project(events: &[Event]) -> BTreeMap<String, CanaryState> {
         let Some(s) = out.get_mut(&id) else { continue };
         s.last_event_at = e.ts;
         match e.kind {
-            EventKind::CanaryStarted => {
-                // A resume: a finished state never comes back, a paused one stays paused.
-                if e.params.get("paused").and_then(Value::as_bool) == Some(true) {
-                    s.paused = true;
-                }
+            // A resume: a finished state never comes back, a paused one stays paused.
+            EventKind::CanaryStarted
+                if e.params.get("paused").and_then(Value::as_bool) == Some(true) =>
+            {
+                s.paused = true;
             }
             EventKind::CanaryStep if e.outcome == Outcome::Ok => {
                 if let Some(i) = e.params.get("index").and_then(Value::as_u64) {

@@ -184,7 +184,12 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
     {
         md.push_str(&format!(
             "- **Canary {}:** {} — {}\n",
-            sanitize(c.params.get("canary_id").and_then(Value::as_str).unwrap_or("?")),
+            sanitize(
+                c.params
+                    .get("canary_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            ),
             c.outcome,
             sanitize(c.reason.as_deref().unwrap_or(""))
         ));

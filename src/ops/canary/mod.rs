@@ -522,7 +522,7 @@ pub async fn list(
         };
         out.push((st, running));
     }
-    out.sort_by(|a, b| b.0.started_at.cmp(&a.0.started_at));
+    out.sort_by_key(|c| std::cmp::Reverse(c.0.started_at));
     Ok(out)
 }
 
