@@ -114,6 +114,12 @@ pub enum Action {
     DecideExport,
     /// Drill score: write the post-mortem draft to `./postmortem-NS.md`.
     WritePostmortem,
+    /// The gate view's running canary: ask it to pause, resume, promote or abort (confirmed
+    /// first).
+    CanaryControl {
+        /// What.
+        command: crate::ops::canary::ControlCommand,
+    },
     /// Select the row at this screen line (mouse click) — 0-based terminal row.
     ClickRow {
         /// Terminal row that was clicked.
@@ -169,6 +175,12 @@ impl Action {
             Action::DecideKeep => "decide_keep",
             Action::DecideExport => "decide_export",
             Action::WritePostmortem => "write_postmortem",
+            Action::CanaryControl { command } => match command {
+                crate::ops::canary::ControlCommand::Pause => "canary_pause",
+                crate::ops::canary::ControlCommand::Resume => "canary_resume",
+                crate::ops::canary::ControlCommand::Promote => "canary_promote",
+                crate::ops::canary::ControlCommand::Abort => "canary_abort",
+            },
             Action::ClickRow { .. } => "click",
         }
     }
@@ -176,6 +188,18 @@ impl Action {
     /// Every action a key can be bound to, by config name (`click` is mouse-only).
     pub fn bindable() -> Vec<Action> {
         vec![
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Pause,
+            },
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Resume,
+            },
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Promote,
+            },
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Abort,
+            },
             Action::Quit,
             Action::Back,
             Action::Up,

@@ -139,6 +139,34 @@ impl Default for Keymap {
                     "dead letters: previous page · gate: previous pair",
                 ),
                 row(&["n"], Action::StartNote, "note to the ledger"),
+                row(
+                    &["Z"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Pause,
+                    },
+                    "gate: pause its canary",
+                ),
+                row(
+                    &["U"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Resume,
+                    },
+                    "gate: resume its canary",
+                ),
+                row(
+                    &["M"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Promote,
+                    },
+                    "gate: promote its canary now",
+                ),
+                row(
+                    &["A"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Abort,
+                    },
+                    "gate: abort its canary",
+                ),
                 row_in(
                     Context::Dialog,
                     &["tab", "right"],

@@ -868,6 +868,7 @@ impl AppState {
             | Action::NextPage
             | Action::PrevPage
             | Action::StartNote
+            | Action::CanaryControl { .. }
             | Action::Note { .. } => {}
             // Dialog keys: only looked up while a dialog is open (see `panels::confirm`).
             Action::FocusNext
