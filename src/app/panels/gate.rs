@@ -444,7 +444,7 @@ impl GatePanel {
         self.stage = GateStage::ConfirmCanary {
             question,
             dialog: ConfirmDialog::new(
-                &format!("canary {}", command.as_str()),
+                format!("canary {}", command.as_str()),
                 tone,
                 vec![
                     Button::cancel("Cancel"),
