@@ -267,6 +267,7 @@ fn help_view() {
         "next / previous button",
         "previous / next option",
         "DL: replay/keep/export",
+        "canary keys (gate view)",
     ];
     for g in grouped {
         assert!(screen.contains(g), "{g} missing:\n{screen}");
@@ -296,6 +297,10 @@ fn help_view() {
             "next sort (DL: group by)",
             "dead letters: next page · gate: next version pair",
             "dead letters: previous page · gate: previous pair",
+            "gate: pause canary",
+            "gate: resume canary",
+            "gate: promote canary now",
+            "gate: abort canary",
         ]
         .iter()
         .copied()

@@ -144,28 +144,28 @@ impl Default for Keymap {
                     Action::CanaryControl {
                         command: crate::ops::canary::ControlCommand::Pause,
                     },
-                    "gate: pause its canary",
+                    "gate: pause canary",
                 ),
                 row(
                     &["U"],
                     Action::CanaryControl {
                         command: crate::ops::canary::ControlCommand::Resume,
                     },
-                    "gate: resume its canary",
+                    "gate: resume canary",
                 ),
                 row(
                     &["M"],
                     Action::CanaryControl {
                         command: crate::ops::canary::ControlCommand::Promote,
                     },
-                    "gate: promote its canary now",
+                    "gate: promote canary now",
                 ),
                 row(
                     &["A"],
                     Action::CanaryControl {
                         command: crate::ops::canary::ControlCommand::Abort,
                     },
-                    "gate: abort its canary",
+                    "gate: abort canary",
                 ),
                 row_in(
                     Context::Dialog,

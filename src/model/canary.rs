@@ -61,6 +61,32 @@ pub enum DeadLetters {
     Keep,
 }
 
+/// What an operator asks a running canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlCommand {
+    /// Stop advancing (the analysis still aborts on a failing new version).
+    Pause,
+    /// Advance again.
+    Resume,
+    /// Give the new version 100 % now.
+    Promote,
+    /// Roll back now.
+    Abort,
+}
+
+impl ControlCommand {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlCommand::Pause => "pause",
+            ControlCommand::Resume => "resume",
+            ControlCommand::Promote => "promote",
+            ControlCommand::Abort => "abort",
+        }
+    }
+}
+
 /// Defaults of a plan's tunables (the CLI's defaults).
 pub const DEFAULT_STEPS: [u32; 5] = [1, 5, 25, 50, 100];
 

@@ -17,31 +17,7 @@ use crate::ops::{OpContext, OpError};
 use crate::text::sanitize;
 use crate::topology::Namespace;
 
-/// What an operator asks a running canary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ControlCommand {
-    /// Stop advancing (the analysis still aborts on a failing new version).
-    Pause,
-    /// Advance again.
-    Resume,
-    /// Give the new version 100 % now.
-    Promote,
-    /// Roll back now.
-    Abort,
-}
-
-impl ControlCommand {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ControlCommand::Pause => "pause",
-            ControlCommand::Resume => "resume",
-            ControlCommand::Promote => "promote",
-            ControlCommand::Abort => "abort",
-        }
-    }
-}
+pub use crate::model::canary::ControlCommand;
 
 /// How long a requester waits for the canary's answer (it answers between two readings).
 pub const ANSWER_WAIT: Duration = Duration::from_secs(15);
