@@ -142,6 +142,9 @@ pub enum Command {
     Revert(crate::commands::history::RevertArgs),
     /// Guided, journaled rollback of a namespace to an older version (resumable)
     Rollback(crate::commands::rollback::RollbackArgs),
+    /// A self-driving canary: raise the new version step by step while its analysis passes,
+    /// roll back on its own when it fails; pause|resume|promote|abort|list
+    Canary(crate::commands::canary::CanaryArgs),
     /// A scored incident drill on a throwaway namespace with a simulated fleet
     Drill(crate::commands::drill::DrillArgs),
     /// A Markdown post-mortem draft of a rollback or drill, from the ledger

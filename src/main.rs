@@ -129,6 +129,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Revert(args)) => commands::history::revert(&ctx, args).await,
         Some(Command::Rollback(args)) => commands::rollback::run(&ctx, args).await,
         Some(Command::Drill(args)) => commands::drill::run(&ctx, args).await,
+        Some(Command::Canary(args)) => commands::canary::run(&ctx, args).await,
         Some(Command::Postmortem(args)) => {
             commands::postmortem::run(&ctx, args.incident, args.output).await
         }

@@ -1133,6 +1133,7 @@ fn drill_panel_running_and_score() {
         status,
         score,
         rollback: None,
+        canary: None,
         postmortem_path: Some("/data/postmortem-drill-abcd1234.md".into()),
         postmortem: "# Post-mortem\n".into(),
         ledger: "stream".into(),

@@ -269,6 +269,8 @@ fn help_view() {
         "previous / next option",
         "DL: replay/keep/export",
         "pause/copy id/log/ctx",
+        "canary keys (gate view)",
+        "pause / stop replay",
     ];
     for g in grouped {
         assert!(screen.contains(g), "{g} missing:\n{screen}");
@@ -306,6 +308,12 @@ fn help_view() {
             "copy id (message, event)",
             "hopback's own log",
             "contexts (profiles)",
+            "gate: pause canary",
+            "gate: resume canary",
+            "gate: promote canary now",
+            "gate: abort canary",
+            "pause / resume replay",
+            "stop replay / rollback",
         ]
         .iter()
         .copied()

@@ -101,6 +101,18 @@ fn print_result(r: &DrillResult) {
     for line in s.explain(false) {
         crate::outln!("                    {line}");
     }
+    if let Some(c) = &r.canary {
+        crate::outln!(
+            "  canary {}        steps {:?} → {}",
+            c.id,
+            c.steps_set,
+            match &c.outcome {
+                crate::ops::canary::CanaryOutcome::Aborted { why, .. } =>
+                    format!("aborted by itself: {}", crate::text::sanitize(why)),
+                other => format!("{other:?}"),
+            }
+        );
+    }
     if let Some(rb) = &r.rollback {
         crate::outln!("  rollback {}      {:?}", rb.rollback_id, rb.outcome);
     }
@@ -161,7 +173,14 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> Result<(), Failure> {
     });
     let result = drill::run(&ctx.cfg, &opts, move |h| {
         if !json {
-            crate::errln!("{}", briefing(&h.namespace, canary, headless, fault_after));
+            if h.scenario == drill::scenario::Scenario::Canary {
+                crate::errln!(
+                    "drill {}: simulated fleet running on v1; a self-driving canary rolls out v2 (which rejects a share of its tasks) and must catch it by itself.",
+                    h.namespace
+                );
+            } else {
+                crate::errln!("{}", briefing(&h.namespace, canary, headless, fault_after));
+            }
         }
     })
     .await;

@@ -1,6 +1,7 @@
 //! The CLI's verbs. Each takes a [`Ctx`] (resolved config + output mode) and returns a
 //! [`Failure`] on error, so the binary prints one line and exits with the contract's code.
 
+pub mod canary;
 pub mod check;
 pub mod dlq;
 pub mod drill;

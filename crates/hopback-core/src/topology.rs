@@ -128,6 +128,13 @@ impl Namespace {
         format!("{}.gate-lock", self.entry)
     }
 
+    /// The control queue of canary `id` on this namespace (`ENTRY.canary.ID`): exclusive to the
+    /// running canary's connection, so it exists exactly while the canary runs
+    /// (`broker::control`).
+    pub fn canary_control(&self, id: &str) -> String {
+        format!("{}.canary.{id}", self.entry)
+    }
+
     /// The two exchanges a `gate hash-on` change can move the gate to, behind the entry
     /// exchange (`ENTRY.gate-a`, `ENTRY.gate-b`): a change builds the gate on the one not in
     /// use, so the old and the new routing coexist until the entry is switched over.

@@ -23,6 +23,8 @@ pub struct BrokerLock {
     ch: lapin::Channel,
     name: String,
     password: String,
+    /// Taken by a flip on a connection that [`hold`]s it for longer: releasing it leaves it held.
+    borrowed: bool,
 }
 
 impl std::fmt::Debug for BrokerLock {
@@ -54,6 +56,9 @@ pub async fn acquire(
     wait: Duration,
 ) -> Result<BrokerLock, LockError> {
     let started = Instant::now();
+    // A connection that holds the lock for its lifetime (a canary) passes its own flips through:
+    // declaring an exclusive queue again succeeds only on the connection that owns it.
+    let borrowed = session.holds_lock(name);
     loop {
         let ch = session.channel().await.map_err(LockError::Broker)?;
         let declared = timed(
@@ -77,6 +82,7 @@ pub async fn acquire(
                     ch,
                     name: name.to_string(),
                     password: session.password().to_string(),
+                    borrowed,
                 });
             }
             // 405 RESOURCE_LOCKED: another connection's exclusive queue (the channel is closed).
@@ -101,6 +107,10 @@ impl BrokerLock {
     /// Give the lock back (delete the queue, close the channel). Errors are ignored: the broker
     /// frees an exclusive queue with its connection anyway.
     pub async fn release(self) {
+        if self.borrowed {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, self.ch.close(200, "".into())).await;
+            return;
+        }
         let _ = timed(
             "deleting the lock queue",
             CALL_TIMEOUT,
@@ -113,6 +123,26 @@ impl BrokerLock {
         // lock goes with the connection anyway.
         let _ = tokio::time::timeout(CALL_TIMEOUT, self.ch.close(200, "".into())).await;
     }
+}
+
+/// Take the lock `name` for as long as `session` lives (or until [`BrokerLock::release`]): a
+/// long operation that owns a gate for its whole run (a canary). Flips made on the same session
+/// take it through [`acquire`] and leave it held; anyone else's find it held.
+pub async fn hold(session: &Session, name: &str) -> Result<BrokerLock, LockError> {
+    let lock = acquire(session, name, Duration::ZERO).await?;
+    session.set_lock_held(name, true);
+    Ok(lock)
+}
+
+/// Give back a lock taken with [`hold`].
+pub async fn unhold(session: &Session, lock: BrokerLock) {
+    session.set_lock_held(&lock.name, false);
+    BrokerLock {
+        borrowed: false,
+        ..lock
+    }
+    .release()
+    .await;
 }
 
 /// What holds the lock `name` now (`None`: nobody — the queue does not exist).

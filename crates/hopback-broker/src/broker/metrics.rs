@@ -374,3 +374,104 @@ fn clear_rates(snap: &mut FleetSnapshot) {
         n.dlq_rate = None;
     }
 }
+
+/// Readings of a few named queues' counters, for a caller that follows them over a window of its
+/// own (the canary's analysis keeps a [`CounterTracker`] per step).
+impl Metrics {
+    /// One reading of `queues` from the profile's source: Prometheus when it can be used (the
+    /// same judgement as [`Metrics::apply`]), else the management API's counter totals when it
+    /// collects statistics. `Err`: no source has the counters (why). A queue missing from the
+    /// reading has no counters there yet (unknown, not 0).
+    pub async fn read_queues(
+        &mut self,
+        mgmt: Option<&Mgmt>,
+        queues: &[String],
+    ) -> Result<(MetricsSource, crate::model::metrics::Reading), String> {
+        use crate::model::metrics::{QueueReading, Reading};
+        let use_prometheus = match self.mode {
+            MetricsMode::Management => false,
+            _ => match &self.prometheus_down {
+                Some((_, since)) if since.elapsed() < RETRY_AFTER => false,
+                _ => self.prometheus.is_some(),
+            },
+        };
+        let mut why_not = self.prometheus_down.as_ref().map(|d| d.0.clone());
+        if use_prometheus && let Some(prom) = self.prometheus.clone() {
+            let wanted: HashSet<&str> = queues.iter().map(String::as_str).collect();
+            let keep = |q: &str| wanted.contains(q);
+            let scrape = prom.scrape(&keep, self.now_ms()).await;
+            self.last_scrape_bytes = scrape.bytes;
+            match self.judge(mgmt, &scrape, &prom).await {
+                Ok(()) => {
+                    self.prometheus_down = None;
+                    return Ok((MetricsSource::Prometheus, scrape.reading));
+                }
+                Err(why) => {
+                    self.prometheus_down = Some((why.clone(), Instant::now()));
+                    why_not = Some(why);
+                }
+            }
+        }
+        if self.mode == MetricsMode::Prometheus {
+            return Err(format!(
+                "metrics = prometheus, and Prometheus cannot be used: {}",
+                why_not.unwrap_or_else(|| "no endpoint".into())
+            ));
+        }
+        let Some(m) = mgmt else {
+            return Err("no metrics source: the management API client could not be built".into());
+        };
+        let mut reading = Reading {
+            at_ms: self.now_ms(),
+            nodes_answered: [0].into(),
+            ..Default::default()
+        };
+        let mut stats_seen = false;
+        for q in queues {
+            let info = m.queue(q).await.map_err(|e| {
+                format!(
+                    "the management API did not answer: {}",
+                    crate::text::sanitize(&e.to_string())
+                )
+            })?;
+            let Some(info) = info else { continue };
+            let Some(s) = info.message_stats else {
+                continue;
+            };
+            stats_seen = true;
+            reading.queues.insert(
+                q.clone(),
+                QueueReading {
+                    ready: info.messages_ready,
+                    unacked: info.messages_unacknowledged,
+                    consumers: info.consumers,
+                    series: vec![
+                        (CounterKind::Published, 0, s.publish),
+                        (
+                            CounterKind::DeliveredAck,
+                            0,
+                            s.deliver.saturating_add(s.get),
+                        ),
+                        (CounterKind::Acked, 0, s.ack),
+                        (CounterKind::Redelivered, 0, s.redeliver),
+                    ],
+                },
+            );
+        }
+        if !stats_seen
+            && self.stats_disabled.is_none()
+            && let Ok(o) = m.overview().await
+        {
+            self.stats_disabled = Some(o.disable_stats);
+        }
+        if self.stats_disabled == Some(true) {
+            return Err(format!(
+                "no metrics source: the management API collects no statistics{}",
+                why_not
+                    .map(|w| format!(", and Prometheus: {w}"))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok((MetricsSource::Management, reading))
+    }
+}

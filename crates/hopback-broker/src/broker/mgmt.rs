@@ -260,9 +260,15 @@ pub struct MessageStats {
     /// Deliver rate.
     #[serde(default)]
     pub deliver_get_details: RateDetails,
+    /// Deliveries to consumers in manual-ack mode.
+    #[serde(default)]
+    pub deliver: u64,
     /// Deliveries to consumers in manual-ack mode, per second.
     #[serde(default)]
     pub deliver_details: RateDetails,
+    /// `basic.get`s in manual-ack mode.
+    #[serde(default)]
+    pub get: u64,
     /// `basic.get`s in manual-ack mode, per second.
     #[serde(default)]
     pub get_details: RateDetails,

@@ -12,6 +12,7 @@
 
 pub mod amqp;
 pub mod browse;
+pub mod control;
 pub mod export;
 pub mod hashgate;
 pub mod headers;

@@ -320,6 +320,8 @@ pub struct Session {
     control: Mutex<Option<Channel>>,
     /// The reason of the last `connection.blocked` (cleared by `connection.unblocked`).
     blocked_reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// Broker-side locks this connection holds for as long as it lives (`broker::lock::hold`).
+    held_locks: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -523,6 +525,7 @@ async fn connect_node(
         name: connection_name.chars().take(200).collect(),
         control: Mutex::new(None),
         blocked_reason,
+        held_locks: Default::default(),
     }))
 }
 
@@ -622,6 +625,24 @@ impl Session {
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
+    /// Record that this connection holds (or no longer holds) the lock `name` for its lifetime.
+    pub(crate) fn set_lock_held(&self, name: &str, held: bool) {
+        let mut h = self.held_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if held {
+            h.insert(name.to_string());
+        } else {
+            h.remove(name);
+        }
+    }
+
+    /// Does this connection hold the lock `name` for its lifetime (`broker::lock::hold`)?
+    pub fn holds_lock(&self, name: &str) -> bool {
+        self.held_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
     /// The connection's name as the broker lists it.
     pub fn connection_name(&self) -> &str {
         &self.name

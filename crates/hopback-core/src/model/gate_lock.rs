@@ -8,6 +8,10 @@
 
 use serde::Serialize;
 
+/// How a canary's connection names itself (`hopback canary ID (operator)`): the gate lock's
+/// owner read back names the canary.
+pub const CANARY_CONNECTION_PREFIX: &str = "hopback canary ";
+
 /// The lock queue and its owner, as read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GateLock {
@@ -39,6 +43,9 @@ pub enum LockKind {
     /// Exclusive, auto-delete, on a connection that names itself `hopback …`: a flip under way
     /// (it goes when the flip ends).
     HopbackFlip,
+    /// Exclusive, auto-delete, on a connection named `hopback canary ID …`: a self-driving
+    /// canary holds the gate for its whole run; only its own steps flip it.
+    Canary,
     /// Exclusive, but the management API does not name its owner yet: unknown, not assumed.
     ExclusiveOwnerUnknown,
     /// Exclusive on a connection that is not a hopback flip: held as long as that connection.
@@ -57,6 +64,11 @@ impl GateLock {
         match (&self.owner_connection, &self.owner_client_name) {
             (None, _) => LockKind::ExclusiveOwnerUnknown,
             (Some(_), Some(n))
+                if self.auto_delete && !self.durable && n.starts_with(CANARY_CONNECTION_PREFIX) =>
+            {
+                LockKind::Canary
+            }
+            (Some(_), Some(n))
                 if self.auto_delete && !self.durable && n.starts_with("hopback ") =>
             {
                 LockKind::HopbackFlip
@@ -71,6 +83,18 @@ impl GateLock {
             self.kind(),
             LockKind::HopbackFlip | LockKind::ExclusiveOwnerUnknown
         )
+    }
+
+    /// The id of the canary that holds it (`LockKind::Canary`).
+    pub fn canary_id(&self) -> Option<String> {
+        if self.kind() != LockKind::Canary {
+            return None;
+        }
+        let rest = self
+            .owner_client_name
+            .as_deref()?
+            .strip_prefix(CANARY_CONNECTION_PREFIX)?;
+        rest.split_whitespace().next().map(str::to_string)
     }
 
     /// One line naming the holder (terminal-safe).
@@ -114,6 +138,11 @@ impl GateLock {
             LockKind::HopbackFlip => {
                 format!("`{q}` ({flags}) is held by a hopback flip on {}", owner())
             }
+            LockKind::Canary => format!(
+                "`{q}` is held by canary {} for its whole run, on {}",
+                s(&self.canary_id().unwrap_or_else(|| "?".into())),
+                owner()
+            ),
             LockKind::ExclusiveOwnerUnknown => format!(
                 "`{q}` ({flags}) is held by a connection the management API does not name yet{contents}"
             ),
@@ -183,5 +212,17 @@ mod tests {
         };
         assert_eq!(unknown.kind(), LockKind::ExclusiveOwnerUnknown);
         assert!(!unknown.is_stuck());
+        let canary = GateLock {
+            owner_client_name: Some("hopback canary 1a2b3c4d (ana)".into()),
+            ..lock()
+        };
+        assert_eq!(canary.kind(), LockKind::Canary);
+        assert!(
+            canary.is_stuck(),
+            "a canary holds it for minutes: refuse at once"
+        );
+        assert_eq!(canary.canary_id().as_deref(), Some("1a2b3c4d"));
+        assert!(canary.describe().contains("canary 1a2b3c4d"));
+        assert!(canary.describe().contains("user `guest`"));
     }
 }

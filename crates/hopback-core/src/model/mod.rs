@@ -2,6 +2,7 @@
 //! maths. No I/O, no ratatui, no lapin, no clap (docs/architecture.md, "Dependency rules") —
 //! everything here is testable in microseconds.
 
+pub mod canary;
 pub mod conn;
 pub mod deadletter;
 pub mod gate;

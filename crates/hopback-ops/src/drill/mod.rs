@@ -341,8 +341,10 @@ pub struct DrillResult {
     pub status: DrillStatus,
     /// Score.
     pub score: Score,
-    /// The scripted operator's rollback (headless).
+    /// The scripted operator's rollback (headless), or the canary's automatic one.
     pub rollback: Option<RollbackReport>,
+    /// The self-driving canary's report (scenario `canary`).
+    pub canary: Option<crate::ops::canary::CanaryReport>,
     /// Post-mortem draft written here.
     pub postmortem_path: Option<String>,
     /// The post-mortem Markdown.
@@ -471,17 +473,21 @@ async fn run_in_namespace(
         via: crate::ops::Via::Drill,
         journal_sink: None,
     };
-    gate::apply(
-        &cx,
-        &gate::GateRequest {
-            namespace: ns.to_string(),
-            target: canary,
-            reason: Some("drill: v2 canary".into()),
-            extra_params: [("drill_id".to_string(), json!(id))].into_iter().collect(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    // The `canary` scenario leaves the gate on v1: the self-driving canary moves it.
+    let self_driving = scenario == Scenario::Canary;
+    if !self_driving {
+        gate::apply(
+            &cx,
+            &gate::GateRequest {
+                namespace: ns.to_string(),
+                target: canary,
+                reason: Some("drill: v2 canary".into()),
+                extra_params: [("drill_id".to_string(), json!(id))].into_iter().collect(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
     handle.set_phase(Phase::Running);
     on_start(handle.clone());
 
@@ -503,19 +509,27 @@ async fn run_in_namespace(
         })
     });
 
-    let fault_delay = opts
-        .fault_delay
-        .unwrap_or_else(|| Duration::from_secs(rand::random_range(10..=40)));
+    let fault_delay = if self_driving {
+        Duration::ZERO
+    } else {
+        opts.fault_delay
+            .unwrap_or_else(|| Duration::from_secs(rand::random_range(10..=40)))
+    };
     let interrupted = tokio::select! {
         _ = tokio::time::sleep(fault_delay) => false,
         _ = opts.stop.stopped() => true,
     };
     let mut rollback_report = None;
+    let mut canary_report = None;
     if !interrupted {
         fleet.inject_fault();
         handle.set_phase(Phase::Incident);
         tracing::info!(ns, scenario = %scenario, "drill fault injected");
-        if opts.headless {
+        if self_driving {
+            let report = self_driving_canary(&cx, ns, opts, &handle).await?;
+            rollback_report = report.rollback.clone();
+            canary_report = Some(report);
+        } else if opts.headless {
             tokio::time::sleep(opts.auto_respond_after).await;
             {
                 let mut t = lock(&handle.timings);
@@ -609,11 +623,51 @@ async fn run_in_namespace(
         status: handle.status(),
         score,
         rollback: rollback_report,
+        canary: canary_report,
         postmortem_path,
         postmortem,
         ledger: ledger.backend_description(),
         kept: false,
     })
+}
+
+/// The plan of the `canary` scenario: v1 → v2 in three short steps.
+pub fn drill_canary_plan(verify_window: Duration) -> crate::model::canary::CanaryPlan {
+    crate::model::canary::CanaryPlan {
+        steps: vec![10, 50, 100],
+        step_time_ms: 5_000,
+        refresh_ms: 1_000,
+        min_processed: 10,
+        max_hold_ms: 30_000,
+        verify_window_ms: u64::try_from(verify_window.as_millis()).unwrap_or(10_000),
+        ..crate::model::canary::CanaryPlan::new("v1", "v2")
+    }
+}
+
+/// Marks detection when the canary decides to abort.
+struct CanaryWatch<'a>(&'a DrillHandle);
+
+impl crate::ops::canary::CanaryObserver for CanaryWatch<'_> {
+    fn update(&self, u: &crate::ops::canary::CanaryUpdate) {
+        if matches!(u, crate::ops::canary::CanaryUpdate::Aborting { .. }) {
+            self.0.mark_first_action();
+        }
+    }
+}
+
+/// The `canary` scenario's operator: no person, the self-driving canary.
+async fn self_driving_canary(
+    cx: &crate::ops::OpContext,
+    ns: &str,
+    opts: &DrillOptions,
+    handle: &DrillHandle,
+) -> Result<crate::ops::canary::CanaryReport, DrillError> {
+    let req = crate::ops::canary::CanaryRequest {
+        namespace: ns.to_string(),
+        plan: drill_canary_plan(opts.verify_window),
+        reason: Some("drill: a self-driving canary rolls out v2".into()),
+    };
+    Ok(crate::ops::canary::start(cx, &req, &CanaryWatch(handle)).await?)
 }
 
 async fn wait_for_workers(session: &Session, ns: &str, limit: Duration) -> Result<(), DrillError> {
@@ -725,6 +779,14 @@ fn note_action(handle: &DrillHandle, e: &Event) {
             }
             _ => {}
         }
+    }
+    // A canary's own steps and analyses are not a response; its abort decision is (the
+    // `canary` scenario's observer marks it as it happens).
+    if crate::ledger::canary::canary_id_of(e).is_some()
+        && !(e.kind == EventKind::CanaryDecision
+            && e.params.get("decision").and_then(|d| d.as_str()) == Some("abort"))
+    {
+        return;
     }
     if matches!(
         e.kind,

@@ -31,6 +31,9 @@ pub enum Scenario {
     Partial,
     /// One of the above, not told.
     Random,
+    /// No person: v2 rejects a share of its tasks from its first one, and a self-driving canary
+    /// (`ops::canary`) rolls it out from v1 — it must catch the fault and roll back by itself.
+    Canary,
 }
 
 impl Scenario {
@@ -76,6 +79,7 @@ impl Scenario {
             Scenario::Crash => "crash",
             Scenario::Partial => "partial",
             Scenario::Random => "random",
+            Scenario::Canary => "canary",
         }
     }
     /// One line for the briefing after the drill (what was wrong with v2).
@@ -88,6 +92,9 @@ impl Scenario {
             Scenario::Crash => "v2 workers crashed repeatedly; their unacked work was redelivered",
             Scenario::Partial => "v2 failed every `task_shape = bulk` task and nothing else",
             Scenario::Random => "a hidden scenario",
+            Scenario::Canary => {
+                "v2 rejected a share of its tasks from the start; the self-driving canary rolled it out and had to catch it"
+            }
         }
     }
 }
@@ -103,8 +110,9 @@ impl FromStr for Scenario {
             "crash" => Ok(Scenario::Crash),
             "partial" => Ok(Scenario::Partial),
             "random" => Ok(Scenario::Random),
+            "canary" => Ok(Scenario::Canary),
             other => Err(format!(
-                "unknown scenario `{other}`; use poison, slow, crash, partial or random"
+                "unknown scenario `{other}`; use poison, slow, crash, partial, random or canary"
             )),
         }
     }
@@ -178,7 +186,7 @@ pub fn verdict(
         };
     };
     match scenario {
-        Scenario::Poison | Scenario::Random => {
+        Scenario::Poison | Scenario::Random | Scenario::Canary => {
             if task.roll < params.poison_fraction {
                 Verdict::Reject
             } else {
@@ -339,6 +347,11 @@ mod tests {
         assert_eq!(shape_for(0.99), "bulk");
         assert!("nope".parse::<Scenario>().is_err());
         assert_eq!("crash".parse::<Scenario>().unwrap(), Scenario::Crash);
+        assert_eq!("canary".parse::<Scenario>().unwrap(), Scenario::Canary);
+        assert!(
+            !Scenario::CONCRETE.contains(&Scenario::Canary),
+            "never played at random"
+        );
         for _ in 0..20 {
             assert_ne!(Scenario::Random.resolve(), Scenario::Random);
         }

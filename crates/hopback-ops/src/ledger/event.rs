@@ -48,6 +48,21 @@ pub enum EventKind {
     /// A broker-engine move's shovel outlived its hopback (killed) or its deadline and was removed
     /// (`params.shovel`, `params.move_id`, `params.source`, `params.count`; `reason` says why).
     StaleMoveRemoved,
+    /// A self-driving canary began (`params.canary_id`, `params.plan`; `before.gate`), or a
+    /// killed one was resumed (`params.resumed`).
+    CanaryStarted,
+    /// A canary set a step (`params.index`, `params.weight`; `after.gate`).
+    CanaryStep,
+    /// A canary's analysis of its step window (`after.analysis`, `params.verdict`).
+    CanaryAnalysis,
+    /// A canary decided: advance, hold, abort, promote, pause, resume (`params.decision`,
+    /// `params.requested_by` when an operator asked; `after.analysis` holds the numbers).
+    CanaryDecision,
+    /// An operator asked a running canary to pause, resume, promote or abort (`params.command`).
+    CanaryControl,
+    /// A canary ended (`outcome`: ok = promoted, failed = aborted by its analysis, cancelled =
+    /// aborted by an operator; `params.rollback_id` of the automatic rollback).
+    CanaryFinished,
     /// Written by a newer hopback: kept, shown as-is, never interpreted.
     #[serde(other)]
     Unknown,
@@ -75,6 +90,12 @@ impl EventKind {
             EventKind::AlertCleared => "alert_cleared",
             EventKind::DriftDetected => "drift_detected",
             EventKind::StaleMoveRemoved => "stale_move_removed",
+            EventKind::CanaryStarted => "canary_started",
+            EventKind::CanaryStep => "canary_step",
+            EventKind::CanaryAnalysis => "canary_analysis",
+            EventKind::CanaryDecision => "canary_decision",
+            EventKind::CanaryControl => "canary_control",
+            EventKind::CanaryFinished => "canary_finished",
             EventKind::Unknown => "unknown",
         }
     }

@@ -25,6 +25,7 @@
 
 pub mod access;
 mod cache;
+pub mod canary;
 pub mod event;
 pub mod postmortem;
 pub mod projection;

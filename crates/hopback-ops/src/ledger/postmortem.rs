@@ -75,6 +75,9 @@ fn is_action(e: &Event) -> bool {
         | EventKind::Purge
         | EventKind::RollbackStarted
         | EventKind::RollbackFinished
+        | EventKind::CanaryDecision
+        | EventKind::CanaryControl
+        | EventKind::CanaryFinished
         | EventKind::Note => true,
         EventKind::RollbackStep => e.params.get("phase").and_then(Value::as_str) == Some("finish"),
         _ => false,
@@ -173,6 +176,23 @@ pub fn render(events: &[Event], incident: &Incident) -> String {
             sanitize(r.reason.as_deref().unwrap_or(""))
         )),
         None => md.push_str("- **Rollback:** none recorded\n"),
+    }
+    // A canary that aborted by itself: the step it failed at and the numbers, as it journaled them.
+    for c in events
+        .iter()
+        .filter(|e| e.kind == EventKind::CanaryFinished && e.is_verified())
+    {
+        md.push_str(&format!(
+            "- **Canary {}:** {} — {}\n",
+            sanitize(
+                c.params
+                    .get("canary_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            ),
+            c.outcome,
+            sanitize(c.reason.as_deref().unwrap_or(""))
+        ));
     }
     md.push_str(&format!(
         "- **Responders:** {}\n\n",

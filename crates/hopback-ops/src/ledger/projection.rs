@@ -249,6 +249,12 @@ pub fn summarize(e: &Event) -> String {
             text(p, "shovel").unwrap_or_else(|| "?".into()),
             text(p, "source").map_or(String::new(), |q| format!(" on {q}"))
         ),
+        EventKind::CanaryStarted
+        | EventKind::CanaryStep
+        | EventKind::CanaryAnalysis
+        | EventKind::CanaryDecision
+        | EventKind::CanaryControl
+        | EventKind::CanaryFinished => crate::ledger::canary::summarize(e),
         EventKind::Unknown => "(event of a newer hopback)".into(),
     };
     sanitize(&s).into_owned()

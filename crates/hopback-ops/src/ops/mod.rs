@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod alert;
+pub mod canary;
 pub mod gate;
 pub mod hash_on;
 pub mod import;
@@ -188,6 +189,8 @@ pub enum Via {
     Rollback,
     /// A drill's scripted operator.
     Drill,
+    /// A self-driving canary's step or abort.
+    Canary,
 }
 
 impl Via {
@@ -198,6 +201,7 @@ impl Via {
             Via::Console => "console",
             Via::Rollback => "rollback",
             Via::Drill => "drill",
+            Via::Canary => "canary",
         }
     }
 }

@@ -133,6 +133,12 @@ pub enum Action {
         /// Profile name, or `all`.
         name: String,
     },
+    /// The gate view's running canary: ask it to pause, resume, promote or abort (confirmed
+    /// first).
+    CanaryControl {
+        /// What.
+        command: crate::ops::canary::ControlCommand,
+    },
     /// Select the row at this screen line (mouse click) — 0-based terminal row.
     ClickRow {
         /// Terminal row that was clicked.
@@ -194,6 +200,12 @@ impl Action {
             Action::OpenLog => "log",
             Action::OpenContexts => "contexts",
             Action::SwitchContext { .. } => "context",
+            Action::CanaryControl { command } => match command {
+                crate::ops::canary::ControlCommand::Pause => "canary_pause",
+                crate::ops::canary::ControlCommand::Resume => "canary_resume",
+                crate::ops::canary::ControlCommand::Promote => "canary_promote",
+                crate::ops::canary::ControlCommand::Abort => "canary_abort",
+            },
             Action::ClickRow { .. } => "click",
         }
     }
@@ -201,6 +213,18 @@ impl Action {
     /// Every action a key can be bound to, by config name (`click` is mouse-only).
     pub fn bindable() -> Vec<Action> {
         vec![
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Pause,
+            },
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Resume,
+            },
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Promote,
+            },
+            Action::CanaryControl {
+                command: crate::ops::canary::ControlCommand::Abort,
+            },
             Action::Quit,
             Action::Back,
             Action::Up,

@@ -171,6 +171,34 @@ impl Default for Keymap {
                     "dead letters: previous page · gate: previous pair",
                 ),
                 row(&["n"], Action::StartNote, "note to the ledger"),
+                row(
+                    &["Z"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Pause,
+                    },
+                    "gate: pause canary",
+                ),
+                row(
+                    &["U"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Resume,
+                    },
+                    "gate: resume canary",
+                ),
+                row(
+                    &["M"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Promote,
+                    },
+                    "gate: promote canary now",
+                ),
+                row(
+                    &["A"],
+                    Action::CanaryControl {
+                        command: crate::ops::canary::ControlCommand::Abort,
+                    },
+                    "gate: abort canary",
+                ),
                 row_in(
                     Context::Dialog,
                     &["tab", "right"],

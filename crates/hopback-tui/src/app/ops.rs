@@ -547,6 +547,16 @@ impl OpsRunner {
                     tracing::warn!(error = %e, "alert not journaled");
                 }
             }
+            OpRequest::CanaryControl { ns, id, command } => {
+                let result = match self.cx().await {
+                    Ok(cx) => crate::ops::canary::control(&cx, &id, command, Some(&ns))
+                        .await
+                        .map(|r| r.message)
+                        .map_err(Failed::from),
+                    Err(e) => Err(e),
+                };
+                self.send(OpMsg::CanaryControlled { id, result }).await;
+            }
             OpRequest::Note { ns, text } => {
                 let r = match self.cx().await {
                     Ok(cx) => note::add(&cx, ns.as_deref(), &text)

@@ -200,6 +200,15 @@ pub enum OpRequest {
         /// Only this namespace.
         ns: Option<String>,
     },
+    /// Ask a running canary to pause, resume, promote or abort (`ops::canary::control`).
+    CanaryControl {
+        /// Namespace.
+        ns: String,
+        /// Canary id.
+        id: String,
+        /// What.
+        command: crate::ops::canary::ControlCommand,
+    },
     /// Append an operator note.
     Note {
         /// About this namespace.
@@ -341,6 +350,13 @@ pub enum OpMsg {
     Journaled {
         /// The event's id.
         event_id: String,
+    },
+    /// A canary answered a control request (its message), or the request failed.
+    CanaryControlled {
+        /// Canary id.
+        id: String,
+        /// The canary's answer, or why not.
+        result: Result<String, Failed>,
     },
     /// A note was appended (short id) or not.
     NoteAdded {

@@ -1082,6 +1082,7 @@ impl AppState {
             | Action::StartNote
             | Action::Note { .. }
             | Action::Yank
+            | Action::CanaryControl { .. }
             | Action::OpenLog => {}
             // Dialog keys: only looked up while a dialog is open (see `panels::confirm`).
             Action::FocusNext

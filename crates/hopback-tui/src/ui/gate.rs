@@ -46,6 +46,18 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
             theme.muted,
         )));
     }
+    // A running canary drives this gate: what it is doing, and its keys.
+    for (i, l) in state
+        .ops
+        .canary
+        .lines_for(ns, state.now_ms)
+        .into_iter()
+        .enumerate()
+    {
+        let w = usize::from(area.width.saturating_sub(2));
+        let style = if i == 0 { theme.warn } else { theme.muted };
+        split.push(Line::from(Span::styled(fit(&l, w), style)));
+    }
     let [top, table, unrouted, presets] = Layout::vertical([
         Constraint::Length(2 + split.len() as u16),
         Constraint::Length(versions_h),
@@ -91,6 +103,10 @@ pub fn draw(f: &mut Frame, area: Rect, state: &AppState, theme: &Theme, ns: &str
         } => {
             let body = confirm_body(state, theme, panel, n, target, plan, zero_consumers);
             draw_confirm(f, area, dialog, with_context(state, body, theme), theme);
+        }
+        GateStage::ConfirmCanary { question, dialog } => {
+            let body = vec![Line::from(question.clone())];
+            draw_confirm(f, area, dialog, body, theme);
         }
         GateStage::ConfirmUnrouted { count, dialog } => {
             let unrouted = n.map(|n| n.unrouted.clone()).unwrap_or_default();

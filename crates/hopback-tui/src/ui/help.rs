@@ -17,6 +17,7 @@ use super::widgets::fit;
 use crate::app::action::{Action, COMMANDS};
 use crate::app::keymap::{Binding, Context};
 use crate::app::state::{AppState, SortKey};
+use crate::model::canary::ControlCommand;
 
 /// Widest key column; longer key lists are cut with `…`.
 const KEY_W_MAX: usize = 15;
@@ -59,6 +60,10 @@ const GROUPS: &[(&[Action], &str)] = &[
         "next/prev page or pair",
     ),
     (
+        &[Action::PauseResume, Action::StopJob],
+        "pause / stop replay",
+    ),
+    (
         &[Action::FocusNext, Action::FocusPrev],
         "next / previous button",
     ),
@@ -73,6 +78,23 @@ const GROUPS: &[(&[Action], &str)] = &[
             Action::DecideExport,
         ],
         "DL: replay/keep/export",
+    ),
+    (
+        &[
+            Action::CanaryControl {
+                command: ControlCommand::Pause,
+            },
+            Action::CanaryControl {
+                command: ControlCommand::Resume,
+            },
+            Action::CanaryControl {
+                command: ControlCommand::Promote,
+            },
+            Action::CanaryControl {
+                command: ControlCommand::Abort,
+            },
+        ],
+        "canary keys (gate view)",
     ),
 ];
 

@@ -57,6 +57,17 @@ pub fn refusal_while_held(ns: &str, holder: &GateLock) -> OpError {
                 "look at `hopback timeline --namespace {ns}` and `hopback gate show {ns}`, then decide again"
             ),
         ),
+        LockKind::Canary => OpError::refused(
+            format!(
+                "the gate of `{ns}` is driven by canary {} (started by broker user `{}`): only its own steps flip it; nothing changed",
+                sanitize(&holder.canary_id().unwrap_or_else(|| "?".into())),
+                sanitize(holder.owner_user.as_deref().unwrap_or("?"))
+            ),
+            format!(
+                "see it with `hopback canary list {ns}`; pause, promote or abort it with `hopback canary pause|promote|abort {}`",
+                sanitize(&holder.canary_id().unwrap_or_else(|| "ID".into()))
+            ),
+        ),
         LockKind::ForeignConnection | LockKind::Squatter => OpError::refused(
             format!(
                 "the gate of `{ns}` cannot be flipped: its lock {}; nothing changed",
@@ -183,6 +194,14 @@ fn action_for(holder: &GateLock, confirmed_owner: Option<&str>) -> Result<&'stat
             ),
             format!(
                 "wait for the flip; to end it anyway (closing that connection), name its owner: --owner '{}'",
+                sanitize(owner.unwrap_or("?"))
+            ),
+        )),
+        LockKind::Canary => Err(OpError::refused(
+            format!("{} — a running canary; nothing changed", holder.describe()),
+            format!(
+                "stop it with `hopback canary abort {}`; to end it anyway (closing that connection), name its owner: --owner '{}'",
+                sanitize(&holder.canary_id().unwrap_or_else(|| "ID".into())),
                 sanitize(owner.unwrap_or("?"))
             ),
         )),

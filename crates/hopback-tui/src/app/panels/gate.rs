@@ -62,6 +62,13 @@ pub enum GateStage {
         /// Outcome.
         result: Result<Box<ApplyReport>, Failed>,
     },
+    /// Confirming a request to the namespace's running canary.
+    ConfirmCanary {
+        /// The question (terminal-safe).
+        question: String,
+        /// Cancel / the request; the request runs the `CanaryControl`.
+        dialog: ConfirmDialog<OpRequest>,
+    },
     /// Confirming a replay of the unrouted queue.
     ConfirmUnrouted {
         /// Messages in it.
@@ -192,9 +199,9 @@ impl GatePanel {
     /// The open dialog, if any.
     pub fn dialog(&self) -> Option<&ConfirmDialog<OpRequest>> {
         match &self.stage {
-            GateStage::Confirm { dialog, .. } | GateStage::ConfirmUnrouted { dialog, .. } => {
-                Some(dialog)
-            }
+            GateStage::Confirm { dialog, .. }
+            | GateStage::ConfirmUnrouted { dialog, .. }
+            | GateStage::ConfirmCanary { dialog, .. } => Some(dialog),
             _ => None,
         }
     }
@@ -202,9 +209,9 @@ impl GatePanel {
     /// The open dialog, if any (for text entry).
     pub fn dialog_mut(&mut self) -> Option<&mut ConfirmDialog<OpRequest>> {
         match &mut self.stage {
-            GateStage::Confirm { dialog, .. } | GateStage::ConfirmUnrouted { dialog, .. } => {
-                Some(dialog)
-            }
+            GateStage::Confirm { dialog, .. }
+            | GateStage::ConfirmUnrouted { dialog, .. }
+            | GateStage::ConfirmCanary { dialog, .. } => Some(dialog),
             _ => None,
         }
     }
@@ -387,6 +394,21 @@ impl GatePanel {
                     }
                 }
             }
+            GateStage::ConfirmCanary { dialog, .. } => match dialog.handle(action) {
+                Answer::Pending | Answer::Refused(_) => Reply::default(),
+                Answer::Confirmed { action, .. } => {
+                    self.stage = GateStage::Choose;
+                    if ctx.read_only {
+                        Reply::say(Level::Error, ctx.read_only_refusal("control a canary", ""))
+                    } else {
+                        Reply::ask(action).and_say(Level::Info, "asking the canary…")
+                    }
+                }
+                Answer::Cancelled | Answer::Escaped => {
+                    self.stage = GateStage::Choose;
+                    Reply::say(Level::Info, "canary request cancelled; nothing asked")
+                }
+            },
             GateStage::ConfirmUnrouted { dialog, .. } => match dialog.handle(action) {
                 Answer::Pending | Answer::Refused(_) => Reply::default(),
                 Answer::Confirmed { action, .. } => {
@@ -404,6 +426,39 @@ impl GatePanel {
             },
             _ => Reply::default(),
         }
+    }
+
+    /// Open the confirmation of a request to canary `c` (explicit answers: Cancel, or the
+    /// request named).
+    pub fn confirm_canary(
+        &mut self,
+        c: &crate::ledger::canary::CanaryState,
+        command: crate::ops::canary::ControlCommand,
+    ) {
+        use crate::ops::canary::ControlCommand;
+        let (question, label) = super::canary::question(c, command);
+        let tone = match command {
+            ControlCommand::Abort | ControlCommand::Promote => Tone::Alert,
+            _ => Tone::Warn,
+        };
+        self.stage = GateStage::ConfirmCanary {
+            question,
+            dialog: ConfirmDialog::new(
+                format!("canary {}", command.as_str()),
+                tone,
+                vec![
+                    Button::cancel("Cancel"),
+                    Button::run(
+                        label,
+                        OpRequest::CanaryControl {
+                            ns: c.namespace.clone(),
+                            id: c.id.clone(),
+                            command,
+                        },
+                    ),
+                ],
+            ),
+        };
     }
 
     /// The runner's answer to the apply.

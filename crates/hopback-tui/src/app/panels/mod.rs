@@ -8,6 +8,7 @@
 //! broker is *asked for*: a panel returns an [`OpRequest`], the loop hands it to [`super::ops`],
 //! and the answer comes back as an [`OpMsg`] (see [`super::protocol`] and `docs/architecture.md`).
 
+pub mod canary;
 pub mod confirm;
 pub mod describe;
 pub mod dlq;
@@ -170,6 +171,8 @@ pub struct OpsState {
     pub drill: Option<DrillPanel>,
     /// The live ledger feed and which of its events are this console's own.
     pub feed: FeedState,
+    /// The canaries seen on the feed (the gate view shows its namespace's).
+    pub canary: canary::CanaryBoard,
 }
 
 /// Versions of a namespace, oldest first (`v1, v2` when unknown).
@@ -549,6 +552,35 @@ impl AppState {
                 self.input = Some(super::state::Input::Command("note ".into()));
                 return Some(Effect::None);
             }
+            Action::CanaryControl { command } => {
+                let View::Gate { ns } = self.view().clone() else {
+                    self.say(Level::Warn, "canary keys work in the gate view (g)");
+                    return Some(Effect::None);
+                };
+                let Some(c) = self.ops.canary.active_for(&ns).cloned() else {
+                    self.say(
+                        Level::Info,
+                        format!(
+                            "no running canary seen on {} since this console started",
+                            sanitize(&ns)
+                        ),
+                    );
+                    return Some(Effect::None);
+                };
+                if self.read_only {
+                    let msg = format!(
+                        "refusing to {} canary {}: this profile is read-only (nothing changed)",
+                        command.as_str(),
+                        sanitize(&c.id)
+                    );
+                    self.say(Level::Error, msg);
+                    return Some(Effect::None);
+                }
+                if let Some(g) = self.ops.gate.as_mut() {
+                    g.confirm_canary(&c, *command);
+                }
+                return Some(Effect::None);
+            }
             // `x` in the rollback view stops the engine's running step (its move stops at a
             // consistent point; the rollback ends aborted and says what state it left).
             Action::StopJob
@@ -786,6 +818,10 @@ impl AppState {
             }
             // Marked as ours above; nothing else to show.
             OpMsg::Journaled { .. } => Reply::default(),
+            OpMsg::CanaryControlled { id, result } => match result {
+                Ok(msg) => Reply::say(Level::Info, format!("canary {}: {}", sanitize(&id), msg)),
+                Err(e) => Reply::say(Level::Error, format!("canary {}: {e}", sanitize(&id))),
+            },
             OpMsg::NoteAdded { result, .. } => match result {
                 Ok(id) => Reply::say(Level::Info, format!("note added to the ledger ({id})")),
                 Err(e) => Reply::say(Level::Error, format!("cannot add the note: {e}")),
@@ -1000,5 +1036,6 @@ impl AppState {
         }
         let in_view = matches!(self.view(), View::Timeline { .. });
         self.ops.timeline.add_live(e, in_view);
+        self.ops.canary.absorb(e);
     }
 }
