@@ -125,6 +125,7 @@ fn dispatch(console: &mut Console, ios: &[Io]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ 4.0.5 beside the 3.10 broker: scripts/broker --version 4.0, then --include-ignored (.ci/run does)"]
 async fn contexts_switch_between_brokers_and_operations_stay_on_theirs() {
     let stream = format!(
         "hopback.test-ctx-{}",
