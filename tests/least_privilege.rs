@@ -469,6 +469,9 @@ async fn scoped_plus_ledger_user_flips_purges_and_inits_and_replays_are_refused(
             ("timeline", 0),
             ("note", 0),
             ("dlq replay", 3),
+            // Refused before its gate step: the plan moves messages, and the user may not
+            // publish through the default exchange (nothing changes — `rows` reads it back).
+            ("rollback", 3),
             ("gate set", 0),
             ("dlq purge", 0),
             ("init", 0),
@@ -477,6 +480,16 @@ async fn scoped_plus_ledger_user_flips_purges_and_inits_and_replays_are_refused(
     )
     .await;
     assert_eq!(depth(&f.t.session, &format!("{}.dlq", f.ns())).await, 0);
+    // The rollback was refused by its permission check, before its first step, not by the move.
+    let mut args = command("rollback", f.ns(), "");
+    args.extend(["--from".to_string(), "v2".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = f.run(Some(&user), &args);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(
+        r.stderr.contains("default exchange") && r.stderr.contains("nothing was changed"),
+        "{r:?}"
+    );
     // The timeline (as guest) has the writer's note.
     let r = f.run(None, &["--json", "timeline", "--namespace", f.ns()]);
     assert!(r.stdout.contains("least privilege"), "{r:?}");

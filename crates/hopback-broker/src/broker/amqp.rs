@@ -408,6 +408,25 @@ impl Publisher {
         self
     }
 
+    /// Does this user have WRITE on `exchange`? Publishes an empty message with a routing key no
+    /// queue or binding has (`hopback.write-probe.<uuid>`), so nothing is delivered anywhere, and
+    /// waits for the confirm: a refusal closes the channel with ACCESS_REFUSED before it.
+    pub async fn probe_write(session: &Session, exchange: &str) -> Result<(), BrokerError> {
+        let p = Publisher::open(session).await?.labelled(
+            "basic.publish (probing the write permission)",
+            "publisher confirm (probing the write permission)",
+        );
+        let key = format!("hopback.write-probe.{}", uuid::Uuid::new_v4().simple());
+        let pending = p
+            .publish(exchange, &key, false, b"", BasicProperties::default())
+            .await?;
+        let r = pending.wait(CALL_TIMEOUT).await;
+        if p.is_open() {
+            let _ = p.channel.close(200, "ok".into()).await;
+        }
+        r.map(|_| ())
+    }
+
     /// Is the channel still open?
     pub fn is_open(&self) -> bool {
         self.channel.status().connected()

@@ -285,6 +285,30 @@ pub async fn evidence(env: &Env, from: &str, to: &str) -> Vec<String> {
     out
 }
 
+/// A plan that moves messages (drain, dead-letter replay) republishes them through the default
+/// exchange: a user without WRITE on it would see the gate flip and then the move refused. Ask
+/// the broker before anything changes.
+async fn moves_are_permitted(env: &Env, plan: &Plan) -> Result<(), OpError> {
+    let moves = plan.steps.iter().any(|s| {
+        matches!(
+            s.kind,
+            crate::ops::plan::StepKind::Drain { .. } | crate::ops::plan::StepKind::DlqReplay { .. }
+        )
+    });
+    if !moves {
+        return Ok(());
+    }
+    crate::broker::amqp::Publisher::probe_write(&env.session, "")
+        .await
+        .map_err(|e| match e {
+            crate::broker::session::BrokerError::AccessRefused(m) => OpError::refused(
+                format!("this plan moves messages, and this user may not publish through the default exchange: {m}"),
+                "grant WRITE on `amq.default` (README \"Permissions\", the rollback line), or roll back with a user that has it; nothing was changed",
+            ),
+            other => other.into(),
+        })
+}
+
 /// Run a plan from the start. `dry_run` is [`dry_run`]'s job, not this one's.
 pub async fn run(
     env: &Env,
@@ -292,6 +316,7 @@ pub async fn run(
     operator: &dyn Operator,
 ) -> Result<RollbackReport, OpError> {
     env.cx().require_writable("roll back")?;
+    moves_are_permitted(env, &plan).await?;
     let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let ev = evidence(env, &plan.from, &plan.to).await;
     let start = env
@@ -339,6 +364,7 @@ pub async fn resume(
     }
     let env = env_for(&p.namespace);
     env.cx().require_writable("resume a rollback")?;
+    moves_are_permitted(&env, &p.plan).await?;
     let ev = evidence(&env, &p.plan.from, &p.plan.to).await;
     // A plan read back from the ledger is shown in full, with who started it, before anything
     // runs; the operator confirms (Abort is the default in the console; `--yes` continues).
