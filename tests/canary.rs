@@ -331,7 +331,11 @@ async fn a_healthy_v2_reaches_100_through_every_step() {
     );
     assert_eq!(report["outcome"]["outcome"], "promoted", "{report}");
     assert_eq!(report["steps_set"], serde_json::json!([20, 50, 100]));
-    assert_eq!(env.gate().await, split(&[("v2", 100)]));
+    {
+        // The shares the bindings make (a lone version may keep its old weight).
+        let g = env.gate().await;
+        assert!(g.same_routing(&split(&[("v2", 100)])), "gate {g:?}");
+    }
     let id = report["id"].as_str().unwrap().to_string();
     let events = env.events().await;
     // Every step set through the gate operation, each one passed by an analysis.
@@ -392,7 +396,11 @@ async fn failing_v2_is_rolled_back(broker: Broker, prefix: &str) {
         serde_json::json!([25]),
         "never advanced"
     );
-    assert_eq!(env.gate().await, split(&[("v1", 100)]));
+    {
+        // The shares the bindings make (a lone version may keep its old weight).
+        let g = env.gate().await;
+        assert!(g.same_routing(&split(&[("v1", 100)])), "gate {g:?}");
+    }
     let id = report["id"].as_str().unwrap().to_string();
     let events = env.events().await;
     // Within one step time plus one refresh of the broker's counters (and the canary's own).
@@ -486,7 +494,11 @@ async fn an_idle_v2_holds_then_aborts_and_never_advances() {
     assert_eq!(report["steps_set"], serde_json::json!([50]), "{report}");
     let why = report["outcome"]["why"].as_str().unwrap();
     assert!(why.starts_with("held for"), "{why}");
-    assert_eq!(env.gate().await, split(&[("v1", 100)]));
+    {
+        // The shares the bindings make (a lone version may keep its old weight).
+        let g = env.gate().await;
+        assert!(g.same_routing(&split(&[("v1", 100)])), "gate {g:?}");
+    }
     let events = env.events().await;
     let d = decisions(&events);
     assert!(d.contains(&"hold".to_string()), "{d:?}");
@@ -540,7 +552,14 @@ async fn pause_resume_and_abort_from_a_second_process() {
     assert!(err.contains(&format!("canary {id}")), "{err}");
     // Paused: no advance although the step time passes twice over.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(env.gate().await, split(&[("v1", 80), ("v2", 20)]));
+    {
+        // The shares the bindings make (a lone version may keep its old weight).
+        let g = env.gate().await;
+        assert!(
+            g.same_routing(&split(&[("v1", 80), ("v2", 20)])),
+            "gate {g:?}"
+        );
+    }
     let list = env.run(&["canary", "list", &env.ns]).await;
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains(&id) && text.contains("PAUSED"), "{text}");
@@ -562,7 +581,11 @@ async fn pause_resume_and_abort_from_a_second_process() {
     assert_eq!(done.status.code(), Some(3), "aborted by an operator");
     let report = json_of(&done);
     assert_eq!(report["outcome"]["by"], "guest", "{report}");
-    assert_eq!(env.gate().await, split(&[("v1", 100)]));
+    {
+        // The shares the bindings make (a lone version may keep its old weight).
+        let g = env.gate().await;
+        assert!(g.same_routing(&split(&[("v1", 100)])), "gate {g:?}");
+    }
     let events = env.events().await;
     // Each request journaled by its requester, and applied by the canary naming who asked.
     let asked: Vec<&Event> = of_kind(&events, EventKind::CanaryControl)
@@ -614,7 +637,14 @@ async fn a_killed_canary_leaves_the_gate_and_resumes_from_the_ledger() {
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The gate stays where the canary left it; nobody holds its lock any more.
-    assert_eq!(env.gate().await, split(&[("v1", 50), ("v2", 50)]));
+    {
+        // The shares the bindings make (a lone version may keep its old weight).
+        let g = env.gate().await;
+        assert!(
+            g.same_routing(&split(&[("v1", 50), ("v2", 50)])),
+            "gate {g:?}"
+        );
+    }
     let list = env.run(&["canary", "list", &env.ns]).await;
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(
@@ -639,7 +669,11 @@ async fn a_killed_canary_leaves_the_gate_and_resumes_from_the_ledger() {
         serde_json::json!([50, 100]),
         "{report}"
     );
-    assert_eq!(env.gate().await, split(&[("v2", 100)]));
+    {
+        // The shares the bindings make (a lone version may keep its old weight).
+        let g = env.gate().await;
+        assert!(g.same_routing(&split(&[("v2", 100)])), "gate {g:?}");
+    }
     let events = env.events().await;
     let starts = of_kind(&events, EventKind::CanaryStarted);
     assert_eq!(starts.len(), 2);

@@ -894,7 +894,14 @@ async fn replay(
         ctx.require_writable("replay dead letters")?;
     }
     let session = ctx.connect().await?;
-    let dest = match destinations(ctx, &session, &mut req, defaulted).await {
+    // Measuring error rates takes a window: worth it to choose a default destination, or to show
+    // a dry run's per-destination breakdown; an explicit `--to` on a real run is taken as said.
+    let measure = defaulted || dry_run;
+    let dest = match if measure {
+        destinations(ctx, &session, &mut req, defaulted).await
+    } else {
+        Ok(None)
+    } {
         Ok(d) => d,
         Err(f) => {
             session.close().await;
@@ -922,11 +929,16 @@ async fn replay(
         if let Some(d) = &dest {
             print_destinations(d, true);
         }
-        crate::outln!(
-            "  engine: {} — {}",
-            plan.engine.name(),
-            sanitize(&plan.engine_reason)
-        );
+        match &plan.engine {
+            crate::ops::replay::Engine::Broker(m) => crate::outln!(
+                "  engine: broker — a shovel moves exactly {} inside RabbitMQ; {}",
+                m.count,
+                sanitize(&plan.engine_reason)
+            ),
+            crate::ops::replay::Engine::Client => {
+                crate::outln!("  engine: client — {}", sanitize(&plan.engine_reason))
+            }
+        }
         return Ok(());
     }
     if let Some(d) = dest.as_ref().filter(|d| !d.failing.is_empty() && !ctx.json) {
