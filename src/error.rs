@@ -29,6 +29,8 @@ pub struct Failure {
     pub hint: Option<String>,
     /// How the process exits.
     pub code: ExitCode,
+    /// A broker call ran out of time (`main` then asks whether the cluster lost its majority).
+    pub timed_out: bool,
 }
 
 impl fmt::Display for Failure {
@@ -44,6 +46,7 @@ impl Failure {
             message: message.into(),
             hint: Some(hint.into()).filter(|h: &String| !h.is_empty()),
             code: ExitCode::Error,
+            timed_out: false,
         }
     }
     /// A usage error (exit 2).
@@ -80,7 +83,10 @@ impl From<crate::broker::session::BrokerError> for Failure {
         if e.is_refusal() {
             Failure::refused(e.to_string(), hint)
         } else {
-            Failure::error(e.to_string(), hint)
+            Failure {
+                timed_out: e.is_timeout(),
+                ..Failure::error(e.to_string(), hint)
+            }
         }
     }
 }
@@ -96,6 +102,7 @@ impl From<crate::config::ConfigError> for Failure {
             } else {
                 ExitCode::Error
             },
+            timed_out: false,
         }
     }
 }
@@ -136,7 +143,10 @@ impl From<crate::ledger::LedgerError> for Failure {
         if e.refused {
             Failure::refused(e.message, e.hint)
         } else {
-            Failure::error(e.message, e.hint)
+            Failure {
+                timed_out: e.timed_out,
+                ..Failure::error(e.message, e.hint)
+            }
         }
     }
 }

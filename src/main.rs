@@ -146,9 +146,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         None => hopback::app::run(ctx.cfg).await.map_err(Failure::from),
     };
     match result {
-        Err(f) if f.message.contains("timed out") => {
-            Err(commands::explain_timeout(&profile, f).await)
-        }
+        Err(f) if f.timed_out => Err(commands::explain_timeout(&profile, f).await),
         other => other,
     }
 }

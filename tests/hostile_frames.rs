@@ -837,9 +837,7 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
     if frame_retry {
         tm.keys(&["Escape"]);
         tm.keys(&["d"]);
-        tm.wait(60, "the dead-letter groups", |s| {
-            s.contains(" group(s) · ")
-        });
+        tm.wait(60, "the dead-letter groups", |s| s.contains(" group(s) · "));
     }
     // Both groups (v1: the 2,000-deep one and the bad message_id; ?: the 10,000-deep one)
     // hold only unreadable messages.
@@ -847,9 +845,7 @@ async fn the_console_shows_unreadable_messages_and_does_not_abort() {
     for group in 0..2 {
         if group > 0 {
             tm.keys(&["Escape"]);
-            tm.wait(60, "the groups again", |s| {
-                s.contains(" group(s) · ")
-            });
+            tm.wait(60, "the groups again", |s| s.contains(" group(s) · "));
             tm.keys(&["j"]);
         }
         tm.keys(&["Enter"]);

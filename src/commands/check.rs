@@ -518,11 +518,10 @@ pub async fn run(ctx: &Ctx) -> Result<(), Failure> {
         }
     }
     if failed > 0 {
-        Err(Failure {
-            message: format!("{failed} check(s) failed"),
-            hint: Some("see the hints above".into()),
-            code: crate::error::ExitCode::Error,
-        })
+        Err(Failure::error(
+            format!("{failed} check(s) failed"),
+            "see the hints above",
+        ))
     } else {
         Ok(())
     }

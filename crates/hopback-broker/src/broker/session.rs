@@ -112,6 +112,10 @@ impl BrokerError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, BrokerError::AccessRefused(_))
     }
+    /// Did a broker call run out of time?
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, BrokerError::Timeout { .. })
+    }
 }
 
 /// How every permission refusal starts (CLI, ledger reasons, the console's status line), so

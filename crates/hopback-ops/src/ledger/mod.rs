@@ -206,6 +206,8 @@ pub struct LedgerError {
     pub hint: String,
     /// The broker refused it (a missing permission), as opposed to a breakage.
     pub refused: bool,
+    /// A broker call ran out of time (the caller may explain why: a cluster without a majority).
+    pub timed_out: bool,
 }
 
 impl LedgerError {
@@ -215,6 +217,7 @@ impl LedgerError {
             message: message.into(),
             hint: hint.into(),
             refused: false,
+            timed_out: false,
         }
     }
 }
@@ -235,6 +238,7 @@ fn ledger_failure(what: &str, e: BrokerError) -> LedgerError {
         message: format!("ledger: {what}: {e}"),
         hint: e.hint().to_string(),
         refused: e.is_refusal(),
+        timed_out: e.is_timeout(),
     }
 }
 
