@@ -346,7 +346,7 @@ async fn a_replay_removes_a_move_left_behind_before_it_moves() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("first removing 1 broker-engine move(s) left behind"),
+        text.contains("first removes 1 broker-engine move(s) left behind"),
         "{text}"
     );
     assert!(text.contains("engine: broker"), "{text}");

@@ -191,7 +191,11 @@ async fn default_plan_rolls_back_a_rejecting_v2_under_production() {
 
     // End state: gate on v1 only, v2's queue empty.
     let g = env.gate().await;
-    assert_eq!(g, GateSplit([("v1".to_string(), 100)].into()), "{g:?}");
+    // All on v1 (a lone version may keep its old weight: the share is what routes).
+    assert!(
+        g.same_routing(&GateSplit([("v1".to_string(), 100)].into())),
+        "{g:?}"
+    );
     assert_eq!(env.ready("v2").await, 0);
 
     // Production continued through the rollback; now let the fleet finish and count every id.
@@ -373,9 +377,10 @@ async fn killed_mid_drain_then_resumed_without_repeating_a_step() {
     assert_eq!(fin.outcome, Outcome::Ok);
 
     // Same end state as an uninterrupted rollback, and every id processed exactly once.
-    assert_eq!(
-        env.gate().await,
-        GateSplit([("v1".to_string(), 100)].into())
+    assert!(
+        env.gate()
+            .await
+            .same_routing(&GateSplit([("v1".to_string(), 100)].into()))
     );
     assert_eq!(env.ready("v2").await, 0);
     assert!(fleet.wait_idle(Duration::from_secs(60)).await);
@@ -424,9 +429,10 @@ async fn failing_verification_exits_4_and_is_journaled() {
     );
     assert_eq!(report["outcome"]["step"], 5, "{report}");
     // Consistent state: traffic on v1 only, v2 drained; the failure is in the ledger.
-    assert_eq!(
-        env.gate().await,
-        GateSplit([("v1".to_string(), 100)].into())
+    assert!(
+        env.gate()
+            .await
+            .same_routing(&GateSplit([("v1".to_string(), 100)].into()))
     );
     assert_eq!(env.ready("v2").await, 0);
     let id = report["rollback_id"].as_str().unwrap();

@@ -256,7 +256,8 @@ async fn console_replay_then(sig: i32, name: &str) {
         env!("CARGO_BIN_EXE_hopback")
     ));
     tm.keys(&["Enter"]);
-    tm.wait(20, "the console", |s| s.contains(&ns));
+    // The overview is up (the namespace may be below the first screen: `:ns` opens it).
+    tm.wait(20, "the console", |s| s.contains(" namespaces "));
     assert!(tm.alternate_on());
     // Select the namespace, open its dead letters, replay all of them.
     tm.literal(":ns ");
@@ -352,7 +353,8 @@ async fn console_survives_resizing_to_40x10_and_back_on_every_view() {
         env!("CARGO_BIN_EXE_hopback")
     ));
     tm.keys(&["Enter"]);
-    tm.wait(20, "the console", |s| s.contains(&ns));
+    // The overview is up (the namespace may be below the first screen: `:ns` opens it).
+    tm.wait(20, "the console", |s| s.contains(" namespaces "));
     tm.literal(":ns ");
     tm.literal(&ns);
     tm.keys(&["Enter"]);
