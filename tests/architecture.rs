@@ -165,6 +165,34 @@ fn the_console_s_drawing_reaches_no_operation() {
     );
 }
 
+/// The console crate re-exports nothing of the operations, the ledger, the drill or the broker:
+/// what its views draw lives in the model crate, so no `pub use` detour can hand `ui/` an
+/// operation's type.
+#[test]
+fn the_console_re_exports_no_lower_layer_s_types() {
+    let root = workspace().join("crates/hopback-tui/src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        if f.ends_with("hopback-tui/src/lib.rs") {
+            continue; // the crate's own module aliases (`pub(crate)`), not a re-export
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("pub use ")
+                && ["ops", "ledger", "drill", "broker"].iter().any(|m| {
+                    t.contains(&format!("crate::{m}")) || t.contains(&format!("hopback_{m}"))
+                })
+            {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, t));
+            }
+        }
+    }
+    assert!(found.is_empty(), "re-export detours:\n{}", found.join("\n"));
+}
+
 /// Comments, doc comments, strings and char literals blanked out (line structure kept), so the
 /// checks below read code only.
 /// Is `c[i]` right after a byte-literal prefix `b` (`b'x'`, not `ab'`)?

@@ -5,11 +5,14 @@
 pub mod canary;
 pub mod conn;
 pub mod deadletter;
+pub mod drill;
 pub mod gate;
 pub mod gate_lock;
 pub mod hash;
 pub mod invalid;
 pub mod metrics;
+pub mod outcome;
+pub mod rollback;
 pub mod snapshot;
 pub mod split;
 pub mod xdeath;

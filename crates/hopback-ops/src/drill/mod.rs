@@ -171,21 +171,7 @@ impl Default for DrillOptions {
     }
 }
 
-/// Where a drill is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Creating the namespace, starting the fleet.
-    Starting,
-    /// Healthy canary, fault not yet injected.
-    Running,
-    /// Fault injected; waiting for the operator.
-    Incident,
-    /// v2 is off the gate; the fleet is finishing its work.
-    Settling,
-    /// Scored.
-    Done,
-}
+pub use crate::model::drill::Phase;
 
 /// Live view of a drill, shared with whoever shows it (status line, the console's drill panel).
 #[derive(Debug)]

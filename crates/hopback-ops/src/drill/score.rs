@@ -253,13 +253,7 @@ impl Score {
     }
 }
 
-/// `12.3 s` or `—`.
-pub fn fmt_ms(ms: Option<u64>) -> String {
-    match ms {
-        Some(ms) => format!("{:.1} s", ms as f64 / 1000.0),
-        None => "—".to_string(),
-    }
-}
+pub use crate::model::drill::fmt_ms;
 
 #[cfg(test)]
 mod tests {

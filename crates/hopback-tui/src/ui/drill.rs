@@ -12,8 +12,8 @@ use super::dialog::draw_confirm;
 use super::theme::Theme;
 use super::widgets::fit;
 use crate::app::panels::DrillPanel;
-use crate::app::panels::drill::{Phase, fmt_ms};
 use crate::app::state::AppState;
+use crate::model::drill::{Phase, fmt_ms};
 use crate::text::sanitize;
 
 /// Rows the strip needs.

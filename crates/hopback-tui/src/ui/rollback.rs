@@ -12,9 +12,10 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use super::dialog::{confirm_lines, progress_bar};
 use super::theme::Theme;
 use super::widgets::{count, fit, rate};
-use crate::app::panels::rollback::{RollbackOutcome, StepState, outcome_line};
+use crate::app::panels::rollback::outcome_line;
 use crate::app::panels::{RbStage, RollbackPanel};
 use crate::app::state::AppState;
+use crate::model::rollback::{RollbackOutcome, StepState};
 use crate::text::sanitize;
 
 fn mark(s: StepState) -> &'static str {

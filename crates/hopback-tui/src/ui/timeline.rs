@@ -9,8 +9,8 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::theme::Theme;
 use super::widgets::fit;
-use crate::app::panels::timeline::Outcome;
 use crate::app::state::AppState;
+use crate::model::outcome::Outcome;
 use crate::text::sanitize;
 
 /// Draw the timeline.

@@ -54,45 +54,7 @@ pub use verify::{DryRunLine, dry_run};
 
 // ───────────────────────────── reports ─────────────────────────────
 
-/// How a rollback ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum RollbackOutcome {
-    /// Every step completed and every verification passed.
-    Done,
-    /// A verification step failed (exit 4).
-    VerificationFailed {
-        /// Step index.
-        step: usize,
-        /// Why.
-        reason: String,
-    },
-    /// A step failed (exit 1).
-    Failed {
-        /// Step index.
-        step: usize,
-        /// Why.
-        reason: String,
-    },
-    /// The operator aborted (exit 3).
-    Aborted {
-        /// Step index.
-        step: usize,
-        /// The state left behind.
-        state: String,
-    },
-}
-
-impl RollbackOutcome {
-    fn ledger_outcome(&self) -> Outcome {
-        match self {
-            RollbackOutcome::Done => Outcome::Ok,
-            RollbackOutcome::VerificationFailed { .. } => Outcome::VerificationFailed,
-            RollbackOutcome::Failed { .. } => Outcome::Failed,
-            RollbackOutcome::Aborted { .. } => Outcome::Cancelled,
-        }
-    }
-}
+pub use crate::model::rollback::RollbackOutcome;
 
 /// One step in the report.
 #[derive(Debug, Clone, Serialize)]

@@ -69,44 +69,7 @@ impl Decision {
     }
 }
 
-/// State of one step in the checklist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    /// Not reached.
-    Pending,
-    /// In progress.
-    Running,
-    /// Done now.
-    Done,
-    /// Found already done (by its check, or by the journal of an earlier run).
-    AlreadyDone,
-    /// Skipped by the operator.
-    Skipped,
-    /// Failed.
-    Failed,
-}
-
-impl StepState {
-    /// Finished successfully (done, already done or skipped)?
-    pub fn completed(self) -> bool {
-        matches!(
-            self,
-            StepState::Done | StepState::AlreadyDone | StepState::Skipped
-        )
-    }
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepState::Pending => "pending",
-            StepState::Running => "running",
-            StepState::Done => "done",
-            StepState::AlreadyDone => "already_done",
-            StepState::Skipped => "skipped",
-            StepState::Failed => "failed",
-        }
-    }
-}
+pub use crate::model::rollback::StepState;
 
 /// Progress the engine reports while it runs.
 #[derive(Debug, Clone, Serialize)]

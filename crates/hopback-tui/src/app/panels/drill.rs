@@ -11,9 +11,8 @@ use crate::app::protocol::OpRequest;
 use crate::drill::{DrillResult, DrillStatus};
 
 /// Drill types the strip draws (re-exported so the views need nothing from `drill`).
-pub use crate::drill::Phase;
+use crate::model::drill::Phase;
 /// `12.5 s` / `—`, as the drill's report writes durations.
-pub use crate::drill::score::fmt_ms;
 
 /// What the end dialog runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -346,7 +346,11 @@ impl AppState {
         // view's "continue later" line says): the engine shows its whole plan and author and
         // asks before anything runs.
         if let Some(rb) = self.ops.rollback.as_mut().filter(|r| {
-            r.ns == ns && matches!(r.outcome, Some(rollback::RollbackOutcome::Aborted { .. }))
+            r.ns == ns
+                && matches!(
+                    r.outcome,
+                    Some(crate::model::rollback::RollbackOutcome::Aborted { .. })
+                )
         }) && let Some(id) = rb.id.clone()
         {
             rb.stage = RbStage::Running;
@@ -856,13 +860,13 @@ impl AppState {
                 )
             }
             OpMsg::Rollback(u) => {
-                if let rollback::Update::Started { rollback_id, .. } = &*u {
+                if let crate::ops::rollback::Update::Started { rollback_id, .. } = &*u {
                     self.own_event(feed::Own::Rollback(rollback_id.clone()));
                 }
                 if let Some(rb) = self.ops.rollback.as_mut() {
                     rb.apply_update(&u);
                 }
-                if matches!(*u, rollback::Update::Step { .. }) {
+                if matches!(*u, crate::ops::rollback::Update::Step { .. }) {
                     Reply::ask(OpRequest::Refresh)
                 } else {
                     Reply::default()

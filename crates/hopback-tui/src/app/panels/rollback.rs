@@ -14,7 +14,8 @@ use crate::ops::rollback::{Decision, DecisionKind, DecisionPoint, RollbackReport
 use crate::text::sanitize;
 
 /// Engine types the view draws (re-exported so the views need nothing from `ops`).
-pub use crate::ops::rollback::{RollbackOutcome, StepState, Update};
+use crate::model::rollback::{RollbackOutcome, StepState};
+use crate::ops::rollback::Update;
 
 /// One checklist row.
 #[derive(Debug, Clone, PartialEq)]

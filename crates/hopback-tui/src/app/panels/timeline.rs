@@ -11,7 +11,6 @@ use crate::ledger::event::Event;
 use crate::ledger::projection::{TimelineEntry, TimelineFilter};
 
 /// An event's outcome, for drawing (re-exported so the views need nothing from `ledger`).
-pub use crate::ledger::event::Outcome;
 
 /// Timeline entries kept in the view.
 pub const TIMELINE_MAX: usize = 5_000;
