@@ -10,9 +10,7 @@ use crate::app::action::Action;
 use crate::app::protocol::OpRequest;
 use crate::drill::{DrillResult, DrillStatus};
 
-/// Drill types the strip draws (re-exported so the views need nothing from `drill`).
 use crate::model::drill::Phase;
-/// `12.5 s` / `—`, as the drill's report writes durations.
 
 /// What the end dialog runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

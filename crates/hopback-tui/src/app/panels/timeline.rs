@@ -10,8 +10,6 @@ use crate::app::protocol::OpRequest;
 use crate::ledger::event::Event;
 use crate::ledger::projection::{TimelineEntry, TimelineFilter};
 
-/// An event's outcome, for drawing (re-exported so the views need nothing from `ledger`).
-
 /// Timeline entries kept in the view.
 pub const TIMELINE_MAX: usize = 5_000;
 
