@@ -733,6 +733,8 @@ async fn destinations(
         );
     }
     let mgmt = ctx.mgmt();
+    let dlq = crate::topology::Namespace::resolve(&ctx.cfg, &req.namespace).dlq;
+    let ready_before = crate::ops::dlq_depth(session, &dlq).await.ok();
     let (snap, _) = super::status::measure(
         ctx,
         session,
@@ -742,6 +744,18 @@ async fn destinations(
         window,
     )
     .await;
+    // The attribution browsed the DLQ; the broker requeues what it held when its channel closed,
+    // but not at once (a large message takes a while): the plan must count them as ready.
+    if let Some(before) = ready_before {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while crate::ops::dlq_depth(session, &dlq)
+            .await
+            .is_ok_and(|now| now < before)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     let Some(n) = snap.ok().and_then(|s| s.namespace(&req.namespace).cloned()) else {
         return Ok(None);
     };
