@@ -649,22 +649,7 @@ impl Mgmt {
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, MgmtError> {
         let resp = self.send_any(path, true, |url| self.http.get(url)).await?;
-        let status = resp.status();
-        match status.as_u16() {
-            200..=299 => {}
-            401 => {
-                return Err(MgmtError::Unauthorized {
-                    user: self.user.clone(),
-                });
-            }
-            404 => return Err(MgmtError::NotFound(path.to_string())),
-            s => {
-                return Err(MgmtError::Status {
-                    status: s,
-                    path: path.to_string(),
-                });
-            }
-        }
+        let resp = self.check_status(resp, path)?;
         let bytes = resp.bytes().await.map_err(|e| self.map_send_err(path, e))?;
         serde_json::from_slice(&bytes)
             .or_else(|_| {
@@ -696,8 +681,18 @@ impl Mgmt {
                 }
             })
             .await?;
+        self.check_status(resp, path).map(drop)
+    }
+
+    /// The answer when its status is a success; otherwise the error its status means (the one
+    /// mapping of HTTP statuses to [`MgmtError`] kinds).
+    fn check_status(
+        &self,
+        resp: reqwest::Response,
+        path: &str,
+    ) -> Result<reqwest::Response, MgmtError> {
         match resp.status().as_u16() {
-            200..=299 => Ok(()),
+            200..=299 => Ok(resp),
             401 => Err(MgmtError::Unauthorized {
                 user: self.user.clone(),
             }),
@@ -927,23 +922,12 @@ impl Mgmt {
     /// Close a connection by its server-side name.
     pub async fn close_connection(&self, name: &str, reason: &str) -> Result<(), MgmtError> {
         let path = format!("/api/connections/{}", enc(name));
-        self.count_call();
         let resp = self
-            .http
-            .delete(self.url(&path))
-            .basic_auth(&self.user, Some(&self.password))
-            .header("X-Reason", reason)
-            .send()
-            .await
-            .map_err(|e| self.map_send_err(&path, e))?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(()),
-            404 => Err(MgmtError::NotFound(path)),
-            401 => Err(MgmtError::Unauthorized {
-                user: self.user.clone(),
-            }),
-            s => Err(MgmtError::Status { status: s, path }),
-        }
+            .send_any(&path, false, |url| {
+                self.http.delete(url).header("X-Reason", reason)
+            })
+            .await?;
+        self.check_status(resp, &path).map(drop)
     }
     /// Create or replace a policy of the vhost (`migrate` sets at-least-once dead lettering on
     /// version queues that have no policy of their own).

@@ -320,6 +320,8 @@ pub struct Session {
     control: Mutex<Option<Channel>>,
     /// The reason of the last `connection.blocked` (cleared by `connection.unblocked`).
     blocked_reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// The broker's version from its AMQP server properties, once asked.
+    server_version: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -523,6 +525,7 @@ async fn connect_node(
         name: connection_name.chars().take(200).collect(),
         control: Mutex::new(None),
         blocked_reason,
+        server_version: tokio::sync::OnceCell::new(),
     }))
 }
 
@@ -618,6 +621,14 @@ fn classify_connect(e: &lapin::Error, profile: &Profile, addr: &str) -> BrokerEr
 }
 
 impl Session {
+    /// The broker's version from its AMQP server properties (`connection.start`), read once per
+    /// session on a short connection of its own (`broker::server_props`); `None`: unknown.
+    pub async fn server_version(&self) -> Option<String> {
+        self.server_version
+            .get_or_init(|| crate::broker::server_props::server_version(&self.profile))
+            .await
+            .clone()
+    }
     /// The profile this session was opened with.
     pub fn profile(&self) -> &Profile {
         &self.profile

@@ -197,15 +197,29 @@ type NodesPart = (Option<String>, Vec<String>, Option<Vec<NodeHealth>>);
 /// is refused and the overview gives the version (alarms and nodes stay unknown).
 async fn fetch_nodes(mgmt: &Mgmt) -> Result<NodesPart, crate::broker::mgmt::MgmtError> {
     match mgmt.nodes().await {
-        Ok(nodes) => Ok((
-            nodes
+        Ok(nodes) => {
+            let from_nodes = nodes
                 .iter()
                 .flat_map(|n| n.applications.iter())
                 .find(|a| a.name == "rabbit")
-                .map(|a| a.version.clone()),
-            crate::broker::mgmt::alarms_of(&nodes),
-            Some(node_health(&nodes)),
-        )),
+                .map(|a| a.version.clone());
+            // A node without the metrics collector lists no applications; its overview still
+            // names the version.
+            let version = match from_nodes {
+                Some(v) => Some(v),
+                None => mgmt
+                    .overview()
+                    .await
+                    .ok()
+                    .map(|o| o.rabbitmq_version)
+                    .filter(|v| !v.is_empty()),
+            };
+            Ok((
+                version,
+                crate::broker::mgmt::alarms_of(&nodes),
+                Some(node_health(&nodes)),
+            ))
+        }
         Err(_) => Ok((
             mgmt.overview().await.ok().map(|o| o.rabbitmq_version),
             Vec::new(),
@@ -558,6 +572,11 @@ pub async fn collect(
             None
         }
     };
+    // The management API did not name the version (no API, no `monitoring` tag, a node that
+    // lists no applications): the broker's own AMQP server properties do.
+    if snap.server_version.is_none() {
+        snap.server_version = session.server_version().await;
+    }
     // Our own connection blocked (it published during an alarm): known even without the API.
     if let Some(a) = session.alarm()
         && !snap.broker_alarms.iter().any(|x| x.starts_with(&a))
