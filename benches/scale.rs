@@ -277,10 +277,26 @@ async fn broker_costs(vhost: &str, queues: usize) -> Res<Broker> {
     let cfg = common::config(Some(vhost))?;
     let runs = if queues >= 100_000 { 3 } else { 5 };
     let ui = cost(runs, || ui_call(&c, vhost)).await?;
-    let mgmt = Mgmt::new(&cfg.profile).map_err(|e| e.to_string())?;
+    // hopback's projected list, as `Mgmt::queues` asks for and reads it (raw here, for its size).
     let projected = cost(runs, || async {
-        let q = mgmt.queues().await.map_err(|e| e.to_string())?;
-        Ok(q.len())
+        let (s, b) = mgmt_call(
+            &c,
+            reqwest::Method::GET,
+            &format!(
+                "/api/queues/{}?columns={}",
+                enc(vhost),
+                hopback::broker::mgmt::QUEUE_COLUMNS
+            ),
+            None,
+        )
+        .await?;
+        if s != 200 {
+            return Err(format!("projected list: HTTP {s}"));
+        }
+        let rows: Vec<hopback::broker::mgmt::QueueInfo> =
+            serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+        drop(rows);
+        Ok(b.len())
     })
     .await?;
     // The crate's rows are counted, not sized: measure the bytes of the same call.
@@ -514,7 +530,7 @@ async fn measure(
         mb(b.ui.bytes),
         b.ui.cpu_ms,
         b.projected.wall_ms,
-        "(rows)",
+        mb(b.projected.bytes),
         b.projected.cpu_ms,
         match (&b.crate_list, &b.crate_err) {
             (Some(c), _) => format!("{:.0} ms cpu {:.1} ms", c.wall_ms, c.cpu_ms),
@@ -675,7 +691,7 @@ async fn probe_crate() -> Res<()> {
         format!("{} users", u.len())
     });
     say("current_user", c.current_user().await, |u| {
-        format!("{}", u.name)
+        u.name.to_string()
     });
     say(
         "list_permissions_in /",

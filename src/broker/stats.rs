@@ -13,7 +13,7 @@ use crate::broker::headers::attribute;
 use crate::broker::mgmt::{BindingInfo, ExchangeInfo, Mgmt, QueueInfo};
 use crate::broker::session::{BrokerError, Session};
 use crate::broker::topology::{DiscoveredNamespace, Names, discover};
-use crate::config::Config;
+use crate::config::{Config, Profile};
 use crate::model::gate::GateSplit;
 use crate::model::snapshot::{
     FleetSnapshot, NamespaceSnapshot, NodeHealth, Placement, Rates, VersionSnapshot, error_rate,
@@ -88,6 +88,9 @@ async fn ready_of(
 pub struct MgmtData {
     /// Queues (shared with the console's [`TopologyCache`]: a refresh clones no list).
     pub queues: Arc<Vec<QueueInfo>>,
+    /// Rows newer than their copies in `queues`: the namespaces on screen, read by name while a
+    /// large vhost's whole list is paced (see [`TopologyCache`]).
+    pub screen: Arc<Vec<QueueInfo>>,
     /// Exchanges.
     pub exchanges: Arc<Vec<ExchangeInfo>>,
     /// Bindings.
@@ -163,9 +166,21 @@ impl<T> Part<T> {
 /// over AMQP, so a queue list up to a few seconds old costs nothing visible; on a broker with
 /// 10,000 queues the lists are megabytes, and one call per refresh keeps both sides cheap.
 /// [`TopologyCache::invalidate`] (after an operation) makes bindings and exchanges due at once.
+///
+/// A large vhost's queue list is paced by its own cost: a list that took *t* is not asked for
+/// again within [`QUEUES_PACE_FACTOR`] × *t* (at 100,000 queues it takes seconds of the broker's
+/// time and a tenth of a second of ours). Meanwhile the rows of the namespaces on screen come from
+/// a call filtered by name (a fifth part, [`QUEUES_MAX_AGE`] old at most), so what the operator
+/// looks at stays as fresh as on a small vhost.
 #[derive(Debug, Default)]
 pub struct TopologyCache {
     queues: Part<Arc<Vec<QueueInfo>>>,
+    /// How long the last whole queue list took (its pace).
+    queues_took: std::time::Duration,
+    /// The rows of the namespaces on screen, newer than `queues` (while it is paced).
+    screen: Part<Arc<Vec<QueueInfo>>>,
+    /// The namespaces `screen` was read for.
+    screen_for: BTreeSet<String>,
     exchanges: Part<Arc<Vec<ExchangeInfo>>>,
     bindings: Part<Arc<Vec<BindingInfo>>>,
     /// (server version, alarms, node health)
@@ -183,6 +198,8 @@ impl TopologyCache {
 
 /// The queue list is refetched when older than this (relative to the other parts' ages).
 pub const QUEUES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+/// A whole queue list that took `t` is not asked for again within this many `t`.
+pub const QUEUES_PACE_FACTOR: u32 = 10;
 /// Bindings (the gates): the management API's own sampling interval.
 pub const BINDINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The node list (version, memory/disk alarms): small, and the alarm badge should not lag.
@@ -232,10 +249,15 @@ async fn fetch_nodes(mgmt: &Mgmt) -> Result<NodesPart, crate::broker::mgmt::Mgmt
 pub async fn fetch_mgmt_cached(
     mgmt: &Mgmt,
     cache: &tokio::sync::Mutex<TopologyCache>,
+    profile: &Profile,
+    on_screen: Option<&BTreeSet<String>>,
 ) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
     let mut c = cache.lock().await;
     if c.queues.at.is_none() || c.nodes.at.is_none() {
-        let d = fetch_mgmt(mgmt).await?;
+        let started = std::time::Instant::now();
+        let d = fetch_mgmt(mgmt, profile).await?;
+        c.queues_took = started.elapsed();
+        c.screen = Part::default();
         c.queues.set(d.queues.clone());
         c.exchanges.set(d.exchanges.clone());
         c.bindings.set(d.bindings.clone());
@@ -244,11 +266,27 @@ pub async fn fetch_mgmt_cached(
         return Ok(d);
     }
     // The most overdue part; ties go to the queue list.
+    let queues_max_age = QUEUES_MAX_AGE.max(c.queues_took * QUEUES_PACE_FACTOR);
+    // Only convention namespaces can be asked for by name; an adoption's rows are in the list.
+    let screen: BTreeSet<String> = on_screen
+        .filter(|_| queues_max_age > QUEUES_MAX_AGE && profile.namespaces.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    if screen != c.screen_for {
+        c.screen = Part::default();
+        c.screen_for = screen.clone();
+    }
+    let screen_due = if screen.is_empty() {
+        f64::NEG_INFINITY
+    } else {
+        c.screen.overdue(QUEUES_MAX_AGE)
+    };
     let due = [
-        (0, c.queues.overdue(QUEUES_MAX_AGE)),
+        (0, c.queues.overdue(queues_max_age)),
         (1, c.bindings.overdue(BINDINGS_MAX_AGE)),
         (2, c.nodes.overdue(NODES_MAX_AGE)),
         (3, c.exchanges.overdue(EXCHANGES_MAX_AGE)),
+        (4, screen_due),
     ]
     .into_iter()
     .fold(
@@ -269,23 +307,49 @@ pub async fn fetch_mgmt_cached(
             let x = mgmt.exchanges().await?;
             c.exchanges.set(Arc::new(x));
         }
+        4 => {
+            let prefixes: Vec<String> = screen.iter().map(|n| format!("{n}.")).collect();
+            let rows = mgmt.queues_with_prefixes(&prefixes).await?;
+            c.screen.set(Arc::new(rows));
+        }
         _ => {
             // Drop the old list before parsing the new one (one list alive at a time); if the
             // call fails, the next refresh refetches everything (`at` is cleared).
             c.queues.value = Arc::default();
             c.queues.at = None;
-            let q = mgmt.queues().await?;
+            let started = std::time::Instant::now();
+            let q = mgmt.queues_where(&namespace_rows(profile)).await?;
+            c.queues_took = started.elapsed();
+            c.screen = Part::default();
             c.queues.set(Arc::new(q));
         }
     }
     Ok(MgmtData {
         queues: c.queues.value.clone(),
+        screen: c.screen.value.clone(),
         exchanges: c.exchanges.value.clone(),
         bindings: c.bindings.value.clone(),
         version: c.nodes.value.0.clone(),
         alarms: c.nodes.value.1.clone(),
         nodes: c.nodes.value.2.clone(),
     })
+}
+
+/// Which rows of the queue list a snapshot can use: a convention namespace's queues are named
+/// `NS.vN`, `NS.dlq` and `NS.unrouted`; an adopted namespace's may be named anything, so a
+/// profile with adoptions keeps every row. On a vhost of 100,000 queues most are nobody's
+/// namespace: their rows are read and dropped, not held.
+pub fn namespace_rows(profile: &Profile) -> impl Fn(&str) -> bool + Sync + use<> {
+    let every = !profile.namespaces.is_empty();
+    move |name: &str| {
+        every
+            || name.rsplit_once('.').is_some_and(|(ns, last)| {
+                !ns.is_empty()
+                    && (last == "dlq"
+                        || last == "unrouted"
+                        || crate::model::xdeath::is_version_name(last))
+            })
+    }
 }
 
 /// The default exchange's implicit binding of every queue is no gate: not kept.
@@ -296,9 +360,13 @@ fn keep_gate_bindings(b: Vec<BindingInfo>) -> Vec<BindingInfo> {
 /// Fetch the management data (queues, exchanges, bindings, version and alarms). The node list
 /// gives both the version and the alarms in one call; a user without the `monitoring` tag may not
 /// read it, and then the overview gives the version (alarms stay unknown).
-pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
+pub async fn fetch_mgmt(
+    mgmt: &Mgmt,
+    profile: &Profile,
+) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
+    let keep = namespace_rows(profile);
     let (q, x, b, n) = tokio::join!(
-        mgmt.queues(),
+        mgmt.queues_where(&keep),
         mgmt.exchanges(),
         mgmt.bindings(),
         fetch_nodes(mgmt)
@@ -306,6 +374,7 @@ pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::Mg
     let (version, alarms, nodes) = n?;
     Ok(MgmtData {
         queues: Arc::new(q?),
+        screen: Arc::default(),
         exchanges: Arc::new(x?),
         bindings: Arc::new(keep_gate_bindings(b?)),
         version,
@@ -552,8 +621,8 @@ pub async fn collect(
     };
     let data = match mgmt {
         Some(m) => match match &opts.topology {
-            Some(cache) => fetch_mgmt_cached(m, cache).await,
-            None => fetch_mgmt(m).await,
+            Some(cache) => fetch_mgmt_cached(m, cache, &cfg.profile, opts.exact_for.as_ref()).await,
+            None => fetch_mgmt(m, &cfg.profile).await,
         } {
             Ok(d) => {
                 snap.mgmt_available = true;
@@ -626,7 +695,13 @@ pub async fn collect(
     }
     let qmap: BTreeMap<&str, &QueueInfo> = data
         .as_ref()
-        .map(|d| d.queues.iter().map(|q| (q.name.as_str(), q)).collect())
+        .map(|d| {
+            d.queues
+                .iter()
+                .chain(d.screen.iter())
+                .map(|q| (q.name.as_str(), q))
+                .collect()
+        })
         .unwrap_or_default();
     // Indexed once per refresh: with 1,000 namespaces a scan of every exchange and binding per
     // namespace was O(namespaces × bindings) (docs/performance.md).
@@ -664,8 +739,8 @@ pub async fn collect(
             unrouted: d.names.unrouted.clone(),
             ..Default::default()
         };
-        if let Some(md) = &data {
-            ns.legacy = crate::broker::topology::legacy_parts(&d, &md.queues);
+        if data.is_some() {
+            ns.legacy = crate::broker::topology::legacy_parts_by(&d, &|n| qmap.get(n).copied());
             ns.entry_kind = xmap.get(d.names.entry.as_str()).map(|x| x.kind.clone());
             let bindings_of = |x: &str| by_source.get(x).map(Vec::as_slice).unwrap_or(&[]);
             let layout = xmap.get(d.names.entry.as_str()).map(|x| {
