@@ -17,6 +17,7 @@
 //! - **console RSS** over `--rss-seconds` (largest size only; 900 for the real run): `VmRSS` of
 //!   that child every 5 s — first, highest, last, and the growth over the second half.
 //!
+//! The definitions go in by import, in parts (the management API limits a request body).
 //! Point it at a node of its own (`scripts/broker --version 4.0 --flavor scale`; `scripts/bench
 //! --only scale` does): `HOPBACK_URL`, `HOPBACK_MGMT_URL`, `HOPBACK_PROMETHEUS_URL`. Each vhost is
 //! deleted after its size. `cargo bench --bench scale -- [--sizes 1000,10000,100000]
@@ -124,18 +125,38 @@ async fn setup(vhost: &str, queues: usize, namespaces: usize) -> Res<()> {
     let c = http()?;
     common::create_vhost(vhost).await?;
     let t = Instant::now();
-    let (s, body) = mgmt_call(
-        &c,
-        reqwest::Method::POST,
-        &format!("/api/definitions/{}", enc(vhost)),
-        Some(&definitions(queues, namespaces)),
-    )
-    .await?;
-    if !(200..300).contains(&s) {
-        return Err(format!(
-            "definitions import: HTTP {s}: {}",
-            String::from_utf8_lossy(&body)
-        ));
+    // The management API refuses a body over its limit (`management.http.max_body_size`; the
+    // 100,000-queue file is 18 MB): the definitions go in parts — queues 20,000 at a time (the
+    // exchanges with the first), then the bindings.
+    let defs = definitions(queues, namespaces);
+    let list = |k: &str| defs[k].as_array().cloned().unwrap_or_default();
+    let (qs, xs, bs) = (list("queues"), list("exchanges"), list("bindings"));
+    let mut parts = Vec::new();
+    for (i, chunk) in qs.chunks(20_000).enumerate() {
+        let mut p = serde_json::json!({ "queues": chunk });
+        if i == 0 {
+            p["exchanges"] = serde_json::Value::Array(xs.clone());
+        }
+        parts.push(p);
+    }
+    for chunk in bs.chunks(40_000) {
+        parts.push(serde_json::json!({ "bindings": chunk }));
+    }
+    drop(defs);
+    for part in &parts {
+        let (s, body) = mgmt_call(
+            &c,
+            reqwest::Method::POST,
+            &format!("/api/definitions/{}", enc(vhost)),
+            Some(part),
+        )
+        .await?;
+        if !(200..300).contains(&s) {
+            return Err(format!(
+                "definitions import: HTTP {s}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {

@@ -17,6 +17,10 @@ use crate::config::Profile;
 
 /// Timeout of one management API call.
 pub const MGMT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of a whole-vhost listing (queues, bindings, exchanges): the broker takes seconds to
+/// list 100,000 queues (docs/performance.md, "Scale"), and a listing cut off at
+/// [`MGMT_TIMEOUT`] would leave such a vhost without any data at all.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Columns fetched for the queue list: exactly the fields [`QueueInfo`] reads (dotted paths pick
 /// single rates out of `message_stats`), so a 10,000-queue answer stays small to receive, parse
@@ -493,6 +497,15 @@ fn regex_literal(s: &str) -> String {
     out
 }
 
+/// Is `path` a listing of every queue, exchange or binding of the vhost?
+fn is_listing(path: &str, vhost: &str) -> bool {
+    let p = path.split('?').next().unwrap_or(path);
+    let v = enc(vhost);
+    ["queues", "exchanges", "bindings"]
+        .iter()
+        .any(|k| p == format!("/api/{k}/{v}"))
+}
+
 /// The typed reading of an answer.
 fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, MgmtError> {
     serde_json::from_slice(bytes)
@@ -695,9 +708,21 @@ impl Mgmt {
         decode(path, &bytes)
     }
 
-    /// `GET path` (failing over between the nodes' APIs), the body of a successful answer.
+    /// `GET path` (failing over between the nodes' APIs), the body of a successful answer. A
+    /// whole-vhost listing (`path` without an object name after the vhost) gets
+    /// [`LIST_TIMEOUT`].
     async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, MgmtError> {
-        let resp = self.send_any(path, true, |url| self.http.get(url)).await?;
+        let listing = is_listing(path, &self.vhost);
+        let resp = self
+            .send_any(path, true, |url| {
+                let req = self.http.get(url);
+                if listing {
+                    req.timeout(LIST_TIMEOUT)
+                } else {
+                    req
+                }
+            })
+            .await?;
         let resp = self.check_status(resp, path)?;
         resp.bytes().await.map_err(|e| self.map_send_err(path, e))
     }
@@ -1086,6 +1111,16 @@ impl Mgmt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_vhost_listings_get_the_long_timeout() {
+        assert!(is_listing("/api/queues/%2F?columns=name", "/"));
+        assert!(is_listing("/api/bindings/prod?columns=source", "prod"));
+        assert!(is_listing("/api/exchanges/%2F", "/"));
+        assert!(!is_listing("/api/queues/%2F/email%2Ev1", "/"));
+        assert!(!is_listing("/api/overview", "/"));
+        assert!(!is_listing("/api/queues/other", "prod"));
+    }
 
     #[test]
     fn regex_literal_escapes_every_ascii_punctuation() {

@@ -170,17 +170,23 @@ impl<T> Part<T> {
 /// A large vhost's queue list is paced by its own cost: a list that took *t* is not asked for
 /// again within [`QUEUES_PACE_FACTOR`] × *t* (at 100,000 queues it takes seconds of the broker's
 /// time and a tenth of a second of ours). Meanwhile the rows of the namespaces on screen come from
-/// a call filtered by name (a fifth part, [`QUEUES_MAX_AGE`] old at most), so what the operator
-/// looks at stays as fresh as on a small vhost.
+/// a call filtered by name (a fifth part, [`QUEUES_MAX_AGE`] old at most — paced by its own cost
+/// too, since the broker lists every queue before it filters by name). The binding list is paced
+/// the same way.
 #[derive(Debug, Default)]
 pub struct TopologyCache {
     queues: Part<Arc<Vec<QueueInfo>>>,
     /// How long the last whole queue list took (its pace).
     queues_took: std::time::Duration,
+    /// How long the last binding list took (its pace, like the queue list's).
+    bindings_took: std::time::Duration,
     /// The rows of the namespaces on screen, newer than `queues` (while it is paced).
     screen: Part<Arc<Vec<QueueInfo>>>,
     /// The namespaces `screen` was read for.
     screen_for: BTreeSet<String>,
+    /// How long the last read of `screen` took (its pace: a broker filters by name only after
+    /// listing every queue, so on a very large vhost this call is paced too).
+    screen_took: std::time::Duration,
     exchanges: Part<Arc<Vec<ExchangeInfo>>>,
     bindings: Part<Arc<Vec<BindingInfo>>>,
     /// (server version, alarms, node health)
@@ -279,11 +285,16 @@ pub async fn fetch_mgmt_cached(
     let screen_due = if screen.is_empty() {
         f64::NEG_INFINITY
     } else {
-        c.screen.overdue(QUEUES_MAX_AGE)
+        c.screen
+            .overdue(QUEUES_MAX_AGE.max(c.screen_took * QUEUES_PACE_FACTOR))
     };
     let due = [
         (0, c.queues.overdue(queues_max_age)),
-        (1, c.bindings.overdue(BINDINGS_MAX_AGE)),
+        (
+            1,
+            c.bindings
+                .overdue(BINDINGS_MAX_AGE.max(c.bindings_took * QUEUES_PACE_FACTOR)),
+        ),
         (2, c.nodes.overdue(NODES_MAX_AGE)),
         (3, c.exchanges.overdue(EXCHANGES_MAX_AGE)),
         (4, screen_due),
@@ -296,7 +307,9 @@ pub async fn fetch_mgmt_cached(
     .0;
     match due {
         1 => {
+            let started = std::time::Instant::now();
             let b = keep_gate_bindings(mgmt.bindings().await?);
+            c.bindings_took = started.elapsed();
             c.bindings.set(Arc::new(b));
         }
         2 => {
@@ -309,7 +322,9 @@ pub async fn fetch_mgmt_cached(
         }
         4 => {
             let prefixes: Vec<String> = screen.iter().map(|n| format!("{n}.")).collect();
+            let started = std::time::Instant::now();
             let rows = mgmt.queues_with_prefixes(&prefixes).await?;
+            c.screen_took = started.elapsed();
             c.screen.set(Arc::new(rows));
         }
         _ => {
