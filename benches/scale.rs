@@ -404,6 +404,7 @@ async fn refreshes(
 /// Child: the console headless on `vhost` (the profile's metrics source) for `secs` seconds.
 /// Prints `READY` at the first drawn frame that shows namespaces, `DONE` at the end.
 async fn child_console(vhost: &str, secs: u64) -> Res<()> {
+    let started = Instant::now();
     let cfg = common::config(Some(vhost))?;
     let theme = hopback::ui::theme::Theme::builtin("dark", false).map_err(|e| e.to_string())?;
     hopback::broker::session::use_lean_frames();
@@ -445,7 +446,12 @@ async fn child_console(vhost: &str, secs: u64) -> Res<()> {
         }
         let deadline = ready_at.map(|t| t + Duration::from_secs(secs));
         tokio::select! {
-            Some(m) = rx.recv() => dirty |= state.handle_msg(m),
+            Some(m) = rx.recv() => {
+                if std::env::var_os("HOPBACK_BENCH_TRACE").is_some() && ready_at.is_none() {
+                    eprintln!("{:>6} ms {}", started.elapsed().as_millis(), format!("{m:?}").chars().take(60).collect::<String>());
+                }
+                dirty |= state.handle_msg(m)
+            }
             _ = tick.tick() => dirty |= state.handle_msg(hopback::app::state::Msg::Tick(chrono::Utc::now().timestamp_millis())),
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
         }
