@@ -178,6 +178,9 @@ pub struct TopologyCache {
     queues: Part<Arc<Vec<QueueInfo>>>,
     /// How long the last whole queue list took (its pace).
     queues_took: std::time::Duration,
+    /// The whole list with statistics did not come back in time: the list is read without them
+    /// (`Mgmt::queues_where_lean`), and only the on-screen rows carry statistics.
+    lean: bool,
     /// How long the last binding list took (its pace, like the queue list's).
     bindings_took: std::time::Duration,
     /// The rows of the namespaces on screen, newer than `queues` (while it is paced).
@@ -260,8 +263,23 @@ pub async fn fetch_mgmt_cached(
 ) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
     let mut c = cache.lock().await;
     if c.queues.at.is_none() || c.nodes.at.is_none() {
+        if !c.lean
+            && c.queues_took.is_zero()
+            && let Ok(o) = mgmt.overview().await
+            && o.object_totals
+                .and_then(|t| t.queues)
+                .is_some_and(|n| n > crate::broker::mgmt::LARGE_BROKER_QUEUES)
+        {
+            c.lean = true;
+        }
         let started = std::time::Instant::now();
-        let d = fetch_mgmt(mgmt, profile).await?;
+        let d = match fetch_mgmt(mgmt, profile, c.lean).await {
+            Err(e) if too_large(&e) && !c.lean => {
+                c.lean = true;
+                fetch_mgmt(mgmt, profile, true).await?
+            }
+            other => other?,
+        };
         c.queues_took = started.elapsed();
         c.screen = Part::default();
         c.queues.set(d.queues.clone());
@@ -272,10 +290,15 @@ pub async fn fetch_mgmt_cached(
         return Ok(d);
     }
     // The most overdue part; ties go to the queue list.
-    let queues_max_age = QUEUES_MAX_AGE.max(c.queues_took * QUEUES_PACE_FACTOR);
+    let queues_max_age = if c.lean {
+        // Paced, and the on-screen rows (with statistics) come by name in between.
+        (QUEUES_MAX_AGE * 2).max(c.queues_took * QUEUES_PACE_FACTOR)
+    } else {
+        QUEUES_MAX_AGE.max(c.queues_took * QUEUES_PACE_FACTOR)
+    };
     // Only convention namespaces can be asked for by name; an adoption's rows are in the list.
     let screen: BTreeSet<String> = on_screen
-        .filter(|_| queues_max_age > QUEUES_MAX_AGE && profile.namespaces.is_empty())
+        .filter(|_| (c.lean || queues_max_age > QUEUES_MAX_AGE) && profile.namespaces.is_empty())
         .cloned()
         .unwrap_or_default();
     if screen != c.screen_for {
@@ -333,7 +356,18 @@ pub async fn fetch_mgmt_cached(
             c.queues.value = Arc::default();
             c.queues.at = None;
             let started = std::time::Instant::now();
-            let q = mgmt.queues_where(&namespace_rows(profile)).await?;
+            let keep = namespace_rows(profile);
+            let q = if c.lean {
+                mgmt.queues_where_lean(&keep).await?
+            } else {
+                match mgmt.queues_where(&keep).await {
+                    Err(e) if too_large(&e) => {
+                        c.lean = true;
+                        mgmt.queues_where_lean(&keep).await?
+                    }
+                    other => other?,
+                }
+            };
             c.queues_took = started.elapsed();
             c.screen = Part::default();
             c.queues.set(Arc::new(q));
@@ -348,6 +382,21 @@ pub async fn fetch_mgmt_cached(
         alarms: c.nodes.value.1.clone(),
         nodes: c.nodes.value.2.clone(),
     })
+}
+
+/// Did the whole queue list fail for its size (the broker did not answer in time, or dropped
+/// the request: it closes a request after 60 s)? Then it is asked for without statistics.
+fn too_large(e: &crate::broker::mgmt::MgmtError) -> bool {
+    use crate::broker::mgmt::MgmtError;
+    matches!(
+        e,
+        MgmtError::Timeout { .. }
+            | MgmtError::Unreachable { .. }
+            | MgmtError::Status {
+                status: 500..=599,
+                ..
+            }
+    )
 }
 
 /// Which rows of the queue list a snapshot can use: a convention namespace's queues are named
@@ -378,14 +427,17 @@ fn keep_gate_bindings(b: Vec<BindingInfo>) -> Vec<BindingInfo> {
 pub async fn fetch_mgmt(
     mgmt: &Mgmt,
     profile: &Profile,
+    lean: bool,
 ) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
     let keep = namespace_rows(profile);
-    let (q, x, b, n) = tokio::join!(
-        mgmt.queues_where(&keep),
-        mgmt.exchanges(),
-        mgmt.bindings(),
-        fetch_nodes(mgmt)
-    );
+    let queues = async {
+        if lean {
+            mgmt.queues_where_lean(&keep).await
+        } else {
+            mgmt.queues_where(&keep).await
+        }
+    };
+    let (q, x, b, n) = tokio::join!(queues, mgmt.exchanges(), mgmt.bindings(), fetch_nodes(mgmt));
     let (version, alarms, nodes) = n?;
     Ok(MgmtData {
         queues: Arc::new(q?),
@@ -637,7 +689,7 @@ pub async fn collect(
     let data = match mgmt {
         Some(m) => match match &opts.topology {
             Some(cache) => fetch_mgmt_cached(m, cache, &cfg.profile, opts.exact_for.as_ref()).await,
-            None => fetch_mgmt(m, &cfg.profile).await,
+            None => fetch_mgmt(m, &cfg.profile, false).await,
         } {
             Ok(d) => {
                 snap.mgmt_available = true;
