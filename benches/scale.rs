@@ -302,7 +302,7 @@ async fn broker_costs(vhost: &str, queues: usize) -> Res<Broker> {
     let c = http()?;
     let cfg = common::config(Some(vhost))?;
     let runs = if common::is_smoke() {
-        2
+        1
     } else if queues >= 100_000 {
         3
     } else {
@@ -689,6 +689,7 @@ async fn measure(
     for &mode in children {
         let secs = match rss_secs {
             Some(s) if mode == MetricsMode::Prometheus => s,
+            _ if common::is_smoke() => 0,
             _ => 2,
         };
         let run = run_child(vhost, secs, mode).await?;
@@ -845,7 +846,7 @@ async fn main() -> std::process::ExitCode {
             }
         });
     let rss_secs: u64 = common::arg("--rss-seconds").unwrap_or(if smoke { 3 } else { 900 });
-    let count: usize = common::arg("--refreshes").unwrap_or(if smoke { 3 } else { 20 });
+    let count: usize = common::arg("--refreshes").unwrap_or(if smoke { 2 } else { 20 });
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let mut failed = false;
     for queues in sizes {
