@@ -414,8 +414,7 @@ async fn failing_v2_is_rolled_back(broker: Broker, prefix: &str) {
         .find(|e| {
             e.outcome == Outcome::Ok
                 && e.params["canary_id"] == id.as_str()
-                && e
-                    .gate_after()
+                && e.gate_after()
                     .is_some_and(|g| g.same_routing(&split(&[("v1", 100)])))
         })
         .expect("the abort's gate flip");

@@ -830,3 +830,154 @@ async fn the_ledger_stream_is_replicated_to_three_nodes() {
         "{info:?}"
     );
 }
+
+/// The Prometheus endpoint of each node (`scripts/cluster`: 15791-15793).
+const PROMETHEUS_PORTS: [u16; 3] = [15791, 15792, 15793];
+
+/// Until `reading(snap)` holds for a fresh snapshot read with `metrics` (up to `limit`), on a
+/// session that reconnects to a live node when its own is lost.
+async fn until_metrics(
+    cfg: &Config,
+    metrics: &std::sync::Arc<tokio::sync::Mutex<hopback::broker::metrics::Metrics>>,
+    ns: &str,
+    limit: Duration,
+    reading: impl Fn(&hopback::model::snapshot::FleetSnapshot) -> bool,
+) -> hopback::model::snapshot::FleetSnapshot {
+    let mgmt = Mgmt::new(&cfg.profile).unwrap();
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(session) =
+            hopback::broker::session::connect(&cfg.profile, "cluster test", "test").await
+        {
+            let opts = CollectOptions {
+                namespace: Some(ns.to_string()),
+                metrics: Some(metrics.clone()),
+                ..Default::default()
+            };
+            if let Ok(snap) = collect(&session, Some(&mgmt), cfg, &opts).await {
+                let ok = reading(&snap);
+                last = Some(snap);
+                if ok {
+                    session.close().await;
+                    return last.unwrap();
+                }
+            }
+            session.close().await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the metrics never read as expected: {last:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local cluster: scripts/cluster up, then cargo test --test cluster -- --ignored"]
+async fn the_prometheus_source_reads_every_node_and_goes_on_without_a_lost_one() {
+    use hopback::model::metrics::MetricsSource;
+    let _serial = SERIAL.lock().await;
+    cluster(&["up"]);
+    let mut cfg = cluster_config();
+    let prom: Vec<String> = PROMETHEUS_PORTS
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}/"))
+        .collect();
+    cfg.profile.prometheus_urls = prom.iter().map(|u| url::Url::parse(u).unwrap()).collect();
+    cfg.profile.metrics = hopback::config::MetricsMode::Prometheus;
+    let session = common::connect(&cfg, "cluster test").await;
+    let ns = common::unique_ns("clup");
+    let versions = vec!["v1".to_string(), "v2".to_string()];
+    hopback::broker::topology::init(&session, &ns, &versions, QueueType::Quorum)
+        .await
+        .unwrap();
+    // Traffic into both versions on a connection of its own, reconnecting when its node goes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (cfg, ns, stop) = (cfg.clone(), ns.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(s) =
+                    hopback::broker::session::connect(&cfg.profile, "cluster producer", "test")
+                        .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                };
+                let Ok(ch) = s.channel().await else { continue };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut ok = true;
+                    for v in ["v1", "v2"] {
+                        let q = hopback::topology::Namespace::convention(&ns)
+                            .version_queue(v)
+                            .unwrap();
+                        ok &= ch
+                            .basic_publish(
+                                "".into(),
+                                q.as_str().into(),
+                                Default::default(),
+                                b"t",
+                                Default::default(),
+                            )
+                            .await
+                            .is_ok();
+                    }
+                    if !ok || !s.is_connected() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+    };
+    let metrics = std::sync::Arc::new(tokio::sync::Mutex::new(
+        hopback::broker::metrics::Metrics::new(&cfg.profile),
+    ));
+    let known = |s: &hopback::model::snapshot::FleetSnapshot| {
+        s.metrics_source == Some(MetricsSource::Prometheus)
+            && s.namespace(&ns).is_some_and(|n| {
+                n.versions.len() == 2
+                    && n.versions
+                        .iter()
+                        .all(|v| v.unacked.is_some() && v.rates.is_some_and(|r| r.publish > 0.0))
+            })
+    };
+    until_metrics(&cfg, &metrics, &ns, Duration::from_secs(30), known).await;
+    let client = metrics.lock().await.prometheus().cloned().unwrap();
+    let all = client.scrape(&|_| false, 0).await;
+    assert_eq!(all.nodes.len(), 3, "every node answered: {:?}", all.failed);
+
+    // Lose the first node: the profile's first AMQP, management and Prometheus URL.
+    cluster(&["stop-node", "1"]);
+    let lost = client.scrape(&|_| false, 0).await;
+    let rates_seen = std::cell::Cell::new((f64::MAX, 0.0f64));
+    let after = until_metrics(&cfg, &metrics, &ns, Duration::from_secs(60), |s| {
+        if let Some(n) = s.namespace(&ns) {
+            for r in n.versions.iter().filter_map(|v| v.rates) {
+                let (lo, hi) = rates_seen.get();
+                rates_seen.set((lo.min(r.publish), hi.max(r.publish)));
+            }
+        }
+        known(s)
+    })
+    .await;
+    cluster(&["start-node", "1"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = producer.await;
+    assert_eq!(lost.nodes.len(), 2, "the two live nodes answered");
+    assert_eq!(
+        lost.failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![0],
+        "the lost node is the one that failed"
+    );
+    assert_eq!(
+        after.metrics_source,
+        Some(MetricsSource::Prometheus),
+        "{:?}",
+        after.metrics_note
+    );
+    let (lo, hi) = rates_seen.get();
+    assert!(lo >= 0.0, "a rate went negative: {lo}");
+    // The producer does at most 20/s per version.
+    assert!(hi <= 40.0, "a rate jumped to {hi}/s");
+    let session = common::connect(&cfg, "cluster test").await;
+    remove_namespace(&session, &ns, &versions).await;
+}

@@ -577,7 +577,9 @@ async fn console_refresh_reuses_bindings_until_invalidated() {
     let gate_bindings = |d: &hopback::broker::stats::MgmtData| {
         d.bindings.iter().filter(|b| b.source == t.ns).count()
     };
-    let first = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    let first = fetch_mgmt_cached(&mgmt, &cache, &t.cfg.profile, None)
+        .await
+        .unwrap();
     assert_eq!(gate_bindings(&first), 1);
     let ch = t.session.channel().await.unwrap();
     ch.queue_bind(
@@ -590,7 +592,9 @@ async fn console_refresh_reuses_bindings_until_invalidated() {
     .await
     .unwrap();
     let calls = mgmt.calls();
-    let cached = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    let cached = fetch_mgmt_cached(&mgmt, &cache, &t.cfg.profile, None)
+        .await
+        .unwrap();
     assert_eq!(mgmt.calls() - calls, 1, "one management call per refresh");
     assert_eq!(
         gate_bindings(&cached),
@@ -606,7 +610,9 @@ async fn console_refresh_reuses_bindings_until_invalidated() {
     );
     cache.lock().await.invalidate();
     let calls = mgmt.calls();
-    let fresh = fetch_mgmt_cached(&mgmt, &cache).await.unwrap();
+    let fresh = fetch_mgmt_cached(&mgmt, &cache, &t.cfg.profile, None)
+        .await
+        .unwrap();
     assert_eq!(
         mgmt.calls() - calls,
         1,

@@ -417,6 +417,25 @@ async fn no_stats_node_shows_rates_and_error_rate_from_prometheus() {
     let doc = status_shows_the_fleet(&broker, &f, "prometheus").await;
     assert!(doc.get("metrics_note").is_none(), "{doc:#}");
     assert_eq!(doc["server_version"], "4.0.5");
+    // The node refuses to list consumers: the workers' names are unknown (null and why), not [].
+    for v in doc["namespaces"][0]["versions"].as_array().unwrap() {
+        assert!(v["connections"].is_null(), "{v:#}");
+        assert!(
+            v["connections_note"]
+                .as_str()
+                .is_some_and(|n| n.contains("cannot list consumers")),
+            "{v:#}"
+        );
+    }
+    // The human table says the same: `workers: ?`, never nothing.
+    let mut c = broker.bin();
+    c.env("HOPBACK_METRICS", "management");
+    c.args(["status", &f.ns, "--no-attribution"]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("v2 workers: ? ("), "{text}");
     // The human table says where ERR% comes from, and shows it.
     let mut c = broker.bin();
     c.args(["status", &f.ns, "--no-attribution"]);
@@ -427,7 +446,7 @@ async fn no_stats_node_shows_rates_and_error_rate_from_prometheus() {
     assert!(text.contains("metrics: prometheus"), "{text}");
     for row in text
         .lines()
-        .filter(|l| l.contains(" v1 ") || l.contains(" v2 "))
+        .filter(|l| (l.contains(" v1 ") || l.contains(" v2 ")) && !l.contains("workers:"))
     {
         let cols: Vec<&str> = row.split_whitespace().collect();
         // READY UNACKED CONS IN/s ACK/s REDLV/s … ERR%: all known (DEAD is not browsed here).
@@ -461,6 +480,8 @@ async fn no_stats_node_without_prometheus_is_unknown_never_no_traffic() {
             .is_some_and(|n| n.contains("collects no statistics")),
         "{doc:#}"
     );
+    // Its node list names no applications; the overview names the version.
+    assert_eq!(doc["server_version"], "4.0.5", "{doc:#}");
     for v in doc["namespaces"][0]["versions"].as_array().unwrap() {
         assert!(v["rates"].is_null() && v["error_rate"].is_null(), "{v:#}");
     }
@@ -599,4 +620,39 @@ async fn a_node_restart_never_shows_a_negative_or_huge_rate() {
     );
     tasks.abort();
     f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_management_api_the_version_comes_from_the_amqp_server_properties() {
+    let broker = test_broker();
+    let cfg = broker.config();
+    let version = hopback::broker::mgmt::Mgmt::new(&cfg.profile)
+        .unwrap()
+        .overview()
+        .await
+        .unwrap()
+        .rabbitmq_version;
+    assert!(!version.is_empty());
+    let t = common::TestNs::new("srvver", &["v1"], QueueType::Classic).await;
+    // Nothing answers HTTP on port 9: no management API, no Prometheus.
+    let blind = Broker {
+        mgmt_url: Some("http://127.0.0.1:9/".into()),
+        prometheus_url: Some("http://127.0.0.1:9/".into()),
+        ..broker
+    };
+    let mut c = blind.bin();
+    c.args(["--json", "status", &t.ns, "--no-attribution"]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(doc["mgmt_available"], false, "{doc:#}");
+    assert_eq!(doc["server_version"], version.as_str(), "{doc:#}");
+    t.cleanup().await;
 }

@@ -129,8 +129,8 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
     s[i.min(s.len() - 1)]
 }
 
-/// The local broker's profile (HOPBACK_URL or the default guest URL, and HOPBACK_MGMT_URL when
-/// set), optionally on a vhost.
+/// The local broker's profile (HOPBACK_URL or the default guest URL; HOPBACK_MGMT_URL,
+/// HOPBACK_PROMETHEUS_URL and HOPBACK_METRICS when set), optionally on a vhost.
 pub fn config(vhost: Option<&str>) -> Result<hopback::config::Config, String> {
     let base =
         std::env::var("HOPBACK_URL").unwrap_or_else(|_| hopback::config::DEFAULT_URL.to_string());
@@ -149,6 +149,8 @@ pub fn config(vhost: Option<&str>) -> Result<hopback::config::Config, String> {
         &hopback::config::Overrides {
             url: Some(url),
             mgmt_url: std::env::var("HOPBACK_MGMT_URL").ok(),
+            prometheus_url: std::env::var("HOPBACK_PROMETHEUS_URL").ok(),
+            metrics: std::env::var("HOPBACK_METRICS").ok(),
             ..Default::default()
         },
     )

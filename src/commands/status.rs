@@ -242,30 +242,55 @@ pub fn render(snap: &FleetSnapshot) -> String {
                 crate::text::sanitize(&r.describe(g, &measured))
             );
         }
-        for v in ns.versions.iter().filter(|v| !v.connections.is_empty()) {
-            let _ = writeln!(
-                s,
-                "{:<16} {} workers: {}",
-                "",
-                crate::text::sanitize(&v.version),
-                crate::text::sanitize(&v.connections.join(", "))
-            );
+        for v in &ns.versions {
+            match &v.connections {
+                Some(c) if !c.is_empty() => {
+                    let _ = writeln!(
+                        s,
+                        "{:<16} {} workers: {}",
+                        "",
+                        crate::text::sanitize(&v.version),
+                        crate::text::sanitize(&c.join(", "))
+                    );
+                }
+                None if v.consumers.unwrap_or(0) > 0 => {
+                    let _ = writeln!(
+                        s,
+                        "{:<16} {} workers: ? ({})",
+                        "",
+                        crate::text::sanitize(&v.version),
+                        crate::text::sanitize(v.connections_note.as_deref().unwrap_or("unknown"))
+                    );
+                }
+                _ => {}
+            }
         }
     }
     s
 }
 
-/// Each version's consumers' connection names (`NS worker vN`), as the console shows them.
+/// Each version's consumers' connection names (`NS worker vN`), as the console shows them. When
+/// the management API cannot list them (a node without the metrics collector refuses
+/// `/api/consumers`), they stay unknown with the reason — never an empty list.
 async fn fill_connections(mgmt: &crate::broker::mgmt::Mgmt, snap: &mut FleetSnapshot) {
     let (c, k) = tokio::join!(mgmt.consumers(), mgmt.connections());
-    if let (Ok(c), Ok(k)) = (c, k) {
-        let by_queue = crate::app::tasks::consumer_names(&c, &k);
-        for v in snap
-            .namespaces
-            .iter_mut()
-            .flat_map(|n| n.versions.iter_mut())
-        {
-            v.connections = by_queue.get(&v.queue).cloned().unwrap_or_default();
+    let versions = snap
+        .namespaces
+        .iter_mut()
+        .flat_map(|n| n.versions.iter_mut());
+    match (c, k) {
+        (Ok(c), Ok(k)) => {
+            let by_queue = crate::app::tasks::consumer_names(&c, &k);
+            for v in versions {
+                v.connections = Some(by_queue.get(&v.queue).cloned().unwrap_or_default());
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            let why = format!("the management API cannot list consumers: {e}");
+            for v in versions {
+                v.connections = None;
+                v.connections_note = Some(why.clone());
+            }
         }
     }
 }

@@ -233,7 +233,11 @@ impl Metrics {
             let started = Instant::now();
             let scrape = prom.scrape(&keep, at).await;
             self.last_scrape_bytes = scrape.bytes;
-            self.judge(mgmt, &scrape, &prom).await?;
+            let members: Option<Vec<String>> = snap
+                .nodes
+                .as_ref()
+                .map(|n| n.iter().map(|n| n.name.clone()).collect());
+            self.judge(mgmt, &scrape, &prom, members.as_deref()).await?;
             self.tracker.observe(&scrape.reading, RATE_WINDOW_MS);
             self.last = Some(LastScrape {
                 at: started,
@@ -289,12 +293,17 @@ impl Metrics {
     }
 
     /// Is this scrape usable: some node answered with per-queue counters, and it is the
-    /// profile's broker?
+    /// profile's broker? Each answering node must be one of the management API's nodes
+    /// (`members`, by its `rabbitmq_node` label); where either is unknown, its cluster name must
+    /// be the management API's. The node names come first because a node that joined a cluster
+    /// keeps reporting the cluster name it had before (seen on RabbitMQ 4.0.5: `c2@vm` on a node
+    /// of cluster `c1@vm`).
     async fn judge(
         &mut self,
         mgmt: Option<&Mgmt>,
         scrape: &Scrape,
         prom: &Prometheus,
+        members: Option<&[String]>,
     ) -> Result<(), String> {
         let Some((_, first)) = scrape.nodes.first() else {
             return Err(scrape
@@ -309,6 +318,23 @@ impl Metrics {
                 prom.urls().join(", "),
                 crate::text::sanitize(first.version.as_deref().unwrap_or("?"))
             ));
+        }
+        if let Some(members) = members.filter(|m| !m.is_empty())
+            && scrape.nodes.iter().all(|(_, n)| n.node.is_some())
+        {
+            return match scrape
+                .nodes
+                .iter()
+                .filter_map(|(_, n)| n.node.as_ref())
+                .find(|n| !members.contains(n))
+            {
+                Some(stranger) => Err(format!(
+                    "the endpoint is node `{}`, not one of this broker's nodes ({}) (set prometheus_url for this broker)",
+                    crate::text::sanitize(stranger),
+                    crate::text::sanitize(&members.join(", "))
+                )),
+                None => Ok(()),
+            };
         }
         if self.cluster_name.is_none()
             && let Some(m) = mgmt
@@ -401,7 +427,15 @@ impl Metrics {
             let keep = |q: &str| wanted.contains(q);
             let scrape = prom.scrape(&keep, self.now_ms()).await;
             self.last_scrape_bytes = scrape.bytes;
-            match self.judge(mgmt, &scrape, &prom).await {
+            let members: Option<Vec<String>> = match mgmt {
+                Some(m) => m
+                    .nodes()
+                    .await
+                    .ok()
+                    .map(|ns| ns.iter().map(|n| n.name.clone()).collect()),
+                None => None,
+            };
+            match self.judge(mgmt, &scrape, &prom, members.as_deref()).await {
                 Ok(()) => {
                     self.prometheus_down = None;
                     return Ok((MetricsSource::Prometheus, scrape.reading));

@@ -17,6 +17,10 @@ use crate::config::Profile;
 
 /// Timeout of one management API call.
 pub const MGMT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of a whole-vhost listing (queues, bindings, exchanges): the broker takes seconds to
+/// list 100,000 queues (docs/performance.md, "Scale"), and a listing cut off at
+/// [`MGMT_TIMEOUT`] would leave such a vhost without any data at all.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Columns fetched for the queue list: exactly the fields [`QueueInfo`] reads (dotted paths pick
 /// single rates out of `message_stats`), so a 10,000-queue answer stays small to receive, parse
@@ -29,6 +33,17 @@ message_stats.deliver_get,message_stats.deliver_get_details.rate,\
 message_stats.deliver_details.rate,message_stats.get_details.rate,\
 message_stats.ack,message_stats.ack_details.rate,\
 message_stats.redeliver,message_stats.redeliver_details.rate";
+
+/// The queue list's columns on a vhost too large for the whole list: names only. Measured on
+/// RabbitMQ 4.0.5 with 100,000 queues: names 25 s, names and counts 45 s, with placement or
+/// statistics the broker drops the request at 60 s (docs/performance.md, "Scale"). The rows of
+/// the namespaces on screen come with every column by name; the rest are known from the metrics
+/// source or unknown.
+pub const LEAN_QUEUE_COLUMNS: &str = "name";
+
+/// Above this many queues on the broker (its overview's `object_totals`), the console asks for
+/// the lean list from the start instead of finding out from a failed whole list.
+pub const LARGE_BROKER_QUEUES: u64 = 20_000;
 
 /// Management API errors.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,6 +144,17 @@ pub struct Overview {
     /// statistics in any listing.
     #[serde(default)]
     pub disable_stats: bool,
+    /// Object counts of the whole broker (absent without statistics: unknown).
+    #[serde(default)]
+    pub object_totals: Option<ObjectTotals>,
+}
+
+/// `/api/overview`'s `object_totals`, the part we use.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ObjectTotals {
+    /// Queues on the whole broker.
+    #[serde(default)]
+    pub queues: Option<u64>,
 }
 
 /// `/api/nodes` (columns `name,mem_alarm,disk_free_alarm,applications`): the alarms that block
@@ -499,6 +525,57 @@ fn regex_literal(s: &str) -> String {
     out
 }
 
+/// Is `path` a listing of every queue, exchange or binding of the vhost?
+fn is_listing(path: &str, vhost: &str) -> bool {
+    let p = path.split('?').next().unwrap_or(path);
+    let v = enc(vhost);
+    ["queues", "exchanges", "bindings"]
+        .iter()
+        .any(|k| p == format!("/api/{k}/{v}"))
+}
+
+/// The typed reading of an answer.
+fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, MgmtError> {
+    serde_json::from_slice(bytes)
+        .or_else(|_| {
+            // A node joining the cluster has been seen to answer a row with a key twice
+            // (`online`, RabbitMQ 4.0.5): the typed parse refuses duplicates, a generic one
+            // keeps the last — one odd row must not cost the whole list.
+            serde_json::from_slice::<serde_json::Value>(bytes).and_then(serde_json::from_value)
+        })
+        .map_err(|e| MgmtError::Decode {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
+}
+
+/// Reads a list of queue rows, keeping those whose name the predicate accepts.
+struct KeepRows<'a>(&'a (dyn Fn(&str) -> bool + Sync));
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeepRows<'_> {
+    type Value = Vec<QueueInfo>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeepRows<'_> {
+    type Value = Vec<QueueInfo>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of queues")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(q) = seq.next_element::<QueueInfo>()? {
+            if (self.0)(&q.name) {
+                out.push(q);
+            }
+        }
+        out.shrink_to_fit();
+        Ok(out)
+    }
+}
+
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
@@ -653,36 +730,29 @@ impl Mgmt {
         }
     }
 
+    /// `GET path` (failing over between the nodes' APIs), its answer as typed JSON.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, MgmtError> {
-        let resp = self.send_any(path, true, |url| self.http.get(url)).await?;
-        let status = resp.status();
-        match status.as_u16() {
-            200..=299 => {}
-            401 => {
-                return Err(MgmtError::Unauthorized {
-                    user: self.user.clone(),
-                });
-            }
-            404 => return Err(MgmtError::NotFound(path.to_string())),
-            s => {
-                return Err(MgmtError::Status {
-                    status: s,
-                    path: path.to_string(),
-                });
-            }
-        }
-        let bytes = resp.bytes().await.map_err(|e| self.map_send_err(path, e))?;
-        serde_json::from_slice(&bytes)
-            .or_else(|_| {
-                // A node joining the cluster has been seen to answer a row with a key twice
-                // (`online`, RabbitMQ 4.0.5): the typed parse refuses duplicates, a generic one
-                // keeps the last — one odd row must not cost the whole list.
-                serde_json::from_slice::<serde_json::Value>(&bytes).and_then(serde_json::from_value)
+        let bytes = self.get_bytes(path).await?;
+        decode(path, &bytes)
+    }
+
+    /// `GET path` (failing over between the nodes' APIs), the body of a successful answer. A
+    /// whole-vhost listing (`path` without an object name after the vhost) gets
+    /// [`LIST_TIMEOUT`].
+    async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, MgmtError> {
+        let listing = is_listing(path, &self.vhost);
+        let resp = self
+            .send_any(path, true, |url| {
+                let req = self.http.get(url);
+                if listing {
+                    req.timeout(LIST_TIMEOUT)
+                } else {
+                    req
+                }
             })
-            .map_err(|e| MgmtError::Decode {
-                path: path.to_string(),
-                detail: e.to_string(),
-            })
+            .await?;
+        let resp = self.check_status(resp, path)?;
+        resp.bytes().await.map_err(|e| self.map_send_err(path, e))
     }
 
     async fn send_no_body(
@@ -702,8 +772,18 @@ impl Mgmt {
                 }
             })
             .await?;
+        self.check_status(resp, path).map(drop)
+    }
+
+    /// The answer when its status is a success; otherwise the error its status means (the one
+    /// mapping of HTTP statuses to [`MgmtError`] kinds).
+    fn check_status(
+        &self,
+        resp: reqwest::Response,
+        path: &str,
+    ) -> Result<reqwest::Response, MgmtError> {
         match resp.status().as_u16() {
-            200..=299 => Ok(()),
+            200..=299 => Ok(resp),
             401 => Err(MgmtError::Unauthorized {
                 user: self.user.clone(),
             }),
@@ -764,6 +844,40 @@ impl Mgmt {
             .await?
             .is_some())
     }
+    /// The queues of the vhost whose names `keep` accepts, with the columns of [`Self::queues`],
+    /// in one call: every row is read as the answer is parsed and only the kept ones are held,
+    /// so the rows of a vhost's other 60,000 queues never sit in memory.
+    pub async fn queues_where(
+        &self,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<QueueInfo>, MgmtError> {
+        self.queues_where_with(keep, QUEUE_COLUMNS).await
+    }
+    /// [`Self::queues_where`] with [`LEAN_QUEUE_COLUMNS`]: no statistics, so the broker need
+    /// not join every row with its statistics database (a vhost too large for the whole list).
+    pub async fn queues_where_lean(
+        &self,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<QueueInfo>, MgmtError> {
+        self.queues_where_with(keep, LEAN_QUEUE_COLUMNS).await
+    }
+    async fn queues_where_with(
+        &self,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+        columns: &str,
+    ) -> Result<Vec<QueueInfo>, MgmtError> {
+        let path = format!("/api/queues/{}?columns={columns}", enc(&self.vhost));
+        let bytes = self.get_bytes(&path).await?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match serde::de::DeserializeSeed::deserialize(KeepRows(keep), &mut de) {
+            Ok(rows) => Ok(rows),
+            // A row with a key twice (see `get`): the generic parse, then the same filter.
+            Err(_) => {
+                let all: Vec<QueueInfo> = decode(&path, &bytes)?;
+                Ok(all.into_iter().filter(|q| keep(&q.name)).collect())
+            }
+        }
+    }
     /// All queues of the vhost in one call, with only the columns we use.
     pub async fn queues(&self) -> Result<Vec<QueueInfo>, MgmtError> {
         self.get(&format!(
@@ -777,13 +891,32 @@ impl Mgmt {
     /// vhost of 10,000 queues a namespace's handful costs ~0.1 s instead of ~1 s for the whole
     /// list (measured on 3.10.8, docs/performance.md).
     pub async fn queues_with_prefix(&self, prefix: &str) -> Result<Vec<QueueInfo>, MgmtError> {
+        self.queues_with_prefixes(&[prefix.to_string()]).await
+    }
+    /// The queues whose names start with any of `prefixes` (exactly), in one filtered listing
+    /// (`name=^(A|B|…)`, paged): the rows of the namespaces on screen without the whole list.
+    pub async fn queues_with_prefixes(
+        &self,
+        prefixes: &[String],
+    ) -> Result<Vec<QueueInfo>, MgmtError> {
+        if prefixes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let matches = |name: &str| prefixes.iter().any(|p| name.starts_with(p.as_str()));
         #[derive(serde::Deserialize)]
         struct Page {
             items: Vec<QueueInfo>,
             #[serde(default)]
             page_count: u64,
         }
-        let regex = format!("^{}", regex_literal(prefix));
+        let regex = format!(
+            "^({})",
+            prefixes
+                .iter()
+                .map(|p| regex_literal(p))
+                .collect::<Vec<_>>()
+                .join("|")
+        );
         let mut out = Vec::new();
         let mut page = 1u64;
         loop {
@@ -800,14 +933,12 @@ impl Mgmt {
                 Err(MgmtError::Decode { .. } | MgmtError::Status { status: 400, .. })
                     if page == 1 =>
                 {
-                    let mut all = self.queues().await?;
-                    all.retain(|q| q.name.starts_with(prefix));
-                    return Ok(all);
+                    return self.queues_where(&matches).await;
                 }
                 Err(e) => return Err(e),
             };
-            // The broker's filter ignores case: keep the exact prefix only.
-            out.extend(p.items.into_iter().filter(|q| q.name.starts_with(prefix)));
+            // The broker's filter ignores case: keep the exact prefixes only.
+            out.extend(p.items.into_iter().filter(|q| matches(&q.name)));
             if page >= p.page_count {
                 return Ok(out);
             }
@@ -933,23 +1064,12 @@ impl Mgmt {
     /// Close a connection by its server-side name.
     pub async fn close_connection(&self, name: &str, reason: &str) -> Result<(), MgmtError> {
         let path = format!("/api/connections/{}", enc(name));
-        self.count_call();
         let resp = self
-            .http
-            .delete(self.url(&path))
-            .basic_auth(&self.user, Some(&self.password))
-            .header("X-Reason", reason)
-            .send()
-            .await
-            .map_err(|e| self.map_send_err(&path, e))?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(()),
-            404 => Err(MgmtError::NotFound(path)),
-            401 => Err(MgmtError::Unauthorized {
-                user: self.user.clone(),
-            }),
-            s => Err(MgmtError::Status { status: s, path }),
-        }
+            .send_any(&path, false, |url| {
+                self.http.delete(url).header("X-Reason", reason)
+            })
+            .await?;
+        self.check_status(resp, &path).map(drop)
     }
     /// Create or replace a policy of the vhost (`migrate` sets at-least-once dead lettering on
     /// version queues that have no policy of their own).
@@ -1034,6 +1154,16 @@ impl Mgmt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_vhost_listings_get_the_long_timeout() {
+        assert!(is_listing("/api/queues/%2F?columns=name", "/"));
+        assert!(is_listing("/api/bindings/prod?columns=source", "prod"));
+        assert!(is_listing("/api/exchanges/%2F", "/"));
+        assert!(!is_listing("/api/queues/%2F/email%2Ev1", "/"));
+        assert!(!is_listing("/api/overview", "/"));
+        assert!(!is_listing("/api/queues/other", "prod"));
+    }
 
     #[test]
     fn regex_literal_escapes_every_ascii_punctuation() {

@@ -24,6 +24,7 @@ pub mod mover;
 pub mod prometheus;
 pub mod republish;
 pub mod sample;
+pub mod server_props;
 pub mod session;
 pub mod shovel;
 pub mod split;

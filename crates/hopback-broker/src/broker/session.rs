@@ -326,6 +326,8 @@ pub struct Session {
     blocked_reason: Arc<std::sync::Mutex<Option<String>>>,
     /// Broker-side locks this connection holds for as long as it lives (`broker::lock::hold`).
     held_locks: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The broker's version from its AMQP server properties, once asked.
+    server_version: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -530,6 +532,7 @@ async fn connect_node(
         control: Mutex::new(None),
         blocked_reason,
         held_locks: Default::default(),
+        server_version: tokio::sync::OnceCell::new(),
     }))
 }
 
@@ -625,6 +628,14 @@ fn classify_connect(e: &lapin::Error, profile: &Profile, addr: &str) -> BrokerEr
 }
 
 impl Session {
+    /// The broker's version from its AMQP server properties (`connection.start`), read once per
+    /// session on a short connection of its own (`broker::server_props`); `None`: unknown.
+    pub async fn server_version(&self) -> Option<String> {
+        self.server_version
+            .get_or_init(|| crate::broker::server_props::server_version(&self.profile))
+            .await
+            .clone()
+    }
     /// The profile this session was opened with.
     pub fn profile(&self) -> &Profile {
         &self.profile

@@ -13,7 +13,7 @@ use crate::broker::headers::attribute;
 use crate::broker::mgmt::{BindingInfo, ExchangeInfo, Mgmt, QueueInfo};
 use crate::broker::session::{BrokerError, Session};
 use crate::broker::topology::{DiscoveredNamespace, Names, discover};
-use crate::config::Config;
+use crate::config::{Config, Profile};
 use crate::model::gate::GateSplit;
 use crate::model::snapshot::{
     FleetSnapshot, NamespaceSnapshot, NodeHealth, Placement, Rates, VersionSnapshot, error_rate,
@@ -88,6 +88,9 @@ async fn ready_of(
 pub struct MgmtData {
     /// Queues (shared with the console's [`TopologyCache`]: a refresh clones no list).
     pub queues: Arc<Vec<QueueInfo>>,
+    /// Rows newer than their copies in `queues`: the namespaces on screen, read by name while a
+    /// large vhost's whole list is paced (see [`TopologyCache`]).
+    pub screen: Arc<Vec<QueueInfo>>,
     /// Exchanges.
     pub exchanges: Arc<Vec<ExchangeInfo>>,
     /// Bindings.
@@ -163,9 +166,30 @@ impl<T> Part<T> {
 /// over AMQP, so a queue list up to a few seconds old costs nothing visible; on a broker with
 /// 10,000 queues the lists are megabytes, and one call per refresh keeps both sides cheap.
 /// [`TopologyCache::invalidate`] (after an operation) makes bindings and exchanges due at once.
+///
+/// A large vhost's queue list is paced by its own cost: a list that took *t* is not asked for
+/// again within [`QUEUES_PACE_FACTOR`] × *t* (at 100,000 queues it takes seconds of the broker's
+/// time and a tenth of a second of ours). Meanwhile the rows of the namespaces on screen come from
+/// a call filtered by name (a fifth part, [`QUEUES_MAX_AGE`] old at most — paced by its own cost
+/// too, since the broker lists every queue before it filters by name). The binding list is paced
+/// the same way.
 #[derive(Debug, Default)]
 pub struct TopologyCache {
     queues: Part<Arc<Vec<QueueInfo>>>,
+    /// How long the last whole queue list took (its pace).
+    queues_took: std::time::Duration,
+    /// The whole list with statistics did not come back in time: the list is read without them
+    /// (`Mgmt::queues_where_lean`), and only the on-screen rows carry statistics.
+    lean: bool,
+    /// How long the last binding list took (its pace, like the queue list's).
+    bindings_took: std::time::Duration,
+    /// The rows of the namespaces on screen, newer than `queues` (while it is paced).
+    screen: Part<Arc<Vec<QueueInfo>>>,
+    /// The namespaces `screen` was read for.
+    screen_for: BTreeSet<String>,
+    /// How long the last read of `screen` took (its pace: a broker filters by name only after
+    /// listing every queue, so on a very large vhost this call is paced too).
+    screen_took: std::time::Duration,
     exchanges: Part<Arc<Vec<ExchangeInfo>>>,
     bindings: Part<Arc<Vec<BindingInfo>>>,
     /// (server version, alarms, node health)
@@ -183,6 +207,8 @@ impl TopologyCache {
 
 /// The queue list is refetched when older than this (relative to the other parts' ages).
 pub const QUEUES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+/// A whole queue list that took `t` is not asked for again within this many `t`.
+pub const QUEUES_PACE_FACTOR: u32 = 10;
 /// Bindings (the gates): the management API's own sampling interval.
 pub const BINDINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The node list (version, memory/disk alarms): small, and the alarm badge should not lag.
@@ -197,15 +223,29 @@ type NodesPart = (Option<String>, Vec<String>, Option<Vec<NodeHealth>>);
 /// is refused and the overview gives the version (alarms and nodes stay unknown).
 async fn fetch_nodes(mgmt: &Mgmt) -> Result<NodesPart, crate::broker::mgmt::MgmtError> {
     match mgmt.nodes().await {
-        Ok(nodes) => Ok((
-            nodes
+        Ok(nodes) => {
+            let from_nodes = nodes
                 .iter()
                 .flat_map(|n| n.applications.iter())
                 .find(|a| a.name == "rabbit")
-                .map(|a| a.version.clone()),
-            crate::broker::mgmt::alarms_of(&nodes),
-            Some(node_health(&nodes)),
-        )),
+                .map(|a| a.version.clone());
+            // A node without the metrics collector lists no applications; its overview still
+            // names the version.
+            let version = match from_nodes {
+                Some(v) => Some(v),
+                None => mgmt
+                    .overview()
+                    .await
+                    .ok()
+                    .map(|o| o.rabbitmq_version)
+                    .filter(|v| !v.is_empty()),
+            };
+            Ok((
+                version,
+                crate::broker::mgmt::alarms_of(&nodes),
+                Some(node_health(&nodes)),
+            ))
+        }
         Err(_) => Ok((
             mgmt.overview().await.ok().map(|o| o.rabbitmq_version),
             Vec::new(),
@@ -218,10 +258,30 @@ async fn fetch_nodes(mgmt: &Mgmt) -> Result<NodesPart, crate::broker::mgmt::Mgmt
 pub async fn fetch_mgmt_cached(
     mgmt: &Mgmt,
     cache: &tokio::sync::Mutex<TopologyCache>,
+    profile: &Profile,
+    on_screen: Option<&BTreeSet<String>>,
 ) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
     let mut c = cache.lock().await;
     if c.queues.at.is_none() || c.nodes.at.is_none() {
-        let d = fetch_mgmt(mgmt).await?;
+        if !c.lean
+            && c.queues_took.is_zero()
+            && let Ok(o) = mgmt.overview().await
+            && o.object_totals
+                .and_then(|t| t.queues)
+                .is_some_and(|n| n > crate::broker::mgmt::LARGE_BROKER_QUEUES)
+        {
+            c.lean = true;
+        }
+        let started = std::time::Instant::now();
+        let d = match fetch_mgmt(mgmt, profile, c.lean).await {
+            Err(e) if too_large(&e) && !c.lean => {
+                c.lean = true;
+                fetch_mgmt(mgmt, profile, true).await?
+            }
+            other => other?,
+        };
+        c.queues_took = started.elapsed();
+        c.screen = Part::default();
         c.queues.set(d.queues.clone());
         c.exchanges.set(d.exchanges.clone());
         c.bindings.set(d.bindings.clone());
@@ -230,11 +290,37 @@ pub async fn fetch_mgmt_cached(
         return Ok(d);
     }
     // The most overdue part; ties go to the queue list.
+    let queues_max_age = if c.lean {
+        // Paced, and the on-screen rows (with statistics) come by name in between.
+        (QUEUES_MAX_AGE * 2).max(c.queues_took * QUEUES_PACE_FACTOR)
+    } else {
+        QUEUES_MAX_AGE.max(c.queues_took * QUEUES_PACE_FACTOR)
+    };
+    // Only convention namespaces can be asked for by name; an adoption's rows are in the list.
+    let screen: BTreeSet<String> = on_screen
+        .filter(|_| (c.lean || queues_max_age > QUEUES_MAX_AGE) && profile.namespaces.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    if screen != c.screen_for {
+        c.screen = Part::default();
+        c.screen_for = screen.clone();
+    }
+    let screen_due = if screen.is_empty() {
+        f64::NEG_INFINITY
+    } else {
+        c.screen
+            .overdue(QUEUES_MAX_AGE.max(c.screen_took * QUEUES_PACE_FACTOR))
+    };
     let due = [
-        (0, c.queues.overdue(QUEUES_MAX_AGE)),
-        (1, c.bindings.overdue(BINDINGS_MAX_AGE)),
+        (0, c.queues.overdue(queues_max_age)),
+        (
+            1,
+            c.bindings
+                .overdue(BINDINGS_MAX_AGE.max(c.bindings_took * QUEUES_PACE_FACTOR)),
+        ),
         (2, c.nodes.overdue(NODES_MAX_AGE)),
         (3, c.exchanges.overdue(EXCHANGES_MAX_AGE)),
+        (4, screen_due),
     ]
     .into_iter()
     .fold(
@@ -244,7 +330,9 @@ pub async fn fetch_mgmt_cached(
     .0;
     match due {
         1 => {
+            let started = std::time::Instant::now();
             let b = keep_gate_bindings(mgmt.bindings().await?);
+            c.bindings_took = started.elapsed();
             c.bindings.set(Arc::new(b));
         }
         2 => {
@@ -255,23 +343,77 @@ pub async fn fetch_mgmt_cached(
             let x = mgmt.exchanges().await?;
             c.exchanges.set(Arc::new(x));
         }
+        4 => {
+            let prefixes: Vec<String> = screen.iter().map(|n| format!("{n}.")).collect();
+            let started = std::time::Instant::now();
+            let rows = mgmt.queues_with_prefixes(&prefixes).await?;
+            c.screen_took = started.elapsed();
+            c.screen.set(Arc::new(rows));
+        }
         _ => {
             // Drop the old list before parsing the new one (one list alive at a time); if the
             // call fails, the next refresh refetches everything (`at` is cleared).
             c.queues.value = Arc::default();
             c.queues.at = None;
-            let q = mgmt.queues().await?;
+            let started = std::time::Instant::now();
+            let keep = namespace_rows(profile);
+            let q = if c.lean {
+                mgmt.queues_where_lean(&keep).await?
+            } else {
+                match mgmt.queues_where(&keep).await {
+                    Err(e) if too_large(&e) => {
+                        c.lean = true;
+                        mgmt.queues_where_lean(&keep).await?
+                    }
+                    other => other?,
+                }
+            };
+            c.queues_took = started.elapsed();
+            c.screen = Part::default();
             c.queues.set(Arc::new(q));
         }
     }
     Ok(MgmtData {
         queues: c.queues.value.clone(),
+        screen: c.screen.value.clone(),
         exchanges: c.exchanges.value.clone(),
         bindings: c.bindings.value.clone(),
         version: c.nodes.value.0.clone(),
         alarms: c.nodes.value.1.clone(),
         nodes: c.nodes.value.2.clone(),
     })
+}
+
+/// Did the whole queue list fail for its size (the broker did not answer in time, or dropped
+/// the request: it closes a request after 60 s)? Then it is asked for without statistics.
+fn too_large(e: &crate::broker::mgmt::MgmtError) -> bool {
+    use crate::broker::mgmt::MgmtError;
+    matches!(
+        e,
+        MgmtError::Timeout { .. }
+            | MgmtError::Unreachable { .. }
+            | MgmtError::Status {
+                status: 500..=599,
+                ..
+            }
+    )
+}
+
+/// Which rows of the queue list a snapshot can use: a convention namespace's queues are named
+/// `NS.vN`, `NS.dlq` and `NS.unrouted`; an adopted namespace's may be named anything, so a
+/// profile with adoptions keeps every row. On a vhost of 100,000 queues most are nobody's
+/// namespace: their rows are read and dropped, not held.
+pub fn namespace_rows(profile: &Profile) -> impl Fn(&str) -> bool + Sync + use<> {
+    let every = !profile.namespaces.is_empty();
+    move |name: &str| {
+        every
+            || name.rsplit_once('.').is_some_and(|(ns, last)| {
+                !ns.is_empty()
+                    && (last == "dlq"
+                        || last == "unrouted"
+                        || crate::model::xdeath::is_version_name(last))
+            })
+    }
 }
 
 /// The default exchange's implicit binding of every queue is no gate: not kept.
@@ -282,16 +424,24 @@ fn keep_gate_bindings(b: Vec<BindingInfo>) -> Vec<BindingInfo> {
 /// Fetch the management data (queues, exchanges, bindings, version and alarms). The node list
 /// gives both the version and the alarms in one call; a user without the `monitoring` tag may not
 /// read it, and then the overview gives the version (alarms stay unknown).
-pub async fn fetch_mgmt(mgmt: &Mgmt) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
-    let (q, x, b, n) = tokio::join!(
-        mgmt.queues(),
-        mgmt.exchanges(),
-        mgmt.bindings(),
-        fetch_nodes(mgmt)
-    );
+pub async fn fetch_mgmt(
+    mgmt: &Mgmt,
+    profile: &Profile,
+    lean: bool,
+) -> Result<MgmtData, crate::broker::mgmt::MgmtError> {
+    let keep = namespace_rows(profile);
+    let queues = async {
+        if lean {
+            mgmt.queues_where_lean(&keep).await
+        } else {
+            mgmt.queues_where(&keep).await
+        }
+    };
+    let (q, x, b, n) = tokio::join!(queues, mgmt.exchanges(), mgmt.bindings(), fetch_nodes(mgmt));
     let (version, alarms, nodes) = n?;
     Ok(MgmtData {
         queues: Arc::new(q?),
+        screen: Arc::default(),
         exchanges: Arc::new(x?),
         bindings: Arc::new(keep_gate_bindings(b?)),
         version,
@@ -534,8 +684,8 @@ pub async fn collect(
     };
     let data = match mgmt {
         Some(m) => match match &opts.topology {
-            Some(cache) => fetch_mgmt_cached(m, cache).await,
-            None => fetch_mgmt(m).await,
+            Some(cache) => fetch_mgmt_cached(m, cache, &cfg.profile, opts.exact_for.as_ref()).await,
+            None => fetch_mgmt(m, &cfg.profile, false).await,
         } {
             Ok(d) => {
                 snap.mgmt_available = true;
@@ -555,6 +705,11 @@ pub async fn collect(
             None
         }
     };
+    // The management API did not name the version (no API, no `monitoring` tag, a node that
+    // lists no applications): the broker's own AMQP server properties do.
+    if snap.server_version.is_none() {
+        snap.server_version = session.server_version().await;
+    }
     // Our own connection blocked (it published during an alarm): known even without the API.
     if let Some(a) = session.alarm()
         && !snap.broker_alarms.iter().any(|x| x.starts_with(&a))
@@ -604,7 +759,13 @@ pub async fn collect(
     }
     let qmap: BTreeMap<&str, &QueueInfo> = data
         .as_ref()
-        .map(|d| d.queues.iter().map(|q| (q.name.as_str(), q)).collect())
+        .map(|d| {
+            d.queues
+                .iter()
+                .chain(d.screen.iter())
+                .map(|q| (q.name.as_str(), q))
+                .collect()
+        })
         .unwrap_or_default();
     // Indexed once per refresh: with 1,000 namespaces a scan of every exchange and binding per
     // namespace was O(namespaces × bindings) (docs/performance.md).
@@ -642,8 +803,8 @@ pub async fn collect(
             unrouted: d.names.unrouted.clone(),
             ..Default::default()
         };
-        if let Some(md) = &data {
-            ns.legacy = crate::broker::topology::legacy_parts(&d, &md.queues);
+        if data.is_some() {
+            ns.legacy = crate::broker::topology::legacy_parts_by(&d, &|n| qmap.get(n).copied());
             ns.entry_kind = xmap.get(d.names.entry.as_str()).map(|x| x.kind.clone());
             let bindings_of = |x: &str| by_source.get(x).map(Vec::as_slice).unwrap_or(&[]);
             let layout = xmap.get(d.names.entry.as_str()).map(|x| {

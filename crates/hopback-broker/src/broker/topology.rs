@@ -622,7 +622,15 @@ pub fn discover(
 /// built the current way and for a classic namespace (classic version queues are a choice:
 /// `init --queue-type classic`). Queues the management API does not list are not judged.
 pub fn legacy_parts(d: &DiscoveredNamespace, queues: &[QueueInfo]) -> Vec<String> {
-    let find = |name: &str| queues.iter().find(|q| q.name == name);
+    legacy_parts_by(d, &|name| queues.iter().find(|q| q.name == name))
+}
+
+/// [`legacy_parts`] with a lookup of the listed queues by name (the refresh indexes its list once:
+/// a scan per namespace is O(namespaces × queues) on a large vhost).
+pub fn legacy_parts_by<'a>(
+    d: &DiscoveredNamespace,
+    find: &dyn Fn(&str) -> Option<&'a QueueInfo>,
+) -> Vec<String> {
     let quorum_versions: Vec<(&String, &QueueInfo)> = d
         .versions
         .iter()

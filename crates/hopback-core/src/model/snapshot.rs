@@ -67,8 +67,13 @@ pub struct VersionSnapshot {
     /// `None`: unknown.
     #[serde(default)]
     pub rejected_rate: Option<f64>,
-    /// Client-provided connection names of its consumers.
-    pub connections: Vec<String>,
+    /// Client-provided connection names of its consumers (`None`: unknown — the management API
+    /// could not list consumers, e.g. a node without the metrics collector; see
+    /// `connections_note`).
+    pub connections: Option<Vec<String>>,
+    /// Why `connections` is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_note: Option<String>,
     /// Where the queue lives, from the management API (`None`: unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,

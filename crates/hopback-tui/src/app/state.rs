@@ -251,6 +251,8 @@ pub struct AppState {
     pub tap: TapState,
     /// Queue → consumer connection names (sanitised).
     pub consumers: BTreeMap<String, Vec<String>>,
+    /// Has the consumer list been read at least once? Until then the names are unknown.
+    pub consumers_seen: bool,
     /// Alerts.
     pub alerts: AlertTracker,
     /// View stack; the bottom is always the overview.
@@ -347,6 +349,7 @@ impl AppState {
             history: BTreeMap::new(),
             tap: TapState::default(),
             consumers: BTreeMap::new(),
+            consumers_seen: false,
             alerts: AlertTracker::default(),
             views: vec![View::Overview],
             selected: 0,
@@ -738,7 +741,9 @@ impl AppState {
                 let mut s = *s;
                 for ns in &mut s.namespaces {
                     for v in &mut ns.versions {
-                        v.connections = self.consumers.get(&v.queue).cloned().unwrap_or_default();
+                        v.connections = self
+                            .consumers_seen
+                            .then(|| self.consumers.get(&v.queue).cloned().unwrap_or_default());
                     }
                 }
                 self.now_ms = self.now_ms.max(s.taken_at_ms);
@@ -793,12 +798,13 @@ impl AppState {
                 if let Some(snap) = &mut self.snapshot {
                     for ns in &mut snap.namespaces {
                         for v in &mut ns.versions {
-                            v.connections = c.get(&v.queue).cloned().unwrap_or_default();
+                            v.connections = Some(c.get(&v.queue).cloned().unwrap_or_default());
                         }
                     }
                 }
-                let changed = self.consumers != c;
+                let changed = self.consumers != c || !self.consumers_seen;
                 self.consumers = c;
+                self.consumers_seen = true;
                 changed
             }
             Msg::Tick(now) => {

@@ -273,13 +273,14 @@ fn draw_version(
         cons_style,
     )));
     let rows_left = usize::from(inner.height).saturating_sub(lines.len());
-    if v.connections.is_empty() {
+    let connections = v.connections.as_deref().unwrap_or(&[]);
+    if connections.is_empty() {
         if cons > 0 {
             lines.push(Line::from(Span::styled(" (names every 5 s)", theme.muted)));
         }
     } else {
-        let extra = v.connections.len().saturating_sub(rows_left);
-        for (i, c) in v.connections.iter().take(rows_left).enumerate() {
+        let extra = connections.len().saturating_sub(rows_left);
+        for (i, c) in connections.iter().take(rows_left).enumerate() {
             let text = if extra > 0 && i + 1 == rows_left {
                 format!(" +{} more", extra + 1)
             } else {
