@@ -421,8 +421,9 @@ impl Publisher {
             .publish(exchange, &key, false, b"", BasicProperties::default())
             .await?;
         let r = pending.wait(CALL_TIMEOUT).await;
+        // Bounded: a connection the broker blocks (a resource alarm) may never answer the close.
         if p.is_open() {
-            let _ = p.channel.close(200, "ok".into()).await;
+            let _ = tokio::time::timeout(CALL_TIMEOUT, p.channel.close(200, "ok".into())).await;
         }
         r.map(|_| ())
     }
