@@ -51,7 +51,12 @@ pub enum GateCommand {
         /// After the flip, when tasks are flowing, wait up to this long for enough new tasks to
         /// check that they split as set; exit 4 (and journal an alert) when they do not. `0s`
         /// skips the check; with no tasks in the last minute there is nothing to wait for
-        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "30s",
+            env = "HOPBACK_VERIFY_SPLIT"
+        )]
         verify_split: humantime::Duration,
     },
     /// Change what the gate hashes to split tasks, keeping the weights and losing no task

@@ -127,7 +127,10 @@ pub fn bin() -> std::process::Command {
         .env_remove("HOPBACK_PASSWORD")
         // The CLI's error-rate window (`status`, `dlq replay`'s default destination): short in
         // tests, which read error rates from steady synthetic workers.
-        .env("HOPBACK_ERROR_RATE_WINDOW", "3s");
+        .env("HOPBACK_ERROR_RATE_WINDOW", "3s")
+        // A gate flip's measured-split check waits for traffic (30 s by default): the tests that
+        // check it ask for it (`worker_frameworks`), the rest flip and move on.
+        .env("HOPBACK_VERIFY_SPLIT", "0s");
     // Another test broker (HOPBACK_TEST_URL/HOPBACK_TEST_MGMT_URL) is the binary's default too.
     if let Ok(url) = std::env::var("HOPBACK_TEST_URL") {
         c.env("HOPBACK_URL", url);
