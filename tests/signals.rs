@@ -256,8 +256,13 @@ async fn console_replay_then(sig: i32, name: &str) {
         env!("CARGO_BIN_EXE_hopback")
     ));
     tm.keys(&["Enter"]);
-    // The overview is up (the namespace may be below the first screen: `:ns` opens it).
+    // The overview is up; filter it to this test's namespace (other tests' namespaces may
+    // push it below the first screen) and wait for its row: its data is loaded.
     tm.wait(20, "the console", |s| s.contains(" namespaces "));
+    tm.literal("/");
+    tm.literal(&ns);
+    tm.keys(&["Enter"]);
+    tm.wait(20, "the console", |s| s.contains(&ns));
     assert!(tm.alternate_on());
     // Select the namespace, open its dead letters, replay all of them.
     tm.literal(":ns ");
@@ -353,8 +358,13 @@ async fn console_survives_resizing_to_40x10_and_back_on_every_view() {
         env!("CARGO_BIN_EXE_hopback")
     ));
     tm.keys(&["Enter"]);
-    // The overview is up (the namespace may be below the first screen: `:ns` opens it).
+    // The overview is up; filter it to this test's namespace (other tests' namespaces may
+    // push it below the first screen) and wait for its row: its data is loaded.
     tm.wait(20, "the console", |s| s.contains(" namespaces "));
+    tm.literal("/");
+    tm.literal(&ns);
+    tm.keys(&["Enter"]);
+    tm.wait(20, "the console", |s| s.contains(&ns));
     tm.literal(":ns ");
     tm.literal(&ns);
     tm.keys(&["Enter"]);
