@@ -203,72 +203,66 @@ impl ReplayPlan {
     pub fn source(&self) -> &str {
         self.specs.first().map_or("", |s| s.source_queue.as_str())
     }
-    /// What the plan does, as a statement (the dry run's first line; the engine is printed on
-    /// its own line after it, once).
-    pub fn statement(&self) -> String {
-        let park = self
-            .specs
-            .first()
-            .filter(|s| s.count_replay)
-            .and_then(|s| {
-                s.park_queue.as_deref().map(|p| {
-                    format!(
-                        "; messages replayed {}+ times go to `{}`",
-                        s.max_replays,
-                        sanitize(p)
-                    )
-                })
-            })
-            .unwrap_or_default();
-        let filtered = if self.specs.first().is_some_and(|s| !s.filter.is_empty()) {
+    /// `(queue, max replays)` of the parking rule, when the plan counts replays.
+    fn parking(&self) -> Option<(String, u32)> {
+        let s = self.specs.first().filter(|s| s.count_replay)?;
+        Some((
+            sanitize(s.park_queue.as_deref()?).into_owned(),
+            s.max_replays,
+        ))
+    }
+    fn filtered(&self) -> &'static str {
+        if self.specs.first().is_some_and(|s| !s.filter.is_empty()) {
             " matching the filter"
         } else {
             ""
-        };
-        let left_behind = if self.left_behind.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; first removes {} broker-engine move(s) left behind: {}",
-                self.left_behind.len(),
-                self.left_behind
-                    .iter()
-                    .map(|l| format!("shovel `{}` ({})", sanitize(&l.shovel), l.why))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        }
+    }
+    /// The broker-engine moves left behind, one list (empty: none).
+    fn left_behind_list(&self) -> String {
+        self.left_behind
+            .iter()
+            .map(|l| format!("shovel `{}` ({})", sanitize(&l.shovel), l.why))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    /// `at_most of source_depth messages{filtered} from `source` to target`.
+    fn counts_and_route(&self) -> String {
         format!(
-            "moves up to {} of {} messages{filtered} from `{}` to {}{park}{left_behind}",
+            "up to {} of {} messages{} from `{}` to {}",
             self.at_most,
             self.source_depth,
+            self.filtered(),
             sanitize(self.source()),
             self.specs
                 .first()
                 .map_or_else(String::new, |s| s.target.describe())
         )
     }
+    /// What the plan does, as a statement (the dry run's first line; the engine is printed on
+    /// its own line after it, once).
+    pub fn statement(&self) -> String {
+        let park = self
+            .parking()
+            .map(|(q, n)| format!("; messages replayed {n}+ times go to `{q}`"))
+            .unwrap_or_default();
+        let left_behind = if self.left_behind.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; first removes {} broker-engine move(s) left behind: {}",
+                self.left_behind.len(),
+                self.left_behind_list()
+            )
+        };
+        format!("moves {}{park}{left_behind}", self.counts_and_route())
+    }
     /// The confirmation question, with the counts (terminal-safe).
     pub fn question(&self) -> String {
         let park = self
-            .specs
-            .first()
-            .filter(|s| s.count_replay)
-            .and_then(|s| {
-                s.park_queue.as_deref().map(|p| {
-                    format!(
-                        " (messages replayed {}+ times go to `{}`)",
-                        s.max_replays,
-                        sanitize(p)
-                    )
-                })
-            })
+            .parking()
+            .map(|(q, n)| format!(" (messages replayed {n}+ times go to `{q}`)"))
             .unwrap_or_default();
-        let filtered = if self.specs.first().is_some_and(|s| !s.filter.is_empty()) {
-            " matching the filter"
-        } else {
-            ""
-        };
         let engine = match &self.engine {
             Engine::Broker(m) => format!(
                 " [broker engine: a shovel moves exactly {} inside RabbitMQ — {}]",
@@ -282,21 +276,12 @@ impl ReplayPlan {
             format!(
                 " [first removing {} broker-engine move(s) left behind: {}]",
                 self.left_behind.len(),
-                self.left_behind
-                    .iter()
-                    .map(|l| format!("shovel `{}` ({})", sanitize(&l.shovel), l.why))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.left_behind_list()
             )
         };
         format!(
-            "Move up to {} of {} messages{filtered} from `{}` to {}{park}?{engine}{left_behind}",
-            self.at_most,
-            self.source_depth,
-            sanitize(self.source()),
-            self.specs
-                .first()
-                .map_or_else(String::new, |s| s.target.describe())
+            "Move {}{park}?{engine}{left_behind}",
+            self.counts_and_route()
         )
     }
 }
